@@ -1,0 +1,836 @@
+/*
+ * test_mamba2.c: tests of the CPU trainer against simpler things.
+ *
+ * Built twice from this one file (see Makefile):
+ *   test_mamba2_fd  (-DMAMBA2_DOUBLE): in double precision
+ *       1. the chunked SSD forward and backward against the sequential recurrence (SPEC.md sections 3, 4),
+ *          written again here from the spec, for several shapes;
+ *       2. every layer's backward and the whole model's gradient against central finite differences;
+ *       3. the recurrent step (generation) against the chunked forward; gradient accumulation.
+ *   test_mamba2     (float, the trainer's precision):
+ *       4. the independent reference: a fixture written by HF transformers' Mamba2ForCausalLM
+ *          (dev/make_hf_fixture.py): logits, loss, every gradient, and 10 AdamW steps;
+ *       5. resume: k steps + checkpoint + resume + k steps == 2k steps, bitwise (the trainer binary end to end);
+ *       6. bad input: each gives a clear message and a nonzero exit, no crash.
+ * Each check prints a line; the program closes with "N passed, N failed".
+ */
+#define _POSIX_C_SOURCE 200809L
+#define MAMBA2_NO_MAIN
+#include "train_mamba2.c"
+#ifndef MAMBA2_DOUBLE
+#include "llmc/safetensors.h"
+#include "llmc/json.h"
+#endif
+#include <sys/wait.h>
+
+static int g_passed = 0, g_failed = 0;
+
+static void report(int ok, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "[ OK ]" : "[FAIL]");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    if (ok) g_passed++; else g_failed++;
+}
+
+/* per-tensor comparison in llm.c's manner: max |a-b| and that over max |b|; passes if rel <= tol */
+static double compare(const char* name, const real* a, const real* b, size_t n, double tol) {
+    double maxdiff = 0, maxref = 0;
+    int finite = 1;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!isfinite((double)a[i])) finite = 0;
+        if (d > maxdiff) maxdiff = d;
+        if (fabs((double)b[i]) > maxref) maxref = fabs((double)b[i]);
+    }
+    double rel = maxdiff / (maxref > 0 ? maxref : 1e-30);
+    report(finite && rel <= tol, "%-44s max abs diff %.3e, max |ref| %.3e, rel %.3e (tol %.0e)", name, maxdiff,
+           maxref, rel, tol);
+    return rel;
+}
+
+static void fill_uniform(real* x, size_t n, Rng* r, double lo, double hi) {
+    for (size_t i = 0; i < n; i++) x[i] = (real)rng_uniform_range(r, lo, hi);
+}
+
+static real* alloc_real(size_t n) { return (real*)callocCheck(n, sizeof(real)); }
+
+#ifdef MAMBA2_DOUBLE
+/* ================================================================================================================
+ * 1. SSD: chunked algorithm vs the sequential recurrence
+ * ================================================================================================================ */
+
+typedef struct { int B, T, H, P, N, G, Q, init; } SSDShape;
+
+/*
+ * The recurrence of SPEC.md section 3 and its adjoint (section 4), one head at a time:
+ *   h_t = a_t h_{t-1} + dt_t x_t B_t^T,  y_t = h_t C_t + D x_t,  a_t = exp(dt_t A)
+ *   g_t = dy_t C_t^T + a_{t+1} g_{t+1} (+ d final state at t = T-1)
+ */
+static void ssd_recurrence_fwd_bwd(real* y, real* final_state, real* dxbc, real* ddt, real* dA_log, real* dD,
+                                   real* dinit, const real* dy, const real* dfinal, const real* xbc, const real* dt,
+                                   const real* A_log, const real* Dskip, const real* init, SSDShape s) {
+    int E = s.H * s.P, cd = E + 2 * s.G * s.N, hpg = s.H / s.G, P = s.P, N = s.N, T = s.T;
+    memset(dxbc, 0, sizeof(real) * (size_t)s.B * T * cd);
+    real* hs = alloc_real((size_t)(T + 1) * P * N); /* hs[t+1] = h_t, hs[0] = h_{-1} */
+    real* g = alloc_real((size_t)P * N);
+    for (int b = 0; b < s.B; b++) {
+        for (int h = 0; h < s.H; h++) {
+            int gr = h / hpg;
+            real A = -(real)exp(A_log[h]);
+            size_t bh = (size_t)b * s.H + h;
+            for (int i = 0; i < P * N; i++) hs[i] = init ? init[bh * P * N + i] : 0;
+#define X(t) (xbc + ((size_t)b * T + (t)) * cd + h * P)
+#define BV(t) (xbc + ((size_t)b * T + (t)) * cd + E + gr * N)
+#define CV(t) (xbc + ((size_t)b * T + (t)) * cd + E + s.G * N + gr * N)
+#define DT(t) (dt[((size_t)b * T + (t)) * s.H + h])
+            for (int t = 0; t < T; t++) {
+                real a = (real)exp(DT(t) * A);
+                real* hp = hs + (size_t)t * P * N;
+                real* hn = hs + (size_t)(t + 1) * P * N;
+                for (int p = 0; p < P; p++) {
+                    real acc = 0;
+                    for (int n = 0; n < N; n++) {
+                        hn[p * N + n] = a * hp[p * N + n] + DT(t) * X(t)[p] * BV(t)[n];
+                        acc += hn[p * N + n] * CV(t)[n];
+                    }
+                    y[((size_t)b * T + t) * E + h * P + p] = acc + Dskip[h] * X(t)[p];
+                }
+            }
+            if (final_state) memcpy(final_state + bh * P * N, hs + (size_t)T * P * N, sizeof(real) * P * N);
+            /* adjoint, backwards in time; g holds a_{t+1} g_{t+1} on entry to step t */
+            for (int i = 0; i < P * N; i++) g[i] = dfinal ? dfinal[bh * P * N + i] : 0;
+            real dA = 0;
+            for (int t = T - 1; t >= 0; t--) {
+                const real* dyt = dy + ((size_t)b * T + t) * E + h * P;
+                real a = (real)exp(DT(t) * A);
+                real* hp = hs + (size_t)t * P * N;
+                real* hn = hs + (size_t)(t + 1) * P * N;
+                for (int p = 0; p < P; p++)
+                    for (int n = 0; n < N; n++) g[p * N + n] += dyt[p] * CV(t)[n];
+                real* dx = dxbc + ((size_t)b * T + t) * cd + h * P;
+                real* dB = dxbc + ((size_t)b * T + t) * cd + E + gr * N;
+                real* dC = dxbc + ((size_t)b * T + t) * cd + E + s.G * N + gr * N;
+                real gh = 0, xgb = 0;
+                for (int p = 0; p < P; p++) {
+                    real gb = 0;
+                    for (int n = 0; n < N; n++) {
+                        dC[n] += hn[p * N + n] * dyt[p];
+                        dB[n] += g[p * N + n] * DT(t) * X(t)[p];
+                        gb += g[p * N + n] * BV(t)[n];
+                        gh += g[p * N + n] * hp[p * N + n];
+                    }
+                    dx[p] = DT(t) * gb + Dskip[h] * dyt[p];
+                    xgb += X(t)[p] * gb;
+                    dD[h] += X(t)[p] * dyt[p];
+                }
+                ddt[((size_t)b * T + t) * s.H + h] = xgb + gh * a * A;
+                dA += gh * a * DT(t);
+                for (int i = 0; i < P * N; i++) g[i] *= a; /* becomes a_t g_t for step t-1 */
+            }
+            dA_log[h] += dA * A;
+            if (dinit) memcpy(dinit + bh * P * N, g, sizeof(real) * P * N);
+#undef X
+#undef BV
+#undef CV
+#undef DT
+        }
+    }
+    free(hs);
+    free(g);
+}
+
+static void test_ssd_against_recurrence(SSDShape s, Rng* rng) {
+    int E = s.H * s.P, cd = E + 2 * s.G * s.N, nc = ssd_num_chunks(s.T, s.Q);
+    size_t BT = (size_t)s.B * s.T, SN = (size_t)s.B * s.H * s.P * s.N;
+    real *xbc = alloc_real(BT * cd), *dt = alloc_real(BT * s.H), *A_log = alloc_real(s.H), *Dsk = alloc_real(s.H);
+    real *init = alloc_real(SN), *dy = alloc_real(BT * E), *dfinal = alloc_real(SN);
+    fill_uniform(xbc, BT * cd, rng, -1, 1);
+    fill_uniform(dt, BT * s.H, rng, 0.01, 0.5);
+    fill_uniform(A_log, s.H, rng, 0, 1.5);
+    fill_uniform(Dsk, s.H, rng, 0.5, 1.5);
+    fill_uniform(init, SN, rng, -1, 1);
+    fill_uniform(dy, BT * E, rng, -1, 1);
+    fill_uniform(dfinal, SN, rng, -1, 1);
+    real* init_p = s.init ? init : NULL;
+    real* dfinal_p = s.init ? dfinal : NULL;
+    /* reference */
+    real *y_r = alloc_real(BT * E), *fs_r = alloc_real(SN), *dxbc_r = alloc_real(BT * cd), *ddt_r = alloc_real(BT * s.H);
+    real *dAl_r = alloc_real(s.H), *dD_r = alloc_real(s.H), *dinit_r = alloc_real(SN);
+    ssd_recurrence_fwd_bwd(y_r, fs_r, dxbc_r, ddt_r, dAl_r, dD_r, dinit_r, dy, dfinal_p, xbc, dt, A_log, Dsk, init_p,
+                           s);
+    /* chunked */
+    real *y = alloc_real(BT * E), *fs = alloc_real(SN), *states = alloc_real((size_t)s.B * s.H * nc * s.P * s.N);
+    real *dxbc = alloc_real(BT * cd), *ddt = alloc_real(BT * s.H), *dAl = alloc_real(s.H), *dD = alloc_real(s.H);
+    real* dinit = alloc_real(SN);
+    ssd_chunked_forward(y, states, fs, xbc, dt, A_log, Dsk, init_p, s.B, s.T, s.H, s.P, s.N, s.G, s.Q);
+    ssd_chunked_backward(dxbc, ddt, dAl, dD, dinit, dy, dfinal_p, xbc, dt, A_log, Dsk, states, s.B, s.T, s.H, s.P,
+                         s.N, s.G, s.Q);
+    char name[128];
+    const double tol = 1e-10;
+#define CMP(what, a, b, n) \
+    snprintf(name, sizeof(name), "ssd B%d T%d H%d P%d N%d G%d Q%d%s %s", s.B, s.T, s.H, s.P, s.N, s.G, s.Q, \
+             s.init ? " init" : "", what); \
+    compare(name, a, b, n, tol)
+    CMP("y", y, y_r, BT * E);
+    CMP("final state", fs, fs_r, SN);
+    CMP("dx,dB,dC", dxbc, dxbc_r, BT * cd);
+    CMP("ddt", ddt, ddt_r, BT * s.H);
+    CMP("dA_log", dAl, dAl_r, s.H);
+    CMP("dD", dD, dD_r, s.H);
+    if (s.init) { CMP("d init state", dinit, dinit_r, SN); }
+#undef CMP
+    free(xbc); free(dt); free(A_log); free(Dsk); free(init); free(dy); free(dfinal); free(y_r); free(fs_r);
+    free(dxbc_r); free(ddt_r); free(dAl_r); free(dD_r); free(dinit_r); free(y); free(fs); free(states); free(dxbc);
+    free(ddt); free(dAl); free(dD); free(dinit);
+}
+
+/* ================================================================================================================
+ * 2. finite differences: L = sum(out * w) for a random w, so dL/dout = w
+ * ================================================================================================================ */
+
+typedef double (*LossFn)(void* ctx);
+
+/* central differences on up to `samples` random entries of x; compares with the analytic gradient */
+static void fd_check(const char* name, LossFn f, void* ctx, real* x, const real* analytic, size_t n, int samples,
+                     Rng* rng) {
+    const double h = 1e-5; /* balances truncation (h^2) and round-off (eps/h) in double */
+    real* num = alloc_real(samples);
+    real* ana = alloc_real(samples);
+    for (int k = 0; k < samples; k++) {
+        size_t i = n <= (size_t)samples ? (size_t)k % n : (size_t)(rng_u64(rng) % n);
+        real old = x[i];
+        x[i] = old + h; double lp = f(ctx);
+        x[i] = old - h; double lm = f(ctx);
+        x[i] = old;
+        num[k] = (real)((lp - lm) / (2 * h));
+        ana[k] = analytic[i];
+    }
+    compare(name, ana, num, (size_t)samples, 1e-6);
+    free(num);
+    free(ana);
+}
+
+static double weighted_sum(const real* out, const real* w, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)out[i] * w[i];
+    return s;
+}
+
+/* --- the layers, each wrapped as "inputs -> scalar" --- */
+enum { FD_BT = 14, FD_B = 2, FD_T = 7, FD_C = 12, FD_OC = 9, FD_K = 4, FD_H = 4, FD_P = 4, FD_N = 3, FD_G = 2 };
+
+typedef struct { real *x, *w, *out, *rstd, *wout; } NormCtx;
+static double rmsnorm_loss(void* p) {
+    NormCtx* c = (NormCtx*)p;
+    rmsnorm_forward(c->out, c->rstd, c->x, c->w, FD_BT, FD_C);
+    return weighted_sum(c->out, c->wout, FD_BT * FD_C);
+}
+
+typedef struct { real *x, *w, *out, *wout; } MatCtx;
+static double matmul_loss(void* p) {
+    MatCtx* c = (MatCtx*)p;
+    matmul_forward(c->out, c->x, c->w, FD_BT, FD_C, FD_OC);
+    return weighted_sum(c->out, c->wout, FD_BT * FD_OC);
+}
+
+enum { CONV_STRIDE = FD_C + 5 };
+typedef struct { real *in, *w, *b, *pre, *out, *wout; } ConvCtx;
+static double conv_loss(void* p) {
+    ConvCtx* c = (ConvCtx*)p;
+    conv1d_silu_forward(c->pre, c->out, c->in, CONV_STRIDE, c->w, c->b, FD_B, FD_T, FD_C, FD_K);
+    return weighted_sum(c->out, c->wout, FD_BT * FD_C);
+}
+
+typedef struct { real *raw, *bias, *dt, *wout; } DtCtx;
+static double dt_loss(void* p) {
+    DtCtx* c = (DtCtx*)p;
+    dt_forward(c->dt, c->raw, FD_H + 3, c->bias, FD_BT, FD_H);
+    return weighted_sum(c->dt, c->wout, FD_BT * FD_H);
+}
+
+typedef struct { real *y, *z, *w, *out, *rstd, *wout; } GnCtx;
+enum { GN_E = 12, GN_ZSTRIDE = 15 };
+static double gated_loss(void* p) {
+    GnCtx* c = (GnCtx*)p;
+    gated_rmsnorm_forward(c->out, c->rstd, c->y, c->z, GN_ZSTRIDE, c->w, FD_BT, GN_E, FD_G);
+    return weighted_sum(c->out, c->wout, FD_BT * GN_E);
+}
+
+typedef struct { real *logits, *probs, *losses; int* targets; } CeCtx;
+enum { CE_V = 10, CE_VP = 16 };
+static double ce_loss(void* p) {
+    CeCtx* c = (CeCtx*)p;
+    memcpy(c->probs, c->logits, sizeof(real) * FD_BT * CE_VP);
+    crossentropy_forward(c->losses, c->probs, c->targets, FD_BT, CE_V, CE_VP);
+    double s = 0;
+    for (int i = 0; i < FD_BT; i++) s += c->losses[i];
+    return s / FD_BT;
+}
+
+typedef struct { real *xbc, *dt, *A_log, *Dsk, *init, *y, *states, *final, *wout, *wfinal; int Q; } SsdCtx;
+enum { SSD_E = FD_H * FD_P, SSD_CD = SSD_E + 2 * FD_G * FD_N };
+static double ssd_loss(void* p) {
+    SsdCtx* c = (SsdCtx*)p;
+    ssd_chunked_forward(c->y, c->states, c->final, c->xbc, c->dt, c->A_log, c->Dsk, c->init, FD_B, FD_T, FD_H, FD_P,
+                        FD_N, FD_G, c->Q);
+    return weighted_sum(c->y, c->wout, FD_BT * SSD_E) + weighted_sum(c->final, c->wfinal, FD_B * FD_H * FD_P * FD_N);
+}
+
+static void test_layer_gradients(Rng* rng) {
+    /* RMSNorm */
+    {
+        NormCtx c = {alloc_real(FD_BT * FD_C), alloc_real(FD_C), alloc_real(FD_BT * FD_C), alloc_real(FD_BT),
+                     alloc_real(FD_BT * FD_C)};
+        fill_uniform(c.x, FD_BT * FD_C, rng, -2, 2); fill_uniform(c.w, FD_C, rng, 0.5, 1.5);
+        fill_uniform(c.wout, FD_BT * FD_C, rng, -1, 1);
+        real *dx = alloc_real(FD_BT * FD_C), *dw = alloc_real(FD_C);
+        rmsnorm_loss(&c);
+        rmsnorm_backward(dx, dw, c.wout, c.x, c.w, c.rstd, FD_BT, FD_C);
+        fd_check("fd rmsnorm dx", rmsnorm_loss, &c, c.x, dx, FD_BT * FD_C, 24, rng);
+        fd_check("fd rmsnorm dw", rmsnorm_loss, &c, c.w, dw, FD_C, FD_C, rng);
+        free(c.x); free(c.w); free(c.out); free(c.rstd); free(c.wout); free(dx); free(dw);
+    }
+    /* matmul */
+    {
+        MatCtx c = {alloc_real(FD_BT * FD_C), alloc_real(FD_OC * FD_C), alloc_real(FD_BT * FD_OC),
+                    alloc_real(FD_BT * FD_OC)};
+        fill_uniform(c.x, FD_BT * FD_C, rng, -1, 1); fill_uniform(c.w, FD_OC * FD_C, rng, -1, 1);
+        fill_uniform(c.wout, FD_BT * FD_OC, rng, -1, 1);
+        real *dx = alloc_real(FD_BT * FD_C), *dw = alloc_real(FD_OC * FD_C);
+        matmul_backward(dx, dw, c.wout, c.x, c.w, FD_BT, FD_C, FD_OC);
+        fd_check("fd matmul dinp", matmul_loss, &c, c.x, dx, FD_BT * FD_C, 24, rng);
+        fd_check("fd matmul dw", matmul_loss, &c, c.w, dw, FD_OC * FD_C, 24, rng);
+        free(c.x); free(c.w); free(c.out); free(c.wout); free(dx); free(dw);
+    }
+    /* conv1d + SiLU, input with a row stride */
+    {
+        ConvCtx c = {alloc_real(FD_BT * CONV_STRIDE), alloc_real(FD_C * FD_K), alloc_real(FD_C),
+                     alloc_real(FD_BT * FD_C), alloc_real(FD_BT * FD_C), alloc_real(FD_BT * FD_C)};
+        fill_uniform(c.in, FD_BT * CONV_STRIDE, rng, -2, 2); fill_uniform(c.w, FD_C * FD_K, rng, -1, 1);
+        fill_uniform(c.b, FD_C, rng, -1, 1); fill_uniform(c.wout, FD_BT * FD_C, rng, -1, 1);
+        real *din = alloc_real(FD_BT * CONV_STRIDE), *dw = alloc_real(FD_C * FD_K), *db = alloc_real(FD_C);
+        real* dout = alloc_real(FD_BT * FD_C);
+        conv_loss(&c);
+        memcpy(dout, c.wout, sizeof(real) * FD_BT * FD_C);
+        conv1d_silu_backward(din, CONV_STRIDE, dw, db, dout, c.pre, c.in, c.w, FD_B, FD_T, FD_C, FD_K);
+        /* the columns past FD_C of each row are not conv inputs: backward leaves them 0, and so does the FD */
+        fd_check("fd conv1d+silu din", conv_loss, &c, c.in, din, FD_BT * CONV_STRIDE, 40, rng);
+        fd_check("fd conv1d+silu dw", conv_loss, &c, c.w, dw, FD_C * FD_K, FD_C * FD_K, rng);
+        fd_check("fd conv1d+silu dbias", conv_loss, &c, c.b, db, FD_C, FD_C, rng);
+        free(c.in); free(c.w); free(c.b); free(c.pre); free(c.out); free(c.wout); free(din); free(dw); free(db);
+        free(dout);
+    }
+    /* dt softplus */
+    {
+        DtCtx c = {alloc_real(FD_BT * (FD_H + 3)), alloc_real(FD_H), alloc_real(FD_BT * FD_H), alloc_real(FD_BT * FD_H)};
+        fill_uniform(c.raw, FD_BT * (FD_H + 3), rng, -3, 3); fill_uniform(c.bias, FD_H, rng, -2, 1);
+        fill_uniform(c.wout, FD_BT * FD_H, rng, -1, 1);
+        real *draw = alloc_real(FD_BT * (FD_H + 3)), *dbias = alloc_real(FD_H);
+        dt_backward(draw, FD_H + 3, dbias, c.wout, c.raw, c.bias, FD_BT, FD_H);
+        fd_check("fd dt softplus d dt_raw", dt_loss, &c, c.raw, draw, FD_BT * (FD_H + 3), 24, rng);
+        fd_check("fd dt softplus d dt_bias", dt_loss, &c, c.bias, dbias, FD_H, FD_H, rng);
+        free(c.raw); free(c.bias); free(c.dt); free(c.wout); free(draw); free(dbias);
+    }
+    /* gated RMSNorm, 2 groups, z with a row stride */
+    {
+        GnCtx c = {alloc_real(FD_BT * GN_E), alloc_real(FD_BT * GN_ZSTRIDE), alloc_real(GN_E), alloc_real(FD_BT * GN_E),
+                   alloc_real(FD_BT * FD_G), alloc_real(FD_BT * GN_E)};
+        fill_uniform(c.y, FD_BT * GN_E, rng, -2, 2); fill_uniform(c.z, FD_BT * GN_ZSTRIDE, rng, -2, 2);
+        fill_uniform(c.w, GN_E, rng, 0.5, 1.5); fill_uniform(c.wout, FD_BT * GN_E, rng, -1, 1);
+        real *dy = alloc_real(FD_BT * GN_E), *dz = alloc_real(FD_BT * GN_ZSTRIDE), *dw = alloc_real(GN_E);
+        gated_loss(&c);
+        gated_rmsnorm_backward(dy, dz, GN_ZSTRIDE, dw, c.wout, c.y, c.z, c.w, c.rstd, FD_BT, GN_E, FD_G);
+        fd_check("fd gated rmsnorm dy", gated_loss, &c, c.y, dy, FD_BT * GN_E, 24, rng);
+        fd_check("fd gated rmsnorm dz", gated_loss, &c, c.z, dz, FD_BT * GN_ZSTRIDE, 40, rng);
+        fd_check("fd gated rmsnorm dw", gated_loss, &c, c.w, dw, GN_E, GN_E, rng);
+        free(c.y); free(c.z); free(c.w); free(c.out); free(c.rstd); free(c.wout); free(dy); free(dz); free(dw);
+    }
+    /* softmax + cross-entropy with padded logits */
+    {
+        int targets[FD_BT];
+        for (int i = 0; i < FD_BT; i++) targets[i] = (int)(rng_u64(rng) % CE_V);
+        CeCtx c = {alloc_real(FD_BT * CE_VP), alloc_real(FD_BT * CE_VP), alloc_real(FD_BT), targets};
+        fill_uniform(c.logits, FD_BT * CE_VP, rng, -3, 3);
+        ce_loss(&c);
+        real* dl = alloc_real(FD_BT * CE_VP);
+        crossentropy_backward(dl, c.probs, targets, (real)1 / FD_BT, FD_BT, CE_V, CE_VP);
+        fd_check("fd cross-entropy dlogits", ce_loss, &c, c.logits, dl, FD_BT * CE_VP, 40, rng);
+        free(c.logits); free(c.probs); free(c.losses); free(dl);
+    }
+    /* SSD chunked, with an initial state and a loss on the final state too; Q = 3 does not divide T = 7 */
+    {
+        int nc = ssd_num_chunks(FD_T, 3);
+        size_t SN = (size_t)FD_B * FD_H * FD_P * FD_N;
+        SsdCtx c = {alloc_real(FD_BT * SSD_CD), alloc_real(FD_BT * FD_H), alloc_real(FD_H), alloc_real(FD_H),
+                    alloc_real(SN), alloc_real(FD_BT * SSD_E), alloc_real((size_t)FD_B * FD_H * nc * FD_P * FD_N),
+                    alloc_real(SN), alloc_real(FD_BT * SSD_E), alloc_real(SN), 3};
+        fill_uniform(c.xbc, FD_BT * SSD_CD, rng, -1, 1); fill_uniform(c.dt, FD_BT * FD_H, rng, 0.05, 0.8);
+        fill_uniform(c.A_log, FD_H, rng, -0.5, 1); fill_uniform(c.Dsk, FD_H, rng, 0.5, 1.5);
+        fill_uniform(c.init, SN, rng, -1, 1); fill_uniform(c.wout, FD_BT * SSD_E, rng, -1, 1);
+        fill_uniform(c.wfinal, SN, rng, -1, 1);
+        ssd_loss(&c);
+        real *dxbc = alloc_real(FD_BT * SSD_CD), *ddt = alloc_real(FD_BT * FD_H), *dAl = alloc_real(FD_H);
+        real *dD = alloc_real(FD_H), *dinit = alloc_real(SN);
+        ssd_chunked_backward(dxbc, ddt, dAl, dD, dinit, c.wout, c.wfinal, c.xbc, c.dt, c.A_log, c.Dsk, c.states, FD_B,
+                             FD_T, FD_H, FD_P, FD_N, FD_G, 3);
+        fd_check("fd ssd chunked dx,dB,dC", ssd_loss, &c, c.xbc, dxbc, FD_BT * SSD_CD, 60, rng);
+        fd_check("fd ssd chunked ddt", ssd_loss, &c, c.dt, ddt, FD_BT * FD_H, 30, rng);
+        fd_check("fd ssd chunked dA_log", ssd_loss, &c, c.A_log, dAl, FD_H, FD_H, rng);
+        fd_check("fd ssd chunked dD", ssd_loss, &c, c.Dsk, dD, FD_H, FD_H, rng);
+        fd_check("fd ssd chunked d init state", ssd_loss, &c, c.init, dinit, SN, 30, rng);
+        free(c.xbc); free(c.dt); free(c.A_log); free(c.Dsk); free(c.init); free(c.y); free(c.states); free(c.final);
+        free(c.wout); free(c.wfinal); free(dxbc); free(ddt); free(dAl); free(dD); free(dinit);
+    }
+}
+
+/* --- the whole model --- */
+typedef struct { Mamba2* m; int* inputs; int* targets; int B, T; } ModelCtx;
+static double model_loss(void* p) {
+    ModelCtx* c = (ModelCtx*)p;
+    return mamba2_forward(c->m, c->inputs, c->targets, c->B, c->T);
+}
+
+static Mamba2Config small_test_config(void) {
+    Mamba2Config c;
+    char err[256];
+    if (config_parse(&c, "d_model=16,n_layer=2,d_state=8,headdim=8,ngroups=2,vocab=20,chunk=4", err, sizeof(err)))
+        die("%s", err);
+    return c;
+}
+
+/* random weights away from the init's symmetries (ones, zeros) so every gradient term is exercised */
+static void perturb_parameters(Mamba2* m, Rng* rng) {
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* s = &m->table[t];
+        for (size_t i = 0; i < s->numel; i++)
+            m->params_memory[s->offset + i] += (real)rng_uniform_range(rng, -0.2, 0.2);
+    }
+}
+
+static void test_model_gradients(Rng* rng) {
+    Mamba2Config cfg = small_test_config();
+    Mamba2 m;
+    mamba2_build(&m, &cfg, 7);
+    perturb_parameters(&m, rng);
+    int B = 2, T = 11;
+    int inputs[22], targets[22];
+    for (int i = 0; i < B * T; i++) { inputs[i] = (int)(rng_u64(rng) % 20); targets[i] = (int)(rng_u64(rng) % 20); }
+    ModelCtx ctx = {&m, inputs, targets, B, T};
+    mamba2_zero_grad(&m);
+    mamba2_forward(&m, inputs, targets, B, T);
+    mamba2_backward(&m, inputs, targets, (real)1 / (B * T));
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        char name[96];
+        snprintf(name, sizeof(name), "fd whole model d %s", m.table[t].name);
+        fd_check(name, model_loss, &ctx, m.params_memory + m.table[t].offset, m.grads_memory + m.table[t].offset,
+                 m.table[t].numel, 12, rng);
+    }
+    mamba2_free(&m);
+}
+
+/* ================================================================================================================
+ * 3. the recurrent step == the chunked forward; gradient accumulation == one big batch
+ * ================================================================================================================ */
+
+static void test_step_matches_forward(Rng* rng) {
+    Mamba2Config cfg = small_test_config();
+    Mamba2 m;
+    mamba2_build(&m, &cfg, 11);
+    perturb_parameters(&m, rng);
+    int T = 13;
+    int inputs[13];
+    for (int i = 0; i < T; i++) inputs[i] = (int)(rng_u64(rng) % cfg.vocab_size);
+    mamba2_forward(&m, inputs, NULL, 1, T); /* probs = softmax of the logits of every position */
+    InferenceState st;
+    inference_state_init(&st, &cfg);
+    real* probs = alloc_real((size_t)T * cfg.padded_vocab_size);
+    for (int t = 0; t < T; t++) {
+        real* logits = mamba2_step(&m, &st, inputs[t]);
+        memcpy(probs + (size_t)t * cfg.padded_vocab_size, logits, sizeof(real) * cfg.padded_vocab_size);
+    }
+    real* unused_losses = alloc_real(T);
+    crossentropy_forward(unused_losses, probs, NULL, T, cfg.vocab_size, cfg.padded_vocab_size);
+    free(unused_losses);
+    compare("recurrent step == chunked forward (probs, T=13)", probs, m.acts.probs, (size_t)T * cfg.padded_vocab_size,
+            1e-12);
+    free(probs);
+    inference_state_free(&st);
+    mamba2_free(&m);
+}
+
+static void test_grad_accumulation(Rng* rng) {
+    Mamba2Config cfg = small_test_config();
+    Mamba2 m;
+    mamba2_build(&m, &cfg, 3);
+    int B = 4, T = 9;
+    int inputs[36], targets[36];
+    for (int i = 0; i < B * T; i++) { inputs[i] = (int)(rng_u64(rng) % 20); targets[i] = (int)(rng_u64(rng) % 20); }
+    mamba2_zero_grad(&m);
+    mamba2_forward(&m, inputs, targets, B, T);
+    mamba2_backward(&m, inputs, targets, (real)1 / (B * T));
+    real* full = alloc_real(m.num_parameters);
+    memcpy(full, m.grads_memory, sizeof(real) * m.num_parameters);
+    mamba2_zero_grad(&m);
+    for (int half = 0; half < 2; half++) {
+        mamba2_forward(&m, inputs + half * 2 * T, targets + half * 2 * T, 2, T);
+        mamba2_backward(&m, inputs + half * 2 * T, targets + half * 2 * T, (real)1 / (2 * T * 2));
+    }
+    compare("grad accumulation 2x(B=2) == 1x(B=4)", m.grads_memory, full, m.num_parameters, 1e-12);
+    free(full);
+    mamba2_free(&m);
+}
+
+#else /* float build */
+/* ================================================================================================================
+ * 4. the independent reference: HF transformers' Mamba2ForCausalLM (dev/make_hf_fixture.py)
+ * ================================================================================================================ */
+
+#define FIXTURE "dev/fixtures/mamba2_hf_tiny.safetensors"
+
+static int fixture_config(const SafeTensors* st, Mamba2Config* c, int chunk) {
+    const char* json = safetensors_metadata(st, "config");
+    if (json == NULL) { report(0, "fixture: no 'config' in the metadata"); return -1; }
+    JsonValue root;
+    char err[256];
+    if (json_parse(&root, json, strlen(json), 0, err, sizeof(err)) != 0) {
+        report(0, "fixture: config JSON: %s", err);
+        return -1;
+    }
+    const char* keys[] = {"hidden_size", "num_hidden_layers", "state_size", "head_dim", "expand", "n_groups",
+                          "conv_kernel", "vocab_size"};
+    long long v[8];
+    for (int i = 0; i < 8; i++) {
+        if (json_get_int(&root, keys[i], &v[i], err, sizeof(err)) != 0) {
+            report(0, "fixture: config: %s", err);
+            json_free(&root);
+            return -1;
+        }
+    }
+    json_free(&root);
+    memset(c, 0, sizeof(*c));
+    c->d_model = (int)v[0]; c->n_layer = (int)v[1]; c->d_state = (int)v[2]; c->headdim = (int)v[3];
+    c->expand = (int)v[4]; c->ngroups = (int)v[5]; c->d_conv = (int)v[6]; c->vocab_size = (int)v[7];
+    c->chunk_size = chunk;
+    const char* bad = config_check(c);
+    if (bad) { report(0, "fixture: %s", bad); return -1; }
+    config_derive(c);
+    return 0;
+}
+
+/* reads the tensor "<prefix><HF name>" of every table entry (per layer for per-layer ones) into dst */
+static int read_named_tensors(const SafeTensors* st, const Mamba2* m, const char* prefix, real* dst) {
+    const Mamba2Config* c = &m->config;
+    char err[512], name[256], hf[200];
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* s = &m->table[t];
+        int copies = s->per_layer ? c->n_layer : 1;
+        size_t per = s->rows * s->cols;
+        for (int l = 0; l < copies; l++) {
+            snprintf(hf, sizeof(hf), s->hf_name, l);
+            snprintf(name, sizeof(name), "%s%s", prefix, hf);
+            if (safetensors_read_f32(st, name, dst + s->offset + (size_t)l * per, per, err, sizeof(err)) != 0) {
+                report(0, "fixture: %s", err);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static void test_hf_fixture(int chunk) {
+    SafeTensors st;
+    char err[512];
+    if (safetensors_open(&st, FIXTURE, err, sizeof(err)) != 0) { report(0, "fixture: %s", err); return; }
+    Mamba2Config cfg;
+    if (fixture_config(&st, &cfg, chunk) != 0) { safetensors_close(&st); return; }
+    if (cfg.padded_vocab_size != cfg.vocab_size) {
+        report(0, "fixture vocab %d is not a multiple of 16", cfg.vocab_size);
+        safetensors_close(&st);
+        return;
+    }
+    Mamba2 m;
+    mamba2_allocate_parameters(&m, &cfg);
+    if (read_named_tensors(&st, &m, "param.", m.params_memory) != 0) { safetensors_close(&st); mamba2_free(&m); return; }
+    const SafeTensorInfo* ti = safetensors_find(&st, "tokens");
+    int B = ti ? (int)ti->shape[0] : 0, Tp1 = ti ? (int)ti->shape[1] : 0, T = Tp1 - 1;
+    int* tokens = (int*)mallocCheck(sizeof(int) * (size_t)B * Tp1);
+    int* inputs = (int*)mallocCheck(sizeof(int) * (size_t)B * T);
+    int* targets = (int*)mallocCheck(sizeof(int) * (size_t)B * T);
+    if (ti == NULL || safetensors_read_i32(&st, "tokens", tokens, (size_t)B * Tp1, err, sizeof(err)) != 0) {
+        report(0, "fixture: tokens: %s", ti ? err : "missing");
+        return;
+    }
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            inputs[b * T + t] = tokens[b * Tp1 + t];
+            targets[b * T + t] = tokens[b * Tp1 + t + 1];
+        }
+    size_t nlogits = (size_t)B * T * cfg.vocab_size;
+    float* ref_logits = (float*)mallocCheck(sizeof(float) * nlogits);
+    float ref_loss;
+    float ref_losses[10], ref_norms[10];
+    real* ref_grads = alloc_real(m.num_parameters);
+    int ok = safetensors_read_f32(&st, "logits", ref_logits, nlogits, err, sizeof(err)) == 0 &&
+             safetensors_read_f32(&st, "loss", &ref_loss, 1, err, sizeof(err)) == 0 &&
+             safetensors_read_f32(&st, "adamw_losses", ref_losses, 10, err, sizeof(err)) == 0 &&
+             safetensors_read_f32(&st, "adamw_grad_norms", ref_norms, 10, err, sizeof(err)) == 0;
+    if (!ok || read_named_tensors(&st, &m, "grad.", ref_grads) != 0) {
+        if (!ok) report(0, "fixture: %s", err);
+        return;
+    }
+    char name[128];
+    /* logits: the forward leaves probabilities in acts.probs, so take the logits from the LM head directly */
+    mamba2_zero_grad(&m);
+    real loss = mamba2_forward(&m, inputs, targets, B, T);
+    real* logits = alloc_real(nlogits);
+    matmul_forward(logits, m.acts.lnf, m.params.wte, B * T, cfg.d_model, cfg.padded_vocab_size);
+    snprintf(name, sizeof(name), "hf fixture (chunk %d) logits", chunk);
+    compare(name, logits, ref_logits, nlogits, 1e-5);
+    snprintf(name, sizeof(name), "hf fixture (chunk %d) loss", chunk);
+    compare(name, &loss, &ref_loss, 1, 2e-6);
+    mamba2_backward(&m, inputs, targets, (real)1 / (B * T));
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        snprintf(name, sizeof(name), "hf fixture (chunk %d) grad %s", chunk, m.table[t].name);
+        compare(name, m.grads_memory + m.table[t].offset, ref_grads + m.table[t].offset, m.table[t].numel, 1e-5);
+    }
+    /* 10 AdamW steps on the same batch, hyper-parameters from the fixture's metadata */
+    const char* meta[] = {"lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip"};
+    double hp[6];
+    for (int i = 0; i < 6; i++) {
+        const char* s = safetensors_metadata(&st, meta[i]);
+        if (s == NULL) { report(0, "fixture: metadata '%s' missing", meta[i]); return; }
+        hp[i] = atof(s);
+    }
+    real losses[10], norms[10];
+    for (int step = 0; step < 10; step++) {
+        mamba2_zero_grad(&m);
+        losses[step] = mamba2_forward(&m, inputs, targets, B, T);
+        mamba2_backward(&m, inputs, targets, (real)1 / (B * T));
+        double norm = mamba2_grad_norm(&m);
+        norms[step] = (real)norm;
+        mamba2_update(&m, (real)hp[0], (real)hp[1], (real)hp[2], (real)hp[3], (real)hp[4],
+                      (real)clip_coefficient(norm, hp[5]));
+    }
+    snprintf(name, sizeof(name), "hf fixture (chunk %d) 10 AdamW losses", chunk);
+    compare(name, losses, ref_losses, 10, 1e-5);
+    snprintf(name, sizeof(name), "hf fixture (chunk %d) 10 AdamW grad norms", chunk);
+    compare(name, norms, ref_norms, 10, 1e-5);
+    for (int i = 0; i < 10; i++) printf("    step %d: loss %.7f (hf %.7f)  grad norm %.6f (hf %.6f)\n", i, losses[i],
+                                        ref_losses[i], norms[i], ref_norms[i]);
+    free(tokens); free(inputs); free(targets); free(ref_logits); free(ref_grads); free(logits);
+    mamba2_free(&m);
+    safetensors_close(&st);
+}
+
+/* ================================================================================================================
+ * 5, 6. the trainer binary end to end: resume, and bad input
+ * ================================================================================================================ */
+
+static char g_tmp[256];
+
+/* llm.c shard: 256 int32 header (magic, version, count) then uint16 tokens */
+static void write_shard(const char* path, const uint16_t* tokens, int n, int magic, int header_count) {
+    int32_t header[256] = {0};
+    header[0] = magic;
+    header[1] = 1;
+    header[2] = header_count;
+    FILE* f = fopenCheck(path, "wb");
+    fwriteCheck(header, sizeof(header), 1, f);
+    fwriteCheck(tokens, sizeof(uint16_t), (size_t)n, f);
+    fcloseCheck(f);
+}
+
+/* runs a shell command, captures its output; returns the exit status */
+static int run_capture(const char* cmd, char* out, size_t outlen) {
+    char full[4096];
+    snprintf(full, sizeof(full), "%s 2>&1", cmd);
+    FILE* p = popen(full, "r");
+    if (p == NULL) return -1;
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static int files_equal(const char* a, const char* b) {
+    FILE* fa = fopen(a, "rb");
+    FILE* fb = fopen(b, "rb");
+    int eq = fa && fb;
+    while (eq) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) eq = 0;
+        if (ca == EOF || cb == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return eq;
+}
+
+/* the train-loss lines "s:<step> trl:..." of a log with step > after, concatenated */
+static void log_lines_after(const char* path, int after, char* out, size_t n) {
+    out[0] = '\0';
+    FILE* f = fopen(path, "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        int s;
+        if (sscanf(line, "s:%d trl:", &s) == 1 && s > after && strlen(out) + strlen(line) < n) strcat(out, line);
+    }
+    fclose(f);
+}
+
+#define TINY_MODEL "d_model=32,n_layer=2,d_state=8,headdim=8,chunk=8"
+
+static void make_train_data(void) {
+    /* a text-like byte stream: repeated phrases with variations, so the loss can fall */
+    const char* words[] = {"the ", "state ", "space ", "model ", "scans ", "a ", "chunk ", "of ", "tokens ", "\n"};
+    uint16_t* tok = (uint16_t*)mallocCheck(sizeof(uint16_t) * 20000);
+    int n = 0;
+    Rng r;
+    rng_seed(&r, 5);
+    while (n < 19000) {
+        const char* w = words[rng_u64(&r) % 10];
+        for (const char* ch = w; *ch; ch++) tok[n++] = (uint16_t)(unsigned char)*ch;
+    }
+    char path[512];
+    snprintf(path, sizeof(path), "%s/train.bin", g_tmp);
+    write_shard(path, tok, n, 20240520, n);
+    snprintf(path, sizeof(path), "%s/val.bin", g_tmp);
+    write_shard(path, tok, 3000, 20240520, 3000);
+    free(tok);
+}
+
+static void test_resume_bitwise(void) {
+    char cmd[2048], out[65536], a[512], b[512];
+    const char* common = "-b 2 -t 16 -x 6 -v 3 -m 2 -s 3 -g 8 -l 3e-3 -u 2 -S 42";
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " TINY_MODEL
+             " -o %s/run_full -n 3 %s", g_tmp, g_tmp, g_tmp, common);
+    int rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0, "trainer runs 6 steps with checkpoints (exit %d)", rc);
+    if (rc != 0) { printf("%s\n", out); return; }
+    /* resume from the step-3 checkpoint in a fresh directory */
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/run_resume && cp %s/run_full/ckpt_00000003.bin %s/run_resume/", g_tmp,
+             g_tmp, g_tmp);
+    if (system(cmd) != 0) { report(0, "copy checkpoint"); return; }
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " TINY_MODEL
+             " -o %s/run_resume -n 3 -y 1 %s", g_tmp, g_tmp, g_tmp, common);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0 && strstr(out, "resumed from") != NULL, "trainer resumes from the step-3 checkpoint (exit %d)", rc);
+    snprintf(a, sizeof(a), "%s/run_full/ckpt_00000006.bin", g_tmp);
+    snprintf(b, sizeof(b), "%s/run_resume/ckpt_00000006.bin", g_tmp);
+    report(files_equal(a, b), "resume: step-6 checkpoints (weights, AdamW, loader, RNG) are bitwise identical");
+    char la[4096], lb[4096];
+    snprintf(a, sizeof(a), "%s/run_full/main.log", g_tmp);
+    snprintf(b, sizeof(b), "%s/run_resume/main.log", g_tmp);
+    log_lines_after(a, 3, la, sizeof(la));
+    log_lines_after(b, 3, lb, sizeof(lb));
+    report(strlen(la) > 0 && strcmp(la, lb) == 0, "resume: logged train losses of steps 4-6 identical");
+    /* the loss falls on this data */
+    float first = 0, lastv = 0;
+    FILE* f = fopen(a, "r");
+    char line[256];
+    int s;
+    float v;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "s:%d trl:%f", &s, &v) == 2) { if (s == 1) first = v; lastv = v; }
+    if (f) fclose(f);
+    report(lastv < first, "training lowers the loss (%.4f -> %.4f)", first, lastv);
+}
+
+static void expect_failure(const char* what, const char* args, const char* must_contain) {
+    char cmd[2048], out[65536];
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 %s", args);
+    int rc = run_capture(cmd, out, sizeof(out));
+    int ok = rc != 0 && rc < 128 && strstr(out, must_contain) != NULL;
+    report(ok, "bad input, %s: exit %d, message contains \"%s\"", what, rc, must_contain);
+    if (!ok) printf("    output was: %.600s\n", out);
+}
+
+static void test_bad_input(void) {
+    char path[512], args[2048];
+    uint16_t toks[400];
+    for (int i = 0; i < 400; i++) toks[i] = (uint16_t)(i % 200);
+    /* truncated: the header promises more tokens than the file holds */
+    snprintf(path, sizeof(path), "%s/truncated.bin", g_tmp);
+    write_shard(path, toks, 400, 20240520, 1000);
+    snprintf(args, sizeof(args), "-i %s -j none -k none -b 2 -t 16 -x 1", path);
+    expect_failure("truncated shard", args, "truncated");
+    /* wrong magic */
+    snprintf(path, sizeof(path), "%s/badmagic.bin", g_tmp);
+    write_shard(path, toks, 400, 12345, 400);
+    snprintf(args, sizeof(args), "-i %s -j none -k none -b 2 -t 16 -x 1", path);
+    expect_failure("wrong magic", args, "magic");
+    /* a token id outside the vocabulary */
+    toks[123] = 300;
+    snprintf(path, sizeof(path), "%s/badtoken.bin", g_tmp);
+    write_shard(path, toks, 400, 20240520, 400);
+    snprintf(args, sizeof(args), "-i %s -j none -k none -b 2 -t 16 -x 1", path);
+    expect_failure("token id >= vocab", args, "300");
+    /* an invalid config */
+    snprintf(args, sizeof(args), "-i %s/train.bin -j none -k none -e d_model=30,headdim=16 -x 1", g_tmp);
+    expect_failure("invalid config", args, "not divisible by headdim");
+    snprintf(args, sizeof(args), "-i %s/train.bin -j none -k none -e d_model=64,foo=3 -x 1", g_tmp);
+    expect_failure("unknown config key", args, "unknown key 'foo'");
+    /* resuming a checkpoint of another model */
+    snprintf(args, sizeof(args), "-i %s/train.bin -j none -k none -e d_model=48,n_layer=2,d_state=8,headdim=8 "
+             "-o %s/run_full -y 1 -b 2 -t 16 -x 8", g_tmp, g_tmp);
+    expect_failure("checkpoint of another config", args, "another model");
+    /* a truncated checkpoint */
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/run_trunc && head -c 5000 %s/run_full/ckpt_00000006.bin > "
+             "%s/run_trunc/ckpt_00000006.bin", g_tmp, g_tmp, g_tmp);
+    if (system(cmd) != 0) report(0, "make truncated checkpoint");
+    snprintf(args, sizeof(args), "-i %s/train.bin -j none -k none -o %s/run_trunc -y 1 -b 2 -t 16 -x 8", g_tmp, g_tmp);
+    expect_failure("truncated checkpoint", args, "truncated");
+    /* a file that is not a checkpoint given to -e */
+    snprintf(args, sizeof(args), "-i %s/train.bin -j none -k none -e %s/train.bin -x 1", g_tmp, g_tmp);
+    expect_failure("not a checkpoint", args, "not a mamba2.c checkpoint");
+    /* a missing shard */
+    snprintf(args, sizeof(args), "-i %s/nothing_*.bin -j none -k none -x 1", g_tmp);
+    expect_failure("no shard matches", args, "nothing_");
+    /* an unknown flag */
+    expect_failure("unknown flag", "-Z 3", "unknown flag");
+}
+#endif
+
+int main(void) {
+    Rng rng;
+    rng_seed(&rng, 2024);
+#ifdef MAMBA2_DOUBLE
+    printf("== SSD chunked vs recurrence (double)\n");
+    SSDShape shapes[] = {
+        {2, 37, 4, 8, 6, 1, 8, 0},   /* T not a multiple of the chunk */
+        {2, 37, 4, 8, 6, 2, 8, 1},   /* 2 groups, initial state and d(final state) */
+        {1, 19, 2, 4, 5, 1, 1, 1},   /* chunk 1 */
+        {2, 21, 4, 4, 4, 2, 64, 1},  /* chunk >= T */
+        {1, 64, 2, 16, 16, 1, 16, 0}, /* T a multiple of the chunk */
+    };
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) test_ssd_against_recurrence(shapes[i], &rng);
+    printf("== finite differences, each layer (double)\n");
+    test_layer_gradients(&rng);
+    printf("== finite differences, whole model (double)\n");
+    test_model_gradients(&rng);
+    printf("== generation and accumulation (double)\n");
+    test_step_matches_forward(&rng);
+    test_grad_accumulation(&rng);
+#else
+    printf("== HF transformers reference fixture (float)\n");
+    test_hf_fixture(8);
+    test_hf_fixture(7);
+    snprintf(g_tmp, sizeof(g_tmp), "/tmp/mamba2_test_XXXXXX");
+    if (mkdtemp(g_tmp) == NULL) die("mkdtemp failed");
+    make_train_data();
+    printf("== resume (trainer binary, float)\n");
+    test_resume_bitwise();
+    printf("== bad input (trainer binary)\n");
+    test_bad_input();
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", g_tmp);
+    if (system(cmd) != 0) printf("warning: could not remove %s\n", g_tmp);
+#endif
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,1476 @@
+/*
+ * train_mamba2.c: train a Mamba-2 language model on the CPU, in plain C, every backward pass written by hand.
+ *
+ * This file is the reference the GPU trainer is checked against, and it is meant to be read top to bottom:
+ *   1. the layers, each forward next to its backward: embedding, RMSNorm, matmul, causal conv1d + SiLU,
+ *      dt softplus, the SSD layer (chunked algorithm, and the recurrent step for generation), gated RMSNorm,
+ *      softmax + cross-entropy;
+ *   2. the model: parameters and activations laid out from tables, forward, backward, AdamW;
+ *   3. generation with the recurrent (constant memory) form;
+ *   4. the training loop: data, schedule, gradient accumulation, evaluation, samples, checkpoints, resume.
+ * The math is ../shared/SPEC.md (copied into doc/); doc/ derives every backward, in particular the SSD one.
+ *
+ * Shapes use B batch, T time, D d_model, E d_inner = expand*D, H heads, P headdim, N d_state, G groups,
+ * K conv width, Q chunk size, V vocab (Vp padded). Activations are row-major with B*T rows (row = b*T + t).
+ *
+ * `real` is float in the trainer. The tests compile this same file with -DMAMBA2_DOUBLE to check every backward
+ * against finite differences in double precision.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "llmc/utils.h"
+#include "llmc/rand.h"
+#include "llmc/schedulers.h"
+#include "llmc/mamba2_model.h"
+#include "llmc/dataloader.h"
+#include "llmc/tokenizer.h"
+
+#ifdef MAMBA2_DOUBLE
+typedef double real;
+#else
+typedef float real;
+#endif
+
+static inline real silu(real x) { return x / ((real)1 + (real)exp(-x)); }
+static inline real sigmoid(real x) { return (real)1 / ((real)1 + (real)exp(-x)); }
+/* d/dx of x*sigmoid(x) */
+static inline real silu_grad(real x) {
+    real s = sigmoid(x);
+    return s * ((real)1 + x * ((real)1 - s));
+}
+/* log(1 + e^x) without overflow */
+static inline real softplus(real x) { return x > (real)20 ? x : (real)log1p(exp(x)); }
+
+/* ================================================================================================================
+ * 1. Layers
+ * ================================================================================================================ */
+
+/* ---- token embedding: out[bt,:] = wte[inp[bt],:] ---- */
+
+void encoder_forward(real* out, const int* inp, const real* wte, int BT, int D) {
+    for (int bt = 0; bt < BT; bt++) memcpy(out + (size_t)bt * D, wte + (size_t)inp[bt] * D, D * sizeof(real));
+}
+
+/* dwte += scatter of dout by token (sequential over rows: deterministic) */
+void encoder_backward(real* dwte, const real* dout, const int* inp, int BT, int D) {
+    for (int bt = 0; bt < BT; bt++) {
+        real* dw = dwte + (size_t)inp[bt] * D;
+        const real* d = dout + (size_t)bt * D;
+        for (int i = 0; i < D; i++) dw[i] += d[i];
+    }
+}
+
+/* ---- RMSNorm: out = x / sqrt(mean(x^2) + eps) * w. Caches rstd = 1/sqrt(mean(x^2)+eps) for the backward. ---- */
+
+void rmsnorm_forward(real* out, real* rstd, const real* inp, const real* w, int BT, int C) {
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        const real* x = inp + (size_t)bt * C;
+        real ss = 0;
+        for (int i = 0; i < C; i++) ss += x[i] * x[i];
+        real r = (real)1 / (real)sqrt(ss / C + MAMBA2_NORM_EPS);
+        real* o = out + (size_t)bt * C;
+        for (int i = 0; i < C; i++) o[i] = x[i] * r * w[i];
+        rstd[bt] = r;
+    }
+}
+
+/*
+ * With xhat = x*r, out = xhat*w:  dw += dout*xhat;  dx = r * (w*dout - xhat * mean(w*dout*xhat)).
+ * dinp is accumulated (+=): the residual stream's gradient flows past the norm too.
+ */
+void rmsnorm_backward(real* dinp, real* dw, const real* dout, const real* inp, const real* w, const real* rstd,
+                      int BT, int C) {
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        const real* x = inp + (size_t)bt * C;
+        const real* d = dout + (size_t)bt * C;
+        real r = rstd[bt];
+        real dot = 0;
+        for (int i = 0; i < C; i++) dot += w[i] * d[i] * x[i] * r;
+        dot /= C;
+        real* dx = dinp + (size_t)bt * C;
+        for (int i = 0; i < C; i++) dx[i] += r * (w[i] * d[i] - x[i] * r * dot);
+    }
+    /* weight gradient: a sum over rows, one thread per column so the order is fixed */
+#pragma omp parallel for
+    for (int i = 0; i < C; i++) {
+        real acc = 0;
+        for (int bt = 0; bt < BT; bt++) acc += dout[(size_t)bt * C + i] * inp[(size_t)bt * C + i] * rstd[bt];
+        dw[i] += acc;
+    }
+}
+
+/* ---- matmul without bias: out (BT,OC) = inp (BT,C) @ w (OC,C)^T ---- */
+
+void matmul_forward(real* out, const real* inp, const real* w, int BT, int C, int OC) {
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        const real* x = inp + (size_t)bt * C;
+        for (int o = 0; o < OC; o++) {
+            const real* wrow = w + (size_t)o * C;
+            real acc = 0;
+            for (int i = 0; i < C; i++) acc += x[i] * wrow[i];
+            out[(size_t)bt * OC + o] = acc;
+        }
+    }
+}
+
+/* dinp (BT,C) += dout @ w;  dw (OC,C) += dout^T @ inp */
+void matmul_backward(real* dinp, real* dw, const real* dout, const real* inp, const real* w, int BT, int C, int OC) {
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        real* dx = dinp + (size_t)bt * C;
+        const real* d = dout + (size_t)bt * OC;
+        for (int o = 0; o < OC; o++) {
+            const real* wrow = w + (size_t)o * C;
+            real g = d[o];
+            for (int i = 0; i < C; i++) dx[i] += g * wrow[i];
+        }
+    }
+#pragma omp parallel for
+    for (int o = 0; o < OC; o++) {
+        real* dwrow = dw + (size_t)o * C;
+        for (int bt = 0; bt < BT; bt++) {
+            real g = dout[(size_t)bt * OC + o];
+            const real* x = inp + (size_t)bt * C;
+            for (int i = 0; i < C; i++) dwrow[i] += g * x[i];
+        }
+    }
+}
+
+/*
+ * ---- causal depthwise conv1d + bias + SiLU over the xBC columns ----
+ * pre[t,c] = bias[c] + sum_k w[c,k] * in[t-(K-1)+k, c]  (in = 0 before t = 0 of each sequence);  out = SiLU(pre).
+ * `in` has row stride in_stride (it is a column slice of in_proj's output). pre is cached for the backward.
+ */
+void conv1d_silu_forward(real* pre, real* out, const real* in, int in_stride, const real* w, const real* bias,
+                         int B, int T, int Cd, int K) {
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            size_t row = (size_t)b * T + t;
+            for (int c = 0; c < Cd; c++) {
+                real acc = bias[c];
+                for (int k = 0; k < K; k++) {
+                    int ts = t - (K - 1) + k;
+                    if (ts >= 0) acc += w[c * K + k] * in[((size_t)b * T + ts) * in_stride + c];
+                }
+                pre[row * Cd + c] = acc;
+                out[row * Cd + c] = silu(acc);
+            }
+        }
+    }
+}
+
+/*
+ * dpre = dout * SiLU'(pre)  (computed in place: dout is overwritten, it is not needed afterwards)
+ * din[s,c] = sum_k w[c,k] * dpre[s+(K-1)-k, c]  (written, row stride in_stride)
+ * dw[c,k] += sum_t dpre[t,c] * in[t-(K-1)+k, c];   dbias[c] += sum_t dpre[t,c]
+ */
+void conv1d_silu_backward(real* din, int in_stride, real* dw, real* dbias, real* dout, const real* pre,
+                          const real* in, const real* w, int B, int T, int Cd, int K) {
+    size_t BT = (size_t)B * T;
+#pragma omp parallel for
+    for (size_t i = 0; i < BT * Cd; i++) dout[i] *= silu_grad(pre[i]);
+    const real* dpre = dout;
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int s = 0; s < T; s++) {
+            for (int c = 0; c < Cd; c++) {
+                real acc = 0;
+                for (int k = 0; k < K; k++) {
+                    int t = s + (K - 1) - k;
+                    if (t < T) acc += w[c * K + k] * dpre[((size_t)b * T + t) * Cd + c];
+                }
+                din[((size_t)b * T + s) * in_stride + c] = acc;
+            }
+        }
+    }
+#pragma omp parallel for
+    for (int c = 0; c < Cd; c++) {
+        for (int b = 0; b < B; b++) {
+            for (int t = 0; t < T; t++) {
+                real g = dpre[((size_t)b * T + t) * Cd + c];
+                dbias[c] += g;
+                for (int k = 0; k < K; k++) {
+                    int ts = t - (K - 1) + k;
+                    if (ts >= 0) dw[c * K + k] += g * in[((size_t)b * T + ts) * in_stride + c];
+                }
+            }
+        }
+    }
+}
+
+/* ---- dt = softplus(dt_raw + dt_bias): the per-head step size. dt_raw is a column slice (row stride) ---- */
+
+void dt_forward(real* dt, const real* dt_raw, int raw_stride, const real* dt_bias, int BT, int H) {
+    for (int bt = 0; bt < BT; bt++)
+        for (int h = 0; h < H; h++) dt[(size_t)bt * H + h] = softplus(dt_raw[(size_t)bt * raw_stride + h] + dt_bias[h]);
+}
+
+/* softplus'(u) = sigmoid(u):  d dt_raw = ddt * sigmoid(dt_raw + dt_bias) (written);  d dt_bias += the same */
+void dt_backward(real* ddt_raw, int raw_stride, real* ddt_bias, const real* ddt, const real* dt_raw,
+                 const real* dt_bias, int BT, int H) {
+    for (int bt = 0; bt < BT; bt++) {
+        for (int h = 0; h < H; h++) {
+            real g = ddt[(size_t)bt * H + h] * sigmoid(dt_raw[(size_t)bt * raw_stride + h] + dt_bias[h]);
+            ddt_raw[(size_t)bt * raw_stride + h] = g;
+            ddt_bias[h] += g;
+        }
+    }
+}
+
+/*
+ * ---- the SSD layer (state space duality), chunked algorithm ----
+ *
+ * Per batch element and head h (group g = h / (H/G)), with a_t = exp(dt_t A), A = -exp(A_log[h]):
+ *     h_t = a_t h_{t-1} + dt_t x_t B_t^T          state (P,N)
+ *     y_t = h_t C_t + D[h] x_t
+ * computed chunk by chunk (SPEC.md section 3). Inside a chunk of length Q, cum_i = sum_{k<=i} dt_k A:
+ *   1. intra-chunk  y_i  = sum_{j<=i} (C_i . B_j) exp(cum_i - cum_j) dt_j x_j        Q x Q masked "attention"
+ *   2. inter-chunk  y_i += exp(cum_i) Hprev C_i                                      the state entering the chunk
+ *   3. state pass   H    = exp(cum_last) Hprev + sum_j exp(cum_last - cum_j) dt_j x_j B_j^T
+ * Every exp() argument is a difference cum_i - cum_j <= 0 (or cum_i <= 0): no overflow, no 0*inf.
+ *
+ * One head's view: x points at (t=0, this head's first channel), B and C at the group's columns; consecutive
+ * time steps are `row` elements apart (the xBC row stride), dt steps are dt_stride apart, y steps y_stride apart.
+ */
+typedef struct {
+    const real* x; const real* B; const real* C; const real* dt;
+    int row, dt_stride, y_stride;
+    real A, Dskip;
+    int T, P, N, Q;
+} SSDHead;
+
+static inline int ssd_num_chunks(int T, int Q) { return (T + Q - 1) / Q; }
+
+/* cum[i] = A * sum_{k<=i} dt_{t0+k};  cs[i] = sum_{k<=i} dt_{t0+k} (needed for dA in the backward) */
+static void ssd_chunk_cumsum(real* cum, real* cs, const SSDHead* s, int t0, int len) {
+    real acc = 0;
+    for (int i = 0; i < len; i++) {
+        acc += s->dt[(size_t)(t0 + i) * s->dt_stride];
+        cs[i] = acc;
+        cum[i] = acc * s->A;
+    }
+}
+
+/* CB[i][j] = C_{t0+i} . B_{t0+j} for j <= i: the "attention scores" of the chunk */
+static void ssd_chunk_cb(real* CB, const SSDHead* s, int t0, int len) {
+    for (int i = 0; i < len; i++) {
+        const real* Ci = s->C + (size_t)(t0 + i) * s->row;
+        for (int j = 0; j <= i; j++) {
+            const real* Bj = s->B + (size_t)(t0 + j) * s->row;
+            real acc = 0;
+            for (int n = 0; n < s->N; n++) acc += Ci[n] * Bj[n];
+            CB[i * s->Q + j] = acc;
+        }
+    }
+}
+
+/*
+ * Forward for one head. states (nchunks, P, N) receives the state ENTERING each chunk (the backward needs it);
+ * init_state (P,N) may be NULL (zeros); final_state (P,N) may be NULL.
+ */
+static void ssd_head_forward(real* y, real* states, real* final_state, const real* init_state, const SSDHead* s) {
+    int P = s->P, N = s->N, Q = s->Q, nc = ssd_num_chunks(s->T, Q);
+    real* S = (real*)mallocCheck(sizeof(real) * P * N);
+    real* cum = (real*)mallocCheck(sizeof(real) * Q);
+    real* cs = (real*)mallocCheck(sizeof(real) * Q);
+    real* CB = (real*)mallocCheck(sizeof(real) * Q * Q);
+    real* acc = (real*)mallocCheck(sizeof(real) * P);
+    for (int i = 0; i < P * N; i++) S[i] = init_state ? init_state[i] : 0;
+    for (int c = 0; c < nc; c++) {
+        int t0 = c * Q, len = s->T - t0 < Q ? s->T - t0 : Q;
+        memcpy(states + (size_t)c * P * N, S, sizeof(real) * P * N);
+        ssd_chunk_cumsum(cum, cs, s, t0, len);
+        ssd_chunk_cb(CB, s, t0, len);
+        for (int i = 0; i < len; i++) {
+            for (int p = 0; p < P; p++) acc[p] = 0;
+            /* 1. intra-chunk: masked, decayed C.B "attention" over the chunk's inputs */
+            for (int j = 0; j <= i; j++) {
+                real wgt = CB[i * Q + j] * (real)exp(cum[i] - cum[j]) * s->dt[(size_t)(t0 + j) * s->dt_stride];
+                const real* xj = s->x + (size_t)(t0 + j) * s->row;
+                for (int p = 0; p < P; p++) acc[p] += wgt * xj[p];
+            }
+            /* 2. inter-chunk: the state that entered the chunk, decayed to position i, read out by C_i */
+            const real* Ci = s->C + (size_t)(t0 + i) * s->row;
+            real e = (real)exp(cum[i]);
+            for (int p = 0; p < P; p++) {
+                real hc = 0;
+                for (int n = 0; n < N; n++) hc += S[p * N + n] * Ci[n];
+                acc[p] += e * hc;
+            }
+            const real* xi = s->x + (size_t)(t0 + i) * s->row;
+            real* yi = y + (size_t)(t0 + i) * s->y_stride;
+            for (int p = 0; p < P; p++) yi[p] = acc[p] + s->Dskip * xi[p]; /* + D skip */
+        }
+        /* 3. state passing: decay the entering state over the whole chunk, add the chunk's own contribution */
+        real eL = (real)exp(cum[len - 1]);
+        for (int i = 0; i < P * N; i++) S[i] *= eL;
+        for (int j = 0; j < len; j++) {
+            real wgt = (real)exp(cum[len - 1] - cum[j]) * s->dt[(size_t)(t0 + j) * s->dt_stride];
+            const real* xj = s->x + (size_t)(t0 + j) * s->row;
+            const real* Bj = s->B + (size_t)(t0 + j) * s->row;
+            for (int p = 0; p < P; p++)
+                for (int n = 0; n < N; n++) S[p * N + n] += wgt * xj[p] * Bj[n];
+        }
+    }
+    if (final_state) memcpy(final_state, S, sizeof(real) * P * N);
+    free(S); free(cum); free(cs); free(CB); free(acc);
+}
+
+/*
+ * Backward for one head (doc/ssd_backward.md derives each line from the recurrence's adjoint).
+ * Walks the chunks in reverse carrying dS = dL/d(state leaving the chunk), starting from d(final state).
+ * Writes dx (this head's columns, incl. the D skip) and ddt; ACCUMULATES dB, dC (shared by the group's heads),
+ * *dA (d/dA) and *dD; dinit (P,N) may be NULL.
+ */
+static void ssd_head_backward(real* dx, real* dB, real* dC, real* ddt, real* dA, real* dD, real* dinit,
+                              const real* dy, const real* dfinal, const real* states, const SSDHead* s) {
+    int P = s->P, N = s->N, Q = s->Q, nc = ssd_num_chunks(s->T, Q);
+    int row = s->row, dts = s->dt_stride, ys = s->y_stride;
+    real* dS = (real*)mallocCheck(sizeof(real) * P * N);
+    real* dHprev = (real*)mallocCheck(sizeof(real) * P * N);
+    real* cum = (real*)mallocCheck(sizeof(real) * Q);
+    real* cs = (real*)mallocCheck(sizeof(real) * Q);
+    real* dcum = (real*)mallocCheck(sizeof(real) * Q);
+    real* CB = (real*)mallocCheck(sizeof(real) * Q * Q);
+    real* u = (real*)mallocCheck(sizeof(real) * P);
+    for (int i = 0; i < P * N; i++) dS[i] = dfinal ? dfinal[i] : 0;
+    real dA_acc = 0, dD_acc = 0;
+    for (int c = nc - 1; c >= 0; c--) {
+        int t0 = c * Q, len = s->T - t0 < Q ? s->T - t0 : Q, L = len - 1;
+        const real* Hprev = states + (size_t)c * P * N;
+        ssd_chunk_cumsum(cum, cs, s, t0, len);
+        ssd_chunk_cb(CB, s, t0, len);
+        for (int i = 0; i < len; i++) dcum[i] = 0;
+        /* the D skip: y += D x */
+        for (int i = 0; i < len; i++) {
+            const real* dyi = dy + (size_t)(t0 + i) * ys;
+            const real* xi = s->x + (size_t)(t0 + i) * row;
+            real* dxi = dx + (size_t)(t0 + i) * row;
+            for (int p = 0; p < P; p++) { dxi[p] = s->Dskip * dyi[p]; dD_acc += xi[p] * dyi[p]; }
+            ddt[(size_t)(t0 + i) * dts] = 0;
+        }
+        /* 3. state passing, H = exp(cum_L) Hprev + sum_j exp(cum_L - cum_j) dt_j x_j B_j^T, given dS = dL/dH */
+        real eL = (real)exp(cum[L]);
+        real dot = 0;
+        for (int i = 0; i < P * N; i++) { dHprev[i] = eL * dS[i]; dot += dS[i] * Hprev[i]; }
+        dcum[L] += eL * dot;
+        for (int j = 0; j < len; j++) {
+            const real* xj = s->x + (size_t)(t0 + j) * row;
+            const real* Bj = s->B + (size_t)(t0 + j) * row;
+            real* dxj = dx + (size_t)(t0 + j) * row;
+            real* dBj = dB + (size_t)(t0 + j) * row;
+            real dtj = s->dt[(size_t)(t0 + j) * dts];
+            real sj = (real)exp(cum[L] - cum[j]);
+            real xu = 0;
+            for (int p = 0; p < P; p++) {
+                real acc = 0;
+                for (int n = 0; n < N; n++) acc += dS[p * N + n] * Bj[n];
+                u[p] = acc; /* u = dS B_j */
+                xu += xj[p] * acc;
+                dxj[p] += sj * dtj * acc;
+            }
+            for (int n = 0; n < N; n++) {
+                real acc = 0;
+                for (int p = 0; p < P; p++) acc += dS[p * N + n] * xj[p];
+                dBj[n] += sj * dtj * acc;
+            }
+            ddt[(size_t)(t0 + j) * dts] += sj * xu;
+            dcum[L] += sj * dtj * xu;
+            dcum[j] -= sj * dtj * xu;
+        }
+        for (int i = 0; i < len; i++) {
+            const real* dyi = dy + (size_t)(t0 + i) * ys;
+            const real* Ci = s->C + (size_t)(t0 + i) * row;
+            real* dCi = dC + (size_t)(t0 + i) * row;
+            /* 2. inter-chunk, y_i += exp(cum_i) Hprev C_i */
+            real ei = (real)exp(cum[i]);
+            for (int p = 0; p < P; p++) {
+                real hc = 0;
+                for (int n = 0; n < N; n++) hc += Hprev[p * N + n] * Ci[n];
+                dcum[i] += ei * dyi[p] * hc;
+            }
+            for (int n = 0; n < N; n++) {
+                real acc = 0;
+                for (int p = 0; p < P; p++) acc += dyi[p] * Hprev[p * N + n];
+                dCi[n] += ei * acc;
+            }
+            for (int p = 0; p < P; p++)
+                for (int n = 0; n < N; n++) dHprev[p * N + n] += ei * dyi[p] * Ci[n];
+            /* 1. intra-chunk, y_i += sum_{j<=i} CB_ij exp(cum_i - cum_j) dt_j x_j */
+            for (int j = 0; j <= i; j++) {
+                const real* xj = s->x + (size_t)(t0 + j) * row;
+                const real* Bj = s->B + (size_t)(t0 + j) * row;
+                real* dxj = dx + (size_t)(t0 + j) * row;
+                real* dBj = dB + (size_t)(t0 + j) * row;
+                real dtj = s->dt[(size_t)(t0 + j) * dts];
+                real eij = (real)exp(cum[i] - cum[j]);
+                real dyx = 0;
+                for (int p = 0; p < P; p++) dyx += dyi[p] * xj[p];
+                real cb = CB[i * Q + j];
+                real dcb = eij * dtj * dyx; /* dL/dCB_ij */
+                for (int p = 0; p < P; p++) dxj[p] += cb * eij * dtj * dyi[p];
+                ddt[(size_t)(t0 + j) * dts] += cb * eij * dyx;
+                dcum[i] += cb * dcb;
+                dcum[j] -= cb * dcb;
+                for (int n = 0; n < N; n++) { dCi[n] += dcb * Bj[n]; dBj[n] += dcb * Ci[n]; }
+            }
+        }
+        /* cum_i = A * sum_{k<=i} dt_k: each dt_k feeds every cum_i with i >= k (a reverse cumsum), A feeds all */
+        real rev = 0;
+        for (int i = L; i >= 0; i--) {
+            rev += dcum[i];
+            ddt[(size_t)(t0 + i) * dts] += s->A * rev;
+            dA_acc += dcum[i] * cs[i];
+        }
+        memcpy(dS, dHprev, sizeof(real) * P * N); /* the state entering this chunk left the previous one */
+    }
+    if (dinit) memcpy(dinit, dS, sizeof(real) * P * N);
+    *dA += dA_acc;
+    *dD += dD_acc;
+    free(dS); free(dHprev); free(cum); free(cs); free(dcum); free(CB); free(u);
+}
+
+static SSDHead ssd_head_view(const real* xbc, const real* dt, const real* A_log, const real* Dskip, int b, int h,
+                             int T, int H, int P, int N, int G, int Q) {
+    int E = H * P, conv_dim = E + 2 * G * N, g = h / (H / G);
+    const real* base = xbc + (size_t)b * T * conv_dim;
+    SSDHead s;
+    s.x = base + h * P;
+    s.B = base + E + g * N;
+    s.C = base + E + G * N + g * N;
+    s.dt = dt + (size_t)b * T * H + h;
+    s.row = conv_dim; s.dt_stride = H; s.y_stride = E;
+    s.A = -(real)exp(A_log[h]);
+    s.Dskip = Dskip[h];
+    s.T = T; s.P = P; s.N = N; s.Q = Q;
+    return s;
+}
+
+/*
+ * SSD over the batch: y (BT, E) from xbc (BT, E+2GN) = [x | B | C] and dt (BT, H).
+ * states: (B, H, nchunks, P, N) saved for the backward. init_state/final_state: (B, H, P, N), may be NULL.
+ */
+void ssd_chunked_forward(real* y, real* states, real* final_state, const real* xbc, const real* dt,
+                         const real* A_log, const real* Dskip, const real* init_state,
+                         int B, int T, int H, int P, int N, int G, int Q) {
+    int nc = ssd_num_chunks(T, Q);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            SSDHead s = ssd_head_view(xbc, dt, A_log, Dskip, b, h, T, H, P, N, G, Q);
+            size_t bh = (size_t)b * H + h;
+            ssd_head_forward(y + (size_t)b * T * H * P + h * P, states + bh * nc * P * N,
+                             final_state ? final_state + bh * P * N : NULL,
+                             init_state ? init_state + bh * P * N : NULL, &s);
+        }
+    }
+}
+
+/*
+ * SSD backward: writes dxbc (BT, E+2GN) and ddt (BT, H); accumulates dA_log (H) and dD (H).
+ * dfinal_state / dinit_state (B, H, P, N) may be NULL. dB and dC are sums over the heads of a group, so the work is
+ * split over (batch, group) and the group's heads run in order: deterministic, no atomics.
+ */
+void ssd_chunked_backward(real* dxbc, real* ddt, real* dA_log, real* dD, real* dinit_state, const real* dy,
+                          const real* dfinal_state, const real* xbc, const real* dt, const real* A_log,
+                          const real* Dskip, const real* states, int B, int T, int H, int P, int N, int G, int Q) {
+    int nc = ssd_num_chunks(T, Q), E = H * P, conv_dim = E + 2 * G * N, hpg = H / G;
+    real* dA = (real*)callocCheck((size_t)B * H, sizeof(real));
+    real* dDh = (real*)callocCheck((size_t)B * H, sizeof(real));
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int g = 0; g < G; g++) {
+            real* base = dxbc + (size_t)b * T * conv_dim;
+            real* dBg = base + E + g * N;
+            real* dCg = base + E + G * N + g * N;
+            for (int t = 0; t < T; t++)
+                for (int n = 0; n < N; n++) { dBg[(size_t)t * conv_dim + n] = 0; dCg[(size_t)t * conv_dim + n] = 0; }
+            for (int h = g * hpg; h < (g + 1) * hpg; h++) {
+                SSDHead s = ssd_head_view(xbc, dt, A_log, Dskip, b, h, T, H, P, N, G, Q);
+                size_t bh = (size_t)b * H + h;
+                ssd_head_backward(base + h * P, dBg, dCg, ddt + (size_t)b * T * H + h, &dA[bh], &dDh[bh],
+                                  dinit_state ? dinit_state + bh * P * N : NULL, dy + (size_t)b * T * E + h * P,
+                                  dfinal_state ? dfinal_state + bh * P * N : NULL, states + bh * nc * P * N, &s);
+            }
+        }
+    }
+    /* A = -exp(A_log): dA_log = dA * A. Summed over the batch in a fixed order. */
+    for (int h = 0; h < H; h++) {
+        real A = -(real)exp(A_log[h]);
+        for (int b = 0; b < B; b++) {
+            dA_log[h] += dA[(size_t)b * H + h] * A;
+            dD[h] += dDh[(size_t)b * H + h];
+        }
+    }
+    free(dA);
+    free(dDh);
+}
+
+/*
+ * The recurrent step (generation): one token, constant memory. state (H, P, N) is updated in place.
+ * y_h = (a h + dt x B^T) C + D x, with a = exp(dt A).  It computes the same function as the chunked form.
+ */
+void ssd_step(real* y, real* state, const real* xbc, const real* dt, const real* A_log, const real* Dskip,
+              int H, int P, int N, int G) {
+    int E = H * P, hpg = H / G;
+    for (int h = 0; h < H; h++) {
+        int g = h / hpg;
+        const real* x = xbc + h * P;
+        const real* Bv = xbc + E + g * N;
+        const real* Cv = xbc + E + G * N + g * N;
+        real a = (real)exp(dt[h] * -(real)exp(A_log[h]));
+        real* S = state + (size_t)h * P * N;
+        for (int p = 0; p < P; p++) {
+            real acc = 0;
+            for (int n = 0; n < N; n++) {
+                S[p * N + n] = a * S[p * N + n] + dt[h] * x[p] * Bv[n];
+                acc += S[p * N + n] * Cv[n];
+            }
+            y[h * P + p] = acc + Dskip[h] * x[p];
+        }
+    }
+}
+
+/*
+ * ---- gated RMSNorm: out = RMSNorm(y * SiLU(z)) * w, normalized over each group of E/G channels ----
+ * (mamba_ssm's convention: the norm comes AFTER the gate.) z is a column slice (row stride z_stride).
+ * Caches rstd (BT, G).
+ */
+void gated_rmsnorm_forward(real* out, real* rstd, const real* y, const real* z, int z_stride, const real* w,
+                           int BT, int E, int G) {
+    int Eg = E / G;
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        for (int g = 0; g < G; g++) {
+            const real* yr = y + (size_t)bt * E + g * Eg;
+            const real* zr = z + (size_t)bt * z_stride + g * Eg;
+            real ss = 0;
+            for (int i = 0; i < Eg; i++) { real v = yr[i] * silu(zr[i]); ss += v * v; }
+            real r = (real)1 / (real)sqrt(ss / Eg + MAMBA2_NORM_EPS);
+            real* o = out + (size_t)bt * E + g * Eg;
+            for (int i = 0; i < Eg; i++) o[i] = yr[i] * silu(zr[i]) * r * w[g * Eg + i];
+            rstd[(size_t)bt * G + g] = r;
+        }
+    }
+}
+
+/*
+ * With v = y * SiLU(z) (recomputed), the RMSNorm backward gives dv; then dy = dv * SiLU(z) and
+ * dz = dv * y * SiLU'(z). dy and dz are written (dz into the z columns of d(in_proj output)); dw += .
+ */
+void gated_rmsnorm_backward(real* dy, real* dz, int z_stride, real* dw, const real* dout, const real* y,
+                            const real* z, const real* w, const real* rstd, int BT, int E, int G) {
+    int Eg = E / G;
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        for (int g = 0; g < G; g++) {
+            const real* yr = y + (size_t)bt * E + g * Eg;
+            const real* zr = z + (size_t)bt * z_stride + g * Eg;
+            const real* d = dout + (size_t)bt * E + g * Eg;
+            const real* wg = w + g * Eg;
+            real r = rstd[(size_t)bt * G + g];
+            real dot = 0;
+            for (int i = 0; i < Eg; i++) dot += wg[i] * d[i] * yr[i] * silu(zr[i]) * r;
+            dot /= Eg;
+            for (int i = 0; i < Eg; i++) {
+                real v = yr[i] * silu(zr[i]);
+                real dv = r * (wg[i] * d[i] - v * r * dot);
+                dy[(size_t)bt * E + g * Eg + i] = dv * silu(zr[i]);
+                dz[(size_t)bt * z_stride + g * Eg + i] = dv * yr[i] * silu_grad(zr[i]);
+            }
+        }
+    }
+#pragma omp parallel for
+    for (int i = 0; i < E; i++) {
+        int g = i / Eg;
+        real acc = 0;
+        for (int bt = 0; bt < BT; bt++)
+            acc += dout[(size_t)bt * E + i] * y[(size_t)bt * E + i] * silu(z[(size_t)bt * z_stride + i]) *
+                   rstd[(size_t)bt * G + g];
+        dw[i] += acc;
+    }
+}
+
+/*
+ * ---- softmax + cross-entropy over the V real classes (the Vp - V padded logits are ignored) ----
+ * probs overwrite the logits (llm.c's manner); losses[bt] = -log p[target].
+ */
+void crossentropy_forward(real* losses, real* logits, const int* targets, int BT, int V, int Vp) {
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        real* l = logits + (size_t)bt * Vp;
+        real maxv = l[0];
+        for (int i = 1; i < V; i++) maxv = l[i] > maxv ? l[i] : maxv;
+        real sum = 0;
+        for (int i = 0; i < V; i++) { l[i] = (real)exp(l[i] - maxv); sum += l[i]; }
+        for (int i = 0; i < V; i++) l[i] /= sum;
+        for (int i = V; i < Vp; i++) l[i] = 0;
+        if (targets) losses[bt] = -(real)log(l[targets[bt]]);
+    }
+}
+
+/* dlogits = (probs - onehot(target)) * dloss; padded columns get 0 */
+void crossentropy_backward(real* dlogits, const real* probs, const int* targets, real dloss, int BT, int V, int Vp) {
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        const real* p = probs + (size_t)bt * Vp;
+        real* d = dlogits + (size_t)bt * Vp;
+        for (int i = 0; i < Vp; i++) d[i] = i < V ? p[i] * dloss : 0;
+        d[targets[bt]] -= dloss;
+    }
+}
+
+/* ================================================================================================================
+ * 2. The model
+ * ================================================================================================================ */
+
+/* one pointer per entry of the parameter table (llmc/mamba2_model.h), in the table's order */
+typedef struct {
+    real* wte;        /* (Vp, D) token embedding, tied with the LM head */
+    real* norm_w;     /* (L, D) pre-norm of each block */
+    real* in_proj_w;  /* (L, 2E+2GN+H, D) */
+    real* conv_w;     /* (L, E+2GN, K) */
+    real* conv_b;     /* (L, E+2GN) */
+    real* dt_bias;    /* (L, H) */
+    real* A_log;      /* (L, H) */
+    real* D;          /* (L, H) skip */
+    real* gnorm_w;    /* (L, E) gated norm */
+    real* out_proj_w; /* (L, D, E) */
+    real* norm_f_w;   /* (D) final norm */
+} ParameterTensors;
+
+static void point_parameters(ParameterTensors* p, real* memory, const ParamSpec* table) {
+    real** ptrs[NUM_PARAM_TENSORS] = {&p->wte, &p->norm_w, &p->in_proj_w, &p->conv_w, &p->conv_b, &p->dt_bias,
+                                      &p->A_log, &p->D, &p->gnorm_w, &p->out_proj_w, &p->norm_f_w};
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) *ptrs[i] = memory + table[i].offset;
+}
+
+/* activations of one forward pass, laid out from one table of sizes (built in activation_sizes) */
+typedef struct {
+    real* residual;   /* (L+1, BT, D) the residual stream entering each block; [L] goes to the final norm */
+    real* ln;         /* (L, BT, D) pre-norm output */
+    real* ln_rstd;    /* (L, BT) */
+    real* zxbcdt;     /* (L, BT, 2E+2GN+H) in_proj output: z | xBC | dt_raw */
+    real* xbc_pre;    /* (L, BT, E+2GN) conv output before SiLU */
+    real* xbc;        /* (L, BT, E+2GN) after SiLU: x | B | C */
+    real* dt;         /* (L, BT, H) softplus(dt_raw + dt_bias) */
+    real* ssd_states; /* (L, B, H, nchunks, P, N) state entering each chunk */
+    real* y;          /* (L, BT, E) SSD output incl. the D skip */
+    real* gn_rstd;    /* (L, BT, G) */
+    real* gn;         /* (L, BT, E) gated-norm output, the input of out_proj */
+    real* lnf;        /* (BT, D) */
+    real* lnf_rstd;   /* (BT) */
+    real* probs;      /* (BT, Vp) logits, then softmax probabilities */
+    real* losses;     /* (BT) */
+} ActivationTensors;
+#define NUM_ACTIVATION_TENSORS 15
+
+/* gradients of the activations of ONE block at a time (the backward reuses them layer after layer) */
+typedef struct {
+    real* dresidual;  /* (BT, D) */
+    real* dln;        /* (BT, D) */
+    real* dzxbcdt;    /* (BT, 2E+2GN+H) */
+    real* dxbc;       /* (BT, E+2GN) */
+    real* ddt;        /* (BT, H) */
+    real* dy;         /* (BT, E) */
+    real* dgn;        /* (BT, E) */
+    real* dlogits;    /* (BT, Vp) */
+} GradActivationTensors;
+#define NUM_GRAD_ACTIVATION_TENSORS 8
+
+static void activation_sizes(size_t sizes[NUM_ACTIVATION_TENSORS], const Mamba2Config* c, int B, int T) {
+    size_t L = c->n_layer, BT = (size_t)B * T, D = c->d_model, E = c->d_inner, H = c->nheads;
+    size_t nc = (size_t)ssd_num_chunks(T, c->chunk_size);
+    size_t i = 0;
+    sizes[i++] = (L + 1) * BT * D;                                  /* residual */
+    sizes[i++] = L * BT * D;                                        /* ln */
+    sizes[i++] = L * BT;                                            /* ln_rstd */
+    sizes[i++] = L * BT * c->d_in_proj;                             /* zxbcdt */
+    sizes[i++] = L * BT * c->conv_dim;                              /* xbc_pre */
+    sizes[i++] = L * BT * c->conv_dim;                              /* xbc */
+    sizes[i++] = L * BT * H;                                        /* dt */
+    sizes[i++] = L * B * H * nc * c->headdim * c->d_state;          /* ssd_states */
+    sizes[i++] = L * BT * E;                                        /* y */
+    sizes[i++] = L * BT * c->ngroups;                               /* gn_rstd */
+    sizes[i++] = L * BT * E;                                        /* gn */
+    sizes[i++] = BT * D;                                            /* lnf */
+    sizes[i++] = BT;                                                /* lnf_rstd */
+    sizes[i++] = BT * c->padded_vocab_size;                         /* probs */
+    sizes[i++] = BT;                                                /* losses */
+}
+
+static void grad_activation_sizes(size_t sizes[NUM_GRAD_ACTIVATION_TENSORS], const Mamba2Config* c, int B, int T) {
+    size_t BT = (size_t)B * T;
+    size_t i = 0;
+    sizes[i++] = BT * c->d_model;
+    sizes[i++] = BT * c->d_model;
+    sizes[i++] = BT * c->d_in_proj;
+    sizes[i++] = BT * c->conv_dim;
+    sizes[i++] = BT * c->nheads;
+    sizes[i++] = BT * c->d_inner;
+    sizes[i++] = BT * c->d_inner;
+    sizes[i++] = BT * c->padded_vocab_size;
+}
+
+/* one allocation for a group of tensors, pointers filled in from the size table */
+static real* alloc_tensor_group(real** ptrs[], const size_t* sizes, int n) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += sizes[i];
+    real* mem = (real*)callocCheck(total, sizeof(real));
+    real* p = mem;
+    for (int i = 0; i < n; i++) { *ptrs[i] = p; p += sizes[i]; }
+    return mem;
+}
+
+typedef struct {
+    Mamba2Config config;
+    ParamSpec table[NUM_PARAM_TENSORS];
+    size_t num_parameters;
+    ParameterTensors params; real* params_memory;
+    ParameterTensors grads;  real* grads_memory;
+    real* m_memory; real* v_memory;   /* AdamW moments, allocated at the first update or by a checkpoint load */
+    ActivationTensors acts;  real* acts_memory;
+    GradActivationTensors gacts; real* gacts_memory;
+    int B, T;                         /* the batch shape the activations are allocated for */
+    real mean_loss;                   /* of the last forward with targets */
+    int adam_t;                       /* AdamW steps taken (bias correction) */
+} Mamba2;
+
+static void mamba2_allocate_parameters(Mamba2* m, const Mamba2Config* c) {
+    memset(m, 0, sizeof(*m));
+    m->config = *c;
+    m->num_parameters = param_table_build(m->table, c);
+    m->params_memory = (real*)callocCheck(m->num_parameters, sizeof(real));
+    point_parameters(&m->params, m->params_memory, m->table);
+}
+
+/* SPEC.md section 5, driven by the table's init kinds */
+void mamba2_init_parameters(Mamba2* m, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    const Mamba2Config* c = &m->config;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* s = &m->table[t];
+        real* p = m->params_memory + s->offset;
+        double bound = s->fan_in > 0 ? 1.0 / sqrt((double)s->fan_in) : 0.0;
+        for (size_t i = 0; i < s->numel; i++) {
+            switch (s->init) {
+            case INIT_NORMAL_002: p[i] = (real)(0.02 * rng_normal(&rng)); break;
+            case INIT_UNIFORM_FANIN: p[i] = (real)rng_uniform_range(&rng, -bound, bound); break;
+            case INIT_UNIFORM_OUT: p[i] = (real)(rng_uniform_range(&rng, -bound, bound) / sqrt((double)c->n_layer));
+                break;
+            case INIT_ONES: p[i] = 1; break;
+            case INIT_DT_BIAS: {
+                double dt = exp(rng_uniform_range(&rng, log(0.001), log(0.1)));
+                if (dt < 1e-4) dt = 1e-4;
+                p[i] = (real)(dt + log(-expm1(-dt))); /* inverse of softplus */
+                break;
+            }
+            case INIT_A_LOG: p[i] = (real)log(rng_uniform_range(&rng, 1.0, 16.0)); break;
+            }
+        }
+    }
+}
+
+void mamba2_build(Mamba2* m, const Mamba2Config* c, uint64_t seed) {
+    mamba2_allocate_parameters(m, c);
+    mamba2_init_parameters(m, seed);
+}
+
+static void mamba2_ensure_activations(Mamba2* m, int B, int T) {
+    if (m->acts_memory != NULL && m->B == B && m->T == T) return;
+    free(m->acts_memory);
+    free(m->gacts_memory);
+    size_t sizes[NUM_ACTIVATION_TENSORS];
+    activation_sizes(sizes, &m->config, B, T);
+    ActivationTensors* a = &m->acts;
+    real** ptrs[NUM_ACTIVATION_TENSORS] = {&a->residual, &a->ln, &a->ln_rstd, &a->zxbcdt, &a->xbc_pre, &a->xbc,
+                                           &a->dt, &a->ssd_states, &a->y, &a->gn_rstd, &a->gn, &a->lnf,
+                                           &a->lnf_rstd, &a->probs, &a->losses};
+    m->acts_memory = alloc_tensor_group(ptrs, sizes, NUM_ACTIVATION_TENSORS);
+    size_t gsizes[NUM_GRAD_ACTIVATION_TENSORS];
+    grad_activation_sizes(gsizes, &m->config, B, T);
+    GradActivationTensors* g = &m->gacts;
+    real** gptrs[NUM_GRAD_ACTIVATION_TENSORS] = {&g->dresidual, &g->dln, &g->dzxbcdt, &g->dxbc,
+                                                 &g->ddt, &g->dy, &g->dgn, &g->dlogits};
+    m->gacts_memory = alloc_tensor_group(gptrs, gsizes, NUM_GRAD_ACTIVATION_TENSORS);
+    m->B = B;
+    m->T = T;
+}
+
+/* the per-layer slices of the parameters, so the block code reads like the math */
+typedef struct {
+    const real *norm_w, *in_proj_w, *conv_w, *conv_b, *dt_bias, *A_log, *D, *gnorm_w, *out_proj_w;
+} LayerParams;
+
+static LayerParams layer_params(const ParameterTensors* p, const Mamba2Config* c, int l) {
+    size_t D = c->d_model, E = c->d_inner, H = c->nheads;
+    LayerParams lp = {
+        p->norm_w + l * D,         p->in_proj_w + l * (size_t)c->d_in_proj * D,
+        p->conv_w + l * (size_t)c->conv_dim * c->d_conv, p->conv_b + l * (size_t)c->conv_dim,
+        p->dt_bias + l * H,        p->A_log + l * H, p->D + l * H, p->gnorm_w + l * E,
+        p->out_proj_w + l * D * E,
+    };
+    return lp;
+}
+
+/* the same for gradients (writable) */
+typedef struct {
+    real *norm_w, *in_proj_w, *conv_w, *conv_b, *dt_bias, *A_log, *D, *gnorm_w, *out_proj_w;
+} LayerGrads;
+
+static LayerGrads layer_grads(ParameterTensors* p, const Mamba2Config* c, int l) {
+    LayerParams lp = layer_params(p, c, l);
+    LayerGrads g = {(real*)lp.norm_w, (real*)lp.in_proj_w, (real*)lp.conv_w, (real*)lp.conv_b, (real*)lp.dt_bias,
+                    (real*)lp.A_log, (real*)lp.D, (real*)lp.gnorm_w, (real*)lp.out_proj_w};
+    return g;
+}
+
+/* the per-layer slices of the activations */
+typedef struct {
+    real *res_in, *res_out, *ln, *ln_rstd, *zxbcdt, *xbc_pre, *xbc, *dt, *ssd_states, *y, *gn_rstd, *gn;
+} LayerActs;
+
+static LayerActs layer_acts(const ActivationTensors* a, const Mamba2Config* c, int B, int T, int l) {
+    size_t BT = (size_t)B * T, D = c->d_model, E = c->d_inner, H = c->nheads;
+    size_t nc = (size_t)ssd_num_chunks(T, c->chunk_size);
+    LayerActs la = {
+        a->residual + l * BT * D,      a->residual + (l + 1) * BT * D,
+        a->ln + l * BT * D,            a->ln_rstd + l * BT,
+        a->zxbcdt + l * BT * c->d_in_proj, a->xbc_pre + l * BT * c->conv_dim, a->xbc + l * BT * c->conv_dim,
+        a->dt + l * BT * H,            a->ssd_states + l * (size_t)B * H * nc * c->headdim * c->d_state,
+        a->y + l * BT * E,             a->gn_rstd + l * BT * c->ngroups, a->gn + l * BT * E,
+    };
+    return la;
+}
+
+/* one Mamba-2 block: x_out = x_in + out_proj(gated_norm(SSD(conv(in_proj(norm(x_in)))), z)) */
+static void block_forward(const Mamba2Config* c, const LayerParams* p, LayerActs* a, int B, int T) {
+    int BT = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
+    rmsnorm_forward(a->ln, a->ln_rstd, a->res_in, p->norm_w, BT, D);
+    matmul_forward(a->zxbcdt, a->ln, p->in_proj_w, BT, D, c->d_in_proj);
+    const real* z = a->zxbcdt;                      /* columns [0, E) */
+    const real* xBC = a->zxbcdt + E;                /* columns [E, E + conv_dim) */
+    const real* dt_raw = a->zxbcdt + 2 * E + 2 * GN; /* columns [2E+2GN, +H) */
+    conv1d_silu_forward(a->xbc_pre, a->xbc, xBC, c->d_in_proj, p->conv_w, p->conv_b, B, T, c->conv_dim, c->d_conv);
+    dt_forward(a->dt, dt_raw, c->d_in_proj, p->dt_bias, BT, H);
+    ssd_chunked_forward(a->y, a->ssd_states, NULL, a->xbc, a->dt, p->A_log, p->D, NULL, B, T, H, c->headdim,
+                        c->d_state, c->ngroups, c->chunk_size);
+    gated_rmsnorm_forward(a->gn, a->gn_rstd, a->y, z, c->d_in_proj, p->gnorm_w, BT, E, c->ngroups);
+    /* residual: x_out = x_in + gn @ W_out^T */
+    matmul_forward(a->res_out, a->gn, p->out_proj_w, BT, E, D);
+    for (size_t i = 0; i < (size_t)BT * D; i++) a->res_out[i] += a->res_in[i];
+}
+
+/*
+ * Forward pass. targets may be NULL (then no loss). Returns the mean loss (or -1).
+ * Checks every token id: an id outside the vocabulary is a data error, never a silent out-of-bounds read.
+ */
+real mamba2_forward(Mamba2* m, const int* inputs, const int* targets, int B, int T) {
+    const Mamba2Config* c = &m->config;
+    int V = c->vocab_size, Vp = c->padded_vocab_size, BT = B * T;
+    for (int i = 0; i < BT; i++) {
+        if (inputs[i] < 0 || inputs[i] >= V) die("input token id %d at position %d is outside the vocabulary [0, %d)",
+                                                 inputs[i], i, V);
+        if (targets && (targets[i] < 0 || targets[i] >= V))
+            die("target token id %d at position %d is outside the vocabulary [0, %d)", targets[i], i, V);
+    }
+    mamba2_ensure_activations(m, B, T);
+    ActivationTensors* a = &m->acts;
+    encoder_forward(a->residual, inputs, m->params.wte, BT, c->d_model);
+    for (int l = 0; l < c->n_layer; l++) {
+        LayerParams p = layer_params(&m->params, c, l);
+        LayerActs la = layer_acts(a, c, B, T, l);
+        block_forward(c, &p, &la, B, T);
+    }
+    rmsnorm_forward(a->lnf, a->lnf_rstd, a->residual + (size_t)c->n_layer * BT * c->d_model, m->params.norm_f_w, BT,
+                    c->d_model);
+    matmul_forward(a->probs, a->lnf, m->params.wte, BT, c->d_model, Vp); /* tied LM head */
+    crossentropy_forward(a->losses, a->probs, targets, BT, V, Vp);
+    if (targets == NULL) { m->mean_loss = -1; return -1; }
+    double sum = 0;
+    for (int i = 0; i < BT; i++) sum += a->losses[i];
+    m->mean_loss = (real)(sum / BT);
+    return m->mean_loss;
+}
+
+void mamba2_zero_grad(Mamba2* m) {
+    if (m->grads_memory == NULL) {
+        m->grads_memory = (real*)callocCheck(m->num_parameters, sizeof(real));
+        point_parameters(&m->grads, m->grads_memory, m->table);
+    }
+    memset(m->grads_memory, 0, m->num_parameters * sizeof(real));
+}
+
+/* the block's backward, in the reverse order of block_forward; g->dresidual holds dL/dx_out and becomes dL/dx_in */
+static void block_backward(const Mamba2Config* c, const LayerParams* p, LayerGrads* dp, const LayerActs* a,
+                           GradActivationTensors* g, int B, int T) {
+    int BT = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
+    int dt_col = 2 * E + 2 * GN;
+    /* out_proj (the residual branch); the identity branch passes dresidual through unchanged */
+    memset(g->dgn, 0, sizeof(real) * (size_t)BT * E);
+    matmul_backward(g->dgn, dp->out_proj_w, g->dresidual, a->gn, p->out_proj_w, BT, E, D);
+    /* gated norm: writes dy and the z columns of dzxbcdt */
+    gated_rmsnorm_backward(g->dy, g->dzxbcdt, c->d_in_proj, dp->gnorm_w, g->dgn, a->y, a->zxbcdt, p->gnorm_w,
+                           a->gn_rstd, BT, E, c->ngroups);
+    /* SSD: dxbc (x incl. D skip, B, C), ddt, dA_log, dD */
+    ssd_chunked_backward(g->dxbc, g->ddt, dp->A_log, dp->D, NULL, g->dy, NULL, a->xbc, a->dt, p->A_log, p->D,
+                         a->ssd_states, B, T, H, c->headdim, c->d_state, c->ngroups, c->chunk_size);
+    /* dt softplus: the dt_raw columns of dzxbcdt, and dt_bias */
+    dt_backward(g->dzxbcdt + dt_col, c->d_in_proj, dp->dt_bias, g->ddt, a->zxbcdt + dt_col, p->dt_bias, BT, H);
+    /* conv + SiLU: the xBC columns of dzxbcdt (g->dxbc is consumed in place) */
+    conv1d_silu_backward(g->dzxbcdt + E, c->d_in_proj, dp->conv_w, dp->conv_b, g->dxbc, a->xbc_pre, a->zxbcdt + E,
+                         p->conv_w, B, T, c->conv_dim, c->d_conv);
+    /* in_proj */
+    memset(g->dln, 0, sizeof(real) * (size_t)BT * D);
+    matmul_backward(g->dln, dp->in_proj_w, g->dzxbcdt, a->ln, p->in_proj_w, BT, D, c->d_in_proj);
+    /* pre-norm: adds into dresidual, which now is dL/dx_in */
+    rmsnorm_backward(g->dresidual, dp->norm_w, g->dln, a->res_in, p->norm_w, a->ln_rstd, BT, D);
+}
+
+/*
+ * Backward pass after mamba2_forward with targets. Gradients are ACCUMULATED into m->grads (gradient
+ * accumulation): call mamba2_zero_grad first. dloss is dL/d(each position's loss): 1/(B*T*accum_steps).
+ */
+void mamba2_backward(Mamba2* m, const int* inputs, const int* targets, real dloss) {
+    const Mamba2Config* c = &m->config;
+    int B = m->B, T = m->T, BT = B * T, D = c->d_model, V = c->vocab_size, Vp = c->padded_vocab_size;
+    if (m->grads_memory == NULL) mamba2_zero_grad(m);
+    ActivationTensors* a = &m->acts;
+    GradActivationTensors* g = &m->gacts;
+    crossentropy_backward(g->dlogits, a->probs, targets, dloss, BT, V, Vp);
+    /* tied LM head: dlnf = dlogits @ wte, dwte += dlogits^T @ lnf */
+    memset(g->dln, 0, sizeof(real) * (size_t)BT * D);
+    matmul_backward(g->dln, m->grads.wte, g->dlogits, a->lnf, m->params.wte, BT, D, Vp);
+    memset(g->dresidual, 0, sizeof(real) * (size_t)BT * D);
+    rmsnorm_backward(g->dresidual, m->grads.norm_f_w, g->dln, a->residual + (size_t)c->n_layer * BT * D,
+                     m->params.norm_f_w, a->lnf_rstd, BT, D);
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        LayerParams p = layer_params(&m->params, c, l);
+        LayerGrads dp = layer_grads(&m->grads, c, l);
+        LayerActs la = layer_acts(a, c, B, T, l);
+        block_backward(c, &p, &dp, &la, g, B, T);
+    }
+    encoder_backward(m->grads.wte, g->dresidual, inputs, BT, D);
+}
+
+/* global L2 norm of the gradient, in double */
+double mamba2_grad_norm(const Mamba2* m) {
+    double ss = 0;
+    for (size_t i = 0; i < m->num_parameters; i++) ss += (double)m->grads_memory[i] * m->grads_memory[i];
+    return sqrt(ss);
+}
+
+/* torch.nn.utils.clip_grad_norm_'s coefficient: min(1, clip / (norm + 1e-6)) */
+static inline double clip_coefficient(double norm, double clip) {
+    if (clip <= 0) return 1.0;
+    double coef = clip / (norm + 1e-6);
+    return coef < 1.0 ? coef : 1.0;
+}
+
+/*
+ * AdamW, torch.optim.AdamW's arithmetic: decoupled weight decay p *= 1 - lr*wd (only on the table's decayed tensors),
+ * m and v moments, bias corrections. grad_scale multiplies the gradient first (the clipping coefficient).
+ */
+void mamba2_update(Mamba2* m, real lr, real beta1, real beta2, real eps, real weight_decay, real grad_scale) {
+    if (m->m_memory == NULL) {
+        m->m_memory = (real*)callocCheck(m->num_parameters, sizeof(real));
+        m->v_memory = (real*)callocCheck(m->num_parameters, sizeof(real));
+    }
+    m->adam_t++;
+    real bc1 = (real)1 - (real)pow(beta1, m->adam_t);
+    real bc2_sqrt = (real)sqrt((real)1 - (real)pow(beta2, m->adam_t));
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* s = &m->table[t];
+        real wd = s->weight_decay ? weight_decay : 0;
+        real* p = m->params_memory + s->offset;
+        real* gr = m->grads_memory + s->offset;
+        real* mm = m->m_memory + s->offset;
+        real* vv = m->v_memory + s->offset;
+#pragma omp parallel for
+        for (size_t i = 0; i < s->numel; i++) {
+            real g = gr[i] * grad_scale;
+            p[i] *= (real)1 - lr * wd;
+            mm[i] = beta1 * mm[i] + ((real)1 - beta1) * g;
+            vv[i] = beta2 * vv[i] + ((real)1 - beta2) * g * g;
+            real denom = (real)sqrt(vv[i]) / bc2_sqrt + eps;
+            p[i] -= (lr / bc1) * mm[i] / denom;
+        }
+    }
+}
+
+void mamba2_free(Mamba2* m) {
+    free(m->params_memory);
+    free(m->grads_memory);
+    free(m->m_memory);
+    free(m->v_memory);
+    free(m->acts_memory);
+    free(m->gacts_memory);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ---- checkpoints: the model, AdamW state and the training state (llmc/mamba2_model.h has the format) ---- */
+
+static float* to_float_copy(const real* src, size_t n) {
+    float* dst = (float*)mallocCheck(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) dst[i] = (float)src[i];
+    return dst;
+}
+
+void mamba2_save_checkpoint(const Mamba2* m, const char* path, const uint64_t state[CKPT_STATE_WORDS]) {
+    uint64_t st[CKPT_STATE_WORDS];
+    memcpy(st, state, sizeof(st));
+    st[CKPT_S_ADAM_T] = (uint64_t)m->adam_t;
+    float* p = to_float_copy(m->params_memory, m->num_parameters);
+    float* mm = m->m_memory ? to_float_copy(m->m_memory, m->num_parameters) : NULL;
+    float* vv = m->v_memory ? to_float_copy(m->v_memory, m->num_parameters) : NULL;
+    checkpoint_write(path, &m->config, st, p, mm, vv, m->num_parameters);
+    free(p); free(mm); free(vv);
+}
+
+static void read_floats_into(real* dst, size_t n, FILE* f) {
+    float* tmp = (float*)mallocCheck(n * sizeof(float));
+    freadCheck(tmp, sizeof(float), n, f);
+    for (size_t i = 0; i < n; i++) dst[i] = (real)tmp[i];
+    free(tmp);
+}
+
+/* builds the model from a checkpoint (parameters, and the AdamW moments if it holds them) */
+void mamba2_load_checkpoint(Mamba2* m, const char* path, CheckpointInfo* info) {
+    FILE* f = checkpoint_open(path, info);
+    mamba2_allocate_parameters(m, &info->config);
+    read_floats_into(m->params_memory, m->num_parameters, f);
+    if (info->has_optimizer) {
+        m->m_memory = (real*)mallocCheck(m->num_parameters * sizeof(real));
+        m->v_memory = (real*)mallocCheck(m->num_parameters * sizeof(real));
+        read_floats_into(m->m_memory, m->num_parameters, f);
+        read_floats_into(m->v_memory, m->num_parameters, f);
+        m->adam_t = (int)info->state[CKPT_S_ADAM_T];
+    }
+    fclose(f);
+}
+
+/* ================================================================================================================
+ * 3. Generation with the recurrent form: constant memory per token
+ * ================================================================================================================ */
+
+typedef struct {
+    real* conv_state; /* (L, K-1, conv_dim) the last K-1 inputs of each layer's conv */
+    real* ssm_state;  /* (L, H, P, N) */
+    real *x, *u, *zxbcdt, *xbc, *dt, *y, *gn, *out, *logits, *rstd; /* one token's scratch */
+} InferenceState;
+
+void inference_state_init(InferenceState* s, const Mamba2Config* c) {
+    size_t L = c->n_layer;
+    s->conv_state = (real*)callocCheck(L * (c->d_conv - 1 > 0 ? c->d_conv - 1 : 1) * c->conv_dim, sizeof(real));
+    s->ssm_state = (real*)callocCheck(L * c->nheads * c->headdim * c->d_state, sizeof(real));
+    s->x = (real*)callocCheck(c->d_model, sizeof(real));
+    s->u = (real*)callocCheck(c->d_model, sizeof(real));
+    s->zxbcdt = (real*)callocCheck(c->d_in_proj, sizeof(real));
+    s->xbc = (real*)callocCheck(c->conv_dim, sizeof(real));
+    s->dt = (real*)callocCheck(c->nheads, sizeof(real));
+    s->y = (real*)callocCheck(c->d_inner, sizeof(real));
+    s->gn = (real*)callocCheck(c->d_inner, sizeof(real));
+    s->out = (real*)callocCheck(c->d_model, sizeof(real));
+    s->logits = (real*)callocCheck(c->padded_vocab_size, sizeof(real));
+    s->rstd = (real*)callocCheck(c->ngroups, sizeof(real));
+}
+
+void inference_state_reset(InferenceState* s, const Mamba2Config* c) {
+    size_t K1 = c->d_conv - 1 > 0 ? c->d_conv - 1 : 1;
+    memset(s->conv_state, 0, sizeof(real) * c->n_layer * K1 * c->conv_dim);
+    memset(s->ssm_state, 0, sizeof(real) * c->n_layer * c->nheads * c->headdim * c->d_state);
+}
+
+void inference_state_free(InferenceState* s) {
+    free(s->conv_state); free(s->ssm_state); free(s->x); free(s->u); free(s->zxbcdt); free(s->xbc); free(s->dt);
+    free(s->y); free(s->gn); free(s->out); free(s->logits); free(s->rstd);
+}
+
+/* one causal conv step: the window is the K-1 stored inputs and the new one; then the window shifts */
+static void conv1d_silu_step(real* out, real* window, const real* in, const real* w, const real* bias, int Cd, int K) {
+    for (int c = 0; c < Cd; c++) {
+        real acc = bias[c] + w[c * K + K - 1] * in[c];
+        for (int k = 0; k < K - 1; k++) acc += w[c * K + k] * window[(size_t)k * Cd + c];
+        for (int k = 0; k + 1 < K - 1; k++) window[(size_t)k * Cd + c] = window[(size_t)(k + 1) * Cd + c];
+        if (K > 1) window[(size_t)(K - 2) * Cd + c] = in[c];
+        out[c] = silu(acc);
+    }
+}
+
+/* feeds one token through the model with the recurrent form; returns the logits (Vp, only V meaningful) */
+real* mamba2_step(Mamba2* m, InferenceState* s, int token) {
+    const Mamba2Config* c = &m->config;
+    int D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
+    size_t K1 = c->d_conv - 1 > 0 ? c->d_conv - 1 : 1;
+    if (token < 0 || token >= c->vocab_size) die("token id %d is outside the vocabulary [0, %d)", token, c->vocab_size);
+    memcpy(s->x, m->params.wte + (size_t)token * D, sizeof(real) * D);
+    for (int l = 0; l < c->n_layer; l++) {
+        LayerParams p = layer_params(&m->params, c, l);
+        real rstd;
+        rmsnorm_forward(s->u, &rstd, s->x, p.norm_w, 1, D);
+        matmul_forward(s->zxbcdt, s->u, p.in_proj_w, 1, D, c->d_in_proj);
+        conv1d_silu_step(s->xbc, s->conv_state + l * K1 * c->conv_dim, s->zxbcdt + E, p.conv_w, p.conv_b,
+                         c->conv_dim, c->d_conv);
+        dt_forward(s->dt, s->zxbcdt + 2 * E + 2 * GN, c->d_in_proj, p.dt_bias, 1, H);
+        ssd_step(s->y, s->ssm_state + (size_t)l * H * c->headdim * c->d_state, s->xbc, s->dt, p.A_log, p.D, H,
+                 c->headdim, c->d_state, c->ngroups);
+        gated_rmsnorm_forward(s->gn, s->rstd, s->y, s->zxbcdt, c->d_in_proj, p.gnorm_w, 1, E, c->ngroups);
+        matmul_forward(s->out, s->gn, p.out_proj_w, 1, E, D);
+        for (int i = 0; i < D; i++) s->x[i] += s->out[i];
+    }
+    real rstd;
+    rmsnorm_forward(s->u, &rstd, s->x, m->params.norm_f_w, 1, D);
+    matmul_forward(s->logits, s->u, m->params.wte, 1, D, c->padded_vocab_size);
+    return s->logits;
+}
+
+/* sample from softmax(logits / temperature) over the V real classes; temperature 0 = greedy */
+int sample_token(const real* logits, int V, real temperature, Rng* rng) {
+    int best = 0;
+    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    if (temperature <= 0) return best;
+    double sum = 0;
+    for (int i = 0; i < V; i++) sum += exp((logits[i] - logits[best]) / temperature);
+    double coin = rng_uniform(rng) * sum, cdf = 0;
+    for (int i = 0; i < V; i++) {
+        cdf += exp((logits[i] - logits[best]) / temperature);
+        if (coin < cdf) return i;
+    }
+    return V - 1;
+}
+
+/* ================================================================================================================
+ * 4. Training
+ * ================================================================================================================ */
+#ifndef MAMBA2_NO_MAIN
+
+typedef struct {
+    const char* train_pattern;
+    const char* val_pattern;
+    const char* tokenizer_path;
+    const char* output_dir;
+    const char* model;        /* preset / key=value description / checkpoint path */
+    int model_given;
+    int resume;
+    int B, T;
+    int total_batch_tokens;
+    float lr, final_lr_frac, weight_decay, grad_clip;
+    int warmup, max_steps, val_every, val_batches, sample_every, gen_tokens, ckpt_every;
+    unsigned long long seed;
+} TrainArgs;
+
+static void usage(void) {
+    fprintf(stderr,
+        "Usage: ./train_mamba2 [options]\n"
+        "Trains a Mamba-2 language model on the CPU (fp32).\n"
+        "  -i <glob>   train shards (default data/stdlib/stdlib_train_*.bin)\n"
+        "  -j <glob>   val shards (default data/stdlib/stdlib_val_*.bin; 'none' to skip)\n"
+        "  -k <path>   tokenizer file for decoding samples (default: tokenizer.bin beside the train shards)\n"
+        "  -o <dir>    output dir for main.log and checkpoints (default: none)\n"
+        "  -e <model>  a preset (tiny small 130m 370m 780m 1.3b 2.7b), key=value pairs (d_model n_layer d_state\n"
+        "              headdim expand ngroups d_conv vocab chunk, e.g. 'tiny,vocab=50277' or\n"
+        "              'd_model=64,n_layer=4'), or a checkpoint file to start from (default tiny, vocab 257)\n"
+        "  -y <0|1>    resume from the latest checkpoint in -o (default 0)\n"
+        "  -b <int>    micro-batch size (default 4)\n"
+        "  -t <int>    sequence length (default 64)\n"
+        "  -d <int>    total batch size in tokens; gradient accumulation makes up the rest (default B*T)\n"
+        "  -l <float>  peak learning rate (default 1e-3)\n"
+        "  -u <int>    warm-up steps (default 0)\n"
+        "  -q <float>  final learning rate as a fraction of the peak, cosine decay (default 0.1)\n"
+        "  -c <float>  weight decay (default 0.1)\n"
+        "  -a <float>  gradient clipping norm, 0 = off (default 1.0)\n"
+        "  -x <int>    steps (default 100)\n"
+        "  -v <int>    evaluate val loss every v steps (default 20)\n"
+        "  -m <int>    val batches per evaluation (default 20)\n"
+        "  -s <int>    print a sample every s steps, 0 = never (default 20)\n"
+        "  -g <int>    tokens per sample (default 64)\n"
+        "  -n <int>    checkpoint every n steps, 0 = only at the end (default 0; needs -o)\n"
+        "  -S <int>    seed for initialization and sampling (default 1337)\n"
+        "  -h          this help\n");
+}
+
+static void parse_args(TrainArgs* a, int argc, char** argv) {
+    a->train_pattern = "data/stdlib/stdlib_train_*.bin";
+    a->val_pattern = "data/stdlib/stdlib_val_*.bin";
+    a->tokenizer_path = NULL; a->output_dir = NULL; a->model = "tiny"; a->model_given = 0; a->resume = 0;
+    a->B = 4; a->T = 64; a->total_batch_tokens = -1;
+    a->lr = 1e-3f; a->final_lr_frac = 0.1f; a->weight_decay = 0.1f; a->grad_clip = 1.0f;
+    a->warmup = 0; a->max_steps = 100; a->val_every = 20; a->val_batches = 20; a->sample_every = 20;
+    a->gen_tokens = 64; a->ckpt_every = 0; a->seed = 1337;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(); exit(EXIT_SUCCESS); }
+        if (argv[i][0] != '-' || strlen(argv[i]) != 2) { usage(); die("unexpected argument '%s'", argv[i]); }
+        if (i + 1 >= argc) { usage(); die("flag %s needs a value", argv[i]); }
+        char f = argv[i][1];
+        const char* v = argv[++i];
+        switch (f) {
+        case 'i': a->train_pattern = v; break;
+        case 'j': a->val_pattern = v; break;
+        case 'k': a->tokenizer_path = v; break;
+        case 'o': a->output_dir = v; break;
+        case 'e': a->model = v; a->model_given = 1; break;
+        case 'y': a->resume = atoi(v); break;
+        case 'b': a->B = atoi(v); break;
+        case 't': a->T = atoi(v); break;
+        case 'd': a->total_batch_tokens = atoi(v); break;
+        case 'l': a->lr = (float)atof(v); break;
+        case 'u': a->warmup = atoi(v); break;
+        case 'q': a->final_lr_frac = (float)atof(v); break;
+        case 'c': a->weight_decay = (float)atof(v); break;
+        case 'a': a->grad_clip = (float)atof(v); break;
+        case 'x': a->max_steps = atoi(v); break;
+        case 'v': a->val_every = atoi(v); break;
+        case 'm': a->val_batches = atoi(v); break;
+        case 's': a->sample_every = atoi(v); break;
+        case 'g': a->gen_tokens = atoi(v); break;
+        case 'n': a->ckpt_every = atoi(v); break;
+        case 'S': a->seed = strtoull(v, NULL, 10); break;
+        default: usage(); die("unknown flag -%c", f);
+        }
+    }
+    if (a->B < 1 || a->T < 1) die("batch size (-b %d) and sequence length (-t %d) must be >= 1", a->B, a->T);
+    if (a->total_batch_tokens < 0) a->total_batch_tokens = a->B * a->T;
+    if (a->total_batch_tokens % (a->B * a->T) != 0)
+        die("total batch size -d %d is not a multiple of B*T = %d", a->total_batch_tokens, a->B * a->T);
+    if (a->max_steps < 1) die("-x must be >= 1");
+    if (a->resume && a->output_dir == NULL) die("-y 1 (resume) needs -o <dir> holding the checkpoints");
+    if (a->ckpt_every > 0 && a->output_dir == NULL) die("-n (checkpoints) needs -o <dir>");
+}
+
+/* the highest step of a "ckpt_%08d.bin" file in dir, or -1 */
+static int latest_checkpoint_step(const char* dir) {
+    DIR* d = opendir(dir);
+    if (d == NULL) return -1;
+    int best = -1;
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL) {
+        int step;
+        char tail[8];
+        if (sscanf(e->d_name, "ckpt_%d.%7s", &step, tail) == 2 && strcmp(tail, "bin") == 0 && step > best) best = step;
+    }
+    closedir(d);
+    return best;
+}
+
+static void checkpoint_path(char* out, size_t n, const char* dir, int step) {
+    snprintf(out, n, "%s/ckpt_%08d.bin", dir, step);
+}
+
+static void format_eta(char* buf, size_t n, double seconds) {
+    if (seconds < 0) seconds = 0;
+    int s = (int)(seconds + 0.5);
+    snprintf(buf, n, "%dh%02dm%02ds", s / 3600, (s / 60) % 60, s % 60);
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* mean loss over up to max_batches val batches from the start of the val data */
+static real evaluate(Mamba2* m, DataLoader* val, int max_batches) {
+    dataloader_reset(val);
+    int n = (int)dataloader_num_batches(val);
+    if (max_batches < n) n = max_batches;
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        dataloader_next_batch(val);
+        sum += mamba2_forward(m, val->inputs, val->targets, (int)val->B, (int)val->T);
+    }
+    return (real)(sum / (n > 0 ? n : 1));
+}
+
+/* generation from the end-of-text token with the recurrent step; prints text (or ids without a tokenizer) */
+static void print_sample(Mamba2* m, InferenceState* st, Tokenizer* tok, Rng* rng, int n_tokens) {
+    inference_state_reset(st, &m->config);
+    int token = tok->init_ok ? tok->eot_token : 0;
+    if (token < 0 || token >= m->config.vocab_size) token = 0;
+    printf("sample: ");
+    for (int i = 0; i < n_tokens; i++) {
+        real* logits = mamba2_step(m, st, token);
+        token = sample_token(logits, m->config.vocab_size, 1.0f, rng);
+        if (tok->init_ok) {
+            const char* piece = tokenizer_decode(tok, (uint32_t)token);
+            if (piece) tokenizer_safe_print(piece);
+        } else {
+            printf("%d ", token);
+        }
+    }
+    printf("\n---\n");
+    fflush(stdout);
+}
+
+static void default_tokenizer_path(char* out, size_t n, const char* train_pattern) {
+    const char* slash = strrchr(train_pattern, '/');
+    if (slash == NULL) snprintf(out, n, "tokenizer.bin");
+    else snprintf(out, n, "%.*s/tokenizer.bin", (int)(slash - train_pattern), train_pattern);
+}
+
+/* is this -e argument an existing file (a checkpoint) rather than a model description? */
+static int is_file(const char* path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int main(int argc, char** argv) {
+    TrainArgs args;
+    parse_args(&args, argc, argv);
+    Mamba2 model;
+    Rng sample_rng;
+    rng_seed(&sample_rng, args.seed ^ 0x5a5a5a5a5a5a5a5aull);
+    int start_step = 0;
+    uint64_t resume_state[CKPT_STATE_WORDS] = {0};
+    int have_loader_state = 0;
+
+    /* the model: a description, a checkpoint given with -e, or the latest checkpoint in -o when resuming */
+    Mamba2Config requested;
+    char err[512];
+    int from_file = is_file(args.model);
+    if (!from_file && config_parse(&requested, args.model, err, sizeof(err)) != 0) die("%s", err);
+    int resume_step = args.resume ? latest_checkpoint_step(args.output_dir) : -1;
+    if (args.resume && resume_step < 0) printf("resume: no checkpoint in %s, starting fresh\n", args.output_dir);
+    if (resume_step >= 0) {
+        char path[4096];
+        checkpoint_path(path, sizeof(path), args.output_dir, resume_step);
+        CheckpointInfo info;
+        mamba2_load_checkpoint(&model, path, &info);
+        if (args.model_given && !from_file && !config_same_model(&requested, &info.config)) {
+            fprintf(stderr, "error: checkpoint %s is of another model than -e '%s':\n  checkpoint ", path, args.model);
+            config_print(&info.config, stderr);
+            fprintf(stderr, "  requested  ");
+            config_print(&requested, stderr);
+            exit(EXIT_FAILURE);
+        }
+        if (!info.has_optimizer) die("checkpoint %s holds no optimizer state: it cannot be resumed", path);
+        start_step = (int)info.state[CKPT_S_STEP];
+        sample_rng.state = info.state[CKPT_S_RNG];
+        memcpy(resume_state, info.state, sizeof(resume_state));
+        have_loader_state = 1;
+        printf("resumed from %s at step %d\n", path, start_step);
+    } else if (from_file) {
+        CheckpointInfo info;
+        mamba2_load_checkpoint(&model, args.model, &info);
+        printf("initialized from checkpoint %s\n", args.model);
+    } else {
+        mamba2_build(&model, &requested, args.seed);
+    }
+    const Mamba2Config* c = &model.config;
+    config_print(c, stdout);
+    printf("parameters: %zu\n", model.num_parameters);
+
+    /* data */
+    int B = args.B, T = args.T;
+    int accum = args.total_batch_tokens / (B * T);
+    DataLoader train_loader, val_loader;
+    dataloader_init(&train_loader, args.train_pattern, B, T, 0, 1, 1, args.seed, c->vocab_size);
+    if (have_loader_state) {
+        DataLoaderState ls;
+        memcpy(ls.v, &resume_state[CKPT_S_LOADER], sizeof(ls.v));
+        dataloader_load_state(&train_loader, &ls);
+    }
+    int use_val = strcmp(args.val_pattern, "none") != 0 && args.val_every > 0;
+    if (use_val) dataloader_init(&val_loader, args.val_pattern, B, T, 0, 1, 0, args.seed, c->vocab_size);
+    printf("train: %zu tokens, B=%d T=%d, grad accumulation %d -> %d tokens/step\n", train_loader.num_tokens, B, T,
+           accum, args.total_batch_tokens);
+    char tok_path[4096];
+    if (args.tokenizer_path) snprintf(tok_path, sizeof(tok_path), "%s", args.tokenizer_path);
+    else default_tokenizer_path(tok_path, sizeof(tok_path), args.train_pattern);
+    Tokenizer tokenizer;
+    tokenizer_init(&tokenizer, tok_path);
+    InferenceState infer;
+    inference_state_init(&infer, c);
+#ifdef _OPENMP
+    printf("OpenMP threads: %d\n", omp_get_max_threads());
+#endif
+
+    /* log file: one line per event, "s:<step> trl:<loss>" (train) and "s:<step> tel:<loss>" (val), llm.c's format
+       with lr, grad norm and tokens appended, so a plotting script can read it */
+    FILE* logf = NULL;
+    if (args.output_dir) {
+        mkdir(args.output_dir, 0755);
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/main.log", args.output_dir);
+        logf = fopenCheck(path, start_step > 0 ? "a" : "w");
+    }
+
+    double t_loop = now_seconds();
+    int steps_timed = 0;
+    for (int step = start_step; step <= args.max_steps; step++) {
+        int last = step == args.max_steps;
+        if (use_val && (step % args.val_every == 0 || last)) {
+            real vl = evaluate(&model, &val_loader, args.val_batches);
+            printf("step %d: val loss %.6f\n", step, vl);
+            if (logf) { fprintf(logf, "s:%d tel:%.6f\n", step, vl); fflush(logf); }
+        }
+        if (args.sample_every > 0 && step > 0 && (step % args.sample_every == 0 || last))
+            print_sample(&model, &infer, &tokenizer, &sample_rng, args.gen_tokens);
+        if (last) break;
+
+        double t0 = now_seconds();
+        mamba2_zero_grad(&model);
+        double loss_sum = 0;
+        for (int micro = 0; micro < accum; micro++) {
+            dataloader_next_batch(&train_loader);
+            loss_sum += mamba2_forward(&model, train_loader.inputs, train_loader.targets, B, T);
+            mamba2_backward(&model, train_loader.inputs, train_loader.targets, (real)1 / ((real)B * T * accum));
+        }
+        float loss = (float)(loss_sum / accum);
+        if (!isfinite(loss)) die("loss is %f at step %d: training diverged (lower -l, or check the data)", loss, step);
+        double norm = mamba2_grad_norm(&model);
+        double coef = clip_coefficient(norm, args.grad_clip);
+        float lr = lr_at_step(args.lr, args.warmup, args.final_lr_frac, step, args.max_steps);
+        mamba2_update(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, (real)coef);
+        double dt_s = now_seconds() - t0;
+        steps_timed++;
+        double avg = (now_seconds() - t_loop) / steps_timed;
+        char eta[32];
+        format_eta(eta, sizeof(eta), avg * (args.max_steps - step - 1));
+        printf("step %5d/%d | loss %.6f | lr %.2e | norm %.4f | %.1f ms | %.0f tok/s | eta %s\n", step + 1,
+               args.max_steps, loss, lr, norm, dt_s * 1000, args.total_batch_tokens / dt_s, eta);
+        fflush(stdout);
+        if (logf) {
+            fprintf(logf, "s:%d trl:%.6f lr:%.6e norm:%.6f tok:%lld\n", step + 1, loss, lr, norm,
+                    (long long)(step + 1) * args.total_batch_tokens);
+            fflush(logf);
+        }
+        int done = step + 1;
+        if (args.output_dir && ((args.ckpt_every > 0 && done % args.ckpt_every == 0) || done == args.max_steps)) {
+            uint64_t st[CKPT_STATE_WORDS] = {0};
+            st[CKPT_S_STEP] = (uint64_t)done;
+            st[CKPT_S_RNG] = sample_rng.state;
+            DataLoaderState ls;
+            dataloader_save_state(&train_loader, &ls);
+            memcpy(&st[CKPT_S_LOADER], ls.v, sizeof(ls.v));
+            char path[4096];
+            checkpoint_path(path, sizeof(path), args.output_dir, done);
+            mamba2_save_checkpoint(&model, path, st);
+            printf("saved checkpoint %s\n", path);
+        }
+    }
+    printf("total time %.1f s\n", now_seconds() - t_loop);
+    if (logf) fclose(logf);
+    inference_state_free(&infer);
+    tokenizer_free(&tokenizer);
+    dataloader_free(&train_loader);
+    if (use_val) dataloader_free(&val_loader);
+    mamba2_free(&model);
+    return 0;
+}
+#endif /* MAMBA2_NO_MAIN */
