@@ -35,6 +35,7 @@
 #include "llmc/mamba2_model.h"
 #include "llmc/dataloader.h"
 #include "llmc/tokenizer.h"
+#include "llmc/train_common.h"
 
 #ifdef MAMBA2_DOUBLE
 typedef double real;
@@ -759,32 +760,12 @@ static void mamba2_allocate_parameters(Mamba2* m, const Mamba2Config* c) {
     point_parameters(&m->params, m->params_memory, m->table);
 }
 
-/* SPEC.md section 5, driven by the table's init kinds */
+/* SPEC.md section 5 (params_init in llmc/mamba2_model.h, shared with the GPU trainer so both start alike) */
 void mamba2_init_parameters(Mamba2* m, uint64_t seed) {
-    Rng rng;
-    rng_seed(&rng, seed);
-    const Mamba2Config* c = &m->config;
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        const ParamSpec* s = &m->table[t];
-        real* p = m->params_memory + s->offset;
-        double bound = s->fan_in > 0 ? 1.0 / sqrt((double)s->fan_in) : 0.0;
-        for (size_t i = 0; i < s->numel; i++) {
-            switch (s->init) {
-            case INIT_NORMAL_002: p[i] = (real)(0.02 * rng_normal(&rng)); break;
-            case INIT_UNIFORM_FANIN: p[i] = (real)rng_uniform_range(&rng, -bound, bound); break;
-            case INIT_UNIFORM_OUT: p[i] = (real)(rng_uniform_range(&rng, -bound, bound) / sqrt((double)c->n_layer));
-                break;
-            case INIT_ONES: p[i] = 1; break;
-            case INIT_DT_BIAS: {
-                double dt = exp(rng_uniform_range(&rng, log(0.001), log(0.1)));
-                if (dt < 1e-4) dt = 1e-4;
-                p[i] = (real)(dt + log(-expm1(-dt))); /* inverse of softplus */
-                break;
-            }
-            case INIT_A_LOG: p[i] = (real)log(rng_uniform_range(&rng, 1.0, 16.0)); break;
-            }
-        }
-    }
+    float* p = (float*)mallocCheck(m->num_parameters * sizeof(float));
+    params_init(p, m->table, &m->config, seed);
+    for (size_t i = 0; i < m->num_parameters; i++) m->params_memory[i] = (real)p[i];
+    free(p);
 }
 
 void mamba2_build(Mamba2* m, const Mamba2Config* c, uint64_t seed) {
@@ -1140,149 +1121,10 @@ real* mamba2_step(Mamba2* m, InferenceState* s, int token) {
     return s->logits;
 }
 
-/* sample from softmax(logits / temperature) over the V real classes; temperature 0 = greedy */
-int sample_token(const real* logits, int V, real temperature, Rng* rng) {
-    int best = 0;
-    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
-    if (temperature <= 0) return best;
-    double sum = 0;
-    for (int i = 0; i < V; i++) sum += exp((logits[i] - logits[best]) / temperature);
-    double coin = rng_uniform(rng) * sum, cdf = 0;
-    for (int i = 0; i < V; i++) {
-        cdf += exp((logits[i] - logits[best]) / temperature);
-        if (coin < cdf) return i;
-    }
-    return V - 1;
-}
-
 /* ================================================================================================================
  * 4. Training
  * ================================================================================================================ */
 #ifndef MAMBA2_NO_MAIN
-
-typedef struct {
-    const char* train_pattern;
-    const char* val_pattern;
-    const char* tokenizer_path;
-    const char* output_dir;
-    const char* model;        /* preset / key=value description / checkpoint path */
-    int model_given;
-    int resume;
-    int B, T;
-    int total_batch_tokens;
-    float lr, final_lr_frac, weight_decay, grad_clip;
-    int warmup, max_steps, val_every, val_batches, sample_every, gen_tokens, ckpt_every;
-    unsigned long long seed;
-} TrainArgs;
-
-static void usage(void) {
-    fprintf(stderr,
-        "Usage: ./train_mamba2 [options]\n"
-        "Trains a Mamba-2 language model on the CPU (fp32).\n"
-        "  -i <glob>   train shards (default data/stdlib/stdlib_train_*.bin)\n"
-        "  -j <glob>   val shards (default data/stdlib/stdlib_val_*.bin; 'none' to skip)\n"
-        "  -k <path>   tokenizer file for decoding samples (default: tokenizer.bin beside the train shards)\n"
-        "  -o <dir>    output dir for main.log and checkpoints (default: none)\n"
-        "  -e <model>  a preset (tiny small 130m 370m 780m 1.3b 2.7b), key=value pairs (d_model n_layer d_state\n"
-        "              headdim expand ngroups d_conv vocab chunk, e.g. 'tiny,vocab=50277' or\n"
-        "              'd_model=64,n_layer=4'), or a checkpoint file to start from (default tiny, vocab 257)\n"
-        "  -y <0|1>    resume from the latest checkpoint in -o (default 0)\n"
-        "  -b <int>    micro-batch size (default 4)\n"
-        "  -t <int>    sequence length (default 64)\n"
-        "  -d <int>    total batch size in tokens; gradient accumulation makes up the rest (default B*T)\n"
-        "  -l <float>  peak learning rate (default 1e-3)\n"
-        "  -u <int>    warm-up steps (default 0)\n"
-        "  -q <float>  final learning rate as a fraction of the peak, cosine decay (default 0.1)\n"
-        "  -c <float>  weight decay (default 0.1)\n"
-        "  -a <float>  gradient clipping norm, 0 = off (default 1.0)\n"
-        "  -x <int>    steps (default 100)\n"
-        "  -v <int>    evaluate val loss every v steps (default 20)\n"
-        "  -m <int>    val batches per evaluation (default 20)\n"
-        "  -s <int>    print a sample every s steps, 0 = never (default 20)\n"
-        "  -g <int>    tokens per sample (default 64)\n"
-        "  -n <int>    checkpoint every n steps, 0 = only at the end (default 0; needs -o)\n"
-        "  -S <int>    seed for initialization and sampling (default 1337)\n"
-        "  -h          this help\n");
-}
-
-static void parse_args(TrainArgs* a, int argc, char** argv) {
-    a->train_pattern = "data/stdlib/stdlib_train_*.bin";
-    a->val_pattern = "data/stdlib/stdlib_val_*.bin";
-    a->tokenizer_path = NULL; a->output_dir = NULL; a->model = "tiny"; a->model_given = 0; a->resume = 0;
-    a->B = 4; a->T = 64; a->total_batch_tokens = -1;
-    a->lr = 1e-3f; a->final_lr_frac = 0.1f; a->weight_decay = 0.1f; a->grad_clip = 1.0f;
-    a->warmup = 0; a->max_steps = 100; a->val_every = 20; a->val_batches = 20; a->sample_every = 20;
-    a->gen_tokens = 64; a->ckpt_every = 0; a->seed = 1337;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(); exit(EXIT_SUCCESS); }
-        if (argv[i][0] != '-' || strlen(argv[i]) != 2) { usage(); die("unexpected argument '%s'", argv[i]); }
-        if (i + 1 >= argc) { usage(); die("flag %s needs a value", argv[i]); }
-        char f = argv[i][1];
-        const char* v = argv[++i];
-        switch (f) {
-        case 'i': a->train_pattern = v; break;
-        case 'j': a->val_pattern = v; break;
-        case 'k': a->tokenizer_path = v; break;
-        case 'o': a->output_dir = v; break;
-        case 'e': a->model = v; a->model_given = 1; break;
-        case 'y': a->resume = atoi(v); break;
-        case 'b': a->B = atoi(v); break;
-        case 't': a->T = atoi(v); break;
-        case 'd': a->total_batch_tokens = atoi(v); break;
-        case 'l': a->lr = (float)atof(v); break;
-        case 'u': a->warmup = atoi(v); break;
-        case 'q': a->final_lr_frac = (float)atof(v); break;
-        case 'c': a->weight_decay = (float)atof(v); break;
-        case 'a': a->grad_clip = (float)atof(v); break;
-        case 'x': a->max_steps = atoi(v); break;
-        case 'v': a->val_every = atoi(v); break;
-        case 'm': a->val_batches = atoi(v); break;
-        case 's': a->sample_every = atoi(v); break;
-        case 'g': a->gen_tokens = atoi(v); break;
-        case 'n': a->ckpt_every = atoi(v); break;
-        case 'S': a->seed = strtoull(v, NULL, 10); break;
-        default: usage(); die("unknown flag -%c", f);
-        }
-    }
-    if (a->B < 1 || a->T < 1) die("batch size (-b %d) and sequence length (-t %d) must be >= 1", a->B, a->T);
-    if (a->total_batch_tokens < 0) a->total_batch_tokens = a->B * a->T;
-    if (a->total_batch_tokens % (a->B * a->T) != 0)
-        die("total batch size -d %d is not a multiple of B*T = %d", a->total_batch_tokens, a->B * a->T);
-    if (a->max_steps < 1) die("-x must be >= 1");
-    if (a->resume && a->output_dir == NULL) die("-y 1 (resume) needs -o <dir> holding the checkpoints");
-    if (a->ckpt_every > 0 && a->output_dir == NULL) die("-n (checkpoints) needs -o <dir>");
-}
-
-/* the highest step of a "ckpt_%08d.bin" file in dir, or -1 */
-static int latest_checkpoint_step(const char* dir) {
-    DIR* d = opendir(dir);
-    if (d == NULL) return -1;
-    int best = -1;
-    struct dirent* e;
-    while ((e = readdir(d)) != NULL) {
-        int step;
-        char tail[8];
-        if (sscanf(e->d_name, "ckpt_%d.%7s", &step, tail) == 2 && strcmp(tail, "bin") == 0 && step > best) best = step;
-    }
-    closedir(d);
-    return best;
-}
-
-static void checkpoint_path(char* out, size_t n, const char* dir, int step) {
-    snprintf(out, n, "%s/ckpt_%08d.bin", dir, step);
-}
-
-static void format_eta(char* buf, size_t n, double seconds) {
-    if (seconds < 0) seconds = 0;
-    int s = (int)(seconds + 0.5);
-    snprintf(buf, n, "%dh%02dm%02ds", s / 3600, (s / 60) % 60, s % 60);
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* mean loss over up to max_batches val batches from the start of the val data */
 static real evaluate(Mamba2* m, DataLoader* val, int max_batches) {
@@ -1315,18 +1157,6 @@ static void print_sample(Mamba2* m, InferenceState* st, Tokenizer* tok, Rng* rng
     }
     printf("\n---\n");
     fflush(stdout);
-}
-
-static void default_tokenizer_path(char* out, size_t n, const char* train_pattern) {
-    const char* slash = strrchr(train_pattern, '/');
-    if (slash == NULL) snprintf(out, n, "tokenizer.bin");
-    else snprintf(out, n, "%.*s/tokenizer.bin", (int)(slash - train_pattern), train_pattern);
-}
-
-/* is this -e argument an existing file (a checkpoint) rather than a model description? */
-static int is_file(const char* path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 int main(int argc, char** argv) {
@@ -1367,7 +1197,12 @@ int main(int argc, char** argv) {
     } else if (from_file) {
         CheckpointInfo info;
         mamba2_load_checkpoint(&model, args.model, &info);
-        printf("initialized from checkpoint %s\n", args.model);
+        /* starting a new run from trained weights: a fresh optimizer, step 0 */
+        free(model.m_memory);
+        free(model.v_memory);
+        model.m_memory = model.v_memory = NULL;
+        model.adam_t = 0;
+        printf("initialized from checkpoint %s (weights only; fresh optimizer)\n", args.model);
     } else {
         mamba2_build(&model, &requested, args.seed);
     }
@@ -1380,11 +1215,7 @@ int main(int argc, char** argv) {
     int accum = args.total_batch_tokens / (B * T);
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, args.train_pattern, B, T, 0, 1, 1, args.seed, c->vocab_size);
-    if (have_loader_state) {
-        DataLoaderState ls;
-        memcpy(ls.v, &resume_state[CKPT_S_LOADER], sizeof(ls.v));
-        dataloader_load_state(&train_loader, &ls);
-    }
+    if (have_loader_state) train_state_restore_loader(&train_loader, resume_state);
     int use_val = strcmp(args.val_pattern, "none") != 0 && args.val_every > 0;
     if (use_val) dataloader_init(&val_loader, args.val_pattern, B, T, 0, 1, 0, args.seed, c->vocab_size);
     printf("train: %zu tokens, B=%d T=%d, grad accumulation %d -> %d tokens/step\n", train_loader.num_tokens, B, T,
@@ -1400,24 +1231,14 @@ int main(int argc, char** argv) {
     printf("OpenMP threads: %d\n", omp_get_max_threads());
 #endif
 
-    /* log file: one line per event, "s:<step> trl:<loss>" (train) and "s:<step> tel:<loss>" (val), llm.c's format
-       with lr, grad norm and tokens appended, so a plotting script can read it */
-    FILE* logf = NULL;
-    if (args.output_dir) {
-        mkdir(args.output_dir, 0755);
-        char path[4096];
-        snprintf(path, sizeof(path), "%s/main.log", args.output_dir);
-        logf = fopenCheck(path, start_step > 0 ? "a" : "w");
-    }
+    FILE* logf = log_open(args.output_dir, start_step > 0);
 
     double t_loop = now_seconds();
     int steps_timed = 0;
     for (int step = start_step; step <= args.max_steps; step++) {
         int last = step == args.max_steps;
         if (use_val && (step % args.val_every == 0 || last)) {
-            real vl = evaluate(&model, &val_loader, args.val_batches);
-            printf("step %d: val loss %.6f\n", step, vl);
-            if (logf) { fprintf(logf, "s:%d tel:%.6f\n", step, vl); fflush(logf); }
+            log_val(logf, step, evaluate(&model, &val_loader, args.val_batches));
         }
         if (args.sample_every > 0 && step > 0 && (step % args.sample_every == 0 || last))
             print_sample(&model, &infer, &tokenizer, &sample_rng, args.gen_tokens);
@@ -1437,27 +1258,13 @@ int main(int argc, char** argv) {
         double coef = clip_coefficient(norm, args.grad_clip);
         float lr = lr_at_step(args.lr, args.warmup, args.final_lr_frac, step, args.max_steps);
         mamba2_update(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, (real)coef);
-        double dt_s = now_seconds() - t0;
+        double step_s = now_seconds() - t0;
         steps_timed++;
-        double avg = (now_seconds() - t_loop) / steps_timed;
-        char eta[32];
-        format_eta(eta, sizeof(eta), avg * (args.max_steps - step - 1));
-        printf("step %5d/%d | loss %.6f | lr %.2e | norm %.4f | %.1f ms | %.0f tok/s | eta %s\n", step + 1,
-               args.max_steps, loss, lr, norm, dt_s * 1000, args.total_batch_tokens / dt_s, eta);
-        fflush(stdout);
-        if (logf) {
-            fprintf(logf, "s:%d trl:%.6f lr:%.6e norm:%.6f tok:%lld\n", step + 1, loss, lr, norm,
-                    (long long)(step + 1) * args.total_batch_tokens);
-            fflush(logf);
-        }
         int done = step + 1;
-        if (args.output_dir && ((args.ckpt_every > 0 && done % args.ckpt_every == 0) || done == args.max_steps)) {
-            uint64_t st[CKPT_STATE_WORDS] = {0};
-            st[CKPT_S_STEP] = (uint64_t)done;
-            st[CKPT_S_RNG] = sample_rng.state;
-            DataLoaderState ls;
-            dataloader_save_state(&train_loader, &ls);
-            memcpy(&st[CKPT_S_LOADER], ls.v, sizeof(ls.v));
+        log_train(logf, &args, done, loss, lr, norm, step_s, (now_seconds() - t_loop) / steps_timed);
+        if (checkpoint_due(&args, done)) {
+            uint64_t st[CKPT_STATE_WORDS];
+            train_state_pack(st, done, &sample_rng, &train_loader);
             char path[4096];
             checkpoint_path(path, sizeof(path), args.output_dir, done);
             mamba2_save_checkpoint(&model, path, st);

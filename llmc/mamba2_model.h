@@ -20,7 +20,10 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include <math.h>
+
 #include "utils.h"
+#include "rand.h"
 
 /* ----------------------------------------------------------------------------------------------------------------
  * config */
@@ -231,6 +234,35 @@ static inline size_t param_table_build(ParamSpec t[NUM_PARAM_TENSORS], const Mam
     return offset;
 }
 
+
+/* initializes every parameter by its table entry's init kind (SPEC.md section 5); same seed, same weights */
+static inline void params_init(float* params, const ParamSpec table[NUM_PARAM_TENSORS], const Mamba2Config* c,
+                               uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* s = &table[t];
+        float* p = params + s->offset;
+        double bound = s->fan_in > 0 ? 1.0 / sqrt((double)s->fan_in) : 0.0;
+        for (size_t i = 0; i < s->numel; i++) {
+            switch (s->init) {
+            case INIT_NORMAL_002: p[i] = (float)(0.02 * rng_normal(&rng)); break;
+            case INIT_UNIFORM_FANIN: p[i] = (float)rng_uniform_range(&rng, -bound, bound); break;
+            case INIT_UNIFORM_OUT: p[i] = (float)(rng_uniform_range(&rng, -bound, bound) / sqrt((double)c->n_layer));
+                break;
+            case INIT_ONES: p[i] = 1.0f; break;
+            case INIT_DT_BIAS: {
+                double dt = exp(rng_uniform_range(&rng, log(0.001), log(0.1)));
+                if (dt < 1e-4) dt = 1e-4;
+                p[i] = (float)(dt + log(-expm1(-dt))); /* inverse of softplus */
+                break;
+            }
+            case INIT_A_LOG: p[i] = (float)log(rng_uniform_range(&rng, 1.0, 16.0)); break;
+            }
+        }
+    }
+}
+
 /* ----------------------------------------------------------------------------------------------------------------
  * checkpoints
  *
@@ -277,7 +309,7 @@ static inline void checkpoint_write(const char* path, const Mamba2Config* c, con
     header[CKPT_H_HAS_OPT] = (m != NULL && v != NULL);
     header[CKPT_H_NPARAMS_LO] = (int32_t)(uint32_t)(nparams & 0xffffffffu);
     header[CKPT_H_NPARAMS_HI] = (int32_t)(uint32_t)(nparams >> 32);
-    char tmp[4096];
+    char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     FILE* f = fopenCheck(tmp, "wb");
     fwriteCheck(header, sizeof(int32_t), CKPT_HEADER_INTS, f);

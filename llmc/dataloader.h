@@ -1,0 +1,363 @@
+/*
+ * dataloader.h: reads the token shards written by data/prepare.py and serves (inputs, targets) batches.
+ * Header-only, C11 (also compiles as C++ for the CUDA trainer). POSIX glob() finds the shards.
+ *
+ * Shard file: 256 int32 header {20240520 magic, version, token count, 0...}, then the tokens:
+ * version 1 = uint16 tokens, version 2 = uint32 tokens (vocab > 65536). Little-endian, like llm.c.
+ *
+ * Samples. A sample is B*T+1 contiguous tokens of one shard: a shard of n tokens holds
+ * (n-1) / (B*T) samples, at token offsets 0, B*T, 2*B*T, ... (neighbouring samples share one boundary
+ * token, the way llm.c reads batches). A batch is one sample: inputs = tokens[0 .. B*T-1],
+ * targets = tokens[1 .. B*T], laid out as B rows of T. Contiguous rows make each batch one fread.
+ *
+ * Epoch order. Every epoch lays all S samples of all shards in one global order: the shards in a
+ * permuted order, and within each shard its samples in a permuted order (identity orders when
+ * should_shuffle = 0). The permutations are drawn from a small PRNG seeded by (seed, epoch) and
+ * (seed, epoch, shard), so the same seed gives the same order on every machine, and every epoch differs.
+ *
+ * Ranks. Rank r takes the global positions r, r + P, r + 2P, ... (P = num_processes): over one epoch the
+ * ranks together read every sample exactly once, with no overlap, and their batch counts differ by at
+ * most one. All ranks walk the shards in the same order, one open file at a time.
+ *
+ * Position. (epoch, next global position) is the whole state: the permutations are recomputed from the
+ * seed, so dataloader_save_state / dataloader_load_state restore the exact next batch.
+ */
+#ifndef MAMBA2_DATALOADER_H
+#define MAMBA2_DATALOADER_H
+
+#include <glob.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "utils.h"
+
+#define DATALOADER_MAGIC 20240520
+#define DATALOADER_HEADER_BYTES (256 * 4)
+#define DATALOADER_STATE_TAG 0x4d32444c53000000ull /* "M2DLS", low byte: should_shuffle */
+
+typedef struct {
+    char* path;
+    int token_size;     /* bytes per token: 2 (version 1) or 4 (version 2) */
+    size_t num_tokens;
+    size_t num_samples; /* (num_tokens - 1) / (B*T) */
+} DataShard;
+
+typedef struct {
+    /* configuration */
+    int process_rank, num_processes, should_shuffle, vocab_size;
+    unsigned long long seed;
+    /* the shards, in glob (sorted) order */
+    DataShard* shards;
+    int num_shards;
+    size_t total_samples;       /* samples per epoch, all ranks together */
+    /* position: the whole resumable state */
+    unsigned long long epoch;
+    size_t next_global;         /* global position (in this epoch's order) of this rank's next batch */
+    /* this epoch's order, recomputed from (seed, epoch) */
+    int* shard_order;           /* shard_order[k] = index of the k-th shard read this epoch */
+    size_t* order_start;        /* order_start[k] = global position of the first sample of shard_order[k] */
+    int perm_pos;               /* k whose sample permutation sample_perm holds, -1 for none */
+    size_t* sample_perm;
+    /* reading */
+    FILE* fp;
+    int fp_shard;               /* shard index fp is open on, -1 for none */
+    unsigned char* buffer;      /* B*T+1 raw tokens */
+    /* the interface */
+    int* inputs;                /* B*T current batch inputs */
+    int* targets;               /* B*T current batch targets (inputs shifted by one) */
+    size_t num_tokens;          /* total tokens over all shards matched */
+    size_t B, T;
+} DataLoader;
+
+typedef struct { unsigned long long v[8]; } DataLoaderState; /* fixed-size POD, written into checkpoints */
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* a tiny PRNG: splitmix64. Its own here so the data order never changes when another part of the code
+ * changes how it draws random numbers. */
+
+static inline uint64_t dataloader_splitmix64(uint64_t* state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* uniform in [0, n), n > 0, without modulo bias: reject the top partial block of 2^64 */
+static inline uint64_t dataloader_below(uint64_t* state, uint64_t n) {
+    uint64_t limit = UINT64_MAX - (UINT64_MAX % n);
+    uint64_t x;
+    do { x = dataloader_splitmix64(state); } while (x >= limit);
+    return x % n;
+}
+
+/* one stream per (seed, epoch, which): which = 0 for the shard order, 1 + shard index for a shard */
+static inline uint64_t dataloader_stream(unsigned long long seed, unsigned long long epoch, uint64_t which) {
+    uint64_t s = (uint64_t)seed;
+    uint64_t a = dataloader_splitmix64(&s) ^ (uint64_t)epoch;
+    uint64_t b = dataloader_splitmix64(&a) ^ which;
+    return dataloader_splitmix64(&b);
+}
+
+/* Fisher-Yates: perm becomes a uniformly random permutation of 0..n-1 */
+static inline void dataloader_permute_sizes(size_t* perm, size_t n, uint64_t state) {
+    for (size_t i = 0; i < n; i++) perm[i] = i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)dataloader_below(&state, i);
+        size_t t = perm[i - 1]; perm[i - 1] = perm[j]; perm[j] = t;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* opening and checking the shards */
+
+static inline size_t dataloader_file_size(FILE* fp, const char* path) {
+    if (fseek(fp, 0, SEEK_END) != 0) die("dataloader: shard %s: cannot seek to its end", path);
+    long size = ftell(fp);
+    if (size < 0) die("dataloader: shard %s: cannot tell its size", path);
+    fseekCheck(fp, 0, SEEK_SET);
+    return (size_t)size;
+}
+
+/* reads and checks one shard's header against its file size; fills sh */
+static inline void dataloader_check_shard(DataShard* sh, const char* path, size_t B, size_t T) {
+    FILE* fp = fopen(path, "rb");
+    if (fp == NULL) die("dataloader: cannot open shard %s", path);
+    size_t size = dataloader_file_size(fp, path);
+    if (size < DATALOADER_HEADER_BYTES) {
+        die("dataloader: shard %s: file is %zu bytes, smaller than the %d-byte header (truncated or not a shard)",
+            path, size, DATALOADER_HEADER_BYTES);
+    }
+    int32_t header[256];
+    freadCheck(header, sizeof(int32_t), 256, fp);
+    fclose(fp);
+    if (header[0] != DATALOADER_MAGIC) {
+        die("dataloader: shard %s: bad magic %d, expected %d (not a token shard? make one with data/prepare.py)",
+            path, (int)header[0], DATALOADER_MAGIC);
+    }
+    if (header[1] != 1 && header[1] != 2) {
+        die("dataloader: shard %s: unknown version %d, expected 1 (uint16 tokens) or 2 (uint32 tokens)",
+            path, (int)header[1]);
+    }
+    if (header[2] < 0) die("dataloader: shard %s: negative token count %d in the header", path, (int)header[2]);
+    sh->token_size = header[1] == 1 ? 2 : 4;
+    sh->num_tokens = (size_t)header[2];
+    size_t payload = size - DATALOADER_HEADER_BYTES;
+    if (payload != sh->num_tokens * (size_t)sh->token_size) {
+        die("dataloader: shard %s: %s, header says %zu tokens (%zu bytes), file holds %zu bytes of tokens",
+            path, payload < sh->num_tokens * (size_t)sh->token_size ? "truncated" : "longer than its header says",
+            sh->num_tokens, sh->num_tokens * (size_t)sh->token_size, payload);
+    }
+    size_t need = B * T + 1;
+    if (sh->num_tokens < need) {
+        die("dataloader: shard %s: %zu tokens, too small for one sample of B*T+1 = %zu tokens "
+            "(use a smaller B or T, or prepare the data with a larger --shard-size)", path, sh->num_tokens, need);
+    }
+    sh->num_samples = (sh->num_tokens - 1) / (B * T);
+    size_t path_len = strlen(path);
+    sh->path = (char*)mallocCheck(path_len + 1);
+    memcpy(sh->path, path, path_len + 1);
+}
+
+/* this epoch's shard order and the global position where each shard starts */
+static inline void dataloader_plan_epoch(DataLoader* l) {
+    size_t* perm = (size_t*)mallocCheck((size_t)l->num_shards * sizeof(size_t));
+    if (l->should_shuffle) {
+        dataloader_permute_sizes(perm, (size_t)l->num_shards, dataloader_stream(l->seed, l->epoch, 0));
+    } else {
+        for (int i = 0; i < l->num_shards; i++) perm[i] = (size_t)i;
+    }
+    size_t start = 0;
+    for (int k = 0; k < l->num_shards; k++) {
+        l->shard_order[k] = (int)perm[k];
+        l->order_start[k] = start;
+        start += l->shards[perm[k]].num_samples;
+    }
+    l->order_start[l->num_shards] = start;
+    free(perm);
+    l->perm_pos = -1;
+}
+
+static inline void dataloader_reset(DataLoader* l) {
+    l->epoch = 0;
+    l->next_global = (size_t)l->process_rank;
+    dataloader_plan_epoch(l);
+}
+
+static inline void dataloader_init(DataLoader* l, const char* filename_pattern, size_t B, size_t T,
+                                   int process_rank, int num_processes, int should_shuffle, unsigned long long seed,
+                                   int vocab_size) {
+    memset(l, 0, sizeof(*l));
+    if (B == 0 || T == 0) die("dataloader: B=%zu and T=%zu must both be positive", B, T);
+    if (num_processes < 1 || process_rank < 0 || process_rank >= num_processes) {
+        die("dataloader: process_rank %d out of range for num_processes %d", process_rank, num_processes);
+    }
+    l->B = B;
+    l->T = T;
+    l->process_rank = process_rank;
+    l->num_processes = num_processes;
+    l->should_shuffle = should_shuffle ? 1 : 0;
+    l->seed = seed;
+    l->vocab_size = vocab_size;
+
+    glob_t g;
+    int rc = glob(filename_pattern, 0, NULL, &g);
+    if (rc != 0 || g.gl_pathc == 0) {
+        if (rc == 0) globfree(&g);
+        die("dataloader: no file matches '%s' (prepare the data first, e.g. python3 data/prepare.py)",
+            filename_pattern);
+    }
+    l->num_shards = (int)g.gl_pathc;
+    l->shards = (DataShard*)callocCheck((size_t)l->num_shards, sizeof(DataShard));
+    for (int i = 0; i < l->num_shards; i++) {
+        dataloader_check_shard(&l->shards[i], g.gl_pathv[i], B, T);
+        l->num_tokens += l->shards[i].num_tokens;
+        l->total_samples += l->shards[i].num_samples;
+    }
+    globfree(&g);
+    if (l->total_samples < (size_t)num_processes) {
+        die("dataloader: '%s' holds %zu samples of B*T+1 = %zu tokens, fewer than the %d processes",
+            filename_pattern, l->total_samples, B * T + 1, num_processes);
+    }
+
+    size_t max_samples = 0;
+    for (int i = 0; i < l->num_shards; i++) {
+        if (l->shards[i].num_samples > max_samples) max_samples = l->shards[i].num_samples;
+    }
+    l->shard_order = (int*)mallocCheck((size_t)l->num_shards * sizeof(int));
+    l->order_start = (size_t*)mallocCheck(((size_t)l->num_shards + 1) * sizeof(size_t));
+    l->sample_perm = (size_t*)mallocCheck(max_samples * sizeof(size_t));
+    l->buffer = (unsigned char*)mallocCheck((B * T + 1) * 4);
+    l->inputs = (int*)mallocCheck(B * T * sizeof(int));
+    l->targets = (int*)mallocCheck(B * T * sizeof(int));
+    l->fp = NULL;
+    l->fp_shard = -1;
+    dataloader_reset(l);
+}
+
+static inline size_t dataloader_num_batches(const DataLoader* l) {
+    size_t S = l->total_samples, r = (size_t)l->process_rank, P = (size_t)l->num_processes;
+    return S > r ? (S - r + P - 1) / P : 0;
+}
+
+/* global position -> (shard index, token offset of the sample in that shard) */
+static inline void dataloader_locate(DataLoader* l, size_t global, int* shard, size_t* token_offset) {
+    int lo = 0, hi = l->num_shards - 1; /* binary search: the last k with order_start[k] <= global */
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (l->order_start[mid] <= global) lo = mid; else hi = mid - 1;
+    }
+    /* shards with 0 samples cannot exist (init checks), so order_start is strictly increasing */
+    int k = lo;
+    int s = l->shard_order[k];
+    size_t local = global - l->order_start[k];
+    if (l->should_shuffle) {
+        if (l->perm_pos != k) {
+            dataloader_permute_sizes(l->sample_perm, l->shards[s].num_samples,
+                                     dataloader_stream(l->seed, l->epoch, 1 + (uint64_t)s));
+            l->perm_pos = k;
+        }
+        local = l->sample_perm[local];
+    }
+    *shard = s;
+    *token_offset = local * l->B * l->T;
+}
+
+/* reads B*T+1 tokens of shard s from token_offset into inputs/targets, checking ids against vocab_size */
+static inline void dataloader_read(DataLoader* l, int s, size_t token_offset) {
+    DataShard* sh = &l->shards[s];
+    if (l->fp_shard != s) {
+        if (l->fp != NULL) fclose(l->fp);
+        l->fp = fopenCheck(sh->path, "rb");
+        l->fp_shard = s;
+    }
+    size_t n = l->B * l->T + 1;
+    fseekCheck(l->fp, (long)(DATALOADER_HEADER_BYTES + token_offset * (size_t)sh->token_size), SEEK_SET);
+    if (fread(l->buffer, (size_t)sh->token_size, n, l->fp) != n) {
+        die("dataloader: shard %s: short read of %zu tokens at token offset %zu (file changed since init?)",
+            sh->path, n, token_offset);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char* p = l->buffer + i * (size_t)sh->token_size;
+        uint32_t id = sh->token_size == 2 ? (uint32_t)p[0] | ((uint32_t)p[1] << 8)
+                                          : (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+                                                ((uint32_t)p[3] << 24);
+        if (l->vocab_size > 0 && id >= (uint32_t)l->vocab_size) {
+            die("dataloader: shard %s: token id %u at token offset %zu is >= vocab_size %d "
+                "(data prepared with another tokenizer?)", sh->path, id, token_offset + i, l->vocab_size);
+        }
+        if (i < n - 1) l->inputs[i] = (int)id;
+        if (i > 0) l->targets[i - 1] = (int)id;
+    }
+}
+
+static inline void dataloader_next_batch(DataLoader* l) {
+    if (l->next_global >= l->total_samples) { /* this rank's share of the epoch is done: next epoch */
+        l->epoch++;
+        l->next_global = (size_t)l->process_rank;
+        dataloader_plan_epoch(l);
+    }
+    int s;
+    size_t offset;
+    dataloader_locate(l, l->next_global, &s, &offset);
+    dataloader_read(l, s, offset);
+    l->next_global += (size_t)l->num_processes;
+}
+
+static inline void dataloader_save_state(const DataLoader* l, DataLoaderState* st) {
+    memset(st, 0, sizeof(*st));
+    st->v[0] = DATALOADER_STATE_TAG | (unsigned long long)l->should_shuffle;
+    st->v[1] = l->epoch;
+    st->v[2] = (unsigned long long)l->next_global;
+    st->v[3] = l->seed;
+    st->v[4] = (unsigned long long)l->B;
+    st->v[5] = (unsigned long long)l->T;
+    st->v[6] = ((unsigned long long)(unsigned)l->num_processes << 32) | (unsigned)l->process_rank;
+    st->v[7] = (unsigned long long)l->total_samples;
+}
+
+static inline void dataloader_load_state(DataLoader* l, const DataLoaderState* st) {
+    if ((st->v[0] & ~0xFFull) != DATALOADER_STATE_TAG) {
+        die("dataloader: the saved data loader state is not one (tag %llx); checkpoint corrupt or of another "
+            "program", st->v[0]);
+    }
+    if (st->v[4] != l->B || st->v[5] != l->T) {
+        die("dataloader: state was saved with B=%llu T=%llu, this loader has B=%zu T=%zu; resume with the same "
+            "B and T", st->v[4], st->v[5], l->B, l->T);
+    }
+    unsigned long long ranks = ((unsigned long long)(unsigned)l->num_processes << 32) | (unsigned)l->process_rank;
+    if (st->v[6] != ranks) {
+        die("dataloader: state was saved by rank %llu of %llu processes, this is rank %d of %d; resume with the "
+            "same process count", st->v[6] & 0xFFFFFFFFull, st->v[6] >> 32, l->process_rank, l->num_processes);
+    }
+    if (st->v[7] != l->total_samples) {
+        die("dataloader: state was saved over data of %llu samples, the shards matched now hold %zu; "
+            "resume on the same shards", st->v[7], l->total_samples);
+    }
+    if (st->v[2] > l->total_samples + (size_t)l->num_processes) {
+        die("dataloader: saved position %llu is past the end of the epoch (%zu samples): corrupt state",
+            st->v[2], l->total_samples);
+    }
+    l->should_shuffle = (int)(st->v[0] & 1);
+    l->epoch = st->v[1];
+    l->seed = st->v[3];
+    l->next_global = (size_t)st->v[2];
+    dataloader_plan_epoch(l);
+}
+
+static inline void dataloader_free(DataLoader* l) {
+    if (l->fp != NULL) fclose(l->fp);
+    for (int i = 0; i < l->num_shards; i++) free(l->shards[i].path);
+    free(l->shards);
+    free(l->shard_order);
+    free(l->order_start);
+    free(l->sample_perm);
+    free(l->buffer);
+    free(l->inputs);
+    free(l->targets);
+    memset(l, 0, sizeof(*l));
+}
+
+#endif
