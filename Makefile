@@ -36,14 +36,17 @@ endif
 
 HEADERS = llmc/utils.h llmc/rand.h llmc/schedulers.h llmc/mamba2_model.h llmc/dataloader.h llmc/tokenizer.h
 
-.PHONY: all test train cuda test_cu clean
+.PHONY: all test train cuda test_cu clean deps
+
+deps:
+	@sh scripts/install_deps.sh
 
 all: train_mamba2
 
 train_mamba2: train_mamba2.c $(HEADERS)
 	$(CC) $(CFLAGS) -o $@ train_mamba2.c $(LDLIBS)
 
-test_mamba2: test_mamba2.c train_mamba2.c $(HEADERS) llmc/safetensors.h llmc/json.h
+test_mamba2: test_mamba2.c train_mamba2.c $(HEADERS) llmc/safetensors.h llmc/json.h dev/hf_fixture.h
 	$(CC) $(CFLAGS) -o $@ test_mamba2.c $(LDLIBS)
 
 test_mamba2_fd: test_mamba2.c train_mamba2.c $(HEADERS)
@@ -55,8 +58,12 @@ test_dataloader: test_dataloader.c llmc/dataloader.h llmc/utils.h
 test_safetensors: test_safetensors.c llmc/safetensors.h llmc/json.h
 	$(CC) $(CFLAGS) -o $@ test_safetensors.c $(LDLIBS)
 
+dev/ssd_tutorial: dev/ssd_tutorial.c
+	$(CC) $(CFLAGS) -o $@ dev/ssd_tutorial.c $(LDLIBS)
+
 # every suite prints "N passed, N failed" last; scripts/run_tests.sh sums them
-test: train_mamba2 test_mamba2 test_mamba2_fd test_dataloader test_safetensors
+test: deps
+	$(MAKE) train_mamba2 test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/ssd_tutorial
 	PYTHON=$(PYTHON) sh scripts/run_tests.sh
 
 # the default corpus: the Python standard library's sources, byte-level tokens (no network)
@@ -64,15 +71,35 @@ DATA_DIR = data/stdlib
 $(DATA_DIR)/tokenizer.bin:
 	$(PYTHON) data/prepare.py --corpus stdlib --tokenizer byte --outdir $(DATA_DIR)
 
-train: train_mamba2 $(DATA_DIR)/tokenizer.bin
+train: deps
+	$(MAKE) train_mamba2 $(DATA_DIR)/tokenizer.bin
 	sh scripts/train_default.sh
+
+CUDA_HEADERS = $(wildcard llmc/*.cuh) llmc/cuda_common.h $(HEADERS) llmc/train_common.h
+
+train_mamba2cu: train_mamba2.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -o $@ train_mamba2.cu $(NVCC_LIBS)
+
+train_mamba2cu_fp32: train_mamba2.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ train_mamba2.cu $(NVCC_LIBS)
+
+test_mamba2cu: test_mamba2.cu train_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h
+	$(NVCC) $(NVCC_FLAGS) -o $@ test_mamba2.cu $(NVCC_LIBS)
+
+test_mamba2cu_fp32: test_mamba2.cu train_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h
+	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
+
+# GPU tests (GPU machine): fp32 first (exact comparisons), then bf16
+test_cu: train_mamba2 train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32
+	./test_mamba2cu_fp32; a=$$?; ./test_mamba2cu; b=$$?; test $$a -eq 0 -a $$b -eq 0
 
 # compile every CUDA program (CI has nvcc but no GPU: this keeps compile errors out)
 CUDA_DEV = $(wildcard dev/cuda/*.cu)
-cuda:
+cuda: train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32
 	@set -e; for f in $(CUDA_DEV); do \
 	  echo "nvcc $$f"; $(NVCC) $(NVCC_FLAGS) -o $${f%.cu}_bin $$f $(NVCC_LIBS); \
 	done
 
 clean:
-	rm -f train_mamba2 test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/cuda/*_bin
+	rm -f dev/ssd_tutorial train_mamba2 test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/cuda/*_bin \
+	  train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32

@@ -18,8 +18,7 @@
 #define MAMBA2_NO_MAIN
 #include "train_mamba2.c"
 #ifndef MAMBA2_DOUBLE
-#include "llmc/safetensors.h"
-#include "llmc/json.h"
+#include "dev/hf_fixture.h"
 #endif
 #include <sys/wait.h>
 
@@ -488,141 +487,51 @@ static void test_grad_accumulation(Rng* rng) {
  * 4. the independent reference: HF transformers' Mamba2ForCausalLM (dev/make_hf_fixture.py)
  * ================================================================================================================ */
 
-#define FIXTURE "dev/fixtures/mamba2_hf_tiny.safetensors"
-
-static int fixture_config(const SafeTensors* st, Mamba2Config* c, int chunk) {
-    const char* json = safetensors_metadata(st, "config");
-    if (json == NULL) { report(0, "fixture: no 'config' in the metadata"); return -1; }
-    JsonValue root;
-    char err[256];
-    if (json_parse(&root, json, strlen(json), 0, err, sizeof(err)) != 0) {
-        report(0, "fixture: config JSON: %s", err);
-        return -1;
-    }
-    const char* keys[] = {"hidden_size", "num_hidden_layers", "state_size", "head_dim", "expand", "n_groups",
-                          "conv_kernel", "vocab_size"};
-    long long v[8];
-    for (int i = 0; i < 8; i++) {
-        if (json_get_int(&root, keys[i], &v[i], err, sizeof(err)) != 0) {
-            report(0, "fixture: config: %s", err);
-            json_free(&root);
-            return -1;
-        }
-    }
-    json_free(&root);
-    memset(c, 0, sizeof(*c));
-    c->d_model = (int)v[0]; c->n_layer = (int)v[1]; c->d_state = (int)v[2]; c->headdim = (int)v[3];
-    c->expand = (int)v[4]; c->ngroups = (int)v[5]; c->d_conv = (int)v[6]; c->vocab_size = (int)v[7];
-    c->chunk_size = chunk;
-    const char* bad = config_check(c);
-    if (bad) { report(0, "fixture: %s", bad); return -1; }
-    config_derive(c);
-    return 0;
-}
-
-/* reads the tensor "<prefix><HF name>" of every table entry (per layer for per-layer ones) into dst */
-static int read_named_tensors(const SafeTensors* st, const Mamba2* m, const char* prefix, real* dst) {
-    const Mamba2Config* c = &m->config;
-    char err[512], name[256], hf[200];
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        const ParamSpec* s = &m->table[t];
-        int copies = s->per_layer ? c->n_layer : 1;
-        size_t per = s->rows * s->cols;
-        for (int l = 0; l < copies; l++) {
-            snprintf(hf, sizeof(hf), s->hf_name, l);
-            snprintf(name, sizeof(name), "%s%s", prefix, hf);
-            if (safetensors_read_f32(st, name, dst + s->offset + (size_t)l * per, per, err, sizeof(err)) != 0) {
-                report(0, "fixture: %s", err);
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
-
 static void test_hf_fixture(int chunk) {
-    SafeTensors st;
-    char err[512];
-    if (safetensors_open(&st, FIXTURE, err, sizeof(err)) != 0) { report(0, "fixture: %s", err); return; }
-    Mamba2Config cfg;
-    if (fixture_config(&st, &cfg, chunk) != 0) { safetensors_close(&st); return; }
-    if (cfg.padded_vocab_size != cfg.vocab_size) {
-        report(0, "fixture vocab %d is not a multiple of 16", cfg.vocab_size);
-        safetensors_close(&st);
-        return;
-    }
+    HFFixture fx;
+    char err[512], name[128];
+    if (hf_fixture_load(&fx, HF_FIXTURE_PATH, chunk, err, sizeof(err)) != 0) { report(0, "fixture: %s", err); return; }
+    const Mamba2Config* cfg = &fx.config;
+    int B = fx.B, T = fx.T;
+    size_t nlogits = (size_t)B * T * cfg->vocab_size;
     Mamba2 m;
-    mamba2_allocate_parameters(&m, &cfg);
-    if (read_named_tensors(&st, &m, "param.", m.params_memory) != 0) { safetensors_close(&st); mamba2_free(&m); return; }
-    const SafeTensorInfo* ti = safetensors_find(&st, "tokens");
-    int B = ti ? (int)ti->shape[0] : 0, Tp1 = ti ? (int)ti->shape[1] : 0, T = Tp1 - 1;
-    int* tokens = (int*)mallocCheck(sizeof(int) * (size_t)B * Tp1);
-    int* inputs = (int*)mallocCheck(sizeof(int) * (size_t)B * T);
-    int* targets = (int*)mallocCheck(sizeof(int) * (size_t)B * T);
-    if (ti == NULL || safetensors_read_i32(&st, "tokens", tokens, (size_t)B * Tp1, err, sizeof(err)) != 0) {
-        report(0, "fixture: tokens: %s", ti ? err : "missing");
-        return;
-    }
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            inputs[b * T + t] = tokens[b * Tp1 + t];
-            targets[b * T + t] = tokens[b * Tp1 + t + 1];
-        }
-    size_t nlogits = (size_t)B * T * cfg.vocab_size;
-    float* ref_logits = (float*)mallocCheck(sizeof(float) * nlogits);
-    float ref_loss;
-    float ref_losses[10], ref_norms[10];
-    real* ref_grads = alloc_real(m.num_parameters);
-    int ok = safetensors_read_f32(&st, "logits", ref_logits, nlogits, err, sizeof(err)) == 0 &&
-             safetensors_read_f32(&st, "loss", &ref_loss, 1, err, sizeof(err)) == 0 &&
-             safetensors_read_f32(&st, "adamw_losses", ref_losses, 10, err, sizeof(err)) == 0 &&
-             safetensors_read_f32(&st, "adamw_grad_norms", ref_norms, 10, err, sizeof(err)) == 0;
-    if (!ok || read_named_tensors(&st, &m, "grad.", ref_grads) != 0) {
-        if (!ok) report(0, "fixture: %s", err);
-        return;
-    }
-    char name[128];
-    /* logits: the forward leaves probabilities in acts.probs, so take the logits from the LM head directly */
+    mamba2_allocate_parameters(&m, cfg);
+    memcpy(m.params_memory, fx.params, sizeof(float) * m.num_parameters); /* real is float in this build */
     mamba2_zero_grad(&m);
-    real loss = mamba2_forward(&m, inputs, targets, B, T);
+    real loss = mamba2_forward(&m, fx.inputs, fx.targets, B, T);
+    /* the forward leaves probabilities in acts.probs: take the logits from the LM head again */
     real* logits = alloc_real(nlogits);
-    matmul_forward(logits, m.acts.lnf, m.params.wte, B * T, cfg.d_model, cfg.padded_vocab_size);
+    matmul_forward(logits, m.acts.lnf, m.params.wte, B * T, cfg->d_model, cfg->padded_vocab_size);
     snprintf(name, sizeof(name), "hf fixture (chunk %d) logits", chunk);
-    compare(name, logits, ref_logits, nlogits, 1e-5);
+    compare(name, logits, fx.logits, nlogits, 1e-5);
     snprintf(name, sizeof(name), "hf fixture (chunk %d) loss", chunk);
-    compare(name, &loss, &ref_loss, 1, 2e-6);
-    mamba2_backward(&m, inputs, targets, (real)1 / (B * T));
+    compare(name, &loss, &fx.loss, 1, 2e-6);
+    mamba2_backward(&m, fx.inputs, fx.targets, (real)1 / (B * T));
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         snprintf(name, sizeof(name), "hf fixture (chunk %d) grad %s", chunk, m.table[t].name);
-        compare(name, m.grads_memory + m.table[t].offset, ref_grads + m.table[t].offset, m.table[t].numel, 1e-5);
+        compare(name, m.grads_memory + m.table[t].offset, fx.grads + m.table[t].offset, m.table[t].numel, 1e-5);
     }
-    /* 10 AdamW steps on the same batch, hyper-parameters from the fixture's metadata */
-    const char* meta[] = {"lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip"};
-    double hp[6];
-    for (int i = 0; i < 6; i++) {
-        const char* s = safetensors_metadata(&st, meta[i]);
-        if (s == NULL) { report(0, "fixture: metadata '%s' missing", meta[i]); return; }
-        hp[i] = atof(s);
-    }
-    real losses[10], norms[10];
-    for (int step = 0; step < 10; step++) {
+    /* 10 AdamW steps on the same batch, with the fixture's hyper-parameters */
+    real losses[HF_FIXTURE_STEPS], norms[HF_FIXTURE_STEPS];
+    for (int step = 0; step < HF_FIXTURE_STEPS; step++) {
         mamba2_zero_grad(&m);
-        losses[step] = mamba2_forward(&m, inputs, targets, B, T);
-        mamba2_backward(&m, inputs, targets, (real)1 / (B * T));
+        losses[step] = mamba2_forward(&m, fx.inputs, fx.targets, B, T);
+        mamba2_backward(&m, fx.inputs, fx.targets, (real)1 / (B * T));
         double norm = mamba2_grad_norm(&m);
         norms[step] = (real)norm;
-        mamba2_update(&m, (real)hp[0], (real)hp[1], (real)hp[2], (real)hp[3], (real)hp[4],
-                      (real)clip_coefficient(norm, hp[5]));
+        mamba2_update(&m, (real)fx.lr, (real)fx.beta1, (real)fx.beta2, (real)fx.eps, (real)fx.weight_decay,
+                      (real)clip_coefficient(norm, fx.grad_clip));
     }
     snprintf(name, sizeof(name), "hf fixture (chunk %d) 10 AdamW losses", chunk);
-    compare(name, losses, ref_losses, 10, 1e-5);
+    compare(name, losses, fx.losses, HF_FIXTURE_STEPS, 1e-5);
     snprintf(name, sizeof(name), "hf fixture (chunk %d) 10 AdamW grad norms", chunk);
-    compare(name, norms, ref_norms, 10, 1e-5);
-    for (int i = 0; i < 10; i++) printf("    step %d: loss %.7f (hf %.7f)  grad norm %.6f (hf %.6f)\n", i, losses[i],
-                                        ref_losses[i], norms[i], ref_norms[i]);
-    free(tokens); free(inputs); free(targets); free(ref_logits); free(ref_grads); free(logits);
+    compare(name, norms, fx.grad_norms, HF_FIXTURE_STEPS, 1e-5);
+    for (int i = 0; i < HF_FIXTURE_STEPS; i++)
+        printf("    step %d: loss %.7f (hf %.7f)  grad norm %.6f (hf %.6f)\n", i, losses[i], fx.losses[i], norms[i],
+               fx.grad_norms[i]);
+    free(logits);
     mamba2_free(&m);
-    safetensors_close(&st);
+    hf_fixture_free(&fx);
 }
 
 /* ================================================================================================================

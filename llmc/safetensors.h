@@ -244,18 +244,18 @@ static inline int safetensors_open(SafeTensors* st, const char* path, char* err,
     JsonValue root;
     memset(&root, 0, sizeof root);
     int rc = -1;
+    unsigned char lenbuf[8]; /* declared before the first goto: C++ (the GPU test) forbids jumping past an init */
+    uint64_t hlen = 0;
     if (fseek(st->file, 0, SEEK_END) != 0 || ftell(st->file) < 0) {
         json_fail_(err, errlen, "safetensors %s: cannot seek in the file (not a regular file?)", path);
         goto done;
     }
     st->file_size = (size_t)ftell(st->file);
     rewind(st->file);
-    unsigned char lenbuf[8];
     if (st->file_size < 8 || fread(lenbuf, 1, 8, st->file) != 8) {
         json_fail_(err, errlen, "safetensors %s: file is %zu bytes, too short for the 8-byte header length", path, st->file_size);
         goto done;
     }
-    uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | lenbuf[i];
     if (hlen > st->file_size - 8) {
         json_fail_(err, errlen, "safetensors %s: header length %llu runs past the end of the file (%zu bytes): "

@@ -34,7 +34,8 @@ run_suite "HF fixture, resume, bad input (float)" ./test_mamba2
 run_suite "data loader" ./test_dataloader
 run_suite "safetensors + json" ./test_safetensors
 run_suite "data pipeline (python)" "$PYTHON" data/test_data.py
-[ -f scripts/test_extra.sh ] && run_suite "extra" sh scripts/test_extra.sh
+run_suite "SSD tutorial: three forms, backward, finite differences" ./dev/ssd_tutorial --no-timing
+run_suite "docs name only real functions, files, quotes" "$PYTHON" dev/test_docs.py
 echo "==================="
 echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]
