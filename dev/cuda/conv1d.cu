@@ -1,0 +1,186 @@
+/*
+ * conv1d.cu: develop and check llmc/conv1d.cuh (causal depthwise conv1d + bias + SiLU, forward and backward).
+ *
+ * Build: nvcc -O3 -arch=sm_90 -I. -o dev/cuda/conv1d_bin dev/cuda/conv1d.cu          (add -DENABLE_FP32 for fp32)
+ * Run:   ./dev/cuda/conv1d_bin
+ * The input is a column range of a wider row-major buffer (like xBC inside zxbcdt), and din is written into the
+ * same column range of a gradient buffer whose other columns must stay untouched.
+ */
+#include "dev/cuda/kernels_dev.h"
+#include "llmc/conv1d.cuh"
+
+/* the configuration under test: vector widths and segment lengths of forward and backward */
+static int fwd_vec = CONV_FWD_VEC, fwd_seg = CONV_FWD_SEG, bwd_vec = CONV_BWD_VEC, bwd_seg = CONV_BWD_SEG;
+
+/* stride: row length of the wide buffer; off: first column of the conv input inside it */
+static void check_shape(int B, int T, int C, int K, int stride, int off) {
+    int BT = B * T;
+    printf("shape B=%d T=%d C=%d K=%d row stride %d column offset %d; fwd vec %d seg %d, bwd vec %d seg %d (%s)\n", B,
+           T, C, K, stride, off, fwd_vec, fwd_seg, bwd_vec, bwd_seg, PRECISION_NAME);
+    int bf16 = sizeof(floatX) == 2;
+    size_t nwide = (size_t)BT * stride, n = (size_t)BT * C;
+    float* h_wide = dev_random_floats(nwide, -1.f, 1.f);
+    dev_round_to_X(h_wide, nwide);
+    float* h_w = dev_random_floats((size_t)C * K, -0.5f, 0.5f);
+    float* h_b = dev_random_floats(C, -0.5f, 0.5f);
+    floatX* d_wide = dev_upload_X(h_wide, nwide);
+    float* d_w = dev_upload_F(h_w, (size_t)C * K);
+    float* d_b = dev_upload_F(h_b, C);
+    floatX* d_out = (floatX*)dev_malloc(n * sizeof(floatX));
+    dev_poison(d_out, n * sizeof(floatX));
+    conv1d_forward_cfg(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, fwd_vec, fwd_seg, 0);
+    float* g_out = dev_download_X(d_out, n);
+
+    double* pre = (double*)mallocCheck(n * sizeof(double));
+    double* r_out = (double*)mallocCheck(n * sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                double p = h_b[c];
+                for (int k = 0; k < K; k++) {
+                    int ts = t - (K - 1) + k;
+                    if (ts >= 0) p += (double)h_w[c * K + k] * h_wide[((size_t)b * T + ts) * stride + off + c];
+                }
+                size_t i = ((size_t)b * T + t) * C + c;
+                pre[i] = p;
+                r_out[i] = p / (1.0 + exp(-p));
+            }
+    dev_validate("conv1d_forward xbc", g_out, r_out, n, bf16 ? 1e-5 : 1e-6, bf16 ? 5e-3 : 1e-5);
+
+    /* backward */
+    float* h_dout = dev_random_floats(n, -1.f, 1.f);
+    dev_round_to_X(h_dout, n);
+    float* h_dw0 = dev_random_floats((size_t)C * K, -1.f, 1.f);
+    float* h_db0 = dev_random_floats(C, -1.f, 1.f);
+    floatX* d_dout = dev_upload_X(h_dout, n);
+    floatX* d_dwide = (floatX*)dev_malloc(nwide * sizeof(floatX));
+    float* d_dw = dev_upload_F(h_dw0, (size_t)C * K);
+    float* d_db = dev_upload_F(h_db0, C);
+    size_t ns = conv1d_backward_scratch_floats(B, T, C, K);
+    float* d_scratch = (float*)dev_malloc(ns * sizeof(float));
+    dev_poison(d_scratch, ns * sizeof(float));
+    dev_poison(d_dwide, nwide * sizeof(floatX));
+    conv1d_backward_cfg(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b, B, T, C,
+                        K, bwd_vec, bwd_seg, 0);
+    float* g_dwide = dev_download_X(d_dwide, nwide);
+    float* g_dw = dev_download_F(d_dw, (size_t)C * K);
+    float* g_db = dev_download_F(d_db, C);
+
+    double* dp = (double*)mallocCheck(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) {
+        double s = 1.0 / (1.0 + exp(-pre[i]));
+        dp[i] = h_dout[i] * s * (1.0 + pre[i] * (1.0 - s));
+    }
+    double* r_din = (double*)mallocCheck(n * sizeof(double));
+    double* r_dw = (double*)mallocCheck((size_t)C * K * sizeof(double));
+    double* r_db = (double*)mallocCheck(C * sizeof(double));
+    for (int i = 0; i < C * K; i++) r_dw[i] = h_dw0[i];
+    for (int c = 0; c < C; c++) r_db[c] = h_db0[c];
+    for (size_t i = 0; i < n; i++) r_din[i] = 0.0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                double g = dp[((size_t)b * T + t) * C + c];
+                r_db[c] += g;
+                for (int k = 0; k < K; k++) {
+                    int ts = t - (K - 1) + k;
+                    if (ts < 0) continue;
+                    r_dw[c * K + k] += g * h_wide[((size_t)b * T + ts) * stride + off + c];
+                    r_din[((size_t)b * T + ts) * C + c] += g * h_w[c * K + k];
+                }
+            }
+    /* the din columns out of the wide gradient buffer; every other column must still hold the poison */
+    float* g_din = (float*)mallocCheck(n * sizeof(float));
+    size_t touched = 0;
+    for (int r = 0; r < BT; r++)
+        for (int j = 0; j < stride; j++) {
+            float v = g_dwide[(size_t)r * stride + j];
+            if (j >= off && j < off + C) g_din[(size_t)r * C + j - off] = v;
+            else if (!isnan(v)) touched++;
+        }
+    dev_validate("conv1d_backward din", g_din, r_din, n, bf16 ? 1e-5 : 1e-6, bf16 ? 5e-3 : 1e-4);
+    printf("  columns outside xBC written: %zu\n", touched);
+    dev_record("conv1d_backward leaves the other columns alone", touched == 0);
+    dev_validate("conv1d_backward dw (accumulated)", g_dw, r_dw, (size_t)C * K, 1e-4, 1e-4);
+    dev_validate("conv1d_backward db (accumulated)", g_db, r_db, C, 1e-4, 1e-4);
+    cudaCheck(cudaMemcpy(d_dw, h_dw0, (size_t)C * K * sizeof(float), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(d_db, h_db0, C * sizeof(float), cudaMemcpyHostToDevice));
+    conv1d_backward_cfg(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b, B, T, C,
+                        K, bwd_vec, bwd_seg, 0);
+    float* g_dw2 = dev_download_F(d_dw, (size_t)C * K);
+    float* g_db2 = dev_download_F(d_db, C);
+    dev_check_bitwise("conv1d_backward dw", g_dw, g_dw2, (size_t)C * K * sizeof(float));
+    dev_check_bitwise("conv1d_backward db", g_db, g_db2, C * sizeof(float));
+
+    free(h_wide); free(h_w); free(h_b); free(g_out); free(pre); free(r_out); free(h_dout); free(h_dw0); free(h_db0);
+    free(g_dwide); free(g_dw); free(g_db); free(dp); free(r_din); free(r_dw); free(r_db); free(g_din);
+    free(g_dw2); free(g_db2);
+    cudaCheck(cudaFree(d_wide)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_out));
+    cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_dwide)); cudaCheck(cudaFree(d_dw)); cudaCheck(cudaFree(d_db));
+    cudaCheck(cudaFree(d_scratch));
+}
+
+static void bench(int B, int T, int C, int K, int stride, int off) {
+    printf("benchmark B=%d T=%d conv_dim=%d K=%d d_in_proj=%d (%s)\n", B, T, C, K, stride, PRECISION_NAME);
+    size_t BT = (size_t)B * T, nwide = BT * stride, n = BT * C;
+    float* h = dev_random_floats(nwide, -1.f, 1.f);
+    floatX* d_wide = dev_upload_X(h, nwide);
+    floatX* d_dwide = dev_upload_X(h, nwide);
+    floatX* d_out = dev_upload_X(h, n);
+    floatX* d_dout = dev_upload_X(h, n);
+    float* d_w = dev_upload_F(h, (size_t)C * K);
+    float* d_b = dev_upload_F(h, C);
+    float* d_dw = dev_upload_F(h, (size_t)C * K);
+    float* d_db = dev_upload_F(h, C);
+    float* d_scratch = (float*)dev_malloc(conv1d_backward_scratch_floats(B, T, C, K) * sizeof(float));
+    const int vecs[2] = {8, 4}, segs[4] = {8, 16, 32, 64};
+    char name[96];
+    for (int vi = 0; vi < 2; vi++)
+        for (int si = 0; si < 4; si++) {
+            int v = vecs[vi], sg = segs[si];
+            float ms = dev_bench_ms(100, [&] {
+                conv1d_forward_cfg(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, v, sg, 0);
+            });
+            snprintf(name, sizeof name, "conv1d_forward vec %d seg %d%s", v, sg,
+                     v == CONV_FWD_VEC && sg == CONV_FWD_SEG ? " (default)" : "");
+            dev_report_bytes(name, ms, (double)n * 2 * sizeof(floatX));
+        }
+    for (int vi = 0; vi < 2; vi++)
+        for (int si = 0; si < 4; si++) {
+            int v = vecs[vi], sg = segs[si];
+            float ms = dev_bench_ms(100, [&] {
+                conv1d_backward_cfg(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w,
+                                    d_b, B, T, C, K, v, sg, 0);
+            });
+            snprintf(name, sizeof name, "conv1d_backward vec %d seg %d%s", v, sg,
+                     v == CONV_BWD_VEC && sg == CONV_BWD_SEG ? " (default)" : "");
+            dev_report_bytes(name, ms, (double)n * 3 * sizeof(floatX));
+        }
+    free(h);
+    cudaCheck(cudaFree(d_wide)); cudaCheck(cudaFree(d_dwide)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_dout));
+    cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_dw)); cudaCheck(cudaFree(d_db));
+    cudaCheck(cudaFree(d_scratch));
+}
+
+int main(int argc, char** argv) {
+    int bench_only = argc > 1 && strcmp(argv[1], "bench") == 0;
+    if (!bench_only) {
+        check_shape(2, 45, 48, 4, 72, 16);    /* 16-byte path, T not a multiple of the segment */
+        check_shape(3, 70, 20, 4, 37, 5);     /* scalar path: odd stride and offset */
+        check_shape(2, 33, 24, 1, 24, 0);     /* K = 1 */
+        check_shape(2, 40, 16, 8, 40, 8);     /* K = 8 */
+        check_shape(1, 19, 8, 3, 16, 8);      /* K = 3, a single short sequence */
+        check_shape(2, 2048, 1792, 4, 3352, 1536);   /* 130M layer, two sequences */
+        /* every configuration the benchmark sweeps, at an odd small shape and at the 130M shape */
+        const int vecs[2] = {8, 4}, segs[4] = {8, 16, 32, 64};
+        for (int vi = 0; vi < 2; vi++)
+            for (int si = 0; si < 4; si++) {
+                fwd_vec = bwd_vec = vecs[vi];
+                fwd_seg = bwd_seg = segs[si];
+                check_shape(2, 45, 48, 4, 72, 16);
+                check_shape(2, 2048, 1792, 4, 3352, 1536);
+            }
+    }
+    bench(8, 2048, 1792, 4, 3352, 1536);
+    return dev_finish();
+}
