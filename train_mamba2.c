@@ -1170,41 +1170,22 @@ int main(int argc, char** argv) {
     int have_loader_state = 0;
 
     /* the model: a description, a checkpoint given with -e, or the latest checkpoint in -o when resuming */
-    Mamba2Config requested;
-    char err[512];
-    int from_file = is_file(args.model);
-    if (!from_file && config_parse(&requested, args.model, err, sizeof(err)) != 0) die("%s", err);
-    int resume_step = args.resume ? latest_checkpoint_step(args.output_dir) : -1;
-    if (args.resume && resume_step < 0) printf("resume: no checkpoint in %s, starting fresh\n", args.output_dir);
-    if (resume_step >= 0) {
-        char path[4096];
-        checkpoint_path(path, sizeof(path), args.output_dir, resume_step);
-        CheckpointInfo info;
-        mamba2_load_checkpoint(&model, path, &info);
-        if (args.model_given && !from_file && !config_same_model(&requested, &info.config)) {
-            fprintf(stderr, "error: checkpoint %s is of another model than -e '%s':\n  checkpoint ", path, args.model);
-            config_print(&info.config, stderr);
-            fprintf(stderr, "  requested  ");
-            config_print(&requested, stderr);
-            exit(EXIT_FAILURE);
-        }
-        if (!info.has_optimizer) die("checkpoint %s holds no optimizer state: it cannot be resumed", path);
-        start_step = (int)info.state[CKPT_S_STEP];
-        sample_rng.state = info.state[CKPT_S_RNG];
-        memcpy(resume_state, info.state, sizeof(resume_state));
+    ModelSource src = model_source(&args);
+    CheckpointInfo info;
+    if (src.kind == MODEL_RESUME) {
+        mamba2_load_checkpoint(&model, src.path, &info);
+        start_step = resume_accept(&args, &src, &info, &sample_rng, resume_state);
         have_loader_state = 1;
-        printf("resumed from %s at step %d\n", path, start_step);
-    } else if (from_file) {
-        CheckpointInfo info;
-        mamba2_load_checkpoint(&model, args.model, &info);
+    } else if (src.kind == MODEL_FROM_FILE) {
+        mamba2_load_checkpoint(&model, src.path, &info);
         /* starting a new run from trained weights: a fresh optimizer, step 0 */
         free(model.m_memory);
         free(model.v_memory);
         model.m_memory = model.v_memory = NULL;
         model.adam_t = 0;
-        printf("initialized from checkpoint %s (weights only; fresh optimizer)\n", args.model);
+        printf("initialized from checkpoint %s (weights only; fresh optimizer)\n", src.path);
     } else {
-        mamba2_build(&model, &requested, args.seed);
+        mamba2_build(&model, &src.config, args.seed);
     }
     const Mamba2Config* c = &model.config;
     config_print(c, stdout);

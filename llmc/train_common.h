@@ -226,4 +226,56 @@ static inline int checkpoint_due(const TrainArgs* a, int done) {
     return a->output_dir && ((a->ckpt_every > 0 && done % a->ckpt_every == 0) || done == a->max_steps);
 }
 
+/* ---- where the model comes from: a description (-e), a checkpoint file (-e FILE), or resuming (-y 1 -o DIR) ---- */
+
+typedef enum { MODEL_FROM_CONFIG, MODEL_FROM_FILE, MODEL_RESUME } ModelSourceKind;
+
+typedef struct {
+    ModelSourceKind kind;
+    Mamba2Config config;   /* MODEL_FROM_CONFIG: the parsed -e description */
+    char path[4096];       /* MODEL_FROM_FILE / MODEL_RESUME: the checkpoint to load */
+} ModelSource;
+
+static inline ModelSource model_source(const TrainArgs* a) {
+    ModelSource s;
+    memset(&s, 0, sizeof(s));
+    char err[512];
+    int from_file = is_file(a->model);
+    if (!from_file && config_parse(&s.config, a->model, err, sizeof(err)) != 0) die("%s", err);
+    int resume_step = a->resume ? latest_checkpoint_step(a->output_dir) : -1;
+    if (a->resume && resume_step < 0) printf("resume: no checkpoint in %s, starting fresh\n", a->output_dir);
+    if (resume_step >= 0) {
+        s.kind = MODEL_RESUME;
+        checkpoint_path(s.path, sizeof(s.path), a->output_dir, resume_step);
+        if (from_file) printf("resuming from %s: -e %s is not used\n", s.path, a->model);
+    } else if (from_file) {
+        s.kind = MODEL_FROM_FILE;
+        snprintf(s.path, sizeof(s.path), "%s", a->model);
+    } else {
+        s.kind = MODEL_FROM_CONFIG;
+    }
+    return s;
+}
+
+/*
+ * After a trainer loaded the checkpoint of a MODEL_RESUME source: checks that it is the model -e asked for and that it
+ * can be resumed; restores the sampling RNG and copies the training state (data position...). Returns the step.
+ */
+static inline int resume_accept(const TrainArgs* a, const ModelSource* s, const CheckpointInfo* info, Rng* rng,
+                                uint64_t state[CKPT_STATE_WORDS]) {
+    if (a->model_given && !is_file(a->model) && !config_same_model(&s->config, &info->config)) {
+        fprintf(stderr, "error: checkpoint %s is of another model than -e '%s':\n  checkpoint ", s->path, a->model);
+        config_print(&info->config, stderr);
+        fprintf(stderr, "  requested  ");
+        config_print(&s->config, stderr);
+        exit(EXIT_FAILURE);
+    }
+    if (!info->has_optimizer) die("checkpoint %s holds no optimizer state: it cannot be resumed", s->path);
+    rng->state = info->state[CKPT_S_RNG];
+    memcpy(state, info->state, sizeof(uint64_t) * CKPT_STATE_WORDS);
+    int step = (int)info->state[CKPT_S_STEP];
+    printf("resumed from %s at step %d\n", s->path, step);
+    return step;
+}
+
 #endif

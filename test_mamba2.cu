@@ -1,0 +1,257 @@
+/*
+ * test_mamba2.cu: the GPU trainer against simpler things. Run on a GPU machine with `make test_cu`, which builds and
+ * runs it twice: in fp32 (PRECISION=FP32: exact comparisons) and in bf16 (the training precision).
+ *   1. the HF transformers fixture (dev/make_hf_fixture.py): logits, loss, every parameter's gradient, 10 AdamW steps;
+ *   2. determinism: the same 10 steps twice give bitwise identical weights;
+ *   3. the recurrent step (generation) against the parallel forward;
+ *   4. the GPU trainer binary against the CPU trainer binary: 20 steps from the same init on the same shard;
+ *   5. the GPU trainer binary twice: bitwise identical logs and checkpoints.
+ *
+ * bf16 tolerances: a bf16 operand carries 8 significant bits (relative rounding 2^-9 ~ 2e-3). Every matmul input,
+ * activation and weight copy is rounded once per layer, and gradients pass through ~3 roundings per layer in both
+ * directions, so with 2 layers and the tied head we expect ~1e-2 relative on logits and gradients and allow 3e-2
+ * (max |diff| over max |ref| of the whole tensor); fp32 mode allows 1e-5 on everything, the CPU trainer's margin
+ * against the same fixture.
+ */
+#define MAMBA2_NO_MAIN
+#include "train_mamba2.cu"
+#include "dev/hf_fixture.h"
+#include <stdarg.h>
+#include <sys/wait.h>
+
+#if defined(ENABLE_FP32)
+#define TOL 1e-5
+#define TOL_CURVE 1e-4   /* 20 optimizer steps, two different summation orders */
+#define TRAINER_CU "./train_mamba2cu_fp32"
+#else
+#define TOL 3e-2
+#define TOL_CURVE 3e-2
+#define TRAINER_CU "./train_mamba2cu"
+#endif
+
+static int g_passed = 0, g_failed = 0;
+
+static void report(int ok, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "[ OK ]" : "[FAIL]");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    if (ok) g_passed++; else g_failed++;
+}
+
+static double compare(const char* name, const float* a, const float* b, size_t n, double tol) {
+    double maxdiff = 0, maxref = 0;
+    int finite = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) finite = 0;
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > maxdiff) maxdiff = d;
+        if (fabs((double)b[i]) > maxref) maxref = fabs((double)b[i]);
+    }
+    double rel = maxdiff / (maxref > 0 ? maxref : 1e-30);
+    report(finite && rel <= tol, "%-46s max abs diff %.3e, max |ref| %.3e, rel %.3e (tol %.0e)", name, maxdiff,
+           maxref, rel, tol);
+    return rel;
+}
+
+static void logits_to_host(float* out, const floatX* dev, size_t n) {
+    floatX* tmp = (floatX*)mallocCheck(n * sizeof(floatX));
+    cudaCheck(cudaMemcpy(tmp, dev, n * sizeof(floatX), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) out[i] = toF(tmp[i]);
+    free(tmp);
+}
+
+/* the (B, T, Vp) logits of a forward without targets, as (B, T, V) floats */
+static void forward_logits(GPUModel* m, const int* inputs, int B, int T, float* out) {
+    const Mamba2Config* c = &m->config;
+    gpu_forward(m, inputs, NULL, B, T, 0.f);
+    cudaCheck(cudaDeviceSynchronize());
+    size_t BT = (size_t)B * T, V = c->vocab_size, Vp = c->padded_vocab_size;
+    float* all = (float*)mallocCheck(BT * Vp * sizeof(float));
+    logits_to_host(all, m->a.logits, BT * Vp);
+    for (size_t i = 0; i < BT; i++) memcpy(out + i * V, all + i * Vp, V * sizeof(float));
+    free(all);
+}
+
+/* 10 AdamW steps on the fixture's batch; fills losses and norms; returns the final params (host) */
+static float* run_adamw_steps(const HFFixture* fx, int chunk, float* losses, float* norms) {
+    Mamba2Config c = fx->config;
+    c.chunk_size = chunk;
+    GPUModel m;
+    gpu_model_create(&m, &c, fx->params);
+    int BT = fx->B * fx->T;
+    for (int s = 0; s < HF_FIXTURE_STEPS; s++) {
+        gpu_zero_grad(&m);
+        losses[s] = gpu_forward(&m, fx->inputs, fx->targets, fx->B, fx->T, 1.0f / BT);
+        gpu_backward(&m);
+        norms[s] = gpu_update(&m, (float)fx->lr, (float)fx->beta1, (float)fx->beta2, (float)fx->eps,
+                              (float)fx->weight_decay, (float)fx->grad_clip);
+    }
+    float* p = (float*)mallocCheck(m.num_parameters * sizeof(float));
+    cudaCheck(cudaMemcpy(p, m.params, m.num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
+    return p; /* the test process ends soon; the model's device memory is left to it */
+}
+
+static void test_fixture(int chunk) {
+    HFFixture fx;
+    char err[512], name[128];
+    if (hf_fixture_load(&fx, HF_FIXTURE_PATH, chunk, err, sizeof(err)) != 0) { report(0, "fixture: %s", err); return; }
+    const Mamba2Config* c = &fx.config;
+    int B = fx.B, T = fx.T, BT = B * T;
+    size_t nlogits = (size_t)BT * c->vocab_size;
+    GPUModel m;
+    gpu_model_create(&m, c, fx.params);
+    float* logits = (float*)mallocCheck(nlogits * sizeof(float));
+    forward_logits(&m, fx.inputs, B, T, logits);
+    snprintf(name, sizeof(name), "hf fixture (chunk %d) logits", chunk);
+    compare(name, logits, fx.logits, nlogits, TOL);
+    gpu_zero_grad(&m);
+    float loss = gpu_forward(&m, fx.inputs, fx.targets, B, T, 1.0f / BT);
+    gpu_backward(&m);
+    snprintf(name, sizeof(name), "hf fixture (chunk %d) loss", chunk);
+    compare(name, &loss, &fx.loss, 1, TOL);
+    float* grads = (float*)mallocCheck(m.num_parameters * sizeof(float));
+    cudaCheck(cudaMemcpy(grads, m.grads, m.num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        snprintf(name, sizeof(name), "hf fixture (chunk %d) grad %s", chunk, m.table[t].name);
+        compare(name, grads + m.table[t].offset, fx.grads + m.table[t].offset, m.table[t].numel, TOL);
+    }
+    float losses[HF_FIXTURE_STEPS], norms[HF_FIXTURE_STEPS], losses2[HF_FIXTURE_STEPS], norms2[HF_FIXTURE_STEPS];
+    float* p1 = run_adamw_steps(&fx, chunk, losses, norms);
+    snprintf(name, sizeof(name), "hf fixture (chunk %d) 10 AdamW losses", chunk);
+    compare(name, losses, fx.losses, HF_FIXTURE_STEPS, TOL);
+    snprintf(name, sizeof(name), "hf fixture (chunk %d) 10 AdamW grad norms", chunk);
+    compare(name, norms, fx.grad_norms, HF_FIXTURE_STEPS, TOL);
+    for (int i = 0; i < HF_FIXTURE_STEPS; i++)
+        printf("    step %d: loss %.7f (hf %.7f)  grad norm %.6f (hf %.6f)\n", i, losses[i], fx.losses[i], norms[i],
+               fx.grad_norms[i]);
+    /* determinism: the same 10 steps again */
+    float* p2 = run_adamw_steps(&fx, chunk, losses2, norms2);
+    int same = memcmp(p1, p2, fx.num_parameters * sizeof(float)) == 0 && memcmp(losses, losses2, sizeof(losses)) == 0;
+    report(same, "determinism (chunk %d): 10 steps twice, weights and losses bitwise identical", chunk);
+    free(p1); free(p2); free(logits); free(grads);
+    hf_fixture_free(&fx);
+}
+
+/* prefill by the parallel forward vs token-by-token recurrent steps, one sequence */
+static void test_step_matches_forward(void) {
+    HFFixture fx;
+    char err[512];
+    if (hf_fixture_load(&fx, HF_FIXTURE_PATH, 8, err, sizeof(err)) != 0) { report(0, "fixture: %s", err); return; }
+    const Mamba2Config* c = &fx.config;
+    int T = fx.T, V = c->vocab_size;
+    GPUModel m;
+    gpu_model_create(&m, c, fx.params);
+    float* full = (float*)mallocCheck((size_t)T * V * sizeof(float));
+    forward_logits(&m, fx.inputs, 1, T, full);
+    GPUInference s;
+    gpu_inference_init(&s, c, 1);
+    gpu_inference_reset(&s, c);
+    float* step = (float*)mallocCheck((size_t)T * V * sizeof(float));
+    for (int t = 0; t < T; t++) {
+        float* lg = gpu_step(&m, &s, &fx.inputs[t]);
+        memcpy(step + (size_t)t * V, lg, V * sizeof(float));
+    }
+    compare("recurrent step == parallel forward (logits, T=20)", step, full, (size_t)T * V, TOL);
+    free(full); free(step);
+    hf_fixture_free(&fx);
+}
+
+/* ---- the trainer binaries ---- */
+
+static int run(const char* cmd) {
+    printf("    $ %s\n", cmd);
+    int status = system(cmd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static int read_log_losses(const char* path, float* out, int max) {
+    FILE* f = fopen(path, "r");
+    if (!f) return 0;
+    char line[512];
+    int n = 0, s;
+    float v;
+    while (fgets(line, sizeof(line), f) && n < max)
+        if (sscanf(line, "s:%d trl:%f", &s, &v) == 2) out[n++] = v;
+    fclose(f);
+    return n;
+}
+
+static int files_equal(const char* a, const char* b) {
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "cmp -s %s %s", a, b);
+    return system(cmd) == 0;
+}
+
+static void test_trainers(void) {
+    char dir[] = "/tmp/mamba2_cu_XXXXXX";
+    if (mkdtemp(dir) == NULL) die("mkdtemp");
+    /* a text-like shard (repeated words), so the loss falls */
+    const char* words[] = {"the ", "state ", "space ", "model ", "scans ", "a ", "chunk ", "of ", "tokens ", "\n"};
+    int n = 0, cap = 60000;
+    uint16_t* tok = (uint16_t*)mallocCheck(cap * sizeof(uint16_t));
+    Rng r;
+    rng_seed(&r, 9);
+    while (n < cap - 16) {
+        const char* w = words[rng_u64(&r) % 10];
+        for (const char* ch = w; *ch; ch++) tok[n++] = (uint16_t)(unsigned char)*ch;
+    }
+    int32_t header[256] = {0};
+    header[0] = 20240520; header[1] = 1; header[2] = n;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/train.bin", dir);
+    FILE* f = fopenCheck(path, "wb");
+    fwriteCheck(header, sizeof(header), 1, f);
+    fwriteCheck(tok, sizeof(uint16_t), n, f);
+    fcloseCheck(f);
+    free(tok);
+    const char* args = "-j none -k none -e d_model=64,n_layer=2,d_state=16,headdim=16,chunk=16 -b 4 -t 64 -x 20 "
+                       "-l 2e-3 -u 5 -s 0 -S 7";
+    char cmd[2048], la[512], lb[512], lc[512];
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s %s -o %s/cpu > %s/cpu.txt 2>&1", path, args, dir, dir);
+    int rc_cpu = run(cmd);
+    snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -o %s/gpu > %s/gpu.txt 2>&1", path, args, dir, dir);
+    int rc_gpu = run(cmd);
+    snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -o %s/gpu2 > %s/gpu2.txt 2>&1", path, args, dir, dir);
+    int rc_gpu2 = run(cmd);
+    report(rc_cpu == 0 && rc_gpu == 0 && rc_gpu2 == 0, "trainers ran 20 steps (exit cpu %d, gpu %d, gpu again %d)",
+           rc_cpu, rc_gpu, rc_gpu2);
+    snprintf(la, sizeof(la), "%s/cpu/main.log", dir);
+    snprintf(lb, sizeof(lb), "%s/gpu/main.log", dir);
+    snprintf(lc, sizeof(lc), "%s/gpu2/main.log", dir);
+    float cpu[32], gpu[32];
+    int nc = read_log_losses(la, cpu, 32), ng = read_log_losses(lb, gpu, 32);
+    report(nc == 20 && ng == 20, "20 logged steps each (cpu %d, gpu %d)", nc, ng);
+    if (nc == 20 && ng == 20) {
+        compare("loss curve: GPU trainer vs CPU trainer, 20 steps", gpu, cpu, 20, TOL_CURVE);
+        for (int i = 0; i < 20; i += 4) printf("    step %2d: cpu %.6f gpu %.6f\n", i + 1, cpu[i], gpu[i]);
+        report(gpu[19] < gpu[0], "GPU training lowers the loss (%.4f -> %.4f)", gpu[0], gpu[19]);
+    }
+    report(files_equal(lb, lc), "GPU trainer twice: logs identical (%s vs %s)", lb, lc);
+    snprintf(la, sizeof(la), "%s/gpu/ckpt_00000020.bin", dir);
+    snprintf(lb, sizeof(lb), "%s/gpu2/ckpt_00000020.bin", dir);
+    report(files_equal(la, lb), "GPU trainer twice: final checkpoints bitwise identical");
+    /* a GPU checkpoint resumes in the CPU trainer (and the other way round is the same file format) */
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s -j none -k none -e %s -b 4 -t 64 -x 2 -s 0 > %s/x.txt 2>&1", path,
+             la, dir);
+    report(run(cmd) == 0, "a GPU checkpoint loads in the CPU trainer");
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
+}
+
+int main(void) {
+    int dev_count = 0;
+    if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0) {
+        printf("no CUDA GPU: the GPU tests run on a GPU machine (make test_cu)\n0 passed, 1 failed\n");
+        return 1;
+    }
+    printf("== GPU tests, precision %s\n", PRECISION_NAME);
+    test_fixture(8);
+    test_fixture(7);
+    test_step_matches_forward();
+    test_trainers();
+    printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+}

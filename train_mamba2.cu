@@ -1,0 +1,605 @@
+/*
+ * train_mamba2.cu: train a Mamba-2 language model on an NVIDIA GPU.
+ *
+ * The same model, flags, log format, checkpoints and sampling as the CPU trainer train_mamba2.c (the two share
+ * llmc/mamba2_model.h and llmc/train_common.h), so a run can move between them; train_mamba2.c is the reference
+ * this file is tested against (test_mamba2.cu).
+ *
+ * Precision: fp32 master weights, AdamW moments and parameter gradients; floatX (bf16, or fp32 with
+ * -DENABLE_FP32 / make PRECISION=FP32) copies of the weights for the matmuls and floatX activations; the residual
+ * stream, norm statistics, dt, decays and SSD states in fp32. Every reduction runs in a fixed order: two runs with
+ * the same seed are bitwise identical.
+ *
+ * One block, forward (kernel file in llmc/ in brackets):
+ *   x_l   = x_{l-1} + delta_{l-1};  u = RMSNorm(x_l) * w           (rmsnorm.cuh: residual add fused into the norm)
+ *   zxbcdt = u @ W_in^T                                             (matmul.cuh, cuBLASLt)
+ *   xbc   = SiLU(conv1d(xBC) + b)                                   (conv1d.cuh: reads xBC in place from zxbcdt)
+ *   y     = SSD(x, softplus(dt_raw + dt_bias), -exp(A_log), B, C) + D x   (ssd.cuh: dt/A fused in)
+ *   gn    = RMSNorm_g(y * SiLU(z)) * w                              (gated_norm.cuh)
+ *   delta = gn @ W_out^T                                            (matmul.cuh)
+ * then the final norm, the tied LM head and the fused softmax/cross-entropy/dlogits (classifier.cuh).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmc/utils.h"
+#include "llmc/rand.h"
+#include "llmc/schedulers.h"
+#include "llmc/mamba2_model.h"
+#include "llmc/dataloader.h"
+#include "llmc/tokenizer.h"
+#include "llmc/train_common.h"
+#include "llmc/cuda_common.h"
+#include "llmc/encoder.cuh"
+#include "llmc/rmsnorm.cuh"
+#include "llmc/matmul.cuh"
+#include "llmc/conv1d.cuh"
+#include "llmc/ssd.cuh"
+#include "llmc/gated_norm.cuh"
+#include "llmc/classifier.cuh"
+#include "llmc/adamw.cuh"
+#include "llmc/global_norm.cuh"
+#include "llmc/generate.cuh"
+
+/* float -> floatX, for the residual-stream gradient that a matmul reads as an operand */
+__global__ static void cast_to_floatX_kernel(floatX* out, const float* in, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = fromF(in[i]);
+}
+static void cast_to_floatX(floatX* out, const float* in, size_t n, cudaStream_t stream) {
+    cast_to_floatX_kernel<<<(unsigned)CEIL_DIV(n, (size_t)256), 256, 0, stream>>>(out, in, n);
+    cudaCheckLast();
+}
+
+/* ================================================================================================================
+ * the model on the GPU
+ * ================================================================================================================ */
+
+typedef struct {
+    float* residual;  /* (L+1, BT, D) float: the residual stream entering each block; [L] goes to the final norm */
+    floatX* u;        /* (L, BT, D) pre-norm output */
+    float* rstd;      /* (L, BT) */
+    floatX* zxbcdt;   /* (L, BT, 2E+2GN+H) in_proj output: z | xBC | dt_raw */
+    floatX* xbc;      /* (L, BT, E+2GN) conv + SiLU output: x | B | C */
+    char* ssd_saved;  /* (L, ssd_saved_bytes) dt, cumulative decays, chunk states */
+    floatX* y;        /* (L, BT, E) SSD output incl. the D skip */
+    floatX* gn;       /* (L, BT, E) gated-norm output */
+    float* gn_rstd;   /* (L, BT, G) */
+    floatX* delta;    /* (BT, D) out_proj output of the latest block, added by the next norm */
+    floatX* lnf;      /* (BT, D) */
+    float* lnf_rstd;  /* (BT) */
+    floatX* logits;   /* (BT, Vp) logits, overwritten by dlogits in training */
+    float* losses;    /* (BT) */
+    int* inputs;      /* (BT) */
+    int* targets;     /* (BT) */
+} GPUActivations;
+
+typedef struct {
+    float* dresidual; /* (BT, D) float gradient of the residual stream */
+    floatX* dres_x;   /* (BT, D) the same as a matmul operand */
+    floatX* dgn;      /* (BT, E) */
+    floatX* dy;       /* (BT, E) */
+    floatX* dzxbcdt;  /* (BT, 2E+2GN+H) */
+    floatX* dxbc;     /* (BT, E+2GN) */
+    floatX* du;       /* (BT, D) */
+    void* ssd_ws;     /* SSD backward workspace */
+    float* scratch;   /* partial sums of the parameter-gradient reductions (norms, conv) */
+    int* enc_ws;      /* embedding backward: device workspace */
+    int* enc_host;    /* embedding backward: host scratch (pinned, so its upload is asynchronous) */
+    EncoderBackwardPlan enc_plan; /* the step's tokens grouped by id, made during the forward */
+} GPUGradActivations;
+
+typedef struct {
+    Mamba2Config config;
+    ParamSpec table[NUM_PARAM_TENSORS];
+    size_t num_parameters;
+    float* params;     /* fp32 master weights */
+    floatX* params_x;  /* floatX copy, the matmul operands */
+    float* grads;      /* fp32, accumulated over micro-steps */
+    float* m;          /* AdamW moments */
+    float* v;
+    int adam_t;
+    float* norm_coef;  /* device: grad norm, clip coefficient */
+    float* norm_scratch;
+    int* error_flag;   /* set by the classifier on a target outside the vocabulary */
+    int B, T;          /* batch shape the activations are sized for */
+    GPUActivations a;
+    GPUGradActivations g;
+    float* losses_host;
+    size_t activation_bytes;
+    cudaStream_t stream;
+} GPUModel;
+
+/* the offset of (tensor t, layer l) in the flat parameter buffers: the one place the table is turned into pointers */
+static inline size_t param_offset(const GPUModel* m, int t, int l) {
+    const ParamSpec* s = &m->table[t];
+    return s->offset + (s->per_layer ? (size_t)l * s->rows * s->cols : 0);
+}
+static inline float* PF(GPUModel* m, int t, int l) { return m->params + param_offset(m, t, l); }
+static inline floatX* PX(GPUModel* m, int t, int l) { return m->params_x + param_offset(m, t, l); }
+static inline float* GF(GPUModel* m, int t, int l) { return m->grads + param_offset(m, t, l); }
+
+static void* gpu_alloc(size_t bytes, size_t* total) {
+    void* p = NULL;
+    cudaError_t err = cudaMalloc(&p, bytes > 0 ? bytes : 1);
+    if (err != cudaSuccess) die("GPU out of memory allocating %.2f GiB (%.2f GiB allocated so far): lower -b or -t",
+                                bytes / 1073741824.0, *total / 1073741824.0);
+    if (total) *total += bytes;
+    return p;
+}
+
+/* the floatX copy follows the master weights */
+__global__ static void copy_to_floatX_kernel(floatX* out, const float* in, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = fromF(in[i]);
+}
+
+static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* host_params) {
+    memset(m, 0, sizeof(*m));
+    m->config = *c;
+    m->num_parameters = param_table_build(m->table, c);
+    size_t n = m->num_parameters, total = 0;
+    m->params = (float*)gpu_alloc(n * sizeof(float), &total);
+    m->params_x = (floatX*)gpu_alloc(n * sizeof(floatX), &total);
+    m->grads = (float*)gpu_alloc(n * sizeof(float), &total);
+    m->norm_coef = (float*)gpu_alloc(2 * sizeof(float), &total);
+    m->norm_scratch = (float*)gpu_alloc(global_norm_scratch_floats() * sizeof(float), &total);
+    m->error_flag = (int*)gpu_alloc(sizeof(int), &total);
+    cudaCheck(cudaMemcpy(m->params, host_params, n * sizeof(float), cudaMemcpyHostToDevice));
+    copy_to_floatX_kernel<<<(unsigned)CEIL_DIV(n, (size_t)256), 256>>>(m->params_x, m->params, n);
+    cudaCheckLast();
+    cudaCheck(cudaMemset(m->grads, 0, n * sizeof(float)));
+    cudaCheck(cudaStreamCreate(&m->stream));
+    if (matmul_handle == NULL) matmul_init();
+}
+
+static void gpu_model_alloc_optimizer(GPUModel* m, const float* host_m, const float* host_v) {
+    size_t bytes = m->num_parameters * sizeof(float), total = 0;
+    if (m->m == NULL) {
+        m->m = (float*)gpu_alloc(bytes, &total);
+        m->v = (float*)gpu_alloc(bytes, &total);
+    }
+    if (host_m) {
+        cudaCheck(cudaMemcpy(m->m, host_m, bytes, cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(m->v, host_v, bytes, cudaMemcpyHostToDevice));
+    } else {
+        cudaCheck(cudaMemset(m->m, 0, bytes));
+        cudaCheck(cudaMemset(m->v, 0, bytes));
+    }
+}
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
+    if (m->a.residual != NULL && m->B == B && m->T == T) return;
+    if (m->a.residual != NULL) die("the GPU trainer sizes its activations once; got B=%d T=%d after B=%d T=%d", B, T,
+                                   m->B, m->T);
+    const Mamba2Config* c = &m->config;
+    size_t L = c->n_layer, BT = (size_t)B * T, D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
+    size_t X = sizeof(floatX), F = sizeof(float), total = 0;
+    size_t ssd_saved = ssd_saved_bytes(B, T, c->nheads, c->headdim, c->d_state, c->chunk_size);
+    GPUActivations* a = &m->a;
+    a->residual = (float*)gpu_alloc((L + 1) * BT * D * F, &total);
+    a->u = (floatX*)gpu_alloc(L * BT * D * X, &total);
+    a->rstd = (float*)gpu_alloc(L * BT * F, &total);
+    a->zxbcdt = (floatX*)gpu_alloc(L * BT * c->d_in_proj * X, &total);
+    a->xbc = (floatX*)gpu_alloc(L * BT * c->conv_dim * X, &total);
+    a->ssd_saved = (char*)gpu_alloc(L * ssd_saved, &total);
+    a->y = (floatX*)gpu_alloc(L * BT * E * X, &total);
+    a->gn = (floatX*)gpu_alloc(L * BT * E * X, &total);
+    a->gn_rstd = (float*)gpu_alloc(L * BT * c->ngroups * F, &total);
+    a->delta = (floatX*)gpu_alloc(BT * D * X, &total);
+    a->lnf = (floatX*)gpu_alloc(BT * D * X, &total);
+    a->lnf_rstd = (float*)gpu_alloc(BT * F, &total);
+    a->logits = (floatX*)gpu_alloc(BT * Vp * X, &total);
+    a->losses = (float*)gpu_alloc(BT * F, &total);
+    a->inputs = (int*)gpu_alloc(BT * sizeof(int), &total);
+    a->targets = (int*)gpu_alloc(BT * sizeof(int), &total);
+    GPUGradActivations* g = &m->g;
+    g->dresidual = (float*)gpu_alloc(BT * D * F, &total);
+    g->dres_x = (floatX*)gpu_alloc(BT * D * X, &total);
+    g->dgn = (floatX*)gpu_alloc(BT * E * X, &total);
+    g->dy = (floatX*)gpu_alloc(BT * E * X, &total);
+    g->dzxbcdt = (floatX*)gpu_alloc(BT * c->d_in_proj * X, &total);
+    g->dxbc = (floatX*)gpu_alloc(BT * c->conv_dim * X, &total);
+    g->du = (floatX*)gpu_alloc(BT * D * X, &total);
+    g->ssd_ws = gpu_alloc(ssd_workspace_bytes(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, c->chunk_size),
+                          &total);
+    size_t scratch = max_sz(max_sz(rmsnorm_backward_scratch_floats(c->d_model), gated_norm_backward_scratch_floats(E)),
+                            conv1d_backward_scratch_floats(B, T, c->conv_dim, c->d_conv));
+    g->scratch = (float*)gpu_alloc(scratch * F, &total);
+    g->enc_ws = (int*)gpu_alloc(encoder_backward_workspace_ints((int)BT) * sizeof(int), &total);
+    cudaCheck(cudaMallocHost(&g->enc_host, encoder_backward_host_scratch_ints((int)BT, (int)Vp) * sizeof(int)));
+    m->losses_host = (float*)mallocCheck(BT * F);
+    m->activation_bytes = total;
+    m->B = B;
+    m->T = T;
+}
+
+/* layer l's slice of an (L, BT, width) activation */
+#define LAYER(ptr, l, width) ((ptr) + (size_t)(l) * BT * (width))
+
+/*
+ * Forward pass. With targets: the fused classifier computes the losses and, when dloss > 0, leaves dlogits in the
+ * logits buffer for the backward. Returns the mean loss over the batch (or -1 without targets).
+ */
+static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int B, int T, float dloss) {
+    const Mamba2Config* c = &m->config;
+    gpu_model_ensure_activations(m, B, T);
+    GPUActivations* a = &m->a;
+    cudaStream_t st = m->stream;
+    int BTi = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
+    size_t BT = (size_t)BTi, ssd_saved = ssd_saved_bytes(B, T, H, c->headdim, c->d_state, c->chunk_size);
+    int dt_col = 2 * E + 2 * GN;
+    cudaCheck(cudaMemcpyAsync(a->inputs, inputs, BT * sizeof(int), cudaMemcpyHostToDevice, st));
+    if (targets) cudaCheck(cudaMemcpyAsync(a->targets, targets, BT * sizeof(int), cudaMemcpyHostToDevice, st));
+    encoder_forward(a->residual, a->inputs, PX(m, P_WTE, 0), BTi, D, st);
+    /* training: group the tokens for the embedding backward now, on the host, while the GPU runs the forward */
+    if (targets && dloss > 0)
+        m->g.enc_plan = encoder_backward_prepare(m->g.enc_ws, m->g.enc_host, inputs, BTi, c->padded_vocab_size, st);
+    for (int l = 0; l < c->n_layer; l++) {
+        float* x = LAYER(a->residual, l, D);
+        if (l > 0) cudaCheck(cudaMemcpyAsync(x, LAYER(a->residual, l - 1, D), BT * D * sizeof(float),
+                                             cudaMemcpyDeviceToDevice, st));
+        rmsnorm_forward(LAYER(a->u, l, D), LAYER(a->rstd, l, 1), x, l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l),
+                        BTi, D, st);
+        floatX* zx = LAYER(a->zxbcdt, l, c->d_in_proj);
+        floatX* xbc = LAYER(a->xbc, l, c->conv_dim);
+        matmul_forward(zx, LAYER(a->u, l, D), PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, st);
+        conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
+                       c->d_conv, st);
+        ssd_forward(LAYER(a->y, l, E), NULL, a->ssd_saved + l * ssd_saved, xbc, c->conv_dim, zx + dt_col,
+                    c->d_in_proj, PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, B, T, H, c->headdim,
+                    c->d_state, c->ngroups, c->chunk_size, st);
+        gated_norm_forward(LAYER(a->gn, l, E), LAYER(a->gn_rstd, l, c->ngroups), LAYER(a->y, l, E), zx, c->d_in_proj,
+                           PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
+        matmul_forward(a->delta, LAYER(a->gn, l, E), PX(m, P_OUT_PROJ_W, l), BTi, E, D, st);
+    }
+    float* xf = LAYER(a->residual, c->n_layer, D);
+    cudaCheck(cudaMemcpyAsync(xf, LAYER(a->residual, c->n_layer - 1, D), BT * D * sizeof(float),
+                              cudaMemcpyDeviceToDevice, st));
+    rmsnorm_forward(a->lnf, a->lnf_rstd, xf, a->delta, PF(m, P_NORM_F_W, 0), BTi, D, st);
+    matmul_forward(a->logits, a->lnf, PX(m, P_WTE, 0), BTi, D, c->padded_vocab_size, st); /* tied LM head */
+    if (targets == NULL) return -1.0f;
+    cudaCheck(cudaMemsetAsync(m->error_flag, 0, sizeof(int), st));
+    if (dloss > 0)
+        classifier_forward_backward(a->logits, a->losses, m->error_flag, a->targets, dloss, BTi, c->vocab_size,
+                                    c->padded_vocab_size, st);
+    else
+        classifier_loss_only(a->logits, a->losses, m->error_flag, a->targets, BTi, c->vocab_size,
+                             c->padded_vocab_size, st);
+    int flag = 0;
+    cudaCheck(cudaMemcpyAsync(m->losses_host, a->losses, BT * sizeof(float), cudaMemcpyDeviceToHost, st));
+    cudaCheck(cudaMemcpyAsync(&flag, m->error_flag, sizeof(int), cudaMemcpyDeviceToHost, st));
+    cudaCheck(cudaStreamSynchronize(st));
+    if (flag) die("a target token id is outside the vocabulary [0, %d)", c->vocab_size);
+    double sum = 0;
+    for (size_t i = 0; i < BT; i++) sum += m->losses_host[i];
+    return (float)(sum / BT);
+}
+
+/* Backward after gpu_forward with dloss > 0. Parameter gradients are ACCUMULATED (zero them per step). */
+static void gpu_backward(GPUModel* m) {
+    const Mamba2Config* c = &m->config;
+    GPUActivations* a = &m->a;
+    GPUGradActivations* g = &m->g;
+    cudaStream_t st = m->stream;
+    int B = m->B, T = m->T, BTi = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
+    size_t BT = (size_t)BTi, ssd_saved = ssd_saved_bytes(B, T, H, c->headdim, c->d_state, c->chunk_size);
+    int dt_col = 2 * E + 2 * GN, Vp = c->padded_vocab_size;
+    /* tied LM head: dlnf = dlogits @ wte;  dwte += dlogits^T @ lnf */
+    matmul_backward_input(g->du, a->logits, PX(m, P_WTE, 0), BTi, D, Vp, 0, st);
+    matmul_backward_weight(GF(m, P_WTE, 0), a->logits, a->lnf, BTi, D, Vp, st);
+    cudaCheck(cudaMemsetAsync(g->dresidual, 0, BT * D * sizeof(float), st));
+    rmsnorm_backward(g->dresidual, GF(m, P_NORM_F_W, 0), g->scratch, g->du, LAYER(a->residual, c->n_layer, D),
+                     PF(m, P_NORM_F_W, 0), a->lnf_rstd, BTi, D, st);
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        floatX* zx = LAYER(a->zxbcdt, l, c->d_in_proj);
+        floatX* xbc = LAYER(a->xbc, l, c->conv_dim);
+        /* out_proj: the residual branch; the identity branch passes dresidual through */
+        cast_to_floatX(g->dres_x, g->dresidual, BT * D, st);
+        matmul_backward_input(g->dgn, g->dres_x, PX(m, P_OUT_PROJ_W, l), BTi, E, D, 0, st);
+        matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, LAYER(a->gn, l, E), BTi, E, D, st);
+        gated_norm_backward(g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l), g->scratch, g->dgn,
+                            LAYER(a->y, l, E), zx, c->d_in_proj, PF(m, P_GNORM_W, l),
+                            LAYER(a->gn_rstd, l, c->ngroups), BTi, E, c->ngroups, st);
+        ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), g->dy,
+                     a->ssd_saved + l * ssd_saved, xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
+                     PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, g->ssd_ws, B, T, H, c->headdim, c->d_state,
+                     c->ngroups, c->chunk_size, st);
+        conv1d_backward(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
+                        zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv,
+                        st);
+        matmul_backward_input(g->du, g->dzxbcdt, PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, 0, st);
+        matmul_backward_weight(GF(m, P_IN_PROJ_W, l), g->dzxbcdt, LAYER(a->u, l, D), BTi, D, c->d_in_proj, st);
+        rmsnorm_backward(g->dresidual, GF(m, P_NORM_W, l), g->scratch, g->du, LAYER(a->residual, l, D),
+                         PF(m, P_NORM_W, l), LAYER(a->rstd, l, 1), BTi, D, st);
+    }
+    encoder_backward(GF(m, P_WTE, 0), g->dresidual, &g->enc_plan, D, st);
+    cudaCheck(cudaStreamSynchronize(st)); /* the embedding plan's host scratch is reused by the next forward */
+}
+
+static void gpu_zero_grad(GPUModel* m) {
+    cudaCheck(cudaMemsetAsync(m->grads, 0, m->num_parameters * sizeof(float), m->stream));
+}
+
+/* global grad norm + clipping coefficient on the device, then AdamW per tensor (its own weight decay).
+ * Returns the grad norm (before clipping). */
+static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float eps, float weight_decay, float clip) {
+    if (m->m == NULL) gpu_model_alloc_optimizer(m, NULL, NULL);
+    global_norm_clip(m->norm_coef, m->norm_scratch, m->grads, m->num_parameters, clip, m->stream);
+    m->adam_t++;
+    AdamWStep s = adamw_step_constants(lr, beta1, beta2, eps, m->adam_t);
+    AdamWTensor tensors[NUM_PARAM_TENSORS];
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        tensors[t].offset = m->table[t].offset;
+        tensors[t].size = m->table[t].numel;
+        tensors[t].wd = m->table[t].weight_decay ? weight_decay : 0.0f;
+    }
+    adamw_update_tensors(m->params, m->params_x, m->m, m->v, m->grads, tensors, NUM_PARAM_TENSORS, s,
+                         m->norm_coef + 1, m->stream);
+    float norm;
+    cudaCheck(cudaMemcpyAsync(&norm, m->norm_coef, sizeof(float), cudaMemcpyDeviceToHost, m->stream));
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    return norm;
+}
+
+/* ---- checkpoints: the same file format as the CPU trainer (llmc/mamba2_model.h) ---- */
+
+static void gpu_save_checkpoint(GPUModel* m, const char* path, uint64_t state[CKPT_STATE_WORDS]) {
+    size_t n = m->num_parameters;
+    float* p = (float*)mallocCheck(n * sizeof(float));
+    float* mm = m->m ? (float*)mallocCheck(n * sizeof(float)) : NULL;
+    float* vv = m->v ? (float*)mallocCheck(n * sizeof(float)) : NULL;
+    cudaCheck(cudaDeviceSynchronize());
+    cudaCheck(cudaMemcpy(p, m->params, n * sizeof(float), cudaMemcpyDeviceToHost));
+    if (mm) cudaCheck(cudaMemcpy(mm, m->m, n * sizeof(float), cudaMemcpyDeviceToHost));
+    if (vv) cudaCheck(cudaMemcpy(vv, m->v, n * sizeof(float), cudaMemcpyDeviceToHost));
+    state[CKPT_S_ADAM_T] = (uint64_t)m->adam_t;
+    checkpoint_write(path, &m->config, state, p, mm, vv, n);
+    free(p); free(mm); free(vv);
+}
+
+/* builds the model from a checkpoint; with_optimizer: also the AdamW moments and step (resume) */
+static void gpu_load_checkpoint(GPUModel* m, const char* path, CheckpointInfo* info, int with_optimizer) {
+    FILE* f = checkpoint_open(path, info);
+    ParamSpec table[NUM_PARAM_TENSORS];
+    size_t n = param_table_build(table, &info->config);
+    float* p = (float*)mallocCheck(n * sizeof(float));
+    freadCheck(p, sizeof(float), n, f);
+    gpu_model_create(m, &info->config, p);
+    if (with_optimizer && info->has_optimizer) {
+        float* mm = (float*)mallocCheck(n * sizeof(float));
+        float* vv = (float*)mallocCheck(n * sizeof(float));
+        freadCheck(mm, sizeof(float), n, f);
+        freadCheck(vv, sizeof(float), n, f);
+        gpu_model_alloc_optimizer(m, mm, vv);
+        m->adam_t = (int)info->state[CKPT_S_ADAM_T];
+        free(mm); free(vv);
+    }
+    free(p);
+    fclose(f);
+}
+
+static void gpu_model_build(GPUModel* m, const Mamba2Config* c, uint64_t seed) {
+    ParamSpec table[NUM_PARAM_TENSORS];
+    size_t n = param_table_build(table, c);
+    float* p = (float*)mallocCheck(n * sizeof(float));
+    params_init(p, table, c, seed);
+    gpu_model_create(m, c, p);
+    free(p);
+}
+
+/* ================================================================================================================
+ * generation: the recurrent step, one token per sequence, constant memory
+ * ================================================================================================================ */
+
+typedef struct {
+    int S;            /* sequences */
+    float* window;    /* (L, S, K-1, conv_dim) the conv inputs of the last K-1 tokens */
+    float* state;     /* (L, S, H, P, N) */
+    float* x;         /* (S, D) residual stream */
+    floatX *u, *zxbcdt, *xbc, *y, *gn, *delta, *logits;
+    float *rstd, *gn_rstd;
+    int* tokens;
+    float* logits_host;
+    floatX* logits_host_x;
+} GPUInference;
+
+static void gpu_inference_init(GPUInference* s, const Mamba2Config* c, int S) {
+    size_t total = 0, K1 = c->d_conv > 1 ? c->d_conv - 1 : 1, X = sizeof(floatX), F = sizeof(float);
+    s->S = S;
+    s->window = (float*)gpu_alloc((size_t)c->n_layer * S * K1 * c->conv_dim * F, &total);
+    s->state = (float*)gpu_alloc((size_t)c->n_layer * S * c->nheads * c->headdim * c->d_state * F, &total);
+    s->x = (float*)gpu_alloc((size_t)S * c->d_model * F, &total);
+    s->u = (floatX*)gpu_alloc((size_t)S * c->d_model * X, &total);
+    s->zxbcdt = (floatX*)gpu_alloc((size_t)S * c->d_in_proj * X, &total);
+    s->xbc = (floatX*)gpu_alloc((size_t)S * c->conv_dim * X, &total);
+    s->y = (floatX*)gpu_alloc((size_t)S * c->d_inner * X, &total);
+    s->gn = (floatX*)gpu_alloc((size_t)S * c->d_inner * X, &total);
+    s->delta = (floatX*)gpu_alloc((size_t)S * c->d_model * X, &total);
+    s->logits = (floatX*)gpu_alloc((size_t)S * c->padded_vocab_size * X, &total);
+    s->rstd = (float*)gpu_alloc((size_t)S * F, &total);
+    s->gn_rstd = (float*)gpu_alloc((size_t)S * c->ngroups * F, &total);
+    s->tokens = (int*)gpu_alloc((size_t)S * sizeof(int), &total);
+    s->logits_host = (float*)mallocCheck((size_t)S * c->padded_vocab_size * F);
+    s->logits_host_x = (floatX*)mallocCheck((size_t)S * c->padded_vocab_size * X);
+}
+
+static void gpu_inference_reset(GPUInference* s, const Mamba2Config* c) {
+    size_t K1 = c->d_conv > 1 ? c->d_conv - 1 : 1;
+    cudaCheck(cudaMemset(s->window, 0, (size_t)c->n_layer * s->S * K1 * c->conv_dim * sizeof(float)));
+    cudaCheck(cudaMemset(s->state, 0, (size_t)c->n_layer * s->S * c->nheads * c->headdim * c->d_state * sizeof(float)));
+}
+
+/* feeds one token per sequence; returns the host logits (S, Vp) as float */
+static float* gpu_step(GPUModel* m, GPUInference* s, const int* tokens_host) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    int S = s->S, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
+    size_t K1 = c->d_conv > 1 ? c->d_conv - 1 : 1;
+    cudaCheck(cudaMemcpyAsync(s->tokens, tokens_host, S * sizeof(int), cudaMemcpyHostToDevice, st));
+    encoder_forward(s->x, s->tokens, PX(m, P_WTE, 0), S, D, st);
+    for (int l = 0; l < c->n_layer; l++) {
+        rmsnorm_forward(s->u, s->rstd, s->x, l > 0 ? s->delta : NULL, PF(m, P_NORM_W, l), S, D, st);
+        matmul_forward(s->zxbcdt, s->u, PX(m, P_IN_PROJ_W, l), S, D, c->d_in_proj, st);
+        conv1d_step(s->xbc, s->window + (size_t)l * S * K1 * c->conv_dim, s->zxbcdt + E, c->d_in_proj,
+                    PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), S, c->conv_dim, c->d_conv, st);
+        ssd_step(s->y, s->state + (size_t)l * S * H * c->headdim * c->d_state, s->xbc, s->zxbcdt + 2 * E + 2 * GN,
+                 c->d_in_proj, PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), S, H, c->headdim, c->d_state,
+                 c->ngroups, st);
+        gated_norm_forward(s->gn, s->gn_rstd, s->y, s->zxbcdt, c->d_in_proj, PF(m, P_GNORM_W, l), S, E, c->ngroups,
+                           st);
+        matmul_forward(s->delta, s->gn, PX(m, P_OUT_PROJ_W, l), S, E, D, st);
+    }
+    rmsnorm_forward(s->u, s->rstd, s->x, s->delta, PF(m, P_NORM_F_W, 0), S, D, st);
+    matmul_forward(s->logits, s->u, PX(m, P_WTE, 0), S, D, c->padded_vocab_size, st);
+    size_t n = (size_t)S * c->padded_vocab_size;
+    cudaCheck(cudaMemcpyAsync(s->logits_host_x, s->logits, n * sizeof(floatX), cudaMemcpyDeviceToHost, st));
+    cudaCheck(cudaStreamSynchronize(st));
+    for (size_t i = 0; i < n; i++) s->logits_host[i] = toF(s->logits_host_x[i]);
+    return s->logits_host;
+}
+
+/* ================================================================================================================
+ * training
+ * ================================================================================================================ */
+#ifndef MAMBA2_NO_MAIN
+
+static float gpu_evaluate(GPUModel* m, DataLoader* val, int max_batches) {
+    dataloader_reset(val);
+    int n = (int)dataloader_num_batches(val);
+    if (max_batches < n) n = max_batches;
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        dataloader_next_batch(val);
+        sum += gpu_forward(m, val->inputs, val->targets, (int)val->B, (int)val->T, 0.0f);
+    }
+    return (float)(sum / (n > 0 ? n : 1));
+}
+
+static void gpu_print_sample(GPUModel* m, GPUInference* s, Tokenizer* tok, Rng* rng, int n_tokens) {
+    gpu_inference_reset(s, &m->config);
+    int token = tok->init_ok ? tok->eot_token : 0;
+    if (token < 0 || token >= m->config.vocab_size) token = 0;
+    printf("sample: ");
+    for (int i = 0; i < n_tokens; i++) {
+        float* logits = gpu_step(m, s, &token);
+        token = sample_token(logits, m->config.vocab_size, 1.0f, rng);
+        if (tok->init_ok) {
+            const char* piece = tokenizer_decode(tok, (uint32_t)token);
+            if (piece) tokenizer_safe_print(piece);
+        } else {
+            printf("%d ", token);
+        }
+    }
+    printf("\n---\n");
+    fflush(stdout);
+}
+
+int main(int argc, char** argv) {
+    g_trainer_name = "./train_mamba2cu";
+    g_trainer_what = "on an NVIDIA GPU (" PRECISION_NAME ")";
+    TrainArgs args;
+    parse_args(&args, argc, argv);
+    int dev_count = 0;
+    if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0)
+        die("no CUDA GPU found: use the CPU trainer ./train_mamba2");
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, 0));
+    printf("device: %s, %.1f GiB, precision %s\n", prop.name, prop.totalGlobalMem / 1073741824.0, PRECISION_NAME);
+
+    GPUModel model;
+    Rng sample_rng;
+    rng_seed(&sample_rng, args.seed ^ 0x5a5a5a5a5a5a5a5aull);
+    int start_step = 0;
+    uint64_t resume_state[CKPT_STATE_WORDS] = {0};
+    int have_loader_state = 0;
+    ModelSource src = model_source(&args);
+    CheckpointInfo info;
+    if (src.kind == MODEL_RESUME) {
+        gpu_load_checkpoint(&model, src.path, &info, 1);
+        start_step = resume_accept(&args, &src, &info, &sample_rng, resume_state);
+        have_loader_state = 1;
+    } else if (src.kind == MODEL_FROM_FILE) {
+        gpu_load_checkpoint(&model, src.path, &info, 0);
+        printf("initialized from checkpoint %s (weights only; fresh optimizer)\n", src.path);
+    } else {
+        gpu_model_build(&model, &src.config, args.seed);
+    }
+    const Mamba2Config* c = &model.config;
+    config_print(c, stdout);
+    printf("parameters: %zu\n", model.num_parameters);
+
+    int B = args.B, T = args.T;
+    int accum = args.total_batch_tokens / (B * T);
+    DataLoader train_loader, val_loader;
+    dataloader_init(&train_loader, args.train_pattern, B, T, 0, 1, 1, args.seed, c->vocab_size);
+    if (have_loader_state) train_state_restore_loader(&train_loader, resume_state);
+    int use_val = strcmp(args.val_pattern, "none") != 0 && args.val_every > 0;
+    if (use_val) dataloader_init(&val_loader, args.val_pattern, B, T, 0, 1, 0, args.seed, c->vocab_size);
+    printf("train: %zu tokens, B=%d T=%d, grad accumulation %d -> %d tokens/step\n", train_loader.num_tokens, B, T,
+           accum, args.total_batch_tokens);
+    char tok_path[4096];
+    if (args.tokenizer_path) snprintf(tok_path, sizeof(tok_path), "%s", args.tokenizer_path);
+    else default_tokenizer_path(tok_path, sizeof(tok_path), args.train_pattern);
+    Tokenizer tokenizer;
+    tokenizer_init(&tokenizer, tok_path);
+    GPUInference infer;
+    gpu_inference_init(&infer, c, 1);
+    gpu_model_ensure_activations(&model, B, T);
+    printf("activations: %.2f GiB\n", model.activation_bytes / 1073741824.0);
+
+    FILE* logf = log_open(args.output_dir, start_step > 0);
+    double t_loop = now_seconds();
+    int steps_timed = 0;
+    for (int step = start_step; step <= args.max_steps; step++) {
+        int last = step == args.max_steps;
+        if (use_val && (step % args.val_every == 0 || last))
+            log_val(logf, step, gpu_evaluate(&model, &val_loader, args.val_batches));
+        if (args.sample_every > 0 && step > 0 && (step % args.sample_every == 0 || last))
+            gpu_print_sample(&model, &infer, &tokenizer, &sample_rng, args.gen_tokens);
+        if (last) break;
+
+        double t0 = now_seconds();
+        gpu_zero_grad(&model);
+        double loss_sum = 0;
+        for (int micro = 0; micro < accum; micro++) {
+            dataloader_next_batch(&train_loader);
+            loss_sum += gpu_forward(&model, train_loader.inputs, train_loader.targets, B, T,
+                                    1.0f / ((float)B * T * accum));
+            gpu_backward(&model);
+        }
+        float loss = (float)(loss_sum / accum);
+        if (!isfinite(loss)) die("loss is %f at step %d: training diverged (lower -l, or check the data)", loss, step);
+        float lr = lr_at_step(args.lr, args.warmup, args.final_lr_frac, step, args.max_steps);
+        float norm = gpu_update(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip);
+        double step_s = now_seconds() - t0;
+        if (step > start_step) steps_timed++; /* the first step includes start-up costs */
+        int done = step + 1;
+        double avg = steps_timed > 0 ? (now_seconds() - t_loop) / (done - start_step) : step_s;
+        log_train(logf, &args, done, loss, lr, norm, step_s, avg);
+        if (checkpoint_due(&args, done)) {
+            uint64_t st[CKPT_STATE_WORDS];
+            train_state_pack(st, done, &sample_rng, &train_loader);
+            char path[4096];
+            checkpoint_path(path, sizeof(path), args.output_dir, done);
+            gpu_save_checkpoint(&model, path, st);
+            printf("saved checkpoint %s\n", path);
+        }
+    }
+    size_t free_b, total_b;
+    cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    printf("total time %.1f s, GPU memory in use %.2f GiB\n", now_seconds() - t_loop,
+           (total_b - free_b) / 1073741824.0);
+    if (logf) fclose(logf);
+    tokenizer_free(&tokenizer);
+    dataloader_free(&train_loader);
+    if (use_val) dataloader_free(&val_loader);
+    matmul_destroy();
+    return 0;
+}
+#endif /* MAMBA2_NO_MAIN */
