@@ -65,13 +65,24 @@ __global__ static void global_norm_finish_kernel(float* out, const float* partia
 
 static size_t global_norm_scratch_floats(void) { return GLOBAL_NORM_BLOCKS; }
 
+/* stage 1: per-block partial sums of squares into scratch (global_norm_scratch_floats() floats) */
+static void global_norm_partials(float* scratch, const float* grads, size_t n, cudaStream_t stream) {
+    global_norm_partials_kernel<<<GLOBAL_NORM_BLOCKS, GLOBAL_NORM_THREADS, 0, stream>>>(scratch, grads, n);
+    cudaCheckLast();
+}
+
+/* stage 2: out[0] = sqrt(sum of the partials), out[1] = min(1, clip / (norm + 1e-6)) (clip <= 0: 1).
+ * Multi-GPU ZeRO sums the partials of every rank's shard (an all-reduce of scratch) between the two stages. */
+static void global_norm_finish(float* out, const float* scratch, float clip, cudaStream_t stream) {
+    global_norm_finish_kernel<<<1, 32, 0, stream>>>(out, scratch, GLOBAL_NORM_BLOCKS, clip);
+    cudaCheckLast();
+}
+
 /* out: 2 device floats (norm, clip coefficient); scratch: global_norm_scratch_floats() floats; clip <= 0: no clip */
 static void global_norm_clip(float* out, float* scratch, const float* grads, size_t n, float clip,
                              cudaStream_t stream) {
-    global_norm_partials_kernel<<<GLOBAL_NORM_BLOCKS, GLOBAL_NORM_THREADS, 0, stream>>>(scratch, grads, n);
-    cudaCheckLast();
-    global_norm_finish_kernel<<<1, 32, 0, stream>>>(out, scratch, GLOBAL_NORM_BLOCKS, clip);
-    cudaCheckLast();
+    global_norm_partials(scratch, grads, n, stream);
+    global_norm_finish(out, scratch, clip, stream);
 }
 
 #endif
