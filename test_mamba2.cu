@@ -11,7 +11,11 @@
  * activation and weight copy is rounded once per layer, and gradients pass through ~3 roundings per layer in both
  * directions, so with 2 layers and the tied head we expect ~1e-2 relative on logits and gradients and allow 3e-2
  * (max |diff| over max |ref| of the whole tensor); fp32 mode allows 1e-5 on everything, the CPU trainer's margin
- * against the same fixture.
+ * against the same fixture. The decay parameters' gradients (A_log, dt_bias) are sums over B, T, P, N of terms of both
+ * signs that largely cancel, so the bf16 rounding of their inputs (x, B, C, dy) is amplified by the ratio of the sum
+ * of |terms| to |sum|: measured 2.6e-2 (dt_bias) and 3.5e-2 (A_log) on the H100 while every other gradient is
+ * <= 1.3e-2; we allow 6e-2 for those two. The fp32 build of the same kernels matches to 1e-5, which is what shows
+ * the math is right.
  */
 #define MAMBA2_NO_MAIN
 #include "train_mamba2.cu"
@@ -21,10 +25,12 @@
 
 #if defined(ENABLE_FP32)
 #define TOL 1e-5
+#define TOL_DECAY 1e-5
 #define TOL_CURVE 1e-4   /* 20 optimizer steps, two different summation orders */
 #define TRAINER_CU "./train_mamba2cu_fp32"
 #else
 #define TOL 3e-2
+#define TOL_DECAY 6e-2   /* d A_log, d dt_bias: see the comment at the top */
 #define TOL_CURVE 3e-2
 #define TRAINER_CU "./train_mamba2cu"
 #endif
@@ -116,7 +122,8 @@ static void test_fixture(int chunk) {
     cudaCheck(cudaMemcpy(grads, m.grads, m.num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         snprintf(name, sizeof(name), "hf fixture (chunk %d) grad %s", chunk, m.table[t].name);
-        compare(name, grads + m.table[t].offset, fx.grads + m.table[t].offset, m.table[t].numel, TOL);
+        double tol = (t == P_A_LOG || t == P_DT_BIAS) ? TOL_DECAY : TOL;
+        compare(name, grads + m.table[t].offset, fx.grads + m.table[t].offset, m.table[t].numel, tol);
     }
     float losses[HF_FIXTURE_STEPS], norms[HF_FIXTURE_STEPS], losses2[HF_FIXTURE_STEPS], norms2[HF_FIXTURE_STEPS];
     float* p1 = run_adamw_steps(&fx, chunk, losses, norms);
@@ -139,7 +146,7 @@ static void test_fixture(int chunk) {
 static void test_step_matches_forward(void) {
     HFFixture fx;
     char err[512];
-    if (hf_fixture_load(&fx, HF_FIXTURE_PATH, 8, err, sizeof(err)) != 0) { report(0, "fixture: %s", err); return; }
+    if (hf_fixture_load(&fx, HF_FIXTURE_PATH, 16, err, sizeof(err)) != 0) { report(0, "fixture: %s", err); return; }
     const Mamba2Config* c = &fx.config;
     int T = fx.T, V = c->vocab_size;
     GPUModel m;
@@ -248,8 +255,8 @@ int main(void) {
         return 1;
     }
     printf("== GPU tests, precision %s\n", PRECISION_NAME);
-    test_fixture(8);
-    test_fixture(7);
+    test_fixture(16); /* the GPU SSD needs chunk >= 16: 16 leaves a partial last chunk at T=20 */
+    test_fixture(32); /* chunk >= T */
     test_step_matches_forward();
     test_trainers();
     printf("%d passed, %d failed\n", g_passed, g_failed);
