@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""
+scripts/test_scripts.py: tests of the paper scripts (scripts/paper.py, its wrappers, scripts/scaling_sweep.sh,
+scripts/plot.py). Standard library only; needs ./train_mamba2 (make train_mamba2). ~20 s on 2 cores.
+
+  1. plot.py on the committed tiny-sweep logs (scripts/fixtures/sweep_tiny): every CSV point equals its log line
+     (step, loss text, tokens, FLOPs = tokens x FLOPs/token), the frontier is a falling staircase holding the lowest
+     val loss, the PNG is written (skipped, with a message, where no python3 has matplotlib), and without matplotlib
+     the CSV is still written, no PNG, exit 0.
+  2. --dry-run of scripts/paper/130m.sh and 1.3b.sh on 1 and 8 GPUs against numbers computed by hand below.
+  3. The tiny sweep on the CPU trainer, interrupted (SIGKILL of the whole sweep) and resumed, writes the same
+     loss lines as one uninterrupted sweep; the sweep's parameter counts equal the trainer's.
+Prints one line per check and closes with "N passed, N failed".
+"""
+
+import csv
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+FIXTURE = os.path.join(ROOT, "scripts", "fixtures", "sweep_tiny")
+TRAINER = os.path.join(ROOT, "train_mamba2")
+passed = failed = 0
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+    show = detail and (not ok or (len(detail) < 100 and "\n" not in detail))
+    print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if show else ""), flush=True)
+
+
+def run(cmd, env=None, timeout=120):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def python_with_matplotlib():
+    for py in (sys.executable, "/usr/bin/python3"):
+        if os.path.exists(py) and subprocess.run([py, "-c", "import matplotlib"], capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+def log_lines(path):
+    """{(kind, step): (loss text, tok or None)} of a main.log, and the number of lines (duplicates show)"""
+    out, n = {}, 0
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 2 or not parts[0].startswith("s:"):
+                continue
+            step = int(parts[0][2:])
+            kind, loss = parts[1].split(":")
+            tok = next((int(p[4:]) for p in parts if p.startswith("tok:")), None)
+            out[(kind, step)] = (loss, tok)
+            n += 1
+    return out, n
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_plot(tmp):
+    import json
+    runs = sorted(d for d in os.listdir(FIXTURE) if os.path.isfile(os.path.join(FIXTURE, d, "main.log")))
+    check("fixture: three tiny runs committed", runs == ["t1", "t2", "t3"], str(runs))
+    py = python_with_matplotlib() or sys.executable
+    prefix = os.path.join(tmp, "plot", "tiny")
+    r = run([py, "scripts/plot.py", FIXTURE, "--out", prefix])
+    check("plot.py on the fixture exits 0", r.returncode == 0, (r.stdout + r.stderr)[-300:])
+    rows = list(csv.DictReader(open(prefix + ".csv"))) if os.path.exists(prefix + ".csv") else []
+    check("plot.py wrote the CSV", len(rows) > 0)
+    for name in runs:
+        log_path = os.path.join(FIXTURE, name, "main.log")
+        meta = json.load(open(os.path.join(FIXTURE, name, "run.json")))
+        lines, _ = log_lines(log_path)
+        mine = [x for x in rows if x["run"].endswith(os.path.join(name, "main.log"))]
+        bad = []
+        for x in mine:
+            kind = "trl" if x["kind"] == "train" else "tel"
+            step, tokens = int(x["step"]), int(x["tokens"])
+            loss, tok = lines.get((kind, step), (None, None))
+            want_tokens = tok if kind == "trl" else step * meta["tokens_per_step"]
+            flops = float(x["flops"])
+            if (loss != x["loss"] or tokens != want_tokens
+                    or abs(flops - tokens * meta["flops_per_token"]) > 1e-6 * max(flops, 1)):
+                bad.append((kind, step, x["loss"], loss, tokens, want_tokens))
+        check(f"CSV points of {name} equal its log ({len(lines)} lines: step, loss, tokens, FLOPs)",
+              len(mine) == len(lines) and not bad, f"{len(mine)} rows for {len(lines)} lines, first bad {bad[:1]}")
+    front = [(float(x["flops"]), float(x["loss"])) for x in rows if x["kind"].startswith("frontier")]
+    vals = [float(x["loss"]) for x in rows if x["kind"] == "val" and int(x["tokens"]) > 0]
+    stair = all(a[0] < b[0] and a[1] > b[1] for a, b in zip(front, front[1:]))
+    check("frontier: FLOPs rise, loss falls, ends at the lowest val loss", front and stair and
+          front[-1][1] == min(vals), f"{len(front)} points, last {front[-1] if front else None}, min val {min(vals)}")
+    if python_with_matplotlib() is None:
+        print("skip PNG check: no python3 here has matplotlib (apt-get install -y python3-matplotlib)")
+    else:
+        png = prefix + ".png"
+        ok = os.path.exists(png) and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(png) > 20000
+        check(f"plot.py wrote a PNG ({py})", ok, f"{os.path.getsize(png) if os.path.exists(png) else 0} bytes")
+
+    # without matplotlib: a stand-in package whose import fails
+    fake = os.path.join(tmp, "nompl", "matplotlib")
+    os.makedirs(fake)
+    with open(os.path.join(fake, "__init__.py"), "w") as f:
+        f.write("raise ImportError('matplotlib hidden by the test')\n")
+    prefix2 = os.path.join(tmp, "plot", "nompl")
+    r = run([sys.executable, "scripts/plot.py", os.path.join(FIXTURE, "t1"), "--out", prefix2],
+            env={"PYTHONPATH": os.path.dirname(fake)})
+    check("without matplotlib: exit 0, CSV written, no PNG, says so",
+          r.returncode == 0 and os.path.exists(prefix2 + ".csv") and not os.path.exists(prefix2 + ".png")
+          and "matplotlib is missing" in r.stdout, (r.stdout + r.stderr)[-300:])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def dry_run(size, gpus):
+    r = run(["sh", f"scripts/paper/{size}.sh", "--dry-run", "--gpus", str(gpus)])
+    fields = {}
+    for line in r.stdout.splitlines():
+        line = line.strip()
+        for key in ("tokens per step", "micro-batch", "accumulation steps", "total steps", "total tokens",
+                    "peak LR", "final LR fraction", "warm-up steps", "parameters", "FLOPs per token", "command"):
+            if line.startswith(key + " "):
+                fields[key] = line[len(key):].strip().split(" ")[0].replace(",", "")
+                if key == "command":
+                    fields[key] = line[len(key):].strip()
+    return r, fields
+
+
+def test_dry_runs():
+    # Hand computation (llmc/mamba2_model.h's table; SPEC.md sections 1 and 6):
+    # 130M: D=768, L=24, E=1536, H=24, N=128, conv_dim = 1536+256 = 1792, in_proj rows = 3072+256+24 = 3352,
+    #   vocab 50277 -> 50288. wte 50288*768 = 38,621,184. One layer: norm 768 + in_proj 3352*768 = 2,574,336
+    #   + conv 1792*4 = 7,168 + conv bias 1,792 + dt_bias/A_log/D 72 + gated norm 1,536 + out_proj 768*1536 =
+    #   1,179,648 -> 3,765,320; x24 = 90,367,680; + norm_f 768 -> 128,989,632.
+    #   20 tokens/param = 2,579,792,640 tokens / 524,288 a step = 4920.6 -> 4921 steps = 2,580,021,248 tokens.
+    #   LR 3e-3, final fraction 1e-5/3e-3 = 0.00333333; warm-up min(375e6/524288 = 715, 10% of 4921 = 492) = 492.
+    #   256 sequences a step: 1 GPU, micro-batch 16 -> 16 accumulation steps; 8 GPUs: 32 each -> 2.
+    # 1.3B: D=2048, L=48, E=4096, H=64, conv_dim 4352, in_proj rows 8192+256+64 = 8512. wte 50288*2048 =
+    #   102,989,824. One layer: 2048 + 8512*2048 = 17,432,576 + 4352*4 = 17,408 + 4,352 + 192 + 4,096
+    #   + 2048*4096 = 8,388,608 -> 25,849,280; x48 = 1,240,765,440; + 2048 -> 1,343,757,312.
+    #   20x = 26,875,146,240 / 524,288 = 51260.3 -> 51261 steps = 26,875,527,168 tokens. LR 1e-3, fraction 0.01,
+    #   warm-up min(715, 5126) = 715. Micro-batch 4: 1 GPU 256/4 = 64 accumulation steps; 8 GPUs 32/4 = 8.
+    expected = {
+        ("130m", 1): dict(params="128989632", steps="4921", tokens="2580021248", lr="0.003", q="0.00333333",
+                          warmup="492", micro="16", accum="16"),
+        ("130m", 8): dict(params="128989632", steps="4921", tokens="2580021248", lr="0.003", q="0.00333333",
+                          warmup="492", micro="16", accum="2"),
+        ("1.3b", 1): dict(params="1343757312", steps="51261", tokens="26875527168", lr="0.001", q="0.01",
+                          warmup="715", micro="4", accum="64"),
+        ("1.3b", 8): dict(params="1343757312", steps="51261", tokens="26875527168", lr="0.001", q="0.01",
+                          warmup="715", micro="4", accum="8"),
+    }
+    for (size, gpus), e in expected.items():
+        r, f = dry_run(size, gpus)
+        got = dict(params=f.get("parameters"), steps=f.get("total steps"), tokens=f.get("total tokens"),
+                   lr=f.get("peak LR"), q=f.get("final LR fraction"), warmup=f.get("warm-up steps"),
+                   micro=f.get("micro-batch"), accum=f.get("accumulation steps"))
+        ok = r.returncode == 0 and f.get("tokens per step") == "524288" and got == e
+        check(f"dry run {size} on {gpus} GPU(s): 524288 tokens/step, params, steps, tokens, LR, warm-up, accumulation",
+              ok, "" if ok else f"got {got} tokens/step {f.get('tokens per step')} rc {r.returncode} {r.stderr[-200:]}")
+        cmd = f.get("command", "")
+        want = (["mpirun -np 8 ./train_mamba2cu"] if gpus == 8 else ["./train_mamba2cu -i"]) + [
+            f"-b {e['micro']} -t 2048 -d 524288 -l {e['lr']} -u {e['warmup']} -q {e['q']} -c 0.1 -a 1.0 -x {e['steps']}"]
+        check(f"dry run {size} on {gpus} GPU(s): the trainer command", all(w in cmd for w in want), cmd)
+    _, f = dry_run("130m", 1)
+    gf = float(f.get("FLOPs per token", "0"))
+    check("130M: FLOPs per token ~0.86 GFLOP (ANCHORS.md: 6 x 128.7M matmul params + ~85 MFLOP SSD)",
+          abs(gf - 0.86) < 0.01, f"{gf} GFLOP")
+    r = run(["sh", "scripts/paper/130m.sh", "--dry-run", "--gpus", "8", "--micro-batch", "3"])
+    check("a micro-batch that does not divide the per-GPU sequences is refused with a message",
+          r.returncode != 0 and "does not divide" in r.stderr, r.stderr.strip()[-200:])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def write_shard(path, tokens):
+    header = [0] * 256
+    header[0], header[1], header[2] = 20240520, 1, len(tokens)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<256i", *header))
+        f.write(struct.pack(f"<{len(tokens)}H", *tokens))
+
+
+def sweep_cmd(data, out_root):
+    return ["sh", "scripts/scaling_sweep.sh", "--tiny", "--only", "t1,t2", "--trainer", TRAINER,
+            "--train", os.path.join(data, "tiny_train_*.bin"), "--val", os.path.join(data, "tiny_val_*.bin"),
+            "--out-root", out_root, "--tokens-per-param", "4"]
+
+
+def test_sweep_resume(tmp):
+    if not os.access(TRAINER, os.X_OK):
+        check("CPU trainer ./train_mamba2 present", False, "build it with `make train_mamba2`")
+        return
+    data = os.path.join(tmp, "data")
+    os.makedirs(data)
+    # a small corpus of varied bytes (enough that no tiny size repeats data: t2 reads ~94K tokens)
+    text = "".join(f"def f{i}(x, y={i % 7}):\n    return x * {i % 13} + y - {i % 5}  # line {i}\n"
+                   for i in range(4000)).encode()
+    write_shard(os.path.join(data, "tiny_train_000000.bin"), list(text[:200000]))
+    write_shard(os.path.join(data, "tiny_val_000000.bin"), list(text[-20000:]))
+    env = {"OMP_NUM_THREADS": "1"}
+
+    whole = os.path.join(tmp, "whole")
+    r = run(sweep_cmd(data, whole), env=env)
+    check("uninterrupted tiny sweep runs", r.returncode == 0, (r.stdout + r.stderr)[-400:])
+    for name in ("t1", "t2"):
+        import json
+        meta = json.load(open(os.path.join(whole, name, "run.json")))
+        out = open(os.path.join(whole, name, "train.out")).read()
+        want = f"parameters: {meta['params']}\n"
+        check(f"{name}: scripts/paper.py's parameter count equals the trainer's ({meta['params']})", want in out)
+
+    cut = os.path.join(tmp, "cut")
+    e = dict(os.environ, **env)
+    proc = subprocess.Popen(sweep_cmd(data, cut), cwd=ROOT, env=e, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    t2 = os.path.join(cut, "t2")
+    steps = 0
+    deadline = time.time() + 60
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        ck = [int(fn[5:13]) for fn in (os.listdir(t2) if os.path.isdir(t2) else []) if fn.endswith(".bin")
+              and fn.startswith("ckpt_")]
+        logged = log_lines(os.path.join(t2, "main.log"))[0] if ck else {}
+        last = max([s for (k, s) in logged if k == "trl"], default=-1)
+        if ck and max(ck) >= 36 and last > max(ck):
+            # lines past the newest checkpoint: the resume must cut them
+            os.killpg(proc.pid, signal.SIGKILL)   # the whole sweep: driver and trainer, as a crash would
+            proc.wait()
+            killed_at = max(ck)
+            break
+        time.sleep(0.005)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    import json
+    steps = json.load(open(os.path.join(t2, "run.json")))["steps"] if os.path.exists(os.path.join(t2, "run.json")) else 0
+    lines_at_kill, _ = log_lines(os.path.join(t2, "main.log")) if os.path.exists(os.path.join(t2, "main.log")) else ({}, 0)
+    last_trl = max([s for (k, s) in lines_at_kill if k == "trl"], default=-1)
+    check("the sweep was killed in the middle of t2, its log past its newest checkpoint",
+          killed_at is not None and killed_at < last_trl < steps,
+          f"checkpoint {killed_at}, log at step {last_trl} of {steps}")
+    r = run(sweep_cmd(data, cut), env=env)
+    check("the same command resumes: t1 skipped as complete, t2 resumed from its checkpoint",
+          r.returncode == 0 and "[t1] complete" in r.stdout and "[t2] resuming from step" in r.stdout
+          and "resumed from" in r.stdout, (r.stdout + r.stderr)[-400:])
+    for name in ("t1", "t2"):
+        a, na = log_lines(os.path.join(whole, name, "main.log"))
+        b, nb = log_lines(os.path.join(cut, name, "main.log"))
+        diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        check(f"{name}: interrupted + resumed log equals the uninterrupted one ({na} loss lines, no duplicates)",
+              na == nb == len(a) == len(b) and not diff and len(a) > 0,
+              f"{na} vs {nb} lines, first differences {diff[:3]}")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="test_scripts_")
+    try:
+        t0 = time.time()
+        test_plot(tmp)
+        test_dry_runs()
+        test_sweep_resume(tmp)
+        print(f"({time.time() - t0:.1f} s)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
