@@ -30,6 +30,20 @@ NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
 CUDA_ARCH ?= -gencode=arch=compute_90a,code=sm_90a
 NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -I. --expt-relaxed-constexpr -Xcompiler -Wall
 NVCC_LIBS = -lcublas -lcublasLt
+# multi-GPU: NCCL (from the CUDA installation) unless NO_MULTI_GPU=1; OpenMPI when mpi.h is found unless NO_USE_MPI=1
+ifeq ($(NO_MULTI_GPU),1)
+  NVCC_FLAGS += -DNO_MULTI_GPU
+else
+  NVCC_LIBS += -lnccl
+  ifneq ($(NO_USE_MPI),1)
+    MPI_INC := $(shell mpicc --showme:compile 2>/dev/null)
+    MPI_LINK := $(shell mpicc --showme:link 2>/dev/null)
+    ifneq ($(MPI_INC),)
+      NVCC_FLAGS += -DUSE_MPI $(MPI_INC)
+      NVCC_LIBS += $(MPI_LINK)
+    endif
+  endif
+endif
 ifeq ($(PRECISION),FP32)
   NVCC_FLAGS += -DENABLE_FP32
 endif

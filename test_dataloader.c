@@ -273,6 +273,37 @@ static void test_order_and_state(void) {
         dataloader_free(&y);
     }
 
+    /* a 2-process run resumed on 1 and on 3 processes: rank 0's state, and the ranks together continue with
+     * exactly the global positions the 2 ranks had not read yet */
+    {
+        DataLoader x;
+        dataloader_init(&x, path_in_dir("cov_*.bin"), B, T, 0, 2, 1, 7, 0);
+        for (int i = 0; i < 5; i++) dataloader_next_batch(&x); /* both ranks read 5: positions 0..9 */
+        DataLoaderState st;
+        dataloader_save_state(&x, &st);
+        for (int M = 1; M <= 3; M += 2) {
+            size_t got[12];
+            int n = 0;
+            for (int r = 0; r < M; r++) {
+                DataLoader y;
+                dataloader_init(&y, path_in_dir("cov_*.bin"), B, T, r, M, 1, 7, 0);
+                dataloader_load_state(&y, &st);
+                size_t ids[4], per_rank = M == 1 ? 4 : 1; /* one process: 4 batches; 3 processes: 1 each */
+                record(&y, per_rank, ids);
+                for (size_t k = 0; k < per_rank; k++) got[n++] = ids[k];
+                dataloader_free(&y);
+            }
+            /* the union must be positions 10, 11, 12(, 13) of the epoch order a[] */
+            int ok = 1;
+            for (int k = 0; k < n; k++) ok &= got[k] == a[10 + k];
+            char name[128];
+            snprintf(name, sizeof(name), "2-process state resumed on %d process(es) continues at global position 10",
+                     M);
+            check(ok, name);
+        }
+        dataloader_free(&x);
+    }
+
     /* reset returns to the start of epoch 0 */
     dataloader_reset(&l1);
     record(&l1, S, b);

@@ -86,12 +86,12 @@ static float* run_adamw_steps(const HFFixture* fx, int chunk, float* losses, flo
     Mamba2Config c = fx->config;
     c.chunk_size = chunk;
     GPUModel m;
-    gpu_model_create(&m, &c, fx->params);
+    gpu_model_create(&m, &c, fx->params, NULL);
     int BT = fx->B * fx->T;
     for (int s = 0; s < HF_FIXTURE_STEPS; s++) {
         gpu_zero_grad(&m);
         losses[s] = gpu_forward(&m, fx->inputs, fx->targets, fx->B, fx->T, 1.0f / BT);
-        gpu_backward(&m);
+        gpu_backward(&m, 1);
         norms[s] = gpu_update(&m, (float)fx->lr, (float)fx->beta1, (float)fx->beta2, (float)fx->eps,
                               (float)fx->weight_decay, (float)fx->grad_clip);
     }
@@ -108,14 +108,14 @@ static void test_fixture(int chunk) {
     int B = fx.B, T = fx.T, BT = B * T;
     size_t nlogits = (size_t)BT * c->vocab_size;
     GPUModel m;
-    gpu_model_create(&m, c, fx.params);
+    gpu_model_create(&m, c, fx.params, NULL);
     float* logits = (float*)mallocCheck(nlogits * sizeof(float));
     forward_logits(&m, fx.inputs, B, T, logits);
     snprintf(name, sizeof(name), "hf fixture (chunk %d) logits", chunk);
     compare(name, logits, fx.logits, nlogits, TOL);
     gpu_zero_grad(&m);
     float loss = gpu_forward(&m, fx.inputs, fx.targets, B, T, 1.0f / BT);
-    gpu_backward(&m);
+    gpu_backward(&m, 1);
     snprintf(name, sizeof(name), "hf fixture (chunk %d) loss", chunk);
     compare(name, &loss, &fx.loss, 1, TOL);
     float* grads = (float*)mallocCheck(m.num_parameters * sizeof(float));
@@ -150,7 +150,7 @@ static void test_step_matches_forward(void) {
     const Mamba2Config* c = &fx.config;
     int T = fx.T, V = c->vocab_size;
     GPUModel m;
-    gpu_model_create(&m, c, fx.params);
+    gpu_model_create(&m, c, fx.params, NULL);
     float* full = (float*)mallocCheck((size_t)T * V * sizeof(float));
     forward_logits(&m, fx.inputs, 1, T, full);
     GPUInference s;

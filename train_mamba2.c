@@ -1193,7 +1193,8 @@ int main(int argc, char** argv) {
 
     /* data */
     int B = args.B, T = args.T;
-    int accum = args.total_batch_tokens / (B * T);
+    if (args.zero_stage != 0) die("-z (ZeRO) is for the GPU trainer on several GPUs");
+    int accum = grad_accum_steps(&args, 1);
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, args.train_pattern, B, T, 0, 1, 1, args.seed, c->vocab_size);
     if (have_loader_state) train_state_restore_loader(&train_loader, resume_state);

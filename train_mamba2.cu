@@ -18,6 +18,11 @@
  *   gn    = RMSNorm_g(y * SiLU(z)) * w                              (gated_norm.cuh)
  *   delta = gn @ W_out^T                                            (matmul.cuh)
  * then the final norm, the tied LM head and the fused softmax/cross-entropy/dlogits (classifier.cuh).
+ *
+ * Several GPUs (llmc/multigpu.h): data parallel, one process per GPU. Each layer's gradients are all-reduced on a
+ * second stream as soon as that layer's backward is done, overlapped with the backward of the layers below it.
+ * With -z 1 (ZeRO-1) the gradients are reduce-scattered instead, each GPU runs AdamW on its 1/N shard of the
+ * parameters (holding only that shard's moments) and the updated weights are all-gathered.
  */
 #include <math.h>
 #include <stdint.h>
@@ -43,6 +48,7 @@
 #include "llmc/adamw.cuh"
 #include "llmc/global_norm.cuh"
 #include "llmc/generate.cuh"
+#include "llmc/multigpu.h"
 
 /* float -> floatX, for the residual-stream gradient that a matmul reads as an operand */
 __global__ static void cast_to_floatX_kernel(floatX* out, const float* in, size_t n) {
@@ -111,6 +117,13 @@ typedef struct {
     float* losses_host;
     size_t activation_bytes;
     cudaStream_t stream;
+    /* several GPUs */
+    MultiGPU* mg;
+    size_t padded;      /* parameter buffers are padded to world * shard elements (zeros past num_parameters) */
+    size_t shard;       /* ZeRO-1: the elements this rank updates, [rank * shard, (rank + 1) * shard) */
+    float* grads_shard; /* ZeRO-1: this rank's shard of the summed gradients */
+    float* dev_scalar;  /* one float for host <-> all-reduce round trips */
+    cudaEvent_t layer_done, comm_done;
 } GPUModel;
 
 /* the offset of (tensor t, layer l) in the flat parameter buffers: the one place the table is turned into pointers */
@@ -137,37 +150,53 @@ __global__ static void copy_to_floatX_kernel(floatX* out, const float* in, size_
     if (i < n) out[i] = fromF(in[i]);
 }
 
-static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* host_params) {
+/* a single-process group for programs (tests) that do not set one up */
+static MultiGPU g_single_gpu = {0, 1, 0, 0, 0};
+
+static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* host_params, MultiGPU* mg) {
     memset(m, 0, sizeof(*m));
     m->config = *c;
+    m->mg = mg ? mg : &g_single_gpu;
     m->num_parameters = param_table_build(m->table, c);
-    size_t n = m->num_parameters, total = 0;
-    m->params = (float*)gpu_alloc(n * sizeof(float), &total);
+    size_t n = m->num_parameters, total = 0, world = (size_t)m->mg->world;
+    m->shard = CEIL_DIV(n, world);
+    m->padded = m->shard * world;
+    m->params = (float*)gpu_alloc(m->padded * sizeof(float), &total);
     m->params_x = (floatX*)gpu_alloc(n * sizeof(floatX), &total);
-    m->grads = (float*)gpu_alloc(n * sizeof(float), &total);
+    m->grads = (float*)gpu_alloc(m->padded * sizeof(float), &total);
+    m->dev_scalar = (float*)gpu_alloc(sizeof(float), &total);
+    if (m->mg->zero_stage == 1) m->grads_shard = (float*)gpu_alloc(m->shard * sizeof(float), &total);
+    cudaCheck(cudaMemset(m->params, 0, m->padded * sizeof(float)));
+    cudaCheck(cudaEventCreateWithFlags(&m->layer_done, cudaEventDisableTiming));
+    cudaCheck(cudaEventCreateWithFlags(&m->comm_done, cudaEventDisableTiming));
     m->norm_coef = (float*)gpu_alloc(2 * sizeof(float), &total);
     m->norm_scratch = (float*)gpu_alloc(global_norm_scratch_floats() * sizeof(float), &total);
     m->error_flag = (int*)gpu_alloc(sizeof(int), &total);
     cudaCheck(cudaMemcpy(m->params, host_params, n * sizeof(float), cudaMemcpyHostToDevice));
     copy_to_floatX_kernel<<<(unsigned)CEIL_DIV(n, (size_t)256), 256>>>(m->params_x, m->params, n);
     cudaCheckLast();
-    cudaCheck(cudaMemset(m->grads, 0, n * sizeof(float)));
+    cudaCheck(cudaMemset(m->grads, 0, m->padded * sizeof(float)));
     cudaCheck(cudaStreamCreate(&m->stream));
     if (matmul_handle == NULL) matmul_init();
 }
 
+/* the AdamW moments: all of them, or (ZeRO-1) this rank's shard. host_m/host_v: the whole arrays (a checkpoint), or
+ * NULL for zeros */
+static size_t optimizer_elements(const GPUModel* m) { return m->mg->zero_stage == 1 ? m->shard : m->num_parameters; }
+static size_t optimizer_first(const GPUModel* m) { return m->mg->zero_stage == 1 ? m->mg->rank * m->shard : 0; }
+
 static void gpu_model_alloc_optimizer(GPUModel* m, const float* host_m, const float* host_v) {
-    size_t bytes = m->num_parameters * sizeof(float), total = 0;
+    size_t count = optimizer_elements(m), first = optimizer_first(m), total = 0;
     if (m->m == NULL) {
-        m->m = (float*)gpu_alloc(bytes, &total);
-        m->v = (float*)gpu_alloc(bytes, &total);
+        m->m = (float*)gpu_alloc(count * sizeof(float), &total);
+        m->v = (float*)gpu_alloc(count * sizeof(float), &total);
     }
-    if (host_m) {
-        cudaCheck(cudaMemcpy(m->m, host_m, bytes, cudaMemcpyHostToDevice));
-        cudaCheck(cudaMemcpy(m->v, host_v, bytes, cudaMemcpyHostToDevice));
-    } else {
-        cudaCheck(cudaMemset(m->m, 0, bytes));
-        cudaCheck(cudaMemset(m->v, 0, bytes));
+    cudaCheck(cudaMemset(m->m, 0, count * sizeof(float)));
+    cudaCheck(cudaMemset(m->v, 0, count * sizeof(float)));
+    if (host_m && first < m->num_parameters) {
+        size_t n = first + count <= m->num_parameters ? count : m->num_parameters - first;
+        cudaCheck(cudaMemcpy(m->m, host_m + first, n * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(m->v, host_v + first, n * sizeof(float), cudaMemcpyHostToDevice));
     }
 }
 
@@ -281,8 +310,29 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     return (float)(sum / BT);
 }
 
-/* Backward after gpu_forward with dloss > 0. Parameter gradients are ACCUMULATED (zero them per step). */
-static void gpu_backward(GPUModel* m) {
+/* several GPUs, no ZeRO: sum the gradients of tensors `first..last` (layer l's slices, or the whole tensor when not
+ * per layer) over the ranks, on the communication stream once the main stream has produced them */
+static void allreduce_grads_async(GPUModel* m, int layer, int whole_tensors) {
+    MultiGPU* mg = m->mg;
+    cudaCheck(cudaEventRecord(m->layer_done, m->stream));
+    cudaCheck(cudaStreamWaitEvent(mg->comm_stream, m->layer_done, 0));
+    multigpu_group_start(mg);
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* s = &m->table[t];
+        if (s->per_layer == whole_tensors) continue;
+        size_t n = s->per_layer ? s->rows * s->cols : s->numel;
+        multigpu_allreduce_sum_f32(mg, GF(m, t, layer), n, mg->comm_stream);
+    }
+    multigpu_group_end(mg);
+}
+
+/*
+ * Backward after gpu_forward with dloss > 0. Parameter gradients are ACCUMULATED (zero them per step).
+ * sync_grads (the last micro-step of a step, several GPUs, no ZeRO): all-reduce each layer's gradients as soon as
+ * they are complete, overlapped with the rest of the backward.
+ */
+static void gpu_backward(GPUModel* m, int sync_grads) {
+    int overlap = sync_grads && m->mg->world > 1 && m->mg->zero_stage == 0;
     const Mamba2Config* c = &m->config;
     GPUActivations* a = &m->a;
     GPUGradActivations* g = &m->g;
@@ -317,30 +367,62 @@ static void gpu_backward(GPUModel* m) {
         matmul_backward_weight(GF(m, P_IN_PROJ_W, l), g->dzxbcdt, LAYER(a->u, l, D), BTi, D, c->d_in_proj, st);
         rmsnorm_backward(g->dresidual, GF(m, P_NORM_W, l), g->scratch, g->du, LAYER(a->residual, l, D),
                          PF(m, P_NORM_W, l), LAYER(a->rstd, l, 1), BTi, D, st);
+        if (overlap) allreduce_grads_async(m, l, 0);
     }
     encoder_backward(GF(m, P_WTE, 0), g->dresidual, &g->enc_plan, D, st);
+    if (overlap) { /* the embedding and the final norm last; then the optimizer waits for every bucket */
+        allreduce_grads_async(m, 0, 1);
+        cudaCheck(cudaEventRecord(m->comm_done, m->mg->comm_stream));
+        cudaCheck(cudaStreamWaitEvent(st, m->comm_done, 0));
+    }
     cudaCheck(cudaStreamSynchronize(st)); /* the embedding plan's host scratch is reused by the next forward */
 }
 
 static void gpu_zero_grad(GPUModel* m) {
-    cudaCheck(cudaMemsetAsync(m->grads, 0, m->num_parameters * sizeof(float), m->stream));
+    cudaCheck(cudaMemsetAsync(m->grads, 0, m->padded * sizeof(float), m->stream));
 }
 
-/* global grad norm + clipping coefficient on the device, then AdamW per tensor (its own weight decay).
- * Returns the grad norm (before clipping). */
+/*
+ * The optimizer step: global grad norm + clipping coefficient on the device, then AdamW per tensor (each with its
+ * own weight decay). ZeRO-1: reduce-scatter the gradients, norm from every rank's shard, AdamW on this rank's shard,
+ * all-gather the weights. Returns the grad norm (before clipping).
+ */
 static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float eps, float weight_decay, float clip) {
     if (m->m == NULL) gpu_model_alloc_optimizer(m, NULL, NULL);
-    global_norm_clip(m->norm_coef, m->norm_scratch, m->grads, m->num_parameters, clip, m->stream);
+    MultiGPU* mg = m->mg;
+    cudaStream_t st = m->stream;
     m->adam_t++;
     AdamWStep s = adamw_step_constants(lr, beta1, beta2, eps, m->adam_t);
-    AdamWTensor tensors[NUM_PARAM_TENSORS];
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        tensors[t].offset = m->table[t].offset;
-        tensors[t].size = m->table[t].numel;
-        tensors[t].wd = m->table[t].weight_decay ? weight_decay : 0.0f;
+    if (mg->zero_stage == 1) {
+        size_t lo_shard = (size_t)mg->rank * m->shard, hi_shard = lo_shard + m->shard;
+        multigpu_reduce_scatter_f32(mg, m->grads_shard, m->grads, m->shard, st);
+        global_norm_partials(m->norm_scratch, m->grads_shard, m->shard, st);
+        multigpu_allreduce_sum_f32(mg, m->norm_scratch, global_norm_scratch_floats(), st);
+        global_norm_finish(m->norm_coef, m->norm_scratch, clip, st);
+        for (int t = 0; t < NUM_PARAM_TENSORS; t++) { /* each tensor's part inside this rank's shard */
+            size_t lo = m->table[t].offset, hi = lo + m->table[t].numel;
+            if (lo < lo_shard) lo = lo_shard;
+            if (hi > hi_shard) hi = hi_shard;
+            if (lo >= hi) continue;
+            adamw_update(m->params + lo, NULL, m->m + (lo - lo_shard), m->v + (lo - lo_shard),
+                         m->grads_shard + (lo - lo_shard), hi - lo, m->table[t].weight_decay ? weight_decay : 0.0f,
+                         s, m->norm_coef + 1, st);
+        }
+        multigpu_allgather_f32(mg, m->params, m->params + lo_shard, m->shard, st);
+        copy_to_floatX_kernel<<<(unsigned)CEIL_DIV(m->num_parameters, (size_t)256), 256, 0, st>>>(
+            m->params_x, m->params, m->num_parameters);
+        cudaCheckLast();
+    } else {
+        global_norm_clip(m->norm_coef, m->norm_scratch, m->grads, m->num_parameters, clip, st);
+        AdamWTensor tensors[NUM_PARAM_TENSORS];
+        for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+            tensors[t].offset = m->table[t].offset;
+            tensors[t].size = m->table[t].numel;
+            tensors[t].wd = m->table[t].weight_decay ? weight_decay : 0.0f;
+        }
+        adamw_update_tensors(m->params, m->params_x, m->m, m->v, m->grads, tensors, NUM_PARAM_TENSORS, s,
+                             m->norm_coef + 1, st);
     }
-    adamw_update_tensors(m->params, m->params_x, m->m, m->v, m->grads, tensors, NUM_PARAM_TENSORS, s,
-                         m->norm_coef + 1, m->stream);
     float norm;
     cudaCheck(cudaMemcpyAsync(&norm, m->norm_coef, sizeof(float), cudaMemcpyDeviceToHost, m->stream));
     cudaCheck(cudaStreamSynchronize(m->stream));
@@ -349,28 +431,49 @@ static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float e
 
 /* ---- checkpoints: the same file format as the CPU trainer (llmc/mamba2_model.h) ---- */
 
+/* the whole AdamW moment array on the host: a copy, or (ZeRO-1) gathered from every rank's shard. Collective. */
+static float* gather_moments(GPUModel* m, const float* shard_or_all) {
+    size_t n = m->num_parameters;
+    float* host = (float*)mallocCheck(n * sizeof(float));
+    if (m->mg->zero_stage == 1) {
+        size_t total = 0;
+        float* full = (float*)gpu_alloc(m->padded * sizeof(float), &total);
+        multigpu_allgather_f32(m->mg, full, shard_or_all, m->shard, m->stream);
+        cudaCheck(cudaStreamSynchronize(m->stream));
+        cudaCheck(cudaMemcpy(host, full, n * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaFree(full));
+    } else {
+        cudaCheck(cudaMemcpy(host, shard_or_all, n * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+    return host;
+}
+
+/* every rank calls this (ZeRO-1 gathers the moments); rank 0 writes the file */
 static void gpu_save_checkpoint(GPUModel* m, const char* path, uint64_t state[CKPT_STATE_WORDS]) {
     size_t n = m->num_parameters;
-    float* p = (float*)mallocCheck(n * sizeof(float));
-    float* mm = m->m ? (float*)mallocCheck(n * sizeof(float)) : NULL;
-    float* vv = m->v ? (float*)mallocCheck(n * sizeof(float)) : NULL;
     cudaCheck(cudaDeviceSynchronize());
-    cudaCheck(cudaMemcpy(p, m->params, n * sizeof(float), cudaMemcpyDeviceToHost));
-    if (mm) cudaCheck(cudaMemcpy(mm, m->m, n * sizeof(float), cudaMemcpyDeviceToHost));
-    if (vv) cudaCheck(cudaMemcpy(vv, m->v, n * sizeof(float), cudaMemcpyDeviceToHost));
-    state[CKPT_S_ADAM_T] = (uint64_t)m->adam_t;
-    checkpoint_write(path, &m->config, state, p, mm, vv, n);
-    free(p); free(mm); free(vv);
+    float* mm = m->m ? gather_moments(m, m->m) : NULL;
+    float* vv = m->v ? gather_moments(m, m->v) : NULL;
+    if (m->mg->rank == 0) {
+        float* p = (float*)mallocCheck(n * sizeof(float));
+        cudaCheck(cudaMemcpy(p, m->params, n * sizeof(float), cudaMemcpyDeviceToHost));
+        state[CKPT_S_ADAM_T] = (uint64_t)m->adam_t;
+        checkpoint_write(path, &m->config, state, p, mm, vv, n);
+        free(p);
+    }
+    free(mm); free(vv);
+    multigpu_barrier(m->mg, m->dev_scalar, m->stream); /* nobody reads the file before it exists */
 }
 
 /* builds the model from a checkpoint; with_optimizer: also the AdamW moments and step (resume) */
-static void gpu_load_checkpoint(GPUModel* m, const char* path, CheckpointInfo* info, int with_optimizer) {
+static void gpu_load_checkpoint(GPUModel* m, const char* path, CheckpointInfo* info, int with_optimizer,
+                                MultiGPU* mg) {
     FILE* f = checkpoint_open(path, info);
     ParamSpec table[NUM_PARAM_TENSORS];
     size_t n = param_table_build(table, &info->config);
     float* p = (float*)mallocCheck(n * sizeof(float));
     freadCheck(p, sizeof(float), n, f);
-    gpu_model_create(m, &info->config, p);
+    gpu_model_create(m, &info->config, p, mg);
     if (with_optimizer && info->has_optimizer) {
         float* mm = (float*)mallocCheck(n * sizeof(float));
         float* vv = (float*)mallocCheck(n * sizeof(float));
@@ -384,12 +487,12 @@ static void gpu_load_checkpoint(GPUModel* m, const char* path, CheckpointInfo* i
     fclose(f);
 }
 
-static void gpu_model_build(GPUModel* m, const Mamba2Config* c, uint64_t seed) {
+static void gpu_model_build(GPUModel* m, const Mamba2Config* c, uint64_t seed, MultiGPU* mg) {
     ParamSpec table[NUM_PARAM_TENSORS];
     size_t n = param_table_build(table, c);
     float* p = (float*)mallocCheck(n * sizeof(float));
-    params_init(p, table, c, seed);
-    gpu_model_create(m, c, p);
+    params_init(p, table, c, seed); /* the same seed on every rank: the same weights */
+    gpu_model_create(m, c, p, mg);
     free(p);
 }
 
@@ -505,12 +608,17 @@ int main(int argc, char** argv) {
     g_trainer_what = "on an NVIDIA GPU (" PRECISION_NAME ")";
     TrainArgs args;
     parse_args(&args, argc, argv);
+    MultiGPUArgs mga = {-1, -1, -1, NULL};
+    MultiGPU mg = multigpu_init(&argc, &argv, &mga, args.zero_stage);
+    if (mg.rank != 0 && freopen("/dev/null", "w", stdout) == NULL) die("cannot silence rank %d's stdout", mg.rank);
+    if (args.zero_stage == 1 && mg.world == 1) printf("-z 1 on one GPU: nothing to shard, running without ZeRO\n");
     int dev_count = 0;
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0)
         die("no CUDA GPU found: use the CPU trainer ./train_mamba2");
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
-    printf("device: %s, %.1f GiB, precision %s\n", prop.name, prop.totalGlobalMem / 1073741824.0, PRECISION_NAME);
+    printf("device: %s, %.1f GiB, precision %s; %d GPU%s%s\n", prop.name, prop.totalGlobalMem / 1073741824.0,
+           PRECISION_NAME, mg.world, mg.world > 1 ? "s" : "", mg.zero_stage ? ", ZeRO-1" : "");
 
     GPUModel model;
     Rng sample_rng;
@@ -521,46 +629,46 @@ int main(int argc, char** argv) {
     ModelSource src = model_source(&args);
     CheckpointInfo info;
     if (src.kind == MODEL_RESUME) {
-        gpu_load_checkpoint(&model, src.path, &info, 1);
+        gpu_load_checkpoint(&model, src.path, &info, 1, &mg);
         start_step = resume_accept(&args, &src, &info, &sample_rng, resume_state);
         have_loader_state = 1;
     } else if (src.kind == MODEL_FROM_FILE) {
-        gpu_load_checkpoint(&model, src.path, &info, 0);
+        gpu_load_checkpoint(&model, src.path, &info, 0, &mg);
         printf("initialized from checkpoint %s (weights only; fresh optimizer)\n", src.path);
     } else {
-        gpu_model_build(&model, &src.config, args.seed);
+        gpu_model_build(&model, &src.config, args.seed, &mg);
     }
     const Mamba2Config* c = &model.config;
     config_print(c, stdout);
     printf("parameters: %zu\n", model.num_parameters);
 
     int B = args.B, T = args.T;
-    int accum = args.total_batch_tokens / (B * T);
+    int accum = grad_accum_steps(&args, mg.world);
     DataLoader train_loader, val_loader;
-    dataloader_init(&train_loader, args.train_pattern, B, T, 0, 1, 1, args.seed, c->vocab_size);
+    dataloader_init(&train_loader, args.train_pattern, B, T, mg.rank, mg.world, 1, args.seed, c->vocab_size);
     if (have_loader_state) train_state_restore_loader(&train_loader, resume_state);
     int use_val = strcmp(args.val_pattern, "none") != 0 && args.val_every > 0;
     if (use_val) dataloader_init(&val_loader, args.val_pattern, B, T, 0, 1, 0, args.seed, c->vocab_size);
-    printf("train: %zu tokens, B=%d T=%d, grad accumulation %d -> %d tokens/step\n", train_loader.num_tokens, B, T,
-           accum, args.total_batch_tokens);
+    printf("train: %zu tokens, B=%d T=%d on each of %d GPU(s), grad accumulation %d -> %d tokens/step\n",
+           train_loader.num_tokens, B, T, mg.world, accum, args.total_batch_tokens);
     char tok_path[4096];
     if (args.tokenizer_path) snprintf(tok_path, sizeof(tok_path), "%s", args.tokenizer_path);
     else default_tokenizer_path(tok_path, sizeof(tok_path), args.train_pattern);
     Tokenizer tokenizer;
     tokenizer_init(&tokenizer, tok_path);
-    GPUInference infer;
+    GPUInference infer; /* only rank 0 prints samples */
     gpu_inference_init(&infer, c, 1);
     gpu_model_ensure_activations(&model, B, T);
     printf("activations: %.2f GiB\n", model.activation_bytes / 1073741824.0);
 
-    FILE* logf = log_open(args.output_dir, start_step > 0);
+    FILE* logf = log_open(mg.rank == 0 ? args.output_dir : NULL, start_step > 0);
     double t_loop = now_seconds();
     int steps_timed = 0;
     for (int step = start_step; step <= args.max_steps; step++) {
         int last = step == args.max_steps;
         if (use_val && (step % args.val_every == 0 || last))
             log_val(logf, step, gpu_evaluate(&model, &val_loader, args.val_batches));
-        if (args.sample_every > 0 && step > 0 && (step % args.sample_every == 0 || last))
+        if (mg.rank == 0 && args.sample_every > 0 && step > 0 && (step % args.sample_every == 0 || last))
             gpu_print_sample(&model, &infer, &tokenizer, &sample_rng, args.gen_tokens);
         if (last) break;
 
@@ -570,10 +678,10 @@ int main(int argc, char** argv) {
         for (int micro = 0; micro < accum; micro++) {
             dataloader_next_batch(&train_loader);
             loss_sum += gpu_forward(&model, train_loader.inputs, train_loader.targets, B, T,
-                                    1.0f / ((float)B * T * accum));
-            gpu_backward(&model);
+                                    1.0f / ((float)B * T * accum * mg.world));
+            gpu_backward(&model, micro == accum - 1);
         }
-        float loss = (float)(loss_sum / accum);
+        float loss = (float)(multigpu_sum_double(&mg, loss_sum / accum, model.dev_scalar, model.stream) / mg.world);
         if (!isfinite(loss)) die("loss is %f at step %d: training diverged (lower -l, or check the data)", loss, step);
         float lr = lr_at_step(args.lr, args.warmup, args.final_lr_frac, step, args.max_steps);
         float norm = gpu_update(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip);
@@ -600,6 +708,7 @@ int main(int argc, char** argv) {
     dataloader_free(&train_loader);
     if (use_val) dataloader_free(&val_loader);
     matmul_destroy();
+    multigpu_free(&mg);
     return 0;
 }
 #endif /* MAMBA2_NO_MAIN */

@@ -327,10 +327,18 @@ static inline void dataloader_load_state(DataLoader* l, const DataLoaderState* s
         die("dataloader: state was saved with B=%llu T=%llu, this loader has B=%zu T=%zu; resume with the same "
             "B and T", st->v[4], st->v[5], l->B, l->T);
     }
-    unsigned long long ranks = ((unsigned long long)(unsigned)l->num_processes << 32) | (unsigned)l->process_rank;
-    if (st->v[6] != ranks) {
-        die("dataloader: state was saved by rank %llu of %llu processes, this is rank %d of %d; resume with the "
-            "same process count", st->v[6] & 0xFFFFFFFFull, st->v[6] >> 32, l->process_rank, l->num_processes);
+    /* Another process count (a run saved on N GPUs resumed on M): the ranks walk the global order in lockstep, so
+     * rank 0's saved position k*N is the first position no rank has read; rank r of M continues at k*N + r. Only
+     * rank 0's state can be moved this way (the trainers save rank 0's). */
+    unsigned long long saved_rank = st->v[6] & 0xFFFFFFFFull, saved_procs = st->v[6] >> 32;
+    size_t next = (size_t)st->v[2];
+    if (saved_procs != (unsigned long long)l->num_processes || saved_rank != (unsigned long long)l->process_rank) {
+        if (saved_rank != 0) {
+            die("dataloader: state was saved by rank %llu of %llu processes, this is rank %d of %d; only rank 0's "
+                "state can be resumed on another process count", saved_rank, saved_procs, l->process_rank,
+                l->num_processes);
+        }
+        next = next + (size_t)l->process_rank;
     }
     if (st->v[7] != l->total_samples) {
         die("dataloader: state was saved over data of %llu samples, the shards matched now hold %zu; "
@@ -343,7 +351,7 @@ static inline void dataloader_load_state(DataLoader* l, const DataLoaderState* s
     l->should_shuffle = (int)(st->v[0] & 1);
     l->epoch = st->v[1];
     l->seed = st->v[3];
-    l->next_global = (size_t)st->v[2];
+    l->next_global = next;
     dataloader_plan_epoch(l);
 }
 

@@ -47,6 +47,7 @@ typedef struct {
     float lr, final_lr_frac, weight_decay, grad_clip;
     int warmup, max_steps, val_every, val_batches, sample_every, gen_tokens, ckpt_every;
     unsigned long long seed;
+    int zero_stage;           /* GPU trainer, several GPUs: 1 = shard the AdamW state (ZeRO-1) */
 } TrainArgs;
 
 /* the trainers set this to say what they are ("on the CPU (fp32)", "on the GPU (bf16)") */
@@ -79,6 +80,10 @@ static inline void usage(void) {
         "  -g <int>    tokens per sample (default 64)\n"
         "  -n <int>    checkpoint every n steps, 0 = only at the end (default 0; needs -o)\n"
         "  -S <int>    seed for initialization and sampling (default 1337)\n"
+        "  -z <0|1>    GPU trainer on several GPUs: 1 = ZeRO-1, the AdamW state sharded across GPUs (default 0)\n"
+        "Several GPUs (GPU trainer): mpirun -np N ./train_mamba2cu ..., or without MPI one process per GPU with\n"
+        "RANK, WORLD_SIZE, LOCAL_RANK and MAMBA2_RENDEZVOUS=file:/shared/path or tcp:HOST:PORT set. -b is per GPU,\n"
+        "-d the total over all GPUs.\n"
         "  -h          this help\n");
 }
 
@@ -89,7 +94,7 @@ static inline void parse_args(TrainArgs* a, int argc, char** argv) {
     a->B = 4; a->T = 64; a->total_batch_tokens = -1;
     a->lr = 1e-3f; a->final_lr_frac = 0.1f; a->weight_decay = 0.1f; a->grad_clip = 1.0f;
     a->warmup = 0; a->max_steps = 100; a->val_every = 20; a->val_batches = 20; a->sample_every = 20;
-    a->gen_tokens = 64; a->ckpt_every = 0; a->seed = 1337;
+    a->gen_tokens = 64; a->ckpt_every = 0; a->seed = 1337; a->zero_stage = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(); exit(EXIT_SUCCESS); }
         if (argv[i][0] != '-' || strlen(argv[i]) != 2) { usage(); die("unexpected argument '%s'", argv[i]); }
@@ -118,16 +123,25 @@ static inline void parse_args(TrainArgs* a, int argc, char** argv) {
         case 'g': a->gen_tokens = atoi(v); break;
         case 'n': a->ckpt_every = atoi(v); break;
         case 'S': a->seed = strtoull(v, NULL, 10); break;
+        case 'z': a->zero_stage = atoi(v); break;
         default: usage(); die("unknown flag -%c", f);
         }
     }
     if (a->B < 1 || a->T < 1) die("batch size (-b %d) and sequence length (-t %d) must be >= 1", a->B, a->T);
-    if (a->total_batch_tokens < 0) a->total_batch_tokens = a->B * a->T;
-    if (a->total_batch_tokens % (a->B * a->T) != 0)
-        die("total batch size -d %d is not a multiple of B*T = %d", a->total_batch_tokens, a->B * a->T);
+    if (a->zero_stage < 0 || a->zero_stage > 1) die("-z %d: the ZeRO stage is 0 or 1", a->zero_stage);
     if (a->max_steps < 1) die("-x must be >= 1");
     if (a->resume && a->output_dir == NULL) die("-y 1 (resume) needs -o <dir> holding the checkpoints");
     if (a->ckpt_every > 0 && a->output_dir == NULL) die("-n (checkpoints) needs -o <dir>");
+}
+
+/* gradient accumulation steps so that B*T tokens on each of `world` processes make up -d tokens a step */
+static inline int grad_accum_steps(TrainArgs* a, int world) {
+    int per_step = a->B * a->T * world;
+    if (a->total_batch_tokens < 0) a->total_batch_tokens = per_step;
+    if (a->total_batch_tokens % per_step != 0)
+        die("total batch size -d %d is not a multiple of B*T*GPUs = %d*%d*%d = %d", a->total_batch_tokens, a->B, a->T,
+            world, per_step);
+    return a->total_batch_tokens / per_step;
 }
 
 /* the highest step of a "ckpt_%08d.bin" file in dir, or -1 */
