@@ -55,9 +55,9 @@ HEADERS = llmc/utils.h llmc/rand.h llmc/schedulers.h llmc/mamba2_model.h llmc/da
 deps:
 	@sh scripts/install_deps.sh
 
-all: train_mamba2
+all: train_mamba2 eval_mamba2 generate_mamba2
 
-train_mamba2: train_mamba2.c $(HEADERS)
+train_mamba2: train_mamba2.c $(HEADERS) $(INTEROP_HEADERS)
 	$(CC) $(CFLAGS) -o $@ train_mamba2.c $(LDLIBS)
 
 test_mamba2: test_mamba2.c train_mamba2.c $(HEADERS) llmc/safetensors.h llmc/json.h dev/hf_fixture.h
@@ -65,6 +65,17 @@ test_mamba2: test_mamba2.c train_mamba2.c $(HEADERS) llmc/safetensors.h llmc/jso
 
 test_mamba2_fd: test_mamba2.c train_mamba2.c $(HEADERS)
 	$(CC) $(CFLAGS) -DMAMBA2_DOUBLE -o $@ test_mamba2.c $(LDLIBS)
+
+INTEROP_HEADERS = llmc/hf_io.h llmc/safetensors.h llmc/safetensors_write.h llmc/json.h llmc/bpe.h llmc/unicode_tables.h
+
+eval_mamba2: eval_mamba2.c generate_mamba2.c train_mamba2.c $(HEADERS) $(INTEROP_HEADERS)
+	$(CC) $(CFLAGS) -o $@ eval_mamba2.c $(LDLIBS)
+
+generate_mamba2: generate_mamba2.c train_mamba2.c $(HEADERS) $(INTEROP_HEADERS)
+	$(CC) $(CFLAGS) -o $@ generate_mamba2.c $(LDLIBS)
+
+test_interop: test_interop.c generate_mamba2.c train_mamba2.c $(HEADERS) $(INTEROP_HEADERS)
+	$(CC) $(CFLAGS) -o $@ test_interop.c $(LDLIBS)
 
 test_dataloader: test_dataloader.c llmc/dataloader.h llmc/utils.h
 	$(CC) $(CFLAGS) -o $@ test_dataloader.c $(LDLIBS)
@@ -77,7 +88,8 @@ dev/ssd_tutorial: dev/ssd_tutorial.c
 
 # every suite prints "N passed, N failed" last; scripts/run_tests.sh sums them
 test: deps
-	$(MAKE) train_mamba2 test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/ssd_tutorial
+	$(MAKE) train_mamba2 eval_mamba2 generate_mamba2 test_mamba2 test_mamba2_fd test_dataloader test_safetensors \
+	  test_interop dev/ssd_tutorial
 	PYTHON=$(PYTHON) sh scripts/run_tests.sh
 
 # the default corpus: the Python standard library's sources, byte-level tokens (no network)
@@ -89,7 +101,7 @@ train: deps
 	$(MAKE) train_mamba2 $(DATA_DIR)/tokenizer.bin
 	sh scripts/train_default.sh
 
-CUDA_HEADERS = $(wildcard llmc/*.cuh) llmc/cuda_common.h $(HEADERS) llmc/train_common.h
+CUDA_HEADERS = $(wildcard llmc/*.cuh) llmc/cuda_common.h $(HEADERS) $(INTEROP_HEADERS) llmc/train_common.h llmc/multigpu.h
 
 train_mamba2cu: train_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -o $@ train_mamba2.cu $(NVCC_LIBS)
@@ -115,5 +127,5 @@ cuda: train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32
 	done
 
 clean:
-	rm -f dev/ssd_tutorial train_mamba2 test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/cuda/*_bin \
+	rm -f dev/ssd_tutorial train_mamba2 eval_mamba2 generate_mamba2 test_interop test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/cuda/*_bin \
 	  train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32

@@ -1177,13 +1177,15 @@ int main(int argc, char** argv) {
         start_step = resume_accept(&args, &src, &info, &sample_rng, resume_state);
         have_loader_state = 1;
     } else if (src.kind == MODEL_FROM_FILE) {
-        mamba2_load_checkpoint(&model, src.path, &info);
-        /* starting a new run from trained weights: a fresh optimizer, step 0 */
-        free(model.m_memory);
-        free(model.v_memory);
-        model.m_memory = model.v_memory = NULL;
-        model.adam_t = 0;
-        printf("initialized from checkpoint %s (weights only; fresh optimizer)\n", src.path);
+        /* trained weights (our checkpoint, or an HF / mamba_ssm folder): a fresh optimizer, step 0 */
+        Mamba2Config wc;
+        float* w;
+        char err[1024];
+        if (model_load_weights(src.path, &wc, &w, err, sizeof(err)) != 0) die("%s", err);
+        mamba2_allocate_parameters(&model, &wc);
+        for (size_t i = 0; i < model.num_parameters; i++) model.params_memory[i] = (real)w[i];
+        free(w);
+        printf("initialized from %s (weights only; fresh optimizer)\n", src.path);
     } else {
         mamba2_build(&model, &src.config, args.seed);
     }

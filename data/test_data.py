@@ -207,8 +207,27 @@ class TestTokenizerFile(unittest.TestCase):
             for _ in range(header[2]):
                 n = f.read(1)[0]
                 tokens.append(f.read(n))
-            self.assertEqual(f.read(), b"", "no bytes after the last token")
+            rest = f.read()
+        if header[1] == 3:
+            self.check_version3(header, rest)
+        else:
+            self.assertEqual(rest, b"", "no bytes after the last token")
         return header, tokens
+
+    def check_version3(self, header, rest):
+        """the encoder sections (layout in text_tokenizers.py): sizes add up and the end marker closes them"""
+        pos = 0
+        for _ in range(header[2]):
+            _, n = struct.unpack_from("<BI", rest, pos)
+            pos += 5 + n
+        for _ in range(header[6]):
+            for _side in range(2):
+                n = struct.unpack_from("<I", rest, pos)[0]
+                pos += 4 + n
+        for _ in range(header[7]):
+            _, n = struct.unpack_from("<II", rest, pos)
+            pos += 8 + n
+        self.assertEqual(rest[pos:], struct.pack("<I", 20240328), "version 3 ends with the end marker")
 
     def test_layout(self):
         with tempfile.TemporaryDirectory() as d:
@@ -216,7 +235,11 @@ class TestTokenizerFile(unittest.TestCase):
                 p = os.path.join(d, "tokenizer.bin")
                 T.write_tokenizer_file(tok, p)
                 header, tokens = self.read(p)
-                self.assertEqual(header[:4], (20240328, 2, tok.vocab_size, tok.eot_id))
+                version = 2 if tok.name == "byte" else 3  # byte-level BPE files carry the C encoder's data
+                self.assertEqual(header[:4], (20240328, version, tok.vocab_size, tok.eot_id))
+                if version == 3:
+                    self.assertEqual((header[4], header[5], header[6]), (1, 1 if tok.name == "neox" else 0,
+                                                                         len(tok.bpe.ranks)))
                 self.assertEqual(tokens[tok.eot_id], b"<|endoftext|>")
                 if tok.name == "byte":
                     self.assertEqual(tokens[:256], [bytes([b]) for b in range(256)])
@@ -224,6 +247,14 @@ class TestTokenizerFile(unittest.TestCase):
                     text = "Hello world"
                     self.assertEqual(b"".join(tokens[i] for i in tok.encode(text)), text.encode())
                 self.assertFalse(os.path.exists(p + ".tmp"))
+
+
+class TestUnicodeTables(unittest.TestCase):
+    def test_header_is_current(self):
+        """llmc/unicode_tables.h (the C encoder's classes) is what data/make_unicode_tables.py writes today"""
+        import make_unicode_tables as U
+        with open(U.OUT, encoding="utf-8") as f:
+            self.assertEqual(f.read(), U.render(), "regenerate with python3 data/make_unicode_tables.py")
 
 
 # ----------------------------------------------------------------------------------------------------------

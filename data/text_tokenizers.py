@@ -16,6 +16,19 @@ Three tokenizers share one small interface:
 write_tokenizer_file() writes llm.c's tokenizer layout that llmc/tokenizer.h reads:
 256 uint32 header (magic 20240328, version 2, vocab size, end-of-text id), then for each id in order one
 uint8 length and the token's raw bytes (tokens over 255 bytes, a handful in GPT-NeoX, are truncated).
+For the byte-level BPE tokenizers (GPT-2, NeoX) it writes version 3, which appends what the C encoder
+(llmc/bpe.h) needs to encode text exactly as encode() here does:
+    header[4] = 1 (pre-tokenizer: the GPT-2 regex, byte-level), header[5] = normalizer (0 none, 1 NFC),
+    header[6] = number of merges, header[7] = number of plain added tokens
+    after the version-2 token table:
+      for each id: uint8 1 if the id is in the BPE vocabulary (else 0), uint32 length, the token's full bytes
+      for each merge, by rank (highest priority first): uint32 length, left bytes, uint32 length, right bytes
+      for each plain added token, in matching priority (longest first): uint32 id, uint32 length, UTF-8 bytes
+      uint32 20240328 (end marker: a truncated or padded file is detected)
+
+Command line (writing tokenizer.bin without preparing data, and encoding text for the C tests):
+    python3 data/text_tokenizers.py write-bin --tokenizer neox --neox-json tokenizer.json --out tokenizer.bin
+    python3 data/text_tokenizers.py encode --tokenizer gpt2 --gpt2-dir DIR --input text.txt --out ids.bin
 """
 
 import json
@@ -400,14 +413,57 @@ def make_tokenizer(kind, gpt2_dir=None, neox_json=None):
     sys.exit(f"error: unknown tokenizer {kind!r}; choose byte, gpt2 or neox")
 
 
+def encoder_sections(tok):
+    """
+    The version-3 part of tokenizer.bin for a byte-level BPE tokenizer, or None with the reason when the C
+    encoder cannot reproduce tok.encode() (then version 2 is written and only decoding works in C).
+    Returns (normalizer code, sections bytes, number of merges, number of added tokens).
+    """
+    bpe = getattr(tok, "bpe", None)
+    if not isinstance(bpe, ByteLevelBPE):
+        return None, "not a byte-level BPE tokenizer"
+    norms = getattr(tok, "normalizers", [])
+    if norms not in ([], ["NFC"]):
+        return None, f"normalizers {norms} (the C encoder knows none or NFC only)"
+    where = getattr(tok, "name", "tokenizer")
+    in_vocab = [0] * tok.vocab_size
+    full = [tok.token_bytes(i) for i in range(tok.vocab_size)]
+    for s, tid in bpe.encoder.items():
+        if 0 <= tid < tok.vocab_size:
+            in_vocab[tid] = 1
+            full[tid] = unicode_to_bytes(s, where)
+    out = bytearray()
+    for tid in range(tok.vocab_size):
+        out += struct.pack("<BI", in_vocab[tid], len(full[tid])) + full[tid]
+    merges = sorted(bpe.ranks.items(), key=lambda kv: kv[1])
+    for (a, b), _ in merges:
+        ab, bb = unicode_to_bytes(a, where), unicode_to_bytes(b, where)
+        out += struct.pack("<I", len(ab)) + ab + struct.pack("<I", len(bb)) + bb
+    added = []
+    if getattr(tok, "added_pattern", None) is not None:
+        added = sorted(tok.added_ids, key=len, reverse=True)  # the order of the regex alternation in encode()
+    for content in added:
+        cb = content.encode("utf-8")
+        out += struct.pack("<II", tok.added_ids[content], len(cb)) + cb
+    out += struct.pack("<I", TOKENIZER_MAGIC)
+    return (1 if norms == ["NFC"] else 0, bytes(out), len(merges), len(added)), None
+
+
 def write_tokenizer_file(tok, path):
-    """llm.c's tokenizer.bin layout (version 2), written to a temp file then renamed"""
+    """llm.c's tokenizer.bin layout (version 2; version 3 with the encoder for BPE), temp file then renamed"""
     import os
     header = [0] * 256
     header[0] = TOKENIZER_MAGIC
     header[1] = TOKENIZER_VERSION
     header[2] = tok.vocab_size
     header[3] = tok.eot_id
+    extra, why_not = encoder_sections(tok)
+    if extra is not None:
+        header[1] = 3
+        header[4] = 1
+        header[5], _, header[6], header[7] = extra[0], None, extra[2], extra[3]
+    elif tok.name != "byte":
+        print(f"note: {path}: version 2 (decoding only in C): {why_not}", file=sys.stderr)
     tmp = path + ".tmp"
     too_long = []
     with open(tmp, "wb") as f:
@@ -421,7 +477,43 @@ def write_tokenizer_file(tok, path):
                 b = b[:255]
             f.write(bytes([len(b)]))
             f.write(b)
+        if extra is not None:
+            f.write(extra[1])
     os.replace(tmp, path)
     if too_long:
         print(f"note: {path}: {len(too_long)} tokens longer than 255 bytes (ids {too_long[:8]}) are stored "
               "truncated to 255 bytes (uint8 lengths); this only affects printing samples", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    import argparse
+    import array
+    ap = argparse.ArgumentParser(description="write tokenizer.bin, or encode a text file to uint32 ids (for the C "
+                                 "encoder's tests)")
+    ap.add_argument("command", choices=["write-bin", "encode"])
+    ap.add_argument("--tokenizer", required=True, choices=["byte", "gpt2", "neox"])
+    ap.add_argument("--gpt2-dir", default=None, help="folder with GPT-2's encoder.json and vocab.bpe")
+    ap.add_argument("--neox-json", default=None, help="a Hugging Face tokenizer.json (GPT-NeoX style)")
+    ap.add_argument("--input", default=None, help="encode: UTF-8 text file")
+    ap.add_argument("--out", required=True, help="write-bin: tokenizer.bin path; encode: uint32 ids file")
+    args = ap.parse_args(argv)
+    tok = make_tokenizer(args.tokenizer, args.gpt2_dir, args.neox_json)
+    if args.command == "write-bin":
+        write_tokenizer_file(tok, args.out)
+        print(f"wrote {args.out}: {tok.name}, vocab {tok.vocab_size}, end of text {tok.eot_id}")
+        return
+    if args.input is None:
+        sys.exit("error: encode needs --input TEXT_FILE")
+    with open(args.input, "r", encoding="utf-8", newline="") as f:  # newline="": keep \r\n as it is
+        text = f.read()
+    ids = array.array("I", tok.encode(text))
+    if sys.byteorder == "big":
+        ids.byteswap()
+    with open(args.out, "wb") as f:
+        f.write(ids.tobytes())
+
+
+if __name__ == "__main__":
+    main()

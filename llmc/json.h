@@ -232,7 +232,7 @@ static inline int json_parse_string_(JsonParser_* p, char** out, size_t* out_len
                 case 'r': one = '\r'; break;
                 case 't': one = '\t'; break;
                 case 'u': {
-                    uint32_t cp, lo;
+                    uint32_t cp = 0, lo = 0;
                     if (json_hex4_(p, &cp) != 0) { free(b.data); return -1; }
                     if (cp >= 0xDC00 && cp <= 0xDFFF) {
                         free(b.data);

@@ -1,11 +1,13 @@
 /*
  * tokenizer.h: decodes token ids to text with the tokenizer.bin that data/prepare.py writes next to the
- * shards. Header-only, C11 (also compiles as C++). Decoding only: encoding happens in data/prepare.py.
+ * shards. Header-only, C11 (also compiles as C++). Decoding only: encoding is data/prepare.py's or llmc/bpe.h's.
  *
  * File layout (llm.c's): 256 uint32 header {20240328 magic, version, vocab_size, eot_token (version 2)},
  * then for each id 0..vocab_size-1: one uint8 length and that many raw bytes (a piece of UTF-8 text, not
  * necessarily a whole character). Version 1 files have no end-of-text id in the header; GPT-2's 50256 is
- * assumed, as llm.c does.
+ * assumed, as llm.c does. Version 3 (byte-level BPE tokenizers) appends the encoder's data (layout in
+ * data/text_tokenizers.py; llmc/bpe.h reads it): from it this reader takes only each token's FULL bytes, so tokens
+ * longer than 255 bytes decode whole; the merges are llmc/bpe.h's business.
  */
 #ifndef MAMBA2_TOKENIZER_H
 #define MAMBA2_TOKENIZER_H
@@ -47,8 +49,8 @@ static inline void tokenizer_init(Tokenizer* t, const char* path) {
         die("tokenizer %s: bad magic %u, expected %d (not a tokenizer.bin from data/prepare.py?)", path,
             header[0], TOKENIZER_MAGIC);
     }
-    if (header[1] != 1 && header[1] != 2) {
-        die("tokenizer %s: unknown version %u, expected 1 or 2", path, header[1]);
+    if (header[1] != 1 && header[1] != 2 && header[1] != 3) {
+        die("tokenizer %s: unknown version %u, expected 1, 2 or 3", path, header[1]);
     }
     if (header[2] == 0 || header[2] > (1u << 24)) {
         die("tokenizer %s: implausible vocab size %u", path, header[2]);
@@ -70,6 +72,23 @@ static inline void tokenizer_init(Tokenizer* t, const char* path) {
         tokenizer_read(t->token_table[i], len, fp, path, what);
         t->token_table[i][len] = '\0';
         t->token_len[i] = len;
+    }
+    if (header[1] == 3) {
+        /* the encoder table: per id a uint8 flag, a uint32 length and the full bytes (replacing the truncated ones) */
+        for (uint32_t i = 0; i < t->vocab_size; i++) {
+            unsigned char rec[5];
+            tokenizer_read(rec, 5, fp, path, "the version-3 encoder table");
+            uint32_t len = (uint32_t)rec[1] | ((uint32_t)rec[2] << 8) | ((uint32_t)rec[3] << 16) | ((uint32_t)rec[4] << 24);
+            if (len > (1u << 20)) die("tokenizer %s: token %u has an implausible length %u: corrupt file", path, i, len);
+            free(t->token_table[i]);
+            t->token_table[i] = (char*)mallocCheck((size_t)len + 1);
+            tokenizer_read(t->token_table[i], len, fp, path, "the version-3 encoder table");
+            t->token_table[i][len] = '\0';
+            t->token_len[i] = (int)len;
+        }
+        fclose(fp);
+        t->init_ok = 1;
+        return;
     }
     int extra = fgetc(fp);
     fclose(fp);

@@ -18,6 +18,7 @@
 #include "rand.h"
 #include "dataloader.h"
 #include "mamba2_model.h"
+#include "hf_io.h"
 
 /* sample from softmax(logits / temperature) over the V real classes; temperature 0 = greedy */
 static inline int sample_token(const float* logits, int V, float temperature, Rng* rng) {
@@ -63,7 +64,8 @@ static inline void usage(void) {
         "  -o <dir>    output dir for main.log and checkpoints (default: none)\n"
         "  -e <model>  a preset (tiny small 130m 370m 780m 1.3b 2.7b), key=value pairs (d_model n_layer d_state\n"
         "              headdim expand ngroups d_conv vocab chunk, e.g. 'tiny,vocab=50277' or\n"
-        "              'd_model=64,n_layer=4'), or a checkpoint file to start from (default tiny, vocab 257)\n"
+        "              'd_model=64,n_layer=4'), a checkpoint file, or an HF / mamba_ssm model folder (config.json +\n"
+        "              model.safetensors) to start from: weights only, fresh optimizer (default tiny, vocab 257)\n"
         "  -y <0|1>    resume from the latest checkpoint in -o (default 0)\n"
         "  -b <int>    micro-batch size (default 4)\n"
         "  -t <int>    sequence length (default 64)\n"
@@ -247,14 +249,15 @@ typedef enum { MODEL_FROM_CONFIG, MODEL_FROM_FILE, MODEL_RESUME } ModelSourceKin
 typedef struct {
     ModelSourceKind kind;
     Mamba2Config config;   /* MODEL_FROM_CONFIG: the parsed -e description */
-    char path[4096];       /* MODEL_FROM_FILE / MODEL_RESUME: the checkpoint to load */
+    char path[4096];       /* MODEL_FROM_FILE: a checkpoint or an HF / mamba_ssm model folder; MODEL_RESUME: the
+                              checkpoint to resume */
 } ModelSource;
 
 static inline ModelSource model_source(const TrainArgs* a) {
     ModelSource s;
     memset(&s, 0, sizeof(s));
     char err[512];
-    int from_file = is_file(a->model);
+    int from_file = is_file(a->model) || hf_is_model_dir(a->model);
     if (!from_file && config_parse(&s.config, a->model, err, sizeof(err)) != 0) die("%s", err);
     int resume_step = a->resume ? latest_checkpoint_step(a->output_dir) : -1;
     if (a->resume && resume_step < 0) printf("resume: no checkpoint in %s, starting fresh\n", a->output_dir);
@@ -277,7 +280,8 @@ static inline ModelSource model_source(const TrainArgs* a) {
  */
 static inline int resume_accept(const TrainArgs* a, const ModelSource* s, const CheckpointInfo* info, Rng* rng,
                                 uint64_t state[CKPT_STATE_WORDS]) {
-    if (a->model_given && !is_file(a->model) && !config_same_model(&s->config, &info->config)) {
+    if (a->model_given && !is_file(a->model) && !hf_is_model_dir(a->model) &&
+        !config_same_model(&s->config, &info->config)) {
         fprintf(stderr, "error: checkpoint %s is of another model than -e '%s':\n  checkpoint ", s->path, a->model);
         config_print(&info->config, stderr);
         fprintf(stderr, "  requested  ");

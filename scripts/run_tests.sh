@@ -32,6 +32,8 @@ run_suite() {
 run_suite "SSD, finite differences (double)" ./test_mamba2_fd
 run_suite "HF fixture, resume, bad input (float)" ./test_mamba2
 run_suite "data loader" ./test_dataloader
+run_suite "HF/mamba_ssm import-export, prefill, BPE encoder" ./test_interop
+run_suite "torch .bin -> safetensors without torch" "$PYTHON" scripts/test_convert.py
 run_suite "safetensors + json" ./test_safetensors
 run_suite "data pipeline (python)" "$PYTHON" data/test_data.py
 run_suite "SSD tutorial: three forms, backward, finite differences" ./dev/ssd_tutorial --no-timing

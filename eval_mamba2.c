@@ -1,0 +1,98 @@
+/*
+ * eval_mamba2.c: mean loss, perplexity and bits per byte of a model over token shards, on the CPU.
+ *
+ *   ./eval_mamba2 -e hf/mamba2-130m -i 'data/pile/pile_val_*.bin' -b 4 -t 1024 -m 50
+ *
+ * The model is a mamba2.c checkpoint or an HF / mamba_ssm folder (llmc/hf_io.h). The shards are read in order
+ * (no shuffling) in non-overlapping windows of B*T+1 tokens (llmc/dataloader.h), each row of T tokens starting
+ * from an empty state, as the trainers' validation does. Bits per byte = total loss in bits / total bytes of the
+ * target tokens' text, the bytes counted with the tokenizer file (-k, default tokenizer.bin beside the shards; the
+ * end-of-text token counts 0 bytes). Built on train_mamba2.c's CPU model (MAMBA2_NO_MAIN) and generate_mamba2.c's
+ * loader (GENERATE_NO_MAIN).
+ */
+#define GENERATE_NO_MAIN
+#include "generate_mamba2.c"
+
+static void eval_usage(void) {
+    fprintf(stderr,
+        "usage: ./eval_mamba2 -e MODEL -i SHARDS [-b B] [-t T] [-m MAX_BATCHES] [-k TOKENIZER]\n"
+        "  -e MODEL    a mamba2.c checkpoint, or an HF transformers / mamba_ssm model folder\n"
+        "  -i GLOB     token shards (data/prepare.py's format), e.g. 'data/stdlib/stdlib_val_*.bin' (quote it)\n"
+        "  -b B        rows per batch (default 4);  -t T  tokens per row (default 256)\n"
+        "  -m N        evaluate at most N batches (default: all)\n"
+        "  -k FILE     tokenizer.bin for bits per byte (default: tokenizer.bin beside the shards; without one, no\n"
+        "              bits per byte)\n");
+}
+
+int main(int argc, char** argv) {
+    const char *model_path = NULL, *pattern = NULL, *tok_path = NULL;
+    int B = 4, T = 256;
+    long max_batches = -1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { eval_usage(); return 0; }
+        if (argv[i][0] != '-' || strlen(argv[i]) != 2 || i + 1 >= argc) {
+            eval_usage();
+            die("bad argument '%s' (flags take one value each; -h for help)", argv[i]);
+        }
+        const char* v = argv[++i];
+        char* end;
+        switch (argv[i - 1][1]) {
+        case 'e': model_path = v; break;
+        case 'i': pattern = v; break;
+        case 'k': tok_path = v; break;
+        case 'b': B = (int)strtol(v, &end, 10); if (*end || B < 1) die("-b %s: need a batch size >= 1", v); break;
+        case 't': T = (int)strtol(v, &end, 10); if (*end || T < 1) die("-t %s: need a sequence length >= 1", v); break;
+        case 'm': max_batches = strtol(v, &end, 10); if (*end || max_batches < 1) die("-m %s: need a count >= 1", v); break;
+        default: eval_usage(); die("unknown flag %s (-h for help)", argv[i - 1]);
+        }
+    }
+    if (model_path == NULL || pattern == NULL) { eval_usage(); die("give the model (-e) and the shards (-i)"); }
+
+    Mamba2 model;
+    load_model(&model, model_path, 0);
+    const Mamba2Config* c = &model.config;
+    config_print(c, stderr);
+
+    char tbuf[4200];
+    if (tok_path == NULL) { default_tokenizer_path(tbuf, sizeof tbuf, pattern); tok_path = tbuf; }
+    Tokenizer tok;
+    tokenizer_init(&tok, tok_path); /* warns and leaves init_ok = 0 when there is none */
+    if (tok.init_ok && (int)tok.vocab_size > c->vocab_size)
+        die("tokenizer %s has %u tokens, the model's vocabulary only %d: they do not belong together", tok_path,
+            tok.vocab_size, c->vocab_size);
+
+    DataLoader loader;
+    dataloader_init(&loader, pattern, (size_t)B, (size_t)T, 0, 1, 0, 0, c->vocab_size);
+    long n = (long)dataloader_num_batches(&loader);
+    if (n == 0) die("%s: fewer than B*T+1 = %d tokens: nothing to evaluate (lower -b or -t)", pattern, B * T + 1);
+    if (max_batches > 0 && max_batches < n) n = max_batches;
+
+    double sum_nats = 0, bytes = 0;
+    long tokens = 0;
+    double t0 = now_seconds();
+    for (long i = 0; i < n; i++) {
+        dataloader_next_batch(&loader);
+        real loss = mamba2_forward(&model, loader.inputs, loader.targets, B, T);
+        sum_nats += (double)loss * B * T;
+        tokens += (long)B * T;
+        if (tok.init_ok) {
+            for (int k = 0; k < B * T; k++) {
+                int id = loader.targets[k];
+                if (id != tok.eot_token && (uint32_t)id < tok.vocab_size) bytes += tok.token_len[id];
+            }
+        }
+        double mean = sum_nats / tokens, el = now_seconds() - t0;
+        fprintf(stderr, "\rbatch %ld/%ld  loss %.4f  ppl %.3f  %.0f tok/s   ", i + 1, n, mean, exp(mean), tokens / el);
+    }
+    fprintf(stderr, "\n");
+    double mean = sum_nats / tokens;
+    printf("model %s\nshards %s: %ld batches of %d x %d = %ld tokens\n", model_path, pattern, n, B, T, tokens);
+    printf("mean loss %.6f nats/token, perplexity %.4f", mean, exp(mean));
+    if (tok.init_ok && bytes > 0)
+        printf(", bits per byte %.5f (%.0f bytes, %.3f bytes/token)", sum_nats / log(2.0) / bytes, bytes, bytes / tokens);
+    printf("\n");
+    dataloader_free(&loader);
+    tokenizer_free(&tok);
+    mamba2_free(&model);
+    return 0;
+}
