@@ -50,7 +50,7 @@ endif
 
 HEADERS = llmc/utils.h llmc/rand.h llmc/schedulers.h llmc/mamba2_model.h llmc/dataloader.h llmc/tokenizer.h
 
-.PHONY: all test train cuda test_cu clean deps
+.PHONY: all test train cuda test_cu clean deps bench
 
 deps:
 	@sh scripts/install_deps.sh
@@ -114,6 +114,15 @@ test_mamba2cu: test_mamba2.cu train_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h
 
 test_mamba2cu_fp32: test_mamba2.cu train_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
+
+# the benchmark (GPU machine): Mamba-2 130M, B=8, T=2048, bf16: ms/step, tokens/s, MFU, memory, per-kernel times;
+# then the SSD layer alone at the three shapes of issue 6
+bench: train_mamba2cu $(DATA_DIR)/tokenizer.bin
+	./train_mamba2cu -e 130m -b 8 -t 2048 -x 20 -v 0 -s 0 -l 1e-3 -u 5 -p 1 | sed -n '/== benchmark/,$$p'
+	$(MAKE) dev/cuda/ssd_bin && ./dev/cuda/ssd_bin
+
+dev/cuda/ssd_bin: dev/cuda/ssd.cu llmc/ssd.cuh llmc/cuda_common.h dev/cuda/kernels_dev.h
+	$(NVCC) $(NVCC_FLAGS) -o $@ dev/cuda/ssd.cu $(NVCC_LIBS)
 
 # GPU tests (GPU machine): fp32 first (exact comparisons), then bf16
 test_cu: train_mamba2 train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32

@@ -61,6 +61,57 @@ static void cast_to_floatX(floatX* out, const float* in, size_t n, cudaStream_t 
 }
 
 /* ================================================================================================================
+ * benchmark profiling (-p 1): cudaEvents between the launches of one step, each interval charged to the family of
+ * the kernel(s) launched in it. Off by default (one branch per launch site); events add a few microseconds each.
+ * ================================================================================================================ */
+
+enum { K_EMBED, K_NORM, K_IN_OUT_PROJ, K_LM_HEAD, K_CONV, K_SSD_FWD, K_SSD_BWD, K_GATED_NORM, K_CLASSIFIER,
+       K_OPTIMIZER, K_COPY, NUM_KERNEL_FAMILIES };
+static const char* KERNEL_FAMILY_NAMES[NUM_KERNEL_FAMILIES] = {
+    "embedding fwd+bwd", "RMSNorm (+residual) fwd+bwd", "in_proj/out_proj matmuls", "LM head matmuls",
+    "conv1d+SiLU fwd+bwd", "SSD forward", "SSD backward", "gated RMSNorm fwd+bwd", "classifier (softmax+CE)",
+    "grad norm + AdamW", "residual copies, casts"};
+#define PROF_MAX_EVENTS 2048
+
+typedef struct {
+    int on;
+    int n;
+    cudaEvent_t ev[PROF_MAX_EVENTS];
+    int family[PROF_MAX_EVENTS];
+    double ms[NUM_KERNEL_FAMILIES];
+} Profiler;
+static Profiler g_prof;
+
+static void prof_enable(void) {
+    g_prof.on = 1;
+    for (int i = 0; i < PROF_MAX_EVENTS; i++) cudaCheck(cudaEventCreate(&g_prof.ev[i]));
+}
+/* start of the profiled step */
+static void prof_begin(cudaStream_t st) {
+    if (!g_prof.on) return;
+    g_prof.n = 1;
+    memset(g_prof.ms, 0, sizeof(g_prof.ms));
+    cudaCheck(cudaEventRecord(g_prof.ev[0], st));
+}
+/* the work launched since the previous mark belongs to `family` */
+static inline void prof_mark(int family, cudaStream_t st) {
+    if (!g_prof.on || g_prof.n == 0 || g_prof.n >= PROF_MAX_EVENTS) return;
+    g_prof.family[g_prof.n] = family;
+    cudaCheck(cudaEventRecord(g_prof.ev[g_prof.n++], st));
+}
+/* end of the profiled step: sums the intervals per family; stops profiling */
+static void prof_end(void) {
+    if (!g_prof.on || g_prof.n == 0) return;
+    cudaCheck(cudaDeviceSynchronize());
+    for (int i = 1; i < g_prof.n; i++) {
+        float ms;
+        cudaCheck(cudaEventElapsedTime(&ms, g_prof.ev[i - 1], g_prof.ev[i]));
+        g_prof.ms[g_prof.family[i]] += ms;
+    }
+    g_prof.n = 0;
+}
+
+/* ================================================================================================================
  * the model on the GPU
  * ================================================================================================================ */
 
@@ -135,12 +186,15 @@ static inline float* PF(GPUModel* m, int t, int l) { return m->params + param_of
 static inline floatX* PX(GPUModel* m, int t, int l) { return m->params_x + param_offset(m, t, l); }
 static inline float* GF(GPUModel* m, int t, int l) { return m->grads + param_offset(m, t, l); }
 
+static size_t g_gpu_bytes = 0; /* everything gpu_alloc handed out: the trainer's own peak (allocations are static) */
+
 static void* gpu_alloc(size_t bytes, size_t* total) {
     void* p = NULL;
     cudaError_t err = cudaMalloc(&p, bytes > 0 ? bytes : 1);
     if (err != cudaSuccess) die("GPU out of memory allocating %.2f GiB (%.2f GiB allocated so far): lower -b or -t",
                                 bytes / 1073741824.0, *total / 1073741824.0);
     if (total) *total += bytes;
+    g_gpu_bytes += bytes;
     return p;
 }
 
@@ -266,6 +320,7 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     cudaCheck(cudaMemcpyAsync(a->inputs, inputs, BT * sizeof(int), cudaMemcpyHostToDevice, st));
     if (targets) cudaCheck(cudaMemcpyAsync(a->targets, targets, BT * sizeof(int), cudaMemcpyHostToDevice, st));
     encoder_forward(a->residual, a->inputs, PX(m, P_WTE, 0), BTi, D, st);
+    prof_mark(K_EMBED, st);
     /* training: group the tokens for the embedding backward now, on the host, while the GPU runs the forward */
     if (targets && dloss > 0)
         m->g.enc_plan = encoder_backward_prepare(m->g.enc_ws, m->g.enc_host, inputs, BTi, c->padded_vocab_size, st);
@@ -273,25 +328,35 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
         float* x = LAYER(a->residual, l, D);
         if (l > 0) cudaCheck(cudaMemcpyAsync(x, LAYER(a->residual, l - 1, D), BT * D * sizeof(float),
                                              cudaMemcpyDeviceToDevice, st));
+        prof_mark(K_COPY, st);
         rmsnorm_forward(LAYER(a->u, l, D), LAYER(a->rstd, l, 1), x, l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l),
                         BTi, D, st);
+        prof_mark(K_NORM, st);
         floatX* zx = LAYER(a->zxbcdt, l, c->d_in_proj);
         floatX* xbc = LAYER(a->xbc, l, c->conv_dim);
         matmul_forward(zx, LAYER(a->u, l, D), PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, st);
+        prof_mark(K_IN_OUT_PROJ, st);
         conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
                        c->d_conv, st);
+        prof_mark(K_CONV, st);
         ssd_forward(LAYER(a->y, l, E), NULL, a->ssd_saved + l * ssd_saved, xbc, c->conv_dim, zx + dt_col,
                     c->d_in_proj, PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, B, T, H, c->headdim,
                     c->d_state, c->ngroups, c->chunk_size, st);
+        prof_mark(K_SSD_FWD, st);
         gated_norm_forward(LAYER(a->gn, l, E), LAYER(a->gn_rstd, l, c->ngroups), LAYER(a->y, l, E), zx, c->d_in_proj,
                            PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
+        prof_mark(K_GATED_NORM, st);
         matmul_forward(a->delta, LAYER(a->gn, l, E), PX(m, P_OUT_PROJ_W, l), BTi, E, D, st);
+        prof_mark(K_IN_OUT_PROJ, st);
     }
     float* xf = LAYER(a->residual, c->n_layer, D);
     cudaCheck(cudaMemcpyAsync(xf, LAYER(a->residual, c->n_layer - 1, D), BT * D * sizeof(float),
                               cudaMemcpyDeviceToDevice, st));
+    prof_mark(K_COPY, st);
     rmsnorm_forward(a->lnf, a->lnf_rstd, xf, a->delta, PF(m, P_NORM_F_W, 0), BTi, D, st);
+    prof_mark(K_NORM, st);
     matmul_forward(a->logits, a->lnf, PX(m, P_WTE, 0), BTi, D, c->padded_vocab_size, st); /* tied LM head */
+    prof_mark(K_LM_HEAD, st);
     if (targets == NULL) return -1.0f;
     cudaCheck(cudaMemsetAsync(m->error_flag, 0, sizeof(int), st));
     if (dloss > 0)
@@ -300,6 +365,7 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     else
         classifier_loss_only(a->logits, a->losses, m->error_flag, a->targets, BTi, c->vocab_size,
                              c->padded_vocab_size, st);
+    prof_mark(K_CLASSIFIER, st);
     int flag = 0;
     cudaCheck(cudaMemcpyAsync(m->losses_host, a->losses, BT * sizeof(float), cudaMemcpyDeviceToHost, st));
     cudaCheck(cudaMemcpyAsync(&flag, m->error_flag, sizeof(int), cudaMemcpyDeviceToHost, st));
@@ -343,33 +409,44 @@ static void gpu_backward(GPUModel* m, int sync_grads) {
     /* tied LM head: dlnf = dlogits @ wte;  dwte += dlogits^T @ lnf */
     matmul_backward_input(g->du, a->logits, PX(m, P_WTE, 0), BTi, D, Vp, 0, st);
     matmul_backward_weight(GF(m, P_WTE, 0), a->logits, a->lnf, BTi, D, Vp, st);
+    prof_mark(K_LM_HEAD, st);
     cudaCheck(cudaMemsetAsync(g->dresidual, 0, BT * D * sizeof(float), st));
+    prof_mark(K_COPY, st);
     rmsnorm_backward(g->dresidual, GF(m, P_NORM_F_W, 0), g->scratch, g->du, LAYER(a->residual, c->n_layer, D),
                      PF(m, P_NORM_F_W, 0), a->lnf_rstd, BTi, D, st);
+    prof_mark(K_NORM, st);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         floatX* zx = LAYER(a->zxbcdt, l, c->d_in_proj);
         floatX* xbc = LAYER(a->xbc, l, c->conv_dim);
         /* out_proj: the residual branch; the identity branch passes dresidual through */
         cast_to_floatX(g->dres_x, g->dresidual, BT * D, st);
+        prof_mark(K_COPY, st);
         matmul_backward_input(g->dgn, g->dres_x, PX(m, P_OUT_PROJ_W, l), BTi, E, D, 0, st);
         matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, LAYER(a->gn, l, E), BTi, E, D, st);
+        prof_mark(K_IN_OUT_PROJ, st);
         gated_norm_backward(g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l), g->scratch, g->dgn,
                             LAYER(a->y, l, E), zx, c->d_in_proj, PF(m, P_GNORM_W, l),
                             LAYER(a->gn_rstd, l, c->ngroups), BTi, E, c->ngroups, st);
+        prof_mark(K_GATED_NORM, st);
         ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), g->dy,
                      a->ssd_saved + l * ssd_saved, xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
                      PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, g->ssd_ws, B, T, H, c->headdim, c->d_state,
                      c->ngroups, c->chunk_size, st);
+        prof_mark(K_SSD_BWD, st);
         conv1d_backward(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
                         zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv,
                         st);
+        prof_mark(K_CONV, st);
         matmul_backward_input(g->du, g->dzxbcdt, PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, 0, st);
         matmul_backward_weight(GF(m, P_IN_PROJ_W, l), g->dzxbcdt, LAYER(a->u, l, D), BTi, D, c->d_in_proj, st);
+        prof_mark(K_IN_OUT_PROJ, st);
         rmsnorm_backward(g->dresidual, GF(m, P_NORM_W, l), g->scratch, g->du, LAYER(a->residual, l, D),
                          PF(m, P_NORM_W, l), LAYER(a->rstd, l, 1), BTi, D, st);
+        prof_mark(K_NORM, st);
         if (overlap) allreduce_grads_async(m, l, 0);
     }
     encoder_backward(GF(m, P_WTE, 0), g->dresidual, &g->enc_plan, D, st);
+    prof_mark(K_EMBED, st);
     if (overlap) { /* the embedding and the final norm last; then the optimizer waits for every bucket */
         allreduce_grads_async(m, 0, 1);
         cudaCheck(cudaEventRecord(m->comm_done, m->mg->comm_stream));
@@ -380,6 +457,7 @@ static void gpu_backward(GPUModel* m, int sync_grads) {
 
 static void gpu_zero_grad(GPUModel* m) {
     cudaCheck(cudaMemsetAsync(m->grads, 0, m->padded * sizeof(float), m->stream));
+    prof_mark(K_OPTIMIZER, m->stream);
 }
 
 /*
@@ -423,6 +501,7 @@ static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float e
         adamw_update_tensors(m->params, m->params_x, m->m, m->v, m->grads, tensors, NUM_PARAM_TENSORS, s,
                              m->norm_coef + 1, st);
     }
+    prof_mark(K_OPTIMIZER, st);
     float norm;
     cudaCheck(cudaMemcpyAsync(&norm, m->norm_coef, sizeof(float), cudaMemcpyDeviceToHost, m->stream));
     cudaCheck(cudaStreamSynchronize(m->stream));
@@ -572,6 +651,49 @@ static float* gpu_step(GPUModel* m, GPUInference* s, const int* tokens_host) {
  * ================================================================================================================ */
 #ifndef MAMBA2_NO_MAIN
 
+static int cmp_double(const void* a, const void* b) {
+    double x = *(const double*)a, y = *(const double*)b;
+    return (x > y) - (x < y);
+}
+
+/* make bench's report: speed, MFU, memory, and where one step's time goes */
+static void print_benchmark(const GPUModel* m, const TrainArgs* a, const cudaDeviceProp* prop, double* step_ms,
+                            int nsteps, int world) {
+    const Mamba2Config* c = &m->config;
+    int skip = nsteps > 6 ? 3 : (nsteps > 1 ? 1 : 0); /* warm-up steps left out of the median */
+    qsort(step_ms + skip, nsteps - skip, sizeof(double), cmp_double);
+    double ms = step_ms[skip + (nsteps - skip) / 2];
+    double tps = a->total_batch_tokens / (ms / 1000.0);
+    double fpt = flops_per_token(c, a->T);
+    size_t free_b, total_b;
+    cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    printf("\n== benchmark: %s, %d layers, d_model %d, B=%d T=%d (%d tokens/step), %s, %d x %s\n", a->model, c->n_layer,
+           c->d_model, a->B, a->T, a->total_batch_tokens, PRECISION_NAME, world, prop->name);
+    printf("ms/step          %.1f (median of %d steps after %d warm-up)\n", ms, nsteps - skip, skip);
+    printf("tokens/s         %.0f\n", tps);
+    printf("model FLOPs      %.3f GFLOP/token -> %.1f TFLOP/s per GPU, MFU %.1f%% of 989 TFLOP/s (H100 bf16 dense)\n",
+           fpt / 1e9, fpt * tps / world / 1e12, 100.0 * fpt * tps / world / 989e12);
+    printf("GPU memory       %.2f GiB allocated by the trainer (its peak: allocations are made once); %.2f GiB in use "
+           "on the device (incl. CUDA context, cuBLAS)\n", g_gpu_bytes / 1073741824.0,
+           (total_b - free_b) / 1073741824.0);
+    double total = 0;
+    for (int k = 0; k < NUM_KERNEL_FAMILIES; k++) total += g_prof.ms[k];
+    printf("one step (the last), by kernel family, main stream:\n");
+    int order[NUM_KERNEL_FAMILIES];
+    for (int k = 0; k < NUM_KERNEL_FAMILIES; k++) order[k] = k;
+    for (int i = 0; i < NUM_KERNEL_FAMILIES; i++)
+        for (int j = i + 1; j < NUM_KERNEL_FAMILIES; j++)
+            if (g_prof.ms[order[j]] > g_prof.ms[order[i]]) { int t = order[i]; order[i] = order[j]; order[j] = t; }
+    for (int i = 0; i < NUM_KERNEL_FAMILIES; i++) {
+        int k = order[i];
+        printf("  %-30s %8.2f ms  %5.1f%%\n", KERNEL_FAMILY_NAMES[k], g_prof.ms[k], 100.0 * g_prof.ms[k] / total);
+    }
+    printf("  %-30s %8.2f ms  (events; the rest of the step is host work and synchronization)\n", "total", total);
+    printf("SSD per layer    forward %.3f ms, backward %.3f ms, forward+backward %.3f ms\n",
+           g_prof.ms[K_SSD_FWD] / c->n_layer, g_prof.ms[K_SSD_BWD] / c->n_layer,
+           (g_prof.ms[K_SSD_FWD] + g_prof.ms[K_SSD_BWD]) / c->n_layer);
+}
+
 static float gpu_evaluate(GPUModel* m, DataLoader* val, int max_batches) {
     dataloader_reset(val);
     int n = (int)dataloader_num_batches(val);
@@ -669,6 +791,9 @@ int main(int argc, char** argv) {
     printf("activations: %.2f GiB\n", model.activation_bytes / 1073741824.0);
 
     FILE* logf = log_open(mg.rank == 0 ? args.output_dir : NULL, start_step > 0);
+    double* step_ms = (double*)callocCheck((size_t)args.max_steps + 1, sizeof(double));
+    int nstep_ms = 0;
+    if (args.profile) prof_enable();
     double t_loop = now_seconds();
     int steps_timed = 0;
     for (int step = start_step; step <= args.max_steps; step++) {
@@ -680,6 +805,7 @@ int main(int argc, char** argv) {
         if (last) break;
 
         double t0 = now_seconds();
+        if (args.profile && step == args.max_steps - 1) prof_begin(model.stream);
         gpu_zero_grad(&model);
         double loss_sum = 0;
         for (int micro = 0; micro < accum; micro++) {
@@ -693,6 +819,8 @@ int main(int argc, char** argv) {
         float lr = lr_at_step(args.lr, args.warmup, args.final_lr_frac, step, args.max_steps);
         float norm = gpu_update(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip);
         double step_s = now_seconds() - t0;
+        if (args.profile && step == args.max_steps - 1) prof_end();
+        step_ms[nstep_ms++] = step_s * 1000.0;
         if (step > start_step) steps_timed++; /* the first step includes start-up costs */
         int done = step + 1;
         double avg = steps_timed > 0 ? (now_seconds() - t_loop) / (done - start_step) : step_s;
@@ -710,6 +838,8 @@ int main(int argc, char** argv) {
     cudaCheck(cudaMemGetInfo(&free_b, &total_b));
     printf("total time %.1f s, GPU memory in use %.2f GiB\n", now_seconds() - t_loop,
            (total_b - free_b) / 1073741824.0);
+    if (args.profile && nstep_ms > 0) print_benchmark(&model, &args, &prop, step_ms, nstep_ms, mg.world);
+    free(step_ms);
     if (logf) fclose(logf);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);

@@ -176,6 +176,22 @@ static inline void config_print(const Mamba2Config* c, FILE* f) {
             c->d_inner, c->nheads);
 }
 
+
+/*
+ * Training FLOPs per token (forward + backward), for MFU: 6 x the weights every token multiplies by (in_proj, out_proj,
+ * the tied LM head) plus the chunked SSD's forward FLOPs x 3. Per chunk of Q (causal Q x Q products at half):
+ * C B^T per group Q*Q*N/2, its product with x per head Q*Q*P/2, chunk state Q*P*N, state output Q*P*N.
+ * 130M: 0.86 GFLOP/token (ANCHORS.md). scripts/paper.py computes the same.
+ */
+static inline double flops_per_token(const Mamba2Config* c, int seq_len) {
+    double D = c->d_model, E = c->d_inner;
+    double matmul = (double)c->padded_vocab_size * D + c->n_layer * ((double)c->d_in_proj * D + D * E);
+    double Q = c->chunk_size < seq_len ? c->chunk_size : seq_len;
+    double G = c->ngroups, H = c->nheads, P = c->headdim, N = c->d_state;
+    double macs_per_chunk = G * Q * Q * N / 2 + H * (Q * Q * P / 2 + 2 * Q * P * N);
+    return 6 * matmul + 3 * 2 * macs_per_chunk / Q * c->n_layer;
+}
+
 /* ----------------------------------------------------------------------------------------------------------------
  * the parameter table */
 
