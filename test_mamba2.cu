@@ -5,7 +5,7 @@
  *   2. determinism: the same 10 steps twice give bitwise identical weights;
  *   3. the recurrent step (generation) against the parallel forward;
  *   4. the GPU trainer binary against the CPU trainer binary: 20 steps from the same init on the same shard;
- *   5. the GPU trainer binary twice: bitwise identical logs and checkpoints.
+ *   5. the GPU trainer binary twice: bitwise identical logs and checkpoints; with -r 1 (recompute) too.
  *
  * bf16 tolerances: a bf16 operand carries 8 significant bits (relative rounding 2^-9 ~ 2e-3). Every matmul input,
  * activation and weight copy is rounded once per layer, and gradients pass through ~3 roundings per layer in both
@@ -223,8 +223,10 @@ static void test_trainers(void) {
     int rc_gpu = run(cmd);
     snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -o %s/gpu2 > %s/gpu2.txt 2>&1", path, args, dir, dir);
     int rc_gpu2 = run(cmd);
-    report(rc_cpu == 0 && rc_gpu == 0 && rc_gpu2 == 0, "trainers ran 20 steps (exit cpu %d, gpu %d, gpu again %d)",
-           rc_cpu, rc_gpu, rc_gpu2);
+    snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -r 1 -o %s/gpu_r > %s/gpu_r.txt 2>&1", path, args, dir, dir);
+    int rc_gpu_r = run(cmd);
+    report(rc_cpu == 0 && rc_gpu == 0 && rc_gpu2 == 0 && rc_gpu_r == 0,
+           "trainers ran 20 steps (exit cpu %d, gpu %d, gpu again %d, gpu -r 1 %d)", rc_cpu, rc_gpu, rc_gpu2, rc_gpu_r);
     snprintf(la, sizeof(la), "%s/cpu/main.log", dir);
     snprintf(lb, sizeof(lb), "%s/gpu/main.log", dir);
     snprintf(lc, sizeof(lc), "%s/gpu2/main.log", dir);
@@ -237,6 +239,8 @@ static void test_trainers(void) {
         report(gpu[19] < gpu[0], "GPU training lowers the loss (%.4f -> %.4f)", gpu[0], gpu[19]);
     }
     report(files_equal(lb, lc), "GPU trainer twice: logs identical (%s vs %s)", lb, lc);
+    snprintf(lc, sizeof(lc), "%s/gpu_r/main.log", dir);
+    report(files_equal(lb, lc), "GPU trainer -r 1 (recompute conv and gated norm): log identical to -r 0");
     snprintf(la, sizeof(la), "%s/gpu/ckpt_00000020.bin", dir);
     snprintf(lb, sizeof(lb), "%s/gpu2/ckpt_00000020.bin", dir);
     report(files_equal(la, lb), "GPU trainer twice: final checkpoints bitwise identical");

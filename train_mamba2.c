@@ -1201,7 +1201,8 @@ int main(int argc, char** argv) {
 
     /* data */
     int B = args.B, T = args.T;
-    if (args.zero_stage != 0) die("-z (ZeRO) is for the GPU trainer on several GPUs");
+    if (args.zero_stage != 0 || args.recompute != 0 || args.profile != 0)
+        die("-z, -r and -p are options of the GPU trainer");
     int accum = grad_accum_steps(&args, 1);
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, args.train_pattern, B, T, 0, 1, 1, args.seed, c->vocab_size);

@@ -120,10 +120,10 @@ typedef struct {
     floatX* u;        /* (L, BT, D) pre-norm output */
     float* rstd;      /* (L, BT) */
     floatX* zxbcdt;   /* (L, BT, 2E+2GN+H) in_proj output: z | xBC | dt_raw */
-    floatX* xbc;      /* (L, BT, E+2GN) conv + SiLU output: x | B | C */
+    floatX* xbc;      /* (L, BT, E+2GN) conv + SiLU output: x | B | C  (one layer's with -r 1: recomputed) */
     char* ssd_saved;  /* (L, ssd_saved_bytes) dt, cumulative decays, chunk states */
     floatX* y;        /* (L, BT, E) SSD output incl. the D skip */
-    floatX* gn;       /* (L, BT, E) gated-norm output */
+    floatX* gn;       /* (L, BT, E) gated-norm output  (one layer's with -r 1: recomputed) */
     float* gn_rstd;   /* (L, BT, G) */
     floatX* delta;    /* (BT, D) out_proj output of the latest block, added by the next norm */
     floatX* lnf;      /* (BT, D) */
@@ -163,6 +163,7 @@ typedef struct {
     float* norm_scratch;
     int* error_flag;   /* set by the classifier on a target outside the vocabulary */
     int B, T;          /* batch shape the activations are sized for */
+    int recompute;     /* 1: keep one layer's xbc and gn, recompute them in the backward (set before the first forward) */
     GPUActivations a;
     GPUGradActivations g;
     float* losses_host;
@@ -269,10 +270,11 @@ static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     a->u = (floatX*)gpu_alloc(L * BT * D * X, &total);
     a->rstd = (float*)gpu_alloc(L * BT * F, &total);
     a->zxbcdt = (floatX*)gpu_alloc(L * BT * c->d_in_proj * X, &total);
-    a->xbc = (floatX*)gpu_alloc(L * BT * c->conv_dim * X, &total);
+    size_t Lr = m->recompute ? 1 : L; /* layers of xbc and gn kept */
+    a->xbc = (floatX*)gpu_alloc(Lr * BT * c->conv_dim * X, &total);
     a->ssd_saved = (char*)gpu_alloc(L * ssd_saved, &total);
     a->y = (floatX*)gpu_alloc(L * BT * E * X, &total);
-    a->gn = (floatX*)gpu_alloc(L * BT * E * X, &total);
+    a->gn = (floatX*)gpu_alloc(Lr * BT * E * X, &total);
     a->gn_rstd = (float*)gpu_alloc(L * BT * c->ngroups * F, &total);
     a->delta = (floatX*)gpu_alloc(BT * D * X, &total);
     a->lnf = (floatX*)gpu_alloc(BT * D * X, &total);
@@ -332,8 +334,9 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
         rmsnorm_forward(LAYER(a->u, l, D), LAYER(a->rstd, l, 1), x, l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l),
                         BTi, D, st);
         prof_mark(K_NORM, st);
+        int lk = m->recompute ? 0 : l; /* where layer l's xbc and gn live */
         floatX* zx = LAYER(a->zxbcdt, l, c->d_in_proj);
-        floatX* xbc = LAYER(a->xbc, l, c->conv_dim);
+        floatX* xbc = LAYER(a->xbc, lk, c->conv_dim);
         matmul_forward(zx, LAYER(a->u, l, D), PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, st);
         prof_mark(K_IN_OUT_PROJ, st);
         conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
@@ -343,10 +346,10 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
                     c->d_in_proj, PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, B, T, H, c->headdim,
                     c->d_state, c->ngroups, c->chunk_size, st);
         prof_mark(K_SSD_FWD, st);
-        gated_norm_forward(LAYER(a->gn, l, E), LAYER(a->gn_rstd, l, c->ngroups), LAYER(a->y, l, E), zx, c->d_in_proj,
-                           PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
+        gated_norm_forward(LAYER(a->gn, lk, E), LAYER(a->gn_rstd, l, c->ngroups), LAYER(a->y, l, E), zx,
+                           c->d_in_proj, PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
         prof_mark(K_GATED_NORM, st);
-        matmul_forward(a->delta, LAYER(a->gn, l, E), PX(m, P_OUT_PROJ_W, l), BTi, E, D, st);
+        matmul_forward(a->delta, LAYER(a->gn, lk, E), PX(m, P_OUT_PROJ_W, l), BTi, E, D, st);
         prof_mark(K_IN_OUT_PROJ, st);
     }
     float* xf = LAYER(a->residual, c->n_layer, D);
@@ -417,12 +420,22 @@ static void gpu_backward(GPUModel* m, int sync_grads) {
     prof_mark(K_NORM, st);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         floatX* zx = LAYER(a->zxbcdt, l, c->d_in_proj);
-        floatX* xbc = LAYER(a->xbc, l, c->conv_dim);
+        int lk = m->recompute ? 0 : l;
+        floatX* xbc = LAYER(a->xbc, lk, c->conv_dim);
+        floatX* gn = LAYER(a->gn, lk, E);
+        if (m->recompute) { /* -r 1: the two cheap outputs again, from what every layer keeps (zxbcdt, y) */
+            conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
+                           c->d_conv, st);
+            prof_mark(K_CONV, st);
+            gated_norm_forward(gn, LAYER(a->gn_rstd, l, c->ngroups), LAYER(a->y, l, E), zx, c->d_in_proj,
+                               PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
+            prof_mark(K_GATED_NORM, st);
+        }
         /* out_proj: the residual branch; the identity branch passes dresidual through */
         cast_to_floatX(g->dres_x, g->dresidual, BT * D, st);
         prof_mark(K_COPY, st);
         matmul_backward_input(g->dgn, g->dres_x, PX(m, P_OUT_PROJ_W, l), BTi, E, D, 0, st);
-        matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, LAYER(a->gn, l, E), BTi, E, D, st);
+        matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BTi, E, D, st);
         prof_mark(K_IN_OUT_PROJ, st);
         gated_norm_backward(g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l), g->scratch, g->dgn,
                             LAYER(a->y, l, E), zx, c->d_in_proj, PF(m, P_GNORM_W, l),
@@ -787,8 +800,10 @@ int main(int argc, char** argv) {
     tokenizer_init(&tokenizer, tok_path);
     GPUInference infer; /* only rank 0 prints samples */
     gpu_inference_init(&infer, c, 1);
+    model.recompute = args.recompute;
     gpu_model_ensure_activations(&model, B, T);
-    printf("activations: %.2f GiB\n", model.activation_bytes / 1073741824.0);
+    printf("activations: %.2f GiB%s\n", model.activation_bytes / 1073741824.0,
+           args.recompute ? " (-r 1: conv and gated-norm outputs recomputed in the backward)" : "");
 
     FILE* logf = log_open(mg.rank == 0 ? args.output_dir : NULL, start_step > 0);
     double* step_ms = (double*)callocCheck((size_t)args.max_steps + 1, sizeof(double));
