@@ -124,17 +124,33 @@ bench: train_mamba2cu $(DATA_DIR)/tokenizer.bin
 dev/cuda/ssd_bin: dev/cuda/ssd.cu llmc/ssd.cuh llmc/cuda_common.h dev/cuda/kernels_dev.h
 	$(NVCC) $(NVCC_FLAGS) -o $@ dev/cuda/ssd.cu $(NVCC_LIBS)
 
-# GPU tests (GPU machine): fp32 first (exact comparisons), then bf16
-test_cu: train_mamba2 train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32
-	./test_mamba2cu_fp32; a=$$?; ./test_mamba2cu; b=$$?; test $$a -eq 0 -a $$b -eq 0
+# GPU evaluation and generation (batched prompts, CUDA-graph decode)
+generate_mamba2cu: generate_mamba2.cu train_mamba2.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -o $@ generate_mamba2.cu $(NVCC_LIBS)
+
+eval_mamba2cu: eval_mamba2.cu generate_mamba2.cu train_mamba2.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -o $@ eval_mamba2.cu $(NVCC_LIBS)
+
+test_generate: test_generate.cu eval_mamba2.cu generate_mamba2.cu train_mamba2.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -o $@ test_generate.cu $(NVCC_LIBS)
+
+test_generate_fp32: test_generate.cu eval_mamba2.cu generate_mamba2.cu train_mamba2.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ test_generate.cu $(NVCC_LIBS)
+
+# GPU tests (GPU machine): fp32 first (exact comparisons), then bf16; the trainer, then generation/evaluation
+CU_TESTS = train_mamba2 train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 test_generate test_generate_fp32
+test_cu: $(CU_TESTS)
+	./test_mamba2cu_fp32; a=$$?; ./test_mamba2cu; b=$$?; ./test_generate_fp32; c=$$?; ./test_generate; d=$$?; \
+	  test $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 -a $$d -eq 0
 
 # compile every CUDA program (CI has nvcc but no GPU: this keeps compile errors out)
 CUDA_DEV = $(wildcard dev/cuda/*.cu)
-cuda: train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32
+cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu
 	@set -e; for f in $(CUDA_DEV); do \
 	  echo "nvcc $$f"; $(NVCC) $(NVCC_FLAGS) -o $${f%.cu}_bin $$f $(NVCC_LIBS); \
 	done
 
 clean:
 	rm -f dev/ssd_tutorial train_mamba2 eval_mamba2 generate_mamba2 test_interop test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/cuda/*_bin \
-	  train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32
+	  train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 generate_mamba2cu eval_mamba2cu \
+	  test_generate test_generate_fp32

@@ -1,0 +1,54 @@
+#!/bin/bash
+# dev/bench_inference.sh: the inference measurement of /work/shared/ANCHORS.md on this GPU, against its anchors.
+#
+#   Mamba-2 130M with random weights (-e 130m; speed does not depend on the weights), bf16.
+#   Decode: prompt 128 tokens, 256 new tokens, greedy; ms per decode step after the prefill and the first token,
+#           median of 5 generations (generate_mamba2cu -r 5), batch 1, 16 and 64 (and batch 1 without CUDA graphs).
+#   Evaluation: B=8, T=2048, forward + loss (eval_mamba2cu), tokens/s over the batches after the first.
+#
+#   dev/bench_inference.sh [BIN_DIR]      BIN_DIR holds generate_mamba2cu and eval_mamba2cu (default: .); they are
+#                                         built there if missing. Logs go to $LOGDIR (default /tmp/bench_inference).
+set -u
+BIN=${1:-.}
+LOGDIR=${LOGDIR:-/tmp/bench_inference}
+mkdir -p "$LOGDIR"
+NVCC="nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I."
+for p in generate_mamba2cu eval_mamba2cu; do
+    if [ ! -x "$BIN/$p" ]; then
+        src=${p%cu}.cu
+        echo "building $BIN/$p"
+        $NVCC -o "$BIN/$p" "$src" -lcublas -lcublasLt -lnccl || { echo "build of $p failed" >&2; exit 1; }
+    fi
+done
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
+
+ids=$(python3 -c "print(','.join(str((i * 7919 + 13) % 50277) for i in range(128)))")
+decode_ms() { # batch, graph flag -> median ms/step
+    "$BIN/generate_mamba2cu" -e 130m -I "$ids" -b "$1" -G "$2" -n 256 -t 0 -r 5 -q 2>"$LOGDIR/gen_b$1_g$2.log"
+    grep -o 'median [0-9.]* ms/step' "$LOGDIR/gen_b$1_g$2.log" | awk '{print $2}'
+}
+declare -A MS
+for b in 1 16 64; do MS[$b]=$(decode_ms "$b" 1); done
+MS_NOGRAPH=$(decode_ms 1 0)
+
+python3 - "$LOGDIR/bench_val_000000.bin" <<'PY'
+import random, struct, sys
+n = 8 * 2048 * 6 + 1
+rng = random.Random(1)
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<256i", 20240520, 1, n, *([0] * 253)))
+    f.write(struct.pack("<%dH" % n, *[rng.randrange(50277) for _ in range(n)]))
+PY
+"$BIN/eval_mamba2cu" -e 130m -i "$LOGDIR/bench_val_*.bin" -b 8 -t 2048 -m 6 >"$LOGDIR/eval.log" 2>&1
+EVAL=$(grep -o '[0-9]* tokens/s after the first' "$LOGDIR/eval.log" | awk '{print $1}')
+
+tps() { python3 -c "import sys; b, ms = float(sys.argv[1]), sys.argv[2]; print('%.0f' % (b * 1000 / float(ms)) if ms else '-')" "$1" "$2"; }
+echo
+echo "| figure (Mamba-2 130M, bf16) | mamba2.c | anchor (mamba_ssm, CUDA graphs) | target |"
+echo "| --- | --- | --- | --- |"
+echo "| decode batch 1, ms/token | ${MS[1]:-fail} | 0.658 | <= 0.2 |"
+echo "| decode batch 1 without graphs, ms/token | ${MS_NOGRAPH:-fail} | 18-25 (no graphs) | - |"
+echo "| decode batch 16, tokens/s | $(tps 16 "${MS[16]:-}") (${MS[16]:-fail} ms/step) | 18,763 | - |"
+echo "| decode batch 64, tokens/s | $(tps 64 "${MS[64]:-}") (${MS[64]:-fail} ms/step) | 47,035 | >= 100,000 |"
+echo "| evaluation B=8 T=2048, tokens/s | ${EVAL:-fail} | 316,000-415,000 | >= 1,000,000 |"
+echo "logs: $LOGDIR"

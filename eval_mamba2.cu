@@ -1,0 +1,137 @@
+/*
+ * eval_mamba2.cu: mean loss, perplexity and bits per byte of a model over token shards, on an NVIDIA GPU.
+ *
+ *   ./eval_mamba2cu -e hf/mamba2-130m -i 'data/pile/pile_val_*.bin' -b 8 -t 2048 -m 50
+ *
+ * The GPU twin of eval_mamba2.c, with the same flags and output. Forward only: the trainer's gpu_forward with
+ * dloss = 0 (classifier_loss_only: no dlogits). The shards are read in order in non-overlapping windows of B*T+1
+ * tokens (llmc/dataloader.h), each row of T tokens starting from an empty state, as the trainers' validation does,
+ * so the mean loss here is the trainer's val loss on the same data. Bits per byte = total loss in bits / total
+ * bytes of the target tokens' text (tokenizer file -k, default tokenizer.bin beside the shards; end-of-text counts
+ * 0 bytes). -e also takes a preset (130m) with random weights, for timing only.
+ *
+ * test_generate.cu includes this file with EVAL_NO_MAIN for gpu_eval.
+ */
+#define GENERATE_NO_MAIN
+#include "generate_mamba2.cu"
+
+typedef struct {
+    double sum_nats;   /* summed per-token losses */
+    double bytes;      /* text bytes of the target tokens (0 without a tokenizer) */
+    long tokens, batches;
+    double seconds;    /* every batch */
+    double seconds_after_first; /* batches after the first (start-up costs excluded), for tokens/s */
+} EvalResult;
+
+/* n batches from the loader's current position; progress: a \r line on stderr per batch */
+static EvalResult gpu_eval(GPUModel* m, DataLoader* loader, long n, const Tokenizer* tok, int progress) {
+    EvalResult r;
+    memset(&r, 0, sizeof(r));
+    int B = (int)loader->B, T = (int)loader->T, BT = B * T;
+    double t0 = now_seconds(), t1 = t0;
+    for (long i = 0; i < n; i++) {
+        dataloader_next_batch(loader);
+        gpu_forward(m, loader->inputs, loader->targets, B, T, 0.0f);
+        for (int k = 0; k < BT; k++) r.sum_nats += m->losses_host[k]; /* fixed order, double */
+        r.tokens += BT;
+        r.batches++;
+        if (tok && tok->init_ok) {
+            for (int k = 0; k < BT; k++) {
+                int id = loader->targets[k];
+                if (id != tok->eot_token && (uint32_t)id < tok->vocab_size) r.bytes += tok->token_len[id];
+            }
+        }
+        if (i == 0) t1 = now_seconds();
+        if (progress) {
+            double mean = r.sum_nats / r.tokens, el = now_seconds() - t0;
+            fprintf(stderr, "\rbatch %ld/%ld  loss %.4f  ppl %.3f  %.0f tok/s   ", i + 1, n, mean, exp(mean),
+                    r.tokens / (el > 0 ? el : 1e-9));
+        }
+    }
+    if (progress) fprintf(stderr, "\n");
+    r.seconds = now_seconds() - t0;
+    r.seconds_after_first = now_seconds() - t1;
+    return r;
+}
+
+#ifndef EVAL_NO_MAIN
+
+static void eval_usage(void) {
+    fprintf(stderr,
+        "usage: ./eval_mamba2cu -e MODEL -i SHARDS [-b B] [-t T] [-m MAX_BATCHES] [-k TOKENIZER]\n"
+        "  -e MODEL    a mamba2.c checkpoint, an HF transformers / mamba_ssm model folder, or a preset such as\n"
+        "              130m (random weights: for timing only)\n"
+        "  -i GLOB     token shards (data/prepare.py's format), e.g. 'data/stdlib/stdlib_val_*.bin' (quote it)\n"
+        "  -b B        rows per batch (default 4);  -t T  tokens per row (default 256)\n"
+        "  -m N        evaluate at most N batches (default: all)\n"
+        "  -k FILE     tokenizer.bin for bits per byte (default: tokenizer.bin beside the shards; without one, no\n"
+        "              bits per byte)\n");
+}
+
+int main(int argc, char** argv) {
+    const char *model_path = NULL, *pattern = NULL, *tok_path = NULL;
+    int B = 4, T = 256;
+    long max_batches = -1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { eval_usage(); return 0; }
+        if (argv[i][0] != '-' || strlen(argv[i]) != 2 || i + 1 >= argc) {
+            eval_usage();
+            die("bad argument '%s' (flags take one value each; -h for help)", argv[i]);
+        }
+        const char* v = argv[++i];
+        char* end;
+        switch (argv[i - 1][1]) {
+        case 'e': model_path = v; break;
+        case 'i': pattern = v; break;
+        case 'k': tok_path = v; break;
+        case 'b': B = (int)strtol(v, &end, 10); if (*end || B < 1) die("-b %s: need a batch size >= 1", v); break;
+        case 't': T = (int)strtol(v, &end, 10); if (*end || T < 1) die("-t %s: need a sequence length >= 1", v); break;
+        case 'm': max_batches = strtol(v, &end, 10); if (*end || max_batches < 1) die("-m %s: need a count >= 1", v); break;
+        default: eval_usage(); die("unknown flag %s (-h for help)", argv[i - 1]);
+        }
+    }
+    if (model_path == NULL || pattern == NULL) { eval_usage(); die("give the model (-e) and the shards (-i)"); }
+    int dev_count = 0;
+    if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0)
+        die("no CUDA GPU found: use the CPU program ./eval_mamba2");
+
+    GPUModel model;
+    gpu_load_model(&model, model_path, 1);
+    const Mamba2Config* c = &model.config;
+    config_print(c, stderr);
+
+    char tbuf[4200];
+    if (tok_path == NULL) { default_tokenizer_path(tbuf, sizeof tbuf, pattern); tok_path = tbuf; }
+    Tokenizer tok;
+    tokenizer_init(&tok, tok_path); /* warns and leaves init_ok = 0 when there is none */
+    if (tok.init_ok && (int)tok.vocab_size > c->vocab_size)
+        die("tokenizer %s has %u tokens, the model's vocabulary only %d: they do not belong together", tok_path,
+            tok.vocab_size, c->vocab_size);
+
+    DataLoader loader;
+    dataloader_init(&loader, pattern, (size_t)B, (size_t)T, 0, 1, 0, 0, c->vocab_size);
+    long n = (long)dataloader_num_batches(&loader);
+    if (n == 0) die("%s: fewer than B*T+1 = %d tokens: nothing to evaluate (lower -b or -t)", pattern, B * T + 1);
+    if (max_batches > 0 && max_batches < n) n = max_batches;
+
+    EvalResult r = gpu_eval(&model, &loader, n, &tok, 1);
+    double mean = r.sum_nats / r.tokens;
+    printf("model %s\nshards %s: %ld batches of %d x %d = %ld tokens\n", model_path, pattern, n, B, T, r.tokens);
+    printf("mean loss %.6f nats/token, perplexity %.4f", mean, exp(mean));
+    if (tok.init_ok && r.bytes > 0)
+        printf(", bits per byte %.5f (%.0f bytes, %.3f bytes/token)", r.sum_nats / log(2.0) / r.bytes, r.bytes,
+               r.bytes / r.tokens);
+    printf("\n");
+    size_t free_b, total_b;
+    cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    printf("speed: %.0f tokens/s over all batches; %.0f tokens/s after the first (%ld batches); GPU memory in use "
+           "%.2f GiB (%s)\n", r.tokens / r.seconds,
+           r.batches > 1 ? (r.tokens - (double)B * T) / r.seconds_after_first : 0.0, r.batches - 1,
+           (total_b - free_b) / 1073741824.0, PRECISION_NAME);
+    dataloader_free(&loader);
+    tokenizer_free(&tok);
+    matmul_destroy();
+    return 0;
+}
+
+#endif /* EVAL_NO_MAIN */

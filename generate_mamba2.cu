@@ -1,0 +1,658 @@
+/*
+ * generate_mamba2.cu: text generation on an NVIDIA GPU, a batch of prompts at once.
+ *
+ *   ./generate_mamba2cu -e hf/mamba2-130m -k neox_tokenizer.bin -f prompts.txt -n 64 -t 0.8 -P 0.95
+ *   ./generate_mamba2cu -e 130m -I 1,2,3 -b 64 -n 256 -t 0 -r 5     (random weights: decode timing)
+ *
+ * The GPU twin of generate_mamba2.c (same flags, plus -b, -r, -G):
+ * - Prefill: each prompt goes through the CHUNKED parallel forward on its own (B = 1, T = its length), so prompts of
+ *   different lengths need no padding and each sequence's state is exactly its own. ssd_forward's final_state gives
+ *   the SSM state after the last prompt token and the last K-1 conv inputs give the conv window, per layer; they are
+ *   written into that sequence's slot of the batched decode state.
+ * - Decode: one token for every sequence at once (llmc/generate.cuh). Up to GEN_SMALL_S sequences a layer is three
+ *   launches (RMSNorm + in_proj matvec, conv + SSD step, gated norm + out_proj + residual); more sequences use the
+ *   cuBLASLt matmuls (five launches). The whole step (embedding, every layer, final norm, LM head and, for greedy
+ *   decoding, the argmax) is captured once in a CUDA graph and replayed each token. The conv window is
+ *   double-buffered, so there are two graphs, one per buffer parity, replayed in turn.
+ * - Greedy decoding never leaves the GPU: the argmax feeds the next step and records the token history on the
+ *   device; the host looks at it every GEN_CHECK_EVERY steps (end-of-text) and at the end. With a temperature the
+ *   logits come to the host and are sampled there (temperature, top-k, top-p), one generator per sequence seeded
+ *   with seed + sequence index, so a prompt gives the same text alone and in a batch.
+ *
+ * eval_mamba2.cu and test_generate.cu include this file with GENERATE_NO_MAIN.
+ */
+#define MAMBA2_NO_MAIN
+#include "train_mamba2.cu"
+#include "llmc/bpe.h"
+
+#include <string>
+#include <vector>
+#include <algorithm>
+
+#define GEN_CHECK_EVERY 32 /* greedy: steps between looks at the token history (end-of-text) */
+
+/* ---- loading: a checkpoint, a model folder, or a preset with random weights (for timing) ---- */
+
+/* returns 1 if the weights came from path, 0 if path was a model description given random weights */
+static int gpu_load_model(GPUModel* m, const char* path, int allow_random) {
+    char err[1024];
+    Mamba2Config c;
+    struct stat sb;
+    if (stat(path, &sb) != 0 && allow_random) {
+        if (config_parse(&c, path, err, sizeof err) != 0)
+            die("-e %s: neither a checkpoint file, a model folder, nor a model description (%s)", path, err);
+        fprintf(stderr, "note: -e %s is a model description: RANDOM weights (for timing only)\n", path);
+        if (c.chunk_size < 16) c.chunk_size = 16; /* the GPU SSD kernels' smallest chunk */
+        gpu_model_build(m, &c, 1337, NULL);
+        return 0;
+    }
+    float* w = NULL;
+    if (model_load_weights(path, &c, &w, err, sizeof err) != 0) die("%s", err);
+    if (c.chunk_size < 16) c.chunk_size = 16;
+    gpu_model_create(m, &c, w, NULL);
+    free(w);
+    return 1;
+}
+
+/* ---- the decoder: batched recurrent state, the prefill buffers and the captured step ---- */
+
+typedef struct {
+    int S;              /* sequences decoded together */
+    int Tmax;           /* the longest prompt the prefill buffers hold */
+    int max_steps;      /* token history rows */
+    int small;          /* S <= GEN_SMALL_S: the fused matvec kernels */
+    int parity;         /* which conv window buffer the next step reads */
+    float* state;       /* (L, S, H, P, N) SSM states */
+    float* win[2];      /* (L, S, K-1, conv_dim) conv windows, read one, write the other */
+    float* x;           /* (S, D) residual stream */
+    floatX *u, *zxbcdt, *y, *gn, *delta, *logits;
+    float *rstd, *gn_rstd;
+    int* tokens;        /* (S) the next step's input tokens */
+    int* hist;          /* (max_steps + 1, S) greedy: the picked tokens, row = *step */
+    int* step;          /* device step counter */
+    cudaGraphExec_t graph[2];
+    int graph_argmax;   /* the graphs end with the argmax (greedy) */
+    int have_graph;
+    /* prefill, one sequence of up to Tmax tokens */
+    float* pf_x;
+    floatX *pf_u, *pf_zx, *pf_xbc, *pf_y, *pf_gn, *pf_delta;
+    float *pf_rstd, *pf_gn_rstd;
+    char* pf_saved;
+    int* pf_tokens;
+    size_t bytes;
+    float* logits_host;
+    floatX* logits_host_x;
+} Decoder;
+
+static size_t dec_K1(const Mamba2Config* c) { return c->d_conv > 1 ? (size_t)c->d_conv - 1 : 1; }
+static size_t dec_state_floats(const Mamba2Config* c, int S) {
+    return (size_t)c->n_layer * S * c->nheads * c->headdim * c->d_state;
+}
+static size_t dec_win_floats(const Mamba2Config* c, int S) { return (size_t)c->n_layer * S * dec_K1(c) * c->conv_dim; }
+
+static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int max_steps) {
+    const Mamba2Config* c = &m->config;
+    memset(d, 0, sizeof(*d));
+    if (S < 1) die("decoder: need at least one sequence");
+    if (Tmax < 1) Tmax = 1;
+    d->S = S; d->Tmax = Tmax; d->max_steps = max_steps; d->small = S <= GEN_SMALL_S;
+    size_t X = sizeof(floatX), F = sizeof(float), D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
+    size_t total = 0, T = (size_t)Tmax;
+    d->state = (float*)gpu_alloc(dec_state_floats(c, S) * F, &total);
+    for (int i = 0; i < 2; i++) d->win[i] = (float*)gpu_alloc(dec_win_floats(c, S) * F, &total);
+    d->x = (float*)gpu_alloc(S * D * F, &total);
+    d->u = (floatX*)gpu_alloc(S * D * X, &total);
+    d->zxbcdt = (floatX*)gpu_alloc(S * (size_t)c->d_in_proj * X, &total);
+    d->y = (floatX*)gpu_alloc(S * E * X, &total);
+    d->gn = (floatX*)gpu_alloc(S * E * X, &total);
+    d->delta = (floatX*)gpu_alloc(S * D * X, &total);
+    d->logits = (floatX*)gpu_alloc(S * Vp * X, &total);
+    d->rstd = (float*)gpu_alloc(S * F, &total);
+    d->gn_rstd = (float*)gpu_alloc(S * (size_t)c->ngroups * F, &total);
+    d->tokens = (int*)gpu_alloc(S * sizeof(int), &total);
+    d->hist = (int*)gpu_alloc(((size_t)max_steps + 2) * S * sizeof(int), &total);
+    d->step = (int*)gpu_alloc(sizeof(int), &total);
+    d->pf_x = (float*)gpu_alloc(T * D * F, &total);
+    d->pf_u = (floatX*)gpu_alloc(T * D * X, &total);
+    d->pf_zx = (floatX*)gpu_alloc(T * c->d_in_proj * X, &total);
+    d->pf_xbc = (floatX*)gpu_alloc(T * c->conv_dim * X, &total);
+    d->pf_y = (floatX*)gpu_alloc(T * E * X, &total);
+    d->pf_gn = (floatX*)gpu_alloc(T * E * X, &total);
+    d->pf_delta = (floatX*)gpu_alloc(T * D * X, &total);
+    d->pf_rstd = (float*)gpu_alloc(T * F, &total);
+    d->pf_gn_rstd = (float*)gpu_alloc(T * c->ngroups * F, &total);
+    d->pf_saved = (char*)gpu_alloc(ssd_saved_bytes(1, Tmax, c->nheads, c->headdim, c->d_state, c->chunk_size), &total);
+    d->pf_tokens = (int*)gpu_alloc(T * sizeof(int), &total);
+    d->bytes = total;
+    d->logits_host = (float*)mallocCheck(S * Vp * F);
+    d->logits_host_x = (floatX*)mallocCheck(S * Vp * X);
+}
+
+static void decoder_free(Decoder* d) {
+    for (int i = 0; i < 2; i++) if (d->have_graph) cudaCheck(cudaGraphExecDestroy(d->graph[i]));
+    void* ptrs[] = {d->state, d->win[0], d->win[1], d->x, d->u, d->zxbcdt, d->y, d->gn, d->delta, d->logits,
+                    d->rstd, d->gn_rstd, d->tokens, d->hist, d->step, d->pf_x, d->pf_u, d->pf_zx, d->pf_xbc,
+                    d->pf_y, d->pf_gn, d->pf_delta, d->pf_rstd, d->pf_gn_rstd, d->pf_saved, d->pf_tokens};
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
+    free(d->logits_host);
+    free(d->logits_host_x);
+    memset(d, 0, sizeof(*d));
+}
+
+/* zero state, zero windows, step counter 0 (a new batch) */
+static void decoder_reset(Decoder* d, const GPUModel* m) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    cudaCheck(cudaMemsetAsync(d->state, 0, dec_state_floats(c, d->S) * sizeof(float), st));
+    for (int i = 0; i < 2; i++) cudaCheck(cudaMemsetAsync(d->win[i], 0, dec_win_floats(c, d->S) * sizeof(float), st));
+    cudaCheck(cudaMemsetAsync(d->step, 0, sizeof(int), st));
+    d->parity = 0;
+}
+
+/*
+ * Prefill sequence s with tokens[0..T): the parallel chunked forward for B = 1 (the trainer's kernels), leaving
+ * sequence s's SSM states and conv windows as T recurrent steps would, and its last-position logits in row s of
+ * d->logits. Only the last position goes through the final norm and the LM head.
+ */
+static void decoder_prefill(Decoder* d, GPUModel* m, int s, const int* tokens, int T) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    if (T < 1) die("prefill: empty prompt (give at least one token)");
+    if (T > d->Tmax) die("prefill: prompt of %d tokens, the decoder was made for at most %d", T, d->Tmax);
+    if (s < 0 || s >= d->S) die("prefill: sequence %d outside the batch of %d", s, d->S);
+    for (int i = 0; i < T; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            die("prompt token %d at position %d is outside the model's vocabulary [0, %d)", tokens[i], i,
+                c->vocab_size);
+    int D = c->d_model, E = c->d_inner, H = c->nheads, P = c->headdim, N = c->d_state, GN = c->ngroups * N;
+    int Cd = c->conv_dim, Z = c->d_in_proj, S = d->S;
+    size_t K1 = dec_K1(c);
+    cudaCheck(cudaMemcpyAsync(d->pf_tokens, tokens, T * sizeof(int), cudaMemcpyHostToDevice, st));
+    encoder_forward(d->pf_x, d->pf_tokens, PX(m, P_WTE, 0), T, D, st);
+    for (int l = 0; l < c->n_layer; l++) {
+        rmsnorm_forward(d->pf_u, d->pf_rstd, d->pf_x, l > 0 ? d->pf_delta : NULL, PF(m, P_NORM_W, l), T, D, st);
+        matmul_forward(d->pf_zx, d->pf_u, PX(m, P_IN_PROJ_W, l), T, D, Z, st);
+        conv1d_forward(d->pf_xbc, d->pf_zx + E, Z, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), 1, T, Cd, c->d_conv, st);
+        float* final_state = d->state + (((size_t)l * S + s) * H) * P * N;
+        ssd_forward(d->pf_y, final_state, d->pf_saved, d->pf_xbc, Cd, d->pf_zx + 2 * E + 2 * GN, Z,
+                    PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, 1, T, H, P, N, c->ngroups,
+                    c->chunk_size, st);
+        float* win = d->win[d->parity] + ((size_t)l * S + s) * K1 * Cd;
+        conv_window_from_prefill(win, d->pf_zx + E, Z, T, c->d_conv, Cd, st);
+        gated_norm_forward(d->pf_gn, d->pf_gn_rstd, d->pf_y, d->pf_zx, Z, PF(m, P_GNORM_W, l), T, E, c->ngroups, st);
+        matmul_forward(d->pf_delta, d->pf_gn, PX(m, P_OUT_PROJ_W, l), T, E, D, st);
+    }
+    size_t last = (size_t)(T - 1) * D;
+    rmsnorm_forward(d->pf_u, d->pf_rstd, d->pf_x + last, d->pf_delta + last, PF(m, P_NORM_F_W, 0), 1, D, st);
+    matmul_forward(d->logits + (size_t)s * c->padded_vocab_size, d->pf_u, PX(m, P_WTE, 0), 1, D,
+                   c->padded_vocab_size, st);
+}
+
+/* enqueue one decode step reading window buffer `parity` (plain launches; also what the graphs capture) */
+static void decoder_enqueue_step(Decoder* d, GPUModel* m, int parity, int with_argmax) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    int S = d->S, D = c->d_model, E = c->d_inner, H = c->nheads, P = c->headdim, N = c->d_state, Z = c->d_in_proj;
+    int Cd = c->conv_dim, Vp = c->padded_vocab_size;
+    size_t K1 = dec_K1(c), win_layer = (size_t)S * K1 * Cd, state_layer = (size_t)S * H * P * N;
+    decode_embed(d->x, d->step, d->tokens, PX(m, P_WTE, 0), S, D, st);
+    for (int l = 0; l < c->n_layer; l++) {
+        const float* win_in = d->win[parity] + l * win_layer;
+        float* win_out = d->win[parity ^ 1] + l * win_layer;
+        if (d->small) {
+            rmsnorm_matvec(d->zxbcdt, Z, d->x, PF(m, P_NORM_W, l), PX(m, P_IN_PROJ_W, l), S, D, Z, st);
+        } else {
+            rmsnorm_forward(d->u, d->rstd, d->x, l > 0 ? d->delta : NULL, PF(m, P_NORM_W, l), S, D, st);
+            matmul_forward(d->zxbcdt, d->u, PX(m, P_IN_PROJ_W, l), S, D, Z, st);
+        }
+        conv_ssd_step(d->y, d->state + l * state_layer, win_out, win_in, d->zxbcdt, Z, PF(m, P_CONV_W, l),
+                      PF(m, P_CONV_B, l), PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), S, H, P, N,
+                      c->ngroups, c->d_conv, st);
+        if (d->small) {
+            gated_matvec(d->x, d->y, d->zxbcdt, Z, PF(m, P_GNORM_W, l), PX(m, P_OUT_PROJ_W, l), S, E, c->ngroups, D,
+                         st);
+        } else {
+            gated_norm_forward(d->gn, d->gn_rstd, d->y, d->zxbcdt, Z, PF(m, P_GNORM_W, l), S, E, c->ngroups, st);
+            matmul_forward(d->delta, d->gn, PX(m, P_OUT_PROJ_W, l), S, E, D, st);
+        }
+    }
+    if (d->small) {
+        rmsnorm_matvec(d->logits, Vp, d->x, PF(m, P_NORM_F_W, 0), PX(m, P_WTE, 0), S, D, Vp, st);
+    } else {
+        rmsnorm_forward(d->u, d->rstd, d->x, d->delta, PF(m, P_NORM_F_W, 0), S, D, st);
+        matmul_forward(d->logits, d->u, PX(m, P_WTE, 0), S, D, Vp, st);
+    }
+    if (with_argmax) argmax_tokens(d->tokens, d->hist, d->step, d->logits, S, Vp, c->vocab_size, st);
+}
+
+/* capture the step for both window parities; with_argmax: the graphs end with the greedy pick */
+static void decoder_capture(Decoder* d, GPUModel* m, int with_argmax) {
+    if (d->have_graph) for (int i = 0; i < 2; i++) cudaCheck(cudaGraphExecDestroy(d->graph[i]));
+    /* relaxed: the launchers set kernel attributes and cuBLASLt asks for its heuristic while capturing */
+    cudaStream_t st = m->stream;
+    for (int p = 0; p < 2; p++) {
+        cudaGraph_t g;
+        cudaCheck(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+        decoder_enqueue_step(d, m, p, with_argmax);
+        cudaCheck(cudaStreamEndCapture(st, &g));
+        cudaCheck(cudaGraphInstantiate(&d->graph[p], g, 0));
+        cudaCheck(cudaGraphDestroy(g));
+    }
+    d->have_graph = 1;
+    d->graph_argmax = with_argmax;
+}
+
+/* one decode step: the tokens in d->tokens in, logits (and with the argmax, the next tokens) out */
+static void decoder_step(Decoder* d, GPUModel* m, int use_graph, int with_argmax) {
+    if (use_graph) {
+        if (!d->have_graph || d->graph_argmax != with_argmax) decoder_capture(d, m, with_argmax);
+        cudaCheck(cudaGraphLaunch(d->graph[d->parity], m->stream));
+    } else {
+        decoder_enqueue_step(d, m, d->parity, with_argmax);
+    }
+    d->parity ^= 1;
+}
+
+/* the (S, Vp) logits on the host as float */
+static float* decoder_logits_host(Decoder* d, GPUModel* m) {
+    size_t n = (size_t)d->S * m->config.padded_vocab_size;
+    cudaCheck(cudaMemcpyAsync(d->logits_host_x, d->logits, n * sizeof(floatX), cudaMemcpyDeviceToHost, m->stream));
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    for (size_t i = 0; i < n; i++) d->logits_host[i] = toF(d->logits_host_x[i]);
+    return d->logits_host;
+}
+
+/* ---- sampling on the host: temperature, top-k, top-p (nucleus), as generate_mamba2.c ---- */
+
+typedef struct { float p; int id; } GenProb;
+
+static bool gen_prob_desc(const GenProb& a, const GenProb& b) {
+    if (a.p != b.p) return a.p > b.p;
+    return a.id < b.id; /* ties by id: the same seed gives the same text everywhere */
+}
+
+/* temperature <= 0: the most likely token (lowest id among equals). Else softmax(logits / temperature) over the V
+ * real ids, keep the top_k most likely (0: all), then the smallest prefix reaching top_p mass, renormalize, draw. */
+static int gen_sample(const float* logits, int V, float temperature, int top_k, float top_p, Rng* rng,
+                      GenProb* scratch) {
+    int best = 0;
+    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    if (temperature <= 0) return best;
+    double sum = 0;
+    for (int i = 0; i < V; i++) {
+        scratch[i].p = (float)exp((logits[i] - logits[best]) / temperature);
+        scratch[i].id = i;
+        sum += scratch[i].p;
+    }
+    int n = V;
+    if ((top_k > 0 && top_k < V) || top_p < 1.0f) {
+        /* only the first top_k (or, for top-p alone, all) need to be in order */
+        int keep = top_k > 0 && top_k < V ? top_k : V;
+        std::partial_sort(scratch, scratch + keep, scratch + V, gen_prob_desc);
+        n = keep;
+        if (top_p < 1.0f) {
+            double cum = 0;
+            for (int i = 0; i < n; i++) {
+                cum += scratch[i].p / sum;
+                if (cum >= top_p) { n = i + 1; break; }
+            }
+        }
+        sum = 0;
+        for (int i = 0; i < n; i++) sum += scratch[i].p;
+    }
+    double coin = rng_uniform(rng) * sum, cdf = 0;
+    for (int i = 0; i < n; i++) {
+        cdf += scratch[i].p;
+        if (coin < cdf) return scratch[i].id;
+    }
+    return scratch[n - 1].id;
+}
+
+/* ---- one generation run over the batch ---- */
+
+typedef struct {
+    float temperature, top_p;
+    int top_k, max_new, eot, use_graph;
+    unsigned long long seed;
+} GenOptions;
+
+typedef struct {
+    double prefill_s;  /* all prompts, to the first token's logits */
+    double decode_s;   /* decode steps after the first token */
+    int steps;         /* decode steps timed */
+} GenTiming;
+
+/*
+ * Prefill every prompt, then decode up to o->max_new tokens per sequence. out[s] receives sequence s's tokens,
+ * n_out[s] how many (stopping before its end-of-text token). Greedy runs on the GPU; sampling on the host.
+ */
+static GenTiming generate_batch(Decoder* d, GPUModel* m, int* const* prompts, const int* lens, const GenOptions* o,
+                                int** out, int* n_out) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    int S = d->S, V = c->vocab_size, greedy = o->temperature <= 0;
+    GenTiming tm = {0, 0, 0};
+    if (o->max_new > d->max_steps) die("generate: %d new tokens, the decoder holds %d", o->max_new, d->max_steps);
+    for (int s = 0; s < S; s++) n_out[s] = 0;
+    if (o->max_new == 0) return tm;
+    std::vector<int> done(S, 0), host_tokens(S);
+    std::vector<Rng> rngs(S);
+    for (int s = 0; s < S; s++) rng_seed(&rngs[s], o->seed + (unsigned long long)s);
+    std::vector<GenProb> scratch(V);
+    cudaCheck(cudaStreamSynchronize(st));
+    double t0 = now_seconds();
+    decoder_reset(d, m);
+    for (int s = 0; s < S; s++) decoder_prefill(d, m, s, prompts[s], lens[s]);
+    cudaEvent_t e0, e1;
+    cudaCheck(cudaEventCreate(&e0));
+    cudaCheck(cudaEventCreate(&e1));
+    if (greedy) {
+        /* the first token from the prefill logits, then steps 1..max_new-1, all on the device */
+        argmax_tokens(d->tokens, d->hist, d->step, d->logits, S, c->padded_vocab_size, V, st);
+        cudaCheck(cudaStreamSynchronize(st));
+        tm.prefill_s = now_seconds() - t0;
+        if (o->use_graph && !d->have_graph) {
+            decoder_capture(d, m, 1); /* before the timing: capture is a one-time cost */
+        }
+        int checked = 0; /* history rows already copied to the host */
+        std::vector<int> rows;
+        cudaCheck(cudaEventRecord(e0, st));
+        for (int i = 1;; i++) {
+            int finished = i == o->max_new;
+            if (!finished) decoder_step(d, m, o->use_graph, 1); /* writes history row i */
+            if (!finished && !(o->eot >= 0 && i % GEN_CHECK_EVERY == 0)) continue;
+            if (finished) cudaCheck(cudaEventRecord(e1, st));
+            int avail = finished ? o->max_new : i + 1, nrow = avail - checked;
+            rows.resize((size_t)nrow * S);
+            cudaCheck(cudaMemcpyAsync(rows.data(), d->hist + (size_t)checked * S, rows.size() * sizeof(int),
+                                      cudaMemcpyDeviceToHost, st));
+            cudaCheck(cudaStreamSynchronize(st));
+            for (int k = 0; k < nrow; k++) {
+                for (int s = 0; s < S; s++) {
+                    if (done[s]) continue;
+                    int tok = rows[(size_t)k * S + s];
+                    if (tok == o->eot) done[s] = 1;
+                    else out[s][n_out[s]++] = tok;
+                }
+            }
+            checked = avail;
+            int all_done = 1;
+            for (int s = 0; s < S; s++) all_done &= done[s];
+            if (finished) { tm.steps = o->max_new - 1; break; }
+            if (all_done) { cudaCheck(cudaEventRecord(e1, st)); tm.steps = i; break; }
+        }
+        cudaCheck(cudaEventSynchronize(e1));
+        float ms = 0;
+        cudaCheck(cudaEventElapsedTime(&ms, e0, e1));
+        tm.decode_s = ms / 1000.0;
+    } else {
+        float* logits = decoder_logits_host(d, m);
+        tm.prefill_s = now_seconds() - t0;
+        double t1 = now_seconds();
+        for (int i = 0; i < o->max_new; i++) {
+            int all_done = 1;
+            for (int s = 0; s < S; s++) {
+                int tok = gen_sample(logits + (size_t)s * c->padded_vocab_size, V, o->temperature, o->top_k,
+                                     o->top_p, &rngs[s], scratch.data());
+                host_tokens[s] = tok;
+                if (done[s]) continue;
+                if (tok == o->eot) done[s] = 1;
+                else out[s][n_out[s]++] = tok;
+                all_done &= done[s];
+            }
+            if (all_done || i + 1 == o->max_new) break;
+            cudaCheck(cudaMemcpyAsync(d->tokens, host_tokens.data(), S * sizeof(int), cudaMemcpyHostToDevice, st));
+            decoder_step(d, m, o->use_graph, 0);
+            logits = decoder_logits_host(d, m);
+            tm.steps++;
+        }
+        tm.decode_s = now_seconds() - t1;
+    }
+    cudaCheck(cudaEventDestroy(e0));
+    cudaCheck(cudaEventDestroy(e1));
+    return tm;
+}
+
+#ifndef GENERATE_NO_MAIN
+
+static void generate_usage(void) {
+    fprintf(stderr,
+        "usage: ./generate_mamba2cu -e MODEL [-k TOKENIZER] (-p TEXT | -f FILE | -I IDS) [options]\n"
+        "  -e MODEL   a mamba2.c checkpoint, an HF transformers Mamba-2 folder, a mamba_ssm folder (after\n"
+        "             scripts/convert_mamba_ssm.py), or a preset such as 130m (random weights, for timing)\n"
+        "  -k FILE    tokenizer.bin, version 3, to encode the prompts (byte-level BPE). Without -k a model of\n"
+        "             vocab 257 is taken as the byte tokenizer (id 256 = end of text)\n"
+        "  -p TEXT    one prompt;  -f FILE  one prompt per line (a batch);  -I IDS  token ids, e.g. 1,2,3;\n"
+        "             several prompts separated by ';' (1,2;3,4,5)\n"
+        "  -b N       batch of N sequences: the prompts repeated in turn (default: one per prompt)\n"
+        "  -n N       tokens to generate per sequence (default 128); each stops early at its end-of-text token\n"
+        "  -t T       temperature (default 1.0; 0 = greedy, decoded entirely on the GPU)\n"
+        "  -K K       top-k (default 0 = off);  -P P  top-p (default 1.0 = off)\n"
+        "  -s SEED    sampling seed (default 1337; sequence i uses SEED + i)\n"
+        "  -G 0|1     replay the decode step as a CUDA graph (default 1)\n"
+        "  -r R       generate R times and report the median decode time (timing; default 1)\n"
+        "  -q         quiet: no generated text, only the timing line\n");
+}
+
+static char* read_text_file(const char* path, size_t* len) {
+    FILE* f = fopen(path, "rb");
+    if (f == NULL) die("prompt file %s: cannot open: %s", path, strerror(errno));
+    size_t cap = 4096, n = 0, got;
+    char* s = (char*)mallocCheck(cap + 1);
+    while ((got = fread(s + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            cap *= 2;
+            s = (char*)realloc(s, cap + 1);
+            if (s == NULL) die("out of memory reading %s", path);
+        }
+    }
+    fclose(f);
+    s[n] = '\0';
+    *len = n;
+    return s;
+}
+
+/* "1,2,3" -> ids */
+static std::vector<int> parse_ids(const char* text) {
+    std::vector<int> ids;
+    const char* p = text;
+    while (*p) {
+        char* end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 100000000) die("-I %s: expected comma-separated token ids, e.g. -I 1,2,3", text);
+        ids.push_back((int)v);
+        p = end;
+        if (*p == ',') p++;
+        else if (*p) die("-I %s: expected comma-separated token ids, e.g. -I 1,2,3", text);
+    }
+    return ids;
+}
+
+int main(int argc, char** argv) {
+    const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL, *id_text = NULL;
+    int max_new = 128, top_k = 0, quiet = 0, batch = 0, repeats = 1, use_graph = 1;
+    float temperature = 1.0f, top_p = 1.0f;
+    unsigned long long seed = 1337;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { generate_usage(); return 0; }
+        if (!strcmp(argv[i], "-q")) { quiet = 1; continue; }
+        if (argv[i][0] != '-' || strlen(argv[i]) != 2 || i + 1 >= argc) {
+            generate_usage();
+            die("bad argument '%s' (flags take one value each; -h for help)", argv[i]);
+        }
+        const char* v = argv[++i];
+        char* end;
+        switch (argv[i - 1][1]) {
+        case 'e': model_path = v; break;
+        case 'k': tok_path = v; break;
+        case 'p': prompt = v; break;
+        case 'f': prompt_file = v; break;
+        case 'I': id_text = v; break;
+        case 'n': max_new = (int)strtol(v, &end, 10); if (*end || max_new < 0) die("-n %s: need a count >= 0", v); break;
+        case 'b': batch = (int)strtol(v, &end, 10); if (*end || batch < 1) die("-b %s: need a batch size >= 1", v); break;
+        case 'r': repeats = (int)strtol(v, &end, 10); if (*end || repeats < 1) die("-r %s: need a count >= 1", v); break;
+        case 'G': use_graph = (int)strtol(v, &end, 10); if (*end || (use_graph != 0 && use_graph != 1)) die("-G %s: 0 or 1", v); break;
+        case 't': temperature = strtof(v, &end); if (*end || temperature < 0) die("-t %s: need a temperature >= 0", v); break;
+        case 'K': top_k = (int)strtol(v, &end, 10); if (*end || top_k < 0) die("-K %s: need an integer >= 0", v); break;
+        case 'P': top_p = strtof(v, &end); if (*end || !(top_p > 0 && top_p <= 1)) die("-P %s: need 0 < top-p <= 1", v); break;
+        case 's': seed = strtoull(v, &end, 10); if (*end) die("-s %s: need an integer seed", v); break;
+        default: generate_usage(); die("unknown flag %s (-h for help)", argv[i - 1]);
+        }
+    }
+    if (model_path == NULL) { generate_usage(); die("no model: give -e CHECKPOINT_OR_FOLDER"); }
+    if ((prompt != NULL) + (prompt_file != NULL) + (id_text != NULL) != 1) {
+        generate_usage();
+        die("give exactly one prompt source: -p TEXT, -f FILE or -I IDS");
+    }
+    int dev_count = 0;
+    if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0)
+        die("no CUDA GPU found: use the CPU program ./generate_mamba2");
+
+    GPUModel model;
+    gpu_load_model(&model, model_path, 1);
+    const Mamba2Config* c = &model.config;
+    if (!quiet) config_print(c, stderr);
+
+    /* the tokenizer: BPE (version 3 file), or bytes, or none (ids in, ids out) */
+    Tokenizer tok;
+    memset(&tok, 0, sizeof tok);
+    BpeEncoder bpe;
+    memset(&bpe, 0, sizeof bpe);
+    int byte_level = 0, eot;
+    char err[1024];
+    if (tok_path != NULL) {
+        tokenizer_init(&tok, tok_path);
+        if (!tok.init_ok) die("tokenizer %s: cannot open", tok_path);
+        if ((int)tok.vocab_size > c->vocab_size)
+            die("tokenizer %s has %u tokens, the model's vocabulary only %d: they do not belong together", tok_path,
+                tok.vocab_size, c->vocab_size);
+        eot = tok.eot_token;
+        if (tok.vocab_size == 257 && tok.eot_token == 256) byte_level = 1;
+        else if (id_text == NULL && bpe_load(&bpe, tok_path, err, sizeof err) != 0) die("%s", err);
+    } else if (id_text != NULL && c->vocab_size != 257) {
+        eot = -1; /* no tokenizer, no end-of-text stop */
+    } else {
+        if (c->vocab_size != 257)
+            die("the model's vocabulary is %d: give its tokenizer with -k tokenizer.bin (version 3; make one with "
+                "python3 data/text_tokenizers.py --help)", c->vocab_size);
+        byte_level = 1;
+        eot = 256;
+    }
+
+    /* the prompts: split on ';' (ids) or newlines (a file), or the one -p text */
+    std::vector<std::vector<int>> prompts;
+    if (id_text != NULL) {
+        std::string all(id_text);
+        size_t start = 0;
+        while (start <= all.size()) {
+            size_t semi = all.find(';', start);
+            std::string one = all.substr(start, semi == std::string::npos ? std::string::npos : semi - start);
+            if (!one.empty()) prompts.push_back(parse_ids(one.c_str()));
+            if (semi == std::string::npos) break;
+            start = semi + 1;
+        }
+    } else {
+        size_t len;
+        char* text = prompt_file ? read_text_file(prompt_file, &len) : NULL;
+        std::vector<std::string> lines;
+        if (text == NULL) {
+            lines.push_back(std::string(prompt));
+        } else {
+            std::string all(text, len);
+            size_t start = 0;
+            while (start < all.size()) {
+                size_t nl = all.find('\n', start);
+                std::string line = all.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+                if (!line.empty()) lines.push_back(line);
+                if (nl == std::string::npos) break;
+                start = nl + 1;
+            }
+            free(text);
+            if (lines.empty()) die("prompt file %s: no non-empty line (one prompt per line)", prompt_file);
+        }
+        for (size_t i = 0; i < lines.size(); i++) {
+            std::vector<int> ids;
+            if (byte_level) {
+                for (size_t k = 0; k < lines[i].size(); k++) ids.push_back((unsigned char)lines[i][k]);
+            } else {
+                int* enc;
+                size_t n;
+                if (bpe_encode(&bpe, lines[i].c_str(), lines[i].size(), &enc, &n, err, sizeof err) != 0)
+                    die("prompt %zu: %s", i + 1, err);
+                ids.assign(enc, enc + n);
+                free(enc);
+            }
+            prompts.push_back(ids);
+        }
+    }
+    if (prompts.empty()) die("no prompt");
+    for (size_t i = 0; i < prompts.size(); i++) {
+        if (prompts[i].empty()) {
+            if (eot < 0) die("prompt %zu is empty", i + 1);
+            prompts[i].push_back(eot); /* an empty prompt starts from end-of-text, as a new document does */
+        }
+    }
+    int S = batch > 0 ? batch : (int)prompts.size();
+    std::vector<int*> pp(S);
+    std::vector<int> lens(S);
+    int Tmax = 1;
+    for (int s = 0; s < S; s++) {
+        std::vector<int>& p = prompts[s % prompts.size()];
+        pp[s] = p.data();
+        lens[s] = (int)p.size();
+        if (lens[s] > Tmax) Tmax = lens[s];
+    }
+
+    Decoder dec;
+    decoder_create(&dec, &model, S, Tmax, max_new > 0 ? max_new : 1);
+    std::vector<std::vector<int>> outs(S, std::vector<int>(max_new > 0 ? max_new : 1));
+    std::vector<int*> outp(S);
+    for (int s = 0; s < S; s++) outp[s] = outs[s].data();
+    std::vector<int> n_out(S);
+    GenOptions o = {temperature, top_p, top_k, max_new, eot, use_graph, seed};
+    std::vector<double> ms_per_step;
+    GenTiming tm = {0, 0, 0};
+    for (int r = 0; r < repeats; r++) {
+        tm = generate_batch(&dec, &model, pp.data(), lens.data(), &o, outp.data(), n_out.data());
+        if (tm.steps > 0) ms_per_step.push_back(tm.decode_s * 1000.0 / tm.steps);
+    }
+
+    if (!quiet) {
+        for (int s = 0; s < S; s++) {
+            if (S > 1) printf("[%d] ", s);
+            for (int i = 0; i < lens[s]; i++) {
+                int id = pp[s][i];
+                if (byte_level) { if (id != eot) putchar(id); }
+                else if (tok.init_ok) tokenizer_safe_print(tokenizer_decode(&tok, (uint32_t)id));
+                else printf("%d ", id);
+            }
+            printf(byte_level || tok.init_ok ? "" : "| ");
+            for (int i = 0; i < n_out[s]; i++) {
+                int id = outs[s][i];
+                if (byte_level) putchar(id);
+                else if (tok.init_ok) tokenizer_safe_print(tokenizer_decode(&tok, (uint32_t)id));
+                else printf("%d ", id);
+            }
+            printf("\n");
+        }
+        fflush(stdout);
+    }
+    std::sort(ms_per_step.begin(), ms_per_step.end());
+    double med = ms_per_step.empty() ? 0 : ms_per_step[ms_per_step.size() / 2];
+    size_t free_b, total_b;
+    cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+    fprintf(stderr,
+            "batch %d, prompt %d tokens (longest), prefill %.3f s; decode %d steps: median %.4f ms/step over %d run%s "
+            "(%.0f tokens/s), %s, %s path; decoder state %.2f GiB, GPU memory in use %.2f GiB\n",
+            S, Tmax, tm.prefill_s, tm.steps, med, (int)ms_per_step.size(), ms_per_step.size() == 1 ? "" : "s",
+            med > 0 ? S * 1000.0 / med : 0.0, use_graph ? "CUDA graph" : "no graph",
+            dec.small ? "fused matvec" : "cuBLASLt", dec.bytes / 1073741824.0, (total_b - free_b) / 1073741824.0);
+    decoder_free(&dec);
+    bpe_free(&bpe);
+    tokenizer_free(&tok);
+    matmul_destroy();
+    return 0;
+}
+
+#endif /* GENERATE_NO_MAIN */
