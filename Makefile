@@ -55,7 +55,7 @@ HEADERS = llmc/utils.h llmc/rand.h llmc/schedulers.h llmc/mamba2_model.h llmc/da
 deps:
 	@sh scripts/install_deps.sh
 
-all: train_mamba2 eval_mamba2 generate_mamba2
+all: train_mamba2 eval_mamba2 generate_mamba2 export_mamba2
 
 train_mamba2: train_mamba2.c $(HEADERS) $(INTEROP_HEADERS)
 	$(CC) $(CFLAGS) -o $@ train_mamba2.c $(LDLIBS)
@@ -74,6 +74,9 @@ eval_mamba2: eval_mamba2.c generate_mamba2.c train_mamba2.c $(HEADERS) $(INTEROP
 generate_mamba2: generate_mamba2.c train_mamba2.c $(HEADERS) $(INTEROP_HEADERS)
 	$(CC) $(CFLAGS) -o $@ generate_mamba2.c $(LDLIBS)
 
+export_mamba2: export_mamba2.c $(HEADERS) $(INTEROP_HEADERS)
+	$(CC) $(CFLAGS) -o $@ export_mamba2.c $(LDLIBS)
+
 test_interop: test_interop.c generate_mamba2.c train_mamba2.c $(HEADERS) $(INTEROP_HEADERS)
 	$(CC) $(CFLAGS) -o $@ test_interop.c $(LDLIBS)
 
@@ -88,7 +91,7 @@ dev/ssd_tutorial: dev/ssd_tutorial.c
 
 # every suite prints "N passed, N failed" last; scripts/run_tests.sh sums them
 test: deps
-	$(MAKE) train_mamba2 eval_mamba2 generate_mamba2 test_mamba2 test_mamba2_fd test_dataloader test_safetensors \
+	$(MAKE) train_mamba2 eval_mamba2 generate_mamba2 export_mamba2 test_mamba2 test_mamba2_fd test_dataloader test_safetensors \
 	  test_interop dev/ssd_tutorial
 	PYTHON=$(PYTHON) sh scripts/run_tests.sh
 
@@ -151,6 +154,6 @@ cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu
 	done
 
 clean:
-	rm -f dev/ssd_tutorial train_mamba2 eval_mamba2 generate_mamba2 test_interop test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/cuda/*_bin \
+	rm -f dev/ssd_tutorial train_mamba2 eval_mamba2 generate_mamba2 export_mamba2 test_interop test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/cuda/*_bin \
 	  train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 generate_mamba2cu eval_mamba2cu \
 	  test_generate test_generate_fp32

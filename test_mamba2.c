@@ -647,6 +647,20 @@ static void test_resume_bitwise(void) {
         if (sscanf(line, "s:%d trl:%f", &s, &v) == 2) { if (s == 1) first = v; lastv = v; }
     if (f) fclose(f);
     report(lastv < first, "training lowers the loss (%.4f -> %.4f)", first, lastv);
+    /* export to an HF folder, then evaluate the folder and the checkpoint: the same loss */
+    char la2[65536];
+    snprintf(cmd, sizeof(cmd), "./export_mamba2 -e %s/run_full/ckpt_00000006.bin -o %s/exported", g_tmp, g_tmp);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0, "export_mamba2 writes an HF folder (exit %d)", rc);
+    snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s/run_full/ckpt_00000006.bin -i %s/val.bin -b 2 -t 16 -m 4 2>&1 | "
+             "grep 'mean loss'", g_tmp, g_tmp);
+    run_capture(cmd, la2, sizeof(la2));
+    snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s/exported -i %s/val.bin -b 2 -t 16 -m 4 2>&1 | grep 'mean loss'",
+             g_tmp, g_tmp);
+    run_capture(cmd, out, sizeof(out));
+    out[strcspn(out, "\n")] = '\0';
+    la2[strcspn(la2, "\n")] = '\0';
+    report(strlen(out) > 0 && strcmp(out, la2) == 0, "the exported folder evaluates to the checkpoint's loss: %s", out);
 }
 
 static void expect_failure(const char* what, const char* args, const char* must_contain) {

@@ -132,7 +132,7 @@ static inline int safetensors_write(const char* path, const SafeTensorOut* tenso
     while (!h.oom && h.len % 8 != 0) stw_puts_(&h, " ");
     if (h.oom) { free(h.s); return json_fail_(err, errlen, "safetensors %s: out of memory for the header", path); }
 
-    char tmp_path[4200];
+    char tmp_path[4400]; /* room for any path the callers build (<= 4300) plus ".tmp" */
     snprintf(tmp_path, sizeof tmp_path, "%s.tmp", path);
     FILE* f = fopen(tmp_path, "wb");
     if (f == NULL) {
