@@ -50,7 +50,7 @@ endif
 
 HEADERS = llmc/utils.h llmc/rand.h llmc/schedulers.h llmc/mamba2_model.h llmc/dataloader.h llmc/tokenizer.h
 
-.PHONY: all test train cuda test_cu clean deps bench
+.PHONY: all test train cuda cuda_variants test_cu clean deps bench
 
 deps:
 	@sh scripts/install_deps.sh
@@ -152,6 +152,13 @@ cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu
 	@set -e; for f in $(CUDA_DEV); do \
 	  echo "nvcc $$f"; $(NVCC) $(NVCC_FLAGS) -o $${f%.cu}_bin $$f $(NVCC_LIBS); \
 	done
+
+# the multi-GPU build variants compile too (CI): without NCCL, and with NCCL but without MPI
+cuda_variants: train_mamba2.cu $(CUDA_HEADERS)
+	$(NVCC) -O1 -std=c++17 $(CUDA_ARCH) -I. --expt-relaxed-constexpr -DNO_MULTI_GPU -o /tmp/train_mamba2cu_nomgpu \
+	  train_mamba2.cu -lcublas -lcublasLt
+	$(NVCC) -O1 -std=c++17 $(CUDA_ARCH) -I. --expt-relaxed-constexpr -o /tmp/train_mamba2cu_nompi \
+	  train_mamba2.cu -lcublas -lcublasLt -lnccl
 
 clean:
 	rm -f dev/ssd_tutorial train_mamba2 eval_mamba2 generate_mamba2 export_mamba2 test_interop test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/cuda/*_bin \
