@@ -13,40 +13,11 @@
 #define GENERATE_NO_MAIN
 #include "generate_mamba2.c"
 
-static void eval_usage(void) {
-    fprintf(stderr,
-        "usage: ./eval_mamba2 -e MODEL -i SHARDS [-b B] [-t T] [-m MAX_BATCHES] [-k TOKENIZER]\n"
-        "  -e MODEL    a mamba2.c checkpoint, or an HF transformers / mamba_ssm model folder\n"
-        "  -i GLOB     token shards (data/prepare.py's format), e.g. 'data/stdlib/stdlib_val_*.bin' (quote it)\n"
-        "  -b B        rows per batch (default 4);  -t T  tokens per row (default 256)\n"
-        "  -m N        evaluate at most N batches (default: all)\n"
-        "  -k FILE     tokenizer.bin for bits per byte (default: tokenizer.bin beside the shards; without one, no\n"
-        "              bits per byte)\n");
-}
-
 int main(int argc, char** argv) {
-    const char *model_path = NULL, *pattern = NULL, *tok_path = NULL;
-    int B = 4, T = 256;
-    long max_batches = -1;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { eval_usage(); return 0; }
-        if (argv[i][0] != '-' || strlen(argv[i]) != 2 || i + 1 >= argc) {
-            eval_usage();
-            die("bad argument '%s' (flags take one value each; -h for help)", argv[i]);
-        }
-        const char* v = argv[++i];
-        char* end;
-        switch (argv[i - 1][1]) {
-        case 'e': model_path = v; break;
-        case 'i': pattern = v; break;
-        case 'k': tok_path = v; break;
-        case 'b': B = (int)strtol(v, &end, 10); if (*end || B < 1) die("-b %s: need a batch size >= 1", v); break;
-        case 't': T = (int)strtol(v, &end, 10); if (*end || T < 1) die("-t %s: need a sequence length >= 1", v); break;
-        case 'm': max_batches = strtol(v, &end, 10); if (*end || max_batches < 1) die("-m %s: need a count >= 1", v); break;
-        default: eval_usage(); die("unknown flag %s (-h for help)", argv[i - 1]);
-        }
-    }
-    if (model_path == NULL || pattern == NULL) { eval_usage(); die("give the model (-e) and the shards (-i)"); }
+    EvalArgs args = eval_parse_args(argc, argv, "./eval_mamba2", "");
+    const char *model_path = args.model_path, *pattern = args.pattern, *tok_path = args.tok_path;
+    int B = args.B, T = args.T;
+    long max_batches = args.max_batches;
 
     Mamba2 model;
     load_model(&model, model_path, 0);

@@ -24,6 +24,7 @@
 #define MAMBA2_NO_MAIN
 #include "train_mamba2.cu"
 #include "llmc/bpe.h"
+#include "llmc/infer_common.h"
 
 #include <string>
 #include <vector>
@@ -514,31 +515,13 @@ int main(int argc, char** argv) {
     const Mamba2Config* c = &model.config;
     if (!quiet) config_print(c, stderr);
 
-    /* the tokenizer: BPE (version 3 file), or bytes, or none (ids in, ids out) */
-    Tokenizer tok;
-    memset(&tok, 0, sizeof tok);
-    BpeEncoder bpe;
-    memset(&bpe, 0, sizeof bpe);
-    int byte_level = 0, eot;
+    /* the tokenizer: BPE (version 3 file), or bytes, or none (ids in, ids out): llmc/infer_common.h */
+    PromptTokenizer pt;
+    prompt_tokenizer_init(&pt, tok_path, c->vocab_size, id_text != NULL);
+    Tokenizer tok = pt.tok;  /* the names the code below uses; pt itself is not freed */
+    BpeEncoder bpe = pt.bpe;
+    int byte_level = pt.byte_level, eot = pt.eot;
     char err[1024];
-    if (tok_path != NULL) {
-        tokenizer_init(&tok, tok_path);
-        if (!tok.init_ok) die("tokenizer %s: cannot open", tok_path);
-        if ((int)tok.vocab_size > c->vocab_size)
-            die("tokenizer %s has %u tokens, the model's vocabulary only %d: they do not belong together", tok_path,
-                tok.vocab_size, c->vocab_size);
-        eot = tok.eot_token;
-        if (tok.vocab_size == 257 && tok.eot_token == 256) byte_level = 1;
-        else if (id_text == NULL && bpe_load(&bpe, tok_path, err, sizeof err) != 0) die("%s", err);
-    } else if (id_text != NULL && c->vocab_size != 257) {
-        eot = -1; /* no tokenizer, no end-of-text stop */
-    } else {
-        if (c->vocab_size != 257)
-            die("the model's vocabulary is %d: give its tokenizer with -k tokenizer.bin (version 3; make one with "
-                "python3 data/text_tokenizers.py --help)", c->vocab_size);
-        byte_level = 1;
-        eot = 256;
-    }
 
     /* the prompts: split on ';' (ids) or newlines (a file), or the one -p text */
     std::vector<std::vector<int>> prompts;

@@ -17,10 +17,15 @@
  *   2  llmc/ssd.cuh: the same decomposition, every 32-row product (C B^T, dy x^T, the masked Q x Q times x / dy /
  *      B / C, the state terms) on the tensor cores (mma.sync m16n8k16, bf16 operands, fp32 accumulators kept in
  *      shared memory). With -DENABLE_FP32 the same kernels use fp32 dot products instead.
+ *   3  llmc/ssd.cuh's default in the bf16 build: 64-row tiles, bf16 operands in shared memory (cp.async, double
+ *      buffered) read with ldmatrix, accumulators in registers, the Q x Q score tiles repacked in registers as the
+ *      next product's operand, tensor-core chunk states; one backward kernel per 64 "column" rows j (dx, dB and
+ *      both sums of W) and one per 64 rows i (dC). In the fp32 build, and for shapes outside its layout rules
+ *      (P or N not a multiple of 16, unaligned rows), llmc/ssd.cuh runs version 2: "3" then measures version 2.
  *
  * Build: nvcc -O3 -arch=sm_90 -I. -o dev/cuda/ssd_bin dev/cuda/ssd.cu        (add -DENABLE_FP32 for fp32)
- * Run:   ./dev/cuda/ssd_bin [small] [1|2]   (small: small-shape checks only; a number: that version only)
- *        ./dev/cuda/ssd_bin profile [1|2]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
+ * Run:   ./dev/cuda/ssd_bin [small] [1|2|3]   (small: small-shape checks only; numbers: those versions only)
+ *        ./dev/cuda/ssd_bin profile [1|2|3]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
  */
 #include <math.h>
 #include <string.h>
@@ -753,8 +758,9 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
 #include "dev/cuda/kernels_dev.h"
 
 
-/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 = llmc/ssd.cuh */
-static int g_version = 2;
+/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 = llmc/ssd.cuh with version 3 turned
+   off (ssd_disable_v3), 3 = llmc/ssd.cuh as the trainer runs it */
+static int g_version = 3;
 
 typedef struct { int B, T, H, P, N, G, Q; int with_init; } Shape;
 
@@ -926,12 +932,14 @@ static void free_outputs(Outputs* o) {
 
 static void run_forward(const Inputs* in, Outputs* o, int with_final) {
     const Shape* s = &in->s;
+    ssd_disable_v3 = g_version == 2;
     (g_version == 1 ? v1::ssd_forward : ssd_forward)(o->y, with_final ? o->final_state : NULL, o->saved, in->d_xbc, in->CD, in->d_dtbuf + in->dcol,
                 in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip, in->d_init, s->B, s->T, s->H, s->P, s->N,
                 s->G, s->Q, 0);
 }
 static void run_backward(const Inputs* in, Outputs* o) {
     const Shape* s = &in->s;
+    ssd_disable_v3 = g_version == 2;
     (g_version == 1 ? v1::ssd_backward : ssd_backward)(o->dxbc, o->ddtbuf + in->dcol, o->dpar, o->dpar + s->H, o->dpar + 2 * s->H, in->d_dy, o->saved,
                  in->d_xbc, in->CD, in->d_dtbuf + in->dcol, in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip,
                  in->d_init, o->work, s->B, s->T, s->H, s->P, s->N, s->G, s->Q, 0);
@@ -1144,14 +1152,14 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
 }
 
 int main(int argc, char** argv) {
-    /* arguments, in any order: "small" (small-shape checks only), a version number (default: every version) */
-    int small_only = 0, only_version = 0, profile = 0;
+    /* arguments, in any order: "small" (small-shape checks only), version numbers (default: every version) */
+    int small_only = 0, profile = 0, want[4] = {0, 0, 0, 0}, any_version = 0;
     for (int k = 1; k < argc; k++) {
         if (strcmp(argv[k], "small") == 0) small_only = 1;
         else if (strcmp(argv[k], "profile") == 0) profile = 1;
-        else if (atoi(argv[k]) >= 1 && atoi(argv[k]) <= 2) only_version = atoi(argv[k]);
+        else if (atoi(argv[k]) >= 1 && atoi(argv[k]) <= 3) want[atoi(argv[k])] = any_version = 1;
         else {
-            fprintf(stderr, "ssd: unknown argument '%s'; use 'small' or 'profile' and/or a version number 1 or 2\n",
+            fprintf(stderr, "ssd: unknown argument '%s'; use 'small' or 'profile' and/or version numbers 1, 2, 3\n",
                     argv[k]);
             return EXIT_FAILURE;
         }
@@ -1169,8 +1177,8 @@ int main(int argc, char** argv) {
     Shape big[3] = {{8, 2048, 24, 64, 128, 1, 256, 1}, {1, 8192, 24, 64, 128, 1, 256, 1},
                     {1, 32768, 24, 64, 128, 1, 256, 1}};
     if (profile) {  /* one forward and one backward per version at the first benchmark shape, for ncu */
-        for (int v = 1; v <= 2; v++) {
-            if (only_version && v != only_version) continue;
+        for (int v = 1; v <= 3; v++) {
+            if (any_version && !want[v]) continue;
             g_version = v;
             Inputs in = make_inputs(big[0]);
             Outputs o = alloc_outputs(&in);
@@ -1182,9 +1190,9 @@ int main(int argc, char** argv) {
         }
         return EXIT_SUCCESS;
     }
-    float t[3][3][2];
-    for (int v = 1; v <= 2; v++) {
-        if (only_version && v != only_version) continue;
+    float t[4][3][2];
+    for (int v = 1; v <= 3; v++) {
+        if (any_version && !want[v]) continue;
         g_version = v;
         printf("=== version %d ===\n", v);
         for (size_t k = 0; k < sizeof small / sizeof small[0]; k++) test_small(small[k]);
@@ -1194,8 +1202,8 @@ int main(int argc, char** argv) {
     if (!small_only) {
         printf("summary (%s, %s): version | shape | fwd ms | fwd+bwd ms | fwd+bwd ms per M tokens\n", PRECISION_NAME,
                prop.name);
-        for (int v = 1; v <= 2; v++) {
-            if (only_version && v != only_version) continue;
+        for (int v = 1; v <= 3; v++) {
+            if (any_version && !want[v]) continue;
             for (int k = 0; k < 3; k++)
                 printf("  v%d | B=%d T=%-6d | %8.3f | %8.3f | %8.3f\n", v, big[k].B, big[k].T, t[v][k][0], t[v][k][1],
                        t[v][k][1] / ((double)big[k].B * big[k].T / 1e6));
