@@ -50,7 +50,8 @@
 #include "llmc/generate.cuh"
 #include "llmc/multigpu.h"
 
-/* float -> floatX, for the residual-stream gradient that a matmul reads as an operand */
+/* float -> floatX: the residual-stream gradient that a matmul reads as an operand, and the floatX weight copy that
+   follows the fp32 master weights */
 __global__ static void cast_to_floatX_kernel(floatX* out, const float* in, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) out[i] = fromF(in[i]);
@@ -199,11 +200,6 @@ static void* gpu_alloc(size_t bytes, size_t* total) {
     return p;
 }
 
-/* the floatX copy follows the master weights */
-__global__ static void copy_to_floatX_kernel(floatX* out, const float* in, size_t n) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) out[i] = fromF(in[i]);
-}
 
 /* a single-process group for programs (tests) that do not set one up */
 static MultiGPU g_single_gpu = {0, 1, 0, 0, 0};
@@ -228,8 +224,7 @@ static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* ho
     m->norm_scratch = (float*)gpu_alloc(global_norm_scratch_floats() * sizeof(float), &total);
     m->error_flag = (int*)gpu_alloc(sizeof(int), &total);
     cudaCheck(cudaMemcpy(m->params, host_params, n * sizeof(float), cudaMemcpyHostToDevice));
-    copy_to_floatX_kernel<<<(unsigned)CEIL_DIV(n, (size_t)256), 256>>>(m->params_x, m->params, n);
-    cudaCheckLast();
+    cast_to_floatX(m->params_x, m->params, n, 0);
     cudaCheck(cudaMemset(m->grads, 0, m->padded * sizeof(float)));
     cudaCheck(cudaStreamCreate(&m->stream));
     if (matmul_handle == NULL) matmul_init();
@@ -500,9 +495,7 @@ static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float e
                          s, m->norm_coef + 1, st);
         }
         multigpu_allgather_f32(mg, m->params, m->params + lo_shard, m->shard, st);
-        copy_to_floatX_kernel<<<(unsigned)CEIL_DIV(m->num_parameters, (size_t)256), 256, 0, st>>>(
-            m->params_x, m->params, m->num_parameters);
-        cudaCheckLast();
+        cast_to_floatX(m->params_x, m->params, m->num_parameters, st);
     } else {
         global_norm_clip(m->norm_coef, m->norm_scratch, m->grads, m->num_parameters, clip, st);
         AdamWTensor tensors[NUM_PARAM_TENSORS];
