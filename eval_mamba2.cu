@@ -58,9 +58,8 @@ static EvalResult gpu_eval(GPUModel* m, DataLoader* loader, long n, const Tokeni
 
 int main(int argc, char** argv) {
     EvalArgs args = eval_parse_args(argc, argv, "./eval_mamba2cu", ",\n              or a preset such as 130m (random weights: for timing only)");
-    const char *model_path = args.model_path, *pattern = args.pattern, *tok_path = args.tok_path;
+    const char *model_path = args.model_path, *pattern = args.pattern;
     int B = args.B, T = args.T;
-    long max_batches = args.max_batches;
     int dev_count = 0;
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0)
         die("no CUDA GPU found: use the CPU program ./eval_mamba2");
@@ -70,19 +69,9 @@ int main(int argc, char** argv) {
     const Mamba2Config* c = &model.config;
     config_print(c, stderr);
 
-    char tbuf[4200];
-    if (tok_path == NULL) { default_tokenizer_path(tbuf, sizeof tbuf, pattern); tok_path = tbuf; }
     Tokenizer tok;
-    tokenizer_init(&tok, tok_path); /* warns and leaves init_ok = 0 when there is none */
-    if (tok.init_ok && (int)tok.vocab_size > c->vocab_size)
-        die("tokenizer %s has %u tokens, the model's vocabulary only %d: they do not belong together", tok_path,
-            tok.vocab_size, c->vocab_size);
-
     DataLoader loader;
-    dataloader_init(&loader, pattern, (size_t)B, (size_t)T, 0, 1, 0, 0, c->vocab_size);
-    long n = (long)dataloader_num_batches(&loader);
-    if (n == 0) die("%s: fewer than B*T+1 = %d tokens: nothing to evaluate (lower -b or -t)", pattern, B * T + 1);
-    if (max_batches > 0 && max_batches < n) n = max_batches;
+    long n = eval_open_data(&args, c->vocab_size, &tok, &loader);
 
     EvalResult r = gpu_eval(&model, &loader, n, &tok, 1);
     double mean = r.sum_nats / r.tokens;

@@ -471,41 +471,31 @@ static std::vector<int> parse_ids(const char* text) {
 }
 
 int main(int argc, char** argv) {
-    const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL, *id_text = NULL;
-    int max_new = 128, top_k = 0, quiet = 0, batch = 0, repeats = 1, use_graph = 1;
-    float temperature = 1.0f, top_p = 1.0f;
-    unsigned long long seed = 1337;
+    GenerateArgs ga = generate_args_default();
+    int batch = 0, repeats = 1, use_graph = 1; /* this program's own flags: -b, -r, -G */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { generate_usage(); return 0; }
-        if (!strcmp(argv[i], "-q")) { quiet = 1; continue; }
+        if (!strcmp(argv[i], "-q")) { ga.quiet = 1; continue; }
         if (argv[i][0] != '-' || strlen(argv[i]) != 2 || i + 1 >= argc) {
             generate_usage();
             die("bad argument '%s' (flags take one value each; -h for help)", argv[i]);
         }
         const char* v = argv[++i];
+        if (generate_parse_flag(&ga, argv[i - 1][1], v)) continue;
         char* end;
         switch (argv[i - 1][1]) {
-        case 'e': model_path = v; break;
-        case 'k': tok_path = v; break;
-        case 'p': prompt = v; break;
-        case 'f': prompt_file = v; break;
-        case 'I': id_text = v; break;
-        case 'n': max_new = (int)strtol(v, &end, 10); if (*end || max_new < 0) die("-n %s: need a count >= 0", v); break;
         case 'b': batch = (int)strtol(v, &end, 10); if (*end || batch < 1) die("-b %s: need a batch size >= 1", v); break;
         case 'r': repeats = (int)strtol(v, &end, 10); if (*end || repeats < 1) die("-r %s: need a count >= 1", v); break;
         case 'G': use_graph = (int)strtol(v, &end, 10); if (*end || (use_graph != 0 && use_graph != 1)) die("-G %s: 0 or 1", v); break;
-        case 't': temperature = strtof(v, &end); if (*end || temperature < 0) die("-t %s: need a temperature >= 0", v); break;
-        case 'K': top_k = (int)strtol(v, &end, 10); if (*end || top_k < 0) die("-K %s: need an integer >= 0", v); break;
-        case 'P': top_p = strtof(v, &end); if (*end || !(top_p > 0 && top_p <= 1)) die("-P %s: need 0 < top-p <= 1", v); break;
-        case 's': seed = strtoull(v, &end, 10); if (*end) die("-s %s: need an integer seed", v); break;
         default: generate_usage(); die("unknown flag %s (-h for help)", argv[i - 1]);
         }
     }
-    if (model_path == NULL) { generate_usage(); die("no model: give -e CHECKPOINT_OR_FOLDER"); }
-    if ((prompt != NULL) + (prompt_file != NULL) + (id_text != NULL) != 1) {
-        generate_usage();
-        die("give exactly one prompt source: -p TEXT, -f FILE or -I IDS");
-    }
+    generate_check_args(&ga, generate_usage);
+    const char *model_path = ga.model_path, *tok_path = ga.tok_path, *prompt = ga.prompt;
+    const char *prompt_file = ga.prompt_file, *id_text = ga.id_text;
+    int max_new = ga.max_new, top_k = ga.top_k, quiet = ga.quiet;
+    float temperature = ga.temperature, top_p = ga.top_p;
+    unsigned long long seed = ga.seed;
     int dev_count = 0;
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0)
         die("no CUDA GPU found: use the CPU program ./generate_mamba2");

@@ -12,6 +12,8 @@
 #include "utils.h"
 #include "tokenizer.h"
 #include "bpe.h"
+#include "dataloader.h"
+#include "train_common.h"
 
 /* ---- evaluation: -e MODEL -i SHARDS [-b B] [-t T] [-m MAX_BATCHES] [-k TOKENIZER] ---- */
 
@@ -63,6 +65,65 @@ static inline EvalArgs eval_parse_args(int argc, char** argv, const char* prog, 
         die("give the model (-e) and the shards (-i)");
     }
     return a;
+}
+
+/* the evaluation's data: the tokenizer for bits per byte (default: tokenizer.bin beside the shards; none is fine)
+   and the shards in order; returns the number of batches to evaluate */
+static inline long eval_open_data(const EvalArgs* a, int vocab_size, Tokenizer* tok, DataLoader* loader) {
+    char tbuf[4200];
+    const char* tok_path = a->tok_path;
+    if (tok_path == NULL) { default_tokenizer_path(tbuf, sizeof tbuf, a->pattern); tok_path = tbuf; }
+    tokenizer_init(tok, tok_path); /* warns and leaves init_ok = 0 when there is none */
+    if (tok->init_ok && (int)tok->vocab_size > vocab_size)
+        die("tokenizer %s has %u tokens, the model's vocabulary only %d: they do not belong together", tok_path,
+            tok->vocab_size, vocab_size);
+    dataloader_init(loader, a->pattern, (size_t)a->B, (size_t)a->T, 0, 1, 0, 0, vocab_size);
+    long n = (long)dataloader_num_batches(loader);
+    if (n == 0)
+        die("%s: fewer than B*T+1 = %d tokens: nothing to evaluate (lower -b or -t)", a->pattern, a->B * a->T + 1);
+    if (a->max_batches > 0 && a->max_batches < n) n = a->max_batches;
+    return n;
+}
+
+/* ---- generation: the flags both generate programs take ---- */
+
+typedef struct {
+    const char *model_path, *tok_path, *prompt, *prompt_file, *id_text;
+    int max_new, top_k, quiet;
+    float temperature, top_p;
+    unsigned long long seed;
+} GenerateArgs;
+
+static inline GenerateArgs generate_args_default(void) {
+    GenerateArgs a = {NULL, NULL, NULL, NULL, NULL, 128, 0, 0, 1.0f, 1.0f, 1337};
+    return a;
+}
+
+/* one of the common flags; returns 0 when `flag` is not one of them (the program may have its own) */
+static inline int generate_parse_flag(GenerateArgs* a, char flag, const char* v) {
+    char* end;
+    switch (flag) {
+    case 'e': a->model_path = v; return 1;
+    case 'k': a->tok_path = v; return 1;
+    case 'p': a->prompt = v; return 1;
+    case 'f': a->prompt_file = v; return 1;
+    case 'I': a->id_text = v; return 1;
+    case 'n': a->max_new = (int)strtol(v, &end, 10); if (*end || a->max_new < 0) die("-n %s: need a count >= 0", v); return 1;
+    case 't': a->temperature = strtof(v, &end); if (*end || a->temperature < 0) die("-t %s: need a temperature >= 0", v); return 1;
+    case 'K': a->top_k = (int)strtol(v, &end, 10); if (*end || a->top_k < 0) die("-K %s: need an integer >= 0", v); return 1;
+    case 'P': a->top_p = strtof(v, &end); if (*end || !(a->top_p > 0 && a->top_p <= 1)) die("-P %s: need 0 < top-p <= 1", v); return 1;
+    case 's': a->seed = strtoull(v, &end, 10); if (*end) die("-s %s: need an integer seed", v); return 1;
+    default: return 0;
+    }
+}
+
+/* a model and exactly one prompt source */
+static inline void generate_check_args(const GenerateArgs* a, void (*usage)(void)) {
+    if (a->model_path == NULL) { usage(); die("no model: give -e CHECKPOINT_OR_FOLDER"); }
+    if ((a->prompt != NULL) + (a->prompt_file != NULL) + (a->id_text != NULL) != 1) {
+        usage();
+        die("give exactly one prompt source: -p TEXT, -f FILE or -I IDS");
+    }
 }
 
 /* ---- generation: how prompts become ids and ids become text ---- */
