@@ -13,8 +13,8 @@
  * (max |diff| over max |ref| of the whole tensor); fp32 mode allows 1e-5 on everything, the CPU trainer's margin
  * against the same fixture. The decay parameters' gradients (A_log, dt_bias) are sums over B, T, P, N of terms of both
  * signs that largely cancel, so the bf16 rounding of their inputs (x, B, C, dy) is amplified by the ratio of the sum
- * of |terms| to |sum|: measured 2.6e-2 (dt_bias) and 3.5e-2 (A_log) on the H100 while every other gradient is
- * <= 1.3e-2; we allow 6e-2 for those two. The fp32 build of the same kernels matches to 1e-5, which is what shows
+ * of |terms| to |sum|: measured 2.6-2.7e-2 (dt_bias) and 3.2-3.5e-2 (A_log) on the H100 while every other gradient
+ * is <= 1.3e-2; we allow 6e-2 for those two. The fp32 build of the same kernels matches to 1e-5, which is what shows
  * the math is right.
  */
 #define MAMBA2_NO_MAIN
