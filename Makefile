@@ -60,10 +60,10 @@ all: train_mamba2 eval_mamba2 generate_mamba2 export_mamba2
 train_mamba2: train_mamba2.c $(HEADERS) $(INTEROP_HEADERS)
 	$(CC) $(CFLAGS) -o $@ train_mamba2.c $(LDLIBS)
 
-test_mamba2: test_mamba2.c train_mamba2.c $(HEADERS) llmc/safetensors.h llmc/json.h dev/hf_fixture.h
+test_mamba2: test_mamba2.c train_mamba2.c $(HEADERS) llmc/safetensors.h llmc/json.h dev/hf_fixture.h dev/test_report.h
 	$(CC) $(CFLAGS) -o $@ test_mamba2.c $(LDLIBS)
 
-test_mamba2_fd: test_mamba2.c train_mamba2.c $(HEADERS)
+test_mamba2_fd: test_mamba2.c train_mamba2.c $(HEADERS) dev/test_report.h
 	$(CC) $(CFLAGS) -DMAMBA2_DOUBLE -o $@ test_mamba2.c $(LDLIBS)
 
 INTEROP_HEADERS = llmc/hf_io.h llmc/safetensors.h llmc/safetensors_write.h llmc/json.h llmc/bpe.h llmc/unicode_tables.h
@@ -112,10 +112,10 @@ train_mamba2cu: train_mamba2.cu $(CUDA_HEADERS)
 train_mamba2cu_fp32: train_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ train_mamba2.cu $(NVCC_LIBS)
 
-test_mamba2cu: test_mamba2.cu train_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h
+test_mamba2cu: test_mamba2.cu train_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
 	$(NVCC) $(NVCC_FLAGS) -o $@ test_mamba2.cu $(NVCC_LIBS)
 
-test_mamba2cu_fp32: test_mamba2.cu train_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h
+test_mamba2cu_fp32: test_mamba2.cu train_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
 
 # the benchmark (GPU machine): Mamba-2 130M, B=8, T=2048, bf16: ms/step, tokens/s, MFU, memory, per-kernel times;

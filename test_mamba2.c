@@ -22,33 +22,8 @@
 #endif
 #include <sys/wait.h>
 
-static int g_passed = 0, g_failed = 0;
-
-static void report(int ok, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "[ OK ]" : "[FAIL]");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) g_passed++; else g_failed++;
-}
-
-/* per-tensor comparison in llm.c's manner: max |a-b| and that over max |b|; passes if rel <= tol */
-static double compare(const char* name, const real* a, const real* b, size_t n, double tol) {
-    double maxdiff = 0, maxref = 0;
-    int finite = 1;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!isfinite((double)a[i])) finite = 0;
-        if (d > maxdiff) maxdiff = d;
-        if (fabs((double)b[i]) > maxref) maxref = fabs((double)b[i]);
-    }
-    double rel = maxdiff / (maxref > 0 ? maxref : 1e-30);
-    report(finite && rel <= tol, "%-44s max abs diff %.3e, max |ref| %.3e, rel %.3e (tol %.0e)", name, maxdiff,
-           maxref, rel, tol);
-    return rel;
-}
+#define TEST_REAL real
+#include "dev/test_report.h"
 
 static void fill_uniform(real* x, size_t n, Rng* r, double lo, double hi) {
     for (size_t i = 0; i < n; i++) x[i] = (real)rng_uniform_range(r, lo, hi);

@@ -35,32 +35,8 @@
 #define TRAINER_CU "./train_mamba2cu"
 #endif
 
-static int g_passed = 0, g_failed = 0;
-
-static void report(int ok, const char* fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "[ OK ]" : "[FAIL]");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) g_passed++; else g_failed++;
-}
-
-static double compare(const char* name, const float* a, const float* b, size_t n, double tol) {
-    double maxdiff = 0, maxref = 0;
-    int finite = 1;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i])) finite = 0;
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (d > maxdiff) maxdiff = d;
-        if (fabs((double)b[i]) > maxref) maxref = fabs((double)b[i]);
-    }
-    double rel = maxdiff / (maxref > 0 ? maxref : 1e-30);
-    report(finite && rel <= tol, "%-46s max abs diff %.3e, max |ref| %.3e, rel %.3e (tol %.0e)", name, maxdiff,
-           maxref, rel, tol);
-    return rel;
-}
+#define TEST_REAL float
+#include "dev/test_report.h"
 
 static void logits_to_host(float* out, const floatX* dev, size_t n) {
     floatX* tmp = (floatX*)mallocCheck(n * sizeof(floatX));

@@ -1064,7 +1064,7 @@ typedef struct {
 
 void inference_state_init(InferenceState* s, const Mamba2Config* c) {
     size_t L = c->n_layer;
-    s->conv_state = (real*)callocCheck(L * (c->d_conv - 1 > 0 ? c->d_conv - 1 : 1) * c->conv_dim, sizeof(real));
+    s->conv_state = (real*)callocCheck(L * conv_window_len(c) * c->conv_dim, sizeof(real));
     s->ssm_state = (real*)callocCheck(L * c->nheads * c->headdim * c->d_state, sizeof(real));
     s->x = (real*)callocCheck(c->d_model, sizeof(real));
     s->u = (real*)callocCheck(c->d_model, sizeof(real));
@@ -1079,7 +1079,7 @@ void inference_state_init(InferenceState* s, const Mamba2Config* c) {
 }
 
 void inference_state_reset(InferenceState* s, const Mamba2Config* c) {
-    size_t K1 = c->d_conv - 1 > 0 ? c->d_conv - 1 : 1;
+    size_t K1 = (size_t)conv_window_len(c);
     memset(s->conv_state, 0, sizeof(real) * c->n_layer * K1 * c->conv_dim);
     memset(s->ssm_state, 0, sizeof(real) * c->n_layer * c->nheads * c->headdim * c->d_state);
 }
@@ -1104,7 +1104,7 @@ static void conv1d_silu_step(real* out, real* window, const real* in, const real
 real* mamba2_step(Mamba2* m, InferenceState* s, int token) {
     const Mamba2Config* c = &m->config;
     int D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
-    size_t K1 = c->d_conv - 1 > 0 ? c->d_conv - 1 : 1;
+    size_t K1 = (size_t)conv_window_len(c);
     if (token < 0 || token >= c->vocab_size) die("token id %d is outside the vocabulary [0, %d)", token, c->vocab_size);
     memcpy(s->x, m->params.wte + (size_t)token * D, sizeof(real) * D);
     for (int l = 0; l < c->n_layer; l++) {

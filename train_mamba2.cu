@@ -598,7 +598,7 @@ typedef struct {
 } GPUInference;
 
 static void gpu_inference_init(GPUInference* s, const Mamba2Config* c, int S) {
-    size_t total = 0, K1 = c->d_conv > 1 ? c->d_conv - 1 : 1, X = sizeof(floatX), F = sizeof(float);
+    size_t total = 0, K1 = (size_t)conv_window_len(c), X = sizeof(floatX), F = sizeof(float);
     s->S = S;
     s->window = (float*)gpu_alloc((size_t)c->n_layer * S * K1 * c->conv_dim * F, &total);
     s->state = (float*)gpu_alloc((size_t)c->n_layer * S * c->nheads * c->headdim * c->d_state * F, &total);
@@ -618,7 +618,7 @@ static void gpu_inference_init(GPUInference* s, const Mamba2Config* c, int S) {
 }
 
 static void gpu_inference_reset(GPUInference* s, const Mamba2Config* c) {
-    size_t K1 = c->d_conv > 1 ? c->d_conv - 1 : 1;
+    size_t K1 = (size_t)conv_window_len(c);
     cudaCheck(cudaMemset(s->window, 0, (size_t)c->n_layer * s->S * K1 * c->conv_dim * sizeof(float)));
     cudaCheck(cudaMemset(s->state, 0, (size_t)c->n_layer * s->S * c->nheads * c->headdim * c->d_state * sizeof(float)));
 }
@@ -628,7 +628,7 @@ static float* gpu_step(GPUModel* m, GPUInference* s, const int* tokens_host) {
     const Mamba2Config* c = &m->config;
     cudaStream_t st = m->stream;
     int S = s->S, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
-    size_t K1 = c->d_conv > 1 ? c->d_conv - 1 : 1;
+    size_t K1 = (size_t)conv_window_len(c);
     cudaCheck(cudaMemcpyAsync(s->tokens, tokens_host, S * sizeof(int), cudaMemcpyHostToDevice, st));
     encoder_forward(s->x, s->tokens, PX(m, P_WTE, 0), S, D, st);
     for (int l = 0; l < c->n_layer; l++) {

@@ -59,6 +59,10 @@ static inline void config_derive(Mamba2Config* c) {
     c->d_in_proj = 2 * c->d_inner + 2 * c->ngroups * c->d_state + c->nheads;
 }
 
+/* rows of the causal conv's window in the recurrent step: the last K-1 inputs (at least one row, so K = 1 needs no
+   special case in the step code) */
+static inline int conv_window_len(const Mamba2Config* c) { return c->d_conv > 1 ? c->d_conv - 1 : 1; }
+
 /* returns NULL if the config is valid, else a message saying what is wrong (in a static buffer) */
 static inline const char* config_check(const Mamba2Config* c) {
     static char msg[256];
