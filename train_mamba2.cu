@@ -204,7 +204,20 @@ static void* gpu_alloc(size_t bytes, size_t* total) {
 /* a single-process group for programs (tests) that do not set one up */
 static MultiGPU g_single_gpu = {0, 1, 0, 0, 0};
 
+/* Shapes the GPU kernels cannot run: the in_proj output row (z | xBC | dt, d_in_proj wide) is read with 4-byte
+   (bf16 pair) loads by the conv, gated-norm and SSD kernels and is a cuBLASLt operand; an odd d_in_proj leaves every
+   other row misaligned (a sweep size with 13 heads stopped with cuBLASLt status 13, execution failed). d_in_proj's parity is the
+   number of heads' parity (2E and 2GN are even). The CPU trainer has no such rule. */
+static void gpu_config_check(const Mamba2Config* c) {
+    if (c->d_in_proj % 2 != 0)
+        die("model: nheads = %d (d_model %d x expand %d / headdim %d) is odd, so the in_proj output row (d_in_proj "
+            "= %d) is odd and its rows are misaligned for the GPU kernels: choose d_model, expand and headdim so that "
+            "the number of heads is even (the CPU trainer runs this shape)", c->nheads, c->d_model, c->expand,
+            c->headdim, c->d_in_proj);
+}
+
 static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* host_params, MultiGPU* mg) {
+    gpu_config_check(c);
     memset(m, 0, sizeof(*m));
     m->config = *c;
     m->mg = mg ? mg : &g_single_gpu;

@@ -874,6 +874,19 @@ __global__ static void ssd_bwd_group_sum_kernel(floatX* dxbc, int xbc_stride, co
     dxbc[row * xbc_stride + E + G * N + g * N + n] = fromF(sC);
 }
 
+/* version 4's heads per block of the backward row-tile kernels (see "version 4" below): the largest divisor of H/G
+   up to ssd4_hg_max. A variable in every build so that dev/cuda/ssd.cu can set it (it matters in bf16 only). */
+#ifndef SSD4_HG_MAX
+#define SSD4_HG_MAX 4
+#endif
+static int ssd4_hg_max = SSD4_HG_MAX;
+static inline int ssd4_heads_per_block(int H, int G) {
+    int hpg = H / G, best = 1;
+    for (int k = 1; k <= ssd4_hg_max && k <= hpg; k++)
+        if (hpg % k == 0) best = k;
+    return best;
+}
+
 /* ------------------------------------------------------------------------------------------------------------ */
 /* version 3 (bf16 build): 64-row tiles, operands kept as bf16 in shared memory (cp.async, double-buffered), read
    with ldmatrix into mma.sync m16n8k16 fragments, accumulators in registers for the whole tile loop. Each block is
@@ -1709,6 +1722,503 @@ __global__ static void ssd3_bwd_dt_kernel(floatX* ddt_raw, int dt_stride, float*
         part[2 * nbhc + o] = s_d;
     }
 }
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* version 4 (bf16 build; the default once validated on the GPU): version 3 with the heads of a group looped inside the two backward row-tile
+   kernels, `hg` heads per block (the largest divisor of H/G up to ssd4_hg_max, 4 by default).
+   dB_j and dC_i of a group are sums over its heads, and the operands that differ per head can carry the per-head
+   scale, so ONE register accumulator holds the sum over the block's heads:
+     dB_j = sum_h [ sum_i (dt_j Z_h[j,i]) C_i + (dt_j exp(cum_last - cum_j)) x_j dH_h ]   (dt_j folded into Z's rows)
+     dC_i = sum_h [ sum_j WD_h[i,j] B_j + exp(cum_i) dy_i Hprev_h ]                       (WD_h holds dt_j already)
+   The state terms need a per-row, per-head scale after the product: they go through a 32-column temporary
+   (ssd4_state_nn), 16 registers instead of a second 64-register accumulator.
+   With hg = H/G (H/G <= 4) the block writes dB, dC straight into dxbc; otherwise each block writes one bf16 partial
+   per head-group (B*T*(H/hg)*N: a quarter of version 3's per-head partials at hg = 4) and ssd4_group_sum_kernel
+   adds the H/(G hg) partials of a group in order, 16 bytes per load. Same summation order every run: deterministic.
+   ssd4_chunk_state_kernel: version 3's chunk-state product with a 64 x 128 output tile per block (all of N <= 128)
+   instead of 64 x 64: the U operand (x or dy, scaled and split in hi + lo in registers) is loaded and split once
+   per row instead of twice.
+   The row-tile index runs slowest in the grid, the longest tiles first (col: rt = 0 loops over every i tile; dC:
+   the last rt loops over every j tile), so the short ones fill the tail of the last wave. */
+
+/* acc[c/8 ..] += sc[r] * (A hi + A lo) for the 32-column chunks c of N: A = a (16 rows, row-major lda, K columns)
+   times the row-major (K, N) matrix hs + ls (a state split in bf16 hi and lo). sc[r] scales row lane/4 (r = 0) and
+   lane/4 + 8 (r = 1). If dotm != NULL, rsum[r] += the scaled product . dotm (the same rows of a row-major (16, N)
+   bf16 matrix), unreduced across the 4 lanes of a row (ssd3_quad_sum them after). */
+template <int NMAX>
+__device__ static inline void ssd4_state_nn(float acc[][4], float rsum[2], const floatX* a, int lda, const floatX* hs,
+                                            const floatX* ls, int ldn, int K, int N, const float sc[2],
+                                            const floatX* dotm, int ldd) {
+    int lane = threadIdx.x % 32, r0 = lane / 4, tig = lane % 4;
+#pragma unroll
+    for (int c0 = 0; c0 < NMAX; c0 += 32) {
+        if (c0 < N) {
+            float t[4][4];
+#pragma unroll
+            for (int q = 0; q < 4; q++) t[q][0] = t[q][1] = t[q][2] = t[q][3] = 0.f;
+            ssd3_mma_nn<4>(t, a, lda, hs + c0, ldn, K, N - c0);
+            ssd3_mma_nn<4>(t, a, lda, ls + c0, ldn, K, N - c0);
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                if (c0 + q * 8 < N) {
+                    t[q][0] *= sc[0]; t[q][1] *= sc[0]; t[q][2] *= sc[1]; t[q][3] *= sc[1];
+                    if (dotm) {
+                        int col = c0 + q * 8 + 2 * tig;
+                        rsum[0] += t[q][0] * toF(dotm[r0 * ldd + col]) + t[q][1] * toF(dotm[r0 * ldd + col + 1]);
+                        rsum[1] += t[q][2] * toF(dotm[(r0 + 8) * ldd + col]) +
+                                   t[q][3] * toF(dotm[(r0 + 8) * ldd + col + 1]);
+                    }
+                    acc[c0 / 8 + q][0] += t[q][0]; acc[c0 / 8 + q][1] += t[q][1];
+                    acc[c0 / 8 + q][2] += t[q][2]; acc[c0 / 8 + q][3] += t[q][3];
+                }
+            }
+        }
+    }
+}
+
+/* the 64 x NMAX accumulator tile of a block (rows r0 + 16 warp + lane/4 (+8)) as bf16 into row `row` of out:
+   out + row * stride + col */
+template <int NMAX>
+__device__ static inline void ssd4_store_rows(floatX* out, size_t stride, int col, const float acc[][4],
+                                              size_t row0, size_t row1, int ok0, int ok1, int N) {
+    int tig = threadIdx.x % 4;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (!(r ? ok1 : ok0)) continue;
+        floatX* o = out + (r ? row1 : row0) * stride + col;
+#pragma unroll
+        for (int nt = 0; nt < NMAX / 8; nt++)
+            if (nt * 8 < N)
+                *(__nv_bfloat162*)(o + nt * 8 + 2 * tig) = __floats2bfloat162_rn(acc[nt][2 * r], acc[nt][2 * r + 1]);
+    }
+}
+
+/* ssd3_chunk_state_kernel with a 64 x 128 (P x all of N) output tile per block: grid (nchunks, B*H, ceil(P/64)) */
+#define SSD4_CS_LDV (SSD_MAXD + 8)
+static inline size_t ssd4_smem_chunk_state(void) {
+    return 2 * (size_t)SSD3_ROWS * (72 + SSD4_CS_LDV) * sizeof(floatX) + 2 * SSD3_ROWS * sizeof(float);
+}
+template <int NMAX, bool EXACT>
+__global__ static void __launch_bounds__(SSD3_THREADS, 4)  /* 4 blocks/SM: 128 registers (132 uncapped), 54 KB smem */
+ssd4_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride, int v_col0,
+                        const float* dt, const float* cum, int mode, int T, int H, int P, int N, int G, int Q) {
+    if (EXACT) N = NMAX;
+    extern __shared__ __align__(16) unsigned char ssd3_smem[];
+    floatX* Us = (floatX*)ssd3_smem;                       /* 2 x (64, 72) U rows j, P columns p0.. */
+    floatX* Vs = Us + 2 * SSD3_ROWS * 72;                  /* 2 x (64, SSD4_CS_LDV) V rows j */
+    float* w_s = (float*)(Vs + 2 * SSD3_ROWS * SSD4_CS_LDV);  /* 2 x 64 */
+    int nch = ssd_nchunks(T, Q), c = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / G);
+    int p0 = blockIdx.z * 64, pw = min(64, P - p0);
+    int t0 = c * Q, len = min(Q, T - t0);
+    const float* dtc = dt + (size_t)bh * T + t0;
+    const float* cumc = cum + (size_t)bh * T + t0;
+    float cum_last = cumc[len - 1];
+    const floatX* Ub = U + (size_t)(b * T + t0) * u_stride + h * P + p0;
+    const floatX* Vb = V + (size_t)(b * T + t0) * v_stride + v_col0 + g * N;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m0 = warp * 16, tig = lane % 4;
+    float acc[NMAX / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < NMAX / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+    int ntj = CEIL_DIV(len, SSD3_ROWS);
+    for (int jt = 0; jt <= ntj; jt++) {
+        if (jt < ntj) {  /* issue tile jt (buffer jt & 1), then work on tile jt - 1 */
+            int bf = jt & 1, j0 = jt * SSD3_ROWS;
+            ssd3_load_tile(Us + bf * SSD3_ROWS * 72, 72, Ub, u_stride, j0, len, pw);
+            ssd3_load_tile(Vs + bf * SSD3_ROWS * SSD4_CS_LDV, SSD4_CS_LDV, Vb, v_stride, j0, len, N);
+            ssd3_cp_commit();
+            if (threadIdx.x < SSD3_ROWS) {
+                int j = j0 + threadIdx.x;
+                w_s[bf * SSD3_ROWS + threadIdx.x] =
+                    j < len ? (mode == 0 ? dtc[j] * expf(cum_last - cumc[j]) : expf(cumc[j])) : 0.f;
+            }
+        }
+        if (jt == 0) continue;
+        if (jt < ntj) ssd3_cp_wait<1>(); else ssd3_cp_wait<0>();
+        __syncthreads();
+        int buf = (jt - 1) & 1;
+        const float* wb = w_s + buf * SSD3_ROWS;
+        if (m0 < pw) {
+            const floatX* ap = Us + buf * SSD3_ROWS * 72 + ((lane % 8) + (lane / 16) * 8) * 72 + m0 +
+                               ((lane / 8) % 2) * 8;
+            const floatX* bp = Vs + buf * SSD3_ROWS * SSD4_CS_LDV +
+                               ((lane % 8) + ((lane / 8) % 2) * 8) * SSD4_CS_LDV + (lane / 16) * 8;
+#pragma unroll
+            for (int k0 = 0; k0 < SSD3_ROWS; k0 += 16) {
+                uint32_t raw[4], ah[4], al[4];
+                ssd3_ldsm_t(raw, ap + k0 * 72);
+                float w0 = wb[k0 + 2 * tig], w1 = wb[k0 + 2 * tig + 1];
+                float w2 = wb[k0 + 8 + 2 * tig], w3 = wb[k0 + 9 + 2 * tig];
+#pragma unroll
+                for (int r = 0; r < 4; r++) {
+                    __nv_bfloat162 v = *(__nv_bfloat162*)&raw[r];
+                    float lo = __low2float(v) * (r < 2 ? w0 : w2), hi = __high2float(v) * (r < 2 ? w1 : w3);
+                    __nv_bfloat162 vh = __floats2bfloat162_rn(lo, hi);
+                    ah[r] = *(uint32_t*)&vh;
+                    al[r] = ssd_pack_bf16(lo - __low2float(vh), hi - __high2float(vh));
+                }
+#pragma unroll
+                for (int nt = 0; nt < NMAX / 8; nt += 2) {
+                    if (nt * 8 < N) {
+                        uint32_t bfr[4];
+                        ssd3_ldsm_t(bfr, bp + k0 * SSD4_CS_LDV + nt * 8);
+                        ssd_mma_bf16(acc[nt], ah, bfr);
+                        ssd_mma_bf16(acc[nt], al, bfr);
+                        ssd_mma_bf16(acc[nt + 1], ah, bfr + 2);
+                        ssd_mma_bf16(acc[nt + 1], al, bfr + 2);
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+    if (m0 >= pw) return;
+    float* o = out + ssd_state_off(b, c, h, nch, H, P * N);
+    int p = p0 + m0 + lane / 4;
+#pragma unroll
+    for (int nt = 0; nt < NMAX / 8; nt++) {
+        if (nt * 8 < N) {
+            int n = nt * 8 + 2 * tig;
+            *(float2*)(o + (size_t)p * N + n) = make_float2(acc[nt][0], acc[nt][1]);
+            *(float2*)(o + (size_t)(p + 8) * N + n) = make_float2(acc[nt][2], acc[nt][3]);
+        }
+    }
+}
+
+/* ssd3_bwd_col_kernel for the hg heads h0.. of one head-group (grid (nchunks, B * H/hg, ceil(Q/64)), blockIdx.z the
+   row tile): per head, dx_j and the per-row sums exactly as version 3; dB_j summed over the heads in registers
+   (dt_j folded into the Z rows) and written once, to dbo + row * dbo_stride + (direct ? dbo_col0 + g N : hgi N). */
+#ifndef SSD4_COL_MINBLOCKS
+#define SSD4_COL_MINBLOCKS 2  /* 2 blocks/SM without the spill beat 3 with it: 1.471 vs 1.507 ms fwd+bwd (NOTES_ssd.md) */
+#endif
+#ifndef SSD4_DC_MINBLOCKS
+#define SSD4_DC_MINBLOCKS 3   /* without the cap, 177 registers at P = 64, N = 128: only 2 blocks per SM */
+#endif
+template <int PMAX, int NMAX, bool EXACT>
+__global__ static void __launch_bounds__(SSD3_THREADS, SSD4_COL_MINBLOCKS)
+ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int direct, float* xdxs, float* xdxs_st,
+                    float* xdy, float* colf, float* rowp, const floatX* dy, const floatX* xbc, int xbc_stride,
+                    const float* dt, const float* cum, const float* dstates, const float* bct, const float* Dskip,
+                    int T, int H, int P, int N, int G, int Q, int hg) {
+    if (EXACT) { P = PMAX; N = NMAX; }  /* compile-time widths: the n-tile guards fold, the k loops unroll */
+    extern __shared__ __align__(16) unsigned char ssd3_smem[];
+    int nch = ssd_nchunks(T, Q), nti = CEIL_DIV(Q, SSD3_ROWS), nhg = H / hg;
+    int c = blockIdx.x, rt = blockIdx.z, b = blockIdx.y / nhg, hgi = blockIdx.y % nhg, h0 = hgi * hg;
+    int g = h0 / (H / G);
+    int t0 = c * Q, len = min(Q, T - t0), j0 = rt * SSD3_ROWS;
+    if (j0 >= len) return;
+    int E = H * P, ldn = N + 8, ldp = P + 8;
+    floatX* Xj = (floatX*)ssd3_smem;             /* (64, ldp) x rows j */
+    floatX* Bj = Xj + SSD3_ROWS * ldp;           /* first B rows j (64, ldn), dH hi, lo (2 x (P, ldn)); then */
+    floatX* R = Bj + SSD3_ROWS * ldn;
+    floatX* Ci = Bj;                             /* the i tiles: 2 x (64, ldn) C rows i */
+    floatX* Yi = Ci + 2 * SSD3_ROWS * ldn;       /* 2 x (64, ldp) dy rows i */
+    float* ci = (float*)(Bj + ssd3_region_bwd(P, N, 1));  /* 2 x 64 cum_i */
+    float* red = ci + 2 * SSD3_ROWS;                    /* 4 warps x 64 partial row sums */
+    const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
+    const floatX* Cg = rows + E + G * N + g * N;
+    const float* bcc = bct + ((size_t)b * nch + c) * G * Q * Q + (size_t)g * Q * Q;  /* [j][i] = B_j . C_i */
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m0 = warp * 16, tig = lane % 4;
+    int rj[2] = {j0 + m0 + lane / 4, j0 + m0 + lane / 4 + 8};
+    int it_end = CEIL_DIV(len, SSD3_ROWS);
+    float adb[NMAX / 8][4];  /* dB_j summed over the block's heads */
+#pragma unroll
+    for (int nt = 0; nt < NMAX / 8; nt++) adb[nt][0] = adb[nt][1] = adb[nt][2] = adb[nt][3] = 0.f;
+    for (int hh = 0; hh < hg; hh++) {
+        int h = h0 + hh, bh = b * H + h;
+        const floatX* Yg = dy + (size_t)(b * T + t0) * E + h * P;
+        const float* cumc = cum + (size_t)bh * T + t0;
+        const float* dtc = dt + (size_t)bh * T + t0;
+        ssd3_load_tile(Bj, ldn, rows + E + g * N, xbc_stride, j0, len, N);
+        ssd3_load_tile(Xj, ldp, rows + h * P, xbc_stride, j0, len, P);
+        ssd3_cp_commit();
+        ssd3_load_split(R, R + P * ldn, ldn, dstates + ssd_state_off(b, c, h, nch, H, P * N), P, N);
+        float cum_last = cumc[len - 1], cum_r[2], dt_r[2], es[2];
+        for (int r = 0; r < 2; r++) {
+            int ok = rj[r] < len;
+            cum_r[r] = ok ? cumc[rj[r]] : 0.f;
+            dt_r[r] = ok ? dtc[rj[r]] : 0.f;
+            es[r] = ok ? expf(cum_last - cum_r[r]) : 0.f;
+        }
+        ssd3_cp_wait<0>();
+        __syncthreads();
+        float adx[PMAX / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < PMAX / 8; nt++) adx[nt][0] = adx[nt][1] = adx[nt][2] = adx[nt][3] = 0.f;
+        /* state parts: B_j dH^T (B(k = n, col = p) = dH[p, n]) and dt_j x_j dH (B(k = p, n) = dH[p, n]) */
+        for (int part = 0; part < 2; part++)
+            ssd3_mma_nt<PMAX / 8>(adx, Bj + m0 * ldn, ldn, R + part * P * ldn, ldn, N, P);
+#pragma unroll
+        for (int nt = 0; nt < PMAX / 8; nt++) {
+            adx[nt][0] *= es[0]; adx[nt][1] *= es[0]; adx[nt][2] *= es[1]; adx[nt][3] *= es[1];
+        }
+        float sd[2] = {es[0] * dt_r[0], es[1] * dt_r[1]};
+        ssd4_state_nn<NMAX>(adb, NULL, Xj + m0 * ldp, ldp, R, R + P * ldn, ldn, P, N, sd, NULL, 0);
+        float st[2];
+        ssd3_rowdot<PMAX / 8>(st, adx, Xj + m0 * ldp, ldp, P);  /* x_j . (state part of dxs_j) */
+        __syncthreads();  /* dH no longer needed: its space takes the i tiles */
+        ssd3_load_tile(Ci, ldn, Cg, xbc_stride, j0, len, N);
+        ssd3_load_tile(Yi, ldp, Yg, E, j0, len, P);
+        ssd3_cp_commit();
+        if (threadIdx.x < SSD3_ROWS) {
+            int i = j0 + threadIdx.x;
+            ci[threadIdx.x] = i < len ? cumc[i] : 0.f;
+        }
+        float colacc[2] = {0.f, 0.f};
+        for (int it = rt; it < it_end; it++) {
+            int buf = (it - rt) & 1;
+            if (it + 1 < it_end) {
+                int nb = buf ^ 1, i0n = (it + 1) * SSD3_ROWS;
+                ssd3_load_tile(Ci + nb * SSD3_ROWS * ldn, ldn, Cg, xbc_stride, i0n, len, N);
+                ssd3_load_tile(Yi + nb * SSD3_ROWS * ldp, ldp, Yg, E, i0n, len, P);
+                ssd3_cp_commit();
+                if (threadIdx.x < SSD3_ROWS) {
+                    int i = i0n + threadIdx.x;
+                    ci[nb * SSD3_ROWS + threadIdx.x] = i < len ? cumc[i] : 0.f;
+                }
+                ssd3_cp_wait<1>();
+            } else {
+                ssd3_cp_wait<0>();
+            }
+            __syncthreads();
+            const floatX* Cb = Ci + buf * SSD3_ROWS * ldn;
+            const floatX* Yb = Yi + buf * SSD3_ROWS * ldp;
+            const float* cib = ci + buf * SSD3_ROWS;
+            float rp[8][2];
+#pragma unroll
+            for (int ih = 0; ih < 2; ih++) {  /* two halves of 32 columns i: fewer live registers */
+                if (ih == 0 && it == rt && m0 >= 32) {  /* diagonal tile: rows j >= 32 have nothing at i < 32 */
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++) rp[nt][0] = rp[nt][1] = 0.f;
+                    continue;
+                }
+                float bc[4][4], xy[4][4];
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++)  /* B_j . C_i from ssd3_bct_kernel (L2), zero outside the chunk */
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int i = it * SSD3_ROWS + ih * 32 + nt * 8 + 2 * tig + (e & 1), j = rj[e / 2];
+                        bc[nt][e] = i < len && j < len ? bcc[(size_t)j * Q + i] : 0.f;
+                        xy[nt][e] = 0.f;
+                    }
+                ssd3_mma_nt<4>(xy, Xj + m0 * ldp, ldp, Yb + ih * 32 * ldp, ldp, P, 32);  /* x_j . dy_i */
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) {
+                    rp[ih * 4 + nt][0] = rp[ih * 4 + nt][1] = 0.f;
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int ii = ih * 32 + nt * 8 + 2 * tig + (e & 1), i = it * SSD3_ROWS + ii, r = e / 2;
+                        int ok = i >= rj[r] && i < len && rj[r] < len;
+                        float dec = ok ? __expf(cib[ii] - cum_r[r]) : 0.f;
+                        float m = bc[nt][e] * dec, zd = xy[nt][e] * dec * dt_r[r];  /* Z[j,i] dt_j */
+                        float w = zd * bc[nt][e];                                   /* W[i,j] */
+                        colacc[r] += w;
+                        rp[ih * 4 + nt][e & 1] += w;
+                        bc[nt][e] = m;
+                        xy[nt][e] = zd;
+                    }
+                }
+                uint32_t mf[2][4], zf[2][4];
+                ssd3_pack_a<2>(mf, bc);
+                ssd3_pack_a<2>(zf, xy);
+                ssd3_mma_rn<2, PMAX / 8>(adx, mf, Yb + ih * 32 * ldp, ldp, P);  /* += M dy_i */
+                ssd3_mma_rn<2, NMAX / 8>(adb, zf, Cb + ih * 32 * ldn, ldn, N);  /* += (dt Z) C_i */
+            }
+            /* row sums over this tile's j of W[i, j]: over the 8 row groups of a warp, then the 4 warps in order */
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float v = rp[k][e];
+                    v += __shfl_xor_sync(0xffffffffu, v, 4);
+                    v += __shfl_xor_sync(0xffffffffu, v, 8);
+                    v += __shfl_xor_sync(0xffffffffu, v, 16);
+                    if (lane < 4) red[warp * SSD3_ROWS + k * 8 + 2 * tig + e] = v;
+                }
+            __syncthreads();
+            if (threadIdx.x < SSD3_ROWS) {
+                int i = it * SSD3_ROWS + threadIdx.x;
+                if (i < len)
+                    rowp[(((size_t)bh * nch + c) * nti + rt) * Q + i] =
+                        red[threadIdx.x] + red[SSD3_ROWS + threadIdx.x] + red[2 * SSD3_ROWS + threadIdx.x] +
+                        red[3 * SSD3_ROWS + threadIdx.x];
+            }
+            __syncthreads();
+        }
+        /* this head's outputs per row j */
+        float xd[2];
+        ssd3_rowdot<PMAX / 8>(xd, adx, Xj + m0 * ldp, ldp, P);  /* x_j . dxs_j */
+        float Dh = Dskip[h];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int ok = rj[r] < len;
+            size_t row = (size_t)(b * T + t0 + (ok ? rj[r] : 0));
+            const floatX* dyr = dy + row * E + h * P;
+            floatX* dxr = dxbc + row * xbc_stride + h * P;
+            const floatX* xr = Xj + (m0 + lane / 4 + 8 * r) * ldp;
+            float sdy = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < PMAX / 8; nt++) {
+                if (nt * 8 < P && ok) {
+                    int p = nt * 8 + 2 * tig;
+                    __nv_bfloat162 dv = *(const __nv_bfloat162*)(dyr + p);
+                    float d0 = __low2float(dv), d1 = __high2float(dv);
+                    sdy += d0 * toF(xr[p]) + d1 * toF(xr[p + 1]);
+                    *(__nv_bfloat162*)(dxr + p) = __floats2bfloat162_rn(dt_r[r] * adx[nt][2 * r] + Dh * d0,
+                                                                       dt_r[r] * adx[nt][2 * r + 1] + Dh * d1);
+                }
+            }
+            sdy = ssd3_quad_sum(sdy);
+            float cs = ssd3_quad_sum(colacc[r]);
+            if (ok && tig == 0) {
+                size_t o = (size_t)bh * T + t0 + rj[r];
+                xdxs[o] = xd[r];
+                xdxs_st[o] = st[r];
+                xdy[o] = sdy;
+                colf[o] = cs;
+            }
+        }
+        __syncthreads();  /* Xj was read above: the next head's tiles overwrite it */
+    }
+    int col = direct ? dbo_col0 + g * N : hgi * N;
+    ssd4_store_rows<NMAX>(dbo, (size_t)dbo_stride, col, adb, (size_t)(b * T + t0 + rj[0]), (size_t)(b * T + t0 + rj[1]),
+                          rj[0] < len, rj[1] < len, N);
+}
+
+/* ssd3_bwd_dc_kernel for the hg heads h0.. of one head-group (grid as the col kernel's; the last row tile, the
+   longest, first): dC_i summed over the heads in registers, rowi per head; written as in ssd4_bwd_col_kernel. */
+template <int PMAX, int NMAX, bool EXACT>
+__global__ static void __launch_bounds__(SSD3_THREADS, SSD4_DC_MINBLOCKS)
+ssd4_bwd_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* rowi, const floatX* dy,
+                   const floatX* xbc, int xbc_stride, const float* dt, const float* cum, const float* states, int T,
+                   int H, int P, int N, int G, int Q, int hg) {
+    if (EXACT) { P = PMAX; N = NMAX; }  /* compile-time widths: the n-tile guards fold, the k loops unroll */
+    extern __shared__ __align__(16) unsigned char ssd3_smem[];
+    int nch = ssd_nchunks(T, Q), nti = CEIL_DIV(Q, SSD3_ROWS), nhg = H / hg;
+    int c = blockIdx.x, rt = nti - 1 - (int)blockIdx.z, b = blockIdx.y / nhg, hgi = blockIdx.y % nhg, h0 = hgi * hg;
+    int g = h0 / (H / G);
+    int t0 = c * Q, len = min(Q, T - t0), i0 = rt * SSD3_ROWS;
+    if (i0 >= len) return;
+    int E = H * P, ldn = N + 8, ldp = P + 8;
+    floatX* Ys = (floatX*)ssd3_smem;             /* (64, ldp) dy rows i */
+    floatX* Cs = Ys + SSD3_ROWS * ldp;           /* first C rows i (64, ldn), Hprev hi, lo (2 x (P, ldn)); then */
+    floatX* R = Cs + SSD3_ROWS * ldn;
+    floatX* Bs = Cs;                             /* the j tiles: 2 x (64, ldn) B rows j */
+    floatX* Xs = Bs + 2 * SSD3_ROWS * ldn;       /* 2 x (64, ldp) x rows j */
+    float* cj = (float*)(Cs + ssd3_region_bwd(P, N, 1));  /* 2 x 64 cum_j */
+    float* dj = cj + 2 * SSD3_ROWS;                     /* 2 x 64 dt_j */
+    const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
+    const floatX* Bg = rows + E + g * N;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m0 = warp * 16, tig = lane % 4;
+    int ri[2] = {i0 + m0 + lane / 4, i0 + m0 + lane / 4 + 8};
+    float acc[NMAX / 8][4];  /* dC_i summed over the block's heads */
+#pragma unroll
+    for (int nt = 0; nt < NMAX / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+    for (int hh = 0; hh < hg; hh++) {
+        int h = h0 + hh, bh = b * H + h;
+        const floatX* Xg = rows + h * P;
+        const float* cumc = cum + (size_t)bh * T + t0;
+        const float* dtc = dt + (size_t)bh * T + t0;
+        ssd3_load_tile(Cs, ldn, rows + E + G * N + g * N, xbc_stride, i0, len, N);
+        ssd3_load_tile(Ys, ldp, dy + (size_t)(b * T + t0) * E + h * P, E, i0, len, P);
+        ssd3_cp_commit();
+        ssd3_load_split(R, R + P * ldn, ldn, states + ssd_state_off(b, c, h, nch, H, P * N), P, N);
+        float cum_r[2];
+        for (int r = 0; r < 2; r++) cum_r[r] = ri[r] < len ? cumc[ri[r]] : 0.f;
+        ssd3_cp_wait<0>();
+        __syncthreads();
+        /* exp(cum_i) dy_i Hprev (B(k = p, n) = Hprev[p, n] = hi + lo), and its dot with C_i (rowi) */
+        float e[2] = {expf(cum_r[0]), expf(cum_r[1])}, pw[2] = {0.f, 0.f};
+        ssd4_state_nn<NMAX>(acc, pw, Ys + m0 * ldp, ldp, R, R + P * ldn, ldn, P, N, e, Cs + m0 * ldn, ldn);
+        pw[0] = ssd3_quad_sum(pw[0]);
+        pw[1] = ssd3_quad_sum(pw[1]);
+        if (tig == 0)
+            for (int r = 0; r < 2; r++)
+                if (ri[r] < len) rowi[(size_t)bh * T + t0 + ri[r]] = pw[r];
+        __syncthreads();  /* Hprev no longer needed: its space takes the j tiles */
+        ssd3_load_tile(Bs, ldn, Bg, xbc_stride, 0, len, N);
+        ssd3_load_tile(Xs, ldp, Xg, xbc_stride, 0, len, P);
+        ssd3_cp_commit();
+        if (threadIdx.x < SSD3_ROWS) {
+            int j = threadIdx.x;
+            cj[j] = j < len ? cumc[j] : 0.f;
+            dj[j] = j < len ? dtc[j] : 0.f;
+        }
+        for (int jt = 0; jt <= rt; jt++) {
+            int buf = jt & 1;
+            if (jt < rt) {
+                int nb = buf ^ 1, j0n = (jt + 1) * SSD3_ROWS;
+                ssd3_load_tile(Bs + nb * SSD3_ROWS * ldn, ldn, Bg, xbc_stride, j0n, len, N);
+                ssd3_load_tile(Xs + nb * SSD3_ROWS * ldp, ldp, Xg, xbc_stride, j0n, len, P);
+                ssd3_cp_commit();
+                if (threadIdx.x < SSD3_ROWS) {
+                    int j = j0n + threadIdx.x;
+                    cj[nb * SSD3_ROWS + threadIdx.x] = j < len ? cumc[j] : 0.f;
+                    dj[nb * SSD3_ROWS + threadIdx.x] = j < len ? dtc[j] : 0.f;
+                }
+                ssd3_cp_wait<1>();
+            } else {
+                ssd3_cp_wait<0>();
+            }
+            __syncthreads();
+            const floatX* Bb = Bs + buf * SSD3_ROWS * ldn;
+            const floatX* Xb = Xs + buf * SSD3_ROWS * ldp;
+            const float* cjb = cj + buf * SSD3_ROWS;
+            const float* djb = dj + buf * SSD3_ROWS;
+#pragma unroll
+            for (int jh = 0; jh < 2; jh++) {
+                if (jh == 1 && jt == rt && m0 < 32) continue;  /* diagonal tile: rows i < 32 have nothing at j >= 32 */
+                float wd[4][4];
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) wd[nt][0] = wd[nt][1] = wd[nt][2] = wd[nt][3] = 0.f;
+                ssd3_mma_nt<4>(wd, Ys + m0 * ldp, ldp, Xb + jh * 32 * ldp, ldp, P, 32);  /* dy_i . x_j */
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                    for (int k = 0; k < 4; k++) {
+                        int jj = jh * 32 + nt * 8 + 2 * tig + (k & 1), j = jt * SSD3_ROWS + jj, r = k / 2;
+                        int ok = j <= ri[r] && ri[r] < len && j < len;
+                        wd[nt][k] = ok ? wd[nt][k] * __expf(cum_r[r] - cjb[jj]) * djb[jj] : 0.f;
+                    }
+                uint32_t wf[2][4];
+                ssd3_pack_a<2>(wf, wd);
+                ssd3_mma_rn<2, NMAX / 8>(acc, wf, Bb + jh * 32 * ldn, ldn, N);  /* += WD B_j */
+            }
+            __syncthreads();  /* (the last one also frees Ys, Cs for the next head) */
+        }
+    }
+    int col = direct ? dco_col0 + g * N : hgi * N;
+    ssd4_store_rows<NMAX>(dco, (size_t)dco_stride, col, acc, (size_t)(b * T + t0 + ri[0]), (size_t)(b * T + t0 + ri[1]),
+                          ri[0] < len, ri[1] < len, N);
+}
+
+/* dB, dC of each group = the sum of its H/(G hg) head-group partials (B*T, H/hg, N) bf16, in order; 8 columns (16
+   bytes) per thread */
+__global__ static void ssd4_group_sum_kernel(floatX* dxbc, int xbc_stride, const floatX* pB, const floatX* pC, int BT,
+                                             int nhg, int N, int G, int E) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int nv = N / 8;
+    if (idx >= (size_t)BT * G * nv) return;
+    int n = (int)(idx % nv) * 8, g = (int)((idx / nv) % G);
+    size_t row = idx / ((size_t)G * nv);
+    int kpg = nhg / G;
+    float sB[8], sC[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) sB[e] = sC[e] = 0.f;
+    for (int k = g * kpg; k < (g + 1) * kpg; k++) {
+        float4 vb = *(const float4*)(pB + (row * nhg + k) * N + n), vc = *(const float4*)(pC + (row * nhg + k) * N + n);
+        const floatX* eb = (const floatX*)&vb;
+        const floatX* ec = (const floatX*)&vc;
+#pragma unroll
+        for (int e = 0; e < 8; e++) { sB[e] += toF(eb[e]); sC[e] += toF(ec[e]); }
+    }
+    float4 ob, oc;
+    floatX* pb = (floatX*)&ob;
+    floatX* pc = (floatX*)&oc;
+#pragma unroll
+    for (int e = 0; e < 8; e++) { pb[e] = fromF(sB[e]); pc[e] = fromF(sC[e]); }
+    *(float4*)(dxbc + row * xbc_stride + E + g * N + n) = ob;
+    *(float4*)(dxbc + row * xbc_stride + E + G * N + g * N + n) = oc;
+}
 #endif /* !ENABLE_FP32 */
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -1728,15 +2238,17 @@ static void ssd_set_smem(const void* kernel, size_t bytes) {
     cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
-/* Version 3 runs where its layout rules hold (bf16 build, P and N multiples of 16, 16-byte aligned rows); other
-   shapes and the fp32 build run version 2. dev/cuda/ssd.cu sets ssd_disable_v3 to measure version 2. */
-static int ssd_disable_v3 = 0;
+/* Versions 3 and 4 run where their layout rules hold (bf16 build, P and N multiples of 16, 16-byte aligned rows);
+   other shapes and the fp32 build run version 2. ssd_fast_version picks among them: 4, 3, or 2 (version 2
+   everywhere); dev/cuda/ssd.cu sets it per version. Version 4 passed its checks on the H100 in both builds and is
+   2.5-6% faster than version 3 on the three benchmark shapes (dev/cuda/NOTES_ssd.md, "Version 4"). */
+static int ssd_fast_version = 4;
 static int ssd_use_v3(const void* xbc, int xbc_stride, const void* dy, int H, int P, int N) {
 #if defined(ENABLE_FP32)
     (void)xbc; (void)xbc_stride; (void)dy; (void)H; (void)P; (void)N;
     return 0;
 #else
-    return !ssd_disable_v3 && P % 16 == 0 && N % 16 == 0 && xbc_stride % 8 == 0 && (H * P) % 8 == 0 &&
+    return ssd_fast_version >= 3 && P % 16 == 0 && N % 16 == 0 && xbc_stride % 8 == 0 && (H * P) % 8 == 0 &&
            (uintptr_t)xbc % 16 == 0 && (uintptr_t)dy % 16 == 0;
 #endif
 }
@@ -1792,6 +2304,71 @@ static void ssd3_launch_bwd(floatX* dxbc, SSDWork w, float* colf, float* rowp, c
         ssd3_launch_bwd_e<PMAX, NMAX, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q,
                                              stream);
 }
+
+/* version 4's chunk-state product (forward S_c: mode 0, backward sum exp(cum_i) dy_i C_i^T: mode 1) */
+static void ssd4_launch_chunk_state(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride,
+                                    int v_col0, SSDSaved s, int mode, int B, int T, int H, int P, int N, int G, int Q,
+                                    cudaStream_t stream) {
+    dim3 grid(ssd_nchunks(T, Q), B * H, CEIL_DIV(P, 64));
+    size_t smem = ssd4_smem_chunk_state();
+    if (N == 128) {
+        ssd_set_smem((const void*)ssd4_chunk_state_kernel<128, true>, smem);
+        ssd4_chunk_state_kernel<128, true><<<grid, SSD3_THREADS, smem, stream>>>(out, U, u_stride, V, v_stride, v_col0,
+                                                                                s.dt, s.cum, mode, T, H, P, N, G, Q);
+    } else {
+        ssd_set_smem((const void*)ssd4_chunk_state_kernel<SSD_MAXD, false>, smem);
+        ssd4_chunk_state_kernel<SSD_MAXD, false><<<grid, SSD3_THREADS, smem, stream>>>(
+            out, U, u_stride, V, v_stride, v_col0, s.dt, s.cum, mode, T, H, P, N, G, Q);
+    }
+    cudaCheckLast();
+}
+
+/* version 4's two backward row-tile kernels and, where a group has more than one head-group, the group sum */
+template <int PMAX, int NMAX, bool EXACT>
+static void ssd4_launch_bwd_e(floatX* dxbc, SSDWork w, float* colf, float* rowp, const floatX* dy, const floatX* xbc,
+                              int xbc_stride, SSDSaved s, const float* Dskip, int B, int T, int H, int P, int N, int G,
+                              int Q, cudaStream_t stream) {
+    int nti = CEIL_DIV(Q, SSD3_ROWS), nch = ssd_nchunks(T, Q), E = H * P;
+    int hg = ssd4_heads_per_block(H, G), nhg = H / hg, direct = hg == H / G;
+    ssd3_bct_kernel<<<dim3(nch * nti * nti, B * G), SSD3_THREADS, 0, stream>>>(w.bct, xbc, xbc_stride, T, H, P, N, G,
+                                                                               Q);
+    cudaCheckLast();
+    /* direct: dB, dC into dxbc; else bf16 partials (B*T, nhg, N) in the per-head regions */
+    /* the group sum reads them 16 bytes at a time: round the region starts up to 16 bytes (the regions hold
+       B*T*H*N floats, the partials at most half of that) */
+    floatX* pB = direct ? dxbc : (floatX*)(((uintptr_t)w.dB_h + 15) & ~(uintptr_t)15);
+    floatX* pC = direct ? dxbc : (floatX*)(((uintptr_t)w.dC_h + 15) & ~(uintptr_t)15);
+    int pstride = direct ? xbc_stride : nhg * N;
+    dim3 grid(nch, B * nhg, nti);
+    size_t smem = ssd3_smem_col(P, N);
+    ssd_set_smem((const void*)ssd4_bwd_col_kernel<PMAX, NMAX, EXACT>, smem);
+    ssd4_bwd_col_kernel<PMAX, NMAX, EXACT><<<grid, SSD3_THREADS, smem, stream>>>(
+        dxbc, pB, pstride, E, direct, w.xdxs, w.xdxs_st, w.xdy, colf, rowp, dy, xbc, xbc_stride, s.dt, s.cum,
+        w.dstates, w.bct, Dskip, T, H, P, N, G, Q, hg);
+    cudaCheckLast();
+    smem = ssd3_smem_dc(P, N);
+    ssd_set_smem((const void*)ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT>, smem);
+    ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT><<<grid, SSD3_THREADS, smem, stream>>>(
+        pC, pstride, E + G * N, direct, w.roww, dy, xbc, xbc_stride, s.dt, s.cum, s.states, T, H, P, N, G, Q, hg);
+    cudaCheckLast();
+    if (!direct) {
+        size_t n = (size_t)B * T * G * (N / 8);
+        ssd4_group_sum_kernel<<<(unsigned)CEIL_DIV(n, (size_t)256), 256, 0, stream>>>(dxbc, xbc_stride, pB, pC, B * T,
+                                                                                     nhg, N, G, E);
+        cudaCheckLast();
+    }
+}
+template <int PMAX, int NMAX>
+static void ssd4_launch_bwd(floatX* dxbc, SSDWork w, float* colf, float* rowp, const floatX* dy, const floatX* xbc,
+                            int xbc_stride, SSDSaved s, const float* Dskip, int B, int T, int H, int P, int N, int G,
+                            int Q, cudaStream_t stream) {
+    if (P == PMAX && N == NMAX)
+        ssd4_launch_bwd_e<PMAX, NMAX, true>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q,
+                                            stream);
+    else
+        ssd4_launch_bwd_e<PMAX, NMAX, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q,
+                                             stream);
+}
 #endif
 
 /* forward: y (BT, E) floatX = SSD(...) + D[h] x. See the top of this file for `saved`. */
@@ -1808,7 +2385,9 @@ static void ssd_forward(floatX* y, float* final_state, void* saved, const floatX
     dim3 og(nch, B * H, CEIL_DIV(P, 64) * CEIL_DIV(N, 64));
     int v3 = ssd_use_v3(xbc, xbc_stride, y, H, P, N);
 #if !defined(ENABLE_FP32)
-    if (v3)
+    if (v3 && ssd_fast_version >= 4)
+        ssd4_launch_chunk_state(s.states, xbc, xbc_stride, xbc, xbc_stride, E, s, 0, B, T, H, P, N, G, Q, stream);
+    else if (v3)
         ssd3_chunk_state_kernel<<<og, SSD3_THREADS, 0, stream>>>(s.states, xbc, xbc_stride, xbc, xbc_stride, E, s.dt,
                                                                  s.cum, 0, T, H, P, N, G, Q);
     else
@@ -1849,7 +2428,9 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
     dim3 og(nch, B * H, CEIL_DIV(P, 64) * CEIL_DIV(N, 64));
     int v3 = ssd_use_v3(xbc, xbc_stride, dy, H, P, N) && (uintptr_t)dxbc % 16 == 0;
 #if !defined(ENABLE_FP32)
-    if (v3)
+    if (v3 && ssd_fast_version >= 4)
+        ssd4_launch_chunk_state(w.dstates, dy, E, xbc, xbc_stride, E + G * N, s, 1, B, T, H, P, N, G, Q, stream);
+    else if (v3)
         ssd3_chunk_state_kernel<<<og, SSD3_THREADS, 0, stream>>>(w.dstates, dy, E, xbc, xbc_stride, E + G * N, s.dt,
                                                                  s.cum, 1, T, H, P, N, G, Q);
     else
@@ -1864,7 +2445,17 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
     if (v3) {
         float* colf = w.colw;                                   /* (B, H, T) */
         float* rowp = w.colw + (size_t)B * H * nch * Q;         /* (B, H, nchunks, ceil(Q/64), Q) */
-        if (P <= 64 && N <= 64)
+        if (ssd_fast_version >= 4) {
+            if (P <= 64 && N <= 64)
+                ssd4_launch_bwd<64, 64>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
+            else if (P <= 64)
+                ssd4_launch_bwd<64, 128>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
+            else if (N <= 64)
+                ssd4_launch_bwd<128, 64>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
+            else
+                ssd4_launch_bwd<128, 128>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q,
+                                          stream);
+        } else if (P <= 64 && N <= 64)
             ssd3_launch_bwd<64, 64>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
         else if (P <= 64)
             ssd3_launch_bwd<64, 128>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
@@ -1899,6 +2490,7 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
     size_t ngs = (size_t)B * T * G * N;
     unsigned nblk = (unsigned)CEIL_DIV(ngs, (size_t)256);
 #if !defined(ENABLE_FP32)
+    if (v3 && ssd_fast_version >= 4) return;  /* version 4 summed dB, dC over the heads itself */
     if (v3)  /* version 3 writes the per-head partials as bf16 (half the traffic of this pass and of their writes) */
         ssd_bwd_group_sum_kernel<floatX><<<nblk, 256, 0, stream>>>(dxbc, xbc_stride, (const floatX*)w.dB_h,
                                                                    (const floatX*)w.dC_h, B * T, H, P, N, G);

@@ -1,26 +1,35 @@
 #!/bin/bash
 # run_ssd.sh: build, validate and benchmark the SSD kernels (dev/cuda/ssd.cu) in bf16 and fp32 on the GPU machine.
 # Usage (from the repository root): bash dev/cuda/run_ssd.sh [outdir]   (logs go to outdir, default $OUT or /tmp)
-# SSD_BF16_ARGS / SSD_FP32_ARGS pick the versions (default: 2 and 3 in bf16; 3 in fp32, where it runs version 2's
-# kernels, so all checks of the code the fp32 trainer runs); the short table is printed last.
+# SSD_BF16_ARGS / SSD_FP32_ARGS pick the versions (default: 3 and 4 in bf16, measured in the same process; 4 in fp32,
+# where it runs version 2's kernels, so all checks of the code the fp32 trainer runs). SSD_VARIANTS=1 also times
+# version 4 with 2 and 8 heads per block and with the col kernel at 3 blocks/SM (the default is 2) (timings only matter there).
+# The short table is printed last.
 set -o pipefail
 out=${1:-${OUT:-/tmp}}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$out/gpu.txt"
-nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -Xptxas -v -o dev/cuda/ssd_bin dev/cuda/ssd.cu > "$out/build_bf16.txt" 2>&1 &
-pid_bf16=$!
-nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -DENABLE_FP32 -o dev/cuda/ssd_fp32_bin dev/cuda/ssd.cu > "$out/build_fp32.txt" 2>&1 &
-pid_fp32=$!
+build() {  # build <binary> <log> [nvcc flags...]
+    local bin=$1 log=$2; shift 2
+    nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -Xptxas -v "$@" -o "$bin" dev/cuda/ssd.cu > "$log" 2>&1
+}
+build dev/cuda/ssd_bin "$out/build_bf16.txt" & pid_bf16=$!
+build dev/cuda/ssd_fp32_bin "$out/build_fp32.txt" -DENABLE_FP32 & pid_fp32=$!
+if [ -n "$SSD_VARIANTS" ]; then build dev/cuda/ssd_col3_bin "$out/build_col3.txt" -DSSD4_COL_MINBLOCKS=3 & pid_c3=$!; fi
 wait $pid_bf16 || { cat "$out/build_bf16.txt"; exit 1; }
 wait $pid_fp32 || { cat "$out/build_fp32.txt"; exit 1; }
 cuobjdump --dump-sass dev/cuda/ssd_bin | grep -oE "HMMA[.A-Z0-9]*|HGMMA[.A-Z0-9]*|LDSM[.A-Z0-9]*" | sort | uniq -c | tee -a "$out/build_bf16.txt"
 rc=0
-./dev/cuda/ssd_fp32_bin ${SSD_FP32_ARGS:-3} > "$out/ssd_fp32.txt" 2>&1 || rc=1
-./dev/cuda/ssd_bin ${SSD_BF16_ARGS:-2 3} > "$out/ssd_bf16.txt" 2>&1 || rc=1
-# per-kernel times (ncu, one forward + backward of version 3 at B=8, T=2048, bf16)
+./dev/cuda/ssd_fp32_bin ${SSD_FP32_ARGS:-4} > "$out/ssd_fp32.txt" 2>&1 || rc=1
+./dev/cuda/ssd_bin ${SSD_BF16_ARGS:-3 4} > "$out/ssd_bf16.txt" 2>&1 || rc=1
+if [ -n "$SSD_VARIANTS" ]; then
+    for k in 2 8; do ./dev/cuda/ssd_bin hg=$k 4 > "$out/ssd_hg$k.txt" 2>&1 || rc=1; done
+    if wait $pid_c3; then ./dev/cuda/ssd_col3_bin 4 > "$out/ssd_col3.txt" 2>&1 || rc=1; else cat "$out/build_col3.txt"; fi
+fi
+# per-kernel times (ncu, one forward + backward at B=8, T=2048, bf16) of the versions in SSD_NCU (default 3 4)
 if command -v ncu > /dev/null; then
     ncu --csv --metrics gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active \
-        ./dev/cuda/ssd_bin profile 3 > "$out/ncu_bf16.csv" 2>&1
+        ./dev/cuda/ssd_bin profile ${SSD_NCU:-3 4} > "$out/ncu_bf16.csv" 2>&1
     python3 - "$out/ncu_bf16.csv" <<'PY' > "$out/kernels.txt" 2>&1
 import csv, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
@@ -42,10 +51,10 @@ for key in order:
 PY
 fi
 echo "== failures (fp32, bf16) =="
-grep -h -B1 "FAIL" "$out/ssd_fp32.txt" "$out/ssd_bf16.txt" | head -40
-echo "== per-kernel (ncu, bf16 v3, B=8 T=2048) =="
+grep -h -B1 "FAIL" "$out"/ssd_*.txt | head -40
+echo "== per-kernel (ncu, bf16, B=8 T=2048; versions ${SSD_NCU:-3 4} in order) =="
 cat "$out/kernels.txt" 2>/dev/null
 echo "== results =="
-grep -h "passed, .* failed" "$out/ssd_fp32.txt" "$out/ssd_bf16.txt"
-grep -h -A8 "^summary" "$out/ssd_fp32.txt" "$out/ssd_bf16.txt"
+grep -H "passed, .* failed" "$out"/ssd_*.txt
+for f in "$out"/ssd_*.txt; do echo "-- $(basename $f)"; grep -h -A12 "^summary" "$f"; done
 exit $rc

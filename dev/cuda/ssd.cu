@@ -22,10 +22,14 @@
  *      next product's operand, tensor-core chunk states; one backward kernel per 64 "column" rows j (dx, dB and
  *      both sums of W) and one per 64 rows i (dC). In the fp32 build, and for shapes outside its layout rules
  *      (P or N not a multiple of 16, unaligned rows), llmc/ssd.cuh runs version 2: "3" then measures version 2.
+ *   4  llmc/ssd.cuh's default: version 3 with the heads of a group looped inside the two backward row-tile kernels
+ *      (up to 4 heads per block; dB, dC summed over them in registers, so 1/4 of the per-head partials, or none
+ *      and no group-sum pass where a group has <= 4 heads), and 64 x 128 chunk-state tiles. fp32 build: version 2.
  *
  * Build: nvcc -O3 -arch=sm_90 -I. -o dev/cuda/ssd_bin dev/cuda/ssd.cu        (add -DENABLE_FP32 for fp32)
- * Run:   ./dev/cuda/ssd_bin [small] [1|2|3]   (small: small-shape checks only; numbers: those versions only)
- *        ./dev/cuda/ssd_bin profile [1|2|3]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
+ * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [1|2|3|4]  (small: small-shape checks only; numbers: those versions
+ *        only; hg=K: version 4 with at most K heads per block)
+ *        ./dev/cuda/ssd_bin profile [1|2|3|4]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
  */
 #include <math.h>
 #include <string.h>
@@ -758,9 +762,10 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
 #include "dev/cuda/kernels_dev.h"
 
 
-/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 = llmc/ssd.cuh with version 3 turned
-   off (ssd_disable_v3), 3 = llmc/ssd.cuh as the trainer runs it */
-static int g_version = 3;
+/* which version run_forward / run_backward call: 1 = namespace v1 above, 2, 3, 4 = llmc/ssd.cuh with
+   ssd_fast_version set to it (4: as the trainer runs it) */
+#define NVERSIONS 4
+static int g_version = 4;
 
 typedef struct { int B, T, H, P, N, G, Q; int with_init; } Shape;
 
@@ -932,14 +937,14 @@ static void free_outputs(Outputs* o) {
 
 static void run_forward(const Inputs* in, Outputs* o, int with_final) {
     const Shape* s = &in->s;
-    ssd_disable_v3 = g_version == 2;
+    ssd_fast_version = g_version;
     (g_version == 1 ? v1::ssd_forward : ssd_forward)(o->y, with_final ? o->final_state : NULL, o->saved, in->d_xbc, in->CD, in->d_dtbuf + in->dcol,
                 in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip, in->d_init, s->B, s->T, s->H, s->P, s->N,
                 s->G, s->Q, 0);
 }
 static void run_backward(const Inputs* in, Outputs* o) {
     const Shape* s = &in->s;
-    ssd_disable_v3 = g_version == 2;
+    ssd_fast_version = g_version;
     (g_version == 1 ? v1::ssd_backward : ssd_backward)(o->dxbc, o->ddtbuf + in->dcol, o->dpar, o->dpar + s->H, o->dpar + 2 * s->H, in->d_dy, o->saved,
                  in->d_xbc, in->CD, in->d_dtbuf + in->dcol, in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip,
                  in->d_init, o->work, s->B, s->T, s->H, s->P, s->N, s->G, s->Q, 0);
@@ -1153,31 +1158,35 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
 
 int main(int argc, char** argv) {
     /* arguments, in any order: "small" (small-shape checks only), version numbers (default: every version) */
-    int small_only = 0, profile = 0, want[4] = {0, 0, 0, 0}, any_version = 0;
+    int small_only = 0, profile = 0, want[NVERSIONS + 1] = {0}, any_version = 0;
     for (int k = 1; k < argc; k++) {
         if (strcmp(argv[k], "small") == 0) small_only = 1;
         else if (strcmp(argv[k], "profile") == 0) profile = 1;
-        else if (atoi(argv[k]) >= 1 && atoi(argv[k]) <= 3) want[atoi(argv[k])] = any_version = 1;
+        else if (strncmp(argv[k], "hg=", 3) == 0 && atoi(argv[k] + 3) >= 1) ssd4_hg_max = atoi(argv[k] + 3);
+        else if (atoi(argv[k]) >= 1 && atoi(argv[k]) <= NVERSIONS) want[atoi(argv[k])] = any_version = 1;
         else {
-            fprintf(stderr, "ssd: unknown argument '%s'; use 'small' or 'profile' and/or version numbers 1, 2, 3\n",
-                    argv[k]);
+            fprintf(stderr, "ssd: unknown argument '%s'; use 'small', 'profile', 'hg=K' (version 4's most heads per "
+                    "block) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
             return EXIT_FAILURE;
         }
     }
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
-    printf("ssd dev program, %s, device %s\n", PRECISION_NAME, prop.name);
+    printf("ssd dev program, %s, device %s, version 4 with at most %d heads per block\n", PRECISION_NAME, prop.name,
+           ssd4_hg_max);
     Shape small[] = {
         {2, 100, 4, 16, 16, 1, 32, 1},   /* the brief's shape, partial last chunk */
         {2, 100, 4, 16, 16, 2, 32, 1},   /* two groups */
         {1, 200, 4, 32, 64, 2, 64, 0},   /* P != N, no initial state */
         {1, 300, 2, 128, 128, 1, 256, 1},/* the largest P, N and Q */
         {2, 37, 6, 64, 32, 3, 16, 1},    /* smallest Q, three groups */
+        {1, 150, 8, 32, 64, 1, 64, 1},   /* 8 heads per group: version 4 sums two head-groups of 4 (group sum pass) */
+        {2, 90, 10, 16, 32, 2, 32, 0},   /* 5 heads per group: version 4 runs one head per block (5 partials) */
     };
     Shape big[3] = {{8, 2048, 24, 64, 128, 1, 256, 1}, {1, 8192, 24, 64, 128, 1, 256, 1},
                     {1, 32768, 24, 64, 128, 1, 256, 1}};
     if (profile) {  /* one forward and one backward per version at the first benchmark shape, for ncu */
-        for (int v = 1; v <= 3; v++) {
+        for (int v = 1; v <= NVERSIONS; v++) {
             if (any_version && !want[v]) continue;
             g_version = v;
             Inputs in = make_inputs(big[0]);
@@ -1190,8 +1199,8 @@ int main(int argc, char** argv) {
         }
         return EXIT_SUCCESS;
     }
-    float t[4][3][2];
-    for (int v = 1; v <= 3; v++) {
+    float t[NVERSIONS + 1][3][2];
+    for (int v = 1; v <= NVERSIONS; v++) {
         if (any_version && !want[v]) continue;
         g_version = v;
         printf("=== version %d ===\n", v);
@@ -1202,7 +1211,7 @@ int main(int argc, char** argv) {
     if (!small_only) {
         printf("summary (%s, %s): version | shape | fwd ms | fwd+bwd ms | fwd+bwd ms per M tokens\n", PRECISION_NAME,
                prop.name);
-        for (int v = 1; v <= 3; v++) {
+        for (int v = 1; v <= NVERSIONS; v++) {
             if (any_version && !want[v]) continue;
             for (int k = 0; k < 3; k++)
                 printf("  v%d | B=%d T=%-6d | %8.3f | %8.3f | %8.3f\n", v, big[k].B, big[k].T, t[v][k][0], t[v][k][1],
