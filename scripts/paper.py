@@ -29,6 +29,7 @@ import glob
 import json
 import math
 import os
+import random
 import re
 import signal
 import struct
@@ -73,9 +74,10 @@ SWEEP_SIZES = [
     dict(name="s3", d_model=256, n_layer=8, batch_tokens=65536),
     dict(name="s4", d_model=320, n_layer=10, batch_tokens=65536),
     dict(name="s5", d_model=384, n_layer=12, batch_tokens=131072),
-    dict(name="s6", d_model=448, n_layer=14, batch_tokens=131072),
+    dict(name="s6", d_model=448, n_layer=12, batch_tokens=131072),
 ]
 SWEEP_VOCAB = 257
+CORPUS_SEED = 20241123          # the sweep corpus' document permutation (corpus --order shuffled)
 SWEEP_MICRO_TOKENS = 131072     # B*T of one micro-step on an H100 (no accumulation for these sizes)
 SWEEP_LR_CAP = 1e-2             # the power-law LR below grows fast for tiny models; a guess, not tuned
 COMMAND_MINUTES = 10.0          # one device-machine command
@@ -508,6 +510,11 @@ def cmd_sweep(a):
     if not paths or not vpaths:
         die(f"no shards match {train_glob} / {val_glob}: make the sweep's corpus first with "
             f"`python3 scripts/paper.py corpus` (doc/paper.md)")
+    if a.probe:
+        if not os.access(a.trainer, os.X_OK):
+            die(f"trainer {a.trainer} not found or not executable: build it with `make {os.path.basename(a.trainer)}`")
+        probe_speeds(a, plans, train_glob, val_glob)
+        return
     for p in plans:
         if p["total_tokens"] > n_train and not a.allow_repeats:
             die(f"size {p['name']} reads {p['total_tokens']:,} tokens but the train shards hold {n_train:,}: it "
@@ -534,6 +541,39 @@ def cmd_sweep(a):
     print(f"sweep done: plot with  /usr/bin/python3 scripts/plot.py {root} --out {root}/scaling")
 
 
+STEP_TOKS_RE = re.compile(r"^step +(\d+)/\d+ \|.* \| ([0-9.]+) tok/s")
+
+
+def probe_speeds(a, plans, train_glob, val_glob):
+    """
+    --probe N: train each size for N steps (no validation, no checkpoints, a scratch output folder) and print the
+    median tokens/s of the steps after the first few, as lines to paste into scripts/paper/tokens_per_s.json.
+    The plans' minutes need these numbers: until they are measured they come from a FLOP estimate.
+    """
+    import statistics
+    import tempfile
+    found = {}
+    for p in plans:
+        with tempfile.TemporaryDirectory() as out_dir:
+            args = trainer_args(p, train_glob, val_glob, out_dir, 1)
+            args[args.index("-x") + 1] = str(a.probe)
+            args[args.index("-v") + 1] = "0"
+            args[args.index("-n") + 1] = "0"
+            cmd = [a.trainer] + args
+            print(f"[{p['name']}] probe: " + " ".join(cmd), flush=True)
+            res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        speeds = [float(m.group(2)) for m in map(STEP_TOKS_RE.match, res.stdout.splitlines())
+                  if m and int(m.group(1)) > min(5, a.probe // 2)]
+        if res.returncode != 0 or not speeds:
+            sys.stdout.write(res.stdout[-2000:])
+            die(f"[{p['name']}] probe: the trainer exited with status {res.returncode} and printed no step speeds")
+        key = f"{p['name']}@{p['seq_len']}"
+        found[key] = round(statistics.median(speeds))
+        print(f"[{p['name']}] median {found[key]:,} tokens/s over {len(speeds)} steps", flush=True)
+    print("measured tokens/s (scripts/paper/tokens_per_s.json keys):")
+    print(json.dumps(found, indent=1))
+
+
 def site_packages_dirs():
     import site
     dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
@@ -547,8 +587,12 @@ def cmd_corpus(a):
     """
     The sweep's offline corpus: the source files of the installed Python packages (site-packages: on the GPU
     machine torch, triton, numpy, transformers, ...), one document per file, written as one .jsonl (data/prepare.py
-    reads .txt/.md/.jsonl) and tokenized by data/prepare.py into byte-level shards. Files in sorted path order, so
-    the val split (by hash of 'sitepackages.jsonl#<line>') is the same wherever the same packages are installed.
+    reads .txt/.md/.jsonl) and tokenized by data/prepare.py into byte-level shards.
+    Order: the files sorted by path, then (default --order shuffled) permuted with a fixed seed, so that every shard
+    is a sample of all packages. In path order each 100M-token shard holds an alphabetical range of packages, and a
+    run shorter than a shard trains on a narrower mix than the val split (which spans all of them): the first sweep
+    showed it as a drop in loss where the runs crossed into their second shard (doc/paper.md). Either order is the
+    same wherever the same packages are installed, and so is the val split (by hash of 'sitepackages.jsonl#<line>').
     """
     dirs = a.site_packages or site_packages_dirs()
     exts = tuple(e if e.startswith(".") else "." + e for e in a.extensions.split(","))
@@ -561,6 +605,8 @@ def cmd_corpus(a):
                 if fn.endswith(exts) and os.path.getsize(full) <= a.max_file_mb * 1e6:
                     files.append((os.path.basename(d.rstrip("/")) + "/" + os.path.relpath(full, d), full))
     files.sort()
+    if a.order == "shuffled":
+        random.Random(CORPUS_SEED).shuffle(files)
     if not files:
         die(f"no {','.join(exts)} files under {', '.join(dirs) or '(no site-packages found)'}: pass --site-packages")
     os.makedirs(a.workdir, exist_ok=True)
@@ -619,12 +665,15 @@ def main(argv=None):
     s.add_argument("--val-batches", type=int, default=20)
     s.add_argument("--keep-checkpoints", type=int, default=2)
     s.add_argument("--budget-minutes", type=float, help="stop (resumably) after this many minutes, e.g. 9.5")
+    s.add_argument("--probe", type=int, metavar="STEPS", help="measure each size's tokens/s over STEPS steps; no run")
     s.add_argument("--allow-repeats", action="store_true", help="allow a size to read more tokens than the corpus")
 
     c = sub.add_parser("corpus", help="the sweep's corpus: site-packages sources -> byte-level shards")
     c.add_argument("--site-packages", action="append", help="folder to read (default: this Python's site-packages)")
     c.add_argument("--extensions", default=".py,.pyi,.h,.hpp,.cuh,.cu,.c,.cc,.cpp",
                    help="comma-separated file endings (default: Python, C, C++ and CUDA sources)")
+    c.add_argument("--order", choices=["shuffled", "path"], default="shuffled",
+                   help="document order: shuffled with a fixed seed (default), or sorted by path (the first sweep)")
     c.add_argument("--max-file-mb", type=float, default=4.0, help="skip larger files (generated tables)")
     c.add_argument("--workdir", default="data/sitepackages_src", help="where the .jsonl goes")
     c.add_argument("--outdir", help="shard folder (default data/sitepackages)")
