@@ -1798,8 +1798,9 @@ __device__ static inline void ssd4_store_rows(floatX* out, size_t stride, int co
 static inline size_t ssd4_smem_chunk_state(void) {
     return 2 * (size_t)SSD3_ROWS * (72 + SSD4_CS_LDV) * sizeof(floatX) + 2 * SSD3_ROWS * sizeof(float);
 }
+/* 4 blocks/SM: 128 registers (132 uncapped), 54 KB smem */
 template <int NMAX, bool EXACT>
-__global__ static void __launch_bounds__(SSD3_THREADS, 4)  /* 4 blocks/SM: 128 registers (132 uncapped), 54 KB smem */
+__global__ static void __launch_bounds__(SSD3_THREADS, 4)
 ssd4_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride, int v_col0,
                         const float* dt, const float* cum, int mode, int T, int H, int P, int N, int G, int Q) {
     if (EXACT) N = NMAX;
