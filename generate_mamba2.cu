@@ -3,6 +3,7 @@
  *
  *   ./generate_mamba2cu -e hf/mamba2-130m -k neox_tokenizer.bin -f prompts.txt -n 64 -t 0.8 -P 0.95
  *   ./generate_mamba2cu -e 130m -I 1,2,3 -b 64 -n 256 -t 0 -r 5     (random weights: decode timing)
+ *   ./generate_mamba2cu -e 130m -I 1,2,3 -b 1 -n 64 -t 0 -q -T 1     (and each kernel of the step timed alone)
  *
  * The GPU twin of generate_mamba2.c (same flags, plus -b, -r, -G):
  * - Prefill: each prompt goes through the CHUNKED parallel forward on its own (B = 1, T = its length), so prompts of
@@ -10,9 +11,12 @@
  *   the SSM state after the last prompt token and the last K-1 conv inputs give the conv window, per layer; they are
  *   written into that sequence's slot of the batched decode state.
  * - Decode: one token for every sequence at once (llmc/generate.cuh). Up to GEN_SMALL_S sequences a layer is three
- *   launches (RMSNorm + in_proj matvec, conv + SSD step, gated norm + out_proj + residual); more sequences use the
- *   cuBLASLt matmuls (five launches). The whole step (embedding, every layer, final norm, LM head and, for greedy
- *   decoding, the argmax) is captured once in a CUDA graph and replayed each token. The conv window is
+ *   launches (RMSNorm + in_proj matvec, conv + SSD step, gated norm + out_proj + residual); up to GEN_MMA_MAX_S
+ *   (bf16 builds) six: RMSNorm, in_proj on tensor cores, conv step, SSD step, gated norm, out_proj on tensor cores
+ *   adding into the residual (-M 0, fp32 builds and more sequences: cuBLASLt for the projections). Each kernel may
+ *   start while the one before it finishes (programmatic dependent launch, -L). From GEN_LOWP_MIN_S sequences on
+ *   the SSM state is kept in bf16 (-S), the step's largest traffic. The whole step (embedding, every layer, final
+ *   norm, LM head and, for greedy decoding, the argmax) is captured once in a CUDA graph and replayed each token. The conv window is
  *   double-buffered, so there are two graphs, one per buffer parity, replayed in turn.
  * - Greedy decoding never leaves the GPU: the argmax feeds the next step and records the token history on the
  *   device; the host looks at it every GEN_CHECK_EVERY steps (end-of-text) and at the end. With a temperature the
@@ -62,11 +66,19 @@ typedef struct {
     int Tmax;           /* the longest prompt the prefill buffers hold */
     int max_steps;      /* token history rows */
     int small;          /* S <= GEN_SMALL_S: the fused matvec kernels */
+    int mma;            /* else, bf16 builds, S <= GEN_MMA_MAX_S: the tensor-core projections (gen_mma) */
     int parity;         /* which conv window buffer the next step reads */
-    float* state;       /* (L, S, H, P, N) SSM states */
+    void* state;        /* (L, S, H, P, N) SSM states, float or (state_lowp) floatX */
+    int state_lowp;     /* the state is kept in floatX (bf16): half the bytes, the large-S step's main traffic */
+    float* pf_state;    /* (H, P, N) the prefill's float final state of one layer, before it is rounded */
+    float* part_v;      /* (S, nparts) the LM head's per-block greedy picks (small path) */
+    int* part_i;
+    int nparts;
     float* win[2];      /* (L, S, K-1, conv_dim) conv windows, read one, write the other */
     float* x;           /* (S, D) residual stream */
     floatX *u, *zxbcdt, *y, *gn, *delta, *logits;
+    floatX* xbc;        /* (S, conv_dim) the conv step's output, when it runs in its own kernel (more than
+                         * GEN_SMALL_S sequences) */
     float *rstd, *gn_rstd;
     int* tokens;        /* (S) the next step's input tokens */
     int* hist;          /* (max_steps + 1, S) greedy: the picked tokens, row = *step */
@@ -86,8 +98,20 @@ typedef struct {
 } Decoder;
 
 static size_t dec_K1(const Mamba2Config* c) { return c->d_conv > 1 ? (size_t)c->d_conv - 1 : 1; }
-static size_t dec_state_floats(const Mamba2Config* c, int S) {
+static size_t dec_state_elems(const Mamba2Config* c, int S) {
     return (size_t)c->n_layer * S * c->nheads * c->headdim * c->d_state;
+}
+static size_t dec_state_bytes(const Decoder* d, const Mamba2Config* c) {
+    return dec_state_elems(c, d->S) * (d->state_lowp ? sizeof(floatX) : sizeof(float));
+}
+
+/* the SSM state's precision: -1 auto (floatX from GEN_LOWP_MIN_S sequences on, where the state's bytes set the step
+ * time; float below, where the weights do), 0 always float, 1 always floatX. In fp32 builds floatX is float. */
+static int g_gen_state_mode = -1;
+#define GEN_LOWP_MIN_S 16
+static int gen_state_lowp(int S) {
+    if (sizeof(floatX) == sizeof(float)) return 0;
+    return g_gen_state_mode < 0 ? S >= GEN_LOWP_MIN_S : g_gen_state_mode;
 }
 static size_t dec_win_floats(const Mamba2Config* c, int S) { return (size_t)c->n_layer * S * dec_K1(c) * c->conv_dim; }
 
@@ -97,14 +121,21 @@ static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int m
     if (S < 1) die("decoder: need at least one sequence");
     if (Tmax < 1) Tmax = 1;
     d->S = S; d->Tmax = Tmax; d->max_steps = max_steps; d->small = S <= GEN_SMALL_S;
+    d->mma = gen_mma_path_ok(S, c->d_model, c->d_inner);
     size_t X = sizeof(floatX), F = sizeof(float), D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
     size_t total = 0, T = (size_t)Tmax;
-    d->state = (float*)gpu_alloc(dec_state_floats(c, S) * F, &total);
+    d->state_lowp = gen_state_lowp(S);
+    d->state = gpu_alloc(dec_state_bytes(d, c), &total);
+    d->pf_state = (float*)gpu_alloc((size_t)c->nheads * c->headdim * c->d_state * F, &total);
+    d->nparts = gen_matvec_grid((int)Vp);
+    d->part_v = (float*)gpu_alloc((size_t)S * d->nparts * F, &total);
+    d->part_i = (int*)gpu_alloc((size_t)S * d->nparts * sizeof(int), &total);
     for (int i = 0; i < 2; i++) d->win[i] = (float*)gpu_alloc(dec_win_floats(c, S) * F, &total);
     d->x = (float*)gpu_alloc(S * D * F, &total);
     d->u = (floatX*)gpu_alloc(S * D * X, &total);
     d->zxbcdt = (floatX*)gpu_alloc(S * (size_t)c->d_in_proj * X, &total);
     d->y = (floatX*)gpu_alloc(S * E * X, &total);
+    d->xbc = (floatX*)gpu_alloc(S * (size_t)c->conv_dim * X, &total);
     d->gn = (floatX*)gpu_alloc(S * E * X, &total);
     d->delta = (floatX*)gpu_alloc(S * D * X, &total);
     d->logits = (floatX*)gpu_alloc(S * Vp * X, &total);
@@ -131,9 +162,10 @@ static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int m
 
 static void decoder_free(Decoder* d) {
     for (int i = 0; i < 2; i++) if (d->have_graph) cudaCheck(cudaGraphExecDestroy(d->graph[i]));
-    void* ptrs[] = {d->state, d->win[0], d->win[1], d->x, d->u, d->zxbcdt, d->y, d->gn, d->delta, d->logits,
+    void* ptrs[] = {d->state, d->win[0], d->win[1], d->x, d->u, d->zxbcdt, d->xbc, d->y, d->gn, d->delta, d->logits,
                     d->rstd, d->gn_rstd, d->tokens, d->hist, d->step, d->pf_x, d->pf_u, d->pf_zx, d->pf_xbc,
-                    d->pf_y, d->pf_gn, d->pf_delta, d->pf_rstd, d->pf_gn_rstd, d->pf_saved, d->pf_tokens};
+                    d->pf_y, d->pf_gn, d->pf_delta, d->pf_rstd, d->pf_gn_rstd, d->pf_saved, d->pf_tokens,
+                    d->pf_state, d->part_v, d->part_i};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
     free(d->logits_host);
     free(d->logits_host_x);
@@ -144,7 +176,7 @@ static void decoder_free(Decoder* d) {
 static void decoder_reset(Decoder* d, const GPUModel* m) {
     const Mamba2Config* c = &m->config;
     cudaStream_t st = m->stream;
-    cudaCheck(cudaMemsetAsync(d->state, 0, dec_state_floats(c, d->S) * sizeof(float), st));
+    cudaCheck(cudaMemsetAsync(d->state, 0, dec_state_bytes(d, c), st));
     for (int i = 0; i < 2; i++) cudaCheck(cudaMemsetAsync(d->win[i], 0, dec_win_floats(c, d->S) * sizeof(float), st));
     cudaCheck(cudaMemsetAsync(d->step, 0, sizeof(int), st));
     d->parity = 0;
@@ -174,10 +206,12 @@ static void decoder_prefill(Decoder* d, GPUModel* m, int s, const int* tokens, i
         rmsnorm_forward(d->pf_u, d->pf_rstd, d->pf_x, l > 0 ? d->pf_delta : NULL, PF(m, P_NORM_W, l), T, D, st);
         matmul_forward(d->pf_zx, d->pf_u, PX(m, P_IN_PROJ_W, l), T, D, Z, st);
         conv1d_forward(d->pf_xbc, d->pf_zx + E, Z, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), 1, T, Cd, c->d_conv, st);
-        float* final_state = d->state + (((size_t)l * S + s) * H) * P * N;
+        size_t slot = (((size_t)l * S + s) * H) * P * N, hpn = (size_t)H * P * N;
+        float* final_state = d->state_lowp ? d->pf_state : (float*)d->state + slot;
         ssd_forward(d->pf_y, final_state, d->pf_saved, d->pf_xbc, Cd, d->pf_zx + 2 * E + 2 * GN, Z,
                     PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, 1, T, H, P, N, c->ngroups,
                     c->chunk_size, st);
+        if (d->state_lowp) state_to_lowp((floatX*)d->state + slot, d->pf_state, hpn, st);
         float* win = d->win[d->parity] + ((size_t)l * S + s) * K1 * Cd;
         conv_window_from_prefill(win, d->pf_zx + E, Z, T, c->d_conv, Cd, st);
         gated_norm_forward(d->pf_gn, d->pf_gn_rstd, d->pf_y, d->pf_zx, Z, PF(m, P_GNORM_W, l), T, E, c->ngroups, st);
@@ -201,29 +235,49 @@ static void decoder_enqueue_step(Decoder* d, GPUModel* m, int parity, int with_a
         const float* win_in = d->win[parity] + l * win_layer;
         float* win_out = d->win[parity ^ 1] + l * win_layer;
         if (d->small) {
-            rmsnorm_matvec(d->zxbcdt, Z, d->x, PF(m, P_NORM_W, l), PX(m, P_IN_PROJ_W, l), S, D, Z, st);
+            rmsnorm_matvec(d->zxbcdt, Z, d->x, PF(m, P_NORM_W, l), PX(m, P_IN_PROJ_W, l), S, D, Z, NULL, NULL, 0,
+                           st);
+        } else if (d->mma) {
+            gen_rmsnorm(d->u, d->x, PF(m, P_NORM_W, l), S, D, st);
+            gen_mma(d->zxbcdt, Z, NULL, d->u, PX(m, P_IN_PROJ_W, l), S, D, Z, st);
         } else {
             rmsnorm_forward(d->u, d->rstd, d->x, l > 0 ? d->delta : NULL, PF(m, P_NORM_W, l), S, D, st);
             matmul_forward(d->zxbcdt, d->u, PX(m, P_IN_PROJ_W, l), S, D, Z, st);
         }
-        conv_ssd_step(d->y, d->state + l * state_layer, win_out, win_in, d->zxbcdt, Z, PF(m, P_CONV_W, l),
-                      PF(m, P_CONV_B, l), PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), S, H, P, N,
-                      c->ngroups, c->d_conv, st);
+        floatX* xbc = d->small ? NULL : d->xbc;
+        if (d->state_lowp)
+            conv_ssd_step(d->y, (floatX*)d->state + l * state_layer, win_out, win_in, d->zxbcdt, Z, xbc,
+                          PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l),
+                          S, H, P, N, c->ngroups, c->d_conv, st);
+        else
+            conv_ssd_step(d->y, (float*)d->state + l * state_layer, win_out, win_in, d->zxbcdt, Z, xbc,
+                          PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l),
+                          S, H, P, N, c->ngroups, c->d_conv, st);
         if (d->small) {
             gated_matvec(d->x, d->y, d->zxbcdt, Z, PF(m, P_GNORM_W, l), PX(m, P_OUT_PROJ_W, l), S, E, c->ngroups, D,
                          st);
+        } else if (d->mma) { /* out_proj adds into the residual stream x itself */
+            gen_gated_norm(d->gn, d->y, d->zxbcdt, Z, PF(m, P_GNORM_W, l), S, E, c->ngroups, st);
+            gen_mma(NULL, D, d->x, d->gn, PX(m, P_OUT_PROJ_W, l), S, E, D, st);
         } else {
             gated_norm_forward(d->gn, d->gn_rstd, d->y, d->zxbcdt, Z, PF(m, P_GNORM_W, l), S, E, c->ngroups, st);
             matmul_forward(d->delta, d->gn, PX(m, P_OUT_PROJ_W, l), S, E, D, st);
         }
     }
     if (d->small) {
-        rmsnorm_matvec(d->logits, Vp, d->x, PF(m, P_NORM_F_W, 0), PX(m, P_WTE, 0), S, D, Vp, st);
+        /* greedy: the LM head leaves per-block picks, a small kernel picks among them */
+        rmsnorm_matvec(d->logits, Vp, d->x, PF(m, P_NORM_F_W, 0), PX(m, P_WTE, 0), S, D, Vp,
+                       with_argmax ? d->part_v : NULL, d->part_i, c->vocab_size, st);
+        if (with_argmax) argmax_from_partials(d->tokens, d->hist, d->step, d->part_v, d->part_i, S, d->nparts, st);
+    } else if (d->mma) {
+        gen_rmsnorm(d->u, d->x, PF(m, P_NORM_F_W, 0), S, D, st);
+        matmul_forward(d->logits, d->u, PX(m, P_WTE, 0), S, D, Vp, st);
+        if (with_argmax) argmax_tokens(d->tokens, d->hist, d->step, d->logits, S, Vp, c->vocab_size, st);
     } else {
         rmsnorm_forward(d->u, d->rstd, d->x, d->delta, PF(m, P_NORM_F_W, 0), S, D, st);
         matmul_forward(d->logits, d->u, PX(m, P_WTE, 0), S, D, Vp, st);
+        if (with_argmax) argmax_tokens(d->tokens, d->hist, d->step, d->logits, S, Vp, c->vocab_size, st);
     }
-    if (with_argmax) argmax_tokens(d->tokens, d->hist, d->step, d->logits, S, Vp, c->vocab_size, st);
 }
 
 /* capture the step for both window parities; with_argmax: the graphs end with the greedy pick */
@@ -261,6 +315,136 @@ static float* decoder_logits_host(Decoder* d, GPUModel* m) {
     cudaCheck(cudaStreamSynchronize(m->stream));
     for (size_t i = 0; i < n; i++) d->logits_host[i] = toF(d->logits_host_x[i]);
     return d->logits_host;
+}
+
+/* ---- -T 1: each kernel of a decode step (layer 0's sizes) timed on its own, against its bytes at 3.0 TB/s ---- */
+
+/* enqueue component `which` of the step (layer 0); returns its name (NULL past the last) and the bytes it must move */
+static const char* decoder_profile_part(Decoder* d, GPUModel* m, int which, double* bytes, int enqueue) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    int S = d->S, D = c->d_model, E = c->d_inner, H = c->nheads, P = c->headdim, N = c->d_state, Z = c->d_in_proj;
+    int Vp = c->padded_vocab_size, G = c->ngroups;
+    double X = sizeof(floatX), st_b = (double)S * H * P * N * 2 * (d->state_lowp ? sizeof(floatX) : sizeof(float));
+    const float* win_in = d->win[0];
+    float* win_out = d->win[1];
+    floatX* xbc = d->small ? NULL : d->xbc;
+    /* the parts in step order: norm + in_proj, conv + SSD, gated norm + out_proj, final norm + LM head, argmax */
+    const char* names_small[] = {"rmsnorm_matvec (in_proj)", "conv_ssd_step", "gated_matvec (out_proj)",
+                                 "rmsnorm_matvec (LM head + picks)", "argmax_partials",
+                                 "(conv step + ssd step, split)"};
+    const char* names_mid[] = {"gen_rmsnorm", "in_proj (gen_mma / cuBLASLt)", "conv step + ssd step",
+                               "gen_gated_norm", "out_proj (gen_mma / cuBLASLt)", "LM head (cuBLASLt)", "argmax"};
+    int nparts = d->small ? 6 : 7;
+    if (which >= nparts) return NULL;
+    const char* name = d->small ? names_small[which] : names_mid[which];
+    if (d->small) {
+        switch (which) {
+        case 0: *bytes = (double)Z * D * X; break;
+        case 1: case 5: *bytes = st_b; break;
+        case 2: *bytes = (double)D * E * X; break;
+        case 3: *bytes = (double)Vp * D * X; break;
+        default: *bytes = 0;
+        }
+        if (!enqueue) return name;
+        switch (which) {
+        case 0:
+            rmsnorm_matvec(d->zxbcdt, Z, d->x, PF(m, P_NORM_W, 0), PX(m, P_IN_PROJ_W, 0), S, D, Z, NULL, NULL, 0, st);
+            break;
+        case 1: break;
+        case 2:
+            gated_matvec(d->x, d->y, d->zxbcdt, Z, PF(m, P_GNORM_W, 0), PX(m, P_OUT_PROJ_W, 0), S, E, G, D, st);
+            break;
+        case 3:
+            rmsnorm_matvec(d->logits, Vp, d->x, PF(m, P_NORM_F_W, 0), PX(m, P_WTE, 0), S, D, Vp, d->part_v,
+                           d->part_i, c->vocab_size, st);
+            break;
+        case 4: argmax_from_partials(d->tokens, d->hist, d->step, d->part_v, d->part_i, S, d->nparts, st); break;
+        }
+    } else {
+        switch (which) {
+        case 1: *bytes = (double)Z * D * X; break;
+        case 2: *bytes = st_b; break;
+        case 4: *bytes = (double)D * E * X; break;
+        case 5: *bytes = (double)Vp * D * X; break;
+        default: *bytes = 0;
+        }
+        if (!enqueue) return name;
+        switch (which) {
+        case 0: gen_rmsnorm(d->u, d->x, PF(m, P_NORM_W, 0), S, D, st); break;
+        case 1:
+            if (d->mma) gen_mma(d->zxbcdt, Z, NULL, d->u, PX(m, P_IN_PROJ_W, 0), S, D, Z, st);
+            else matmul_forward(d->zxbcdt, d->u, PX(m, P_IN_PROJ_W, 0), S, D, Z, st);
+            break;
+        case 3: gen_gated_norm(d->gn, d->y, d->zxbcdt, Z, PF(m, P_GNORM_W, 0), S, E, G, st); break;
+        case 4:
+            if (d->mma) gen_mma(NULL, D, d->x, d->gn, PX(m, P_OUT_PROJ_W, 0), S, E, D, st);
+            else matmul_forward(d->delta, d->gn, PX(m, P_OUT_PROJ_W, 0), S, E, D, st);
+            break;
+        case 5: matmul_forward(d->logits, d->u, PX(m, P_WTE, 0), S, D, Vp, st); break;
+        case 6: argmax_tokens(d->tokens, d->hist, d->step, d->logits, S, Vp, c->vocab_size, st); break;
+        }
+    }
+    if (d->small && which == 5) xbc = d->xbc; /* the large-S kernels, for comparison */
+    if ((d->small && (which == 1 || which == 5)) || (!d->small && which == 2)) {
+        if (d->state_lowp)
+            conv_ssd_step(d->y, (floatX*)d->state, win_out, win_in, d->zxbcdt, Z, xbc, PF(m, P_CONV_W, 0),
+                          PF(m, P_CONV_B, 0), PF(m, P_DT_BIAS, 0), PF(m, P_A_LOG, 0), PF(m, P_D, 0), S, H, P, N, G,
+                          c->d_conv, st);
+        else
+            conv_ssd_step(d->y, (float*)d->state, win_out, win_in, d->zxbcdt, Z, xbc, PF(m, P_CONV_W, 0),
+                          PF(m, P_CONV_B, 0), PF(m, P_DT_BIAS, 0), PF(m, P_A_LOG, 0), PF(m, P_D, 0), S, H, P, N, G,
+                          c->d_conv, st);
+    }
+    return name;
+}
+
+/* a graph of 20 launches of each part (without launch overlap, so each launch is whole), replayed 20 times */
+static void decoder_profile(Decoder* d, GPUModel* m) {
+    cudaStream_t st = m->stream;
+    int saved_pdl = g_gen_pdl;
+    cudaEvent_t e0, e1;
+    cudaCheck(cudaEventCreate(&e0));
+    cudaCheck(cudaEventCreate(&e1));
+    fprintf(stderr, "per-kernel times, batch %d, layer 0 sizes (graph of 20 launches, no overlap, median of 5):\n",
+            d->S);
+    for (int pdl = 0; pdl < 2; pdl++) {
+        g_gen_pdl = pdl;
+        double total = 0;
+        for (int which = 0;; which++) {
+            double bytes = 0;
+            const char* name = decoder_profile_part(d, m, which, &bytes, 0);
+            if (name == NULL) break;
+            cudaGraph_t g;
+            cudaGraphExec_t ge;
+            cudaCheck(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+            for (int r = 0; r < 20; r++) decoder_profile_part(d, m, which, &bytes, 1);
+            cudaCheck(cudaStreamEndCapture(st, &g));
+            cudaCheck(cudaGraphInstantiate(&ge, g, 0));
+            std::vector<float> t;
+            for (int rep = 0; rep < 6; rep++) {
+                cudaCheck(cudaEventRecord(e0, st));
+                cudaCheck(cudaGraphLaunch(ge, st));
+                cudaCheck(cudaEventRecord(e1, st));
+                cudaCheck(cudaEventSynchronize(e1));
+                float ms;
+                cudaCheck(cudaEventElapsedTime(&ms, e0, e1));
+                if (rep > 0) t.push_back(ms * 1000.f / 20);
+            }
+            std::sort(t.begin(), t.end());
+            total += t[t.size() / 2];
+            if (pdl == 0)
+                fprintf(stderr, "  %-36s %8.2f us   floor %7.2f us (%.2f MB at 3.0 TB/s)\n", name, t[t.size() / 2],
+                        bytes / 3.0e6, bytes / 1e6);
+            cudaCheck(cudaGraphExecDestroy(ge));
+            cudaCheck(cudaGraphDestroy(g));
+        }
+        fprintf(stderr, "  sum of one of each, launch overlap %s (back-to-back repeats of a kernel): %.2f us\n",
+                pdl ? "on" : "off", total);
+    }
+    g_gen_pdl = saved_pdl;
+    cudaCheck(cudaEventDestroy(e0));
+    cudaCheck(cudaEventDestroy(e1));
 }
 
 /* ---- sampling on the host: temperature, top-k, top-p (nucleus), as generate_mamba2.c ---- */
@@ -431,6 +615,11 @@ static void generate_usage(void) {
         "  -K K       top-k (default 0 = off);  -P P  top-p (default 1.0 = off)\n"
         "  -s SEED    sampling seed (default 1337; sequence i uses SEED + i)\n"
         "  -G 0|1     replay the decode step as a CUDA graph (default 1)\n"
+        "  -L 0|1     let each decode kernel start while the previous one finishes (sm_90 programmatic dependent\n"
+        "             launch; default 1)\n"
+        "  -T 1       after generating, time each kernel of the decode step on its own (layer 0's sizes)\n"
+        "  -M 0|1     9..64 sequences: tensor-core projections (1, default) or cuBLASLt (0)\n"
+        "  -S MODE    SSM state precision: auto (default: bf16 from 16 sequences on, else fp32), fp32, bf16\n"
         "  -r R       generate R times and report the median decode time (timing; default 1)\n"
         "  -q         quiet: no generated text, only the timing line\n");
 }
@@ -472,7 +661,7 @@ static std::vector<int> parse_ids(const char* text) {
 
 int main(int argc, char** argv) {
     GenerateArgs ga = generate_args_default();
-    int batch = 0, repeats = 1, use_graph = 1; /* this program's own flags: -b, -r, -G */
+    int batch = 0, repeats = 1, use_graph = 1, profile = 0; /* this program's own flags: -b, -r, -G, -T */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { generate_usage(); return 0; }
         if (!strcmp(argv[i], "-q")) { ga.quiet = 1; continue; }
@@ -486,6 +675,15 @@ int main(int argc, char** argv) {
         switch (argv[i - 1][1]) {
         case 'b': batch = (int)strtol(v, &end, 10); if (*end || batch < 1) die("-b %s: need a batch size >= 1", v); break;
         case 'r': repeats = (int)strtol(v, &end, 10); if (*end || repeats < 1) die("-r %s: need a count >= 1", v); break;
+        case 'T': profile = (int)strtol(v, &end, 10); if (*end || (profile != 0 && profile != 1)) die("-T %s: 0 or 1", v); break;
+        case 'M': g_gen_mma = (int)strtol(v, &end, 10); if (*end || (g_gen_mma != 0 && g_gen_mma != 1)) die("-M %s: 0 or 1", v); break;
+        case 'L': g_gen_pdl = (int)strtol(v, &end, 10); if (*end || (g_gen_pdl != 0 && g_gen_pdl != 1)) die("-L %s: 0 or 1", v); break;
+        case 'S':
+            if (!strcmp(v, "auto")) g_gen_state_mode = -1;
+            else if (!strcmp(v, "fp32")) g_gen_state_mode = 0;
+            else if (!strcmp(v, "bf16")) g_gen_state_mode = 1;
+            else die("-S %s: auto, fp32 or bf16", v);
+            break;
         case 'G': use_graph = (int)strtol(v, &end, 10); if (*end || (use_graph != 0 && use_graph != 1)) die("-G %s: 0 or 1", v); break;
         default: generate_usage(); die("unknown flag %s (-h for help)", argv[i - 1]);
         }
@@ -611,16 +809,19 @@ int main(int argc, char** argv) {
         }
         fflush(stdout);
     }
+    if (profile) decoder_profile(&dec, &model);
     std::sort(ms_per_step.begin(), ms_per_step.end());
     double med = ms_per_step.empty() ? 0 : ms_per_step[ms_per_step.size() / 2];
     size_t free_b, total_b;
     cudaCheck(cudaMemGetInfo(&free_b, &total_b));
     fprintf(stderr,
             "batch %d, prompt %d tokens (longest), prefill %.3f s; decode %d steps: median %.4f ms/step over %d run%s "
-            "(%.0f tokens/s), %s, %s path; decoder state %.2f GiB, GPU memory in use %.2f GiB\n",
+            "(%.0f tokens/s), %s, %s path, %s SSM state, launch overlap %s; decoder state %.2f GiB, GPU memory in "
+            "use %.2f GiB\n",
             S, Tmax, tm.prefill_s, tm.steps, med, (int)ms_per_step.size(), ms_per_step.size() == 1 ? "" : "s",
             med > 0 ? S * 1000.0 / med : 0.0, use_graph ? "CUDA graph" : "no graph",
-            dec.small ? "fused matvec" : "cuBLASLt", dec.bytes / 1073741824.0, (total_b - free_b) / 1073741824.0);
+            dec.small ? "fused matvec" : dec.mma ? "tensor-core" : "cuBLASLt", dec.state_lowp ? PRECISION_NAME : "fp32",
+            gen_pdl_on() ? "on" : "off", dec.bytes / 1073741824.0, (total_b - free_b) / 1073741824.0);
     decoder_free(&dec);
     bpe_free(&bpe);
     tokenizer_free(&tok);

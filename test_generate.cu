@@ -2,10 +2,15 @@
  * test_generate.cu: GPU generation and evaluation checked against simpler computations.
  *
  *   1. prefill (chunked parallel forward + state hand-over) then recurrent steps == the full parallel forward
- *      (gpu_forward) at every position, for several prefill lengths, on the fused small-batch path (S = 1) and the
- *      cuBLASLt path (S = 12); the comparison must also catch a one-position shift.
- *   2. the CUDA-graph-replayed step == the plain step, bitwise (logits and SSM states), on both paths.
- *   3. greedy: a batch of 4 prompts of different lengths gives the same tokens as each prompt alone.
+ *      (gpu_forward) at every position, for several prefill lengths, on the fused small-batch path (S = 1), the
+ *      mid-batch path with a float state (S = 12) and with a floatX state (S = 16, bf16 in bf16 builds), the
+ *      mid-batch path being the tensor-core projections in bf16 builds (cuBLASLt's too, forced) and cuBLASLt in
+ *      fp32 builds; the comparison must also catch a one-position shift.
+ *   2. the CUDA-graph-replayed step == the plain step, bitwise (logits and SSM states), on both paths; and the plain
+ *      step with launch overlap (programmatic dependent launch) == without it, bitwise.
+ *   3. greedy: a batch of 4 prompts of different lengths gives the same tokens as each prompt alone; the picked
+ *      tokens (the LM head's per-block picks on the fused path, the argmax kernel on the cuBLASLt path) == the
+ *      argmax of the step's logits on the host.
  *   4. evaluation: gpu_eval's mean loss == the trainer's validation formula (mean of gpu_forward's batch losses),
  *      and == the cross-entropy computed on the host (double) from recurrent-step logits, token by token.
  * A small random model with ngroups = 2 (heads share B/C windows), chunk 16, vocab 257.
@@ -86,16 +91,16 @@ static void test_prefill_then_step(GPUModel* m, const std::vector<float>& full, 
         }
     }
     char what[160];
-    snprintf(what, sizeof what, "prefill(1,7,16,21)+step == full forward, every position, S=%d (%s path)", S,
-             d.small ? "fused" : "cuBLASLt");
+    snprintf(what, sizeof what, "prefill(1,7,16,21)+step == full forward, every position, S=%d (%s, %s state)", S,
+             d.small ? "fused" : d.mma ? "tensor-core" : "cuBLASLt", d.state_lowp ? PRECISION_NAME : "fp32");
     check(worst <= TOL_LOGITS, what, worst, TOL_LOGITS);
     snprintf(what, sizeof what, "  ... and the comparison fails against the previous position, S=%d", S);
     check(shifted > 10 * TOL_LOGITS, what, shifted, 10 * TOL_LOGITS);
     decoder_free(&d);
 }
 
-/* 2: graph replay == plain launches, bitwise */
-static void test_graph_bitwise(GPUModel* m, const int* tokens, int S) {
+/* 2: graph replay == plain launches, bitwise; plain_pdl 0: the plain side without launch overlap */
+static void test_graph_bitwise(GPUModel* m, const int* tokens, int S, int plain_pdl) {
     const Mamba2Config* c = &m->config;
     Decoder a, b;
     decoder_create(&a, m, S, 30, 1);
@@ -112,22 +117,26 @@ static void test_graph_bitwise(GPUModel* m, const int* tokens, int S) {
         for (int s = 0; s < S; s++) in[s] = tokens[(i * 7 + s) % 40];
         set_tokens(&a, m, in.data());
         set_tokens(&b, m, in.data());
+        g_gen_pdl = plain_pdl;
         decoder_step(&a, m, 0, 0);
+        g_gen_pdl = 1;
         decoder_step(&b, m, 1, 0);
         std::vector<float> la = copy_logits_rows(m, a.logits, S), lb = copy_logits_rows(m, b.logits, S);
         for (size_t k = 0; k < la.size(); k++) diff += memcmp(&la[k], &lb[k], sizeof(float)) != 0;
     }
-    size_t ns = dec_state_floats(c, S);
-    std::vector<float> sa(ns), sb(ns);
-    cudaCheck(cudaMemcpy(sa.data(), a.state, ns * sizeof(float), cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(sb.data(), b.state, ns * sizeof(float), cudaMemcpyDeviceToHost));
-    size_t sdiff = 0;
-    for (size_t k = 0; k < ns; k++) sdiff += memcmp(&sa[k], &sb[k], sizeof(float)) != 0;
-    double nonzero = 0;
-    for (size_t k = 0; k < ns; k++) nonzero += sa[k] != 0;
+    size_t ns = dec_state_elems(c, S), es = a.state_lowp ? sizeof(floatX) : sizeof(float);
+    std::vector<char> sa(ns * es), sb(ns * es);
+    cudaCheck(cudaMemcpy(sa.data(), a.state, ns * es, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(sb.data(), b.state, ns * es, cudaMemcpyDeviceToHost));
+    size_t sdiff = 0, nonzero = 0;
+    for (size_t k = 0; k < ns; k++) {
+        sdiff += memcmp(&sa[k * es], &sb[k * es], es) != 0;
+        for (size_t j = 0; j < es; j++) if (sa[k * es + j] != 0) { nonzero++; break; }
+    }
     char what[160];
-    snprintf(what, sizeof what, "graph step == plain step bitwise, 9 steps, S=%d (%s): differing logits+states",
-             S, a.small ? "fused" : "cuBLASLt");
+    snprintf(what, sizeof what, "graph step == plain step%s bitwise, 9 steps, S=%d (%s, %s state): differing",
+             plain_pdl ? "" : " without launch overlap", S,
+             a.small ? "fused" : a.mma ? "tensor-core" : "cuBLASLt", a.state_lowp ? PRECISION_NAME : "fp32");
     check(diff == 0 && sdiff == 0 && nonzero > ns / 2, what, (double)(diff + sdiff), 0);
     decoder_free(&a);
     decoder_free(&b);
@@ -161,6 +170,34 @@ static void test_batch_equals_alone(GPUModel* m, const int* tokens) {
     }
     check(mismatches == 0, "greedy batch of 4 prompts (3,9,17,30 tokens) == each alone, 24 tokens: mismatches",
           mismatches, 0);
+    /* the device's pick == the host's argmax of the same step's logits, fused path (S = 4) and cuBLASLt (S = 12) */
+    for (int S = 4; S <= 12; S += 8) {
+        Decoder e;
+        decoder_create(&e, m, S, 30, 8);
+        decoder_reset(&e, m);
+        for (int s = 0; s < S; s++) decoder_prefill(&e, m, s, tokens + s, 3 + s);
+        int wrong = 0;
+        for (int i = 0; i < 6; i++) {
+            std::vector<int> in(S);
+            for (int s = 0; s < S; s++) in[s] = tokens[(i * 5 + s) % 40];
+            set_tokens(&e, m, in.data());
+            decoder_step(&e, m, i % 2, 1); /* graph and plain */
+            std::vector<float> lg = copy_logits_rows(m, e.logits, S);
+            std::vector<int> got(S);
+            cudaCheck(cudaMemcpy(got.data(), e.tokens, S * sizeof(int), cudaMemcpyDeviceToHost));
+            int V = m->config.vocab_size, Vp = m->config.padded_vocab_size;
+            for (int s = 0; s < S; s++) {
+                int best = 0;
+                for (int v = 1; v < V; v++) if (lg[(size_t)s * Vp + v] > lg[(size_t)s * Vp + best]) best = v;
+                wrong += got[s] != best;
+            }
+        }
+        char what[160];
+        snprintf(what, sizeof what, "greedy pick on the device == host argmax of the logits, 6 steps, S=%d (%s)", S,
+                 e.small ? "LM head partials" : "argmax kernel");
+        check(wrong == 0, what, wrong, 0);
+        decoder_free(&e);
+    }
     /* the same batch without graphs */
     o.use_graph = 0;
     std::vector<std::vector<int>> outc(4, std::vector<int>(n));
@@ -259,8 +296,21 @@ int main(void) {
 
     test_prefill_then_step(&mA, full, tokens, T, 1);
     test_prefill_then_step(&mA, full, tokens, T, 12);
-    test_graph_bitwise(&mA, tokens, 4);
-    test_graph_bitwise(&mA, tokens, 12);
+    test_prefill_then_step(&mA, full, tokens, T, GEN_LOWP_MIN_S); /* the floatX state from here on */
+    test_graph_bitwise(&mA, tokens, 4, 1);
+    test_graph_bitwise(&mA, tokens, 12, 1);
+    test_graph_bitwise(&mA, tokens, GEN_LOWP_MIN_S, 1);
+    if (sizeof(floatX) == 2) { /* bf16 builds take the tensor-core path for 9..64 sequences: cuBLASLt's too */
+        g_gen_mma = 0;
+        test_prefill_then_step(&mA, full, tokens, T, 12);
+        test_graph_bitwise(&mA, tokens, 12, 1);
+        g_gen_mma = 1;
+    }
+    test_graph_bitwise(&mA, tokens, 1, 0);
+    test_graph_bitwise(&mA, tokens, 4, 0);
+    test_graph_bitwise(&mA, tokens, GEN_LOWP_MIN_S, 0);
+    printf("     (launch overlap %s on this GPU)\n", gen_pdl_on() ? "available" : "NOT available: the overlap checks "
+           "compare two plain launches");
     test_batch_equals_alone(&mA, tokens);
 
     /* a shard of random tokens for the evaluation */

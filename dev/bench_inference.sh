@@ -3,7 +3,9 @@
 #
 #   Mamba-2 130M with random weights (-e 130m; speed does not depend on the weights), bf16.
 #   Decode: prompt 128 tokens, 256 new tokens, greedy; ms per decode step after the prefill and the first token,
-#           median of 5 generations (generate_mamba2cu -r 5), batch 1, 16 and 64 (and batch 1 without CUDA graphs).
+#           median of 5 generations (generate_mamba2cu -r 5), batch 1, 16 and 64 (and batch 1 without CUDA graphs,
+#           batch 1 without launch overlap (-L 0), batch 64 with the float SSM state (-S fp32) and with cuBLASLt
+#           projections (-M 0): what each choice buys).
 #   Evaluation: B=8, T=2048, forward + loss (eval_mamba2cu), tokens/s over the batches after the first.
 #
 #   dev/bench_inference.sh [BIN_DIR]      BIN_DIR holds generate_mamba2cu and eval_mamba2cu (default: .); they are
@@ -23,13 +25,19 @@ done
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
 
 ids=$(python3 -c "print(','.join(str((i * 7919 + 13) % 50277) for i in range(128)))")
-decode_ms() { # batch, graph flag -> median ms/step
-    "$BIN/generate_mamba2cu" -e 130m -I "$ids" -b "$1" -G "$2" -n 256 -t 0 -r 5 -q 2>"$LOGDIR/gen_b$1_g$2.log"
-    grep -o 'median [0-9.]* ms/step' "$LOGDIR/gen_b$1_g$2.log" | awk '{print $2}'
+decode_ms() { # batch, graph flag, [more flags] -> median ms/step
+    local b=$1 g=$2 log
+    shift 2
+    log="$LOGDIR/gen_b${b}_g${g}$(echo "$@" | tr -d ' -').log"
+    "$BIN/generate_mamba2cu" -e 130m -I "$ids" -b "$b" -G "$g" "$@" -n 256 -t 0 -r 5 -q 2>"$log"
+    grep -o 'median [0-9.]* ms/step' "$log" | awk '{print $2}'
 }
 declare -A MS
 for b in 1 16 64; do MS[$b]=$(decode_ms "$b" 1); done
 MS_NOGRAPH=$(decode_ms 1 0)
+MS_NOPDL=$(decode_ms 1 1 -L 0)
+MS_F32STATE=$(decode_ms 64 1 -S fp32)
+MS_CUBLAS=$(decode_ms 64 1 -M 0)
 
 python3 - "$LOGDIR/bench_val_000000.bin" <<'PY'
 import random, struct, sys
@@ -48,7 +56,10 @@ echo "| figure (Mamba-2 130M, bf16) | mamba2.c | anchor (mamba_ssm, CUDA graphs)
 echo "| --- | --- | --- | --- |"
 echo "| decode batch 1, ms/token | ${MS[1]:-fail} | 0.658 | <= 0.2 |"
 echo "| decode batch 1 without graphs, ms/token | ${MS_NOGRAPH:-fail} | 18-25 (no graphs) | - |"
+echo "| decode batch 1 without launch overlap (-L 0), ms/token | ${MS_NOPDL:-fail} | - | - |"
 echo "| decode batch 16, tokens/s | $(tps 16 "${MS[16]:-}") (${MS[16]:-fail} ms/step) | 18,763 | - |"
 echo "| decode batch 64, tokens/s | $(tps 64 "${MS[64]:-}") (${MS[64]:-fail} ms/step) | 47,035 | >= 100,000 |"
+echo "| decode batch 64 with the fp32 state (-S fp32), tokens/s | $(tps 64 "${MS_F32STATE:-}") (${MS_F32STATE:-fail} ms/step) | - | - |"
+echo "| decode batch 64 with cuBLASLt projections (-M 0), tokens/s | $(tps 64 "${MS_CUBLAS:-}") (${MS_CUBLAS:-fail} ms/step) | - | - |"
 echo "| evaluation B=8 T=2048, tokens/s | ${EVAL:-fail} | 316,000-415,000 | >= 1,000,000 |"
 echo "logs: $LOGDIR"
