@@ -39,6 +39,7 @@ run_suite "data pipeline (python)" "$PYTHON" data/test_data.py
 run_suite "SSD tutorial: three forms, backward, finite differences" ./dev/ssd_tutorial --no-timing
 run_suite "docs name only real functions, files, quotes" "$PYTHON" dev/test_docs.py
 run_suite "paper scripts: plot, dry runs, sweep resume" "$PYTHON" scripts/test_scripts.py
+run_suite "multi-GPU scaling script: dry runs, report" "$PYTHON" dev/test_scaling.py
 echo "==================="
 echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]
