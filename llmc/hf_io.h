@@ -83,6 +83,17 @@ static inline int hf_read_file_(const char* path, char** out, size_t* len, char*
     return 0;
 }
 
+/* reads and parses a whole JSON file (config.json, the shard index) into *root; the caller json_free()s it */
+static inline int hf_read_json_(const char* path, JsonValue* root, char* err, size_t errlen) {
+    char* text = NULL;
+    size_t len = 0;
+    if (hf_read_file_(path, &text, &len, err, errlen) != 0) return -1;
+    char jerr[300];
+    int rc = json_parse(root, text, len, JSON_ALLOW_NONFINITE, jerr, sizeof jerr);
+    free(text);
+    return rc != 0 ? json_fail_(err, errlen, "%s: %s", path, jerr) : 0;
+}
+
 /* ---------------------------------------------------------------------------------------------------------------
  * config.json readers. A missing optional field takes the library's default (HF's save_pretrained omits every
  * field equal to Mamba2Config's default; mamba_ssm's MambaConfig and Mamba2 defaults likewise). */
@@ -292,16 +303,8 @@ static inline int hf_read_config(const char* dir, Mamba2Config* c, HfStyle* styl
                                  size_t errlen) {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    char* text = NULL;
-    size_t len = 0;
-    if (hf_read_file_(path, &text, &len, err, errlen) != 0) return -1;
     JsonValue root;
-    char jerr[300];
-    if (json_parse(&root, text, len, JSON_ALLOW_NONFINITE, jerr, sizeof jerr) != 0) {
-        free(text);
-        return json_fail_(err, errlen, "%s: %s", path, jerr);
-    }
-    free(text);
+    if (hf_read_json_(path, &root, err, errlen) != 0) return -1;
     memset(c, 0, sizeof(*c));
     int rc;
     if (root.type != JSON_OBJECT) {
@@ -356,16 +359,9 @@ static inline int hf_weights_open(HfWeights* w, const char* dir, char* err, size
                               "with python3 scripts/convert_mamba_ssm.py %s", dir, dir);
         return json_fail_(err, errlen, "%s: no model.safetensors nor model.safetensors.index.json", dir);
     }
-    char* text = NULL;
-    size_t len = 0;
-    if (hf_read_file_(path, &text, &len, err, errlen) != 0) return -1;
     JsonValue root;
+    if (hf_read_json_(path, &root, err, errlen) != 0) return -1;
     char jerr[300];
-    if (json_parse(&root, text, len, JSON_ALLOW_NONFINITE, jerr, sizeof jerr) != 0) {
-        free(text);
-        return json_fail_(err, errlen, "%s: %s", path, jerr);
-    }
-    free(text);
     const JsonValue* map = json_get_typed(&root, "weight_map", JSON_OBJECT, jerr, sizeof jerr);
     int rc = 0;
     if (map == NULL) rc = json_fail_(err, errlen, "%s: %s", path, jerr);

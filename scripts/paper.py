@@ -273,6 +273,11 @@ def trainer_args(p, train_glob, val_glob, out_dir, val_batches):
             "-v", str(p["val_every"]), "-m", str(val_batches), "-s", "0", "-n", str(p["ckpt_every"])]
 
 
+def require_trainer(trainer):
+    if not os.access(trainer, os.X_OK):
+        die(f"trainer {trainer} not found or not executable: build it with `make {os.path.basename(trainer)}`")
+
+
 def launch_prefix(gpus, trainer):
     return [trainer] if gpus == 1 else ["mpirun", "-np", str(gpus), trainer]
 
@@ -475,8 +480,7 @@ def cmd_run(a):
     if n < p["total_tokens"]:
         print(f"warning: the train shards hold {n:,} tokens, the run reads {p['total_tokens']:,}: the data repeats "
               f"({p['total_tokens'] / n:.2f} epochs)", file=sys.stderr)
-    if not os.access(a.trainer, os.X_OK):
-        die(f"trainer {a.trainer} not found or not executable: build it with `make {os.path.basename(a.trainer)}`")
+    require_trainer(a.trainer)
     deadline = time.time() + a.budget_minutes * 60 if a.budget_minutes else None
     status = run_plan(p, cmd, out_dir, deadline, a.keep_checkpoints)
     if status == "stopped":
@@ -510,17 +514,14 @@ def cmd_sweep(a):
     if not paths or not vpaths:
         die(f"no shards match {train_glob} / {val_glob}: make the sweep's corpus first with "
             f"`python3 scripts/paper.py corpus` (doc/paper.md)")
+    require_trainer(a.trainer)
     if a.probe:
-        if not os.access(a.trainer, os.X_OK):
-            die(f"trainer {a.trainer} not found or not executable: build it with `make {os.path.basename(a.trainer)}`")
         probe_speeds(a, plans, train_glob, val_glob)
         return
     for p in plans:
         if p["total_tokens"] > n_train and not a.allow_repeats:
             die(f"size {p['name']} reads {p['total_tokens']:,} tokens but the train shards hold {n_train:,}: it "
                 f"would repeat data. Add source files to the corpus (`corpus --extensions`), or --allow-repeats")
-    if not os.access(a.trainer, os.X_OK):
-        die(f"trainer {a.trainer} not found or not executable: build it with `make {os.path.basename(a.trainer)}`")
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "sweep.json"), "w") as f:
         json.dump(dict(seq_len=plans[0]["seq_len"], train=train_glob, val=val_glob, train_tokens=n_train,
@@ -555,11 +556,8 @@ def probe_speeds(a, plans, train_glob, val_glob):
     found = {}
     for p in plans:
         with tempfile.TemporaryDirectory() as out_dir:
-            args = trainer_args(p, train_glob, val_glob, out_dir, 1)
-            args[args.index("-x") + 1] = str(a.probe)
-            args[args.index("-v") + 1] = "0"
-            args[args.index("-n") + 1] = "0"
-            cmd = [a.trainer] + args
+            probe = dict(p, steps=a.probe, val_every=0, ckpt_every=0)
+            cmd = [a.trainer] + trainer_args(probe, train_glob, val_glob, out_dir, 1)
             print(f"[{p['name']}] probe: " + " ".join(cmd), flush=True)
             res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         speeds = [float(m.group(2)) for m in map(STEP_TOKS_RE.match, res.stdout.splitlines())
