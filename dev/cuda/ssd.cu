@@ -1158,22 +1158,24 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
 
 int main(int argc, char** argv) {
     /* arguments, in any order: "small" (small-shape checks only), version numbers (default: every version) */
-    int small_only = 0, profile = 0, want[NVERSIONS + 1] = {0}, any_version = 0;
+    int small_only = 0, profile = 0, want[NVERSIONS + 1] = {0}, any_version = 0, big_q = 256;
     for (int k = 1; k < argc; k++) {
         if (strcmp(argv[k], "small") == 0) small_only = 1;
         else if (strcmp(argv[k], "profile") == 0) profile = 1;
         else if (strncmp(argv[k], "hg=", 3) == 0 && atoi(argv[k] + 3) >= 1) ssd4_hg_max = atoi(argv[k] + 3);
+        else if (strncmp(argv[k], "Q=", 2) == 0 && atoi(argv[k] + 2) >= 16 && atoi(argv[k] + 2) <= 256)
+            big_q = atoi(argv[k] + 2); /* the chunk length of the benchmark shapes (an algorithm choice) */
         else if (atoi(argv[k]) >= 1 && atoi(argv[k]) <= NVERSIONS) want[atoi(argv[k])] = any_version = 1;
         else {
             fprintf(stderr, "ssd: unknown argument '%s'; use 'small', 'profile', 'hg=K' (version 4's most heads per "
-                    "block) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
+                    "block), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
             return EXIT_FAILURE;
         }
     }
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
-    printf("ssd dev program, %s, device %s, version 4 with at most %d heads per block\n", PRECISION_NAME, prop.name,
-           ssd4_hg_max);
+    printf("ssd dev program, %s, device %s, version 4 with at most %d heads per block, benchmark chunk Q=%d\n",
+           PRECISION_NAME, prop.name, ssd4_hg_max, big_q);
     Shape small[] = {
         {2, 100, 4, 16, 16, 1, 32, 1},   /* the brief's shape, partial last chunk */
         {2, 100, 4, 16, 16, 2, 32, 1},   /* two groups */
@@ -1183,8 +1185,8 @@ int main(int argc, char** argv) {
         {1, 150, 8, 32, 64, 1, 64, 1},   /* 8 heads per group: version 4 sums two head-groups of 4 (group sum pass) */
         {2, 90, 10, 16, 32, 2, 32, 0},   /* 5 heads per group: version 4 runs one head per block (5 partials) */
     };
-    Shape big[3] = {{8, 2048, 24, 64, 128, 1, 256, 1}, {1, 8192, 24, 64, 128, 1, 256, 1},
-                    {1, 32768, 24, 64, 128, 1, 256, 1}};
+    Shape big[3] = {{8, 2048, 24, 64, 128, 1, big_q, 1}, {1, 8192, 24, 64, 128, 1, big_q, 1},
+                    {1, 32768, 24, 64, 128, 1, big_q, 1}};
     if (profile) {  /* one forward and one backward per version at the first benchmark shape, for ncu */
         for (int v = 1; v <= NVERSIONS; v++) {
             if (any_version && !want[v]) continue;
@@ -1209,8 +1211,8 @@ int main(int argc, char** argv) {
             for (int k = 0; k < 3; k++) test_big(big[k], k == 0, t[v][k]);
     }
     if (!small_only) {
-        printf("summary (%s, %s): version | shape | fwd ms | fwd+bwd ms | fwd+bwd ms per M tokens\n", PRECISION_NAME,
-               prop.name);
+        printf("summary (%s, %s, Q=%d): version | shape | fwd ms | fwd+bwd ms | fwd+bwd ms per M tokens\n",
+               PRECISION_NAME, prop.name, big_q);
         for (int v = 1; v <= NVERSIONS; v++) {
             if (any_version && !want[v]) continue;
             for (int k = 0; k < 3; k++)
