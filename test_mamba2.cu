@@ -2,7 +2,7 @@
  * test_mamba2.cu: the GPU trainer against simpler things. Run on a GPU machine with `make test_cu`, which builds and
  * runs it twice: in fp32 (PRECISION=FP32: exact comparisons) and in bf16 (the training precision).
  *   1. the HF transformers fixture (dev/make_hf_fixture.py): logits, loss, every parameter's gradient, 10 AdamW steps;
- *   2. determinism: the same 10 steps twice give bitwise identical weights;
+ *   2. determinism: the same 10 steps twice give bitwise identical weights; the LM head in several chunks;
  *   3. the recurrent step (generation) against the parallel forward;
  *   4. the GPU trainer binary against the CPU trainer binary: 20 steps from the same init on the same shard;
  *   5. the GPU trainer binary twice: bitwise identical logs and checkpoints; with -r 1 (recompute) too.
@@ -118,6 +118,34 @@ static void test_fixture(int chunk) {
     hf_fixture_free(&fx);
 }
 
+/* the LM head and classifier in chunks of 16 rows (B*T = 40 at the fixture: 16, 16, 8): loss and gradients against
+ * the fixture, as the one-chunk path above; a wrong row offset in any chunk moves the loss or d wte far past the
+ * tolerance */
+static void test_lm_head_chunks(void) {
+    HFFixture fx;
+    char err[512], name[128];
+    if (hf_fixture_load(&fx, HF_FIXTURE_PATH, 16, err, sizeof(err)) != 0) { report(0, "fixture: %s", err); return; }
+    const Mamba2Config* c = &fx.config;
+    int B = fx.B, T = fx.T, BT = B * T;
+    GPUModel m;
+    gpu_model_create(&m, c, fx.params, NULL);
+    m.lm_chunk_bytes = (size_t)16 * c->padded_vocab_size * sizeof(floatX);
+    gpu_zero_grad(&m);
+    float loss = gpu_forward(&m, fx.inputs, fx.targets, B, T, 1.0f / BT);
+    gpu_backward(&m, 1);
+    report(m.lm_rows == 16 && BT > m.lm_rows, "LM head in chunks: %d rows a chunk for B*T = %d", m.lm_rows, BT);
+    compare("LM head in chunks: loss", &loss, &fx.loss, 1, TOL);
+    float* grads = (float*)mallocCheck(m.num_parameters * sizeof(float));
+    cudaCheck(cudaMemcpy(grads, m.grads, m.num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        snprintf(name, sizeof(name), "LM head in chunks: grad %s", m.table[t].name);
+        double tol = (t == P_A_LOG || t == P_DT_BIAS) ? TOL_DECAY : TOL;
+        compare(name, grads + m.table[t].offset, fx.grads + m.table[t].offset, m.table[t].numel, tol);
+    }
+    free(grads);
+    hf_fixture_free(&fx);
+}
+
 /* prefill by the parallel forward vs token-by-token recurrent steps, one sequence */
 static void test_step_matches_forward(void) {
     HFFixture fx;
@@ -217,6 +245,15 @@ static void test_trainers(void) {
     report(files_equal(lb, lc), "GPU trainer twice: logs identical (%s vs %s)", lb, lc);
     snprintf(lc, sizeof(lc), "%s/gpu_r/main.log", dir);
     report(files_equal(lb, lc), "GPU trainer -r 1 (recompute conv and gated norm): log identical to -r 0");
+    /* -K: the SSD kernels' own chunk length (32 here, the model's is 16) changes rounding only */
+    snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -K 32 -o %s/gpu_k > %s/gpu_k.txt 2>&1", path, args, dir, dir);
+    int rc_gpu_k = run(cmd);
+    snprintf(lc, sizeof(lc), "%s/gpu_k/main.log", dir);
+    float gpu_k[32];
+    int nk = read_log_losses(lc, gpu_k, 32);
+    report(rc_gpu_k == 0 && nk == 20 && nc == 20, "GPU trainer -K 32 ran 20 steps (exit %d, %d logged)", rc_gpu_k, nk);
+    if (nk == 20 && nc == 20) compare("loss curve: GPU trainer -K 32 vs CPU trainer (chunk 16)", gpu_k, cpu, 20,
+                                      TOL_CURVE);
     snprintf(la, sizeof(la), "%s/gpu/ckpt_00000020.bin", dir);
     snprintf(lb, sizeof(lb), "%s/gpu2/ckpt_00000020.bin", dir);
     report(files_equal(la, lb), "GPU trainer twice: final checkpoints bitwise identical");
@@ -237,6 +274,7 @@ int main(void) {
     printf("== GPU tests, precision %s\n", PRECISION_NAME);
     test_fixture(16); /* the GPU SSD needs chunk >= 16: 16 leaves a partial last chunk at T=20 */
     test_fixture(32); /* chunk >= T */
+    test_lm_head_chunks();
     test_step_matches_forward();
     test_trainers();
     printf("%d passed, %d failed\n", g_passed, g_failed);

@@ -164,7 +164,11 @@ typedef struct {
     float* norm_scratch;
     int* error_flag;   /* set by the classifier on a target outside the vocabulary */
     int B, T;          /* batch shape the activations are sized for */
+    int lm_rows;       /* rows of the logits buffer: the LM head and classifier run in chunks of this many rows */
+    size_t lm_chunk_bytes; /* the logits buffer's most bytes; 0 = LM_HEAD_CHUNK_BYTES (tests set it before the first
+                              forward, to run several chunks on small shapes) */
     int recompute;     /* 1: keep one layer's xbc and gn, recompute them in the backward (set before the first forward) */
+    int ssd_q;         /* the SSD kernels' chunk length (set before the first forward); see gpu_default_ssd_chunk */
     GPUActivations a;
     GPUGradActivations g;
     float* losses_host;
@@ -216,12 +220,22 @@ static void gpu_config_check(const Mamba2Config* c) {
             c->headdim, c->d_in_proj);
 }
 
+/* The chunk length is an algorithm choice (SPEC section 3: results agree up to rounding), so the GPU picks its own:
+ * the config's, capped at 128. On the H100 at 130M, B=8, T=2048 (dev/cuda/NOTES_ssd.md), the SSD layer takes 1.38 ms
+ * forward+backward at Q=128 against 1.48 at 256 and 1.58 at 64 (fewer masked Q x Q tile pairs against more chunk
+ * states), and a training step 69.0 against 71.8 ms; the chunk states saved for the backward double (+1.15 GB). */
+#define GPU_SSD_MAX_CHUNK 128
+static int gpu_default_ssd_chunk(const Mamba2Config* c) {
+    return c->chunk_size < GPU_SSD_MAX_CHUNK ? c->chunk_size : GPU_SSD_MAX_CHUNK;
+}
+
 static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* host_params, MultiGPU* mg) {
     gpu_config_check(c);
     memset(m, 0, sizeof(*m));
     m->config = *c;
     m->mg = mg ? mg : &g_single_gpu;
     m->num_parameters = param_table_build(m->table, c);
+    m->ssd_q = gpu_default_ssd_chunk(c);
     size_t n = m->num_parameters, total = 0, world = (size_t)m->mg->world;
     m->shard = CEIL_DIV(n, world);
     m->padded = m->shard * world;
@@ -265,6 +279,17 @@ static void gpu_model_alloc_optimizer(GPUModel* m, const float* host_m, const fl
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
+/* rows of the logits buffer: all B*T rows while their logits fit in max_bytes, else the fewest equal chunks that do
+ * (4 chunks of 4096 rows at 130M, B=8, T=2048 with the default 512 MiB); a multiple of 8 rows */
+#define LM_HEAD_CHUNK_BYTES ((size_t)512 << 20)
+static int lm_head_rows(int BT, int Vp, size_t max_bytes) {
+    size_t row_bytes = (size_t)Vp * sizeof(floatX);
+    int chunks = (int)CEIL_DIV((size_t)BT * row_bytes, max_bytes);
+    if (chunks <= 1) return BT;
+    int rows = (int)CEIL_DIV(BT, chunks);
+    return (int)CEIL_DIV(rows, 8) * 8;
+}
+
 static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     if (m->a.residual != NULL && m->B == B && m->T == T) return;
     if (m->a.residual != NULL) die("the GPU trainer sizes its activations once; got B=%d T=%d after B=%d T=%d", B, T,
@@ -272,7 +297,7 @@ static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     const Mamba2Config* c = &m->config;
     size_t L = c->n_layer, BT = (size_t)B * T, D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
     size_t X = sizeof(floatX), F = sizeof(float), total = 0;
-    size_t ssd_saved = ssd_saved_bytes(B, T, c->nheads, c->headdim, c->d_state, c->chunk_size);
+    size_t ssd_saved = ssd_saved_bytes(B, T, c->nheads, c->headdim, c->d_state, m->ssd_q);
     GPUActivations* a = &m->a;
     a->residual = (float*)gpu_alloc((L + 1) * BT * D * F, &total);
     a->u = (floatX*)gpu_alloc(L * BT * D * X, &total);
@@ -287,7 +312,8 @@ static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     a->delta = (floatX*)gpu_alloc(BT * D * X, &total);
     a->lnf = (floatX*)gpu_alloc(BT * D * X, &total);
     a->lnf_rstd = (float*)gpu_alloc(BT * F, &total);
-    a->logits = (floatX*)gpu_alloc(BT * Vp * X, &total);
+    m->lm_rows = lm_head_rows((int)BT, (int)Vp, m->lm_chunk_bytes ? m->lm_chunk_bytes : LM_HEAD_CHUNK_BYTES);
+    a->logits = (floatX*)gpu_alloc((size_t)m->lm_rows * Vp * X, &total);
     a->losses = (float*)gpu_alloc(BT * F, &total);
     a->inputs = (int*)gpu_alloc(BT * sizeof(int), &total);
     a->targets = (int*)gpu_alloc(BT * sizeof(int), &total);
@@ -299,7 +325,7 @@ static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     g->dzxbcdt = (floatX*)gpu_alloc(BT * c->d_in_proj * X, &total);
     g->dxbc = (floatX*)gpu_alloc(BT * c->conv_dim * X, &total);
     g->du = (floatX*)gpu_alloc(BT * D * X, &total);
-    g->ssd_ws = gpu_alloc(ssd_workspace_bytes(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, c->chunk_size),
+    g->ssd_ws = gpu_alloc(ssd_workspace_bytes(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q),
                           &total);
     size_t scratch = max_sz(max_sz(rmsnorm_backward_scratch_floats(c->d_model), gated_norm_backward_scratch_floats(E)),
                             conv1d_backward_scratch_floats(B, T, c->conv_dim, c->d_conv));
@@ -316,8 +342,38 @@ static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
 #define LAYER(ptr, l, width) ((ptr) + (size_t)(l) * BT * (width))
 
 /*
- * Forward pass. With targets: the fused classifier computes the losses and, when dloss > 0, leaves dlogits in the
- * logits buffer for the backward. Returns the mean loss over the batch (or -1 without targets).
+ * The tied LM head and the classifier over `rows` rows from r0, in a logits buffer of m->lm_rows rows: logits, the
+ * fused softmax / cross-entropy and, when training (dloss > 0), dlogits in place and at once their two products:
+ *   dlnf[r0..] = dlogits @ wte   (into g->du, which the backward's final-norm step reads)
+ *   dwte      += dlogits^T @ lnf[r0..]
+ * Done chunk by chunk, the (BT, Vp) logits never exist at once: 412 MB instead of 1.65 GB at 130M, B=8, T=2048.
+ */
+static void lm_head_chunk(GPUModel* m, int r0, int rows, float dloss) {
+    const Mamba2Config* c = &m->config;
+    GPUActivations* a = &m->a;
+    cudaStream_t st = m->stream;
+    int D = c->d_model, Vp = c->padded_vocab_size;
+    const floatX* lnf = a->lnf + (size_t)r0 * D;
+    matmul_forward(a->logits, lnf, PX(m, P_WTE, 0), rows, D, Vp, st);
+    prof_mark(K_LM_HEAD, st);
+    if (dloss > 0)
+        classifier_forward_backward(a->logits, a->losses + r0, m->error_flag, a->targets + r0, dloss, rows,
+                                    c->vocab_size, Vp, st);
+    else
+        classifier_loss_only(a->logits, a->losses + r0, m->error_flag, a->targets + r0, rows, c->vocab_size, Vp, st);
+    prof_mark(K_CLASSIFIER, st);
+    if (dloss > 0) {
+        matmul_backward_input(m->g.du + (size_t)r0 * D, a->logits, PX(m, P_WTE, 0), rows, D, Vp, 0, st);
+        matmul_backward_weight(GF(m, P_WTE, 0), a->logits, lnf, rows, D, Vp, st);
+        prof_mark(K_LM_HEAD, st);
+    }
+}
+
+/*
+ * Forward pass. With targets: the LM head and the fused classifier run chunk by chunk (lm_head_chunk) and compute
+ * the losses; when dloss > 0 (training) each chunk's dlogits also go through the LM head's backward at once, so
+ * gpu_backward starts at the final norm. Returns the mean loss over the batch. Without targets (tests): the logits
+ * of all B*T <= m->lm_rows rows stay in a->logits; returns -1.
  */
 static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int B, int T, float dloss) {
     const Mamba2Config* c = &m->config;
@@ -325,7 +381,7 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     GPUActivations* a = &m->a;
     cudaStream_t st = m->stream;
     int BTi = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
-    size_t BT = (size_t)BTi, ssd_saved = ssd_saved_bytes(B, T, H, c->headdim, c->d_state, c->chunk_size);
+    size_t BT = (size_t)BTi, ssd_saved = ssd_saved_bytes(B, T, H, c->headdim, c->d_state, m->ssd_q);
     int dt_col = 2 * E + 2 * GN;
     cudaCheck(cudaMemcpyAsync(a->inputs, inputs, BT * sizeof(int), cudaMemcpyHostToDevice, st));
     if (targets) cudaCheck(cudaMemcpyAsync(a->targets, targets, BT * sizeof(int), cudaMemcpyHostToDevice, st));
@@ -335,12 +391,10 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     if (targets && dloss > 0)
         m->g.enc_plan = encoder_backward_prepare(m->g.enc_ws, m->g.enc_host, inputs, BTi, c->padded_vocab_size, st);
     for (int l = 0; l < c->n_layer; l++) {
+        /* the stream entering layer l = the one entering l-1 plus l-1's out_proj output, written into l's slice */
         float* x = LAYER(a->residual, l, D);
-        if (l > 0) cudaCheck(cudaMemcpyAsync(x, LAYER(a->residual, l - 1, D), BT * D * sizeof(float),
-                                             cudaMemcpyDeviceToDevice, st));
-        prof_mark(K_COPY, st);
-        rmsnorm_forward(LAYER(a->u, l, D), LAYER(a->rstd, l, 1), x, l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l),
-                        BTi, D, st);
+        rmsnorm_forward_from(LAYER(a->u, l, D), LAYER(a->rstd, l, 1), x, l > 0 ? LAYER(a->residual, l - 1, D) : x,
+                             l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l), BTi, D, st);
         prof_mark(K_NORM, st);
         int lk = m->recompute ? 0 : l; /* where layer l's xbc and gn live */
         floatX* zx = LAYER(a->zxbcdt, l, c->d_in_proj);
@@ -352,7 +406,7 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
         prof_mark(K_CONV, st);
         ssd_forward(LAYER(a->y, l, E), NULL, a->ssd_saved + l * ssd_saved, xbc, c->conv_dim, zx + dt_col,
                     c->d_in_proj, PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, B, T, H, c->headdim,
-                    c->d_state, c->ngroups, c->chunk_size, st);
+                    c->d_state, c->ngroups, m->ssd_q, st);
         prof_mark(K_SSD_FWD, st);
         gated_norm_forward(LAYER(a->gn, lk, E), LAYER(a->gn_rstd, l, c->ngroups), LAYER(a->y, l, E), zx,
                            c->d_in_proj, PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
@@ -360,23 +414,20 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
         matmul_forward(a->delta, LAYER(a->gn, lk, E), PX(m, P_OUT_PROJ_W, l), BTi, E, D, st);
         prof_mark(K_IN_OUT_PROJ, st);
     }
-    float* xf = LAYER(a->residual, c->n_layer, D);
-    cudaCheck(cudaMemcpyAsync(xf, LAYER(a->residual, c->n_layer - 1, D), BT * D * sizeof(float),
-                              cudaMemcpyDeviceToDevice, st));
-    prof_mark(K_COPY, st);
-    rmsnorm_forward(a->lnf, a->lnf_rstd, xf, a->delta, PF(m, P_NORM_F_W, 0), BTi, D, st);
+    rmsnorm_forward_from(a->lnf, a->lnf_rstd, LAYER(a->residual, c->n_layer, D), LAYER(a->residual, c->n_layer - 1, D),
+                         a->delta, PF(m, P_NORM_F_W, 0), BTi, D, st);
     prof_mark(K_NORM, st);
-    matmul_forward(a->logits, a->lnf, PX(m, P_WTE, 0), BTi, D, c->padded_vocab_size, st); /* tied LM head */
-    prof_mark(K_LM_HEAD, st);
-    if (targets == NULL) return -1.0f;
+    if (targets == NULL) {
+        if (BTi > m->lm_rows)
+            die("gpu_forward without targets keeps the logits of at most %d rows (the LM-head chunk); got B*T = %d",
+                m->lm_rows, BTi);
+        matmul_forward(a->logits, a->lnf, PX(m, P_WTE, 0), BTi, D, c->padded_vocab_size, st); /* tied LM head */
+        prof_mark(K_LM_HEAD, st);
+        return -1.0f;
+    }
     cudaCheck(cudaMemsetAsync(m->error_flag, 0, sizeof(int), st));
-    if (dloss > 0)
-        classifier_forward_backward(a->logits, a->losses, m->error_flag, a->targets, dloss, BTi, c->vocab_size,
-                                    c->padded_vocab_size, st);
-    else
-        classifier_loss_only(a->logits, a->losses, m->error_flag, a->targets, BTi, c->vocab_size,
-                             c->padded_vocab_size, st);
-    prof_mark(K_CLASSIFIER, st);
+    for (int r0 = 0; r0 < BTi; r0 += m->lm_rows)
+        lm_head_chunk(m, r0, BTi - r0 < m->lm_rows ? BTi - r0 : m->lm_rows, dloss);
     int flag = 0;
     cudaCheck(cudaMemcpyAsync(m->losses_host, a->losses, BT * sizeof(float), cudaMemcpyDeviceToHost, st));
     cudaCheck(cudaMemcpyAsync(&flag, m->error_flag, sizeof(int), cudaMemcpyDeviceToHost, st));
@@ -415,16 +466,13 @@ static void gpu_backward(GPUModel* m, int sync_grads) {
     GPUGradActivations* g = &m->g;
     cudaStream_t st = m->stream;
     int B = m->B, T = m->T, BTi = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
-    size_t BT = (size_t)BTi, ssd_saved = ssd_saved_bytes(B, T, H, c->headdim, c->d_state, c->chunk_size);
-    int dt_col = 2 * E + 2 * GN, Vp = c->padded_vocab_size;
-    /* tied LM head: dlnf = dlogits @ wte;  dwte += dlogits^T @ lnf */
-    matmul_backward_input(g->du, a->logits, PX(m, P_WTE, 0), BTi, D, Vp, 0, st);
-    matmul_backward_weight(GF(m, P_WTE, 0), a->logits, a->lnf, BTi, D, Vp, st);
-    prof_mark(K_LM_HEAD, st);
+    size_t BT = (size_t)BTi, ssd_saved = ssd_saved_bytes(B, T, H, c->headdim, c->d_state, m->ssd_q);
+    int dt_col = 2 * E + 2 * GN;
+    /* the tied LM head's backward ran in the forward (lm_head_chunk): g->du holds dlnf */
     cudaCheck(cudaMemsetAsync(g->dresidual, 0, BT * D * sizeof(float), st));
     prof_mark(K_COPY, st);
-    rmsnorm_backward(g->dresidual, GF(m, P_NORM_F_W, 0), g->scratch, g->du, LAYER(a->residual, c->n_layer, D),
-                     PF(m, P_NORM_F_W, 0), a->lnf_rstd, BTi, D, st);
+    rmsnorm_backward_lowp(g->dresidual, g->dres_x, GF(m, P_NORM_F_W, 0), g->scratch, g->du,
+                          LAYER(a->residual, c->n_layer, D), PF(m, P_NORM_F_W, 0), a->lnf_rstd, BTi, D, st);
     prof_mark(K_NORM, st);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         floatX* zx = LAYER(a->zxbcdt, l, c->d_in_proj);
@@ -439,9 +487,8 @@ static void gpu_backward(GPUModel* m, int sync_grads) {
                                PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
             prof_mark(K_GATED_NORM, st);
         }
-        /* out_proj: the residual branch; the identity branch passes dresidual through */
-        cast_to_floatX(g->dres_x, g->dresidual, BT * D, st);
-        prof_mark(K_COPY, st);
+        /* out_proj: the residual branch (dres_x: dresidual as floatX, written by the norm backward above it); the
+         * identity branch passes dresidual through */
         matmul_backward_input(g->dgn, g->dres_x, PX(m, P_OUT_PROJ_W, l), BTi, E, D, 0, st);
         matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BTi, E, D, st);
         prof_mark(K_IN_OUT_PROJ, st);
@@ -452,7 +499,7 @@ static void gpu_backward(GPUModel* m, int sync_grads) {
         ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), g->dy,
                      a->ssd_saved + l * ssd_saved, xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
                      PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, g->ssd_ws, B, T, H, c->headdim, c->d_state,
-                     c->ngroups, c->chunk_size, st);
+                     c->ngroups, m->ssd_q, st);
         prof_mark(K_SSD_BWD, st);
         conv1d_backward(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
                         zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv,
@@ -461,8 +508,8 @@ static void gpu_backward(GPUModel* m, int sync_grads) {
         matmul_backward_input(g->du, g->dzxbcdt, PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, 0, st);
         matmul_backward_weight(GF(m, P_IN_PROJ_W, l), g->dzxbcdt, LAYER(a->u, l, D), BTi, D, c->d_in_proj, st);
         prof_mark(K_IN_OUT_PROJ, st);
-        rmsnorm_backward(g->dresidual, GF(m, P_NORM_W, l), g->scratch, g->du, LAYER(a->residual, l, D),
-                         PF(m, P_NORM_W, l), LAYER(a->rstd, l, 1), BTi, D, st);
+        rmsnorm_backward_lowp(g->dresidual, l > 0 ? g->dres_x : NULL, GF(m, P_NORM_W, l), g->scratch, g->du,
+                              LAYER(a->residual, l, D), PF(m, P_NORM_W, l), LAYER(a->rstd, l, 1), BTi, D, st);
         prof_mark(K_NORM, st);
         if (overlap) allreduce_grads_async(m, l, 0);
     }
@@ -807,6 +854,12 @@ int main(int argc, char** argv) {
     GPUInference infer; /* only rank 0 prints samples */
     gpu_inference_init(&infer, c, 1);
     model.recompute = args.recompute;
+    if (args.ssd_chunk > 0) {
+        if (args.ssd_chunk < 16 || args.ssd_chunk > 256)
+            die("-K %d: the GPU SSD chunk length is 16 to 256", args.ssd_chunk);
+        model.ssd_q = args.ssd_chunk;
+    }
+    printf("SSD kernels: chunk length %d (the model's chunk_size %d; -K sets it)\n", model.ssd_q, c->chunk_size);
     gpu_model_ensure_activations(&model, B, T);
     printf("activations: %.2f GiB%s\n", model.activation_bytes / 1073741824.0,
            args.recompute ? " (-r 1: conv and gated-norm outputs recomputed in the backward)" : "");

@@ -2,19 +2,23 @@
  * rmsnorm.cuh: the pre-norm of every layer (and the final norm), fused with the residual add.
  *
  * Forward (one warp per row, fused residual add):
- *     x += delta                 (skipped when delta == NULL: the first layer's input is the embedding)
+ *     x = x_in + delta           (delta == NULL: x = x_in; the first layer's input is the embedding)
  *     rstd = 1 / sqrt(mean(x^2) + eps)         saved (BT) float for backward
  *     u = x * rstd * w           u floatX (BT, D), the input of in_proj
- *   Fusing the add saves a full read and write of the float residual stream per layer.
+ *   Fusing the add saves a full read and write of the float residual stream per layer. x_in and x may be different
+ *   buffers (the trainer keeps the stream entering every layer: reading layer l-1's and writing layer l's slice here
+ *   replaces a copy of the stream per layer) or the same one (in place).
  * Backward: with g = du * w and r = rstd,
  *     dx[j] += r * (g[j] - x[j] * r^2 * mean(g * x))      (dx is the float residual-stream gradient)
  *     dw[j] += sum over rows of du[j] * x[j] * r
  *   x is the normalized input (the residual stream after the add, which the trainer keeps per layer).
+ *   Optionally dx is also written as floatX (dx_lowp): the next out_proj backward's operand, without a cast pass.
  *   dw is deterministic: each warp accumulates its rows in its own shared-memory row, each block writes the sum of its
  *   warps (fixed order) to a partials buffer, and partial_sums_accumulate adds the column sums to dw.
  *
  * Kernels: rmsnorm_forward_kernel, rmsnorm_backward_kernel (+ partial_sums_accumulate_kernel).
- * Launchers: rmsnorm_forward, rmsnorm_backward; rmsnorm_backward_scratch_floats(D) sizes the partials buffer.
+ * Launchers: rmsnorm_forward(_from), rmsnorm_backward(_lowp); rmsnorm_backward_scratch_floats(D) sizes the partials
+ * buffer.
  * Requires D % 8 == 0; the launchers check.
  */
 #ifndef MAMBA2_RMSNORM_CUH
@@ -26,25 +30,29 @@
 #include "partial_sum.cuh"
 
 #define RMSNORM_EPS 1e-5f
+#ifndef RMSNORM_BWD_MAX_BLOCKS
 #define RMSNORM_BWD_MAX_BLOCKS 264   /* fixed, not read off the device: the same partials order on every GPU */
+#endif
 #define RMSNORM_SMEM_LIMIT (48 * 1024)
 
-__global__ static void rmsnorm_forward_kernel(floatX* u, float* rstd, float* x, const floatX* delta, const float* w,
-                                              int BT, int D) {
+__global__ static void rmsnorm_forward_kernel(floatX* u, float* rstd, float* x, const float* x_in,
+                                              const floatX* delta, const float* w, int BT, int D) {
     int warps = blockDim.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     int row = blockIdx.x * warps + threadIdx.x / WARP_SIZE;
     if (row >= BT) return;
     float* xr = x + (size_t)row * D;
+    const float* xin = x_in + (size_t)row * D;
+    int write_x = delta != NULL || x_in != x;
     float sumsq = 0.f;
     for (int c = lane * 8; c < D; c += WARP_SIZE * 8) {
         float v[8];
-        load8F(v, xr + c);
+        load8F(v, xin + c);
         if (delta != NULL) {
             float d[8];
             load8Xcs(d, delta + (size_t)row * D + c);
             for (int i = 0; i < 8; i++) v[i] += d[i];
-            store8F(xr + c, v);
         }
+        if (write_x) store8F(xr + c, v);
         for (int i = 0; i < 8; i++) sumsq += v[i] * v[i];
     }
     sumsq = warp_reduce_sum(sumsq);
@@ -59,17 +67,24 @@ __global__ static void rmsnorm_forward_kernel(floatX* u, float* rstd, float* x, 
     }
 }
 
-/* x (BT, D) float: x += delta (floatX, may be NULL); u (BT, D) floatX = RMSNorm(x) * w; rstd (BT) float */
-static void rmsnorm_forward(floatX* u, float* rstd, float* x, const floatX* delta, const float* w, int BT, int D,
-                            cudaStream_t stream) {
+/* x (BT, D) float = x_in + delta (floatX, may be NULL; x_in may be x); u (BT, D) floatX = RMSNorm(x) * w;
+ * rstd (BT) float */
+static void rmsnorm_forward_from(floatX* u, float* rstd, float* x, const float* x_in, const floatX* delta,
+                                 const float* w, int BT, int D, cudaStream_t stream) {
     if (D % 8 != 0) die("rmsnorm_forward: D = %d must be a multiple of 8", D);
     const int block = 256, rows_per_block = block / WARP_SIZE;
-    rmsnorm_forward_kernel<<<CEIL_DIV(BT, rows_per_block), block, 0, stream>>>(u, rstd, x, delta, w, BT, D);
+    rmsnorm_forward_kernel<<<CEIL_DIV(BT, rows_per_block), block, 0, stream>>>(u, rstd, x, x_in, delta, w, BT, D);
     cudaCheckLast();
 }
 
-__global__ static void rmsnorm_backward_kernel(float* dx, float* dw_partials, const floatX* du, const float* x,
-                                               const float* w, const float* rstd, int BT, int D) {
+/* in place: x += delta (may be NULL) */
+static inline void rmsnorm_forward(floatX* u, float* rstd, float* x, const floatX* delta, const float* w, int BT,
+                                   int D, cudaStream_t stream) {
+    rmsnorm_forward_from(u, rstd, x, x, delta, w, BT, D, stream);
+}
+
+__global__ static void rmsnorm_backward_kernel(float* dx, floatX* dx_lowp, float* dw_partials, const floatX* du,
+                                               const float* x, const float* w, const float* rstd, int BT, int D) {
     extern __shared__ float warp_dw[];   /* (warps, D): each warp's own dw row, no sharing, no atomics */
     int warps = blockDim.x / WARP_SIZE, warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     float* my_dw = warp_dw + (size_t)warp * D;
@@ -101,6 +116,7 @@ __global__ static void rmsnorm_backward_kernel(float* dx, float* dw_partials, co
                 my_dw[c + i] += g[i] * xv[i] * r;
             }
             store8F(dx + (size_t)row * D + c, d);
+            if (dx_lowp != NULL) store8X(dx_lowp + (size_t)row * D + c, d);
         }
     }
     __syncthreads();
@@ -113,10 +129,12 @@ __global__ static void rmsnorm_backward_kernel(float* dx, float* dw_partials, co
 
 static size_t rmsnorm_backward_scratch_floats(int D) { return (size_t)RMSNORM_BWD_MAX_BLOCKS * D; }
 
-/* dx (BT, D) float += RMSNorm backward of du (floatX); dw (D) float += its gradient.
- * x: the normalized input (float), rstd from the forward; scratch: rmsnorm_backward_scratch_floats(D) floats. */
-static void rmsnorm_backward(float* dx, float* dw, float* scratch, const floatX* du, const float* x, const float* w,
-                             const float* rstd, int BT, int D, cudaStream_t stream) {
+/* dx (BT, D) float += RMSNorm backward of du (floatX); dw (D) float += its gradient; dx_lowp (may be NULL) = the
+ * new dx as floatX. x: the normalized input (float), rstd from the forward; scratch:
+ * rmsnorm_backward_scratch_floats(D) floats. */
+static void rmsnorm_backward_lowp(float* dx, floatX* dx_lowp, float* dw, float* scratch, const floatX* du,
+                                  const float* x, const float* w, const float* rstd, int BT, int D,
+                                  cudaStream_t stream) {
     if (D % 8 != 0) die("rmsnorm_backward: D = %d must be a multiple of 8", D);
     int warps = RMSNORM_SMEM_LIMIT / (D * (int)sizeof(float));
     if (warps < 1) die("rmsnorm_backward: D = %d is too wide for the shared-memory dw rows (max %d)", D,
@@ -125,9 +143,15 @@ static void rmsnorm_backward(float* dx, float* dw, float* scratch, const floatX*
     int blocks = CEIL_DIV(BT, warps);
     if (blocks > RMSNORM_BWD_MAX_BLOCKS) blocks = RMSNORM_BWD_MAX_BLOCKS;
     size_t smem = (size_t)warps * D * sizeof(float);
-    rmsnorm_backward_kernel<<<blocks, warps * WARP_SIZE, smem, stream>>>(dx, scratch, du, x, w, rstd, BT, D);
+    rmsnorm_backward_kernel<<<blocks, warps * WARP_SIZE, smem, stream>>>(dx, dx_lowp, scratch, du, x, w, rstd, BT,
+                                                                          D);
     cudaCheckLast();
     partial_sums_accumulate(dw, scratch, blocks, D, stream);
+}
+
+static inline void rmsnorm_backward(float* dx, float* dw, float* scratch, const floatX* du, const float* x,
+                                    const float* w, const float* rstd, int BT, int D, cudaStream_t stream) {
+    rmsnorm_backward_lowp(dx, NULL, dw, scratch, du, x, w, rstd, BT, D, stream);
 }
 
 #endif
