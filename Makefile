@@ -124,8 +124,12 @@ bench: train_mamba2cu $(DATA_DIR)/tokenizer.bin
 	./train_mamba2cu -e 130m -b 8 -t 2048 -x 20 -v 0 -s 0 -l 1e-3 -u 5 -p 1 | sed -n '/== benchmark/,$$p'
 	$(MAKE) dev/cuda/ssd_bin && ./dev/cuda/ssd_bin
 
-dev/cuda/ssd_bin: dev/cuda/ssd.cu llmc/ssd.cuh llmc/cuda_common.h dev/cuda/kernels_dev.h
+dev/cuda/ssd_bin: dev/cuda/ssd.cu llmc/ssd.cuh llmc/wgmma.cuh llmc/cuda_common.h dev/cuda/kernels_dev.h
 	$(NVCC) $(NVCC_FLAGS) -o $@ dev/cuda/ssd.cu $(NVCC_LIBS)
+
+# the wgmma wrappers' unit test (shared-memory descriptors, layouts) against CPU products; part of make test_cu
+dev/cuda/wgmma_check_bin: dev/cuda/wgmma_check.cu llmc/wgmma.cuh llmc/cuda_common.h dev/cuda/kernels_dev.h
+	$(NVCC) $(NVCC_FLAGS) -o $@ dev/cuda/wgmma_check.cu $(NVCC_LIBS)
 
 # GPU evaluation and generation (batched prompts, CUDA-graph decode)
 generate_mamba2cu: generate_mamba2.cu train_mamba2.cu $(CUDA_HEADERS)
@@ -142,9 +146,10 @@ test_generate_fp32: test_generate.cu eval_mamba2.cu generate_mamba2.cu train_mam
 
 # GPU tests (GPU machine): fp32 first (exact comparisons), then bf16; the trainer, then generation/evaluation
 CU_TESTS = train_mamba2 train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 test_generate test_generate_fp32
-test_cu: $(CU_TESTS)
+test_cu: $(CU_TESTS) dev/cuda/wgmma_check_bin
+	./dev/cuda/wgmma_check_bin; w=$$?; \
 	./test_mamba2cu_fp32; a=$$?; ./test_mamba2cu; b=$$?; ./test_generate_fp32; c=$$?; ./test_generate; d=$$?; \
-	  test $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 -a $$d -eq 0
+	  test $$w -eq 0 -a $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 -a $$d -eq 0
 
 # compile every CUDA program (CI has nvcc but no GPU: this keeps compile errors out)
 CUDA_DEV = $(wildcard dev/cuda/*.cu)

@@ -44,8 +44,10 @@
  * ssd_bwd_group_sum_kernel adds them in head order. Parameter gradients: per-(b,h,chunk) partials, then
  * ssd_bwd_param_sum_kernel adds them in a fixed order. No atomics: two runs are bitwise identical.
  *
- * Two implementations of these kernels live here (timings in dev/cuda/NOTES_ssd.md):
- * - version 3 (the bf16 build's default; "version 3" below): 64-row tiles, bf16 operands in shared memory read with
+ * Implementations of these kernels (timings in dev/cuda/NOTES_ssd.md): version 5 (the bf16 build's default) is
+ * version 4 with the forward chunk scan on Hopper's wgmma (ssd5_scan_fwd_kernel, sm_90a, llmc/wgmma.cuh); version 4
+ * is version 3 with the heads of a group looped in the backward; and:
+ * - version 3 (the base of versions 4 and 5; "version 3" below): 64-row tiles, bf16 operands in shared memory read with
  *   ldmatrix, accumulators in registers, score tiles repacked in registers as the next product's operand,
  *   B_j . C_i made once per group for the backward, per-head dB/dC partials in bf16. Needs P, N multiples of 16 and
  *   16-byte aligned rows (ssd_use_v3); 1.5 ms forward+backward at B=8, T=2048, H=24, P=64, N=128 on an H100.
@@ -2220,6 +2222,244 @@ __global__ static void ssd4_group_sum_kernel(floatX* dxbc, int xbc_stride, const
     *(float4*)(dxbc + row * xbc_stride + E + g * N + n) = ob;
     *(float4*)(dxbc + row * xbc_stride + E + G * N + g * N + n) = oc;
 }
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* version 5 (bf16 build, sm_90a): version 4 with the forward chunk scan on Hopper's warpgroup products (wgmma,
+   llmc/wgmma.cuh). One warpgroup (4 warps, 128 threads) per 64 rows i of a (b, h, chunk), the same grid and
+   algorithm as ssd3_scan_fwd_kernel; what changes is how the products run:
+     state term  acc  = C_i Hprev^T          wgmma, A = C_i tile, B = Hprev (bf16, rows p), both K-major in shared
+                 acc *= exp(cum_i) per row   in registers
+     per j tile  S    = C_i B_j^T            wgmma m64n64k16 x N/16, A = C_i, B = B_j tile (K-major), fp32 registers
+                 S   *= exp(cum_i - cum_j) dt_j, masked j <= i on the diagonal tile (in registers)
+                 acc += S x_j                wgmma with A = S repacked to bf16 registers, B = x_j tile (p contiguous:
+                                             MN-major, the transpose bit)
+     epilogue    y = acc + D x_i
+   The products are issued by the whole warpgroup and run asynchronously; the warps stop issuing ldmatrix / mma.sync
+   chains (version 3: 8 ldmatrix + 16 mma.sync per warp per k step) and issue one wgmma per 64 x 64 x 16 step.
+   Tiles are in shared memory as core matrices without swizzle (wgmma.cuh), filled by cp.async 16 bytes per thread
+   (8 consecutive threads fill one 128-byte core matrix); the next j tile loads while this one is used, with one
+   barrier per j tile. Hprev is rounded to bf16 once, as in version 3's forward (y is bf16; the backward does not
+   read y, so the cancellation rules of the backward do not apply here).
+   Compile-time P (64 or 128) and N (64 or 128): the k loops unroll, which keeps ptxas from serializing the wgmmas;
+   other shapes run version 4's forward. Needs the sm_90a target (the Makefile's CUDA_ARCH); built for another
+   target the kernel stops with a message instead of computing. */
+#include "wgmma.cuh"
+
+#define SSD5_ROWS 64
+
+/* rows [r0, r0 + ROWS) of a bf16 row-major matrix (NC columns) into a core-matrix tile (wg_tile_offset); rows at
+   or past nvalid are zero. Two thread orders (LINES):
+   0: thread idx writes the 16 bytes at element idx * 8 of the tile: 8 consecutive threads fill one 128-byte core
+      matrix (8 rows, the same 8 columns): no bank conflicts; a warp reads 64 contiguous bytes of each of 8 rows.
+   1: 4 consecutive threads take 4 rows of one 8-column chunk, a warp 4 rows x 8 chunks: it reads 4 whole 128-byte
+      lines (half the lines per request of order 0, for the L2) and its shared-memory writes conflict 2-way. */
+template <int ROWS, int NC, int NTHR, int LINES>
+__device__ static inline void ssd5_load_tile(floatX* dst, const floatX* src, size_t gstride, int r0, int nvalid) {
+#pragma unroll 4
+    for (int idx = threadIdx.x; idx < ROWS * NC / 8; idx += NTHR) {
+        int r, v;
+        if (LINES) { r = (idx / (NC / 2)) * 4 + (idx & 3); v = (idx >> 2) % (NC / 8); }
+        else { r = (idx / NC) * 8 + (idx & 7); v = (idx >> 3) % (NC / 8); }
+        int ok = r0 + r < nvalid;
+        ssd3_cp_async16(dst + (LINES ? wg_tile_offset(r, 8 * v, NC) : idx * 8),
+                        src + (ok ? (size_t)(r0 + r) * gstride + v * 8 : 0), ok);
+    }
+}
+
+/* the fp32 (R, NC) state into a bf16 core-matrix tile (rows p, columns n), same thread order as ssd5_load_tile */
+template <int R, int NC, int NTHR>
+__device__ static inline void ssd5_load_state(floatX* dst, const float* m) {
+#pragma unroll 4
+    for (int idx = threadIdx.x; idx < R * NC / 8; idx += NTHR) {
+        int r = (idx / NC) * 8 + (idx & 7), v = (idx >> 3) % (NC / 8);
+        const float4* src = (const float4*)(m + (size_t)r * NC + v * 8);
+        float4 q0 = src[0], q1 = src[1];
+        uint4 o = make_uint4(ssd_pack_bf16(q0.x, q0.y), ssd_pack_bf16(q0.z, q0.w), ssd_pack_bf16(q1.x, q1.y),
+                             ssd_pack_bf16(q1.z, q1.w));
+        *(uint4*)(dst + idx * 8) = o;
+    }
+}
+
+/* shared memory (bf16 elements): Cs (64 WGS x N) | Bs0 (64 x N) | Xs0 (64 x P) | region: Hprev (P x N), then
+   Bs1 (64 x N) Xs1 (64 x P) | cum_j, dt_j (2 x 64 floats each). P = 64, N = 128: 65.5 KB at WGS = 1 (3 blocks
+   per SM), 81.5 KB at WGS = 2 (2 blocks per SM). */
+static inline size_t ssd5_smem_fwd(int P, int N, int wgs) {
+    size_t region = ssd3_max((size_t)P * N, (size_t)SSD5_ROWS * (N + P));
+    return ((size_t)(wgs + 1) * SSD5_ROWS * N + (size_t)SSD5_ROWS * P + region) * sizeof(floatX) +
+           4 * SSD5_ROWS * sizeof(float);
+}
+
+template <int PT, int NK, int WGS, int LINES>  /* P = 64 PT, N = 16 NK, WGS warpgroups per block, LINES: load order */
+__global__ static void __launch_bounds__(SSD3_THREADS * WGS, WGS == 2 ? 2 : 1)
+ssd5_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* dt, const float* cum,
+                     const float* states, const float* Dskip, int T, int H, int G, int Q) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int P = 64 * PT, N = 16 * NK, NTHR = SSD3_THREADS * WGS;
+    constexpr uint32_t KSBO = N * 16;  /* K-major tiles of N columns: bytes between 8-row groups */
+    constexpr uint32_t XLBO = P * 16;  /* the x tile (MN-major, P columns): bytes between 8-row (k) groups */
+    extern __shared__ __align__(128) unsigned char ssd5_smem[];
+    int nch = ssd_nchunks(T, Q), ngr = CEIL_DIV(CEIL_DIV(Q, SSD5_ROWS), WGS);
+    int c = blockIdx.x / ngr, rg = blockIdx.x % ngr, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / G);
+    int t0 = c * Q, len = min(Q, T - t0), ib = rg * WGS * SSD5_ROWS;
+    if (ib >= len) return;
+    /* this warpgroup's row tile rt (rows i0..); the block's last j tile jlast (its last row tile with rows) */
+    int wg = threadIdx.x / SSD3_THREADS, rt = rg * WGS + wg, i0 = rt * SSD5_ROWS;
+    int jlast = min(rg * WGS + WGS, CEIL_DIV(len, SSD5_ROWS)) - 1, active = i0 < len;
+    int E = H * P;
+    floatX* Cs = (floatX*)ssd5_smem;          /* 64 WGS rows: warpgroup wg's are rows 64 wg.. */
+    floatX* Bs0 = Cs + WGS * SSD5_ROWS * N;
+    floatX* Xs0 = Bs0 + SSD5_ROWS * N;
+    floatX* Hs = Xs0 + SSD5_ROWS * P;  /* Hprev, then buffer 1: */
+    floatX* Bs1 = Hs;
+    floatX* Xs1 = Hs + SSD5_ROWS * N;
+    float* cj = (float*)(Hs + (P * N > SSD5_ROWS * (N + P) ? P * N : SSD5_ROWS * (N + P)));  /* 2 x 64 cum_j */
+    float* dj = cj + 2 * SSD5_ROWS;                                                       /* 2 x 64 dt_j */
+    const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
+    const float* cumc = cum + (size_t)bh * T + t0;
+    const float* dtc = dt + (size_t)bh * T + t0;
+    const floatX* Bg = rows + E + g * N;
+    const floatX* Xg = rows + h * P;
+    ssd5_load_tile<WGS * SSD5_ROWS, N, NTHR, LINES>(Cs, rows + E + G * N + g * N, xbc_stride, ib, len);
+    ssd5_load_tile<SSD5_ROWS, N, NTHR, LINES>(Bs0, Bg, xbc_stride, 0, len);
+    ssd5_load_tile<SSD5_ROWS, P, NTHR, LINES>(Xs0, Xg, xbc_stride, 0, len);
+    ssd3_cp_commit();
+    if (threadIdx.x < SSD5_ROWS) {
+        int j = threadIdx.x;
+        cj[j] = j < len ? cumc[j] : 0.f;
+        dj[j] = j < len ? dtc[j] : 0.f;
+    }
+    ssd5_load_state<P, N, NTHR>(Hs, states + ssd_state_off(b, c, h, nch, H, P * N));
+    const floatX* Cw = Cs + wg * SSD5_ROWS * N;
+    int warp = (threadIdx.x % SSD3_THREADS) / 32, lane = threadIdx.x % 32, tig = lane % 4;
+    int ri[2] = {i0 + warp * 16 + lane / 4, i0 + warp * 16 + lane / 4 + 8};
+    /* rows past the chunk's end take the chunk's smallest cum: every exp() argument below stays <= 0 (no inf * 0) */
+    float cum_r[2];
+    for (int r = 0; r < 2; r++) cum_r[r] = cumc[min(ri[r], len - 1)];
+    ssd3_cp_wait<0>();
+    wg_fence_proxy_async();
+    __syncthreads();
+    /* inter-chunk: exp(cum_i) C_i Hprev^T */
+    float acc[PT][32];
+#pragma unroll
+    for (int pt = 0; pt < PT; pt++) {
+#pragma unroll
+        for (int e = 0; e < 32; e++) acc[pt][e] = 0.f;
+        wg_pin_acc(acc[pt]);
+    }
+    if (active) {  /* uniform over the warpgroup: its products run converged */
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < NK; ks++) {
+            uint64_t da = wg_desc(Cw + ks * 128, 128, KSBO);
+#pragma unroll
+            for (int pt = 0; pt < PT; pt++)
+                wg_mma_ss<0, 0>(acc[pt], da, wg_desc(Hs + pt * 64 * N + ks * 128, 128, KSBO));
+        }
+        wg_commit();
+        wg_wait<0>();
+    }
+    float e0 = expf(cum_r[0]), e1 = expf(cum_r[1]);
+#pragma unroll
+    for (int pt = 0; pt < PT; pt++) {
+        wg_pin_acc(acc[pt]);
+#pragma unroll
+        for (int e = 0; e < 32; e++) acc[pt][e] *= (e & 2) ? e1 : e0;
+    }
+    /* intra-chunk: the j tiles up to the block's last diagonal one; tile jt + 1 loads while tile jt is used */
+    for (int jt = 0; jt <= jlast; jt++) {
+        int buf = jt & 1;
+        ssd3_cp_wait<0>();
+        wg_fence_proxy_async();
+        __syncthreads();  /* tile jt landed for all threads; every warp is done with tile jt - 1 (and Hprev) */
+        if (jt < jlast) {
+            int j0n = (jt + 1) * SSD5_ROWS;
+            ssd5_load_tile<SSD5_ROWS, N, NTHR, LINES>(buf ? Bs0 : Bs1, Bg, xbc_stride, j0n, len);
+            ssd5_load_tile<SSD5_ROWS, P, NTHR, LINES>(buf ? Xs0 : Xs1, Xg, xbc_stride, j0n, len);
+            ssd3_cp_commit();
+            if (threadIdx.x < SSD5_ROWS) {
+                int j = j0n + threadIdx.x;
+                cj[(buf ^ 1) * SSD5_ROWS + threadIdx.x] = j < len ? cumc[j] : 0.f;
+                dj[(buf ^ 1) * SSD5_ROWS + threadIdx.x] = j < len ? dtc[j] : 0.f;
+            }
+        }
+        if (jt > rt || !active) continue;  /* past this warpgroup's diagonal (uniform over the warpgroup) */
+        const floatX* Bb = buf ? Bs1 : Bs0;
+        const floatX* Xb = buf ? Xs1 : Xs0;
+        const float* cjb = cj + buf * SSD5_ROWS;
+        const float* djb = dj + buf * SSD5_ROWS;
+        float s[32];
+#pragma unroll
+        for (int e = 0; e < 32; e++) s[e] = 0.f;
+        wg_pin_acc(s);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < NK; ks++)  /* S = C_i . B_j */
+            wg_mma_ss<0, 0>(s, wg_desc(Cw + ks * 128, 128, KSBO), wg_desc(Bb + ks * 128, 128, KSBO));
+        wg_commit();
+        wg_wait<0>();
+        wg_pin_acc(s);
+        /* s[4 nt + e]: row ri[e / 2], column jj = 8 nt + 2 tig + e % 2 of the j tile */
+        if (jt < rt) {
+#pragma unroll
+            for (int e = 0; e < 32; e++) {
+                int jj = 8 * (e / 4) + 2 * tig + (e & 1);
+                s[e] *= __expf(cum_r[(e >> 1) & 1] - cjb[jj]) * djb[jj];
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 32; e++) {
+                int jj = 8 * (e / 4) + 2 * tig + (e & 1), r = (e >> 1) & 1;
+                s[e] = jt * SSD5_ROWS + jj <= ri[r] ? s[e] * __expf(cum_r[r] - cjb[jj]) * djb[jj] : 0.f;
+            }
+        }
+        uint32_t sf[4][4];  /* the 64 x 64 score tile as 4 k16 A fragments (wgmma.cuh's register layout) */
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) {
+            sf[ks][0] = ssd_pack_bf16(s[8 * ks + 0], s[8 * ks + 1]);
+            sf[ks][1] = ssd_pack_bf16(s[8 * ks + 2], s[8 * ks + 3]);
+            sf[ks][2] = ssd_pack_bf16(s[8 * ks + 4], s[8 * ks + 5]);
+            sf[ks][3] = ssd_pack_bf16(s[8 * ks + 6], s[8 * ks + 7]);
+        }
+#pragma unroll
+        for (int pt = 0; pt < PT; pt++) wg_pin_acc(acc[pt]);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++)  /* acc += S x_j */
+#pragma unroll
+            for (int pt = 0; pt < PT; pt++)
+                wg_mma_rs<1>(acc[pt], sf[ks], wg_desc(Xb + wg_tile_offset(16 * ks, 64 * pt, P), XLBO, 128));
+        wg_commit();
+        wg_wait<0>();
+#pragma unroll
+        for (int pt = 0; pt < PT; pt++) wg_pin_acc(acc[pt]);
+    }
+    if (!active) return;
+    /* y = acc + D x_i. x_i is the x tile of the diagonal iteration jt = rt, still in its buffer: no later iteration
+       loads into it (the block's last prefetch is of tile jlast <= rt + 1, into the other buffer) */
+    const floatX* Xd = (rt & 1) ? Xs1 : Xs0;
+    float Dh = Dskip[h];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (ri[r] >= len) continue;
+        size_t row = (size_t)(b * T + t0 + ri[r]);
+        floatX* yr = y + row * E + h * P;
+#pragma unroll
+        for (int pt = 0; pt < PT; pt++)
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                int p = 64 * pt + nt * 8 + 2 * tig;
+                __nv_bfloat162 xv = *(const __nv_bfloat162*)(Xd + wg_tile_offset(ri[r] - i0, p, P));
+                *(__nv_bfloat162*)(yr + p) = __floats2bfloat162_rn(acc[pt][4 * nt + 2 * r] + Dh * __low2float(xv),
+                                                                  acc[pt][4 * nt + 2 * r + 1] + Dh * __high2float(xv));
+            }
+    }
+#else
+    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
+        printf("ssd5_scan_fwd_kernel: built without the sm_90a target (wgmma); build with "
+               "-gencode=arch=compute_90a,code=sm_90a, or set ssd_fast_version = 4\n");
+    __trap();
+#endif
+}
 #endif /* !ENABLE_FP32 */
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -2239,11 +2479,18 @@ static void ssd_set_smem(const void* kernel, size_t bytes) {
     cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
-/* Versions 3 and 4 run where their layout rules hold (bf16 build, P and N multiples of 16, 16-byte aligned rows);
-   other shapes and the fp32 build run version 2. ssd_fast_version picks among them: 4, 3, or 2 (version 2
-   everywhere); dev/cuda/ssd.cu sets it per version. Version 4 passed its checks on the H100 in both builds and is
-   2.5-6% faster than version 3 on the three benchmark shapes (dev/cuda/NOTES_ssd.md, "Version 4"). */
-static int ssd_fast_version = 4;
+/* Versions 3 to 5 run where their layout rules hold (bf16 build, P and N multiples of 16, 16-byte aligned rows;
+   version 5's forward also P, N in {64, 128}, else version 4's); other shapes and the fp32 build run version 2.
+   ssd_fast_version picks among them: 5, 4, 3, or 2 (version 2 everywhere); dev/cuda/ssd.cu sets it per version.
+   Version 4 passed its checks on the H100 in both builds and is 2.5-6% faster than version 3 on the three
+   benchmark shapes; version 5 (sm_90a wgmma forward): dev/cuda/NOTES_ssd.md, "Version 5". */
+static int ssd_fast_version = 5;
+/* version 5's warpgroups per forward block: 1, or 2, where the two warpgroups take row tiles 2a and 2a + 1 of a
+   chunk and share the B_j / x_j tiles and Hprev: per (b, h, chunk) of Q = 256, 6 tile loads instead of 10 and
+   Hprev read twice instead of 4 times. dev/cuda/ssd.cu's "wg=K" argument sets it. */
+static int ssd5_wgs = 2;
+/* version 5's tile-load thread order (ssd5_load_tile's LINES; dev/cuda/ssd.cu's "lines=0|1") */
+static int ssd5_lines = 1;
 static int ssd_use_v3(const void* xbc, int xbc_stride, const void* dy, int H, int P, int N) {
 #if defined(ENABLE_FP32)
     (void)xbc; (void)xbc_stride; (void)dy; (void)H; (void)P; (void)N;
@@ -2370,6 +2617,35 @@ static void ssd4_launch_bwd(floatX* dxbc, SSDWork w, float* colf, float* rowp, c
         ssd4_launch_bwd_e<PMAX, NMAX, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q,
                                              stream);
 }
+/* version 5 runs where version 3's layout rules hold, P and N are among its compile-time widths and the saved
+   states are 16-byte aligned (B * H * T even: they follow 2 * B * H * T floats of dt and cum) */
+static inline int ssd5_takes(int P, int N) { return (P == 64 || P == 128) && (N == 64 || N == 128); }
+template <int PT, int NK, int WGS, int LINES>
+static void ssd5_launch_fwd_t(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
+                              int T, int H, int G, int Q, cudaStream_t stream) {
+    size_t smem = ssd5_smem_fwd(64 * PT, 16 * NK, WGS);
+    ssd_set_smem((const void*)ssd5_scan_fwd_kernel<PT, NK, WGS, LINES>, smem);
+    dim3 grid(ssd_nchunks(T, Q) * CEIL_DIV(CEIL_DIV(Q, SSD5_ROWS), WGS), B * H);
+    ssd5_scan_fwd_kernel<PT, NK, WGS, LINES><<<grid, SSD3_THREADS * WGS, smem, stream>>>(
+        y, xbc, xbc_stride, s.dt, s.cum, s.states, Dskip, T, H, G, Q);
+    cudaCheckLast();
+}
+template <int WGS, int LINES>
+static void ssd5_launch_fwd_w(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
+                              int T, int H, int P, int N, int G, int Q, cudaStream_t stream) {
+    if (P == 64 && N == 128) ssd5_launch_fwd_t<1, 8, WGS, LINES>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+    else if (P == 64) ssd5_launch_fwd_t<1, 4, WGS, LINES>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+    else if (N == 128) ssd5_launch_fwd_t<2, 8, WGS, LINES>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+    else ssd5_launch_fwd_t<2, 4, WGS, LINES>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+}
+static void ssd5_launch_fwd(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
+                            int T, int H, int P, int N, int G, int Q, cudaStream_t stream) {
+    if (ssd5_wgs == 2 && ssd5_lines)
+        ssd5_launch_fwd_w<2, 1>(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
+    else if (ssd5_wgs == 2) ssd5_launch_fwd_w<2, 0>(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
+    else if (ssd5_lines) ssd5_launch_fwd_w<1, 1>(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
+    else ssd5_launch_fwd_w<1, 0>(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
+}
 #endif
 
 /* forward: y (BT, E) floatX = SSD(...) + D[h] x. See the top of this file for `saved`. */
@@ -2400,6 +2676,10 @@ static void ssd_forward(floatX* y, float* final_state, void* saved, const floatX
                                                                                s.cum, T, H, PN, Q);
     cudaCheckLast();
 #if !defined(ENABLE_FP32)
+    if (v3 && ssd_fast_version >= 5 && ssd5_takes(P, N) && (uintptr_t)s.states % 16 == 0) {
+        ssd5_launch_fwd(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
+        return;
+    }
     if (v3) {
         if (P <= 64 && N <= 64) ssd3_launch_fwd<64, 64>(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
         else if (P <= 64) ssd3_launch_fwd<64, 128>(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);

@@ -1,9 +1,13 @@
 #!/bin/bash
 # run_ssd.sh: build, validate and benchmark the SSD kernels (dev/cuda/ssd.cu) in bf16 and fp32 on the GPU machine.
 # Usage (from the repository root): bash dev/cuda/run_ssd.sh [outdir]   (logs go to outdir, default $OUT or /tmp)
-# SSD_BF16_ARGS / SSD_FP32_ARGS pick the versions (default: 3 and 4 in bf16, measured in the same process; 4 in fp32,
+# SSD_BF16_ARGS / SSD_FP32_ARGS pick the versions (default: 4 and 5 in bf16, measured in the same process; 5 in fp32,
 # where it runs version 2's kernels, so all checks of the code the fp32 trainer runs). SSD_VARIANTS=1 also times
 # version 4 with 2 and 8 heads per block and with the col kernel at 3 blocks/SM (the default is 2) (timings only matter there).
+# SSD_EXTRA="args": one more ssd_bin run with those arguments (e.g. "wg=1 5"), into ssd_extra.txt.
+# SSD_PREBUILT=dir: use dir/ssd_bin, dir/ssd_fp32_bin, dir/wgmma_check_bin built elsewhere (same nvcc flags) instead
+# of building here. SSD_QS="128 ...": also time versions SSD_BF16_ARGS at those chunk lengths (no ncu).
+# dev/cuda/wgmma_check.cu (the wgmma descriptor and product wrappers against CPU products) runs first.
 # The short table is printed last.
 set -o pipefail
 out=${1:-${OUT:-/tmp}}
@@ -13,23 +17,35 @@ build() {  # build <binary> <log> [nvcc flags...]
     local bin=$1 log=$2; shift 2
     nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -Xptxas -v "$@" -o "$bin" dev/cuda/ssd.cu > "$log" 2>&1
 }
-build dev/cuda/ssd_bin "$out/build_bf16.txt" & pid_bf16=$!
-build dev/cuda/ssd_fp32_bin "$out/build_fp32.txt" -DENABLE_FP32 & pid_fp32=$!
-if [ -n "$SSD_VARIANTS" ]; then build dev/cuda/ssd_col3_bin "$out/build_col3.txt" -DSSD4_COL_MINBLOCKS=3 & pid_c3=$!; fi
-wait $pid_bf16 || { cat "$out/build_bf16.txt"; exit 1; }
-wait $pid_fp32 || { cat "$out/build_fp32.txt"; exit 1; }
-cuobjdump --dump-sass dev/cuda/ssd_bin | grep -oE "HMMA[.A-Z0-9]*|HGMMA[.A-Z0-9]*|LDSM[.A-Z0-9]*" | sort | uniq -c | tee -a "$out/build_bf16.txt"
+bin=dev/cuda
+if [ -n "$SSD_PREBUILT" ]; then
+    bin=$SSD_PREBUILT
+    for f in ssd_bin ssd_fp32_bin wgmma_check_bin; do [ -x "$bin/$f" ] || { echo "run_ssd.sh: $bin/$f missing or not executable: build it or unset SSD_PREBUILT"; exit 1; }; done
+    echo "prebuilt binaries from $bin" > "$out/build_bf16.txt"
+else
+    build dev/cuda/ssd_bin "$out/build_bf16.txt" & pid_bf16=$!
+    build dev/cuda/ssd_fp32_bin "$out/build_fp32.txt" -DENABLE_FP32 & pid_fp32=$!
+    nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o dev/cuda/wgmma_check_bin dev/cuda/wgmma_check.cu > "$out/build_wgmma.txt" 2>&1 & pid_wg=$!
+    if [ -n "$SSD_VARIANTS" ]; then build dev/cuda/ssd_col3_bin "$out/build_col3.txt" -DSSD4_COL_MINBLOCKS=3 & pid_c3=$!; fi
+    wait $pid_bf16 || { cat "$out/build_bf16.txt"; exit 1; }
+    wait $pid_fp32 || { cat "$out/build_fp32.txt"; exit 1; }
+    wait $pid_wg || { cat "$out/build_wgmma.txt"; exit 1; }
+fi
+cuobjdump --dump-sass $bin/ssd_bin | grep -oE "HMMA[.A-Z0-9]*|HGMMA[.A-Z0-9]*|LDSM[.A-Z0-9]*" | sort | uniq -c | tee -a "$out/build_bf16.txt"
 rc=0
-./dev/cuda/ssd_fp32_bin ${SSD_FP32_ARGS:-4} > "$out/ssd_fp32.txt" 2>&1 || rc=1
-./dev/cuda/ssd_bin ${SSD_BF16_ARGS:-3 4} > "$out/ssd_bf16.txt" 2>&1 || rc=1
+$bin/wgmma_check_bin > "$out/ssd_wgmma.txt" 2>&1 || rc=1
+$bin/ssd_fp32_bin ${SSD_FP32_ARGS:-5} > "$out/ssd_fp32.txt" 2>&1 || rc=1
+$bin/ssd_bin ${SSD_BF16_ARGS:-4 5} > "$out/ssd_bf16.txt" 2>&1 || rc=1
+if [ -n "$SSD_EXTRA" ]; then $bin/ssd_bin $SSD_EXTRA > "$out/ssd_extra.txt" 2>&1 || rc=1; fi
+for q in $SSD_QS; do $bin/ssd_bin Q=$q ${SSD_BF16_ARGS:-4 5} > "$out/ssd_q$q.txt" 2>&1 || rc=1; done
 if [ -n "$SSD_VARIANTS" ]; then
-    for k in 2 8; do ./dev/cuda/ssd_bin hg=$k 4 > "$out/ssd_hg$k.txt" 2>&1 || rc=1; done
+    for k in 2 8; do $bin/ssd_bin hg=$k 4 > "$out/ssd_hg$k.txt" 2>&1 || rc=1; done
     if wait $pid_c3; then ./dev/cuda/ssd_col3_bin 4 > "$out/ssd_col3.txt" 2>&1 || rc=1; else cat "$out/build_col3.txt"; fi
 fi
-# per-kernel times (ncu, one forward + backward at B=8, T=2048, bf16) of the versions in SSD_NCU (default 3 4)
+# per-kernel times (ncu, one forward + backward at B=8, T=2048, bf16) of the versions in SSD_NCU (default 4 5)
 if command -v ncu > /dev/null; then
     ncu --csv --metrics gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active \
-        ./dev/cuda/ssd_bin profile ${SSD_NCU:-3 4} > "$out/ncu_bf16.csv" 2>&1
+        $bin/ssd_bin profile ${SSD_NCU:-4 5} > "$out/ncu_bf16.csv" 2>&1
     python3 - "$out/ncu_bf16.csv" <<'PY' > "$out/kernels.txt" 2>&1
 import csv, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
@@ -50,9 +66,15 @@ for key in order:
           m.get("sm__warps_active.avg.pct_of_peak_sustained_active", 0), key[1]))
 PY
 fi
+# SSD_NCU_DETAIL=regex: ncu's speed-of-light, memory, warp-state and occupancy sections for the matching kernels
+if [ -n "$SSD_NCU_DETAIL" ] && command -v ncu > /dev/null; then
+    ncu -k "regex:$SSD_NCU_DETAIL" --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+        --section Occupancy --section LaunchStats $bin/ssd_bin profile ${SSD_NCU:-4 5} > "$out/ncu_detail.txt" 2>&1
+fi
+rm -f "$out/ncu_bf16.csv"  # summarized in kernels.txt; at most 8 files come back from the device
 echo "== failures (fp32, bf16) =="
 grep -h -B1 "FAIL" "$out"/ssd_*.txt | head -40
-echo "== per-kernel (ncu, bf16, B=8 T=2048; versions ${SSD_NCU:-3 4} in order) =="
+echo "== per-kernel (ncu, bf16, B=8 T=2048; versions ${SSD_NCU:-4 5} in order) =="
 cat "$out/kernels.txt" 2>/dev/null
 echo "== results =="
 grep -H "passed, .* failed" "$out"/ssd_*.txt

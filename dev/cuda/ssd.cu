@@ -25,11 +25,16 @@
  *   4  llmc/ssd.cuh's default: version 3 with the heads of a group looped inside the two backward row-tile kernels
  *      (up to 4 heads per block; dB, dC summed over them in registers, so 1/4 of the per-head partials, or none
  *      and no group-sum pass where a group has <= 4 heads), and 64 x 128 chunk-state tiles. fp32 build: version 2.
+ *   5  version 4 with the forward chunk scan on Hopper's wgmma (ssd5_scan_fwd_kernel, sm_90a): one warpgroup per
+ *      64 rows, C B^T from shared-memory descriptors, the score tile repacked in registers as the A operand of the
+ *      product with x. P and N in {64, 128} (the small shapes below include each pair); other shapes, and the fp32
+ *      build, run version 4 (fp32: version 2). dev/cuda/wgmma_check.cu tests the wgmma wrappers alone.
  *
- * Build: nvcc -O3 -arch=sm_90 -I. -o dev/cuda/ssd_bin dev/cuda/ssd.cu        (add -DENABLE_FP32 for fp32)
- * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [1|2|3|4]  (small: small-shape checks only; numbers: those versions
- *        only; hg=K: version 4 with at most K heads per block)
- *        ./dev/cuda/ssd_bin profile [1|2|3|4]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
+ * Build: nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o dev/cuda/ssd_bin dev/cuda/ssd.cu  (-DENABLE_FP32: fp32)
+ * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [Q=K] [1|2|3|4|5]  (small: small-shape checks only; numbers:
+ *        those versions only; hg=K: version 4 with at most K heads per block; wg: version 5's warpgroups per
+ *        forward block; lines: its tile-load thread order (ssd5_load_tile); Q=K: the benchmark shapes' chunk length)
+ *        ./dev/cuda/ssd_bin profile [1|2|3|4|5]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
  */
 #include <math.h>
 #include <string.h>
@@ -762,9 +767,9 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
 #include "dev/cuda/kernels_dev.h"
 
 
-/* which version run_forward / run_backward call: 1 = namespace v1 above, 2, 3, 4 = llmc/ssd.cuh with
-   ssd_fast_version set to it (4: as the trainer runs it) */
-#define NVERSIONS 4
+/* which version run_forward / run_backward call: 1 = namespace v1 above, 2, 3, 4, 5 = llmc/ssd.cuh with
+   ssd_fast_version set to it */
+#define NVERSIONS 5
 static int g_version = 4;
 
 typedef struct { int B, T, H, P, N, G, Q; int with_init; } Shape;
@@ -1163,19 +1168,24 @@ int main(int argc, char** argv) {
         if (strcmp(argv[k], "small") == 0) small_only = 1;
         else if (strcmp(argv[k], "profile") == 0) profile = 1;
         else if (strncmp(argv[k], "hg=", 3) == 0 && atoi(argv[k] + 3) >= 1) ssd4_hg_max = atoi(argv[k] + 3);
+        else if (strncmp(argv[k], "wg=", 3) == 0 && atoi(argv[k] + 3) >= 1 && atoi(argv[k] + 3) <= 2)
+            ssd5_wgs = atoi(argv[k] + 3); /* version 5's warpgroups per forward block */
+        else if (strcmp(argv[k], "lines=0") == 0 || strcmp(argv[k], "lines=1") == 0)
+            ssd5_lines = argv[k][6] - '0'; /* version 5's tile-load thread order */
         else if (strncmp(argv[k], "Q=", 2) == 0 && atoi(argv[k] + 2) >= 16 && atoi(argv[k] + 2) <= 256)
             big_q = atoi(argv[k] + 2); /* the chunk length of the benchmark shapes (an algorithm choice) */
         else if (atoi(argv[k]) >= 1 && atoi(argv[k]) <= NVERSIONS) want[atoi(argv[k])] = any_version = 1;
         else {
             fprintf(stderr, "ssd: unknown argument '%s'; use 'small', 'profile', 'hg=K' (version 4's most heads per "
-                    "block), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
+                    "block), 'wg=1|2' (version 5's warpgroups per forward block), 'lines=0|1' (its tile-load order), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
             return EXIT_FAILURE;
         }
     }
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
-    printf("ssd dev program, %s, device %s, version 4 with at most %d heads per block, benchmark chunk Q=%d\n",
-           PRECISION_NAME, prop.name, ssd4_hg_max, big_q);
+    printf("ssd dev program, %s, device %s, version 4 with at most %d heads per block, version 5 with %d warpgroups "
+           "per forward block and load order %d, benchmark chunk Q=%d\n", PRECISION_NAME, prop.name, ssd4_hg_max,
+           ssd5_wgs, ssd5_lines, big_q);
     Shape small[] = {
         {2, 100, 4, 16, 16, 1, 32, 1},   /* the brief's shape, partial last chunk */
         {2, 100, 4, 16, 16, 2, 32, 1},   /* two groups */
@@ -1184,6 +1194,9 @@ int main(int argc, char** argv) {
         {2, 37, 6, 64, 32, 3, 16, 1},    /* smallest Q, three groups */
         {1, 150, 8, 32, 64, 1, 64, 1},   /* 8 heads per group: version 4 sums two head-groups of 4 (group sum pass) */
         {2, 90, 10, 16, 32, 2, 32, 0},   /* 5 heads per group: version 4 runs one head per block (5 partials) */
+        {2, 130, 4, 64, 64, 2, 64, 1},   /* version 5's P = 64, N = 64 kernel; partial chunk, two groups */
+        {1, 200, 2, 128, 64, 1, 128, 0}, /* version 5's P = 128, N = 64 kernel (N = 128 pairs: shape 4, benchmarks) */
+        {2, 160, 4, 64, 128, 1, 256, 1}, /* version 5's benchmark kernel on a partial 256-step chunk */
     };
     Shape big[3] = {{8, 2048, 24, 64, 128, 1, big_q, 1}, {1, 8192, 24, 64, 128, 1, big_q, 1},
                     {1, 32768, 24, 64, 128, 1, big_q, 1}};
