@@ -66,6 +66,10 @@ typedef struct {
     int Tmax;           /* the longest prompt the prefill buffers hold */
     int max_steps;      /* token history rows */
     int small;          /* S <= GEN_SMALL_S: the fused matvec kernels */
+    int persist;        /* small, and the persistent step (v3) takes these shapes: one kernel for all layers */
+    int p_grid;         /* its blocks */
+    float* gate;        /* (S, E) persistent step: y * SiLU(z), the gated norm's input */
+    unsigned* bar;      /* persistent step: grid-barrier counter */
     int mma;            /* else, bf16 builds, S <= GEN_MMA_MAX_S: the tensor-core projections (gen_mma) */
     int parity;         /* which conv window buffer the next step reads */
     void* state;        /* (L, S, H, P, N) SSM states, float or (state_lowp) floatX */
@@ -115,6 +119,72 @@ static int gen_state_lowp(int S) {
 }
 static size_t dec_win_floats(const Mamba2Config* c, int S) { return (size_t)c->n_layer * S * dec_K1(c) * c->conv_dim; }
 
+/* the persistent step's arguments for window parity `parity` (GPUModel pointers in, the kernel's plain struct out) */
+static GenPArgs decoder_pargs(Decoder* d, const GPUModel* m, int parity) {
+    const Mamba2Config* c = &m->config;
+    GenPArgs a;
+    memset(&a, 0, sizeof a);
+    int S = d->S;
+    size_t K1 = dec_K1(c);
+    a.x = d->x; a.zxbcdt = d->zxbcdt; a.xbc = d->xbc; a.y = d->y; a.gate = d->gate; a.state = d->state;
+    a.win_in = d->win[parity]; a.win_out = d->win[parity ^ 1];
+    a.win_layer = (size_t)S * K1 * c->conv_dim;
+    a.state_layer = (size_t)S * c->nheads * c->headdim * c->d_state;
+    a.bar = d->bar;
+    GPUModel* mm = (GPUModel*)m; /* PF/PX take a non-const model; nothing is written */
+#define GEN_PARAM(field, t, F)                                                                                         \
+    a.field = F(mm, t, 0);                                                                                             \
+    a.field##_ls = param_offset(m, t, 1) - param_offset(m, t, 0);
+    GEN_PARAM(norm_w, P_NORM_W, PF) GEN_PARAM(conv_w, P_CONV_W, PF) GEN_PARAM(conv_b, P_CONV_B, PF)
+    GEN_PARAM(dt_bias, P_DT_BIAS, PF) GEN_PARAM(A_log, P_A_LOG, PF) GEN_PARAM(Dskip, P_D, PF)
+    GEN_PARAM(gnorm_w, P_GNORM_W, PF) GEN_PARAM(in_w, P_IN_PROJ_W, PX) GEN_PARAM(out_w, P_OUT_PROJ_W, PX)
+#undef GEN_PARAM
+    a.S = S; a.L = c->n_layer; a.D = c->d_model; a.E = c->d_inner; a.H = c->nheads; a.P = c->headdim;
+    a.N = c->d_state; a.G = c->ngroups; a.K = c->d_conv; a.Z = c->d_in_proj; a.Cd = c->conv_dim;
+    a.tpr = c->d_state / (16 / (d->state_lowp ? (int)sizeof(floatX) : (int)sizeof(float)));
+    return a;
+}
+
+static cudaError_t decoder_persist_launch(Decoder* d, const GPUModel* m, const GenPArgs& a, cudaStream_t st) {
+    (void)m;
+    if (d->state_lowp) return gen_persist_step<floatX>(a, d->p_grid, st);
+    return gen_persist_step<float>(a, d->p_grid, st);
+}
+
+/* the small path takes the persistent step (v3) when asked (-V 3, the default), the shapes fit and its grid is resident
+ * at once; else the v2 kernels, with a note saying why. A first launch with no layers checks the launch itself (a
+ * cooperative grid the driver refuses: then without the cooperative attribute, residency checked by occupancy). */
+static void decoder_persist_plan(Decoder* d, const GPUModel* m) {
+    const Mamba2Config* c = &m->config;
+    d->persist = 0;
+    if (!d->small || g_gen_version != 3) return;
+    int stb = d->state_lowp ? (int)sizeof(floatX) : (int)sizeof(float);
+    const char* why = gen_persist_unsupported(d->S, c->d_model, c->d_inner, c->nheads, c->headdim, c->d_state,
+                                              c->ngroups, c->d_conv, stb);
+    d->p_grid = d->state_lowp ? gen_persist_grid<floatX>() : gen_persist_grid<float>();
+    if (why == NULL && d->p_grid == 0) why = "its block does not fit on an SM";
+    if (why != NULL) {
+        fprintf(stderr, "note: the persistent decode step does not apply (%s): the v2 kernels run instead\n", why);
+        return;
+    }
+    GenPArgs a = decoder_pargs(d, m, 0);
+    a.L = 0;
+    cudaStream_t st = m->stream;
+    cudaCheck(cudaStreamSynchronize(st));
+    cudaError_t err = decoder_persist_launch(d, m, a, st);
+    if (err != cudaSuccess && g_gen_coop) {
+        (void)cudaGetLastError();
+        fprintf(stderr, "note: cooperative launch of the persistent step refused (%s): launching it plainly (its %d "
+                "blocks fit at once by the occupancy count)\n", cudaGetErrorString(err), d->p_grid);
+        g_gen_coop = 0;
+        err = decoder_persist_launch(d, m, a, st);
+    }
+    if (err == cudaSuccess) err = cudaStreamSynchronize(st);
+    if (err != cudaSuccess) die("persistent decode step: launch failed: %s (run with -V 2 for the v2 kernels)",
+                                cudaGetErrorString(err));
+    d->persist = 1;
+}
+
 static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int max_steps) {
     const Mamba2Config* c = &m->config;
     memset(d, 0, sizeof(*d));
@@ -136,6 +206,8 @@ static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int m
     d->zxbcdt = (floatX*)gpu_alloc(S * (size_t)c->d_in_proj * X, &total);
     d->y = (floatX*)gpu_alloc(S * E * X, &total);
     d->xbc = (floatX*)gpu_alloc(S * (size_t)c->conv_dim * X, &total);
+    d->gate = (float*)gpu_alloc(S * E * F, &total);
+    d->bar = (unsigned*)gpu_alloc(sizeof(unsigned), &total);
     d->gn = (floatX*)gpu_alloc(S * E * X, &total);
     d->delta = (floatX*)gpu_alloc(S * D * X, &total);
     d->logits = (floatX*)gpu_alloc(S * Vp * X, &total);
@@ -158,6 +230,7 @@ static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int m
     d->bytes = total;
     d->logits_host = (float*)mallocCheck(S * Vp * F);
     d->logits_host_x = (floatX*)mallocCheck(S * Vp * X);
+    decoder_persist_plan(d, m);
 }
 
 static void decoder_free(Decoder* d) {
@@ -165,7 +238,7 @@ static void decoder_free(Decoder* d) {
     void* ptrs[] = {d->state, d->win[0], d->win[1], d->x, d->u, d->zxbcdt, d->xbc, d->y, d->gn, d->delta, d->logits,
                     d->rstd, d->gn_rstd, d->tokens, d->hist, d->step, d->pf_x, d->pf_u, d->pf_zx, d->pf_xbc,
                     d->pf_y, d->pf_gn, d->pf_delta, d->pf_rstd, d->pf_gn_rstd, d->pf_saved, d->pf_tokens,
-                    d->pf_state, d->part_v, d->part_i};
+                    d->pf_state, d->part_v, d->part_i, d->gate, d->bar};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
     free(d->logits_host);
     free(d->logits_host_x);
@@ -230,8 +303,9 @@ static void decoder_enqueue_step(Decoder* d, GPUModel* m, int parity, int with_a
     int S = d->S, D = c->d_model, E = c->d_inner, H = c->nheads, P = c->headdim, N = c->d_state, Z = c->d_in_proj;
     int Cd = c->conv_dim, Vp = c->padded_vocab_size;
     size_t K1 = dec_K1(c), win_layer = (size_t)S * K1 * Cd, state_layer = (size_t)S * H * P * N;
-    decode_embed(d->x, d->step, d->tokens, PX(m, P_WTE, 0), S, D, st);
-    for (int l = 0; l < c->n_layer; l++) {
+    decode_embed(d->x, d->step, d->persist ? d->bar : NULL, d->tokens, PX(m, P_WTE, 0), S, D, st);
+    if (d->persist) cudaCheck(decoder_persist_launch(d, m, decoder_pargs(d, m, parity), st));
+    for (int l = 0; l < c->n_layer && !d->persist; l++) {
         const float* win_in = d->win[parity] + l * win_layer;
         float* win_out = d->win[parity ^ 1] + l * win_layer;
         if (d->small) {
@@ -332,10 +406,11 @@ static const char* decoder_profile_part(Decoder* d, GPUModel* m, int which, doub
     /* the parts in step order: norm + in_proj, conv + SSD, gated norm + out_proj, final norm + LM head, argmax */
     const char* names_small[] = {"rmsnorm_matvec (in_proj)", "conv_ssd_step", "gated_matvec (out_proj)",
                                  "rmsnorm_matvec (LM head + picks)", "argmax_partials",
-                                 "(conv step + ssd step, split)"};
+                                 "(conv step + ssd step, split)", "embed + persistent step (all layers)",
+                                 "embed + persistent, barriers alone"};
     const char* names_mid[] = {"gen_rmsnorm", "in_proj (gen_mma / cuBLASLt)", "conv step + ssd step",
                                "gen_gated_norm", "out_proj (gen_mma / cuBLASLt)", "LM head (cuBLASLt)", "argmax"};
-    int nparts = d->small ? 6 : 7;
+    int nparts = d->small ? (d->persist ? 8 : 6) : 7;
     if (which >= nparts) return NULL;
     const char* name = d->small ? names_small[which] : names_mid[which];
     if (d->small) {
@@ -344,9 +419,17 @@ static const char* decoder_profile_part(Decoder* d, GPUModel* m, int which, doub
         case 1: case 5: *bytes = st_b; break;
         case 2: *bytes = (double)D * E * X; break;
         case 3: *bytes = (double)Vp * D * X; break;
+        case 6: *bytes = c->n_layer * ((double)Z * D * X + (double)D * E * X + st_b); break;
         default: *bytes = 0;
         }
         if (!enqueue) return name;
+        if (which >= 6) { /* the embedding zeroes the barrier counter */
+            decode_embed(d->x, d->step, d->bar, d->tokens, PX(m, P_WTE, 0), S, D, st);
+            GenPArgs a = decoder_pargs(d, m, 0);
+            a.only_barriers = which == 7;
+            cudaCheck(decoder_persist_launch(d, m, a, st));
+            return name;
+        }
         switch (which) {
         case 0:
             rmsnorm_matvec(d->zxbcdt, Z, d->x, PF(m, P_NORM_W, 0), PX(m, P_IN_PROJ_W, 0), S, D, Z, NULL, NULL, 0, st);
@@ -618,6 +701,9 @@ static void generate_usage(void) {
         "  -L 0|1     let each decode kernel start while the previous one finishes (sm_90 programmatic dependent\n"
         "             launch; default 1)\n"
         "  -T 1       after generating, time each kernel of the decode step on its own (layer 0's sizes)\n"
+        "  -V 2|3     1..8 sequences: the v2 step, three kernels a layer (2, default: faster so far), or the\n"
+        "             persistent step, all layers in one kernel with grid barriers (3)\n"
+        "  -W 1|2     the persistent step's blocks per SM (default 1: 255 registers a thread; 2: 128)\n"
         "  -M 0|1     9..64 sequences: tensor-core projections (1, default) or cuBLASLt (0)\n"
         "  -S MODE    SSM state precision: auto (default: bf16 from 16 sequences on, else fp32), fp32, bf16\n"
         "  -r R       generate R times and report the median decode time (timing; default 1)\n"
@@ -676,6 +762,8 @@ int main(int argc, char** argv) {
         case 'b': batch = (int)strtol(v, &end, 10); if (*end || batch < 1) die("-b %s: need a batch size >= 1", v); break;
         case 'r': repeats = (int)strtol(v, &end, 10); if (*end || repeats < 1) die("-r %s: need a count >= 1", v); break;
         case 'T': profile = (int)strtol(v, &end, 10); if (*end || (profile != 0 && profile != 1)) die("-T %s: 0 or 1", v); break;
+        case 'V': g_gen_version = (int)strtol(v, &end, 10); if (*end || (g_gen_version != 2 && g_gen_version != 3)) die("-V %s: 2 or 3", v); break;
+        case 'W': g_gen_p_blocks = (int)strtol(v, &end, 10); if (*end || (g_gen_p_blocks != 1 && g_gen_p_blocks != 2)) die("-W %s: 1 or 2", v); break;
         case 'M': g_gen_mma = (int)strtol(v, &end, 10); if (*end || (g_gen_mma != 0 && g_gen_mma != 1)) die("-M %s: 0 or 1", v); break;
         case 'L': g_gen_pdl = (int)strtol(v, &end, 10); if (*end || (g_gen_pdl != 0 && g_gen_pdl != 1)) die("-L %s: 0 or 1", v); break;
         case 'S':
@@ -820,7 +908,7 @@ int main(int argc, char** argv) {
             "use %.2f GiB\n",
             S, Tmax, tm.prefill_s, tm.steps, med, (int)ms_per_step.size(), ms_per_step.size() == 1 ? "" : "s",
             med > 0 ? S * 1000.0 / med : 0.0, use_graph ? "CUDA graph" : "no graph",
-            dec.small ? "fused matvec" : dec.mma ? "tensor-core" : "cuBLASLt", dec.state_lowp ? PRECISION_NAME : "fp32",
+            dec.persist ? "persistent" : dec.small ? "fused matvec" : dec.mma ? "tensor-core" : "cuBLASLt", dec.state_lowp ? PRECISION_NAME : "fp32",
             gen_pdl_on() ? "on" : "off", dec.bytes / 1073741824.0, (total_b - free_b) / 1073741824.0);
     decoder_free(&dec);
     bpe_free(&bpe);

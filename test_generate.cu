@@ -8,9 +8,15 @@
  *      fp32 builds; the comparison must also catch a one-position shift.
  *   2. the CUDA-graph-replayed step == the plain step, bitwise (logits and SSM states), on both paths; and the plain
  *      step with launch overlap (programmatic dependent launch) == without it, bitwise.
- *   3. greedy: a batch of 4 prompts of different lengths gives the same tokens as each prompt alone; the picked
- *      tokens (the LM head's per-block picks on the fused path, the argmax kernel on the cuBLASLt path) == the
- *      argmax of the step's logits on the host.
+ *   3. greedy and seeded sampling (temperature 1): a batch of 4 prompts of different lengths gives the same tokens
+ *      as each prompt alone, on a livelier copy of the model (out_proj scaled up, so that the residual stream is
+ *      not just the current token's embedding and the greedy output varies: the check asserts >= 3 distinct ids,
+ *      else it could not fail); the picked tokens (the LM head's per-block picks on the fused path, the argmax
+ *      kernel on the cuBLASLt path) == the argmax of the step's logits on the host.
+ *   5. the persistent step (v3, one kernel for all layers, S <= 8) against the v2 step (three kernels a layer):
+ *      same greedy tokens, logits and SSM states within bf16 rounding (the norms sum in another order), for S = 1
+ *      and 4, both kernel variants (-W 1, 2) and a floatX state; and it must actually have run (d.persist).
+ *      Checks 1-3 run on the persistent path (-V 3, S <= 8) and again on v2 (-V 2).
  *   4. evaluation: gpu_eval's mean loss == the trainer's validation formula (mean of gpu_forward's batch losses),
  *      and == the cross-entropy computed on the host (double) from recurrent-step logits, token by token.
  * A small random model with ngroups = 2 (heads share B/C windows), chunk 16, vocab 257.
@@ -92,7 +98,8 @@ static void test_prefill_then_step(GPUModel* m, const std::vector<float>& full, 
     }
     char what[160];
     snprintf(what, sizeof what, "prefill(1,7,16,21)+step == full forward, every position, S=%d (%s, %s state)", S,
-             d.small ? "fused" : d.mma ? "tensor-core" : "cuBLASLt", d.state_lowp ? PRECISION_NAME : "fp32");
+             d.persist ? "persistent" : d.small ? "fused" : d.mma ? "tensor-core" : "cuBLASLt",
+             d.state_lowp ? PRECISION_NAME : "fp32");
     check(worst <= TOL_LOGITS, what, worst, TOL_LOGITS);
     snprintf(what, sizeof what, "  ... and the comparison fails against the previous position, S=%d", S);
     check(shifted > 10 * TOL_LOGITS, what, shifted, 10 * TOL_LOGITS);
@@ -136,20 +143,23 @@ static void test_graph_bitwise(GPUModel* m, const int* tokens, int S, int plain_
     char what[160];
     snprintf(what, sizeof what, "graph step == plain step%s bitwise, 9 steps, S=%d (%s, %s state): differing",
              plain_pdl ? "" : " without launch overlap", S,
-             a.small ? "fused" : a.mma ? "tensor-core" : "cuBLASLt", a.state_lowp ? PRECISION_NAME : "fp32");
+             a.persist ? "persistent" : a.small ? "fused" : a.mma ? "tensor-core" : "cuBLASLt",
+             a.state_lowp ? PRECISION_NAME : "fp32");
     check(diff == 0 && sdiff == 0 && nonzero > ns / 2, what, (double)(diff + sdiff), 0);
     decoder_free(&a);
     decoder_free(&b);
 }
 
-/* 3: greedy batch of 4 == each alone */
-static void test_batch_equals_alone(GPUModel* m, const int* tokens) {
+/* 3: a batch of 4 == each alone (greedy, or sampling at temperature 1 with a fixed seed) */
+static void test_batch_equals_alone(GPUModel* m, const int* tokens, float temperature) {
     const int lens[4] = {3, 9, 17, 30};
     int* prompts[4];
     std::vector<std::vector<int>> p(4);
     for (int s = 0; s < 4; s++) { p[s].assign(tokens + s, tokens + s + lens[s]); prompts[s] = p[s].data(); }
     const int n = 24;
-    GenOptions o = {0.0f, 1.0f, 0, n, -1, 1, 1};
+    GenOptions o = {temperature, 1.0f, 0, n, -1, 1, 1};
+    const char* how = temperature > 0 ? "sampled (t=1, seed 1)" : "greedy";
+    const char* path = g_gen_version == 3 ? "persistent" : "v2";
     std::vector<std::vector<int>> outb(4, std::vector<int>(n)), outa(4, std::vector<int>(n));
     std::vector<int*> pb(4), pa(4);
     for (int s = 0; s < 4; s++) { pb[s] = outb[s].data(); pa[s] = outa[s].data(); }
@@ -158,18 +168,26 @@ static void test_batch_equals_alone(GPUModel* m, const int* tokens) {
     decoder_create(&d, m, 4, 30, n);
     generate_batch(&d, m, prompts, lens, &o, pb.data(), nb);
     decoder_free(&d);
-    int mismatches = 0, distinct = 0;
+    int mismatches = 0, distinct = 0, seen[512] = {0};
     for (int s = 0; s < 4; s++) {
         Decoder one;
         decoder_create(&one, m, 1, 30, n);
-        generate_batch(&one, m, &prompts[s], &lens[s], &o, &pa[s], &na[s]);
+        GenOptions oa = o;
+        oa.seed = o.seed + s; /* sequence s of a batch samples with seed + s */
+        generate_batch(&one, m, &prompts[s], &lens[s], &oa, &pa[s], &na[s]);
         decoder_free(&one);
         if (na[s] != n || nb[s] != n) mismatches++;
         for (int i = 0; i < n; i++) mismatches += outa[s][i] != outb[s][i];
-        for (int i = 1; i < n; i++) distinct += outb[s][i] != outb[s][0];
+        for (int i = 0; i < nb[s] && i < n; i++) seen[outb[s][i] & 511] = 1;
     }
-    check(mismatches == 0, "greedy batch of 4 prompts (3,9,17,30 tokens) == each alone, 24 tokens: mismatches",
-          mismatches, 0);
+    for (int i = 0; i < 512; i++) distinct += seen[i];
+    char what[160];
+    snprintf(what, sizeof what, "%s batch of 4 prompts (3,9,17,30 tokens) == each alone, 24 tokens (%s): mismatches",
+             how, path);
+    check(mismatches == 0, what, mismatches, 0);
+    snprintf(what, sizeof what, "  ... and the batch's tokens vary (else the check above cannot fail): >= 3 ids");
+    check(distinct >= 3, what, distinct, 3);
+    if (temperature > 0) return;
     /* the device's pick == the host's argmax of the same step's logits, fused path (S = 4) and cuBLASLt (S = 12) */
     for (int S = 4; S <= 12; S += 8) {
         Decoder e;
@@ -192,7 +210,6 @@ static void test_batch_equals_alone(GPUModel* m, const int* tokens) {
                 wrong += got[s] != best;
             }
         }
-        char what[160];
         snprintf(what, sizeof what, "greedy pick on the device == host argmax of the logits, 6 steps, S=%d (%s)", S,
                  e.small ? "LM head partials" : "argmax kernel");
         check(wrong == 0, what, wrong, 0);
@@ -209,8 +226,73 @@ static void test_batch_equals_alone(GPUModel* m, const int* tokens) {
     decoder_free(&d);
     int mm = 0;
     for (int s = 0; s < 4; s++) for (int i = 0; i < n; i++) mm += outc[s][i] != outb[s][i];
-    check(mm == 0, "greedy batch of 4: graph == no graph: mismatches", mm, 0);
-    printf("     (sequence 0 greedy tokens vary: %d of %d differ from the first)\n", distinct, 4 * (n - 1));
+    snprintf(what, sizeof what, "greedy batch of 4: graph == no graph (%s): mismatches", path);
+    check(mm == 0, what, mm, 0);
+}
+
+/* 5: the persistent step against the v2 step: the same prefill, then 9 steps of the same tokens */
+static void test_persist_vs_v2(GPUModel* m, const int* tokens, int S, int blocks, int state_mode) {
+    const Mamba2Config* c = &m->config;
+    int saved_mode = g_gen_state_mode, saved_blocks = g_gen_p_blocks;
+    g_gen_state_mode = state_mode;
+    g_gen_p_blocks = blocks;
+    Decoder a, b;
+    g_gen_version = 3;
+    decoder_create(&a, m, S, 30, 1);
+    g_gen_version = 2;
+    decoder_create(&b, m, S, 30, 1);
+    g_gen_version = 3;
+    decoder_reset(&a, m);
+    decoder_reset(&b, m);
+    for (int s = 0; s < S; s++) {
+        decoder_prefill(&a, m, s, tokens + s, 5 + 3 * s);
+        decoder_prefill(&b, m, s, tokens + s, 5 + 3 * s);
+    }
+    int V = c->vocab_size, Vp = c->padded_vocab_size, wrong = 0;
+    double worst = 0;
+    for (int i = 0; i < 9; i++) {
+        std::vector<int> in(S);
+        for (int s = 0; s < S; s++) in[s] = tokens[(i * 7 + s) % 40];
+        set_tokens(&a, m, in.data());
+        set_tokens(&b, m, in.data());
+        decoder_step(&a, m, i % 2, 1); /* graph and plain, with the greedy pick */
+        decoder_step(&b, m, i % 2, 1);
+        std::vector<float> la = copy_logits_rows(m, a.logits, S), lb = copy_logits_rows(m, b.logits, S);
+        std::vector<int> ta(S), tb(S);
+        cudaCheck(cudaMemcpy(ta.data(), a.tokens, S * sizeof(int), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(tb.data(), b.tokens, S * sizeof(int), cudaMemcpyDeviceToHost));
+        for (int s = 0; s < S; s++) {
+            double e = rel_err(&la[(size_t)s * Vp], &lb[(size_t)s * Vp], V);
+            if (e > worst || e != e) worst = e != e ? INFINITY : e;
+            wrong += ta[s] != tb[s];
+        }
+    }
+    size_t ns = dec_state_elems(c, S);
+    std::vector<float> sa(ns), sb(ns);
+    if (a.state_lowp) {
+        std::vector<floatX> xa(ns), xb(ns);
+        cudaCheck(cudaMemcpy(xa.data(), a.state, ns * sizeof(floatX), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(xb.data(), b.state, ns * sizeof(floatX), cudaMemcpyDeviceToHost));
+        for (size_t k = 0; k < ns; k++) { sa[k] = toF(xa[k]); sb[k] = toF(xb[k]); }
+    } else {
+        cudaCheck(cudaMemcpy(sa.data(), a.state, ns * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(sb.data(), b.state, ns * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+    double se = rel_err(sa.data(), sb.data(), ns);
+    char what[200];
+    snprintf(what, sizeof what, "persistent step ran (S=%d, %d block%s/SM, %s state)", S, blocks, blocks > 1 ? "s" : "",
+             a.state_lowp ? PRECISION_NAME : "fp32");
+    check(a.persist == 1 && b.persist == 0, what, a.persist, 1);
+    snprintf(what, sizeof what, "  persistent == v2 step, 9 steps: logits rel err, S=%d", S);
+    check(worst <= TOL_LOGITS, what, worst, TOL_LOGITS);
+    snprintf(what, sizeof what, "  persistent == v2 step, 9 steps: SSM states rel err, S=%d", S);
+    check(se <= TOL_LOGITS, what, se, TOL_LOGITS);
+    snprintf(what, sizeof what, "  persistent == v2 step, 9 steps: greedy picks that differ, S=%d", S);
+    check(wrong == 0, what, wrong, 0);
+    decoder_free(&a);
+    decoder_free(&b);
+    g_gen_state_mode = saved_mode;
+    g_gen_p_blocks = saved_blocks;
 }
 
 /* 4: evaluation */
@@ -271,6 +353,7 @@ int main(void) {
     int dev_count = 0;
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0) die("test_generate needs a CUDA GPU");
     printf("test_generate (%s)\n", PRECISION_NAME);
+    g_gen_version = 3; /* checks 1-4 on the persistent step first (S <= 8), then again on v2 below */
     Mamba2Config c;
     char err[256];
     if (config_parse(&c, "d_model=64,n_layer=2,d_state=16,headdim=16,ngroups=2,vocab=257,chunk=16", err,
@@ -311,7 +394,30 @@ int main(void) {
     test_graph_bitwise(&mA, tokens, GEN_LOWP_MIN_S, 0);
     printf("     (launch overlap %s on this GPU)\n", gen_pdl_on() ? "available" : "NOT available: the overlap checks "
            "compare two plain launches");
-    test_batch_equals_alone(&mA, tokens);
+    /* the persistent step (v3) against v2, then checks 1-2 on the v2 small path */
+    test_persist_vs_v2(&mA, tokens, 1, 1, -1);
+    test_persist_vs_v2(&mA, tokens, 4, 1, -1);
+    test_persist_vs_v2(&mA, tokens, 4, 2, -1);
+    if (sizeof(floatX) == 2) test_persist_vs_v2(&mA, tokens, 4, 1, 1);
+    test_prefill_then_step(&mA, full, tokens, T, 4);
+    g_gen_version = 2;
+    test_prefill_then_step(&mA, full, tokens, T, 1);
+    test_graph_bitwise(&mA, tokens, 4, 1);
+    test_graph_bitwise(&mA, tokens, 1, 0);
+    g_gen_version = 3;
+
+    /* a livelier model for the batch checks: out_proj x 8, so the residual stream is not just the current token's
+     * embedding (with it alone, the greedy pick is the input token again and again: a check that cannot fail) */
+    std::vector<float> lively(params);
+    for (size_t i = 0; i < table[P_OUT_PROJ_W].numel; i++) lively[table[P_OUT_PROJ_W].offset + i] *= 8.0f;
+    GPUModel mC;
+    gpu_model_create(&mC, &c, lively.data(), NULL);
+    for (int v = 3; v >= 2; v--) {
+        g_gen_version = v;
+        test_batch_equals_alone(&mC, tokens, 0.0f);
+        test_batch_equals_alone(&mC, tokens, 1.0f);
+    }
+    g_gen_version = 3;
 
     /* a shard of random tokens for the evaluation */
     const int B = 4, TE = 32, nb = 3;

@@ -4,8 +4,9 @@
 #   Mamba-2 130M with random weights (-e 130m; speed does not depend on the weights), bf16.
 #   Decode: prompt 128 tokens, 256 new tokens, greedy; ms per decode step after the prefill and the first token,
 #           median of 5 generations (generate_mamba2cu -r 5), batch 1, 16 and 64 (and batch 1 without CUDA graphs,
-#           batch 1 without launch overlap (-L 0), batch 64 with the float SSM state (-S fp32) and with cuBLASLt
-#           projections (-M 0): what each choice buys).
+#           batch 1 without launch overlap (-L 0), batch 1 with the persistent step (-V 3) and its 2-blocks-per-SM
+#           variant (-V 3 -W 2), batch 64 with the float SSM state (-S fp32) and with
+#           cuBLASLt projections (-M 0): what each choice buys).
 #   Evaluation: B=8, T=2048, forward + loss (eval_mamba2cu), tokens/s over the batches after the first.
 #
 #   dev/bench_inference.sh [BIN_DIR]      BIN_DIR holds generate_mamba2cu and eval_mamba2cu (default: .); they are
@@ -36,6 +37,8 @@ declare -A MS
 for b in 1 16 64; do MS[$b]=$(decode_ms "$b" 1); done
 MS_NOGRAPH=$(decode_ms 1 0)
 MS_NOPDL=$(decode_ms 1 1 -L 0)
+MS_V3=$(decode_ms 1 1 -V 3)
+MS_W2=$(decode_ms 1 1 -V 3 -W 2)
 MS_F32STATE=$(decode_ms 64 1 -S fp32)
 MS_CUBLAS=$(decode_ms 64 1 -M 0)
 
@@ -57,6 +60,8 @@ echo "| --- | --- | --- | --- |"
 echo "| decode batch 1, ms/token | ${MS[1]:-fail} | 0.658 | <= 0.2 |"
 echo "| decode batch 1 without graphs, ms/token | ${MS_NOGRAPH:-fail} | 18-25 (no graphs) | - |"
 echo "| decode batch 1 without launch overlap (-L 0), ms/token | ${MS_NOPDL:-fail} | - | - |"
+echo "| decode batch 1, persistent step: all layers in one kernel (-V 3), ms/token | ${MS_V3:-fail} | - | - |"
+echo "| decode batch 1, persistent step, 2 blocks/SM (-V 3 -W 2), ms/token | ${MS_W2:-fail} | - | - |"
 echo "| decode batch 16, tokens/s | $(tps 16 "${MS[16]:-}") (${MS[16]:-fail} ms/step) | 18,763 | - |"
 echo "| decode batch 64, tokens/s | $(tps 64 "${MS[64]:-}") (${MS[64]:-fail} ms/step) | 47,035 | >= 100,000 |"
 echo "| decode batch 64 with the fp32 state (-S fp32), tokens/s | $(tps 64 "${MS_F32STATE:-}") (${MS_F32STATE:-fail} ms/step) | - | - |"

@@ -536,19 +536,24 @@ static void gated_matvec(float* x, const floatX* y, const floatX* z, int z_strid
                E, G, D);
 }
 
-/* x (S, D) float = wte[tokens]; *step += 1 (the step counter the argmax writes the history with). The first kernel
- * of a step: launched without overlap (it follows host copies of the tokens), but lets the first in_proj start. */
-__global__ static void decode_embed_kernel(float* x, int* step, const int* tokens, const floatX* wte, int D) {
+/* x (S, D) float = wte[tokens]; *step += 1 (the step counter the argmax writes the history with); *bar = 0 (the
+ * persistent step's grid-barrier counter, when there is one). The first kernel of a step: launched without overlap
+ * (it follows host copies of the tokens), but lets the first in_proj start. */
+__global__ static void decode_embed_kernel(float* x, int* step, unsigned* bar, const int* tokens, const floatX* wte,
+                                           int D) {
     gen_allow_next();
     int s = blockIdx.x;
-    if (s == 0 && threadIdx.x == 0) *step += 1;
+    if (s == 0 && threadIdx.x == 0) {
+        *step += 1;
+        if (bar != NULL) *bar = 0;
+    }
     const floatX* w = wte + (size_t)tokens[s] * D;
     for (int i = threadIdx.x; i < D; i += blockDim.x) x[(size_t)s * D + i] = toF(w[i]);
 }
 
-static void decode_embed(float* x, int* step, const int* tokens, const floatX* wte, int S, int D,
+static void decode_embed(float* x, int* step, unsigned* bar, const int* tokens, const floatX* wte, int S, int D,
                          cudaStream_t stream) {
-    decode_embed_kernel<<<S, 256, 0, stream>>>(x, step, tokens, wte, D);
+    decode_embed_kernel<<<S, 256, 0, stream>>>(x, step, bar, tokens, wte, D);
     cudaCheckLast();
 }
 
@@ -813,6 +818,424 @@ static void gen_mma(floatX* out, int out_stride, float* resid, const floatX* A, 
 static int gen_mma_path_ok(int S, int D, int E) {
     if (sizeof(floatX) != 2 || !g_gen_mma) return 0;
     return S > GEN_SMALL_S && S <= GEN_MMA_MAX_S && D % 32 == 0 && E % 32 == 0;
+}
+
+
+/* ================================================================================================================
+ * The persistent decode step (version 3; S <= GEN_SMALL_S): every layer of a step in ONE kernel.
+ *
+ * Why: in v2 a layer is three kernels of ~4.5-5.7 us each against a 0.5-1.7 us floor; each kernel is one dependent
+ * chain after its griddepcontrol.wait (activation load from L2, a block-wide norm with two barriers, the dot, the
+ * store). Here the grid (gen_persist_grid: blocks_per_SM x #SMs, all resident) stays on the GPU for the whole step
+ * and its phases are separated by a grid barrier of our own; each phase is WARP-independent (no __syncthreads, no
+ * shared memory inside a phase), and each warp issues the loads of its NEXT phase's weights (or SSM state rows)
+ * between arriving at a barrier and waiting at it, so the weight stream overlaps the barrier.
+ *
+ * Per layer, 3 phases and 3 barriers (2 after the last layer's first two phases; the kernel's end is the last):
+ *   (a) in   warp w owns in_proj rows w, w + NW, ... (NW warps in the grid; the global warp id interleaves blocks, so
+ *            rows spread evenly over the SMs). Each warp normalizes x itself (RMSNorm: its lanes load x at the
+ *            columns of their weight chunks, one warp reduction), dots, rounds to floatX, stores zxbcdt; a warp that
+ *            owns an xBC channel also runs that channel's conv step (conv + SiLU -> xbc, the window shift).
+ *   (b) ssm  a warp (tpr lanes a row, 32/tpr rows) per group of state rows: dt, the state update, y = h C + D x, and
+ *            the gate g = y * SiLU(z) as float (the gated norm's input), from xbc / zxbcdt.
+ *   (c) out  warp w owns out_proj rows w, w + NW, ...: it loads g at its chunk columns, RMSNorm per group (one warp
+ *            reduction a group), dots, x[o] += floatX(dot) (the residual; each element has one owner: no atomics).
+ * The grid barrier: a counter in global memory, zeroed by decode_embed_kernel each step; a block arrives with
+ * __syncthreads + one red.release.gpu (the CUDA-model pattern: the barrier orders the block's writes before thread
+ * 0's release) and waits with thread 0 spinning on ld.acquire.gpu until the counter reaches (barriers so far) x
+ * (blocks), then __syncthreads. Activations written by other blocks are read with ld.global.cg (L2), never through a
+ * possibly stale L1 line. Arrive and wait are split so that a warp's prefetch loads are issued after its release
+ * (a release waits for the thread's earlier memory operations, prefetches included) and before the wait.
+ * Roundings are those of v2 (u, zxbcdt, xbc, y, gn, delta stored as floatX); the two norms sum in another order
+ * than v2's block sums (per warp, lane chunks), so v3's logits equal v2's to bf16 rounding, not bitwise. Every
+ * sequence is computed by the same warps in the same order whatever S is: a batch gives each prompt's logits
+ * bitwise as alone.
+ * ================================================================================================================ */
+
+#define GEN_P_THREADS 256
+#define GEN_P_NA 3   /* in_proj: 16-byte weight chunks (8 values) per lane per row: rows up to 768 wide (d_model) */
+#define GEN_P_NC 6   /* out_proj: rows up to 1536 wide (d_inner) */
+#define GEN_P_KMAX 4 /* conv width */
+
+/* generate_mamba2cu -V 3: the persistent step on the small path; -V 2 (default): the v2 step, 3 kernels a layer,
+ * which measured faster on the H100 (0.383 against 0.493 ms/token at batch 1: dev/cuda/NOTES_decode.md, v3) */
+static int g_gen_version = 2;
+static int g_gen_p_blocks = 1; /* -W 1|2: persistent blocks per SM (kernel variants: see gen_persist_step_kernel) */
+static int g_gen_coop = 1;     /* launch the persistent step as a cooperative grid (residency checked by the driver) */
+
+typedef struct {
+    float* x;          /* (S, D) residual stream */
+    floatX* zxbcdt;    /* (S, Z) in_proj output */
+    floatX* xbc;       /* (S, Cd) conv step output */
+    floatX* y;         /* (S, E) SSD output */
+    float* gate;       /* (S, E) y * SiLU(z) */
+    void* state;       /* (L, S, H, P, N) float or floatX */
+    const float* win_in;
+    float* win_out;    /* (L, S, K-1, Cd) */
+    size_t win_layer, state_layer;
+    unsigned* bar;     /* grid-barrier counter, zeroed by decode_embed_kernel */
+    /* layer 0's parameters; layer l's at + l * the tensor's per-layer stride (_ls) */
+    const float *norm_w, *conv_w, *conv_b, *dt_bias, *A_log, *Dskip, *gnorm_w;
+    const floatX *in_w, *out_w;
+    size_t norm_w_ls, conv_w_ls, conv_b_ls, dt_bias_ls, A_log_ls, Dskip_ls, gnorm_w_ls, in_w_ls, out_w_ls;
+    int S, L, D, E, H, P, N, G, K, Z, Cd, tpr;
+    int only_barriers; /* -T 1: the barriers alone, to time them */
+} GenPArgs;
+
+__device__ static inline void gen_bar_arrive(unsigned* count) {
+    __syncthreads();
+    if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(count) : "memory");
+}
+
+__device__ static inline void gen_bar_wait(const unsigned* count, unsigned target) {
+    if (threadIdx.x == 0) {
+        unsigned v;
+        do {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(count) : "memory");
+        } while (v < target);
+    }
+    __syncthreads();
+}
+
+/* 8 floats at p (16-byte aligned) from L2 */
+__device__ static inline void gp_load8f(float v[8], const float* p) {
+    float4 a = __ldcg((const float4*)p), b = __ldcg((const float4*)(p + 4));
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+
+/* the lane's NPF chunks of weight row wr (C wide), or zeros (row < 0): every register is written, so a prefetch
+ * leaves no old value alive across the phases in between (a conditional load would keep the old one live) */
+template <int NPF>
+__device__ static inline void gp_load_w(GenW8 w[NPF], const floatX* wr, int C, int lane, int valid) {
+#pragma unroll
+    for (int j = 0; j < NPF; j++) {
+        int i = (j * WARP_SIZE + lane) * 8;
+#pragma unroll
+        for (int q = 0; q < 8 / XVEC; q++) {
+            if (valid && i < C) w[j].v[q] = load128cs(wr + i + q * XVEC);
+            else
+#pragma unroll
+                for (int e = 0; e < XVEC; e++) w[j].v[q].v[e] = fromF(0.f);
+        }
+    }
+}
+
+/* the lane's part of W row . u, u held in registers at the lane's chunk columns ((j * 32 + lane) * 8 ..); the same
+ * fma chain per chunk as mv_dot */
+template <int NPF>
+__device__ static inline float gp_dot(const GenW8 w[NPF], const float u[NPF][8], int C, int lane) {
+    float acc = 0.f;
+#pragma unroll
+    for (int j = 0; j < NPF; j++) {
+        int i = (j * WARP_SIZE + lane) * 8;
+        if (i >= C) break;
+        float wv[8];
+#pragma unroll
+        for (int q = 0; q < 8 / XVEC; q++)
+#pragma unroll
+            for (int e = 0; e < XVEC; e++) wv[q * XVEC + e] = toF(w[j].v[q].v[e]);
+        float t = __fmul_rn(wv[0], u[j][0]);
+#pragma unroll
+        for (int e = 1; e < 8; e++) t = __fmaf_rn(wv[e], u[j][e], t);
+        acc = __fadd_rn(acc, t);
+    }
+    return acc;
+}
+
+/* (a) in_proj row `row` for sequence s: zxbcdt, and for an xBC channel its conv step */
+__device__ static inline void gp_in_row(const GenPArgs& a, int l, const GenW8 w[GEN_P_NA], const float u[GEN_P_NA][8],
+                                        int row, int s, int lane) {
+    int E = a.E, Cd = a.Cd, K = a.K, K1 = K - 1, ch = row - E, is_conv = ch >= 0 && ch < Cd;
+    const float* cw = a.conv_w + l * a.conv_w_ls;
+    const float* wi = a.win_in + l * a.win_layer + (size_t)s * K1 * Cd;
+    float cwv[GEN_P_KMAX], win[GEN_P_KMAX], cb = 0.f;
+    if (is_conv) { /* the conv operands load while the dot runs */
+        cb = a.conv_b[l * a.conv_b_ls + ch];
+#pragma unroll
+        for (int k = 0; k < GEN_P_KMAX; k++) {
+            cwv[k] = k < K ? cw[ch * K + k] : 0.f;
+            win[k] = k < K1 ? wi[(size_t)k * Cd + ch] : 0.f;
+        }
+    }
+    float v = toF(fromF(warp_reduce_sum(gp_dot<GEN_P_NA>(w, u, a.D, lane))));
+    if (lane != 0) return;
+    a.zxbcdt[(size_t)s * a.Z + row] = fromF(v);
+    if (!is_conv) return;
+    float acc = cb;
+#pragma unroll
+    for (int k = 0; k < GEN_P_KMAX; k++) if (k < K1) acc += cwv[k] * win[k];
+#pragma unroll
+    for (int k = 0; k < GEN_P_KMAX; k++) if (k == K1) acc += cwv[k] * v;
+    float* wo = a.win_out + l * a.win_layer + (size_t)s * K1 * Cd;
+#pragma unroll
+    for (int k = 0; k < GEN_P_KMAX; k++) if (k + 1 < K1) wo[(size_t)k * Cd + ch] = win[k + 1];
+    wo[(size_t)(K1 - 1) * Cd + ch] = v;
+    a.xbc[(size_t)s * Cd + ch] = fromF(acc / (1.f + expf(-acc)));
+}
+
+template <int RA>
+__device__ static inline void gp_prefetch_in(GenW8 wa[RA][GEN_P_NA], const GenPArgs& a, int l, int gw, int NW,
+                                             int lane) {
+    const floatX* W = a.in_w + l * a.in_w_ls;
+#pragma unroll
+    for (int k = 0; k < RA; k++) {
+        int row = gw + k * NW;
+        gp_load_w<GEN_P_NA>(wa[k], W + (size_t)(row < a.Z ? row : 0) * a.D, a.D, lane, row < a.Z);
+    }
+}
+
+template <int RA>
+__device__ static inline void gp_phase_in(const GenPArgs& a, int l, const GenW8 wa[RA][GEN_P_NA], int gw, int NW,
+                                          int lane) {
+    int D = a.D;
+    const float* nw = a.norm_w + l * a.norm_w_ls;
+    const floatX* W = a.in_w + l * a.in_w_ls;
+    float nwv[GEN_P_NA][8];
+#pragma unroll
+    for (int j = 0; j < GEN_P_NA; j++) {
+        int i = (j * WARP_SIZE + lane) * 8;
+#pragma unroll
+        for (int e = 0; e < 8; e++) nwv[j][e] = i < D ? nw[i + e] : 0.f;
+    }
+    #pragma unroll 1
+    for (int s = 0; s < a.S; s++) {
+        float u[GEN_P_NA][8], ss = 0.f;
+#pragma unroll
+        for (int j = 0; j < GEN_P_NA; j++) {
+            int i = (j * WARP_SIZE + lane) * 8;
+            if (i < D) gp_load8f(u[j], a.x + (size_t)s * D + i);
+            else
+#pragma unroll
+                for (int e = 0; e < 8; e++) u[j][e] = 0.f;
+#pragma unroll
+            for (int e = 0; e < 8; e++) ss += u[j][e] * u[j][e];
+        }
+        float r = rsqrtf(warp_reduce_sum(ss) / D + 1e-5f);
+#pragma unroll
+        for (int j = 0; j < GEN_P_NA; j++)
+#pragma unroll
+            for (int e = 0; e < 8; e++) u[j][e] = toF(fromF(u[j][e] * r * nwv[j][e]));
+#pragma unroll
+        for (int k = 0; k < RA; k++) {
+            int row = gw + k * NW;
+            if (row < a.Z) gp_in_row(a, l, wa[k], u, row, s, lane);
+        }
+        #pragma unroll 1
+        for (int row = gw + RA * NW; row < a.Z; row += NW) {
+            GenW8 w[GEN_P_NA];
+            gp_load_w<GEN_P_NA>(w, W + (size_t)row * D, D, lane, 1);
+            gp_in_row(a, l, w, u, row, s, lane);
+        }
+    }
+}
+
+/* (b): the first item's state vector, before the barrier (the state was written by the previous step) */
+template <typename St>
+__device__ static inline void gp_prefetch_state(Vec128<St>& sv, const GenPArgs& a, int l, int gw, int lane) {
+    constexpr int EPV = 16 / sizeof(St);
+    int rpw = WARP_SIZE / a.tpr, items = a.S * a.H * a.P / rpw;
+    if (gw >= items) {
+#pragma unroll
+        for (int j = 0; j < EPV; j++) sv.v[j] = St(0.f);
+        return;
+    }
+    int rowid = gw * rpw + lane / a.tpr;
+    sv = load128cs((const St*)a.state + l * a.state_layer + (size_t)rowid * a.N + (lane % a.tpr) * EPV);
+}
+
+template <typename St>
+__device__ static inline void gp_phase_state(const GenPArgs& a, int l, Vec128<St> sv, int gw, int NW, int lane) {
+    constexpr int EPV = 16 / sizeof(St);
+    int tpr = a.tpr, rpw = WARP_SIZE / tpr, sub = lane % tpr, n0 = sub * EPV;
+    int E = a.E, N = a.N, G = a.G, P = a.P, HP = a.H * P, items = a.S * HP / rpw;
+    St* state = (St*)a.state + l * a.state_layer;
+    const float *dt_bias = a.dt_bias + l * a.dt_bias_ls, *A_log = a.A_log + l * a.A_log_ls;
+    const float* Dskip = a.Dskip + l * a.Dskip_ls;
+    #pragma unroll 1
+    for (int it = gw; it < items; it += NW) {
+        int rowid = it * rpw + lane / tpr, s = rowid / HP, hp = rowid % HP, h = hp / P, g = h / (a.H / G);
+        St* st = state + (size_t)rowid * N + n0;
+        if (it != gw) sv = load128cs(st);
+        const floatX* xr = a.xbc + (size_t)s * a.Cd;
+        const floatX* zr = a.zxbcdt + (size_t)s * a.Z;
+        float xp = toF(__ldcg(xr + hp)), Bv[EPV], Cv[EPV];
+#pragma unroll
+        for (int j = 0; j < EPV; j++) {
+            Bv[j] = toF(__ldcg(xr + E + g * N + n0 + j));
+            Cv[j] = toF(__ldcg(xr + E + G * N + g * N + n0 + j));
+        }
+        float u = toF(__ldcg(zr + E + a.Cd + h)) + dt_bias[h], zv = toF(__ldcg(zr + hp));
+        float A = -expf(A_log[h]), Dh = Dskip[h];
+        float dt = u > 20.f ? u : log1pf(expf(u));
+        float aa = expf(dt * A), dtx = dt * xp, acc = 0.f;
+        Vec128<St> out;
+#pragma unroll
+        for (int j = 0; j < EPV; j++) {
+            float v = aa * toF(sv.v[j]) + dtx * Bv[j];
+            st_set(out.v[j], v);
+            acc += v * Cv[j];
+        }
+        store128cs(st, out);
+        for (int off = tpr / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+        if (sub == 0) {
+            floatX yv = fromF(acc + Dh * xp);
+            a.y[(size_t)s * E + hp] = yv;
+            a.gate[(size_t)s * E + hp] = toF(yv) * zv / (1.f + expf(-zv));
+        }
+    }
+}
+
+/* (c) out_proj row o for every sequence: x[s, o] += floatX(RMSNorm_g(gate) * gnorm_w . W_out row o) */
+__device__ static inline void gp_out_row(const GenPArgs& a, int l, const GenW8 w[GEN_P_NC], int o, int lane) {
+    int E = a.E, D = a.D, Eg = E / a.G;
+    const float* gnw = a.gnorm_w + l * a.gnorm_w_ls;
+    #pragma unroll 1
+    for (int s = 0; s < a.S; s++) {
+        float g[GEN_P_NC][8];
+#pragma unroll
+        for (int j = 0; j < GEN_P_NC; j++) {
+            int i = (j * WARP_SIZE + lane) * 8;
+            if (i < E) gp_load8f(g[j], a.gate + (size_t)s * E + i);
+            else
+#pragma unroll
+                for (int e = 0; e < 8; e++) g[j][e] = 0.f;
+        }
+        float xo = __ldcg(a.x + (size_t)s * D + o);
+        float rj[GEN_P_NC]; /* the norm factor of chunk j's group */
+#pragma unroll 1
+        for (int gi = 0; gi < a.G; gi++) { /* one pass a group (a chunk lies in one group: Eg % 8 == 0) */
+            float ss = 0.f;
+#pragma unroll
+            for (int j = 0; j < GEN_P_NC; j++) {
+                int i = (j * WARP_SIZE + lane) * 8;
+                if (i < E && i / Eg == gi)
+#pragma unroll
+                    for (int e = 0; e < 8; e++) ss += g[j][e] * g[j][e];
+            }
+            float r = rsqrtf(warp_reduce_sum(ss) / Eg + 1e-5f);
+#pragma unroll
+            for (int j = 0; j < GEN_P_NC; j++) {
+                int i = (j * WARP_SIZE + lane) * 8;
+                if (i < E && i / Eg == gi) rj[j] = r;
+            }
+        }
+        /* gn = floatX(g r w), then the dot: chunk by chunk, so gn never needs registers of its own */
+        float acc = 0.f;
+#pragma unroll
+        for (int j = 0; j < GEN_P_NC; j++) {
+            int i = (j * WARP_SIZE + lane) * 8;
+            if (i >= E) break;
+            float4 w0 = *(const float4*)(gnw + i), w1 = *(const float4*)(gnw + i + 4);
+            float wn[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w}, wv[8], u[8];
+#pragma unroll
+            for (int e = 0; e < 8; e++) u[e] = toF(fromF(g[j][e] * rj[j] * wn[e]));
+#pragma unroll
+            for (int q = 0; q < 8 / XVEC; q++)
+#pragma unroll
+                for (int e = 0; e < XVEC; e++) wv[q * XVEC + e] = toF(w[j].v[q].v[e]);
+            float t = __fmul_rn(wv[0], u[0]);
+#pragma unroll
+            for (int e = 1; e < 8; e++) t = __fmaf_rn(wv[e], u[e], t);
+            acc = __fadd_rn(acc, t);
+        }
+        float v = warp_reduce_sum(acc);
+        if (lane == 0) a.x[(size_t)s * D + o] = xo + toF(fromF(v));
+    }
+}
+
+__device__ static inline void gp_phase_out(const GenPArgs& a, int l, const GenW8 wc[GEN_P_NC], int gw, int NW,
+                                           int lane) {
+    const floatX* W = a.out_w + l * a.out_w_ls;
+    if (gw < a.D) gp_out_row(a, l, wc, gw, lane);
+    #pragma unroll 1
+    for (int o = gw + NW; o < a.D; o += NW) {
+        GenW8 w[GEN_P_NC];
+        gp_load_w<GEN_P_NC>(w, W + (size_t)o * a.E, a.E, lane, 1);
+        gp_out_row(a, l, w, o, lane);
+    }
+}
+
+/* MINB blocks per SM (the register budget: 1 block, 255 registers, or 2, 128 with spills); RA in_proj rows per warp
+ * prefetched across the barrier (more rows load after it): 4 x 8 warps x 132 SMs or 2 x 16 x 132 cover 130M's 3352 */
+template <typename St, int MINB, int RA>
+__global__ static void __launch_bounds__(GEN_P_THREADS, MINB) gen_persist_step_kernel(const GenPArgs a) {
+    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, wpb = blockDim.x / WARP_SIZE;
+    int NW = gridDim.x * wpb, gw = warp * gridDim.x + blockIdx.x;
+    unsigned target = 0;
+    GenW8 wa[RA][GEN_P_NA];
+    GenW8 wc[GEN_P_NC];
+    Vec128<St> sv;
+    gp_prefetch_in<RA>(wa, a, 0, gw, NW, lane); /* weights: before the wait */
+    gen_wait_prior();
+    #pragma unroll 1
+    for (int l = 0; l < a.L; l++) {
+        if (l == a.L - 1) gen_allow_next(); /* the LM head may launch and load its first rows during the last layer */
+        if (!a.only_barriers) gp_phase_in<RA>(a, l, wa, gw, NW, lane);
+        gen_bar_arrive(a.bar);
+        gp_prefetch_state<St>(sv, a, l, gw, lane); /* the prefetches run even with only_barriers: no old values live */
+        gen_bar_wait(a.bar, target += gridDim.x);
+        if (!a.only_barriers) gp_phase_state<St>(a, l, sv, gw, NW, lane);
+        gen_bar_arrive(a.bar);
+        gp_load_w<GEN_P_NC>(wc, a.out_w + l * a.out_w_ls + (size_t)(gw < a.D ? gw : 0) * a.E, a.E, lane, gw < a.D);
+        gen_bar_wait(a.bar, target += gridDim.x);
+        if (!a.only_barriers) gp_phase_out(a, l, wc, gw, NW, lane);
+        if (l + 1 < a.L) {
+            gen_bar_arrive(a.bar);
+            gp_prefetch_in<RA>(wa, a, l + 1, gw, NW, lane);
+            gen_bar_wait(a.bar, target += gridDim.x);
+        }
+    }
+}
+
+/* why the persistent step cannot take these shapes (NULL: it can); st_bytes: the state's element size */
+static const char* gen_persist_unsupported(int S, int D, int E, int H, int P, int N, int G, int K, int st_bytes) {
+    int EPV = 16 / st_bytes, tpr = N / EPV;
+    if (S < 1 || S > GEN_SMALL_S) return "more sequences than the small path takes";
+    if (D % 8 != 0 || D > GEN_P_NA * 256) return "d_model must be a multiple of 8 and at most 768";
+    if (E % 8 != 0 || E > GEN_P_NC * 256) return "d_inner must be a multiple of 8 and at most 1536";
+    if (G < 1 || H % G != 0 || E % G != 0 || (E / G) % 8 != 0) return "each group needs a multiple of 8 channels";
+    if (K < 2 || K > GEN_P_KMAX) return "d_conv must be 2..4";
+    if (N % EPV != 0 || tpr > WARP_SIZE || (tpr & (tpr - 1)) != 0)
+        return "d_state must be a power of two times a 16-byte vector, at most a warp's worth";
+    if (P % (WARP_SIZE / tpr) != 0) return "headdim must be a multiple of the state rows a warp takes";
+    return NULL;
+}
+
+/* the kernel variant for g_gen_p_blocks (-W): 1 block per SM with 4 prefetched rows, or 2 with 2 */
+template <typename St>
+static void (*gen_persist_kernel(void))(const GenPArgs) {
+    return g_gen_p_blocks >= 2 ? gen_persist_step_kernel<St, 2, 2> : gen_persist_step_kernel<St, 1, 4>;
+}
+
+/* blocks of the persistent grid: g_gen_p_blocks (1 or 2) per SM, if that many are resident at once; else 0 */
+template <typename St>
+static int gen_persist_grid(void) {
+    int per_sm = 0, want = g_gen_p_blocks >= 2 ? 2 : 1;
+    cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gen_persist_kernel<St>(), GEN_P_THREADS, 0));
+    return per_sm >= want ? want * gen_num_sms() : 0;
+}
+
+/* launch the step; returns the launch's error (a cooperative launch the driver refuses) instead of dying */
+template <typename St>
+static cudaError_t gen_persist_step(const GenPArgs& a, int grid, cudaStream_t stream) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(GEN_P_THREADS);
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[2];
+    int n = 0;
+    if (gen_pdl_on()) {
+        attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[n++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (g_gen_coop) {
+        attr[n].id = cudaLaunchAttributeCooperative;
+        attr[n++].val.cooperative = 1;
+    }
+    cfg.attrs = attr;
+    cfg.numAttrs = n;
+    return cudaLaunchKernelEx(&cfg, gen_persist_kernel<St>(), a);
 }
 
 #endif
