@@ -4,7 +4,8 @@
  *   ./eval_mamba2cu -e hf/mamba2-130m -i 'data/pile/pile_val_*.bin' -b 8 -t 2048 -m 50
  *
  * The GPU twin of eval_mamba2.c, with the same flags and output. Forward only: the trainer's gpu_forward with
- * dloss = 0 (classifier_loss_only: no dlogits). The shards are read in order in non-overlapping windows of B*T+1
+ * dloss = 0 (classifier_loss_only: no dlogits) on a model made forward_only (the layers take turns in one layer's
+ * activation buffers; no gradient buffers). The shards are read in order in non-overlapping windows of B*T+1
  * tokens (llmc/dataloader.h), each row of T tokens starting from an empty state, as the trainers' validation does,
  * so the mean loss here is the trainer's val loss on the same data. Bits per byte = total loss in bits / total
  * bytes of the target tokens' text (tokenizer file -k, default tokenizer.bin beside the shards; end-of-text counts
@@ -66,7 +67,11 @@ int main(int argc, char** argv) {
 
     GPUModel model;
     gpu_load_model(&model, model_path, 1);
+    model.forward_only = 1; /* one layer's activations, no gradient buffers */
     const Mamba2Config* c = &model.config;
+    /* no backward here, so the chunk length the forward likes best: the model's up to 256 (SSD version 5 on the
+     * H100: 0.367 ms a layer at Q=256 against 0.389 at 128, B=8 T=2048; dev/cuda/NOTES_ssd.md) */
+    model.ssd_q = c->chunk_size < 256 ? c->chunk_size : 256;
     config_print(c, stderr);
 
     Tokenizer tok;

@@ -146,6 +146,27 @@ static void test_lm_head_chunks(void) {
     hf_fixture_free(&fx);
 }
 
+/* evaluation (eval_mamba2cu): a forward_only model, whose layers share one layer's activation buffers, gives the
+ * per-token losses of the training model bitwise (same kernels, same order; only the buffers differ) */
+static void test_forward_only(void) {
+    HFFixture fx;
+    char err[512];
+    if (hf_fixture_load(&fx, HF_FIXTURE_PATH, 16, err, sizeof(err)) != 0) { report(0, "fixture: %s", err); return; }
+    int B = fx.B, T = fx.T, BT = B * T;
+    GPUModel full, ev;
+    gpu_model_create(&full, &fx.config, fx.params, NULL);
+    gpu_model_create(&ev, &fx.config, fx.params, NULL);
+    ev.forward_only = 1;
+    float loss_full = gpu_forward(&full, fx.inputs, fx.targets, B, T, 0.0f);
+    float loss_ev = gpu_forward(&ev, fx.inputs, fx.targets, B, T, 0.0f);
+    int same = memcmp(full.losses_host, ev.losses_host, (size_t)BT * sizeof(float)) == 0;
+    report(same && loss_full == loss_ev && ev.activation_bytes < full.activation_bytes / 2,
+           "forward_only model: losses bitwise equal to the training model's (mean %.7f vs %.7f), activations %zu "
+           "bytes against %zu", loss_ev, loss_full, ev.activation_bytes, full.activation_bytes);
+    compare("forward_only model: mean loss vs the fixture", &loss_ev, &fx.loss, 1, TOL);
+    hf_fixture_free(&fx);
+}
+
 /* prefill by the parallel forward vs token-by-token recurrent steps, one sequence */
 static void test_step_matches_forward(void) {
     HFFixture fx;
@@ -275,6 +296,7 @@ int main(void) {
     test_fixture(16); /* the GPU SSD needs chunk >= 16: 16 leaves a partial last chunk at T=20 */
     test_fixture(32); /* chunk >= T */
     test_lm_head_chunks();
+    test_forward_only();
     test_step_matches_forward();
     test_trainers();
     printf("%d passed, %d failed\n", g_passed, g_failed);

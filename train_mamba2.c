@@ -1148,18 +1148,12 @@ static real evaluate(Mamba2* m, DataLoader* val, int max_batches) {
 /* generation from the end-of-text token with the recurrent step; prints text (or ids without a tokenizer) */
 static void print_sample(Mamba2* m, InferenceState* st, Tokenizer* tok, Rng* rng, int n_tokens) {
     inference_state_reset(st, &m->config);
-    int token = tok->init_ok ? tok->eot_token : 0;
-    if (token < 0 || token >= m->config.vocab_size) token = 0;
+    int token = sample_first_token(tok, m->config.vocab_size);
     printf("sample: ");
     for (int i = 0; i < n_tokens; i++) {
         real* logits = mamba2_step(m, st, token);
         token = sample_token(logits, m->config.vocab_size, 1.0f, rng);
-        if (tok->init_ok) {
-            const char* piece = tokenizer_decode(tok, (uint32_t)token);
-            if (piece) tokenizer_safe_print(piece);
-        } else {
-            printf("%d ", token);
-        }
+        sample_print_token(tok, token);
     }
     printf("\n---\n");
     fflush(stdout);
@@ -1201,8 +1195,8 @@ int main(int argc, char** argv) {
 
     /* data */
     int B = args.B, T = args.T;
-    if (args.zero_stage != 0 || args.recompute != 0 || args.profile != 0)
-        die("-z, -r and -p are options of the GPU trainer");
+    if (args.zero_stage != 0 || args.recompute != 0 || args.profile != 0 || args.ssd_chunk != 0)
+        die("-z, -r, -p and -K are options of the GPU trainer");
     int accum = grad_accum_steps(&args, 1);
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, args.train_pattern, B, T, 0, 1, 1, args.seed, c->vocab_size);
@@ -1211,11 +1205,8 @@ int main(int argc, char** argv) {
     if (use_val) dataloader_init(&val_loader, args.val_pattern, B, T, 0, 1, 0, args.seed, c->vocab_size);
     printf("train: %zu tokens, B=%d T=%d, grad accumulation %d -> %d tokens/step\n", train_loader.num_tokens, B, T,
            accum, args.total_batch_tokens);
-    char tok_path[4096];
-    if (args.tokenizer_path) snprintf(tok_path, sizeof(tok_path), "%s", args.tokenizer_path);
-    else default_tokenizer_path(tok_path, sizeof(tok_path), args.train_pattern);
     Tokenizer tokenizer;
-    tokenizer_init(&tokenizer, tok_path);
+    trainer_tokenizer_init(&tokenizer, &args);
     InferenceState infer;
     inference_state_init(&infer, c);
 #ifdef _OPENMP

@@ -169,6 +169,8 @@ typedef struct {
                               forward, to run several chunks on small shapes) */
     int recompute;     /* 1: keep one layer's xbc and gn, recompute them in the backward (set before the first forward) */
     int ssd_q;         /* the SSD kernels' chunk length (set before the first forward); see gpu_default_ssd_chunk */
+    int forward_only;  /* 1: evaluation only: one layer's activations, reused by every layer, and no gradient
+                          buffers (set before the first forward; eval_mamba2cu) */
     GPUActivations a;
     GPUGradActivations g;
     float* losses_host;
@@ -299,6 +301,7 @@ static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     size_t X = sizeof(floatX), F = sizeof(float), total = 0;
     size_t ssd_saved = ssd_saved_bytes(B, T, c->nheads, c->headdim, c->d_state, m->ssd_q);
     GPUActivations* a = &m->a;
+    if (m->forward_only) L = 1; /* evaluation: the layers take turns in one layer's buffers */
     a->residual = (float*)gpu_alloc((L + 1) * BT * D * F, &total);
     a->u = (floatX*)gpu_alloc(L * BT * D * X, &total);
     a->rstd = (float*)gpu_alloc(L * BT * F, &total);
@@ -317,6 +320,10 @@ static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     a->losses = (float*)gpu_alloc(BT * F, &total);
     a->inputs = (int*)gpu_alloc(BT * sizeof(int), &total);
     a->targets = (int*)gpu_alloc(BT * sizeof(int), &total);
+    m->losses_host = (float*)mallocCheck(BT * F);
+    m->B = B;
+    m->T = T;
+    if (m->forward_only) { m->activation_bytes = total; return; }
     GPUGradActivations* g = &m->g;
     g->dresidual = (float*)gpu_alloc(BT * D * F, &total);
     g->dres_x = (floatX*)gpu_alloc(BT * D * X, &total);
@@ -332,10 +339,7 @@ static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     g->scratch = (float*)gpu_alloc(scratch * F, &total);
     g->enc_ws = (int*)gpu_alloc(encoder_backward_workspace_ints((int)BT) * sizeof(int), &total);
     cudaCheck(cudaMallocHost(&g->enc_host, encoder_backward_host_scratch_ints((int)BT, (int)Vp) * sizeof(int)));
-    m->losses_host = (float*)mallocCheck(BT * F);
     m->activation_bytes = total;
-    m->B = B;
-    m->T = T;
 }
 
 /* layer l's slice of an (L, BT, width) activation */
@@ -388,34 +392,37 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     encoder_forward(a->residual, a->inputs, PX(m, P_WTE, 0), BTi, D, st);
     prof_mark(K_EMBED, st);
     /* training: group the tokens for the embedding backward now, on the host, while the GPU runs the forward */
-    if (targets && dloss > 0)
+    if (targets && dloss > 0 && !m->forward_only)
         m->g.enc_plan = encoder_backward_prepare(m->g.enc_ws, m->g.enc_host, inputs, BTi, c->padded_vocab_size, st);
+    int fo = m->forward_only; /* evaluation: every layer reuses slot 0 of the per-layer activations */
     for (int l = 0; l < c->n_layer; l++) {
         /* the stream entering layer l = the one entering l-1 plus l-1's out_proj output, written into l's slice */
-        float* x = LAYER(a->residual, l, D);
-        rmsnorm_forward_from(LAYER(a->u, l, D), LAYER(a->rstd, l, 1), x, l > 0 ? LAYER(a->residual, l - 1, D) : x,
-                             l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l), BTi, D, st);
+        int la = fo ? 0 : l, lk = (m->recompute || fo) ? 0 : l; /* where layer l's activations / xbc and gn live */
+        float* x = LAYER(a->residual, la, D);
+        rmsnorm_forward_from(LAYER(a->u, la, D), LAYER(a->rstd, la, 1), x,
+                             l > 0 ? LAYER(a->residual, fo ? 0 : l - 1, D) : x, l > 0 ? a->delta : NULL,
+                             PF(m, P_NORM_W, l), BTi, D, st);
         prof_mark(K_NORM, st);
-        int lk = m->recompute ? 0 : l; /* where layer l's xbc and gn live */
-        floatX* zx = LAYER(a->zxbcdt, l, c->d_in_proj);
+        floatX* zx = LAYER(a->zxbcdt, la, c->d_in_proj);
         floatX* xbc = LAYER(a->xbc, lk, c->conv_dim);
-        matmul_forward(zx, LAYER(a->u, l, D), PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, st);
+        floatX* y = LAYER(a->y, la, E);
+        matmul_forward(zx, LAYER(a->u, la, D), PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, st);
         prof_mark(K_IN_OUT_PROJ, st);
         conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
                        c->d_conv, st);
         prof_mark(K_CONV, st);
-        ssd_forward(LAYER(a->y, l, E), NULL, a->ssd_saved + l * ssd_saved, xbc, c->conv_dim, zx + dt_col,
-                    c->d_in_proj, PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, B, T, H, c->headdim,
-                    c->d_state, c->ngroups, m->ssd_q, st);
+        ssd_forward(y, NULL, a->ssd_saved + la * ssd_saved, xbc, c->conv_dim, zx + dt_col, c->d_in_proj,
+                    PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, B, T, H, c->headdim, c->d_state,
+                    c->ngroups, m->ssd_q, st);
         prof_mark(K_SSD_FWD, st);
-        gated_norm_forward(LAYER(a->gn, lk, E), LAYER(a->gn_rstd, l, c->ngroups), LAYER(a->y, l, E), zx,
-                           c->d_in_proj, PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
+        gated_norm_forward(LAYER(a->gn, lk, E), LAYER(a->gn_rstd, la, c->ngroups), y, zx, c->d_in_proj,
+                           PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
         prof_mark(K_GATED_NORM, st);
         matmul_forward(a->delta, LAYER(a->gn, lk, E), PX(m, P_OUT_PROJ_W, l), BTi, E, D, st);
         prof_mark(K_IN_OUT_PROJ, st);
     }
-    rmsnorm_forward_from(a->lnf, a->lnf_rstd, LAYER(a->residual, c->n_layer, D), LAYER(a->residual, c->n_layer - 1, D),
-                         a->delta, PF(m, P_NORM_F_W, 0), BTi, D, st);
+    rmsnorm_forward_from(a->lnf, a->lnf_rstd, LAYER(a->residual, fo ? 0 : c->n_layer, D),
+                         LAYER(a->residual, fo ? 0 : c->n_layer - 1, D), a->delta, PF(m, P_NORM_F_W, 0), BTi, D, st);
     prof_mark(K_NORM, st);
     if (targets == NULL) {
         if (BTi > m->lm_rows)
@@ -425,6 +432,7 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
         prof_mark(K_LM_HEAD, st);
         return -1.0f;
     }
+    if (dloss > 0 && fo) die("gpu_forward: a model made for evaluation only (forward_only) cannot train");
     cudaCheck(cudaMemsetAsync(m->error_flag, 0, sizeof(int), st));
     for (int r0 = 0; r0 < BTi; r0 += m->lm_rows)
         lm_head_chunk(m, r0, BTi - r0 < m->lm_rows ? BTi - r0 : m->lm_rows, dloss);
@@ -774,18 +782,12 @@ static float gpu_evaluate(GPUModel* m, DataLoader* val, int max_batches) {
 
 static void gpu_print_sample(GPUModel* m, GPUInference* s, Tokenizer* tok, Rng* rng, int n_tokens) {
     gpu_inference_reset(s, &m->config);
-    int token = tok->init_ok ? tok->eot_token : 0;
-    if (token < 0 || token >= m->config.vocab_size) token = 0;
+    int token = sample_first_token(tok, m->config.vocab_size);
     printf("sample: ");
     for (int i = 0; i < n_tokens; i++) {
         float* logits = gpu_step(m, s, &token);
         token = sample_token(logits, m->config.vocab_size, 1.0f, rng);
-        if (tok->init_ok) {
-            const char* piece = tokenizer_decode(tok, (uint32_t)token);
-            if (piece) tokenizer_safe_print(piece);
-        } else {
-            printf("%d ", token);
-        }
+        sample_print_token(tok, token);
     }
     printf("\n---\n");
     fflush(stdout);
@@ -846,11 +848,8 @@ int main(int argc, char** argv) {
     if (use_val) dataloader_init(&val_loader, args.val_pattern, B, T, 0, 1, 0, args.seed, c->vocab_size);
     printf("train: %zu tokens, B=%d T=%d on each of %d GPU(s), grad accumulation %d -> %d tokens/step\n",
            train_loader.num_tokens, B, T, mg.world, accum, args.total_batch_tokens);
-    char tok_path[4096];
-    if (args.tokenizer_path) snprintf(tok_path, sizeof(tok_path), "%s", args.tokenizer_path);
-    else default_tokenizer_path(tok_path, sizeof(tok_path), args.train_pattern);
     Tokenizer tokenizer;
-    tokenizer_init(&tokenizer, tok_path);
+    trainer_tokenizer_init(&tokenizer, &args);
     GPUInference infer; /* only rank 0 prints samples */
     gpu_inference_init(&infer, c, 1);
     model.recompute = args.recompute;

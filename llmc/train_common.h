@@ -19,6 +19,7 @@
 #include "dataloader.h"
 #include "mamba2_model.h"
 #include "hf_io.h"
+#include "tokenizer.h"
 
 /* sample from softmax(logits / temperature) over the V real classes; temperature 0 = greedy */
 static inline int sample_token(const float* logits, int V, float temperature, Rng* rng) {
@@ -195,6 +196,30 @@ static inline void default_tokenizer_path(char* out, size_t n, const char* train
     const char* slash = strrchr(train_pattern, '/');
     if (slash == NULL) snprintf(out, n, "tokenizer.bin");
     else snprintf(out, n, "%.*s/tokenizer.bin", (int)(slash - train_pattern), train_pattern);
+}
+
+/* the trainers' tokenizer (for printing samples): -k's path, else tokenizer.bin beside the train shards */
+static inline void trainer_tokenizer_init(Tokenizer* tok, const TrainArgs* a) {
+    char path[4096];
+    if (a->tokenizer_path) snprintf(path, sizeof(path), "%s", a->tokenizer_path);
+    else default_tokenizer_path(path, sizeof(path), a->train_pattern);
+    tokenizer_init(tok, path);
+}
+
+/* a sample starts from end-of-text when the tokenizer names one inside the vocabulary, else from token 0 */
+static inline int sample_first_token(const Tokenizer* tok, int vocab_size) {
+    int token = tok->init_ok ? tok->eot_token : 0;
+    return token < 0 || token >= vocab_size ? 0 : token;
+}
+
+/* one sampled token: its text, or its id when there is no tokenizer */
+static inline void sample_print_token(Tokenizer* tok, int token) {
+    if (tok->init_ok) {
+        const char* piece = tokenizer_decode(tok, (uint32_t)token);
+        if (piece) tokenizer_safe_print(piece);
+    } else {
+        printf("%d ", token);
+    }
 }
 
 /* is this -e argument an existing file (a checkpoint) rather than a model description? */
