@@ -18,6 +18,13 @@
  * registers. When the channel count, the row stride or a pointer does not allow 16-byte accesses, a scalar
  * (VEC = 1) instance runs instead.
  *
+ * Tiled kernels (the default when 16-byte accesses are possible): a block stages a tile of 64 channels x 64 time
+ * steps (plus the K-1 halo rows) of the input, and of dout in backward, in shared memory with 16-byte cp.async
+ * copies (all of a tile's loads in flight at once, each row segment one 128-byte line in bf16), then thread
+ * (channel, slice) runs the same sliding-window recurrence as below over its 16 time steps, reading the tile from
+ * shared memory (its first K-1 steps' window, the halo, too). conv1d_forward_tile_kernel<K>,
+ * conv1d_backward_tile_kernel<K>; a backward block walks `tiles` consecutive time tiles and keeps dw/db in
+ * registers across them.
  * Kernels: conv1d_forward_kernel<K, VEC>, conv1d_backward_kernel<K, VEC> (+ partial_sums_accumulate_kernel).
  * Launchers: conv1d_forward, conv1d_backward; conv1d_backward_scratch_floats sizes the partials buffer.
  */
@@ -207,6 +214,169 @@ __global__ static void conv1d_backward_kernel(floatX* din, int din_stride, float
     }
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * Tiled kernels. Tile: CONV_TILE_C channels x CONV_TILE_T time steps of one sequence. Thread (cl, q) owns channel
+ * cl of the tile and the CONV_TILE_STEPS time steps q * CONV_TILE_STEPS + (0..); a warp is 32 consecutive channels of
+ * one slice, so its shared-memory reads are 32 consecutive elements (no bank conflicts) and its din/out stores 64
+ * contiguous bytes.
+ */
+#define CONV_TILE_C 64
+#define CONV_TILE_T 64
+#define CONV_TILE_THREADS 256
+#define CONV_TILE_SLICES (CONV_TILE_THREADS / CONV_TILE_C)   /* 4 */
+#define CONV_TILE_STEPS (CONV_TILE_T / CONV_TILE_SLICES)     /* 16 */
+#ifndef CONV_BWD_TILES
+#define CONV_BWD_TILES 2   /* time tiles a backward block walks (dev/cuda/conv1d.cu sweeps it) */
+#endif
+
+__device__ static inline void conv_cp_async16(void* dst, const void* src, int valid) {
+    /* src-size 0 zero-fills the 16 bytes (rows before t = 0, past T, channels past C) */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+}
+__device__ static inline void conv_cp_async_wait_all(void) { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+/* rows r = 0..nrows-1 of a tile, time t_first + r, channels ct0 .. ct0 + CONV_TILE_C - 1, into dst (nrows, TILE_C) */
+__device__ static inline void conv_stage_rows(floatX* dst, const floatX* src, int stride, int t_first, int nrows,
+                                              int T, int ct0, int C) {
+    constexpr int per_row = CONV_TILE_C / XVEC;   /* 16-byte pieces of one row: 8 in bf16 */
+    for (int idx = threadIdx.x; idx < nrows * per_row; idx += CONV_TILE_THREADS) {
+        int r = idx / per_row, piece = idx % per_row;
+        int t = t_first + r, c = ct0 + piece * XVEC;
+        int ok = t >= 0 && t < T && c < C;
+        conv_cp_async16(dst + r * CONV_TILE_C + piece * XVEC, ok ? src + (size_t)t * stride + c : src, ok);
+    }
+}
+
+template <int K>
+__global__ static void __launch_bounds__(CONV_TILE_THREADS)
+conv1d_forward_tile_kernel(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B,
+                           int T, int C) {
+    constexpr int IN_ROWS = CONV_TILE_T + K - 1;   /* inputs t0-(K-1) .. t0+TILE_T-1 */
+    __shared__ alignas(16) floatX in_s[IN_ROWS * CONV_TILE_C];
+    int cl = threadIdx.x % CONV_TILE_C, q = threadIdx.x / CONV_TILE_C;
+    int ct0 = blockIdx.x * CONV_TILE_C, c = ct0 + cl;
+    int tiles_per_seq = CEIL_DIV(T, CONV_TILE_T);
+    int b = blockIdx.y / tiles_per_seq, t0 = (blockIdx.y % tiles_per_seq) * CONV_TILE_T;
+    const floatX* inb = in + (size_t)b * T * in_stride;
+    conv_stage_rows(in_s, inb, in_stride, t0 - (K - 1), IN_ROWS, T, ct0, C);
+    float wr[K], br = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; k++) wr[k] = c < C ? w[c * K + k] : 0.f;
+    if (c < C) br = bias[c];
+    conv_cp_async_wait_all();
+    __syncthreads();
+    if (c >= C) return;
+    int s0 = q * CONV_TILE_STEPS;
+    float win[K];   /* inputs t-(K-1) .. t-1 in slots 0..K-2 */
+#pragma unroll
+    for (int j = 0; j < K - 1; j++) win[j] = toF(in_s[(s0 + j) * CONV_TILE_C + cl]);
+    floatX* outb = out + (size_t)b * T * C + c;
+#pragma unroll
+    for (int j = 0; j < CONV_TILE_STEPS; j++) {
+        int t = t0 + s0 + j;
+        float cur = toF(in_s[(s0 + j + K - 1) * CONV_TILE_C + cl]);
+        float p = br + wr[K - 1] * cur;
+#pragma unroll
+        for (int k = 0; k < K - 1; k++) p += wr[k] * win[k];
+        if (t < T) outb[(size_t)t * C] = fromF(p * fast_sigmoid(p));
+#pragma unroll
+        for (int k = 0; k + 1 < K - 1; k++) win[k] = win[k + 1];
+        if (K > 1) win[K - 2] = cur;
+    }
+}
+
+template <int K>
+__global__ static void __launch_bounds__(CONV_TILE_THREADS)
+conv1d_backward_tile_kernel(floatX* din, int din_stride, float* dw_partials, float* db_partials, const floatX* dout,
+                            const floatX* in, int in_stride, const float* w, const float* bias, int B, int T, int C,
+                            int tiles) {
+    constexpr int IN_ROWS = CONV_TILE_T + 2 * (K - 1);   /* inputs t0-(K-1) .. t0+TILE_T+K-2 */
+    constexpr int DOUT_ROWS = CONV_TILE_T + K - 1;       /* dout t0 .. t0+TILE_T+K-2: din[s] needs dp up to s+K-1 */
+    __shared__ alignas(16) floatX in_s[IN_ROWS * CONV_TILE_C];
+    __shared__ alignas(16) floatX dout_s[DOUT_ROWS * CONV_TILE_C];
+    __shared__ float red[CONV_TILE_SLICES][K + 1][CONV_TILE_C];
+    int cl = threadIdx.x % CONV_TILE_C, q = threadIdx.x / CONV_TILE_C;
+    int ct0 = blockIdx.x * CONV_TILE_C, c = ct0 + cl;
+    int groups_per_seq = CEIL_DIV(T, CONV_TILE_T * tiles);
+    int b = blockIdx.y / groups_per_seq, tg = blockIdx.y % groups_per_seq;
+    const floatX* inb = in + (size_t)b * T * in_stride;
+    const floatX* doutb = dout + (size_t)b * T * C;
+    floatX* dinb = din + (size_t)b * T * din_stride + c;
+    float wr[K], br = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; k++) wr[k] = c < C ? w[c * K + k] : 0.f;
+    if (c < C) br = bias[c];
+    float dwa[K], dba = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; k++) dwa[k] = 0.f;
+    int s0 = q * CONV_TILE_STEPS;
+    for (int tile = 0; tile < tiles; tile++) {
+        int t0 = (tg * tiles + tile) * CONV_TILE_T;
+        if (t0 >= T) break;   /* the same for the whole block */
+        conv_stage_rows(in_s, inb, in_stride, t0 - (K - 1), IN_ROWS, T, ct0, C);
+        conv_stage_rows(dout_s, doutb, C, t0, DOUT_ROWS, T, ct0, C);
+        conv_cp_async_wait_all();
+        __syncthreads();
+        if (c < C) {
+            float win[K];   /* inputs t-(K-1) .. t-1 in slots 0..K-2 */
+            float dpw[K];   /* dp[t-(K-1)] .. dp[t] in slots 0..K-1 */
+#pragma unroll
+            for (int j = 0; j < K; j++) {
+                dpw[j] = 0.f;
+                if (j < K - 1) win[j] = toF(in_s[(s0 + j) * CONV_TILE_C + cl]);
+            }
+            /* local step j: time t = t0 + s0 + j; K-1 steps past the slice recompute dp for din (zero past T:
+             * dout was zero-filled there) */
+#pragma unroll
+            for (int j = 0; j < CONV_TILE_STEPS + K - 1; j++) {
+                int t = t0 + s0 + j;
+                float cur = toF(in_s[(s0 + j + K - 1) * CONV_TILE_C + cl]);
+                float g = toF(dout_s[(s0 + j) * CONV_TILE_C + cl]);
+                float p = br + wr[K - 1] * cur;
+#pragma unroll
+                for (int k = 0; k < K - 1; k++) p += wr[k] * win[k];
+                float sg = fast_sigmoid(p);
+                float dp = g * sg * (1.f + p * (1.f - sg));
+                if (j < CONV_TILE_STEPS && t < T) {   /* the slice's own steps feed dw and db */
+                    dba += dp;
+                    dwa[K - 1] += dp * cur;
+#pragma unroll
+                    for (int k = 0; k < K - 1; k++) dwa[k] += dp * win[k];
+                }
+#pragma unroll
+                for (int k = 0; k + 1 < K; k++) dpw[k] = dpw[k + 1];
+                dpw[K - 1] = dp;
+                if (j >= K - 1 && t - (K - 1) < T) {
+                    float d = 0.f;
+#pragma unroll
+                    for (int k = 0; k < K; k++) d += wr[k] * dpw[K - 1 - k];
+                    dinb[(size_t)(t - (K - 1)) * din_stride] = fromF(d);
+                }
+#pragma unroll
+                for (int k = 0; k + 1 < K - 1; k++) win[k] = win[k + 1];
+                if (K > 1) win[K - 2] = cur;
+            }
+        }
+        __syncthreads();   /* the next tile overwrites in_s and dout_s */
+    }
+    /* the block's slices combined in increasing q: a fixed order */
+#pragma unroll
+    for (int k = 0; k < K; k++) red[q][k][cl] = dwa[k];
+    red[q][K][cl] = dba;
+    __syncthreads();
+    if (q == 0 && c < C) {
+#pragma unroll
+        for (int k = 0; k <= K; k++) {
+            float s = 0.f;
+            for (int qq = 0; qq < CONV_TILE_SLICES; qq++) s += red[qq][k][cl];
+            if (k < K) dw_partials[(size_t)blockIdx.y * C * K + (size_t)c * K + k] = s;
+            else db_partials[(size_t)blockIdx.y * C + c] = s;
+        }
+    }
+}
+
 /* 16-byte path possible? channels, row strides and pointers must all allow 8-element groups */
 static int conv1d_vec8_ok(const void* a, int a_stride, const void* b, int C) {
     return C % 8 == 0 && a_stride % 8 == 0 && is_aligned16(a) && is_aligned16(b);
@@ -242,18 +412,40 @@ static void conv1d_forward_cfg(floatX* out, const floatX* in, int in_stride, con
 #define CONV_FWD_VEC 4
 #endif
 
+/* the tiled forward; falls back to the per-thread kernel (scalar) where 16-byte copies are not possible */
+static void conv1d_forward_tile(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias,
+                                int B, int T, int C, int K, cudaStream_t stream) {
+    if (K < 1 || K > CONV_MAX_K) die("conv1d_forward: d_conv K = %d is not supported (1..%d)", K, CONV_MAX_K);
+    if (!conv1d_vec8_ok(in, in_stride, out, C)) {
+        conv1d_forward_cfg(out, in, in_stride, w, bias, B, T, C, K, 1, CONV_FWD_SEG, stream);
+        return;
+    }
+    dim3 grid(CEIL_DIV(C, CONV_TILE_C), B * CEIL_DIV(T, CONV_TILE_T));
+#define CONV_FWD_TILE(KK) \
+    case KK: conv1d_forward_tile_kernel<KK><<<grid, CONV_TILE_THREADS, 0, stream>>>(out, in, in_stride, w, bias, B, T, C); break;
+    switch (K) {
+        CONV_FWD_TILE(1) CONV_FWD_TILE(2) CONV_FWD_TILE(3) CONV_FWD_TILE(4)
+        CONV_FWD_TILE(5) CONV_FWD_TILE(6) CONV_FWD_TILE(7) CONV_FWD_TILE(8)
+    }
+#undef CONV_FWD_TILE
+    cudaCheckLast();
+}
+
 /* out = xbc (BT, C) floatX; in = the xBC column of zxbcdt, row stride in_stride; w (C, K), bias (C) float */
 static void conv1d_forward(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B,
                            int T, int C, int K, cudaStream_t stream) {
-    conv1d_forward_cfg(out, in, in_stride, w, bias, B, T, C, K, CONV_FWD_VEC, CONV_FWD_SEG, stream);
+    conv1d_forward_tile(out, in, in_stride, w, bias, B, T, C, K, stream);
 }
 
 static int conv1d_backward_blocks_y(int B, int T, int seg_len) {
     return CEIL_DIV(B * CEIL_DIV(T, seg_len), CONV_BWD_SEGS);
 }
-/* sized for the shortest segment, so any segment length >= CONV_MIN_SEG fits */
+/* partial-sum rows of the tiled backward: one per block row (a sequence's run of `tiles` time tiles) */
+static int conv1d_backward_tile_rows(int B, int T, int tiles) { return B * CEIL_DIV(T, CONV_TILE_T * tiles); }
+/* sized for the shortest segment and for one time tile per block, so any configuration fits */
 static size_t conv1d_backward_scratch_floats(int B, int T, int C, int K) {
-    return (size_t)conv1d_backward_blocks_y(B, T, CONV_MIN_SEG) * C * (K + 1);
+    int rows = conv1d_backward_blocks_y(B, T, CONV_MIN_SEG), tile_rows = conv1d_backward_tile_rows(B, T, 1);
+    return (size_t)(rows > tile_rows ? rows : tile_rows) * C * (K + 1);
 }
 
 /* vector width of the backward: 8 channels per thread (16-byte bf16 loads) needs ~170 registers at K = 4, 4 channels
@@ -295,13 +487,44 @@ static void conv1d_backward_cfg(floatX* din, int din_stride, float* dw, float* d
     partial_sums_accumulate(db, db_partials, by, C, stream);
 }
 
+/* the tiled backward with `tiles` time tiles per block; falls back to the per-thread kernel (scalar) where 16-byte
+ * copies are not possible */
+static void conv1d_backward_tile(floatX* din, int din_stride, float* dw, float* db, float* scratch,
+                                 const floatX* dout, const floatX* in, int in_stride, const float* w,
+                                 const float* bias, int B, int T, int C, int K, int tiles, cudaStream_t stream) {
+    if (K < 1 || K > CONV_MAX_K) die("conv1d_backward: d_conv K = %d is not supported (1..%d)", K, CONV_MAX_K);
+    if (tiles < 1) die("conv1d_backward: %d time tiles per block, must be >= 1", tiles);
+    if (!(conv1d_vec8_ok(in, in_stride, dout, C) && conv1d_vec8_ok(din, din_stride, din, C))) {
+        conv1d_backward_cfg(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, 1,
+                            CONV_BWD_SEG, stream);
+        return;
+    }
+    int rows = conv1d_backward_tile_rows(B, T, tiles);
+    dim3 grid(CEIL_DIV(C, CONV_TILE_C), rows);
+    float* dw_partials = scratch;
+    float* db_partials = scratch + (size_t)rows * C * K;
+#define CONV_BWD_TILE(KK)                                                                                         \
+    case KK:                                                                                                      \
+        conv1d_backward_tile_kernel<KK><<<grid, CONV_TILE_THREADS, 0, stream>>>(                                  \
+            din, din_stride, dw_partials, db_partials, dout, in, in_stride, w, bias, B, T, C, tiles);             \
+        break;
+    switch (K) {
+        CONV_BWD_TILE(1) CONV_BWD_TILE(2) CONV_BWD_TILE(3) CONV_BWD_TILE(4)
+        CONV_BWD_TILE(5) CONV_BWD_TILE(6) CONV_BWD_TILE(7) CONV_BWD_TILE(8)
+    }
+#undef CONV_BWD_TILE
+    cudaCheckLast();
+    partial_sums_accumulate(dw, dw_partials, rows, C * K, stream);
+    partial_sums_accumulate(db, db_partials, rows, C, stream);
+}
+
 /* din: the xBC column of d_zxbcdt (row stride din_stride), overwritten; dw (C, K), db (C) float accumulated;
  * dout = dxbc (BT, C); in, in_stride, w, bias as in the forward; scratch: conv1d_backward_scratch_floats floats */
 static void conv1d_backward(floatX* din, int din_stride, float* dw, float* db, float* scratch, const floatX* dout,
                             const floatX* in, int in_stride, const float* w, const float* bias, int B, int T, int C,
                             int K, cudaStream_t stream) {
-    conv1d_backward_cfg(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, CONV_BWD_VEC,
-                        CONV_BWD_SEG, stream);
+    conv1d_backward_tile(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, CONV_BWD_TILES,
+                         stream);
 }
 
 #endif

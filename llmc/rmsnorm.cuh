@@ -16,9 +16,13 @@
  *   dw is deterministic: each warp accumulates its rows in its own shared-memory row, each block writes the sum of its
  *   warps (fixed order) to a partials buffer, and partial_sums_accumulate adds the column sums to dw.
  *
- * Kernels: rmsnorm_forward_kernel, rmsnorm_backward_kernel (+ partial_sums_accumulate_kernel).
- * Launchers: rmsnorm_forward(_from), rmsnorm_backward(_lowp); rmsnorm_backward_scratch_floats(D) sizes the partials
- * buffer.
+ * Kernels: where D = CH * 256 (CH = 1..8; 130M: D = 768, CH = 3) the row-resident rmsnorm_forward_rows_kernel<CH>
+ * and rmsnorm_backward_rows_kernel<CH>: a lane holds its 8 CH elements of the row in registers, so all of a row's
+ * loads are in flight together and the row is read once; the backward keeps each lane's (fixed) columns' dw sums
+ * in registers across the warp's rows instead of a shared-memory row per warp. Otherwise the generic
+ * rmsnorm_forward_kernel and rmsnorm_backward_kernel (+ partial_sums_accumulate_kernel in both cases).
+ * Launchers: rmsnorm_forward(_from), rmsnorm_backward(_lowp) (+ _cfg versions that pick the kernel, for dev/cuda);
+ * rmsnorm_backward_scratch_floats(D) sizes the partials buffer.
  * Requires D % 8 == 0; the launchers check.
  */
 #ifndef MAMBA2_RMSNORM_CUH
@@ -67,22 +71,6 @@ __global__ static void rmsnorm_forward_kernel(floatX* u, float* rstd, float* x, 
     }
 }
 
-/* x (BT, D) float = x_in + delta (floatX, may be NULL; x_in may be x); u (BT, D) floatX = RMSNorm(x) * w;
- * rstd (BT) float */
-static void rmsnorm_forward_from(floatX* u, float* rstd, float* x, const float* x_in, const floatX* delta,
-                                 const float* w, int BT, int D, cudaStream_t stream) {
-    if (D % 8 != 0) die("rmsnorm_forward: D = %d must be a multiple of 8", D);
-    const int block = 256, rows_per_block = block / WARP_SIZE;
-    rmsnorm_forward_kernel<<<CEIL_DIV(BT, rows_per_block), block, 0, stream>>>(u, rstd, x, x_in, delta, w, BT, D);
-    cudaCheckLast();
-}
-
-/* in place: x += delta (may be NULL) */
-static inline void rmsnorm_forward(floatX* u, float* rstd, float* x, const floatX* delta, const float* w, int BT,
-                                   int D, cudaStream_t stream) {
-    rmsnorm_forward_from(u, rstd, x, x, delta, w, BT, D, stream);
-}
-
 __global__ static void rmsnorm_backward_kernel(float* dx, floatX* dx_lowp, float* dw_partials, const floatX* du,
                                                const float* x, const float* w, const float* rstd, int BT, int D) {
     extern __shared__ float warp_dw[];   /* (warps, D): each warp's own dw row, no sharing, no atomics */
@@ -127,15 +115,196 @@ __global__ static void rmsnorm_backward_kernel(float* dx, floatX* dx_lowp, float
     }
 }
 
-static size_t rmsnorm_backward_scratch_floats(int D) { return (size_t)RMSNORM_BWD_MAX_BLOCKS * D; }
+/* ---------------------------------------------------------------------------------------------------------------
+ * Row-resident kernels: lane l owns columns 8 l + k * 256 + (0..7), k = 0..CH-1 (the generic loops' columns and
+ * per-lane order).
+ */
+#define RMSNORM_ROW_CHUNK (WARP_SIZE * 8)
+#define RMSNORM_ROW_MAX_CHUNKS 8
+#define RMSNORM_ROWS_THREADS 128
+#ifndef RMSNORM_BWD_ROWS_BLOCKS
+#define RMSNORM_BWD_ROWS_BLOCKS 528     /* fixed (4 blocks of 4 warps on each of 132 SMs), not read off the device */
+#endif
+#define RMSNORM_BWD_ROWS_MAX_BLOCKS 1056
 
-/* dx (BT, D) float += RMSNorm backward of du (floatX); dw (D) float += its gradient; dx_lowp (may be NULL) = the
- * new dx as floatX. x: the normalized input (float), rstd from the forward; scratch:
- * rmsnorm_backward_scratch_floats(D) floats. */
-static void rmsnorm_backward_lowp(float* dx, floatX* dx_lowp, float* dw, float* scratch, const floatX* du,
-                                  const float* x, const float* w, const float* rstd, int BT, int D,
-                                  cudaStream_t stream) {
+template <int CH>
+__global__ static void __launch_bounds__(256) rmsnorm_forward_rows_kernel(floatX* u, float* rstd, float* x,
+                                                                          const float* x_in, const floatX* delta,
+                                                                          const float* w, int BT, int D) {
+    int warps = blockDim.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    int row = blockIdx.x * warps + threadIdx.x / WARP_SIZE;
+    if (row >= BT) return;
+    size_t base = (size_t)row * D + lane * 8;
+    int write_x = delta != NULL || x_in != x;
+    float v[CH][8];
+#pragma unroll
+    for (int k = 0; k < CH; k++) load8F(v[k], x_in + base + k * RMSNORM_ROW_CHUNK);
+    if (delta != NULL) {
+        float d[CH][8];
+#pragma unroll
+        for (int k = 0; k < CH; k++) load8Xcs(d[k], delta + base + k * RMSNORM_ROW_CHUNK);
+#pragma unroll
+        for (int k = 0; k < CH; k++)
+#pragma unroll
+            for (int i = 0; i < 8; i++) v[k][i] += d[k][i];
+    }
+    float sumsq = 0.f;
+#pragma unroll
+    for (int k = 0; k < CH; k++) {
+        if (write_x) store8F(x + base + k * RMSNORM_ROW_CHUNK, v[k]);
+#pragma unroll
+        for (int i = 0; i < 8; i++) sumsq += v[k][i] * v[k][i];
+    }
+    sumsq = warp_reduce_sum(sumsq);
+    float r = rsqrtf(sumsq / D + RMSNORM_EPS);
+    if (lane == 0) rstd[row] = r;
+#pragma unroll
+    for (int k = 0; k < CH; k++) {
+        float wv[8];
+        load8F(wv, w + lane * 8 + k * RMSNORM_ROW_CHUNK);
+#pragma unroll
+        for (int i = 0; i < 8; i++) wv[i] = v[k][i] * r * wv[i];
+        store8X(u + base + k * RMSNORM_ROW_CHUNK, wv);
+    }
+}
+
+/* Each warp takes rows first, first + gridDim.x * warps, ...; its lanes' columns never change, so dw accumulates in
+ * registers (rows in increasing order), then the block's warps are added in increasing warp order. */
+template <int CH>
+__global__ static void __launch_bounds__(RMSNORM_ROWS_THREADS, 4)   /* 4 blocks an SM: <= 128 registers */
+rmsnorm_backward_rows_kernel(float* dx, floatX* dx_lowp, float* dw_partials, const floatX* du, const float* x,
+                             const float* w, const float* rstd, int BT, int D) {
+    extern __shared__ float block_dw[];   /* (D) */
+    int warps = blockDim.x / WARP_SIZE, warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    int first = blockIdx.x * warps + warp;
+    float dwa[CH][8];
+#pragma unroll
+    for (int k = 0; k < CH; k++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) dwa[k][i] = 0.f;
+    for (int row = first; row < BT; row += gridDim.x * warps) {
+        size_t base = (size_t)row * D + lane * 8;
+        float g[CH][8], xv[CH][8], d[CH][8];
+#pragma unroll
+        for (int k = 0; k < CH; k++) {   /* the row's loads, dx's included, in flight at once */
+            load8X(g[k], du + base + k * RMSNORM_ROW_CHUNK);
+            load8F(xv[k], x + base + k * RMSNORM_ROW_CHUNK);
+            load8F(d[k], dx + base + k * RMSNORM_ROW_CHUNK);
+        }
+        float r = rstd[row];
+        float dot = 0.f;
+#pragma unroll
+        for (int k = 0; k < CH; k++) {
+            float wv[8];
+            load8F(wv, w + lane * 8 + k * RMSNORM_ROW_CHUNK);   /* w (D floats) stays in L1 */
+#pragma unroll
+            for (int i = 0; i < 8; i++) dot += g[k][i] * wv[i] * xv[k][i];
+        }
+        dot = warp_reduce_sum(dot);
+        float m = dot / D * r * r;
+#pragma unroll
+        for (int k = 0; k < CH; k++) {
+            float wv[8];
+            load8F(wv, w + lane * 8 + k * RMSNORM_ROW_CHUNK);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                d[k][i] += r * (g[k][i] * wv[i] - xv[k][i] * m);
+                dwa[k][i] += g[k][i] * xv[k][i] * r;
+            }
+            store8F(dx + base + k * RMSNORM_ROW_CHUNK, d[k]);
+            if (dx_lowp != NULL) store8X(dx_lowp + base + k * RMSNORM_ROW_CHUNK, d[k]);
+        }
+    }
+    for (int c = threadIdx.x; c < D; c += blockDim.x) block_dw[c] = 0.f;
+    __syncthreads();
+    for (int k8 = 0; k8 < warps; k8++) {   /* warps in a fixed order: bitwise the same sum every run */
+        if (warp == k8 && first < BT) {
+#pragma unroll
+            for (int k = 0; k < CH; k++)
+#pragma unroll
+                for (int i = 0; i < 8; i++) block_dw[lane * 8 + k * RMSNORM_ROW_CHUNK + i] += dwa[k][i];
+        }
+        __syncthreads();
+    }
+    for (int c = threadIdx.x; c < D; c += blockDim.x) dw_partials[(size_t)blockIdx.x * D + c] = block_dw[c];
+}
+
+/* chunks per lane of the row-resident kernels, or 0 when they do not apply (pointers must be 16-byte aligned) */
+static int rmsnorm_row_chunks(int D, const void* a, const void* b, const void* c, const void* d) {
+    if (D % RMSNORM_ROW_CHUNK != 0 || D / RMSNORM_ROW_CHUNK > RMSNORM_ROW_MAX_CHUNKS) return 0;
+    if (!is_aligned16(a) || !is_aligned16(b) || !is_aligned16(c) || !is_aligned16(d)) return 0;
+    return D / RMSNORM_ROW_CHUNK;
+}
+
+/* the kernel variants, for dev/cuda: RMSNORM_GENERIC forces the generic kernels */
+enum { RMSNORM_AUTO = 0, RMSNORM_GENERIC = 1 };
+
+static void rmsnorm_forward_cfg(floatX* u, float* rstd, float* x, const float* x_in, const floatX* delta,
+                                const float* w, int BT, int D, int variant, cudaStream_t stream) {
+    if (D % 8 != 0) die("rmsnorm_forward: D = %d must be a multiple of 8", D);
+    const int block = 256, rows_per_block = block / WARP_SIZE;
+    int grid = CEIL_DIV(BT, rows_per_block);
+    int ch = variant == RMSNORM_GENERIC ? 0 : rmsnorm_row_chunks(D, u, x, x_in, w);
+    if (delta != NULL && !is_aligned16(delta)) ch = 0;
+#define RMSNORM_FWD_ROWS(CC) \
+    case CC: rmsnorm_forward_rows_kernel<CC><<<grid, block, 0, stream>>>(u, rstd, x, x_in, delta, w, BT, D); break;
+    switch (ch) {
+        RMSNORM_FWD_ROWS(1) RMSNORM_FWD_ROWS(2) RMSNORM_FWD_ROWS(3) RMSNORM_FWD_ROWS(4)
+        RMSNORM_FWD_ROWS(5) RMSNORM_FWD_ROWS(6) RMSNORM_FWD_ROWS(7) RMSNORM_FWD_ROWS(8)
+    default: rmsnorm_forward_kernel<<<grid, block, 0, stream>>>(u, rstd, x, x_in, delta, w, BT, D);
+    }
+#undef RMSNORM_FWD_ROWS
+    cudaCheckLast();
+}
+
+/* x (BT, D) float = x_in + delta (floatX, may be NULL; x_in may be x); u (BT, D) floatX = RMSNorm(x) * w;
+ * rstd (BT) float */
+static void rmsnorm_forward_from(floatX* u, float* rstd, float* x, const float* x_in, const floatX* delta,
+                                 const float* w, int BT, int D, cudaStream_t stream) {
+    rmsnorm_forward_cfg(u, rstd, x, x_in, delta, w, BT, D, RMSNORM_AUTO, stream);
+}
+
+/* in place: x += delta (may be NULL) */
+static inline void rmsnorm_forward(floatX* u, float* rstd, float* x, const floatX* delta, const float* w, int BT,
+                                   int D, cudaStream_t stream) {
+    rmsnorm_forward_from(u, rstd, x, x, delta, w, BT, D, stream);
+}
+
+static size_t rmsnorm_backward_scratch_floats(int D) {
+    int rows = RMSNORM_BWD_MAX_BLOCKS > RMSNORM_BWD_ROWS_MAX_BLOCKS ? RMSNORM_BWD_MAX_BLOCKS
+                                                                    : RMSNORM_BWD_ROWS_MAX_BLOCKS;
+    return (size_t)rows * D;
+}
+
+/* variant: RMSNORM_AUTO or RMSNORM_GENERIC; rows_blocks: the row-resident kernel's grid (1..RMSNORM_BWD_ROWS_MAX_BLOCKS) */
+static void rmsnorm_backward_cfg(float* dx, floatX* dx_lowp, float* dw, float* scratch, const floatX* du,
+                                 const float* x, const float* w, const float* rstd, int BT, int D, int variant,
+                                 int rows_blocks, cudaStream_t stream) {
     if (D % 8 != 0) die("rmsnorm_backward: D = %d must be a multiple of 8", D);
+    if (rows_blocks < 1 || rows_blocks > RMSNORM_BWD_ROWS_MAX_BLOCKS)
+        die("rmsnorm_backward: %d blocks asked for, the partials buffer holds 1..%d", rows_blocks,
+            RMSNORM_BWD_ROWS_MAX_BLOCKS);
+    int ch = variant == RMSNORM_GENERIC ? 0 : rmsnorm_row_chunks(D, dx, du, x, w);
+    if (dx_lowp != NULL && !is_aligned16(dx_lowp)) ch = 0;
+    if (ch > 0) {
+        const int warps = RMSNORM_ROWS_THREADS / WARP_SIZE;
+        int blocks = CEIL_DIV(BT, warps);
+        if (blocks > rows_blocks) blocks = rows_blocks;
+        size_t smem = (size_t)D * sizeof(float);
+#define RMSNORM_BWD_ROWS(CC)                                                                                      \
+    case CC:                                                                                                      \
+        rmsnorm_backward_rows_kernel<CC><<<blocks, RMSNORM_ROWS_THREADS, smem, stream>>>(dx, dx_lowp, scratch, du, \
+                                                                                         x, w, rstd, BT, D);      \
+        break;
+        switch (ch) {
+            RMSNORM_BWD_ROWS(1) RMSNORM_BWD_ROWS(2) RMSNORM_BWD_ROWS(3) RMSNORM_BWD_ROWS(4)
+            RMSNORM_BWD_ROWS(5) RMSNORM_BWD_ROWS(6) RMSNORM_BWD_ROWS(7) RMSNORM_BWD_ROWS(8)
+        }
+#undef RMSNORM_BWD_ROWS
+        cudaCheckLast();
+        partial_sums_accumulate(dw, scratch, blocks, D, stream);
+        return;
+    }
     int warps = RMSNORM_SMEM_LIMIT / (D * (int)sizeof(float));
     if (warps < 1) die("rmsnorm_backward: D = %d is too wide for the shared-memory dw rows (max %d)", D,
                        RMSNORM_SMEM_LIMIT / 4);
@@ -147,6 +316,16 @@ static void rmsnorm_backward_lowp(float* dx, floatX* dx_lowp, float* dw, float* 
                                                                           D);
     cudaCheckLast();
     partial_sums_accumulate(dw, scratch, blocks, D, stream);
+}
+
+/* dx (BT, D) float += RMSNorm backward of du (floatX); dw (D) float += its gradient; dx_lowp (may be NULL) = the
+ * new dx as floatX. x: the normalized input (float), rstd from the forward; scratch:
+ * rmsnorm_backward_scratch_floats(D) floats. */
+static void rmsnorm_backward_lowp(float* dx, floatX* dx_lowp, float* dw, float* scratch, const floatX* du,
+                                  const float* x, const float* w, const float* rstd, int BT, int D,
+                                  cudaStream_t stream) {
+    rmsnorm_backward_cfg(dx, dx_lowp, dw, scratch, du, x, w, rstd, BT, D, RMSNORM_AUTO, RMSNORM_BWD_ROWS_BLOCKS,
+                         stream);
 }
 
 static inline void rmsnorm_backward(float* dx, float* dw, float* scratch, const floatX* du, const float* x,

@@ -9,14 +9,28 @@
 #include "dev/cuda/kernels_dev.h"
 #include "llmc/conv1d.cuh"
 
-/* the configuration under test: vector widths and segment lengths of forward and backward */
+/* the configuration under test: tiles > 0: the tiled kernels (the default launchers' path) with that many time tiles
+ * per backward block; tiles = 0: the per-thread kernels at these vector widths and segment lengths */
+static int tiles = CONV_BWD_TILES;
 static int fwd_vec = CONV_FWD_VEC, fwd_seg = CONV_FWD_SEG, bwd_vec = CONV_BWD_VEC, bwd_seg = CONV_BWD_SEG;
+
+static void run_backward(floatX* din, int din_stride, float* dw, float* db, float* scratch, const floatX* dout,
+                         const floatX* in, int in_stride, const float* w, const float* bias, int B, int T, int C,
+                         int K) {
+    if (tiles > 0) conv1d_backward_tile(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, tiles, 0);
+    else conv1d_backward_cfg(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, bwd_vec,
+                             bwd_seg, 0);
+}
 
 /* stride: row length of the wide buffer; off: first column of the conv input inside it */
 static void check_shape(int B, int T, int C, int K, int stride, int off) {
     int BT = B * T;
-    printf("shape B=%d T=%d C=%d K=%d row stride %d column offset %d; fwd vec %d seg %d, bwd vec %d seg %d (%s)\n", B,
-           T, C, K, stride, off, fwd_vec, fwd_seg, bwd_vec, bwd_seg, PRECISION_NAME);
+    if (tiles > 0)
+        printf("shape B=%d T=%d C=%d K=%d row stride %d column offset %d; tiled, %d time tiles per bwd block (%s)\n",
+               B, T, C, K, stride, off, tiles, PRECISION_NAME);
+    else
+        printf("shape B=%d T=%d C=%d K=%d row stride %d column offset %d; fwd vec %d seg %d, bwd vec %d seg %d (%s)\n",
+               B, T, C, K, stride, off, fwd_vec, fwd_seg, bwd_vec, bwd_seg, PRECISION_NAME);
     int bf16 = sizeof(floatX) == 2;
     size_t nwide = (size_t)BT * stride, n = (size_t)BT * C;
     float* h_wide = dev_random_floats(nwide, -1.f, 1.f);
@@ -28,7 +42,8 @@ static void check_shape(int B, int T, int C, int K, int stride, int off) {
     float* d_b = dev_upload_F(h_b, C);
     floatX* d_out = (floatX*)dev_malloc(n * sizeof(floatX));
     dev_poison(d_out, n * sizeof(floatX));
-    conv1d_forward_cfg(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, fwd_vec, fwd_seg, 0);
+    if (tiles > 0) conv1d_forward_tile(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, 0);
+    else conv1d_forward_cfg(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, fwd_vec, fwd_seg, 0);
     float* g_out = dev_download_X(d_out, n);
 
     double* pre = (double*)mallocCheck(n * sizeof(double));
@@ -60,8 +75,7 @@ static void check_shape(int B, int T, int C, int K, int stride, int off) {
     float* d_scratch = (float*)dev_malloc(ns * sizeof(float));
     dev_poison(d_scratch, ns * sizeof(float));
     dev_poison(d_dwide, nwide * sizeof(floatX));
-    conv1d_backward_cfg(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b, B, T, C,
-                        K, bwd_vec, bwd_seg, 0);
+    run_backward(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b, B, T, C, K);
     float* g_dwide = dev_download_X(d_dwide, nwide);
     float* g_dw = dev_download_F(d_dw, (size_t)C * K);
     float* g_db = dev_download_F(d_db, C);
@@ -105,8 +119,7 @@ static void check_shape(int B, int T, int C, int K, int stride, int off) {
     dev_validate("conv1d_backward db (accumulated)", g_db, r_db, C, 1e-4, 1e-4);
     cudaCheck(cudaMemcpy(d_dw, h_dw0, (size_t)C * K * sizeof(float), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(d_db, h_db0, C * sizeof(float), cudaMemcpyHostToDevice));
-    conv1d_backward_cfg(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b, B, T, C,
-                        K, bwd_vec, bwd_seg, 0);
+    run_backward(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b, B, T, C, K);
     float* g_dw2 = dev_download_F(d_dw, (size_t)C * K);
     float* g_db2 = dev_download_F(d_db, C);
     dev_check_bitwise("conv1d_backward dw", g_dw, g_dw2, (size_t)C * K * sizeof(float));
@@ -135,25 +148,34 @@ static void bench(int B, int T, int C, int K, int stride, int off) {
     float* d_scratch = (float*)dev_malloc(conv1d_backward_scratch_floats(B, T, C, K) * sizeof(float));
     const int vecs[2] = {8, 4}, segs[4] = {8, 16, 32, 64};
     char name[96];
+    float ms = dev_bench_ms(100, [&] { conv1d_forward_tile(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, 0); });
+    dev_report_bytes("conv1d_forward tiled (default)", ms, (double)n * 2 * sizeof(floatX));
+    for (int nt = 1; nt <= 8; nt *= 2) {
+        ms = dev_bench_ms(100, [&] {
+            conv1d_backward_tile(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b,
+                                 B, T, C, K, nt, 0);
+        });
+        snprintf(name, sizeof name, "conv1d_backward tiled, %d time tiles per block%s", nt,
+                 nt == CONV_BWD_TILES ? " (default)" : "");
+        dev_report_bytes(name, ms, (double)n * 3 * sizeof(floatX));
+    }
     for (int vi = 0; vi < 2; vi++)
         for (int si = 0; si < 4; si++) {
             int v = vecs[vi], sg = segs[si];
-            float ms = dev_bench_ms(100, [&] {
+            ms = dev_bench_ms(100, [&] {
                 conv1d_forward_cfg(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, v, sg, 0);
             });
-            snprintf(name, sizeof name, "conv1d_forward vec %d seg %d%s", v, sg,
-                     v == CONV_FWD_VEC && sg == CONV_FWD_SEG ? " (default)" : "");
+            snprintf(name, sizeof name, "conv1d_forward vec %d seg %d", v, sg);
             dev_report_bytes(name, ms, (double)n * 2 * sizeof(floatX));
         }
     for (int vi = 0; vi < 2; vi++)
         for (int si = 0; si < 4; si++) {
             int v = vecs[vi], sg = segs[si];
-            float ms = dev_bench_ms(100, [&] {
+            ms = dev_bench_ms(100, [&] {
                 conv1d_backward_cfg(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w,
                                     d_b, B, T, C, K, v, sg, 0);
             });
-            snprintf(name, sizeof name, "conv1d_backward vec %d seg %d%s", v, sg,
-                     v == CONV_BWD_VEC && sg == CONV_BWD_SEG ? " (default)" : "");
+            snprintf(name, sizeof name, "conv1d_backward vec %d seg %d", v, sg);
             dev_report_bytes(name, ms, (double)n * 3 * sizeof(floatX));
         }
     free(h);
@@ -171,7 +193,14 @@ int main(int argc, char** argv) {
         check_shape(2, 40, 16, 8, 40, 8);     /* K = 8 */
         check_shape(1, 19, 8, 3, 16, 8);      /* K = 3, a single short sequence */
         check_shape(2, 2048, 1792, 4, 3352, 1536);   /* 130M layer, two sequences */
-        /* every configuration the benchmark sweeps, at an odd small shape and at the 130M shape */
+        check_shape(3, 200, 136, 4, 200, 64);        /* tiled: partial last channel and time tiles */
+        /* every tiled backward configuration the benchmark sweeps */
+        for (tiles = 1; tiles <= 8; tiles *= 2) {
+            check_shape(3, 300, 72, 4, 80, 8);
+            check_shape(2, 2048, 1792, 4, 3352, 1536);
+        }
+        tiles = 0;
+        /* every per-thread configuration the benchmark sweeps, at an odd small shape and at the 130M shape */
         const int vecs[2] = {8, 4}, segs[4] = {8, 16, 32, 64};
         for (int vi = 0; vi < 2; vi++)
             for (int si = 0; si < 4; si++) {

@@ -11,8 +11,13 @@
 
 static double silu_d(double z) { return z / (1.0 + exp(-z)); }
 
+/* the kernels under test: GNORM_AUTO (row-resident where the shape allows) or GNORM_GENERIC; the backward grid */
+static int variant = GNORM_AUTO, rows_blocks = GNORM_BWD_ROWS_BLOCKS;
+
 static void check_shape(int BT, int E, int G, int stride, int off) {
-    printf("shape BT=%d E=%d G=%d z row stride %d offset %d (%s)\n", BT, E, G, stride, off, PRECISION_NAME);
+    printf("shape BT=%d E=%d G=%d z row stride %d offset %d, %s kernels (row chunks %d), %d blocks (%s)\n", BT, E, G,
+           stride, off, variant == GNORM_GENERIC ? "generic" : "default", gated_norm_row_chunks(E, G), rows_blocks,
+           PRECISION_NAME);
     int bf16 = sizeof(floatX) == 2;
     size_t n = (size_t)BT * E, nwide = (size_t)BT * stride;
     int Eg = E / G;
@@ -28,7 +33,7 @@ static void check_shape(int BT, int E, int G, int stride, int off) {
     float* d_rstd = (float*)dev_malloc((size_t)BT * G * sizeof(float));
     dev_poison(d_out, n * sizeof(floatX));
     dev_poison(d_rstd, (size_t)BT * G * sizeof(float));
-    gated_norm_forward(d_out, d_rstd, d_y, d_wide + off, stride, d_w, BT, E, G, 0);
+    gated_norm_forward_cfg(d_out, d_rstd, d_y, d_wide + off, stride, d_w, BT, E, G, variant, 0);
     float* g_out = dev_download_X(d_out, n);
     float* g_rstd = dev_download_F(d_rstd, (size_t)BT * G);
 
@@ -62,8 +67,8 @@ static void check_shape(int BT, int E, int G, int stride, int off) {
     dev_poison(d_dy, n * sizeof(floatX));
     dev_poison(d_dwide, nwide * sizeof(floatX));
     dev_poison(d_scratch, gated_norm_backward_scratch_floats(E) * sizeof(float));
-    gated_norm_backward(d_dy, d_dwide + off, stride, d_dw, d_scratch, d_dout, d_y, d_wide + off, stride, d_w, d_rstd,
-                        BT, E, G, 0);
+    gated_norm_backward_cfg(d_dy, d_dwide + off, stride, d_dw, d_scratch, d_dout, d_y, d_wide + off, stride, d_w,
+                            d_rstd, BT, E, G, variant, rows_blocks, 0);
     float* g_dy = dev_download_X(d_dy, n);
     float* g_dwide = dev_download_X(d_dwide, nwide);
     float* g_dw = dev_download_F(d_dw, E);
@@ -99,8 +104,8 @@ static void check_shape(int BT, int E, int G, int stride, int off) {
     dev_record("gated_norm_backward leaves the other columns alone", touched == 0);
     dev_validate("gated_norm_backward dw (accumulated)", g_dw, r_dw, E, 1e-4, 1e-4);
     cudaCheck(cudaMemcpy(d_dw, h_dw0, E * sizeof(float), cudaMemcpyHostToDevice));
-    gated_norm_backward(d_dy, d_dwide + off, stride, d_dw, d_scratch, d_dout, d_y, d_wide + off, stride, d_w, d_rstd,
-                        BT, E, G, 0);
+    gated_norm_backward_cfg(d_dy, d_dwide + off, stride, d_dw, d_scratch, d_dout, d_y, d_wide + off, stride, d_w,
+                            d_rstd, BT, E, G, variant, rows_blocks, 0);
     float* g_dw2 = dev_download_F(d_dw, E);
     dev_check_bitwise("gated_norm_backward dw", g_dw, g_dw2, E * sizeof(float));
 
@@ -124,12 +129,27 @@ static void bench(int BT, int E, int G, int stride) {
     float* d_dw = dev_upload_F(h, E);
     float* d_rstd = (float*)dev_malloc((size_t)BT * G * sizeof(float));
     float* d_scratch = (float*)dev_malloc(gated_norm_backward_scratch_floats(E) * sizeof(float));
-    float ms = dev_bench_ms(100, [&] { gated_norm_forward(d_out, d_rstd, d_y, d_wide, stride, d_w, BT, E, G, 0); });
-    dev_report_bytes("gated_norm_forward", ms, (double)n * 3 * sizeof(floatX) + BT * G * 4.0);
-    ms = dev_bench_ms(100, [&] {
-        gated_norm_backward(d_dy, d_dwide, stride, d_dw, d_scratch, d_out, d_y, d_wide, stride, d_w, d_rstd, BT, E, G, 0);
-    });
-    dev_report_bytes("gated_norm_backward (+ dw partial sums)", ms, (double)n * 5 * sizeof(floatX) + BT * G * 4.0);
+    const char* names[2] = {"row-resident (default)", "generic"};
+    for (int v = 0; v < 2; v++) {
+        char name[128];
+        float ms = dev_bench_ms(100, [&] {
+            gated_norm_forward_cfg(d_out, d_rstd, d_y, d_wide, stride, d_w, BT, E, G, v, 0);
+        });
+        snprintf(name, sizeof name, "gated_norm_forward %s", names[v]);
+        dev_report_bytes(name, ms, (double)n * 3 * sizeof(floatX) + BT * G * 4.0);
+    }
+    const int grids[5] = {GNORM_BWD_ROWS_BLOCKS, 132, 264, 396, 528};
+    for (int v = 0; v < 2; v++)
+        for (int gi = 0; gi < (v == 0 ? 5 : 1); gi++) {
+            char name[128];
+            float ms = dev_bench_ms(100, [&] {
+                gated_norm_backward_cfg(d_dy, d_dwide, stride, d_dw, d_scratch, d_out, d_y, d_wide, stride, d_w,
+                                        d_rstd, BT, E, G, v, grids[gi], 0);
+            });
+            snprintf(name, sizeof name, "gated_norm_backward (+ dw partial sums) %s, %d blocks (minb %d)", names[v],
+                     v == 0 ? grids[gi] : GNORM_BWD_MAX_BLOCKS, GNORM_BWD_ROWS_MINB);
+            dev_report_bytes(name, ms, (double)n * 5 * sizeof(floatX) + BT * G * 4.0);
+        }
     free(h);
     cudaCheck(cudaFree(d_y)); cudaCheck(cudaFree(d_wide)); cudaCheck(cudaFree(d_dwide)); cudaCheck(cudaFree(d_out));
     cudaCheck(cudaFree(d_dy)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_dw)); cudaCheck(cudaFree(d_rstd));
@@ -141,7 +161,17 @@ int main(int argc, char** argv) {
     if (!bench_only) {
         check_shape(29, 48, 2, 112, 0);       /* two groups, 16-byte path */
         check_shape(23, 30, 3, 71, 3);        /* three groups of 10, scalar path */
-        check_shape(16384, 1536, 1, 3352, 0); /* 130M layer */
+        check_shape(3, 256, 1, 264, 8);       /* row-resident, 1 chunk, fewer rows than a block's warps */
+        check_shape(77, 1024, 2, 1100, 8);    /* row-resident, two groups of 2 chunks */
+        check_shape(45, 2048, 1, 2048, 0);    /* row-resident, 8 chunks */
+        check_shape(16384, 1536, 1, 3352, 0); /* 130M layer: row-resident, 6 chunks */
+        rows_blocks = 7;                      /* grid of 7 blocks (28 warps): kept for G = 2 (each warp one group), */
+        check_shape(77, 1024, 2, 1100, 8);
+        check_shape(61, 768, 3, 800, 16);     /* lowered to 6 blocks (24 warps) for G = 3 */
+        rows_blocks = GNORM_BWD_ROWS_BLOCKS;
+        variant = GNORM_GENERIC;
+        check_shape(16384, 1536, 1, 3352, 0); /* 130M layer, the generic kernels */
+        variant = GNORM_AUTO;
     }
     bench(16384, 1536, 1, 3352);
     return dev_finish();

@@ -8,8 +8,12 @@
 #include "dev/cuda/kernels_dev.h"
 #include "llmc/rmsnorm.cuh"
 
+/* the kernels under test: RMSNORM_AUTO (row-resident where D allows) or RMSNORM_GENERIC; the backward grid */
+static int variant = RMSNORM_AUTO, rows_blocks = RMSNORM_BWD_ROWS_BLOCKS;
+
 static void check_shape(int BT, int D, int with_delta) {
-    printf("shape BT=%d D=%d delta=%s (%s)\n", BT, D, with_delta ? "yes" : "NULL", PRECISION_NAME);
+    printf("shape BT=%d D=%d delta=%s, %s kernels, %d blocks (%s)\n", BT, D, with_delta ? "yes" : "NULL",
+           variant == RMSNORM_GENERIC ? "generic" : "default", rows_blocks, PRECISION_NAME);
     size_t n = (size_t)BT * D;
     int bf16 = sizeof(floatX) == 2;
     float* h_x = dev_random_floats(n, -2.f, 2.f);
@@ -23,7 +27,7 @@ static void check_shape(int BT, int D, int with_delta) {
     float* d_rstd = (float*)dev_malloc(BT * sizeof(float));
     dev_poison(d_u, n * sizeof(floatX));
     dev_poison(d_rstd, BT * sizeof(float));
-    rmsnorm_forward(d_u, d_rstd, d_x, with_delta ? d_delta : NULL, d_w, BT, D, 0);
+    rmsnorm_forward_cfg(d_u, d_rstd, d_x, d_x, with_delta ? d_delta : NULL, d_w, BT, D, variant, 0);
     float* g_x = dev_download_F(d_x, n);
     float* g_u = dev_download_X(d_u, n);
     float* g_rstd = dev_download_F(d_rstd, BT);
@@ -60,7 +64,7 @@ static void check_shape(int BT, int D, int with_delta) {
     float* d_xa = dev_upload_F(x_after, n);
     float* d_scratch = (float*)dev_malloc(rmsnorm_backward_scratch_floats(D) * sizeof(float));
     dev_poison(d_scratch, rmsnorm_backward_scratch_floats(D) * sizeof(float));
-    rmsnorm_backward(d_dx, d_dw, d_scratch, d_du, d_xa, d_w, d_rstd, BT, D, 0);
+    rmsnorm_backward_cfg(d_dx, NULL, d_dw, d_scratch, d_du, d_xa, d_w, d_rstd, BT, D, variant, rows_blocks, 0);
     float* g_dx = dev_download_F(d_dx, n);
     float* g_dw = dev_download_F(d_dw, D);
     double* r_dx = (double*)mallocCheck(n * sizeof(double));
@@ -79,7 +83,7 @@ static void check_shape(int BT, int D, int with_delta) {
     dev_validate("rmsnorm_backward dw (accumulated)", g_dw, r_dw, D, 1e-4, 1e-4);
     cudaCheck(cudaMemcpy(d_dx, h_dx0, n * sizeof(float), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(d_dw, h_dw0, D * sizeof(float), cudaMemcpyHostToDevice));
-    rmsnorm_backward(d_dx, d_dw, d_scratch, d_du, d_xa, d_w, d_rstd, BT, D, 0);
+    rmsnorm_backward_cfg(d_dx, NULL, d_dw, d_scratch, d_du, d_xa, d_w, d_rstd, BT, D, variant, rows_blocks, 0);
     float* g_dw2 = dev_download_F(d_dw, D);
     float* g_dx2 = dev_download_F(d_dx, n);
     dev_check_bitwise("rmsnorm_backward dw", g_dw, g_dw2, D * sizeof(float));
@@ -106,12 +110,26 @@ static void bench(int BT, int D) {
     float* d_dw = dev_upload_F(h, D);
     float* d_scratch = (float*)dev_malloc(rmsnorm_backward_scratch_floats(D) * sizeof(float));
     /* the residual stream grows over the repeats (x += delta each time): harmless for timing */
-    float ms = dev_bench_ms(100, [&] { rmsnorm_forward(d_u, d_rstd, d_x, d_delta, d_w, BT, D, 0); });
-    dev_report_bytes("rmsnorm_forward (with residual add)", ms, (double)n * (4 + 4 + 2 * sizeof(floatX)) + BT * 4.0);
-    ms = dev_bench_ms(100, [&] { rmsnorm_forward(d_u, d_rstd, d_x, NULL, d_w, BT, D, 0); });
-    dev_report_bytes("rmsnorm_forward (delta NULL)", ms, (double)n * (4 + sizeof(floatX)) + BT * 4.0);
-    ms = dev_bench_ms(100, [&] { rmsnorm_backward(d_dx, d_dw, d_scratch, d_u, d_x, d_w, d_rstd, BT, D, 0); });
-    dev_report_bytes("rmsnorm_backward (+ dw partial sums)", ms, (double)n * (sizeof(floatX) + 4 + 8) + BT * 4.0);
+    const char* names[2] = {"row-resident (default)", "generic"};
+    char name[128];
+    for (int v = 0; v < 2; v++) {
+        float ms = dev_bench_ms(100, [&] { rmsnorm_forward_cfg(d_u, d_rstd, d_x, d_x, d_delta, d_w, BT, D, v, 0); });
+        snprintf(name, sizeof name, "rmsnorm_forward (with residual add) %s", names[v]);
+        dev_report_bytes(name, ms, (double)n * (4 + 4 + 2 * sizeof(floatX)) + BT * 4.0);
+        ms = dev_bench_ms(100, [&] { rmsnorm_forward_cfg(d_u, d_rstd, d_x, d_x, NULL, d_w, BT, D, v, 0); });
+        snprintf(name, sizeof name, "rmsnorm_forward (delta NULL) %s", names[v]);
+        dev_report_bytes(name, ms, (double)n * (4 + sizeof(floatX)) + BT * 4.0);
+    }
+    const int grids[5] = {RMSNORM_BWD_ROWS_BLOCKS, 264, 396, 528, 660};
+    for (int v = 0; v < 2; v++)
+        for (int gi = 0; gi < (v == 0 ? 5 : 1); gi++) {
+            float ms = dev_bench_ms(100, [&] {
+                rmsnorm_backward_cfg(d_dx, NULL, d_dw, d_scratch, d_u, d_x, d_w, d_rstd, BT, D, v, grids[gi], 0);
+            });
+            snprintf(name, sizeof name, "rmsnorm_backward (+ dw partial sums) %s, %d blocks", names[v],
+                     v == 0 ? grids[gi] : RMSNORM_BWD_MAX_BLOCKS);
+            dev_report_bytes(name, ms, (double)n * (sizeof(floatX) + 4 + 8) + BT * 4.0);
+        }
     free(h);
     cudaCheck(cudaFree(d_x)); cudaCheck(cudaFree(d_delta)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_u));
     cudaCheck(cudaFree(d_rstd)); cudaCheck(cudaFree(d_dx)); cudaCheck(cudaFree(d_dw)); cudaCheck(cudaFree(d_scratch));
@@ -120,9 +138,18 @@ static void bench(int BT, int D) {
 int main(int argc, char** argv) {
     int bench_only = argc > 1 && strcmp(argv[1], "bench") == 0;
     if (!bench_only) {
-        check_shape(37, 40, 1);
+        check_shape(37, 40, 1);               /* generic kernels (D not a multiple of 256) */
         check_shape(37, 40, 0);
-        check_shape(16384, 768, 1);
+        check_shape(3, 256, 1);               /* row-resident, 1 chunk, fewer rows than a block's warps */
+        check_shape(45, 2048, 0);             /* row-resident, 8 chunks */
+        check_shape(16384, 768, 1);           /* 130M: row-resident, 3 chunks */
+        check_shape(16384, 768, 0);
+        rows_blocks = 7;                      /* a small odd grid: many rows per warp */
+        check_shape(1000, 512, 1);
+        rows_blocks = RMSNORM_BWD_ROWS_BLOCKS;
+        variant = RMSNORM_GENERIC;
+        check_shape(16384, 768, 1);           /* 130M, the generic kernels */
+        variant = RMSNORM_AUTO;
     }
     bench(16384, 768);
     return dev_finish();
