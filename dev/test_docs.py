@@ -39,7 +39,7 @@ FUNCTIONS_LINE = re.compile(r"^\s*(\*\*)?Functions:")
 DEFINITION = re.compile(r"^(?!#|return\b|else\b|if\b)(?:[A-Za-z_]\w*[\s*]+)+\**([A-Za-z_]\w*)\s*\(")
 # or the name alone at column 0 after a line holding only the type (CUDA kernels with __launch_bounds__)
 NAME_FIRST = re.compile(r"^([A-Za-z_]\w*)\s*\(")
-TYPE_LINE = re.compile(r"^(?:__global__|static|inline|void|int|float|double|real)\b[\w\s*]*(?:__launch_bounds__\([\w\s,]+\))?\s*$")
+TYPE_LINE = re.compile(r"^(?:__global__|static|inline|void|int|float|double|real)\b[\w\s*]*(?:__launch_bounds__\([^()]*\))?\s*$")
 
 
 def code_files():
