@@ -44,9 +44,11 @@
  * ssd_bwd_group_sum_kernel adds them in head order. Parameter gradients: per-(b,h,chunk) partials, then
  * ssd_bwd_param_sum_kernel adds them in a fixed order. No atomics: two runs are bitwise identical.
  *
- * Implementations of these kernels (timings in dev/cuda/NOTES_ssd.md): version 5 (the bf16 build's default) is
- * version 4 with the forward chunk scan on Hopper's wgmma (ssd5_scan_fwd_kernel, sm_90a, llmc/wgmma.cuh); version 4
- * is version 3 with the heads of a group looped in the backward; and:
+ * Implementations of these kernels (timings in dev/cuda/NOTES_ssd.md): version 6 (the bf16 build's default) is
+ * version 5 with two heads of a group per forward block (ssd6_scan_fwd_kernel: the C_i, B_j tiles and S = C_i B_j^T
+ * shared by the two heads; P = 64, H/G even, else version 5's forward); version 5 is version 4 with the forward
+ * chunk scan on Hopper's wgmma (ssd5_scan_fwd_kernel, sm_90a, llmc/wgmma.cuh); version 4 is version 3 with the
+ * heads of a group looped in the backward; and:
  * - version 3 (the base of versions 4 and 5; "version 3" below): 64-row tiles, bf16 operands in shared memory read with
  *   ldmatrix, accumulators in registers, score tiles repacked in registers as the next product's operand,
  *   B_j . C_i made once per group for the backward, per-head dB/dC partials in bf16. Needs P, N multiples of 16 and
@@ -2460,6 +2462,518 @@ ssd5_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
     __trap();
 #endif
 }
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* version 6 (bf16 build, sm_90a), the wgmma ports that did NOT pay: the chunk-state kernel and the backward's dC
+   kernel on wgmma. Both pass every check but measured slower than version 4's mma.sync kernels on the H100 (Q = 128,
+   B=8 T=2048: chunk state 107 against 84 us, dC 333 against 308 us; dev/cuda/NOTES_ssd.md, "Version 6"), so they
+   are off by default (ssd6_parts bits 1 and 2; dev/cuda/ssd.cu's "parts=7 6" runs them). Version 6's default part
+   is the two-heads-per-block forward (ssd6_scan_fwd_kernel, below them).
+   ssd6_chunk_state_kernel  out (64 rows p, all N) = sum_j (w_j U_j)^T V_j for one (b, h, chunk), one warpgroup:
+       A = (w_j U_j)^T from registers: each warp reads raw U fragments with ldmatrix.trans (a padded row-major
+       tile, as version 4), scales them by w_j and splits them in hi + lo bf16 (the fp32 states keep ~16 bits,
+       as the backward's cancellation rules need); B = the V tile (rows j, n contiguous: MN-major core matrices).
+       Per 64-row j tile: 4 k16 steps x N/64 x 2 (hi, lo) wgmma m64n64k16, issued together, one wait.
+   ssd6_bwd_dc_kernel       version 4's dC kernel (hg heads of a group per block, dC_i summed over them in
+       registers) with the products on wgmma, laid out as version 5's forward with (C, B, x) -> (dy, x, B):
+         state term  t = dy_i (Hprev hi + Hprev lo) per 64 columns n (A = dy_i tile, B = Hprev, MN-major),
+                     t *= exp(cum_i) per row; rowi = t . C_i; acc += t
+         per j tile  WD = dy_i x_j^T (both K-major), masked j <= i, scaled by exp(cum_i - cum_j) dt_j in fp32
+                     registers, repacked to bf16 as the A operand of acc += WD B_j (B_j tile MN-major)
+       C_i stays in shared memory for all the block's heads (version 4 reloaded it per head).
+   Both take P a multiple of 64 (dC: P in {64, 128}) and N in {64, 128}; other shapes run version 4's kernels. */
+#define SSD6_ULD 72  /* U tile row stride: 64 + 8 (the 8 rows of an ldmatrix land in 8 different bank groups) */
+static inline size_t ssd6_smem_chunk_state(int N) {
+    return 2 * (size_t)SSD5_ROWS * (SSD6_ULD + N) * sizeof(floatX) + 2 * SSD5_ROWS * sizeof(float);
+}
+template <int NT>  /* N = 64 NT; grid (nchunks, B*H, P/64); 4 blocks per SM */
+__global__ static void __launch_bounds__(SSD3_THREADS, 4)
+ssd6_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride, int v_col0,
+                        const float* dt, const float* cum, int mode, int T, int H, int P, int G, int Q) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int N = 64 * NT;
+    constexpr uint32_t VLBO = N * 16;  /* MN-major V tile: bytes between 8-row (k) groups */
+    extern __shared__ __align__(128) unsigned char ssd6_smem[];
+    floatX* Us = (floatX*)ssd6_smem;                    /* 2 x (64, SSD6_ULD) U rows j, columns p0.. */
+    floatX* Vs = Us + 2 * SSD5_ROWS * SSD6_ULD;         /* 2 x (64 x N) core matrices, V rows j */
+    float* w_s = (float*)(Vs + 2 * SSD5_ROWS * N);      /* 2 x 64 */
+    int nch = ssd_nchunks(T, Q), c = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / G);
+    int p0 = blockIdx.z * 64, t0 = c * Q, len = min(Q, T - t0);
+    const float* dtc = dt + (size_t)bh * T + t0;
+    const float* cumc = cum + (size_t)bh * T + t0;
+    float cum_last = cumc[len - 1];
+    const floatX* Ub = U + (size_t)(b * T + t0) * u_stride + h * P + p0;
+    const floatX* Vb = V + (size_t)(b * T + t0) * v_stride + v_col0 + g * N;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tig = lane % 4;
+    int ntj = CEIL_DIV(len, SSD5_ROWS);
+    float acc[NT][32];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+        for (int e = 0; e < 32; e++) acc[nt][e] = 0.f;
+        wg_pin_acc(acc[nt]);
+    }
+    for (int jt = 0; jt <= ntj; jt++) {
+        if (jt < ntj) {  /* issue tile jt into buffer jt & 1 (free: the wgmmas of tile jt - 2 were waited for) */
+            int bf = jt & 1, j0 = jt * SSD5_ROWS;
+            ssd3_load_tile(Us + bf * SSD5_ROWS * SSD6_ULD, SSD6_ULD, Ub, u_stride, j0, len, 64);
+            ssd5_load_tile<SSD5_ROWS, N, SSD3_THREADS, 1>(Vs + bf * SSD5_ROWS * N, Vb, v_stride, j0, len);
+            ssd3_cp_commit();
+            if (threadIdx.x < SSD5_ROWS) {
+                int j = j0 + threadIdx.x;
+                w_s[bf * SSD5_ROWS + threadIdx.x] =
+                    j < len ? (mode == 0 ? dtc[j] * expf(cum_last - cumc[j]) : expf(cumc[j])) : 0.f;
+            }
+        }
+        if (jt == 0) continue;
+        if (jt < ntj) ssd3_cp_wait<1>(); else ssd3_cp_wait<0>();
+        wg_fence_proxy_async();
+        __syncthreads();  /* tile jt - 1 (and its w_j) visible to every thread */
+        int buf = (jt - 1) & 1;
+        const float* wb = w_s + buf * SSD5_ROWS;
+        const floatX* ap = Us + buf * SSD5_ROWS * SSD6_ULD + ((lane % 8) + (lane / 16) * 8) * SSD6_ULD + warp * 16 +
+                           ((lane / 8) % 2) * 8;
+        const floatX* vb = Vs + buf * SSD5_ROWS * N;
+        uint32_t ah[4][4], al[4][4];  /* A = (w_j U_j)^T, k16 steps ks: rows p (16 per warp), k = j */
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) {
+            uint32_t raw[4];
+            ssd3_ldsm_t(raw, ap + ks * 16 * SSD6_ULD);
+            int k0 = 16 * ks;
+            float w0 = wb[k0 + 2 * tig], w1 = wb[k0 + 2 * tig + 1], w2 = wb[k0 + 8 + 2 * tig], w3 = wb[k0 + 9 + 2 * tig];
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                __nv_bfloat162 v = *(__nv_bfloat162*)&raw[r];
+                float lo = __low2float(v) * (r < 2 ? w0 : w2), hi = __high2float(v) * (r < 2 ? w1 : w3);
+                __nv_bfloat162 vh = __floats2bfloat162_rn(lo, hi);
+                ah[ks][r] = *(uint32_t*)&vh;
+                al[ks][r] = ssd_pack_bf16(lo - __low2float(vh), hi - __high2float(vh));
+            }
+        }
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                uint64_t dv = wg_desc(vb + wg_tile_offset(16 * ks, 64 * nt, N), VLBO, 128);
+                wg_mma_rs<1>(acc[nt], ah[ks], dv);
+                wg_mma_rs<1>(acc[nt], al[ks], dv);
+            }
+        wg_commit();
+        wg_wait<0>();
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) wg_pin_acc(acc[nt]);
+        __syncthreads();  /* every warp is done with buffer buf before the next iteration loads into it */
+    }
+    float* o = out + ssd_state_off(b, c, h, nch, H, P * N);
+    int p = p0 + warp * 16 + lane / 4;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int q = 0; q < 8; q++) {
+            int n = 64 * nt + 8 * q + 2 * tig;
+            *(float2*)(o + (size_t)p * N + n) = make_float2(acc[nt][4 * q], acc[nt][4 * q + 1]);
+            *(float2*)(o + (size_t)(p + 8) * N + n) = make_float2(acc[nt][4 * q + 2], acc[nt][4 * q + 3]);
+        }
+#else
+    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
+        printf("ssd6_chunk_state_kernel: built without the sm_90a target (wgmma); build with "
+               "-gencode=arch=compute_90a,code=sm_90a, or set ssd_fast_version = 4\n");
+    __trap();
+#endif
+}
+
+/* the fp32 (R, NC) state into two bf16 core-matrix tiles hi and lo = the rounding error of hi (rows p, columns n) */
+template <int R, int NC, int NTHR>
+__device__ static inline void ssd6_load_state_split(floatX* hi, floatX* lo, const float* m) {
+#pragma unroll 2
+    for (int idx = threadIdx.x; idx < R * NC / 8; idx += NTHR) {
+        int r = (idx / NC) * 8 + (idx & 7), v = (idx >> 3) % (NC / 8);
+        const float4* src = (const float4*)(m + (size_t)r * NC + v * 8);
+        float4 q0 = src[0], q1 = src[1];
+        float f[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+        uint32_t oh[4], ol[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            __nv_bfloat162 vh = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
+            oh[k] = *(uint32_t*)&vh;
+            ol[k] = ssd_pack_bf16(f[2 * k] - __low2float(vh), f[2 * k + 1] - __high2float(vh));
+        }
+        *(uint4*)(hi + idx * 8) = make_uint4(oh[0], oh[1], oh[2], oh[3]);
+        *(uint4*)(lo + idx * 8) = make_uint4(ol[0], ol[1], ol[2], ol[3]);
+    }
+}
+
+/* shared memory (bf16 elements): Ys (64 x P) | Cs (64 x N) | region: Hprev hi, lo (2 x P x N), then the j tiles
+   Bs0 (64 x N) Xs0 (64 x P) Bs1 Xs1 | cum_j, dt_j (2 x 64 floats each). P = 64, N = 128: 73 KB, 3 blocks per SM. */
+static inline size_t ssd6_smem_dc(int P, int N) {
+    size_t region = ssd3_max((size_t)2 * P * N, (size_t)2 * SSD5_ROWS * (N + P));
+    return ((size_t)SSD5_ROWS * (P + N) + region) * sizeof(floatX) + 4 * SSD5_ROWS * sizeof(float);
+}
+#ifndef SSD6_DC_MINBLOCKS
+#define SSD6_DC_MINBLOCKS 3
+#endif
+template <int PT, int NT>  /* P = 64 PT, N = 64 NT; grid (nchunks, B * H/hg, ceil(Q/64)) as version 4's */
+__global__ static void __launch_bounds__(SSD3_THREADS, SSD6_DC_MINBLOCKS)
+ssd6_bwd_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* rowi, const floatX* dy,
+                   const floatX* xbc, int xbc_stride, const float* dt, const float* cum, const float* states, int T,
+                   int H, int G, int Q, int hg) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int P = 64 * PT, N = 64 * NT;
+    constexpr uint32_t PSBO = P * 16;  /* K-major tiles of P columns (dy_i, x_j): bytes between 8-row groups */
+    constexpr uint32_t NLBO = N * 16;  /* MN-major tiles of N columns (Hprev, B_j): bytes between 8-row k groups */
+    extern __shared__ __align__(128) unsigned char ssd6_smem[];
+    int nch = ssd_nchunks(T, Q), nti = CEIL_DIV(Q, SSD5_ROWS), nhg = H / hg;
+    int c = blockIdx.x, rt = nti - 1 - (int)blockIdx.z, b = blockIdx.y / nhg, hgi = blockIdx.y % nhg, h0 = hgi * hg;
+    int g = h0 / (H / G);
+    int t0 = c * Q, len = min(Q, T - t0), i0 = rt * SSD5_ROWS;
+    if (i0 >= len) return;
+    int E = H * P;
+    floatX* Ys = (floatX*)ssd6_smem;  /* dy rows i of the current head */
+    floatX* Cs = Ys + SSD5_ROWS * P;  /* C rows i (the group's: the same for every head of the block) */
+    floatX* Rg = Cs + SSD5_ROWS * N;  /* region: Hprev hi, lo; then the j tiles */
+    floatX* Hhi = Rg;
+    floatX* Hlo = Rg + P * N;
+    floatX* Bs0 = Rg;
+    floatX* Xs0 = Bs0 + SSD5_ROWS * N;
+    floatX* Bs1 = Xs0 + SSD5_ROWS * P;
+    floatX* Xs1 = Bs1 + SSD5_ROWS * N;
+    float* cj = (float*)(Rg + (2 * P * N > 2 * SSD5_ROWS * (N + P) ? 2 * P * N : 2 * SSD5_ROWS * (N + P)));
+    float* dj = cj + 2 * SSD5_ROWS;
+    const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
+    const floatX* Bg = rows + E + g * N;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tig = lane % 4;
+    int rl[2] = {warp * 16 + lane / 4, warp * 16 + lane / 4 + 8};  /* this thread's accumulator rows in the tile */
+    int ri[2] = {i0 + rl[0], i0 + rl[1]};
+    ssd5_load_tile<SSD5_ROWS, N, SSD3_THREADS, 1>(Cs, rows + E + G * N + g * N, xbc_stride, i0, len);
+    float acc[NT][32];  /* dC_i summed over the block's heads */
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+        for (int e = 0; e < 32; e++) acc[nt][e] = 0.f;
+        wg_pin_acc(acc[nt]);
+    }
+    for (int hh = 0; hh < hg; hh++) {
+        int h = h0 + hh, bh = b * H + h;
+        const floatX* Xg = rows + h * P;
+        const float* cumc = cum + (size_t)bh * T + t0;
+        const float* dtc = dt + (size_t)bh * T + t0;
+        if (hh > 0) __syncthreads();  /* the previous head is done with Ys and the region */
+        ssd5_load_tile<SSD5_ROWS, P, SSD3_THREADS, 1>(Ys, dy + (size_t)(b * T + t0) * E + h * P, E, i0, len);
+        ssd3_cp_commit();
+        ssd6_load_state_split<P, N, SSD3_THREADS>(Hhi, Hlo, states + ssd_state_off(b, c, h, nch, H, P * N));
+        float cum_r[2];
+        for (int r = 0; r < 2; r++) cum_r[r] = ri[r] < len ? cumc[ri[r]] : 0.f;
+        ssd3_cp_wait<0>();
+        wg_fence_proxy_async();
+        __syncthreads();
+        /* state term: exp(cum_i) dy_i Hprev (Hprev = hi + lo), its dot with C_i (rowi), 64 columns n at a time */
+        float e[2] = {expf(cum_r[0]), expf(cum_r[1])}, pw[2] = {0.f, 0.f};
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            float t[32];
+#pragma unroll
+            for (int k = 0; k < 32; k++) t[k] = 0.f;
+            wg_pin_acc(t);
+            wg_fence();
+#pragma unroll
+            for (int ks = 0; ks < P / 16; ks++) {
+                uint64_t da = wg_desc(Ys + ks * 128, 128, PSBO);
+                wg_mma_ss<0, 1>(t, da, wg_desc(Hhi + wg_tile_offset(16 * ks, 64 * nt, N), NLBO, 128));
+                wg_mma_ss<0, 1>(t, da, wg_desc(Hlo + wg_tile_offset(16 * ks, 64 * nt, N), NLBO, 128));
+            }
+            wg_commit();
+            wg_wait<0>();
+            wg_pin_acc(t);
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+                int n = 64 * nt + 8 * q + 2 * tig;
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float a0 = t[4 * q + 2 * r] * e[r], a1 = t[4 * q + 2 * r + 1] * e[r];
+                    __nv_bfloat162 cv = *(const __nv_bfloat162*)(Cs + wg_tile_offset(rl[r], n, N));
+                    pw[r] += a0 * __low2float(cv) + a1 * __high2float(cv);
+                    acc[nt][4 * q + 2 * r] += a0;
+                    acc[nt][4 * q + 2 * r + 1] += a1;
+                }
+            }
+        }
+        pw[0] = ssd3_quad_sum(pw[0]);
+        pw[1] = ssd3_quad_sum(pw[1]);
+        if (tig == 0)
+            for (int r = 0; r < 2; r++)
+                if (ri[r] < len) rowi[(size_t)bh * T + t0 + ri[r]] = pw[r];
+        __syncthreads();  /* Hprev no longer needed: its space takes the j tiles */
+        ssd5_load_tile<SSD5_ROWS, N, SSD3_THREADS, 1>(Bs0, Bg, xbc_stride, 0, len);
+        ssd5_load_tile<SSD5_ROWS, P, SSD3_THREADS, 1>(Xs0, Xg, xbc_stride, 0, len);
+        ssd3_cp_commit();
+        if (threadIdx.x < SSD5_ROWS) {
+            int j = threadIdx.x;
+            cj[j] = j < len ? cumc[j] : 0.f;
+            dj[j] = j < len ? dtc[j] : 0.f;
+        }
+        for (int jt = 0; jt <= rt; jt++) {
+            int buf = jt & 1;
+            ssd3_cp_wait<0>();
+            wg_fence_proxy_async();
+            __syncthreads();  /* tile jt landed for all threads; every warp is done with tile jt - 1 */
+            if (jt < rt) {
+                int j0n = (jt + 1) * SSD5_ROWS;
+                ssd5_load_tile<SSD5_ROWS, N, SSD3_THREADS, 1>(buf ? Bs0 : Bs1, Bg, xbc_stride, j0n, len);
+                ssd5_load_tile<SSD5_ROWS, P, SSD3_THREADS, 1>(buf ? Xs0 : Xs1, Xg, xbc_stride, j0n, len);
+                ssd3_cp_commit();
+                if (threadIdx.x < SSD5_ROWS) {
+                    int j = j0n + threadIdx.x;
+                    cj[(buf ^ 1) * SSD5_ROWS + threadIdx.x] = j < len ? cumc[j] : 0.f;
+                    dj[(buf ^ 1) * SSD5_ROWS + threadIdx.x] = j < len ? dtc[j] : 0.f;
+                }
+            }
+            const floatX* Bb = buf ? Bs1 : Bs0;
+            const floatX* Xb = buf ? Xs1 : Xs0;
+            const float* cjb = cj + buf * SSD5_ROWS;
+            const float* djb = dj + buf * SSD5_ROWS;
+            float s[32];
+#pragma unroll
+            for (int k = 0; k < 32; k++) s[k] = 0.f;
+            wg_pin_acc(s);
+            wg_fence();
+#pragma unroll
+            for (int ks = 0; ks < P / 16; ks++)  /* dy_i . x_j */
+                wg_mma_ss<0, 0>(s, wg_desc(Ys + ks * 128, 128, PSBO), wg_desc(Xb + ks * 128, 128, PSBO));
+            wg_commit();
+            wg_wait<0>();
+            wg_pin_acc(s);
+            /* s[4 q + k]: row ri[k / 2], column jj = 8 q + 2 tig + k % 2 of the j tile; rows past the chunk's end
+               are masked before the exp (their cum_r is 0: the exp could overflow) */
+#pragma unroll
+            for (int k = 0; k < 32; k++) {
+                int jj = 8 * (k / 4) + 2 * tig + (k & 1), r = (k >> 1) & 1;
+                int ok = jt * SSD5_ROWS + jj <= ri[r] && ri[r] < len;
+                s[k] = ok ? s[k] * __expf(cum_r[r] - cjb[jj]) * djb[jj] : 0.f;
+            }
+            uint32_t sf[4][4];  /* WD as 4 k16 A fragments */
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                sf[ks][0] = ssd_pack_bf16(s[8 * ks + 0], s[8 * ks + 1]);
+                sf[ks][1] = ssd_pack_bf16(s[8 * ks + 2], s[8 * ks + 3]);
+                sf[ks][2] = ssd_pack_bf16(s[8 * ks + 4], s[8 * ks + 5]);
+                sf[ks][3] = ssd_pack_bf16(s[8 * ks + 6], s[8 * ks + 7]);
+            }
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) wg_pin_acc(acc[nt]);
+            wg_fence();
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)  /* acc += WD B_j */
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+                    wg_mma_rs<1>(acc[nt], sf[ks], wg_desc(Bb + wg_tile_offset(16 * ks, 64 * nt, N), NLBO, 128));
+            wg_commit();
+            wg_wait<0>();
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) wg_pin_acc(acc[nt]);
+        }
+    }
+    int col = direct ? dco_col0 + g * N : hgi * N;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (ri[r] >= len) continue;
+        floatX* o = dco + (size_t)(b * T + t0 + ri[r]) * dco_stride + col;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int q = 0; q < 8; q++)
+                *(__nv_bfloat162*)(o + 64 * nt + 8 * q + 2 * tig) =
+                    __floats2bfloat162_rn(acc[nt][4 * q + 2 * r], acc[nt][4 * q + 2 * r + 1]);
+    }
+#else
+    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
+        printf("ssd6_bwd_dc_kernel: built without the sm_90a target (wgmma); build with "
+               "-gencode=arch=compute_90a,code=sm_90a, or set ssd_fast_version = 4\n");
+    __trap();
+#endif
+}
+
+/* version 6's forward: version 5's kernel (2 warpgroups = rows 2a, 2a + 1 of a chunk per block) for HP = 2 heads of
+   one group per block. At P = 64 the two heads' x columns, y columns and states are adjacent in memory, so the
+   block loads them as version 5 loads one head of P = 128; what the heads share is the C / B side: the C_i and
+   B_j tiles are loaded once for both heads (per head, half the C and B bytes from L2 of version 5), and
+   S = C_i B_j^T is computed once per (i, j) tile, scaled per head in fp32 registers (exp(cum_i - cum_j) dt_j of
+   that head) into that head's bf16 score fragments, then both heads' S x_j products run as one batch. */
+/* cum_j, dt_j of j tile jt into buffer nb ([hp][nb][64]) for HP heads whose rows start at base + hp T; thread
+   k < 64 HP takes head k / 64, row k % 64; zeros past the chunk's end */
+template <int HP>
+__device__ static inline void ssd6_load_scalars(float* cj, float* dj, const float* cum, const float* dt, size_t base,
+                                                int T, int jt, int nb, int len) {
+    if (threadIdx.x < HP * SSD5_ROWS) {
+        int hp = threadIdx.x / SSD5_ROWS, jj = threadIdx.x % SSD5_ROWS, j = jt * SSD5_ROWS + jj;
+        size_t at = base + (size_t)hp * T + j;
+        cj[(hp * 2 + nb) * SSD5_ROWS + jj] = j < len ? cum[at] : 0.f;
+        dj[(hp * 2 + nb) * SSD5_ROWS + jj] = j < len ? dt[at] : 0.f;
+    }
+}
+template <int NK, int HP>  /* N = 16 NK, P = 64 per head, HP heads per block */
+__global__ static void __launch_bounds__(SSD3_THREADS * 2, 2)
+ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* dt, const float* cum,
+                     const float* states, const float* Dskip, int T, int H, int G, int Q) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int P = 64, PW = 64 * HP, N = 16 * NK, NTHR = SSD3_THREADS * 2, WGS = 2;
+    constexpr uint32_t KSBO = N * 16;   /* K-major tiles of N columns: bytes between 8-row groups */
+    constexpr uint32_t XLBO = PW * 16;  /* the x tile (MN-major, PW columns): bytes between 8-row (k) groups */
+    extern __shared__ __align__(128) unsigned char ssd6_smem[];
+    int nch = ssd_nchunks(T, Q), ngr = CEIL_DIV(CEIL_DIV(Q, SSD5_ROWS), WGS), nhb = H / HP;
+    int c = blockIdx.x / ngr, rg = blockIdx.x % ngr, b = blockIdx.y / nhb, h0 = (blockIdx.y % nhb) * HP;
+    int g = h0 / (H / G);
+    int t0 = c * Q, len = min(Q, T - t0), ib = rg * WGS * SSD5_ROWS;
+    if (ib >= len) return;
+    int wg = threadIdx.x / SSD3_THREADS, rt = rg * WGS + wg, i0 = rt * SSD5_ROWS;
+    int jlast = min(rg * WGS + WGS, CEIL_DIV(len, SSD5_ROWS)) - 1, active = i0 < len;
+    int E = H * P;
+    floatX* Cs = (floatX*)ssd6_smem;          /* 64 WGS rows: warpgroup wg's are rows 64 wg.. */
+    floatX* Bs0 = Cs + WGS * SSD5_ROWS * N;
+    floatX* Xs0 = Bs0 + SSD5_ROWS * N;
+    floatX* Hs = Xs0 + SSD5_ROWS * PW;  /* Hprev of the HP heads ((HP P) x N), then buffer 1: */
+    floatX* Bs1 = Hs;
+    floatX* Xs1 = Hs + SSD5_ROWS * N;
+    float* cj = (float*)(Hs + (PW * N > SSD5_ROWS * (N + PW) ? PW * N : SSD5_ROWS * (N + PW)));  /* [hp][buf][64] */
+    float* dj = cj + HP * 2 * SSD5_ROWS;                                                        /* likewise dt_j */
+    const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
+    const floatX* Bg = rows + E + g * N;
+    const floatX* Xg = rows + h0 * P;
+    ssd5_load_tile<WGS * SSD5_ROWS, N, NTHR, 1>(Cs, rows + E + G * N + g * N, xbc_stride, ib, len);
+    ssd5_load_tile<SSD5_ROWS, N, NTHR, 1>(Bs0, Bg, xbc_stride, 0, len);
+    ssd5_load_tile<SSD5_ROWS, PW, NTHR, 1>(Xs0, Xg, xbc_stride, 0, len);
+    ssd3_cp_commit();
+    ssd6_load_scalars<HP>(cj, dj, cum, dt, (size_t)(b * H + h0) * T + t0, T, 0, 0, len);
+    ssd5_load_state<PW, N, NTHR>(Hs, states + ssd_state_off(b, c, h0, nch, H, P * N));
+    const floatX* Cw = Cs + wg * SSD5_ROWS * N;
+    int warp = (threadIdx.x % SSD3_THREADS) / 32, lane = threadIdx.x % 32, tig = lane % 4;
+    int ri[2] = {i0 + warp * 16 + lane / 4, i0 + warp * 16 + lane / 4 + 8};
+    /* rows past the chunk's end take the chunk's smallest cum: every exp() argument below stays <= 0 (no inf * 0) */
+    float cum_r[HP][2];
+#pragma unroll
+    for (int hp = 0; hp < HP; hp++)
+        for (int r = 0; r < 2; r++) cum_r[hp][r] = cum[(size_t)(b * H + h0 + hp) * T + t0 + min(ri[r], len - 1)];
+    ssd3_cp_wait<0>();
+    wg_fence_proxy_async();
+    __syncthreads();
+    /* inter-chunk: exp(cum_i) C_i Hprev^T, per head */
+    float acc[HP][32];
+#pragma unroll
+    for (int hp = 0; hp < HP; hp++) {
+#pragma unroll
+        for (int e = 0; e < 32; e++) acc[hp][e] = 0.f;
+        wg_pin_acc(acc[hp]);
+    }
+    if (active) {  /* uniform over the warpgroup: its products run converged */
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < NK; ks++) {
+            uint64_t da = wg_desc(Cw + ks * 128, 128, KSBO);
+#pragma unroll
+            for (int hp = 0; hp < HP; hp++)
+                wg_mma_ss<0, 0>(acc[hp], da, wg_desc(Hs + hp * 64 * N + ks * 128, 128, KSBO));
+        }
+        wg_commit();
+        wg_wait<0>();
+    }
+#pragma unroll
+    for (int hp = 0; hp < HP; hp++) {
+        wg_pin_acc(acc[hp]);
+        float e0 = expf(cum_r[hp][0]), e1 = expf(cum_r[hp][1]);
+#pragma unroll
+        for (int e = 0; e < 32; e++) acc[hp][e] *= (e & 2) ? e1 : e0;
+    }
+    /* intra-chunk: the j tiles up to the block's last diagonal one; tile jt + 1 loads while tile jt is used */
+    for (int jt = 0; jt <= jlast; jt++) {
+        int buf = jt & 1;
+        ssd3_cp_wait<0>();
+        wg_fence_proxy_async();
+        __syncthreads();  /* tile jt landed for all threads; every warp is done with tile jt - 1 (and Hprev) */
+        if (jt < jlast) {
+            int j0n = (jt + 1) * SSD5_ROWS;
+            ssd5_load_tile<SSD5_ROWS, N, NTHR, 1>(buf ? Bs0 : Bs1, Bg, xbc_stride, j0n, len);
+            ssd5_load_tile<SSD5_ROWS, PW, NTHR, 1>(buf ? Xs0 : Xs1, Xg, xbc_stride, j0n, len);
+            ssd3_cp_commit();
+            ssd6_load_scalars<HP>(cj, dj, cum, dt, (size_t)(b * H + h0) * T + t0, T, jt + 1, buf ^ 1, len);
+        }
+        if (jt > rt || !active) continue;  /* past this warpgroup's diagonal (uniform over the warpgroup) */
+        const floatX* Bb = buf ? Bs1 : Bs0;
+        const floatX* Xb = buf ? Xs1 : Xs0;
+        float s[32];
+#pragma unroll
+        for (int e = 0; e < 32; e++) s[e] = 0.f;
+        wg_pin_acc(s);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < NK; ks++)  /* S = C_i . B_j, once for the HP heads */
+            wg_mma_ss<0, 0>(s, wg_desc(Cw + ks * 128, 128, KSBO), wg_desc(Bb + ks * 128, 128, KSBO));
+        wg_commit();
+        wg_wait<0>();
+        wg_pin_acc(s);
+        /* s[4 nt + e]: row ri[e / 2], column jj = 8 nt + 2 tig + e % 2 of the j tile. One pass makes every head's
+           score fragments (S times that head's decay and dt, masked on the diagonal tile): each s[e] dies as soon
+           as it is read, so at most 64 accumulators + 32 S/fragment registers are live */
+        uint32_t sf[HP][4][4];
+        int diag = jt == rt;
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+            for (int k = 0; k < 8; k += 2) {
+                int e = 8 * ks + k, jj = 8 * (e / 4) + 2 * tig, r = (e >> 1) & 1;
+                int ok0 = !diag || jt * SSD5_ROWS + jj <= ri[r], ok1 = !diag || jt * SSD5_ROWS + jj + 1 <= ri[r];
+#pragma unroll
+                for (int hp = 0; hp < HP; hp++) {
+                    const float* cjb = cj + (hp * 2 + buf) * SSD5_ROWS;
+                    const float* djb = dj + (hp * 2 + buf) * SSD5_ROWS;
+                    float v0 = ok0 ? s[e] * __expf(cum_r[hp][r] - cjb[jj]) * djb[jj] : 0.f;
+                    float v1 = ok1 ? s[e + 1] * __expf(cum_r[hp][r] - cjb[jj + 1]) * djb[jj + 1] : 0.f;
+                    sf[hp][ks][k / 2] = ssd_pack_bf16(v0, v1);
+                }
+            }
+#pragma unroll
+        for (int hp = 0; hp < HP; hp++) wg_pin_acc(acc[hp]);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++)  /* acc_hp += S_hp x_j,hp */
+#pragma unroll
+            for (int hp = 0; hp < HP; hp++)
+                wg_mma_rs<1>(acc[hp], sf[hp][ks], wg_desc(Xb + wg_tile_offset(16 * ks, 64 * hp, PW), XLBO, 128));
+        wg_commit();
+        wg_wait<0>();
+#pragma unroll
+        for (int hp = 0; hp < HP; hp++) wg_pin_acc(acc[hp]);
+    }
+    if (!active) return;
+    /* y = acc + D x_i. x_i is the x tile of the diagonal iteration jt = rt, still in its buffer: no later iteration
+       loads into it (the block's last prefetch is of tile jlast <= rt + 1, into the other buffer) */
+    const floatX* Xd = (rt & 1) ? Xs1 : Xs0;
+#pragma unroll
+    for (int hp = 0; hp < HP; hp++) {
+        float Dh = Dskip[h0 + hp];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            if (ri[r] >= len) continue;
+            floatX* yr = y + (size_t)(b * T + t0 + ri[r]) * E + (h0 + hp) * P;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                int p = nt * 8 + 2 * tig;
+                __nv_bfloat162 xv = *(const __nv_bfloat162*)(Xd + wg_tile_offset(ri[r] - i0, 64 * hp + p, PW));
+                *(__nv_bfloat162*)(yr + p) = __floats2bfloat162_rn(acc[hp][4 * nt + 2 * r] + Dh * __low2float(xv),
+                                                                  acc[hp][4 * nt + 2 * r + 1] + Dh * __high2float(xv));
+            }
+        }
+    }
+#else
+    if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
+        printf("ssd6_scan_fwd_kernel: built without the sm_90a target (wgmma); build with "
+               "-gencode=arch=compute_90a,code=sm_90a, or set ssd_fast_version = 5\n");
+    __trap();
+#endif
+}
+/* shared memory of ssd6_scan_fwd_kernel: version 5's at P = 64 HP, plus the per-head cum_j, dt_j */
+static inline size_t ssd6_smem_fwd(int N, int HP) {
+    return ssd5_smem_fwd(64 * HP, N, 2) + (size_t)(HP - 1) * 4 * SSD5_ROWS * sizeof(float);
+}
 #endif /* !ENABLE_FP32 */
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -2479,18 +2993,23 @@ static void ssd_set_smem(const void* kernel, size_t bytes) {
     cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
-/* Versions 3 to 5 run where their layout rules hold (bf16 build, P and N multiples of 16, 16-byte aligned rows;
-   version 5's forward also P, N in {64, 128}, else version 4's); other shapes and the fp32 build run version 2.
-   ssd_fast_version picks among them: 5, 4, 3, or 2 (version 2 everywhere); dev/cuda/ssd.cu sets it per version.
-   Version 4 passed its checks on the H100 in both builds and is 2.5-6% faster than version 3 on the three
-   benchmark shapes; version 5 (sm_90a wgmma forward): dev/cuda/NOTES_ssd.md, "Version 5". */
-static int ssd_fast_version = 5;
+/* Versions 3 to 6 run where their layout rules hold (bf16 build, P and N multiples of 16, 16-byte aligned rows;
+   version 5's forward also P, N in {64, 128}, else version 4's; version 6's forward also P = 64 and H/G even, else
+   version 5's); other shapes and the fp32 build run version 2. ssd_fast_version picks among them: 6, 5, 4, 3, or 2
+   (version 2 everywhere); dev/cuda/ssd.cu sets it per version. Version 4 passed its checks on the H100 in both
+   builds and is 2.5-6% faster than version 3 on the three benchmark shapes; version 5 (sm_90a wgmma forward):
+   dev/cuda/NOTES_ssd.md, "Version 5"; version 6 (two heads per forward block): 9% off the forward at Q = 128,
+   "Version 6" there. */
+static int ssd_fast_version = 6;
 /* version 5's warpgroups per forward block: 1, or 2, where the two warpgroups take row tiles 2a and 2a + 1 of a
    chunk and share the B_j / x_j tiles and Hprev: per (b, h, chunk) of Q = 256, 6 tile loads instead of 10 and
    Hprev read twice instead of 4 times. dev/cuda/ssd.cu's "wg=K" argument sets it. */
 static int ssd5_wgs = 2;
 /* version 5's tile-load thread order (ssd5_load_tile's LINES; dev/cuda/ssd.cu's "lines=0|1") */
 static int ssd5_lines = 1;
+/* version 6's kernels (a dev knob, dev/cuda/ssd.cu's "parts=K"): bit 0 the 2-heads-per-block forward scan, bit 1
+   the chunk-state kernel on wgmma, bit 2 the dC kernel on wgmma */
+static int ssd6_parts = 1;
 static int ssd_use_v3(const void* xbc, int xbc_stride, const void* dy, int H, int P, int N) {
 #if defined(ENABLE_FP32)
     (void)xbc; (void)xbc_stride; (void)dy; (void)H; (void)P; (void)N;
@@ -2554,10 +3073,53 @@ static void ssd3_launch_bwd(floatX* dxbc, SSDWork w, float* colf, float* rowp, c
 }
 
 /* version 4's chunk-state product (forward S_c: mode 0, backward sum exp(cum_i) dy_i C_i^T: mode 1) */
+/* version 6's kernels run where ssd_fast_version >= 6 and their compile-time widths hold (ssd6_parts) */
+static inline int ssd6_takes_chunk_state(int P, int N) {
+    return ssd_fast_version >= 6 && (ssd6_parts & 2) && P % 64 == 0 && (N == 64 || N == 128);
+}
+static inline int ssd6_takes_dc(int P, int N) {
+    return ssd_fast_version >= 6 && (ssd6_parts & 4) && (P == 64 || P == 128) && (N == 64 || N == 128);
+}
+template <int PT, int NT>
+static void ssd6_launch_dc_t(floatX* dco, int dco_stride, int dco_col0, int direct, float* rowi, const floatX* dy,
+                             const floatX* xbc, int xbc_stride, SSDSaved s, dim3 grid, int T, int H, int G, int Q,
+                             int hg, cudaStream_t stream) {
+    size_t smem = ssd6_smem_dc(64 * PT, 64 * NT);
+    ssd_set_smem((const void*)ssd6_bwd_dc_kernel<PT, NT>, smem);
+    ssd6_bwd_dc_kernel<PT, NT><<<grid, SSD3_THREADS, smem, stream>>>(dco, dco_stride, dco_col0, direct, rowi, dy, xbc,
+                                                                     xbc_stride, s.dt, s.cum, s.states, T, H, G, Q, hg);
+    cudaCheckLast();
+}
+static void ssd6_launch_dc(floatX* dco, int dco_stride, int dco_col0, int direct, float* rowi, const floatX* dy,
+                           const floatX* xbc, int xbc_stride, SSDSaved s, dim3 grid, int T, int H, int P, int N, int G,
+                           int Q, int hg, cudaStream_t stream) {
+    if (P == 64 && N == 128)
+        ssd6_launch_dc_t<1, 2>(dco, dco_stride, dco_col0, direct, rowi, dy, xbc, xbc_stride, s, grid, T, H, G, Q, hg, stream);
+    else if (P == 64)
+        ssd6_launch_dc_t<1, 1>(dco, dco_stride, dco_col0, direct, rowi, dy, xbc, xbc_stride, s, grid, T, H, G, Q, hg, stream);
+    else if (N == 128)
+        ssd6_launch_dc_t<2, 2>(dco, dco_stride, dco_col0, direct, rowi, dy, xbc, xbc_stride, s, grid, T, H, G, Q, hg, stream);
+    else
+        ssd6_launch_dc_t<2, 1>(dco, dco_stride, dco_col0, direct, rowi, dy, xbc, xbc_stride, s, grid, T, H, G, Q, hg, stream);
+}
 static void ssd4_launch_chunk_state(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride,
                                     int v_col0, SSDSaved s, int mode, int B, int T, int H, int P, int N, int G, int Q,
                                     cudaStream_t stream) {
     dim3 grid(ssd_nchunks(T, Q), B * H, CEIL_DIV(P, 64));
+    if (ssd6_takes_chunk_state(P, N)) {
+        size_t smem6 = ssd6_smem_chunk_state(N);
+        if (N == 128) {
+            ssd_set_smem((const void*)ssd6_chunk_state_kernel<2>, smem6);
+            ssd6_chunk_state_kernel<2><<<grid, SSD3_THREADS, smem6, stream>>>(out, U, u_stride, V, v_stride, v_col0,
+                                                                             s.dt, s.cum, mode, T, H, P, G, Q);
+        } else {
+            ssd_set_smem((const void*)ssd6_chunk_state_kernel<1>, smem6);
+            ssd6_chunk_state_kernel<1><<<grid, SSD3_THREADS, smem6, stream>>>(out, U, u_stride, V, v_stride, v_col0,
+                                                                             s.dt, s.cum, mode, T, H, P, G, Q);
+        }
+        cudaCheckLast();
+        return;
+    }
     size_t smem = ssd4_smem_chunk_state();
     if (N == 128) {
         ssd_set_smem((const void*)ssd4_chunk_state_kernel<128, true>, smem);
@@ -2594,11 +3156,16 @@ static void ssd4_launch_bwd_e(floatX* dxbc, SSDWork w, float* colf, float* rowp,
         dxbc, pB, pstride, E, direct, w.xdxs, w.xdxs_st, w.xdy, colf, rowp, dy, xbc, xbc_stride, s.dt, s.cum,
         w.dstates, w.bct, Dskip, T, H, P, N, G, Q, hg);
     cudaCheckLast();
-    smem = ssd3_smem_dc(P, N);
-    ssd_set_smem((const void*)ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT>, smem);
-    ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT><<<grid, SSD3_THREADS, smem, stream>>>(
-        pC, pstride, E + G * N, direct, w.roww, dy, xbc, xbc_stride, s.dt, s.cum, s.states, T, H, P, N, G, Q, hg);
-    cudaCheckLast();
+    if (ssd6_takes_dc(P, N) && (uintptr_t)s.states % 16 == 0) {  /* its state loads are 16 bytes wide */
+        ssd6_launch_dc(pC, pstride, E + G * N, direct, w.roww, dy, xbc, xbc_stride, s, grid, T, H, P, N, G, Q, hg,
+                       stream);
+    } else {
+        smem = ssd3_smem_dc(P, N);
+        ssd_set_smem((const void*)ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT>, smem);
+        ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT><<<grid, SSD3_THREADS, smem, stream>>>(
+            pC, pstride, E + G * N, direct, w.roww, dy, xbc, xbc_stride, s.dt, s.cum, s.states, T, H, P, N, G, Q, hg);
+        cudaCheckLast();
+    }
     if (!direct) {
         size_t n = (size_t)B * T * G * (N / 8);
         ssd4_group_sum_kernel<<<(unsigned)CEIL_DIV(n, (size_t)256), 256, 0, stream>>>(dxbc, xbc_stride, pB, pC, B * T,
@@ -2616,6 +3183,20 @@ static void ssd4_launch_bwd(floatX* dxbc, SSDWork w, float* colf, float* rowp, c
     else
         ssd4_launch_bwd_e<PMAX, NMAX, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q,
                                              stream);
+}
+/* version 6's forward: 2 heads of a group per block where P = 64, N in {64, 128}, H/G even (ssd6_parts bit 0) */
+static inline int ssd6_takes_fwd(int H, int P, int N, int G) {
+    return ssd_fast_version >= 6 && (ssd6_parts & 1) && P == 64 && (N == 64 || N == 128) && (H / G) % 2 == 0;
+}
+template <int NK>
+static void ssd6_launch_fwd_t(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
+                              int T, int H, int G, int Q, cudaStream_t stream) {
+    size_t smem = ssd6_smem_fwd(16 * NK, 2);
+    ssd_set_smem((const void*)ssd6_scan_fwd_kernel<NK, 2>, smem);
+    dim3 grid(ssd_nchunks(T, Q) * CEIL_DIV(CEIL_DIV(Q, SSD5_ROWS), 2), B * H / 2);
+    ssd6_scan_fwd_kernel<NK, 2><<<grid, SSD3_THREADS * 2, smem, stream>>>(y, xbc, xbc_stride, s.dt, s.cum, s.states,
+                                                                          Dskip, T, H, G, Q);
+    cudaCheckLast();
 }
 /* version 5 runs where version 3's layout rules hold, P and N are among its compile-time widths and the saved
    states are 16-byte aligned (B * H * T even: they follow 2 * B * H * T floats of dt and cum) */
@@ -2640,6 +3221,11 @@ static void ssd5_launch_fwd_w(floatX* y, const floatX* xbc, int xbc_stride, SSDS
 }
 static void ssd5_launch_fwd(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
                             int T, int H, int P, int N, int G, int Q, cudaStream_t stream) {
+    if (ssd6_takes_fwd(H, P, N, G)) {
+        if (N == 128) ssd6_launch_fwd_t<8>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        else ssd6_launch_fwd_t<4>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        return;
+    }
     if (ssd5_wgs == 2 && ssd5_lines)
         ssd5_launch_fwd_w<2, 1>(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
     else if (ssd5_wgs == 2) ssd5_launch_fwd_w<2, 0>(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);

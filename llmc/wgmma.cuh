@@ -1,6 +1,6 @@
 /*
  * wgmma.cuh: Hopper warpgroup matrix products (wgmma, sm_90a) for the SSD kernels: the shared-memory matrix
- * descriptor, the fence / commit / wait wrappers, and the two m64n64k16 bf16 products the SSD forward uses.
+ * descriptor, the fence / commit / wait wrappers, and the two m64n64k16 bf16 products the SSD kernels use.
  *
  * A warpgroup is 4 consecutive warps (128 threads, the first warp index a multiple of 4). One wgmma computes
  * D (64 x 64, fp32, in registers) += A (64 x 16) B (16 x 64), asynchronously: it is issued, committed to a group,

@@ -29,12 +29,18 @@
  *      64 rows, C B^T from shared-memory descriptors, the score tile repacked in registers as the A operand of the
  *      product with x. P and N in {64, 128} (the small shapes below include each pair); other shapes, and the fp32
  *      build, run version 4 (fp32: version 2). dev/cuda/wgmma_check.cu tests the wgmma wrappers alone.
+ *   6  llmc/ssd.cuh's default: version 5 with two heads of a group per forward block (ssd6_scan_fwd_kernel: the
+ *      C_i / B_j tiles loaded once and S = C_i B_j^T computed once for both heads, each head's decay and dt applied
+ *      in registers). P = 64 and H/G even (the small shapes with P = 64, N = 64 / 128 and the benchmarks); other
+ *      shapes run version 5. "parts=K" (bits: 1 the 2-head forward, 2 the chunk-state kernel on wgmma, 4 the dC
+ *      kernel on wgmma; default 1) also runs the two wgmma ports that measured slower than version 4's kernels.
  *
  * Build: nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o dev/cuda/ssd_bin dev/cuda/ssd.cu  (-DENABLE_FP32: fp32)
- * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [Q=K] [1|2|3|4|5]  (small: small-shape checks only; numbers:
- *        those versions only; hg=K: version 4 with at most K heads per block; wg: version 5's warpgroups per
- *        forward block; lines: its tile-load thread order (ssd5_load_tile); Q=K: the benchmark shapes' chunk length)
- *        ./dev/cuda/ssd_bin profile [1|2|3|4|5]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
+ * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [parts=K] [Q=K] [1-6]  (small: small-shape checks
+ *        only; numbers: those versions only; hg=K: version 4 with at most K heads per block; wg: version 5's
+ *        warpgroups per forward block; lines: its tile-load thread order (ssd5_load_tile); parts: version 6's
+ *        kernels (above); Q=K: the benchmark shapes' chunk length)
+ *        ./dev/cuda/ssd_bin profile [Q=K] [1-6]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
  */
 #include <math.h>
 #include <string.h>
@@ -767,9 +773,9 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
 #include "dev/cuda/kernels_dev.h"
 
 
-/* which version run_forward / run_backward call: 1 = namespace v1 above, 2, 3, 4, 5 = llmc/ssd.cuh with
+/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 to 6 = llmc/ssd.cuh with
    ssd_fast_version set to it */
-#define NVERSIONS 5
+#define NVERSIONS 6
 static int g_version = 4;
 
 typedef struct { int B, T, H, P, N, G, Q; int with_init; } Shape;
@@ -1172,20 +1178,22 @@ int main(int argc, char** argv) {
             ssd5_wgs = atoi(argv[k] + 3); /* version 5's warpgroups per forward block */
         else if (strcmp(argv[k], "lines=0") == 0 || strcmp(argv[k], "lines=1") == 0)
             ssd5_lines = argv[k][6] - '0'; /* version 5's tile-load thread order */
+        else if (strncmp(argv[k], "parts=", 6) == 0 && atoi(argv[k] + 6) >= 0 && atoi(argv[k] + 6) <= 7)
+            ssd6_parts = atoi(argv[k] + 6); /* version 6's kernels: bit 0 2-head forward, 1 chunk state, 2 dC */
         else if (strncmp(argv[k], "Q=", 2) == 0 && atoi(argv[k] + 2) >= 16 && atoi(argv[k] + 2) <= 256)
             big_q = atoi(argv[k] + 2); /* the chunk length of the benchmark shapes (an algorithm choice) */
         else if (atoi(argv[k]) >= 1 && atoi(argv[k]) <= NVERSIONS) want[atoi(argv[k])] = any_version = 1;
         else {
             fprintf(stderr, "ssd: unknown argument '%s'; use 'small', 'profile', 'hg=K' (version 4's most heads per "
-                    "block), 'wg=1|2' (version 5's warpgroups per forward block), 'lines=0|1' (its tile-load order), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
+                    "block), 'wg=1|2' (version 5's warpgroups per forward block), 'lines=0|1' (its tile-load order), 'parts=K' (version 6's kernels, 0 to 7: 1 2-head forward, 2 chunk state on wgmma, 4 dC on wgmma), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
             return EXIT_FAILURE;
         }
     }
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     printf("ssd dev program, %s, device %s, version 4 with at most %d heads per block, version 5 with %d warpgroups "
-           "per forward block and load order %d, benchmark chunk Q=%d\n", PRECISION_NAME, prop.name, ssd4_hg_max,
-           ssd5_wgs, ssd5_lines, big_q);
+           "per forward block and load order %d, version 6 parts %d, benchmark chunk Q=%d\n", PRECISION_NAME,
+           prop.name, ssd4_hg_max, ssd5_wgs, ssd5_lines, ssd6_parts, big_q);
     Shape small[] = {
         {2, 100, 4, 16, 16, 1, 32, 1},   /* the brief's shape, partial last chunk */
         {2, 100, 4, 16, 16, 2, 32, 1},   /* two groups */
