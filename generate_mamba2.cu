@@ -11,9 +11,10 @@
  *   the SSM state after the last prompt token and the last K-1 conv inputs give the conv window, per layer; they are
  *   written into that sequence's slot of the batched decode state.
  * - Decode: one token for every sequence at once (llmc/generate.cuh). Up to GEN_SMALL_S sequences a layer is three
- *   launches (RMSNorm + in_proj matvec, conv + SSD step, gated norm + out_proj + residual); up to GEN_MMA_MAX_S
- *   (bf16 builds) six: RMSNorm, in_proj on tensor cores, conv step, SSD step, gated norm, out_proj on tensor cores
- *   adding into the residual (-M 0, fp32 builds and more sequences: cuBLASLt for the projections). Each kernel may
+ *   launches (RMSNorm + in_proj matvec, conv + SSD step, gated norm + out_proj + residual); more sequences six:
+ *   RMSNorm, in_proj, conv step, SSD step, gated norm, out_proj adding into the residual, the projections on tensor
+ *   cores up to GEN_MMA_AUTO_MAX_S sequences in bf16 builds (-M 1: up to GEN_MMA_MAX_S), else cuBLASLt (-M 0, fp32
+ *   builds, more sequences); greedy picks by a split argmax (S x nsplit blocks, then their partials). Each kernel may
  *   start while the one before it finishes (programmatic dependent launch, -L). From GEN_LOWP_MIN_S sequences on
  *   the SSM state is kept in bf16 (-S), the step's largest traffic. The whole step (embedding, every layer, final
  *   norm, LM head and, for greedy decoding, the argmax) is captured once in a CUDA graph and replayed each token. The conv window is
@@ -346,11 +347,15 @@ static void decoder_enqueue_step(Decoder* d, GPUModel* m, int parity, int with_a
     } else if (d->mma) {
         gen_rmsnorm(d->u, d->x, PF(m, P_NORM_F_W, 0), S, D, st);
         matmul_forward(d->logits, d->u, PX(m, P_WTE, 0), S, D, Vp, st);
-        if (with_argmax) argmax_tokens(d->tokens, d->hist, d->step, d->logits, S, Vp, c->vocab_size, st);
+        if (with_argmax)
+            argmax_tokens_split(d->tokens, d->hist, d->step, d->logits, d->part_v, d->part_i, d->nparts, S, Vp,
+                                c->vocab_size, st);
     } else {
         rmsnorm_forward(d->u, d->rstd, d->x, d->delta, PF(m, P_NORM_F_W, 0), S, D, st);
         matmul_forward(d->logits, d->u, PX(m, P_WTE, 0), S, D, Vp, st);
-        if (with_argmax) argmax_tokens(d->tokens, d->hist, d->step, d->logits, S, Vp, c->vocab_size, st);
+        if (with_argmax)
+            argmax_tokens_split(d->tokens, d->hist, d->step, d->logits, d->part_v, d->part_i, d->nparts, S, Vp,
+                                c->vocab_size, st);
     }
 }
 
@@ -408,9 +413,11 @@ static const char* decoder_profile_part(Decoder* d, GPUModel* m, int which, doub
                                  "rmsnorm_matvec (LM head + picks)", "argmax_partials",
                                  "(conv step + ssd step, split)", "embed + persistent step (all layers)",
                                  "embed + persistent, barriers alone"};
-    const char* names_mid[] = {"gen_rmsnorm", "in_proj (gen_mma / cuBLASLt)", "conv step + ssd step",
-                               "gen_gated_norm", "out_proj (gen_mma / cuBLASLt)", "LM head (cuBLASLt)", "argmax"};
-    int nparts = d->small ? (d->persist ? 8 : 6) : 7;
+    const char* names_mid[] = {"gen_rmsnorm", "in_proj (gen_mma / cuBLASLt)", "conv step + state step",
+                               "gen_gated_norm", "out_proj (gen_mma / cuBLASLt)", "LM head (cuBLASLt)", "argmax",
+                               "  (conv step alone)", "  (state step alone, v4 kernel)", "  (state step alone, v2 kernel)",
+                               "  (argmax, v2: a block a sequence)"};
+    int nparts = d->small ? (d->persist ? 8 : 6) : 11;
     if (which >= nparts) return NULL;
     const char* name = d->small ? names_small[which] : names_mid[which];
     if (d->small) {
@@ -447,9 +454,10 @@ static const char* decoder_profile_part(Decoder* d, GPUModel* m, int which, doub
     } else {
         switch (which) {
         case 1: *bytes = (double)Z * D * X; break;
-        case 2: *bytes = st_b; break;
+        case 2: case 8: case 9: *bytes = st_b; break;
         case 4: *bytes = (double)D * E * X; break;
         case 5: *bytes = (double)Vp * D * X; break;
+        case 6: case 10: *bytes = (double)S * Vp * X; break;
         default: *bytes = 0;
         }
         if (!enqueue) return name;
@@ -465,19 +473,26 @@ static const char* decoder_profile_part(Decoder* d, GPUModel* m, int which, doub
             else matmul_forward(d->delta, d->gn, PX(m, P_OUT_PROJ_W, 0), S, E, D, st);
             break;
         case 5: matmul_forward(d->logits, d->u, PX(m, P_WTE, 0), S, D, Vp, st); break;
-        case 6: argmax_tokens(d->tokens, d->hist, d->step, d->logits, S, Vp, c->vocab_size, st); break;
+        case 6:
+            argmax_tokens_split(d->tokens, d->hist, d->step, d->logits, d->part_v, d->part_i, d->nparts, S, Vp,
+                                c->vocab_size, st);
+            break;
+        case 10: argmax_tokens(d->tokens, d->hist, d->step, d->logits, S, Vp, c->vocab_size, st); break;
         }
     }
     if (d->small && which == 5) xbc = d->xbc; /* the large-S kernels, for comparison */
-    if ((d->small && (which == 1 || which == 5)) || (!d->small && which == 2)) {
+    if ((d->small && (which == 1 || which == 5)) || (!d->small && (which == 2 || (which >= 7 && which <= 9)))) {
+        int parts = !d->small && which == 7 ? 1 : (!d->small && which >= 8 ? 2 : 3), saved_v = g_gen_state_v;
+        if (!d->small && which >= 8) g_gen_state_v = which == 8 ? 4 : 2;
         if (d->state_lowp)
             conv_ssd_step(d->y, (floatX*)d->state, win_out, win_in, d->zxbcdt, Z, xbc, PF(m, P_CONV_W, 0),
                           PF(m, P_CONV_B, 0), PF(m, P_DT_BIAS, 0), PF(m, P_A_LOG, 0), PF(m, P_D, 0), S, H, P, N, G,
-                          c->d_conv, st);
+                          c->d_conv, st, parts);
         else
             conv_ssd_step(d->y, (float*)d->state, win_out, win_in, d->zxbcdt, Z, xbc, PF(m, P_CONV_W, 0),
                           PF(m, P_CONV_B, 0), PF(m, P_DT_BIAS, 0), PF(m, P_A_LOG, 0), PF(m, P_D, 0), S, H, P, N, G,
-                          c->d_conv, st);
+                          c->d_conv, st, parts);
+        g_gen_state_v = saved_v;
     }
     return name;
 }
@@ -515,7 +530,7 @@ static void decoder_profile(Decoder* d, GPUModel* m) {
                 if (rep > 0) t.push_back(ms * 1000.f / 20);
             }
             std::sort(t.begin(), t.end());
-            total += t[t.size() / 2];
+            if (name[0] != ' ') total += t[t.size() / 2]; /* "  (...)": alternatives, for comparison */
             if (pdl == 0)
                 fprintf(stderr, "  %-36s %8.2f us   floor %7.2f us (%.2f MB at 3.0 TB/s)\n", name, t[t.size() / 2],
                         bytes / 3.0e6, bytes / 1e6);
@@ -704,7 +719,13 @@ static void generate_usage(void) {
         "  -V 2|3     1..8 sequences: the v2 step, three kernels a layer (2, default: faster so far), or the\n"
         "             persistent step, all layers in one kernel with grid barriers (3)\n"
         "  -W 1|2     the persistent step's blocks per SM (default 1: 255 registers a thread; 2: 128)\n"
-        "  -M 0|1     9..64 sequences: tensor-core projections (1, default) or cuBLASLt (0)\n"
+        "  -M -1|0|1  9..64 sequences: tensor-core projections (1), cuBLASLt (0), or by batch (-1, default:\n"
+        "             tensor cores up to 16 sequences, cuBLASLt above; measured on the H100)\n"
+        "  -U 2|4|5   9+ sequences: the state step's kernel: v2 (2, default: 16-byte register vectors), v4 (4: the\n"
+        "             head's state copied whole into shared memory; faster alone, slower in the step), 5 (v4 without\n"
+        "             the next kernel's early launch)\n"
+        "  -C N       shared-memory carveout: -1 the driver's choice (default), -2 100%% for the v4 state kernel,\n"
+        "             0..100 that percentage for every decode kernel\n"
         "  -S MODE    SSM state precision: auto (default: bf16 from 16 sequences on, else fp32), fp32, bf16\n"
         "  -r R       generate R times and report the median decode time (timing; default 1)\n"
         "  -q         quiet: no generated text, only the timing line\n");
@@ -764,7 +785,9 @@ int main(int argc, char** argv) {
         case 'T': profile = (int)strtol(v, &end, 10); if (*end || (profile != 0 && profile != 1)) die("-T %s: 0 or 1", v); break;
         case 'V': g_gen_version = (int)strtol(v, &end, 10); if (*end || (g_gen_version != 2 && g_gen_version != 3)) die("-V %s: 2 or 3", v); break;
         case 'W': g_gen_p_blocks = (int)strtol(v, &end, 10); if (*end || (g_gen_p_blocks != 1 && g_gen_p_blocks != 2)) die("-W %s: 1 or 2", v); break;
-        case 'M': g_gen_mma = (int)strtol(v, &end, 10); if (*end || (g_gen_mma != 0 && g_gen_mma != 1)) die("-M %s: 0 or 1", v); break;
+        case 'U': g_gen_state_v = (int)strtol(v, &end, 10); if (*end || (g_gen_state_v != 2 && g_gen_state_v != 4 && g_gen_state_v != 5)) die("-U %s: 2, 4 or 5", v); break;
+        case 'C': g_gen_carveout = (int)strtol(v, &end, 10); if (*end || g_gen_carveout < -2 || g_gen_carveout > 100) die("-C %s: -2, -1 or 0..100", v); break;
+        case 'M': g_gen_mma = (int)strtol(v, &end, 10); if (*end || g_gen_mma < -1 || g_gen_mma > 1) die("-M %s: -1, 0 or 1", v); break;
         case 'L': g_gen_pdl = (int)strtol(v, &end, 10); if (*end || (g_gen_pdl != 0 && g_gen_pdl != 1)) die("-L %s: 0 or 1", v); break;
         case 'S':
             if (!strcmp(v, "auto")) g_gen_state_mode = -1;

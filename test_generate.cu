@@ -17,6 +17,10 @@
  *      same greedy tokens, logits and SSM states within bf16 rounding (the norms sum in another order), for S = 1
  *      and 4, both kernel variants (-W 1, 2) and a floatX state; and it must actually have run (d.persist).
  *      Checks 1-3 run on the persistent path (-V 3, S <= 8) and again on v2 (-V 2).
+ *   6. the v4 state step (S > 8: a head's state slice copied whole into shared memory) == the v2 kernel, logits
+ *      and states bitwise (same arithmetic, same order), float (S = 12) and floatX (S = 16) state.
+ *   7. the split argmax (S x nsplit blocks, then the partials kernel) == argmax_kernel == the host's argmax, on
+ *      logits full of ties, NaNs, a row of -inf, maxima at the first and last ids, padding that must be ignored.
  *   4. evaluation: gpu_eval's mean loss == the trainer's validation formula (mean of gpu_forward's batch losses),
  *      and == the cross-entropy computed on the host (double) from recurrent-step logits, token by token.
  * A small random model with ngroups = 2 (heads share B/C windows), chunk 16, vocab 257.
@@ -295,6 +299,121 @@ static void test_persist_vs_v2(GPUModel* m, const int* tokens, int S, int blocks
     g_gen_p_blocks = saved_blocks;
 }
 
+/* 6: the v4 state step (head slice by bulk copy into shared memory) against the v2 kernel, 9 steps (graph and
+ * plain): the same arithmetic in the same order, so logits and states must be bitwise equal */
+static void test_state_v4_vs_v2(GPUModel* m, const int* tokens, int S) {
+    const Mamba2Config* c = &m->config;
+    Decoder a, b;
+    decoder_create(&a, m, S, 30, 1);
+    decoder_create(&b, m, S, 30, 1);
+    decoder_reset(&a, m);
+    decoder_reset(&b, m);
+    for (int s = 0; s < S; s++) {
+        decoder_prefill(&a, m, s, tokens + s, 4 + s);
+        decoder_prefill(&b, m, s, tokens + s, 4 + s);
+    }
+    int es = a.state_lowp ? (int)sizeof(floatX) : (int)sizeof(float), epv = 16 / es, tpr = 1;
+    while (tpr * epv < c->d_state) tpr *= 2;
+    size_t smem = a.state_lowp ? gen_state_step_smem<floatX>(c->headdim, c->d_state, tpr)
+                               : gen_state_step_smem<float>(c->headdim, c->d_state, tpr);
+    size_t diff = 0;
+    for (int i = 0; i < 9; i++) {
+        std::vector<int> in(S);
+        for (int s = 0; s < S; s++) in[s] = tokens[(i * 3 + s) % 40];
+        set_tokens(&a, m, in.data());
+        set_tokens(&b, m, in.data());
+        int saved_v = g_gen_state_v;
+        g_gen_state_v = 4 + i % 2; /* with and without the early launch of the next kernel */
+        decoder_step(&a, m, i % 2, 0);
+        g_gen_state_v = 2;
+        decoder_step(&b, m, i % 2, 0);
+        g_gen_state_v = saved_v;
+        std::vector<float> la = copy_logits_rows(m, a.logits, S), lb = copy_logits_rows(m, b.logits, S);
+        for (size_t k = 0; k < la.size(); k++) diff += memcmp(&la[k], &lb[k], sizeof(float)) != 0;
+    }
+    size_t ns = dec_state_elems(c, S);
+    std::vector<char> sa(ns * es), sb(ns * es);
+    cudaCheck(cudaMemcpy(sa.data(), a.state, ns * es, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(sb.data(), b.state, ns * es, cudaMemcpyDeviceToHost));
+    size_t sdiff = 0, nonzero = 0;
+    for (size_t k = 0; k < ns; k++) {
+        sdiff += memcmp(&sa[k * es], &sb[k * es], es) != 0;
+        for (int j = 0; j < es; j++) if (sa[k * es + j] != 0) { nonzero++; break; }
+    }
+    char what[200];
+    snprintf(what, sizeof what, "v4 state step applies (S=%d, %s state): shared-memory bytes", S,
+             a.state_lowp ? PRECISION_NAME : "fp32");
+    check(!a.small && smem > 0, what, (double)smem, 1);
+    snprintf(what, sizeof what, "  v4 state step == v2 kernel bitwise, 9 steps, S=%d: logits + states differing", S);
+    check(diff == 0 && sdiff == 0 && nonzero > ns / 2, what, (double)(diff + sdiff), 0);
+    decoder_free(&a);
+    decoder_free(&b);
+}
+
+/* 7: the split argmax (S x nsplit blocks + partials) against argmax_kernel and the host, on logits full of ties
+ * (few distinct values), NaNs, a row of -inf, maxima at the first and the last real id, padding that must be
+ * ignored */
+static void test_argmax_split(int S, int V, int Vp) {
+    std::vector<floatX> lx((size_t)S * Vp);
+    std::vector<float> lf((size_t)S * Vp);
+    Rng rng;
+    rng_seed(&rng, 11 + S);
+    for (int s = 0; s < S; s++) {
+        for (int v = 0; v < Vp; v++) {
+            float f = (float)(rng_u64(&rng) % 50) - 25.f; /* 50 levels: many ties at the top */
+            if (v > 0 && rng_u64(&rng) % 97 == 0) f = NAN;
+            if (v >= V) f = 1e30f; /* padding: never a pick */
+            if (s == 1 && v < V) f = -INFINITY;
+            if (s == 2 && v == 0) f = 100.f;
+            if (s == 3 && v == V - 1) f = 100.f;
+            lx[(size_t)s * Vp + v] = fromF(f);
+            lf[(size_t)s * Vp + v] = toF(lx[(size_t)s * Vp + v]);
+        }
+    }
+    std::vector<int> host(S);
+    for (int s = 0; s < S; s++) {
+        int best = 0;
+        for (int v = 1; v < V; v++) if (lf[(size_t)s * Vp + v] > lf[(size_t)s * Vp + best]) best = v;
+        host[s] = best;
+    }
+    floatX* dl;
+    float* pv;
+    int *pi, *tok, *hist, *step;
+    int maxparts = 64;
+    cudaCheck(cudaMalloc(&dl, lx.size() * sizeof(floatX)));
+    cudaCheck(cudaMalloc(&pv, (size_t)S * maxparts * sizeof(float)));
+    cudaCheck(cudaMalloc(&pi, (size_t)S * maxparts * sizeof(int)));
+    cudaCheck(cudaMalloc(&tok, S * sizeof(int)));
+    cudaCheck(cudaMalloc(&hist, S * sizeof(int)));
+    cudaCheck(cudaMalloc(&step, sizeof(int)));
+    cudaCheck(cudaMemset(step, 0, sizeof(int)));
+    cudaCheck(cudaMemcpy(dl, lx.data(), lx.size() * sizeof(floatX), cudaMemcpyHostToDevice));
+    std::vector<int> got_old(S), got_new(S), got_hist(S);
+    argmax_tokens(tok, hist, step, dl, S, Vp, V, 0);
+    cudaCheck(cudaMemcpy(got_old.data(), tok, S * sizeof(int), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemset(tok, 0xff, S * sizeof(int)));
+    argmax_tokens_split(tok, hist, step, dl, pv, pi, maxparts, S, Vp, V, 0);
+    cudaCheck(cudaMemcpy(got_new.data(), tok, S * sizeof(int), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(got_hist.data(), hist, S * sizeof(int), cudaMemcpyDeviceToHost));
+    int wrong = 0, wrong_old = 0;
+    for (int s = 0; s < S; s++) {
+        wrong += got_new[s] != host[s] || got_hist[s] != host[s];
+        wrong_old += got_old[s] != host[s];
+    }
+    char what[200];
+    snprintf(what, sizeof what, "split argmax (%d blocks a row) == host argmax, S=%d V=%d: rows wrong",
+             gen_argmax_nsplit(S, V, maxparts), S, V);
+    check(wrong == 0 && host[1] == 0 && host[2] == 0 && host[3] == V - 1, what, wrong, 0);
+    snprintf(what, sizeof what, "  argmax_kernel (one block a row) == host argmax, S=%d V=%d: rows wrong", S, V);
+    check(wrong_old == 0, what, wrong_old, 0);
+    cudaCheck(cudaFree(dl));
+    cudaCheck(cudaFree(pv));
+    cudaCheck(cudaFree(pi));
+    cudaCheck(cudaFree(tok));
+    cudaCheck(cudaFree(hist));
+    cudaCheck(cudaFree(step));
+}
+
 /* 4: evaluation */
 static void test_eval(GPUModel* mB, const char* shard, int B, int T, int nbatch) {
     const Mamba2Config* c = &mB->config;
@@ -384,11 +503,17 @@ int main(void) {
     test_graph_bitwise(&mA, tokens, 12, 1);
     test_graph_bitwise(&mA, tokens, GEN_LOWP_MIN_S, 1);
     if (sizeof(floatX) == 2) { /* bf16 builds take the tensor-core path for 9..64 sequences: cuBLASLt's too */
+        int saved_mma = g_gen_mma;
         g_gen_mma = 0;
         test_prefill_then_step(&mA, full, tokens, T, 12);
         test_graph_bitwise(&mA, tokens, 12, 1);
-        g_gen_mma = 1;
+        g_gen_mma = saved_mma;
     }
+    test_state_v4_vs_v2(&mA, tokens, 12);             /* float state */
+    test_state_v4_vs_v2(&mA, tokens, GEN_LOWP_MIN_S); /* floatX state */
+    test_argmax_split(64, 50277, 50288);
+    test_argmax_split(12, 50277, 50288);
+    test_argmax_split(16, 257, 272);
     test_graph_bitwise(&mA, tokens, 1, 0);
     test_graph_bitwise(&mA, tokens, 4, 0);
     test_graph_bitwise(&mA, tokens, GEN_LOWP_MIN_S, 0);

@@ -5,8 +5,8 @@
 #   Decode: prompt 128 tokens, 256 new tokens, greedy; ms per decode step after the prefill and the first token,
 #           median of 5 generations (generate_mamba2cu -r 5), batch 1, 16 and 64 (and batch 1 without CUDA graphs,
 #           batch 1 without launch overlap (-L 0), batch 1 with the persistent step (-V 3) and its 2-blocks-per-SM
-#           variant (-V 3 -W 2), batch 64 with the float SSM state (-S fp32) and with
-#           cuBLASLt projections (-M 0): what each choice buys).
+#           variant (-V 3 -W 2), batch 64 with the float SSM state (-S fp32) and the v4 state kernel (-U 4, -U 5),
+#           batch 16, 32 and 64 with cuBLASLt (-M 0) and tensor-core (-M 1) projections: what each choice buys).
 #   Evaluation: B=8, T=2048, forward + loss (eval_mamba2cu), tokens/s over the batches after the first.
 #
 #   dev/bench_inference.sh [BIN_DIR]      BIN_DIR holds generate_mamba2cu and eval_mamba2cu (default: .); they are
@@ -34,13 +34,16 @@ decode_ms() { # batch, graph flag, [more flags] -> median ms/step
     grep -o 'median [0-9.]* ms/step' "$log" | awk '{print $2}'
 }
 declare -A MS
-for b in 1 16 64; do MS[$b]=$(decode_ms "$b" 1); done
+for b in 1 16 32 64; do MS[$b]=$(decode_ms "$b" 1); done
 MS_NOGRAPH=$(decode_ms 1 0)
 MS_NOPDL=$(decode_ms 1 1 -L 0)
 MS_V3=$(decode_ms 1 1 -V 3)
 MS_W2=$(decode_ms 1 1 -V 3 -W 2)
 MS_F32STATE=$(decode_ms 64 1 -S fp32)
-MS_CUBLAS=$(decode_ms 64 1 -M 0)
+declare -A MS_M0 MS_M1
+for b in 16 32 64; do MS_M0[$b]=$(decode_ms "$b" 1 -M 0); MS_M1[$b]=$(decode_ms "$b" 1 -M 1); done
+MS_U4=$(decode_ms 64 1 -U 4)
+MS_U5=$(decode_ms 64 1 -U 5)
 
 python3 - "$LOGDIR/bench_val_000000.bin" <<'PY'
 import random, struct, sys
@@ -63,8 +66,13 @@ echo "| decode batch 1 without launch overlap (-L 0), ms/token | ${MS_NOPDL:-fai
 echo "| decode batch 1, persistent step: all layers in one kernel (-V 3), ms/token | ${MS_V3:-fail} | - | - |"
 echo "| decode batch 1, persistent step, 2 blocks/SM (-V 3 -W 2), ms/token | ${MS_W2:-fail} | - | - |"
 echo "| decode batch 16, tokens/s | $(tps 16 "${MS[16]:-}") (${MS[16]:-fail} ms/step) | 18,763 | - |"
+echo "| decode batch 32, tokens/s | $(tps 32 "${MS[32]:-}") (${MS[32]:-fail} ms/step) | - | - |"
 echo "| decode batch 64, tokens/s | $(tps 64 "${MS[64]:-}") (${MS[64]:-fail} ms/step) | 47,035 | >= 100,000 |"
 echo "| decode batch 64 with the fp32 state (-S fp32), tokens/s | $(tps 64 "${MS_F32STATE:-}") (${MS_F32STATE:-fail} ms/step) | - | - |"
-echo "| decode batch 64 with cuBLASLt projections (-M 0), tokens/s | $(tps 64 "${MS_CUBLAS:-}") (${MS_CUBLAS:-fail} ms/step) | - | - |"
+echo "| decode batch 64 with the v4 state kernel (-U 4), tokens/s | $(tps 64 "${MS_U4:-}") (${MS_U4:-fail} ms/step) | - | - |"
+echo "| decode batch 64, v4 state kernel without early launch (-U 5), tokens/s | $(tps 64 "${MS_U5:-}") (${MS_U5:-fail} ms/step) | - | - |"
+for b in 16 32 64; do
+    echo "| decode batch $b, cuBLASLt projections (-M 0) / tensor-core (-M 1), tokens/s | $(tps $b "${MS_M0[$b]:-}") / $(tps $b "${MS_M1[$b]:-}") (${MS_M0[$b]:-fail} / ${MS_M1[$b]:-fail} ms/step) | - | - |"
+done
 echo "| evaluation B=8 T=2048, tokens/s | ${EVAL:-fail} | 316,000-415,000 | >= 1,000,000 |"
 echo "logs: $LOGDIR"

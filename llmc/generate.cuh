@@ -129,6 +129,10 @@ __device__ static inline void gen_allow_next(void) {
 __global__ static void gen_pdl_probe_kernel(void) { gen_wait_prior(); }
 
 static int g_gen_pdl = 1; /* generate_mamba2cu -L 0 turns the overlap off (for timing, or a driver without it) */
+/* generate_mamba2cu -C: the shared-memory carveout asked for: -1 the driver's choice everywhere, -2 100% for the v4
+ * state kernel alone, 0..100 that percentage for every decode kernel (an SM whose kernels ask for different
+ * carveouts must drain before it reconfigures, which can undo the launch overlap) */
+static int g_gen_carveout = -1;
 
 /* the overlap needs an sm_90 GPU and kernels compiled for it (else the waits would be missing from the code) */
 static int gen_pdl_on(void) {
@@ -158,6 +162,8 @@ static void gen_launch(void (*kernel)(Exp...), dim3 grid, dim3 block, size_t sme
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = gen_pdl_on() ? 1 : 0;
+    if (g_gen_carveout >= 0)
+        cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, g_gen_carveout));
     cudaCheck(cudaLaunchKernelEx(&cfg, kernel, args...));
     cudaCheckLast();
 }
@@ -264,7 +270,124 @@ __global__ static void gen_conv_step_kernel(floatX* xbc, float* win_out, const f
     xbc[idx] = fromF(acc / (1.f + expf(-acc)));
 }
 
+/* ---- the state step for many sequences (v4): a head's state slice copied whole into shared memory ----
+ *
+ * Why: at 16-64 sequences the state is the step's traffic (batch 64, bf16: 25 MB read + 25 MB written a layer), and
+ * conv_ssd_step_kernel reached 61% of HBM bandwidth: a thread holds 4 x 16 bytes of state in registers, so at most
+ * ~400 blocks' loads are in flight and the 1536 (sequence, head) blocks run in 4 waves, each wave a latency (load,
+ * reduce, store) with the memory pipe half empty between them. Here one thread of each block asks the copy engine
+ * (cp.async.bulk, completion counted on an mbarrier) for the whole contiguous P x N slice at once; the slice waits in
+ * shared memory, not registers, so 12 blocks of 128 threads fit on an SM and batch 64's 1536 blocks are ONE wave: the
+ * whole layer's state is requested in the first microseconds and streams at full bandwidth. The update itself is
+ * conv_ssd_step_kernel's, element for element and in the same summation order (a row's tpr adjacent lanes, the same
+ * butterfly), so states and y are bitwise those of the v2 kernel; the new state goes back with streaming stores.
+ * x/B/C come from xbc (gen_conv_step_kernel ran first); dt from zxbcdt. */
+
+#define GEN_ST_THREADS 128
+#define GEN_ST_MINB 12 /* blocks per SM: 12 x 128 threads at <= 40 registers; batch 64 x 24 heads in one wave */
+
+/* shared-memory address of a generic pointer to shared memory (the form PTX's .shared operands take) */
+__device__ static inline uint32_t gen_smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* mbarrier: init with one expected arrival; make the init visible to the copy engine (the async proxy) */
+__device__ static inline void gen_mbar_init(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(gen_smem_addr(bar)) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
+/* the calling thread arrives expecting `bytes` and starts the bulk copy global -> shared that will deliver them */
+__device__ static inline void gen_bulk_load(void* dst_smem, const void* src_gmem, uint32_t bytes, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t b = gen_smem_addr(bar);
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(bytes) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     gen_smem_addr(dst_smem)),
+                 "l"(__cvta_generic_to_global(src_gmem)), "r"(bytes), "r"(b)
+                 : "memory");
+#endif
+}
+
+/* wait until phase 0 of the mbarrier has completed (the bytes have landed) */
+__device__ static inline void gen_mbar_wait0(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t done = 0, b = gen_smem_addr(bar);
+    while (!done)
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}"
+                     : "=r"(done)
+                     : "r"(b)
+                     : "memory");
+#endif
+}
+
+template <typename St>
+__global__ static void __launch_bounds__(GEN_ST_THREADS, GEN_ST_MINB)
+gen_state_step_kernel(floatX* y, St* state, const floatX* xbc, const floatX* dt_raw, int zx_stride,
+                      const float* dt_bias, const float* A_log, const float* Dskip, int H, int P, int N, int G,
+                      int tpr, int early) {
+    constexpr int EPV = 16 / sizeof(St);
+    extern __shared__ __align__(16) unsigned char smem_st[]; /* state slice (P x N St) | x (P) | B (N) | C (N) float */
+    __shared__ uint64_t bar;
+    if (early) gen_allow_next(); /* else the next kernel launches as this one's blocks exit (-U 5) */
+    int s = blockIdx.x / H, h = blockIdx.x % H, g = h / (H / G);
+    int E = H * P, Cd = E + 2 * G * N;
+    float dtb = dt_bias[h], A = -expf(A_log[h]), Dh = Dskip[h]; /* parameters: before the wait */
+    St* sst = (St*)smem_st;
+    float* sx = (float*)(smem_st + (size_t)P * N * sizeof(St));
+    float* Bs = sx + P;
+    float* Cs = Bs + N;
+    St* st = state + ((size_t)s * H + h) * P * N;
+    if (threadIdx.x == 0) gen_mbar_init(&bar);
+    gen_wait_prior(); /* the state too is read only after the wait (see the top of this file) */
+    if (threadIdx.x == 0) gen_bulk_load(sst, st, (uint32_t)(P * N * sizeof(St)), &bar);
+    const floatX* xr = xbc + (size_t)s * Cd;
+    for (int i = threadIdx.x; i < P + 2 * N; i += blockDim.x) {
+        int ch = i < P ? h * P + i : (i < P + N ? E + g * N + (i - P) : E + G * N + g * N + (i - P - N));
+        sx[i] = toF(xr[ch]);
+    }
+    float u = toF(dt_raw[(size_t)s * zx_stride + h]) + dtb;
+    float dt = u > 20.f ? u : log1pf(expf(u));
+    float a = expf(dt * A);
+    __syncthreads(); /* x/B/C in shared memory; the barrier's init seen by every thread */
+    gen_mbar_wait0(&bar);
+    int sub = threadIdx.x % tpr, rstride = blockDim.x / tpr, n0 = sub * EPV, nvalid = n0 < N;
+    for (int r0 = 0; r0 < P; r0 += rstride) { /* the same trip count for the whole block: shuffles converged */
+        int r = r0 + threadIdx.x / tpr;
+        float acc = 0.f, xp = r < P ? sx[r] : 0.f;
+        if (r < P && nvalid) {
+            float dtx = dt * xp;
+            Vec128<St> in = *(const Vec128<St>*)(sst + (size_t)r * N + n0), out;
+#pragma unroll
+            for (int j = 0; j < EPV; j++) {
+                float v = a * toF(in.v[j]) + dtx * Bs[n0 + j];
+                st_set(out.v[j], v);
+                acc += v * Cs[n0 + j];
+            }
+            store128cs(st + (size_t)r * N + n0, out);
+        }
+        for (int off = tpr / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+        if (sub == 0 && r < P) y[(size_t)s * E + h * P + r] = fromF(acc + Dh * xp);
+    }
+}
+
+/* the state step for more than GEN_SMALL_S sequences (generate_mamba2cu -U): 2 (default) conv_ssd_step_kernel;
+ * 4 gen_state_step_kernel; 5 the same without the early launch of the next kernel. v4 is faster alone (batch 64:
+ * 21.5 against 23.0 us) but made the whole step SLOWER on the H100 (batch 16 0.72 -> 1.03 ms, batch 64 1.21 -> 1.23
+ * ms with cuBLASLt projections), whatever the shared-memory carveout: see dev/cuda/NOTES_decode.md, v4 */
+static int g_gen_state_v = 2;
+
+/* the v4 kernel's shared memory, or 0 where it does not apply (slice too big for an SM, too few threads a row) */
+template <typename St>
+static size_t gen_state_step_smem(int P, int N, int tpr) {
+    size_t smem = (size_t)P * N * sizeof(St) + (size_t)(P + 2 * N) * sizeof(float);
+    if (smem > 200 * 1024 || tpr > GEN_ST_THREADS || GEN_ST_THREADS % tpr != 0) return 0;
+    return smem;
+}
+
 /* win_out/win_in (S, K-1, conv_dim) float; state (S, H, P, N) St (float or floatX); y (S, E).
+ * parts: which of the two launches of the xbc != NULL path to enqueue (1 conv, 2 state, 3 both; -T 1 times each).
  * xbc == NULL: the conv inside (a few sequences: one launch fewer); else xbc (S, conv_dim) floatX scratch and the
  * conv runs first in its own kernel, once per channel rather than once per head (many sequences: the per-head
  * recomputation of the group's B/C conv cost more than the state's bytes) */
@@ -272,7 +395,7 @@ template <typename St>
 static void conv_ssd_step(floatX* y, St* state, float* win_out, const float* win_in, const floatX* zxbcdt,
                           int zx_stride, floatX* xbc, const float* conv_w, const float* conv_b, const float* dt_bias,
                           const float* A_log, const float* Dskip, int S, int H, int P, int N, int G, int K,
-                          cudaStream_t stream) {
+                          cudaStream_t stream, int parts = 3) {
     const int EPV = 16 / sizeof(St);
     if (N % 8 != 0) die("decode step: d_state %d must be a multiple of 8 (16-byte state vectors)", N);
     int tpr = 1;
@@ -286,9 +409,22 @@ static void conv_ssd_step(floatX* y, St* state, float* win_out, const float* win
     size_t smem = (size_t)(block_rows + 2 * N) * sizeof(float);
     dim3 grid(S * H, CEIL_DIV(P, block_rows));
     int Cd = H * P + 2 * G * N;
-    if (xbc != NULL)
+    if (xbc != NULL && (parts & 1))
         gen_launch(gen_conv_step_kernel, dim3(CEIL_DIV(S * Cd, 256)), dim3(256), 0, stream, xbc, win_out, win_in,
                    zxbcdt + H * P, zx_stride, conv_w, conv_b, S, Cd, K);
+    if (xbc != NULL && !(parts & 2)) return; /* parts (-T 1 timing): 1 the conv kernel, 2 the state kernel */
+    size_t smem4 = gen_state_step_smem<St>(P, N, tpr);
+    if (xbc != NULL && g_gen_state_v >= 4 && smem4 > 0) {
+        cudaCheck(cudaFuncSetAttribute(gen_state_step_kernel<St>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)smem4));
+        if (g_gen_carveout == -2) /* all of the SM's unified memory as shared memory: 12 slices a SM need ~220 KB */
+            cudaCheck(cudaFuncSetAttribute(gen_state_step_kernel<St>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                           100));
+        gen_launch(gen_state_step_kernel<St>, dim3(S * H), dim3(GEN_ST_THREADS), smem4, stream, y, state,
+                   (const floatX*)xbc, zxbcdt + H * P + Cd, zx_stride, dt_bias, A_log, Dskip, H, P, N, G, tpr,
+                   g_gen_state_v == 4 ? 1 : 0);
+        return;
+    }
     gen_launch(conv_ssd_step_kernel<St>, grid, dim3(GEN_THREADS), smem, stream, y, state, win_out, win_in, zxbcdt,
                zx_stride, (const floatX*)xbc, conv_w, conv_b, dt_bias, A_log, Dskip, H, P, N, G, K, block_rows, tpr);
 }
@@ -620,6 +756,76 @@ static void argmax_from_partials(int* tokens, int* hist, const int* step, const 
     gen_launch(argmax_partials_kernel, dim3(S), dim3(256), 0, stream, tokens, hist, step, part_v, part_i, nparts);
 }
 
+/* ---- argmax for many sequences: S x nsplit blocks, then argmax_partials_kernel ----
+ * Why: argmax_kernel is one 1024-thread block per sequence, 64 blocks for 64 sequences on 132 SMs, each scanning
+ * 100 KB of logits 2 bytes at a time (11.6 us at batch 64). Here block (b, s) scans a contiguous 1/nsplit of row s
+ * with 16-byte loads and leaves its best (value, lowest id) in part_v/part_i[s * nsplit + b]; argmax_partials_kernel
+ * picks among the nsplit. argmax_merge is a total order on (value, id) (larger value, then lower id; NaN never wins),
+ * so the pick is argmax_kernel's exactly, whatever order the merges run in. */
+#define GEN_AM_THREADS 256
+
+__global__ static void __launch_bounds__(GEN_AM_THREADS)
+argmax_split_kernel(float* part_v, int* part_i, const floatX* logits, int Vp, int V, int span) {
+    __shared__ float best_v[GEN_AM_THREADS / WARP_SIZE];
+    __shared__ int best_i[GEN_AM_THREADS / WARP_SIZE];
+    gen_allow_next();
+    gen_wait_prior();
+    int b = blockIdx.x, s = blockIdx.y, nsplit = gridDim.x;
+    int lo = b * span, hi = lo + span < V ? lo + span : V; /* span: a multiple of XVEC, so lo is 16-byte aligned */
+    const floatX* row = logits + (size_t)s * Vp;
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = lo + threadIdx.x * XVEC; i < hi; i += blockDim.x * XVEC) {
+        Vec128<floatX> v = load128cs(row + i); /* i + XVEC <= Vp: Vp is a multiple of XVEC (checked) */
+#pragma unroll
+        for (int j = 0; j < XVEC; j++) {
+            float f = toF(v.v[j]);
+            if (i + j < hi && f > bv) { bv = f; bi = i + j; } /* ids grow within a thread: the first of equals */
+        }
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+        argmax_merge(bv, bi, ov, oi);
+    }
+    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    if (lane == 0) { best_v[warp] = bv; best_i[warp] = bi; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < GEN_AM_THREADS / WARP_SIZE; w++) argmax_merge(bv, bi, best_v[w], best_i[w]);
+        part_v[(size_t)s * nsplit + b] = bv;
+        part_i[(size_t)s * nsplit + b] = bi;
+    }
+}
+
+/* 1 (default): argmax_split for S > GEN_SMALL_S where it applies; 0: argmax_kernel (for comparison and the test) */
+static int g_gen_argmax_split = 1;
+
+/* blocks per sequence: ~512 blocks in all (4 a SM), each span at least a block's worth of vectors, at most maxparts */
+static int gen_argmax_nsplit(int S, int V, int maxparts) {
+    int n = CEIL_DIV(512, S);
+    int most = CEIL_DIV(V, GEN_AM_THREADS * XVEC);
+    if (n > most) n = most;
+    if (n > maxparts) n = maxparts;
+    return n < 1 ? 1 : n;
+}
+
+/* tokens = argmax of each logits row; the split kernel + partials when part_v/part_i hold S x maxparts, the rows
+ * are 16-byte aligned and g_gen_argmax_split, else argmax_kernel */
+static void argmax_tokens_split(int* tokens, int* hist, const int* step, const floatX* logits, float* part_v,
+                                int* part_i, int maxparts, int S, int Vp, int V, cudaStream_t stream) {
+    if (!g_gen_argmax_split || part_v == NULL || Vp % XVEC != 0 || maxparts < 1) {
+        argmax_tokens(tokens, hist, step, logits, S, Vp, V, stream);
+        return;
+    }
+    int nsplit = gen_argmax_nsplit(S, V, maxparts);
+    int span = CEIL_DIV(CEIL_DIV(V, nsplit), XVEC) * XVEC;
+    nsplit = CEIL_DIV(V, span);
+    gen_launch(argmax_split_kernel, dim3(nsplit, S), dim3(GEN_AM_THREADS), 0, stream, part_v, part_i, logits, Vp, V,
+               span);
+    argmax_from_partials(tokens, hist, step, part_v, part_i, S, nsplit, stream);
+}
+
 /* prefill -> step hand-over: window slot k of sequence s = the conv input (xBC columns of zxbcdt) at time
  * T-(K-1)+k of the prompt, zeros before its first token. win (S, K-1, Cd) float; zx (T, zx_stride) */
 __global__ static void conv_window_from_prefill_kernel(float* win, const floatX* zx, int zx_stride, int T, int K1,
@@ -639,8 +845,9 @@ static void conv_window_from_prefill(float* win, const floatX* zx_xbc, int zx_st
 }
 
 /* ================================================================================================================
- * The mid-batch path (GEN_SMALL_S < S <= GEN_MMA_MAX_S, bf16 builds): five launches a layer, every one overlapped
- * with the one before it (programmatic dependent launch), the two projections on tensor cores.
+ * The mid-batch path (GEN_SMALL_S < S <= GEN_MMA_MAX_S, bf16 builds; by default only up to GEN_MMA_AUTO_MAX_S,
+ * where it measured faster than cuBLASLt): five launches a layer, every one overlapped with the one before it
+ * (programmatic dependent launch), the two projections on tensor cores.
  *
  *   gen_rmsnorm_kernel        u = floatX(RMSNorm(x) * w), one block per sequence.
  *   gen_mma_kernel<NT>        out (S, OC) = A (S, C) W^T (OC, C), or x += floatX(A W^T) (the residual, out_proj).
@@ -656,7 +863,11 @@ static void conv_window_from_prefill(float* win, const floatX* zx_xbc, int zx_st
  * ================================================================================================================ */
 
 #define GEN_MMA_MAX_S 64
-static int g_gen_mma = 1; /* generate_mamba2cu -M 0: the cuBLASLt path instead (for comparison) */
+/* generate_mamba2cu -M: 1 the tensor-core projections for 9..GEN_MMA_MAX_S sequences, 0 cuBLASLt, -1 (default) by
+ * measurement: tensor cores up to GEN_MMA_AUTO_MAX_S sequences, cuBLASLt above (H100, -r 3, ms/step M0 / M1:
+ * batch 16 0.741 / 0.719, batch 32 0.898 / 0.911, batch 64 1.206 / 1.274) */
+#define GEN_MMA_AUTO_MAX_S 16
+static int g_gen_mma = -1;
 
 __global__ static void gen_rmsnorm_kernel(floatX* u, const float* x, const float* w, int C) {
     __shared__ float red[32];
@@ -817,7 +1028,8 @@ static void gen_mma(floatX* out, int out_stride, float* resid, const floatX* A, 
 /* the mid-batch path applies: bf16 build, S in (GEN_SMALL_S, GEN_MMA_MAX_S], widths multiples of 32 */
 static int gen_mma_path_ok(int S, int D, int E) {
     if (sizeof(floatX) != 2 || !g_gen_mma) return 0;
-    return S > GEN_SMALL_S && S <= GEN_MMA_MAX_S && D % 32 == 0 && E % 32 == 0;
+    int most = g_gen_mma < 0 ? GEN_MMA_AUTO_MAX_S : GEN_MMA_MAX_S;
+    return S > GEN_SMALL_S && S <= most && D % 32 == 0 && E % 32 == 0;
 }
 
 
