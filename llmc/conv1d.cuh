@@ -46,7 +46,8 @@
 #ifndef CONV_T_UNROLL
 #define CONV_T_UNROLL 4    /* time steps unrolled: loads of several steps in flight before the first is used */
 #endif
-/* #pragma unroll takes a constant, not a macro; wide windows (K * VEC > 32 floats) are not unrolled: they would spill */
+/* #pragma unroll takes a constant, not a macro; wide windows (K * VEC > 32 floats) are not unrolled: they would
+ * spill */
 template <int K, int VEC>
 struct ConvUnroll { static constexpr int n = K * VEC <= 32 ? CONV_T_UNROLL : 1; };
 #define CONV_MIN_SEG 8     /* the scratch buffer is sized for this shortest segment */
@@ -210,7 +211,8 @@ __global__ static void conv1d_backward_kernel(floatX* din, int din_stride, float
         int c0 = cv * VEC;
         for (int j = 0; j < VEC * K; j++) dw_partials[(size_t)blockIdx.y * C * K + (size_t)c0 * K + j] =
             block_acc[threadIdx.x][j];
-        for (int i = 0; i < VEC; i++) db_partials[(size_t)blockIdx.y * C + c0 + i] = block_acc[threadIdx.x][VEC * K + i];
+        for (int i = 0; i < VEC; i++)
+            db_partials[(size_t)blockIdx.y * C + c0 + i] = block_acc[threadIdx.x][VEC * K + i];
     }
 }
 
@@ -382,26 +384,30 @@ static int conv1d_vec8_ok(const void* a, int a_stride, const void* b, int C) {
     return C % 8 == 0 && a_stride % 8 == 0 && is_aligned16(a) && is_aligned16(b);
 }
 
+/* the kernels take K as a template parameter (the windows live in registers): one case per supported width */
+#define CONV_FOR_EACH_K(CASE) CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+/* the per-thread kernels' vector width: one launch per supported width */
+#define CONV_BY_VEC(LAUNCH, KK)            \
+    if (vec == 8) LAUNCH(KK, 8);           \
+    else if (vec == 4) LAUNCH(KK, 4);      \
+    else LAUNCH(KK, 1);
+
+static void conv1d_check_k(const char* who, int K) {
+    if (K < 1 || K > CONV_MAX_K) die("%s: d_conv K = %d is not supported (1..%d)", who, K, CONV_MAX_K);
+}
+
 /* the forward at a chosen vector width (8, 4 or 1; lowered to 1 when alignment forbids it) and segment length */
 static void conv1d_forward_cfg(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B,
                                int T, int C, int K, int vec, int seg_len, cudaStream_t stream) {
-    if (K < 1 || K > CONV_MAX_K) die("conv1d_forward: d_conv K = %d is not supported (1..%d)", K, CONV_MAX_K);
+    conv1d_check_k("conv1d_forward", K);
     if (!conv1d_vec8_ok(in, in_stride, out, C)) vec = 1;
     size_t threads = (size_t)B * CEIL_DIV(T, seg_len) * (C / vec);
     const int block = 128;
     unsigned grid = (unsigned)CEIL_DIV(threads, (size_t)block);
 #define CONV_FWD_LAUNCH(KK, VV) \
     conv1d_forward_kernel<KK, VV><<<grid, block, 0, stream>>>(out, in, in_stride, w, bias, B, T, C, seg_len)
-#define CONV_FWD_CASE(KK)                                                                                         \
-    case KK:                                                                                                      \
-        if (vec == 8) CONV_FWD_LAUNCH(KK, 8);                                                                     \
-        else if (vec == 4) CONV_FWD_LAUNCH(KK, 4);                                                                \
-        else CONV_FWD_LAUNCH(KK, 1);                                                                              \
-        break;
-    switch (K) {
-        CONV_FWD_CASE(1) CONV_FWD_CASE(2) CONV_FWD_CASE(3) CONV_FWD_CASE(4)
-        CONV_FWD_CASE(5) CONV_FWD_CASE(6) CONV_FWD_CASE(7) CONV_FWD_CASE(8)
-    }
+#define CONV_FWD_CASE(KK) case KK: CONV_BY_VEC(CONV_FWD_LAUNCH, KK) break;
+    switch (K) { CONV_FOR_EACH_K(CONV_FWD_CASE) }
 #undef CONV_FWD_CASE
 #undef CONV_FWD_LAUNCH
     cudaCheckLast();
@@ -415,18 +421,17 @@ static void conv1d_forward_cfg(floatX* out, const floatX* in, int in_stride, con
 /* the tiled forward; falls back to the per-thread kernel (scalar) where 16-byte copies are not possible */
 static void conv1d_forward_tile(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias,
                                 int B, int T, int C, int K, cudaStream_t stream) {
-    if (K < 1 || K > CONV_MAX_K) die("conv1d_forward: d_conv K = %d is not supported (1..%d)", K, CONV_MAX_K);
+    conv1d_check_k("conv1d_forward", K);
     if (!conv1d_vec8_ok(in, in_stride, out, C)) {
         conv1d_forward_cfg(out, in, in_stride, w, bias, B, T, C, K, 1, CONV_FWD_SEG, stream);
         return;
     }
     dim3 grid(CEIL_DIV(C, CONV_TILE_C), B * CEIL_DIV(T, CONV_TILE_T));
-#define CONV_FWD_TILE(KK) \
-    case KK: conv1d_forward_tile_kernel<KK><<<grid, CONV_TILE_THREADS, 0, stream>>>(out, in, in_stride, w, bias, B, T, C); break;
-    switch (K) {
-        CONV_FWD_TILE(1) CONV_FWD_TILE(2) CONV_FWD_TILE(3) CONV_FWD_TILE(4)
-        CONV_FWD_TILE(5) CONV_FWD_TILE(6) CONV_FWD_TILE(7) CONV_FWD_TILE(8)
-    }
+#define CONV_FWD_TILE(KK)                                                                                         \
+    case KK:                                                                                                      \
+        conv1d_forward_tile_kernel<KK><<<grid, CONV_TILE_THREADS, 0, stream>>>(out, in, in_stride, w, bias, B, T, C); \
+        break;
+    switch (K) { CONV_FOR_EACH_K(CONV_FWD_TILE) }
 #undef CONV_FWD_TILE
     cudaCheckLast();
 }
@@ -461,7 +466,7 @@ static void conv1d_backward_cfg(floatX* din, int din_stride, float* dw, float* d
                                 const floatX* in, int in_stride, const float* w, const float* bias, int B, int T,
                                 int C, int K, int vec, int seg_len, cudaStream_t stream) {
     if (seg_len < CONV_MIN_SEG) die("conv1d_backward: segment length %d < %d", seg_len, CONV_MIN_SEG);
-    if (K < 1 || K > CONV_MAX_K) die("conv1d_backward: d_conv K = %d is not supported (1..%d)", K, CONV_MAX_K);
+    conv1d_check_k("conv1d_backward", K);
     if (!(conv1d_vec8_ok(in, in_stride, dout, C) && conv1d_vec8_ok(din, din_stride, din, C))) vec = 1;
     int by = conv1d_backward_blocks_y(B, T, seg_len);
     dim3 grid(CEIL_DIV(C / vec, WARP_SIZE), by), block(WARP_SIZE, CONV_BWD_SEGS);
@@ -470,16 +475,8 @@ static void conv1d_backward_cfg(floatX* din, int din_stride, float* dw, float* d
 #define CONV_BWD_LAUNCH(KK, VV)                                                                                   \
     conv1d_backward_kernel<KK, VV><<<grid, block, 0, stream>>>(din, din_stride, dw_partials, db_partials, dout,   \
                                                                in, in_stride, w, bias, B, T, C, seg_len)
-#define CONV_BWD_CASE(KK)                                                                                         \
-    case KK:                                                                                                      \
-        if (vec == 8) CONV_BWD_LAUNCH(KK, 8);                                                                     \
-        else if (vec == 4) CONV_BWD_LAUNCH(KK, 4);                                                                \
-        else CONV_BWD_LAUNCH(KK, 1);                                                                              \
-        break;
-    switch (K) {
-        CONV_BWD_CASE(1) CONV_BWD_CASE(2) CONV_BWD_CASE(3) CONV_BWD_CASE(4)
-        CONV_BWD_CASE(5) CONV_BWD_CASE(6) CONV_BWD_CASE(7) CONV_BWD_CASE(8)
-    }
+#define CONV_BWD_CASE(KK) case KK: CONV_BY_VEC(CONV_BWD_LAUNCH, KK) break;
+    switch (K) { CONV_FOR_EACH_K(CONV_BWD_CASE) }
 #undef CONV_BWD_CASE
 #undef CONV_BWD_LAUNCH
     cudaCheckLast();
@@ -492,7 +489,7 @@ static void conv1d_backward_cfg(floatX* din, int din_stride, float* dw, float* d
 static void conv1d_backward_tile(floatX* din, int din_stride, float* dw, float* db, float* scratch,
                                  const floatX* dout, const floatX* in, int in_stride, const float* w,
                                  const float* bias, int B, int T, int C, int K, int tiles, cudaStream_t stream) {
-    if (K < 1 || K > CONV_MAX_K) die("conv1d_backward: d_conv K = %d is not supported (1..%d)", K, CONV_MAX_K);
+    conv1d_check_k("conv1d_backward", K);
     if (tiles < 1) die("conv1d_backward: %d time tiles per block, must be >= 1", tiles);
     if (!(conv1d_vec8_ok(in, in_stride, dout, C) && conv1d_vec8_ok(din, din_stride, din, C))) {
         conv1d_backward_cfg(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, 1,
@@ -508,10 +505,7 @@ static void conv1d_backward_tile(floatX* din, int din_stride, float* dw, float* 
         conv1d_backward_tile_kernel<KK><<<grid, CONV_TILE_THREADS, 0, stream>>>(                                  \
             din, din_stride, dw_partials, db_partials, dout, in, in_stride, w, bias, B, T, C, tiles);             \
         break;
-    switch (K) {
-        CONV_BWD_TILE(1) CONV_BWD_TILE(2) CONV_BWD_TILE(3) CONV_BWD_TILE(4)
-        CONV_BWD_TILE(5) CONV_BWD_TILE(6) CONV_BWD_TILE(7) CONV_BWD_TILE(8)
-    }
+    switch (K) { CONV_FOR_EACH_K(CONV_BWD_TILE) }
 #undef CONV_BWD_TILE
     cudaCheckLast();
     partial_sums_accumulate(dw, dw_partials, rows, C * K, stream);
