@@ -369,12 +369,18 @@ fi
 """
 
 
-def check_launch():
-    d = tmpdir()
+def write_fake_trainer(d):
+    """the stand-in trainer script in folder d, executable; returns its path"""
     fake = os.path.join(d, "fake_trainer")
     with open(fake, "w") as f:
         f.write(FAKE_TRAINER)
     os.chmod(fake, 0o755)
+    return fake
+
+
+def check_launch():
+    d = tmpdir()
+    fake = write_fake_trainer(d)
     out, work, init = os.path.join(d, "out"), os.path.join(d, "work"), os.path.join(d, "init")
     env = dict(os.environ, OUT=out, SCALING_WORK=work, SCALING_BIN=fake, SCALING_SKIP_BUILD="1",
                SCALING_INIT_DIR=init)
@@ -406,10 +412,7 @@ def check_launch():
 def check_fail_fast():
     """one rank fails: launch stops the others at once (not at their timeout), the report names the failed rank"""
     d = tmpdir()
-    fake = os.path.join(d, "fake_trainer")
-    with open(fake, "w") as f:
-        f.write(FAKE_TRAINER)
-    os.chmod(fake, 0o755)
+    fake = write_fake_trainer(d)
     env = dict(os.environ, OUT=os.path.join(d, "out"), SCALING_WORK=os.path.join(d, "work"), SCALING_BIN=fake,
                SCALING_SKIP_BUILD="1", SCALING_INIT_DIR="none", FAKE_FAIL_RANK="1")
     t0 = time.time()
