@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
     const Mamba2Config* c = &model.config;
     /* no backward here, so the chunk length the forward likes best: the model's up to 256 (SSD version 5 on the
      * H100: 0.367 ms a layer at Q=256 against 0.389 at 128, B=8 T=2048; dev/cuda/NOTES_ssd.md) */
-    model.ssd_q = c->chunk_size < 256 ? c->chunk_size : 256;
+    model.ssd_q = gpu_ssd_chunk(c, 256);
     config_print(c, stderr);
 
     Tokenizer tok;

@@ -168,7 +168,7 @@ typedef struct {
     size_t lm_chunk_bytes; /* the logits buffer's most bytes; 0 = LM_HEAD_CHUNK_BYTES (tests set it before the first
                               forward, to run several chunks on small shapes) */
     int recompute;     /* 1: keep one layer's xbc and gn, recompute them in the backward (set before the first forward) */
-    int ssd_q;         /* the SSD kernels' chunk length (set before the first forward); see gpu_default_ssd_chunk */
+    int ssd_q;         /* the SSD kernels' chunk length (set before the first forward); see gpu_ssd_chunk */
     int forward_only;  /* 1: evaluation only: one layer's activations, reused by every layer, and no gradient
                           buffers (set before the first forward; eval_mamba2cu) */
     GPUActivations a;
@@ -227,9 +227,8 @@ static void gpu_config_check(const Mamba2Config* c) {
  * forward+backward at Q=128 against 1.48 at 256 and 1.58 at 64 (fewer masked Q x Q tile pairs against more chunk
  * states), and a training step 69.0 against 71.8 ms; the chunk states saved for the backward double (+1.15 GB). */
 #define GPU_SSD_MAX_CHUNK 128
-static int gpu_default_ssd_chunk(const Mamba2Config* c) {
-    return c->chunk_size < GPU_SSD_MAX_CHUNK ? c->chunk_size : GPU_SSD_MAX_CHUNK;
-}
+/* the config's chunk length capped at `cap` (GPU_SSD_MAX_CHUNK for training; a forward alone prefers 256) */
+static int gpu_ssd_chunk(const Mamba2Config* c, int cap) { return c->chunk_size < cap ? c->chunk_size : cap; }
 
 static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* host_params, MultiGPU* mg) {
     gpu_config_check(c);
@@ -237,7 +236,7 @@ static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* ho
     m->config = *c;
     m->mg = mg ? mg : &g_single_gpu;
     m->num_parameters = param_table_build(m->table, c);
-    m->ssd_q = gpu_default_ssd_chunk(c);
+    m->ssd_q = gpu_ssd_chunk(c, GPU_SSD_MAX_CHUNK);
     size_t n = m->num_parameters, total = 0, world = (size_t)m->mg->world;
     m->shard = CEIL_DIV(n, world);
     m->padded = m->shard * world;
@@ -381,6 +380,7 @@ static void lm_head_chunk(GPUModel* m, int r0, int rows, float dloss) {
  */
 static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int B, int T, float dloss) {
     const Mamba2Config* c = &m->config;
+    if (dloss > 0 && m->forward_only) die("gpu_forward: a model made for evaluation only (forward_only) cannot train");
     gpu_model_ensure_activations(m, B, T);
     GPUActivations* a = &m->a;
     cudaStream_t st = m->stream;
@@ -392,7 +392,7 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     encoder_forward(a->residual, a->inputs, PX(m, P_WTE, 0), BTi, D, st);
     prof_mark(K_EMBED, st);
     /* training: group the tokens for the embedding backward now, on the host, while the GPU runs the forward */
-    if (targets && dloss > 0 && !m->forward_only)
+    if (targets && dloss > 0)
         m->g.enc_plan = encoder_backward_prepare(m->g.enc_ws, m->g.enc_host, inputs, BTi, c->padded_vocab_size, st);
     int fo = m->forward_only; /* evaluation: every layer reuses slot 0 of the per-layer activations */
     for (int l = 0; l < c->n_layer; l++) {
@@ -432,7 +432,6 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
         prof_mark(K_LM_HEAD, st);
         return -1.0f;
     }
-    if (dloss > 0 && fo) die("gpu_forward: a model made for evaluation only (forward_only) cannot train");
     cudaCheck(cudaMemsetAsync(m->error_flag, 0, sizeof(int), st));
     for (int r0 = 0; r0 < BTi; r0 += m->lm_rows)
         lm_head_chunk(m, r0, BTi - r0 < m->lm_rows ? BTi - r0 : m->lm_rows, dloss);
