@@ -77,55 +77,6 @@ real* mamba2_prefill(Mamba2* m, InferenceState* s, const int* tokens, int T) {
     return s->logits;
 }
 
-/* ---- sampling: temperature, top-k, top-p (nucleus) ---- */
-
-typedef struct { float p; int id; } ProbIndex;
-
-static int compare_prob_desc(const void* a, const void* b) {
-    const ProbIndex* x = (const ProbIndex*)a;
-    const ProbIndex* y = (const ProbIndex*)b;
-    if (x->p != y->p) return x->p > y->p ? -1 : 1;
-    return x->id - y->id; /* ties by id: the same seed gives the same text on every libc */
-}
-
-/*
- * temperature <= 0: the most likely token. Otherwise softmax(logits / temperature) over the V real ids, keep the
- * top_k most likely (top_k <= 0: all), then the smallest prefix whose mass reaches top_p (top_p >= 1: all),
- * renormalize and draw. scratch holds V entries.
- */
-static int sample_top(const real* logits, int V, float temperature, int top_k, float top_p, Rng* rng,
-                      ProbIndex* scratch) {
-    int best = 0;
-    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
-    if (temperature <= 0) return best;
-    double sum = 0;
-    for (int i = 0; i < V; i++) {
-        scratch[i].p = (float)exp((logits[i] - logits[best]) / temperature);
-        scratch[i].id = i;
-        sum += scratch[i].p;
-    }
-    int n = V;
-    if ((top_k > 0 && top_k < V) || top_p < 1.0f) {
-        qsort(scratch, (size_t)V, sizeof(ProbIndex), compare_prob_desc);
-        if (top_k > 0 && top_k < n) n = top_k;
-        if (top_p < 1.0f) {
-            double cum = 0;
-            for (int i = 0; i < n; i++) {
-                cum += scratch[i].p / sum;
-                if (cum >= top_p) { n = i + 1; break; }
-            }
-        }
-        sum = 0;
-        for (int i = 0; i < n; i++) sum += scratch[i].p;
-    }
-    double coin = rng_uniform(rng) * sum, cdf = 0;
-    for (int i = 0; i < n; i++) {
-        cdf += scratch[i].p;
-        if (coin < cdf) return scratch[i].id;
-    }
-    return scratch[n - 1].id;
-}
-
 #ifndef GENERATE_NO_MAIN
 
 static void generate_usage(void) {
@@ -260,7 +211,7 @@ int main(int argc, char** argv) {
     double t1 = now_seconds();
     int generated = 0;
     for (; generated < max_new; generated++) {
-        int next = sample_top(logits, c->vocab_size, temperature, top_k, top_p, &rng, scratch);
+        int next = sample_logits(logits, c->vocab_size, temperature, top_k, top_p, &rng, scratch);
         if (next == eot) break;
         if (byte_level) putchar(next);
         else if (tok.init_ok) tokenizer_safe_print(tokenizer_decode(&tok, (uint32_t)next));

@@ -545,52 +545,6 @@ static void decoder_profile(Decoder* d, GPUModel* m) {
     cudaCheck(cudaEventDestroy(e1));
 }
 
-/* ---- sampling on the host: temperature, top-k, top-p (nucleus), as generate_mamba2.c ---- */
-
-typedef struct { float p; int id; } GenProb;
-
-static bool gen_prob_desc(const GenProb& a, const GenProb& b) {
-    if (a.p != b.p) return a.p > b.p;
-    return a.id < b.id; /* ties by id: the same seed gives the same text everywhere */
-}
-
-/* temperature <= 0: the most likely token (lowest id among equals). Else softmax(logits / temperature) over the V
- * real ids, keep the top_k most likely (0: all), then the smallest prefix reaching top_p mass, renormalize, draw. */
-static int gen_sample(const float* logits, int V, float temperature, int top_k, float top_p, Rng* rng,
-                      GenProb* scratch) {
-    int best = 0;
-    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
-    if (temperature <= 0) return best;
-    double sum = 0;
-    for (int i = 0; i < V; i++) {
-        scratch[i].p = (float)exp((logits[i] - logits[best]) / temperature);
-        scratch[i].id = i;
-        sum += scratch[i].p;
-    }
-    int n = V;
-    if ((top_k > 0 && top_k < V) || top_p < 1.0f) {
-        /* only the first top_k (or, for top-p alone, all) need to be in order */
-        int keep = top_k > 0 && top_k < V ? top_k : V;
-        std::partial_sort(scratch, scratch + keep, scratch + V, gen_prob_desc);
-        n = keep;
-        if (top_p < 1.0f) {
-            double cum = 0;
-            for (int i = 0; i < n; i++) {
-                cum += scratch[i].p / sum;
-                if (cum >= top_p) { n = i + 1; break; }
-            }
-        }
-        sum = 0;
-        for (int i = 0; i < n; i++) sum += scratch[i].p;
-    }
-    double coin = rng_uniform(rng) * sum, cdf = 0;
-    for (int i = 0; i < n; i++) {
-        cdf += scratch[i].p;
-        if (coin < cdf) return scratch[i].id;
-    }
-    return scratch[n - 1].id;
-}
-
 /* ---- one generation run over the batch ---- */
 
 typedef struct {
@@ -621,7 +575,7 @@ static GenTiming generate_batch(Decoder* d, GPUModel* m, int* const* prompts, co
     std::vector<int> done(S, 0), host_tokens(S);
     std::vector<Rng> rngs(S);
     for (int s = 0; s < S; s++) rng_seed(&rngs[s], o->seed + (unsigned long long)s);
-    std::vector<GenProb> scratch(V);
+    std::vector<ProbIndex> scratch(V);
     cudaCheck(cudaStreamSynchronize(st));
     double t0 = now_seconds();
     decoder_reset(d, m);
@@ -675,7 +629,7 @@ static GenTiming generate_batch(Decoder* d, GPUModel* m, int* const* prompts, co
         for (int i = 0; i < o->max_new; i++) {
             int all_done = 1;
             for (int s = 0; s < S; s++) {
-                int tok = gen_sample(logits + (size_t)s * c->padded_vocab_size, V, o->temperature, o->top_k,
+                int tok = sample_logits(logits + (size_t)s * c->padded_vocab_size, V, o->temperature, o->top_k,
                                      o->top_p, &rngs[s], scratch.data());
                 host_tokens[s] = tok;
                 if (done[s]) continue;

@@ -110,18 +110,23 @@ static void test_prefill_then_step(GPUModel* m, const std::vector<float>& full, 
     decoder_free(&d);
 }
 
+/* reset two decoders and prefill each sequence s of both with the same prompt: len0 + step * s tokens from s on */
+static void prefill_pair(Decoder* a, Decoder* b, GPUModel* m, const int* tokens, int S, int len0, int step) {
+    decoder_reset(a, m);
+    decoder_reset(b, m);
+    for (int s = 0; s < S; s++) {
+        decoder_prefill(a, m, s, tokens + s, len0 + step * s);
+        decoder_prefill(b, m, s, tokens + s, len0 + step * s);
+    }
+}
+
 /* 2: graph replay == plain launches, bitwise; plain_pdl 0: the plain side without launch overlap */
 static void test_graph_bitwise(GPUModel* m, const int* tokens, int S, int plain_pdl) {
     const Mamba2Config* c = &m->config;
     Decoder a, b;
     decoder_create(&a, m, S, 30, 1);
     decoder_create(&b, m, S, 30, 1);
-    decoder_reset(&a, m);
-    decoder_reset(&b, m);
-    for (int s = 0; s < S; s++) {
-        decoder_prefill(&a, m, s, tokens + s, 5 + s);
-        decoder_prefill(&b, m, s, tokens + s, 5 + s);
-    }
+    prefill_pair(&a, &b, m, tokens, S, 5, 1);
     size_t diff = 0;
     for (int i = 0; i < 9; i++) { /* odd and even parities, several replays of each graph */
         std::vector<int> in(S);
@@ -246,12 +251,7 @@ static void test_persist_vs_v2(GPUModel* m, const int* tokens, int S, int blocks
     g_gen_version = 2;
     decoder_create(&b, m, S, 30, 1);
     g_gen_version = 3;
-    decoder_reset(&a, m);
-    decoder_reset(&b, m);
-    for (int s = 0; s < S; s++) {
-        decoder_prefill(&a, m, s, tokens + s, 5 + 3 * s);
-        decoder_prefill(&b, m, s, tokens + s, 5 + 3 * s);
-    }
+    prefill_pair(&a, &b, m, tokens, S, 5, 3);
     int V = c->vocab_size, Vp = c->padded_vocab_size, wrong = 0;
     double worst = 0;
     for (int i = 0; i < 9; i++) {
@@ -306,12 +306,7 @@ static void test_state_v4_vs_v2(GPUModel* m, const int* tokens, int S) {
     Decoder a, b;
     decoder_create(&a, m, S, 30, 1);
     decoder_create(&b, m, S, 30, 1);
-    decoder_reset(&a, m);
-    decoder_reset(&b, m);
-    for (int s = 0; s < S; s++) {
-        decoder_prefill(&a, m, s, tokens + s, 4 + s);
-        decoder_prefill(&b, m, s, tokens + s, 4 + s);
-    }
+    prefill_pair(&a, &b, m, tokens, S, 4, 1);
     int es = a.state_lowp ? (int)sizeof(floatX) : (int)sizeof(float), epv = 16 / es, tpr = 1;
     while (tpr * epv < c->d_state) tpr *= 2;
     size_t smem = a.state_lowp ? gen_state_step_smem<floatX>(c->headdim, c->d_state, tpr)

@@ -9,6 +9,8 @@
  *   export         export -> import is exact (both namings); our committed export was loaded by HF's from_pretrained
  *                  on the GPU machine, and HF's logits of it match ours
  *   prefill        the chunked prefill + recurrent steps equal the full parallel forward at every position
+ *   sampler        llmc/infer_common.h's top-k selection equals a full sort; draws stay inside top-k / top-p and
+ *                  follow the renormalized probabilities; temperature 0 is the argmax; a seed repeats its draws
  *   BPE            ids equal those of independent JavaScript tokenizers (data/tests/..._cases.json) and of
  *                  data/text_tokenizers.py on a chunk of the default corpus (the Python standard library's sources)
  *                  and on unicode / whitespace / digit edge cases
@@ -814,6 +816,60 @@ static void test_bpe(void) {
     }
 }
 
+/* ---- the sampler (llmc/infer_common.h), against a full sort and the probabilities it draws from ---- */
+
+static void test_sampler(void) {
+    printf("sampler: top-k / top-p / temperature against a full sort and the draw frequencies\n");
+    enum { V = 1000 };
+    static float logits[V];
+    static ProbIndex a[V], b[V];
+    Rng rng;
+    rng_seed(&rng, 7);
+    for (int i = 0; i < V; i++) logits[i] = (float)(int)(rng_uniform(&rng) * 200) / 20.0f; /* many ties */
+    /* the heap's top k, in order, equals the first k of a full sort, for k across the range */
+    int same = 1;
+    for (int k = 1; k <= V; k = k * 3 + 1) {
+        for (int i = 0; i < V; i++) a[i] = b[i] = (ProbIndex){(float)exp(logits[i] - 10.0), i};
+        prob_top_k(a, V, k);
+        qsort(b, V, sizeof(ProbIndex), prob_compare);
+        for (int i = 0; i < k; i++) same &= a[i].id == b[i].id && a[i].p == b[i].p;
+    }
+    check(same, "top-k by a heap equals the full sort's first k (k = 1, 4, 13 .. 364 of 1000, ties: lower id first)");
+    /* temperature 0: the argmax, the lowest id among equals */
+    int best = 0;
+    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    check(sample_logits(logits, V, 0.0f, 0, 1.0f, &rng, a) == best, "temperature 0 gives the argmax, id %d", best);
+    /* four ids with probabilities 0.5, 0.3, 0.15, 0.05 (the rest -inf): draw frequencies within 5 sigma */
+    float small[8];
+    const double pr[4] = {0.5, 0.3, 0.15, 0.05};
+    for (int i = 0; i < 8; i++) small[i] = i < 4 ? (float)log(pr[i]) : -INFINITY;
+    struct { int top_k; float top_p; int keep; } cases[] = {{0, 1.0f, 4}, {2, 1.0f, 2}, {0, 0.75f, 2}, {3, 0.9f, 3}};
+    for (int ci = 0; ci < 4; ci++) {
+        int count[8] = {0}, n = 40000;
+        for (int t = 0; t < n; t++) count[sample_logits(small, 8, 1.0f, cases[ci].top_k, cases[ci].top_p, &rng, a)]++;
+        double mass = 0, worst = 0;
+        for (int i = 0; i < cases[ci].keep; i++) mass += pr[i];
+        int outside = 0;
+        for (int i = 0; i < 8; i++) {
+            double p = i < cases[ci].keep ? pr[i] / mass : 0;
+            if (p == 0) { outside += count[i]; continue; }
+            double z = fabs(count[i] - n * p) / sqrt(n * p * (1 - p) + 1e-12);
+            if (z > worst) worst = z;
+        }
+        check(outside == 0 && worst < 5, "top_k %d, top_p %.2f: only the %d most likely drawn (%d outside), "
+              "frequencies within %.1f sigma of the renormalized probabilities", cases[ci].top_k, cases[ci].top_p,
+              cases[ci].keep, outside, worst);
+    }
+    /* the same seed draws the same ids */
+    Rng r1, r2;
+    rng_seed(&r1, 42);
+    rng_seed(&r2, 42);
+    int equal = 1;
+    for (int t = 0; t < 200; t++)
+        equal &= sample_logits(logits, V, 0.8f, 40, 0.95f, &r1, a) == sample_logits(logits, V, 0.8f, 40, 0.95f, &r2, b);
+    check(equal, "the same seed gives the same 200 draws (temperature 0.8, top_k 40, top_p 0.95)");
+}
+
 int main(int argc, char** argv) {
     if (argc == 2 && strcmp(argv[1], "--write-export-fixture") == 0) { write_export_fixture(); return 0; }
     if (argc == 5 && strcmp(argv[1], "--bpe-compare") == 0) {
@@ -835,6 +891,7 @@ int main(int argc, char** argv) {
     printf("prefill (chunked forward) + recurrent steps vs the full forward\n");
     test_prefill("d_model=32,n_layer=2,d_state=16,headdim=8,ngroups=2,vocab=50,chunk=8", 29);
     test_prefill("d_model=16,n_layer=3,d_state=8,headdim=4,d_conv=3,vocab=40,chunk=5", 12);
+    test_sampler();
     test_bpe();
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_tmp);

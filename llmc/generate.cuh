@@ -698,11 +698,10 @@ __device__ static inline void argmax_merge(float& bv, int& bi, float ov, int oi)
     if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
 }
 
-/* the block's best of (bv, bi) over its threads, then tokens[s] = hist[*step * S + s] = it (id 0 if none) */
-__device__ static inline void argmax_finish(int* tokens, int* hist, const int* step, float bv, int bi) {
+/* the block's best of (bv, bi) over its threads (any multiple of 32 up to 1024), returned in thread 0's bv, bi */
+__device__ static inline void argmax_block(float& bv, int& bi) {
     __shared__ float best_v[32];
     __shared__ int best_i[32];
-    int s = blockIdx.x, S = gridDim.x;
     for (int off = 16; off > 0; off >>= 1) {
         float ov = __shfl_xor_sync(0xffffffffu, bv, off);
         int oi = __shfl_xor_sync(0xffffffffu, bi, off);
@@ -711,8 +710,15 @@ __device__ static inline void argmax_finish(int* tokens, int* hist, const int* s
     int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     if (lane == 0) { best_v[warp] = bv; best_i[warp] = bi; }
     __syncthreads();
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == 0)
         for (int w = 1; w < (int)blockDim.x / WARP_SIZE; w++) argmax_merge(bv, bi, best_v[w], best_i[w]);
+}
+
+/* the block's best of (bv, bi), then tokens[s] = hist[*step * S + s] = it (id 0 if none) */
+__device__ static inline void argmax_finish(int* tokens, int* hist, const int* step, float bv, int bi) {
+    int s = blockIdx.x, S = gridDim.x;
+    argmax_block(bv, bi);
+    if (threadIdx.x == 0) {
         if (bi == 0x7fffffff) bi = 0; /* every logit NaN: id 0 rather than an id outside the vocabulary */
         tokens[s] = bi;
         hist[(size_t)(*step) * S + s] = bi;
@@ -766,8 +772,6 @@ static void argmax_from_partials(int* tokens, int* hist, const int* step, const 
 
 __global__ static void __launch_bounds__(GEN_AM_THREADS)
 argmax_split_kernel(float* part_v, int* part_i, const floatX* logits, int Vp, int V, int span) {
-    __shared__ float best_v[GEN_AM_THREADS / WARP_SIZE];
-    __shared__ int best_i[GEN_AM_THREADS / WARP_SIZE];
     gen_allow_next();
     gen_wait_prior();
     int b = blockIdx.x, s = blockIdx.y, nsplit = gridDim.x;
@@ -783,16 +787,8 @@ argmax_split_kernel(float* part_v, int* part_i, const floatX* logits, int Vp, in
             if (i + j < hi && f > bv) { bv = f; bi = i + j; } /* ids grow within a thread: the first of equals */
         }
     }
-    for (int off = 16; off > 0; off >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, off);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, off);
-        argmax_merge(bv, bi, ov, oi);
-    }
-    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-    if (lane == 0) { best_v[warp] = bv; best_i[warp] = bi; }
-    __syncthreads();
+    argmax_block(bv, bi);
     if (threadIdx.x == 0) {
-        for (int w = 1; w < GEN_AM_THREADS / WARP_SIZE; w++) argmax_merge(bv, bi, best_v[w], best_i[w]);
         part_v[(size_t)s * nsplit + b] = bv;
         part_i[(size_t)s * nsplit + b] = bi;
     }

@@ -5,6 +5,7 @@
 #ifndef MAMBA2_INFER_COMMON_H
 #define MAMBA2_INFER_COMMON_H
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "bpe.h"
 #include "dataloader.h"
 #include "train_common.h"
+#include "rand.h"
 
 /* ---- evaluation: -e MODEL -i SHARDS [-b B] [-t T] [-m MAX_BATCHES] [-k TOKENIZER] ---- */
 
@@ -157,6 +159,86 @@ static inline void prompt_tokenizer_init(PromptTokenizer* p, const char* tok_pat
         p->byte_level = 1;
         p->eot = 256;
     }
+}
+
+/* ---- sampling: top-k, top-p (nucleus), the draw (generate_mamba2.c and generate_mamba2.cu) ---- */
+
+typedef struct { float p; int id; } ProbIndex;
+
+/* the order of the candidates: more probable first, ties by id, so that the same seed gives the same text with any
+   libc's sort (qsort is not stable, and the heap below visits in its own order) */
+static inline int prob_before(ProbIndex a, ProbIndex b) { return a.p != b.p ? a.p > b.p : a.id < b.id; }
+static int prob_compare(const void* a, const void* b) {
+    ProbIndex x = *(const ProbIndex*)a, y = *(const ProbIndex*)b;
+    return prob_before(x, y) ? -1 : prob_before(y, x) ? 1 : 0;
+}
+
+/* restore the heap below position i: heap[0] is the candidate that ranks LAST (the first to drop out) */
+static void prob_sift_down(ProbIndex* heap, int n, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, last = i;
+        if (l < n && prob_before(heap[last], heap[l])) last = l;
+        if (r < n && prob_before(heap[last], heap[r])) last = r;
+        if (last == i) return;
+        ProbIndex t = heap[i]; heap[i] = heap[last]; heap[last] = t;
+        i = last;
+    }
+}
+
+/* put the k highest-ranked of the V entries, in order, at the front: O(V log k), where sorting all 50K ids for each
+   token would cost milliseconds, more than the GPU's whole decode step */
+static void prob_top_k(ProbIndex* p, int V, int k) {
+    for (int i = k / 2 - 1; i >= 0; i--) prob_sift_down(p, k, i);
+    for (int i = k; i < V; i++) {
+        if (prob_before(p[i], p[0])) {
+            ProbIndex t = p[0]; p[0] = p[i]; p[i] = t;
+            prob_sift_down(p, k, 0);
+        }
+    }
+    qsort(p, (size_t)k, sizeof(ProbIndex), prob_compare);
+}
+
+/* p[0..V) holds each id's unnormalized probability exp((logit - max) / temperature), sum their sum. Keep the top_k
+   most likely (top_k <= 0: all), then the smallest prefix whose mass reaches top_p (top_p >= 1: all), renormalize
+   and draw one id. */
+static int sample_from_probs(ProbIndex* p, int V, double sum, int top_k, float top_p, Rng* rng) {
+    int n = V;
+    if ((top_k > 0 && top_k < V) || top_p < 1.0f) {
+        n = top_k > 0 && top_k < V ? top_k : V;
+        if (n < V) prob_top_k(p, V, n);
+        else qsort(p, (size_t)V, sizeof(ProbIndex), prob_compare);
+        if (top_p < 1.0f) {
+            double cum = 0;
+            for (int i = 0; i < n; i++) {
+                cum += p[i].p / sum;
+                if (cum >= top_p) { n = i + 1; break; }
+            }
+        }
+        sum = 0;
+        for (int i = 0; i < n; i++) sum += p[i].p;
+    }
+    double coin = rng_uniform(rng) * sum, cdf = 0;
+    for (int i = 0; i < n; i++) {
+        cdf += p[i].p;
+        if (coin < cdf) return p[i].id;
+    }
+    return p[n - 1].id;
+}
+
+/* temperature <= 0: the most likely token (the lowest id among equals). Otherwise softmax(logits / temperature) over
+   the V real ids, then sample_from_probs. scratch holds V entries. */
+static int sample_logits(const float* logits, int V, float temperature, int top_k, float top_p, Rng* rng,
+                         ProbIndex* scratch) {
+    int best = 0;
+    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    if (temperature <= 0) return best;
+    double sum = 0;
+    for (int i = 0; i < V; i++) {
+        scratch[i].p = (float)exp((logits[i] - logits[best]) / temperature);
+        scratch[i].id = i;
+        sum += scratch[i].p;
+    }
+    return sample_from_probs(scratch, V, sum, top_k, top_p, rng);
 }
 
 #endif
