@@ -69,9 +69,9 @@ int main(int argc, char** argv) {
     gpu_load_model(&model, model_path, 1);
     model.forward_only = 1; /* one layer's activations, no gradient buffers */
     const Mamba2Config* c = &model.config;
-    /* no backward here, so the chunk length the forward likes best: the model's up to 256 (SSD version 5 on the
-     * H100: 0.367 ms a layer at Q=256 against 0.389 at 128, B=8 T=2048; dev/cuda/NOTES_ssd.md) */
-    model.ssd_q = gpu_ssd_chunk(c, 256);
+    /* the chunk length the forward likes best, now the trainer's: SSD version 7 on the H100, B=8 T=2048, 0.299 ms a
+     * layer at Q=128 against 0.346 at 256 (its fused state pass takes 64-row tiles; dev/cuda/NOTES_ssd.md) */
+    model.ssd_q = gpu_ssd_chunk(c, GPU_SSD_MAX_CHUNK);
     config_print(c, stderr);
 
     Tokenizer tok;

@@ -227,7 +227,7 @@ static void gpu_config_check(const Mamba2Config* c) {
  * forward+backward at Q=128 against 1.48 at 256 and 1.58 at 64 (fewer masked Q x Q tile pairs against more chunk
  * states), and a training step 69.0 against 71.8 ms; the chunk states saved for the backward double (+1.15 GB). */
 #define GPU_SSD_MAX_CHUNK 128
-/* the config's chunk length capped at `cap` (GPU_SSD_MAX_CHUNK for training; a forward alone prefers 256) */
+/* the config's chunk length capped at `cap` (GPU_SSD_MAX_CHUNK: training and evaluation alike since SSD v7) */
 static int gpu_ssd_chunk(const Mamba2Config* c, int cap) { return c->chunk_size < cap ? c->chunk_size : cap; }
 
 static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* host_params, MultiGPU* mg) {

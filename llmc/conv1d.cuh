@@ -18,15 +18,17 @@
  * registers. When the channel count, the row stride or a pointer does not allow 16-byte accesses, a scalar
  * (VEC = 1) instance runs instead.
  *
- * Tiled kernels (the default when 16-byte accesses are possible): a block stages a tile of 64 channels x 64 time
- * steps (plus the K-1 halo rows) of the input, and of dout in backward, in shared memory with 16-byte cp.async
- * copies (all of a tile's loads in flight at once, each row segment one 128-byte line in bf16), then thread
- * (channel, slice) runs the same sliding-window recurrence as below over its 16 time steps, reading the tile from
- * shared memory (its first K-1 steps' window, the halo, too). conv1d_forward_tile_kernel<K>,
- * conv1d_backward_tile_kernel<K>; a backward block walks `tiles` consecutive time tiles and keeps dw/db in
- * registers across them.
+ * Tiled kernels (v5, the default): a block stages tiles of 64 channels x 64 time steps (plus the K-1 halo rows) of
+ * the input, and of dout in backward, in shared memory with 16-byte cp.async copies (each row segment one 128-byte
+ * line in bf16), then thread (channel, slice) runs the same sliding-window recurrence as below over its 16 time steps,
+ * reading the tile from shared memory. A block walks `tiles` consecutive time tiles of one sequence, double buffered
+ * (tile i + 1's copies in flight while tile i is computed), writes its outputs through a shared-memory tile with
+ * 16-byte stores, and keeps dw/db in registers across its tiles (+ one conv1d_partials_accumulate launch for both):
+ * conv1d_forward_pipe_kernel<K>, conv1d_backward_pipe_kernel<K>. (v4, the same tiles single-buffered with 2-byte
+ * stores, was 15-20% slower and is gone: NOTES_kernels.md.)
  * Kernels: conv1d_forward_kernel<K, VEC>, conv1d_backward_kernel<K, VEC> (+ partial_sums_accumulate_kernel).
- * Launchers: conv1d_forward, conv1d_backward; conv1d_backward_scratch_floats sizes the partials buffer.
+ * Launchers: conv1d_forward, conv1d_backward (v5, else the scalar per-thread kernels); _pipe and _cfg versions
+ * for dev/cuda; conv1d_backward_scratch_floats sizes the partials buffer.
  */
 #ifndef MAMBA2_CONV1D_CUH
 #define MAMBA2_CONV1D_CUH
@@ -227,9 +229,6 @@ __global__ static void conv1d_backward_kernel(floatX* din, int din_stride, float
 #define CONV_TILE_THREADS 256
 #define CONV_TILE_SLICES (CONV_TILE_THREADS / CONV_TILE_C)   /* 4 */
 #define CONV_TILE_STEPS (CONV_TILE_T / CONV_TILE_SLICES)     /* 16 */
-#ifndef CONV_BWD_TILES
-#define CONV_BWD_TILES 2   /* time tiles a backward block walks (dev/cuda/conv1d.cu sweeps it) */
-#endif
 
 __device__ static inline void conv_cp_async16(void* dst, const void* src, int valid) {
     /* src-size 0 zero-fills the 16 bytes (rows before t = 0, past T, channels past C) */
@@ -251,61 +250,144 @@ __device__ static inline void conv_stage_rows(floatX* dst, const floatX* src, in
     }
 }
 
-template <int K>
-__global__ static void __launch_bounds__(CONV_TILE_THREADS)
-conv1d_forward_tile_kernel(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B,
-                           int T, int C) {
-    constexpr int IN_ROWS = CONV_TILE_T + K - 1;   /* inputs t0-(K-1) .. t0+TILE_T-1 */
-    __shared__ alignas(16) floatX in_s[IN_ROWS * CONV_TILE_C];
-    int cl = threadIdx.x % CONV_TILE_C, q = threadIdx.x / CONV_TILE_C;
-    int ct0 = blockIdx.x * CONV_TILE_C, c = ct0 + cl;
-    int tiles_per_seq = CEIL_DIV(T, CONV_TILE_T);
-    int b = blockIdx.y / tiles_per_seq, t0 = (blockIdx.y % tiles_per_seq) * CONV_TILE_T;
-    const floatX* inb = in + (size_t)b * T * in_stride;
-    conv_stage_rows(in_s, inb, in_stride, t0 - (K - 1), IN_ROWS, T, ct0, C);
-    float wr[K], br = 0.f;
-#pragma unroll
-    for (int k = 0; k < K; k++) wr[k] = c < C ? w[c * K + k] : 0.f;
-    if (c < C) br = bias[c];
-    conv_cp_async_wait_all();
-    __syncthreads();
-    if (c >= C) return;
-    int s0 = q * CONV_TILE_STEPS;
-    float win[K];   /* inputs t-(K-1) .. t-1 in slots 0..K-2 */
-#pragma unroll
-    for (int j = 0; j < K - 1; j++) win[j] = toF(in_s[(s0 + j) * CONV_TILE_C + cl]);
-    floatX* outb = out + (size_t)b * T * C + c;
-#pragma unroll
-    for (int j = 0; j < CONV_TILE_STEPS; j++) {
-        int t = t0 + s0 + j;
-        float cur = toF(in_s[(s0 + j + K - 1) * CONV_TILE_C + cl]);
-        float p = br + wr[K - 1] * cur;
-#pragma unroll
-        for (int k = 0; k < K - 1; k++) p += wr[k] * win[k];
-        if (t < T) outb[(size_t)t * C] = fromF(p * fast_sigmoid(p));
-#pragma unroll
-        for (int k = 0; k + 1 < K - 1; k++) win[k] = win[k + 1];
-        if (K > 1) win[K - 2] = cur;
+/* ---------------------------------------------------------------------------------------------------------------
+ * Pipelined tiled kernels (v5, the default where 16-byte accesses are possible). Same tile and thread mapping as v4,
+ * with two changes that v4's 61% of the floor pointed at:
+ * - double buffering: a block walks `tiles` consecutive time tiles of one sequence, and the cp.async copies of tile
+ *   i + 1 go out before tile i is computed, so each block keeps loads in flight while it computes (v4 loaded, waited,
+ *   computed: its load and compute phases only overlapped with other blocks');
+ * - the outputs (out in forward, din in backward) are written to a tile in shared memory first and then stored with
+ *   16-byte stores, 8 per 128-byte row segment (v4: one 2-byte store per element, 64 bytes a warp instruction).
+ * Dynamic shared memory (bf16, K = 4): forward 2 x 67 + 64 rows of 128 bytes = 25 KB; backward 2 x (70 + 67) + 64
+ * rows = 43 KB (the dw/db reduction reuses the input buffers at the end); 4 blocks an SM either way.
+ */
+/* time tiles a block walks (dev/cuda/conv1d.cu sweeps them). H100, 130M shape, bf16, 1/2/4/8 tiles: forward
+ * 0.0544/0.0501/0.0523/0.0566 ms, backward 0.0871/0.0819/0.0869/0.0881 ms (NOTES_kernels.md) */
+#ifndef CONV_FWD_PIPE_TILES
+#define CONV_FWD_PIPE_TILES 2
+#endif
+#ifndef CONV_BWD_PIPE_TILES
+#define CONV_BWD_PIPE_TILES 2
+#endif
+
+__device__ static inline void conv_cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+/* wait until at most n (0 or 1) of this thread's committed copy groups are in flight */
+__device__ static inline void conv_cp_async_wait(int n) {
+    if (n == 0) asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    else asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+}
+
+/* store a finished (CONV_TILE_T, CONV_TILE_C) output tile from shared memory, 16 bytes a thread per step: rows past T
+ * and channels past C are skipped; dst is the sequence's first row at channel 0, row stride `stride` */
+__device__ static inline void conv_store_tile(floatX* dst, int stride, const floatX* tile_s, int t0, int T, int ct0,
+                                              int C) {
+    constexpr int per_row = CONV_TILE_C / XVEC;
+    for (int idx = threadIdx.x; idx < CONV_TILE_T * per_row; idx += CONV_TILE_THREADS) {
+        int r = idx / per_row, piece = idx % per_row;
+        int t = t0 + r, c = ct0 + piece * XVEC;
+        if (t < T && c < C)
+            store128(dst + (size_t)t * stride + c, *reinterpret_cast<const Vec128<floatX>*>(tile_s + r * CONV_TILE_C +
+                                                                                            piece * XVEC));
     }
+}
+
+/* time tiles of block row tg (a run of `tiles` tiles of one sequence) that lie inside the sequence */
+__device__ static inline int conv_block_tiles(int tg, int tiles, int T) {
+    int left = CEIL_DIV(T, CONV_TILE_T) - tg * tiles;
+    return left < tiles ? left : tiles;
+}
+
+template <int K>
+static size_t conv1d_forward_pipe_smem(void) {
+    return (size_t)(2 * (CONV_TILE_T + K - 1) + CONV_TILE_T) * CONV_TILE_C * sizeof(floatX);
 }
 
 template <int K>
 __global__ static void __launch_bounds__(CONV_TILE_THREADS)
-conv1d_backward_tile_kernel(floatX* din, int din_stride, float* dw_partials, float* db_partials, const floatX* dout,
-                            const floatX* in, int in_stride, const float* w, const float* bias, int B, int T, int C,
-                            int tiles) {
-    constexpr int IN_ROWS = CONV_TILE_T + 2 * (K - 1);   /* inputs t0-(K-1) .. t0+TILE_T+K-2 */
-    constexpr int DOUT_ROWS = CONV_TILE_T + K - 1;       /* dout t0 .. t0+TILE_T+K-2: din[s] needs dp up to s+K-1 */
-    __shared__ alignas(16) floatX in_s[IN_ROWS * CONV_TILE_C];
-    __shared__ alignas(16) floatX dout_s[DOUT_ROWS * CONV_TILE_C];
-    __shared__ float red[CONV_TILE_SLICES][K + 1][CONV_TILE_C];
+conv1d_forward_pipe_kernel(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B,
+                           int T, int C, int tiles) {
+    constexpr int IN_ROWS = CONV_TILE_T + K - 1;   /* inputs t0-(K-1) .. t0+TILE_T-1 */
+    constexpr int IN_TILE = IN_ROWS * CONV_TILE_C;
+    extern __shared__ float4 conv_smem[];
+    floatX* in_s = (floatX*)conv_smem;   /* [2][IN_TILE] */
+    floatX* out_s = in_s + 2 * IN_TILE;  /* [TILE_T][TILE_C] */
     int cl = threadIdx.x % CONV_TILE_C, q = threadIdx.x / CONV_TILE_C;
     int ct0 = blockIdx.x * CONV_TILE_C, c = ct0 + cl;
     int groups_per_seq = CEIL_DIV(T, CONV_TILE_T * tiles);
     int b = blockIdx.y / groups_per_seq, tg = blockIdx.y % groups_per_seq;
+    int n = conv_block_tiles(tg, tiles, T);
+    const floatX* inb = in + (size_t)b * T * in_stride;
+    int tb = tg * tiles * CONV_TILE_T;   /* first time step of the block */
+    conv_stage_rows(in_s, inb, in_stride, tb - (K - 1), IN_ROWS, T, ct0, C);
+    conv_cp_async_commit();
+    float wr[K], br = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; k++) wr[k] = c < C ? w[c * K + k] : 0.f;
+    if (c < C) br = bias[c];
+    int s0 = q * CONV_TILE_STEPS;
+    for (int i = 0; i < n; i++) {
+        int t0 = tb + i * CONV_TILE_T;
+        const floatX* cur_s = in_s + (i & 1) * IN_TILE;
+        if (i + 1 < n) {   /* the next tile's copies go out before this one is computed */
+            conv_stage_rows(in_s + ((i + 1) & 1) * IN_TILE, inb, in_stride, t0 + CONV_TILE_T - (K - 1), IN_ROWS, T,
+                            ct0, C);
+            conv_cp_async_commit();
+            conv_cp_async_wait(1);
+        } else {
+            conv_cp_async_wait(0);
+        }
+        __syncthreads();   /* every thread's copies of this tile have landed */
+        float win[K];      /* inputs t-(K-1) .. t-1 in slots 0..K-2 */
+#pragma unroll
+        for (int j = 0; j < K - 1; j++) win[j] = toF(cur_s[(s0 + j) * CONV_TILE_C + cl]);
+#pragma unroll
+        for (int j = 0; j < CONV_TILE_STEPS; j++) {
+            float cur = toF(cur_s[(s0 + j + K - 1) * CONV_TILE_C + cl]);
+            float p = br + wr[K - 1] * cur;
+#pragma unroll
+            for (int k = 0; k < K - 1; k++) p += wr[k] * win[k];
+            out_s[(s0 + j) * CONV_TILE_C + cl] = fromF(p * fast_sigmoid(p));
+#pragma unroll
+            for (int k = 0; k + 1 < K - 1; k++) win[k] = win[k + 1];
+            if (K > 1) win[K - 2] = cur;
+        }
+        __syncthreads();   /* out_s complete; cur_s free for tile i + 2's copies */
+        conv_store_tile(out + (size_t)b * T * C, C, out_s, t0, T, ct0, C);
+    }
+}
+
+template <int K>
+static size_t conv1d_backward_pipe_smem(void) {
+    return (size_t)(2 * (CONV_TILE_T + 2 * (K - 1)) + 2 * (CONV_TILE_T + K - 1) + CONV_TILE_T) * CONV_TILE_C *
+           sizeof(floatX);
+}
+
+template <int K>
+__global__ static void __launch_bounds__(CONV_TILE_THREADS)
+conv1d_backward_pipe_kernel(floatX* din, int din_stride, float* dw_partials, float* db_partials, const floatX* dout,
+                            const floatX* in, int in_stride, const float* w, const float* bias, int B, int T, int C,
+                            int tiles) {
+    constexpr int IN_ROWS = CONV_TILE_T + 2 * (K - 1);   /* inputs t0-(K-1) .. t0+TILE_T+K-2 */
+    constexpr int DOUT_ROWS = CONV_TILE_T + K - 1;       /* dout t0 .. t0+TILE_T+K-2: din[s] needs dp up to s+K-1 */
+    constexpr int IN_TILE = IN_ROWS * CONV_TILE_C, DOUT_TILE = DOUT_ROWS * CONV_TILE_C;
+    static_assert(CONV_TILE_SLICES * (K + 1) * CONV_TILE_C * sizeof(float) <=
+                      2 * (IN_TILE + DOUT_TILE) * sizeof(floatX), "the dw/db reduction must fit the tile buffers");
+    extern __shared__ float4 conv_smem[];
+    floatX* in_s = (floatX*)conv_smem;       /* [2][IN_TILE] */
+    floatX* dout_s = in_s + 2 * IN_TILE;     /* [2][DOUT_TILE] */
+    floatX* din_s = dout_s + 2 * DOUT_TILE;  /* [TILE_T][TILE_C] */
+    float* red = (float*)conv_smem;          /* [SLICES][K + 1][TILE_C], after the last tile (aliases in_s, dout_s) */
+    int cl = threadIdx.x % CONV_TILE_C, q = threadIdx.x / CONV_TILE_C;
+    int ct0 = blockIdx.x * CONV_TILE_C, c = ct0 + cl;
+    int groups_per_seq = CEIL_DIV(T, CONV_TILE_T * tiles);
+    int b = blockIdx.y / groups_per_seq, tg = blockIdx.y % groups_per_seq;
+    int n = conv_block_tiles(tg, tiles, T);
     const floatX* inb = in + (size_t)b * T * in_stride;
     const floatX* doutb = dout + (size_t)b * T * C;
-    floatX* dinb = din + (size_t)b * T * din_stride + c;
+    int tb = tg * tiles * CONV_TILE_T;
+    conv_stage_rows(in_s, inb, in_stride, tb - (K - 1), IN_ROWS, T, ct0, C);
+    conv_stage_rows(dout_s, doutb, C, tb, DOUT_ROWS, T, ct0, C);
+    conv_cp_async_commit();
     float wr[K], br = 0.f;
 #pragma unroll
     for (int k = 0; k < K; k++) wr[k] = c < C ? w[c * K + k] : 0.f;
@@ -314,69 +396,106 @@ conv1d_backward_tile_kernel(floatX* din, int din_stride, float* dw_partials, flo
 #pragma unroll
     for (int k = 0; k < K; k++) dwa[k] = 0.f;
     int s0 = q * CONV_TILE_STEPS;
-    for (int tile = 0; tile < tiles; tile++) {
-        int t0 = (tg * tiles + tile) * CONV_TILE_T;
-        if (t0 >= T) break;   /* the same for the whole block */
-        conv_stage_rows(in_s, inb, in_stride, t0 - (K - 1), IN_ROWS, T, ct0, C);
-        conv_stage_rows(dout_s, doutb, C, t0, DOUT_ROWS, T, ct0, C);
-        conv_cp_async_wait_all();
-        __syncthreads();
-        if (c < C) {
-            float win[K];   /* inputs t-(K-1) .. t-1 in slots 0..K-2 */
-            float dpw[K];   /* dp[t-(K-1)] .. dp[t] in slots 0..K-1 */
-#pragma unroll
-            for (int j = 0; j < K; j++) {
-                dpw[j] = 0.f;
-                if (j < K - 1) win[j] = toF(in_s[(s0 + j) * CONV_TILE_C + cl]);
-            }
-            /* local step j: time t = t0 + s0 + j; K-1 steps past the slice recompute dp for din (zero past T:
-             * dout was zero-filled there) */
-#pragma unroll
-            for (int j = 0; j < CONV_TILE_STEPS + K - 1; j++) {
-                int t = t0 + s0 + j;
-                float cur = toF(in_s[(s0 + j + K - 1) * CONV_TILE_C + cl]);
-                float g = toF(dout_s[(s0 + j) * CONV_TILE_C + cl]);
-                float p = br + wr[K - 1] * cur;
-#pragma unroll
-                for (int k = 0; k < K - 1; k++) p += wr[k] * win[k];
-                float sg = fast_sigmoid(p);
-                float dp = g * sg * (1.f + p * (1.f - sg));
-                if (j < CONV_TILE_STEPS && t < T) {   /* the slice's own steps feed dw and db */
-                    dba += dp;
-                    dwa[K - 1] += dp * cur;
-#pragma unroll
-                    for (int k = 0; k < K - 1; k++) dwa[k] += dp * win[k];
-                }
-#pragma unroll
-                for (int k = 0; k + 1 < K; k++) dpw[k] = dpw[k + 1];
-                dpw[K - 1] = dp;
-                if (j >= K - 1 && t - (K - 1) < T) {
-                    float d = 0.f;
-#pragma unroll
-                    for (int k = 0; k < K; k++) d += wr[k] * dpw[K - 1 - k];
-                    dinb[(size_t)(t - (K - 1)) * din_stride] = fromF(d);
-                }
-#pragma unroll
-                for (int k = 0; k + 1 < K - 1; k++) win[k] = win[k + 1];
-                if (K > 1) win[K - 2] = cur;
-            }
+    for (int i = 0; i < n; i++) {
+        int t0 = tb + i * CONV_TILE_T;
+        const floatX* cin_s = in_s + (i & 1) * IN_TILE;
+        const floatX* cdout_s = dout_s + (i & 1) * DOUT_TILE;
+        if (i + 1 < n) {   /* the next tile's copies go out before this one is computed */
+            int nt0 = t0 + CONV_TILE_T;
+            conv_stage_rows(in_s + ((i + 1) & 1) * IN_TILE, inb, in_stride, nt0 - (K - 1), IN_ROWS, T, ct0, C);
+            conv_stage_rows(dout_s + ((i + 1) & 1) * DOUT_TILE, doutb, C, nt0, DOUT_ROWS, T, ct0, C);
+            conv_cp_async_commit();
+            conv_cp_async_wait(1);
+        } else {
+            conv_cp_async_wait(0);
         }
-        __syncthreads();   /* the next tile overwrites in_s and dout_s */
-    }
-    /* the block's slices combined in increasing q: a fixed order */
+        __syncthreads();   /* every thread's copies of this tile have landed */
+        float win[K];      /* inputs t-(K-1) .. t-1 in slots 0..K-2 */
+        float dpw[K];      /* dp[t-(K-1)] .. dp[t] in slots 0..K-1 */
 #pragma unroll
-    for (int k = 0; k < K; k++) red[q][k][cl] = dwa[k];
-    red[q][K][cl] = dba;
+        for (int j = 0; j < K; j++) {
+            dpw[j] = 0.f;
+            if (j < K - 1) win[j] = toF(cin_s[(s0 + j) * CONV_TILE_C + cl]);
+        }
+        /* local step j: time t = t0 + s0 + j; the K-1 steps past the slice recompute dp for din (zero past T: dout
+         * was zero-filled there) */
+#pragma unroll
+        for (int j = 0; j < CONV_TILE_STEPS + K - 1; j++) {
+            int t = t0 + s0 + j;
+            float cur = toF(cin_s[(s0 + j + K - 1) * CONV_TILE_C + cl]);
+            float g = toF(cdout_s[(s0 + j) * CONV_TILE_C + cl]);
+            float p = br + wr[K - 1] * cur;
+#pragma unroll
+            for (int k = 0; k < K - 1; k++) p += wr[k] * win[k];
+            float sg = fast_sigmoid(p);
+            float dp = g * sg * (1.f + p * (1.f - sg));
+            if (j < CONV_TILE_STEPS && t < T) {   /* the slice's own steps feed dw and db */
+                dba += dp;
+                dwa[K - 1] += dp * cur;
+#pragma unroll
+                for (int k = 0; k < K - 1; k++) dwa[k] += dp * win[k];
+            }
+#pragma unroll
+            for (int k = 0; k + 1 < K; k++) dpw[k] = dpw[k + 1];
+            dpw[K - 1] = dp;
+            if (j >= K - 1) {   /* din of step s = t-(K-1) (rows past T are not stored) */
+                float d = 0.f;
+#pragma unroll
+                for (int k = 0; k < K; k++) d += wr[k] * dpw[K - 1 - k];
+                din_s[(s0 + j - (K - 1)) * CONV_TILE_C + cl] = fromF(d);
+            }
+#pragma unroll
+            for (int k = 0; k + 1 < K - 1; k++) win[k] = win[k + 1];
+            if (K > 1) win[K - 2] = cur;
+        }
+        __syncthreads();   /* din_s complete; this tile's buffers free for tile i + 2's copies */
+        conv_store_tile(din + (size_t)b * T * din_stride, din_stride, din_s, t0, T, ct0, C);
+    }
+    /* the block's slices combined in increasing q: a fixed order. red aliases the tile buffers: every thread passed
+     * the last tile's barrier after its last read of them, and no copy is in flight (wait_group 0) */
+    if (c < C) {
+#pragma unroll
+        for (int k = 0; k < K; k++) red[(q * (K + 1) + k) * CONV_TILE_C + cl] = dwa[k];
+        red[(q * (K + 1) + K) * CONV_TILE_C + cl] = dba;
+    }
     __syncthreads();
     if (q == 0 && c < C) {
 #pragma unroll
         for (int k = 0; k <= K; k++) {
             float s = 0.f;
-            for (int qq = 0; qq < CONV_TILE_SLICES; qq++) s += red[qq][k][cl];
-            if (k < K) dw_partials[(size_t)blockIdx.y * C * K + (size_t)c * K + k] = s;
-            else db_partials[(size_t)blockIdx.y * C + c] = s;
+            for (int qq = 0; qq < CONV_TILE_SLICES; qq++) s += red[(qq * (K + 1) + k) * CONV_TILE_C + cl];
+            if (k < K) dw_partials[(size_t)blockIdx.y * C * (K + 1) + (size_t)c * K + k] = s;
+            else db_partials[(size_t)blockIdx.y * C * (K + 1) + c] = s;
         }
     }
+}
+
+/* dw[j] += sum_r partials[r, j] for j < C*K and db[j - C*K] += the same for the C columns after them (partials row
+ * stride C*(K+1)): partial_sums_accumulate's fixed order (thread (x, y) sums rows y, y + 16, ..., the 16 slices are
+ * added in increasing y), in one launch for both gradients instead of two */
+__global__ static void conv1d_partials_accumulate_kernel(float* dw, float* db, const float* partials, int nrows,
+                                                         int C, int K) {
+    __shared__ float slice_sum[PSUM_SLICES][PSUM_COLS + 1];
+    int ncols = C * (K + 1);
+    int col = blockIdx.x * PSUM_COLS + threadIdx.x;
+    float s = 0.f;
+    if (col < ncols)
+        for (int r = threadIdx.y; r < nrows; r += PSUM_SLICES) s += partials[(size_t)r * ncols + col];
+    slice_sum[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < ncols) {
+        float total = 0.f;
+        for (int y = 0; y < PSUM_SLICES; y++) total += slice_sum[y][threadIdx.x];
+        if (col < C * K) dw[col] += total;
+        else db[col - C * K] += total;
+    }
+}
+static void conv1d_partials_accumulate(float* dw, float* db, const float* partials, int nrows, int C, int K,
+                                       cudaStream_t stream) {
+    dim3 block(PSUM_COLS, PSUM_SLICES);
+    conv1d_partials_accumulate_kernel<<<CEIL_DIV(C * (K + 1), PSUM_COLS), block, 0, stream>>>(dw, db, partials,
+                                                                                               nrows, C, K);
+    cudaCheckLast();
 }
 
 /* 16-byte path possible? channels, row strides and pointers must all allow 8-element groups */
@@ -418,28 +537,46 @@ static void conv1d_forward_cfg(floatX* out, const floatX* in, int in_stride, con
 #define CONV_FWD_VEC 4
 #endif
 
-/* the tiled forward; falls back to the per-thread kernel (scalar) where 16-byte copies are not possible */
-static void conv1d_forward_tile(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias,
-                                int B, int T, int C, int K, cudaStream_t stream) {
+/* let kernel f take `smem` bytes of dynamic shared memory (over 48 KB needs the opt-in; fp32 backward: 87 KB).
+ * *allowed remembers what was set for this kernel, so the call is made once, not per launch */
+static void conv1d_allow_smem(const void* f, size_t smem, size_t* allowed) {
+    if (smem <= *allowed) return;
+    cudaCheck(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    *allowed = smem;
+}
+
+template <int K>
+static void conv1d_forward_pipe_launch(floatX* out, const floatX* in, int in_stride, const float* w,
+                                       const float* bias, int B, int T, int C, int tiles, cudaStream_t stream) {
+    static size_t allowed = 48 * 1024;
+    size_t smem = conv1d_forward_pipe_smem<K>();
+    conv1d_allow_smem((const void*)conv1d_forward_pipe_kernel<K>, smem, &allowed);
+    dim3 grid(CEIL_DIV(C, CONV_TILE_C), B * CEIL_DIV(T, CONV_TILE_T * tiles));
+    conv1d_forward_pipe_kernel<K><<<grid, CONV_TILE_THREADS, smem, stream>>>(out, in, in_stride, w, bias, B, T, C,
+                                                                             tiles);
+}
+
+/* the pipelined forward (v5) with `tiles` time tiles per block; falls back to the per-thread kernel (scalar) where
+ * 16-byte copies are not possible */
+static void conv1d_forward_pipe(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias,
+                                int B, int T, int C, int K, int tiles, cudaStream_t stream) {
     conv1d_check_k("conv1d_forward", K);
+    if (tiles < 1) die("conv1d_forward: %d time tiles per block, must be >= 1", tiles);
     if (!conv1d_vec8_ok(in, in_stride, out, C)) {
         conv1d_forward_cfg(out, in, in_stride, w, bias, B, T, C, K, 1, CONV_FWD_SEG, stream);
         return;
     }
-    dim3 grid(CEIL_DIV(C, CONV_TILE_C), B * CEIL_DIV(T, CONV_TILE_T));
-#define CONV_FWD_TILE(KK)                                                                                         \
-    case KK:                                                                                                      \
-        conv1d_forward_tile_kernel<KK><<<grid, CONV_TILE_THREADS, 0, stream>>>(out, in, in_stride, w, bias, B, T, C); \
-        break;
-    switch (K) { CONV_FOR_EACH_K(CONV_FWD_TILE) }
-#undef CONV_FWD_TILE
+#define CONV_FWD_PIPE(KK) \
+    case KK: conv1d_forward_pipe_launch<KK>(out, in, in_stride, w, bias, B, T, C, tiles, stream); break;
+    switch (K) { CONV_FOR_EACH_K(CONV_FWD_PIPE) }
+#undef CONV_FWD_PIPE
     cudaCheckLast();
 }
 
 /* out = xbc (BT, C) floatX; in = the xBC column of zxbcdt, row stride in_stride; w (C, K), bias (C) float */
 static void conv1d_forward(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B,
                            int T, int C, int K, cudaStream_t stream) {
-    conv1d_forward_tile(out, in, in_stride, w, bias, B, T, C, K, stream);
+    conv1d_forward_pipe(out, in, in_stride, w, bias, B, T, C, K, CONV_FWD_PIPE_TILES, stream);
 }
 
 static int conv1d_backward_blocks_y(int B, int T, int seg_len) {
@@ -484,9 +621,22 @@ static void conv1d_backward_cfg(floatX* din, int din_stride, float* dw, float* d
     partial_sums_accumulate(db, db_partials, by, C, stream);
 }
 
-/* the tiled backward with `tiles` time tiles per block; falls back to the per-thread kernel (scalar) where 16-byte
- * copies are not possible */
-static void conv1d_backward_tile(floatX* din, int din_stride, float* dw, float* db, float* scratch,
+template <int K>
+static void conv1d_backward_pipe_launch(floatX* din, int din_stride, float* dw_partials, float* db_partials,
+                                        const floatX* dout, const floatX* in, int in_stride, const float* w,
+                                        const float* bias, int B, int T, int C, int tiles, int rows,
+                                        cudaStream_t stream) {
+    static size_t allowed = 48 * 1024;
+    size_t smem = conv1d_backward_pipe_smem<K>();
+    conv1d_allow_smem((const void*)conv1d_backward_pipe_kernel<K>, smem, &allowed);
+    dim3 grid(CEIL_DIV(C, CONV_TILE_C), rows);
+    conv1d_backward_pipe_kernel<K><<<grid, CONV_TILE_THREADS, smem, stream>>>(
+        din, din_stride, dw_partials, db_partials, dout, in, in_stride, w, bias, B, T, C, tiles);
+}
+
+/* the pipelined backward (v5) with `tiles` time tiles per block; falls back to the per-thread kernel (scalar) where
+ * 16-byte copies are not possible */
+static void conv1d_backward_pipe(floatX* din, int din_stride, float* dw, float* db, float* scratch,
                                  const floatX* dout, const floatX* in, int in_stride, const float* w,
                                  const float* bias, int B, int T, int C, int K, int tiles, cudaStream_t stream) {
     conv1d_check_k("conv1d_backward", K);
@@ -497,19 +647,17 @@ static void conv1d_backward_tile(floatX* din, int din_stride, float* dw, float* 
         return;
     }
     int rows = conv1d_backward_tile_rows(B, T, tiles);
-    dim3 grid(CEIL_DIV(C, CONV_TILE_C), rows);
-    float* dw_partials = scratch;
-    float* db_partials = scratch + (size_t)rows * C * K;
-#define CONV_BWD_TILE(KK)                                                                                         \
+    float* dw_partials = scratch;   /* row r: C * K dw sums, then C db sums (one accumulate launch for both) */
+    float* db_partials = scratch + (size_t)C * K;
+#define CONV_BWD_PIPE(KK)                                                                                         \
     case KK:                                                                                                      \
-        conv1d_backward_tile_kernel<KK><<<grid, CONV_TILE_THREADS, 0, stream>>>(                                  \
-            din, din_stride, dw_partials, db_partials, dout, in, in_stride, w, bias, B, T, C, tiles);             \
+        conv1d_backward_pipe_launch<KK>(din, din_stride, dw_partials, db_partials, dout, in, in_stride, w, bias,  \
+                                        B, T, C, tiles, rows, stream);                                            \
         break;
-    switch (K) { CONV_FOR_EACH_K(CONV_BWD_TILE) }
-#undef CONV_BWD_TILE
+    switch (K) { CONV_FOR_EACH_K(CONV_BWD_PIPE) }
+#undef CONV_BWD_PIPE
     cudaCheckLast();
-    partial_sums_accumulate(dw, dw_partials, rows, C * K, stream);
-    partial_sums_accumulate(db, db_partials, rows, C, stream);
+    conv1d_partials_accumulate(dw, db, scratch, rows, C, K, stream);
 }
 
 /* din: the xBC column of d_zxbcdt (row stride din_stride), overwritten; dw (C, K), db (C) float accumulated;
@@ -517,8 +665,8 @@ static void conv1d_backward_tile(floatX* din, int din_stride, float* dw, float* 
 static void conv1d_backward(floatX* din, int din_stride, float* dw, float* db, float* scratch, const floatX* dout,
                             const floatX* in, int in_stride, const float* w, const float* bias, int B, int T, int C,
                             int K, cudaStream_t stream) {
-    conv1d_backward_tile(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, CONV_BWD_TILES,
-                         stream);
+    conv1d_backward_pipe(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K,
+                         CONV_BWD_PIPE_TILES, stream);
 }
 
 #endif

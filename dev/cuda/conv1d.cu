@@ -9,15 +9,23 @@
 #include "dev/cuda/kernels_dev.h"
 #include "llmc/conv1d.cuh"
 
-/* the configuration under test: tiles > 0: the tiled kernels (the default launchers' path) with that many time tiles
- * per backward block; tiles = 0: the per-thread kernels at these vector widths and segment lengths */
-static int tiles = CONV_BWD_TILES;
+/* the configuration under test: version 5: the pipelined tiled kernels (the default launchers' path) with fwd_tiles
+ * / tiles time tiles per forward / backward block; version 0: the per-thread kernels at these vector widths and
+ * segment lengths */
+static int version = 5, tiles = CONV_BWD_PIPE_TILES, fwd_tiles = CONV_FWD_PIPE_TILES;
 static int fwd_vec = CONV_FWD_VEC, fwd_seg = CONV_FWD_SEG, bwd_vec = CONV_BWD_VEC, bwd_seg = CONV_BWD_SEG;
+
+static void run_forward(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B, int T,
+                        int C, int K) {
+    if (version == 5) conv1d_forward_pipe(out, in, in_stride, w, bias, B, T, C, K, fwd_tiles, 0);
+    else conv1d_forward_cfg(out, in, in_stride, w, bias, B, T, C, K, fwd_vec, fwd_seg, 0);
+}
 
 static void run_backward(floatX* din, int din_stride, float* dw, float* db, float* scratch, const floatX* dout,
                          const floatX* in, int in_stride, const float* w, const float* bias, int B, int T, int C,
                          int K) {
-    if (tiles > 0) conv1d_backward_tile(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, tiles, 0);
+    if (version == 5)
+        conv1d_backward_pipe(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, tiles, 0);
     else conv1d_backward_cfg(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, bwd_vec,
                              bwd_seg, 0);
 }
@@ -25,9 +33,9 @@ static void run_backward(floatX* din, int din_stride, float* dw, float* db, floa
 /* stride: row length of the wide buffer; off: first column of the conv input inside it */
 static void check_shape(int B, int T, int C, int K, int stride, int off) {
     int BT = B * T;
-    if (tiles > 0)
-        printf("shape B=%d T=%d C=%d K=%d row stride %d column offset %d; tiled, %d time tiles per bwd block (%s)\n",
-               B, T, C, K, stride, off, tiles, PRECISION_NAME);
+    if (version == 5)
+        printf("shape B=%d T=%d C=%d K=%d row stride %d column offset %d; v5 pipelined, %d / %d time tiles per fwd / "
+               "bwd block (%s)\n", B, T, C, K, stride, off, fwd_tiles, tiles, PRECISION_NAME);
     else
         printf("shape B=%d T=%d C=%d K=%d row stride %d column offset %d; fwd vec %d seg %d, bwd vec %d seg %d (%s)\n",
                B, T, C, K, stride, off, fwd_vec, fwd_seg, bwd_vec, bwd_seg, PRECISION_NAME);
@@ -42,8 +50,7 @@ static void check_shape(int B, int T, int C, int K, int stride, int off) {
     float* d_b = dev_upload_F(h_b, C);
     floatX* d_out = (floatX*)dev_malloc(n * sizeof(floatX));
     dev_poison(d_out, n * sizeof(floatX));
-    if (tiles > 0) conv1d_forward_tile(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, 0);
-    else conv1d_forward_cfg(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, fwd_vec, fwd_seg, 0);
+    run_forward(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K);
     float* g_out = dev_download_X(d_out, n);
 
     double* pre = (double*)mallocCheck(n * sizeof(double));
@@ -148,15 +155,20 @@ static void bench(int B, int T, int C, int K, int stride, int off) {
     float* d_scratch = (float*)dev_malloc(conv1d_backward_scratch_floats(B, T, C, K) * sizeof(float));
     const int vecs[2] = {8, 4}, segs[4] = {8, 16, 32, 64};
     char name[96];
-    float ms = dev_bench_ms(100, [&] { conv1d_forward_tile(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, 0); });
-    dev_report_bytes("conv1d_forward tiled (default)", ms, (double)n * 2 * sizeof(floatX));
+    float ms;
+    for (int nt = 1; nt <= 8; nt *= 2) {
+        ms = dev_bench_ms(100, [&] { conv1d_forward_pipe(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, nt, 0); });
+        snprintf(name, sizeof name, "conv1d_forward v5 pipelined, %d time tiles per block%s", nt,
+                 nt == CONV_FWD_PIPE_TILES ? " (default)" : "");
+        dev_report_bytes(name, ms, (double)n * 2 * sizeof(floatX));
+    }
     for (int nt = 1; nt <= 8; nt *= 2) {
         ms = dev_bench_ms(100, [&] {
-            conv1d_backward_tile(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b,
+            conv1d_backward_pipe(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b,
                                  B, T, C, K, nt, 0);
         });
-        snprintf(name, sizeof name, "conv1d_backward tiled, %d time tiles per block%s", nt,
-                 nt == CONV_BWD_TILES ? " (default)" : "");
+        snprintf(name, sizeof name, "conv1d_backward v5 pipelined, %d time tiles per block%s", nt,
+                 nt == CONV_BWD_PIPE_TILES ? " (default)" : "");
         dev_report_bytes(name, ms, (double)n * 3 * sizeof(floatX));
     }
     for (int vi = 0; vi < 2; vi++)
@@ -187,19 +199,25 @@ static void bench(int B, int T, int C, int K, int stride, int off) {
 int main(int argc, char** argv) {
     int bench_only = argc > 1 && strcmp(argv[1], "bench") == 0;
     if (!bench_only) {
-        check_shape(2, 45, 48, 4, 72, 16);    /* 16-byte path, T not a multiple of the segment */
-        check_shape(3, 70, 20, 4, 37, 5);     /* scalar path: odd stride and offset */
-        check_shape(2, 33, 24, 1, 24, 0);     /* K = 1 */
-        check_shape(2, 40, 16, 8, 40, 8);     /* K = 8 */
-        check_shape(1, 19, 8, 3, 16, 8);      /* K = 3, a single short sequence */
-        check_shape(2, 2048, 1792, 4, 3352, 1536);   /* 130M layer, two sequences */
-        check_shape(3, 200, 136, 4, 200, 64);        /* tiled: partial last channel and time tiles */
-        /* every tiled backward configuration the benchmark sweeps */
-        for (tiles = 1; tiles <= 8; tiles *= 2) {
-            check_shape(3, 300, 72, 4, 80, 8);
-            check_shape(2, 2048, 1792, 4, 3352, 1536);
+        {   /* the default (v5) */
+            tiles = CONV_BWD_PIPE_TILES;
+            fwd_tiles = CONV_FWD_PIPE_TILES;
+            check_shape(2, 45, 48, 4, 72, 16);    /* 16-byte path, T not a multiple of the segment */
+            check_shape(3, 70, 20, 4, 37, 5);     /* scalar path: odd stride and offset */
+            check_shape(2, 33, 24, 1, 24, 0);     /* K = 1 */
+            check_shape(2, 40, 16, 8, 40, 8);     /* K = 8 */
+            check_shape(1, 19, 8, 3, 16, 8);      /* K = 3, a single short sequence */
+            check_shape(2, 2048, 1792, 4, 3352, 1536);   /* 130M layer, two sequences */
+            check_shape(3, 200, 136, 4, 200, 64);        /* tiled: partial last channel and time tiles */
+            check_shape(2, 300, 64, 8, 72, 8);           /* K = 8 with several time tiles a block */
+            /* every tiled configuration the benchmark sweeps */
+            for (tiles = 1; tiles <= 8; tiles *= 2) {
+                fwd_tiles = tiles;
+                check_shape(3, 300, 72, 4, 80, 8);
+                check_shape(2, 2048, 1792, 4, 3352, 1536);
+            }
         }
-        tiles = 0;
+        version = 0;
         /* every per-thread configuration the benchmark sweeps, at an odd small shape and at the 130M shape */
         const int vecs[2] = {8, 4}, segs[4] = {8, 16, 32, 64};
         for (int vi = 0; vi < 2; vi++)

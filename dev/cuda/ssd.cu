@@ -29,18 +29,26 @@
  *      64 rows, C B^T from shared-memory descriptors, the score tile repacked in registers as the A operand of the
  *      product with x. P and N in {64, 128} (the small shapes below include each pair); other shapes, and the fp32
  *      build, run version 4 (fp32: version 2). dev/cuda/wgmma_check.cu tests the wgmma wrappers alone.
- *   6  llmc/ssd.cuh's default: version 5 with two heads of a group per forward block (ssd6_scan_fwd_kernel: the
+ *   6  version 5 with two heads of a group per forward block (ssd6_scan_fwd_kernel: the
  *      C_i / B_j tiles loaded once and S = C_i B_j^T computed once for both heads, each head's decay and dt applied
  *      in registers). P = 64 and H/G even (the small shapes with P = 64, N = 64 / 128 and the benchmarks); other
  *      shapes run version 5. "parts=K" (bits: 1 the 2-head forward, 2 the chunk-state kernel on wgmma, 4 the dC
  *      kernel on wgmma; default 1) also runs the two wgmma ports that measured slower than version 4's kernels.
+ *   7  llmc/ssd.cuh's default: version 6 with the chunk-state products and the state pass over chunks fused, one kernel per direction
+ *      (ssd7_state_scan_kernel: one block per (b, h, 64 x NS slice of the state) runs over the sequence in 64-row
+ *      tiles with the running state in registers; no per-chunk S_c in global memory). P % 64 == 0, Q % 64 == 0;
+ *      "fuse=K": 0 never (= version 6), 1 (default) where B H (P/64) (N/NS) >= the SM count, 2 wherever the shape
+ *      allows; the small-shape checks run with fuse=1 raised to 2, so the fused kernels are what they check, and
+ *      they check that the fused kernels ran where they should. "ns=32|64": state columns per block, "st=2|3":
+ *      tile buffers, "split=0|1": the scaled x / dy operand split in hi + lo per warp in registers (0, the first
+ *      form) or once per block in shared memory (1, default). Other shapes run version 6.
  *
  * Build: nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o dev/cuda/ssd_bin dev/cuda/ssd.cu  (-DENABLE_FP32: fp32)
- * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [parts=K] [Q=K] [1-6]  (small: small-shape checks
- *        only; numbers: those versions only; hg=K: version 4 with at most K heads per block; wg: version 5's
- *        warpgroups per forward block; lines: its tile-load thread order (ssd5_load_tile); parts: version 6's
- *        kernels (above); Q=K: the benchmark shapes' chunk length)
- *        ./dev/cuda/ssd_bin profile [Q=K] [1-6]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
+ * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [parts=K] [fuse=K] [ns=K] [st=K] [Q=K] [1-7]
+ *        (small: small-shape checks only; numbers: those versions only; hg=K: version 4 with at most K heads per
+ *        block; wg: version 5's warpgroups per forward block; lines: its tile-load thread order (ssd5_load_tile);
+ *        parts: version 6's kernels; fuse, ns, st: version 7's (above); Q=K: the benchmark shapes' chunk length)
+ *        ./dev/cuda/ssd_bin profile [Q=K] [1-7]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
  */
 #include <math.h>
 #include <string.h>
@@ -773,9 +781,9 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
 #include "dev/cuda/kernels_dev.h"
 
 
-/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 to 6 = llmc/ssd.cuh with
+/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 to 7 = llmc/ssd.cuh with
    ssd_fast_version set to it */
-#define NVERSIONS 6
+#define NVERSIONS 7
 static int g_version = 4;
 
 typedef struct { int B, T, H, P, N, G, Q; int with_init; } Shape;
@@ -1014,14 +1022,29 @@ static void test_small(Shape s) {
     for (int b = 0; b < s.B; b++)
         for (int h = 0; h < s.H; h++) ref_head(&in, b, h, ry, rfin, rdx, rddt, rpar);
 
-    /* forward */
-    dev_poison(o.y, BT * in.E * sizeof(floatX));
-    dev_poison(o.final_state, nst * sizeof(float));
-    dev_poison(o.saved, o.saved_bytes);
-    run_forward(&in, &o, 1);
-    cudaCheck(cudaDeviceSynchronize());
-    float* gy = dev_download_X(o.y, BT * in.E);
-    float* gfin = dev_download_F(o.final_state, nst);
+    /* version 7's fused state kernels: forced on (fuse=1 -> 2) so that these shapes check them */
+    int fuse_arg = ssd7_fuse, runs0 = ssd7_runs;
+    if (g_version >= 7 && ssd7_fuse == 1) ssd7_fuse = 2;
+    int expect_fused = g_version >= 7 && ssd7_fuse == 2 && s.P % 64 == 0 && s.N % ssd7_ns == 0 && s.Q % 64 == 0;
+#ifdef ENABLE_FP32
+    expect_fused = 0;  /* the fp32 build runs version 2's kernels */
+#endif
+
+    /* forward, twice: the second run must give bitwise the same y and final state */
+    float *gy = NULL, *gfin = NULL;
+    for (int rep = 0; rep < 2; rep++) {
+        dev_poison(o.y, BT * in.E * sizeof(floatX));
+        dev_poison(o.final_state, nst * sizeof(float));
+        dev_poison(o.saved, o.saved_bytes);
+        run_forward(&in, &o, 1);
+        cudaCheck(cudaDeviceSynchronize());
+        float* y2 = dev_download_X(o.y, BT * in.E);
+        float* f2 = dev_download_F(o.final_state, nst);
+        if (rep == 0) { gy = y2; gfin = f2; continue; }
+        dev_check_bitwise("y (forward twice)", gy, y2, BT * in.E * sizeof(float));
+        dev_check_bitwise("final_state (forward twice)", gfin, f2, nst * sizeof(float));
+        free(y2); free(f2);
+    }
     check("y", gy, ry, BT * in.E);
     check("final_state", gfin, rfin, nst);
 
@@ -1072,6 +1095,13 @@ static void test_small(Shape s) {
     dev_check_bitwise("dxbc", gdx[0], gdx[1], BT * in.CD * sizeof(float));
     dev_check_bitwise("ddt_raw", gddt[0], gddt[1], BT * in.dstride * sizeof(float));
     dev_check_bitwise("parameter gradients", gpar[0], gpar[1], 3 * s.H * sizeof(float));
+    if (g_version >= 7) {  /* 2 forwards + 2 backwards: all fused, or none where the shape is not version 7's */
+        int ran = ssd7_runs - runs0;
+        printf("  version 7 fused state kernels: %d of 4 calls (expected %d)\n", ran, expect_fused ? 4 : 0);
+        dev_record("version 7: fused state kernels ran where the shape allows, and only there",
+                   ran == (expect_fused ? 4 : 0));
+    }
+    ssd7_fuse = fuse_arg;
 
     free(dx); free(rdxx); free(dB); free(rdB); free(dC); free(rdC); free(ddt); free(par0);
     for (int rep = 0; rep < 2; rep++) { free(gdx[rep]); free(gddt[rep]); free(gpar[rep]); }
@@ -1111,8 +1141,10 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
     Outputs o = alloc_outputs(&in);
     size_t BT = (size_t)s.B * s.T, PN = (size_t)s.P * s.N, nst = (size_t)s.B * s.H * PN;
     dev_poison(o.y, BT * in.E * sizeof(floatX));
+    int runs0 = ssd7_runs;
     run_forward(&in, &o, 1);
     cudaCheck(cudaDeviceSynchronize());
+    if (g_version >= 7) printf("  version 7 fused state kernel: %s\n", ssd7_runs > runs0 ? "yes" : "no (version 6's path)");
     float* gy = dev_download_X(o.y, BT * in.E);
     float* gfin = dev_download_F(o.final_state, nst);
     double* ry = (double*)calloc(BT * in.E, sizeof(double));
@@ -1180,20 +1212,29 @@ int main(int argc, char** argv) {
             ssd5_lines = argv[k][6] - '0'; /* version 5's tile-load thread order */
         else if (strncmp(argv[k], "parts=", 6) == 0 && atoi(argv[k] + 6) >= 0 && atoi(argv[k] + 6) <= 7)
             ssd6_parts = atoi(argv[k] + 6); /* version 6's kernels: bit 0 2-head forward, 1 chunk state, 2 dC */
+        else if (strncmp(argv[k], "fuse=", 5) == 0 && atoi(argv[k] + 5) >= 0 && atoi(argv[k] + 5) <= 2)
+            ssd7_fuse = atoi(argv[k] + 5); /* version 7: 0 never, 1 where the grid fills the GPU, 2 always */
+        else if (strcmp(argv[k], "ns=32") == 0 || strcmp(argv[k], "ns=64") == 0)
+            ssd7_ns = atoi(argv[k] + 3); /* version 7's state columns per block */
+        else if (strcmp(argv[k], "split=0") == 0 || strcmp(argv[k], "split=1") == 0)
+            ssd7_split = atoi(argv[k] + 6); /* version 7's hi + lo split: per block in smem (1) or per warp (0) */
+        else if (strcmp(argv[k], "st=2") == 0 || strcmp(argv[k], "st=3") == 0)
+            ssd7_stages = atoi(argv[k] + 3); /* version 7's tile buffers */
         else if (strncmp(argv[k], "Q=", 2) == 0 && atoi(argv[k] + 2) >= 16 && atoi(argv[k] + 2) <= 256)
             big_q = atoi(argv[k] + 2); /* the chunk length of the benchmark shapes (an algorithm choice) */
         else if (atoi(argv[k]) >= 1 && atoi(argv[k]) <= NVERSIONS) want[atoi(argv[k])] = any_version = 1;
         else {
             fprintf(stderr, "ssd: unknown argument '%s'; use 'small', 'profile', 'hg=K' (version 4's most heads per "
-                    "block), 'wg=1|2' (version 5's warpgroups per forward block), 'lines=0|1' (its tile-load order), 'parts=K' (version 6's kernels, 0 to 7: 1 2-head forward, 2 chunk state on wgmma, 4 dC on wgmma), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
+                    "block), 'wg=1|2' (version 5's warpgroups per forward block), 'lines=0|1' (its tile-load order), 'parts=K' (version 6's kernels, 0 to 7: 1 2-head forward, 2 chunk state on wgmma, 4 dC on wgmma), 'fuse=0|1|2', 'ns=32|64', 'st=2|3', 'split=0|1' (version 7's fused state kernels: never / where the grid fills the GPU / always; state columns per block; tile buffers; hi + lo split in registers per warp / once per block in shared memory), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
             return EXIT_FAILURE;
         }
     }
     cudaDeviceProp prop;
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     printf("ssd dev program, %s, device %s, version 4 with at most %d heads per block, version 5 with %d warpgroups "
-           "per forward block and load order %d, version 6 parts %d, benchmark chunk Q=%d\n", PRECISION_NAME,
-           prop.name, ssd4_hg_max, ssd5_wgs, ssd5_lines, ssd6_parts, big_q);
+           "per forward block and load order %d, version 6 parts %d, version 7 fuse %d ns %d stages %d split %d, "
+           "benchmark chunk Q=%d\n", PRECISION_NAME, prop.name, ssd4_hg_max, ssd5_wgs, ssd5_lines, ssd6_parts,
+           ssd7_fuse, ssd7_ns, ssd7_stages, ssd7_split, big_q);
     Shape small[] = {
         {2, 100, 4, 16, 16, 1, 32, 1},   /* the brief's shape, partial last chunk */
         {2, 100, 4, 16, 16, 2, 32, 1},   /* two groups */
