@@ -22,52 +22,52 @@
 
 static int dev_passed = 0, dev_failed = 0;
 
-static void dev_record(const char* name, int ok) {
+static inline void dev_record(const char* name, int ok) {
     if (ok) dev_passed++; else dev_failed++;
     printf("  [%s] %s\n", ok ? "PASS" : "FAIL", name);
 }
 
-static int dev_finish(void) {
+static inline int dev_finish(void) {
     printf("%d passed, %d failed\n", dev_passed, dev_failed);
     return dev_failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 /* ---- random numbers (xorshift64*, fixed seed per program: runs are reproducible) ---- */
 static uint64_t dev_rng = 0x9E3779B97F4A7C15ull;
-static uint32_t dev_rand_u32(void) {
+static inline uint32_t dev_rand_u32(void) {
     dev_rng ^= dev_rng >> 12; dev_rng ^= dev_rng << 25; dev_rng ^= dev_rng >> 27;
     return (uint32_t)((dev_rng * 0x2545F4914F6CDD1Dull) >> 32);
 }
-static float dev_rand_uniform(float lo, float hi) {
+static inline float dev_rand_uniform(float lo, float hi) {
     return lo + (hi - lo) * (float)((dev_rand_u32() >> 8) * (1.0 / 16777216.0));
 }
-static float* dev_random_floats(size_t n, float lo, float hi) {
+static inline float* dev_random_floats(size_t n, float lo, float hi) {
     float* h = (float*)mallocCheck(n * sizeof(float));
     for (size_t i = 0; i < n; i++) h[i] = dev_rand_uniform(lo, hi);
     return h;
 }
 /* random ints in [0, hi) */
-static int* dev_random_ints(size_t n, int hi) {
+static inline int* dev_random_ints(size_t n, int hi) {
     int* h = (int*)mallocCheck(n * sizeof(int));
     for (size_t i = 0; i < n; i++) h[i] = (int)(dev_rand_u32() % (uint32_t)hi);
     return h;
 }
 
 /* round a host array to floatX precision in place, so the CPU reference sees exactly what the GPU reads */
-static void dev_round_to_X(float* h, size_t n) {
+static inline void dev_round_to_X(float* h, size_t n) {
     for (size_t i = 0; i < n; i++) h[i] = (float)(floatX)h[i];
 }
 
 /* ---- device buffers ---- */
-static void* dev_malloc(size_t bytes) {
+static inline void* dev_malloc(size_t bytes) {
     void* d;
     cudaCheck(cudaMalloc(&d, bytes > 0 ? bytes : 1));
     return d;
 }
 /* all bits set: NaN in both float and bf16, so an element the kernel never wrote fails validation */
-static void dev_poison(void* d, size_t bytes) { cudaCheck(cudaMemset(d, 0xFF, bytes)); }
+static inline void dev_poison(void* d, size_t bytes) { cudaCheck(cudaMemset(d, 0xFF, bytes)); }
 
-static floatX* dev_upload_X(const float* h, size_t n) {
+static inline floatX* dev_upload_X(const float* h, size_t n) {
     floatX* tmp = (floatX*)mallocCheck(n * sizeof(floatX));
     for (size_t i = 0; i < n; i++) tmp[i] = (floatX)h[i];
     floatX* d = (floatX*)dev_malloc(n * sizeof(floatX));
@@ -75,18 +75,18 @@ static floatX* dev_upload_X(const float* h, size_t n) {
     free(tmp);
     return d;
 }
-static void dev_copy_to_X(floatX* d, const float* h, size_t n) {
+static inline void dev_copy_to_X(floatX* d, const float* h, size_t n) {
     floatX* tmp = (floatX*)mallocCheck(n * sizeof(floatX));
     for (size_t i = 0; i < n; i++) tmp[i] = (floatX)h[i];
     cudaCheck(cudaMemcpy(d, tmp, n * sizeof(floatX), cudaMemcpyHostToDevice));
     free(tmp);
 }
-static float* dev_upload_F(const float* h, size_t n) {
+static inline float* dev_upload_F(const float* h, size_t n) {
     float* d = (float*)dev_malloc(n * sizeof(float));
     cudaCheck(cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice));
     return d;
 }
-static float* dev_download_X(const floatX* d, size_t n) {
+static inline float* dev_download_X(const floatX* d, size_t n) {
     floatX* tmp = (floatX*)mallocCheck(n * sizeof(floatX));
     cudaCheck(cudaMemcpy(tmp, d, n * sizeof(floatX), cudaMemcpyDeviceToHost));
     float* h = (float*)mallocCheck(n * sizeof(float));
@@ -94,7 +94,7 @@ static float* dev_download_X(const floatX* d, size_t n) {
     free(tmp);
     return h;
 }
-static float* dev_download_F(const float* d, size_t n) {
+static inline float* dev_download_F(const float* d, size_t n) {
     float* h = (float*)mallocCheck(n * sizeof(float));
     cudaCheck(cudaMemcpy(h, d, n * sizeof(float), cudaMemcpyDeviceToHost));
     return h;
@@ -103,7 +103,7 @@ static float* dev_download_F(const float* d, size_t n) {
 /* ---- validation ----
  * An element passes when |got - ref| <= atol + rtol * |ref|; NaN (an unwritten, poisoned element) never passes.
  * Prints max abs error, max relative error (over elements with |ref| > atol) and ||got-ref|| / ||ref||. */
-static int dev_compare(const char* name, const float* got, const double* ref, size_t n, double atol, double rtol,
+static inline int dev_compare(const char* name, const float* got, const double* ref, size_t n, double atol, double rtol,
                        int quiet) {
     double max_abs = 0.0, max_rel = 0.0, num = 0.0, den = 0.0;
     size_t bad = 0, nans = 0, first_bad = (size_t)-1;
@@ -131,7 +131,7 @@ static int dev_compare(const char* name, const float* got, const double* ref, si
 
 /* validate, record the result, and once per output also check that the tolerance CAN fail: a copy with one
  * element moved by 10x the tolerance (or by 1 ulp-scale more) must be rejected */
-static void dev_validate(const char* name, const float* got, const double* ref, size_t n, double atol, double rtol) {
+static inline void dev_validate(const char* name, const float* got, const double* ref, size_t n, double atol, double rtol) {
     dev_record(name, dev_compare(name, got, ref, n, atol, rtol, 0));
     float* bad = (float*)mallocCheck(n * sizeof(float));
     memcpy(bad, got, n * sizeof(float));
@@ -144,19 +144,19 @@ static void dev_validate(const char* name, const float* got, const double* ref, 
 }
 
 /* bitwise equality of two runs of a deterministic kernel */
-static void dev_check_bitwise(const char* name, const void* a, const void* b, size_t bytes) {
+static inline void dev_check_bitwise(const char* name, const void* a, const void* b, size_t bytes) {
     char label[160];
     snprintf(label, sizeof label, "%s: two runs bitwise identical", name);
     dev_record(label, memcmp(a, b, bytes) == 0);
 }
 
 /* ---- timing: median over `repeats` runs after `warmup`, each run timed with its own pair of events ---- */
-static int dev_cmp_float(const void* a, const void* b) {
+static inline int dev_cmp_float(const void* a, const void* b) {
     float x = *(const float*)a, y = *(const float*)b;
     return (x > y) - (x < y);
 }
 template <class F>
-static float dev_bench_ms(int repeats, F run) {
+static inline float dev_bench_ms(int repeats, F run) {
     const int warmup = 5;
     for (int i = 0; i < warmup; i++) run();
     cudaCheck(cudaDeviceSynchronize());
@@ -181,13 +181,13 @@ static float dev_bench_ms(int repeats, F run) {
 }
 
 /* print one timing line against the memory floor (bytes moved at 3.0 TB/s) */
-static void dev_report_bytes(const char* name, float ms, double bytes) {
+static inline void dev_report_bytes(const char* name, float ms, double bytes) {
     double floor_ms = bytes / HBM_BYTES_PER_S * 1e3;
     printf("  TIME %-40s %9.4f ms  floor %8.4f ms (%7.1f MB)  %6.0f GB/s  %5.1f%% of floor speed\n", name, ms,
            floor_ms, bytes / 1e6, bytes / (ms * 1e-3) / 1e9, 100.0 * floor_ms / ms);
 }
 /* print one timing line against the tensor-core floor (FLOPs at 800 TFLOP/s) */
-static void dev_report_flops(const char* name, float ms, double flops) {
+static inline void dev_report_flops(const char* name, float ms, double flops) {
     double floor_ms = flops / TENSOR_FLOPS * 1e3;
     printf("  TIME %-40s %9.4f ms  floor %8.4f ms (%7.1f GFLOP) %6.1f TFLOP/s %5.1f%% of floor speed\n", name, ms,
            floor_ms, flops / 1e9, flops / (ms * 1e-3) / 1e12, 100.0 * floor_ms / ms);
