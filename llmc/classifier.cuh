@@ -1,22 +1,37 @@
 /*
  * classifier.cuh: fused softmax + cross-entropy loss + its gradient, in place on the logits (llm.c's manner).
  *
- * Per row (one block per row of the (BT, Vp) floatX logits, which the LM-head matmul wrote):
+ * Per row of the (BT, Vp) floatX logits, which the LM-head matmul wrote:
  *   pass 1: running max and running sum of exp over the V real columns (padded columns Vp - V are ignored),
  *           per thread, then combined over the block: lse = max + log(sum);  loss[row] = lse - logit[target]
  *   pass 2 (training only): logits[row, c] = (softmax_c - [c == target]) * dloss for c < V, 0 for padded columns,
  *           overwriting the logits in place, so no float (BT, Vp) buffer is ever materialized.
- * The logits row is read twice (the second read mostly hits L2) and written once; all math is fp32.
- * dloss = 1 / (B * T * grad_accum_steps): the gradient of the mean loss over all tokens of the step.
+ * All math is fp32. dloss = 1 / (B * T * grad_accum_steps): the gradient of the mean loss over all tokens of the step.
  * A target outside [0, V) sets *error_flag = 1 (an int the host reads after the step), gets loss NaN and a zero
  * gradient row, rather than reading out of bounds.
  *
- * Kernel: classifier_kernel. Launchers: classifier_forward_backward (training), classifier_loss_only (evaluation).
- * Requires Vp % 8 == 0 (16-byte rows); the launchers check.
+ * Two kernels compute exactly this, with the same per-thread order of operations (thread t takes the 16-byte vectors
+ * t, t + 512, ... of the row), so their losses and dlogits are bitwise equal (dev/cuda/classifier.cu checks it):
+ * - classifier_resident_kernel (the default where two rows fit in shared memory: bf16 up to Vp ~ 58K): a persistent
+ *   grid, one block an SM, each block walking rows gridDim.x apart. One thread asks the copy engine (cp.async.bulk,
+ *   completion counted on an mbarrier) for the block's NEXT row into the second of two row buffers in shared memory,
+ *   then the block computes the current row from the first: both passes read shared memory, so each row comes from
+ *   DRAM exactly once, and a whole row (100 KB at Vp = 50288) is always in flight per SM while the block computes.
+ *   Where only one row fits (fp32 at Vp = 50288), training takes the same kernel with one buffer (the next row
+ *   requested after the current one is done; 1 block an SM).
+ * - classifier_kernel (the fallback, and the fp32 loss-only kernel at Vp = 50288): one block per row, both passes
+ *   read global memory. Its second read of the ~100 KB row partly misses L2 (4 blocks an SM x 132 SMs hold ~53 MB of
+ *   rows against a 50 MB L2).
+ * H100, 130M shape (16384 rows of Vp = 50288, bf16): fwd+bwd 1.52 ms before (two passes) -> 1.23 ms (floor 1.10),
+ * loss only 0.675 -> 0.566 (floor 0.549); dev/cuda/NOTES_kernels.md has the measurements.
+ *
+ * Launchers: classifier_forward_backward (training), classifier_loss_only (evaluation); classifier_launch_cfg picks
+ * the kernel (dev/cuda uses it to run each). Requires Vp % 8 == 0 (16-byte rows); the launchers check.
  */
 #ifndef MAMBA2_CLASSIFIER_CUH
 #define MAMBA2_CLASSIFIER_CUH
 
+#include <stdint.h>
 #include "cuda_common.h"
 #include "utils.h"
 #include "vec128.cuh"
@@ -26,36 +41,63 @@
 #define CLASSIFIER_LOG2E 1.4426950408889634f
 #define CLASSIFIER_LN2 0.6931471805599453f
 
-/* combine two (max, sum of 2^(x - max)) pairs; all in base 2 (x pre-multiplied by log2 e): exp2f is one MUFU.EX2
+/* 2^x as the bare MUFU.EX2, denormal results flushed to 0. exp2f without fast math is ex2.approx.f32, which ptxas
+ * wraps in extra instructions to keep results under 2^-126 (these kernels' code is 30-40% larger with it); those
+ * are probabilities under 1e-38, which change neither the sum (>= 1) nor any gradient entry that matters. The
+ * kernels do two of these per element. */
+__device__ static inline float classifier_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* combine two (max, sum of 2^(x - max)) pairs; all in base 2 (x pre-multiplied by log2 e): exp2 is one MUFU.EX2
  * where expf is several instructions more, and pass 1 is instruction-bound in bf16 */
 __device__ static inline void softmax_merge(float& m, float& s, float m2, float s2) {
     float mn = fmaxf(m, m2);
-    s = (m == -INFINITY ? 0.f : s * exp2f(m - mn)) + (m2 == -INFINITY ? 0.f : s2 * exp2f(m2 - mn));
+    s = (m == -INFINITY ? 0.f : s * classifier_exp2(m - mn)) +
+        (m2 == -INFINITY ? 0.f : s2 * classifier_exp2(m2 - mn));
     m = mn;
 }
 
-__global__ static void __launch_bounds__(CLASSIFIER_BLOCK)
-classifier_kernel(floatX* logits, float* losses, int* error_flag, const int* targets, float dloss, int V, int Vp,
-                  int write_grad) {
-    __shared__ float sh_m[CLASSIFIER_BLOCK / WARP_SIZE], sh_s[CLASSIFIER_BLOCK / WARP_SIZE];
-    int row = blockIdx.x;
-    floatX* lr = logits + (size_t)row * Vp;
-    int target = targets[row];
-    int valid = target >= 0 && target < V;
-    float target_logit = valid ? toF(lr[target]) : 0.f;   /* read before pass 2 overwrites the row */
-    /* pass 1: this thread's running max and sum over its 16-byte vectors */
-    float m = -INFINITY, s = 0.f;
-    for (int c = threadIdx.x * XVEC; c < V; c += blockDim.x * XVEC) {
-        Vec128<floatX> x = load128(lr + c);
-        float vm = -INFINITY;
-        for (int i = 0; i < XVEC; i++) if (c + i < V) vm = fmaxf(vm, toF(x.v[i]) * CLASSIFIER_LOG2E);
-        float nm = fmaxf(m, vm);
-        float vs = 0.f;
-        for (int i = 0; i < XVEC; i++) if (c + i < V) vs += exp2f(toF(x.v[i]) * CLASSIFIER_LOG2E - nm);
-        s = (m == -INFINITY ? 0.f : s * exp2f(m - nm)) + vs;
-        m = nm;
+/* x * log2 e, rounded on its own (__fmul_rn is never fused into a later add): both kernels, and both passes, then
+ * see the same value whatever the compiler contracts elsewhere, which keeps the two kernels bitwise equal */
+__device__ static inline float classifier_scaled(floatX x) { return __fmul_rn(toF(x), CLASSIFIER_LOG2E); }
+
+/* pass 1 for one 16-byte vector at column c: fold it into this thread's running (m, s). RAGGED: the vector may
+ * cross V (only the last one of a row can); the full vectors skip the per-element column test. */
+template <bool RAGGED>
+__device__ static inline void classifier_accumulate(float& m, float& s, const Vec128<floatX>& x, int c, int V) {
+    float vm = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < XVEC; i++) if (!RAGGED || c + i < V) vm = fmaxf(vm, classifier_scaled(x.v[i]));
+    float nm = fmaxf(m, vm);
+    float vs = 0.f;
+#pragma unroll
+    for (int i = 0; i < XVEC; i++) if (!RAGGED || c + i < V) vs += classifier_exp2(classifier_scaled(x.v[i]) - nm);
+    s = (m == -INFINITY ? 0.f : s * classifier_exp2(m - nm)) + vs;
+    m = nm;
+}
+
+/* pass 2 for one 16-byte vector at column c: (softmax - onehot) * dloss for real columns of a valid row, else 0 */
+template <bool RAGGED>
+__device__ static inline Vec128<floatX> classifier_grad(const Vec128<floatX>& x, int c, int V, int target, int valid,
+                                                        float lse2, float dloss) {
+    Vec128<floatX> g;
+#pragma unroll
+    for (int i = 0; i < XVEC; i++) {
+        int col = c + i;
+        float p = classifier_exp2(classifier_scaled(x.v[i]) - lse2);
+        float gi = (p - (col == target ? 1.f : 0.f)) * dloss;
+        g.v[i] = fromF((!RAGGED || col < V) && valid ? gi : 0.f);
     }
-    /* combine over the warp, then over the warps (fixed shuffle/loop order: deterministic) */
+    return g;
+}
+
+/* combine the threads' (m, s) over the warp, then over the warps, in a fixed order (deterministic); returns the
+ * row's log-sum-exp in base 2 to every thread. Ends with a barrier after sh_m/sh_s are written; the caller must
+ * put a barrier between this and its next call (the next row) so no warp overwrites them while others read. */
+__device__ static inline float classifier_block_lse2(float m, float s, float* sh_m, float* sh_s) {
     for (int off = 16; off > 0; off >>= 1) {
         float m2 = __shfl_xor_sync(0xffffffffu, m, off), s2 = __shfl_xor_sync(0xffffffffu, s, off);
         softmax_merge(m, s, m2, s2);
@@ -65,33 +107,219 @@ classifier_kernel(floatX* logits, float* losses, int* error_flag, const int* tar
     __syncthreads();
     m = sh_m[0]; s = sh_s[0];
     for (int w = 1; w < nwarps; w++) softmax_merge(m, s, sh_m[w], sh_s[w]);
-    float lse2 = m + log2f(s);   /* log-sum-exp in base 2 */
-    if (threadIdx.x == 0) {
-        if (valid) {
-            losses[row] = lse2 * CLASSIFIER_LN2 - target_logit;
-        } else {
-            losses[row] = NAN;
-            atomicExch(error_flag, 1);   /* an int flag, no float sum: order does not matter */
-        }
+    return m + log2f(s);
+}
+
+/* thread 0 writes the row's loss (or NaN and the error flag for a target outside [0, V)) */
+__device__ static inline void classifier_write_loss(float* losses, int* error_flag, int row, int valid, float lse2,
+                                                    float target_logit) {
+    if (threadIdx.x != 0) return;
+    if (valid) {
+        losses[row] = lse2 * CLASSIFIER_LN2 - target_logit;
+    } else {
+        losses[row] = NAN;
+        atomicExch(error_flag, 1);   /* an int flag, no float sum: order does not matter */
     }
+}
+
+/* ---- the fallback: one block per row, both passes from global memory ---- */
+__global__ static void __launch_bounds__(CLASSIFIER_BLOCK)
+classifier_kernel(floatX* logits, float* losses, int* error_flag, const int* targets, float dloss, int V, int Vp,
+                  int write_grad) {
+    __shared__ float sh_m[CLASSIFIER_BLOCK / WARP_SIZE], sh_s[CLASSIFIER_BLOCK / WARP_SIZE];
+    int row = blockIdx.x;
+    floatX* lr = logits + (size_t)row * Vp;
+    int target = targets[row];
+    int valid = target >= 0 && target < V;
+    float target_logit = valid ? toF(lr[target]) : 0.f;   /* read before pass 2 overwrites the row */
+    float m = -INFINITY, s = 0.f;
+    for (int c = threadIdx.x * XVEC; c < V; c += blockDim.x * XVEC) {
+        Vec128<floatX> x = load128(lr + c);
+        if (c + XVEC <= V) classifier_accumulate<false>(m, s, x, c, V);
+        else classifier_accumulate<true>(m, s, x, c, V);
+    }
+    float lse2 = classifier_block_lse2(m, s, sh_m, sh_s);
+    classifier_write_loss(losses, error_flag, row, valid, lse2, target_logit);
     if (!write_grad) return;
-    /* pass 2: the gradient, in place; padded columns get 0 */
     for (int c = threadIdx.x * XVEC; c < Vp; c += blockDim.x * XVEC) {
         Vec128<floatX> x = load128cs(lr + c);   /* last use of the logits: do not keep them in cache */
-        Vec128<floatX> g;
-        for (int i = 0; i < XVEC; i++) {
-            int col = c + i;
-            float p = exp2f(toF(x.v[i]) * CLASSIFIER_LOG2E - lse2);
-            float gi = (p - (col == target ? 1.f : 0.f)) * dloss;
-            g.v[i] = fromF(col < V && valid ? gi : 0.f);
-        }
+        Vec128<floatX> g = c + XVEC <= V ? classifier_grad<false>(x, c, V, target, valid, lse2, dloss)
+                                         : classifier_grad<true>(x, c, V, target, valid, lse2, dloss);
         store128cs(lr + c, g);
     }
 }
 
+/* ---- the default: persistent blocks, rows through shared memory by the copy engine, read from DRAM once ---- */
+
+__device__ static inline uint32_t classifier_smem_addr(const void* p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* one expected arrival (the thread that starts each copy); the init made visible to the copy engine */
+__device__ static inline void classifier_mbar_init(uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(classifier_smem_addr(bar)) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
+/* start copying `bytes` (a multiple of 16, both addresses 16-byte aligned) global -> shared; the mbarrier's current
+ * phase completes when they have all landed. Pieces of at most 32 KB: several copies in flight, none near any limit
+ * of one bulk copy; one arrival expects the total. */
+__device__ static inline void classifier_row_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t b = classifier_smem_addr(bar), d = classifier_smem_addr(dst);
+    uint64_t g = (uint64_t)__cvta_generic_to_global(src);
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(bytes) : "memory");
+    for (uint32_t off = 0; off < bytes; off += 32768u) {
+        uint32_t n = bytes - off < 32768u ? bytes - off : 32768u;
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                     ::"r"(d + off), "l"(g + off), "r"(n), "r"(b) : "memory");
+    }
+#endif
+}
+
+/* wait until the mbarrier's phase with this parity has completed (that row's bytes have landed) */
+__device__ static inline void classifier_mbar_wait(uint64_t* bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t done = 0, b = classifier_smem_addr(bar);
+    while (!done)
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     " selp.u32 %0, 1, 0, p;\n}"
+                     : "=r"(done) : "r"(b), "r"(parity) : "memory");
+#endif
+}
+
+/*
+ * NBUF = 2 (default): the block's next row is requested before the current one is computed, into the other buffer,
+ * which the barrier that ends the previous row has freed. Buffer b is used by the block's rows k = b, b + 2, ...;
+ * its j-th use (j = k / 2) completes mbarrier phase j, so the wait is on parity j & 1.
+ * NBUF = 1 (measured alternative): one buffer, the next row requested after the current one is done; overlap then
+ * comes only from the other blocks on the SM (two fit at Vp = 50288 in bf16).
+ * Dynamic shared memory: NBUF rows of Vp floatX. THREADS: CLASSIFIER_BLOCK (512) gives the two-pass kernel's
+ * per-thread order, hence its bits; dev/cuda also times 1024.
+ */
+template <int NBUF, int THREADS = CLASSIFIER_BLOCK>
+__global__ static void __launch_bounds__(THREADS, 1)
+classifier_resident_kernel(floatX* logits, float* losses, int* error_flag, const int* targets, float dloss, int BT,
+                           int V, int Vp, int write_grad) {
+    extern __shared__ __align__(16) unsigned char classifier_smem[];
+    __shared__ float sh_m[THREADS / WARP_SIZE], sh_s[THREADS / WARP_SIZE];
+    __shared__ uint64_t bars[NBUF];
+    floatX* rows = (floatX*)classifier_smem;
+    uint32_t row_bytes = (uint32_t)Vp * sizeof(floatX);
+    if (threadIdx.x == 0) {
+        for (int b = 0; b < NBUF; b++) classifier_mbar_init(&bars[b]);
+        classifier_row_load(rows, logits + (size_t)blockIdx.x * Vp, row_bytes, &bars[0]);   /* grid <= BT */
+    }
+    __syncthreads();   /* the barriers' init before anyone waits on them */
+    int k = 0;
+    for (int row = blockIdx.x; row < BT; row += gridDim.x, k++) {
+        int b = NBUF == 2 ? (k & 1) : 0;
+        uint32_t parity = NBUF == 2 ? (uint32_t)(k >> 1) & 1u : (uint32_t)k & 1u;
+        int next = row + gridDim.x;
+        if (NBUF == 2 && threadIdx.x == 0 && next < BT)
+            classifier_row_load(rows + (size_t)(b ^ 1) * Vp, logits + (size_t)next * Vp, row_bytes, &bars[b ^ 1]);
+        const floatX* xs = rows + (size_t)b * Vp;
+        floatX* lr = logits + (size_t)row * Vp;
+        int target = targets[row];
+        int valid = target >= 0 && target < V;
+        classifier_mbar_wait(&bars[b], parity);
+        float target_logit = valid ? toF(xs[target]) : 0.f;
+        float m = -INFINITY, s = 0.f;
+        for (int c = threadIdx.x * XVEC; c < V; c += blockDim.x * XVEC) {
+            Vec128<floatX> x = load128(xs + c);
+            if (c + XVEC <= V) classifier_accumulate<false>(m, s, x, c, V);
+            else classifier_accumulate<true>(m, s, x, c, V);
+        }
+        float lse2 = classifier_block_lse2(m, s, sh_m, sh_s);
+        classifier_write_loss(losses, error_flag, row, valid, lse2, target_logit);
+        if (write_grad) {
+            for (int c = threadIdx.x * XVEC; c < Vp; c += blockDim.x * XVEC) {
+                Vec128<floatX> x = load128(xs + c);
+                Vec128<floatX> g = c + XVEC <= V ? classifier_grad<false>(x, c, V, target, valid, lse2, dloss)
+                                                 : classifier_grad<true>(x, c, V, target, valid, lse2, dloss);
+                store128cs(lr + c, g);   /* written once, read by the next kernel: do not keep it in L1 */
+            }
+        }
+        __syncthreads();   /* buffer b and sh_m/sh_s are free: the next requests may overwrite them */
+        if (NBUF == 1 && threadIdx.x == 0 && next < BT)
+            classifier_row_load(rows, logits + (size_t)next * Vp, row_bytes, &bars[0]);
+    }
+}
+
+/* the kernel variants, for dev/cuda. AUTO: the resident kernel with two buffers where two rows fit in shared memory
+ * (bf16 up to Vp ~ 58K); else, when training, with one buffer where one row fits (fp32 at Vp = 50288: 2.47 ms
+ * against the two-pass kernel's 3.43 on the H100), and for the loss alone the two-pass kernel (one read of the row
+ * already: 1.11 ms against 1.22) */
+enum { CLASSIFIER_AUTO = 0, CLASSIFIER_TWO_PASS = 1, CLASSIFIER_RESIDENT1 = 2 };
+
 static void classifier_check(const char* who, int V, int Vp) {
     if (Vp % 8 != 0) die("%s: padded vocab Vp = %d must be a multiple of 8 (16-byte rows)", who, Vp);
     if (V < 1 || V > Vp) die("%s: vocab V = %d must be in [1, Vp = %d]", who, V, Vp);
+}
+
+/* the device's SM count and per-block shared-memory limit (opt-in), read once */
+static void classifier_device_limits(int* sms, int* smem_optin) {
+    static int cached_sms = 0, cached_smem = 0;
+    if (cached_sms == 0) {
+        int dev;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(&cached_sms, cudaDevAttrMultiProcessorCount, dev));
+        cudaCheck(cudaDeviceGetAttribute(&cached_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    }
+    *sms = cached_sms;
+    *smem_optin = cached_smem;
+}
+
+/* does the resident kernel with nbuf row buffers take rows of Vp? Its static shared memory is 144 bytes at 512
+ * threads, 272 at 1024: 1 KB of margin covers both */
+static int classifier_resident_fits(int Vp, int nbuf) {
+    int sms, optin;
+    classifier_device_limits(&sms, &optin);
+    return (size_t)nbuf * Vp * sizeof(floatX) + 1024 <= (size_t)optin;
+}
+
+template <int NBUF, int THREADS = CLASSIFIER_BLOCK>
+static void classifier_resident_launch(floatX* logits, float* losses, int* error_flag, const int* targets, float dloss,
+                                       int BT, int V, int Vp, int write_grad, int ctas, cudaStream_t stream) {
+    static size_t allowed = 0;   /* the dynamic shared-memory limit set so far for this kernel */
+    size_t smem = (size_t)NBUF * Vp * sizeof(floatX);
+    if (smem > allowed) {
+        cudaCheck(cudaFuncSetAttribute(classifier_resident_kernel<NBUF, THREADS>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        allowed = smem;
+    }
+    if (ctas <= 0) {   /* every block that fits at once, no more: the grid is persistent */
+        int sms, optin, per_sm = 0;
+        classifier_device_limits(&sms, &optin);
+        cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, classifier_resident_kernel<NBUF, THREADS>,
+                                                                THREADS, smem));
+        ctas = sms * (per_sm > 0 ? per_sm : 1);
+    }
+    if (ctas > BT) ctas = BT;
+    classifier_resident_kernel<NBUF, THREADS><<<ctas, THREADS, smem, stream>>>(logits, losses, error_flag, targets,
+                                                                               dloss, BT, V, Vp, write_grad);
+    cudaCheckLast();
+}
+
+/* variant: CLASSIFIER_AUTO (the rule above the enum), _TWO_PASS or _RESIDENT1 (the two-pass kernel where one row
+ * does not fit); ctas: the resident kernel's grid, 0 = as many blocks as fit at once (dev/cuda passes a few to make
+ * each block walk many rows) */
+static void classifier_launch_cfg(floatX* logits, float* losses, int* error_flag, const int* targets, float dloss,
+                                  int BT, int V, int Vp, int write_grad, int variant, int ctas, cudaStream_t stream) {
+    if (BT <= 0) return;
+    if (variant == CLASSIFIER_AUTO && classifier_resident_fits(Vp, 2)) {
+        classifier_resident_launch<2>(logits, losses, error_flag, targets, dloss, BT, V, Vp, write_grad, ctas, stream);
+    } else if ((variant == CLASSIFIER_RESIDENT1 || (variant == CLASSIFIER_AUTO && write_grad)) &&
+               classifier_resident_fits(Vp, 1)) {
+        classifier_resident_launch<1>(logits, losses, error_flag, targets, dloss, BT, V, Vp, write_grad, ctas, stream);
+    } else {
+        classifier_kernel<<<BT, CLASSIFIER_BLOCK, 0, stream>>>(logits, losses, error_flag, targets, dloss, V, Vp,
+                                                              write_grad);
+        cudaCheckLast();
+    }
 }
 
 /* training: losses (BT) float; logits (BT, Vp) floatX overwritten by dlogits; targets device ints;
@@ -99,16 +327,14 @@ static void classifier_check(const char* who, int V, int Vp) {
 static void classifier_forward_backward(floatX* logits, float* losses, int* error_flag, const int* targets,
                                         float dloss, int BT, int V, int Vp, cudaStream_t stream) {
     classifier_check("classifier_forward_backward", V, Vp);
-    classifier_kernel<<<BT, CLASSIFIER_BLOCK, 0, stream>>>(logits, losses, error_flag, targets, dloss, V, Vp, 1);
-    cudaCheckLast();
+    classifier_launch_cfg(logits, losses, error_flag, targets, dloss, BT, V, Vp, 1, CLASSIFIER_AUTO, 0, stream);
 }
 
 /* evaluation: losses only, the logits are left as they are */
 static void classifier_loss_only(floatX* logits, float* losses, int* error_flag, const int* targets, int BT, int V,
                                  int Vp, cudaStream_t stream) {
     classifier_check("classifier_loss_only", V, Vp);
-    classifier_kernel<<<BT, CLASSIFIER_BLOCK, 0, stream>>>(logits, losses, error_flag, targets, 0.f, V, Vp, 0);
-    cudaCheckLast();
+    classifier_launch_cfg(logits, losses, error_flag, targets, 0.f, BT, V, Vp, 0, CLASSIFIER_AUTO, 0, stream);
 }
 
 #endif

@@ -44,10 +44,12 @@
  * ssd_bwd_group_sum_kernel adds them in head order. Parameter gradients: per-(b,h,chunk) partials, then
  * ssd_bwd_param_sum_kernel adds them in a fixed order. No atomics: two runs are bitwise identical.
  *
- * Implementations of these kernels (timings in dev/cuda/NOTES_ssd.md): version 7 (the bf16 build's default) is
- * version 6 with the chunk-state products and the state pass over chunks fused into one kernel per direction
- * (ssd7_state_scan_kernel: the running state stays in registers, S_c never goes through global memory; where
- * P % 64 == 0, Q % 64 == 0 and B H P N / (64 NS) blocks fill the GPU, else version 6's kernels); version 6 is
+ * Implementations of these kernels (timings in dev/cuda/NOTES_ssd.md): version 8 (the bf16 build's default) is
+ * version 7 with the backward's two row-tile kernels reorganized (ssd4_bwd_col_kernel / ssd4_bwd_dc_kernel with
+ * V8: see "version 8" above those kernels); version 7 is version 6 with the chunk-state products and the state
+ * pass over chunks fused into one kernel per direction (ssd7_state_scan_kernel: the running state stays in
+ * registers, S_c never goes through global memory; where P % 64 == 0, Q % 64 == 0 and B H P N / (64 NS) blocks
+ * fill the GPU, else version 6's kernels); version 6 is
  * version 5 with two heads of a group per forward block (ssd6_scan_fwd_kernel: the C_i, B_j tiles and S = C_i B_j^T
  * shared by the two heads; P = 64, H/G even, else version 5's forward); version 5 is version 4 with the forward
  * chunk scan on Hopper's wgmma (ssd5_scan_fwd_kernel, sm_90a, llmc/wgmma.cuh); version 4 is version 3 with the
@@ -1892,6 +1894,51 @@ ssd4_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX*
     }
 }
 
+/* version 8 (bf16 build): version 7 with these changes to the two backward row-tile kernels below (template flag V8;
+   the V8 = false instantiations are version 4's kernels, which versions 4 to 7 run):
+   - the grid runs the row tiles of one (b, chunk, head-group) next to each other (blockIdx.x the row tile), so the
+     blocks that read the same states (col: dH_c, dC: Hprev_c, 32 KB of fp32 per head at P = 64, N = 128) and the
+     same dy / x / B / C rows run in the same wave: the second read hits L2 (version 4 ran all first row tiles, then
+     all second ones, and the states, written by the kernel before, came twice from DRAM);
+   - the per-head state's split into bf16 hi + lo issues all (col) or half (dC: 168-register cap) of its 16-byte
+     loads before the first use: one memory latency per head instead of four;
+   - col: the fp32 B_j . C_i slab of the block (64 rows j x the chunk's columns i >= j0, from ssd3_bct_kernel) is
+     copied into shared memory once per block by 16-byte cp.async, and each lane reads its pairs (i, i + 1) as one
+     8-byte load; version 4 read it from L2 / L1 with one 4-byte load per element for every head of the block;
+   - col: the row sums of W are reduced across the warp inside each 32-column half (their 8 partials die there),
+     and the epilogue's dy_j comes from the diagonal tile's dy buffer (at Q <= 128 no later tile overwrites it)
+     instead of 16 scalar global loads per thread and head.
+   Taken where P, N are in {64, 128} (compile-time widths), Q is 64 or 128 (the slab: 64 x 128 floats) and bct,
+   the states are 16-byte aligned; else version 7's path. */
+#ifndef SSD8_COL_BATCH
+#define SSD8_COL_BATCH 16  /* col: 16-byte state loads in flight per thread (16: all of dH at P = 64, N = 128) */
+#endif
+#define SSD8_SLD 136  /* slab row stride in floats: 128 + 8 (8-byte reads of a quad's 4 lanes x 8 rows: no conflicts) */
+static inline size_t ssd8_smem_slab(void) { return (size_t)SSD3_ROWS * SSD8_SLD * sizeof(float); }
+/* ssd3_load_split for a compile-time (R, CN) fp32 matrix m (16-byte aligned), hi and lo both written: BATCH
+   16-byte loads per thread are issued before any of them is used (ssd3_load_split's loop has 4 in flight) */
+template <int R, int CN, int BATCH>
+__device__ static inline void ssd8_load_split(floatX* hi, floatX* lo, int ld, const float* m) {
+    constexpr int NV = CN / 4, RSTEP = SSD3_THREADS / NV, NPASS = R / RSTEP;
+    static_assert(SSD3_THREADS % NV == 0 && R % RSTEP == 0 && NPASS % BATCH == 0, "ssd8_load_split: shape");
+    int c = (threadIdx.x % NV) * 4, r0 = threadIdx.x / NV;
+#pragma unroll
+    for (int p0 = 0; p0 < NPASS; p0 += BATCH) {
+        float4 q[BATCH];
+#pragma unroll
+        for (int k = 0; k < BATCH; k++) q[k] = *(const float4*)(m + (size_t)(r0 + (p0 + k) * RSTEP) * CN + c);
+#pragma unroll
+        for (int k = 0; k < BATCH; k++) {
+            int r = r0 + (p0 + k) * RSTEP;
+            __nv_bfloat162 h01 = __floats2bfloat162_rn(q[k].x, q[k].y), h23 = __floats2bfloat162_rn(q[k].z, q[k].w);
+            *(uint2*)(hi + r * ld + c) = make_uint2(*(uint32_t*)&h01, *(uint32_t*)&h23);
+            uint32_t l01 = ssd_pack_bf16(q[k].x - __low2float(h01), q[k].y - __high2float(h01));
+            uint32_t l23 = ssd_pack_bf16(q[k].z - __low2float(h23), q[k].w - __high2float(h23));
+            *(uint2*)(lo + r * ld + c) = make_uint2(l01, l23);
+        }
+    }
+}
+
 /* ssd3_bwd_col_kernel for the hg heads h0.. of one head-group (grid (nchunks, B * H/hg, ceil(Q/64)), blockIdx.z the
    row tile): per head, dx_j and the per-row sums exactly as version 3; dB_j summed over the heads in registers
    (dt_j folded into the Z rows) and written once, to dbo + row * dbo_stride + (direct ? dbo_col0 + g N : hgi N). */
@@ -1901,7 +1948,7 @@ ssd4_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX*
 #ifndef SSD4_DC_MINBLOCKS
 #define SSD4_DC_MINBLOCKS 3   /* without the cap, 177 registers at P = 64, N = 128: only 2 blocks per SM */
 #endif
-template <int PMAX, int NMAX, bool EXACT>
+template <int PMAX, int NMAX, bool EXACT, bool V8>
 __global__ static void __launch_bounds__(SSD3_THREADS, SSD4_COL_MINBLOCKS)
 ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int direct, float* xdxs, float* xdxs_st,
                     float* xdy, float* colf, float* rowp, const floatX* dy, const floatX* xbc, int xbc_stride,
@@ -1910,7 +1957,9 @@ ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
     if (EXACT) { P = PMAX; N = NMAX; }  /* compile-time widths: the n-tile guards fold, the k loops unroll */
     extern __shared__ __align__(16) unsigned char ssd3_smem[];
     int nch = ssd_nchunks(T, Q), nti = CEIL_DIV(Q, SSD3_ROWS), nhg = H / hg;
-    int c = blockIdx.x, rt = blockIdx.z, b = blockIdx.y / nhg, hgi = blockIdx.y % nhg, h0 = hgi * hg;
+    /* version 8: grid (nti, nchunks, B * H/hg), the row tiles of one head-group adjacent (see "version 8") */
+    int c = V8 ? blockIdx.y : blockIdx.x, rt = V8 ? blockIdx.x : blockIdx.z, bhg = V8 ? blockIdx.z : blockIdx.y;
+    int b = bhg / nhg, hgi = bhg % nhg, h0 = hgi * hg;
     int g = h0 / (H / G);
     int t0 = c * Q, len = min(Q, T - t0), j0 = rt * SSD3_ROWS;
     if (j0 >= len) return;
@@ -1922,12 +1971,22 @@ ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
     floatX* Yi = Ci + 2 * SSD3_ROWS * ldn;       /* 2 x (64, ldp) dy rows i */
     float* ci = (float*)(Bj + ssd3_region_bwd(P, N, 1));  /* 2 x 64 cum_i */
     float* red = ci + 2 * SSD3_ROWS;                    /* 4 warps x 64 partial row sums */
+    float* slab = red + 4 * SSD3_ROWS;                  /* version 8: (64, SSD8_SLD) B_j . C_i, columns i - j0 */
     const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
     const floatX* Cg = rows + E + G * N + g * N;
     const float* bcc = bct + ((size_t)b * nch + c) * G * Q * Q + (size_t)g * Q * Q;  /* [j][i] = B_j . C_i */
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m0 = warp * 16, tig = lane % 4;
     int rj[2] = {j0 + m0 + lane / 4, j0 + m0 + lane / 4 + 8};
     int it_end = CEIL_DIV(len, SSD3_ROWS);
+    if (V8) {
+        /* the slab, once for every head of the block: rows j0.., columns i in [j0, 64 it_end); the bct kernel wrote
+           all of them (zeros where a row is past the chunk's end); committed with the first head's tiles */
+        int nq = (it_end - rt) * (SSD3_ROWS / 4);
+        for (int idx = threadIdx.x; idx < SSD3_ROWS * nq; idx += SSD3_THREADS) {
+            int jj = idx / nq, q = idx % nq;
+            ssd3_cp_async16(slab + jj * SSD8_SLD + 4 * q, bcc + (size_t)(j0 + jj) * Q + j0 + 4 * q, 1);
+        }
+    }
     float adb[NMAX / 8][4];  /* dB_j summed over the block's heads */
 #pragma unroll
     for (int nt = 0; nt < NMAX / 8; nt++) adb[nt][0] = adb[nt][1] = adb[nt][2] = adb[nt][3] = 0.f;
@@ -1939,7 +1998,13 @@ ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
         ssd3_load_tile(Bj, ldn, rows + E + g * N, xbc_stride, j0, len, N);
         ssd3_load_tile(Xj, ldp, rows + h * P, xbc_stride, j0, len, P);
         ssd3_cp_commit();
-        ssd3_load_split(R, R + P * ldn, ldn, dstates + ssd_state_off(b, c, h, nch, H, P * N), P, N);
+        if (V8) {
+            constexpr int NPASS = PMAX * NMAX / (4 * SSD3_THREADS);  /* all of them, up to SSD8_COL_BATCH */
+            ssd8_load_split<PMAX, NMAX, (NPASS > SSD8_COL_BATCH ? SSD8_COL_BATCH : NPASS)>(
+                R, R + P * ldn, ldn, dstates + ssd_state_off(b, c, h, nch, H, P * N));
+        } else {
+            ssd3_load_split(R, R + P * ldn, ldn, dstates + ssd_state_off(b, c, h, nch, H, P * N), P, N);
+        }
         float cum_last = cumc[len - 1], cum_r[2], dt_r[2], es[2];
         for (int r = 0; r < 2; r++) {
             int ok = rj[r] < len;
@@ -1997,18 +2062,35 @@ ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
                 if (ih == 0 && it == rt && m0 >= 32) {  /* diagonal tile: rows j >= 32 have nothing at i < 32 */
 #pragma unroll
                     for (int nt = 0; nt < 4; nt++) rp[nt][0] = rp[nt][1] = 0.f;
+                    if (V8 && lane < 4)  /* this warp's row-sum partials of the half: zero */
+#pragma unroll
+                        for (int k = 0; k < 8; k++) red[warp * SSD3_ROWS + k * 4 + lane] = 0.f;
                     continue;
                 }
                 float bc[4][4], xy[4][4];
+                if (!V8) {
 #pragma unroll
-                for (int nt = 0; nt < 4; nt++)  /* B_j . C_i from ssd3_bct_kernel (L2), zero outside the chunk */
+                    for (int nt = 0; nt < 4; nt++)  /* B_j . C_i from ssd3_bct_kernel (L2), zero outside the chunk */
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        int i = it * SSD3_ROWS + ih * 32 + nt * 8 + 2 * tig + (e & 1), j = rj[e / 2];
-                        bc[nt][e] = i < len && j < len ? bcc[(size_t)j * Q + i] : 0.f;
-                        xy[nt][e] = 0.f;
-                    }
+                        for (int e = 0; e < 4; e++) {
+                            int i = it * SSD3_ROWS + ih * 32 + nt * 8 + 2 * tig + (e & 1), j = rj[e / 2];
+                            bc[nt][e] = i < len && j < len ? bcc[(size_t)j * Q + i] : 0.f;
+                        }
+                }
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) xy[nt][0] = xy[nt][1] = xy[nt][2] = xy[nt][3] = 0.f;
                 ssd3_mma_nt<4>(xy, Xj + m0 * ldp, ldp, Yb + ih * 32 * ldp, ldp, P, 32);  /* x_j . dy_i */
+                if (V8) {  /* the slab's (i, i + 1) pairs; finite everywhere, the mask below zeroes the decay */
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                        for (int r = 0; r < 2; r++) {
+                            float2 v = *(const float2*)(slab + (m0 + lane / 4 + 8 * r) * SSD8_SLD +
+                                                        (it - rt) * SSD3_ROWS + ih * 32 + nt * 8 + 2 * tig);
+                            bc[nt][2 * r] = v.x;
+                            bc[nt][2 * r + 1] = v.y;
+                        }
+                }
 #pragma unroll
                 for (int nt = 0; nt < 4; nt++) {
                     rp[ih * 4 + nt][0] = rp[ih * 4 + nt][1] = 0.f;
@@ -2025,23 +2107,36 @@ ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
                         xy[nt][e] = zd;
                     }
                 }
+                if (V8)  /* this half's row sums over the warp's 16 rows j now: the 8 partials die here */
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            float v = rp[ih * 4 + nt][e];
+                            v += __shfl_xor_sync(0xffffffffu, v, 4);
+                            v += __shfl_xor_sync(0xffffffffu, v, 8);
+                            v += __shfl_xor_sync(0xffffffffu, v, 16);
+                            if (lane < 4) red[warp * SSD3_ROWS + (ih * 4 + nt) * 8 + 2 * tig + e] = v;
+                        }
                 uint32_t mf[2][4], zf[2][4];
                 ssd3_pack_a<2>(mf, bc);
                 ssd3_pack_a<2>(zf, xy);
                 ssd3_mma_rn<2, PMAX / 8>(adx, mf, Yb + ih * 32 * ldp, ldp, P);  /* += M dy_i */
                 ssd3_mma_rn<2, NMAX / 8>(adb, zf, Cb + ih * 32 * ldn, ldn, N);  /* += (dt Z) C_i */
             }
-            /* row sums over this tile's j of W[i, j]: over the 8 row groups of a warp, then the 4 warps in order */
+            /* row sums over this tile's j of W[i, j]: over the 8 row groups of a warp (version 8: done above),
+               then the 4 warps in order */
+            if (!V8)
 #pragma unroll
-            for (int k = 0; k < 8; k++)
+                for (int k = 0; k < 8; k++)
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    float v = rp[k][e];
-                    v += __shfl_xor_sync(0xffffffffu, v, 4);
-                    v += __shfl_xor_sync(0xffffffffu, v, 8);
-                    v += __shfl_xor_sync(0xffffffffu, v, 16);
-                    if (lane < 4) red[warp * SSD3_ROWS + k * 8 + 2 * tig + e] = v;
-                }
+                    for (int e = 0; e < 2; e++) {
+                        float v = rp[k][e];
+                        v += __shfl_xor_sync(0xffffffffu, v, 4);
+                        v += __shfl_xor_sync(0xffffffffu, v, 8);
+                        v += __shfl_xor_sync(0xffffffffu, v, 16);
+                        if (lane < 4) red[warp * SSD3_ROWS + k * 8 + 2 * tig + e] = v;
+                    }
             __syncthreads();
             if (threadIdx.x < SSD3_ROWS) {
                 int i = it * SSD3_ROWS + threadIdx.x;
@@ -2060,7 +2155,8 @@ ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
         for (int r = 0; r < 2; r++) {
             int ok = rj[r] < len;
             size_t row = (size_t)(b * T + t0 + (ok ? rj[r] : 0));
-            const floatX* dyr = dy + row * E + h * P;
+            /* version 8: dy_j from the diagonal tile's dy buffer (buffer 0; Q <= 128: no later tile went there) */
+            const floatX* dyr = V8 ? Yi + (m0 + lane / 4 + 8 * r) * ldp : dy + row * E + h * P;
             floatX* dxr = dxbc + row * xbc_stride + h * P;
             const floatX* xr = Xj + (m0 + lane / 4 + 8 * r) * ldp;
             float sdy = 0.f;
@@ -2094,7 +2190,7 @@ ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
 
 /* ssd3_bwd_dc_kernel for the hg heads h0.. of one head-group (grid as the col kernel's; the last row tile, the
    longest, first): dC_i summed over the heads in registers, rowi per head; written as in ssd4_bwd_col_kernel. */
-template <int PMAX, int NMAX, bool EXACT>
+template <int PMAX, int NMAX, bool EXACT, bool V8>
 __global__ static void __launch_bounds__(SSD3_THREADS, SSD4_DC_MINBLOCKS)
 ssd4_bwd_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* rowi, const floatX* dy,
                    const floatX* xbc, int xbc_stride, const float* dt, const float* cum, const float* states, int T,
@@ -2102,7 +2198,9 @@ ssd4_bwd_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float*
     if (EXACT) { P = PMAX; N = NMAX; }  /* compile-time widths: the n-tile guards fold, the k loops unroll */
     extern __shared__ __align__(16) unsigned char ssd3_smem[];
     int nch = ssd_nchunks(T, Q), nti = CEIL_DIV(Q, SSD3_ROWS), nhg = H / hg;
-    int c = blockIdx.x, rt = nti - 1 - (int)blockIdx.z, b = blockIdx.y / nhg, hgi = blockIdx.y % nhg, h0 = hgi * hg;
+    /* version 8: grid (nti, nchunks, B * H/hg), the row tiles of one head-group adjacent, the longest first */
+    int c = V8 ? blockIdx.y : blockIdx.x, bhg = V8 ? blockIdx.z : blockIdx.y;
+    int rt = nti - 1 - (int)(V8 ? blockIdx.x : blockIdx.z), b = bhg / nhg, hgi = bhg % nhg, h0 = hgi * hg;
     int g = h0 / (H / G);
     int t0 = c * Q, len = min(Q, T - t0), i0 = rt * SSD3_ROWS;
     if (i0 >= len) return;
@@ -2129,7 +2227,13 @@ ssd4_bwd_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float*
         ssd3_load_tile(Cs, ldn, rows + E + G * N + g * N, xbc_stride, i0, len, N);
         ssd3_load_tile(Ys, ldp, dy + (size_t)(b * T + t0) * E + h * P, E, i0, len, P);
         ssd3_cp_commit();
-        ssd3_load_split(R, R + P * ldn, ldn, states + ssd_state_off(b, c, h, nch, H, P * N), P, N);
+        if (V8) {
+            /* half of the loads in flight at once: the 168-register cap leaves no room for all */
+            ssd8_load_split<PMAX, NMAX, PMAX * NMAX / (8 * SSD3_THREADS)>(
+                R, R + P * ldn, ldn, states + ssd_state_off(b, c, h, nch, H, P * N));
+        } else {
+            ssd3_load_split(R, R + P * ldn, ldn, states + ssd_state_off(b, c, h, nch, H, P * N), P, N);
+        }
         float cum_r[2];
         for (int r = 0; r < 2; r++) cum_r[r] = ri[r] < len ? cumc[ri[r]] : 0.f;
         ssd3_cp_wait<0>();
@@ -3242,16 +3346,18 @@ static void ssd_set_smem(const void* kernel, size_t bytes) {
     cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
-/* Versions 3 to 6 run where their layout rules hold (bf16 build, P and N multiples of 16, 16-byte aligned rows;
+/* Versions 3 to 8 run where their layout rules hold (bf16 build, P and N multiples of 16, 16-byte aligned rows;
    version 5's forward also P, N in {64, 128}, else version 4's; version 6's forward also P = 64 and H/G even, else
    version 5's; version 7's fused state kernels also P % 64 == 0, Q % 64 == 0 and a grid that fills the GPU, else
-   version 6's state kernels); other shapes and the fp32 build run version 2. ssd_fast_version picks among them: 7,
-   6, 5, 4, 3, or 2 (version 2 everywhere); dev/cuda/ssd.cu sets it per version. Version 4 passed its checks on the H100 in both
+   version 6's state kernels); other shapes and the fp32 build run version 2. ssd_fast_version picks among them:
+   8, 7, 6, 5, 4, 3, or 2 (version 2 everywhere); dev/cuda/ssd.cu sets it per version. Version 4 passed its checks on the H100 in both
    builds and is 2.5-6% faster than version 3 on the three benchmark shapes; version 5 (sm_90a wgmma forward):
    dev/cuda/NOTES_ssd.md, "Version 5"; version 6 (two heads per forward block): 9% off the forward at Q = 128,
    "Version 6" there; version 7 (chunk states and state passes fused): 16% off the forward and 11% off
-   forward+backward at Q = 128, B=8 T=2048, "Version 7" there. */
-static int ssd_fast_version = 7;
+   forward+backward at Q = 128, B=8 T=2048, "Version 7" there; version 8 (the backward's col and dC kernels: row
+   tiles adjacent in the grid, state loads together, the col kernel's B_j . C_i slab in shared memory; P, N in
+   {64, 128}, Q in {64, 128}, else version 7's): "Version 8" there. */
+static int ssd_fast_version = 8;
 /* version 5's warpgroups per forward block: 1, or 2, where the two warpgroups take row tiles 2a and 2a + 1 of a
    chunk and share the B_j / x_j tiles and Hprev: per (b, h, chunk) of Q = 256, 6 tile loads instead of 10 and
    Hprev read twice instead of 4 times. dev/cuda/ssd.cu's "wg=K" argument sets it. */
@@ -3273,6 +3379,8 @@ static int ssd7_ns = 64;
 static int ssd7_stages = 3;
 static int ssd7_split = 1;  /* 1: the scaled x / dy tile split once per block in shared memory; 0: per warp in registers */
 static int ssd7_runs = 0;
+/* backward calls that ran version 8's row-tile kernels (dev/cuda/ssd.cu checks that they ran where they should) */
+static int ssd8_runs = 0;
 static int ssd_use_v3(const void* xbc, int xbc_stride, const void* dy, int H, int P, int N) {
 #if defined(ENABLE_FP32)
     (void)xbc; (void)xbc_stride; (void)dy; (void)H; (void)P; (void)N;
@@ -3397,7 +3505,7 @@ static void ssd4_launch_chunk_state(float* out, const floatX* U, int u_stride, c
 }
 
 /* version 4's two backward row-tile kernels and, where a group has more than one head-group, the group sum */
-template <int PMAX, int NMAX, bool EXACT>
+template <int PMAX, int NMAX, bool EXACT, bool V8>
 static void ssd4_launch_bwd_e(floatX* dxbc, SSDWork w, float* colf, float* rowp, const floatX* dy, const floatX* xbc,
                               int xbc_stride, SSDSaved s, const float* Dskip, int B, int T, int H, int P, int N, int G,
                               int Q, cudaStream_t stream) {
@@ -3412,20 +3520,27 @@ static void ssd4_launch_bwd_e(floatX* dxbc, SSDWork w, float* colf, float* rowp,
     floatX* pB = direct ? dxbc : (floatX*)(((uintptr_t)w.dB_h + 15) & ~(uintptr_t)15);
     floatX* pC = direct ? dxbc : (floatX*)(((uintptr_t)w.dC_h + 15) & ~(uintptr_t)15);
     int pstride = direct ? xbc_stride : nhg * N;
-    dim3 grid(nch, B * nhg, nti);
-    size_t smem = ssd3_smem_col(P, N);
-    ssd_set_smem((const void*)ssd4_bwd_col_kernel<PMAX, NMAX, EXACT>, smem);
-    ssd4_bwd_col_kernel<PMAX, NMAX, EXACT><<<grid, SSD3_THREADS, smem, stream>>>(
+    dim3 grid = V8 ? dim3(nti, nch, B * nhg) : dim3(nch, B * nhg, nti);  /* version 8: row tiles adjacent */
+    size_t smem = ssd3_smem_col(P, N) + (V8 ? ssd8_smem_slab() : 0);
+    ssd_set_smem((const void*)ssd4_bwd_col_kernel<PMAX, NMAX, EXACT, V8>, smem);
+    ssd4_bwd_col_kernel<PMAX, NMAX, EXACT, V8><<<grid, SSD3_THREADS, smem, stream>>>(
         dxbc, pB, pstride, E, direct, w.xdxs, w.xdxs_st, w.xdy, colf, rowp, dy, xbc, xbc_stride, s.dt, s.cum,
         w.dstates, w.bct, Dskip, T, H, P, N, G, Q, hg);
     cudaCheckLast();
-    if (ssd6_takes_dc(P, N) && (uintptr_t)s.states % 16 == 0) {  /* its state loads are 16 bytes wide */
+    if (V8) {
+        smem = ssd3_smem_dc(P, N);
+        ssd_set_smem((const void*)ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT, true>, smem);
+        ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT, true><<<grid, SSD3_THREADS, smem, stream>>>(
+            pC, pstride, E + G * N, direct, w.roww, dy, xbc, xbc_stride, s.dt, s.cum, s.states, T, H, P, N, G, Q, hg);
+        cudaCheckLast();
+        ssd8_runs++;
+    } else if (ssd6_takes_dc(P, N) && (uintptr_t)s.states % 16 == 0) {  /* its state loads are 16 bytes wide */
         ssd6_launch_dc(pC, pstride, E + G * N, direct, w.roww, dy, xbc, xbc_stride, s, grid, T, H, P, N, G, Q, hg,
                        stream);
     } else {
         smem = ssd3_smem_dc(P, N);
-        ssd_set_smem((const void*)ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT>, smem);
-        ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT><<<grid, SSD3_THREADS, smem, stream>>>(
+        ssd_set_smem((const void*)ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT, false>, smem);
+        ssd4_bwd_dc_kernel<PMAX, NMAX, EXACT, false><<<grid, SSD3_THREADS, smem, stream>>>(
             pC, pstride, E + G * N, direct, w.roww, dy, xbc, xbc_stride, s.dt, s.cum, s.states, T, H, P, N, G, Q, hg);
         cudaCheckLast();
     }
@@ -3436,16 +3551,25 @@ static void ssd4_launch_bwd_e(floatX* dxbc, SSDWork w, float* colf, float* rowp,
         cudaCheckLast();
     }
 }
+/* version 8's kernels run where ssd_fast_version >= 8, P, N are their compile-time widths (64 or 128), Q is 64 or
+   128 (the col kernel's B_j . C_i slab holds 128 columns) and bct and the states are 16-byte aligned */
+static inline int ssd8_takes(int P, int N, int Q, const void* bct, const void* states) {
+    return ssd_fast_version >= 8 && (P == 64 || P == 128) && (N == 64 || N == 128) && (Q == 64 || Q == 128) &&
+           (uintptr_t)bct % 16 == 0 && (uintptr_t)states % 16 == 0;
+}
 template <int PMAX, int NMAX>
 static void ssd4_launch_bwd(floatX* dxbc, SSDWork w, float* colf, float* rowp, const floatX* dy, const floatX* xbc,
                             int xbc_stride, SSDSaved s, const float* Dskip, int B, int T, int H, int P, int N, int G,
                             int Q, cudaStream_t stream) {
-    if (P == PMAX && N == NMAX)
-        ssd4_launch_bwd_e<PMAX, NMAX, true>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q,
-                                            stream);
+    if (P == PMAX && N == NMAX && ssd8_takes(P, N, Q, w.bct, s.states))
+        ssd4_launch_bwd_e<PMAX, NMAX, true, true>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G,
+                                                  Q, stream);
+    else if (P == PMAX && N == NMAX)
+        ssd4_launch_bwd_e<PMAX, NMAX, true, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G,
+                                                   Q, stream);
     else
-        ssd4_launch_bwd_e<PMAX, NMAX, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q,
-                                             stream);
+        ssd4_launch_bwd_e<PMAX, NMAX, false, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N,
+                                                    G, Q, stream);
 }
 /* version 6's forward: 2 heads of a group per block where P = 64, N in {64, 128}, H/G even (ssd6_parts bit 0) */
 static inline int ssd6_takes_fwd(int H, int P, int N, int G) {

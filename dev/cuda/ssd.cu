@@ -34,7 +34,7 @@
  *      in registers). P = 64 and H/G even (the small shapes with P = 64, N = 64 / 128 and the benchmarks); other
  *      shapes run version 5. "parts=K" (bits: 1 the 2-head forward, 2 the chunk-state kernel on wgmma, 4 the dC
  *      kernel on wgmma; default 1) also runs the two wgmma ports that measured slower than version 4's kernels.
- *   7  llmc/ssd.cuh's default: version 6 with the chunk-state products and the state pass over chunks fused, one kernel per direction
+ *   7  version 6 with the chunk-state products and the state pass over chunks fused, one kernel per direction
  *      (ssd7_state_scan_kernel: one block per (b, h, 64 x NS slice of the state) runs over the sequence in 64-row
  *      tiles with the running state in registers; no per-chunk S_c in global memory). P % 64 == 0, Q % 64 == 0;
  *      "fuse=K": 0 never (= version 6), 1 (default) where B H (P/64) (N/NS) >= the SM count, 2 wherever the shape
@@ -42,13 +42,20 @@
  *      they check that the fused kernels ran where they should. "ns=32|64": state columns per block, "st=2|3":
  *      tile buffers, "split=0|1": the scaled x / dy operand split in hi + lo per warp in registers (0, the first
  *      form) or once per block in shared memory (1, default). Other shapes run version 6.
+ *   8  llmc/ssd.cuh's default: version 7 with the backward row-tile kernels changed (ssd4_bwd_col_kernel /
+ *      ssd4_bwd_dc_kernel with V8): the row tiles of a head-group adjacent in the grid (the second read of a state
+ *      hits L2), each head's state loads issued together, and in the col kernel the B_j . C_i slab in shared memory
+ *      once per block, the W row sums reduced per 32-column half, dy_j for the epilogue from shared memory.
+ *      P, N in {64, 128}, Q in {64, 128}; other shapes run version 7. The small-shape checks check that the
+ *      version 8 kernels ran on exactly the shapes they take (4 of the small shapes).
  *
  * Build: nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o dev/cuda/ssd_bin dev/cuda/ssd.cu  (-DENABLE_FP32: fp32)
- * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [parts=K] [fuse=K] [ns=K] [st=K] [Q=K] [1-7]
+ * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [parts=K] [fuse=K] [ns=K] [st=K] [Q=K] [1-8]
  *        (small: small-shape checks only; numbers: those versions only; hg=K: version 4 with at most K heads per
  *        block; wg: version 5's warpgroups per forward block; lines: its tile-load thread order (ssd5_load_tile);
- *        parts: version 6's kernels; fuse, ns, st: version 7's (above); Q=K: the benchmark shapes' chunk length)
- *        ./dev/cuda/ssd_bin profile [Q=K] [1-7]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
+ *        parts: version 6's kernels; fuse, ns, st: version 7's (above); Q=K: the benchmark shapes' chunk
+ *        length)
+ *        ./dev/cuda/ssd_bin profile [Q=K] [1-8]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
  */
 #include <math.h>
 #include <string.h>
@@ -781,9 +788,9 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
 #include "dev/cuda/kernels_dev.h"
 
 
-/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 to 7 = llmc/ssd.cuh with
+/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 to 8 = llmc/ssd.cuh with
    ssd_fast_version set to it */
-#define NVERSIONS 7
+#define NVERSIONS 8
 static int g_version = 4;
 
 typedef struct { int B, T, H, P, N, G, Q; int with_init; } Shape;
@@ -1023,11 +1030,14 @@ static void test_small(Shape s) {
         for (int h = 0; h < s.H; h++) ref_head(&in, b, h, ry, rfin, rdx, rddt, rpar);
 
     /* version 7's fused state kernels: forced on (fuse=1 -> 2) so that these shapes check them */
-    int fuse_arg = ssd7_fuse, runs0 = ssd7_runs;
+    int fuse_arg = ssd7_fuse, runs0 = ssd7_runs, runs8 = ssd8_runs;
     if (g_version >= 7 && ssd7_fuse == 1) ssd7_fuse = 2;
     int expect_fused = g_version >= 7 && ssd7_fuse == 2 && s.P % 64 == 0 && s.N % ssd7_ns == 0 && s.Q % 64 == 0;
+    /* version 8's backward kernels: compile-time widths P, N in {64, 128}, Q 64 or 128 (the buffers are aligned) */
+    int expect_v8 = g_version >= 8 && (s.P == 64 || s.P == 128) && (s.N == 64 || s.N == 128) && (s.Q == 64 || s.Q == 128);
 #ifdef ENABLE_FP32
     expect_fused = 0;  /* the fp32 build runs version 2's kernels */
+    expect_v8 = 0;
 #endif
 
     /* forward, twice: the second run must give bitwise the same y and final state */
@@ -1102,6 +1112,11 @@ static void test_small(Shape s) {
                    ran == (expect_fused ? 4 : 0));
     }
     ssd7_fuse = fuse_arg;
+    if (g_version >= 8) {  /* 2 backwards */
+        int ran = ssd8_runs - runs8;
+        printf("  version 8 backward kernels: %d of 2 calls (expected %d)\n", ran, expect_v8 ? 2 : 0);
+        dev_record("version 8: its backward kernels ran where the shape allows, and only there", ran == (expect_v8 ? 2 : 0));
+    }
 
     free(dx); free(rdxx); free(dB); free(rdB); free(dC); free(rdC); free(ddt); free(par0);
     for (int rep = 0; rep < 2; rep++) { free(gdx[rep]); free(gddt[rep]); free(gpar[rep]); }
@@ -1141,7 +1156,7 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
     Outputs o = alloc_outputs(&in);
     size_t BT = (size_t)s.B * s.T, PN = (size_t)s.P * s.N, nst = (size_t)s.B * s.H * PN;
     dev_poison(o.y, BT * in.E * sizeof(floatX));
-    int runs0 = ssd7_runs;
+    int runs0 = ssd7_runs, runs8 = ssd8_runs;
     run_forward(&in, &o, 1);
     cudaCheck(cudaDeviceSynchronize());
     if (g_version >= 7) printf("  version 7 fused state kernel: %s\n", ssd7_runs > runs0 ? "yes" : "no (version 6's path)");
@@ -1186,6 +1201,7 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
         }
         float* g = gather_f(gdt, in.dstride, 0, s.T, in.dcol, s.H);
         check("ddt_raw (b=0)", g, rddt, (size_t)s.T * s.H);
+        if (g_version >= 8) printf("  version 8 backward kernels: %s\n", ssd8_runs > runs8 ? "yes" : "no (version 7's)");
         free(g); free(gdx); free(gdt); free(rdx); free(rddt); free(rpar);
     }
     free(gy); free(gfin); free(ry); free(rfin);
@@ -1246,6 +1262,8 @@ int main(int argc, char** argv) {
         {2, 130, 4, 64, 64, 2, 64, 1},   /* version 5's P = 64, N = 64 kernel; partial chunk, two groups */
         {1, 200, 2, 128, 64, 1, 128, 0}, /* version 5's P = 128, N = 64 kernel (N = 128 pairs: shape 4, benchmarks) */
         {2, 160, 4, 64, 128, 1, 256, 1}, /* version 5's benchmark kernel on a partial 256-step chunk */
+        {2, 200, 8, 64, 128, 1, 128, 1}, /* version 8's trainer kernels (Q = 128): 2 head-groups of 4, partial chunk */
+        {1, 230, 4, 64, 128, 1, 64, 0},  /* version 8 at Q = 64: one head-group, dB / dC written directly */
     };
     Shape big[3] = {{8, 2048, 24, 64, 128, 1, big_q, 1}, {1, 8192, 24, 64, 128, 1, big_q, 1},
                     {1, 32768, 24, 64, 128, 1, big_q, 1}};
