@@ -122,19 +122,18 @@ __device__ static inline void classifier_write_loss(float* losses, int* error_fl
     }
 }
 
-/* ---- the fallback: one block per row, both passes from global memory ---- */
-__global__ static void __launch_bounds__(CLASSIFIER_BLOCK)
-classifier_kernel(floatX* logits, float* losses, int* error_flag, const int* targets, float dloss, int V, int Vp,
-                  int write_grad) {
-    __shared__ float sh_m[CLASSIFIER_BLOCK / WARP_SIZE], sh_s[CLASSIFIER_BLOCK / WARP_SIZE];
-    int row = blockIdx.x;
-    floatX* lr = logits + (size_t)row * Vp;
-    int target = targets[row];
+/* one row: pass 1 (max and sum of exponentials) over src, the loss, then pass 2 writes the gradient to dst. src is the
+ * row itself in global memory (STREAM: its last read, not kept in cache) or a copy in shared memory; dst may be
+ * the row itself (pass 2 reads each vector before it writes it back). */
+template <bool STREAM>
+__device__ static inline void classifier_row(floatX* dst, const floatX* src, float* losses, int* error_flag, int row,
+                                             int target, float dloss, int V, int Vp, int write_grad, float* sh_m,
+                                             float* sh_s) {
     int valid = target >= 0 && target < V;
-    float target_logit = valid ? toF(lr[target]) : 0.f;   /* read before pass 2 overwrites the row */
+    float target_logit = valid ? toF(src[target]) : 0.f;   /* read before pass 2 overwrites the row */
     float m = -INFINITY, s = 0.f;
     for (int c = threadIdx.x * XVEC; c < V; c += blockDim.x * XVEC) {
-        Vec128<floatX> x = load128(lr + c);
+        Vec128<floatX> x = load128(src + c);
         if (c + XVEC <= V) classifier_accumulate<false>(m, s, x, c, V);
         else classifier_accumulate<true>(m, s, x, c, V);
     }
@@ -142,11 +141,21 @@ classifier_kernel(floatX* logits, float* losses, int* error_flag, const int* tar
     classifier_write_loss(losses, error_flag, row, valid, lse2, target_logit);
     if (!write_grad) return;
     for (int c = threadIdx.x * XVEC; c < Vp; c += blockDim.x * XVEC) {
-        Vec128<floatX> x = load128cs(lr + c);   /* last use of the logits: do not keep them in cache */
+        Vec128<floatX> x = STREAM ? load128cs(src + c) : load128(src + c);
         Vec128<floatX> g = c + XVEC <= V ? classifier_grad<false>(x, c, V, target, valid, lse2, dloss)
                                          : classifier_grad<true>(x, c, V, target, valid, lse2, dloss);
-        store128cs(lr + c, g);
+        store128cs(dst + c, g);   /* written once, read by the next kernel: do not keep it in L1 */
     }
+}
+
+/* ---- the fallback: one block per row, both passes from global memory ---- */
+__global__ static void __launch_bounds__(CLASSIFIER_BLOCK)
+classifier_kernel(floatX* logits, float* losses, int* error_flag, const int* targets, float dloss, int V, int Vp,
+                  int write_grad) {
+    __shared__ float sh_m[CLASSIFIER_BLOCK / WARP_SIZE], sh_s[CLASSIFIER_BLOCK / WARP_SIZE];
+    int row = blockIdx.x;
+    floatX* lr = logits + (size_t)row * Vp;
+    classifier_row<true>(lr, lr, losses, error_flag, row, targets[row], dloss, V, Vp, write_grad, sh_m, sh_s);
 }
 
 /* ---- the default: persistent blocks, rows through shared memory by the copy engine, read from DRAM once ---- */
@@ -222,27 +231,10 @@ classifier_resident_kernel(floatX* logits, float* losses, int* error_flag, const
         if (NBUF == 2 && threadIdx.x == 0 && next < BT)
             classifier_row_load(rows + (size_t)(b ^ 1) * Vp, logits + (size_t)next * Vp, row_bytes, &bars[b ^ 1]);
         const floatX* xs = rows + (size_t)b * Vp;
-        floatX* lr = logits + (size_t)row * Vp;
         int target = targets[row];
-        int valid = target >= 0 && target < V;
         classifier_mbar_wait(&bars[b], parity);
-        float target_logit = valid ? toF(xs[target]) : 0.f;
-        float m = -INFINITY, s = 0.f;
-        for (int c = threadIdx.x * XVEC; c < V; c += blockDim.x * XVEC) {
-            Vec128<floatX> x = load128(xs + c);
-            if (c + XVEC <= V) classifier_accumulate<false>(m, s, x, c, V);
-            else classifier_accumulate<true>(m, s, x, c, V);
-        }
-        float lse2 = classifier_block_lse2(m, s, sh_m, sh_s);
-        classifier_write_loss(losses, error_flag, row, valid, lse2, target_logit);
-        if (write_grad) {
-            for (int c = threadIdx.x * XVEC; c < Vp; c += blockDim.x * XVEC) {
-                Vec128<floatX> x = load128(xs + c);
-                Vec128<floatX> g = c + XVEC <= V ? classifier_grad<false>(x, c, V, target, valid, lse2, dloss)
-                                                 : classifier_grad<true>(x, c, V, target, valid, lse2, dloss);
-                store128cs(lr + c, g);   /* written once, read by the next kernel: do not keep it in L1 */
-            }
-        }
+        classifier_row<false>(logits + (size_t)row * Vp, xs, losses, error_flag, row, target, dloss, V, Vp, write_grad,
+                              sh_m, sh_s);
         __syncthreads();   /* buffer b and sh_m/sh_s are free: the next requests may overwrite them */
         if (NBUF == 1 && threadIdx.x == 0 && next < BT)
             classifier_row_load(rows, logits + (size_t)next * Vp, row_bytes, &bars[0]);

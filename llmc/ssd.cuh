@@ -44,16 +44,19 @@
  * ssd_bwd_group_sum_kernel adds them in head order. Parameter gradients: per-(b,h,chunk) partials, then
  * ssd_bwd_param_sum_kernel adds them in a fixed order. No atomics: two runs are bitwise identical.
  *
- * Implementations of these kernels (timings in dev/cuda/NOTES_ssd.md): version 8 (the bf16 build's default) is
- * version 7 with the backward's two row-tile kernels reorganized (ssd4_bwd_col_kernel / ssd4_bwd_dc_kernel with
- * V8: see "version 8" above those kernels); version 7 is version 6 with the chunk-state products and the state
- * pass over chunks fused into one kernel per direction (ssd7_state_scan_kernel: the running state stays in
- * registers, S_c never goes through global memory; where P % 64 == 0, Q % 64 == 0 and B H P N / (64 NS) blocks
- * fill the GPU, else version 6's kernels); version 6 is
- * version 5 with two heads of a group per forward block (ssd6_scan_fwd_kernel: the C_i, B_j tiles and S = C_i B_j^T
- * shared by the two heads; P = 64, H/G even, else version 5's forward); version 5 is version 4 with the forward
- * chunk scan on Hopper's wgmma (ssd5_scan_fwd_kernel, sm_90a, llmc/wgmma.cuh); version 4 is version 3 with the
- * heads of a group looped in the backward; and:
+ * Implementations of these kernels (timings in dev/cuda/NOTES_ssd.md): version 9 (the bf16 build's default) is
+ * version 8 with the per-element exp(cum_i - cum_j) of the off-diagonal score tiles factored as
+ * exp(cum_i - cref) exp(cref - cum_j), cref = cum of the j tile's last row, both arguments <= 0 (the forward scan,
+ * ssd6_scan_fwd_kernel with V9, and the backward col kernel, ssd4_bwd_col_kernel with V9; see "version 9" at the
+ * first); version 8 is version 7 with the backward's two row-tile kernels reorganized (ssd4_bwd_col_kernel /
+ * ssd4_bwd_dc_kernel with V8: see "version 8" above those kernels); version 7 is version 6 with the chunk-state
+ * products and the state pass over chunks fused into one kernel per direction (ssd7_state_scan_kernel: the running
+ * state stays in registers, S_c never goes through global memory; where P % 64 == 0, Q % 64 == 0 and
+ * B H P N / (64 NS) blocks fill the GPU, else version 6's kernels); version 6 is version 5 with two heads of a
+ * group per forward block (ssd6_scan_fwd_kernel: the C_i, B_j tiles and S = C_i B_j^T shared by the two heads;
+ * P = 64, H/G even, else version 5's forward); version 5 is version 4 with the forward chunk scan on Hopper's
+ * wgmma (ssd5_scan_fwd_kernel, sm_90a, llmc/wgmma.cuh); version 4 is version 3 with the heads of a group looped
+ * in the backward; and:
  * - version 3 (the base of versions 4 and 5; "version 3" below): 64-row tiles, bf16 operands in shared memory read with
  *   ldmatrix, accumulators in registers, score tiles repacked in registers as the next product's operand,
  *   B_j . C_i made once per group for the backward, per-head dB/dC partials in bf16. Needs P, N multiples of 16 and
@@ -1948,7 +1951,7 @@ __device__ static inline void ssd8_load_split(floatX* hi, floatX* lo, int ld, co
 #ifndef SSD4_DC_MINBLOCKS
 #define SSD4_DC_MINBLOCKS 3   /* without the cap, 177 registers at P = 64, N = 128: only 2 blocks per SM */
 #endif
-template <int PMAX, int NMAX, bool EXACT, bool V8>
+template <int PMAX, int NMAX, bool EXACT, bool V8, bool V9>  /* V9 (with V8): see "version 9" below */
 __global__ static void __launch_bounds__(SSD3_THREADS, SSD4_COL_MINBLOCKS)
 ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int direct, float* xdxs, float* xdxs_st,
                     float* xdy, float* colf, float* rowp, const floatX* dy, const floatX* xbc, int xbc_stride,
@@ -2006,11 +2009,15 @@ ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
             ssd3_load_split(R, R + P * ldn, ldn, dstates + ssd_state_off(b, c, h, nch, H, P * N), P, N);
         }
         float cum_last = cumc[len - 1], cum_r[2], dt_r[2], es[2];
+        /* version 9, the off-diagonal i tiles (it > rt: the j tile is whole, every i > every j): cref = cum of the
+           j tile's last row; decay = exp(cum_i - cref) (per column, in ci) times er = exp(cref - cum_j) (per row) */
+        float cref = V9 && j0 + SSD3_ROWS <= len ? cumc[j0 + SSD3_ROWS - 1] : 0.f, er[2];
         for (int r = 0; r < 2; r++) {
             int ok = rj[r] < len;
             cum_r[r] = ok ? cumc[rj[r]] : 0.f;
             dt_r[r] = ok ? dtc[rj[r]] : 0.f;
             es[r] = ok ? expf(cum_last - cum_r[r]) : 0.f;
+            er[r] = V9 && ok ? __expf(cref - cum_r[r]) : 0.f;
         }
         ssd3_cp_wait<0>();
         __syncthreads();
@@ -2044,9 +2051,9 @@ ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
                 ssd3_load_tile(Ci + nb * SSD3_ROWS * ldn, ldn, Cg, xbc_stride, i0n, len, N);
                 ssd3_load_tile(Yi + nb * SSD3_ROWS * ldp, ldp, Yg, E, i0n, len, P);
                 ssd3_cp_commit();
-                if (threadIdx.x < SSD3_ROWS) {
+                if (threadIdx.x < SSD3_ROWS) {  /* version 9: tile it + 1 > rt is off-diagonal: exp(cum_i - cref) */
                     int i = i0n + threadIdx.x;
-                    ci[nb * SSD3_ROWS + threadIdx.x] = i < len ? cumc[i] : 0.f;
+                    ci[nb * SSD3_ROWS + threadIdx.x] = i >= len ? 0.f : V9 ? __expf(cumc[i] - cref) : cumc[i];
                 }
                 ssd3_cp_wait<1>();
             } else {
@@ -2091,6 +2098,24 @@ ssd4_bwd_col_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
                             bc[nt][2 * r + 1] = v.y;
                         }
                 }
+                if (V9 && it > rt)  /* off-diagonal: no mask (i >= len: 0 in ci), no exp */
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++) {
+                        rp[ih * 4 + nt][0] = rp[ih * 4 + nt][1] = 0.f;
+                        float2 cf = *(const float2*)(cib + ih * 32 + nt * 8 + 2 * tig);
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            int r = e / 2;
+                            float dec = ((e & 1) ? cf.y : cf.x) * er[r];
+                            float m = bc[nt][e] * dec, zd = xy[nt][e] * dec * dt_r[r];
+                            float w = zd * bc[nt][e];
+                            colacc[r] += w;
+                            rp[ih * 4 + nt][e & 1] += w;
+                            bc[nt][e] = m;
+                            xy[nt][e] = zd;
+                        }
+                    }
+                else
 #pragma unroll
                 for (int nt = 0; nt < 4; nt++) {
                     rp[ih * 4 + nt][0] = rp[ih * 4 + nt][1] = 0.f;
@@ -2918,7 +2943,35 @@ __device__ static inline void ssd6_load_scalars(float* cj, float* dj, const floa
         dj[(hp * 2 + nb) * SSD5_ROWS + jj] = j < len ? dt[at] : 0.f;
     }
 }
-template <int NK, int HP>  /* N = 16 NK, P = 64 per head, HP heads per block */
+/* version 9 (bf16 build, ssd_fast_version >= 9; the forward scan wherever version 6's runs, the col kernel
+   wherever version 8's runs): on an off-diagonal score tile (every row i after every column j) the decay
+   exp(cum_i - cum_j) = exp(cum_i - cref) exp(cref - cum_j), cref = cum of the j tile's last row, so both exp()
+   arguments stay <= 0 (nothing overflows; where one factor underflows the true product is smaller still) and the
+   exps become one per row and one per column (made once per block when the tile is loaded), with no mask: a
+   multiply per score element instead of a subtraction, an exp and a masked select. The diagonal tiles keep the
+   per-element form (a factor there would be exp(> 0)). In the forward, the diagonal tile reads a column pair's
+   cum and dt as one 16-byte shared load per head (version 6: 4 scalar loads).
+   The j tile's per-column factors for HP heads into buffer nb, laid out for wide shared loads:
+   cd[hp][nb][pair] = {cum_j, cum_j+1, dt_j, dt_j+1} (the diagonal tile: one 16-byte load per column pair and
+   head), wj[hp][nb][jj] = dt_j exp(cref - cum_j) with cref = cum of the tile's last row inside the chunk (the
+   off-diagonal tiles: one 8-byte load per pair), cr[hp][nb] = cref. Every exp() argument is <= 0 (j <= that row);
+   zeros past the chunk's end. */
+template <int HP>
+__device__ static inline void ssd9_load_scalars(float* cd, float* wj, float* cr, const float* cum, const float* dt,
+                                                size_t base, int T, int jt, int nb, int len) {
+    if (threadIdx.x < HP * SSD5_ROWS) {
+        int hp = threadIdx.x / SSD5_ROWS, jj = threadIdx.x % SSD5_ROWS, j = jt * SSD5_ROWS + jj;
+        size_t at = base + (size_t)hp * T;
+        float cref = cum[at + min(jt * SSD5_ROWS + SSD5_ROWS - 1, len - 1)];  /* one address per warp: broadcast */
+        float c = j < len ? cum[at + j] : 0.f, d = j < len ? dt[at + j] : 0.f;
+        int q = hp * 2 + nb;
+        cd[(q * (SSD5_ROWS / 2) + jj / 2) * 4 + (jj & 1)] = c;
+        cd[(q * (SSD5_ROWS / 2) + jj / 2) * 4 + 2 + (jj & 1)] = d;
+        wj[q * SSD5_ROWS + jj] = j < len ? d * __expf(cref - c) : 0.f;
+        if (jj == 0) cr[q] = cref;
+    }
+}
+template <int NK, int HP, bool V9>  /* N = 16 NK, P = 64 per head, HP heads per block; V9: see "version 9" */
 __global__ static void __launch_bounds__(SSD3_THREADS * 2, 2)
 ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* dt, const float* cum,
                      const float* states, const float* Dskip, int T, int H, int G, int Q) {
@@ -2943,6 +2996,10 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
     floatX* Xs1 = Hs + SSD5_ROWS * N;
     float* cj = (float*)(Hs + (PW * N > SSD5_ROWS * (N + PW) ? PW * N : SSD5_ROWS * (N + PW)));  /* [hp][buf][64] */
     float* dj = cj + HP * 2 * SSD5_ROWS;                                                        /* likewise dt_j */
+    /* version 9: cd ([hp][buf][32 pairs][4]) takes the place of cj and dj, then wj ([hp][buf][64]), cr ([hp][buf]) */
+    float* cd = cj;
+    float* wj = cj + HP * 2 * 2 * SSD5_ROWS;
+    float* cr = wj + HP * 2 * SSD5_ROWS;
     const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
     const floatX* Bg = rows + E + g * N;
     const floatX* Xg = rows + h0 * P;
@@ -2950,7 +3007,8 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
     ssd5_load_tile<SSD5_ROWS, N, NTHR, 1>(Bs0, Bg, xbc_stride, 0, len);
     ssd5_load_tile<SSD5_ROWS, PW, NTHR, 1>(Xs0, Xg, xbc_stride, 0, len);
     ssd3_cp_commit();
-    ssd6_load_scalars<HP>(cj, dj, cum, dt, (size_t)(b * H + h0) * T + t0, T, 0, 0, len);
+    if (V9) ssd9_load_scalars<HP>(cd, wj, cr, cum, dt, (size_t)(b * H + h0) * T + t0, T, 0, 0, len);
+    else ssd6_load_scalars<HP>(cj, dj, cum, dt, (size_t)(b * H + h0) * T + t0, T, 0, 0, len);
     ssd5_load_state<PW, N, NTHR>(Hs, states + ssd_state_off(b, c, h0, nch, H, P * N));
     const floatX* Cw = Cs + wg * SSD5_ROWS * N;
     int warp = (threadIdx.x % SSD3_THREADS) / 32, lane = threadIdx.x % 32, tig = lane % 4;
@@ -3001,7 +3059,8 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
             ssd5_load_tile<SSD5_ROWS, N, NTHR, 1>(buf ? Bs0 : Bs1, Bg, xbc_stride, j0n, len);
             ssd5_load_tile<SSD5_ROWS, PW, NTHR, 1>(buf ? Xs0 : Xs1, Xg, xbc_stride, j0n, len);
             ssd3_cp_commit();
-            ssd6_load_scalars<HP>(cj, dj, cum, dt, (size_t)(b * H + h0) * T + t0, T, jt + 1, buf ^ 1, len);
+            if (V9) ssd9_load_scalars<HP>(cd, wj, cr, cum, dt, (size_t)(b * H + h0) * T + t0, T, jt + 1, buf ^ 1, len);
+            else ssd6_load_scalars<HP>(cj, dj, cum, dt, (size_t)(b * H + h0) * T + t0, T, jt + 1, buf ^ 1, len);
         }
         if (jt > rt || !active) continue;  /* past this warpgroup's diagonal (uniform over the warpgroup) */
         const floatX* Bb = buf ? Bs1 : Bs0;
@@ -3022,6 +3081,42 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
            as it is read, so at most 64 accumulators + 32 S/fragment registers are live */
         uint32_t sf[HP][4][4];
         int diag = jt == rt;
+        if (V9 && !diag) {
+            /* off-diagonal tile (every j < every i): exp(cum_i - cum_j) = exp(cum_i - cref) exp(cref - cum_j) with
+               cref = cum of the tile's last row (< i0: the tile is whole), both arguments <= 0; no mask. Rows past
+               the chunk's end have cum_r = the chunk's last cum, also <= cref. 2 exps per head instead of 32. */
+            float rf[HP][2];
+#pragma unroll
+            for (int hp = 0; hp < HP; hp++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) rf[hp][r] = __expf(cum_r[hp][r] - cr[hp * 2 + buf]);
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+                for (int k = 0; k < 8; k += 2) {
+                    int e = 8 * ks + k, jj = 8 * (e / 4) + 2 * tig, r = (e >> 1) & 1;
+#pragma unroll
+                    for (int hp = 0; hp < HP; hp++) {
+                        float2 w = *(const float2*)(wj + (hp * 2 + buf) * SSD5_ROWS + jj);
+                        sf[hp][ks][k / 2] = ssd_pack_bf16(s[e] * rf[hp][r] * w.x, s[e + 1] * rf[hp][r] * w.y);
+                    }
+                }
+        } else if (V9) {  /* diagonal tile: the masked per-element decay, cum_j / dt_j of a pair in one load */
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+                for (int k = 0; k < 8; k += 2) {
+                    int e = 8 * ks + k, jj = 8 * (e / 4) + 2 * tig, r = (e >> 1) & 1;
+                    int ok0 = jt * SSD5_ROWS + jj <= ri[r], ok1 = jt * SSD5_ROWS + jj + 1 <= ri[r];
+#pragma unroll
+                    for (int hp = 0; hp < HP; hp++) {
+                        float4 q = *(const float4*)(cd + ((hp * 2 + buf) * (SSD5_ROWS / 2) + jj / 2) * 4);
+                        float v0 = ok0 ? s[e] * __expf(cum_r[hp][r] - q.x) * q.z : 0.f;
+                        float v1 = ok1 ? s[e + 1] * __expf(cum_r[hp][r] - q.y) * q.w : 0.f;
+                        sf[hp][ks][k / 2] = ssd_pack_bf16(v0, v1);
+                    }
+                }
+        } else
 #pragma unroll
         for (int ks = 0; ks < 4; ks++)
 #pragma unroll
@@ -3080,6 +3175,10 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
 /* shared memory of ssd6_scan_fwd_kernel: version 5's at P = 64 HP, plus the per-head cum_j, dt_j */
 static inline size_t ssd6_smem_fwd(int N, int HP) {
     return ssd5_smem_fwd(64 * HP, N, 2) + (size_t)(HP - 1) * 4 * SSD5_ROWS * sizeof(float);
+}
+/* version 9 adds wj (HP x 2 x 64 floats) and cr (HP x 2, padded to 16 bytes) after cd (= cj, dj) */
+static inline size_t ssd9_smem_fwd(int N, int HP) {
+    return ssd6_smem_fwd(N, HP) + ((size_t)HP * 2 * SSD5_ROWS + 4 * HP) * sizeof(float);
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -3350,14 +3449,15 @@ static void ssd_set_smem(const void* kernel, size_t bytes) {
    version 5's forward also P, N in {64, 128}, else version 4's; version 6's forward also P = 64 and H/G even, else
    version 5's; version 7's fused state kernels also P % 64 == 0, Q % 64 == 0 and a grid that fills the GPU, else
    version 6's state kernels); other shapes and the fp32 build run version 2. ssd_fast_version picks among them:
-   8, 7, 6, 5, 4, 3, or 2 (version 2 everywhere); dev/cuda/ssd.cu sets it per version. Version 4 passed its checks on the H100 in both
+   9, 8, 7, 6, 5, 4, 3, or 2 (version 2 everywhere); dev/cuda/ssd.cu sets it per version. Version 4 passed its checks on the H100 in both
    builds and is 2.5-6% faster than version 3 on the three benchmark shapes; version 5 (sm_90a wgmma forward):
    dev/cuda/NOTES_ssd.md, "Version 5"; version 6 (two heads per forward block): 9% off the forward at Q = 128,
    "Version 6" there; version 7 (chunk states and state passes fused): 16% off the forward and 11% off
    forward+backward at Q = 128, B=8 T=2048, "Version 7" there; version 8 (the backward's col and dC kernels: row
    tiles adjacent in the grid, state loads together, the col kernel's B_j . C_i slab in shared memory; P, N in
-   {64, 128}, Q in {64, 128}, else version 7's): "Version 8" there. */
-static int ssd_fast_version = 8;
+   {64, 128}, Q in {64, 128}, else version 7's): "Version 8" there; version 9 (the off-diagonal decay factored in
+   the forward scan where version 6's runs and in the col kernel where version 8's runs): "Version 9" there. */
+static int ssd_fast_version = 9;
 /* version 5's warpgroups per forward block: 1, or 2, where the two warpgroups take row tiles 2a and 2a + 1 of a
    chunk and share the B_j / x_j tiles and Hprev: per (b, h, chunk) of Q = 256, 6 tile loads instead of 10 and
    Hprev read twice instead of 4 times. dev/cuda/ssd.cu's "wg=K" argument sets it. */
@@ -3381,6 +3481,11 @@ static int ssd7_split = 1;  /* 1: the scaled x / dy tile split once per block in
 static int ssd7_runs = 0;
 /* backward calls that ran version 8's row-tile kernels (dev/cuda/ssd.cu checks that they ran where they should) */
 static int ssd8_runs = 0;
+/* forward calls that ran version 9's scan (ssd6_scan_fwd_kernel with V9), backward calls that ran its col kernel */
+static int ssd9_fwd_runs = 0;
+/* version 9's parts (a dev knob, dev/cuda/ssd.cu's "v9=K"): bit 0 the forward scan, bit 1 the col kernel */
+static int ssd9_parts = 3;
+static int ssd9_bwd_runs = 0;
 static int ssd_use_v3(const void* xbc, int xbc_stride, const void* dy, int H, int P, int N) {
 #if defined(ENABLE_FP32)
     (void)xbc; (void)xbc_stride; (void)dy; (void)H; (void)P; (void)N;
@@ -3505,7 +3610,7 @@ static void ssd4_launch_chunk_state(float* out, const floatX* U, int u_stride, c
 }
 
 /* version 4's two backward row-tile kernels and, where a group has more than one head-group, the group sum */
-template <int PMAX, int NMAX, bool EXACT, bool V8>
+template <int PMAX, int NMAX, bool EXACT, bool V8, bool V9>
 static void ssd4_launch_bwd_e(floatX* dxbc, SSDWork w, float* colf, float* rowp, const floatX* dy, const floatX* xbc,
                               int xbc_stride, SSDSaved s, const float* Dskip, int B, int T, int H, int P, int N, int G,
                               int Q, cudaStream_t stream) {
@@ -3522,8 +3627,8 @@ static void ssd4_launch_bwd_e(floatX* dxbc, SSDWork w, float* colf, float* rowp,
     int pstride = direct ? xbc_stride : nhg * N;
     dim3 grid = V8 ? dim3(nti, nch, B * nhg) : dim3(nch, B * nhg, nti);  /* version 8: row tiles adjacent */
     size_t smem = ssd3_smem_col(P, N) + (V8 ? ssd8_smem_slab() : 0);
-    ssd_set_smem((const void*)ssd4_bwd_col_kernel<PMAX, NMAX, EXACT, V8>, smem);
-    ssd4_bwd_col_kernel<PMAX, NMAX, EXACT, V8><<<grid, SSD3_THREADS, smem, stream>>>(
+    ssd_set_smem((const void*)ssd4_bwd_col_kernel<PMAX, NMAX, EXACT, V8, V9>, smem);
+    ssd4_bwd_col_kernel<PMAX, NMAX, EXACT, V8, V9><<<grid, SSD3_THREADS, smem, stream>>>(
         dxbc, pB, pstride, E, direct, w.xdxs, w.xdxs_st, w.xdy, colf, rowp, dy, xbc, xbc_stride, s.dt, s.cum,
         w.dstates, w.bct, Dskip, T, H, P, N, G, Q, hg);
     cudaCheckLast();
@@ -3534,6 +3639,7 @@ static void ssd4_launch_bwd_e(floatX* dxbc, SSDWork w, float* colf, float* rowp,
             pC, pstride, E + G * N, direct, w.roww, dy, xbc, xbc_stride, s.dt, s.cum, s.states, T, H, P, N, G, Q, hg);
         cudaCheckLast();
         ssd8_runs++;
+        if (V9) ssd9_bwd_runs++;
     } else if (ssd6_takes_dc(P, N) && (uintptr_t)s.states % 16 == 0) {  /* its state loads are 16 bytes wide */
         ssd6_launch_dc(pC, pstride, E + G * N, direct, w.roww, dy, xbc, xbc_stride, s, grid, T, H, P, N, G, Q, hg,
                        stream);
@@ -3561,29 +3667,34 @@ template <int PMAX, int NMAX>
 static void ssd4_launch_bwd(floatX* dxbc, SSDWork w, float* colf, float* rowp, const floatX* dy, const floatX* xbc,
                             int xbc_stride, SSDSaved s, const float* Dskip, int B, int T, int H, int P, int N, int G,
                             int Q, cudaStream_t stream) {
-    if (P == PMAX && N == NMAX && ssd8_takes(P, N, Q, w.bct, s.states))
-        ssd4_launch_bwd_e<PMAX, NMAX, true, true>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G,
+    if (P == PMAX && N == NMAX && ssd8_takes(P, N, Q, w.bct, s.states) && ssd_fast_version >= 9 &&
+        (ssd9_parts & 2))
+        ssd4_launch_bwd_e<PMAX, NMAX, true, true, true>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N,
+                                                        G, Q, stream);
+    else if (P == PMAX && N == NMAX && ssd8_takes(P, N, Q, w.bct, s.states))
+        ssd4_launch_bwd_e<PMAX, NMAX, true, true, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G,
                                                   Q, stream);
     else if (P == PMAX && N == NMAX)
-        ssd4_launch_bwd_e<PMAX, NMAX, true, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G,
+        ssd4_launch_bwd_e<PMAX, NMAX, true, false, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G,
                                                    Q, stream);
     else
-        ssd4_launch_bwd_e<PMAX, NMAX, false, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N,
+        ssd4_launch_bwd_e<PMAX, NMAX, false, false, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N,
                                                     G, Q, stream);
 }
 /* version 6's forward: 2 heads of a group per block where P = 64, N in {64, 128}, H/G even (ssd6_parts bit 0) */
 static inline int ssd6_takes_fwd(int H, int P, int N, int G) {
     return ssd_fast_version >= 6 && (ssd6_parts & 1) && P == 64 && (N == 64 || N == 128) && (H / G) % 2 == 0;
 }
-template <int NK>
+template <int NK, bool V9>
 static void ssd6_launch_fwd_t(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
                               int T, int H, int G, int Q, cudaStream_t stream) {
-    size_t smem = ssd6_smem_fwd(16 * NK, 2);
-    ssd_set_smem((const void*)ssd6_scan_fwd_kernel<NK, 2>, smem);
+    size_t smem = V9 ? ssd9_smem_fwd(16 * NK, 2) : ssd6_smem_fwd(16 * NK, 2);
+    ssd_set_smem((const void*)ssd6_scan_fwd_kernel<NK, 2, V9>, smem);
     dim3 grid(ssd_nchunks(T, Q) * CEIL_DIV(CEIL_DIV(Q, SSD5_ROWS), 2), B * H / 2);
-    ssd6_scan_fwd_kernel<NK, 2><<<grid, SSD3_THREADS * 2, smem, stream>>>(y, xbc, xbc_stride, s.dt, s.cum, s.states,
-                                                                          Dskip, T, H, G, Q);
+    ssd6_scan_fwd_kernel<NK, 2, V9><<<grid, SSD3_THREADS * 2, smem, stream>>>(y, xbc, xbc_stride, s.dt, s.cum,
+                                                                              s.states, Dskip, T, H, G, Q);
     cudaCheckLast();
+    if (V9) ssd9_fwd_runs++;
 }
 /* version 5 runs where version 3's layout rules hold, P and N are among its compile-time widths and the saved
    states are 16-byte aligned (B * H * T even: they follow 2 * B * H * T floats of dt and cum) */
@@ -3609,8 +3720,11 @@ static void ssd5_launch_fwd_w(floatX* y, const floatX* xbc, int xbc_stride, SSDS
 static void ssd5_launch_fwd(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
                             int T, int H, int P, int N, int G, int Q, cudaStream_t stream) {
     if (ssd6_takes_fwd(H, P, N, G)) {
-        if (N == 128) ssd6_launch_fwd_t<8>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
-        else ssd6_launch_fwd_t<4>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        int v9 = ssd_fast_version >= 9 && (ssd9_parts & 1);
+        if (N == 128 && v9) ssd6_launch_fwd_t<8, true>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        else if (N == 128) ssd6_launch_fwd_t<8, false>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        else if (v9) ssd6_launch_fwd_t<4, true>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        else ssd6_launch_fwd_t<4, false>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
         return;
     }
     if (ssd5_wgs == 2 && ssd5_lines)

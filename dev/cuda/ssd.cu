@@ -42,20 +42,27 @@
  *      they check that the fused kernels ran where they should. "ns=32|64": state columns per block, "st=2|3":
  *      tile buffers, "split=0|1": the scaled x / dy operand split in hi + lo per warp in registers (0, the first
  *      form) or once per block in shared memory (1, default). Other shapes run version 6.
- *   8  llmc/ssd.cuh's default: version 7 with the backward row-tile kernels changed (ssd4_bwd_col_kernel /
+ *   8  version 7 with the backward row-tile kernels changed (ssd4_bwd_col_kernel /
  *      ssd4_bwd_dc_kernel with V8): the row tiles of a head-group adjacent in the grid (the second read of a state
  *      hits L2), each head's state loads issued together, and in the col kernel the B_j . C_i slab in shared memory
  *      once per block, the W row sums reduced per 32-column half, dy_j for the epilogue from shared memory.
  *      P, N in {64, 128}, Q in {64, 128}; other shapes run version 7. The small-shape checks check that the
  *      version 8 kernels ran on exactly the shapes they take (4 of the small shapes).
+ *   9  llmc/ssd.cuh's default: version 8 with the per-score-element exp() factored on the off-diagonal tiles
+ *      (exp(cum_i - cum_j) = exp(cum_i - cref) exp(cref - cum_j), cref = cum of the j tile's last row: both <= 0)
+ *      in the forward scan (ssd6_scan_fwd_kernel with V9, which also reads cum_j / dt_j of a column pair in one
+ *      16-byte shared load on the diagonal tile) and in the backward col kernel (V9). The forward where version 6's
+ *      forward runs (P = 64, H/G even), the col kernel where version 8's runs; other shapes run version 8. The
+ *      small-shape checks check that the version 9 kernels ran on exactly the shapes they take. "v9=K" (bits: 1 the
+ *      forward scan, 2 the col kernel; default 3) runs only those parts.
  *
  * Build: nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o dev/cuda/ssd_bin dev/cuda/ssd.cu  (-DENABLE_FP32: fp32)
- * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [parts=K] [fuse=K] [ns=K] [st=K] [Q=K] [1-8]
+ * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [parts=K] [fuse=K] [ns=K] [st=K] [v9=K] [Q=K] [1-9]
  *        (small: small-shape checks only; numbers: those versions only; hg=K: version 4 with at most K heads per
  *        block; wg: version 5's warpgroups per forward block; lines: its tile-load thread order (ssd5_load_tile);
  *        parts: version 6's kernels; fuse, ns, st: version 7's (above); Q=K: the benchmark shapes' chunk
  *        length)
- *        ./dev/cuda/ssd_bin profile [Q=K] [1-8]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
+ *        ./dev/cuda/ssd_bin profile [Q=K] [1-9]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
  */
 #include <math.h>
 #include <string.h>
@@ -788,9 +795,9 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
 #include "dev/cuda/kernels_dev.h"
 
 
-/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 to 8 = llmc/ssd.cuh with
+/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 to 9 = llmc/ssd.cuh with
    ssd_fast_version set to it */
-#define NVERSIONS 8
+#define NVERSIONS 9
 static int g_version = 4;
 
 typedef struct { int B, T, H, P, N, G, Q; int with_init; } Shape;
@@ -1030,14 +1037,20 @@ static void test_small(Shape s) {
         for (int h = 0; h < s.H; h++) ref_head(&in, b, h, ry, rfin, rdx, rddt, rpar);
 
     /* version 7's fused state kernels: forced on (fuse=1 -> 2) so that these shapes check them */
-    int fuse_arg = ssd7_fuse, runs0 = ssd7_runs, runs8 = ssd8_runs;
+    int fuse_arg = ssd7_fuse, runs0 = ssd7_runs, runs8 = ssd8_runs, runs9f = ssd9_fwd_runs, runs9b = ssd9_bwd_runs;
     if (g_version >= 7 && ssd7_fuse == 1) ssd7_fuse = 2;
     int expect_fused = g_version >= 7 && ssd7_fuse == 2 && s.P % 64 == 0 && s.N % ssd7_ns == 0 && s.Q % 64 == 0;
     /* version 8's backward kernels: compile-time widths P, N in {64, 128}, Q 64 or 128 (the buffers are aligned) */
     int expect_v8 = g_version >= 8 && (s.P == 64 || s.P == 128) && (s.N == 64 || s.N == 128) && (s.Q == 64 || s.Q == 128);
+    /* version 9: the forward where version 6's 2-head forward runs (P = 64, N in {64, 128}, H/G even), the col
+       kernel where version 8's runs */
+    int expect_v9f = g_version >= 9 && (ssd9_parts & 1) && (ssd6_parts & 1) && s.P == 64 &&
+                     (s.N == 64 || s.N == 128) && (s.H / s.G) % 2 == 0;
+    int expect_v9b = g_version >= 9 && (ssd9_parts & 2) && expect_v8;
 #ifdef ENABLE_FP32
     expect_fused = 0;  /* the fp32 build runs version 2's kernels */
     expect_v8 = 0;
+    expect_v9f = expect_v9b = 0;
 #endif
 
     /* forward, twice: the second run must give bitwise the same y and final state */
@@ -1117,6 +1130,13 @@ static void test_small(Shape s) {
         printf("  version 8 backward kernels: %d of 2 calls (expected %d)\n", ran, expect_v8 ? 2 : 0);
         dev_record("version 8: its backward kernels ran where the shape allows, and only there", ran == (expect_v8 ? 2 : 0));
     }
+    if (g_version >= 9) {  /* 2 forwards, 2 backwards */
+        int rf = ssd9_fwd_runs - runs9f, rb = ssd9_bwd_runs - runs9b;
+        printf("  version 9 forward scan: %d of 2 calls (expected %d), col kernel: %d of 2 (expected %d)\n", rf,
+               expect_v9f ? 2 : 0, rb, expect_v9b ? 2 : 0);
+        dev_record("version 9: its forward scan ran where the shape allows, and only there", rf == (expect_v9f ? 2 : 0));
+        dev_record("version 9: its col kernel ran where the shape allows, and only there", rb == (expect_v9b ? 2 : 0));
+    }
 
     free(dx); free(rdxx); free(dB); free(rdB); free(dC); free(rdC); free(ddt); free(par0);
     for (int rep = 0; rep < 2; rep++) { free(gdx[rep]); free(gddt[rep]); free(gpar[rep]); }
@@ -1156,10 +1176,11 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
     Outputs o = alloc_outputs(&in);
     size_t BT = (size_t)s.B * s.T, PN = (size_t)s.P * s.N, nst = (size_t)s.B * s.H * PN;
     dev_poison(o.y, BT * in.E * sizeof(floatX));
-    int runs0 = ssd7_runs, runs8 = ssd8_runs;
+    int runs0 = ssd7_runs, runs8 = ssd8_runs, runs9f = ssd9_fwd_runs, runs9b = ssd9_bwd_runs;
     run_forward(&in, &o, 1);
     cudaCheck(cudaDeviceSynchronize());
     if (g_version >= 7) printf("  version 7 fused state kernel: %s\n", ssd7_runs > runs0 ? "yes" : "no (version 6's path)");
+    if (g_version >= 9) printf("  version 9 forward scan: %s\n", ssd9_fwd_runs > runs9f ? "yes" : "no (version 8's)");
     float* gy = dev_download_X(o.y, BT * in.E);
     float* gfin = dev_download_F(o.final_state, nst);
     double* ry = (double*)calloc(BT * in.E, sizeof(double));
@@ -1202,6 +1223,7 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
         float* g = gather_f(gdt, in.dstride, 0, s.T, in.dcol, s.H);
         check("ddt_raw (b=0)", g, rddt, (size_t)s.T * s.H);
         if (g_version >= 8) printf("  version 8 backward kernels: %s\n", ssd8_runs > runs8 ? "yes" : "no (version 7's)");
+        if (g_version >= 9) printf("  version 9 col kernel: %s\n", ssd9_bwd_runs > runs9b ? "yes" : "no (version 8's)");
         free(g); free(gdx); free(gdt); free(rdx); free(rddt); free(rpar);
     }
     free(gy); free(gfin); free(ry); free(rfin);
@@ -1236,12 +1258,14 @@ int main(int argc, char** argv) {
             ssd7_split = atoi(argv[k] + 6); /* version 7's hi + lo split: per block in smem (1) or per warp (0) */
         else if (strcmp(argv[k], "st=2") == 0 || strcmp(argv[k], "st=3") == 0)
             ssd7_stages = atoi(argv[k] + 3); /* version 7's tile buffers */
+        else if (strncmp(argv[k], "v9=", 3) == 0 && atoi(argv[k] + 3) >= 0 && atoi(argv[k] + 3) <= 3)
+            ssd9_parts = atoi(argv[k] + 3); /* version 9's parts: bit 0 the forward scan, bit 1 the col kernel */
         else if (strncmp(argv[k], "Q=", 2) == 0 && atoi(argv[k] + 2) >= 16 && atoi(argv[k] + 2) <= 256)
             big_q = atoi(argv[k] + 2); /* the chunk length of the benchmark shapes (an algorithm choice) */
         else if (atoi(argv[k]) >= 1 && atoi(argv[k]) <= NVERSIONS) want[atoi(argv[k])] = any_version = 1;
         else {
             fprintf(stderr, "ssd: unknown argument '%s'; use 'small', 'profile', 'hg=K' (version 4's most heads per "
-                    "block), 'wg=1|2' (version 5's warpgroups per forward block), 'lines=0|1' (its tile-load order), 'parts=K' (version 6's kernels, 0 to 7: 1 2-head forward, 2 chunk state on wgmma, 4 dC on wgmma), 'fuse=0|1|2', 'ns=32|64', 'st=2|3', 'split=0|1' (version 7's fused state kernels: never / where the grid fills the GPU / always; state columns per block; tile buffers; hi + lo split in registers per warp / once per block in shared memory), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
+                    "block), 'wg=1|2' (version 5's warpgroups per forward block), 'lines=0|1' (its tile-load order), 'parts=K' (version 6's kernels, 0 to 7: 1 2-head forward, 2 chunk state on wgmma, 4 dC on wgmma), 'fuse=0|1|2', 'ns=32|64', 'st=2|3', 'split=0|1' (version 7's fused state kernels: never / where the grid fills the GPU / always; state columns per block; tile buffers; hi + lo split in registers per warp / once per block in shared memory), 'v9=0..3' (version 9's parts: 1 the forward scan, 2 the col kernel), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
             return EXIT_FAILURE;
         }
     }
@@ -1249,8 +1273,8 @@ int main(int argc, char** argv) {
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     printf("ssd dev program, %s, device %s, version 4 with at most %d heads per block, version 5 with %d warpgroups "
            "per forward block and load order %d, version 6 parts %d, version 7 fuse %d ns %d stages %d split %d, "
-           "benchmark chunk Q=%d\n", PRECISION_NAME, prop.name, ssd4_hg_max, ssd5_wgs, ssd5_lines, ssd6_parts,
-           ssd7_fuse, ssd7_ns, ssd7_stages, ssd7_split, big_q);
+           "version 9 parts %d, benchmark chunk Q=%d\n", PRECISION_NAME, prop.name, ssd4_hg_max, ssd5_wgs, ssd5_lines,
+           ssd6_parts, ssd7_fuse, ssd7_ns, ssd7_stages, ssd7_split, ssd9_parts, big_q);
     Shape small[] = {
         {2, 100, 4, 16, 16, 1, 32, 1},   /* the brief's shape, partial last chunk */
         {2, 100, 4, 16, 16, 2, 32, 1},   /* two groups */
