@@ -71,6 +71,30 @@ static std::vector<float> copy_logits_rows(GPUModel* m, const floatX* dev, size_
     return f;
 }
 
+/* logits of the two decoders' last step that are not bitwise equal */
+static size_t logits_differing(GPUModel* m, const Decoder* a, const Decoder* b) {
+    std::vector<float> la = copy_logits_rows(m, a->logits, a->S), lb = copy_logits_rows(m, b->logits, b->S);
+    size_t diff = 0;
+    for (size_t k = 0; k < la.size(); k++) diff += memcmp(&la[k], &lb[k], sizeof(float)) != 0;
+    return diff;
+}
+
+/* SSM state elements of the two decoders that are not bitwise equal; *nonzero: a's elements that are not all zero
+ * bytes (a comparison of two zeroed states would pass without testing anything) */
+static size_t states_differing(const Mamba2Config* c, const Decoder* a, const Decoder* b, size_t* nonzero) {
+    size_t ns = dec_state_elems(c, a->S), es = a->state_lowp ? sizeof(floatX) : sizeof(float);
+    std::vector<char> sa(ns * es), sb(ns * es);
+    cudaCheck(cudaMemcpy(sa.data(), a->state, ns * es, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(sb.data(), b->state, ns * es, cudaMemcpyDeviceToHost));
+    size_t sdiff = 0;
+    *nonzero = 0;
+    for (size_t k = 0; k < ns; k++) {
+        sdiff += memcmp(&sa[k * es], &sb[k * es], es) != 0;
+        for (size_t j = 0; j < es; j++) if (sa[k * es + j] != 0) { (*nonzero)++; break; }
+    }
+    return sdiff;
+}
+
 /* 1: prefill p tokens, step the rest; every position's logits against the full forward's */
 static void test_prefill_then_step(GPUModel* m, const std::vector<float>& full, const int* tokens, int T, int S) {
     int Vp = m->config.padded_vocab_size;
@@ -137,18 +161,9 @@ static void test_graph_bitwise(GPUModel* m, const int* tokens, int S, int plain_
         decoder_step(&a, m, 0, 0);
         g_gen_pdl = 1;
         decoder_step(&b, m, 1, 0);
-        std::vector<float> la = copy_logits_rows(m, a.logits, S), lb = copy_logits_rows(m, b.logits, S);
-        for (size_t k = 0; k < la.size(); k++) diff += memcmp(&la[k], &lb[k], sizeof(float)) != 0;
+        diff += logits_differing(m, &a, &b);
     }
-    size_t ns = dec_state_elems(c, S), es = a.state_lowp ? sizeof(floatX) : sizeof(float);
-    std::vector<char> sa(ns * es), sb(ns * es);
-    cudaCheck(cudaMemcpy(sa.data(), a.state, ns * es, cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(sb.data(), b.state, ns * es, cudaMemcpyDeviceToHost));
-    size_t sdiff = 0, nonzero = 0;
-    for (size_t k = 0; k < ns; k++) {
-        sdiff += memcmp(&sa[k * es], &sb[k * es], es) != 0;
-        for (size_t j = 0; j < es; j++) if (sa[k * es + j] != 0) { nonzero++; break; }
-    }
+    size_t ns = dec_state_elems(c, S), nonzero, sdiff = states_differing(c, &a, &b, &nonzero);
     char what[160];
     snprintf(what, sizeof what, "graph step == plain step%s bitwise, 9 steps, S=%d (%s, %s state): differing",
              plain_pdl ? "" : " without launch overlap", S,
@@ -323,18 +338,9 @@ static void test_state_v4_vs_v2(GPUModel* m, const int* tokens, int S) {
         g_gen_state_v = 2;
         decoder_step(&b, m, i % 2, 0);
         g_gen_state_v = saved_v;
-        std::vector<float> la = copy_logits_rows(m, a.logits, S), lb = copy_logits_rows(m, b.logits, S);
-        for (size_t k = 0; k < la.size(); k++) diff += memcmp(&la[k], &lb[k], sizeof(float)) != 0;
+        diff += logits_differing(m, &a, &b);
     }
-    size_t ns = dec_state_elems(c, S);
-    std::vector<char> sa(ns * es), sb(ns * es);
-    cudaCheck(cudaMemcpy(sa.data(), a.state, ns * es, cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(sb.data(), b.state, ns * es, cudaMemcpyDeviceToHost));
-    size_t sdiff = 0, nonzero = 0;
-    for (size_t k = 0; k < ns; k++) {
-        sdiff += memcmp(&sa[k * es], &sb[k * es], es) != 0;
-        for (int j = 0; j < es; j++) if (sa[k * es + j] != 0) { nonzero++; break; }
-    }
+    size_t ns = dec_state_elems(c, S), nonzero, sdiff = states_differing(c, &a, &b, &nonzero);
     char what[200];
     snprintf(what, sizeof what, "v4 state step applies (S=%d, %s state): shared-memory bytes", S,
              a.state_lowp ? PRECISION_NAME : "fp32");

@@ -252,25 +252,10 @@ static void classifier_check(const char* who, int V, int Vp) {
     if (V < 1 || V > Vp) die("%s: vocab V = %d must be in [1, Vp = %d]", who, V, Vp);
 }
 
-/* the device's SM count and per-block shared-memory limit (opt-in), read once */
-static void classifier_device_limits(int* sms, int* smem_optin) {
-    static int cached_sms = 0, cached_smem = 0;
-    if (cached_sms == 0) {
-        int dev;
-        cudaCheck(cudaGetDevice(&dev));
-        cudaCheck(cudaDeviceGetAttribute(&cached_sms, cudaDevAttrMultiProcessorCount, dev));
-        cudaCheck(cudaDeviceGetAttribute(&cached_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    }
-    *sms = cached_sms;
-    *smem_optin = cached_smem;
-}
-
 /* does the resident kernel with nbuf row buffers take rows of Vp? Its static shared memory is 144 bytes at 512
  * threads, 272 at 1024: 1 KB of margin covers both */
 static int classifier_resident_fits(int Vp, int nbuf) {
-    int sms, optin;
-    classifier_device_limits(&sms, &optin);
-    return (size_t)nbuf * Vp * sizeof(floatX) + 1024 <= (size_t)optin;
+    return (size_t)nbuf * Vp * sizeof(floatX) + 1024 <= (size_t)cuda_smem_optin();
 }
 
 template <int NBUF, int THREADS = CLASSIFIER_BLOCK>
@@ -283,12 +268,15 @@ static void classifier_resident_launch(floatX* logits, float* losses, int* error
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         allowed = smem;
     }
+    static size_t per_sm_smem = 0;   /* the occupancy below, queried once per shared-memory size (rows of Vp) */
+    static int per_sm = 0;
     if (ctas <= 0) {   /* every block that fits at once, no more: the grid is persistent */
-        int sms, optin, per_sm = 0;
-        classifier_device_limits(&sms, &optin);
-        cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, classifier_resident_kernel<NBUF, THREADS>,
-                                                                THREADS, smem));
-        ctas = sms * (per_sm > 0 ? per_sm : 1);
+        if (per_sm_smem != smem) {
+            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, classifier_resident_kernel<NBUF, THREADS>,
+                                                                    THREADS, smem));
+            per_sm_smem = smem;
+        }
+        ctas = cuda_num_sms() * (per_sm > 0 ? per_sm : 1);
     }
     if (ctas > BT) ctas = BT;
     classifier_resident_kernel<NBUF, THREADS><<<ctas, THREADS, smem, stream>>>(logits, losses, error_flag, targets,

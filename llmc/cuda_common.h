@@ -37,6 +37,26 @@ static inline void cuda_check_(cudaError_t err, const char* file, int line) {
 /* call after every kernel launch: catches bad launch configurations at the launch site */
 #define cudaCheckLast() cuda_check_(cudaGetLastError(), __FILE__, __LINE__)
 
+/* an attribute of the current device, read once per process (each process drives one device): launchers that size
+   their grids by it run every step, and the query is host work on that path */
+static inline int cuda_device_attr_cached(cudaDeviceAttr attr, int* cache) {
+    if (*cache == 0) {
+        int dev;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(cache, attr, dev));
+    }
+    return *cache;
+}
+static inline int cuda_num_sms(void) {
+    static int sms = 0;
+    return cuda_device_attr_cached(cudaDevAttrMultiProcessorCount, &sms);
+}
+/* the largest dynamic shared memory one block may opt in to */
+static inline int cuda_smem_optin(void) {
+    static int bytes = 0;
+    return cuda_device_attr_cached(cudaDevAttrMaxSharedMemoryPerBlockOptin, &bytes);
+}
+
 /* conversions that work for both floatX choices */
 __device__ __host__ static inline float toF(float x) { return x; }
 __device__ __host__ static inline float toF(__nv_bfloat16 x) { return __bfloat162float(x); }

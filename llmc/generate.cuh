@@ -621,20 +621,10 @@ gated_matvec_kernel(float* x, const floatX* y, const floatX* z, int z_stride,
     }
 }
 
-static int gen_num_sms(void) {
-    static int sms = 0;
-    if (sms == 0) {
-        int dev;
-        cudaCheck(cudaGetDevice(&dev));
-        cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    }
-    return sms;
-}
-
 /* one warp per row while that fits in 8 blocks per SM (every row's weights then load before the wait); more rows
  * (the LM head) loop */
 static int gen_matvec_grid(int OC) {
-    int warps = GEN_THREADS / WARP_SIZE, want = CEIL_DIV(OC, warps), cap = gen_num_sms() * 8;
+    int warps = GEN_THREADS / WARP_SIZE, want = CEIL_DIV(OC, warps), cap = cuda_num_sms() * 8;
     return want < cap ? want : cap;
 }
 
@@ -1111,6 +1101,19 @@ __device__ static inline void gp_load8f(float v[8], const float* p) {
     v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 }
 
+/* the lane's NCH chunks of 8 floats of a row of len floats (chunk j at (j * 32 + lane) * 8), zeros past the end */
+template <int NCH>
+__device__ static inline void gp_load_chunks(float v[NCH][8], const float* row, int len, int lane) {
+#pragma unroll
+    for (int j = 0; j < NCH; j++) {
+        int i = (j * WARP_SIZE + lane) * 8;
+        if (i < len) gp_load8f(v[j], row + i);
+        else
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[j][e] = 0.f;
+    }
+}
+
 /* the lane's NPF chunks of weight row wr (C wide), or zeros (row < 0): every register is written, so a prefetch
  * leaves no old value alive across the phases in between (a conditional load would keep the old one live) */
 template <int NPF>
@@ -1208,16 +1211,11 @@ __device__ static inline void gp_phase_in(const GenPArgs& a, int l, const GenW8 
     #pragma unroll 1
     for (int s = 0; s < a.S; s++) {
         float u[GEN_P_NA][8], ss = 0.f;
+        gp_load_chunks<GEN_P_NA>(u, a.x + (size_t)s * D, D, lane);
 #pragma unroll
-        for (int j = 0; j < GEN_P_NA; j++) {
-            int i = (j * WARP_SIZE + lane) * 8;
-            if (i < D) gp_load8f(u[j], a.x + (size_t)s * D + i);
-            else
-#pragma unroll
-                for (int e = 0; e < 8; e++) u[j][e] = 0.f;
+        for (int j = 0; j < GEN_P_NA; j++)
 #pragma unroll
             for (int e = 0; e < 8; e++) ss += u[j][e] * u[j][e];
-        }
         float r = rsqrtf(warp_reduce_sum(ss) / D + 1e-5f);
 #pragma unroll
         for (int j = 0; j < GEN_P_NA; j++)
@@ -1300,14 +1298,7 @@ __device__ static inline void gp_out_row(const GenPArgs& a, int l, const GenW8 w
     #pragma unroll 1
     for (int s = 0; s < a.S; s++) {
         float g[GEN_P_NC][8];
-#pragma unroll
-        for (int j = 0; j < GEN_P_NC; j++) {
-            int i = (j * WARP_SIZE + lane) * 8;
-            if (i < E) gp_load8f(g[j], a.gate + (size_t)s * E + i);
-            else
-#pragma unroll
-                for (int e = 0; e < 8; e++) g[j][e] = 0.f;
-        }
+        gp_load_chunks<GEN_P_NC>(g, a.gate + (size_t)s * E, E, lane);
         float xo = __ldcg(a.x + (size_t)s * D + o);
         float rj[GEN_P_NC]; /* the norm factor of chunk j's group */
 #pragma unroll 1
@@ -1420,7 +1411,7 @@ template <typename St>
 static int gen_persist_grid(void) {
     int per_sm = 0, want = g_gen_p_blocks >= 2 ? 2 : 1;
     cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gen_persist_kernel<St>(), GEN_P_THREADS, 0));
-    return per_sm >= want ? want * gen_num_sms() : 0;
+    return per_sm >= want ? want * cuda_num_sms() : 0;
 }
 
 /* launch the step; returns the launch's error (a cooperative launch the driver refuses) instead of dying */

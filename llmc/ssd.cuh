@@ -3742,10 +3742,7 @@ static void ssd5_launch_fwd(floatX* y, const floatX* xbc, int xbc_stride, SSDSav
 static inline int ssd7_takes(int B, int H, int P, int N, int Q, const void* s0, const void* s1, const void* s2) {
     if (ssd_fast_version < 7 || ssd7_fuse == 0 || P % 64 != 0 || N % ssd7_ns != 0 || Q % 64 != 0) return 0;
     if ((uintptr_t)s0 % 8 != 0 || (uintptr_t)s1 % 8 != 0 || (uintptr_t)s2 % 8 != 0) return 0;
-    int dev = 0, sms = 0;
-    cudaCheck(cudaGetDevice(&dev));
-    cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return ssd7_fuse == 2 || (long)B * H * (P / 64) * (N / ssd7_ns) >= sms;
+    return ssd7_fuse == 2 || (long)B * H * (P / 64) * (N / ssd7_ns) >= cuda_num_sms();
 }
 /* entries of version 7's dotp per (b, h, chunk): one per warp of each (64 x NS) slice */
 static inline int ssd7_nsplit(int P, int N) { return P * N / 512; }
