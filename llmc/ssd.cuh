@@ -44,7 +44,10 @@
  * ssd_bwd_group_sum_kernel adds them in head order. Parameter gradients: per-(b,h,chunk) partials, then
  * ssd_bwd_param_sum_kernel adds them in a fixed order. No atomics: two runs are bitwise identical.
  *
- * Implementations of these kernels (timings in dev/cuda/NOTES_ssd.md): version 9 (the bf16 build's default) is
+ * Implementations of these kernels (timings in dev/cuda/NOTES_ssd.md): version 11 (the bf16 build's default) is
+ * version 9 with the forward scan's global loads all issued in its prologue (ssd6_scan_fwd_kernel with V11: every
+ * j tile's cum / dt factors built once, the fp32 Hprev loads all in flight before any conversion; the same
+ * arithmetic, bitwise version 9's y; see "version 11" above that kernel; version 10 runs as version 9); version 9 is
  * version 8 with the per-element exp(cum_i - cum_j) of the off-diagonal score tiles factored as
  * exp(cum_i - cref) exp(cref - cum_j), cref = cum of the j tile's last row, both arguments <= 0 (the forward scan,
  * ssd6_scan_fwd_kernel with V9, and the backward col kernel, ssd4_bwd_col_kernel with V9; see "version 9" at the
@@ -2971,7 +2974,55 @@ __device__ static inline void ssd9_load_scalars(float* cd, float* wj, float* cr,
         if (jj == 0) cr[q] = cref;
     }
 }
-template <int NK, int HP, bool V9>  /* N = 16 NK, P = 64 per head, HP heads per block; V9: see "version 9" */
+/* version 11 (bf16 build, ssd_fast_version >= 11; wherever version 9's forward scan runs): the forward scan's global
+   loads are all issued in the prologue, together, so one memory latency precedes the first product instead of
+   several, and none is left inside the j-tile loop:
+   - the per-column factors of every j tile the block uses (0..jlast: at most Q / 64 <= 4) are built once into their
+     own slots ([hp][tile] instead of version 9's two [hp][buffer] slots refilled per tile). In version 9 warpgroup
+     0 loaded tile jt + 1's cum / dt (synchronous global loads) after the loop's barrier, then waited for them
+     before its own tile, and the next barrier waited for warpgroup 0.
+   - the fp32 Hprev of the HP heads (64 KB per block at P = 64, N = 128) is read with all of a thread's 16-byte
+     loads in registers before the first bf16 conversion, through the read-only path (__ldg: the loads may move
+     above the shared-memory stores of the scalars). Version 9's ssd5_load_state, in its SASS: one iteration's two
+     16-byte loads, then that iteration's shared-memory store, 4 times over (2 loads in flight per thread, not 8).
+   Same arithmetic as version 9 (bitwise the same y: the factors are the same fp32 values, made by the same code
+   in another order). ssd11_load_prologue: thread k < HP 64 ntl of the scalars takes head k / (64 ntl), tile
+   (k / 64) % ntl, row k % 64, zeros past the chunk's end (ntl = jlast + 1 tiles; slot q = hp nsl + tile). */
+template <int R, int NC, int NTHR, int HP>
+__device__ static inline void ssd11_load_prologue(floatX* Hdst, const float* m, float* cd, float* wj, float* cr,
+                                                  const float* cum, const float* dt, size_t base, int T, int ntl,
+                                                  int nsl, int len) {
+    constexpr int ITER = R * NC / 8 / NTHR;  /* 16-byte load pairs per thread: 4 at R = 128, NC = 128, NTHR = 512 */
+    static_assert(R * NC / 8 % NTHR == 0, "ssd11_load_prologue: the state tile must split evenly over the threads");
+    float4 q[ITER][2];
+#pragma unroll
+    for (int it = 0; it < ITER; it++) {  /* all the state loads first: 8 in flight per thread */
+        int idx = threadIdx.x + it * NTHR, r = (idx / NC) * 8 + (idx & 7), v = (idx >> 3) % (NC / 8);
+        const float4* src = (const float4*)(m + (size_t)r * NC + v * 8);
+        q[it][0] = __ldg(src);
+        q[it][1] = __ldg(src + 1);
+    }
+    for (int k = threadIdx.x; k < HP * SSD5_ROWS * ntl; k += NTHR) {  /* one pass at Q <= 256 (HP = 2) */
+        int hp = k / (SSD5_ROWS * ntl), jt = (k / SSD5_ROWS) % ntl, jj = k % SSD5_ROWS, j = jt * SSD5_ROWS + jj;
+        size_t at = base + (size_t)hp * T;
+        float cref = __ldg(cum + at + min(jt * SSD5_ROWS + SSD5_ROWS - 1, len - 1));  /* one address per warp */
+        float c = j < len ? __ldg(cum + at + j) : 0.f, d = j < len ? __ldg(dt + at + j) : 0.f;
+        int s = hp * nsl + jt;
+        cd[(s * (SSD5_ROWS / 2) + jj / 2) * 4 + (jj & 1)] = c;
+        cd[(s * (SSD5_ROWS / 2) + jj / 2) * 4 + 2 + (jj & 1)] = d;
+        wj[s * SSD5_ROWS + jj] = j < len ? d * __expf(cref - c) : 0.f;
+        if (jj == 0) cr[s] = cref;
+    }
+#pragma unroll
+    for (int it = 0; it < ITER; it++) {
+        int idx = threadIdx.x + it * NTHR;
+        uint4 o = make_uint4(ssd_pack_bf16(q[it][0].x, q[it][0].y), ssd_pack_bf16(q[it][0].z, q[it][0].w),
+                             ssd_pack_bf16(q[it][1].x, q[it][1].y), ssd_pack_bf16(q[it][1].z, q[it][1].w));
+        *(uint4*)(Hdst + idx * 8) = o;
+    }
+}
+template <int NK, int HP, bool V9, bool V11 = false>  /* N = 16 NK, P = 64 per head, HP heads per block; V9, V11:
+                                                         see "version 9", "version 11" */
 __global__ static void __launch_bounds__(SSD3_THREADS * 2, 2)
 ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* dt, const float* cum,
                      const float* states, const float* Dskip, int T, int H, int G, int Q) {
@@ -2996,10 +3047,12 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
     floatX* Xs1 = Hs + SSD5_ROWS * N;
     float* cj = (float*)(Hs + (PW * N > SSD5_ROWS * (N + PW) ? PW * N : SSD5_ROWS * (N + PW)));  /* [hp][buf][64] */
     float* dj = cj + HP * 2 * SSD5_ROWS;                                                        /* likewise dt_j */
-    /* version 9: cd ([hp][buf][32 pairs][4]) takes the place of cj and dj, then wj ([hp][buf][64]), cr ([hp][buf]) */
+    /* version 9: cd ([hp][buf][32 pairs][4]) takes the place of cj and dj, then wj ([hp][buf][64]), cr ([hp][buf]);
+       version 11: nsl = Q / 64 slots per head (one per j tile) instead of 2 buffers (ssd11_smem_fwd) */
+    int nsl = V11 ? max(2, CEIL_DIV(Q, SSD5_ROWS)) : 2;  /* at least version 9's 2 (Q = 64: 1 tile) */
     float* cd = cj;
-    float* wj = cj + HP * 2 * 2 * SSD5_ROWS;
-    float* cr = wj + HP * 2 * SSD5_ROWS;
+    float* wj = cj + HP * nsl * 2 * SSD5_ROWS;
+    float* cr = wj + HP * nsl * SSD5_ROWS;
     const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
     const floatX* Bg = rows + E + g * N;
     const floatX* Xg = rows + h0 * P;
@@ -3007,9 +3060,14 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
     ssd5_load_tile<SSD5_ROWS, N, NTHR, 1>(Bs0, Bg, xbc_stride, 0, len);
     ssd5_load_tile<SSD5_ROWS, PW, NTHR, 1>(Xs0, Xg, xbc_stride, 0, len);
     ssd3_cp_commit();
-    if (V9) ssd9_load_scalars<HP>(cd, wj, cr, cum, dt, (size_t)(b * H + h0) * T + t0, T, 0, 0, len);
-    else ssd6_load_scalars<HP>(cj, dj, cum, dt, (size_t)(b * H + h0) * T + t0, T, 0, 0, len);
-    ssd5_load_state<PW, N, NTHR>(Hs, states + ssd_state_off(b, c, h0, nch, H, P * N));
+    if (V11)
+        ssd11_load_prologue<PW, N, NTHR, HP>(Hs, states + ssd_state_off(b, c, h0, nch, H, P * N), cd, wj, cr, cum,
+                                             dt, (size_t)(b * H + h0) * T + t0, T, jlast + 1, nsl, len);
+    else {
+        if (V9) ssd9_load_scalars<HP>(cd, wj, cr, cum, dt, (size_t)(b * H + h0) * T + t0, T, 0, 0, len);
+        else ssd6_load_scalars<HP>(cj, dj, cum, dt, (size_t)(b * H + h0) * T + t0, T, 0, 0, len);
+        ssd5_load_state<PW, N, NTHR>(Hs, states + ssd_state_off(b, c, h0, nch, H, P * N));
+    }
     const floatX* Cw = Cs + wg * SSD5_ROWS * N;
     int warp = (threadIdx.x % SSD3_THREADS) / 32, lane = threadIdx.x % 32, tig = lane % 4;
     int ri[2] = {i0 + warp * 16 + lane / 4, i0 + warp * 16 + lane / 4 + 8};
@@ -3017,7 +3075,10 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
     float cum_r[HP][2];
 #pragma unroll
     for (int hp = 0; hp < HP; hp++)
-        for (int r = 0; r < 2; r++) cum_r[hp][r] = cum[(size_t)(b * H + h0 + hp) * T + t0 + min(ri[r], len - 1)];
+        for (int r = 0; r < 2; r++) {
+            const float* at = cum + (size_t)(b * H + h0 + hp) * T + t0 + min(ri[r], len - 1);
+            cum_r[hp][r] = V11 ? __ldg(at) : *at;  /* V11: read-only path, free to move above the prologue's stores */
+        }
     ssd3_cp_wait<0>();
     wg_fence_proxy_async();
     __syncthreads();
@@ -3059,7 +3120,8 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
             ssd5_load_tile<SSD5_ROWS, N, NTHR, 1>(buf ? Bs0 : Bs1, Bg, xbc_stride, j0n, len);
             ssd5_load_tile<SSD5_ROWS, PW, NTHR, 1>(buf ? Xs0 : Xs1, Xg, xbc_stride, j0n, len);
             ssd3_cp_commit();
-            if (V9) ssd9_load_scalars<HP>(cd, wj, cr, cum, dt, (size_t)(b * H + h0) * T + t0, T, jt + 1, buf ^ 1, len);
+            if (V11) {}  /* every tile's scalars are in shared memory since the prologue */
+            else if (V9) ssd9_load_scalars<HP>(cd, wj, cr, cum, dt, (size_t)(b * H + h0) * T + t0, T, jt + 1, buf ^ 1, len);
             else ssd6_load_scalars<HP>(cj, dj, cum, dt, (size_t)(b * H + h0) * T + t0, T, jt + 1, buf ^ 1, len);
         }
         if (jt > rt || !active) continue;  /* past this warpgroup's diagonal (uniform over the warpgroup) */
@@ -3080,7 +3142,7 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
            score fragments (S times that head's decay and dt, masked on the diagonal tile): each s[e] dies as soon
            as it is read, so at most 64 accumulators + 32 S/fragment registers are live */
         uint32_t sf[HP][4][4];
-        int diag = jt == rt;
+        int diag = jt == rt, sl = V11 ? jt : buf;  /* this tile's scalar slot (per head: hp nsl + sl) */
         if (V9 && !diag) {
             /* off-diagonal tile (every j < every i): exp(cum_i - cum_j) = exp(cum_i - cref) exp(cref - cum_j) with
                cref = cum of the tile's last row (< i0: the tile is whole), both arguments <= 0; no mask. Rows past
@@ -3089,7 +3151,7 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
 #pragma unroll
             for (int hp = 0; hp < HP; hp++)
 #pragma unroll
-                for (int r = 0; r < 2; r++) rf[hp][r] = __expf(cum_r[hp][r] - cr[hp * 2 + buf]);
+                for (int r = 0; r < 2; r++) rf[hp][r] = __expf(cum_r[hp][r] - cr[hp * nsl + sl]);
 #pragma unroll
             for (int ks = 0; ks < 4; ks++)
 #pragma unroll
@@ -3097,7 +3159,7 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
                     int e = 8 * ks + k, jj = 8 * (e / 4) + 2 * tig, r = (e >> 1) & 1;
 #pragma unroll
                     for (int hp = 0; hp < HP; hp++) {
-                        float2 w = *(const float2*)(wj + (hp * 2 + buf) * SSD5_ROWS + jj);
+                        float2 w = *(const float2*)(wj + (hp * nsl + sl) * SSD5_ROWS + jj);
                         sf[hp][ks][k / 2] = ssd_pack_bf16(s[e] * rf[hp][r] * w.x, s[e + 1] * rf[hp][r] * w.y);
                     }
                 }
@@ -3110,7 +3172,7 @@ ssd6_scan_fwd_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* 
                     int ok0 = jt * SSD5_ROWS + jj <= ri[r], ok1 = jt * SSD5_ROWS + jj + 1 <= ri[r];
 #pragma unroll
                     for (int hp = 0; hp < HP; hp++) {
-                        float4 q = *(const float4*)(cd + ((hp * 2 + buf) * (SSD5_ROWS / 2) + jj / 2) * 4);
+                        float4 q = *(const float4*)(cd + ((hp * nsl + sl) * (SSD5_ROWS / 2) + jj / 2) * 4);
                         float v0 = ok0 ? s[e] * __expf(cum_r[hp][r] - q.x) * q.z : 0.f;
                         float v1 = ok1 ? s[e + 1] * __expf(cum_r[hp][r] - q.y) * q.w : 0.f;
                         sf[hp][ks][k / 2] = ssd_pack_bf16(v0, v1);
@@ -3179,6 +3241,14 @@ static inline size_t ssd6_smem_fwd(int N, int HP) {
 /* version 9 adds wj (HP x 2 x 64 floats) and cr (HP x 2, padded to 16 bytes) after cd (= cj, dj) */
 static inline size_t ssd9_smem_fwd(int N, int HP) {
     return ssd6_smem_fwd(N, HP) + ((size_t)HP * 2 * SSD5_ROWS + 4 * HP) * sizeof(float);
+}
+
+/* version 11: cd, wj, cr with max(2, Q / 64) slots per head instead of 2 (cr padded to 16 bytes per slot); nsl
+   as in ssd6_scan_fwd_kernel (at least 2: the terms below take version 9's 2 buffers as their base) */
+static inline size_t ssd11_smem_fwd(int N, int HP, int Q) {
+    size_t nsl = (size_t)ssd3_max(2, CEIL_DIV(Q, SSD5_ROWS));
+    return ssd6_smem_fwd(N, HP) + ((size_t)HP * (nsl - 2) * 2 * SSD5_ROWS + (size_t)HP * nsl * SSD5_ROWS +
+                                   4 * HP * nsl) * sizeof(float);  /* cd past version 6's 2 slots, wj, cr */
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -3449,15 +3519,17 @@ static void ssd_set_smem(const void* kernel, size_t bytes) {
    version 5's forward also P, N in {64, 128}, else version 4's; version 6's forward also P = 64 and H/G even, else
    version 5's; version 7's fused state kernels also P % 64 == 0, Q % 64 == 0 and a grid that fills the GPU, else
    version 6's state kernels); other shapes and the fp32 build run version 2. ssd_fast_version picks among them:
-   9, 8, 7, 6, 5, 4, 3, or 2 (version 2 everywhere); dev/cuda/ssd.cu sets it per version. Version 4 passed its checks on the H100 in both
+   11, 10 (= 9), 9, 8, 7, 6, 5, 4, 3, or 2 (version 2 everywhere); dev/cuda/ssd.cu sets it per version. Version 4 passed its checks on the H100 in both
    builds and is 2.5-6% faster than version 3 on the three benchmark shapes; version 5 (sm_90a wgmma forward):
    dev/cuda/NOTES_ssd.md, "Version 5"; version 6 (two heads per forward block): 9% off the forward at Q = 128,
    "Version 6" there; version 7 (chunk states and state passes fused): 16% off the forward and 11% off
    forward+backward at Q = 128, B=8 T=2048, "Version 7" there; version 8 (the backward's col and dC kernels: row
    tiles adjacent in the grid, state loads together, the col kernel's B_j . C_i slab in shared memory; P, N in
    {64, 128}, Q in {64, 128}, else version 7's): "Version 8" there; version 9 (the off-diagonal decay factored in
-   the forward scan where version 6's runs and in the col kernel where version 8's runs): "Version 9" there. */
-static int ssd_fast_version = 9;
+   the forward scan where version 6's runs and in the col kernel where version 8's runs): "Version 9" there;
+   version 11 (the forward scan's loads in its prologue, where version 9's forward scan runs): forward -3 to -4%
+   at Q = 128, -1 to -4% at Q = 256, "Version 11" there. */
+static int ssd_fast_version = 11;
 /* version 5's warpgroups per forward block: 1, or 2, where the two warpgroups take row tiles 2a and 2a + 1 of a
    chunk and share the B_j / x_j tiles and Hprev: per (b, h, chunk) of Q = 256, 6 tile loads instead of 10 and
    Hprev read twice instead of 4 times. dev/cuda/ssd.cu's "wg=K" argument sets it. */
@@ -3486,6 +3558,11 @@ static int ssd9_fwd_runs = 0;
 /* version 9's parts (a dev knob, dev/cuda/ssd.cu's "v9=K"): bit 0 the forward scan, bit 1 the col kernel */
 static int ssd9_parts = 3;
 static int ssd9_bwd_runs = 0;
+/* version 11 (the forward scan's loads in its prologue, ssd6_scan_fwd_kernel with V11) where version 9's forward
+   scan runs; ssd11_fwd 0 keeps version 9's (a dev knob, dev/cuda/ssd.cu's "v11=0|1"); ssd11_fwd_runs counts its
+   launches (the small-shape checks check that it ran on exactly the shapes it takes) */
+static int ssd11_fwd = 1;
+static int ssd11_fwd_runs = 0;
 static int ssd_use_v3(const void* xbc, int xbc_stride, const void* dy, int H, int P, int N) {
 #if defined(ENABLE_FP32)
     (void)xbc; (void)xbc_stride; (void)dy; (void)H; (void)P; (void)N;
@@ -3685,16 +3762,17 @@ static void ssd4_launch_bwd(floatX* dxbc, SSDWork w, float* colf, float* rowp, c
 static inline int ssd6_takes_fwd(int H, int P, int N, int G) {
     return ssd_fast_version >= 6 && (ssd6_parts & 1) && P == 64 && (N == 64 || N == 128) && (H / G) % 2 == 0;
 }
-template <int NK, bool V9>
+template <int NK, bool V9, bool V11>
 static void ssd6_launch_fwd_t(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
                               int T, int H, int G, int Q, cudaStream_t stream) {
-    size_t smem = V9 ? ssd9_smem_fwd(16 * NK, 2) : ssd6_smem_fwd(16 * NK, 2);
-    ssd_set_smem((const void*)ssd6_scan_fwd_kernel<NK, 2, V9>, smem);
+    size_t smem = V11 ? ssd11_smem_fwd(16 * NK, 2, Q) : V9 ? ssd9_smem_fwd(16 * NK, 2) : ssd6_smem_fwd(16 * NK, 2);
+    ssd_set_smem((const void*)ssd6_scan_fwd_kernel<NK, 2, V9, V11>, smem);
     dim3 grid(ssd_nchunks(T, Q) * CEIL_DIV(CEIL_DIV(Q, SSD5_ROWS), 2), B * H / 2);
-    ssd6_scan_fwd_kernel<NK, 2, V9><<<grid, SSD3_THREADS * 2, smem, stream>>>(y, xbc, xbc_stride, s.dt, s.cum,
-                                                                              s.states, Dskip, T, H, G, Q);
+    ssd6_scan_fwd_kernel<NK, 2, V9, V11><<<grid, SSD3_THREADS * 2, smem, stream>>>(y, xbc, xbc_stride, s.dt, s.cum,
+                                                                                   s.states, Dskip, T, H, G, Q);
     cudaCheckLast();
     if (V9) ssd9_fwd_runs++;
+    if (V11) ssd11_fwd_runs++;
 }
 /* version 5 runs where version 3's layout rules hold, P and N are among its compile-time widths and the saved
    states are 16-byte aligned (B * H * T even: they follow 2 * B * H * T floats of dt and cum) */
@@ -3720,11 +3798,13 @@ static void ssd5_launch_fwd_w(floatX* y, const floatX* xbc, int xbc_stride, SSDS
 static void ssd5_launch_fwd(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
                             int T, int H, int P, int N, int G, int Q, cudaStream_t stream) {
     if (ssd6_takes_fwd(H, P, N, G)) {
-        int v9 = ssd_fast_version >= 9 && (ssd9_parts & 1);
-        if (N == 128 && v9) ssd6_launch_fwd_t<8, true>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
-        else if (N == 128) ssd6_launch_fwd_t<8, false>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
-        else if (v9) ssd6_launch_fwd_t<4, true>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
-        else ssd6_launch_fwd_t<4, false>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        int v9 = ssd_fast_version >= 9 && (ssd9_parts & 1), v11 = v9 && ssd_fast_version >= 11 && ssd11_fwd;
+        if (N == 128 && v11) ssd6_launch_fwd_t<8, true, true>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        else if (N == 128 && v9) ssd6_launch_fwd_t<8, true, false>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        else if (N == 128) ssd6_launch_fwd_t<8, false, false>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        else if (v11) ssd6_launch_fwd_t<4, true, true>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        else if (v9) ssd6_launch_fwd_t<4, true, false>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+        else ssd6_launch_fwd_t<4, false, false>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
         return;
     }
     if (ssd5_wgs == 2 && ssd5_lines)

@@ -55,14 +55,22 @@
  *      forward runs (P = 64, H/G even), the col kernel where version 8's runs; other shapes run version 8. The
  *      small-shape checks check that the version 9 kernels ran on exactly the shapes they take. "v9=K" (bits: 1 the
  *      forward scan, 2 the col kernel; default 3) runs only those parts.
+ *  10  = version 9 (version 10, a dC kernel that summed the heads' score tiles before the B product, measured no
+ *      faster and was removed: NOTES_ssd.md).
+ *  11  version 9 with the forward scan's global loads all issued in its prologue (ssd6_scan_fwd_kernel with V11):
+ *      every j tile's cum / dt factors built once into their own shared-memory slots (no global loads in the
+ *      j-tile loop) and the fp32 Hprev read with all of a thread's 16-byte loads in flight before any conversion.
+ *      Where version 9's forward scan runs; the same arithmetic, so the small-shape checks and the benchmark
+ *      shapes also check that its y is bitwise version 9's (a version 9 forward on the same inputs), and that it
+ *      ran on exactly the shapes it takes. "v11=0" runs version 9's forward scan under version 11.
  *
  * Build: nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o dev/cuda/ssd_bin dev/cuda/ssd.cu  (-DENABLE_FP32: fp32)
- * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [parts=K] [fuse=K] [ns=K] [st=K] [v9=K] [Q=K] [1-9]
+ * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [parts=K] [fuse=K] [ns=K] [st=K] [v9=K] [v11=0|1] [Q=K] [1-11]
  *        (small: small-shape checks only; numbers: those versions only; hg=K: version 4 with at most K heads per
  *        block; wg: version 5's warpgroups per forward block; lines: its tile-load thread order (ssd5_load_tile);
  *        parts: version 6's kernels; fuse, ns, st: version 7's (above); Q=K: the benchmark shapes' chunk
  *        length)
- *        ./dev/cuda/ssd_bin profile [Q=K] [1-9]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
+ *        ./dev/cuda/ssd_bin profile [Q=K] [1-11]  (one forward + backward at B=8, T=2048, nothing checked: for ncu)
  */
 #include <math.h>
 #include <string.h>
@@ -795,9 +803,9 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
 #include "dev/cuda/kernels_dev.h"
 
 
-/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 to 9 = llmc/ssd.cuh with
+/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 to 11 = llmc/ssd.cuh with
    ssd_fast_version set to it */
-#define NVERSIONS 9
+#define NVERSIONS 11
 static int g_version = 4;
 
 typedef struct { int B, T, H, P, N, G, Q; int with_init; } Shape;
@@ -1022,6 +1030,26 @@ static double* gather_d(const double* m, int ld, size_t r0, size_t nr, int c0, i
 }
 
 /* ---- small shapes: everything against the recurrence ---- */
+/* version 11 keeps version 9's arithmetic: y of a version 9 forward (ssd11_fwd = 0) on the same inputs must be
+   bitwise the y11 given (o's buffers are overwritten: y with the same values, saved with the same bits). That
+   forward must have run version 9's scan, not version 11's (else the comparison proves nothing); it is not one of
+   the callers' counted calls, so the run counters it moved are put back. */
+static void check_v11_against_v9(const Inputs* in, Outputs* o, const float* y11, size_t n, const char* what) {
+    int keep = ssd11_fwd, runs7 = ssd7_runs, runs9f = ssd9_fwd_runs, runs11f = ssd11_fwd_runs;
+    ssd11_fwd = 0;
+    dev_poison(o->y, n * sizeof(floatX));
+    run_forward(in, o, 1);
+    cudaCheck(cudaDeviceSynchronize());
+    ssd11_fwd = keep;
+    dev_record("version 11: the comparison forward ran version 9's scan",
+               ssd9_fwd_runs - runs9f == 1 && ssd11_fwd_runs == runs11f);
+    ssd7_runs = runs7;
+    ssd9_fwd_runs = runs9f;
+    float* y9 = dev_download_X(o->y, n);
+    dev_check_bitwise(what, y11, y9, n * sizeof(float));
+    free(y9);
+}
+
 static void test_small(Shape s) {
     printf("v%d small shape B=%d T=%d H=%d P=%d N=%d G=%d Q=%d init=%s (%s)\n", g_version, s.B, s.T, s.H, s.P, s.N, s.G, s.Q,
            s.with_init ? "random" : "NULL", PRECISION_NAME);
@@ -1047,10 +1075,12 @@ static void test_small(Shape s) {
     int expect_v9f = g_version >= 9 && (ssd9_parts & 1) && (ssd6_parts & 1) && s.P == 64 &&
                      (s.N == 64 || s.N == 128) && (s.H / s.G) % 2 == 0;
     int expect_v9b = g_version >= 9 && (ssd9_parts & 2) && expect_v8;
+    /* version 11: where version 9's forward scan runs */
+    int expect_v11f = g_version >= 11 && ssd11_fwd && expect_v9f, runs11f = ssd11_fwd_runs;
 #ifdef ENABLE_FP32
     expect_fused = 0;  /* the fp32 build runs version 2's kernels */
     expect_v8 = 0;
-    expect_v9f = expect_v9b = 0;
+    expect_v9f = expect_v9b = expect_v11f = 0;
 #endif
 
     /* forward, twice: the second run must give bitwise the same y and final state */
@@ -1070,6 +1100,7 @@ static void test_small(Shape s) {
     }
     check("y", gy, ry, BT * in.E);
     check("final_state", gfin, rfin, nst);
+    if (expect_v11f) check_v11_against_v9(&in, &o, gy, BT * in.E, "y of version 11 and of version 9");
 
     /* backward: poison outputs, random starting values for the accumulated parameter gradients */
     float* par0 = dev_random_floats(3 * s.H, -1.f, 1.f);
@@ -1137,6 +1168,12 @@ static void test_small(Shape s) {
         dev_record("version 9: its forward scan ran where the shape allows, and only there", rf == (expect_v9f ? 2 : 0));
         dev_record("version 9: its col kernel ran where the shape allows, and only there", rb == (expect_v9b ? 2 : 0));
     }
+    if (g_version >= 11) {  /* 2 forwards (the version 9 comparison forward is not counted) */
+        int rf = ssd11_fwd_runs - runs11f;
+        printf("  version 11 forward scan: %d of 2 calls (expected %d)\n", rf, expect_v11f ? 2 : 0);
+        dev_record("version 11: its forward scan ran where the shape allows, and only there",
+                   rf == (expect_v11f ? 2 : 0));
+    }
 
     free(dx); free(rdxx); free(dB); free(rdB); free(dC); free(rdC); free(ddt); free(par0);
     for (int rep = 0; rep < 2; rep++) { free(gdx[rep]); free(gddt[rep]); free(gpar[rep]); }
@@ -1177,12 +1214,16 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
     size_t BT = (size_t)s.B * s.T, PN = (size_t)s.P * s.N, nst = (size_t)s.B * s.H * PN;
     dev_poison(o.y, BT * in.E * sizeof(floatX));
     int runs0 = ssd7_runs, runs8 = ssd8_runs, runs9f = ssd9_fwd_runs, runs9b = ssd9_bwd_runs;
+    int runs11f = ssd11_fwd_runs;
     run_forward(&in, &o, 1);
     cudaCheck(cudaDeviceSynchronize());
     if (g_version >= 7) printf("  version 7 fused state kernel: %s\n", ssd7_runs > runs0 ? "yes" : "no (version 6's path)");
     if (g_version >= 9) printf("  version 9 forward scan: %s\n", ssd9_fwd_runs > runs9f ? "yes" : "no (version 8's)");
+    int ran11 = ssd11_fwd_runs > runs11f;
+    if (g_version >= 11) printf("  version 11 forward scan: %s\n", ran11 ? "yes" : "no (version 9's)");
     float* gy = dev_download_X(o.y, BT * in.E);
     float* gfin = dev_download_F(o.final_state, nst);
+    if (ran11) check_v11_against_v9(&in, &o, gy, BT * in.E, "y of version 11 and of version 9");
     double* ry = (double*)calloc(BT * in.E, sizeof(double));
     double* rfin = (double*)calloc(nst, sizeof(double));
     int slices[2][2] = {{0, 0}, {s.B - 1, s.H - 1}};
@@ -1260,12 +1301,14 @@ int main(int argc, char** argv) {
             ssd7_stages = atoi(argv[k] + 3); /* version 7's tile buffers */
         else if (strncmp(argv[k], "v9=", 3) == 0 && atoi(argv[k] + 3) >= 0 && atoi(argv[k] + 3) <= 3)
             ssd9_parts = atoi(argv[k] + 3); /* version 9's parts: bit 0 the forward scan, bit 1 the col kernel */
+        else if (strcmp(argv[k], "v11=0") == 0 || strcmp(argv[k], "v11=1") == 0)
+            ssd11_fwd = argv[k][4] - '0'; /* version 11's forward scan (0: version 9's under version 11) */
         else if (strncmp(argv[k], "Q=", 2) == 0 && atoi(argv[k] + 2) >= 16 && atoi(argv[k] + 2) <= 256)
             big_q = atoi(argv[k] + 2); /* the chunk length of the benchmark shapes (an algorithm choice) */
         else if (atoi(argv[k]) >= 1 && atoi(argv[k]) <= NVERSIONS) want[atoi(argv[k])] = any_version = 1;
         else {
             fprintf(stderr, "ssd: unknown argument '%s'; use 'small', 'profile', 'hg=K' (version 4's most heads per "
-                    "block), 'wg=1|2' (version 5's warpgroups per forward block), 'lines=0|1' (its tile-load order), 'parts=K' (version 6's kernels, 0 to 7: 1 2-head forward, 2 chunk state on wgmma, 4 dC on wgmma), 'fuse=0|1|2', 'ns=32|64', 'st=2|3', 'split=0|1' (version 7's fused state kernels: never / where the grid fills the GPU / always; state columns per block; tile buffers; hi + lo split in registers per warp / once per block in shared memory), 'v9=0..3' (version 9's parts: 1 the forward scan, 2 the col kernel), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
+                    "block), 'wg=1|2' (version 5's warpgroups per forward block), 'lines=0|1' (its tile-load order), 'parts=K' (version 6's kernels, 0 to 7: 1 2-head forward, 2 chunk state on wgmma, 4 dC on wgmma), 'fuse=0|1|2', 'ns=32|64', 'st=2|3', 'split=0|1' (version 7's fused state kernels: never / where the grid fills the GPU / always; state columns per block; tile buffers; hi + lo split in registers per warp / once per block in shared memory), 'v9=0..3' (version 9's parts: 1 the forward scan, 2 the col kernel), 'v11=0|1' (version 11's forward scan), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
             return EXIT_FAILURE;
         }
     }
@@ -1273,8 +1316,8 @@ int main(int argc, char** argv) {
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     printf("ssd dev program, %s, device %s, version 4 with at most %d heads per block, version 5 with %d warpgroups "
            "per forward block and load order %d, version 6 parts %d, version 7 fuse %d ns %d stages %d split %d, "
-           "version 9 parts %d, benchmark chunk Q=%d\n", PRECISION_NAME, prop.name, ssd4_hg_max, ssd5_wgs, ssd5_lines,
-           ssd6_parts, ssd7_fuse, ssd7_ns, ssd7_stages, ssd7_split, ssd9_parts, big_q);
+           "version 9 parts %d, version 11 forward %d, benchmark chunk Q=%d\n", PRECISION_NAME, prop.name, ssd4_hg_max,
+           ssd5_wgs, ssd5_lines, ssd6_parts, ssd7_fuse, ssd7_ns, ssd7_stages, ssd7_split, ssd9_parts, ssd11_fwd, big_q);
     Shape small[] = {
         {2, 100, 4, 16, 16, 1, 32, 1},   /* the brief's shape, partial last chunk */
         {2, 100, 4, 16, 16, 2, 32, 1},   /* two groups */
