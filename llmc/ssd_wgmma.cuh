@@ -613,6 +613,15 @@ __device__ static inline void ssd6_load_scalars(float* cj, float* dj, const floa
    head), wj[hp][nb][jj] = dt_j exp(cref - cum_j) with cref = cum of the tile's last row inside the chunk (the
    off-diagonal tiles: one 8-byte load per pair), cr[hp][nb] = cref. Every exp() argument is <= 0 (j <= that row);
    zeros past the chunk's end. */
+/* column jj of scalar slot q: {cum_j, dt_j} into its pair's 16-byte group of cd, wj = dt_j exp(cref - cum_j)
+   (0 past the chunk's end), cr = cref (written by column 0) */
+__device__ static inline void ssd9_store_scalars(float* cd, float* wj, float* cr, int q, int jj, float c, float d,
+                                                 float cref, int valid) {
+    cd[(q * (SSD5_ROWS / 2) + jj / 2) * 4 + (jj & 1)] = c;
+    cd[(q * (SSD5_ROWS / 2) + jj / 2) * 4 + 2 + (jj & 1)] = d;
+    wj[q * SSD5_ROWS + jj] = valid ? d * __expf(cref - c) : 0.f;
+    if (jj == 0) cr[q] = cref;
+}
 template <int HP>
 __device__ static inline void ssd9_load_scalars(float* cd, float* wj, float* cr, const float* cum, const float* dt,
                                                 size_t base, int T, int jt, int nb, int len) {
@@ -621,11 +630,7 @@ __device__ static inline void ssd9_load_scalars(float* cd, float* wj, float* cr,
         size_t at = base + (size_t)hp * T;
         float cref = cum[at + min(jt * SSD5_ROWS + SSD5_ROWS - 1, len - 1)];  /* one address per warp: broadcast */
         float c = j < len ? cum[at + j] : 0.f, d = j < len ? dt[at + j] : 0.f;
-        int q = hp * 2 + nb;
-        cd[(q * (SSD5_ROWS / 2) + jj / 2) * 4 + (jj & 1)] = c;
-        cd[(q * (SSD5_ROWS / 2) + jj / 2) * 4 + 2 + (jj & 1)] = d;
-        wj[q * SSD5_ROWS + jj] = j < len ? d * __expf(cref - c) : 0.f;
-        if (jj == 0) cr[q] = cref;
+        ssd9_store_scalars(cd, wj, cr, hp * 2 + nb, jj, c, d, cref, j < len);
     }
 }
 /* version 11 (bf16 build, ssd_fast_version >= 11; wherever version 9's forward scan runs): the forward scan's global
@@ -661,11 +666,7 @@ __device__ static inline void ssd11_load_prologue(floatX* Hdst, const float* m, 
         size_t at = base + (size_t)hp * T;
         float cref = __ldg(cum + at + min(jt * SSD5_ROWS + SSD5_ROWS - 1, len - 1));  /* one address per warp */
         float c = j < len ? __ldg(cum + at + j) : 0.f, d = j < len ? __ldg(dt + at + j) : 0.f;
-        int s = hp * nsl + jt;
-        cd[(s * (SSD5_ROWS / 2) + jj / 2) * 4 + (jj & 1)] = c;
-        cd[(s * (SSD5_ROWS / 2) + jj / 2) * 4 + 2 + (jj & 1)] = d;
-        wj[s * SSD5_ROWS + jj] = j < len ? d * __expf(cref - c) : 0.f;
-        if (jj == 0) cr[s] = cref;
+        ssd9_store_scalars(cd, wj, cr, hp * nsl + jt, jj, c, d, cref, j < len);
     }
 #pragma unroll
     for (int it = 0; it < ITER; it++) {
