@@ -124,7 +124,7 @@ typedef struct {
     floatX* xbc;      /* (L, BT, E+2GN) conv + SiLU output: x | B | C  (one layer's with -r 1: recomputed) */
     char* ssd_saved;  /* (L, ssd_saved_bytes) dt, cumulative decays, chunk states */
     floatX* y;        /* (L, BT, E) SSD output incl. the D skip */
-    floatX* gn;       /* (L, BT, E) gated-norm output  (one layer's with -r 1: recomputed) */
+    floatX* gn;       /* (L, BT, E) gated-norm output  (one layer's with -r 1: written again by its backward) */
     float* gn_rstd;   /* (L, BT, G) */
     floatX* delta;    /* (BT, D) out_proj output of the latest block, added by the next norm */
     floatX* lnf;      /* (BT, D) */
@@ -486,23 +486,22 @@ static void gpu_backward(GPUModel* m, int sync_grads) {
         int lk = m->recompute ? 0 : l;
         floatX* xbc = LAYER(a->xbc, lk, c->conv_dim);
         floatX* gn = LAYER(a->gn, lk, E);
-        if (m->recompute) { /* -r 1: the two cheap outputs again, from what every layer keeps (zxbcdt, y) */
+        if (m->recompute) { /* -r 1: the conv output again, from what every layer keeps (zxbcdt) */
             conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
                            c->d_conv, st);
             prof_mark(K_CONV, st);
-            gated_norm_forward(gn, LAYER(a->gn_rstd, l, c->ngroups), LAYER(a->y, l, E), zx, c->d_in_proj,
-                               PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
-            prof_mark(K_GATED_NORM, st);
         }
         /* out_proj: the residual branch (dres_x: dresidual as floatX, written by the norm backward above it); the
-         * identity branch passes dresidual through */
+         * identity branch passes dresidual through. Its weight gradient comes after the gated-norm backward, which
+         * with -r 1 writes the gated-norm output gn again (bitwise the forward's) instead of a second forward */
         matmul_backward_input(g->dgn, g->dres_x, PX(m, P_OUT_PROJ_W, l), BTi, E, D, 0, st);
-        matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BTi, E, D, st);
         prof_mark(K_IN_OUT_PROJ, st);
-        gated_norm_backward(g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l), g->scratch, g->dgn,
-                            LAYER(a->y, l, E), zx, c->d_in_proj, PF(m, P_GNORM_W, l),
+        gated_norm_backward(m->recompute ? gn : NULL, g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l),
+                            g->scratch, g->dgn, LAYER(a->y, l, E), zx, c->d_in_proj, PF(m, P_GNORM_W, l),
                             LAYER(a->gn_rstd, l, c->ngroups), BTi, E, c->ngroups, st);
         prof_mark(K_GATED_NORM, st);
+        matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BTi, E, D, st);
+        prof_mark(K_IN_OUT_PROJ, st);
         ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), g->dy,
                      a->ssd_saved + l * ssd_saved, xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
                      PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, g->ssd_ws, B, T, H, c->headdim, c->d_state,

@@ -12,6 +12,9 @@
  *   dz = dv * y * SiLU'(z)               written into d_zxbcdt's z columns (row stride dz_stride), overwritten
  *   dw += sum over rows of dout * v * r  deterministic: per-warp shared rows, per-block partials in a fixed order,
  *                                        then partial_sums_accumulate.
+ *   out (optional, -r 1): the forward's output written again, bitwise (the same products in the same order), so
+ *   a trainer that recomputes instead of storing out runs no second forward: the backward has y, z, rstd in hand
+ *   and out_proj's weight gradient can wait for it.
  *   SiLU(z) = z s, SiLU'(z) = s (1 + z (1 - s)), s = sigmoid(z).
  *
  * Two kinds of kernels:
@@ -85,7 +88,8 @@ __global__ static void gated_norm_forward_kernel(floatX* out, float* rstd, const
 }
 
 template <int VEC>
-__global__ static void gated_norm_backward_kernel(floatX* dy, floatX* dz, int dz_stride, float* dw_partials,
+__global__ static void gated_norm_backward_kernel(floatX* out, floatX* dy, floatX* dz, int dz_stride,
+                                                  float* dw_partials,
                                                   const floatX* dout, const floatX* y, const floatX* z, int z_stride,
                                                   const float* w, const float* rstd, int BT, int E, int G) {
     extern __shared__ float warp_dw[];   /* (warps, E): each warp's own dw row */
@@ -115,7 +119,7 @@ __global__ static void gated_norm_backward_kernel(floatX* dy, floatX* dz, int dz
         float m = dot / Eg * r * r;
 #pragma unroll gnorm_bwd_unroll
     for (int c = c_begin + lane * VEC; c < c_end; c += WARP_SIZE * VEC) {
-            float yv[VEC], zv[VEC], dov[VEC], dyv[VEC], dzv[VEC];
+            float yv[VEC], zv[VEC], dov[VEC], dyv[VEC], dzv[VEC], o[VEC];
             loadNX<VEC>(yv, yr + c);
             loadNX<VEC>(zv, zr + c);
             loadNX<VEC>(dov, dor + c);
@@ -127,9 +131,11 @@ __global__ static void gated_norm_backward_kernel(floatX* dy, floatX* dz, int dz
                 dyv[i] = dvv * silu;
                 dzv[i] = dvv * yv[i] * s * (1.f + zv[i] * (1.f - s));
                 my_dw[c + i] += dov[i] * v * r;
+                o[i] = yv[i] * zv[i] * s * r * w[c + i];   /* the forward's product order: bitwise its out */
             }
             storeNX<VEC>(dy + (size_t)row * E + c, dyv);
             storeNX<VEC>(dz + (size_t)row * dz_stride + c, dzv);
+            if (out != NULL) storeNX<VEC>(out + (size_t)row * E + c, o);
         }
     }
     __syncthreads();
@@ -213,7 +219,8 @@ __global__ static void __launch_bounds__(256) gated_norm_forward_rows_kernel(flo
  * (in increasing row order), then the block's warps are added in increasing warp order in shared memory. */
 template <int CH>
 __global__ static void __launch_bounds__(GNORM_ROWS_THREADS, GNORM_BWD_ROWS_MINB)
-gated_norm_backward_rows_kernel(floatX* dy, floatX* dz, int dz_stride, float* dw_partials, const floatX* dout,
+gated_norm_backward_rows_kernel(floatX* out, floatX* dy, floatX* dz, int dz_stride, float* dw_partials,
+                                const floatX* dout,
                                 const floatX* y, const floatX* z, int z_stride, const float* w, const float* rstd,
                                 int BT, int E, int G) {
     extern __shared__ float block_dw[];   /* (E) */
@@ -254,7 +261,7 @@ gated_norm_backward_rows_kernel(floatX* dy, floatX* dz, int dz_stride, float* dw
         float m = dot / Eg * r * r;
 #pragma unroll
         for (int k = 0; k < CH; k++) {
-            float wv[8], dyv[8], dzv[8];
+            float wv[8], dyv[8], dzv[8], o[8];
             load8F(wv, w + c0 + k * GNORM_ROW_CHUNK);
 #pragma unroll
             for (int i = 0; i < 8; i++) {
@@ -266,9 +273,11 @@ gated_norm_backward_rows_kernel(floatX* dy, floatX* dz, int dz_stride, float* dw
                 dyv[i] = dvv * silu;
                 dzv[i] = dvv * yy * s * (1.f + zz * (1.f - s));
                 dwa[k][i] += dd * v * r;
+                o[i] = yy * zz * s * r * wv[i];   /* the forward's product order: bitwise its out */
             }
             store8X(dy + (size_t)row * E + c0 + k * GNORM_ROW_CHUNK, dyv);
             store8X(dz + (size_t)row * dz_stride + c0 + k * GNORM_ROW_CHUNK, dzv);
+            if (out != NULL) store8X(out + (size_t)row * E + c0 + k * GNORM_ROW_CHUNK, o);
         }
     }
     for (int c = threadIdx.x; c < E; c += blockDim.x) block_dw[c] = 0.f;
@@ -338,7 +347,7 @@ static size_t gated_norm_backward_scratch_floats(int E) {
 
 /* variant: GNORM_AUTO or GNORM_GENERIC; rows_blocks: the row-resident kernel's grid (<= GNORM_BWD_ROWS_MAX_BLOCKS),
  * lowered to a multiple of G (in warps) as the kernel needs */
-static void gated_norm_backward_cfg(floatX* dy, floatX* dz, int dz_stride, float* dw, float* scratch,
+static void gated_norm_backward_cfg(floatX* out, floatX* dy, floatX* dz, int dz_stride, float* dw, float* scratch,
                                     const floatX* dout, const floatX* y, const floatX* z, int z_stride,
                                     const float* w, const float* rstd, int BT, int E, int G, int variant,
                                     int rows_blocks, cudaStream_t stream) {
@@ -346,7 +355,8 @@ static void gated_norm_backward_cfg(floatX* dy, floatX* dz, int dz_stride, float
     if (rows_blocks < 1 || rows_blocks > GNORM_BWD_ROWS_MAX_BLOCKS)
         die("gated_norm_backward: %d blocks asked for, the partials buffer holds 1..%d", rows_blocks,
             GNORM_BWD_ROWS_MAX_BLOCKS);
-    int vec8 = gated_norm_vec8_ok(E, G, z_stride, dout, y, z) && gated_norm_vec8_ok(E, G, dz_stride, dy, dz, dz);
+    int vec8 = gated_norm_vec8_ok(E, G, z_stride, dout, y, z) && gated_norm_vec8_ok(E, G, dz_stride, dy, dz, dz) &&
+               (out == NULL || is_aligned16(out));
     int ch = vec8 && is_aligned16(w) && variant != GNORM_GENERIC ? gated_norm_row_chunks(E, G) : 0;
     if (ch > 0) {
         const int warps = GNORM_ROWS_THREADS / WARP_SIZE;
@@ -359,7 +369,7 @@ static void gated_norm_backward_cfg(floatX* dy, floatX* dz, int dz_stride, float
 #define GNORM_BWD_ROWS(CC)                                                                                         \
     case CC:                                                                                                       \
         gated_norm_backward_rows_kernel<CC><<<blocks, GNORM_ROWS_THREADS, smem, stream>>>(                         \
-            dy, dz, dz_stride, scratch, dout, y, z, z_stride, w, rstd, BT, E, G);                                   \
+            out, dy, dz, dz_stride, scratch, dout, y, z, z_stride, w, rstd, BT, E, G);                              \
         break;
             switch (ch) {
                 GNORM_BWD_ROWS(1) GNORM_BWD_ROWS(2) GNORM_BWD_ROWS(3) GNORM_BWD_ROWS(4)
@@ -379,21 +389,24 @@ static void gated_norm_backward_cfg(floatX* dy, floatX* dz, int dz_stride, float
     if (blocks > GNORM_BWD_MAX_BLOCKS) blocks = GNORM_BWD_MAX_BLOCKS;
     size_t smem = (size_t)warps * E * sizeof(float);
     if (vec8)
-        gated_norm_backward_kernel<8><<<blocks, warps * WARP_SIZE, smem, stream>>>(dy, dz, dz_stride, scratch, dout, y,
-                                                                                   z, z_stride, w, rstd, BT, E, G);
+        gated_norm_backward_kernel<8><<<blocks, warps * WARP_SIZE, smem, stream>>>(out, dy, dz, dz_stride, scratch,
+                                                                                   dout, y, z, z_stride, w, rstd, BT,
+                                                                                   E, G);
     else
-        gated_norm_backward_kernel<1><<<blocks, warps * WARP_SIZE, smem, stream>>>(dy, dz, dz_stride, scratch, dout, y,
-                                                                                   z, z_stride, w, rstd, BT, E, G);
+        gated_norm_backward_kernel<1><<<blocks, warps * WARP_SIZE, smem, stream>>>(out, dy, dz, dz_stride, scratch,
+                                                                                   dout, y, z, z_stride, w, rstd, BT,
+                                                                                   E, G);
     cudaCheckLast();
     partial_sums_accumulate(dw, scratch, blocks, E, stream);
 }
 
 /* dy (BT, E) floatX and dz (the z column of d_zxbcdt, row stride dz_stride) overwritten; dw (E) float accumulated.
- * dout (BT, E); y, z, z_stride, w as in the forward; rstd from the forward; scratch: gated_norm_backward_scratch_floats */
-static void gated_norm_backward(floatX* dy, floatX* dz, int dz_stride, float* dw, float* scratch, const floatX* dout,
-                                const floatX* y, const floatX* z, int z_stride, const float* w, const float* rstd,
-                                int BT, int E, int G, cudaStream_t stream) {
-    gated_norm_backward_cfg(dy, dz, dz_stride, dw, scratch, dout, y, z, z_stride, w, rstd, BT, E, G, GNORM_AUTO,
+ * dout (BT, E); y, z, z_stride, w as in the forward; rstd from the forward; scratch: gated_norm_backward_scratch_floats.
+ * out: NULL, or (BT, E) floatX where the forward's output is written again, bitwise equal to it */
+static void gated_norm_backward(floatX* out, floatX* dy, floatX* dz, int dz_stride, float* dw, float* scratch,
+                                const floatX* dout, const floatX* y, const floatX* z, int z_stride, const float* w,
+                                const float* rstd, int BT, int E, int G, cudaStream_t stream) {
+    gated_norm_backward_cfg(out, dy, dz, dz_stride, dw, scratch, dout, y, z, z_stride, w, rstd, BT, E, G, GNORM_AUTO,
                             GNORM_BWD_ROWS_BLOCKS, stream);
 }
 

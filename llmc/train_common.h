@@ -88,7 +88,7 @@ static inline void usage(void) {
         "  -S <int>    seed for initialization and sampling (default 1337)\n"
         "  -z <0|1>    GPU trainer on several GPUs: 1 = ZeRO-1, the AdamW state sharded across GPUs (default 0)\n"
         "  -r <0|1>    GPU trainer: 1 = recompute the conv1d and gated-norm outputs in the backward instead of\n"
-        "              storing them for every layer: ~2.6 GB less at 130M, B=8, T=2048, ~1%% more time (default 0)\n"
+        "              storing them for every layer: ~2.5 GB less at 130M, B=8, T=2048, ~3%% more time (default 0)\n"
         "  -p <0|1>    GPU trainer: 1 = benchmark report at the end: median ms/step, tokens/s, MFU, memory and the\n"
         "              time of each kernel family in one step (make bench)\n"
         "  -K <int>    GPU trainer: chunk length of the SSD kernels, 16..256 (an algorithm choice: results agree up\n"

@@ -67,8 +67,11 @@ static void check_shape(int BT, int E, int G, int stride, int off) {
     dev_poison(d_dy, n * sizeof(floatX));
     dev_poison(d_dwide, nwide * sizeof(floatX));
     dev_poison(d_scratch, gated_norm_backward_scratch_floats(E) * sizeof(float));
-    gated_norm_backward_cfg(d_dy, d_dwide + off, stride, d_dw, d_scratch, d_dout, d_y, d_wide + off, stride, d_w,
-                            d_rstd, BT, E, G, variant, rows_blocks, 0);
+    dev_poison(d_out, n * sizeof(floatX));   /* the backward writes the forward's out again (the trainer's -r 1) */
+    gated_norm_backward_cfg(d_out, d_dy, d_dwide + off, stride, d_dw, d_scratch, d_dout, d_y, d_wide + off, stride,
+                            d_w, d_rstd, BT, E, G, variant, rows_blocks, 0);
+    float* g_out2 = dev_download_X(d_out, n);
+    dev_check_bitwise("gated_norm_backward out: the forward's out, bitwise", g_out, g_out2, n * sizeof(float));
     float* g_dy = dev_download_X(d_dy, n);
     float* g_dwide = dev_download_X(d_dwide, nwide);
     float* g_dw = dev_download_F(d_dw, E);
@@ -104,13 +107,23 @@ static void check_shape(int BT, int E, int G, int stride, int off) {
     dev_record("gated_norm_backward leaves the other columns alone", touched == 0);
     dev_validate("gated_norm_backward dw (accumulated)", g_dw, r_dw, E, 1e-4, 1e-4);
     cudaCheck(cudaMemcpy(d_dw, h_dw0, E * sizeof(float), cudaMemcpyHostToDevice));
-    gated_norm_backward_cfg(d_dy, d_dwide + off, stride, d_dw, d_scratch, d_dout, d_y, d_wide + off, stride, d_w,
-                            d_rstd, BT, E, G, variant, rows_blocks, 0);
+    dev_poison(d_dy, n * sizeof(floatX));
+    dev_poison(d_out, n * sizeof(floatX));
+    gated_norm_backward_cfg(NULL, d_dy, d_dwide + off, stride, d_dw, d_scratch, d_dout, d_y, d_wide + off, stride,
+                            d_w, d_rstd, BT, E, G, variant, rows_blocks, 0);   /* out = NULL: out is not written */
     float* g_dw2 = dev_download_F(d_dw, E);
+    float* g_dy2 = dev_download_X(d_dy, n);
     dev_check_bitwise("gated_norm_backward dw", g_dw, g_dw2, E * sizeof(float));
+    dev_check_bitwise("gated_norm_backward dy without out", g_dy, g_dy2, n * sizeof(float));
+    float* g_out3 = dev_download_X(d_out, n);
+    size_t written = 0;
+    for (size_t i = 0; i < n; i++) written += !isnan(g_out3[i]);
+    printf("  out elements written with out = NULL: %zu\n", written);
+    dev_record("gated_norm_backward with out = NULL leaves out alone", written == 0);
 
     free(h_y); free(h_wide); free(h_w); free(g_out); free(g_rstd); free(r_out); free(r_rstd); free(v); free(h_dout);
     free(h_dw0); free(g_dy); free(g_dwide); free(g_dw); free(r_dy); free(r_dz); free(r_dw); free(g_dz); free(g_dw2);
+    free(g_out2); free(g_dy2); free(g_out3);
     cudaCheck(cudaFree(d_y)); cudaCheck(cudaFree(d_wide)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_out));
     cudaCheck(cudaFree(d_rstd)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_dy)); cudaCheck(cudaFree(d_dwide));
     cudaCheck(cudaFree(d_dw)); cudaCheck(cudaFree(d_scratch));
@@ -125,6 +138,7 @@ static void bench(int BT, int E, int G, int stride) {
     floatX* d_dwide = dev_upload_X(h, nwide);
     floatX* d_out = dev_upload_X(h, n);
     floatX* d_dy = dev_upload_X(h, n);
+    floatX* d_out2 = dev_upload_X(h, n);
     float* d_w = dev_upload_F(h, E);
     float* d_dw = dev_upload_F(h, E);
     float* d_rstd = (float*)dev_malloc((size_t)BT * G * sizeof(float));
@@ -143,17 +157,26 @@ static void bench(int BT, int E, int G, int stride) {
         for (int gi = 0; gi < (v == 0 ? 5 : 1); gi++) {
             char name[128];
             float ms = dev_bench_ms(100, [&] {
-                gated_norm_backward_cfg(d_dy, d_dwide, stride, d_dw, d_scratch, d_out, d_y, d_wide, stride, d_w,
-                                        d_rstd, BT, E, G, v, grids[gi], 0);
+                gated_norm_backward_cfg(NULL, d_dy, d_dwide, stride, d_dw, d_scratch, d_out, d_y, d_wide, stride,
+                                        d_w, d_rstd, BT, E, G, v, grids[gi], 0);
             });
             snprintf(name, sizeof name, "gated_norm_backward (+ dw partial sums) %s, %d blocks (minb %d)", names[v],
                      v == 0 ? grids[gi] : GNORM_BWD_MAX_BLOCKS, GNORM_BWD_ROWS_MINB);
             dev_report_bytes(name, ms, (double)n * 5 * sizeof(floatX) + BT * G * 4.0);
         }
+    for (int v = 0; v < 2; v++) {   /* -r 1's form: out written again (the 6th BT x E stream) */
+        char name[128];
+        float ms = dev_bench_ms(100, [&] {
+            gated_norm_backward_cfg(d_out2, d_dy, d_dwide, stride, d_dw, d_scratch, d_out, d_y, d_wide, stride, d_w,
+                                    d_rstd, BT, E, G, v, GNORM_BWD_ROWS_BLOCKS, 0);
+        });
+        snprintf(name, sizeof name, "gated_norm_backward writing out again (-r 1) %s", names[v]);
+        dev_report_bytes(name, ms, (double)n * 6 * sizeof(floatX) + BT * G * 4.0);
+    }
     free(h);
     cudaCheck(cudaFree(d_y)); cudaCheck(cudaFree(d_wide)); cudaCheck(cudaFree(d_dwide)); cudaCheck(cudaFree(d_out));
     cudaCheck(cudaFree(d_dy)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_dw)); cudaCheck(cudaFree(d_rstd));
-    cudaCheck(cudaFree(d_scratch));
+    cudaCheck(cudaFree(d_scratch)); cudaCheck(cudaFree(d_out2));
 }
 
 int main(int argc, char** argv) {
