@@ -53,6 +53,11 @@
 static constexpr int gnorm_unroll = GNORM_UNROLL;
 static constexpr int gnorm_bwd_unroll = GNORM_BWD_UNROLL;
 
+/* the forward's output element, out = v r w with v = y z sigmoid(z): both forward kernels and the backward's optional
+ * out go through these two, so the products are made in one order and the backward's out is bitwise the forward's */
+__device__ static inline float gnorm_gated(float y, float z, float s) { return y * z * s; }
+__device__ static inline float gnorm_out(float v, float r, float w) { return v * r * w; }
+
 template <int VEC>
 __global__ static void gated_norm_forward_kernel(floatX* out, float* rstd, const floatX* y, const floatX* z,
                                                  int z_stride, const float* w, int BT, int E, int G) {
@@ -70,7 +75,7 @@ __global__ static void gated_norm_forward_kernel(floatX* out, float* rstd, const
         loadNX<VEC>(yv, yr + c);
         loadNX<VEC>(zv, zr + c);
         for (int i = 0; i < VEC; i++) {
-            float v = yv[i] * zv[i] * fast_sigmoid(zv[i]);
+            float v = gnorm_gated(yv[i], zv[i], fast_sigmoid(zv[i]));
             sumsq += v * v;
         }
     }
@@ -82,7 +87,7 @@ __global__ static void gated_norm_forward_kernel(floatX* out, float* rstd, const
         float yv[VEC], zv[VEC], o[VEC];
         loadNX<VEC>(yv, yr + c);   /* second read of the row: an L1/L2 hit */
         loadNX<VEC>(zv, zr + c);
-        for (int i = 0; i < VEC; i++) o[i] = yv[i] * zv[i] * fast_sigmoid(zv[i]) * r * w[c + i];
+        for (int i = 0; i < VEC; i++) o[i] = gnorm_out(gnorm_gated(yv[i], zv[i], fast_sigmoid(zv[i])), r, w[c + i]);
         storeNX<VEC>(out + (size_t)row * E + c, o);
     }
 }
@@ -131,7 +136,7 @@ __global__ static void gated_norm_backward_kernel(floatX* out, floatX* dy, float
                 dyv[i] = dvv * silu;
                 dzv[i] = dvv * yv[i] * s * (1.f + zv[i] * (1.f - s));
                 my_dw[c + i] += dov[i] * v * r;
-                o[i] = yv[i] * zv[i] * s * r * w[c + i];   /* the forward's product order: bitwise its out */
+                o[i] = gnorm_out(gnorm_gated(yv[i], zv[i], s), r, w[c + i]);
             }
             storeNX<VEC>(dy + (size_t)row * E + c, dyv);
             storeNX<VEC>(dz + (size_t)row * dz_stride + c, dzv);
@@ -198,7 +203,7 @@ __global__ static void __launch_bounds__(256) gated_norm_forward_rows_kernel(flo
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             float zz = gnorm_elem(rz[k], i);
-            v[k][i] = gnorm_elem(ry[k], i) * zz * fast_sigmoid(zz);
+            v[k][i] = gnorm_gated(gnorm_elem(ry[k], i), zz, fast_sigmoid(zz));
             sumsq += v[k][i] * v[k][i];
         }
     sumsq = warp_reduce_sum(sumsq);
@@ -209,7 +214,7 @@ __global__ static void __launch_bounds__(256) gated_norm_forward_rows_kernel(flo
         float wv[8], o[8];
         load8F(wv, w + c0 + k * GNORM_ROW_CHUNK);
 #pragma unroll
-        for (int i = 0; i < 8; i++) o[i] = v[k][i] * r * wv[i];
+        for (int i = 0; i < 8; i++) o[i] = gnorm_out(v[k][i], r, wv[i]);
         store8X(out + (size_t)row * E + c0 + k * GNORM_ROW_CHUNK, o);
     }
 }
@@ -273,7 +278,7 @@ gated_norm_backward_rows_kernel(floatX* out, floatX* dy, floatX* dz, int dz_stri
                 dyv[i] = dvv * silu;
                 dzv[i] = dvv * yy * s * (1.f + zz * (1.f - s));
                 dwa[k][i] += dd * v * r;
-                o[i] = yy * zz * s * r * wv[i];   /* the forward's product order: bitwise its out */
+                o[i] = gnorm_out(gnorm_gated(yy, zz, s), r, wv[i]);
             }
             store8X(dy + (size_t)row * E + c0 + k * GNORM_ROW_CHUNK, dyv);
             store8X(dz + (size_t)row * dz_stride + c0 + k * GNORM_ROW_CHUNK, dzv);
