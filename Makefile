@@ -112,10 +112,10 @@ train_mamba2cu: train_mamba2.cu $(CUDA_HEADERS)
 train_mamba2cu_fp32: train_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ train_mamba2.cu $(NVCC_LIBS)
 
-test_mamba2cu: test_mamba2.cu train_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
+test_mamba2cu: test_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
 	$(NVCC) $(NVCC_FLAGS) -o $@ test_mamba2.cu $(NVCC_LIBS)
 
-test_mamba2cu_fp32: test_mamba2.cu train_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
+test_mamba2cu_fp32: test_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
 
 # the benchmark (GPU machine): Mamba-2 130M, B=8, T=2048, bf16: ms/step, tokens/s, MFU, memory, per-kernel times;
@@ -132,16 +132,16 @@ dev/cuda/wgmma_check_bin: dev/cuda/wgmma_check.cu llmc/wgmma.cuh llmc/cuda_commo
 	$(NVCC) $(NVCC_FLAGS) -o $@ dev/cuda/wgmma_check.cu $(NVCC_LIBS)
 
 # GPU evaluation and generation (batched prompts, CUDA-graph decode)
-generate_mamba2cu: generate_mamba2.cu train_mamba2.cu $(CUDA_HEADERS)
+generate_mamba2cu: generate_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -o $@ generate_mamba2.cu $(NVCC_LIBS)
 
-eval_mamba2cu: eval_mamba2.cu generate_mamba2.cu train_mamba2.cu $(CUDA_HEADERS)
+eval_mamba2cu: eval_mamba2.cu generate_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -o $@ eval_mamba2.cu $(NVCC_LIBS)
 
-test_generate: test_generate.cu eval_mamba2.cu generate_mamba2.cu train_mamba2.cu $(CUDA_HEADERS)
+test_generate: test_generate.cu eval_mamba2.cu generate_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -o $@ test_generate.cu $(NVCC_LIBS)
 
-test_generate_fp32: test_generate.cu eval_mamba2.cu generate_mamba2.cu train_mamba2.cu $(CUDA_HEADERS)
+test_generate_fp32: test_generate.cu eval_mamba2.cu generate_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ test_generate.cu $(NVCC_LIBS)
 
 # GPU tests (GPU machine): fp32 first (exact comparisons), then bf16; the trainer, then generation/evaluation

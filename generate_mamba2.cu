@@ -26,8 +26,8 @@
  *
  * eval_mamba2.cu and test_generate.cu include this file with GENERATE_NO_MAIN.
  */
-#define MAMBA2_NO_MAIN
-#include "train_mamba2.cu"
+#include "llmc/model.cuh"
+#include "llmc/generate.cuh"
 #include "llmc/bpe.h"
 #include "llmc/infer_common.h"
 

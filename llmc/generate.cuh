@@ -7,13 +7,14 @@
  *                 window (S, K-1, C) float holds the last K-1 conv inputs.
  *   ssd_step:     a = exp(dt A), h = a h + dt x B^T, y = h C + D x, with dt = softplus(dt_raw + dt_bias) fused in.
  *                 state (S, H, P, N) float; one block per (sequence, head), one thread per p.
- * (these two are gpu_step's in train_mamba2.cu: the trainer's samples; generate_mamba2.cu uses the fused kernels
+ * (these two are gpu_step's, at the end of this file: the trainer's samples; generate_mamba2.cu uses the fused kernels
  * below)
  */
 #ifndef MAMBA2_GENERATE_CUH
 #define MAMBA2_GENERATE_CUH
 
 #include "cuda_common.h"
+#include "model.cuh"
 
 __global__ static void conv1d_step_kernel(floatX* out, float* window, const floatX* in, int in_stride,
                                           const float* w, const float* bias, int S, int C, int K) {
@@ -1436,5 +1437,80 @@ static cudaError_t gen_persist_step(const GenPArgs& a, int grid, cudaStream_t st
     cfg.numAttrs = n;
     return cudaLaunchKernelEx(&cfg, gen_persist_kernel<St>(), a);
 }
+
+/* ================================================================================================================
+ * the trainer's samples: the recurrent step, one token per sequence, constant memory, plain kernels
+ * ================================================================================================================ */
+
+typedef struct {
+    int S;            /* sequences */
+    float* window;    /* (L, S, K-1, conv_dim) the conv inputs of the last K-1 tokens */
+    float* state;     /* (L, S, H, P, N) */
+    float* x;         /* (S, D) residual stream */
+    floatX *u, *zxbcdt, *xbc, *y, *gn, *delta, *logits;
+    float *rstd, *gn_rstd;
+    int* tokens;
+    float* logits_host;
+    floatX* logits_host_x;
+} GPUInference;
+
+static void gpu_inference_init(GPUInference* s, const Mamba2Config* c, int S) {
+    size_t total = 0, K1 = (size_t)conv_window_len(c), X = sizeof(floatX), F = sizeof(float);
+    s->S = S;
+    s->window = (float*)gpu_alloc((size_t)c->n_layer * S * K1 * c->conv_dim * F, &total);
+    s->state = (float*)gpu_alloc((size_t)c->n_layer * S * c->nheads * c->headdim * c->d_state * F, &total);
+    s->x = (float*)gpu_alloc((size_t)S * c->d_model * F, &total);
+    s->u = (floatX*)gpu_alloc((size_t)S * c->d_model * X, &total);
+    s->zxbcdt = (floatX*)gpu_alloc((size_t)S * c->d_in_proj * X, &total);
+    s->xbc = (floatX*)gpu_alloc((size_t)S * c->conv_dim * X, &total);
+    s->y = (floatX*)gpu_alloc((size_t)S * c->d_inner * X, &total);
+    s->gn = (floatX*)gpu_alloc((size_t)S * c->d_inner * X, &total);
+    s->delta = (floatX*)gpu_alloc((size_t)S * c->d_model * X, &total);
+    s->logits = (floatX*)gpu_alloc((size_t)S * c->padded_vocab_size * X, &total);
+    s->rstd = (float*)gpu_alloc((size_t)S * F, &total);
+    s->gn_rstd = (float*)gpu_alloc((size_t)S * c->ngroups * F, &total);
+    s->tokens = (int*)gpu_alloc((size_t)S * sizeof(int), &total);
+    s->logits_host = (float*)mallocCheck((size_t)S * c->padded_vocab_size * F);
+    s->logits_host_x = (floatX*)mallocCheck((size_t)S * c->padded_vocab_size * X);
+}
+
+static void gpu_inference_reset(GPUInference* s, const Mamba2Config* c) {
+    size_t K1 = (size_t)conv_window_len(c);
+    cudaCheck(cudaMemset(s->window, 0, (size_t)c->n_layer * s->S * K1 * c->conv_dim * sizeof(float)));
+    cudaCheck(cudaMemset(s->state, 0, (size_t)c->n_layer * s->S * c->nheads * c->headdim * c->d_state * sizeof(float)));
+}
+
+/* feeds one token per sequence; returns the host logits (S, Vp) as float */
+static float* gpu_step(GPUModel* m, GPUInference* s, const int* tokens_host) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    int S = s->S, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
+    size_t K1 = (size_t)conv_window_len(c);
+    cudaCheck(cudaMemcpyAsync(s->tokens, tokens_host, S * sizeof(int), cudaMemcpyHostToDevice, st));
+    encoder_forward(s->x, s->tokens, PX(m, P_WTE, 0), S, D, st);
+    for (int l = 0; l < c->n_layer; l++) {
+        rmsnorm_forward(s->u, s->rstd, s->x, l > 0 ? s->delta : NULL, PF(m, P_NORM_W, l), S, D, st);
+        matmul_forward(s->zxbcdt, s->u, PX(m, P_IN_PROJ_W, l), S, D, c->d_in_proj, st);
+        conv1d_step(s->xbc, s->window + (size_t)l * S * K1 * c->conv_dim, s->zxbcdt + E, c->d_in_proj,
+                    PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), S, c->conv_dim, c->d_conv, st);
+        ssd_step(s->y, s->state + (size_t)l * S * H * c->headdim * c->d_state, s->xbc, s->zxbcdt + 2 * E + 2 * GN,
+                 c->d_in_proj, PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), S, H, c->headdim, c->d_state,
+                 c->ngroups, st);
+        gated_norm_forward(s->gn, s->gn_rstd, s->y, s->zxbcdt, c->d_in_proj, PF(m, P_GNORM_W, l), S, E, c->ngroups,
+                           st);
+        matmul_forward(s->delta, s->gn, PX(m, P_OUT_PROJ_W, l), S, E, D, st);
+    }
+    rmsnorm_forward(s->u, s->rstd, s->x, s->delta, PF(m, P_NORM_F_W, 0), S, D, st);
+    matmul_forward(s->logits, s->u, PX(m, P_WTE, 0), S, D, c->padded_vocab_size, st);
+    size_t n = (size_t)S * c->padded_vocab_size;
+    cudaCheck(cudaMemcpyAsync(s->logits_host_x, s->logits, n * sizeof(floatX), cudaMemcpyDeviceToHost, st));
+    cudaCheck(cudaStreamSynchronize(st));
+    for (size_t i = 0; i < n; i++) s->logits_host[i] = toF(s->logits_host_x[i]);
+    return s->logits_host;
+}
+
+/* ================================================================================================================
+ * training
+ * ================================================================================================================ */
 
 #endif

@@ -1,0 +1,630 @@
+/*
+ * model.cuh: the Mamba-2 model on the GPU: parameters, activations, forward, backward, AdamW update, checkpoints.
+ * Every GPU program includes this header; the training loop lives in train_mamba2.cu.
+ */
+#ifndef MAMBA2_MODEL_CUH
+#define MAMBA2_MODEL_CUH
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "utils.h"
+#include "rand.h"
+#include "schedulers.h"
+#include "mamba2_model.h"
+#include "dataloader.h"
+#include "tokenizer.h"
+#include "train_common.h"
+#include "cuda_common.h"
+#include "encoder.cuh"
+#include "rmsnorm.cuh"
+#include "matmul.cuh"
+#include "conv1d.cuh"
+#include "ssd.cuh"
+#include "gated_norm.cuh"
+#include "classifier.cuh"
+#include "adamw.cuh"
+#include "global_norm.cuh"
+#include "multigpu.h"
+
+/* float -> floatX: the residual-stream gradient that a matmul reads as an operand, and the floatX weight copy that
+   follows the fp32 master weights */
+__global__ static void cast_to_floatX_kernel(floatX* out, const float* in, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = fromF(in[i]);
+}
+static void cast_to_floatX(floatX* out, const float* in, size_t n, cudaStream_t stream) {
+    cast_to_floatX_kernel<<<(unsigned)CEIL_DIV(n, (size_t)256), 256, 0, stream>>>(out, in, n);
+    cudaCheckLast();
+}
+
+/* ================================================================================================================
+ * benchmark profiling (-p 1): cudaEvents between the launches of one step, each interval charged to the family of
+ * the kernel(s) launched in it. Off by default (one branch per launch site); events add a few microseconds each.
+ * ================================================================================================================ */
+
+enum { K_EMBED, K_NORM, K_IN_OUT_PROJ, K_LM_HEAD, K_CONV, K_SSD_FWD, K_SSD_BWD, K_GATED_NORM, K_CLASSIFIER,
+       K_OPTIMIZER, K_COPY, NUM_KERNEL_FAMILIES };
+static const char* KERNEL_FAMILY_NAMES[NUM_KERNEL_FAMILIES] = {
+    "embedding fwd+bwd", "RMSNorm (+residual) fwd+bwd", "in_proj/out_proj matmuls", "LM head matmuls",
+    "conv1d+SiLU fwd+bwd", "SSD forward", "SSD backward", "gated RMSNorm fwd+bwd", "classifier (softmax+CE)",
+    "grad norm + AdamW", "residual copies, casts"};
+#define PROF_MAX_EVENTS 2048
+
+typedef struct {
+    int on;
+    int n;
+    cudaEvent_t ev[PROF_MAX_EVENTS];
+    int family[PROF_MAX_EVENTS];
+    double ms[NUM_KERNEL_FAMILIES];
+} Profiler;
+static Profiler g_prof;
+
+static void prof_enable(void) {
+    g_prof.on = 1;
+    for (int i = 0; i < PROF_MAX_EVENTS; i++) cudaCheck(cudaEventCreate(&g_prof.ev[i]));
+}
+/* start of the profiled step */
+static void prof_begin(cudaStream_t st) {
+    if (!g_prof.on) return;
+    g_prof.n = 1;
+    memset(g_prof.ms, 0, sizeof(g_prof.ms));
+    cudaCheck(cudaEventRecord(g_prof.ev[0], st));
+}
+/* the work launched since the previous mark belongs to `family` */
+static inline void prof_mark(int family, cudaStream_t st) {
+    if (!g_prof.on || g_prof.n == 0 || g_prof.n >= PROF_MAX_EVENTS) return;
+    g_prof.family[g_prof.n] = family;
+    cudaCheck(cudaEventRecord(g_prof.ev[g_prof.n++], st));
+}
+/* end of the profiled step: sums the intervals per family; stops profiling */
+static void prof_end(void) {
+    if (!g_prof.on || g_prof.n == 0) return;
+    cudaCheck(cudaDeviceSynchronize());
+    for (int i = 1; i < g_prof.n; i++) {
+        float ms;
+        cudaCheck(cudaEventElapsedTime(&ms, g_prof.ev[i - 1], g_prof.ev[i]));
+        g_prof.ms[g_prof.family[i]] += ms;
+    }
+    g_prof.n = 0;
+}
+
+/* ================================================================================================================
+ * the model on the GPU
+ * ================================================================================================================ */
+
+typedef struct {
+    float* residual;  /* (L+1, BT, D) float: the residual stream entering each block; [L] goes to the final norm */
+    floatX* u;        /* (L, BT, D) pre-norm output */
+    float* rstd;      /* (L, BT) */
+    floatX* zxbcdt;   /* (L, BT, 2E+2GN+H) in_proj output: z | xBC | dt_raw */
+    floatX* xbc;      /* (L, BT, E+2GN) conv + SiLU output: x | B | C  (one layer's with -r 1: recomputed) */
+    char* ssd_saved;  /* (L, ssd_saved_bytes) dt, cumulative decays, chunk states */
+    floatX* y;        /* (L, BT, E) SSD output incl. the D skip */
+    floatX* gn;       /* (L, BT, E) gated-norm output  (one layer's with -r 1: written again by its backward) */
+    float* gn_rstd;   /* (L, BT, G) */
+    floatX* delta;    /* (BT, D) out_proj output of the latest block, added by the next norm */
+    floatX* lnf;      /* (BT, D) */
+    float* lnf_rstd;  /* (BT) */
+    floatX* logits;   /* (BT, Vp) logits, overwritten by dlogits in training */
+    float* losses;    /* (BT) */
+    int* inputs;      /* (BT) */
+    int* targets;     /* (BT) */
+} GPUActivations;
+
+typedef struct {
+    float* dresidual; /* (BT, D) float gradient of the residual stream */
+    floatX* dres_x;   /* (BT, D) the same as a matmul operand */
+    floatX* dgn;      /* (BT, E) */
+    floatX* dy;       /* (BT, E) */
+    floatX* dzxbcdt;  /* (BT, 2E+2GN+H) */
+    floatX* dxbc;     /* (BT, E+2GN) */
+    floatX* du;       /* (BT, D) */
+    void* ssd_ws;     /* SSD backward workspace */
+    float* scratch;   /* partial sums of the parameter-gradient reductions (norms, conv) */
+    int* enc_ws;      /* embedding backward: device workspace */
+    int* enc_host;    /* embedding backward: host scratch (pinned, so its upload is asynchronous) */
+    EncoderBackwardPlan enc_plan; /* the step's tokens grouped by id, made during the forward */
+} GPUGradActivations;
+
+typedef struct {
+    Mamba2Config config;
+    ParamSpec table[NUM_PARAM_TENSORS];
+    size_t num_parameters;
+    float* params;     /* fp32 master weights */
+    floatX* params_x;  /* floatX copy, the matmul operands */
+    float* grads;      /* fp32, accumulated over micro-steps */
+    float* m;          /* AdamW moments */
+    float* v;
+    int adam_t;
+    float* norm_coef;  /* device: grad norm, clip coefficient */
+    float* norm_scratch;
+    int* error_flag;   /* set by the classifier on a target outside the vocabulary */
+    int B, T;          /* batch shape the activations are sized for */
+    int lm_rows;       /* rows of the logits buffer: the LM head and classifier run in chunks of this many rows */
+    size_t lm_chunk_bytes; /* the logits buffer's most bytes; 0 = LM_HEAD_CHUNK_BYTES (tests set it before the first
+                              forward, to run several chunks on small shapes) */
+    int recompute;     /* 1: keep one layer's xbc and gn, recompute them in the backward (set before the first forward) */
+    int ssd_q;         /* the SSD kernels' chunk length (set before the first forward); see gpu_ssd_chunk */
+    int forward_only;  /* 1: evaluation only: one layer's activations, reused by every layer, and no gradient
+                          buffers (set before the first forward; eval_mamba2cu) */
+    GPUActivations a;
+    GPUGradActivations g;
+    float* losses_host;
+    size_t activation_bytes;
+    cudaStream_t stream;
+    /* several GPUs */
+    MultiGPU* mg;
+    size_t padded;      /* parameter buffers are padded to world * shard elements (zeros past num_parameters) */
+    size_t shard;       /* ZeRO-1: the elements this rank updates, [rank * shard, (rank + 1) * shard) */
+    float* grads_shard; /* ZeRO-1: this rank's shard of the summed gradients */
+    float* dev_scalar;  /* one float for host <-> all-reduce round trips */
+    cudaEvent_t layer_done, comm_done;
+} GPUModel;
+
+/* the offset of (tensor t, layer l) in the flat parameter buffers: the one place the table is turned into pointers */
+static inline size_t param_offset(const GPUModel* m, int t, int l) {
+    const ParamSpec* s = &m->table[t];
+    return s->offset + (s->per_layer ? (size_t)l * s->rows * s->cols : 0);
+}
+static inline float* PF(GPUModel* m, int t, int l) { return m->params + param_offset(m, t, l); }
+static inline floatX* PX(GPUModel* m, int t, int l) { return m->params_x + param_offset(m, t, l); }
+static inline float* GF(GPUModel* m, int t, int l) { return m->grads + param_offset(m, t, l); }
+
+static size_t g_gpu_bytes = 0; /* everything gpu_alloc handed out: the trainer's own peak (allocations are static) */
+
+static void* gpu_alloc(size_t bytes, size_t* total) {
+    void* p = NULL;
+    cudaError_t err = cudaMalloc(&p, bytes > 0 ? bytes : 1);
+    if (err != cudaSuccess) die("GPU out of memory allocating %.2f GiB (%.2f GiB allocated so far): lower -b or -t",
+                                bytes / 1073741824.0, *total / 1073741824.0);
+    if (total) *total += bytes;
+    g_gpu_bytes += bytes;
+    return p;
+}
+
+
+/* a single-process group for programs (tests) that do not set one up */
+static MultiGPU g_single_gpu = {0, 1, 0, 0, 0};
+
+/* Shapes the GPU kernels cannot run: the in_proj output row (z | xBC | dt, d_in_proj wide) is read with 4-byte
+   (bf16 pair) loads by the conv, gated-norm and SSD kernels and is a cuBLASLt operand; an odd d_in_proj leaves every
+   other row misaligned (a sweep size with 13 heads stopped with cuBLASLt status 13, execution failed). d_in_proj's parity is the
+   number of heads' parity (2E and 2GN are even). The CPU trainer has no such rule. */
+static void gpu_config_check(const Mamba2Config* c) {
+    if (c->d_in_proj % 2 != 0)
+        die("model: nheads = %d (d_model %d x expand %d / headdim %d) is odd, so the in_proj output row (d_in_proj "
+            "= %d) is odd and its rows are misaligned for the GPU kernels: choose d_model, expand and headdim so that "
+            "the number of heads is even (the CPU trainer runs this shape)", c->nheads, c->d_model, c->expand,
+            c->headdim, c->d_in_proj);
+}
+
+/* The chunk length is an algorithm choice (SPEC section 3: results agree up to rounding), so the GPU picks its own:
+ * the config's, capped at 128. On the H100 at 130M, B=8, T=2048 (dev/cuda/NOTES_ssd.md), the SSD layer takes 1.38 ms
+ * forward+backward at Q=128 against 1.48 at 256 and 1.58 at 64 (fewer masked Q x Q tile pairs against more chunk
+ * states), and a training step 69.0 against 71.8 ms; the chunk states saved for the backward double (+1.15 GB). */
+#define GPU_SSD_MAX_CHUNK 128
+/* the config's chunk length capped at `cap` (GPU_SSD_MAX_CHUNK: training and evaluation alike since SSD v7) */
+static int gpu_ssd_chunk(const Mamba2Config* c, int cap) { return c->chunk_size < cap ? c->chunk_size : cap; }
+
+static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* host_params, MultiGPU* mg) {
+    gpu_config_check(c);
+    memset(m, 0, sizeof(*m));
+    m->config = *c;
+    m->mg = mg ? mg : &g_single_gpu;
+    m->num_parameters = param_table_build(m->table, c);
+    m->ssd_q = gpu_ssd_chunk(c, GPU_SSD_MAX_CHUNK);
+    size_t n = m->num_parameters, total = 0, world = (size_t)m->mg->world;
+    m->shard = CEIL_DIV(n, world);
+    m->padded = m->shard * world;
+    m->params = (float*)gpu_alloc(m->padded * sizeof(float), &total);
+    m->params_x = (floatX*)gpu_alloc(n * sizeof(floatX), &total);
+    m->grads = (float*)gpu_alloc(m->padded * sizeof(float), &total);
+    m->dev_scalar = (float*)gpu_alloc(sizeof(float), &total);
+    if (m->mg->zero_stage == 1) m->grads_shard = (float*)gpu_alloc(m->shard * sizeof(float), &total);
+    cudaCheck(cudaMemset(m->params, 0, m->padded * sizeof(float)));
+    cudaCheck(cudaEventCreateWithFlags(&m->layer_done, cudaEventDisableTiming));
+    cudaCheck(cudaEventCreateWithFlags(&m->comm_done, cudaEventDisableTiming));
+    m->norm_coef = (float*)gpu_alloc(2 * sizeof(float), &total);
+    m->norm_scratch = (float*)gpu_alloc(global_norm_scratch_floats() * sizeof(float), &total);
+    m->error_flag = (int*)gpu_alloc(sizeof(int), &total);
+    cudaCheck(cudaMemcpy(m->params, host_params, n * sizeof(float), cudaMemcpyHostToDevice));
+    cast_to_floatX(m->params_x, m->params, n, 0);
+    cudaCheck(cudaMemset(m->grads, 0, m->padded * sizeof(float)));
+    cudaCheck(cudaStreamCreate(&m->stream));
+    if (matmul_handle == NULL) matmul_init();
+}
+
+/* the AdamW moments: all of them, or (ZeRO-1) this rank's shard. host_m/host_v: the whole arrays (a checkpoint), or
+ * NULL for zeros */
+static size_t optimizer_elements(const GPUModel* m) { return m->mg->zero_stage == 1 ? m->shard : m->num_parameters; }
+static size_t optimizer_first(const GPUModel* m) { return m->mg->zero_stage == 1 ? m->mg->rank * m->shard : 0; }
+
+static void gpu_model_alloc_optimizer(GPUModel* m, const float* host_m, const float* host_v) {
+    size_t count = optimizer_elements(m), first = optimizer_first(m), total = 0;
+    if (m->m == NULL) {
+        m->m = (float*)gpu_alloc(count * sizeof(float), &total);
+        m->v = (float*)gpu_alloc(count * sizeof(float), &total);
+    }
+    cudaCheck(cudaMemset(m->m, 0, count * sizeof(float)));
+    cudaCheck(cudaMemset(m->v, 0, count * sizeof(float)));
+    if (host_m && first < m->num_parameters) {
+        size_t n = first + count <= m->num_parameters ? count : m->num_parameters - first;
+        cudaCheck(cudaMemcpy(m->m, host_m + first, n * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(m->v, host_v + first, n * sizeof(float), cudaMemcpyHostToDevice));
+    }
+}
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+/* rows of the logits buffer: all B*T rows while their logits fit in max_bytes, else the fewest equal chunks that do
+ * (4 chunks of 4096 rows at 130M, B=8, T=2048 with the default 512 MiB); a multiple of 8 rows */
+#define LM_HEAD_CHUNK_BYTES ((size_t)512 << 20)
+static int lm_head_rows(int BT, int Vp, size_t max_bytes) {
+    size_t row_bytes = (size_t)Vp * sizeof(floatX);
+    int chunks = (int)CEIL_DIV((size_t)BT * row_bytes, max_bytes);
+    if (chunks <= 1) return BT;
+    int rows = (int)CEIL_DIV(BT, chunks);
+    return (int)CEIL_DIV(rows, 8) * 8;
+}
+
+static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
+    if (m->a.residual != NULL && m->B == B && m->T == T) return;
+    if (m->a.residual != NULL) die("the GPU trainer sizes its activations once; got B=%d T=%d after B=%d T=%d", B, T,
+                                   m->B, m->T);
+    const Mamba2Config* c = &m->config;
+    size_t L = c->n_layer, BT = (size_t)B * T, D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
+    size_t X = sizeof(floatX), F = sizeof(float), total = 0;
+    size_t ssd_saved = ssd_saved_bytes(B, T, c->nheads, c->headdim, c->d_state, m->ssd_q);
+    GPUActivations* a = &m->a;
+    if (m->forward_only) L = 1; /* evaluation: the layers take turns in one layer's buffers */
+    a->residual = (float*)gpu_alloc((L + 1) * BT * D * F, &total);
+    a->u = (floatX*)gpu_alloc(L * BT * D * X, &total);
+    a->rstd = (float*)gpu_alloc(L * BT * F, &total);
+    a->zxbcdt = (floatX*)gpu_alloc(L * BT * c->d_in_proj * X, &total);
+    size_t Lr = m->recompute ? 1 : L; /* layers of xbc and gn kept */
+    a->xbc = (floatX*)gpu_alloc(Lr * BT * c->conv_dim * X, &total);
+    a->ssd_saved = (char*)gpu_alloc(L * ssd_saved, &total);
+    a->y = (floatX*)gpu_alloc(L * BT * E * X, &total);
+    a->gn = (floatX*)gpu_alloc(Lr * BT * E * X, &total);
+    a->gn_rstd = (float*)gpu_alloc(L * BT * c->ngroups * F, &total);
+    a->delta = (floatX*)gpu_alloc(BT * D * X, &total);
+    a->lnf = (floatX*)gpu_alloc(BT * D * X, &total);
+    a->lnf_rstd = (float*)gpu_alloc(BT * F, &total);
+    m->lm_rows = lm_head_rows((int)BT, (int)Vp, m->lm_chunk_bytes ? m->lm_chunk_bytes : LM_HEAD_CHUNK_BYTES);
+    a->logits = (floatX*)gpu_alloc((size_t)m->lm_rows * Vp * X, &total);
+    a->losses = (float*)gpu_alloc(BT * F, &total);
+    a->inputs = (int*)gpu_alloc(BT * sizeof(int), &total);
+    a->targets = (int*)gpu_alloc(BT * sizeof(int), &total);
+    m->losses_host = (float*)mallocCheck(BT * F);
+    m->B = B;
+    m->T = T;
+    if (m->forward_only) { m->activation_bytes = total; return; }
+    GPUGradActivations* g = &m->g;
+    g->dresidual = (float*)gpu_alloc(BT * D * F, &total);
+    g->dres_x = (floatX*)gpu_alloc(BT * D * X, &total);
+    g->dgn = (floatX*)gpu_alloc(BT * E * X, &total);
+    g->dy = (floatX*)gpu_alloc(BT * E * X, &total);
+    g->dzxbcdt = (floatX*)gpu_alloc(BT * c->d_in_proj * X, &total);
+    g->dxbc = (floatX*)gpu_alloc(BT * c->conv_dim * X, &total);
+    g->du = (floatX*)gpu_alloc(BT * D * X, &total);
+    g->ssd_ws = gpu_alloc(ssd_workspace_bytes(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q),
+                          &total);
+    size_t scratch = max_sz(max_sz(rmsnorm_backward_scratch_floats(c->d_model), gated_norm_backward_scratch_floats(E)),
+                            conv1d_backward_scratch_floats(B, T, c->conv_dim, c->d_conv));
+    g->scratch = (float*)gpu_alloc(scratch * F, &total);
+    g->enc_ws = (int*)gpu_alloc(encoder_backward_workspace_ints((int)BT) * sizeof(int), &total);
+    cudaCheck(cudaMallocHost(&g->enc_host, encoder_backward_host_scratch_ints((int)BT, (int)Vp) * sizeof(int)));
+    m->activation_bytes = total;
+}
+
+/* layer l's slice of an (L, BT, width) activation */
+#define LAYER(ptr, l, width) ((ptr) + (size_t)(l) * BT * (width))
+
+/*
+ * The tied LM head and the classifier over `rows` rows from r0, in a logits buffer of m->lm_rows rows: logits, the
+ * fused softmax / cross-entropy and, when training (dloss > 0), dlogits in place and at once their two products:
+ *   dlnf[r0..] = dlogits @ wte   (into g->du, which the backward's final-norm step reads)
+ *   dwte      += dlogits^T @ lnf[r0..]
+ * Done chunk by chunk, the (BT, Vp) logits never exist at once: 412 MB instead of 1.65 GB at 130M, B=8, T=2048.
+ */
+static void lm_head_chunk(GPUModel* m, int r0, int rows, float dloss) {
+    const Mamba2Config* c = &m->config;
+    GPUActivations* a = &m->a;
+    cudaStream_t st = m->stream;
+    int D = c->d_model, Vp = c->padded_vocab_size;
+    const floatX* lnf = a->lnf + (size_t)r0 * D;
+    matmul_forward(a->logits, lnf, PX(m, P_WTE, 0), rows, D, Vp, st);
+    prof_mark(K_LM_HEAD, st);
+    if (dloss > 0)
+        classifier_forward_backward(a->logits, a->losses + r0, m->error_flag, a->targets + r0, dloss, rows,
+                                    c->vocab_size, Vp, st);
+    else
+        classifier_loss_only(a->logits, a->losses + r0, m->error_flag, a->targets + r0, rows, c->vocab_size, Vp, st);
+    prof_mark(K_CLASSIFIER, st);
+    if (dloss > 0) {
+        matmul_backward_input(m->g.du + (size_t)r0 * D, a->logits, PX(m, P_WTE, 0), rows, D, Vp, 0, st);
+        matmul_backward_weight(GF(m, P_WTE, 0), a->logits, lnf, rows, D, Vp, st);
+        prof_mark(K_LM_HEAD, st);
+    }
+}
+
+/*
+ * Forward pass. With targets: the LM head and the fused classifier run chunk by chunk (lm_head_chunk) and compute
+ * the losses; when dloss > 0 (training) each chunk's dlogits also go through the LM head's backward at once, so
+ * gpu_backward starts at the final norm. Returns the mean loss over the batch. Without targets (tests): the logits
+ * of all B*T <= m->lm_rows rows stay in a->logits; returns -1.
+ */
+static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int B, int T, float dloss) {
+    const Mamba2Config* c = &m->config;
+    if (dloss > 0 && m->forward_only) die("gpu_forward: a model made for evaluation only (forward_only) cannot train");
+    gpu_model_ensure_activations(m, B, T);
+    GPUActivations* a = &m->a;
+    cudaStream_t st = m->stream;
+    int BTi = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
+    size_t BT = (size_t)BTi, ssd_saved = ssd_saved_bytes(B, T, H, c->headdim, c->d_state, m->ssd_q);
+    int dt_col = 2 * E + 2 * GN;
+    cudaCheck(cudaMemcpyAsync(a->inputs, inputs, BT * sizeof(int), cudaMemcpyHostToDevice, st));
+    if (targets) cudaCheck(cudaMemcpyAsync(a->targets, targets, BT * sizeof(int), cudaMemcpyHostToDevice, st));
+    encoder_forward(a->residual, a->inputs, PX(m, P_WTE, 0), BTi, D, st);
+    prof_mark(K_EMBED, st);
+    /* training: group the tokens for the embedding backward now, on the host, while the GPU runs the forward */
+    if (targets && dloss > 0)
+        m->g.enc_plan = encoder_backward_prepare(m->g.enc_ws, m->g.enc_host, inputs, BTi, c->padded_vocab_size, st);
+    int fo = m->forward_only; /* evaluation: every layer reuses slot 0 of the per-layer activations */
+    for (int l = 0; l < c->n_layer; l++) {
+        /* the stream entering layer l = the one entering l-1 plus l-1's out_proj output, written into l's slice */
+        int la = fo ? 0 : l, lk = (m->recompute || fo) ? 0 : l; /* where layer l's activations / xbc and gn live */
+        float* x = LAYER(a->residual, la, D);
+        rmsnorm_forward_from(LAYER(a->u, la, D), LAYER(a->rstd, la, 1), x,
+                             l > 0 ? LAYER(a->residual, fo ? 0 : l - 1, D) : x, l > 0 ? a->delta : NULL,
+                             PF(m, P_NORM_W, l), BTi, D, st);
+        prof_mark(K_NORM, st);
+        floatX* zx = LAYER(a->zxbcdt, la, c->d_in_proj);
+        floatX* xbc = LAYER(a->xbc, lk, c->conv_dim);
+        floatX* y = LAYER(a->y, la, E);
+        matmul_forward(zx, LAYER(a->u, la, D), PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, st);
+        prof_mark(K_IN_OUT_PROJ, st);
+        conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
+                       c->d_conv, st);
+        prof_mark(K_CONV, st);
+        ssd_forward(y, NULL, a->ssd_saved + la * ssd_saved, xbc, c->conv_dim, zx + dt_col, c->d_in_proj,
+                    PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, B, T, H, c->headdim, c->d_state,
+                    c->ngroups, m->ssd_q, st);
+        prof_mark(K_SSD_FWD, st);
+        gated_norm_forward(LAYER(a->gn, lk, E), LAYER(a->gn_rstd, la, c->ngroups), y, zx, c->d_in_proj,
+                           PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
+        prof_mark(K_GATED_NORM, st);
+        matmul_forward(a->delta, LAYER(a->gn, lk, E), PX(m, P_OUT_PROJ_W, l), BTi, E, D, st);
+        prof_mark(K_IN_OUT_PROJ, st);
+    }
+    rmsnorm_forward_from(a->lnf, a->lnf_rstd, LAYER(a->residual, fo ? 0 : c->n_layer, D),
+                         LAYER(a->residual, fo ? 0 : c->n_layer - 1, D), a->delta, PF(m, P_NORM_F_W, 0), BTi, D, st);
+    prof_mark(K_NORM, st);
+    if (targets == NULL) {
+        if (BTi > m->lm_rows)
+            die("gpu_forward without targets keeps the logits of at most %d rows (the LM-head chunk); got B*T = %d",
+                m->lm_rows, BTi);
+        matmul_forward(a->logits, a->lnf, PX(m, P_WTE, 0), BTi, D, c->padded_vocab_size, st); /* tied LM head */
+        prof_mark(K_LM_HEAD, st);
+        return -1.0f;
+    }
+    cudaCheck(cudaMemsetAsync(m->error_flag, 0, sizeof(int), st));
+    for (int r0 = 0; r0 < BTi; r0 += m->lm_rows)
+        lm_head_chunk(m, r0, BTi - r0 < m->lm_rows ? BTi - r0 : m->lm_rows, dloss);
+    int flag = 0;
+    cudaCheck(cudaMemcpyAsync(m->losses_host, a->losses, BT * sizeof(float), cudaMemcpyDeviceToHost, st));
+    cudaCheck(cudaMemcpyAsync(&flag, m->error_flag, sizeof(int), cudaMemcpyDeviceToHost, st));
+    cudaCheck(cudaStreamSynchronize(st));
+    if (flag) die("a target token id is outside the vocabulary [0, %d)", c->vocab_size);
+    double sum = 0;
+    for (size_t i = 0; i < BT; i++) sum += m->losses_host[i];
+    return (float)(sum / BT);
+}
+
+/* several GPUs, no ZeRO: sum the gradients of tensors `first..last` (layer l's slices, or the whole tensor when not
+ * per layer) over the ranks, on the communication stream once the main stream has produced them */
+static void allreduce_grads_async(GPUModel* m, int layer, int whole_tensors) {
+    MultiGPU* mg = m->mg;
+    cudaCheck(cudaEventRecord(m->layer_done, m->stream));
+    cudaCheck(cudaStreamWaitEvent(mg->comm_stream, m->layer_done, 0));
+    multigpu_group_start(mg);
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* s = &m->table[t];
+        if (s->per_layer == whole_tensors) continue;
+        size_t n = s->per_layer ? s->rows * s->cols : s->numel;
+        multigpu_allreduce_sum_f32(mg, GF(m, t, layer), n, mg->comm_stream);
+    }
+    multigpu_group_end(mg);
+}
+
+/*
+ * Backward after gpu_forward with dloss > 0. Parameter gradients are ACCUMULATED (zero them per step).
+ * sync_grads (the last micro-step of a step, several GPUs, no ZeRO): all-reduce each layer's gradients as soon as
+ * they are complete, overlapped with the rest of the backward.
+ */
+static void gpu_backward(GPUModel* m, int sync_grads) {
+    int overlap = sync_grads && m->mg->world > 1 && m->mg->zero_stage == 0;
+    const Mamba2Config* c = &m->config;
+    GPUActivations* a = &m->a;
+    GPUGradActivations* g = &m->g;
+    cudaStream_t st = m->stream;
+    int B = m->B, T = m->T, BTi = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
+    size_t BT = (size_t)BTi, ssd_saved = ssd_saved_bytes(B, T, H, c->headdim, c->d_state, m->ssd_q);
+    int dt_col = 2 * E + 2 * GN;
+    /* the tied LM head's backward ran in the forward (lm_head_chunk): g->du holds dlnf */
+    cudaCheck(cudaMemsetAsync(g->dresidual, 0, BT * D * sizeof(float), st));
+    prof_mark(K_COPY, st);
+    rmsnorm_backward_lowp(g->dresidual, g->dres_x, GF(m, P_NORM_F_W, 0), g->scratch, g->du,
+                          LAYER(a->residual, c->n_layer, D), PF(m, P_NORM_F_W, 0), a->lnf_rstd, BTi, D, st);
+    prof_mark(K_NORM, st);
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        floatX* zx = LAYER(a->zxbcdt, l, c->d_in_proj);
+        int lk = m->recompute ? 0 : l;
+        floatX* xbc = LAYER(a->xbc, lk, c->conv_dim);
+        floatX* gn = LAYER(a->gn, lk, E);
+        if (m->recompute) { /* -r 1: the conv output again, from what every layer keeps (zxbcdt) */
+            conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
+                           c->d_conv, st);
+            prof_mark(K_CONV, st);
+        }
+        /* out_proj: the residual branch (dres_x: dresidual as floatX, written by the norm backward above it); the
+         * identity branch passes dresidual through. Its weight gradient comes after the gated-norm backward, which
+         * with -r 1 writes the gated-norm output gn again (bitwise the forward's) instead of a second forward */
+        matmul_backward_input(g->dgn, g->dres_x, PX(m, P_OUT_PROJ_W, l), BTi, E, D, 0, st);
+        prof_mark(K_IN_OUT_PROJ, st);
+        gated_norm_backward(m->recompute ? gn : NULL, g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l),
+                            g->scratch, g->dgn, LAYER(a->y, l, E), zx, c->d_in_proj, PF(m, P_GNORM_W, l),
+                            LAYER(a->gn_rstd, l, c->ngroups), BTi, E, c->ngroups, st);
+        prof_mark(K_GATED_NORM, st);
+        matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BTi, E, D, st);
+        prof_mark(K_IN_OUT_PROJ, st);
+        ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), g->dy,
+                     a->ssd_saved + l * ssd_saved, xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
+                     PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, g->ssd_ws, B, T, H, c->headdim, c->d_state,
+                     c->ngroups, m->ssd_q, st);
+        prof_mark(K_SSD_BWD, st);
+        conv1d_backward(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
+                        zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv,
+                        st);
+        prof_mark(K_CONV, st);
+        matmul_backward_input(g->du, g->dzxbcdt, PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, 0, st);
+        matmul_backward_weight(GF(m, P_IN_PROJ_W, l), g->dzxbcdt, LAYER(a->u, l, D), BTi, D, c->d_in_proj, st);
+        prof_mark(K_IN_OUT_PROJ, st);
+        rmsnorm_backward_lowp(g->dresidual, l > 0 ? g->dres_x : NULL, GF(m, P_NORM_W, l), g->scratch, g->du,
+                              LAYER(a->residual, l, D), PF(m, P_NORM_W, l), LAYER(a->rstd, l, 1), BTi, D, st);
+        prof_mark(K_NORM, st);
+        if (overlap) allreduce_grads_async(m, l, 0);
+    }
+    encoder_backward(GF(m, P_WTE, 0), g->dresidual, &g->enc_plan, D, st);
+    prof_mark(K_EMBED, st);
+    if (overlap) { /* the embedding and the final norm last; then the optimizer waits for every bucket */
+        allreduce_grads_async(m, 0, 1);
+        cudaCheck(cudaEventRecord(m->comm_done, m->mg->comm_stream));
+        cudaCheck(cudaStreamWaitEvent(st, m->comm_done, 0));
+    }
+    cudaCheck(cudaStreamSynchronize(st)); /* the embedding plan's host scratch is reused by the next forward */
+}
+
+static void gpu_zero_grad(GPUModel* m) {
+    cudaCheck(cudaMemsetAsync(m->grads, 0, m->padded * sizeof(float), m->stream));
+    prof_mark(K_OPTIMIZER, m->stream);
+}
+
+/*
+ * The optimizer step: global grad norm + clipping coefficient on the device, then AdamW per tensor (each with its
+ * own weight decay). ZeRO-1: reduce-scatter the gradients, norm from every rank's shard, AdamW on this rank's shard,
+ * all-gather the weights. Returns the grad norm (before clipping).
+ */
+static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float eps, float weight_decay, float clip) {
+    if (m->m == NULL) gpu_model_alloc_optimizer(m, NULL, NULL);
+    MultiGPU* mg = m->mg;
+    cudaStream_t st = m->stream;
+    m->adam_t++;
+    AdamWStep s = adamw_step_constants(lr, beta1, beta2, eps, m->adam_t);
+    if (mg->zero_stage == 1) {
+        size_t lo_shard = (size_t)mg->rank * m->shard, hi_shard = lo_shard + m->shard;
+        multigpu_reduce_scatter_f32(mg, m->grads_shard, m->grads, m->shard, st);
+        global_norm_partials(m->norm_scratch, m->grads_shard, m->shard, st);
+        multigpu_allreduce_sum_f32(mg, m->norm_scratch, global_norm_scratch_floats(), st);
+        global_norm_finish(m->norm_coef, m->norm_scratch, clip, st);
+        for (int t = 0; t < NUM_PARAM_TENSORS; t++) { /* each tensor's part inside this rank's shard */
+            size_t lo = m->table[t].offset, hi = lo + m->table[t].numel;
+            if (lo < lo_shard) lo = lo_shard;
+            if (hi > hi_shard) hi = hi_shard;
+            if (lo >= hi) continue;
+            adamw_update(m->params + lo, NULL, m->m + (lo - lo_shard), m->v + (lo - lo_shard),
+                         m->grads_shard + (lo - lo_shard), hi - lo, m->table[t].weight_decay ? weight_decay : 0.0f,
+                         s, m->norm_coef + 1, st);
+        }
+        multigpu_allgather_f32(mg, m->params, m->params + lo_shard, m->shard, st);
+        cast_to_floatX(m->params_x, m->params, m->num_parameters, st);
+    } else {
+        global_norm_clip(m->norm_coef, m->norm_scratch, m->grads, m->num_parameters, clip, st);
+        AdamWTensor tensors[NUM_PARAM_TENSORS];
+        for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+            tensors[t].offset = m->table[t].offset;
+            tensors[t].size = m->table[t].numel;
+            tensors[t].wd = m->table[t].weight_decay ? weight_decay : 0.0f;
+        }
+        adamw_update_tensors(m->params, m->params_x, m->m, m->v, m->grads, tensors, NUM_PARAM_TENSORS, s,
+                             m->norm_coef + 1, st);
+    }
+    prof_mark(K_OPTIMIZER, st);
+    float norm;
+    cudaCheck(cudaMemcpyAsync(&norm, m->norm_coef, sizeof(float), cudaMemcpyDeviceToHost, m->stream));
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    return norm;
+}
+
+/* ---- checkpoints: the same file format as the CPU trainer (llmc/mamba2_model.h) ---- */
+
+/* the whole AdamW moment array on the host: a copy, or (ZeRO-1) gathered from every rank's shard. Collective. */
+static float* gather_moments(GPUModel* m, const float* shard_or_all) {
+    size_t n = m->num_parameters;
+    float* host = (float*)mallocCheck(n * sizeof(float));
+    if (m->mg->zero_stage == 1) {
+        size_t total = 0;
+        float* full = (float*)gpu_alloc(m->padded * sizeof(float), &total);
+        multigpu_allgather_f32(m->mg, full, shard_or_all, m->shard, m->stream);
+        cudaCheck(cudaStreamSynchronize(m->stream));
+        cudaCheck(cudaMemcpy(host, full, n * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaFree(full));
+    } else {
+        cudaCheck(cudaMemcpy(host, shard_or_all, n * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+    return host;
+}
+
+/* every rank calls this (ZeRO-1 gathers the moments); rank 0 writes the file */
+static void gpu_save_checkpoint(GPUModel* m, const char* path, uint64_t state[CKPT_STATE_WORDS]) {
+    size_t n = m->num_parameters;
+    cudaCheck(cudaDeviceSynchronize());
+    float* mm = m->m ? gather_moments(m, m->m) : NULL;
+    float* vv = m->v ? gather_moments(m, m->v) : NULL;
+    if (m->mg->rank == 0) {
+        float* p = (float*)mallocCheck(n * sizeof(float));
+        cudaCheck(cudaMemcpy(p, m->params, n * sizeof(float), cudaMemcpyDeviceToHost));
+        state[CKPT_S_ADAM_T] = (uint64_t)m->adam_t;
+        checkpoint_write(path, &m->config, state, p, mm, vv, n);
+        free(p);
+    }
+    free(mm); free(vv);
+    multigpu_barrier(m->mg, m->dev_scalar, m->stream); /* nobody reads the file before it exists */
+}
+
+/* builds the model from a checkpoint; with_optimizer: also the AdamW moments and step (resume) */
+static void gpu_load_checkpoint(GPUModel* m, const char* path, CheckpointInfo* info, int with_optimizer,
+                                MultiGPU* mg) {
+    FILE* f = checkpoint_open(path, info);
+    ParamSpec table[NUM_PARAM_TENSORS];
+    size_t n = param_table_build(table, &info->config);
+    float* p = (float*)mallocCheck(n * sizeof(float));
+    freadCheck(p, sizeof(float), n, f);
+    gpu_model_create(m, &info->config, p, mg);
+    if (with_optimizer && info->has_optimizer) {
+        float* mm = (float*)mallocCheck(n * sizeof(float));
+        float* vv = (float*)mallocCheck(n * sizeof(float));
+        freadCheck(mm, sizeof(float), n, f);
+        freadCheck(vv, sizeof(float), n, f);
+        gpu_model_alloc_optimizer(m, mm, vv);
+        m->adam_t = (int)info->state[CKPT_S_ADAM_T];
+        free(mm); free(vv);
+    }
+    free(p);
+    fclose(f);
+}
+
+static void gpu_model_build(GPUModel* m, const Mamba2Config* c, uint64_t seed, MultiGPU* mg) {
+    ParamSpec table[NUM_PARAM_TENSORS];
+    size_t n = param_table_build(table, c);
+    float* p = (float*)mallocCheck(n * sizeof(float));
+    params_init(p, table, c, seed); /* the same seed on every rank: the same weights */
+    gpu_model_create(m, c, p, mg);
+    free(p);
+}
+
+#endif /* MAMBA2_MODEL_CUH */
