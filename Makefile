@@ -1,9 +1,11 @@
 # mamba2.c build
 #   make                 the CPU programs (train_mamba2)
-#   make test            build and run the CPU test suites (what CI runs); also compiles every CUDA target
+#   make test            build and run the CPU test suites (CI runs it after `make cuda`, which compiles every CUDA
+#                        target; make test itself needs no nvcc)
 #   make train           prepare the default corpus if missing, build, train a small model on it
 #   make cuda            compile every CUDA target (needs nvcc; no GPU needed to compile)
 #   make test_cu         (GPU machine) build and run the GPU tests
+#   make bench           (GPU machine) the 130M training benchmark, the per-kernel profile, the SSD layer alone
 #   PRECISION=FP32       fp32 CUDA build (exact comparisons with the CPU trainer); default BF16
 #   NO_OMP=1             build the CPU programs without OpenMP
 
@@ -118,10 +120,11 @@ test_mamba2cu: test_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
 test_mamba2cu_fp32: test_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
 
-# the benchmark (GPU machine): Mamba-2 130M, B=8, T=2048, bf16: ms/step, tokens/s, MFU, memory, per-kernel times;
-# then the SSD layer alone at the three shapes of issue 6
-bench: train_mamba2cu $(DATA_DIR)/tokenizer.bin
+# the benchmark (GPU machine): Mamba-2 130M, B=8, T=2048, bf16: ms/step, tokens/s, MFU, memory; one step's time by
+# kernel family (profile_mamba2cu, CUPTI); then the SSD layer alone at B=8 T=2048, B=1 T=8192 and T=32768
+bench: train_mamba2cu profile_mamba2cu $(DATA_DIR)/tokenizer.bin
 	./train_mamba2cu -e 130m -b 8 -t 2048 -x 20 -v 0 -s 0 -l 1e-3 -u 5 -p 1 | sed -n '/== benchmark/,$$p'
+	./profile_mamba2cu -e 130m -b 8 -t 2048
 	$(MAKE) dev/cuda/ssd_bin && ./dev/cuda/ssd_bin Q=128 9 11
 
 dev/cuda/ssd_bin: dev/cuda/ssd.cu $(wildcard llmc/ssd*.cuh) llmc/wgmma.cuh llmc/cuda_common.h dev/cuda/kernels_dev.h
@@ -130,6 +133,11 @@ dev/cuda/ssd_bin: dev/cuda/ssd.cu $(wildcard llmc/ssd*.cuh) llmc/wgmma.cuh llmc/
 # the wgmma wrappers' unit test (shared-memory descriptors, layouts) against CPU products; part of make test_cu
 dev/cuda/wgmma_check_bin: dev/cuda/wgmma_check.cu llmc/wgmma.cuh llmc/cuda_common.h dev/cuda/kernels_dev.h
 	$(NVCC) $(NVCC_FLAGS) -o $@ dev/cuda/wgmma_check.cu $(NVCC_LIBS)
+
+# one training step timed kernel by kernel (CUPTI, from the CUDA toolkit)
+CUPTI_LIB ?= $(dir $(NVCC))../lib
+profile_mamba2cu: profile_mamba2.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -o $@ profile_mamba2.cu $(NVCC_LIBS) -L$(CUPTI_LIB) -L$(dir $(NVCC))../extras/CUPTI/lib64 -lcupti
 
 # GPU evaluation and generation (batched prompts, CUDA-graph decode)
 generate_mamba2cu: generate_mamba2.cu $(CUDA_HEADERS)
@@ -153,7 +161,7 @@ test_cu: $(CU_TESTS) dev/cuda/wgmma_check_bin
 
 # compile every CUDA program (CI has nvcc but no GPU: this keeps compile errors out)
 CUDA_DEV = $(wildcard dev/cuda/*.cu)
-cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu
+cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu profile_mamba2cu
 	@set -e; for f in $(CUDA_DEV); do \
 	  echo "nvcc $$f"; $(NVCC) $(NVCC_FLAGS) -o $${f%.cu}_bin $$f $(NVCC_LIBS); \
 	done
@@ -168,4 +176,4 @@ cuda_variants: train_mamba2.cu $(CUDA_HEADERS)
 clean:
 	rm -f dev/ssd_tutorial train_mamba2 eval_mamba2 generate_mamba2 export_mamba2 test_interop test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/cuda/*_bin \
 	  train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 generate_mamba2cu eval_mamba2cu \
-	  test_generate test_generate_fp32
+	  test_generate test_generate_fp32 profile_mamba2cu

@@ -10,14 +10,8 @@
  * stream, norm statistics, dt, decays and SSD states in fp32. Every reduction runs in a fixed order: two runs with
  * the same seed are bitwise identical.
  *
- * One block, forward (kernel file in llmc/ in brackets):
- *   x_l   = x_{l-1} + delta_{l-1};  u = RMSNorm(x_l) * w           (rmsnorm.cuh: residual add fused into the norm)
- *   zxbcdt = u @ W_in^T                                             (matmul.cuh, cuBLASLt)
- *   xbc   = SiLU(conv1d(xBC) + b)                                   (conv1d.cuh: reads xBC in place from zxbcdt)
- *   y     = SSD(x, softplus(dt_raw + dt_bias), -exp(A_log), B, C) + D x   (ssd.cuh: dt/A fused in)
- *   gn    = RMSNorm_g(y * SiLU(z)) * w                              (gated_norm.cuh)
- *   delta = gn @ W_out^T                                            (matmul.cuh)
- * then the final norm, the tied LM head and the fused softmax/cross-entropy/dlogits (classifier.cuh).
+ * The model (parameters, activations, the blocks' forward and backward, AdamW, checkpoints) is llmc/model.cuh; this
+ * file is the training loop: arguments, data, schedule, logging, checkpoints, samples, the benchmark report.
  *
  * Several GPUs (llmc/multigpu.h): data parallel, one process per GPU. Each layer's gradients are all-reduced on a
  * second stream as soon as that layer's backward is done, overlapped with the backward of the layers below it.
@@ -28,14 +22,12 @@
 #include "llmc/model.cuh"
 #include "llmc/generate.cuh"
 
-
-
 static int cmp_double(const void* a, const void* b) {
     double x = *(const double*)a, y = *(const double*)b;
     return (x > y) - (x < y);
 }
 
-/* make bench's report: speed, MFU, memory, and where one step's time goes */
+/* make bench's report: speed, MFU, memory */
 static void print_benchmark(const GPUModel* m, const TrainArgs* a, const cudaDeviceProp* prop, double* step_ms,
                             int nsteps, int world) {
     const Mamba2Config* c = &m->config;
@@ -55,22 +47,7 @@ static void print_benchmark(const GPUModel* m, const TrainArgs* a, const cudaDev
     printf("GPU memory       %.2f GiB allocated by the trainer (its peak: allocations are made once); %.2f GiB in use "
            "on the device (incl. CUDA context, cuBLAS)\n", g_gpu_bytes / 1073741824.0,
            (total_b - free_b) / 1073741824.0);
-    double total = 0;
-    for (int k = 0; k < NUM_KERNEL_FAMILIES; k++) total += g_prof.ms[k];
-    printf("one step (the last), by kernel family, main stream:\n");
-    int order[NUM_KERNEL_FAMILIES];
-    for (int k = 0; k < NUM_KERNEL_FAMILIES; k++) order[k] = k;
-    for (int i = 0; i < NUM_KERNEL_FAMILIES; i++)
-        for (int j = i + 1; j < NUM_KERNEL_FAMILIES; j++)
-            if (g_prof.ms[order[j]] > g_prof.ms[order[i]]) { int t = order[i]; order[i] = order[j]; order[j] = t; }
-    for (int i = 0; i < NUM_KERNEL_FAMILIES; i++) {
-        int k = order[i];
-        printf("  %-30s %8.2f ms  %5.1f%%\n", KERNEL_FAMILY_NAMES[k], g_prof.ms[k], 100.0 * g_prof.ms[k] / total);
-    }
-    printf("  %-30s %8.2f ms  (events; the rest of the step is host work and synchronization)\n", "total", total);
-    printf("SSD per layer    forward %.3f ms, backward %.3f ms, forward+backward %.3f ms\n",
-           g_prof.ms[K_SSD_FWD] / c->n_layer, g_prof.ms[K_SSD_BWD] / c->n_layer,
-           (g_prof.ms[K_SSD_FWD] + g_prof.ms[K_SSD_BWD]) / c->n_layer);
+    printf("(./profile_mamba2cu shows where a step's time goes, kernel by kernel)\n");
 }
 
 static float gpu_evaluate(GPUModel* m, DataLoader* val, int max_batches) {
@@ -171,7 +148,6 @@ int main(int argc, char** argv) {
     FILE* logf = log_open(mg.rank == 0 ? args.output_dir : NULL, start_step > 0);
     double* step_ms = (double*)callocCheck((size_t)args.max_steps + 1, sizeof(double));
     int nstep_ms = 0;
-    if (args.profile) prof_enable();
     double t_loop = now_seconds();
     int steps_timed = 0;
     for (int step = start_step; step <= args.max_steps; step++) {
@@ -183,7 +159,6 @@ int main(int argc, char** argv) {
         if (last) break;
 
         double t0 = now_seconds();
-        if (args.profile && step == args.max_steps - 1) prof_begin(model.stream);
         gpu_zero_grad(&model);
         double loss_sum = 0;
         for (int micro = 0; micro < accum; micro++) {
@@ -197,7 +172,6 @@ int main(int argc, char** argv) {
         float lr = lr_at_step(args.lr, args.warmup, args.final_lr_frac, step, args.max_steps);
         float norm = gpu_update(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip);
         double step_s = now_seconds() - t0;
-        if (args.profile && step == args.max_steps - 1) prof_end();
         step_ms[nstep_ms++] = step_s * 1000.0;
         if (step > start_step) steps_timed++; /* the first step includes start-up costs */
         int done = step + 1;

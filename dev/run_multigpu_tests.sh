@@ -1,5 +1,5 @@
 #!/bin/bash
-# Multi-GPU tests on a 2-GPU machine (device kind nvidia-h200-x2). Logs under $OUT (or ./mgpu_out).
+# Multi-GPU tests on a 2-GPU machine (2 x H200 or 2 x H100). Logs under $OUT (or ./mgpu_out).
 #   1. 2 GPUs (total batch B*T*2) == 1 GPU with gradient accumulation 2, same total batch: loss curves, 20 steps;
 #      with ZeRO-1 too. fp32 build (tight) and bf16 build (the training precision).
 #   2. two identical 2-GPU runs: bitwise identical logs and checkpoints.

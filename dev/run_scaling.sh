@@ -1,5 +1,5 @@
 #!/bin/bash
-# Data-parallel scaling of Mamba-2 130M and 1.3B (issue 8), everything in one device call (nvidia-h200-x4 or -x8).
+# Data-parallel scaling of Mamba-2 130M and 1.3B (issue 8), everything in one device call (a 4- or 8-GPU machine).
 #
 #   bash dev/run_scaling.sh [--dry-run] [--gpus N] [--quick] [--mpi]
 #

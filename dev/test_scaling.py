@@ -321,7 +321,7 @@ def check_estimate():
     c = sr.model_config("130m")
     check("estimate: 130M has 128,989,632 parameters (the trainer's 'parameters:' line)",
           sr.param_count(c) == 128989632, str(sr.param_count(c)))
-    check("estimate: 130M costs 0.860 GFLOP/token (ANCHORS.md, the trainer's report)",
+    check("estimate: 130M costs 0.860 GFLOP/token (doc/peers.md, the trainer's report)",
           round(sr.flops_per_token(c, 2048) / 1e9, 3) == 0.860)
     gib = sr.gpu_bytes(c, 8, 2048) / 2**30
     check("estimate: 130M B=8 T=2048 within 0.05 GiB of the 13.52 GiB the trainer allocated (H100, make bench)",

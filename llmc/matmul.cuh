@@ -72,11 +72,6 @@ static cublasLtHandle_t matmul_handle = NULL;
 static void* matmul_workspace = NULL;
 static MatmulPlan matmul_plans[MATMUL_PLANS];
 static int matmul_nplans = 0, matmul_next_evict = 0;
-/* dev/cuda/matmul.cu's switches (the trainer leaves both as they are): matmul_use_plans = 0 describes the product
- * and asks the heuristic on every call, no table; matmul_heuristic_first = 1 asks for one result and runs it (the
- * code before matmul_choose), to time the two choices against each other */
-static int matmul_use_plans = 1;
-static int matmul_heuristic_first = 0;
 
 static void matmul_check_(cublasStatus_t status, const char* file, int line) {
     if (status != CUBLAS_STATUS_SUCCESS) die("cuBLASLt error %d at %s:%d", (int)status, file, line);
@@ -95,7 +90,7 @@ static void matmul_plan_release(MatmulPlan* p) {
     matmulCheck(cublasLtMatmulDescDestroy(p->desc));
 }
 
-/* forget every plan (matmul_destroy, and dev/cuda/matmul.cu when it flips a switch) */
+/* forget every plan (matmul_destroy; dev/cuda/matmul.cu between its timings) */
 static void matmul_forget_plans(void) {
     for (int i = 0; i < matmul_nplans; i++) matmul_plan_release(&matmul_plans[i]);
     matmul_nplans = 0;
@@ -264,13 +259,13 @@ static int matmul_choose(const MatmulShape* s, const cublasLtMatmulHeuristicResu
 static void matmul_plan_build(MatmulPlan* p, const MatmulShape* s) {
     matmul_describe(p, s);
     cublasLtMatmulHeuristicResult_t results[MATMUL_HEURISTICS];
-    int found = matmul_heuristics(p, results, matmul_heuristic_first ? 1 : MATMUL_HEURISTICS);
+    int found = matmul_heuristics(p, results, MATMUL_HEURISTICS);
     if (found == 0) {
         die("matmul: cuBLASLt has no algorithm for m=%d n=%d k=%d (trans %d %d, ld %d %d %d, align %u %u %u); check "
             "the shapes and the pointers' alignment", s->m, s->n, s->k, s->trans_a, s->trans_b, s->lda, s->ldb, s->ldd,
             s->align_a, s->align_b, s->align_d);
     }
-    p->algo = results[matmul_heuristic_first ? 0 : matmul_choose(s, results, found)].algo;
+    p->algo = results[matmul_choose(s, results, found)].algo;
 }
 
 /* the plan of a shape: from the table, else built into it (a full table evicts its entries in turn) */
@@ -299,15 +294,8 @@ static void matmul_execute(const MatmulPlan* p, const cublasLtMatmulAlgo_t* algo
 
 static void matmul_run(const MatmulCall* c, cudaStream_t stream) {
     if (matmul_handle == NULL) die("matmul: call matmul_init() before the first matmul");
-    if (matmul_use_plans) {
-        const MatmulPlan* p = matmul_plan(&c->s);
-        matmul_execute(p, &p->algo, c, stream);
-    } else {
-        MatmulPlan p;
-        matmul_plan_build(&p, &c->s);
-        matmul_execute(&p, &p.algo, c, stream);
-        matmul_plan_release(&p);
-    }
+    const MatmulPlan* p = matmul_plan(&c->s);
+    matmul_execute(p, &p->algo, c, stream);
 }
 
 static void matmul_forward(floatX* out, const floatX* inp, const floatX* weight, int BT, int C, int OC,

@@ -42,74 +42,42 @@ static void cast_to_floatX(floatX* out, const float* in, size_t n, cudaStream_t 
 }
 
 /* ================================================================================================================
- * benchmark profiling (-p 1): cudaEvents between the launches of one step, each interval charged to the family of
- * the kernel(s) launched in it. Off by default (one branch per launch site); events add a few microseconds each.
- * ================================================================================================================ */
-
-enum { K_EMBED, K_NORM, K_IN_OUT_PROJ, K_LM_HEAD, K_CONV, K_SSD_FWD, K_SSD_BWD, K_GATED_NORM, K_CLASSIFIER,
-       K_OPTIMIZER, K_COPY, NUM_KERNEL_FAMILIES };
-static const char* KERNEL_FAMILY_NAMES[NUM_KERNEL_FAMILIES] = {
-    "embedding fwd+bwd", "RMSNorm (+residual) fwd+bwd", "in_proj/out_proj matmuls", "LM head matmuls",
-    "conv1d+SiLU fwd+bwd", "SSD forward", "SSD backward", "gated RMSNorm fwd+bwd", "classifier (softmax+CE)",
-    "grad norm + AdamW", "residual copies, casts"};
-#define PROF_MAX_EVENTS 2048
-
-typedef struct {
-    int on;
-    int n;
-    cudaEvent_t ev[PROF_MAX_EVENTS];
-    int family[PROF_MAX_EVENTS];
-    double ms[NUM_KERNEL_FAMILIES];
-} Profiler;
-static Profiler g_prof;
-
-static void prof_enable(void) {
-    g_prof.on = 1;
-    for (int i = 0; i < PROF_MAX_EVENTS; i++) cudaCheck(cudaEventCreate(&g_prof.ev[i]));
-}
-/* start of the profiled step */
-static void prof_begin(cudaStream_t st) {
-    if (!g_prof.on) return;
-    g_prof.n = 1;
-    memset(g_prof.ms, 0, sizeof(g_prof.ms));
-    cudaCheck(cudaEventRecord(g_prof.ev[0], st));
-}
-/* the work launched since the previous mark belongs to `family` */
-static inline void prof_mark(int family, cudaStream_t st) {
-    if (!g_prof.on || g_prof.n == 0 || g_prof.n >= PROF_MAX_EVENTS) return;
-    g_prof.family[g_prof.n] = family;
-    cudaCheck(cudaEventRecord(g_prof.ev[g_prof.n++], st));
-}
-/* end of the profiled step: sums the intervals per family; stops profiling */
-static void prof_end(void) {
-    if (!g_prof.on || g_prof.n == 0) return;
-    cudaCheck(cudaDeviceSynchronize());
-    for (int i = 1; i < g_prof.n; i++) {
-        float ms;
-        cudaCheck(cudaEventElapsedTime(&ms, g_prof.ev[i - 1], g_prof.ev[i]));
-        g_prof.ms[g_prof.family[i]] += ms;
-    }
-    g_prof.n = 0;
-}
-
-/* ================================================================================================================
  * the model on the GPU
  * ================================================================================================================ */
 
+/*
+ * Activations. A layer's activations are buffers of `slots` equal layers: every layer's where the backward reads
+ * them, or a single one that the layers take turns in, where nothing reads it later: evaluation (forward_only) keeps
+ * one layer of everything, and -r 1 (recompute) one layer of xbc and gn, which the backward makes again. The
+ * residual stream keeps L + 1 (the stream entering each block, then the one entering the final norm), in evaluation
+ * one, updated in place. gpu_layer_acts() is the one description of them, act_at() the one place a layer index
+ * becomes an address.
+ */
+typedef enum {
+    ACT_RESIDUAL,   /* float (BT, D): the residual stream entering the block; slot L goes to the final norm */
+    ACT_U,          /* floatX (BT, D): the pre-norm output */
+    ACT_RSTD,       /* float (BT): its 1/rms */
+    ACT_ZXBCDT,     /* floatX (BT, 2E+2GN+H): in_proj output, z | xBC | dt_raw */
+    ACT_XBC,        /* floatX (BT, E+2GN): conv + SiLU output, x | B | C */
+    ACT_SSD_SAVED,  /* ssd_saved_bytes: dt, cumulative decays, chunk states (llmc/ssd.cuh) */
+    ACT_Y,          /* floatX (BT, E): SSD output incl. the D skip */
+    ACT_GN,         /* floatX (BT, E): gated-norm output */
+    ACT_GN_RSTD,    /* float (BT, G): its 1/rms per group */
+    NUM_LAYER_ACTS
+} LayerAct;
+
 typedef struct {
-    float* residual;  /* (L+1, BT, D) float: the residual stream entering each block; [L] goes to the final norm */
-    floatX* u;        /* (L, BT, D) pre-norm output */
-    float* rstd;      /* (L, BT) */
-    floatX* zxbcdt;   /* (L, BT, 2E+2GN+H) in_proj output: z | xBC | dt_raw */
-    floatX* xbc;      /* (L, BT, E+2GN) conv + SiLU output: x | B | C  (one layer's with -r 1: recomputed) */
-    char* ssd_saved;  /* (L, ssd_saved_bytes) dt, cumulative decays, chunk states */
-    floatX* y;        /* (L, BT, E) SSD output incl. the D skip */
-    floatX* gn;       /* (L, BT, E) gated-norm output  (one layer's with -r 1: written again by its backward) */
-    float* gn_rstd;   /* (L, BT, G) */
+    char* base;
+    size_t layer_bytes;  /* one layer's bytes */
+    int slots;           /* layers kept: all of them (L or L + 1), or 1 (the layers take turns) */
+} ActBuffer;
+
+typedef struct {
+    ActBuffer layer[NUM_LAYER_ACTS];
     floatX* delta;    /* (BT, D) out_proj output of the latest block, added by the next norm */
     floatX* lnf;      /* (BT, D) */
     float* lnf_rstd;  /* (BT) */
-    floatX* logits;   /* (BT, Vp) logits, overwritten by dlogits in training */
+    floatX* logits;   /* (lm_rows, Vp) logits, overwritten by dlogits in training */
     float* losses;    /* (BT) */
     int* inputs;      /* (BT) */
     int* targets;     /* (BT) */
@@ -203,9 +171,9 @@ static void gpu_config_check(const Mamba2Config* c) {
 }
 
 /* The chunk length is an algorithm choice (SPEC section 3: results agree up to rounding), so the GPU picks its own:
- * the config's, capped at 128. On the H100 at 130M, B=8, T=2048 (dev/cuda/NOTES_ssd.md), the SSD layer takes 1.38 ms
- * forward+backward at Q=128 against 1.48 at 256 and 1.58 at 64 (fewer masked Q x Q tile pairs against more chunk
- * states), and a training step 69.0 against 71.8 ms; the chunk states saved for the backward double (+1.15 GB). */
+ * the config's, capped at 128, where the SSD kernels are fastest on an H100 at the 130M shape (fewer masked Q x Q
+ * tile pairs than at 256, fewer chunk states than at 64; dev/cuda/NOTES_ssd.md times the kernels at both lengths).
+ * The price: the chunk states saved for the backward double against Q = 256 (+1.15 GB at B=8, T=2048). */
 #define GPU_SSD_MAX_CHUNK 128
 /* the config's chunk length capped at `cap` (GPU_SSD_MAX_CHUNK: training and evaluation alike since SSD v7) */
 static int gpu_ssd_chunk(const Mamba2Config* c, int cap) { return c->chunk_size < cap ? c->chunk_size : cap; }
@@ -271,26 +239,51 @@ static int lm_head_rows(int BT, int Vp, size_t max_bytes) {
     return (int)CEIL_DIV(rows, 8) * 8;
 }
 
+/* the layer activations of a model of config c at batch (B, T): each buffer's bytes per layer and slots (see
+   LayerAct). Bases are left NULL. */
+static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T, int ssd_q, int recompute,
+                           int forward_only) {
+    size_t BT = (size_t)B * T, X = sizeof(floatX), F = sizeof(float), L = (size_t)c->n_layer;
+    int kept = forward_only ? 1 : (int)L;                     /* what the backward reads */
+    int remade = (recompute || forward_only) ? 1 : (int)L;    /* what -r 1's backward makes again */
+    size_t bytes[NUM_LAYER_ACTS];
+    int slots[NUM_LAYER_ACTS];
+    bytes[ACT_RESIDUAL] = BT * c->d_model * F;   slots[ACT_RESIDUAL] = forward_only ? 1 : (int)L + 1;
+    bytes[ACT_U] = BT * c->d_model * X;          slots[ACT_U] = kept;
+    bytes[ACT_RSTD] = BT * F;                    slots[ACT_RSTD] = kept;
+    bytes[ACT_ZXBCDT] = BT * c->d_in_proj * X;   slots[ACT_ZXBCDT] = kept;
+    bytes[ACT_XBC] = BT * c->conv_dim * X;       slots[ACT_XBC] = remade;
+    bytes[ACT_SSD_SAVED] = ssd_saved_bytes(B, T, c->nheads, c->headdim, c->d_state, ssd_q);
+    slots[ACT_SSD_SAVED] = kept;
+    bytes[ACT_Y] = BT * c->d_inner * X;          slots[ACT_Y] = kept;
+    bytes[ACT_GN] = BT * c->d_inner * X;         slots[ACT_GN] = remade;
+    bytes[ACT_GN_RSTD] = BT * c->ngroups * F;    slots[ACT_GN_RSTD] = kept;
+    for (int k = 0; k < NUM_LAYER_ACTS; k++) {
+        acts[k].base = NULL;
+        acts[k].layer_bytes = bytes[k];
+        acts[k].slots = slots[k];
+    }
+}
+
+/* layer l's part of a layer activation */
+static inline void* act_at(const GPUModel* m, LayerAct k, int l) {
+    const ActBuffer* b = &m->a.layer[k];
+    return b->base + (size_t)(b->slots == 1 ? 0 : l) * b->layer_bytes;
+}
+static inline floatX* act_x(const GPUModel* m, LayerAct k, int l) { return (floatX*)act_at(m, k, l); }
+static inline float* act_f(const GPUModel* m, LayerAct k, int l) { return (float*)act_at(m, k, l); }
+
 static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
-    if (m->a.residual != NULL && m->B == B && m->T == T) return;
-    if (m->a.residual != NULL) die("the GPU trainer sizes its activations once; got B=%d T=%d after B=%d T=%d", B, T,
-                                   m->B, m->T);
-    const Mamba2Config* c = &m->config;
-    size_t L = c->n_layer, BT = (size_t)B * T, D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
-    size_t X = sizeof(floatX), F = sizeof(float), total = 0;
-    size_t ssd_saved = ssd_saved_bytes(B, T, c->nheads, c->headdim, c->d_state, m->ssd_q);
     GPUActivations* a = &m->a;
-    if (m->forward_only) L = 1; /* evaluation: the layers take turns in one layer's buffers */
-    a->residual = (float*)gpu_alloc((L + 1) * BT * D * F, &total);
-    a->u = (floatX*)gpu_alloc(L * BT * D * X, &total);
-    a->rstd = (float*)gpu_alloc(L * BT * F, &total);
-    a->zxbcdt = (floatX*)gpu_alloc(L * BT * c->d_in_proj * X, &total);
-    size_t Lr = m->recompute ? 1 : L; /* layers of xbc and gn kept */
-    a->xbc = (floatX*)gpu_alloc(Lr * BT * c->conv_dim * X, &total);
-    a->ssd_saved = (char*)gpu_alloc(L * ssd_saved, &total);
-    a->y = (floatX*)gpu_alloc(L * BT * E * X, &total);
-    a->gn = (floatX*)gpu_alloc(Lr * BT * E * X, &total);
-    a->gn_rstd = (float*)gpu_alloc(L * BT * c->ngroups * F, &total);
+    if (a->inputs != NULL && m->B == B && m->T == T) return;
+    if (a->inputs != NULL) die("the GPU trainer sizes its activations once; got B=%d T=%d after B=%d T=%d", B, T,
+                               m->B, m->T);
+    const Mamba2Config* c = &m->config;
+    size_t BT = (size_t)B * T, D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
+    size_t X = sizeof(floatX), F = sizeof(float), total = 0;
+    gpu_layer_acts(a->layer, c, B, T, m->ssd_q, m->recompute, m->forward_only);
+    for (int k = 0; k < NUM_LAYER_ACTS; k++)
+        a->layer[k].base = (char*)gpu_alloc(a->layer[k].slots * a->layer[k].layer_bytes, &total);
     a->delta = (floatX*)gpu_alloc(BT * D * X, &total);
     a->lnf = (floatX*)gpu_alloc(BT * D * X, &total);
     a->lnf_rstd = (float*)gpu_alloc(BT * F, &total);
@@ -321,9 +314,6 @@ static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     m->activation_bytes = total;
 }
 
-/* layer l's slice of an (L, BT, width) activation */
-#define LAYER(ptr, l, width) ((ptr) + (size_t)(l) * BT * (width))
-
 /*
  * The tied LM head and the classifier over `rows` rows from r0, in a logits buffer of m->lm_rows rows: logits, the
  * fused softmax / cross-entropy and, when training (dloss > 0), dlogits in place and at once their two products:
@@ -338,18 +328,106 @@ static void lm_head_chunk(GPUModel* m, int r0, int rows, float dloss) {
     int D = c->d_model, Vp = c->padded_vocab_size;
     const floatX* lnf = a->lnf + (size_t)r0 * D;
     matmul_forward(a->logits, lnf, PX(m, P_WTE, 0), rows, D, Vp, st);
-    prof_mark(K_LM_HEAD, st);
     if (dloss > 0)
         classifier_forward_backward(a->logits, a->losses + r0, m->error_flag, a->targets + r0, dloss, rows,
                                     c->vocab_size, Vp, st);
     else
         classifier_loss_only(a->logits, a->losses + r0, m->error_flag, a->targets + r0, rows, c->vocab_size, Vp, st);
-    prof_mark(K_CLASSIFIER, st);
     if (dloss > 0) {
         matmul_backward_input(m->g.du + (size_t)r0 * D, a->logits, PX(m, P_WTE, 0), rows, D, Vp, 0, st);
         matmul_backward_weight(GF(m, P_WTE, 0), a->logits, lnf, rows, D, Vp, st);
-        prof_mark(K_LM_HEAD, st);
     }
+}
+
+/* ================================================================================================================
+ * blocks: a block kind is a forward and a backward of one layer, over the layer activations it keeps (LayerAct) and
+ * the layer's parameters (the table in llmc/mamba2_model.h). Each block starts with its pre-norm, which adds the
+ * previous block's output (a->delta) to the residual stream, and ends with its out_proj into a->delta.
+ * ================================================================================================================ */
+
+/*
+ * Mamba-2 block l, forward (SPEC.md section 2):
+ *   x_l   = x_{l-1} + delta_{l-1};  u = RMSNorm(x_l) * w           (rmsnorm.cuh: the residual add fused into the norm)
+ *   zxbcdt = u @ W_in^T                                             (matmul.cuh, cuBLASLt)
+ *   xbc   = SiLU(conv1d(xBC) + b)                                   (conv1d.cuh: reads xBC in place from zxbcdt)
+ *   y     = SSD(x, softplus(dt_raw + dt_bias), -exp(A_log), B, C) + D x   (ssd.cuh: dt and A fused in)
+ *   gn    = RMSNorm_g(y * SiLU(z)) * w                              (gated_norm.cuh)
+ *   delta = gn @ W_out^T                                            (matmul.cuh)
+ */
+static void mamba2_block_forward(GPUModel* m, int l) {
+    const Mamba2Config* c = &m->config;
+    GPUActivations* a = &m->a;
+    cudaStream_t st = m->stream;
+    int B = m->B, T = m->T, BT = B * T, D = c->d_model, E = c->d_inner, dt_col = 2 * E + 2 * c->ngroups * c->d_state;
+    float* x = act_f(m, ACT_RESIDUAL, l);
+    floatX* u = act_x(m, ACT_U, l);
+    floatX* zx = act_x(m, ACT_ZXBCDT, l);
+    floatX* xbc = act_x(m, ACT_XBC, l);
+    floatX* y = act_x(m, ACT_Y, l);
+    floatX* gn = act_x(m, ACT_GN, l);
+    rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), x, l > 0 ? act_f(m, ACT_RESIDUAL, l - 1) : x,
+                         l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l), BT, D, st);
+    matmul_forward(zx, u, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, st);
+    conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv,
+                   st);
+    ssd_forward(y, NULL, act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
+                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q,
+                st);
+    gated_norm_forward(gn, act_f(m, ACT_GN_RSTD, l), y, zx, c->d_in_proj, PF(m, P_GNORM_W, l), BT, E, c->ngroups, st);
+    matmul_forward(a->delta, gn, PX(m, P_OUT_PROJ_W, l), BT, E, D, st);
+}
+
+/*
+ * Mamba-2 block l, backward: g->dres_x holds d(delta) (the residual stream's gradient as a matmul operand, written by
+ * the norm backward above it); parameter gradients are accumulated; ends with the pre-norm's backward, which adds
+ * into g->dresidual and, for l > 0, writes the next dres_x. doc/block_backward.md derives each step.
+ */
+static void mamba2_block_backward(GPUModel* m, int l) {
+    const Mamba2Config* c = &m->config;
+    GPUGradActivations* g = &m->g;
+    cudaStream_t st = m->stream;
+    int B = m->B, T = m->T, BT = B * T, D = c->d_model, E = c->d_inner, dt_col = 2 * E + 2 * c->ngroups * c->d_state;
+    floatX* zx = act_x(m, ACT_ZXBCDT, l);
+    floatX* xbc = act_x(m, ACT_XBC, l);
+    floatX* gn = act_x(m, ACT_GN, l);
+    if (m->recompute) /* -r 1: the conv output again, from what every layer keeps (zxbcdt) */
+        conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
+                       c->d_conv, st);
+    /* out_proj: the residual branch; the identity branch passes dresidual through. Its weight gradient comes after
+     * the gated-norm backward, which with -r 1 writes the gated-norm output gn again (bitwise the forward's) instead
+     * of a second forward */
+    matmul_backward_input(g->dgn, g->dres_x, PX(m, P_OUT_PROJ_W, l), BT, E, D, 0, st);
+    gated_norm_backward(m->recompute ? gn : NULL, g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l), g->scratch,
+                        g->dgn, act_x(m, ACT_Y, l), zx, c->d_in_proj, PF(m, P_GNORM_W, l),
+                        act_f(m, ACT_GN_RSTD, l), BT, E, c->ngroups, st);
+    matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BT, E, D, st);
+    ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), g->dy,
+                 act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
+                 PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, g->ssd_ws, B, T, c->nheads, c->headdim, c->d_state,
+                 c->ngroups, m->ssd_q, st);
+    conv1d_backward(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
+                    zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv, st);
+    matmul_backward_input(g->du, g->dzxbcdt, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, 0, st);
+    matmul_backward_weight(GF(m, P_IN_PROJ_W, l), g->dzxbcdt, act_x(m, ACT_U, l), BT, D, c->d_in_proj, st);
+    rmsnorm_backward_lowp(g->dresidual, l > 0 ? g->dres_x : NULL, GF(m, P_NORM_W, l), g->scratch, g->du,
+                          act_f(m, ACT_RESIDUAL, l), PF(m, P_NORM_W, l), act_f(m, ACT_RSTD, l), BT, D, st);
+}
+
+/* The block kinds. Adding one: an entry here, its forward and backward, its parameters in the table of
+   llmc/mamba2_model.h, its activations in LayerAct, and a test against the CPU trainer. */
+typedef struct {
+    const char* name;
+    void (*forward)(GPUModel* m, int l);
+    void (*backward)(GPUModel* m, int l);
+} GPUBlockKind;
+enum { BLOCK_MAMBA2, NUM_BLOCK_KINDS };
+static const GPUBlockKind GPU_BLOCK_KINDS[NUM_BLOCK_KINDS] = {
+    {"mamba2", mamba2_block_forward, mamba2_block_backward},
+};
+/* the kind of layer l (every layer is a Mamba-2 block until the config names others) */
+static inline const GPUBlockKind* gpu_block_kind(const GPUModel* m, int l) {
+    (void)m; (void)l;
+    return &GPU_BLOCK_KINDS[BLOCK_MAMBA2];
 }
 
 /*
@@ -364,52 +442,23 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     gpu_model_ensure_activations(m, B, T);
     GPUActivations* a = &m->a;
     cudaStream_t st = m->stream;
-    int BTi = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
-    size_t BT = (size_t)BTi, ssd_saved = ssd_saved_bytes(B, T, H, c->headdim, c->d_state, m->ssd_q);
-    int dt_col = 2 * E + 2 * GN;
+    int BTi = B * T, D = c->d_model, L = c->n_layer;
+    size_t BT = (size_t)BTi;
     cudaCheck(cudaMemcpyAsync(a->inputs, inputs, BT * sizeof(int), cudaMemcpyHostToDevice, st));
     if (targets) cudaCheck(cudaMemcpyAsync(a->targets, targets, BT * sizeof(int), cudaMemcpyHostToDevice, st));
-    encoder_forward(a->residual, a->inputs, PX(m, P_WTE, 0), BTi, D, st);
-    prof_mark(K_EMBED, st);
+    encoder_forward(act_f(m, ACT_RESIDUAL, 0), a->inputs, PX(m, P_WTE, 0), BTi, D, st);
     /* training: group the tokens for the embedding backward now, on the host, while the GPU runs the forward */
     if (targets && dloss > 0)
         m->g.enc_plan = encoder_backward_prepare(m->g.enc_ws, m->g.enc_host, inputs, BTi, c->padded_vocab_size, st);
-    int fo = m->forward_only; /* evaluation: every layer reuses slot 0 of the per-layer activations */
-    for (int l = 0; l < c->n_layer; l++) {
-        /* the stream entering layer l = the one entering l-1 plus l-1's out_proj output, written into l's slice */
-        int la = fo ? 0 : l, lk = (m->recompute || fo) ? 0 : l; /* where layer l's activations / xbc and gn live */
-        float* x = LAYER(a->residual, la, D);
-        rmsnorm_forward_from(LAYER(a->u, la, D), LAYER(a->rstd, la, 1), x,
-                             l > 0 ? LAYER(a->residual, fo ? 0 : l - 1, D) : x, l > 0 ? a->delta : NULL,
-                             PF(m, P_NORM_W, l), BTi, D, st);
-        prof_mark(K_NORM, st);
-        floatX* zx = LAYER(a->zxbcdt, la, c->d_in_proj);
-        floatX* xbc = LAYER(a->xbc, lk, c->conv_dim);
-        floatX* y = LAYER(a->y, la, E);
-        matmul_forward(zx, LAYER(a->u, la, D), PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, st);
-        prof_mark(K_IN_OUT_PROJ, st);
-        conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
-                       c->d_conv, st);
-        prof_mark(K_CONV, st);
-        ssd_forward(y, NULL, a->ssd_saved + la * ssd_saved, xbc, c->conv_dim, zx + dt_col, c->d_in_proj,
-                    PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, B, T, H, c->headdim, c->d_state,
-                    c->ngroups, m->ssd_q, st);
-        prof_mark(K_SSD_FWD, st);
-        gated_norm_forward(LAYER(a->gn, lk, E), LAYER(a->gn_rstd, la, c->ngroups), y, zx, c->d_in_proj,
-                           PF(m, P_GNORM_W, l), BTi, E, c->ngroups, st);
-        prof_mark(K_GATED_NORM, st);
-        matmul_forward(a->delta, LAYER(a->gn, lk, E), PX(m, P_OUT_PROJ_W, l), BTi, E, D, st);
-        prof_mark(K_IN_OUT_PROJ, st);
-    }
-    rmsnorm_forward_from(a->lnf, a->lnf_rstd, LAYER(a->residual, fo ? 0 : c->n_layer, D),
-                         LAYER(a->residual, fo ? 0 : c->n_layer - 1, D), a->delta, PF(m, P_NORM_F_W, 0), BTi, D, st);
-    prof_mark(K_NORM, st);
+    for (int l = 0; l < L; l++) gpu_block_kind(m, l)->forward(m, l);
+    /* the stream entering the final norm = the last block's input plus its output */
+    rmsnorm_forward_from(a->lnf, a->lnf_rstd, act_f(m, ACT_RESIDUAL, L), act_f(m, ACT_RESIDUAL, L - 1), a->delta,
+                         PF(m, P_NORM_F_W, 0), BTi, D, st);
     if (targets == NULL) {
         if (BTi > m->lm_rows)
             die("gpu_forward without targets keeps the logits of at most %d rows (the LM-head chunk); got B*T = %d",
                 m->lm_rows, BTi);
         matmul_forward(a->logits, a->lnf, PX(m, P_WTE, 0), BTi, D, c->padded_vocab_size, st); /* tied LM head */
-        prof_mark(K_LM_HEAD, st);
         return -1.0f;
     }
     cudaCheck(cudaMemsetAsync(m->error_flag, 0, sizeof(int), st));
@@ -452,55 +501,16 @@ static void gpu_backward(GPUModel* m, int sync_grads) {
     GPUActivations* a = &m->a;
     GPUGradActivations* g = &m->g;
     cudaStream_t st = m->stream;
-    int B = m->B, T = m->T, BTi = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
-    size_t BT = (size_t)BTi, ssd_saved = ssd_saved_bytes(B, T, H, c->headdim, c->d_state, m->ssd_q);
-    int dt_col = 2 * E + 2 * GN;
+    int BTi = m->B * m->T, D = c->d_model;
     /* the tied LM head's backward ran in the forward (lm_head_chunk): g->du holds dlnf */
-    cudaCheck(cudaMemsetAsync(g->dresidual, 0, BT * D * sizeof(float), st));
-    prof_mark(K_COPY, st);
+    cudaCheck(cudaMemsetAsync(g->dresidual, 0, (size_t)BTi * D * sizeof(float), st));
     rmsnorm_backward_lowp(g->dresidual, g->dres_x, GF(m, P_NORM_F_W, 0), g->scratch, g->du,
-                          LAYER(a->residual, c->n_layer, D), PF(m, P_NORM_F_W, 0), a->lnf_rstd, BTi, D, st);
-    prof_mark(K_NORM, st);
+                          act_f(m, ACT_RESIDUAL, c->n_layer), PF(m, P_NORM_F_W, 0), a->lnf_rstd, BTi, D, st);
     for (int l = c->n_layer - 1; l >= 0; l--) {
-        floatX* zx = LAYER(a->zxbcdt, l, c->d_in_proj);
-        int lk = m->recompute ? 0 : l;
-        floatX* xbc = LAYER(a->xbc, lk, c->conv_dim);
-        floatX* gn = LAYER(a->gn, lk, E);
-        if (m->recompute) { /* -r 1: the conv output again, from what every layer keeps (zxbcdt) */
-            conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
-                           c->d_conv, st);
-            prof_mark(K_CONV, st);
-        }
-        /* out_proj: the residual branch (dres_x: dresidual as floatX, written by the norm backward above it); the
-         * identity branch passes dresidual through. Its weight gradient comes after the gated-norm backward, which
-         * with -r 1 writes the gated-norm output gn again (bitwise the forward's) instead of a second forward */
-        matmul_backward_input(g->dgn, g->dres_x, PX(m, P_OUT_PROJ_W, l), BTi, E, D, 0, st);
-        prof_mark(K_IN_OUT_PROJ, st);
-        gated_norm_backward(m->recompute ? gn : NULL, g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l),
-                            g->scratch, g->dgn, LAYER(a->y, l, E), zx, c->d_in_proj, PF(m, P_GNORM_W, l),
-                            LAYER(a->gn_rstd, l, c->ngroups), BTi, E, c->ngroups, st);
-        prof_mark(K_GATED_NORM, st);
-        matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BTi, E, D, st);
-        prof_mark(K_IN_OUT_PROJ, st);
-        ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), g->dy,
-                     a->ssd_saved + l * ssd_saved, xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
-                     PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, g->ssd_ws, B, T, H, c->headdim, c->d_state,
-                     c->ngroups, m->ssd_q, st);
-        prof_mark(K_SSD_BWD, st);
-        conv1d_backward(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
-                        zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv,
-                        st);
-        prof_mark(K_CONV, st);
-        matmul_backward_input(g->du, g->dzxbcdt, PX(m, P_IN_PROJ_W, l), BTi, D, c->d_in_proj, 0, st);
-        matmul_backward_weight(GF(m, P_IN_PROJ_W, l), g->dzxbcdt, LAYER(a->u, l, D), BTi, D, c->d_in_proj, st);
-        prof_mark(K_IN_OUT_PROJ, st);
-        rmsnorm_backward_lowp(g->dresidual, l > 0 ? g->dres_x : NULL, GF(m, P_NORM_W, l), g->scratch, g->du,
-                              LAYER(a->residual, l, D), PF(m, P_NORM_W, l), LAYER(a->rstd, l, 1), BTi, D, st);
-        prof_mark(K_NORM, st);
+        gpu_block_kind(m, l)->backward(m, l);
         if (overlap) allreduce_grads_async(m, l, 0);
     }
     encoder_backward(GF(m, P_WTE, 0), g->dresidual, &g->enc_plan, D, st);
-    prof_mark(K_EMBED, st);
     if (overlap) { /* the embedding and the final norm last; then the optimizer waits for every bucket */
         allreduce_grads_async(m, 0, 1);
         cudaCheck(cudaEventRecord(m->comm_done, m->mg->comm_stream));
@@ -511,7 +521,6 @@ static void gpu_backward(GPUModel* m, int sync_grads) {
 
 static void gpu_zero_grad(GPUModel* m) {
     cudaCheck(cudaMemsetAsync(m->grads, 0, m->padded * sizeof(float), m->stream));
-    prof_mark(K_OPTIMIZER, m->stream);
 }
 
 /*
@@ -553,7 +562,6 @@ static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float e
         adamw_update_tensors(m->params, m->params_x, m->m, m->v, m->grads, tensors, NUM_PARAM_TENSORS, s,
                              m->norm_coef + 1, st);
     }
-    prof_mark(K_OPTIMIZER, st);
     float norm;
     cudaCheck(cudaMemcpyAsync(&norm, m->norm_coef, sizeof(float), cudaMemcpyDeviceToHost, m->stream));
     cudaCheck(cudaStreamSynchronize(m->stream));

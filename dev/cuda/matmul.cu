@@ -135,6 +135,26 @@ static void check_shape(int BT, int C, int OC, int nsample, const char* label) {
     cudaCheck(cudaFree(d_outf)); cudaCheck(cudaFree(d_dinp)); cudaCheck(cudaFree(d_dw));
 }
 
+/* ---- the choices the trainer does not make, for timing against its plan table ---- */
+
+/* a plan with the heuristic's first result (the rule before matmul_choose) */
+static void plan_build_first(MatmulPlan* p, const MatmulShape* s) {
+    matmul_describe(p, s);
+    cublasLtMatmulHeuristicResult_t results[1];
+    if (matmul_heuristics(p, results, 1) == 0) die("matmul: cuBLASLt has no algorithm for this product");
+    p->algo = results[0].algo;
+}
+
+/* one product with a plan built for this call alone, by the first-result rule (first_only) or matmul_choose's; the
+ * trainer's matmul_run keeps a plan per shape instead */
+static void run_unplanned(const MatmulCall* c, int first_only) {
+    MatmulPlan p;
+    if (first_only) plan_build_first(&p, &c->s);
+    else matmul_plan_build(&p, &c->s);
+    matmul_execute(&p, &p.algo, c, 0);
+    matmul_plan_release(&p);
+}
+
 /* ---- timing: the heuristic's first algorithm against matmul_choose's, interleaved per product ---- */
 
 /* time one product under both choices, alternating 4 rounds of 20 runs each (the clocks drift under a long GEMM
@@ -146,11 +166,16 @@ static void bench_pair(const char* name, double flops, double per_step, double* 
     float ms[2][4];
     for (int r = 0; r < rounds; r++)
         for (int rule = 0; rule < 2; rule++) {
-            matmul_heuristic_first = rule == 0;
             matmul_forget_plans();
-            ms[rule][r] = dev_bench_ms(20, [&] { matmul_run(c, 0); });
+            if (rule == 0) {
+                MatmulPlan first;
+                plan_build_first(&first, &c->s);
+                ms[rule][r] = dev_bench_ms(20, [&] { matmul_execute(&first, &first.algo, c, 0); });
+                matmul_plan_release(&first);
+            } else {
+                ms[rule][r] = dev_bench_ms(20, [&] { matmul_run(c, 0); });
+            }
         }
-    matmul_heuristic_first = 0;
     matmul_forget_plans();
     float med[2];
     for (int rule = 0; rule < 2; rule++) {
@@ -405,22 +430,18 @@ static void host_cost(int BT, int C, int OC, const char* label) {
      * among 16 every call; 2: the plan table */
     const char* modes[3] = {"heuristic's first, every call", "matmul_choose, every call", "with the plan table"};
     for (int mode = 0; mode < 3; mode++) {
-        matmul_use_plans = mode == 2;
-        matmul_heuristic_first = mode == 0;
         matmul_forget_plans();
-        for (int i = 0; i < 10; i++) matmul_run(&c, 0);
+        for (int i = 0; i < 10; i++) mode == 2 ? matmul_run(&c, 0) : run_unplanned(&c, mode == 0);
         cudaCheck(cudaDeviceSynchronize());
         t0 = wall_us();
-        for (int i = 0; i < n; i++) matmul_run(&c, 0);
+        for (int i = 0; i < n; i++) mode == 2 ? matmul_run(&c, 0) : run_unplanned(&c, mode == 0);
         double t1 = wall_us();
         cudaCheck(cudaDeviceSynchronize());
         double t2 = wall_us();
         printf("  HOST %-24s %d calls, %s: host %.1f us a call, until done %.1f us a call\n", label, n, modes[mode],
                (t1 - t0) / n, (t2 - t0) / n);
     }
-    matmul_heuristic_first = 0;
     matmul_forget_plans();
-    matmul_use_plans = 1;
     cudaCheck(cudaFree(inp)); cudaCheck(cudaFree(w)); cudaCheck(cudaFree(out));
 }
 
