@@ -1159,9 +1159,40 @@ static void print_sample(Mamba2* m, InferenceState* st, Tokenizer* tok, Rng* rng
     fflush(stdout);
 }
 
+/* the model's config, read from wherever it comes from without loading the weights (for the memory estimate) */
+static Mamba2Config source_config(const ModelSource* src) {
+    if (src->kind == MODEL_FROM_CONFIG) return src->config;
+    Mamba2Config c;
+    char err[1024];
+    if (hf_is_model_dir(src->path)) {
+        HfStyle style;
+        int emb_rows;
+        if (hf_read_config(src->path, &c, &style, &emb_rows, err, sizeof(err)) != 0) die("%s", err);
+        return c;
+    }
+    CheckpointInfo info;
+    if (checkpoint_verify(src->path, &info, err, sizeof(err)) != 0) die("%s", err);
+    return info.config;
+}
+
+/* refuses a run that cannot fit this machine's RAM before anything big is allocated */
+static void check_host_memory(const Mamba2Config* c, int B, int T) {
+    size_t sizes[NUM_ACTIVATION_TENSORS], gsizes[NUM_GRAD_ACTIVATION_TENSORS];
+    activation_sizes(sizes, c, B, T);
+    grad_activation_sizes(gsizes, c, B, T);
+    double acts = 0;
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) acts += (double)sizes[i];
+    for (int i = 0; i < NUM_GRAD_ACTIVATION_TENSORS; i++) acts += (double)gsizes[i];
+    /* params, grads, m, v, and a float copy while a checkpoint is read or written */
+    double need = (double)config_param_count(c) * (4.0 * sizeof(real) + sizeof(float)) + acts * sizeof(real);
+    memory_check_or_die((unsigned long long)need, host_memory_available(), "CPU", c);
+}
+
 int main(int argc, char** argv) {
     TrainArgs args;
     parse_args(&args, argc, argv);
+    train_signals_install();
+    output_dir_prepare(&args);
     Mamba2 model;
     Rng sample_rng;
     rng_seed(&sample_rng, args.seed ^ 0x5a5a5a5a5a5a5a5aull);
@@ -1171,6 +1202,10 @@ int main(int argc, char** argv) {
 
     /* the model: a description, a checkpoint given with -e, or the latest checkpoint in -o when resuming */
     ModelSource src = model_source(&args);
+    {
+        Mamba2Config need = source_config(&src);
+        check_host_memory(&need, args.B, args.T);
+    }
     CheckpointInfo info;
     if (src.kind == MODEL_RESUME) {
         mamba2_load_checkpoint(&model, src.path, &info);
@@ -1213,6 +1248,11 @@ int main(int argc, char** argv) {
     printf("OpenMP threads: %d\n", omp_get_max_threads());
 #endif
 
+    if (start_step > 0) {
+        int cut = log_trim(args.output_dir, start_step);
+        if (cut > 0) printf("resume: cut %d lines written after step %d from %s/main.log\n", cut, start_step,
+                            args.output_dir);
+    }
     FILE* logf = log_open(args.output_dir, start_step > 0);
 
     double t_loop = now_seconds();
@@ -1251,10 +1291,19 @@ int main(int argc, char** argv) {
             checkpoint_path(path, sizeof(path), args.output_dir, done);
             mamba2_save_checkpoint(&model, path, st);
             printf("saved checkpoint %s\n", path);
+            prune_checkpoints(args.output_dir, args.ckpt_keep);
+        }
+        int sig = train_stop_requested();
+        if (sig && done < args.max_steps) {
+            log_close(logf);
+            printf("stopped by %s after step %d%s\n", signal_name(sig), done,
+                   args.output_dir ? ": checkpoint written, resume with -y 1" : " (no -o: nothing saved)");
+            fflush(stdout);
+            exit(128 + sig);
         }
     }
     printf("total time %.1f s\n", now_seconds() - t_loop);
-    if (logf) fclose(logf);
+    log_close(logf);
     inference_state_free(&infer);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);
