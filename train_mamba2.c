@@ -1159,22 +1159,6 @@ static void print_sample(Mamba2* m, InferenceState* st, Tokenizer* tok, Rng* rng
     fflush(stdout);
 }
 
-/* the model's config, read from wherever it comes from without loading the weights (for the memory estimate) */
-static Mamba2Config source_config(const ModelSource* src) {
-    if (src->kind == MODEL_FROM_CONFIG) return src->config;
-    Mamba2Config c;
-    char err[1024];
-    if (hf_is_model_dir(src->path)) {
-        HfStyle style;
-        int emb_rows;
-        if (hf_read_config(src->path, &c, &style, &emb_rows, err, sizeof(err)) != 0) die("%s", err);
-        return c;
-    }
-    CheckpointInfo info;
-    if (checkpoint_verify(src->path, &info, err, sizeof(err)) != 0) die("%s", err);
-    return info.config;
-}
-
 /* refuses a run that cannot fit this machine's RAM before anything big is allocated */
 static void check_host_memory(const Mamba2Config* c, int B, int T) {
     size_t sizes[NUM_ACTIVATION_TENSORS], gsizes[NUM_GRAD_ACTIVATION_TENSORS];
@@ -1203,7 +1187,7 @@ int main(int argc, char** argv) {
     /* the model: a description, a checkpoint given with -e, or the latest checkpoint in -o when resuming */
     ModelSource src = model_source(&args);
     {
-        Mamba2Config need = source_config(&src);
+        Mamba2Config need = model_source_config(&src);
         check_host_memory(&need, args.B, args.T);
     }
     CheckpointInfo info;
@@ -1284,7 +1268,8 @@ int main(int argc, char** argv) {
         steps_timed++;
         int done = step + 1;
         log_train(logf, &args, done, loss, lr, norm, step_s, (now_seconds() - t_loop) / steps_timed);
-        if (checkpoint_due(&args, done)) {
+        int sig = train_stop_requested();
+        if (checkpoint_due_or_stop(&args, done, sig != 0)) {
             uint64_t st[CKPT_STATE_WORDS];
             train_state_pack(st, done, &sample_rng, &train_loader);
             char path[4096];
@@ -1293,7 +1278,6 @@ int main(int argc, char** argv) {
             printf("saved checkpoint %s\n", path);
             prune_checkpoints(args.output_dir, args.ckpt_keep);
         }
-        int sig = train_stop_requested();
         if (sig && done < args.max_steps) {
             log_close(logf);
             printf("stopped by %s after step %d%s\n", signal_name(sig), done,

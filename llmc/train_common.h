@@ -490,11 +490,15 @@ static inline void train_state_restore_loader(DataLoader* loader, const uint64_t
     dataloader_load_state(loader, &ls);
 }
 
-/* should a checkpoint be written after `done` steps? (every -n steps, at the end, and when a signal stops the run) */
-static inline int checkpoint_due(const TrainArgs* a, int done) {
-    return a->output_dir && ((a->ckpt_every > 0 && done % a->ckpt_every == 0) || done == a->max_steps ||
-                             train_stop_requested());
+/* should a checkpoint be written after `done` steps? every -n steps, at the end, and when the run stops on a signal:
+   stopping is 1 when it does (train_stop_requested() in one process; the GPU trainer passes the flag agreed by all
+   ranks, so every rank takes the same branch: a checkpoint with ZeRO-1 is collective) */
+static inline int checkpoint_due_or_stop(const TrainArgs* a, int done, int stopping) {
+    return a->output_dir && ((a->ckpt_every > 0 && done % a->ckpt_every == 0) || done == a->max_steps || stopping);
 }
+
+/* the same without a stop (every -n steps and at the end) */
+static inline int checkpoint_due(const TrainArgs* a, int done) { return checkpoint_due_or_stop(a, done, 0); }
 
 /* ---- where the model comes from: a description (-e), a checkpoint file (-e FILE), or resuming (-y 1 -o DIR) ---- */
 
@@ -567,6 +571,23 @@ static inline ModelSource model_source(const TrainArgs* a) {
         s.kind = MODEL_FROM_CONFIG;
     }
     return s;
+}
+
+/* the model's config, read from wherever the source points (description, checkpoint header, config.json) without
+   loading any weights: what the memory estimate needs before anything big is allocated */
+static inline Mamba2Config model_source_config(const ModelSource* src) {
+    if (src->kind == MODEL_FROM_CONFIG) return src->config;
+    Mamba2Config c;
+    char err[1024];
+    if (hf_is_model_dir(src->path)) {
+        HfStyle style;
+        int emb_rows;
+        if (hf_read_config(src->path, &c, &style, &emb_rows, err, sizeof(err)) != 0) die("%s", err);
+        return c;
+    }
+    CheckpointInfo info;
+    if (checkpoint_verify(src->path, &info, err, sizeof(err)) != 0) die("%s", err);
+    return info.config;
 }
 
 /*
