@@ -22,6 +22,16 @@ int main(int argc, char** argv) {
     load_model(&model, model_path, 0);
     const Mamba2Config* c = &model.config;
     config_print(c, stderr);
+    /* a model with NaN or infinite weights gives a meaningless loss: refuse it, naming the first bad tensor */
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* sp = &model.table[t];
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < sp->numel; i++)
+            if (!isfinite((double)model.params_memory[sp->offset + i])) { if (bad++ == 0) first = i; }
+        if (bad > 0)
+            die("model %s: tensor %s holds %zu NaN or infinite weights (first at element %zu): the model is broken "
+                "(a diverged run, or a corrupt file)", model_path, sp->name, bad, first);
+    }
 
     Tokenizer tok;
     DataLoader loader;
@@ -33,6 +43,9 @@ int main(int argc, char** argv) {
     for (long i = 0; i < n; i++) {
         dataloader_next_batch(&loader);
         real loss = mamba2_forward(&model, loader.inputs, loader.targets, B, T);
+        if (!isfinite((double)loss))
+            die("model %s: the loss of batch %ld is %f (the weights are finite, the activations overflowed)",
+                model_path, i + 1, (double)loss);
         sum_nats += (double)loss * B * T;
         tokens += (long)B * T;
         if (tok.init_ok) {

@@ -8,6 +8,9 @@
  *
  * ngroups > 1 is refused for HF transformers (its gated norm normalizes over all channels, SPEC.md section 8)
  * unless -f 1 is given, with a warning that HF's logits will differ.
+ *
+ *   ./export_mamba2 --verify log_130m/ckpt_*.bin      checks each checkpoint's header, size and checksum; exit 1 if
+ *                                                      any is corrupt (nothing is written)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,10 +28,33 @@ static void usage(void) {
             "  -o DIR    the output folder (created; config.json and model.safetensors are written into it)\n"
             "  -s STYLE  transformers (default: Mamba2ForCausalLM.from_pretrained loads it) or mamba_ssm (its names)\n"
             "  -f 1      force the HF export of an ngroups > 1 model (HF computes its gated norm differently)\n"
-            "  -h        this help\n");
+            "  -h        this help\n"
+            "   or: ./export_mamba2 --verify CHECKPOINT...\n"
+            "Checks each checkpoint (header, size, checksum) and prints OK or what is wrong; exit status 1 if any is\n"
+            "corrupt. Checkpoints of format version 1 (no checksum) are checked for header and size only.\n");
+}
+
+static int verify_main(int argc, char** argv) {
+    if (argc < 3) { usage(); die("--verify needs one or more checkpoint files"); }
+    int bad = 0;
+    for (int i = 2; i < argc; i++) {
+        CheckpointInfo info;
+        char err[1024];
+        if (checkpoint_verify(argv[i], &info, err, sizeof(err)) != 0) {
+            printf("CORRUPT %s\n", err);
+            bad++;
+        } else {
+            printf("OK      %s: step %llu, %s, format version %d%s\n", argv[i],
+                   (unsigned long long)info.state[CKPT_S_STEP],
+                   info.has_optimizer ? "weights and optimizer state" : "weights only", info.version,
+                   info.version < 2 ? " (no checksum: header and size checked only)" : ", checksum verified");
+        }
+    }
+    return bad ? 1 : 0;
 }
 
 int main(int argc, char** argv) {
+    if (argc >= 2 && strcmp(argv[1], "--verify") == 0) return verify_main(argc, argv);
     const char* model = NULL;
     const char* out = NULL;
     HfStyle style = HF_STYLE_TRANSFORMERS;

@@ -136,6 +136,19 @@ static void test_errors(void) {
     InitArgs h = {"vocab_*.bin", 5, 8, 50, 3};
     expect_failure("token id >= vocab_size names shard and offset", run_init, &h, "vocab_000.bin",
                    "token id 50 at token offset 50");
+    InitArgs h0 = {"vocab_*.bin", 5, 8, 50, 0};
+    expect_failure("token ids are checked when the shard is opened (no batch read)", run_init, &h0, "vocab_000.bin",
+                   "token id 50 at token offset 50");
+
+    char sub[600];
+    snprintf(sub, sizeof(sub), "%s", path_in_dir("adir_000.bin"));
+    mkdir(sub, 0755);
+    InitArgs dd = {"adir_*.bin", 2, 4, 0, 0};
+    expect_failure("a folder given as a shard names the path", run_init, &dd, "adir_000.bin", "not a regular file");
+    rmdir(sub);
+
+    InitArgs big = {"vocab_*.bin", 1u << 21, 1u << 20, 0, 0};
+    expect_failure("B*T beyond 2^28 tokens is refused before any allocation", run_init, &big, "B*T", "2^28");
 }
 
 /* ---------------------------------------------------------------------------------------------------- */

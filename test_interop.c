@@ -326,6 +326,121 @@ static void test_bad_input(void) {
     free(params);
 }
 
+
+/* ================================================================================================================
+ * 1b. sizes from a file never overflow (#27): bounded config fields, 64-bit sums, a linear name check */
+
+static void test_overflow_bounds(void) {
+    printf("sizes from files: bounds and overflow\n");
+    char dir[600], path[700], err[2048];
+    snprintf(dir, sizeof dir, "%s/wrap", g_tmp);
+    Mamba2Config c;
+    float* params;
+    make_valid_dir(dir, &c, &params);
+    free(params);
+    /* the folder: the parameter table's size_t sum wrapped, and import wrote past a 17-float calloc */
+    write_config(dir, "{\"model_type\": \"mamba2\", \"hidden_size\": 16, \"num_hidden_layers\": 536870912, "
+                 "\"state_size\": 954437172, \"head_dim\": 8, \"num_heads\": 4, \"n_groups\": 1, \"vocab_size\": 20, "
+                 "\"tie_word_embeddings\": true}");
+    expect_import_error(dir, "n_layer = 536870912, at most 4096", "2^29 layers, state 954437172: refused, no wrap");
+    write_config(dir, "{\"model_type\": \"mamba2\", \"hidden_size\": 65536, \"expand\": 65536, \"head_dim\": 8, "
+                 "\"num_heads\": 1000000000, \"n_groups\": 1, \"vocab_size\": 20, \"tie_word_embeddings\": true}");
+    expect_import_error(dir, "num_heads = 1000000000", "num_heads * head_dim beyond int: compared in 64 bits");
+    write_config(dir, "{\"d_model\": 16, \"n_layer\": 1, \"vocab_size\": 999999999, \"pad_vocab_size_multiple\": 65536, "
+                 "\"ssm_cfg\": {\"layer\": \"Mamba2\", \"d_state\": 8, \"headdim\": 8}}");
+    expect_import_error(dir, "vocab = 999999999, at most", "mamba_ssm vocab 999999999, pad 65536: round_up has no overflow");
+    /* the 66-byte-file case: n_layer at the bound and a name that is no tensor of it: one pass over the name */
+    write_config(dir, "{\"model_type\": \"mamba2\", \"hidden_size\": 16, \"num_hidden_layers\": 4096, "
+                 "\"state_size\": 8, \"head_dim\": 8, \"num_heads\": 4, \"n_groups\": 1, \"vocab_size\": 20, "
+                 "\"tie_word_embeddings\": true}");
+    {
+        ParamSpec t[NUM_PARAM_TENSORS];
+        Mamba2Config big = c;
+        big.n_layer = 4096;
+        config_derive(&big);
+        param_table_build(t, &big);
+        double t0 = now_seconds();
+        int hits = 0;
+        for (int i = 0; i < 2000; i++) hits += hf_is_known_name_("backbone.layers.4095.mixer.D", t, &big, HF_STYLE_TRANSFORMERS);
+        int miss = hf_is_known_name_("backbone.layers.4096.mixer.D", t, &big, HF_STYLE_TRANSFORMERS) +
+                   hf_is_known_name_("backbone.layers.01.mixer.D", t, &big, HF_STYLE_TRANSFORMERS) +
+                   hf_is_known_name_("backbone.layers.x.mixer.D", t, &big, HF_STYLE_TRANSFORMERS) +
+                   hf_is_known_name_("backbone.layers.1.mixer.Dx", t, &big, HF_STYLE_TRANSFORMERS);
+        int ok2 = hf_is_known_name_("backbone.layers.0.mixer.conv1d.weight", t, &big, HF_STYLE_MAMBA_SSM) &&
+                  hf_is_known_name_("backbone.embedding.weight", t, &big, HF_STYLE_MAMBA_SSM) &&
+                  hf_is_known_name_("backbone.norm_f.weight", t, &big, HF_STYLE_TRANSFORMERS);
+        double dt = now_seconds() - t0;
+        check(hits == 2000 && miss == 0 && ok2 && dt < 0.5, "tensor-name check: 2000 lookups at n_layer 4096 in %.3f s; "
+              "layer 4096, '01', 'x' and a wrong suffix refused", dt);
+    }
+    /* config_check on extreme values: a message, no UB (this file is also built with -fsanitize=undefined) */
+    {
+        Mamba2Config x;
+        memset(&x, 0, sizeof x);
+        x.d_model = 2147483647; x.n_layer = 2147483647; x.d_state = 2147483647; x.headdim = 1; x.expand = 2147483647;
+        x.ngroups = 2147483647; x.d_conv = 2147483647; x.vocab_size = 2147483647; x.chunk_size = 2147483647;
+        const char* m1 = config_check(&x);
+        x.d_model = 65536; x.expand = 16; x.n_layer = 4096; x.d_state = 4096; x.ngroups = 4096; x.headdim = 1;
+        x.d_conv = 16; x.vocab_size = 1 << 24; x.chunk_size = 1;
+        const char* m2 = config_check(&x);
+        check(m1 && strstr(m1, "at most") && m2 && strstr(m2, "parameters, at most"),
+              "config_check: INT_MAX fields and a maximal config refused (%s)", m2 ? m2 : "accepted!");
+        check(round_up(2147483647, 16) == 2147483647 && round_up(33, 16) == 48, "round_up near INT_MAX saturates");
+    }
+    /* NFC of a long run of combining marks in linear time: 'a' then k x (U+0301 ccc 230, U+0316 ccc 220), 80 KB */
+    {
+        int k = 20000;
+        size_t len = 1 + (size_t)k * 4;
+        unsigned char* t = (unsigned char*)mallocCheck(len);
+        t[0] = 'a';
+        for (int i = 0; i < k; i++) {
+            unsigned char* q = t + 1 + (size_t)i * 4;
+            q[0] = 0xCC; q[1] = 0x81; q[2] = 0xCC; q[3] = 0x96;
+        }
+        unsigned char* o = NULL;
+        size_t olen = 0;
+        double t0 = now_seconds();
+        int rc = bpe_nfc_(t, len, &o, &olen, err, sizeof err);
+        double dt = now_seconds() - t0;
+        /* NFC: U+0316 (220) sorts before U+0301 (230); a + U+0301 compose to U+00E1 (not blocked by the lower 220) */
+        int ok = rc == 0 && o != NULL && olen == 2 + (size_t)k * 2 + (size_t)(k - 1) * 2 && o[0] == 0xC3 && o[1] == 0xA1;
+        for (int i = 0; ok && i < k; i++) ok = o[2 + 2 * i] == 0xCC && o[3 + 2 * i] == 0x96;
+        for (int i = 0; ok && i < k - 1; i++) ok = o[2 + 2 * k + 2 * i] == 0xCC && o[3 + 2 * k + 2 * i] == 0x81;
+        check(ok && dt < 0.2, "NFC of an 80 KB run of 40000 combining marks: %.3f s (was 2.3 s: quadratic), sorted "
+              "and composed right", dt);
+        free(o);
+        free(t);
+    }
+    /* a checkpoint whose parameter count is 2^62 + 260: its file-size check used to wrap to 1040 bytes */
+    {
+        snprintf(path, sizeof path, "%s/huge.bin", g_tmp);
+        int32_t h[CKPT_HEADER_INTS] = {0};
+        h[CKPT_H_MAGIC] = CKPT_MAGIC; h[CKPT_H_VERSION] = 1; h[CKPT_H_D_MODEL] = 16; h[CKPT_H_N_LAYER] = 1;
+        h[CKPT_H_D_STATE] = 8; h[CKPT_H_HEADDIM] = 8; h[CKPT_H_EXPAND] = 2; h[CKPT_H_NGROUPS] = 1; h[CKPT_H_D_CONV] = 4;
+        h[CKPT_H_VOCAB] = 20; h[CKPT_H_PADDED_VOCAB] = 32; h[CKPT_H_CHUNK] = 4;
+        h[CKPT_H_NPARAMS_LO] = 260; h[CKPT_H_NPARAMS_HI] = 1 << 30;
+        unsigned char body[1040 + 512] = {0};
+        FILE* f = fopenCheck(path, "wb");
+        fwriteCheck(h, sizeof h, 1, f);
+        fwriteCheck(body, 1, sizeof body, f);
+        fcloseCheck(f);
+        Mamba2Config cc;
+        float* p = NULL;
+        int rc = model_load_weights(path, &cc, &p, err, sizeof err);
+        check(rc != 0 && strstr(err, "4611686018427388164 parameters"), "checkpoint with 2^62+260 parameters refused: "
+              "\"%s\"", rc ? err : "(accepted!)");
+        free(p);
+        h[CKPT_H_N_LAYER] = 536870912;
+        f = fopenCheck(path, "wb");
+        fwriteCheck(h, sizeof h, 1, f);
+        fcloseCheck(f);
+        rc = model_load_weights(path, &cc, &p, err, sizeof err);
+        check(rc != 0 && strstr(err, "n_layer = 536870912, at most"), "checkpoint header with 2^29 layers refused: "
+              "\"%s\"", rc ? err : "(accepted!)");
+        free(p);
+    }
+}
+
 /* ================================================================================================================
  * 2. the HF fixtures */
 
@@ -886,6 +1001,7 @@ int main(int argc, char** argv) {
     }
     make_tmp();
     test_bad_input();
+    test_overflow_bounds();
     test_hf_fixtures();
     test_export();
     printf("prefill (chunked forward) + recurrent steps vs the full forward\n");

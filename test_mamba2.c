@@ -21,6 +21,8 @@
 #include "dev/hf_fixture.h"
 #endif
 #include <sys/wait.h>
+#include <dirent.h>
+#include <signal.h>
 
 #define TEST_REAL real
 #include "dev/test_report.h"
@@ -527,14 +529,28 @@ static void write_shard(const char* path, const uint16_t* tokens, int n, int mag
     fcloseCheck(f);
 }
 
-/* runs a shell command, captures its output; returns the exit status */
+/* runs a shell command, captures its output (all of it is read, so the command never meets a closed pipe; a long
+   output keeps its first and last halves); returns the exit status */
 static int run_capture(const char* cmd, char* out, size_t outlen) {
     char full[4096];
     snprintf(full, sizeof(full), "%s 2>&1", cmd);
     FILE* p = popen(full, "r");
     if (p == NULL) return -1;
-    size_t n = fread(out, 1, outlen - 1, p);
-    out[n] = '\0';
+    size_t cap = 1 << 16, n = 0;
+    char* all = (char*)mallocCheck(cap);
+    size_t got;
+    while ((got = fread(all + n, 1, cap - n, p)) > 0) {
+        n += got;
+        if (n == cap) { cap *= 2; all = (char*)realloc(all, cap); if (all == NULL) die("out of memory"); }
+    }
+    if (n < outlen) { memcpy(out, all, n); out[n] = '\0'; }
+    else {
+        size_t half = (outlen - 1) / 2;
+        memcpy(out, all, half);
+        memcpy(out + half, all + n - (outlen - 1 - half), outlen - 1 - half);
+        out[outlen - 1] = '\0';
+    }
+    free(all);
     int status = pclose(p);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
@@ -692,6 +708,234 @@ static void test_bad_input(void) {
     /* an unknown flag */
     expect_failure("unknown flag", "-Z 3", "unknown flag");
 }
+
+/* ================================================================================================================
+ * 7. operations (#27): kill -9, SIGTERM, a full disk, corrupt checkpoints, a used -o, flags, memory, NaN weights
+ * ================================================================================================================ */
+
+/* the trainer runs single-threaded here: on a shared machine OpenMP's spinning makes a 1.5 ms step take 100 ms */
+#define OPS_TRAIN "OMP_NUM_THREADS=1 ./train_mamba2"
+#define OPS_COMMON "-e " TINY_MODEL " -b 2 -t 16 -x 1500 -n 100 -v 50 -m 2 -s 0 -l 3e-3 -u 20 -S 7"
+
+static void ops_cmd(char* cmd, size_t n, const char* dir, const char* extra) {
+    snprintf(cmd, n, OPS_TRAIN " -i %s/train.bin -j %s/val.bin -k none " OPS_COMMON " -o %s/%s %s", g_tmp, g_tmp,
+             g_tmp, dir, extra);
+}
+
+static int count_lines(const char* path) {
+    FILE* f = fopen(path, "r");
+    if (f == NULL) return 0;
+    int n = 0, ch;
+    while ((ch = fgetc(f)) != EOF) if (ch == '\n') n++;
+    fclose(f);
+    return n;
+}
+
+/* starts cmd (with exec, so the pid is the trainer's), output to outpath; returns the pid */
+static pid_t spawn(const char* cmd, const char* outpath) {
+    char full[4096];
+    snprintf(full, sizeof(full), "exec env %s > %s 2>&1", cmd, outpath);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) { execl("/bin/sh", "sh", "-c", full, (char*)NULL); _exit(127); }
+    return pid;
+}
+
+/* starts a run in dir, sends sig once its main.log has `lines` lines; returns the exit status (128+n if killed) */
+static int run_and_signal(const char* dir, int lines, int sig, char* out, size_t outlen) {
+    char cmd[2048], outp[600], logp[600];
+    ops_cmd(cmd, sizeof(cmd), dir, "");
+    snprintf(outp, sizeof(outp), "%s/%s.out", g_tmp, dir);
+    snprintf(logp, sizeof(logp), "%s/%s/main.log", g_tmp, dir);
+    pid_t pid = spawn(cmd, outp);
+    int status = 0;
+    for (int i = 0; i < 200000; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid) goto done;
+        if (count_lines(logp) >= lines) break;
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, sig);
+    waitpid(pid, &status, 0);
+done:;
+    FILE* f = fopen(outp, "r");  /* the last outlen-1 bytes: the end of the run */
+    if (f && fseek(f, 0, SEEK_END) == 0 && ftell(f) > (long)outlen - 1) fseek(f, -((long)outlen - 1), SEEK_END);
+    else if (f) fseek(f, 0, SEEK_SET);
+    size_t n = f ? fread(out, 1, outlen - 1, f) : 0;
+    out[n] = '\0';
+    if (f) fclose(f);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int last_train_step(const char* logpath) {
+    FILE* f = fopen(logpath, "r");
+    int last = -1, s;
+    char line[512];
+    while (f && fgets(line, sizeof(line), f)) if (sscanf(line, "s:%d trl:", &s) == 1) last = s;
+    if (f) fclose(f);
+    return last;
+}
+
+static void expect_same_run(const char* dir, const char* what) {
+    char a[600], b[600];
+    snprintf(a, sizeof(a), "%s/ops_ref/main.log", g_tmp);
+    snprintf(b, sizeof(b), "%s/%s/main.log", g_tmp, dir);
+    int logs = files_equal(a, b) && count_lines(a) > 1500;
+    snprintf(a, sizeof(a), "%s/ops_ref/ckpt_00001500.bin", g_tmp);
+    snprintf(b, sizeof(b), "%s/%s/ckpt_00001500.bin", g_tmp, dir);
+    int ck = files_equal(a, b);
+    report(logs && ck, "%s: main.log (%s) and the final checkpoint (%s) equal the uninterrupted run's", what,
+           logs ? "same" : "DIFFERS", ck ? "bitwise" : "DIFFERS");
+}
+
+static void test_operations(void) {
+    char cmd[4096], out[65536], path[600], path2[700];
+    /* the reference: one uninterrupted run */
+    ops_cmd(cmd, sizeof(cmd), "ops_ref", "");
+    int rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0, "uninterrupted reference run of 1500 steps, checkpoints every 100 (exit %d)", rc);
+    if (rc != 0) { printf("%.2000s\n", out); return; }
+
+    /* kill -9 in the middle, then a resume under a full disk (RLIMIT_FSIZE: the next checkpoint cannot be
+       written), then a resume with space again */
+    rc = run_and_signal("ops_kill", 450, SIGKILL, out, sizeof(out));
+    snprintf(path, sizeof(path), "%s/ops_kill/main.log", g_tmp);
+    int at_kill = last_train_step(path);
+    report(rc == 128 + SIGKILL && at_kill > 0 && at_kill < 1500, "kill -9 at step %d (status %d)", at_kill, rc);
+    snprintf(path2, sizeof(path2), "%s/ops_kill/ckpt_00000999.bin.tmp", g_tmp);
+    FILE* f = fopen(path2, "w");
+    if (f) { fputs("half a checkpoint", f); fclose(f); }
+    ops_cmd(cmd, sizeof(cmd), "ops_kill", "-y 1");
+    char limited[4300];
+    snprintf(limited, sizeof(limited), "trap '' XFSZ; ulimit -f 100; %s", cmd);
+    rc = run_capture(limited, out, sizeof(out));
+    report(rc != 0 && rc < 128 && strstr(out, "disk full") != NULL && strstr(out, "ckpt_") != NULL,
+           "full disk while writing a checkpoint: exit %d, message names the file and says disk full", rc);
+    if (!(rc != 0 && strstr(out, "disk full"))) printf("    output was: %.800s\n", out + (strlen(out) > 800 ? strlen(out) - 800 : 0));
+    report(access(path2, F_OK) != 0, "a stale ckpt_*.bin.tmp is removed when the run starts");
+    int tmp_left = 0;
+    DIR* d = opendir(path[0] ? (snprintf(path2, sizeof(path2), "%s/ops_kill", g_tmp), path2) : ".");
+    struct dirent* e;
+    while (d && (e = readdir(d)) != NULL) if (strstr(e->d_name, ".tmp")) tmp_left++;
+    if (d) closedir(d);
+    report(tmp_left == 0, "the failed checkpoint write leaves no .tmp file (%d)", tmp_left);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0 && strstr(out, "resumed from") != NULL, "resume after the kill and the full disk (exit %d)", rc);
+    expect_same_run("ops_kill", "kill -9 + full disk + resume");
+
+    /* SIGTERM: the step finishes, a checkpoint is written, exit 128 + 15 */
+    rc = run_and_signal("ops_term", 700, SIGTERM, out, sizeof(out));
+    snprintf(path, sizeof(path), "%s/ops_term/main.log", g_tmp);
+    int at_term = last_train_step(path);
+    snprintf(path2, sizeof(path2), "%s/ops_term/ckpt_%08d.bin", g_tmp, at_term);
+    report(rc == 128 + SIGTERM && strstr(out, "stopped by SIGTERM") != NULL && access(path2, F_OK) == 0,
+           "SIGTERM at step %d: exit %d, \"stopped by SIGTERM\", checkpoint of that step written", at_term, rc);
+    ops_cmd(cmd, sizeof(cmd), "ops_term", "-y 1");
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0, "resume after SIGTERM (exit %d)", rc);
+    expect_same_run("ops_term", "SIGTERM + resume");
+
+    /* a corrupt newest checkpoint: -y 1 names the previous good one, -y 2 takes it */
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/ops_bad && cp %s/ops_ref/ckpt_00001400.bin %s/ops_ref/ckpt_00001500.bin "
+             "%s/ops_ref/main.log %s/ops_bad/", g_tmp, g_tmp, g_tmp, g_tmp, g_tmp);
+    if (system(cmd) != 0) report(0, "copy checkpoints");
+    snprintf(path, sizeof(path), "%s/ops_bad/ckpt_00001500.bin", g_tmp);
+    f = fopen(path, "r+b");
+    if (f) { fseek(f, 5000, SEEK_SET); int ch = fgetc(f); fseek(f, 5000, SEEK_SET); fputc(ch ^ 0x10, f); fclose(f); }
+    snprintf(cmd, sizeof(cmd), "./export_mamba2 --verify %s/ops_bad/ckpt_00001400.bin %s", g_tmp, path);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 1 && strstr(out, "OK ") && strstr(out, "CORRUPT") && strstr(out, "checksum mismatch"),
+           "export_mamba2 --verify: the good one OK, the flipped bit CORRUPT (checksum mismatch), exit %d", rc);
+    snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s -i %s/val.bin -b 2 -t 16 -m 2", path, g_tmp);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc != 0 && strstr(out, "checksum mismatch") != NULL, "eval of a checkpoint with a flipped bit: exit %d, "
+           "checksum mismatch", rc);
+    ops_cmd(cmd, sizeof(cmd), "ops_bad", "-y 1");
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc != 0 && strstr(out, "corrupt") && strstr(out, "ckpt_00001400.bin") && strstr(out, "-y 2"),
+           "-y 1 with a corrupt newest checkpoint: exit %d, names the good ckpt_00001400.bin and -y 2", rc);
+    ops_cmd(cmd, sizeof(cmd), "ops_bad", "-y 2");
+    rc = run_capture(cmd, out, sizeof(out));
+    snprintf(path2, sizeof(path2), "%s.corrupt", path);
+    report(rc == 0 && access(path2, F_OK) == 0, "-y 2 resumes from step 1400, the corrupt file renamed .corrupt "
+           "(exit %d)", rc);
+    expect_same_run("ops_bad", "corrupt newest checkpoint + -y 2");
+
+    /* a format version 1 checkpoint (no checksum) is still read, with a note */
+    {
+        snprintf(path, sizeof(path), "%s/ops_ref/ckpt_00001500.bin", g_tmp);
+        snprintf(path2, sizeof(path2), "%s/v1.bin", g_tmp);
+        snprintf(cmd, sizeof(cmd), "cp %s %s", path, path2);
+        if (system(cmd) != 0) report(0, "copy");
+        FILE* g = fopen(path2, "r+b");
+        int32_t h[CKPT_HEADER_INTS];
+        if (g && fread(h, 4, CKPT_HEADER_INTS, g) == CKPT_HEADER_INTS) {
+            h[CKPT_H_VERSION] = 1; h[CKPT_H_SUM_LO] = 0; h[CKPT_H_SUM_HI] = 0;
+            fseek(g, 0, SEEK_SET);
+            fwrite(h, 4, CKPT_HEADER_INTS, g);
+        }
+        if (g) fclose(g);
+        snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s -i %s/val.bin -b 2 -t 16 -m 2", path2, g_tmp);
+        rc = run_capture(cmd, out, sizeof(out));
+        report(rc == 0 && strstr(out, "version 1") && strstr(out, "mean loss"),
+               "a version-1 checkpoint (no checksum) loads, with a note (exit %d)", rc);
+    }
+
+    /* NaN weights: eval refuses, naming the tensor */
+    {
+        CheckpointInfo info;
+        Mamba2 m;
+        mamba2_load_checkpoint(&m, path, &info);
+        m.params_memory[m.table[P_IN_PROJ_W].offset + 7] = NAN;
+        snprintf(path2, sizeof(path2), "%s/nan.bin", g_tmp);
+        mamba2_save_checkpoint(&m, path2, info.state);
+        mamba2_free(&m);
+        snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s -i %s/val.bin -b 2 -t 16 -m 2", path2, g_tmp);
+        rc = run_capture(cmd, out, sizeof(out));
+        report(rc != 0 && strstr(out, "in_proj_w") && strstr(out, "NaN"), "eval of a model with a NaN weight: exit "
+               "%d, names in_proj_w", rc);
+    }
+
+    /* a used -o: refused without -y; -w 1 deletes the old run; -N keeps the newest N */
+    snprintf(cmd, sizeof(cmd), OPS_TRAIN " -i %s/train.bin -j none -k none -e " TINY_MODEL " -b 2 -t 16 -x 20 -n 5 "
+             "-o %s/ops_ref", g_tmp, g_tmp);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc != 0 && strstr(out, "already holds a run") && strstr(out, "-w 1"), "a used -o without -y is refused "
+           "(exit %d)", rc);
+    snprintf(path, sizeof(path), "%s/ops_ref/main.log", g_tmp);
+    report(count_lines(path) > 1500, "... and its main.log is untouched");
+    snprintf(cmd, sizeof(cmd), OPS_TRAIN " -i %s/train.bin -j none -k none -e " TINY_MODEL " -b 2 -t 16 -x 20 -n 5 "
+             "-N 2 -w 1 -o %s/ops_ref", g_tmp, g_tmp);
+    rc = run_capture(cmd, out, sizeof(out));
+    int steps[64];
+    snprintf(path2, sizeof(path2), "%s/ops_ref", g_tmp);
+    int n = list_checkpoints(path2, steps, 64);
+    report(rc == 0 && n == 2 && steps[0] == 20 && steps[1] == 15 && count_lines(path) == 20,
+           "-w 1 deletes the old run, -N 2 keeps the newest 2 checkpoints (%d left, newest %d), log of 20 lines", n,
+           n > 0 ? steps[0] : -1);
+}
+
+static void test_flags(void) {
+    char args[2048];
+    struct { const char* flags; const char* needle; } cases[] = {
+        {"-l nan", "-l nan"}, {"-l -1", "-l -1"}, {"-l 0", "must be > 0"}, {"-u 50 -x 10", "-u 50"},
+        {"-q 5", "-q 5"}, {"-m 0", "-m 0"}, {"-t 2147483647", "-t 2147483647"}, {"-b 3x", "-b 3x"},
+        {"-x 0", "-x 0"}, {"-y 3", "-y 3"}, {"-S -4", "-S -4"}, {"-b 65536 -t 65536", "2^28"},
+        {"-N 2", "-N"}, {"-K 8", "-K 8"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(args, sizeof(args), "-i %s/train.bin -j none -k none %s", g_tmp, cases[i].flags);
+        char what[128];
+        snprintf(what, sizeof(what), "flag %s", cases[i].flags);
+        expect_failure(what, args, cases[i].needle);
+    }
+    snprintf(args, sizeof(args), "-i %s/train.bin -j none -k none -e d_model=16384,n_layer=64 -x 1", g_tmp);
+    expect_failure("a model larger than this machine's RAM is refused before allocating", args, "GiB of CPU memory");
+    snprintf(args, sizeof(args), "-i %s/train.bin -j none -k none -e d_model=65536,expand=65536 -x 1", g_tmp);
+    expect_failure("d_model = expand = 65536 (E would wrap to 0)", args, "expand = 65536, at most 16");
+    snprintf(args, sizeof(args), "-i %s -j none -k none -x 1", g_tmp);
+    expect_failure("a folder given as the train shards names it", args, "not a regular file");
+}
 #endif
 
 int main(void) {
@@ -725,8 +969,11 @@ int main(void) {
     test_resume_bitwise();
     printf("== bad input (trainer binary)\n");
     test_bad_input();
+    printf("== operations: kill -9, SIGTERM, full disk, corrupt checkpoints, used -o, flags (trainer binary)\n");
+    test_operations();
+    test_flags();
     char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", g_tmp);
+    snprintf(cmd, sizeof(cmd), getenv("KEEP_TMP") ? "true %s" : "rm -rf %s", g_tmp);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", g_tmp);
 #endif
     printf("%d passed, %d failed\n", g_passed, g_failed);

@@ -1159,9 +1159,24 @@ static void print_sample(Mamba2* m, InferenceState* st, Tokenizer* tok, Rng* rng
     fflush(stdout);
 }
 
+/* refuses a run that cannot fit this machine's RAM before anything big is allocated */
+static void check_host_memory(const Mamba2Config* c, int B, int T) {
+    size_t sizes[NUM_ACTIVATION_TENSORS], gsizes[NUM_GRAD_ACTIVATION_TENSORS];
+    activation_sizes(sizes, c, B, T);
+    grad_activation_sizes(gsizes, c, B, T);
+    double acts = 0;
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) acts += (double)sizes[i];
+    for (int i = 0; i < NUM_GRAD_ACTIVATION_TENSORS; i++) acts += (double)gsizes[i];
+    /* params, grads, m, v, and a float copy while a checkpoint is read or written */
+    double need = (double)config_param_count(c) * (4.0 * sizeof(real) + sizeof(float)) + acts * sizeof(real);
+    memory_check_or_die((unsigned long long)need, host_memory_available(), "CPU", c);
+}
+
 int main(int argc, char** argv) {
     TrainArgs args;
     parse_args(&args, argc, argv);
+    train_signals_install();
+    output_dir_prepare(&args);
     Mamba2 model;
     Rng sample_rng;
     rng_seed(&sample_rng, args.seed ^ 0x5a5a5a5a5a5a5a5aull);
@@ -1171,6 +1186,10 @@ int main(int argc, char** argv) {
 
     /* the model: a description, a checkpoint given with -e, or the latest checkpoint in -o when resuming */
     ModelSource src = model_source(&args);
+    {
+        Mamba2Config need = model_source_config(&src);
+        check_host_memory(&need, args.B, args.T);
+    }
     CheckpointInfo info;
     if (src.kind == MODEL_RESUME) {
         mamba2_load_checkpoint(&model, src.path, &info);
@@ -1213,6 +1232,11 @@ int main(int argc, char** argv) {
     printf("OpenMP threads: %d\n", omp_get_max_threads());
 #endif
 
+    if (start_step > 0) {
+        int cut = log_trim(args.output_dir, start_step);
+        if (cut > 0) printf("resume: cut %d lines written after step %d from %s/main.log\n", cut, start_step,
+                            args.output_dir);
+    }
     FILE* logf = log_open(args.output_dir, start_step > 0);
 
     double t_loop = now_seconds();
@@ -1244,17 +1268,26 @@ int main(int argc, char** argv) {
         steps_timed++;
         int done = step + 1;
         log_train(logf, &args, done, loss, lr, norm, step_s, (now_seconds() - t_loop) / steps_timed);
-        if (checkpoint_due(&args, done)) {
+        int sig = train_stop_requested();
+        if (checkpoint_due_or_stop(&args, done, sig != 0)) {
             uint64_t st[CKPT_STATE_WORDS];
             train_state_pack(st, done, &sample_rng, &train_loader);
             char path[4096];
             checkpoint_path(path, sizeof(path), args.output_dir, done);
             mamba2_save_checkpoint(&model, path, st);
             printf("saved checkpoint %s\n", path);
+            prune_checkpoints(args.output_dir, args.ckpt_keep);
+        }
+        if (sig && done < args.max_steps) {
+            log_close(logf);
+            printf("stopped by %s after step %d%s\n", signal_name(sig), done,
+                   args.output_dir ? ": checkpoint written, resume with -y 1" : " (no -o: nothing saved)");
+            fflush(stdout);
+            exit(128 + sig);
         }
     }
     printf("total time %.1f s\n", now_seconds() - t_loop);
-    if (logf) fclose(logf);
+    log_close(logf);
     inference_state_free(&infer);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);

@@ -510,12 +510,34 @@ static inline int bpe_nfc_(const unsigned char* text, size_t len, unsigned char*
         p += (size_t)bpe_utf8_decode_(text + p, len - p, &cp);
         n += (size_t)bpe_decompose_(cp, buf + n);
     }
-    for (size_t i = 1; i < n; i++) { /* 2. canonical ordering: stable sort of each run of non-starters */
-        int c = bpe_ccc_(buf[i]);
-        if (c == 0) continue;
-        size_t j = i;
-        while (j > 0 && bpe_ccc_(buf[j - 1]) > c) { uint32_t t = buf[j]; buf[j] = buf[j - 1]; buf[j - 1] = t; j--; }
+    /* 2. canonical ordering: a stable sort by combining class of each run of non-starters. Short runs by insertion,
+       long ones by counting sort (classes are 1..254), so a run of k marks costs O(k), not O(k^2): the text's
+       length bounds the time whatever it holds */
+    unsigned char* cc = (unsigned char*)malloc(n + 1);
+    uint32_t* tmp = (uint32_t*)malloc((n + 1) * sizeof(uint32_t));
+    if (cc == NULL || tmp == NULL) { free(cc); free(tmp); free(buf); free(o); return bpe_fail_(err, errlen, "out of memory"); }
+    for (size_t i = 0; i < n; i++) cc[i] = (unsigned char)bpe_ccc_(buf[i]);
+    for (size_t a = 0; a < n;) {
+        if (cc[a] == 0) { a++; continue; }
+        size_t b = a;
+        while (b < n && cc[b] != 0) b++;
+        if (b - a <= 16) {
+            for (size_t i = a + 1; i < b; i++)
+                for (size_t j = i; j > a && cc[j - 1] > cc[j]; j--) {
+                    uint32_t t = buf[j]; buf[j] = buf[j - 1]; buf[j - 1] = t;
+                    unsigned char u = cc[j]; cc[j] = cc[j - 1]; cc[j - 1] = u;
+                }
+        } else {
+            size_t count[257] = {0};
+            for (size_t i = a; i < b; i++) count[cc[i] + 1]++;
+            for (int k = 1; k < 257; k++) count[k] += count[k - 1];
+            for (size_t i = a; i < b; i++) tmp[a + count[cc[i]]++] = buf[i];
+            for (size_t i = a; i < b; i++) { buf[i] = tmp[i]; cc[i] = (unsigned char)bpe_ccc_(buf[i]); }
+        }
+        a = b;
     }
+    free(cc);
+    free(tmp);
     size_t m = 0; /* 3. canonical composition: each character with the last starter, unless blocked */
     if (n > 0) {
         size_t starter = 0;

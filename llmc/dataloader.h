@@ -25,6 +25,7 @@
 #ifndef MAMBA2_DATALOADER_H
 #define MAMBA2_DATALOADER_H
 
+#include <errno.h>
 #include <glob.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
 #include "utils.h"
 
 #define DATALOADER_MAGIC 20240520
@@ -121,10 +123,58 @@ static inline size_t dataloader_file_size(FILE* fp, const char* path) {
     return (size_t)size;
 }
 
-/* reads and checks one shard's header against its file size; fills sh */
-static inline void dataloader_check_shard(DataShard* sh, const char* path, size_t B, size_t T) {
+/*
+ * One pass over a shard's tokens: every id must be < vocab_size (0: no check). The maximum of each 1 MiB block is
+ * taken in a tight loop; only a block holding a bad id is searched again for its offset, for the message. So a
+ * shard prepared with another tokenizer is refused when the run starts, not at the step that first reads it.
+ */
+static inline void dataloader_validate_tokens(FILE* fp, const char* path, size_t num_tokens, int token_size,
+                                              int vocab_size) {
+    if (vocab_size <= 0) return;
+    enum { BLOCK = 1 << 20 };
+    unsigned char* buf = (unsigned char*)mallocCheck(BLOCK);
+    size_t per = BLOCK / (size_t)token_size, done = 0;
+    fseekCheck(fp, DATALOADER_HEADER_BYTES, SEEK_SET);
+    while (done < num_tokens) {
+        size_t n = num_tokens - done < per ? num_tokens - done : per;
+        if (fread(buf, (size_t)token_size, n, fp) != n)
+            die("dataloader: shard %s: read error at token %zu while checking the token ids", path, done);
+        uint32_t mx = 0;
+        if (token_size == 2) {
+            for (size_t i = 0; i < n; i++) { uint32_t v = (uint32_t)buf[2 * i] | ((uint32_t)buf[2 * i + 1] << 8); mx = v > mx ? v : mx; }
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                uint32_t v = (uint32_t)buf[4 * i] | ((uint32_t)buf[4 * i + 1] << 8) | ((uint32_t)buf[4 * i + 2] << 16) |
+                             ((uint32_t)buf[4 * i + 3] << 24);
+                mx = v > mx ? v : mx;
+            }
+        }
+        if (mx >= (uint32_t)vocab_size) {
+            for (size_t i = 0; i < n; i++) {
+                const unsigned char* b = buf + i * (size_t)token_size;
+                uint32_t v = token_size == 2 ? (uint32_t)b[0] | ((uint32_t)b[1] << 8)
+                                             : (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) |
+                                                   ((uint32_t)b[3] << 24);
+                if (v >= (uint32_t)vocab_size)
+                    die("dataloader: shard %s: token id %u at token offset %zu is >= vocab_size %d (data prepared "
+                        "with another tokenizer, or a model with a smaller vocab?)", path, v, done + i, vocab_size);
+            }
+        }
+        done += n;
+    }
+    free(buf);
+}
+
+/* reads and checks one shard's header against its file size, and its token ids against vocab_size (0: not
+   checked); fills sh */
+static inline void dataloader_check_shard(DataShard* sh, const char* path, size_t B, size_t T, int vocab_size) {
+    struct stat st;
+    if (stat(path, &st) != 0) die("dataloader: shard %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        die("dataloader: shard %s is not a regular file (a folder? give a file or a glob such as DIR/*_train_*.bin)",
+            path);
     FILE* fp = fopen(path, "rb");
-    if (fp == NULL) die("dataloader: cannot open shard %s", path);
+    if (fp == NULL) die("dataloader: cannot open shard %s: %s", path, strerror(errno));
     size_t size = dataloader_file_size(fp, path);
     if (size < DATALOADER_HEADER_BYTES) {
         die("dataloader: shard %s: file is %zu bytes, smaller than the %d-byte header (truncated or not a shard)",
@@ -132,7 +182,6 @@ static inline void dataloader_check_shard(DataShard* sh, const char* path, size_
     }
     int32_t header[256];
     freadCheck(header, sizeof(int32_t), 256, fp);
-    fclose(fp);
     if (header[0] != DATALOADER_MAGIC) {
         die("dataloader: shard %s: bad magic %d, expected %d (not a token shard? make one with data/prepare.py)",
             path, (int)header[0], DATALOADER_MAGIC);
@@ -150,6 +199,8 @@ static inline void dataloader_check_shard(DataShard* sh, const char* path, size_
             path, payload < sh->num_tokens * (size_t)sh->token_size ? "truncated" : "longer than its header says",
             sh->num_tokens, sh->num_tokens * (size_t)sh->token_size, payload);
     }
+    dataloader_validate_tokens(fp, path, sh->num_tokens, sh->token_size, vocab_size);
+    fclose(fp);
     size_t need = B * T + 1;
     if (sh->num_tokens < need) {
         die("dataloader: shard %s: %zu tokens, too small for one sample of B*T+1 = %zu tokens "
@@ -191,6 +242,8 @@ static inline void dataloader_init(DataLoader* l, const char* filename_pattern, 
                                    int vocab_size) {
     memset(l, 0, sizeof(*l));
     if (B == 0 || T == 0) die("dataloader: B=%zu and T=%zu must both be positive", B, T);
+    if (B > (1u << 20) || T > (1u << 24) || B * T > (1u << 28))
+        die("dataloader: B=%zu, T=%zu: B*T must be at most 2^28 tokens", B, T);
     if (num_processes < 1 || process_rank < 0 || process_rank >= num_processes) {
         die("dataloader: process_rank %d out of range for num_processes %d", process_rank, num_processes);
     }
@@ -212,7 +265,7 @@ static inline void dataloader_init(DataLoader* l, const char* filename_pattern, 
     l->num_shards = (int)g.gl_pathc;
     l->shards = (DataShard*)callocCheck((size_t)l->num_shards, sizeof(DataShard));
     for (int i = 0; i < l->num_shards; i++) {
-        dataloader_check_shard(&l->shards[i], g.gl_pathv[i], B, T);
+        dataloader_check_shard(&l->shards[i], g.gl_pathv[i], B, T, vocab_size);
         l->num_tokens += l->shards[i].num_tokens;
         l->total_samples += l->shards[i].num_samples;
     }

@@ -217,9 +217,10 @@ static inline int hf_config_transformers_(const JsonValue* root, const char* whe
     if (!rms_norm) return json_fail_(err, errlen, "%s: rms_norm = false: only RMSNorm is supported", where);
     if (norm_before_gate) return json_fail_(err, errlen, "%s: norm_before_gate = true: the gated norm here comes "
                                             "after the gate", where);
-    if (c->headdim > 0 && num_heads * c->headdim != c->expand * c->d_model)
-        return json_fail_(err, errlen, "%s: num_heads = %d times head_dim = %d is not expand * hidden_size = %d "
-                          "(a partial-SSM layer is not supported)", where, num_heads, c->headdim, c->expand * c->d_model);
+    if (c->headdim > 0 && (long long)num_heads * c->headdim != (long long)c->expand * c->d_model)
+        return json_fail_(err, errlen, "%s: num_heads = %d times head_dim = %d is not expand * hidden_size = %lld "
+                          "(a partial-SSM layer is not supported)", where, num_heads, c->headdim,
+                          (long long)c->expand * c->d_model);
     *emb_rows = c->vocab_size;
     return 0;
 }
@@ -255,8 +256,8 @@ static inline int hf_config_mamba_ssm_(const JsonValue* root, const char* where,
     if (!rms_norm) return json_fail_(err, errlen, "%s: rms_norm = false: only RMSNorm is supported", where);
     if (!tie) return json_fail_(err, errlen, "%s: tie_embeddings = false: this project's LM head is the token "
                                 "embedding", where);
-    if (pad_multiple < 1)
-        return json_fail_(err, errlen, "%s: pad_vocab_size_multiple = %d, must be >= 1", where, pad_multiple);
+    if (pad_multiple < 1 || pad_multiple > 65536)
+        return json_fail_(err, errlen, "%s: pad_vocab_size_multiple = %d, must be in 1..65536", where, pad_multiple);
     const JsonValue* ssm = json_get(root, "ssm_cfg");
     JsonValue empty;
     memset(&empty, 0, sizeof empty);
@@ -286,9 +287,9 @@ static inline int hf_config_mamba_ssm_(const JsonValue* root, const char* where,
         hf_bool_(ssm, w2, "conv_bias", 1, &conv_bias, err, errlen) ||
         hf_check_dt_limit_(ssm, w2, "dt_limit", err, errlen))
         return -1;
-    if (d_ssm != -1 && d_ssm != c->expand * c->d_model)
-        return json_fail_(err, errlen, "%s: d_ssm = %d differs from expand * d_model = %d: a partial-SSM layer (MLP "
-                          "part in the mixer) is not supported", w2, d_ssm, c->expand * c->d_model);
+    if (d_ssm != -1 && (long long)d_ssm != (long long)c->expand * c->d_model)
+        return json_fail_(err, errlen, "%s: d_ssm = %d differs from expand * d_model = %lld: a partial-SSM layer (MLP "
+                          "part in the mixer) is not supported", w2, d_ssm, (long long)c->expand * c->d_model);
     if (!rmsnorm) return json_fail_(err, errlen, "%s: rmsnorm = false: the gated RMSNorm is required", w2);
     if (norm_before_gate) return json_fail_(err, errlen, "%s: norm_before_gate = true is not supported", w2);
     if (D_has_hdim) return json_fail_(err, errlen, "%s: D_has_hdim = true (a D per channel) is not supported", w2);
@@ -432,15 +433,35 @@ static inline int hf_check_shape_(const SafeTensors* st, const SafeTensorInfo* i
                       got, want);
 }
 
-/* 1 if name is one the model uses (or the tied lm_head.weight) */
+/* 1 if name is one the model uses (or the tied lm_head.weight). Per-layer names are matched by their prefix and
+   suffix around the layer number (canonical decimal, < n_layer), so the cost is that of the name, not of n_layer. */
 static inline int hf_is_known_name_(const char* name, const ParamSpec* table, const Mamba2Config* c, HfStyle style) {
     if (strcmp(name, "lm_head.weight") == 0) return 1;
     char buf[300];
+    size_t len = strlen(name);
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        for (int l = 0; l < (table[t].per_layer ? c->n_layer : 1); l++) {
-            hf_tensor_name(buf, sizeof buf, &table[t], l, style);
+        if (!table[t].per_layer) {
+            hf_tensor_name(buf, sizeof buf, &table[t], 0, style);
             if (strcmp(buf, name) == 0) return 1;
+            continue;
         }
+        /* the name of layer 0 splits at its "0" into the prefix and suffix every layer shares */
+        hf_tensor_name(buf, sizeof buf, &table[t], 0, style);
+        const char* pat = buf;
+        const char* zero = strstr(pat, ".0.");
+        if (zero == NULL) continue;
+        size_t pre = (size_t)(zero - pat) + 1, suf = strlen(zero + 2);
+        if (len <= pre + suf || strncmp(name, pat, pre) != 0 || strcmp(name + len - suf, zero + 2) != 0) continue;
+        const char* d = name + pre;
+        size_t nd = len - pre - suf;
+        if (nd > 9 || (nd > 1 && d[0] == '0')) continue;
+        long layer = 0;
+        int digits = 1;
+        for (size_t k = 0; k < nd; k++) {
+            if (d[k] < '0' || d[k] > '9') { digits = 0; break; }
+            layer = layer * 10 + (d[k] - '0');
+        }
+        if (digits && layer < c->n_layer) return 1;
     }
     return 0;
 }
@@ -635,7 +656,8 @@ static inline int model_load_weights(const char* path, Mamba2Config* c, float** 
         return json_fail_(err, errlen, "model %s: no such file or folder (give a checkpoint file or a model folder)",
                           path);
     CheckpointInfo info;
-    FILE* f = checkpoint_open(path, &info);
+    FILE* f = checkpoint_open_e(path, &info, err, errlen);
+    if (f == NULL) return -1;
     ParamSpec table[NUM_PARAM_TENSORS];
     size_t n = param_table_build(table, &info.config);
     float* p = (float*)malloc(n * sizeof(float));

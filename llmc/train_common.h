@@ -7,6 +7,9 @@
 #define MAMBA2_TRAIN_COMMON_H
 
 #include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +56,9 @@ typedef struct {
     int profile;              /* GPU trainer: 1 = benchmark report (per-kernel times of a step, MFU, memory) */
     int recompute;            /* GPU trainer: 1 = recompute the conv and gated-norm outputs in the backward */
     int ssd_chunk;            /* GPU trainer: the SSD kernels' chunk length; 0 = the config's, capped at 128 */
+    int ckpt_keep;            /* keep the newest N checkpoints, delete older ones; 0 = keep all */
+    int overwrite;            /* 1: -o may hold an earlier run: its main.log and checkpoints are deleted first */
+    int ckpt_every_given;     /* -n was on the command line (else a default interval when -o is given) */
 } TrainArgs;
 
 /* the trainers set this to say what they are ("on the CPU (fp32)", "on the GPU (bf16)") */
@@ -70,7 +76,11 @@ static inline void usage(void) {
         "              headdim expand ngroups d_conv vocab chunk, e.g. 'tiny,vocab=50277' or\n"
         "              'd_model=64,n_layer=4'), a checkpoint file, or an HF / mamba_ssm model folder (config.json +\n"
         "              model.safetensors) to start from: weights only, fresh optimizer (default tiny, vocab 257)\n"
-        "  -y <0|1>    resume from the latest checkpoint in -o (default 0)\n"
+        "  -y <0|1|2>  resume from the latest checkpoint in -o (default 0); a corrupt latest checkpoint stops -y 1\n"
+        "              with the name of the newest good one; -y 2 takes that one (the corrupt files are renamed\n"
+        "              *.corrupt). main.log is cut back to the checkpoint's step, so it reads as one run\n"
+        "  -w <0|1>    1 = -o may hold an earlier run: its main.log and checkpoints are deleted (default 0: such a\n"
+        "              folder is refused without -y)\n"
         "  -b <int>    micro-batch size (default 4)\n"
         "  -t <int>    sequence length (default 64)\n"
         "  -d <int>    total batch size in tokens; gradient accumulation makes up the rest (default B*T)\n"
@@ -84,7 +94,9 @@ static inline void usage(void) {
         "  -m <int>    val batches per evaluation (default 20)\n"
         "  -s <int>    print a sample every s steps, 0 = never (default 20)\n"
         "  -g <int>    tokens per sample (default 64)\n"
-        "  -n <int>    checkpoint every n steps, 0 = only at the end (default 0; needs -o)\n"
+        "  -n <int>    checkpoint every n steps, 0 = only at the end and when stopped by SIGINT/SIGTERM (default\n"
+        "              with -o: every max(1, x/10) steps)\n"
+        "  -N <int>    keep only the newest N checkpoints, 0 = keep all (default 0)\n"
         "  -S <int>    seed for initialization and sampling (default 1337)\n"
         "  -z <0|1>    GPU trainer on several GPUs: 1 = ZeRO-1, the AdamW state sharded across GPUs (default 0)\n"
         "  -r <0|1>    GPU trainer: 1 = recompute the conv1d and gated-norm outputs in the backward instead of\n"
@@ -95,9 +107,30 @@ static inline void usage(void) {
         "              to rounding; default the model's chunk_size capped at 128, the fastest on an H100; 256 saves\n"
         "              ~1.1 GB at 130M, B=8, T=2048)\n"
         "Several GPUs (GPU trainer): mpirun -np N ./train_mamba2cu ..., or without MPI one process per GPU with\n"
-        "RANK, WORLD_SIZE, LOCAL_RANK and MAMBA2_RENDEZVOUS=file:/shared/path or tcp:HOST:PORT set. -b is per GPU,\n"
-        "-d the total over all GPUs.\n"
+        "RANK, WORLD_SIZE, LOCAL_RANK (torchrun) or SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (srun) and\n"
+        "MAMBA2_RENDEZVOUS=file:/shared/path or tcp:HOST:PORT set (scripts/sbatch_example.sh). -b is per GPU, -d the\n"
+        "total over all GPUs.\n"
+        "SIGINT / SIGTERM: the current step finishes, a checkpoint is written (with -o) and the trainer exits with\n"
+        "128 + the signal's number; resume with -y 1.\n"
         "  -h          this help\n");
+}
+
+/* strict number parsing for the flags: the whole value must be a number in [lo, hi], else a message naming the
+   flag, the value and the range */
+static inline long long flag_int(char f, const char* v, long long lo, long long hi) {
+    char* end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end != '\0' || errno == ERANGE || x < lo || x > hi)
+        die("-%c %s: expected an integer in [%lld, %lld]", f, v, lo, hi);
+    return x;
+}
+static inline float flag_float(char f, const char* v, double lo, double hi) {
+    char* end;
+    double x = strtod(v, &end);
+    if (end == v || *end != '\0' || !isfinite(x) || x < lo || x > hi)
+        die("-%c %s: expected a finite number in [%g, %g]", f, v, lo, hi);
+    return (float)x;
 }
 
 static inline void parse_args(TrainArgs* a, int argc, char** argv) {
@@ -108,7 +141,8 @@ static inline void parse_args(TrainArgs* a, int argc, char** argv) {
     a->lr = 1e-3f; a->final_lr_frac = 0.1f; a->weight_decay = 0.1f; a->grad_clip = 1.0f;
     a->warmup = 0; a->max_steps = 100; a->val_every = 20; a->val_batches = 20; a->sample_every = 20;
     a->gen_tokens = 64; a->ckpt_every = 0; a->seed = 1337; a->zero_stage = 0; a->profile = 0; a->recompute = 0;
-    a->ssd_chunk = 0;
+    a->ssd_chunk = 0; a->ckpt_keep = 0; a->overwrite = 0; a->ckpt_every_given = 0;
+    const long long BIG = 1000000000LL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(); exit(EXIT_SUCCESS); }
         if (argv[i][0] != '-' || strlen(argv[i]) != 2) { usage(); die("unexpected argument '%s'", argv[i]); }
@@ -121,44 +155,64 @@ static inline void parse_args(TrainArgs* a, int argc, char** argv) {
         case 'k': a->tokenizer_path = v; break;
         case 'o': a->output_dir = v; break;
         case 'e': a->model = v; a->model_given = 1; break;
-        case 'y': a->resume = atoi(v); break;
-        case 'b': a->B = atoi(v); break;
-        case 't': a->T = atoi(v); break;
-        case 'd': a->total_batch_tokens = atoi(v); break;
-        case 'l': a->lr = (float)atof(v); break;
-        case 'u': a->warmup = atoi(v); break;
-        case 'q': a->final_lr_frac = (float)atof(v); break;
-        case 'c': a->weight_decay = (float)atof(v); break;
-        case 'a': a->grad_clip = (float)atof(v); break;
-        case 'x': a->max_steps = atoi(v); break;
-        case 'v': a->val_every = atoi(v); break;
-        case 'm': a->val_batches = atoi(v); break;
-        case 's': a->sample_every = atoi(v); break;
-        case 'g': a->gen_tokens = atoi(v); break;
-        case 'n': a->ckpt_every = atoi(v); break;
-        case 'S': a->seed = strtoull(v, NULL, 10); break;
-        case 'z': a->zero_stage = atoi(v); break;
-        case 'p': a->profile = atoi(v); break;
-        case 'r': a->recompute = atoi(v); break;
-        case 'K': a->ssd_chunk = atoi(v); break;
+        case 'y': a->resume = (int)flag_int(f, v, 0, 2); break;
+        case 'w': a->overwrite = (int)flag_int(f, v, 0, 1); break;
+        case 'b': a->B = (int)flag_int(f, v, 1, 1 << 20); break;
+        case 't': a->T = (int)flag_int(f, v, 1, 1 << 24); break;
+        case 'd': a->total_batch_tokens = (int)flag_int(f, v, 1, BIG); break;
+        case 'l': a->lr = flag_float(f, v, 0, 10); if (!(a->lr > 0)) die("-l %s: the learning rate must be > 0", v); break;
+        case 'u': a->warmup = (int)flag_int(f, v, 0, BIG); break;
+        case 'q': a->final_lr_frac = flag_float(f, v, 0, 1); break;
+        case 'c': a->weight_decay = flag_float(f, v, 0, 10); break;
+        case 'a': a->grad_clip = flag_float(f, v, 0, 1e30); break;
+        case 'x': a->max_steps = (int)flag_int(f, v, 1, BIG); break;
+        case 'v': a->val_every = (int)flag_int(f, v, 0, BIG); break;
+        case 'm': a->val_batches = (int)flag_int(f, v, 1, BIG); break;
+        case 's': a->sample_every = (int)flag_int(f, v, 0, BIG); break;
+        case 'g': a->gen_tokens = (int)flag_int(f, v, 1, 1 << 24); break;
+        case 'n': a->ckpt_every = (int)flag_int(f, v, 0, BIG); a->ckpt_every_given = 1; break;
+        case 'N': a->ckpt_keep = (int)flag_int(f, v, 0, BIG); break;
+        case 'S': {
+            char* end;
+            errno = 0;
+            a->seed = strtoull(v, &end, 10);
+            if (end == v || *end != '\0' || errno == ERANGE || v[0] == '-') die("-S %s: expected a seed in [0, 2^64)", v);
+            break;
+        }
+        case 'z': a->zero_stage = (int)flag_int(f, v, 0, 1); break;
+        case 'p': a->profile = (int)flag_int(f, v, 0, 1); break;
+        case 'r': a->recompute = (int)flag_int(f, v, 0, 1); break;
+        case 'K': a->ssd_chunk = (int)flag_int(f, v, 0, 256);
+            if (a->ssd_chunk != 0 && a->ssd_chunk < 16) die("-K %s: the SSD chunk length is 0 (default) or 16..256", v);
+            break;
         default: usage(); die("unknown flag -%c", f);
         }
     }
-    if (a->B < 1 || a->T < 1) die("batch size (-b %d) and sequence length (-t %d) must be >= 1", a->B, a->T);
-    if (a->zero_stage < 0 || a->zero_stage > 1) die("-z %d: the ZeRO stage is 0 or 1", a->zero_stage);
-    if (a->max_steps < 1) die("-x must be >= 1");
-    if (a->resume && a->output_dir == NULL) die("-y 1 (resume) needs -o <dir> holding the checkpoints");
-    if (a->ckpt_every > 0 && a->output_dir == NULL) die("-n (checkpoints) needs -o <dir>");
+    if ((long long)a->B * a->T > (1LL << 28))
+        die("-b %d -t %d: B*T = %lld tokens per micro-batch, at most 2^28 are supported", a->B, a->T,
+            (long long)a->B * a->T);
+    if (a->warmup > a->max_steps)
+        die("-u %d: the warm-up is longer than the run (-x %d); use -u <= -x", a->warmup, a->max_steps);
+    if (a->resume && a->output_dir == NULL) die("-y %d (resume) needs -o <dir> holding the checkpoints", a->resume);
+    if (a->ckpt_every_given && a->ckpt_every > 0 && a->output_dir == NULL) die("-n (checkpoints) needs -o <dir>");
+    if (a->ckpt_keep > 0 && a->output_dir == NULL) die("-N (keep the newest checkpoints) needs -o <dir>");
+    if (a->overwrite && a->resume) die("-w 1 (start over) and -y %d (resume) contradict each other", a->resume);
+    /* a default interval: a crash or kill -9 loses at most a tenth of the run */
+    if (!a->ckpt_every_given && a->output_dir != NULL) a->ckpt_every = a->max_steps / 10 > 1 ? a->max_steps / 10 : 1;
 }
 
 /* gradient accumulation steps so that B*T tokens on each of `world` processes make up -d tokens a step */
 static inline int grad_accum_steps(TrainArgs* a, int world) {
-    int per_step = a->B * a->T * world;
-    if (a->total_batch_tokens < 0) a->total_batch_tokens = per_step;
+    long long per_step = (long long)a->B * a->T * world;
+    if (a->total_batch_tokens < 0) {
+        if (per_step > 1000000000LL)
+            die("B*T*GPUs = %d*%d*%d = %lld tokens per step, at most 10^9 are supported", a->B, a->T, world, per_step);
+        a->total_batch_tokens = (int)per_step;
+    }
     if (a->total_batch_tokens % per_step != 0)
-        die("total batch size -d %d is not a multiple of B*T*GPUs = %d*%d*%d = %d", a->total_batch_tokens, a->B, a->T,
-            world, per_step);
-    return a->total_batch_tokens / per_step;
+        die("total batch size -d %d is not a multiple of B*T*GPUs = %d*%d*%d = %lld", a->total_batch_tokens, a->B,
+            a->T, world, per_step);
+    return (int)(a->total_batch_tokens / per_step);
 }
 
 /* the highest step of a "ckpt_%08d.bin" file in dir, or -1 */
@@ -229,19 +283,29 @@ static inline int is_file(const char* path) {
 }
 
 
-/* ---- the training log: llm.c's "s:<step> trl:<loss>" / "s:<step> tel:<loss>", with lr, grad norm, tokens ---- */
+/* ---- the training log: llm.c's "s:<step> trl:<loss>" / "s:<step> tel:<loss>", with lr, grad norm, tokens ----
+ * Every write is checked: a full disk stops the run with a message (at most the steps since the last checkpoint
+ * are lost; resume with -y 1 once there is space). */
 
 static inline FILE* log_open(const char* dir, int append) {
     if (dir == NULL) return NULL;
-    mkdir(dir, 0755);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) die("-o %s: cannot create the folder: %s", dir, strerror(errno));
     char path[4096];
     snprintf(path, sizeof(path), "%s/main.log", dir);
-    return fopenCheck(path, append ? "a" : "w");
+    FILE* f = fopen(path, append ? "a" : "w");
+    if (f == NULL) die("cannot open %s for writing: %s (is -o a writable folder?)", path, strerror(errno));
+    return f;
+}
+
+static inline void log_write_check_(FILE* f, int rc) {
+    if (rc < 0 || fflush(f) != 0)
+        die("write to main.log failed: %s (disk full? the checkpoints are intact: free space, then resume with -y 1)",
+            strerror(errno));
 }
 
 static inline void log_val(FILE* f, int step, float loss) {
     printf("step %d: val loss %.6f\n", step, loss);
-    if (f) { fprintf(f, "s:%d tel:%.6f\n", step, loss); fflush(f); }
+    if (f) log_write_check_(f, fprintf(f, "s:%d tel:%.6f\n", step, loss));
 }
 
 /* one line per optimizer step: to stdout with speed and ETA, to the log file for plots */
@@ -252,11 +316,161 @@ static inline void log_train(FILE* f, const TrainArgs* a, int done, float loss, 
     printf("step %5d/%d | loss %.6f | lr %.2e | norm %.4f | %.1f ms | %.0f tok/s | eta %s\n", done, a->max_steps, loss,
            lr, norm, step_s * 1000, a->total_batch_tokens / step_s, eta);
     fflush(stdout);
-    if (f) {
-        fprintf(f, "s:%d trl:%.6f lr:%.6e norm:%.6f tok:%lld\n", done, loss, lr, norm,
-                (long long)done * a->total_batch_tokens);
-        fflush(f);
+    if (f)
+        log_write_check_(f, fprintf(f, "s:%d trl:%.6f lr:%.6e norm:%.6f tok:%lld\n", done, loss, lr, norm,
+                                    (long long)done * a->total_batch_tokens));
+}
+
+static inline void log_close(FILE* f) {
+    if (f == NULL) return;
+    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+    if (fclose(f) != 0 || bad) die("closing main.log failed: %s (disk full?)", strerror(errno));
+}
+
+/*
+ * Cuts dir/main.log back to what it held when the checkpoint of `step` was written, so that a resumed run's log
+ * equals an uninterrupted run's. The loop logs, at step k, 's:k tel' first, then trains and logs 's:k+1 trl', then
+ * checkpoints k+1; resuming from checkpoint k starts the loop at k again and writes 's:k tel' again: keep train
+ * lines up to k and val lines before k. A line cut by a crash (no newline) or not of this format is dropped.
+ * Written to main.log.tmp and renamed. Returns the number of lines removed (0 when there is no main.log).
+ */
+static inline int log_trim(const char* dir, int step) {
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof(path), "%s/main.log", dir);
+    snprintf(tmp, sizeof(tmp), "%s/main.log.tmp", dir);
+    FILE* in = fopen(path, "r");
+    if (in == NULL) return 0;
+    FILE* out = fopen(tmp, "w");
+    if (out == NULL) die("cannot write %s: %s", tmp, strerror(errno));
+    char line[1024];
+    int removed = 0, bad = 0;
+    while (fgets(line, sizeof(line), in)) {
+        size_t len = strlen(line);
+        int s = -1;
+        char kind[4] = {0};
+        int keep = len > 0 && line[len - 1] == '\n' && sscanf(line, "s:%d %3[a-z]:", &s, kind) == 2 &&
+                   ((strcmp(kind, "trl") == 0 && s <= step) || (strcmp(kind, "tel") == 0 && s < step));
+        if (len > 0 && line[len - 1] != '\n' && len == sizeof(line) - 1) {
+            /* an overlong line: skip the rest of it */
+            int ch;
+            while ((ch = fgetc(in)) != EOF && ch != '\n') {}
+            keep = 0;
+        }
+        if (keep) { if (fputs(line, out) < 0) bad = 1; }
+        else removed++;
     }
+    fclose(in);
+    if (fflush(out) != 0 || fsync(fileno(out)) != 0) bad = 1;
+    if (fclose(out) != 0) bad = 1;
+    if (bad) { remove(tmp); die("writing %s failed: %s (disk full?)", tmp, strerror(errno)); }
+    if (rename(tmp, path) != 0) die("could not rename %s to %s: %s", tmp, path, strerror(errno));
+    return removed;
+}
+
+/* ---- the output folder: checkpoints, stale files, keep-last-N ---- */
+
+/* the steps of the "ckpt_%08d.bin" files in dir, newest first; returns the count (at most max) */
+static inline int list_checkpoints(const char* dir, int* steps, int max) {
+    DIR* d = opendir(dir);
+    if (d == NULL) return 0;
+    int n = 0;
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL) {
+        int step, len = 0;
+        if (sscanf(e->d_name, "ckpt_%d.bin%n", &step, &len) == 1 && len > 0 && e->d_name[len] == '\0' && step >= 0) {
+            if (n < max) steps[n++] = step;
+        }
+    }
+    closedir(d);
+    for (int i = 1; i < n; i++)  /* insertion sort, descending */
+        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) { int t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t; }
+    return n;
+}
+
+/* removes "ckpt_*.bin.tmp" (and "main.log.tmp") left by a run killed while writing; returns how many */
+static inline int remove_stale_tmp(const char* dir) {
+    DIR* d = opendir(dir);
+    if (d == NULL) return 0;
+    int n = 0;
+    struct dirent* e;
+    char path[4400];
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        int ckpt_tmp = strncmp(e->d_name, "ckpt_", 5) == 0 && len > 8 && strcmp(e->d_name + len - 8, ".bin.tmp") == 0;
+        if (ckpt_tmp || strcmp(e->d_name, "main.log.tmp") == 0) {
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            if (remove(path) == 0) { printf("removed %s (left by an interrupted write)\n", path); n++; }
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* deletes all but the newest `keep` checkpoints (keep 0: none deleted) */
+static inline void prune_checkpoints(const char* dir, int keep) {
+    if (keep <= 0) return;
+    int steps[4096];
+    int n = list_checkpoints(dir, steps, 4096);
+    char path[4200];
+    for (int i = keep; i < n; i++) {
+        snprintf(path, sizeof(path), "%s/ckpt_%08d.bin", dir, steps[i]);
+        if (remove(path) != 0) fprintf(stderr, "warning: could not delete old checkpoint %s: %s\n", path, strerror(errno));
+    }
+}
+
+/*
+ * Before a run writes into -o: stale .tmp files go; a folder holding an earlier run (main.log or checkpoints) is
+ * refused unless resuming (-y) or starting over (-w 1, which deletes that run's main.log and checkpoints, so a later
+ * -y 1 cannot resume the old run). Only rank 0 of a multi-process run should call this.
+ */
+static inline void output_dir_prepare(const TrainArgs* a) {
+    if (a->output_dir == NULL) return;
+    if (mkdir(a->output_dir, 0755) != 0 && errno != EEXIST)
+        die("-o %s: cannot create the folder: %s", a->output_dir, strerror(errno));
+    remove_stale_tmp(a->output_dir);
+    if (a->resume) return;
+    int steps[4096];
+    int n = list_checkpoints(a->output_dir, steps, 4096);
+    char logp[4200];
+    snprintf(logp, sizeof(logp), "%s/main.log", a->output_dir);
+    struct stat st;
+    int has_log = stat(logp, &st) == 0;
+    if (n == 0 && !has_log) return;
+    if (!a->overwrite)
+        die("-o %s already holds a run (%s%s%d checkpoint%s): resume it with -y 1, use another folder, or pass -w 1 "
+            "to delete it and start over", a->output_dir, has_log ? "main.log, " : "", "", n, n == 1 ? "" : "s");
+    char path[4200];
+    for (int i = 0; i < n; i++) {
+        snprintf(path, sizeof(path), "%s/ckpt_%08d.bin", a->output_dir, steps[i]);
+        if (remove(path) != 0) die("-w 1: cannot delete %s: %s", path, strerror(errno));
+    }
+    if (has_log && remove(logp) != 0) die("-w 1: cannot delete %s: %s", logp, strerror(errno));
+    printf("-w 1: deleted the earlier run in %s (main.log and %d checkpoints)\n", a->output_dir, n);
+}
+
+/* ---- SIGINT / SIGTERM: the loop finishes its step, writes a checkpoint and exits with 128 + the signal ---- */
+
+static volatile sig_atomic_t g_stop_signal = 0;
+
+static void train_on_signal_(int sig) {
+    g_stop_signal = sig;
+    signal(sig, SIG_DFL); /* a second signal kills at once (the .tmp it may leave is removed at the next start) */
+}
+
+static inline void train_signals_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = train_on_signal_;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* the signal that asked the run to stop (SIGINT, SIGTERM), or 0 */
+static inline int train_stop_requested(void) { return (int)g_stop_signal; }
+
+static inline const char* signal_name(int sig) {
+    return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal";
 }
 
 /* ---- the training state a checkpoint carries besides the weights: step, sampling RNG, data position ---- */
@@ -276,10 +490,15 @@ static inline void train_state_restore_loader(DataLoader* loader, const uint64_t
     dataloader_load_state(loader, &ls);
 }
 
-/* should a checkpoint be written after `done` steps? (every -n steps, and at the end) */
-static inline int checkpoint_due(const TrainArgs* a, int done) {
-    return a->output_dir && ((a->ckpt_every > 0 && done % a->ckpt_every == 0) || done == a->max_steps);
+/* should a checkpoint be written after `done` steps? every -n steps, at the end, and when the run stops on a signal:
+   stopping is 1 when it does (train_stop_requested() in one process; the GPU trainer passes the flag agreed by all
+   ranks, so every rank takes the same branch: a checkpoint with ZeRO-1 is collective) */
+static inline int checkpoint_due_or_stop(const TrainArgs* a, int done, int stopping) {
+    return a->output_dir && ((a->ckpt_every > 0 && done % a->ckpt_every == 0) || done == a->max_steps || stopping);
 }
+
+/* the same without a stop (every -n steps and at the end) */
+static inline int checkpoint_due(const TrainArgs* a, int done) { return checkpoint_due_or_stop(a, done, 0); }
 
 /* ---- where the model comes from: a description (-e), a checkpoint file (-e FILE), or resuming (-y 1 -o DIR) ---- */
 
@@ -292,17 +511,58 @@ typedef struct {
                               checkpoint to resume */
 } ModelSource;
 
+/*
+ * The checkpoint to resume from in dir: the newest one whose checksum verifies. If the newest is corrupt, -y 1
+ * stops with its problem and the name of the newest good one; -y 2 (take_previous) renames the corrupt ones to
+ * *.corrupt and returns the good one. Returns the step, or -1 when dir holds no checkpoint.
+ */
+static inline int resume_pick_checkpoint(const char* dir, int take_previous, char* path, size_t pathlen) {
+    int steps[4096];
+    int n = list_checkpoints(dir, steps, 4096);
+    char err[1024], first_err[1024] = "";
+    int good = -1;
+    for (int i = 0; i < n && good < 0; i++) {
+        checkpoint_path(path, pathlen, dir, steps[i]);
+        if (checkpoint_verify(path, NULL, err, sizeof(err)) == 0) good = i;
+        else {
+            fprintf(stderr, "warning: %s\n", err);
+            if (i == 0) snprintf(first_err, sizeof(first_err), "%s", err);
+        }
+    }
+    if (n == 0) return -1;
+    if (good < 0) die("-y: none of the %d checkpoints in %s is intact (newest: %s); start over with -w 1", n, dir,
+                      first_err);
+    if (good > 0) {
+        char newest[4200];
+        checkpoint_path(newest, sizeof(newest), dir, steps[0]);
+        if (!take_previous)
+            die("-y 1: the newest checkpoint is corrupt (%s). The newest intact one is %s (step %d): rerun with -y 2 "
+                "to resume from it (the corrupt file%s renamed *.corrupt)", first_err, path, steps[good],
+                good > 1 ? "s are" : " is");
+        for (int i = 0; i < good; i++) {
+            char bad[4200], to[4300];
+            checkpoint_path(bad, sizeof(bad), dir, steps[i]);
+            snprintf(to, sizeof(to), "%s.corrupt", bad);
+            if (rename(bad, to) != 0 && errno != ENOENT) die("-y 2: cannot rename %s: %s", bad, strerror(errno));
+            fprintf(stderr, "warning: -y 2: %s is corrupt, renamed to %s\n", bad, to);
+        }
+        printf("resume: taking the newest intact checkpoint %s (step %d)\n", path, steps[good]);
+    }
+    return steps[good];
+}
+
 static inline ModelSource model_source(const TrainArgs* a) {
     ModelSource s;
     memset(&s, 0, sizeof(s));
     char err[512];
     int from_file = is_file(a->model) || hf_is_model_dir(a->model);
     if (!from_file && config_parse(&s.config, a->model, err, sizeof(err)) != 0) die("%s", err);
-    int resume_step = a->resume ? latest_checkpoint_step(a->output_dir) : -1;
+    char ckpt[4096];
+    int resume_step = a->resume ? resume_pick_checkpoint(a->output_dir, a->resume == 2, ckpt, sizeof(ckpt)) : -1;
     if (a->resume && resume_step < 0) printf("resume: no checkpoint in %s, starting fresh\n", a->output_dir);
     if (resume_step >= 0) {
         s.kind = MODEL_RESUME;
-        checkpoint_path(s.path, sizeof(s.path), a->output_dir, resume_step);
+        snprintf(s.path, sizeof(s.path), "%s", ckpt);
         if (from_file) printf("resuming from %s: -e %s is not used\n", s.path, a->model);
     } else if (from_file) {
         s.kind = MODEL_FROM_FILE;
@@ -311,6 +571,23 @@ static inline ModelSource model_source(const TrainArgs* a) {
         s.kind = MODEL_FROM_CONFIG;
     }
     return s;
+}
+
+/* the model's config, read from wherever the source points (description, checkpoint header, config.json) without
+   loading any weights: what the memory estimate needs before anything big is allocated */
+static inline Mamba2Config model_source_config(const ModelSource* src) {
+    if (src->kind == MODEL_FROM_CONFIG) return src->config;
+    Mamba2Config c;
+    char err[1024];
+    if (hf_is_model_dir(src->path)) {
+        HfStyle style;
+        int emb_rows;
+        if (hf_read_config(src->path, &c, &style, &emb_rows, err, sizeof(err)) != 0) die("%s", err);
+        return c;
+    }
+    CheckpointInfo info;
+    if (checkpoint_verify(src->path, &info, err, sizeof(err)) != 0) die("%s", err);
+    return info.config;
 }
 
 /*
@@ -333,6 +610,53 @@ static inline int resume_accept(const TrainArgs* a, const ModelSource* s, const 
     int step = (int)info->state[CKPT_S_STEP];
     printf("resumed from %s at step %d\n", s->path, step);
     return step;
+}
+
+
+/* ---- memory: refuse up front a model that cannot fit, instead of an OOM kill with no word ---- */
+
+/* bytes of RAM this machine has available (MemAvailable of /proc/meminfo; else the physical RAM), 0 if unknown */
+static inline unsigned long long host_memory_available(void) {
+    FILE* f = fopen("/proc/meminfo", "r");
+    if (f != NULL) {
+        char line[256];
+        unsigned long long kb = 0;
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+        fclose(f);
+        if (kb > 0) return kb * 1024ULL;
+    }
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (unsigned long long)pages * (unsigned long long)page : 0;
+}
+
+/*
+ * An estimate of a training run's memory, from the config alone (no allocation): the parameters and their
+ * gradients and AdamW moments (param_copies bytes per parameter: 4 arrays x sizeof(real) on the CPU; on the GPU
+ * fp32 master + m + v + grads + a bf16 copy), and per token of one micro-batch the activations kept for the
+ * backward (per layer: zxbcdt, conv out, dt, y, gated-norm out, norm input and output; the logits), act_bytes each.
+ * recompute (GPU -r 1) drops the conv and gated-norm outputs. A rough upper estimate, within ~20% of the trainers'.
+ */
+static inline unsigned long long train_memory_estimate(const Mamba2Config* c, int B, int T, double param_copies,
+                                                       double act_bytes, int recompute) {
+    double n = (double)config_param_count(c);
+    double per_layer = (double)c->d_in_proj + (recompute ? 0 : (double)c->conv_dim) + c->nheads +
+                       (double)c->d_inner * (recompute ? 1 : 2) + 2.0 * c->d_model;
+    double tokens = (double)B * T;
+    double acts = tokens * ((double)c->n_layer * per_layer + 2.0 * c->padded_vocab_size + 4.0 * c->d_model) * act_bytes;
+    double total = n * param_copies + acts;
+    return total > 1.8e19 ? 18000000000000000000ULL : (unsigned long long)total;
+}
+
+/* dies with the estimate, the memory there is and what to try when need > available (available 0: unknown, no
+   check). The GPU trainer calls it with cudaMemGetInfo's free bytes and where = "GPU". */
+static inline void memory_check_or_die(unsigned long long need, unsigned long long available, const char* where,
+                                       const Mamba2Config* c) {
+    if (available == 0 || need <= available) return;
+    die("this run needs about %.1f GiB of %s memory (%llu parameters: weights, gradients, AdamW moments, and the "
+        "activations of one micro-batch), %.1f GiB are available: use a smaller model (-e), a smaller micro-batch "
+        "(-b) or sequence (-t), or a larger machine", need / 1073741824.0, where, config_param_count(c),
+        available / 1073741824.0);
 }
 
 #endif

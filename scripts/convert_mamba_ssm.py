@@ -57,9 +57,40 @@ ALLOWED_OPCODES = {
 
 
 class StorageType:
+    """torch.XStorage as the pickle names it: immutable, so a BUILD in one file cannot change it for the next"""
+    __slots__ = ("name", "dtype", "itemsize")
+
     def __init__(self, name):
-        self.name = name
-        self.dtype, self.itemsize = STORAGES[name]
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "dtype", STORAGES[name][0])
+        object.__setattr__(self, "itemsize", STORAGES[name][1])
+
+    def __setattr__(self, key, value):
+        raise ConvertError(f"the pickle tries to set {key} on torch.{self.name}: refusing to load")
+
+    def __setstate__(self, state):
+        raise ConvertError(f"the pickle applies BUILD to torch.{self.name}: not part of a torch state dict")
+
+
+class FrozenCallable:
+    """an allowed global function, wrapped so that BUILD cannot set attributes on the shared object"""
+    __slots__ = ("fn", "qualname")
+
+    def __init__(self, fn, qualname):
+        object.__setattr__(self, "fn", fn)
+        object.__setattr__(self, "qualname", qualname)
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __setattr__(self, key, value):
+        raise ConvertError(f"the pickle tries to set {key} on {self.qualname}: refusing to load")
+
+    def __setstate__(self, state):
+        raise ConvertError(f"the pickle applies BUILD to {self.qualname}: not part of a torch state dict")
+
+
+MAX_TENSOR_ELEMENTS = 1 << 36  # 256 G elements: far above any model this project trains
 
 
 class Storage:
@@ -90,6 +121,8 @@ def rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, backwa
         if not isinstance(v, int) or v < 0:
             raise ConvertError(f"tensor with a bad offset/size/stride {offset} {size} {stride}")
     size, stride = tuple(size), tuple(stride)
+    if len(size) != len(stride) or len(size) > 8:
+        raise ConvertError(f"tensor with {len(size)} sizes and {len(stride)} strides: corrupt checkpoint")
     numel = 1
     for n in size:
         numel *= n
@@ -97,6 +130,12 @@ def rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, backwa
     nstore = len(storage.data) // it
     if numel == 0:
         return Tensor(storage.dtype, size, b"")
+    if any(s == 0 and n > 1 for n, s in zip(size, stride)):
+        raise ConvertError(f"a tensor of shape {list(size)} has stride 0 ({list(stride)}): a broadcast view (a tiny "
+                           "storage read as a huge tensor) is not part of a saved state dict: refusing")
+    if numel > nstore or numel > MAX_TENSOR_ELEMENTS:
+        raise ConvertError(f"a tensor of shape {list(size)} has {numel} elements, its storage {storage.key} holds "
+                           f"{nstore}: overlapping strides or a corrupt checkpoint: refusing")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= nstore:
         raise ConvertError(f"a tensor of shape {list(size)} reaches element {last} of storage {storage.key}, which "
@@ -133,9 +172,9 @@ class OrderedDictWithAttrs(collections.OrderedDict):
 
 
 ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"): OrderedDictWithAttrs,
-    ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
+    ("collections", "OrderedDict"): FrozenCallable(OrderedDictWithAttrs, "collections.OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"): FrozenCallable(rebuild_tensor_v2, "torch._utils._rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"): FrozenCallable(rebuild_parameter, "torch._utils._rebuild_parameter"),
 }
 for _name in STORAGES:
     ALLOWED_GLOBALS[("torch", _name)] = StorageType(_name)
@@ -179,9 +218,14 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise ConvertError(f"{self.where}: storage key {key!r} is not a plain name")
         member = f"{self.prefix}/data/{key}"
         try:
-            data = self.zf.read(member)
+            info = self.zf.getinfo(member)
         except KeyError:
             raise ConvertError(f"{self.where}: storage {member} is missing from the zip (truncated file?)") from None
+        # the size is checked before anything is read or decompressed (a zip member can claim any size)
+        if numel < 0 or numel > MAX_TENSOR_ELEMENTS or info.file_size != numel * st.itemsize:
+            raise ConvertError(f"{self.where}: storage {member} holds {info.file_size} bytes, the pickle says {numel} "
+                               f"elements of {st.itemsize} bytes: corrupt file")
+        data = self.zf.read(member)
         # numel counts elements of the typed storage (bytes for UntypedStorage)
         if len(data) != numel * st.itemsize:
             raise ConvertError(f"{self.where}: storage {member} holds {len(data)} bytes, the pickle says {numel} "

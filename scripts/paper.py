@@ -360,6 +360,10 @@ def run_plan(p, cmd, out_dir, deadline, keep_ckpts):
         print(f"[{p['name']}] resuming from step {last} of {p['steps']} (cut {cut} log lines written after it)",
               flush=True)
         cmd = cmd + ["-y", "1"]
+    elif os.path.exists(os.path.join(out_dir, "main.log")):
+        # killed before its first checkpoint: the trainer refuses a used -o without -y; -y 1 finds no checkpoint
+        # and starts over (main.log rewritten)
+        cmd = cmd + ["-y", "1"]
     print(f"[{p['name']}] " + " ".join(cmd), flush=True)
     out = open(os.path.join(out_dir, "train.out"), "a")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)

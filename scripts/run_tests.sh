@@ -29,6 +29,10 @@ run_suite() {
         total_fail=$((total_fail + 1))
     fi
 }
+# test_rendezvous has no Makefile rule yet: built here when missing or older than its sources
+if [ ! -x ./test_rendezvous ] || [ test_rendezvous.c -nt ./test_rendezvous ] || [ llmc/multigpu.h -nt ./test_rendezvous ]; then
+    ${CC:-cc} -O1 -std=c11 -Wall -D_POSIX_C_SOURCE=200809L -o test_rendezvous test_rendezvous.c
+fi
 run_suite "SSD, finite differences (double)" ./test_mamba2_fd
 run_suite "HF fixture, resume, bad input (float)" ./test_mamba2
 run_suite "data loader" ./test_dataloader
@@ -40,6 +44,7 @@ run_suite "SSD tutorial: three forms, backward, finite differences" ./dev/ssd_tu
 run_suite "docs name only real functions, files, quotes" "$PYTHON" dev/test_docs.py
 run_suite "paper scripts: plot, dry runs, sweep resume" "$PYTHON" scripts/test_scripts.py
 run_suite "multi-GPU scaling script: dry runs, report" "$PYTHON" dev/test_scaling.py
+run_suite "multi-GPU rendezvous without CUDA: local processes, torchrun / Slurm variables" ./test_rendezvous
 echo "==================="
 echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]

@@ -178,6 +178,32 @@ def test_malicious(tmp):
     p = os.path.join(tmp, "short.bin")
     make_zip(p, good, {"0": struct.pack("<3f", 1, 2, 3)})
     refused(p, "holds 12 bytes, the pickle says 4 elements", "storage of the wrong size")
+    # 6. stride 0: a 16-byte storage read as a 2^30-element tensor
+    s0 = good.replace(b"K\x04\x85K\x01\x85", b"J\x00\x00\x00\x40\x85K\x00\x85")
+    assert s0 != good
+    p = os.path.join(tmp, "stride0.bin")
+    make_zip(p, s0, {"0": struct.pack("<4f", 1, 2, 3, 4)})
+    refused(p, "stride 0", "a stride-0 tensor of 2^30 elements over 4 stored floats")
+    ov = good.replace(b"K\x04\x85K\x01\x85", b"K\x02K\x03\x86K\x01K\x01\x86")
+    p = os.path.join(tmp, "overlap.bin")
+    make_zip(p, ov, {"0": struct.pack("<4f", 1, 2, 3, 4)})
+    refused(p, "overlapping strides", "a (2, 3) tensor with strides (1, 1) over 4 stored floats")
+    # 7. BUILD on the shared allowed objects: refused, and they are unchanged for the next file
+    for glob_, qual in ((b"ctorch\nFloatStorage\n", "torch.FloatStorage"),
+                        (b"ctorch._utils\n_rebuild_tensor_v2\n", "torch._utils._rebuild_tensor_v2")):
+        evil = b"\x80\x02" + glob_ + b"}X\x08\x00\x00\x00itemsizeK\x01sb."
+        p = os.path.join(tmp, "build.bin")
+        make_zip(p, evil)
+        refused(p, "BUILD", f"BUILD on {qual}")
+    st = C.ALLOWED_GLOBALS[("torch", "FloatStorage")]
+    check(st.itemsize == 4 and not hasattr(C.ALLOWED_GLOBALS[("torch._utils", "_rebuild_tensor_v2")], "__dict__"),
+          "the allowed objects are unchanged after the BUILD attempts (FloatStorage itemsize 4, no __dict__)")
+    make_zip(os.path.join(tmp, "ok2.bin"), good, {"0": struct.pack("<4f", 1, 2, 3, 4)})
+    try:
+        ok = struct.unpack("<4f", C.load_state_dict(os.path.join(tmp, "ok2.bin"))["w"].data) == (1, 2, 3, 4)
+    except C.ConvertError:
+        ok = False
+    check(ok, "the control still loads after them")
 
 
 def main():
