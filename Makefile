@@ -50,9 +50,9 @@ ifeq ($(PRECISION),FP32)
   NVCC_FLAGS += -DENABLE_FP32
 endif
 
-HEADERS = llmc/utils.h llmc/rand.h llmc/schedulers.h llmc/mamba2_model.h llmc/dataloader.h llmc/tokenizer.h
+HEADERS = llmc/utils.h llmc/rand.h llmc/schedulers.h llmc/mamba2_model.h llmc/dataloader.h llmc/tokenizer.h llmc/train_common.h
 
-.PHONY: all test train cuda cuda_variants test_cu clean deps bench
+.PHONY: all test train cuda cuda_variants test_cu clean deps bench fuzz
 
 deps:
 	@sh scripts/install_deps.sh
@@ -88,13 +88,21 @@ test_dataloader: test_dataloader.c llmc/dataloader.h llmc/utils.h
 test_safetensors: test_safetensors.c llmc/safetensors.h llmc/json.h
 	$(CC) $(CFLAGS) -o $@ test_safetensors.c $(LDLIBS)
 
+test_rendezvous: test_rendezvous.c llmc/multigpu.h llmc/utils.h
+	$(CC) $(CFLAGS) -o $@ test_rendezvous.c $(LDLIBS)
+
+# the readers' fuzz harnesses (clang, libFuzzer): a short run of each; FUZZ_SECONDS=600 sh dev/fuzz/run_fuzz.sh bpe
+# runs one for ten minutes
+fuzz:
+	sh dev/fuzz/run_fuzz.sh
+
 dev/ssd_tutorial: dev/ssd_tutorial.c
 	$(CC) $(CFLAGS) -o $@ dev/ssd_tutorial.c $(LDLIBS)
 
 # every suite prints "N passed, N failed" last; scripts/run_tests.sh sums them
 test: deps
 	$(MAKE) train_mamba2 eval_mamba2 generate_mamba2 export_mamba2 test_mamba2 test_mamba2_fd test_dataloader test_safetensors \
-	  test_interop dev/ssd_tutorial
+	  test_interop test_rendezvous dev/ssd_tutorial
 	PYTHON=$(PYTHON) sh scripts/run_tests.sh
 
 # the default corpus: the Python standard library's sources, byte-level tokens (no network)
@@ -174,6 +182,6 @@ cuda_variants: train_mamba2.cu $(CUDA_HEADERS)
 	  train_mamba2.cu -lcublas -lcublasLt -lnccl
 
 clean:
-	rm -f dev/ssd_tutorial train_mamba2 eval_mamba2 generate_mamba2 export_mamba2 test_interop test_mamba2 test_mamba2_fd test_dataloader test_safetensors dev/cuda/*_bin \
+	rm -f dev/ssd_tutorial train_mamba2 eval_mamba2 generate_mamba2 export_mamba2 test_interop test_mamba2 test_mamba2_fd test_dataloader test_safetensors test_rendezvous dev/cuda/*_bin \
 	  train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 generate_mamba2cu eval_mamba2cu \
 	  test_generate test_generate_fp32 profile_mamba2cu

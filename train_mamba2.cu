@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
     g_trainer_what = "on an NVIDIA GPU (" PRECISION_NAME ")";
     TrainArgs args;
     parse_args(&args, argc, argv);
+    train_signals_install(); /* SIGINT / SIGTERM: finish the step, checkpoint, exit */
     MultiGPUArgs mga = {-1, -1, -1, NULL};
     MultiGPU mg = multigpu_init(&argc, &argv, &mga, args.zero_stage);
     if (mg.rank != 0 && freopen("/dev/null", "w", stdout) == NULL) die("cannot silence rank %d's stdout", mg.rank);
@@ -92,6 +93,8 @@ int main(int argc, char** argv) {
     printf("device: %s, %.1f GiB, precision %s; %d GPU%s%s\n", prop.name, prop.totalGlobalMem / 1073741824.0,
            PRECISION_NAME, mg.world, mg.world > 1 ? "s" : "", mg.zero_stage ? ", ZeRO-1" : "");
 
+    if (mg.rank == 0) output_dir_prepare(&args); /* refuses a used -o unless -y or -w; removes stale .tmp files */
+
     GPUModel model;
     Rng sample_rng;
     rng_seed(&sample_rng, args.seed ^ 0x5a5a5a5a5a5a5a5aull);
@@ -99,6 +102,16 @@ int main(int argc, char** argv) {
     uint64_t resume_state[CKPT_STATE_WORDS] = {0};
     int have_loader_state = 0;
     ModelSource src = model_source(&args);
+    {   /* before any allocation: refuse a model that cannot fit (weights, gradients, AdamW moments, activations) */
+        Mamba2Config need = model_source_config(&src);
+        size_t free_b, total_b;
+        cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        double opt = mg.zero_stage ? 12.0 / mg.world : 8.0; /* m, v (and ZeRO-1's gradient shard) per parameter */
+        double per_param = 4.0 + sizeof(floatX) + 4.0 + opt; /* fp32 weights, floatX copy, fp32 gradients */
+        memory_check_or_die(train_memory_estimate(&need, args.B, args.T, per_param, sizeof(floatX), args.recompute),
+                            free_b, "GPU", &need);
+        memory_check_or_die(config_param_count(&need) * 16ULL, host_memory_available(), "CPU", &need);
+    }
     CheckpointInfo info;
     if (src.kind == MODEL_RESUME) {
         gpu_load_checkpoint(&model, src.path, &info, 1, &mg);
@@ -145,6 +158,11 @@ int main(int argc, char** argv) {
     printf("activations: %.2f GiB%s\n", model.activation_bytes / 1073741824.0,
            args.recompute ? " (-r 1: conv and gated-norm outputs recomputed in the backward)" : "");
 
+    if (start_step > 0 && mg.rank == 0) { /* resume: main.log back to the checkpoint's step */
+        int cut = log_trim(args.output_dir, start_step);
+        if (cut > 0) printf("resume: cut %d lines written after step %d from %s/main.log\n", cut, start_step,
+                            args.output_dir);
+    }
     FILE* logf = log_open(mg.rank == 0 ? args.output_dir : NULL, start_step > 0);
     double* step_ms = (double*)callocCheck((size_t)args.max_steps + 1, sizeof(double));
     int nstep_ms = 0;
@@ -177,13 +195,26 @@ int main(int argc, char** argv) {
         int done = step + 1;
         double avg = steps_timed > 0 ? (now_seconds() - t_loop) / (done - start_step) : step_s;
         log_train(logf, &args, done, loss, lr, norm, step_s, avg);
-        if (checkpoint_due(&args, done)) {
+        /* a stop signal: every rank must see the same decision (saving under ZeRO-1 is collective) */
+        int sig = train_stop_requested();
+        int stop = multigpu_sum_double(&mg, sig ? 1.0 : 0.0, model.dev_scalar, model.stream) > 0;
+        if (checkpoint_due_or_stop(&args, done, stop)) {
             uint64_t st[CKPT_STATE_WORDS];
             train_state_pack(st, done, &sample_rng, &train_loader);
             char path[4096];
             checkpoint_path(path, sizeof(path), args.output_dir, done);
             gpu_save_checkpoint(&model, path, st);
             printf("saved checkpoint %s\n", path);
+            if (mg.rank == 0) prune_checkpoints(args.output_dir, args.ckpt_keep);
+        }
+        if (stop && done < args.max_steps) {
+            if (sig == 0) sig = SIGTERM; /* another rank was signalled */
+            log_close(logf);
+            printf("stopped by %s after step %d%s\n", signal_name(sig), done,
+                   args.output_dir ? ": checkpoint written, resume with -y 1" : " (no -o: nothing saved)");
+            fflush(stdout);
+            multigpu_free(&mg);
+            exit(128 + sig);
         }
     }
     size_t free_b, total_b;
@@ -192,7 +223,7 @@ int main(int argc, char** argv) {
            (total_b - free_b) / 1073741824.0);
     if (args.profile && nstep_ms > 0) print_benchmark(&model, &args, &prop, step_ms, nstep_ms, mg.world);
     free(step_ms);
-    if (logf) fclose(logf);
+    log_close(logf);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);
     if (use_val) dataloader_free(&val_loader);

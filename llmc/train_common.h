@@ -53,7 +53,7 @@ typedef struct {
     int warmup, max_steps, val_every, val_batches, sample_every, gen_tokens, ckpt_every;
     unsigned long long seed;
     int zero_stage;           /* GPU trainer, several GPUs: 1 = shard the AdamW state (ZeRO-1) */
-    int profile;              /* GPU trainer: 1 = benchmark report (per-kernel times of a step, MFU, memory) */
+    int profile;              /* GPU trainer: 1 = benchmark report (ms/step, tokens/s, MFU, memory) */
     int recompute;            /* GPU trainer: 1 = recompute the conv and gated-norm outputs in the backward */
     int ssd_chunk;            /* GPU trainer: the SSD kernels' chunk length; 0 = the config's, capped at 128 */
     int ckpt_keep;            /* keep the newest N checkpoints, delete older ones; 0 = keep all */
@@ -101,8 +101,8 @@ static inline void usage(void) {
         "  -z <0|1>    GPU trainer on several GPUs: 1 = ZeRO-1, the AdamW state sharded across GPUs (default 0)\n"
         "  -r <0|1>    GPU trainer: 1 = recompute the conv1d and gated-norm outputs in the backward instead of\n"
         "              storing them for every layer: ~2.5 GB less at 130M, B=8, T=2048, ~3%% more time (default 0)\n"
-        "  -p <0|1>    GPU trainer: 1 = benchmark report at the end: median ms/step, tokens/s, MFU, memory and the\n"
-        "              time of each kernel family in one step (make bench)\n"
+        "  -p <0|1>    GPU trainer: 1 = benchmark report at the end: median ms/step, tokens/s, MFU, memory (make\n"
+        "              bench; ./profile_mamba2cu times each kernel of a step)\n"
         "  -K <int>    GPU trainer: chunk length of the SSD kernels, 16..256 (an algorithm choice: results agree up\n"
         "              to rounding; default the model's chunk_size capped at 128, the fastest on an H100; 256 saves\n"
         "              ~1.1 GB at 130M, B=8, T=2048)\n"

@@ -29,10 +29,6 @@ run_suite() {
         total_fail=$((total_fail + 1))
     fi
 }
-# test_rendezvous has no Makefile rule yet: built here when missing or older than its sources
-if [ ! -x ./test_rendezvous ] || [ test_rendezvous.c -nt ./test_rendezvous ] || [ llmc/multigpu.h -nt ./test_rendezvous ]; then
-    ${CC:-cc} -O1 -std=c11 -Wall -D_POSIX_C_SOURCE=200809L -o test_rendezvous test_rendezvous.c
-fi
 run_suite "SSD, finite differences (double)" ./test_mamba2_fd
 run_suite "HF fixture, resume, bad input (float)" ./test_mamba2
 run_suite "data loader" ./test_dataloader
