@@ -10,52 +10,12 @@
  * so the mean loss here is the trainer's val loss on the same data. Bits per byte = total loss in bits / total
  * bytes of the target tokens' text (tokenizer file -k, default tokenizer.bin beside the shards; end-of-text counts
  * 0 bytes). -e also takes a preset (130m) with random weights, for timing only.
- *
- * test_generate.cu includes this file with EVAL_NO_MAIN for gpu_eval.
+ * The loop itself is gpu_eval (llmc/eval.cuh).
  */
-#define GENERATE_NO_MAIN
-#include "generate_mamba2.cu"
-
-typedef struct {
-    double sum_nats;   /* summed per-token losses */
-    double bytes;      /* text bytes of the target tokens (0 without a tokenizer) */
-    long tokens, batches;
-    double seconds;    /* every batch */
-    double seconds_after_first; /* batches after the first (start-up costs excluded), for tokens/s */
-} EvalResult;
-
-/* n batches from the loader's current position; progress: a \r line on stderr per batch */
-static EvalResult gpu_eval(GPUModel* m, DataLoader* loader, long n, const Tokenizer* tok, int progress) {
-    EvalResult r;
-    memset(&r, 0, sizeof(r));
-    int B = (int)loader->B, T = (int)loader->T, BT = B * T;
-    double t0 = now_seconds(), t1 = t0;
-    for (long i = 0; i < n; i++) {
-        dataloader_next_batch(loader);
-        gpu_forward(m, loader->inputs, loader->targets, B, T, 0.0f);
-        for (int k = 0; k < BT; k++) r.sum_nats += m->losses_host[k]; /* fixed order, double */
-        r.tokens += BT;
-        r.batches++;
-        if (tok && tok->init_ok) {
-            for (int k = 0; k < BT; k++) {
-                int id = loader->targets[k];
-                if (id != tok->eot_token && (uint32_t)id < tok->vocab_size) r.bytes += tok->token_len[id];
-            }
-        }
-        if (i == 0) t1 = now_seconds();
-        if (progress) {
-            double mean = r.sum_nats / r.tokens, el = now_seconds() - t0;
-            fprintf(stderr, "\rbatch %ld/%ld  loss %.4f  ppl %.3f  %.0f tok/s   ", i + 1, n, mean, exp(mean),
-                    r.tokens / (el > 0 ? el : 1e-9));
-        }
-    }
-    if (progress) fprintf(stderr, "\n");
-    r.seconds = now_seconds() - t0;
-    r.seconds_after_first = now_seconds() - t1;
-    return r;
-}
-
-#ifndef EVAL_NO_MAIN
+#include "llmc/model.cuh"
+#include "llmc/model_load.cuh"
+#include "llmc/eval.cuh"
+#include "llmc/infer_common.h"
 
 int main(int argc, char** argv) {
     EvalArgs args = eval_parse_args(argc, argv, "./eval_mamba2cu", ",\n              or a preset such as 130m (random weights: for timing only)");
@@ -97,5 +57,3 @@ int main(int argc, char** argv) {
     matmul_destroy();
     return 0;
 }
-
-#endif /* EVAL_NO_MAIN */

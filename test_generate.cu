@@ -1,11 +1,15 @@
 /*
  * test_generate.cu: GPU generation and evaluation checked against simpler computations.
  *
+ * Every check runs the default decode path (llmc/decoder.cuh, llmc/decode.cuh); the path a check took is read from
+ * the decoder (Decoder.small, .mma, .state_lowp, .overlap). The slower versions (the persistent step, the bulk-copy
+ * state kernel) are checked against this path by dev/cuda/decode.cu.
+ *
  *   1. prefill (chunked parallel forward + state hand-over) then recurrent steps == the full parallel forward
- *      (gpu_forward) at every position, for several prefill lengths, on the fused small-batch path (S = 1), the
+ *      (gpu_forward) at every position, for several prefill lengths, on the fused small-batch path (S = 1, 4), the
  *      mid-batch path with a float state (S = 12) and with a floatX state (S = 16, bf16 in bf16 builds), the
- *      mid-batch path being the tensor-core projections in bf16 builds (cuBLASLt's too, forced) and cuBLASLt in
- *      fp32 builds; the comparison must also catch a one-position shift.
+ *      mid-batch path being the tensor-core projections in bf16 builds and cuBLASLt in fp32 builds, and the
+ *      cuBLASLt path with a floatX state (S = 20); the comparison must also catch a one-position shift.
  *   2. the CUDA-graph-replayed step == the plain step, bitwise (logits and SSM states), on both paths; and the plain
  *      step with launch overlap (programmatic dependent launch) == without it, bitwise.
  *   3. greedy and seeded sampling (temperature 1): a batch of 4 prompts of different lengths gives the same tokens
@@ -13,12 +17,6 @@
  *      not just the current token's embedding and the greedy output varies: the check asserts >= 3 distinct ids,
  *      else it could not fail); the picked tokens (the LM head's per-block picks on the fused path, the argmax
  *      kernel on the cuBLASLt path) == the argmax of the step's logits on the host.
- *   5. the persistent step (v3, one kernel for all layers, S <= 8) against the v2 step (three kernels a layer):
- *      same greedy tokens, logits and SSM states within bf16 rounding (the norms sum in another order), for S = 1
- *      and 4, both kernel variants (-W 1, 2) and a floatX state; and it must actually have run (d.persist).
- *      Checks 1-3 run on the persistent path (-V 3, S <= 8) and again on v2 (-V 2).
- *   6. the v4 state step (S > 8: a head's state slice copied whole into shared memory) == the v2 kernel, logits
- *      and states bitwise (same arithmetic, same order), float (S = 12) and floatX (S = 16) state.
  *   7. the split argmax (S x nsplit blocks, then the partials kernel) == argmax_kernel == the host's argmax, on
  *      logits full of ties, NaNs, a row of -inf, maxima at the first and last ids, padding that must be ignored.
  *   4. evaluation: gpu_eval's mean loss == the trainer's validation formula (mean of gpu_forward's batch losses),
@@ -27,10 +25,12 @@
  * Tolerances: bf16 builds compare against the same-precision forward, whose floatX roundings happen at other
  * places; fp32 builds agree to ~1e-6.
  */
-#define EVAL_NO_MAIN
-#include "eval_mamba2.cu"
+#include "llmc/model.cuh"
+#include "llmc/decoder.cuh"
+#include "llmc/eval.cuh"
 
 #include <unistd.h>
+#include <vector>
 
 static int g_pass = 0, g_fail = 0;
 static void check(int ok, const char* what, double value, double tol) {
@@ -99,7 +99,7 @@ static size_t states_differing(const Mamba2Config* c, const Decoder* a, const De
 static void test_prefill_then_step(GPUModel* m, const std::vector<float>& full, const int* tokens, int T, int S) {
     int Vp = m->config.padded_vocab_size;
     Decoder d;
-    decoder_create(&d, m, S, T, 1);
+    decoder_create(&d, m, S, T, 1, NULL);
     const int lens[] = {1, 7, 16, 21};
     double worst = 0, shifted = INFINITY;
     for (int li = 0; li < 4; li++) {
@@ -126,21 +126,21 @@ static void test_prefill_then_step(GPUModel* m, const std::vector<float>& full, 
     }
     char what[160];
     snprintf(what, sizeof what, "prefill(1,7,16,21)+step == full forward, every position, S=%d (%s, %s state)", S,
-             d.persist ? "persistent" : d.small ? "fused" : d.mma ? "tensor-core" : "cuBLASLt",
-             d.state_lowp ? PRECISION_NAME : "fp32");
+             d.small ? "fused" : d.mma ? "tensor-core" : "cuBLASLt", d.state_lowp ? PRECISION_NAME : "fp32");
     check(worst <= TOL_LOGITS, what, worst, TOL_LOGITS);
     snprintf(what, sizeof what, "  ... and the comparison fails against the previous position, S=%d", S);
     check(shifted > 10 * TOL_LOGITS, what, shifted, 10 * TOL_LOGITS);
     decoder_free(&d);
 }
 
-/* reset two decoders and prefill each sequence s of both with the same prompt: len0 + step * s tokens from s on */
+/* reset two decoders and prefill each sequence s of both with the same prompt: len0 + step * (s % 16) tokens from
+ * s % 16 on (the modulo keeps every prompt inside the 40 test tokens for any S) */
 static void prefill_pair(Decoder* a, Decoder* b, GPUModel* m, const int* tokens, int S, int len0, int step) {
     decoder_reset(a, m);
     decoder_reset(b, m);
     for (int s = 0; s < S; s++) {
-        decoder_prefill(a, m, s, tokens + s, len0 + step * s);
-        decoder_prefill(b, m, s, tokens + s, len0 + step * s);
+        decoder_prefill(a, m, s, tokens + s % 16, len0 + step * (s % 16));
+        decoder_prefill(b, m, s, tokens + s % 16, len0 + step * (s % 16));
     }
 }
 
@@ -148,8 +148,10 @@ static void prefill_pair(Decoder* a, Decoder* b, GPUModel* m, const int* tokens,
 static void test_graph_bitwise(GPUModel* m, const int* tokens, int S, int plain_pdl) {
     const Mamba2Config* c = &m->config;
     Decoder a, b;
-    decoder_create(&a, m, S, 30, 1);
-    decoder_create(&b, m, S, 30, 1);
+    DecoderOptions plain = decoder_options_default();
+    plain.overlap = plain_pdl;
+    decoder_create(&a, m, S, 30, 1, &plain);
+    decoder_create(&b, m, S, 30, 1, NULL);
     prefill_pair(&a, &b, m, tokens, S, 5, 1);
     size_t diff = 0;
     for (int i = 0; i < 9; i++) { /* odd and even parities, several replays of each graph */
@@ -157,19 +159,16 @@ static void test_graph_bitwise(GPUModel* m, const int* tokens, int S, int plain_
         for (int s = 0; s < S; s++) in[s] = tokens[(i * 7 + s) % 40];
         set_tokens(&a, m, in.data());
         set_tokens(&b, m, in.data());
-        g_gen_pdl = plain_pdl;
         decoder_step(&a, m, 0, 0);
-        g_gen_pdl = 1;
         decoder_step(&b, m, 1, 0);
         diff += logits_differing(m, &a, &b);
     }
     size_t ns = dec_state_elems(c, S), nonzero, sdiff = states_differing(c, &a, &b, &nonzero);
     char what[160];
     snprintf(what, sizeof what, "graph step == plain step%s bitwise, 9 steps, S=%d (%s, %s state): differing",
-             plain_pdl ? "" : " without launch overlap", S,
-             a.persist ? "persistent" : a.small ? "fused" : a.mma ? "tensor-core" : "cuBLASLt",
+             a.overlap ? "" : " without launch overlap", S, a.small ? "fused" : a.mma ? "tensor-core" : "cuBLASLt",
              a.state_lowp ? PRECISION_NAME : "fp32");
-    check(diff == 0 && sdiff == 0 && nonzero > ns / 2, what, (double)(diff + sdiff), 0);
+    check(a.overlap == (plain_pdl && b.overlap) && diff == 0 && sdiff == 0 && nonzero > ns / 2, what, (double)(diff + sdiff), 0);
     decoder_free(&a);
     decoder_free(&b);
 }
@@ -183,19 +182,18 @@ static void test_batch_equals_alone(GPUModel* m, const int* tokens, float temper
     const int n = 24;
     GenOptions o = {temperature, 1.0f, 0, n, -1, 1, 1};
     const char* how = temperature > 0 ? "sampled (t=1, seed 1)" : "greedy";
-    const char* path = g_gen_version == 3 ? "persistent" : "v2";
     std::vector<std::vector<int>> outb(4, std::vector<int>(n)), outa(4, std::vector<int>(n));
     std::vector<int*> pb(4), pa(4);
     for (int s = 0; s < 4; s++) { pb[s] = outb[s].data(); pa[s] = outa[s].data(); }
     int nb[4], na[4];
     Decoder d;
-    decoder_create(&d, m, 4, 30, n);
+    decoder_create(&d, m, 4, 30, n, NULL);
     generate_batch(&d, m, prompts, lens, &o, pb.data(), nb);
     decoder_free(&d);
     int mismatches = 0, distinct = 0, seen[512] = {0};
     for (int s = 0; s < 4; s++) {
         Decoder one;
-        decoder_create(&one, m, 1, 30, n);
+        decoder_create(&one, m, 1, 30, n, NULL);
         GenOptions oa = o;
         oa.seed = o.seed + s; /* sequence s of a batch samples with seed + s */
         generate_batch(&one, m, &prompts[s], &lens[s], &oa, &pa[s], &na[s]);
@@ -206,16 +204,17 @@ static void test_batch_equals_alone(GPUModel* m, const int* tokens, float temper
     }
     for (int i = 0; i < 512; i++) distinct += seen[i];
     char what[160];
-    snprintf(what, sizeof what, "%s batch of 4 prompts (3,9,17,30 tokens) == each alone, 24 tokens (%s): mismatches",
-             how, path);
+    snprintf(what, sizeof what, "%s batch of 4 prompts (3,9,17,30 tokens) == each alone, 24 tokens: mismatches",
+             how);
     check(mismatches == 0, what, mismatches, 0);
     snprintf(what, sizeof what, "  ... and the batch's tokens vary (else the check above cannot fail): >= 3 ids");
     check(distinct >= 3, what, distinct, 3);
     if (temperature > 0) return;
-    /* the device's pick == the host's argmax of the same step's logits, fused path (S = 4) and cuBLASLt (S = 12) */
+    /* the device's pick == the host's argmax of the same step's logits, fused path (S = 4) and the split argmax
+     * (S = 12) */
     for (int S = 4; S <= 12; S += 8) {
         Decoder e;
-        decoder_create(&e, m, S, 30, 8);
+        decoder_create(&e, m, S, 30, 8, NULL);
         decoder_reset(&e, m);
         for (int s = 0; s < S; s++) decoder_prefill(&e, m, s, tokens + s, 3 + s);
         int wrong = 0;
@@ -245,110 +244,13 @@ static void test_batch_equals_alone(GPUModel* m, const int* tokens, float temper
     std::vector<int*> pc(4);
     for (int s = 0; s < 4; s++) pc[s] = outc[s].data();
     int nc[4];
-    decoder_create(&d, m, 4, 30, n);
+    decoder_create(&d, m, 4, 30, n, NULL);
     generate_batch(&d, m, prompts, lens, &o, pc.data(), nc);
     decoder_free(&d);
     int mm = 0;
     for (int s = 0; s < 4; s++) for (int i = 0; i < n; i++) mm += outc[s][i] != outb[s][i];
-    snprintf(what, sizeof what, "greedy batch of 4: graph == no graph (%s): mismatches", path);
+    snprintf(what, sizeof what, "greedy batch of 4: graph == no graph: mismatches");
     check(mm == 0, what, mm, 0);
-}
-
-/* 5: the persistent step against the v2 step: the same prefill, then 9 steps of the same tokens */
-static void test_persist_vs_v2(GPUModel* m, const int* tokens, int S, int blocks, int state_mode) {
-    const Mamba2Config* c = &m->config;
-    int saved_mode = g_gen_state_mode, saved_blocks = g_gen_p_blocks;
-    g_gen_state_mode = state_mode;
-    g_gen_p_blocks = blocks;
-    Decoder a, b;
-    g_gen_version = 3;
-    decoder_create(&a, m, S, 30, 1);
-    g_gen_version = 2;
-    decoder_create(&b, m, S, 30, 1);
-    g_gen_version = 3;
-    prefill_pair(&a, &b, m, tokens, S, 5, 3);
-    int V = c->vocab_size, Vp = c->padded_vocab_size, wrong = 0;
-    double worst = 0;
-    for (int i = 0; i < 9; i++) {
-        std::vector<int> in(S);
-        for (int s = 0; s < S; s++) in[s] = tokens[(i * 7 + s) % 40];
-        set_tokens(&a, m, in.data());
-        set_tokens(&b, m, in.data());
-        decoder_step(&a, m, i % 2, 1); /* graph and plain, with the greedy pick */
-        decoder_step(&b, m, i % 2, 1);
-        std::vector<float> la = copy_logits_rows(m, a.logits, S), lb = copy_logits_rows(m, b.logits, S);
-        std::vector<int> ta(S), tb(S);
-        cudaCheck(cudaMemcpy(ta.data(), a.tokens, S * sizeof(int), cudaMemcpyDeviceToHost));
-        cudaCheck(cudaMemcpy(tb.data(), b.tokens, S * sizeof(int), cudaMemcpyDeviceToHost));
-        for (int s = 0; s < S; s++) {
-            double e = rel_err(&la[(size_t)s * Vp], &lb[(size_t)s * Vp], V);
-            if (e > worst || e != e) worst = e != e ? INFINITY : e;
-            wrong += ta[s] != tb[s];
-        }
-    }
-    size_t ns = dec_state_elems(c, S);
-    std::vector<float> sa(ns), sb(ns);
-    if (a.state_lowp) {
-        std::vector<floatX> xa(ns), xb(ns);
-        cudaCheck(cudaMemcpy(xa.data(), a.state, ns * sizeof(floatX), cudaMemcpyDeviceToHost));
-        cudaCheck(cudaMemcpy(xb.data(), b.state, ns * sizeof(floatX), cudaMemcpyDeviceToHost));
-        for (size_t k = 0; k < ns; k++) { sa[k] = toF(xa[k]); sb[k] = toF(xb[k]); }
-    } else {
-        cudaCheck(cudaMemcpy(sa.data(), a.state, ns * sizeof(float), cudaMemcpyDeviceToHost));
-        cudaCheck(cudaMemcpy(sb.data(), b.state, ns * sizeof(float), cudaMemcpyDeviceToHost));
-    }
-    double se = rel_err(sa.data(), sb.data(), ns);
-    char what[200];
-    snprintf(what, sizeof what, "persistent step ran (S=%d, %d block%s/SM, %s state)", S, blocks, blocks > 1 ? "s" : "",
-             a.state_lowp ? PRECISION_NAME : "fp32");
-    check(a.persist == 1 && b.persist == 0, what, a.persist, 1);
-    snprintf(what, sizeof what, "  persistent == v2 step, 9 steps: logits rel err, S=%d", S);
-    check(worst <= TOL_LOGITS, what, worst, TOL_LOGITS);
-    snprintf(what, sizeof what, "  persistent == v2 step, 9 steps: SSM states rel err, S=%d", S);
-    check(se <= TOL_LOGITS, what, se, TOL_LOGITS);
-    snprintf(what, sizeof what, "  persistent == v2 step, 9 steps: greedy picks that differ, S=%d", S);
-    check(wrong == 0, what, wrong, 0);
-    decoder_free(&a);
-    decoder_free(&b);
-    g_gen_state_mode = saved_mode;
-    g_gen_p_blocks = saved_blocks;
-}
-
-/* 6: the v4 state step (head slice by bulk copy into shared memory) against the v2 kernel, 9 steps (graph and
- * plain): the same arithmetic in the same order, so logits and states must be bitwise equal */
-static void test_state_v4_vs_v2(GPUModel* m, const int* tokens, int S) {
-    const Mamba2Config* c = &m->config;
-    Decoder a, b;
-    decoder_create(&a, m, S, 30, 1);
-    decoder_create(&b, m, S, 30, 1);
-    prefill_pair(&a, &b, m, tokens, S, 4, 1);
-    int es = a.state_lowp ? (int)sizeof(floatX) : (int)sizeof(float), epv = 16 / es, tpr = 1;
-    while (tpr * epv < c->d_state) tpr *= 2;
-    size_t smem = a.state_lowp ? gen_state_step_smem<floatX>(c->headdim, c->d_state, tpr)
-                               : gen_state_step_smem<float>(c->headdim, c->d_state, tpr);
-    size_t diff = 0;
-    for (int i = 0; i < 9; i++) {
-        std::vector<int> in(S);
-        for (int s = 0; s < S; s++) in[s] = tokens[(i * 3 + s) % 40];
-        set_tokens(&a, m, in.data());
-        set_tokens(&b, m, in.data());
-        int saved_v = g_gen_state_v;
-        g_gen_state_v = 4 + i % 2; /* with and without the early launch of the next kernel */
-        decoder_step(&a, m, i % 2, 0);
-        g_gen_state_v = 2;
-        decoder_step(&b, m, i % 2, 0);
-        g_gen_state_v = saved_v;
-        diff += logits_differing(m, &a, &b);
-    }
-    size_t ns = dec_state_elems(c, S), nonzero, sdiff = states_differing(c, &a, &b, &nonzero);
-    char what[200];
-    snprintf(what, sizeof what, "v4 state step applies (S=%d, %s state): shared-memory bytes", S,
-             a.state_lowp ? PRECISION_NAME : "fp32");
-    check(!a.small && smem > 0, what, (double)smem, 1);
-    snprintf(what, sizeof what, "  v4 state step == v2 kernel bitwise, 9 steps, S=%d: logits + states differing", S);
-    check(diff == 0 && sdiff == 0 && nonzero > ns / 2, what, (double)(diff + sdiff), 0);
-    decoder_free(&a);
-    decoder_free(&b);
 }
 
 /* 7: the split argmax (S x nsplit blocks + partials) against argmax_kernel and the host, on logits full of ties
@@ -390,10 +292,11 @@ static void test_argmax_split(int S, int V, int Vp) {
     cudaCheck(cudaMemset(step, 0, sizeof(int)));
     cudaCheck(cudaMemcpy(dl, lx.data(), lx.size() * sizeof(floatX), cudaMemcpyHostToDevice));
     std::vector<int> got_old(S), got_new(S), got_hist(S);
-    argmax_tokens(tok, hist, step, dl, S, Vp, V, 0);
+    DecodeStream ds = {0, gen_pdl_capable()};
+    argmax_tokens(tok, hist, step, dl, S, Vp, V, ds);
     cudaCheck(cudaMemcpy(got_old.data(), tok, S * sizeof(int), cudaMemcpyDeviceToHost));
     cudaCheck(cudaMemset(tok, 0xff, S * sizeof(int)));
-    argmax_tokens_split(tok, hist, step, dl, pv, pi, maxparts, S, Vp, V, 0);
+    argmax_tokens_split(tok, hist, step, dl, pv, pi, maxparts, S, Vp, V, ds);
     cudaCheck(cudaMemcpy(got_new.data(), tok, S * sizeof(int), cudaMemcpyDeviceToHost));
     cudaCheck(cudaMemcpy(got_hist.data(), hist, S * sizeof(int), cudaMemcpyDeviceToHost));
     int wrong = 0, wrong_old = 0;
@@ -441,7 +344,7 @@ static void test_eval(GPUModel* mB, const char* shard, int B, int T, int nbatch)
     dataloader_reset(&ld);
     dataloader_next_batch(&ld);
     Decoder d;
-    decoder_create(&d, mB, B, 1, 1);
+    decoder_create(&d, mB, B, 1, 1, NULL);
     decoder_reset(&d, mB);
     int V = c->vocab_size, Vp = c->padded_vocab_size;
     double nats = 0;
@@ -473,7 +376,6 @@ int main(void) {
     int dev_count = 0;
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0) die("test_generate needs a CUDA GPU");
     printf("test_generate (%s)\n", PRECISION_NAME);
-    g_gen_version = 3; /* checks 1-4 on the persistent step first (S <= 8), then again on v2 below */
     Mamba2Config c;
     char err[256];
     if (config_parse(&c, "d_model=64,n_layer=2,d_state=16,headdim=16,ngroups=2,vocab=257,chunk=16", err,
@@ -497,40 +399,19 @@ int main(void) {
     gpu_forward(&mA, tokens, NULL, 1, T, 0.0f);
     std::vector<float> full = copy_logits_rows(&mA, mA.a.logits, T);
 
-    test_prefill_then_step(&mA, full, tokens, T, 1);
-    test_prefill_then_step(&mA, full, tokens, T, 12);
-    test_prefill_then_step(&mA, full, tokens, T, GEN_LOWP_MIN_S); /* the floatX state from here on */
-    test_graph_bitwise(&mA, tokens, 4, 1);
-    test_graph_bitwise(&mA, tokens, 12, 1);
-    test_graph_bitwise(&mA, tokens, GEN_LOWP_MIN_S, 1);
-    if (sizeof(floatX) == 2) { /* bf16 builds take the tensor-core path for 9..64 sequences: cuBLASLt's too */
-        int saved_mma = g_gen_mma;
-        g_gen_mma = 0;
-        test_prefill_then_step(&mA, full, tokens, T, 12);
-        test_graph_bitwise(&mA, tokens, 12, 1);
-        g_gen_mma = saved_mma;
-    }
-    test_state_v4_vs_v2(&mA, tokens, 12);             /* float state */
-    test_state_v4_vs_v2(&mA, tokens, GEN_LOWP_MIN_S); /* floatX state */
+    /* the paths: fused (S <= GEN_SMALL_S), mid-batch (tensor cores in bf16 builds) with a float and a floatX state,
+     * cuBLASLt with a floatX state (S > GEN_MMA_AUTO_MAX_S) */
+    const int sizes[] = {1, 4, 12, GEN_LOWP_MIN_S, GEN_MMA_AUTO_MAX_S + 4};
+    for (int S : sizes) test_prefill_then_step(&mA, full, tokens, T, S);
+    for (int S : sizes) if (S > 1) test_graph_bitwise(&mA, tokens, S, 1);
     test_argmax_split(64, 50277, 50288);
     test_argmax_split(12, 50277, 50288);
     test_argmax_split(16, 257, 272);
     test_graph_bitwise(&mA, tokens, 1, 0);
     test_graph_bitwise(&mA, tokens, 4, 0);
     test_graph_bitwise(&mA, tokens, GEN_LOWP_MIN_S, 0);
-    printf("     (launch overlap %s on this GPU)\n", gen_pdl_on() ? "available" : "NOT available: the overlap checks "
-           "compare two plain launches");
-    /* the persistent step (v3) against v2, then checks 1-2 on the v2 small path */
-    test_persist_vs_v2(&mA, tokens, 1, 1, -1);
-    test_persist_vs_v2(&mA, tokens, 4, 1, -1);
-    test_persist_vs_v2(&mA, tokens, 4, 2, -1);
-    if (sizeof(floatX) == 2) test_persist_vs_v2(&mA, tokens, 4, 1, 1);
-    test_prefill_then_step(&mA, full, tokens, T, 4);
-    g_gen_version = 2;
-    test_prefill_then_step(&mA, full, tokens, T, 1);
-    test_graph_bitwise(&mA, tokens, 4, 1);
-    test_graph_bitwise(&mA, tokens, 1, 0);
-    g_gen_version = 3;
+    printf("     (launch overlap %s on this GPU)\n", gen_pdl_capable() ? "available" : "NOT available: the overlap "
+           "checks compare two plain launches");
 
     /* a livelier model for the batch checks: out_proj x 8, so the residual stream is not just the current token's
      * embedding (with it alone, the greedy pick is the input token again and again: a check that cannot fail) */
@@ -538,12 +419,8 @@ int main(void) {
     for (size_t i = 0; i < table[P_OUT_PROJ_W].numel; i++) lively[table[P_OUT_PROJ_W].offset + i] *= 8.0f;
     GPUModel mC;
     gpu_model_create(&mC, &c, lively.data(), NULL);
-    for (int v = 3; v >= 2; v--) {
-        g_gen_version = v;
-        test_batch_equals_alone(&mC, tokens, 0.0f);
-        test_batch_equals_alone(&mC, tokens, 1.0f);
-    }
-    g_gen_version = 3;
+    test_batch_equals_alone(&mC, tokens, 0.0f);
+    test_batch_equals_alone(&mC, tokens, 1.0f);
 
     /* a shard of random tokens for the evaluation */
     const int B = 4, TE = 32, nb = 3;
