@@ -151,14 +151,18 @@ profile_mamba2cu: profile_mamba2.cu $(CUDA_HEADERS)
 generate_mamba2cu: generate_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -o $@ generate_mamba2.cu $(NVCC_LIBS)
 
-eval_mamba2cu: eval_mamba2.cu generate_mamba2.cu $(CUDA_HEADERS)
+eval_mamba2cu: eval_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -o $@ eval_mamba2.cu $(NVCC_LIBS)
 
-test_generate: test_generate.cu eval_mamba2.cu generate_mamba2.cu $(CUDA_HEADERS)
+test_generate: test_generate.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -o $@ test_generate.cu $(NVCC_LIBS)
 
-test_generate_fp32: test_generate.cu eval_mamba2.cu generate_mamba2.cu $(CUDA_HEADERS)
+test_generate_fp32: test_generate.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ test_generate.cu $(NVCC_LIBS)
+
+# the decode versions that are not the default, checked against the default path and timed (dev/cuda/NOTES_decode.md)
+dev/cuda/decode_bin: dev/cuda/decode.cu dev/cuda/decode_versions.cuh dev/cuda/decode_decoder.cuh $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -o $@ dev/cuda/decode.cu $(NVCC_LIBS)
 
 # GPU tests (GPU machine): fp32 first (exact comparisons), then bf16; the trainer, then generation/evaluation
 CU_TESTS = train_mamba2 train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 test_generate test_generate_fp32
@@ -167,12 +171,13 @@ test_cu: $(CU_TESTS) dev/cuda/wgmma_check_bin
 	./test_mamba2cu_fp32; a=$$?; ./test_mamba2cu; b=$$?; ./test_generate_fp32; c=$$?; ./test_generate; d=$$?; \
 	  test $$w -eq 0 -a $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 -a $$d -eq 0
 
-# compile every CUDA program (CI has nvcc but no GPU: this keeps compile errors out)
-CUDA_DEV = $(wildcard dev/cuda/*.cu)
-cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu profile_mamba2cu
-	@set -e; for f in $(CUDA_DEV); do \
-	  echo "nvcc $$f"; $(NVCC) $(NVCC_FLAGS) -o $${f%.cu}_bin $$f $(NVCC_LIBS); \
-	done
+# compile every CUDA program (CI has nvcc but no GPU: this keeps compile errors out); each dev/cuda program is a
+# target of its own, so make -j builds them side by side
+CUDA_DEV_BINS = $(patsubst %.cu,%_bin,$(wildcard dev/cuda/*.cu))
+dev/cuda/%_bin: dev/cuda/%.cu $(CUDA_HEADERS) dev/cuda/kernels_dev.h
+	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
+
+cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu profile_mamba2cu $(CUDA_DEV_BINS)
 
 # the multi-GPU build variants compile too (CI): without NCCL, and with NCCL but without MPI
 cuda_variants: train_mamba2.cu $(CUDA_HEADERS)

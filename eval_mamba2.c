@@ -22,16 +22,7 @@ int main(int argc, char** argv) {
     load_model(&model, model_path, 0);
     const Mamba2Config* c = &model.config;
     config_print(c, stderr);
-    /* a model with NaN or infinite weights gives a meaningless loss: refuse it, naming the first bad tensor */
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        const ParamSpec* sp = &model.table[t];
-        size_t bad = 0, first = 0;
-        for (size_t i = 0; i < sp->numel; i++)
-            if (!isfinite((double)model.params_memory[sp->offset + i])) { if (bad++ == 0) first = i; }
-        if (bad > 0)
-            die("model %s: tensor %s holds %zu NaN or infinite weights (first at element %zu): the model is broken "
-                "(a diverged run, or a corrupt file)", model_path, sp->name, bad, first);
-    }
+    params_check_finite(model.params_memory, model.table, model_path); /* a NaN model's loss means nothing */
 
     Tokenizer tok;
     DataLoader loader;

@@ -13,7 +13,6 @@
  * The loop itself is gpu_eval (llmc/eval.cuh).
  */
 #include "llmc/model.cuh"
-#include "llmc/model_load.cuh"
 #include "llmc/eval.cuh"
 #include "llmc/infer_common.h"
 
@@ -29,8 +28,13 @@ int main(int argc, char** argv) {
     gpu_load_model(&model, model_path, 1);
     model.forward_only = 1; /* one layer's activations, no gradient buffers */
     const Mamba2Config* c = &model.config;
-    /* the chunk length the forward likes best, now the trainer's: SSD version 7 on the H100, B=8 T=2048, 0.299 ms a
-     * layer at Q=128 against 0.346 at 256 (its fused state pass takes 64-row tiles; dev/cuda/NOTES_ssd.md) */
+    {   /* a NaN model's loss means nothing */
+        float* host = (float*)mallocCheck(model.num_parameters * sizeof(float));
+        cudaCheck(cudaMemcpy(host, model.params, model.num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
+        params_check_finite(host, model.table, model_path);
+        free(host);
+    }
+    /* the chunk length the forward likes best is the trainer's (dev/cuda/NOTES_ssd.md times both) */
     model.ssd_q = gpu_ssd_chunk(c, GPU_SSD_MAX_CHUNK);
     config_print(c, stderr);
 
@@ -40,6 +44,8 @@ int main(int argc, char** argv) {
 
     EvalResult r = gpu_eval(&model, &loader, n, &tok, 1);
     double mean = r.sum_nats / r.tokens;
+    if (!isfinite(mean)) die("model %s: the mean loss is %f (the weights are finite, the activations overflowed)",
+                             model_path, mean);
     printf("model %s\nshards %s: %ld batches of %d x %d = %ld tokens\n", model_path, pattern, n, B, T, r.tokens);
     printf("mean loss %.6f nats/token, perplexity %.4f", mean, exp(mean));
     if (tok.init_ok && r.bytes > 0)

@@ -9,7 +9,6 @@
  * dev/cuda/decode.cu's.
  */
 #include "llmc/model.cuh"
-#include "llmc/model_load.cuh"
 #include "llmc/decoder.cuh"
 #include "llmc/bpe.h"
 #include "llmc/infer_common.h"

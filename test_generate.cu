@@ -377,7 +377,7 @@ int main(void) {
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0) die("test_generate needs a CUDA GPU");
     printf("test_generate (%s)\n", PRECISION_NAME);
     Mamba2Config c;
-    char err[256];
+    char err[512];
     if (config_parse(&c, "d_model=64,n_layer=2,d_state=16,headdim=16,ngroups=2,vocab=257,chunk=16", err,
                      sizeof err) != 0)
         die("%s", err);

@@ -19,6 +19,8 @@
  * parameters (holding only that shard's moments) and the updated weights are all-gathered.
  */
 
+#include "llmc/train_common.h"
+#include "llmc/schedulers.h"
 #include "llmc/model.cuh"
 #include "llmc/generate.cuh"
 
@@ -118,14 +120,7 @@ int main(int argc, char** argv) {
         start_step = resume_accept(&args, &src, &info, &sample_rng, resume_state);
         have_loader_state = 1;
     } else if (src.kind == MODEL_FROM_FILE) {
-        /* trained weights (our checkpoint, or an HF / mamba_ssm folder): a fresh optimizer, step 0 */
-        Mamba2Config wc;
-        float* w;
-        char err[1024];
-        if (model_load_weights(src.path, &wc, &w, err, sizeof(err)) != 0) die("%s", err);
-        if (wc.chunk_size < 16) wc.chunk_size = 16; /* the GPU SSD kernels' smallest chunk */
-        gpu_model_create(&model, &wc, w, &mg);
-        free(w);
+        gpu_model_from_weights(&model, src.path, &mg); /* trained weights: a fresh optimizer, step 0 */
         printf("initialized from %s (weights only; fresh optimizer)\n", src.path);
     } else {
         gpu_model_build(&model, &src.config, args.seed, &mg);

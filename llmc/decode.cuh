@@ -245,17 +245,6 @@ static void conv_ssd_step(floatX* y, St* state, float* win_out, const float* win
                zx_stride, (const floatX*)xbc, conv_w, conv_b, dt_bias, A_log, Dskip, H, P, N, G, K, block_rows, tpr);
 }
 
-/* the prefill's float final state (n values) into a floatX state slot */
-__global__ static void state_to_lowp_kernel(floatX* dst, const float* src, size_t n) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) dst[i] = fromF(src[i]);
-}
-
-static void state_to_lowp(floatX* dst, const float* src, size_t n, cudaStream_t stream) {
-    state_to_lowp_kernel<<<(unsigned)CEIL_DIV(n, (size_t)256), 256, 0, stream>>>(dst, src, n);
-    cudaCheckLast();
-}
-
 /* ---- the fused norm + matvec kernels ---- */
 
 /* the sum of v over the block, in a fixed order; red holds a float per warp */

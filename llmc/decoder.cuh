@@ -206,7 +206,7 @@ static void decoder_prefill(Decoder* d, GPUModel* m, int s, const int* tokens, i
         ssd_forward(d->pf_y, final_state, d->pf_saved, d->pf_xbc, Cd, d->pf_zx + 2 * E + 2 * GN, Z,
                     PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, 1, T, H, P, N, c->ngroups,
                     c->chunk_size, st);
-        if (d->state_lowp) state_to_lowp((floatX*)d->state + slot, d->pf_state, hpn, st);
+        if (d->state_lowp) cast_to_floatX((floatX*)d->state + slot, d->pf_state, hpn, st);
         float* win = d->win[d->parity] + ((size_t)l * S + s) * K1 * Cd;
         conv_window_from_prefill(win, d->pf_zx + E, Z, T, c->d_conv, Cd, st);
         gated_norm_forward(d->pf_gn, d->pf_gn_rstd, d->pf_y, d->pf_zx, Z, PF(m, P_GNORM_W, l), T, E, c->ngroups, st);

@@ -7,6 +7,8 @@
 #define MAMBA2_EVAL_CUH
 
 #include "model.cuh"
+#include "dataloader.h"
+#include "tokenizer.h"
 
 typedef struct {
     double sum_nats;   /* summed per-token losses */

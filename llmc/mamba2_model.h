@@ -305,6 +305,21 @@ static inline size_t param_table_build(ParamSpec t[NUM_PARAM_TENSORS], const Mam
     return offset;
 }
 
+/* dies naming the first tensor of `params` (laid out by `table`) that holds NaN or infinite weights: a model whose
+   loss would mean nothing (a diverged run, or a corrupt file). `what` names the model in the message. */
+static inline void params_check_finite(const float* params, const ParamSpec table[NUM_PARAM_TENSORS],
+                                       const char* what) {
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* sp = &table[t];
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < sp->numel; i++)
+            if (!isfinite((double)params[sp->offset + i]) && bad++ == 0) first = i;
+        if (bad > 0)
+            die("model %s: tensor %s holds %zu NaN or infinite weights (first at element %zu): the model is broken "
+                "(a diverged run, or a corrupt file)", what, sp->name, bad, first);
+    }
+}
+
 
 /* initializes every parameter by its table entry's init kind (SPEC.md section 5); same seed, same weights */
 static inline void params_init(float* params, const ParamSpec table[NUM_PARAM_TENSORS], const Mamba2Config* c,

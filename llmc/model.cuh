@@ -10,14 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "utils.h"
 #include "rand.h"
-#include "schedulers.h"
 #include "mamba2_model.h"
-#include "dataloader.h"
-#include "tokenizer.h"
-#include "train_common.h"
+#include "hf_io.h"
 #include "cuda_common.h"
 #include "encoder.cuh"
 #include "rmsnorm.cuh"
@@ -633,6 +631,35 @@ static void gpu_model_build(GPUModel* m, const Mamba2Config* c, uint64_t seed, M
     params_init(p, table, c, seed); /* the same seed on every rank: the same weights */
     gpu_model_create(m, c, p, mg);
     free(p);
+}
+
+/* a model with the weights of `path` (a mamba2.c checkpoint, or an HF / mamba_ssm model folder) and no optimizer state */
+static void gpu_model_from_weights(GPUModel* m, const char* path, MultiGPU* mg) {
+    Mamba2Config c;
+    float* w = NULL;
+    char err[1024];
+    if (model_load_weights(path, &c, &w, err, sizeof err) != 0) die("%s", err);
+    if (c.chunk_size < 16) c.chunk_size = 16; /* the GPU SSD kernels' smallest chunk */
+    gpu_model_create(m, &c, w, mg);
+    free(w);
+}
+
+/* the inference programs' model: the weights of `path`, or (allow_random) a model description given random weights,
+   for timing. Returns 1 if the weights came from path, 0 if they are random. */
+static int gpu_load_model(GPUModel* m, const char* path, int allow_random) {
+    struct stat sb;
+    if (stat(path, &sb) != 0 && allow_random) {
+        Mamba2Config c;
+        char err[1024];
+        if (config_parse(&c, path, err, sizeof err) != 0)
+            die("-e %s: neither a checkpoint file, a model folder, nor a model description (%s)", path, err);
+        fprintf(stderr, "note: -e %s is a model description: RANDOM weights (for timing only)\n", path);
+        if (c.chunk_size < 16) c.chunk_size = 16;
+        gpu_model_build(m, &c, 1337, NULL);
+        return 0;
+    }
+    gpu_model_from_weights(m, path, NULL);
+    return 1;
 }
 
 #endif /* MAMBA2_MODEL_CUH */

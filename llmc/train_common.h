@@ -240,12 +240,6 @@ static inline void format_eta(char* buf, size_t n, double seconds) {
     snprintf(buf, n, "%dh%02dm%02ds", s / 3600, (s / 60) % 60, s % 60);
 }
 
-static inline double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static inline void default_tokenizer_path(char* out, size_t n, const char* train_pattern) {
     const char* slash = strrchr(train_pattern, '/');
     if (slash == NULL) snprintf(out, n, "tokenizer.bin");

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef MAMBA2_FUZZ
 /* fuzz harnesses (dev/fuzz/): die() returns to the harness through this jump instead of exiting, so a reader's
@@ -79,5 +80,12 @@ static inline void* calloc_check(size_t n, size_t size, const char* file, int li
     return p;
 }
 #define callocCheck(n, size) calloc_check(n, size, __FILE__, __LINE__)
+
+/* seconds on a monotonic clock (intervals only) */
+static inline double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 #endif

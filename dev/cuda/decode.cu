@@ -25,7 +25,6 @@
  */
 #include "llmc/model.cuh"
 #include "llmc/vec128.cuh"
-#include "llmc/model_load.cuh"
 #include "llmc/infer_common.h"
 
 #include <string>
