@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# compare_sass.sh: the SASS of the kernels of two CUDA binaries (or cubins), paired by name, diffed with the names
-# left out: did a refactor that renamed kernels and folded template parameters leave the generated code alone?
+# compare_sass.sh: the machine code of the kernels of two CUDA builds, paired by name, compared with the names left
+# out: did a refactor that renamed kernels and folded template parameters leave the generated code alone?
 #
-#   dev/cuda/compare_sass.sh OLD_BINARY NEW_BINARY [RULES]
+#   dev/cuda/compare_sass.sh OLD NEW [RULES]
 #
-# Each old kernel's demangled name (template arguments kept, parameter list dropped) is rewritten by RULES, a file
-# of `sed -E` expressions, one a line ('#' starts a comment); the default is the SSD rename of llmc/ssd*.cuh
-# (lab version names -> llmc names, the folded template parameters dropped: dev/cuda/NOTES_ssd.md, "llmc names").
-# A rule may map an old kernel to "-" (not expected in the new binary). A pair is "same" when the two SASS listings
-# are identical after the function names, the symbol references and the blank lines are removed; else the diff is
-# printed. Kernels found only in one binary are listed. Needs cuobjdump (CUDA toolkit) and c++filt.
+# OLD, NEW: two binaries or two cubins (nvcc -cubin). Each old kernel's demangled name (template arguments kept,
+# parameter list and return type dropped) is rewritten by RULES, a file of `sed -E` expressions, one a line ('#'
+# starts a comment); the default is the SSD rename of llmc/ssd*.cuh (lab version names -> llmc names, the folded
+# template parameters dropped: dev/cuda/NOTES_ssd.md, "llmc names"). A rule may map an old kernel to "-" (not
+# expected in the new build). Two ways to compare, by what the machine has:
+#   - cuobjdump (CUDA toolkit): the SASS listings, identical once the function names, symbol references and blank
+#     lines are removed; a difference is printed;
+#   - without it, two cubins: the bytes of each kernel's .text section (its machine code), the (offset, type) of
+#     its relocations and the sizes of its parameter and shared-memory sections (ELF read by python3).
+# Kernels found only in one build are listed. Needs c++filt.
 # Exit status: 0 when every new kernel has an old one and every pair is the same, 1 otherwise.
 set -euo pipefail
-if [ $# -lt 2 ]; then sed -n '2,12p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,19p' "$0"; exit 2; fi
 old=$1; new=$2; rules=${3:-}
-command -v cuobjdump >/dev/null || { echo "compare_sass.sh: cuobjdump not found (it comes with the CUDA toolkit)" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 if [ -z "$rules" ]; then
@@ -50,6 +53,78 @@ s/^ssd4_bwd_dc_kernel</ssd_bwd_dc_kernel</
 s/^ssd3_bwd_(col|dc)_kernel<.*$/-/
 s/^ssd6_bwd_dc_kernel<.*$/-/
 EOF
+fi
+
+if ! command -v cuobjdump >/dev/null; then
+    is_cubin() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ] && python3 -c "import sys; d = open(sys.argv[1], 'rb').read(20); sys.exit(0 if int.from_bytes(d[18:20], 'little') == 190 else 1)" "$1"; }
+    if ! is_cubin "$old" || ! is_cubin "$new"; then
+        echo "compare_sass.sh: no cuobjdump here (it comes with the CUDA toolkit): give two cubins (nvcc -cubin ...) to compare their machine code bytes" >&2
+        exit 2
+    fi
+    echo "(no cuobjdump: comparing the cubins' .text bytes, relocations and section sizes)"
+    python3 - "$old" "$new" "$rules" <<'PY'
+import struct, subprocess, sys
+def sections(path):
+    d = open(path, 'rb').read()
+    assert d[:4] == b'\x7fELF' and d[4] == 2, path + ': not a 64-bit ELF'
+    shoff, = struct.unpack_from('<Q', d, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from('<HHH', d, 0x3a)
+    hdrs = [struct.unpack_from('<IIQQQQIIQQ', d, shoff + i * shentsize) for i in range(shnum)]
+    strtab = hdrs[shstrndx]
+    def name(off):
+        s = strtab[4] + off
+        return d[s:d.index(b'\0', s)].decode()
+    out = {}
+    for h in hdrs:
+        nm, typ, size, off = name(h[0]), h[1], h[5], h[4]
+        out[nm] = (typ, d[off:off + size] if typ != 8 else b'', size)  # SHT_NOBITS (8): size only
+    return out
+def kernels(secs):
+    k = {}
+    for nm, (typ, data, size) in secs.items():
+        if not nm.startswith('.text.'): continue
+        sym = nm[len('.text.'):]
+        rel = secs.get('.rela' + nm) or secs.get('.rel' + nm)
+        rels = []
+        if rel:
+            ent = 24 if ('.rela' + nm) in secs else 16
+            for i in range(0, len(rel[1]), ent):
+                off, info = struct.unpack_from('<QQ', rel[1], i)
+                rels.append((off, info & 0xffffffff))  # the type; the symbol index (info >> 32) is a name
+        c0 = secs.get('.nv.constant0.' + sym, (0, b'', 0))[2]
+        sh = secs.get('.nv.shared.' + sym, (0, b'', 0))[2]
+        k[sym] = (data, tuple(rels), c0, sh)
+    return k
+def demangle(names):
+    out = subprocess.run(['c++filt'], input='\n'.join(names) + '\n', capture_output=True, text=True).stdout.split('\n')
+    res = []
+    for x in out[:len(names)]:
+        x = x.split('(')[0] if not x.startswith('_Z') else x
+        res.append(x[5:] if x.startswith('void ') else x)
+    return res
+old, new = kernels(sections(sys.argv[1])), kernels(sections(sys.argv[2]))
+rules = sys.argv[3]
+on, nn = list(old), list(new)
+odem, ndem = demangle(on), demangle(nn)
+mapped = subprocess.run(['sed', '-E', '-f', rules], input='\n'.join(odem) + '\n', capture_output=True, text=True).stdout.split('\n')
+oldby = {}
+for sym, dem, m in zip(on, odem, mapped):
+    if m == '-': print('old only (not in the new build by design):', dem); continue
+    oldby[m] = (sym, dem)
+status, same, diff, seen = 0, 0, 0, set()
+for sym, dem in zip(nn, ndem):
+    seen.add(dem)
+    if dem not in oldby: print('NEW ONLY:', dem); status = 1; continue
+    a, b = old[oldby[dem][0]], new[sym]
+    what = [w for w, x, y in zip(('code bytes', 'relocations', 'parameter bytes', 'static shared bytes'), a, b) if x != y]
+    if what: print('DIFF  %s (%s; %d vs %d code bytes)' % (dem, ', '.join(what), len(a[0]), len(b[0]))); diff += 1; status = 1
+    else: print('same  %s (%d code bytes)' % (dem, len(b[0]))); same += 1
+for m, (sym, dem) in oldby.items():
+    if m not in seen: print('old only (mapped to %s, absent from the new build): %s' % (m, dem))
+print('%d same, %d differ' % (same, diff))
+sys.exit(status)
+PY
+    exit $?
 fi
 
 # split a binary's SASS into one file per kernel, named by a hash of its demangled name; index: name <tab> file
