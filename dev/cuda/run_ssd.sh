@@ -1,10 +1,11 @@
 #!/bin/bash
 # run_ssd.sh: build, validate and benchmark the SSD kernels (dev/cuda/ssd.cu) in bf16 and fp32 on the GPU machine.
 # Usage (from the repository root): bash dev/cuda/run_ssd.sh [outdir]   (logs go to outdir, default $OUT or /tmp)
-# SSD_BF16_ARGS / SSD_FP32_ARGS pick the versions (default: 9 and 11 in bf16, measured in the same process; 11 in fp32,
-# where it runs version 2's kernels, so all checks of the code the fp32 trainer runs).
+# SSD_BF16_ARGS / SSD_FP32_ARGS pick the versions (default: 9, 11 and llmc in bf16, measured in the same process; 11
+# and llmc in fp32, where the lab's 11 runs version 2's kernels; "llmc" is llmc/ssd.cuh's default path, the code the
+# trainers run, checked bitwise against lab version 11, fp32: 2).
 # SSD_MEMCHECK=1: compute-sanitizer --tool memcheck, then --tool racecheck, on the small-shape checks of version 11
-# (both into ssd_memcheck.txt). SSD_VARIANTS=1 also times
+# and of llmc (both into ssd_memcheck.txt). SSD_VARIANTS=1 also times
 # version 4 with 2 and 8 heads per block and with the col kernel at 3 blocks/SM (the default is 2) (timings only matter there).
 # SSD_EXTRA="args": one more ssd_bin run with those arguments (e.g. "fuse=2 7", "ns=32 7"), into ssd_extra.txt;
 # SSD_EXTRA2="args": likewise, into ssd_extra2.txt. At most 8 files come back: choose among EXTRA2, MEMCHECK,
@@ -43,24 +44,24 @@ rc=0
 [ -z "$SSD_ONLY_BF16" ] && { $bin/wgmma_check_bin > "$out/ssd_wgmma.txt" 2>&1 || rc=1; }
 if [ -n "$SSD_MEMCHECK" ]; then
     cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-    $cs --tool memcheck $bin/ssd_bin small 11 > "$out/ssd_memcheck.txt" 2>&1 || rc=1
+    $cs --tool memcheck $bin/ssd_bin small 11 llmc > "$out/ssd_memcheck.txt" 2>&1 || rc=1
     echo "== racecheck ==" >> "$out/ssd_memcheck.txt"
-    $cs --tool racecheck $bin/ssd_bin small 11 >> "$out/ssd_memcheck.txt" 2>&1 || rc=1
+    $cs --tool racecheck $bin/ssd_bin small 11 llmc >> "$out/ssd_memcheck.txt" 2>&1 || rc=1
 fi
-[ -z "$SSD_ONLY_BF16" ] && { $bin/ssd_fp32_bin ${SSD_FP32_ARGS:-11} > "$out/ssd_fp32.txt" 2>&1 || rc=1; }
-for q in $SSD_QS; do $bin/ssd_bin Q=$q ${SSD_BF16_ARGS:-9 11} > "$out/ssd_q$q.txt" 2>&1 || rc=1; done
-$bin/ssd_bin ${SSD_BF16_ARGS:-9 11} > "$out/ssd_bf16.txt" 2>&1 || rc=1
+[ -z "$SSD_ONLY_BF16" ] && { $bin/ssd_fp32_bin ${SSD_FP32_ARGS:-11 llmc} > "$out/ssd_fp32.txt" 2>&1 || rc=1; }
+for q in $SSD_QS; do $bin/ssd_bin Q=$q ${SSD_BF16_ARGS:-9 11 llmc} > "$out/ssd_q$q.txt" 2>&1 || rc=1; done
+$bin/ssd_bin ${SSD_BF16_ARGS:-9 11 llmc} > "$out/ssd_bf16.txt" 2>&1 || rc=1
 if [ -n "$SSD_EXTRA" ]; then $bin/ssd_bin $SSD_EXTRA > "$out/ssd_extra.txt" 2>&1 || rc=1; fi
 if [ -n "$SSD_EXTRA2" ]; then $bin/ssd_bin $SSD_EXTRA2 > "$out/ssd_extra2.txt" 2>&1 || rc=1; fi
 if [ -n "$SSD_VARIANTS" ]; then
     for k in 2 8; do $bin/ssd_bin hg=$k 4 > "$out/ssd_hg$k.txt" 2>&1 || rc=1; done
     if wait $pid_c3; then ./dev/cuda/ssd_col3_bin 4 > "$out/ssd_col3.txt" 2>&1 || rc=1; else cat "$out/build_col3.txt"; fi
 fi
-# per-kernel times (ncu, one forward + backward at B=8, T=2048, bf16) of the versions in SSD_NCU (default 9 11; it may
+# per-kernel times (ncu, one forward + backward at B=8, T=2048, bf16) of the versions in SSD_NCU (default 11 llmc; it may
 # also hold "Q=128")
 if command -v ncu > /dev/null; then
     ncu --csv --metrics gpu__time_duration.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active \
-        $bin/ssd_bin profile ${SSD_NCU:-9 11} > "$out/ncu_bf16.csv" 2>&1
+        $bin/ssd_bin profile ${SSD_NCU:-11 llmc} > "$out/ncu_bf16.csv" 2>&1
     python3 - "$out/ncu_bf16.csv" <<'PY' > "$out/kernels.txt" 2>&1
 import csv, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
@@ -84,19 +85,19 @@ fi
 # SSD_NCU_DETAIL=regex: ncu's speed-of-light, memory, warp-state and occupancy sections for the matching kernels
 if [ -n "$SSD_NCU_DETAIL" ] && command -v ncu > /dev/null; then
     ncu -k "regex:$SSD_NCU_DETAIL" --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
-        --section Occupancy --section LaunchStats $bin/ssd_bin profile ${SSD_NCU:-9 11} > "$out/ncu_detail.txt" 2>&1
+        --section Occupancy --section LaunchStats $bin/ssd_bin profile ${SSD_NCU:-11 llmc} > "$out/ncu_detail.txt" 2>&1
 fi
 # SSD_NCU_FULL=regex: ncu's full set (stall reasons, source counters) for the first SSD_NCU_FULL_COUNT (default 2)
 # matching kernels of the versions in SSD_NCU, in order (e.g. "bwd_col" with "Q=128 7 8": version 7's col kernel,
 # then version 8's)
 if [ -n "$SSD_NCU_FULL" ] && command -v ncu > /dev/null; then
-    ncu --set full -k "regex:$SSD_NCU_FULL" -c ${SSD_NCU_FULL_COUNT:-2} $bin/ssd_bin profile ${SSD_NCU:-9 11} \
+    ncu --set full -k "regex:$SSD_NCU_FULL" -c ${SSD_NCU_FULL_COUNT:-2} $bin/ssd_bin profile ${SSD_NCU:-11 llmc} \
         > "$out/ncu_full.txt" 2>&1
 fi
 rm -f "$out/ncu_bf16.csv"  # summarized in kernels.txt; at most 8 files come back from the device
 echo "== failures (fp32, bf16) =="
 grep -h -B1 "FAIL" "$out"/ssd_*.txt | head -40
-echo "== per-kernel (ncu, bf16, B=8 T=2048; versions ${SSD_NCU:-9 11} in order) =="
+echo "== per-kernel (ncu, bf16, B=8 T=2048; versions ${SSD_NCU:-11 llmc} in order) =="
 cat "$out/kernels.txt" 2>/dev/null
 echo "== results =="
 grep -H "passed, .* failed" "$out"/ssd_*.txt

@@ -11,7 +11,13 @@
  *     two (b, h) slices against the recurrence; at B=8, T=2048 the backward of batch element 0 (all heads) too;
  *     then timings of forward and forward+backward against the floor, and cost per token against T.
  *
- * Versions (timings in NOTES_ssd.md):
+ * Versions (timings in NOTES_ssd.md). Versions 2 to 11 are the lab: dev/cuda/ssd_lab*.cuh, a frozen copy of the
+ * llmc/ssd*.cuh that held all of them (knobs, run counters, version ladder), compiled here inside namespace lab;
+ * where the list below says llmc/ssd.cuh for them, that copy is meant. "llmc" (or "default") is llmc/ssd.cuh as the
+ * trainers run it (its default path alone, at every shape): its checks are those of every version, plus the
+ * kernels it ran (the SSDPath its ssd_forward / ssd_backward return) against the ones its rules give the shape, and
+ * every output bitwise that of lab version 11 (bf16 build; version 2 in the fp32 build) run with the lab's default
+ * knobs on the same inputs. MAMBA2_PORTABLE=1 makes llmc take its portable forward scan (mma.sync) on an H100.
  *   1  fp32 CUDA-core tiles (namespace v1 below): one block per 32 rows of a (b, h, chunk); the 32x32 products
  *      C B^T and dy x^T as per-thread dot products, accumulations in per-thread register tiles.
  *   2  llmc/ssd.cuh: the same decomposition, every 32-row product (C B^T, dy x^T, the masked Q x Q times x / dy /
@@ -66,6 +72,7 @@
  *
  * Build: nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o dev/cuda/ssd_bin dev/cuda/ssd.cu  (-DENABLE_FP32: fp32)
  * Run:   ./dev/cuda/ssd_bin [small] [hg=K] [wg=1|2] [lines=0|1] [parts=K] [fuse=K] [ns=K] [st=K] [v9=K] [v11=0|1] [Q=K] [1-11]
+ *        [llmc]  (the knobs set the lab's versions; llmc has none)
  *        (small: small-shape checks only; numbers: those versions only; hg=K: version 4 with at most K heads per
  *        block; wg: version 5's warpgroups per forward block; lines: its tile-load thread order (ssd5_load_tile);
  *        parts: version 6's kernels; fuse, ns, st: version 7's (above); Q=K: the benchmark shapes' chunk
@@ -799,14 +806,35 @@ static void ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float*
 }
 }  /* namespace v1 */
 
+/* the headers the two copies below include, first: inside the namespaces their includes are then empty */
+#include "llmc/wgmma.cuh"
+#include "llmc/gpu_arch.cuh"
+/* llmc's default path and the lab get a namespace each: their functions share names and floatX arguments, so with
+   one of them global, argument-dependent lookup (floatX is a global type) would find both */
+namespace llmc {
 #include "llmc/ssd.cuh"
+}
+namespace lab {  /* the lab: versions 2 to 11 with their knobs and run counters */
+#include "dev/cuda/ssd_lab.cuh"
+}
+using namespace llmc;  /* below, unqualified ssd_* names are llmc's; the lab's are written lab:: */
 #include "dev/cuda/kernels_dev.h"
 
 
-/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 to 11 = llmc/ssd.cuh with
-   ssd_fast_version set to it */
+/* which version run_forward / run_backward call: 1 = namespace v1 above, 2 to 11 = the lab (namespace lab) with
+   lab::ssd_fast_version set to it, V_LLMC = llmc/ssd.cuh's default path (arguments "llmc" or "default") */
 #define NVERSIONS 11
+#define V_LLMC (NVERSIONS + 1)
 static int g_version = 4;
+static int lab_at_least(int v) { return g_version >= v && g_version <= NVERSIONS; }
+static const char* vname(int v) {
+    static char buf[16];
+    if (v == V_LLMC) return "llmc";
+    snprintf(buf, sizeof buf, "v%d", v);
+    return buf;
+}
+/* the kernels the last llmc call ran (ssd_forward's and ssd_backward's return values) */
+static SSDPath g_llmc_fwd, g_llmc_bwd;
 
 typedef struct { int B, T, H, P, N, G, Q; int with_init; } Shape;
 
@@ -963,9 +991,11 @@ static Outputs alloc_outputs(const Inputs* in) {
     o.final_state = (float*)dev_malloc((size_t)s->B * s->H * s->P * s->N * sizeof(float));
     o.dpar = (float*)dev_malloc(3 * s->H * sizeof(float));
     o.saved_bytes = g_version == 1 ? v1::ssd_saved_bytes(s->B, s->T, s->H, s->P, s->N, s->Q)
-                                   : ssd_saved_bytes(s->B, s->T, s->H, s->P, s->N, s->Q);
+                                   : g_version == V_LLMC ? ssd_saved_bytes(s->B, s->T, s->H, s->P, s->N, s->Q)
+                                   : lab::ssd_saved_bytes(s->B, s->T, s->H, s->P, s->N, s->Q);
     o.work_bytes = g_version == 1 ? v1::ssd_workspace_bytes(s->B, s->T, s->H, s->P, s->N, s->G, s->Q)
-                                  : ssd_workspace_bytes(s->B, s->T, s->H, s->P, s->N, s->G, s->Q);
+                                  : g_version == V_LLMC ? ssd_workspace_bytes(s->B, s->T, s->H, s->P, s->N, s->G, s->Q)
+                                  : lab::ssd_workspace_bytes(s->B, s->T, s->H, s->P, s->N, s->G, s->Q);
     o.saved = dev_malloc(o.saved_bytes);
     o.work = dev_malloc(o.work_bytes);
     return o;
@@ -978,15 +1008,28 @@ static void free_outputs(Outputs* o) {
 
 static void run_forward(const Inputs* in, Outputs* o, int with_final) {
     const Shape* s = &in->s;
-    ssd_fast_version = g_version;
-    (g_version == 1 ? v1::ssd_forward : ssd_forward)(o->y, with_final ? o->final_state : NULL, o->saved, in->d_xbc, in->CD, in->d_dtbuf + in->dcol,
+    if (g_version == V_LLMC) {
+        g_llmc_fwd = ssd_forward(o->y, with_final ? o->final_state : NULL, o->saved, in->d_xbc, in->CD,
+                                 in->d_dtbuf + in->dcol, in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip, in->d_init,
+                                 s->B, s->T, s->H, s->P, s->N, s->G, s->Q, 0);
+        return;
+    }
+    lab::ssd_fast_version = g_version;
+    (g_version == 1 ? v1::ssd_forward : lab::ssd_forward)(o->y, with_final ? o->final_state : NULL, o->saved, in->d_xbc, in->CD, in->d_dtbuf + in->dcol,
                 in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip, in->d_init, s->B, s->T, s->H, s->P, s->N,
                 s->G, s->Q, 0);
 }
 static void run_backward(const Inputs* in, Outputs* o) {
     const Shape* s = &in->s;
-    ssd_fast_version = g_version;
-    (g_version == 1 ? v1::ssd_backward : ssd_backward)(o->dxbc, o->ddtbuf + in->dcol, o->dpar, o->dpar + s->H, o->dpar + 2 * s->H, in->d_dy, o->saved,
+    if (g_version == V_LLMC) {
+        g_llmc_bwd = ssd_backward(o->dxbc, o->ddtbuf + in->dcol, o->dpar, o->dpar + s->H, o->dpar + 2 * s->H, in->d_dy,
+                                  o->saved, in->d_xbc, in->CD, in->d_dtbuf + in->dcol, in->dstride, in->d_dt_bias,
+                                  in->d_A_log, in->d_Dskip, in->d_init, o->work, s->B, s->T, s->H, s->P, s->N, s->G, s->Q,
+                                  0);
+        return;
+    }
+    lab::ssd_fast_version = g_version;
+    (g_version == 1 ? v1::ssd_backward : lab::ssd_backward)(o->dxbc, o->ddtbuf + in->dcol, o->dpar, o->dpar + s->H, o->dpar + 2 * s->H, in->d_dy, o->saved,
                  in->d_xbc, in->CD, in->d_dtbuf + in->dcol, in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip,
                  in->d_init, o->work, s->B, s->T, s->H, s->P, s->N, s->G, s->Q, 0);
 }
@@ -1029,29 +1072,148 @@ static double* gather_d(const double* m, int ld, size_t r0, size_t nr, int c0, i
     return out;
 }
 
+/* ---- the llmc default path (V_LLMC) ---- */
+/* the lab version llmc/ssd.cuh's default path was taken from: 11 in the bf16 build, 2 in the fp32 build */
+#ifdef ENABLE_FP32
+#define V_LAB_REF 2
+#else
+#define V_LAB_REF 11
+#endif
+/* the lab's knobs at their defaults (the values llmc fixed), for the reference run; put back after */
+typedef struct { int hg, wgs, lines, parts, fuse, ns, st, split, v9, v11; } LabKnobs;
+static LabKnobs lab_knobs_default(void) {
+    LabKnobs k = {lab::ssd4_hg_max, lab::ssd5_wgs, lab::ssd5_lines, lab::ssd6_parts, lab::ssd7_fuse, lab::ssd7_ns,
+                  lab::ssd7_stages, lab::ssd7_split, lab::ssd9_parts, lab::ssd11_fwd};
+    lab::ssd4_hg_max = SSD4_HG_MAX; lab::ssd5_wgs = 2; lab::ssd5_lines = 1; lab::ssd6_parts = 1; lab::ssd7_fuse = 1;
+    lab::ssd7_ns = 64; lab::ssd7_stages = 3; lab::ssd7_split = 1; lab::ssd9_parts = 3; lab::ssd11_fwd = 1;
+    return k;
+}
+static void lab_knobs_restore(LabKnobs k) {
+    lab::ssd4_hg_max = k.hg; lab::ssd5_wgs = k.wgs; lab::ssd5_lines = k.lines; lab::ssd6_parts = k.parts;
+    lab::ssd7_fuse = k.fuse; lab::ssd7_ns = k.ns; lab::ssd7_stages = k.st; lab::ssd7_split = k.split;
+    lab::ssd9_parts = k.v9; lab::ssd11_fwd = k.v11;
+}
+/* the path llmc/ssd.cuh's rules give shape s (the inputs here are 16-byte aligned, their row strides multiples of 8
+   where P, N are multiples of 16, and B H T is even, so the saved states are 16-byte aligned) */
+static SSDPath llmc_expected(Shape s) {
+    SSDPath e = {SSD_STATE_SIMPLE, SSD_FWD_SIMPLE, SSD_BWD_SIMPLE};
+#ifndef ENABLE_FP32
+    if (s.P % 16 != 0 || s.N % 16 != 0) return e;
+    int w = (s.P == 64 || s.P == 128) && (s.N == 64 || s.N == 128);
+    e.state = s.P % 64 == 0 && s.N % 64 == 0 && s.Q % 64 == 0 &&
+              (long)s.B * s.H * (s.P / 64) * (s.N / 64) >= cuda_num_sms() ? SSD_STATE_FUSED : SSD_STATE_CHUNKS;
+    e.fwd_scan = !(gpu_hopper_path() && w) ? SSD_FWD_MMA
+               : s.P == 64 && (s.H / s.G) % 2 == 0 ? SSD_FWD_WGMMA_PAIR : SSD_FWD_WGMMA;
+    e.bwd_tiles = w && (s.Q == 64 || s.Q == 128) ? SSD_BWD_TILES_TUNED : SSD_BWD_TILES;
+#endif
+    return e;
+}
+static const char* state_name(int k) {
+    return k == SSD_STATE_FUSED ? "fused scan" : k == SSD_STATE_CHUNKS ? "chunk-parallel" : k == SSD_STATE_SIMPLE ? "simple" : "?";
+}
+static const char* fwd_name(int k) {
+    return k == SSD_FWD_WGMMA_PAIR ? "wgmma pair" : k == SSD_FWD_WGMMA ? "wgmma" : k == SSD_FWD_MMA ? "mma.sync"
+         : k == SSD_FWD_SIMPLE ? "simple" : "?";
+}
+static const char* bwd_name(int k) {
+    return k == SSD_BWD_TILES_TUNED ? "tiles (tuned)" : k == SSD_BWD_TILES ? "tiles" : k == SSD_BWD_SIMPLE ? "simple" : "?";
+}
+/* the kernels the last llmc forward (and backward) ran are those the rules give the shape */
+static void check_llmc_path(Shape s, int with_bwd) {
+    SSDPath e = llmc_expected(s), f = g_llmc_fwd, b = g_llmc_bwd;
+    printf("  llmc path: states %s, forward scan %s", state_name(f.state), fwd_name(f.fwd_scan));
+    if (with_bwd) printf(", backward states %s, backward %s", state_name(b.state), bwd_name(b.bwd_tiles));
+    printf(" (expected %s, %s, %s)\n", state_name(e.state), fwd_name(e.fwd_scan), bwd_name(e.bwd_tiles));
+    dev_record("llmc: the forward ran the kernels its rules give the shape",
+               f.state == e.state && f.fwd_scan == e.fwd_scan && f.bwd_tiles == 0);
+    if (with_bwd)
+        dev_record("llmc: the backward ran the kernels its rules give the shape",
+                   b.state == e.state && b.bwd_tiles == e.bwd_tiles && b.fwd_scan == 0);
+}
+/* o holds one llmc forward (with the final state) and, if with_bwd, one llmc backward whose parameter gradients
+   started from par0 (NULL: zeros) with dxbc and the dt-gradient buffer poisoned before: every output must be bitwise
+   that of lab version V_LAB_REF with its default knobs on the same inputs. With MAMBA2_PORTABLE set on a Hopper GPU
+   the llmc forward runs the mma.sync scan where the lab runs wgmma: y is then not compared. */
+static void check_llmc_against_lab(const Inputs* in, Outputs* o, const float* par0, int with_bwd) {
+    const Shape* s = &in->s;
+    size_t BT = (size_t)s->B * s->T, nst = (size_t)s->B * s->H * s->P * s->N;
+    int keep = g_version;
+    LabKnobs k = lab_knobs_default();
+    g_version = V_LAB_REF;
+    Outputs r = alloc_outputs(in);
+    dev_poison(r.dxbc, BT * in->CD * sizeof(floatX));
+    dev_poison(r.ddtbuf, BT * in->dstride * sizeof(floatX));
+    if (par0) cudaCheck(cudaMemcpy(r.dpar, par0, 3 * s->H * sizeof(float), cudaMemcpyHostToDevice));
+    else cudaCheck(cudaMemset(r.dpar, 0, 3 * s->H * sizeof(float)));
+    run_forward(in, &r, 1);
+    if (with_bwd) run_backward(in, &r);
+    cudaCheck(cudaDeviceSynchronize());
+    g_version = keep;
+    lab_knobs_restore(k);
+    char what[96];
+    /* the lab's version 11 runs a wgmma scan wherever P, N are in {64, 128} (the tile rules hold here where P, N are
+       multiples of 16); llmc only on the Hopper path */
+    int lab_wgmma = V_LAB_REF == 11 && (s->P == 64 || s->P == 128) && (s->N == 64 || s->N == 128);
+    int llmc_wgmma = g_llmc_fwd.fwd_scan == SSD_FWD_WGMMA || g_llmc_fwd.fwd_scan == SSD_FWD_WGMMA_PAIR;
+    int y_comparable = lab_wgmma == llmc_wgmma;
+    {
+        float* a = dev_download_X(o->y, BT * in->E);
+        float* b = dev_download_X(r.y, BT * in->E);
+        snprintf(what, sizeof what, "llmc y bitwise lab v%d's", V_LAB_REF);
+        if (y_comparable) dev_check_bitwise(what, a, b, BT * in->E * sizeof(float));
+        else printf("  llmc y: the portable scan ran where lab v%d runs wgmma: not compared\n", V_LAB_REF);
+        free(a); free(b);
+    }
+    {
+        float* a = dev_download_F(o->final_state, nst);
+        float* b = dev_download_F(r.final_state, nst);
+        snprintf(what, sizeof what, "llmc final_state bitwise lab v%d's", V_LAB_REF);
+        dev_check_bitwise(what, a, b, nst * sizeof(float));
+        free(a); free(b);
+    }
+    if (with_bwd) {
+        float* a = dev_download_X(o->dxbc, BT * in->CD);
+        float* b = dev_download_X(r.dxbc, BT * in->CD);
+        snprintf(what, sizeof what, "llmc dxbc bitwise lab v%d's", V_LAB_REF);
+        dev_check_bitwise(what, a, b, BT * in->CD * sizeof(float));
+        free(a); free(b);
+        a = dev_download_X(o->ddtbuf, BT * in->dstride);
+        b = dev_download_X(r.ddtbuf, BT * in->dstride);
+        snprintf(what, sizeof what, "llmc ddt_raw bitwise lab v%d's", V_LAB_REF);
+        dev_check_bitwise(what, a, b, BT * in->dstride * sizeof(float));
+        free(a); free(b);
+        a = dev_download_F(o->dpar, 3 * s->H);
+        b = dev_download_F(r.dpar, 3 * s->H);
+        snprintf(what, sizeof what, "llmc parameter gradients bitwise lab v%d's", V_LAB_REF);
+        dev_check_bitwise(what, a, b, 3 * s->H * sizeof(float));
+        free(a); free(b);
+    }
+    free_outputs(&r);
+}
+
 /* ---- small shapes: everything against the recurrence ---- */
-/* version 11 keeps version 9's arithmetic: y of a version 9 forward (ssd11_fwd = 0) on the same inputs must be
+/* version 11 keeps version 9's arithmetic: y of a version 9 forward (lab::ssd11_fwd = 0) on the same inputs must be
    bitwise the y11 given (o's buffers are overwritten: y with the same values, saved with the same bits). That
    forward must have run version 9's scan, not version 11's (else the comparison proves nothing); it is not one of
    the callers' counted calls, so the run counters it moved are put back. */
 static void check_v11_against_v9(const Inputs* in, Outputs* o, const float* y11, size_t n, const char* what) {
-    int keep = ssd11_fwd, runs7 = ssd7_runs, runs9f = ssd9_fwd_runs, runs11f = ssd11_fwd_runs;
-    ssd11_fwd = 0;
+    int keep = lab::ssd11_fwd, runs7 = lab::ssd7_runs, runs9f = lab::ssd9_fwd_runs, runs11f = lab::ssd11_fwd_runs;
+    lab::ssd11_fwd = 0;
     dev_poison(o->y, n * sizeof(floatX));
     run_forward(in, o, 1);
     cudaCheck(cudaDeviceSynchronize());
-    ssd11_fwd = keep;
+    lab::ssd11_fwd = keep;
     dev_record("version 11: the comparison forward ran version 9's scan",
-               ssd9_fwd_runs - runs9f == 1 && ssd11_fwd_runs == runs11f);
-    ssd7_runs = runs7;
-    ssd9_fwd_runs = runs9f;
+               lab::ssd9_fwd_runs - runs9f == 1 && lab::ssd11_fwd_runs == runs11f);
+    lab::ssd7_runs = runs7;
+    lab::ssd9_fwd_runs = runs9f;
     float* y9 = dev_download_X(o->y, n);
     dev_check_bitwise(what, y11, y9, n * sizeof(float));
     free(y9);
 }
 
 static void test_small(Shape s) {
-    printf("v%d small shape B=%d T=%d H=%d P=%d N=%d G=%d Q=%d init=%s (%s)\n", g_version, s.B, s.T, s.H, s.P, s.N, s.G, s.Q,
+    printf("%s small shape B=%d T=%d H=%d P=%d N=%d G=%d Q=%d init=%s (%s)\n", vname(g_version), s.B, s.T, s.H, s.P, s.N, s.G, s.Q,
            s.with_init ? "random" : "NULL", PRECISION_NAME);
     Inputs in = make_inputs(s);
     Outputs o = alloc_outputs(&in);
@@ -1065,18 +1227,18 @@ static void test_small(Shape s) {
         for (int h = 0; h < s.H; h++) ref_head(&in, b, h, ry, rfin, rdx, rddt, rpar);
 
     /* version 7's fused state kernels: forced on (fuse=1 -> 2) so that these shapes check them */
-    int fuse_arg = ssd7_fuse, runs0 = ssd7_runs, runs8 = ssd8_runs, runs9f = ssd9_fwd_runs, runs9b = ssd9_bwd_runs;
-    if (g_version >= 7 && ssd7_fuse == 1) ssd7_fuse = 2;
-    int expect_fused = g_version >= 7 && ssd7_fuse == 2 && s.P % 64 == 0 && s.N % ssd7_ns == 0 && s.Q % 64 == 0;
+    int fuse_arg = lab::ssd7_fuse, runs0 = lab::ssd7_runs, runs8 = lab::ssd8_runs, runs9f = lab::ssd9_fwd_runs, runs9b = lab::ssd9_bwd_runs;
+    if (lab_at_least(7) && lab::ssd7_fuse == 1) lab::ssd7_fuse = 2;
+    int expect_fused = lab_at_least(7) && lab::ssd7_fuse == 2 && s.P % 64 == 0 && s.N % lab::ssd7_ns == 0 && s.Q % 64 == 0;
     /* version 8's backward kernels: compile-time widths P, N in {64, 128}, Q 64 or 128 (the buffers are aligned) */
-    int expect_v8 = g_version >= 8 && (s.P == 64 || s.P == 128) && (s.N == 64 || s.N == 128) && (s.Q == 64 || s.Q == 128);
+    int expect_v8 = lab_at_least(8) && (s.P == 64 || s.P == 128) && (s.N == 64 || s.N == 128) && (s.Q == 64 || s.Q == 128);
     /* version 9: the forward where version 6's 2-head forward runs (P = 64, N in {64, 128}, H/G even), the col
        kernel where version 8's runs */
-    int expect_v9f = g_version >= 9 && (ssd9_parts & 1) && (ssd6_parts & 1) && s.P == 64 &&
+    int expect_v9f = lab_at_least(9) && (lab::ssd9_parts & 1) && (lab::ssd6_parts & 1) && s.P == 64 &&
                      (s.N == 64 || s.N == 128) && (s.H / s.G) % 2 == 0;
-    int expect_v9b = g_version >= 9 && (ssd9_parts & 2) && expect_v8;
+    int expect_v9b = lab_at_least(9) && (lab::ssd9_parts & 2) && expect_v8;
     /* version 11: where version 9's forward scan runs */
-    int expect_v11f = g_version >= 11 && ssd11_fwd && expect_v9f, runs11f = ssd11_fwd_runs;
+    int expect_v11f = lab_at_least(11) && lab::ssd11_fwd && expect_v9f, runs11f = lab::ssd11_fwd_runs;
 #ifdef ENABLE_FP32
     expect_fused = 0;  /* the fp32 build runs version 2's kernels */
     expect_v8 = 0;
@@ -1149,27 +1311,31 @@ static void test_small(Shape s) {
     dev_check_bitwise("dxbc", gdx[0], gdx[1], BT * in.CD * sizeof(float));
     dev_check_bitwise("ddt_raw", gddt[0], gddt[1], BT * in.dstride * sizeof(float));
     dev_check_bitwise("parameter gradients", gpar[0], gpar[1], 3 * s.H * sizeof(float));
-    if (g_version >= 7) {  /* 2 forwards + 2 backwards: all fused, or none where the shape is not version 7's */
-        int ran = ssd7_runs - runs0;
+    if (g_version == V_LLMC) {  /* o holds the second forward and backward, from par0 */
+        check_llmc_path(s, 1);
+        check_llmc_against_lab(&in, &o, par0, 1);
+    }
+    if (lab_at_least(7)) {  /* 2 forwards + 2 backwards: all fused, or none where the shape is not version 7's */
+        int ran = lab::ssd7_runs - runs0;
         printf("  version 7 fused state kernels: %d of 4 calls (expected %d)\n", ran, expect_fused ? 4 : 0);
         dev_record("version 7: fused state kernels ran where the shape allows, and only there",
                    ran == (expect_fused ? 4 : 0));
     }
-    ssd7_fuse = fuse_arg;
-    if (g_version >= 8) {  /* 2 backwards */
-        int ran = ssd8_runs - runs8;
+    lab::ssd7_fuse = fuse_arg;
+    if (lab_at_least(8)) {  /* 2 backwards */
+        int ran = lab::ssd8_runs - runs8;
         printf("  version 8 backward kernels: %d of 2 calls (expected %d)\n", ran, expect_v8 ? 2 : 0);
         dev_record("version 8: its backward kernels ran where the shape allows, and only there", ran == (expect_v8 ? 2 : 0));
     }
-    if (g_version >= 9) {  /* 2 forwards, 2 backwards */
-        int rf = ssd9_fwd_runs - runs9f, rb = ssd9_bwd_runs - runs9b;
+    if (lab_at_least(9)) {  /* 2 forwards, 2 backwards */
+        int rf = lab::ssd9_fwd_runs - runs9f, rb = lab::ssd9_bwd_runs - runs9b;
         printf("  version 9 forward scan: %d of 2 calls (expected %d), col kernel: %d of 2 (expected %d)\n", rf,
                expect_v9f ? 2 : 0, rb, expect_v9b ? 2 : 0);
         dev_record("version 9: its forward scan ran where the shape allows, and only there", rf == (expect_v9f ? 2 : 0));
         dev_record("version 9: its col kernel ran where the shape allows, and only there", rb == (expect_v9b ? 2 : 0));
     }
-    if (g_version >= 11) {  /* 2 forwards (the version 9 comparison forward is not counted) */
-        int rf = ssd11_fwd_runs - runs11f;
+    if (lab_at_least(11)) {  /* 2 forwards (the version 9 comparison forward is not counted) */
+        int rf = lab::ssd11_fwd_runs - runs11f;
         printf("  version 11 forward scan: %d of 2 calls (expected %d)\n", rf, expect_v11f ? 2 : 0);
         dev_record("version 11: its forward scan ran where the shape allows, and only there",
                    rf == (expect_v11f ? 2 : 0));
@@ -1207,20 +1373,20 @@ static void report(const char* name, float ms, double flops, double bytes, Shape
 }
 
 static void test_big(Shape s, int check_bwd, float times[2]) {
-    printf("v%d benchmark shape B=%d T=%d H=%d P=%d N=%d G=%d Q=%d (%s)\n", g_version, s.B, s.T, s.H, s.P, s.N, s.G, s.Q,
+    printf("%s benchmark shape B=%d T=%d H=%d P=%d N=%d G=%d Q=%d (%s)\n", vname(g_version), s.B, s.T, s.H, s.P, s.N, s.G, s.Q,
            PRECISION_NAME);
     Inputs in = make_inputs(s);
     Outputs o = alloc_outputs(&in);
     size_t BT = (size_t)s.B * s.T, PN = (size_t)s.P * s.N, nst = (size_t)s.B * s.H * PN;
     dev_poison(o.y, BT * in.E * sizeof(floatX));
-    int runs0 = ssd7_runs, runs8 = ssd8_runs, runs9f = ssd9_fwd_runs, runs9b = ssd9_bwd_runs;
-    int runs11f = ssd11_fwd_runs;
+    int runs0 = lab::ssd7_runs, runs8 = lab::ssd8_runs, runs9f = lab::ssd9_fwd_runs, runs9b = lab::ssd9_bwd_runs;
+    int runs11f = lab::ssd11_fwd_runs;
     run_forward(&in, &o, 1);
     cudaCheck(cudaDeviceSynchronize());
-    if (g_version >= 7) printf("  version 7 fused state kernel: %s\n", ssd7_runs > runs0 ? "yes" : "no (version 6's path)");
-    if (g_version >= 9) printf("  version 9 forward scan: %s\n", ssd9_fwd_runs > runs9f ? "yes" : "no (version 8's)");
-    int ran11 = ssd11_fwd_runs > runs11f;
-    if (g_version >= 11) printf("  version 11 forward scan: %s\n", ran11 ? "yes" : "no (version 9's)");
+    if (lab_at_least(7)) printf("  version 7 fused state kernel: %s\n", lab::ssd7_runs > runs0 ? "yes" : "no (version 6's path)");
+    if (lab_at_least(9)) printf("  version 9 forward scan: %s\n", lab::ssd9_fwd_runs > runs9f ? "yes" : "no (version 8's)");
+    int ran11 = lab::ssd11_fwd_runs > runs11f;
+    if (lab_at_least(11)) printf("  version 11 forward scan: %s\n", ran11 ? "yes" : "no (version 9's)");
     float* gy = dev_download_X(o.y, BT * in.E);
     float* gfin = dev_download_F(o.final_state, nst);
     if (ran11) check_v11_against_v9(&in, &o, gy, BT * in.E, "y of version 11 and of version 9");
@@ -1263,9 +1429,13 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
         }
         float* g = gather_f(gdt, in.dstride, 0, s.T, in.dcol, s.H);
         check("ddt_raw (b=0)", g, rddt, (size_t)s.T * s.H);
-        if (g_version >= 8) printf("  version 8 backward kernels: %s\n", ssd8_runs > runs8 ? "yes" : "no (version 7's)");
-        if (g_version >= 9) printf("  version 9 col kernel: %s\n", ssd9_bwd_runs > runs9b ? "yes" : "no (version 8's)");
+        if (lab_at_least(8)) printf("  version 8 backward kernels: %s\n", lab::ssd8_runs > runs8 ? "yes" : "no (version 7's)");
+        if (lab_at_least(9)) printf("  version 9 col kernel: %s\n", lab::ssd9_bwd_runs > runs9b ? "yes" : "no (version 8's)");
         free(g); free(gdx); free(gdt); free(rdx); free(rddt); free(rpar);
+    }
+    if (g_version == V_LLMC) {  /* o holds the forward and (check_bwd) the backward from zeros */
+        check_llmc_path(s, check_bwd);
+        check_llmc_against_lab(&in, &o, NULL, check_bwd);
     }
     free(gy); free(gfin); free(ry); free(rfin);
     /* timings */
@@ -1280,35 +1450,36 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
 
 int main(int argc, char** argv) {
     /* arguments, in any order: "small" (small-shape checks only), version numbers (default: every version) */
-    int small_only = 0, profile = 0, want[NVERSIONS + 1] = {0}, any_version = 0, big_q = 256;
+    int small_only = 0, profile = 0, want[V_LLMC + 1] = {0}, any_version = 0, big_q = 256;
     for (int k = 1; k < argc; k++) {
         if (strcmp(argv[k], "small") == 0) small_only = 1;
         else if (strcmp(argv[k], "profile") == 0) profile = 1;
-        else if (strncmp(argv[k], "hg=", 3) == 0 && atoi(argv[k] + 3) >= 1) ssd4_hg_max = atoi(argv[k] + 3);
+        else if (strncmp(argv[k], "hg=", 3) == 0 && atoi(argv[k] + 3) >= 1) lab::ssd4_hg_max = atoi(argv[k] + 3);
         else if (strncmp(argv[k], "wg=", 3) == 0 && atoi(argv[k] + 3) >= 1 && atoi(argv[k] + 3) <= 2)
-            ssd5_wgs = atoi(argv[k] + 3); /* version 5's warpgroups per forward block */
+            lab::ssd5_wgs = atoi(argv[k] + 3); /* version 5's warpgroups per forward block */
         else if (strcmp(argv[k], "lines=0") == 0 || strcmp(argv[k], "lines=1") == 0)
-            ssd5_lines = argv[k][6] - '0'; /* version 5's tile-load thread order */
+            lab::ssd5_lines = argv[k][6] - '0'; /* version 5's tile-load thread order */
         else if (strncmp(argv[k], "parts=", 6) == 0 && atoi(argv[k] + 6) >= 0 && atoi(argv[k] + 6) <= 7)
-            ssd6_parts = atoi(argv[k] + 6); /* version 6's kernels: bit 0 2-head forward, 1 chunk state, 2 dC */
+            lab::ssd6_parts = atoi(argv[k] + 6); /* version 6's kernels: bit 0 2-head forward, 1 chunk state, 2 dC */
         else if (strncmp(argv[k], "fuse=", 5) == 0 && atoi(argv[k] + 5) >= 0 && atoi(argv[k] + 5) <= 2)
-            ssd7_fuse = atoi(argv[k] + 5); /* version 7: 0 never, 1 where the grid fills the GPU, 2 always */
+            lab::ssd7_fuse = atoi(argv[k] + 5); /* version 7: 0 never, 1 where the grid fills the GPU, 2 always */
         else if (strcmp(argv[k], "ns=32") == 0 || strcmp(argv[k], "ns=64") == 0)
-            ssd7_ns = atoi(argv[k] + 3); /* version 7's state columns per block */
+            lab::ssd7_ns = atoi(argv[k] + 3); /* version 7's state columns per block */
         else if (strcmp(argv[k], "split=0") == 0 || strcmp(argv[k], "split=1") == 0)
-            ssd7_split = atoi(argv[k] + 6); /* version 7's hi + lo split: per block in smem (1) or per warp (0) */
+            lab::ssd7_split = atoi(argv[k] + 6); /* version 7's hi + lo split: per block in smem (1) or per warp (0) */
         else if (strcmp(argv[k], "st=2") == 0 || strcmp(argv[k], "st=3") == 0)
-            ssd7_stages = atoi(argv[k] + 3); /* version 7's tile buffers */
+            lab::ssd7_stages = atoi(argv[k] + 3); /* version 7's tile buffers */
         else if (strncmp(argv[k], "v9=", 3) == 0 && atoi(argv[k] + 3) >= 0 && atoi(argv[k] + 3) <= 3)
-            ssd9_parts = atoi(argv[k] + 3); /* version 9's parts: bit 0 the forward scan, bit 1 the col kernel */
+            lab::ssd9_parts = atoi(argv[k] + 3); /* version 9's parts: bit 0 the forward scan, bit 1 the col kernel */
         else if (strcmp(argv[k], "v11=0") == 0 || strcmp(argv[k], "v11=1") == 0)
-            ssd11_fwd = argv[k][4] - '0'; /* version 11's forward scan (0: version 9's under version 11) */
+            lab::ssd11_fwd = argv[k][4] - '0'; /* version 11's forward scan (0: version 9's under version 11) */
         else if (strncmp(argv[k], "Q=", 2) == 0 && atoi(argv[k] + 2) >= 16 && atoi(argv[k] + 2) <= 256)
             big_q = atoi(argv[k] + 2); /* the chunk length of the benchmark shapes (an algorithm choice) */
         else if (atoi(argv[k]) >= 1 && atoi(argv[k]) <= NVERSIONS) want[atoi(argv[k])] = any_version = 1;
+        else if (strcmp(argv[k], "llmc") == 0 || strcmp(argv[k], "default") == 0) want[V_LLMC] = any_version = 1;
         else {
             fprintf(stderr, "ssd: unknown argument '%s'; use 'small', 'profile', 'hg=K' (version 4's most heads per "
-                    "block), 'wg=1|2' (version 5's warpgroups per forward block), 'lines=0|1' (its tile-load order), 'parts=K' (version 6's kernels, 0 to 7: 1 2-head forward, 2 chunk state on wgmma, 4 dC on wgmma), 'fuse=0|1|2', 'ns=32|64', 'st=2|3', 'split=0|1' (version 7's fused state kernels: never / where the grid fills the GPU / always; state columns per block; tile buffers; hi + lo split in registers per warp / once per block in shared memory), 'v9=0..3' (version 9's parts: 1 the forward scan, 2 the col kernel), 'v11=0|1' (version 11's forward scan), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d\n", argv[k], NVERSIONS);
+                    "block), 'wg=1|2' (version 5's warpgroups per forward block), 'lines=0|1' (its tile-load order), 'parts=K' (version 6's kernels, 0 to 7: 1 2-head forward, 2 chunk state on wgmma, 4 dC on wgmma), 'fuse=0|1|2', 'ns=32|64', 'st=2|3', 'split=0|1' (version 7's fused state kernels: never / where the grid fills the GPU / always; state columns per block; tile buffers; hi + lo split in registers per warp / once per block in shared memory), 'v9=0..3' (version 9's parts: 1 the forward scan, 2 the col kernel), 'v11=0|1' (version 11's forward scan), 'Q=K' (benchmark chunk length, 16 to 256) and/or version numbers 1 to %d, 'llmc' or 'default' (llmc/ssd.cuh's default path)\n", argv[k], NVERSIONS);
             return EXIT_FAILURE;
         }
     }
@@ -1316,8 +1487,8 @@ int main(int argc, char** argv) {
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     printf("ssd dev program, %s, device %s, version 4 with at most %d heads per block, version 5 with %d warpgroups "
            "per forward block and load order %d, version 6 parts %d, version 7 fuse %d ns %d stages %d split %d, "
-           "version 9 parts %d, version 11 forward %d, benchmark chunk Q=%d\n", PRECISION_NAME, prop.name, ssd4_hg_max,
-           ssd5_wgs, ssd5_lines, ssd6_parts, ssd7_fuse, ssd7_ns, ssd7_stages, ssd7_split, ssd9_parts, ssd11_fwd, big_q);
+           "version 9 parts %d, version 11 forward %d, benchmark chunk Q=%d\n", PRECISION_NAME, prop.name, lab::ssd4_hg_max,
+           lab::ssd5_wgs, lab::ssd5_lines, lab::ssd6_parts, lab::ssd7_fuse, lab::ssd7_ns, lab::ssd7_stages, lab::ssd7_split, lab::ssd9_parts, lab::ssd11_fwd, big_q);
     Shape small[] = {
         {2, 100, 4, 16, 16, 1, 32, 1},   /* the brief's shape, partial last chunk */
         {2, 100, 4, 16, 16, 2, 32, 1},   /* two groups */
@@ -1335,7 +1506,7 @@ int main(int argc, char** argv) {
     Shape big[3] = {{8, 2048, 24, 64, 128, 1, big_q, 1}, {1, 8192, 24, 64, 128, 1, big_q, 1},
                     {1, 32768, 24, 64, 128, 1, big_q, 1}};
     if (profile) {  /* one forward and one backward per version at the first benchmark shape, for ncu */
-        for (int v = 1; v <= NVERSIONS; v++) {
+        for (int v = 1; v <= V_LLMC; v++) {
             if (any_version && !want[v]) continue;
             g_version = v;
             Inputs in = make_inputs(big[0]);
@@ -1348,11 +1519,11 @@ int main(int argc, char** argv) {
         }
         return EXIT_SUCCESS;
     }
-    float t[NVERSIONS + 1][3][2];
-    for (int v = 1; v <= NVERSIONS; v++) {
+    float t[V_LLMC + 1][3][2];
+    for (int v = 1; v <= V_LLMC; v++) {
         if (any_version && !want[v]) continue;
         g_version = v;
-        printf("=== version %d ===\n", v);
+        printf("=== version %s ===\n", vname(v));
         for (size_t k = 0; k < sizeof small / sizeof small[0]; k++) test_small(small[k]);
         if (!small_only)
             for (int k = 0; k < 3; k++) test_big(big[k], k == 0, t[v][k]);
@@ -1360,10 +1531,10 @@ int main(int argc, char** argv) {
     if (!small_only) {
         printf("summary (%s, %s, Q=%d): version | shape | fwd ms | fwd+bwd ms | fwd+bwd ms per M tokens\n",
                PRECISION_NAME, prop.name, big_q);
-        for (int v = 1; v <= NVERSIONS; v++) {
+        for (int v = 1; v <= V_LLMC; v++) {
             if (any_version && !want[v]) continue;
             for (int k = 0; k < 3; k++)
-                printf("  v%d | B=%d T=%-6d | %8.3f | %8.3f | %8.3f\n", v, big[k].B, big[k].T, t[v][k][0], t[v][k][1],
+                printf("  %s | B=%d T=%-6d | %8.3f | %8.3f | %8.3f\n", vname(v), big[k].B, big[k].T, t[v][k][0], t[v][k][1],
                        t[v][k][1] / ((double)big[k].B * big[k].T / 1e6));
         }
     }

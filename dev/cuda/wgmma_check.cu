@@ -8,6 +8,7 @@
  * Inputs are bf16 values, so the products are exact and the fp32 sums land within ~1e-6 of the double ones.
  * Also printed (not counted): the error with LBO and SBO swapped, so a wrong convention shows which way it is off.
  * Build: nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o dev/cuda/wgmma_check_bin dev/cuda/wgmma_check.cu
+ * (built for another target it compiles, with empty kernels, and stops on any GPU that is not sm_90)
  */
 #include <math.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "llmc/wgmma.cuh"
 #include "dev/cuda/kernels_dev.h"
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || !defined(__CUDA_ARCH__)
 /* the 64 x 64 accumulator d of this thread into out (row-major, ld columns, column offset c0) */
 __device__ static void store_acc(float* out, int ld, int c0, const float d[32]) {
     int w = threadIdx.x / 32, l = threadIdx.x % 32;
@@ -24,9 +26,11 @@ __device__ static void store_acc(float* out, int ld, int c0, const float d[32]) 
         out[row * ld + c0 + col] = d[i];
     }
 }
+#endif
 
 /* out = A B^T; A, B: (64, K) row-major in global memory */
 __global__ void check_ss_kernel(float* out, const floatX* A, const floatX* B, int K, int swap) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)  /* other targets: an empty body (main stops before launching it) */
     extern __shared__ __align__(128) unsigned char smem[];
     floatX* As = (floatX*)smem;
     floatX* Bs = As + 64 * K;
@@ -51,11 +55,13 @@ __global__ void check_ss_kernel(float* out, const floatX* A, const floatX* B, in
     wg_wait<0>();
     wg_pin_acc(d);
     store_acc(out, 64, 0, d);
+#endif
 }
 
 /* out = A X; A (64, K) row-major (loaded into registers), X (K, W) row-major; W = 64 or 128 */
 template <int W>
 __global__ void check_rs_kernel(float* out, const floatX* A, const floatX* X, int K, int swap) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)  /* other targets: an empty body (main stops before launching it) */
     extern __shared__ __align__(128) unsigned char smem[];
     floatX* Xs = (floatX*)smem;
     for (int idx = threadIdx.x; idx < K * W; idx += blockDim.x) Xs[wg_tile_offset(idx / W, idx % W, W)] = X[idx];
@@ -93,6 +99,7 @@ __global__ void check_rs_kernel(float* out, const floatX* A, const floatX* X, in
     }
 #pragma unroll
     for (int h = 0; h < W / 64; h++) store_acc(out, W, 64 * h, d[h]);
+#endif
 }
 
 static float* random_bf16_values(size_t n) {

@@ -1,3 +1,7 @@
+/* dev/cuda/ssd_lab_mma.cuh: the SSD lab (versions 2 to 11), a frozen copy of llmc/ssd_mma.cuh as it stood before the default path moved
+   alone into llmc/ (the knobs, run counters and version ladder stay here). Included by dev/cuda/ssd.cu inside
+   namespace lab, after llmc/cuda_common.h and llmc/wgmma.cuh; only the include lines and guards differ from the
+   original. Version history: dev/cuda/NOTES_ssd.md. */
 /*
  * ssd_mma.cuh: the SSD layer's mma.sync tile kernels (bf16 build) and their launchers: version 3 (64-row tiles,
  * bf16 operands in shared memory read with ldmatrix, accumulators in registers), version 4 (the heads of a group
@@ -6,11 +10,11 @@
  * and state-scan files build on. The math, the buffers and the dispatch are in llmc/ssd.cuh, which includes this
  * file; it is not included on its own.
  */
-#ifndef MAMBA2_SSD_MMA_CUH
-#define MAMBA2_SSD_MMA_CUH
+#ifndef SSD_LAB_MMA_CUH
+#define SSD_LAB_MMA_CUH
 
-#ifndef MAMBA2_SSD_CUH
-#error "llmc/ssd_mma.cuh is a part of llmc/ssd.cuh: include llmc/ssd.cuh instead"
+#ifndef SSD_LAB_CUH
+#error "dev/cuda/ssd_lab_mma.cuh is a part of dev/cuda/ssd_lab.cuh"
 #endif
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -1645,4 +1649,4 @@ static void ssd4_launch_bwd(floatX* dxbc, SSDWork w, float* colf, float* rowp, c
 }
 #endif /* !ENABLE_FP32 */
 
-#endif /* MAMBA2_SSD_MMA_CUH */
+#endif /* SSD_LAB_MMA_CUH */

@@ -1,3 +1,7 @@
+/* dev/cuda/ssd_lab_wgmma.cuh: the SSD lab (versions 2 to 11), a frozen copy of llmc/ssd_wgmma.cuh as it stood before the default path moved
+   alone into llmc/ (the knobs, run counters and version ladder stay here). Included by dev/cuda/ssd.cu inside
+   namespace lab, after llmc/cuda_common.h and llmc/wgmma.cuh; only the include lines and guards differ from the
+   original. Version history: dev/cuda/NOTES_ssd.md. */
 /*
  * ssd_wgmma.cuh: the SSD layer's kernels on Hopper's warpgroup products (bf16 build, sm_90a; llmc/wgmma.cuh) and
  * their launchers: the forward chunk scans of version 5 (one head per block), version 6 (two heads of a group per
@@ -6,11 +10,11 @@
  * buffers and the dispatch are in llmc/ssd.cuh, which includes this file after llmc/ssd_mma.cuh (whose tile
  * primitives it uses); it is not included on its own.
  */
-#ifndef MAMBA2_SSD_WGMMA_CUH
-#define MAMBA2_SSD_WGMMA_CUH
+#ifndef SSD_LAB_WGMMA_CUH
+#define SSD_LAB_WGMMA_CUH
 
-#ifndef MAMBA2_SSD_CUH
-#error "llmc/ssd_wgmma.cuh is a part of llmc/ssd.cuh: include llmc/ssd.cuh instead"
+#ifndef SSD_LAB_CUH
+#error "dev/cuda/ssd_lab_wgmma.cuh is a part of dev/cuda/ssd_lab.cuh"
 #endif
 
 #if !defined(ENABLE_FP32)
@@ -34,7 +38,7 @@
    Compile-time P (64 or 128) and N (64 or 128): the k loops unroll, which keeps ptxas from serializing the wgmmas;
    other shapes run version 4's forward. Needs the sm_90a target (the Makefile's CUDA_ARCH); built for another
    target the kernel stops with a message instead of computing. */
-#include "wgmma.cuh"
+#include "llmc/wgmma.cuh"  /* already included outside namespace lab */
 
 #define SSD5_ROWS 64
 
@@ -995,4 +999,4 @@ static void ssd5_launch_fwd(floatX* y, const floatX* xbc, int xbc_stride, SSDSav
 }
 #endif /* !ENABLE_FP32 */
 
-#endif /* MAMBA2_SSD_WGMMA_CUH */
+#endif /* SSD_LAB_WGMMA_CUH */
