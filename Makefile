@@ -133,9 +133,10 @@ test_mamba2cu_fp32: test_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_rep
 bench: train_mamba2cu profile_mamba2cu $(DATA_DIR)/tokenizer.bin
 	./train_mamba2cu -e 130m -b 8 -t 2048 -x 20 -v 0 -s 0 -l 1e-3 -u 5 -p 1 | sed -n '/== benchmark/,$$p'
 	./profile_mamba2cu -e 130m -b 8 -t 2048
-	$(MAKE) dev/cuda/ssd_bin && ./dev/cuda/ssd_bin Q=128 9 11
+	$(MAKE) dev/cuda/ssd_bin && ./dev/cuda/ssd_bin Q=128 11 llmc
 
-dev/cuda/ssd_bin: dev/cuda/ssd.cu $(wildcard llmc/ssd*.cuh) llmc/wgmma.cuh llmc/cuda_common.h dev/cuda/kernels_dev.h
+dev/cuda/ssd_bin: dev/cuda/ssd.cu $(wildcard llmc/ssd*.cuh) llmc/gpu_arch.cuh llmc/wgmma.cuh llmc/cuda_common.h \
+  $(wildcard dev/cuda/ssd_lab*.cuh) dev/cuda/kernels_dev.h
 	$(NVCC) $(NVCC_FLAGS) -o $@ dev/cuda/ssd.cu $(NVCC_LIBS)
 
 # the wgmma wrappers' unit test (shared-memory descriptors, layouts) against CPU products; part of make test_cu

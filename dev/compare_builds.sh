@@ -5,11 +5,12 @@
 #   bash dev/compare_builds.sh test BEFORE_TREE      make test_cu in each tree (the same checks must pass), and the
 #                                                    130M trainer of each for 30 steps: main.log bitwise equal
 #   bash dev/compare_builds.sh bench BEFORE_TREE     make bench's trainer run of each, twice, interleaved
+#   bash dev/compare_builds.sh sass BEFORE_TREE      dev/cuda/compare_sass.sh on the two trainers (bf16, fp32)
 #
 # BEFORE_TREE is a checkout of the old commit (git archive OLD | tar -x -C DIR). Logs go to $OUT (or ./cmp_out).
-# The data: the default corpus (byte tokens), made in this tree if missing. (The SASS of the two builds needs no GPU:
-# dev/cuda/compare_sass.sh.)
+# The data: the default corpus (byte tokens), made in this tree if missing.
 # The modes are separate so that each fits one device call; run them in this order on one warm machine.
+# (dev/cuda/compare_sass.sh compares cubins without cuobjdump too, so the sass mode also runs where nvcc is.)
 set -o pipefail
 MODE=${1:?usage: bash dev/compare_builds.sh build|test|bench BEFORE_TREE}
 BEFORE=${2:?the old tree}
@@ -18,12 +19,13 @@ mkdir -p "$OUT"
 AFTER=$(pwd)
 GPU_PROGRAMS="train_mamba2 train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 test_generate \
 test_generate_fp32 dev/cuda/wgmma_check_bin"
+AFTER_ONLY=${AFTER_ONLY:-}   # more targets of this tree, e.g. the new programs
 
 case "$MODE" in
 build)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
     (cd "$BEFORE" && make -j8 NO_USE_MPI=1 $GPU_PROGRAMS > "$OUT/build_before.log" 2>&1; echo "before: rc $?") &
-    make -j8 NO_USE_MPI=1 $GPU_PROGRAMS profile_mamba2cu > "$OUT/build_after.log" 2>&1; echo "after: rc $?"
+    make -j8 NO_USE_MPI=1 $GPU_PROGRAMS $AFTER_ONLY > "$OUT/build_after.log" 2>&1; echo "after: rc $?"
     wait
     ;;
 test)
@@ -58,6 +60,13 @@ bench)
             grep -E "^tokens/s" "$OUT/bench_${side}_$round.log" | tr '\n' ' '
             grep -E "GPU memory" "$OUT/bench_${side}_$round.log" | cut -c1-60
         done
+    done
+    ;;
+sass)
+    for prog in train_mamba2cu train_mamba2cu_fp32; do
+        echo "== $prog"
+        bash dev/cuda/compare_sass.sh "$BEFORE/$prog" "$AFTER/$prog" > "$OUT/sass_$prog.txt" 2>&1; echo "rc $?"
+        tail -n 12 "$OUT/sass_$prog.txt"
     done
     ;;
 *)
