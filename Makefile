@@ -4,9 +4,12 @@
 #                        target; make test itself needs no nvcc)
 #   make train           prepare the default corpus if missing, build, train a small model on it
 #   make cuda            compile every CUDA target (needs nvcc; no GPU needed to compile)
-#   make test_cu         (GPU machine) build and run the GPU tests
+#   make test_cu         (GPU machine) build and run the GPU tests, on the GPU's default path, then the portable path
+#                        (MAMBA2_PORTABLE=1), then the portable path under a 99 KB shared-memory limit (doc/gpus.md)
 #   make bench           (GPU machine) the 130M training benchmark, the per-kernel profile, the SSD layer alone
-#   PRECISION=FP32       fp32 CUDA build (exact comparisons with the CPU trainer); default BF16
+#   PRECISION=FP32       fp32 CUDA build (exact comparisons with the CPU trainer; GPUs below sm_80); default BF16
+#   GPU_ARCHS="80 90a"   the GPU architectures the CUDA programs hold code for (default: every one from Ampere on,
+#                        one binary; doc/gpus.md); DEV_GPU_ARCHS the same for the dev/cuda programs (default 90a)
 #   NO_OMP=1             build the CPU programs without OpenMP
 
 CC ?= gcc
@@ -29,8 +32,17 @@ endif
 
 # CUDA
 NVCC ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
-CUDA_ARCH ?= -gencode=arch=compute_90a,code=sm_90a
-NVCC_FLAGS = -O3 -std=c++17 $(CUDA_ARCH) -I. --expt-relaxed-constexpr -Xcompiler -Wall
+# one fat binary: a cubin per architecture of GPU_ARCHS (the runtime loads the device's; llmc/gpu_arch.cuh decides the
+# path at start-up), plus the PTX of GPU_PTX (default: the newest, 120) that the driver compiles for GPUs newer than
+# the list. 90a (not 90): Hopper's wgmma kernels. nvcc compiles the architectures in parallel (--threads 0).
+GPU_ARCHS ?= 80 86 89 90a 100 120
+GPU_PTX ?= $(if $(filter 120,$(GPU_ARCHS)),120,)
+DEV_GPU_ARCHS ?= 90a
+gencode_flags = $(foreach a,$(1),-gencode=arch=compute_$(a),code=sm_$(a)) \
+  $(foreach a,$(2),-gencode=arch=compute_$(a),code=compute_$(a)) $(if $(word 2,$(1)),--threads 0,)
+CUDA_ARCH ?= $(call gencode_flags,$(GPU_ARCHS),$(GPU_PTX))
+DEV_CUDA_ARCH ?= $(call gencode_flags,$(DEV_GPU_ARCHS),)
+NVCC_FLAGS = -O3 -std=c++17 -I. --expt-relaxed-constexpr -Xcompiler -Wall
 NVCC_LIBS = -lcublas -lcublasLt
 # multi-GPU: NCCL (from the CUDA installation) unless NO_MULTI_GPU=1; OpenMPI when mpi.h is found unless NO_USE_MPI=1
 ifeq ($(NO_MULTI_GPU),1)
@@ -52,7 +64,7 @@ endif
 
 HEADERS = llmc/utils.h llmc/rand.h llmc/schedulers.h llmc/mamba2_model.h llmc/dataloader.h llmc/tokenizer.h llmc/train_common.h
 
-.PHONY: all test train cuda cuda_variants test_cu clean deps bench fuzz
+.PHONY: all test train cuda cuda_variants cuda_port test_cu clean deps bench fuzz
 
 deps:
 	@sh scripts/install_deps.sh
@@ -117,16 +129,16 @@ train: deps
 CUDA_HEADERS = $(wildcard llmc/*.cuh) llmc/cuda_common.h $(HEADERS) $(INTEROP_HEADERS) llmc/train_common.h llmc/multigpu.h
 
 train_mamba2cu: train_mamba2.cu $(CUDA_HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -o $@ train_mamba2.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ train_mamba2.cu $(NVCC_LIBS)
 
 train_mamba2cu_fp32: train_mamba2.cu $(CUDA_HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ train_mamba2.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ train_mamba2.cu $(NVCC_LIBS)
 
 test_mamba2cu: test_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
-	$(NVCC) $(NVCC_FLAGS) -o $@ test_mamba2.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ test_mamba2.cu $(NVCC_LIBS)
 
 test_mamba2cu_fp32: test_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
-	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
 
 # the benchmark (GPU machine): Mamba-2 130M, B=8, T=2048, bf16: ms/step, tokens/s, MFU, memory; one step's time by
 # kernel family (profile_mamba2cu, CUPTI); then the SSD layer alone at B=8 T=2048, B=1 T=8192 and T=32768
@@ -137,48 +149,67 @@ bench: train_mamba2cu profile_mamba2cu $(DATA_DIR)/tokenizer.bin
 
 dev/cuda/ssd_bin: dev/cuda/ssd.cu $(wildcard llmc/ssd*.cuh) llmc/gpu_arch.cuh llmc/wgmma.cuh llmc/cuda_common.h \
   $(wildcard dev/cuda/ssd_lab*.cuh) dev/cuda/kernels_dev.h
-	$(NVCC) $(NVCC_FLAGS) -o $@ dev/cuda/ssd.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(DEV_CUDA_ARCH) -o $@ dev/cuda/ssd.cu $(NVCC_LIBS)
 
 # the wgmma wrappers' unit test (shared-memory descriptors, layouts) against CPU products; part of make test_cu
 dev/cuda/wgmma_check_bin: dev/cuda/wgmma_check.cu llmc/wgmma.cuh llmc/cuda_common.h dev/cuda/kernels_dev.h
-	$(NVCC) $(NVCC_FLAGS) -o $@ dev/cuda/wgmma_check.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(DEV_CUDA_ARCH) -o $@ dev/cuda/wgmma_check.cu $(NVCC_LIBS)
 
 # one training step timed kernel by kernel (CUPTI, from the CUDA toolkit)
 CUPTI_LIB ?= $(dir $(NVCC))../lib
 profile_mamba2cu: profile_mamba2.cu $(CUDA_HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -o $@ profile_mamba2.cu $(NVCC_LIBS) -L$(CUPTI_LIB) -L$(dir $(NVCC))../extras/CUPTI/lib64 -lcupti
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ profile_mamba2.cu $(NVCC_LIBS) -L$(CUPTI_LIB) -L$(dir $(NVCC))../extras/CUPTI/lib64 -lcupti
 
 # GPU evaluation and generation (batched prompts, CUDA-graph decode)
 generate_mamba2cu: generate_mamba2.cu $(CUDA_HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -o $@ generate_mamba2.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ generate_mamba2.cu $(NVCC_LIBS)
 
 eval_mamba2cu: eval_mamba2.cu $(CUDA_HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -o $@ eval_mamba2.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ eval_mamba2.cu $(NVCC_LIBS)
 
 test_generate: test_generate.cu $(CUDA_HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -o $@ test_generate.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ test_generate.cu $(NVCC_LIBS)
 
 test_generate_fp32: test_generate.cu $(CUDA_HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 -o $@ test_generate.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ test_generate.cu $(NVCC_LIBS)
 
 # the decode versions that are not the default, checked against the default path and timed (dev/cuda/NOTES_decode.md)
 dev/cuda/decode_bin: dev/cuda/decode.cu dev/cuda/decode_versions.cuh dev/cuda/decode_decoder.cuh $(CUDA_HEADERS)
-	$(NVCC) $(NVCC_FLAGS) -o $@ dev/cuda/decode.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(DEV_CUDA_ARCH) -o $@ dev/cuda/decode.cu $(NVCC_LIBS)
 
-# GPU tests (GPU machine): fp32 first (exact comparisons), then bf16; the trainer, then generation/evaluation
+# GPU tests (GPU machine): fp32 first (exact comparisons), then bf16; the trainer, then generation/evaluation. Each
+# on the GPU's default path, then on the portable path (MAMBA2_PORTABLE=1: on an H100 the kernels an A100 runs), then
+# the bf16 ones and the SSD's llmc checks on the portable path under a 99 KB shared-memory limit (MAMBA2_SMEM_LIMIT:
+# the kernels of sm_86 / 89 / 120); fails if any run fails (doc/gpus.md)
 CU_TESTS = train_mamba2 train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 test_generate test_generate_fp32
-test_cu: $(CU_TESTS) dev/cuda/wgmma_check_bin
-	./dev/cuda/wgmma_check_bin; w=$$?; \
-	./test_mamba2cu_fp32; a=$$?; ./test_mamba2cu; b=$$?; ./test_generate_fp32; c=$$?; ./test_generate; d=$$?; \
-	  test $$w -eq 0 -a $$a -eq 0 -a $$b -eq 0 -a $$c -eq 0 -a $$d -eq 0
+CU_SMALL_SMEM = MAMBA2_PORTABLE=1 MAMBA2_SMEM_LIMIT=101376
+test_cu: $(CU_TESTS) dev/cuda/wgmma_check_bin dev/cuda/ssd_bin
+	@fail=0; ./dev/cuda/wgmma_check_bin || fail=1; \
+	for p in MAMBA2_PORTABLE=0 MAMBA2_PORTABLE=1; do \
+	  for t in test_mamba2cu_fp32 test_mamba2cu test_generate_fp32 test_generate; do \
+	    echo "== test_cu: $$p ./$$t"; env $$p ./$$t || { fail=1; echo "== test_cu: FAILED: $$p ./$$t"; }; \
+	  done; \
+	done; \
+	for t in test_mamba2cu test_generate "dev/cuda/ssd_bin small llmc"; do \
+	  echo "== test_cu: $(CU_SMALL_SMEM) ./$$t"; \
+	  env $(CU_SMALL_SMEM) ./$$t || { fail=1; echo "== test_cu: FAILED: $(CU_SMALL_SMEM) ./$$t"; }; \
+	done; \
+	test $$fail -eq 0
 
 # compile every CUDA program (CI has nvcc but no GPU: this keeps compile errors out); each dev/cuda program is a
 # target of its own, so make -j builds them side by side
 CUDA_DEV_BINS = $(patsubst %.cu,%_bin,$(wildcard dev/cuda/*.cu))
 dev/cuda/%_bin: dev/cuda/%.cu $(CUDA_HEADERS) dev/cuda/kernels_dev.h
-	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(DEV_CUDA_ARCH) -o $@ $< $(NVCC_LIBS)
 
 cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu profile_mamba2cu $(CUDA_DEV_BINS)
+
+# the trainer compiled for one more architecture than GPU_ARCHS (CI: sm_80, where CI's GPU_ARCHS is 90a alone), so
+# code that only compiles for Hopper is caught without the fat build's time
+PORT_ARCH ?= 80
+cuda_port: train_mamba2.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) $(call gencode_flags,$(PORT_ARCH),) -o /tmp/train_mamba2cu_sm$(PORT_ARCH) train_mamba2.cu \
+	  $(NVCC_LIBS)
 
 # the multi-GPU build variants compile too (CI): without NCCL, and with NCCL but without MPI
 cuda_variants: train_mamba2.cu $(CUDA_HEADERS)

@@ -376,6 +376,8 @@ int main(void) {
     int dev_count = 0;
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0) die("test_generate needs a CUDA GPU");
     printf("test_generate (%s)\n", PRECISION_NAME);
+    gpu_arch_check();
+    gpu_path_print(stdout);
     Mamba2Config c;
     char err[512];
     if (config_parse(&c, "d_model=64,n_layer=2,d_state=16,headdim=16,ngroups=2,vocab=257,chunk=16", err,

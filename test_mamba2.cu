@@ -293,6 +293,10 @@ int main(void) {
         return 1;
     }
     printf("== GPU tests, precision %s\n", PRECISION_NAME);
+    gpu_arch_check();
+    gpu_path_print(stdout);  /* which kernels this run tests: MAMBA2_PORTABLE=1 on an H100 runs no wgmma kernel */
+    if (getenv("MAMBA2_PORTABLE") != NULL && strcmp(getenv("MAMBA2_PORTABLE"), "0") != 0)
+        report(!gpu_hopper_path(), "MAMBA2_PORTABLE: the portable path (no wgmma kernel)");
     test_fixture(16); /* the GPU SSD needs chunk >= 16: 16 leaves a partial last chunk at T=20 */
     test_fixture(32); /* chunk >= T */
     test_lm_head_chunks();

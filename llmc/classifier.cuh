@@ -18,7 +18,9 @@
  *   then the block computes the current row from the first: both passes read shared memory, so each row comes from
  *   DRAM exactly once, and a whole row (100 KB at Vp = 50288) is always in flight per SM while the block computes.
  *   Where only one row fits (fp32 at Vp = 50288), training takes the same kernel with one buffer (the next row
- *   requested after the current one is done; 1 block an SM).
+ *   requested after the current one is done; 1 block an SM). The copy engine is sm_90's (Hopper, Blackwell); on
+ *   sm_80 / 86 / 89, and under MAMBA2_PORTABLE=1, classifier_resident_async_kernel does the same with every thread
+ *   copying its own 16-byte pieces (cp.async) and a barrier before the row is read (gpu_path()->bulk_copy picks).
  * - classifier_kernel (the fallback, and the fp32 loss-only kernel at Vp = 50288): one block per row, both passes
  *   read global memory. Its second read of the ~100 KB row partly misses L2 (4 blocks an SM x 132 SMs hold ~53 MB of
  *   rows against a 50 MB L2).
@@ -33,6 +35,7 @@
 
 #include <stdint.h>
 #include "cuda_common.h"
+#include "gpu_arch.cuh"
 #include "utils.h"
 #include "vec128.cuh"
 
@@ -213,6 +216,7 @@ template <int NBUF, int THREADS = CLASSIFIER_BLOCK>
 __global__ static void __launch_bounds__(THREADS, 1)
 classifier_resident_kernel(floatX* logits, float* losses, int* error_flag, const int* targets, float dloss, int BT,
                            int V, int Vp, int write_grad) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(16) unsigned char classifier_smem[];
     __shared__ float sh_m[THREADS / WARP_SIZE], sh_s[THREADS / WARP_SIZE];
     __shared__ uint64_t bars[NBUF];
@@ -239,6 +243,66 @@ classifier_resident_kernel(floatX* logits, float* losses, int* error_flag, const
         if (NBUF == 1 && threadIdx.x == 0 && next < BT)
             classifier_row_load(rows, logits + (size_t)next * Vp, row_bytes, &bars[0]);
     }
+#endif  /* below sm_90 an empty body, never launched: gpu_path()->bulk_copy is 0 there (classifier_resident_launch) */
+}
+
+/* ---- the same without the copy engine (sm_80 / 86 / 89, MAMBA2_PORTABLE=1): cp.async by every thread ---- */
+
+/* start copying a row of nvec 16-byte pieces global -> shared, piece i by thread i % THREADS (cp.async.cg: L2 only),
+ * then close the thread's commit group (empty when there is no row: a group is still counted) */
+template <int THREADS>
+__device__ static inline void classifier_row_load_async(floatX* dst, const floatX* src, int nvec) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    uint32_t d = classifier_smem_addr(dst);
+    const char* s = (const char*)src;
+    if (src != NULL)
+        for (int i = threadIdx.x; i < nvec; i += THREADS)
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d + 16u * (uint32_t)i),
+                         "l"(s + 16 * (size_t)i) : "memory");
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+/* wait until at most `pending` of this thread's newest commit groups are still in flight */
+template <int PENDING>
+__device__ static inline void classifier_async_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory");
+#endif
+}
+
+/* classifier_resident_kernel's rows and order of work with cp.async: with two buffers the next row's pieces are
+ * requested before the current row's are waited for (wait_group 1: all but the newest group), then a barrier makes
+ * every thread's pieces visible to all (classifier_row reads the target's logit and pieces other threads copied).
+ * The computation from shared memory is classifier_resident_kernel's: the same bits. */
+template <int NBUF, int THREADS = CLASSIFIER_BLOCK>
+__global__ static void __launch_bounds__(THREADS, 1)
+classifier_resident_async_kernel(floatX* logits, float* losses, int* error_flag, const int* targets, float dloss,
+                                 int BT, int V, int Vp, int write_grad) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    extern __shared__ __align__(16) unsigned char classifier_smem[];
+    __shared__ float sh_m[THREADS / WARP_SIZE], sh_s[THREADS / WARP_SIZE];
+    floatX* rows = (floatX*)classifier_smem;
+    int nvec = Vp * (int)sizeof(floatX) / 16;
+    classifier_row_load_async<THREADS>(rows, logits + (size_t)blockIdx.x * Vp, nvec);   /* grid <= BT */
+    int k = 0;
+    for (int row = blockIdx.x; row < BT; row += gridDim.x, k++) {
+        int b = NBUF == 2 ? (k & 1) : 0;
+        int next = row + gridDim.x;
+        if (NBUF == 2) {
+            classifier_row_load_async<THREADS>(rows + (size_t)(b ^ 1) * Vp,
+                                               next < BT ? logits + (size_t)next * Vp : NULL, nvec);
+            classifier_async_wait<1>();
+        } else {
+            classifier_async_wait<0>();
+        }
+        __syncthreads();   /* every thread's pieces of this row have landed */
+        const floatX* xs = rows + (size_t)b * Vp;
+        classifier_row<false>(logits + (size_t)row * Vp, xs, losses, error_flag, row, targets[row], dloss, V, Vp,
+                              write_grad, sh_m, sh_s);
+        __syncthreads();   /* buffer b and sh_m/sh_s are free: the next requests may overwrite them */
+        if (NBUF == 1 && next < BT) classifier_row_load_async<THREADS>(rows, logits + (size_t)next * Vp, nvec);
+    }
+#endif  /* below sm_80 an empty body, never launched: classifier_resident_fits is 0 there */
 }
 
 /* the kernel variants, for dev/cuda. AUTO: the resident kernel with two buffers where two rows fit in shared memory
@@ -255,32 +319,33 @@ static void classifier_check(const char* who, int V, int Vp) {
 /* does the resident kernel with nbuf row buffers take rows of Vp? Its static shared memory is 144 bytes at 512
  * threads, 272 at 1024: 1 KB of margin covers both */
 static int classifier_resident_fits(int Vp, int nbuf) {
-    return (size_t)nbuf * Vp * sizeof(floatX) + 1024 <= (size_t)cuda_smem_optin();
+    return gpu_path()->code_arch >= 80 && (size_t)nbuf * Vp * sizeof(floatX) + 1024 <= (size_t)cuda_smem_optin();
 }
 
 template <int NBUF, int THREADS = CLASSIFIER_BLOCK>
 static void classifier_resident_launch(floatX* logits, float* losses, int* error_flag, const int* targets, float dloss,
                                        int BT, int V, int Vp, int write_grad, int ctas, cudaStream_t stream) {
+    /* the copy engine's kernel where the device and the code have it (gpu_path(): fixed for the process), else
+       cp.async's */
+    void (*kernel)(floatX*, float*, int*, const int*, float, int, int, int, int) =
+        gpu_path()->bulk_copy ? classifier_resident_kernel<NBUF, THREADS> : classifier_resident_async_kernel<NBUF, THREADS>;
     static size_t allowed = 0;   /* the dynamic shared-memory limit set so far for this kernel */
     size_t smem = (size_t)NBUF * Vp * sizeof(floatX);
     if (smem > allowed) {
-        cudaCheck(cudaFuncSetAttribute(classifier_resident_kernel<NBUF, THREADS>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        cuda_set_smem((const void*)kernel, smem, "classifier");
         allowed = smem;
     }
     static size_t per_sm_smem = 0;   /* the occupancy below, queried once per shared-memory size (rows of Vp) */
     static int per_sm = 0;
     if (ctas <= 0) {   /* every block that fits at once, no more: the grid is persistent */
         if (per_sm_smem != smem) {
-            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, classifier_resident_kernel<NBUF, THREADS>,
-                                                                    THREADS, smem));
+            cudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, THREADS, smem));
             per_sm_smem = smem;
         }
         ctas = cuda_num_sms() * (per_sm > 0 ? per_sm : 1);
     }
     if (ctas > BT) ctas = BT;
-    classifier_resident_kernel<NBUF, THREADS><<<ctas, THREADS, smem, stream>>>(logits, losses, error_flag, targets,
-                                                                               dloss, BT, V, Vp, write_grad);
+    kernel<<<ctas, THREADS, smem, stream>>>(logits, losses, error_flag, targets, dloss, BT, V, Vp, write_grad);
     cudaCheckLast();
 }
 

@@ -51,10 +51,39 @@ static inline int cuda_num_sms(void) {
     static int sms = 0;
     return cuda_device_attr_cached(cudaDevAttrMultiProcessorCount, &sms);
 }
-/* the largest dynamic shared memory one block may opt in to */
+/* the largest dynamic shared memory one block may opt in to (A100: 163 KB, H100 / B200: 227 KB, sm_86 / 89 / 120:
+   99 KB), read once. MAMBA2_SMEM_LIMIT=bytes lowers it (never raises it), so that every dispatcher, all of which ask
+   this function, takes the kernels a GPU with that limit would take: MAMBA2_SMEM_LIMIT=101376 on an H100 runs the
+   path of an RTX 4090 / RTX 5090 (doc/gpus.md). */
 static inline int cuda_smem_optin(void) {
     static int bytes = 0;
-    return cuda_device_attr_cached(cudaDevAttrMaxSharedMemoryPerBlockOptin, &bytes);
+    if (bytes == 0) {
+        int dev_bytes = 0;
+        cuda_device_attr_cached(cudaDevAttrMaxSharedMemoryPerBlockOptin, &dev_bytes);
+        const char* cap = getenv("MAMBA2_SMEM_LIMIT");
+        if (cap != NULL && cap[0] != '\0') {
+            char* end = NULL;
+            long v = strtol(cap, &end, 10);
+            if (end == cap || *end != '\0' || v < 1024) {
+                fprintf(stderr, "MAMBA2_SMEM_LIMIT='%s': need a number of bytes >= 1024 (e.g. 101376, 99 KB)\n", cap);
+                exit(EXIT_FAILURE);
+            }
+            if (v < dev_bytes) dev_bytes = (int)v;
+        }
+        bytes = dev_bytes;
+    }
+    return bytes;
+}
+/* let `kernel` take `bytes` of dynamic shared memory; more than cuda_smem_optin() is a dispatch error (the launcher
+   should have taken a smaller kernel): refused with the numbers, never left to fail at launch */
+static inline void cuda_set_smem(const void* kernel, size_t bytes, const char* who) {
+    if (bytes > (size_t)cuda_smem_optin()) {
+        fprintf(stderr, "%s: a kernel needs %zu bytes of shared memory per block; this GPU allows %d%s\n", who, bytes,
+                cuda_smem_optin(), getenv("MAMBA2_SMEM_LIMIT") != NULL ? " (MAMBA2_SMEM_LIMIT)" : "");
+        exit(EXIT_FAILURE);
+    }
+    cuda_check_(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), __FILE__,
+                __LINE__);
 }
 
 /* conversions that work for both floatX choices */

@@ -9,6 +9,7 @@
 #define MAMBA2_DECODE_CUH
 
 #include "cuda_common.h"
+#include "gpu_arch.cuh"
 #include "vec128.cuh"
 
 /* ================================================================================================================
@@ -71,22 +72,11 @@ __device__ static inline void gen_allow_next(void) {
 #endif
 }
 
-__global__ static void gen_pdl_probe_kernel(void) { gen_wait_prior(); }
-
-/* the overlap needs an sm_90 GPU and kernels compiled for it (else the waits would be missing from the code); the
- * answer is asked of the device once and kept */
-static int gen_pdl_capable(void) {
-    static int capable = -1;
-    if (capable < 0) {
-        int dev, major;
-        cudaFuncAttributes fa;
-        cudaCheck(cudaGetDevice(&dev));
-        cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-        cudaCheck(cudaFuncGetAttributes(&fa, (const void*)gen_pdl_probe_kernel));
-        capable = major >= 9 && fa.binaryVersion >= 90;
-    }
-    return capable;
-}
+/* the overlap needs a GPU of sm_90 or later and kernels compiled for one (else the waits would be missing from the
+ * code): gpu_path()->pdl, which asks the code the runtime loaded (a probe kernel's __CUDA_ARCH__), not the cubin's
+ * binary version (PTX of an older target JIT-compiled for an H100 has a 9.0 binary and no griddepcontrol in it).
+ * sm_80 / 86 / 89: off; sm_90, 100, 120 with their code: on. */
+static int gen_pdl_capable(void) { return gpu_path()->pdl; }
 
 /* where the decode kernels launch: the stream, and whether each may start while the previous kernel in the stream
  * runs (overlap: programmatic dependent launch; set only where gen_pdl_capable(). Off, every kernel waits for the
@@ -436,7 +426,14 @@ static int gen_matvec_grid(int OC) {
 static void gen_check_matvec(const char* who, int S, int C, size_t smem) {
     if (S < 1 || S > GEN_SMALL_S) die("%s: %d sequences, the fused path takes 1..%d", who, S, GEN_SMALL_S);
     if (C % 8 != 0) die("%s: width %d must be a multiple of 8 (16-byte weight rows)", who, C);
-    if (smem > 227 * 1024) die("%s: %d rows of %d need %zu bytes of shared memory (at most 227 KiB)", who, S, C, smem);
+    if (smem > (size_t)cuda_smem_optin())
+        die("%s: %d rows of %d need %zu bytes of shared memory (this GPU: at most %d)", who, S, C, smem,
+            cuda_smem_optin());
+}
+/* the fused matvec path (S rows of the widest input, d_inner floats, in shared memory) fits this GPU: 8 sequences
+ * of 1.3B (d_inner 4096) need 128 KB, over the 99 KB of sm_86 / 89 / 120, which then decode on the cuBLASLt path */
+static int gen_small_fits(int S, int D, int E) {
+    return (size_t)S * (size_t)(D > E ? D : E) * sizeof(float) <= (size_t)cuda_smem_optin();
 }
 
 /* part_v/part_i: NULL, or (S, gen_matvec_grid(OC)) for the greedy pick among the first V rows */
@@ -449,7 +446,7 @@ static void rmsnorm_matvec(floatX* out, int out_stride, const float* x, const fl
     void (*kernel)(floatX*, int, const float*, const float*, const floatX*, int, int, int, float*, int*, int) =
         C <= 768 ? (S == 1 ? rmsnorm_matvec_kernel<1, 3> : rmsnorm_matvec_kernel<GEN_SMALL_S, 3>)
                  : (S == 1 ? rmsnorm_matvec_kernel<1, 6> : rmsnorm_matvec_kernel<GEN_SMALL_S, 6>);
-    cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    cuda_set_smem((const void*)kernel, smem, "decode");
     gen_launch(kernel, dim3(gen_matvec_grid(OC)), dim3(GEN_THREADS), smem, ds, out, out_stride, x, norm_w, W, S,
                C, OC, part_v, part_i, V);
 }
@@ -462,7 +459,7 @@ static void gated_matvec(float* x, const floatX* y, const floatX* z, int z_strid
     void (*kernel)(float*, const floatX*, const floatX*, int, const float*, const floatX*, int, int, int, int) =
         E <= 768 ? (S == 1 ? gated_matvec_kernel<1, 3> : gated_matvec_kernel<GEN_SMALL_S, 3>)
                  : (S == 1 ? gated_matvec_kernel<1, 6> : gated_matvec_kernel<GEN_SMALL_S, 6>);
-    cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    cuda_set_smem((const void*)kernel, smem, "decode");
     gen_launch(kernel, dim3(gen_matvec_grid(D)), dim3(GEN_THREADS), smem, ds, x, y, z, z_stride, gnorm_w, W, S,
                E, G, D);
 }
@@ -796,7 +793,7 @@ static void gen_mma(floatX* out, int out_stride, float* resid, const floatX* A, 
     /* wide outputs (in_proj): 32 columns a block, so fewer blocks re-read A; narrow ones (out_proj): 16 */
     if (OC >= 2048) {
         size_t smem = (size_t)8 * 64 * 32 * sizeof(float);
-        cudaCheck(cudaFuncSetAttribute(gen_mma_kernel<4, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        cuda_set_smem((const void*)gen_mma_kernel<4, 3>, smem, "decode");
         gen_launch(gen_mma_kernel<4, 3>, dim3(CEIL_DIV(OC, 32)), dim3(GEN_THREADS), smem, ds, out, out_stride,
                    resid, A, W, S, C, OC);
     } else {

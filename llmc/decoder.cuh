@@ -38,7 +38,7 @@ typedef struct {
     int S;              /* sequences decoded together */
     int Tmax;           /* the longest prompt the prefill buffers hold */
     int max_steps;      /* token history rows */
-    int small;          /* S <= GEN_SMALL_S: the fused matvec kernels */
+    int small;          /* S <= GEN_SMALL_S and their rows fit shared memory (gen_small_fits): the fused matvecs */
     int mma;            /* else, bf16 builds, S <= GEN_MMA_AUTO_MAX_S: the tensor-core projections (gen_mma) */
     int overlap;        /* each decode kernel may start while the one before it finishes (DecodeStream) */
     int parity;         /* which conv window buffer the next step reads */
@@ -114,7 +114,8 @@ static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int m
     memset(d, 0, sizeof(*d));
     if (S < 1) die("decoder: need at least one sequence");
     if (Tmax < 1) Tmax = 1;
-    d->S = S; d->Tmax = Tmax; d->max_steps = max_steps; d->small = S <= GEN_SMALL_S;
+    d->S = S; d->Tmax = Tmax; d->max_steps = max_steps;
+    d->small = S <= GEN_SMALL_S && gen_small_fits(S, c->d_model, c->d_inner);
     d->mma = gen_mma_path_ok(S, c->d_model, c->d_inner);
     size_t X = sizeof(floatX), F = sizeof(float), D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
     size_t total = 0, T = (size_t)Tmax;

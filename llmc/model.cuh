@@ -177,6 +177,7 @@ static void gpu_config_check(const Mamba2Config* c) {
 static int gpu_ssd_chunk(const Mamba2Config* c, int cap) { return c->chunk_size < cap ? c->chunk_size : cap; }
 
 static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* host_params, MultiGPU* mg) {
+    gpu_arch_check();  /* the GPU / build refusals, and the path decided once (llmc/gpu_arch.cuh) */
     gpu_config_check(c);
     memset(m, 0, sizeof(*m));
     m->config = *c;

@@ -238,9 +238,11 @@ static void ssd_check_shapes(int B, int T, int H, int P, int N, int G, int Q) {
     }
 }
 
-static void ssd_set_smem(const void* kernel, size_t bytes) {
-    cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-}
+/* every SSD launcher sets its kernel's dynamic shared memory here: more than cuda_smem_optin() (the GPU's opt-in
+   limit, or MAMBA2_SMEM_LIMIT's) is refused with the numbers; the dispatch rules (*_fits) keep the default path
+   under it on every supported GPU (doc/gpus.md) */
+static void ssd_set_smem(const void* kernel, size_t bytes) { cuda_set_smem(kernel, bytes, "ssd"); }
+static inline int ssd_smem_fits(size_t bytes) { return bytes <= (size_t)cuda_smem_optin(); }
 
 /* The tile kernels (ssd_tile.cuh and the files after it) run in the bf16 build where P and N are multiples of 16
    and the rows they read with 16-byte loads are 16-byte aligned; the fp32 build and other shapes run the simple
@@ -284,7 +286,7 @@ static SSDPath ssd_forward(floatX* y, float* final_state, void* saved, const flo
         ssd_launch_state_scan<0>(s.states, final_state, init_state, NULL, NULL, xbc, xbc_stride, xbc, xbc_stride, E, s,
                                  B, T, H, P, N, G, Q, stream);
         path.state = SSD_STATE_FUSED;
-    } else if (tiles) {
+    } else if (tiles && ssd_smem_fits(ssd_smem_chunk_state())) {
         ssd_launch_chunk_state(s.states, xbc, xbc_stride, xbc, xbc_stride, E, s, 0, B, T, H, P, N, G, Q, stream);
         path.state = SSD_STATE_CHUNKS;
     }
@@ -303,11 +305,11 @@ static SSDPath ssd_forward(floatX* y, float* final_state, void* saved, const flo
     }
     /* y */
 #if !defined(ENABLE_FP32)
-    if (tiles && ssd_fwd_wgmma_takes(P, N, s.states)) {
+    if (tiles && ssd_fwd_wgmma_takes(H, P, N, G, Q, s.states)) {
         path.fwd_scan = ssd_launch_fwd_wgmma(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
         return path;
     }
-    if (tiles) {
+    if (tiles && ssd_smem_fits(ssd_smem_fwd_mma(P, N))) {
         ssd_launch_fwd_mma(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
         path.fwd_scan = SSD_FWD_MMA;
         return path;
@@ -342,7 +344,7 @@ static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, flo
                                  P, N, G, Q, stream);
         nsplit = ssd_state_scan_nsplit(P, N);  /* the fused scan's dotp has one entry per warp and slice */
         path.state = SSD_STATE_FUSED;
-    } else if (tiles) {
+    } else if (tiles && ssd_smem_fits(ssd_smem_chunk_state())) {
         ssd_launch_chunk_state(w.dstates, dy, E, xbc, xbc_stride, E + G * N, s, 1, B, T, H, P, N, G, Q, stream);
         path.state = SSD_STATE_CHUNKS;
     }
@@ -361,7 +363,7 @@ static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, flo
     }
     /* dx, dB, dC, ddt_raw and the per-chunk parameter partials */
 #if !defined(ENABLE_FP32)
-    if (tiles) {
+    if (tiles && ssd_bwd_tiles_fit(P, N)) {
         float* colf = w.colw;                                   /* (B, H, T) */
         float* rowp = w.colw + (size_t)B * H * nch * Q;         /* (B, H, nchunks, ceil(Q/64), Q) */
         path.bwd_tiles = ssd_launch_bwd_tiles(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q,
@@ -374,6 +376,13 @@ static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, flo
 #endif
     if (!path.bwd_tiles) {
         size_t smem = ssd_simple_smem_bytes(P, N, 3, 3);  /* Bs, Cs, AB | Xs, Ys, AX */
+        if (!ssd_smem_fits(smem)) {
+            fprintf(stderr, "ssd_backward: headdim P = %d with d_state N = %d needs %zu bytes of shared memory per block "
+                    "in the backward (%s build); this GPU allows %d: train with headdim 64 (every preset) or d_state "
+                    "<= 64 here, or on a GPU with more (A100, H100, B200: doc/gpus.md)\n", P, N, smem, PRECISION_NAME,
+                    cuda_smem_optin());
+            exit(EXIT_FAILURE);
+        }
         ssd_set_smem((const void*)ssd_simple_bwd_dxdb_kernel, smem);
         ssd_simple_bwd_dxdb_kernel<<<dim3(nch * ntile, B * H), SSD_THREADS, smem, stream>>>(
             dxbc, w.dB_h, w.xdxs, w.xdxs_st, w.xdy, dy, xbc, xbc_stride, s.dt, s.cum, w.dstates, Dskip, T, H, P, N, G, Q);

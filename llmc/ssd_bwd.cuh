@@ -654,10 +654,17 @@ static inline int ssd_bwd_heads_per_block(int H, int G) {
     return best;
 }
 /* the tuned form of the row-tile kernels (TUNED) runs where P, N are their compile-time widths (64 or 128), Q is 64
-   or 128 (the dxdb kernel's B_j . C_i slab holds 128 columns) and bct and the states are 16-byte aligned */
+   or 128 (the dxdb kernel's B_j . C_i slab holds 128 columns), bct and the states are 16-byte aligned and the dxdb
+   kernel with its slab fits the shared memory a block may take (P = 64, N = 128: 96.5 KB, under the 99 KB of
+   sm_86 / 89 / 120; P = 128, N = 64 or 128: 104.5 / 137.5 KB, the A100's and Hopper's only) */
 static inline int ssd_bwd_tuned_takes(int P, int N, int Q, const void* bct, const void* states) {
     return (P == 64 || P == 128) && (N == 64 || N == 128) && (Q == 64 || Q == 128) && (uintptr_t)bct % 16 == 0 &&
-           (uintptr_t)states % 16 == 0;
+           (uintptr_t)states % 16 == 0 && ssd_smem_dxdb(P, N) + ssd_smem_slab() <= (size_t)cuda_smem_optin();
+}
+/* the row-tile kernels (either form) run where their shared memory fits (P = N = 128: 103.5 KB, over the 99 KB of
+   sm_86 / 89 / 120; the simple kernels need 105.75 KB there, so ssd_backward refuses that shape on those GPUs) */
+static inline int ssd_bwd_tiles_fit(int P, int N) {
+    return ssd_max(ssd_smem_dxdb(P, N), ssd_smem_dc(P, N)) <= (size_t)cuda_smem_optin();
 }
 /* B_j . C_i per group, the two row-tile kernels and, where a group has more than one head-group, the group sum */
 template <int PMAX, int NMAX, bool EXACT, bool TUNED>

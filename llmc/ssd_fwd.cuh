@@ -628,12 +628,17 @@ static void ssd_launch_fwd_mma(floatX* y, const floatX* xbc, int xbc_stride, SSD
 
 /* The wgmma scans run on the Hopper path (gpu_hopper_path()) where the tile kernels' layout rules hold (checked by
    the caller), P and N are among their compile-time widths and the saved states are 16-byte aligned (B * H * T even:
-   they follow 2 * B * H * T floats of dt and cum); the pair kernel where also P = 64 and H/G is even. */
-static inline int ssd_fwd_wgmma_takes(int P, int N, const void* states) {
-    return gpu_hopper_path() && (P == 64 || P == 128) && (N == 64 || N == 128) && (uintptr_t)states % 16 == 0;
-}
+   they follow 2 * B * H * T floats of dt and cum); the pair kernel where also P = 64 and H/G is even. Both where
+   their shared memory fits cuda_smem_optin() (always on an H100; MAMBA2_SMEM_LIMIT may say otherwise). */
 static inline int ssd_fwd_wgmma_pair_takes(int H, int P, int N, int G) {
     return P == 64 && (N == 64 || N == 128) && (H / G) % 2 == 0;
+}
+static inline int ssd_fwd_wgmma_takes(int H, int P, int N, int G, int Q, const void* states) {
+    if (!(gpu_hopper_path() && (P == 64 || P == 128) && (N == 64 || N == 128) && (uintptr_t)states % 16 == 0))
+        return 0;
+    size_t smem = ssd_fwd_wgmma_pair_takes(H, P, N, G) ? ssd_smem_fwd_wgmma_pair(N, Q)
+                                                        : ssd_smem_fwd_wgmma(P, N, SSD_FWD_WGS);
+    return smem <= (size_t)cuda_smem_optin();
 }
 template <int PT, int NK>
 static void ssd_launch_fwd_wgmma_t(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,

@@ -261,6 +261,8 @@ static void bench(int BT, int V, int Vp) {
 
 int main(int argc, char** argv) {
     int bench_only = argc > 1 && strcmp(argv[1], "bench") == 0;
+    gpu_arch_check();
+    gpu_path_print(stdout);  /* the resident kernel's rows: cp.async.bulk (sm_90+) or cp.async (MAMBA2_PORTABLE=1) */
     if (!bench_only) {
         check_shape(7, 37, 48);
         check_shape(5, 8, 8);           /* no padding */
