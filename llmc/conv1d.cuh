@@ -230,13 +230,30 @@ __global__ static void conv1d_backward_kernel(floatX* din, int din_stride, float
 #define CONV_TILE_SLICES (CONV_TILE_THREADS / CONV_TILE_C)   /* 4 */
 #define CONV_TILE_STEPS (CONV_TILE_T / CONV_TILE_SLICES)     /* 16 */
 
+/* The tile copies are cp.async (sm_80 on). Compiled for an older GPU (the fp32 build's sm_7x targets: doc/gpus.md)
+   they are plain 16-byte copies, done when issued, so the commits and waits below have nothing to wait for; the
+   kernels' __syncthreads still order them, and the results are the same. */
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define CONV_CP_ASYNC 1
+#else
+#define CONV_CP_ASYNC 0
+#endif
+
 __device__ static inline void conv_cp_async16(void* dst, const void* src, int valid) {
     /* src-size 0 zero-fills the 16 bytes (rows before t = 0, past T, channels past C) */
+#if CONV_CP_ASYNC
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst)),
                  "l"(src), "r"(valid ? 16 : 0)
                  : "memory");
+#else
+    *(int4*)dst = valid ? *(const int4*)src : make_int4(0, 0, 0, 0);
+#endif
 }
-__device__ static inline void conv_cp_async_wait_all(void) { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+__device__ static inline void conv_cp_async_wait_all(void) {
+#if CONV_CP_ASYNC
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
 
 /* rows r = 0..nrows-1 of a tile, time t_first + r, channels ct0 .. ct0 + CONV_TILE_C - 1, into dst (nrows, TILE_C) */
 __device__ static inline void conv_stage_rows(floatX* dst, const floatX* src, int stride, int t_first, int nrows,
@@ -270,11 +287,19 @@ __device__ static inline void conv_stage_rows(floatX* dst, const floatX* src, in
 #define CONV_BWD_PIPE_TILES 2
 #endif
 
-__device__ static inline void conv_cp_async_commit(void) { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ static inline void conv_cp_async_commit(void) {
+#if CONV_CP_ASYNC
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
 /* wait until at most n (0 or 1) of this thread's committed copy groups are in flight */
 __device__ static inline void conv_cp_async_wait(int n) {
+#if CONV_CP_ASYNC
     if (n == 0) asm volatile("cp.async.wait_group 0;\n" ::: "memory");
     else asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+#else
+    (void)n;
+#endif
 }
 
 /* store a finished (CONV_TILE_T, CONV_TILE_C) output tile from shared memory, 16 bytes a thread per step: rows past T
