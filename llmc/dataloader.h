@@ -128,17 +128,20 @@ static inline size_t dataloader_file_size(FILE* fp, const char* path) {
  * taken in a tight loop; only a block holding a bad id is searched again for its offset, for the message. So a
  * shard prepared with another tokenizer is refused when the run starts, not at the step that first reads it.
  */
-static inline void dataloader_validate_tokens(FILE* fp, const char* path, size_t num_tokens, int token_size,
-                                              int vocab_size) {
+static inline void dataloader_validate_tokens(const char* path, size_t num_tokens, int token_size, int vocab_size) {
     if (vocab_size <= 0) return;
     enum { BLOCK = 1 << 20 };
+    FILE* fp = fopenCheck(path, "rb");
     unsigned char* buf = (unsigned char*)mallocCheck(BLOCK);
     size_t per = BLOCK / (size_t)token_size, done = 0;
     fseekCheck(fp, DATALOADER_HEADER_BYTES, SEEK_SET);
     while (done < num_tokens) {
         size_t n = num_tokens - done < per ? num_tokens - done : per;
-        if (fread(buf, (size_t)token_size, n, fp) != n)
+        if (fread(buf, (size_t)token_size, n, fp) != n) {
+            free(buf);
+            fclose(fp);
             die("dataloader: shard %s: read error at token %zu while checking the token ids", path, done);
+        }
         uint32_t mx = 0;
         if (token_size == 2) {
             for (size_t i = 0; i < n; i++) { uint32_t v = (uint32_t)buf[2 * i] | ((uint32_t)buf[2 * i + 1] << 8); mx = v > mx ? v : mx; }
@@ -155,14 +158,18 @@ static inline void dataloader_validate_tokens(FILE* fp, const char* path, size_t
                 uint32_t v = token_size == 2 ? (uint32_t)b[0] | ((uint32_t)b[1] << 8)
                                              : (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) |
                                                    ((uint32_t)b[3] << 24);
-                if (v >= (uint32_t)vocab_size)
+                if (v >= (uint32_t)vocab_size) {
+                    free(buf); /* (die exits; under the fuzz harness it returns to it, which must not leak) */
+                    fclose(fp);
                     die("dataloader: shard %s: token id %u at token offset %zu is >= vocab_size %d (data prepared "
                         "with another tokenizer, or a model with a smaller vocab?)", path, v, done + i, vocab_size);
+                }
             }
         }
         done += n;
     }
     free(buf);
+    fclose(fp);
 }
 
 /* reads and checks one shard's header against its file size, and its token ids against vocab_size (0: not
@@ -175,13 +182,16 @@ static inline void dataloader_check_shard(DataShard* sh, const char* path, size_
             path);
     FILE* fp = fopen(path, "rb");
     if (fp == NULL) die("dataloader: cannot open shard %s: %s", path, strerror(errno));
+    /* the header is read and the file closed before any check, so that no check leaves it open */
     size_t size = dataloader_file_size(fp, path);
+    int32_t header[256];
+    int have_header = size >= DATALOADER_HEADER_BYTES && fread(header, sizeof(int32_t), 256, fp) == 256;
+    fclose(fp);
     if (size < DATALOADER_HEADER_BYTES) {
         die("dataloader: shard %s: file is %zu bytes, smaller than the %d-byte header (truncated or not a shard)",
             path, size, DATALOADER_HEADER_BYTES);
     }
-    int32_t header[256];
-    freadCheck(header, sizeof(int32_t), 256, fp);
+    if (!have_header) die("dataloader: shard %s: read error in its header", path);
     if (header[0] != DATALOADER_MAGIC) {
         die("dataloader: shard %s: bad magic %d, expected %d (not a token shard? make one with data/prepare.py)",
             path, (int)header[0], DATALOADER_MAGIC);
@@ -199,8 +209,7 @@ static inline void dataloader_check_shard(DataShard* sh, const char* path, size_
             path, payload < sh->num_tokens * (size_t)sh->token_size ? "truncated" : "longer than its header says",
             sh->num_tokens, sh->num_tokens * (size_t)sh->token_size, payload);
     }
-    dataloader_validate_tokens(fp, path, sh->num_tokens, sh->token_size, vocab_size);
-    fclose(fp);
+    dataloader_validate_tokens(path, sh->num_tokens, sh->token_size, vocab_size);
     size_t need = B * T + 1;
     if (sh->num_tokens < need) {
         die("dataloader: shard %s: %zu tokens, too small for one sample of B*T+1 = %zu tokens "
@@ -410,7 +419,7 @@ static inline void dataloader_load_state(DataLoader* l, const DataLoaderState* s
 
 static inline void dataloader_free(DataLoader* l) {
     if (l->fp != NULL) fclose(l->fp);
-    for (int i = 0; i < l->num_shards; i++) free(l->shards[i].path);
+    for (int i = 0; l->shards != NULL && i < l->num_shards; i++) free(l->shards[i].path);
     free(l->shards);
     free(l->shard_order);
     free(l->order_start);
