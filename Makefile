@@ -103,10 +103,11 @@ test_safetensors: test_safetensors.c llmc/safetensors.h llmc/json.h
 test_rendezvous: test_rendezvous.c llmc/multigpu.h llmc/utils.h
 	$(CC) $(CFLAGS) -o $@ test_rendezvous.c $(LDLIBS)
 
-# the readers' fuzz harnesses (clang, libFuzzer): a short run of each; FUZZ_SECONDS=600 sh dev/fuzz/run_fuzz.sh bpe
-# runs one for ten minutes
+# the readers' fuzz harnesses (clang, libFuzzer; the Python unpickler's own mutation fuzzer): a short run of each;
+# FUZZ_SECONDS=600 sh dev/fuzz/run_fuzz.sh bpe runs one for ten minutes
 fuzz:
 	sh dev/fuzz/run_fuzz.sh
+	$(PYTHON) dev/fuzz/fuzz_unpickler.py --seconds $${FUZZ_SECONDS:-6}
 
 dev/ssd_tutorial: dev/ssd_tutorial.c
 	$(CC) $(CFLAGS) -o $@ dev/ssd_tutorial.c $(LDLIBS)

@@ -91,6 +91,7 @@ class FrozenCallable:
 
 
 MAX_TENSOR_ELEMENTS = 1 << 36  # 256 G elements: far above any model this project trains
+MAX_PICKLE_BYTES = 1 << 30  # the largest data.pkl read: a state dict's pickle holds metadata only
 
 
 class Storage:
@@ -235,21 +236,28 @@ class RestrictedUnpickler(pickle.Unpickler):
         return s
 
 
-def load_state_dict(path):
-    """name -> Tensor from a torch zip checkpoint, without torch"""
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as f:
-            head = f.read(2)
-        kind = "a legacy (pre-1.6, non-zip) torch file" if head[:1] == b"\x80" else "not a torch zip checkpoint"
-        raise ConvertError(f"{path}: {kind}; re-save it with torch.save (torch >= 1.6) or convert it where torch is "
-                           "installed")
+def read_zip_state(path):
+    """the object that <name>/data.pkl of the zip at path holds, its storages read from the zip"""
     with zipfile.ZipFile(path) as zf:
         pkls = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkls) != 1:
             raise ConvertError(f"{path}: expected one <name>/data.pkl in the zip, found {pkls}")
+        # sizes the zip claims are checked before anything is read: a tiny file must not make us read or allocate
+        # gigabytes (a member's stored size past the file's end, or a pickle or record larger than any state dict's)
+        total = os.path.getsize(path)
+        for info in zf.infolist():
+            if info.compress_size > total or (info.compress_type == zipfile.ZIP_STORED and
+                                              info.file_size != info.compress_size):
+                raise ConvertError(f"{path}: zip member {info.filename} claims {info.compress_size} stored bytes "
+                                   f"({info.file_size} uncompressed) in a file of {total} bytes: a damaged zip")
         prefix = pkls[0].split("/")[0]
+        if zf.getinfo(pkls[0]).file_size > MAX_PICKLE_BYTES:
+            raise ConvertError(f"{path}: {pkls[0]} is {zf.getinfo(pkls[0]).file_size} bytes; a state dict's pickle "
+                               f"(names, shapes, storage keys) is far smaller than {MAX_PICKLE_BYTES}: refusing")
         try:
-            order = zf.read(f"{prefix}/byteorder").decode().strip()
+            if zf.getinfo(f"{prefix}/byteorder").file_size > 64:
+                raise ConvertError(f"{path}: {prefix}/byteorder is not a byte-order record (over 64 bytes)")
+            order = zf.read(f"{prefix}/byteorder").decode(errors="replace").strip()
         except KeyError:
             order = "little"  # torch writes the record since 2.1; older files are little-endian
         if order != "little":
@@ -263,6 +271,23 @@ def load_state_dict(path):
             raise
         except Exception as e:
             raise ConvertError(f"{where}: could not be read as a state dict ({type(e).__name__}: {e})") from None
+    return obj
+
+
+def load_state_dict(path):
+    """name -> Tensor from a torch zip checkpoint, without torch"""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(2)
+        kind = "a legacy (pre-1.6, non-zip) torch file" if head[:1] == b"\x80" else "not a torch zip checkpoint"
+        raise ConvertError(f"{path}: {kind}; re-save it with torch.save (torch >= 1.6) or convert it where torch is "
+                           "installed")
+    try:
+        obj = read_zip_state(path)
+    except (ConvertError, MemoryError):
+        raise  # a MemoryError here would be a size check missing above: let the fuzzer (dev/fuzz) see it
+    except Exception as e:  # what the zip module raises on a damaged file: BadZipFile, CRC, undecodable names, ...
+        raise ConvertError(f"{path}: a damaged zip ({type(e).__name__}: {e})") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # training checkpoints often nest the state dict
     if not isinstance(obj, dict):

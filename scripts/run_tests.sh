@@ -34,6 +34,7 @@ run_suite "HF fixture, resume, bad input (float)" ./test_mamba2
 run_suite "data loader" ./test_dataloader
 run_suite "HF/mamba_ssm import-export, prefill, BPE encoder" ./test_interop
 run_suite "torch .bin -> safetensors without torch" "$PYTHON" scripts/test_convert.py
+run_suite "the converter's unpickler fuzzed (3000 mutated checkpoints, fixed seed)" "$PYTHON" dev/fuzz/fuzz_unpickler.py --cases 3000 --seed 1
 run_suite "safetensors + json" ./test_safetensors
 run_suite "data pipeline (python)" "$PYTHON" data/test_data.py
 run_suite "SSD tutorial: three forms, backward, finite differences" ./dev/ssd_tutorial --no-timing

@@ -204,6 +204,30 @@ def test_malicious(tmp):
     except C.ConvertError:
         ok = False
     check(ok, "the control still loads after them")
+    # 8. damaged zips, as dev/fuzz/fuzz_unpickler.py found them: each a ConvertError, never another exception
+    #    or a read of the size a member claims
+    p = os.path.join(tmp, "bigclaim.bin")
+    make_zip(p, good, {"0": struct.pack("<4f", 1, 2, 3, 4)})
+    raw = bytearray(open(p, "rb").read())
+    cd = raw.find(b"PK\x01\x02", raw.find(b"archive/byteorder") + 1)  # the byteorder record's central directory entry
+    while cd >= 0 and raw[cd + 46:cd + 46 + 17] != b"archive/byteorder":
+        cd = raw.find(b"PK\x01\x02", cd + 1)
+    raw[cd + 20:cd + 24] = struct.pack("<I", 2516582406)  # its stored size: 2.5 GB in a file of ~500 bytes
+    open(p, "wb").write(raw)
+    refused(p, "claims 2516582406 stored bytes", "a zip member claiming 2.5 GB in a tiny file")
+    p = os.path.join(tmp, "badorder.bin")
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/data.pkl", good)
+        z.writestr("archive/byteorder", b"l\xca\xff")
+        z.writestr("archive/data/0", struct.pack("<4f", 1, 2, 3, 4))
+    refused(p, "byteorder", "a byte-order record that is not UTF-8")
+    p = os.path.join(tmp, "crc.bin")
+    make_zip(p, good, {"0": struct.pack("<4f", 1, 2, 3, 4)})
+    raw = bytearray(open(p, "rb").read())
+    at = raw.find(b"storage")  # inside data.pkl's stored bytes: its CRC no longer matches
+    raw[at] ^= 0x20
+    open(p, "wb").write(raw)
+    refused(p, "damaged zip", "a member whose CRC does not match")
 
 
 def main():
