@@ -12,6 +12,7 @@
 #ifndef MAMBA2_TOKENIZER_H
 #define MAMBA2_TOKENIZER_H
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,13 +30,38 @@ typedef struct {
     int eot_token;
 } Tokenizer;
 
-/* reads exactly n bytes or stops with a message naming the file and what was being read */
-static inline void tokenizer_read(void* dst, size_t n, FILE* fp, const char* path, const char* what) {
-    if (n > 0 && fread(dst, 1, n, fp) != n) {
-        die("tokenizer %s: truncated while reading %s (remake it with python3 data/prepare.py)", path, what);
-    }
+/* The file is read whole, then parsed from memory: a refused file leaves nothing open or allocated (die() exits in
+   the programs, but returns to the fuzz harness of dev/fuzz, which must not leak). */
+typedef struct {
+    unsigned char* data;
+    size_t size, pos;
+    const char* path;
+} TokenizerFile;
+
+static inline void tokenizer_free(Tokenizer* t);
+
+/* stops with the message, after freeing the file and what t holds so far */
+static inline void tokenizer_refuse(Tokenizer* t, TokenizerFile* f, const char* fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    free(f->data);
+    f->data = NULL;
+    tokenizer_free(t);
+    die("tokenizer %s: %s", f->path, msg);
 }
 
+/* takes exactly n bytes or stops with a message naming the file and what was being read */
+static inline void tokenizer_read(void* dst, size_t n, Tokenizer* t, TokenizerFile* f, const char* what) {
+    if (n > f->size - f->pos)
+        tokenizer_refuse(t, f, "truncated while reading %s (remake it with python3 data/prepare.py)", what);
+    memcpy(dst, f->data + f->pos, n);
+    f->pos += n;
+}
+
+/* reads the tokenizer at path into t; a missing file is a warning (init_ok stays 0), a bad one an error */
 static inline void tokenizer_init(Tokenizer* t, const char* path) {
     memset(t, 0, sizeof(*t));
     FILE* fp = fopen(path, "rb");
@@ -43,33 +69,39 @@ static inline void tokenizer_init(Tokenizer* t, const char* path) {
         fprintf(stderr, "warning: no tokenizer file %s; samples will be printed as token ids\n", path);
         return;
     }
+    TokenizerFile f = {NULL, 0, 0, path};
+    long size = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
+    if (size < 0 || size > (1L << 30) || fseek(fp, 0, SEEK_SET) != 0) {
+        fclose(fp);
+        die("tokenizer %s: cannot read it (size %ld; a tokenizer file is at most 1 GiB)", path, size);
+    }
+    f.size = (size_t)size;
+    f.data = (unsigned char*)malloc(f.size > 0 ? f.size : 1);
+    int ok = f.data != NULL && fread(f.data, 1, f.size, fp) == f.size;
+    fclose(fp);
+    if (!ok) tokenizer_refuse(t, &f, "cannot read its %zu bytes", f.size);
     uint32_t header[256];
-    tokenizer_read(header, sizeof(header), fp, path, "the 1024-byte header");
-    if (header[0] != TOKENIZER_MAGIC) {
-        die("tokenizer %s: bad magic %u, expected %d (not a tokenizer.bin from data/prepare.py?)", path,
-            header[0], TOKENIZER_MAGIC);
-    }
-    if (header[1] != 1 && header[1] != 2 && header[1] != 3) {
-        die("tokenizer %s: unknown version %u, expected 1, 2 or 3", path, header[1]);
-    }
-    if (header[2] == 0 || header[2] > (1u << 24)) {
-        die("tokenizer %s: implausible vocab size %u", path, header[2]);
-    }
+    tokenizer_read(header, sizeof(header), t, &f, "the 1024-byte header");
+    if (header[0] != TOKENIZER_MAGIC)
+        tokenizer_refuse(t, &f, "bad magic %u, expected %d (not a tokenizer.bin from data/prepare.py?)", header[0],
+                         TOKENIZER_MAGIC);
+    if (header[1] != 1 && header[1] != 2 && header[1] != 3)
+        tokenizer_refuse(t, &f, "unknown version %u, expected 1, 2 or 3", header[1]);
+    if (header[2] == 0 || header[2] > (1u << 24)) tokenizer_refuse(t, &f, "implausible vocab size %u", header[2]);
     t->vocab_size = header[2];
     t->eot_token = header[1] == 1 ? 50256 : (int)header[3];
-    if (t->eot_token < 0 || (uint32_t)t->eot_token >= t->vocab_size) {
-        die("tokenizer %s: end-of-text id %d outside the vocab of %u", path, t->eot_token, t->vocab_size);
-    }
+    if (t->eot_token < 0 || (uint32_t)t->eot_token >= t->vocab_size)
+        tokenizer_refuse(t, &f, "end-of-text id %d outside the vocab of %u", t->eot_token, t->vocab_size);
     t->token_table = (char**)callocCheck(t->vocab_size, sizeof(char*));
     t->token_len = (int*)callocCheck(t->vocab_size, sizeof(int));
     for (uint32_t i = 0; i < t->vocab_size; i++) {
         unsigned char len;
         char what[64];
         snprintf(what, sizeof(what), "the length of token %u", i);
-        tokenizer_read(&len, 1, fp, path, what);
+        tokenizer_read(&len, 1, t, &f, what);
         t->token_table[i] = (char*)mallocCheck((size_t)len + 1);
         snprintf(what, sizeof(what), "the %u bytes of token %u", (unsigned)len, i);
-        tokenizer_read(t->token_table[i], len, fp, path, what);
+        tokenizer_read(t->token_table[i], len, t, &f, what);
         t->token_table[i][len] = '\0';
         t->token_len[i] = len;
     }
@@ -77,26 +109,23 @@ static inline void tokenizer_init(Tokenizer* t, const char* path) {
         /* the encoder table: per id a uint8 flag, a uint32 length and the full bytes (replacing the truncated ones) */
         for (uint32_t i = 0; i < t->vocab_size; i++) {
             unsigned char rec[5];
-            tokenizer_read(rec, 5, fp, path, "the version-3 encoder table");
+            tokenizer_read(rec, 5, t, &f, "the version-3 encoder table");
             uint32_t len = (uint32_t)rec[1] | ((uint32_t)rec[2] << 8) | ((uint32_t)rec[3] << 16) | ((uint32_t)rec[4] << 24);
-            if (len > (1u << 20)) die("tokenizer %s: token %u has an implausible length %u: corrupt file", path, i, len);
+            if (len > (1u << 20))
+                tokenizer_refuse(t, &f, "token %u has an implausible length %u: corrupt file", i, len);
             free(t->token_table[i]);
             t->token_table[i] = (char*)mallocCheck((size_t)len + 1);
-            tokenizer_read(t->token_table[i], len, fp, path, "the version-3 encoder table");
+            tokenizer_read(t->token_table[i], len, t, &f, "the version-3 encoder table");
             t->token_table[i][len] = '\0';
             t->token_len[i] = (int)len;
         }
-        fclose(fp);
-        t->init_ok = 1;
-        return;
+    } else if (f.pos != f.size) {
+        tokenizer_refuse(t, &f, "bytes left after the %u tokens the header announces: corrupt file", t->vocab_size);
     }
-    int extra = fgetc(fp);
-    fclose(fp);
-    if (extra != EOF) {
-        die("tokenizer %s: bytes left after the %u tokens the header announces: corrupt file", path, t->vocab_size);
-    }
+    free(f.data);
     t->init_ok = 1;
 }
+
 
 /* the token's bytes (NUL-terminated), or NULL for an id outside the vocab or without a tokenizer */
 static inline const char* tokenizer_decode(Tokenizer* t, uint32_t id) {
