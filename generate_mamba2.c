@@ -60,7 +60,7 @@ real* mamba2_prefill(Mamba2* m, InferenceState* s, const int* tokens, int T) {
         LayerParams p = layer_params(&m->params, c, l);
         LayerActs a = layer_acts(&m->acts, c, 1, T, l);
         /* the forward kept the state ENTERING each chunk; the state after the last token is computed once more */
-        ssd_chunked_forward(y, states, s->ssm_state + (size_t)l * H * P * N, a.xbc, a.dt, p.A_log, p.D, NULL, 1, T,
+        ssd_chunked_forward(y, states, s->ssm_state + (size_t)l * H * P * N, a.xbc, a.dt, p.A_log, p.D, NULL, NULL, 1, T,
                             H, P, N, c->ngroups, c->chunk_size);
         /* conv window slot k holds the conv INPUT (in_proj's xBC columns) at time T-(K-1)+k; zeros before t = 0 */
         real* win = s->conv_state + (size_t)l * K1 * Cd;
