@@ -1066,6 +1066,121 @@ static void test_operations(void) {
            n > 0 ? steps[0] : -1);
 }
 
+/* the trainer's -D and -M (doc/packing.md): the default untouched, the flags' errors, a run with both */
+static void write_mask_file(const char* shard_path, int n, int every) {
+    char path[600];
+    snprintf(path, sizeof(path), "%s.mask", shard_path);
+    FILE* f = fopenCheck(path, "wb");
+    int32_t header[256] = {0};
+    header[0] = DATALOADER_MASK_MAGIC; header[1] = 1; header[2] = n;
+    fwriteCheck(header, sizeof(header), 1, f);
+    for (int i = 0; i < n; i++) fputc(every > 0 && i % every == 0 ? 0 : 1, f); /* every = 0: all counted */
+    fcloseCheck(f);
+}
+
+static void test_trainer_docs(void) {
+    char cmd[2048], out[65536], a[600], b[600];
+    const char* common = "-k none -e " TINY_MODEL " -b 2 -t 16 -x 4 -v 2 -m 2 -s 0 -l 3e-3 -u 1 -S 42 -n 4";
+    /* the same shards under another name, with masks of all ones (train) and one in 5 masked (val) */
+    snprintf(cmd, sizeof(cmd), "cp %s/train.bin %s/dtrain.bin && cp %s/val.bin %s/dval.bin", g_tmp, g_tmp, g_tmp,
+             g_tmp);
+    if (system(cmd) != 0) { report(0, "copy shards"); return; }
+    snprintf(a, sizeof(a), "%s/dtrain.bin", g_tmp);
+    FILE* f = fopenCheck(a, "rb");
+    int32_t header[256];
+    freadCheck(header, sizeof(header), 1, f);
+    fcloseCheck(f);
+    int ntrain = header[2];
+    write_mask_file(a, ntrain, 0);
+    snprintf(a, sizeof(a), "%s/dval.bin", g_tmp);
+    write_mask_file(a, 3000, 0);
+    const char* runs[][2] = {
+        {"plain", ""},
+        {"m_ones", "-M 1"},             /* every target counted: the default arithmetic */
+        {"d_absent", "-D 7"},           /* a separator the data never holds: one document per row */
+        {"d_space", "-D 32"},           /* boundaries at every space */
+    };
+    for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/dtrain.bin -j %s/dval.bin -o %s/docs_%s %s %s", g_tmp, g_tmp,
+                 g_tmp, runs[i][0], common, runs[i][1]);
+        int rc = run_capture(cmd, out, sizeof(out));
+        report(rc == 0, "trainer %s runs (exit %d)", runs[i][1][0] ? runs[i][1] : "without -D / -M", rc);
+        if (rc != 0) printf("%.2000s\n", out);
+    }
+    const char* same[] = {"m_ones", "d_absent"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof(a), "%s/docs_plain/ckpt_00000004.bin", g_tmp);
+        snprintf(b, sizeof(b), "%s/docs_%s/ckpt_00000004.bin", g_tmp, same[i]);
+        int ck = files_equal(a, b);
+        snprintf(a, sizeof(a), "%s/docs_plain/main.log", g_tmp);
+        snprintf(b, sizeof(b), "%s/docs_%s/main.log", g_tmp, same[i]);
+        report(ck && files_equal(a, b), "trainer %s: checkpoint and main.log bitwise those of the default run",
+               i == 0 ? "-M 1 with masks of all ones" : "-D with a separator absent from the data");
+    }
+    snprintf(a, sizeof(a), "%s/docs_plain/main.log", g_tmp);
+    snprintf(b, sizeof(b), "%s/docs_d_space/main.log", g_tmp);
+    report(!files_equal(a, b), "trainer -D 32 (a boundary at every space) trains another model than the default");
+    /* masked val targets: the val loss is the mean over the counted ones, and differs from the unmasked one */
+    snprintf(a, sizeof(a), "%s/dval.bin", g_tmp);
+    write_mask_file(a, 3000, 5);
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/dtrain.bin -j %s/dval.bin -o %s/docs_mval %s -M 1 -D 32", g_tmp,
+             g_tmp, g_tmp, common);
+    int rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0 && strstr(out, "masked targets") && strstr(out, "document boundaries: a new document at each token 32"),
+           "trainer -M 1 -D 32 with masked val targets runs and says so (exit %d)", rc);
+    /* masked targets with gradient accumulation: the step's loss and gradient are those of the mean over all its
+       counted targets, so 2 micro-batches of B=2 give what one of B=4 over the same 4 rows gives (a 65-token shard:
+       one sample of 4x16, two of 2x16). Blocks of 12 masked tokens make the two halves count differently (13 vs 23
+       of 32), so a mean of the micro-batch means would differ */
+    snprintf(a, sizeof(a), "%s/one.bin", g_tmp);
+    {
+        uint16_t tok[65];
+        FILE* tf = fopenCheck(a, "wb");
+        int32_t h[256] = {0};
+        h[0] = 20240520; h[1] = 1; h[2] = 65;
+        for (int i = 0; i < 65; i++) tok[i] = (uint16_t)('a' + (i * 7) % 26);
+        fwriteCheck(h, sizeof(h), 1, tf);
+        fwriteCheck(tok, sizeof(tok), 1, tf);
+        fcloseCheck(tf);
+        snprintf(b, sizeof(b), "%s.mask", a);
+        FILE* mf = fopenCheck(b, "wb");
+        h[0] = DATALOADER_MASK_MAGIC; h[1] = 1; h[2] = 65;
+        fwriteCheck(h, sizeof(h), 1, mf);
+        for (int i = 0; i < 65; i++) fputc(i < 20 && i % 20 >= 1 && i % 20 <= 12 ? 0 : (i >= 40 && i < 47 ? 0 : 1), mf);
+        fcloseCheck(mf);
+    }
+    float lossv[2] = {0, 0}, normv[2] = {0, 0};
+    const char* shapes[2] = {"-b 4", "-b 2 -d 64"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s -j none -k none -e " TINY_MODEL " -t 16 -x 1 -s 0 -S 3 -M 1 "
+                 "-o %s/acc_%d %s", a, g_tmp, i, shapes[i]);
+        rc = run_capture(cmd, out, sizeof(out));
+        snprintf(b, sizeof(b), "%s/acc_%d/main.log", g_tmp, i);
+        FILE* lf = fopen(b, "r");
+        char line[256];
+        float lr;
+        while (lf && fgets(line, sizeof(line), lf))
+            sscanf(line, "s:1 trl:%f lr:%e norm:%f", &lossv[i], &lr, &normv[i]);
+        if (lf) fclose(lf);
+    }
+    report(lossv[0] > 0 && fabsf(lossv[0] - lossv[1]) <= 2e-6f * lossv[0] && fabsf(normv[0] - normv[1]) <= 1e-5f * normv[0],
+           "trainer -M 1: 2 micro-batches of B=2 == 1 of B=4 (loss %.6f / %.6f, norm %.6f / %.6f)", lossv[0], lossv[1],
+           normv[0], normv[1]);
+    /* the flags' errors */
+    struct { const char* flags; const char* needle; } cases[] = {
+        {"-D foo", "-D foo: expected none, eot"}, {"-D eot", "no tokenizer file"}, {"-D 300", "outside the vocabulary"},
+        {"-M 2", "-M 2"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "-i %s/dtrain.bin -j none -k none -x 1 %s", g_tmp, cases[i].flags);
+        char what[128];
+        snprintf(what, sizeof(what), "flag %s", cases[i].flags);
+        expect_failure(what, cmd, cases[i].needle);
+    }
+    snprintf(cmd, sizeof(cmd), "-i %s/train.bin -j none -k none -x 1 -M 1", g_tmp);
+    expect_failure("-M 1 on a shard without a .mask file", cmd, "no mask file");
+}
+
 static void test_flags(void) {
     char args[2048];
     struct { const char* flags; const char* needle; } cases[] = {
@@ -1280,6 +1395,8 @@ int main(void) {
     printf("== operations: kill -9, SIGTERM, full disk, corrupt checkpoints, used -o, flags (trainer binary)\n");
     test_operations();
     test_flags();
+    printf("== document boundaries and masked targets (trainer binary)\n");
+    test_trainer_docs();
     char cmd[512];
     snprintf(cmd, sizeof(cmd), getenv("KEEP_TMP") ? "true %s" : "rm -rf %s", g_tmp);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", g_tmp);

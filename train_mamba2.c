@@ -1211,16 +1211,27 @@ real* mamba2_step(Mamba2* m, InferenceState* s, int token) {
  * ================================================================================================================ */
 #ifndef MAMBA2_NO_MAIN
 
-/* mean loss over up to max_batches val batches from the start of the val data */
-static real evaluate(Mamba2* m, DataLoader* val, int max_batches) {
+/*
+ * Mean loss over up to max_batches val batches from the start of the val data. seq_idx (B*T scratch) and sep: the
+ * document boundaries (-D), NULL / DOC_SEP_NONE without. With masked targets (-M) the mean is over the counted
+ * targets of all batches; without, it is the mean of the batch means, as it always was (the same number).
+ */
+static real evaluate(Mamba2* m, DataLoader* val, int max_batches, int* seq_idx, int sep) {
     dataloader_reset(val);
     int n = (int)dataloader_num_batches(val);
     if (max_batches < n) n = max_batches;
-    double sum = 0;
+    int B = (int)val->B, T = (int)val->T;
+    double sum = 0, nats = 0;
+    size_t counted = 0;
     for (int i = 0; i < n; i++) {
         dataloader_next_batch(val);
-        sum += mamba2_forward(m, val->inputs, val->targets, (int)val->B, (int)val->T);
+        if (seq_idx) dataloader_doc_index(seq_idx, val->inputs, val->B, val->T, sep);
+        real loss = mamba2_forward_docs(m, val->inputs, val->targets, seq_idx, B, T);
+        sum += loss;
+        nats += (double)loss * m->num_counted;
+        counted += m->num_counted;
     }
+    if (counted != (size_t)n * B * T) return (real)(counted > 0 ? nats / counted : 0);
     return (real)(sum / (n > 0 ? n : 1));
 }
 
@@ -1253,6 +1264,7 @@ static void check_host_memory(const Mamba2Config* c, int B, int T) {
 
 int main(int argc, char** argv) {
     TrainArgs args;
+    g_trainer_has_docs = 1; /* -D and -M (doc/packing.md) */
     parse_args(&args, argc, argv);
     train_signals_install();
     output_dir_prepare(&args);
@@ -1301,10 +1313,19 @@ int main(int argc, char** argv) {
     if (have_loader_state) train_state_restore_loader(&train_loader, resume_state);
     int use_val = strcmp(args.val_pattern, "none") != 0 && args.val_every > 0;
     if (use_val) dataloader_init(&val_loader, args.val_pattern, B, T, 0, 1, 0, args.seed, c->vocab_size);
+    if (args.masks) { /* every train and val shard needs its X.bin.mask (checked now) */
+        dataloader_use_masks(&train_loader);
+        if (use_val) dataloader_use_masks(&val_loader);
+    }
     printf("train: %zu tokens, B=%d T=%d, grad accumulation %d -> %d tokens/step\n", train_loader.num_tokens, B, T,
            accum, args.total_batch_tokens);
     Tokenizer tokenizer;
     trainer_tokenizer_init(&tokenizer, &args);
+    /* document boundaries: each row's document index, recomputed from the inputs of every batch */
+    int doc_sep = doc_sep_resolve(&args, &tokenizer, c->vocab_size);
+    int* seq_idx = doc_sep != DOC_SEP_NONE ? (int*)mallocCheck(sizeof(int) * (size_t)B * T) : NULL;
+    if (seq_idx) printf("document boundaries: a new document at each token %d\n", doc_sep);
+    if (args.masks) printf("masked targets: from the shards' .mask files\n");
     InferenceState infer;
     inference_state_init(&infer, c);
 #ifdef _OPENMP
@@ -1323,7 +1344,7 @@ int main(int argc, char** argv) {
     for (int step = start_step; step <= args.max_steps; step++) {
         int last = step == args.max_steps;
         if (use_val && (step % args.val_every == 0 || last)) {
-            log_val(logf, step, evaluate(&model, &val_loader, args.val_batches));
+            log_val(logf, step, evaluate(&model, &val_loader, args.val_batches, seq_idx, doc_sep));
         }
         if (args.sample_every > 0 && step > 0 && (step % args.sample_every == 0 || last))
             print_sample(&model, &infer, &tokenizer, &sample_rng, args.gen_tokens);
@@ -1331,18 +1352,33 @@ int main(int argc, char** argv) {
 
         double t0 = now_seconds();
         mamba2_zero_grad(&model);
-        double loss_sum = 0;
+        double loss_sum = 0, nats_sum = 0;
+        size_t counted = 0;
         for (int micro = 0; micro < accum; micro++) {
             dataloader_next_batch(&train_loader);
-            loss_sum += mamba2_forward(&model, train_loader.inputs, train_loader.targets, B, T);
+            if (seq_idx) dataloader_doc_index(seq_idx, train_loader.inputs, (size_t)B, (size_t)T, doc_sep);
+            real l = mamba2_forward_docs(&model, train_loader.inputs, train_loader.targets, seq_idx, B, T);
+            loss_sum += l;
+            nats_sum += (double)l * model.num_counted;
+            counted += model.num_counted;
             mamba2_backward(&model, train_loader.inputs, train_loader.targets, (real)1 / ((real)B * T * accum));
         }
         float loss = (float)(loss_sum / accum);
+        /* masked targets: the backward used 1/(all targets of the step); the loss is the mean over the counted ones,
+           so its gradient is the accumulated one times all/counted, folded into the norm and the update (exactly
+           1, and skipped, when every target counts: the default arithmetic is unchanged) */
+        size_t all = (size_t)B * T * accum;
+        double grad_scale = 1.0;
+        if (counted != all) {
+            loss = (float)(counted > 0 ? nats_sum / counted : 0);
+            grad_scale = counted > 0 ? (double)all / counted : 0; /* nothing counted: no gradient */
+        }
         if (!isfinite(loss)) die("loss is %f at step %d: training diverged (lower -l, or check the data)", loss, step);
         double norm = mamba2_grad_norm(&model);
+        if (grad_scale != 1.0) norm *= grad_scale;
         double coef = clip_coefficient(norm, args.grad_clip);
         float lr = lr_at_step(args.lr, args.warmup, args.final_lr_frac, step, args.max_steps);
-        mamba2_update(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, (real)coef);
+        mamba2_update(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, (real)(coef * grad_scale));
         double step_s = now_seconds() - t0;
         steps_timed++;
         int done = step + 1;
@@ -1368,6 +1404,7 @@ int main(int argc, char** argv) {
     printf("total time %.1f s\n", now_seconds() - t_loop);
     log_close(logf);
     inference_state_free(&infer);
+    free(seq_idx);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);
     if (use_val) dataloader_free(&val_loader);
