@@ -1166,6 +1166,59 @@ static void test_trainer_docs(void) {
     report(lossv[0] > 0 && fabsf(lossv[0] - lossv[1]) <= 2e-6f * lossv[0] && fabsf(normv[0] - normv[1]) <= 1e-5f * normv[0],
            "trainer -M 1: 2 micro-batches of B=2 == 1 of B=4 (loss %.6f / %.6f, norm %.6f / %.6f)", lossv[0], lossv[1],
            normv[0], normv[1]);
+    /* eval_mamba2 -M 1 -D 32 on the step-4 checkpoint == the trainer's step-4 validation with the same flags */
+    {
+        snprintf(b, sizeof(b), "%s/docs_mval/main.log", g_tmp);
+        float tel = -1, v;
+        int st;
+        char line[256];
+        FILE* lf = fopen(b, "r");
+        while (lf && fgets(line, sizeof(line), lf)) if (sscanf(line, "s:%d tel:%f", &st, &v) == 2 && st == 4) tel = v;
+        if (lf) fclose(lf);
+        snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s/docs_mval/ckpt_00000004.bin -i %s/dval.bin -k none -b 2 -t 16 "
+                 "-m 2 -M 1 -D 32", g_tmp, g_tmp);
+        rc = run_capture(cmd, out, sizeof(out));
+        const char* m = strstr(out, "mean loss ");
+        float ev = m ? strtof(m + 10, NULL) : -2;
+        char want[32];
+        snprintf(want, sizeof(want), "%.6f", tel);
+        report(rc == 0 && m && strncmp(m + 10, want, strlen(want)) == 0 && strstr(out, "counted targets"),
+               "eval_mamba2 -M 1 -D 32 == the trainer's validation with -M 1 -D 32 (%.6f / %.6f)", ev, tel);
+        snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s/docs_mval/ckpt_00000004.bin -i %s/dval.bin -k none -b 2 -t 16 "
+                 "-m 2", g_tmp, g_tmp);
+        rc = run_capture(cmd, out, sizeof(out));
+        m = strstr(out, "mean loss ");
+        report(rc == 0 && m && fabsf(strtof(m + 10, NULL) - tel) > 1e-3f,
+               "eval_mamba2 without -M / -D gives another loss (%.6f)", m ? strtof(m + 10, NULL) : -1.0f);
+    }
+    /* generate_mamba2 -D 32: a prompt of several documents continues its last one as if it were alone (greedy) */
+    {
+        const char* prompt = "the state space model scans a chunk";
+        const char* last = prompt + 29; /* " chunk", the last document: a separator opens it */
+        char ids_all[512] = "", ids_last[512] = "", outs[3][4096];
+        for (const char* p = prompt; *p; p++)
+            snprintf(ids_all + strlen(ids_all), sizeof(ids_all) - strlen(ids_all), "%s%d", p == prompt ? "" : ",", *p);
+        for (const char* p = last; *p; p++)
+            snprintf(ids_last + strlen(ids_last), sizeof(ids_last) - strlen(ids_last), "%s%d", p == last ? "" : ",", *p);
+        const char* variants[3][2] = {{ids_all, "-D 32"}, {ids_last, "-D 32"}, {ids_all, ""}};
+        for (int i = 0; i < 3; i++) {
+            snprintf(cmd, sizeof(cmd), "./generate_mamba2 -e %s/docs_d_space/ckpt_00000004.bin -q -t 0 -n 24 -I %s %s",
+                     g_tmp, variants[i][0], variants[i][1]);
+            rc = run_capture(cmd, outs[i], sizeof(outs[i]));
+            if (rc != 0) printf("    %s: exit %d: %.300s\n", cmd, rc, outs[i]);
+        }
+        /* each output is the prompt, then the continuation */
+        const char* g0 = strncmp(outs[0], prompt, strlen(prompt)) == 0 ? outs[0] + strlen(prompt) : NULL;
+        const char* g1 = strncmp(outs[1], last, strlen(last)) == 0 ? outs[1] + strlen(last) : NULL;
+        const char* g2 = strncmp(outs[2], prompt, strlen(prompt)) == 0 ? outs[2] + strlen(prompt) : NULL;
+        report(g0 && g1 && strlen(g0) > 1 && strcmp(g0, g1) == 0,
+               "generate_mamba2 -D 32: the prompt's last document continues as if alone (%zu bytes, identical)",
+               g0 ? strlen(g0) : 0);
+        report(g0 && g2 && strcmp(g0, g2) != 0, "generate_mamba2 without -D continues differently");
+        snprintf(cmd, sizeof(cmd), "./generate_mamba2 -e %s/docs_d_space/ckpt_00000004.bin -q -I 1,2 -D x", g_tmp);
+        rc = run_capture(cmd, outs[0], sizeof(outs[0]));
+        report(rc != 0 && strstr(outs[0], "-D x: expected none, eot"), "generate_mamba2 -D x is refused (exit %d)", rc);
+    }
     /* the flags' errors */
     struct { const char* flags; const char* needle; } cases[] = {
         {"-D foo", "-D foo: expected none, eot"}, {"-D eot", "no tokenizer file"}, {"-D 300", "outside the vocabulary"},

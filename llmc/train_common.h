@@ -148,6 +148,31 @@ static inline float flag_float(char f, const char* v, double lo, double hi) {
     return (float)x;
 }
 
+/* -D's value: none, eot or a token id */
+static inline int doc_sep_parse(const char* v) {
+    if (strcmp(v, "none") == 0) return DOC_SEP_NONE;
+    if (strcmp(v, "eot") == 0) return DOC_SEP_EOT;
+    char* end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end != '\0' || errno == ERANGE || x < 0 || x > 100000000)
+        die("-D %s: expected none, eot (the tokenizer's end-of-text token) or a separator token id", v);
+    return (int)x;
+}
+
+/* -D's separator as a token id (DOC_SEP_NONE stays); eot_token: the tokenizer's end-of-text id, -1 without one */
+static inline int doc_sep_id(int doc_sep, int eot_token, int vocab_size) {
+    if (doc_sep == DOC_SEP_NONE) return DOC_SEP_NONE;
+    int sep = doc_sep;
+    if (sep == DOC_SEP_EOT) {
+        if (eot_token < 0)
+            die("-D eot: no tokenizer file to read the end-of-text id from (give it with -k, or the id: -D <id>)");
+        sep = eot_token;
+    }
+    if (sep >= vocab_size) die("-D %d: the separator id is outside the vocabulary [0, %d)", sep, vocab_size);
+    return sep;
+}
+
 /* a trainer without document boundaries and masked targets stops on -D / -M instead of ignoring them */
 static inline void refuse_docs_flags(const TrainArgs* a) {
     if (a->doc_sep != DOC_SEP_NONE)
@@ -211,18 +236,7 @@ static inline void parse_args(TrainArgs* a, int argc, char** argv) {
         case 'K': a->ssd_chunk = (int)flag_int(f, v, 0, 256);
             if (a->ssd_chunk != 0 && a->ssd_chunk < 16) die("-K %s: the SSD chunk length is 0 (default) or 16..256", v);
             break;
-        case 'D':
-            if (strcmp(v, "none") == 0) a->doc_sep = DOC_SEP_NONE;
-            else if (strcmp(v, "eot") == 0) a->doc_sep = DOC_SEP_EOT;
-            else {
-                char* end;
-                errno = 0;
-                long long x = strtoll(v, &end, 10);
-                if (end == v || *end != '\0' || errno == ERANGE || x < 0 || x > 100000000)
-                    die("-D %s: expected none, eot (the tokenizer's end-of-text token) or a separator token id", v);
-                a->doc_sep = (int)x;
-            }
-            break;
+        case 'D': a->doc_sep = doc_sep_parse(v); break;
         case 'M': a->masks = (int)flag_int(f, v, 0, 1); break;
         default: usage(); die("unknown flag -%c", f);
         }
@@ -294,17 +308,9 @@ static inline void trainer_tokenizer_init(Tokenizer* tok, const TrainArgs* a) {
     tokenizer_init(tok, path);
 }
 
-/* -D's separator as a token id (DOC_SEP_NONE stays): eot needs the tokenizer file that names the end-of-text id */
+/* the trainer's -D as a token id: eot needs the tokenizer file that names the end-of-text id */
 static inline int doc_sep_resolve(const TrainArgs* a, const Tokenizer* tok, int vocab_size) {
-    if (a->doc_sep == DOC_SEP_NONE) return DOC_SEP_NONE;
-    int sep = a->doc_sep;
-    if (sep == DOC_SEP_EOT) {
-        if (!tok->init_ok)
-            die("-D eot: no tokenizer file to read the end-of-text id from (give it with -k, or the id: -D <id>)");
-        sep = tok->eot_token;
-    }
-    if (sep >= vocab_size) die("-D %d: the separator id is outside the vocabulary [0, %d)", sep, vocab_size);
-    return sep;
+    return doc_sep_id(a->doc_sep, tok->init_ok ? tok->eot_token : -1, vocab_size);
 }
 
 /* a sample starts from end-of-text when the tokenizer names one inside the vocabulary, else from token 0 */
