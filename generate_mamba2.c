@@ -46,13 +46,21 @@ static int load_model(Mamba2* m, const char* path, int allow_random) {
  * that T calls of mamba2_step would leave: per layer the SSM state after the last token (ssd_chunked_forward's
  * final_state) and the conv window (the last K-1 inputs of the conv, zeros before the first token). Returns the
  * logits of the last position (in s->logits). Memory is that of one forward pass over T tokens.
+ * sep: with document boundaries (doc/packing.md) a new document starts at each sep token of the prompt, and the state
+ * left is that of the prompt's last document (as T steps with a reset before each separator would leave it);
+ * DOC_SEP_NONE for none.
  */
-real* mamba2_prefill(Mamba2* m, InferenceState* s, const int* tokens, int T) {
+real* mamba2_prefill_docs(Mamba2* m, InferenceState* s, const int* tokens, int T, int sep) {
     const Mamba2Config* c = &m->config;
     int D = c->d_model, E = c->d_inner, H = c->nheads, P = c->headdim, N = c->d_state, K = c->d_conv;
     int Cd = c->conv_dim, K1 = K - 1 > 0 ? K - 1 : 1;
     if (T < 1) die("prefill: empty prompt (give at least one token)");
-    mamba2_forward(m, tokens, NULL, 1, T);
+    int* seq = NULL;
+    if (sep != DOC_SEP_NONE) {
+        seq = (int*)mallocCheck(sizeof(int) * (size_t)T);
+        dataloader_doc_index(seq, tokens, 1, (size_t)T, sep);
+    }
+    mamba2_forward_docs(m, tokens, NULL, seq, 1, T);
     int nc = ssd_num_chunks(T, c->chunk_size);
     real* y = (real*)mallocCheck(sizeof(real) * (size_t)T * E);
     real* states = (real*)mallocCheck(sizeof(real) * (size_t)H * nc * P * N);
@@ -60,21 +68,28 @@ real* mamba2_prefill(Mamba2* m, InferenceState* s, const int* tokens, int T) {
         LayerParams p = layer_params(&m->params, c, l);
         LayerActs a = layer_acts(&m->acts, c, 1, T, l);
         /* the forward kept the state ENTERING each chunk; the state after the last token is computed once more */
-        ssd_chunked_forward(y, states, s->ssm_state + (size_t)l * H * P * N, a.xbc, a.dt, p.A_log, p.D, NULL, 1, T,
+        ssd_chunked_forward(y, states, s->ssm_state + (size_t)l * H * P * N, a.xbc, a.dt, p.A_log, p.D, NULL, seq, 1, T,
                             H, P, N, c->ngroups, c->chunk_size);
-        /* conv window slot k holds the conv INPUT (in_proj's xBC columns) at time T-(K-1)+k; zeros before t = 0 */
+        /* conv window slot k holds the conv INPUT (in_proj's xBC columns) at time T-(K-1)+k; zeros before t = 0 and,
+           with boundaries, at positions of earlier documents than the last */
         real* win = s->conv_state + (size_t)l * K1 * Cd;
         for (int k = 0; k < K - 1; k++) {
             int t = T - (K - 1) + k;
+            int in_doc = t >= 0 && (seq == NULL || seq[t] == seq[T - 1]);
             for (int ch = 0; ch < Cd; ch++)
-                win[(size_t)k * Cd + ch] = t >= 0 ? a.zxbcdt[(size_t)t * c->d_in_proj + E + ch] : 0;
+                win[(size_t)k * Cd + ch] = in_doc ? a.zxbcdt[(size_t)t * c->d_in_proj + E + ch] : 0;
         }
     }
     free(y);
     free(states);
+    free(seq);
     /* the LM head on the last position's final-norm output (the forward softmaxed its own logits in place) */
     matmul_forward(s->logits, m->acts.lnf + (size_t)(T - 1) * D, m->params.wte, 1, D, c->padded_vocab_size);
     return s->logits;
+}
+
+real* mamba2_prefill(Mamba2* m, InferenceState* s, const int* tokens, int T) {
+    return mamba2_prefill_docs(m, s, tokens, T, DOC_SEP_NONE);
 }
 
 #ifndef GENERATE_NO_MAIN
@@ -93,6 +108,9 @@ static void generate_usage(void) {
         "  -t T       temperature (default 1.0; 0 = greedy)\n"
         "  -K K       top-k (default 0 = off);  -P P  top-p (default 1.0 = off)\n"
         "  -s SEED    sampling seed (default 1337)\n"
+        "  -D SEP     document boundaries at token SEP (eot = the end-of-text token, or an id; default none): a\n"
+        "             prompt holding separators is read as the trainer's -D reads it, and generation continues its\n"
+        "             last document from that document's own state; a sampled separator restarts the state\n"
         "  -q         quiet: no timing line on stderr\n");
 }
 
@@ -131,6 +149,7 @@ static int* parse_ids(const char* text, int* n) {
 
 int main(int argc, char** argv) {
     GenerateArgs ga = generate_args_default();
+    g_infer_has_docs = 1; /* -D (doc/packing.md) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { generate_usage(); return 0; }
         if (!strcmp(argv[i], "-q")) { ga.quiet = 1; continue; }
@@ -207,7 +226,8 @@ int main(int argc, char** argv) {
     rng_seed(&rng, seed);
     ProbIndex* scratch = (ProbIndex*)mallocCheck(sizeof(ProbIndex) * c->vocab_size);
     double t0 = now_seconds();
-    real* logits = mamba2_prefill(&model, &st, ids, T);
+    int sep = doc_sep_id(ga.doc_sep, eot, c->vocab_size);
+    real* logits = mamba2_prefill_docs(&model, &st, ids, T, sep);
     double t1 = now_seconds();
     int generated = 0;
     for (; generated < max_new; generated++) {
@@ -217,7 +237,10 @@ int main(int argc, char** argv) {
         else if (tok.init_ok) tokenizer_safe_print(tokenizer_decode(&tok, (uint32_t)next));
         else printf("%d ", next);
         fflush(stdout);
-        if (generated + 1 < max_new) logits = mamba2_step(&model, &st, next);
+        if (generated + 1 < max_new) {
+            if (sep != DOC_SEP_NONE && next == sep) inference_state_reset(&st, c); /* a new document: fresh state */
+            logits = mamba2_step(&model, &st, next);
+        }
     }
     double t2 = now_seconds();
     printf("\n");

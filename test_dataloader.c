@@ -434,11 +434,93 @@ static void test_tokenizer(void) {
                    "bytes left");
 }
 
+/* ---------------------------------------------------------------------------------------------------- */
+/* document boundaries and masked targets (doc/packing.md) */
+
+/* a mask file for a shard of n tokens: byte i = mask(i); header fields overridable */
+static void write_mask(const char* name, size_t n, int magic, int count, int (*mask)(size_t), long extra_bytes) {
+    FILE* fp = fopen(path_in_dir(name), "wb");
+    if (fp == NULL) { perror("write mask"); exit(2); }
+    int32_t header[256] = {0};
+    header[0] = magic;
+    header[1] = 1;
+    header[2] = count;
+    fwrite(header, 4, 256, fp);
+    for (long i = 0; i < (long)n + extra_bytes; i++) fputc(mask((size_t)i), fp);
+    fclose(fp);
+}
+static int mask_every_third(size_t i) { return i % 3 != 0; }
+static int mask_bad_byte(size_t i) { return i == 20 ? 7 : 1; }
+
+static void run_masks(const void* a) {
+    DataLoader l;
+    dataloader_init(&l, path_in_dir((const char*)a), 2, 4, 0, 1, 0, 1, 0);
+    dataloader_use_masks(&l);
+    dataloader_next_batch(&l);
+    dataloader_free(&l);
+}
+
+static void test_docs_and_masks(void) {
+    /* the document index: a separator opens the document it precedes; position 0 is always document 0 */
+    int inputs[12] = {7, 1, 2, 7, 3, 7, 7, 4, /* row 2: */ 5, 7, 6, 6};
+    int seq[12], want[12] = {0, 0, 0, 1, 0, 1, 2, 2, 0, 1, 1, 1};
+    dataloader_doc_index(seq, inputs, 3, 4, 7);
+    int ok = 1;
+    for (int i = 0; i < 12; i++) ok &= seq[i] == want[i];
+    check(ok, "doc index: a new document at each separator but a row's first (7 1 2 7 | 3 7 7 4 | 5 7 6 6: 0001 0122 0111)");
+
+    /* masks: token i of the shard is base + i; mask byte 0 on every third token */
+    write_shard("mask_000.bin", 1, 41, 100);
+    write_mask("mask_000.bin.mask", 41, DATALOADER_MASK_MAGIC, 41, mask_every_third, 0);
+    DataLoader l;
+    dataloader_init(&l, path_in_dir("mask_000.bin"), 2, 4, 0, 1, 0, 1, 0);
+    dataloader_use_masks(&l);
+    int all_ok = 1, masked = 0;
+    for (int k = 0; k < 6; k++) { /* over an epoch boundary */
+        dataloader_next_batch(&l);
+        for (int i = 0; i < 8; i++) {
+            int tok = l.inputs[i] + 1; /* the target's token id (base + index, consecutive) */
+            size_t idx = (size_t)(tok - 100);
+            int want_t = idx % 3 == 0 ? TARGET_NO_LOSS : tok;
+            all_ok &= l.targets[i] == want_t;
+            masked += l.targets[i] == TARGET_NO_LOSS;
+        }
+    }
+    dataloader_free(&l);
+    check(all_ok && masked > 0, "masks: a target whose token has mask byte 0 is -1, every other target unchanged");
+    /* the same shard without masks on: nothing is masked (the default) */
+    dataloader_init(&l, path_in_dir("mask_000.bin"), 2, 4, 0, 1, 0, 1, 0);
+    dataloader_next_batch(&l);
+    int none = 1;
+    for (int i = 0; i < 8; i++) none &= l.targets[i] == l.inputs[i] + 1;
+    dataloader_free(&l);
+    check(none, "masks off (default): the mask file is ignored, targets are the next tokens");
+
+    write_shard("nomask_000.bin", 1, 41, 100);
+    expect_failure("masks on, a shard without its .mask file", run_masks, "nomask_000.bin", "no mask file",
+                   "nomask_000.bin.mask");
+    write_shard("mcount_000.bin", 1, 41, 100);
+    write_mask("mcount_000.bin.mask", 41, DATALOADER_MASK_MAGIC, 40, mask_every_third, 0);
+    expect_failure("mask file with another token count", run_masks, "mcount_000.bin", "token count", "41 tokens");
+    write_shard("mmagic_000.bin", 1, 41, 100);
+    write_mask("mmagic_000.bin.mask", 41, 20240520, 41, mask_every_third, 0);
+    expect_failure("mask file with a bad magic", run_masks, "mmagic_000.bin", "bad magic", NULL);
+    write_shard("msize_000.bin", 1, 41, 100);
+    write_mask("msize_000.bin.mask", 41, DATALOADER_MASK_MAGIC, 41, mask_every_third, -3);
+    expect_failure("truncated mask file", run_masks, "msize_000.bin", "one byte per token", NULL);
+    write_shard("mbyte_000.bin", 1, 41, 100);
+    write_mask("mbyte_000.bin.mask", 41, DATALOADER_MASK_MAGIC, 41, mask_bad_byte, 0);
+    expect_failure("mask byte other than 0/1", run_masks, "mbyte_000.bin", "other than 0 or 1", "byte 20 of the mask is 7");
+}
+
 static void cleanup(void) {
     const char* names[] = {"magic_000.bin", "version_000.bin", "trunc_000.bin", "long_000.bin", "tiny_000.bin",
                            "small_000.bin", "vocab_000.bin", "cov_000.bin", "cov_001.bin", "cov_002.bin",
                            "cov_003.bin", "mix_000.bin", "mix_001.bin", "tok_ok.bin", "tok_magic.bin",
-                           "tok_trunc.bin", "tok_long.bin", "stderr.txt"};
+                           "tok_trunc.bin", "tok_long.bin", "stderr.txt", "mask_000.bin", "mask_000.bin.mask",
+                           "nomask_000.bin", "mcount_000.bin", "mcount_000.bin.mask", "mmagic_000.bin",
+                           "mmagic_000.bin.mask", "msize_000.bin", "msize_000.bin.mask", "mbyte_000.bin",
+                           "mbyte_000.bin.mask"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) remove(path_in_dir(names[i]));
     rmdir(dir);
 }
@@ -461,6 +543,7 @@ int main(void) {
     expect_failure("loading a state saved with another B is an error", run_bad_state, &sb, "B=2", "B=3");
     test_versions();
     test_tokenizer();
+    test_docs_and_masks();
     cleanup();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

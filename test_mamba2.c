@@ -47,7 +47,7 @@ typedef struct { int B, T, H, P, N, G, Q, init; } SSDShape;
  */
 static void ssd_recurrence_fwd_bwd(real* y, real* final_state, real* dxbc, real* ddt, real* dA_log, real* dD,
                                    real* dinit, const real* dy, const real* dfinal, const real* xbc, const real* dt,
-                                   const real* A_log, const real* Dskip, const real* init, SSDShape s) {
+                                   const real* A_log, const real* Dskip, const real* init, const int* seq, SSDShape s) {
     int E = s.H * s.P, cd = E + 2 * s.G * s.N, hpg = s.H / s.G, P = s.P, N = s.N, T = s.T;
     memset(dxbc, 0, sizeof(real) * (size_t)s.B * T * cd);
     real* hs = alloc_real((size_t)(T + 1) * P * N); /* hs[t+1] = h_t, hs[0] = h_{-1} */
@@ -62,8 +62,10 @@ static void ssd_recurrence_fwd_bwd(real* y, real* final_state, real* dxbc, real*
 #define BV(t) (xbc + ((size_t)b * T + (t)) * cd + E + gr * N)
 #define CV(t) (xbc + ((size_t)b * T + (t)) * cd + E + s.G * N + gr * N)
 #define DT(t) (dt[((size_t)b * T + (t)) * s.H + h])
+/* a document boundary at t (SPEC.md section 10): h_t = dt_t x_t B_t^T, i.e. a_t = 0, in the forward and the adjoint */
+#define RESET(t) (seq && (t) > 0 && seq[(size_t)b * T + (t)] != seq[(size_t)b * T + (t) - 1])
             for (int t = 0; t < T; t++) {
-                real a = (real)exp(DT(t) * A);
+                real a = RESET(t) ? 0 : (real)exp(DT(t) * A);
                 real* hp = hs + (size_t)t * P * N;
                 real* hn = hs + (size_t)(t + 1) * P * N;
                 for (int p = 0; p < P; p++) {
@@ -81,7 +83,7 @@ static void ssd_recurrence_fwd_bwd(real* y, real* final_state, real* dxbc, real*
             real dA = 0;
             for (int t = T - 1; t >= 0; t--) {
                 const real* dyt = dy + ((size_t)b * T + t) * E + h * P;
-                real a = (real)exp(DT(t) * A);
+                real a = RESET(t) ? 0 : (real)exp(DT(t) * A);
                 real* hp = hs + (size_t)t * P * N;
                 real* hn = hs + (size_t)(t + 1) * P * N;
                 for (int p = 0; p < P; p++)
@@ -108,6 +110,7 @@ static void ssd_recurrence_fwd_bwd(real* y, real* final_state, real* dxbc, real*
             }
             dA_log[h] += dA * A;
             if (dinit) memcpy(dinit + bh * P * N, g, sizeof(real) * P * N);
+#undef RESET
 #undef X
 #undef BV
 #undef CV
@@ -118,7 +121,7 @@ static void ssd_recurrence_fwd_bwd(real* y, real* final_state, real* dxbc, real*
     free(g);
 }
 
-static void test_ssd_against_recurrence(SSDShape s, Rng* rng) {
+static void test_ssd_against_recurrence(SSDShape s, const int* seq, Rng* rng) {
     int E = s.H * s.P, cd = E + 2 * s.G * s.N, nc = ssd_num_chunks(s.T, s.Q);
     size_t BT = (size_t)s.B * s.T, SN = (size_t)s.B * s.H * s.P * s.N;
     real *xbc = alloc_real(BT * cd), *dt = alloc_real(BT * s.H), *A_log = alloc_real(s.H), *Dsk = alloc_real(s.H);
@@ -136,19 +139,19 @@ static void test_ssd_against_recurrence(SSDShape s, Rng* rng) {
     real *y_r = alloc_real(BT * E), *fs_r = alloc_real(SN), *dxbc_r = alloc_real(BT * cd), *ddt_r = alloc_real(BT * s.H);
     real *dAl_r = alloc_real(s.H), *dD_r = alloc_real(s.H), *dinit_r = alloc_real(SN);
     ssd_recurrence_fwd_bwd(y_r, fs_r, dxbc_r, ddt_r, dAl_r, dD_r, dinit_r, dy, dfinal_p, xbc, dt, A_log, Dsk, init_p,
-                           s);
+                           seq, s);
     /* chunked */
     real *y = alloc_real(BT * E), *fs = alloc_real(SN), *states = alloc_real((size_t)s.B * s.H * nc * s.P * s.N);
     real *dxbc = alloc_real(BT * cd), *ddt = alloc_real(BT * s.H), *dAl = alloc_real(s.H), *dD = alloc_real(s.H);
     real* dinit = alloc_real(SN);
-    ssd_chunked_forward(y, states, fs, xbc, dt, A_log, Dsk, init_p, s.B, s.T, s.H, s.P, s.N, s.G, s.Q);
-    ssd_chunked_backward(dxbc, ddt, dAl, dD, dinit, dy, dfinal_p, xbc, dt, A_log, Dsk, states, s.B, s.T, s.H, s.P,
+    ssd_chunked_forward(y, states, fs, xbc, dt, A_log, Dsk, init_p, seq, s.B, s.T, s.H, s.P, s.N, s.G, s.Q);
+    ssd_chunked_backward(dxbc, ddt, dAl, dD, dinit, dy, dfinal_p, xbc, dt, A_log, Dsk, states, seq, s.B, s.T, s.H, s.P,
                          s.N, s.G, s.Q);
     char name[128];
     const double tol = 1e-10;
 #define CMP(what, a, b, n) \
-    snprintf(name, sizeof(name), "ssd B%d T%d H%d P%d N%d G%d Q%d%s %s", s.B, s.T, s.H, s.P, s.N, s.G, s.Q, \
-             s.init ? " init" : "", what); \
+    snprintf(name, sizeof(name), "ssd B%d T%d H%d P%d N%d G%d Q%d%s%s %s", s.B, s.T, s.H, s.P, s.N, s.G, s.Q, \
+             s.init ? " init" : "", seq ? " docs" : "", what); \
     compare(name, a, b, n, tol)
     CMP("y", y, y_r, BT * E);
     CMP("final state", fs, fs_r, SN);
@@ -213,10 +216,10 @@ static double matmul_loss(void* p) {
 }
 
 enum { CONV_STRIDE = FD_C + 5 };
-typedef struct { real *in, *w, *b, *pre, *out, *wout; } ConvCtx;
+typedef struct { real *in, *w, *b, *pre, *out, *wout; const int* seq; } ConvCtx;
 static double conv_loss(void* p) {
     ConvCtx* c = (ConvCtx*)p;
-    conv1d_silu_forward(c->pre, c->out, c->in, CONV_STRIDE, c->w, c->b, FD_B, FD_T, FD_C, FD_K);
+    conv1d_silu_forward(c->pre, c->out, c->in, CONV_STRIDE, c->w, c->b, c->seq, FD_B, FD_T, FD_C, FD_K);
     return weighted_sum(c->out, c->wout, FD_BT * FD_C);
 }
 
@@ -246,11 +249,11 @@ static double ce_loss(void* p) {
     return s / FD_BT;
 }
 
-typedef struct { real *xbc, *dt, *A_log, *Dsk, *init, *y, *states, *final, *wout, *wfinal; int Q; } SsdCtx;
+typedef struct { real *xbc, *dt, *A_log, *Dsk, *init, *y, *states, *final, *wout, *wfinal; int Q; const int* seq; } SsdCtx;
 enum { SSD_E = FD_H * FD_P, SSD_CD = SSD_E + 2 * FD_G * FD_N };
 static double ssd_loss(void* p) {
     SsdCtx* c = (SsdCtx*)p;
-    ssd_chunked_forward(c->y, c->states, c->final, c->xbc, c->dt, c->A_log, c->Dsk, c->init, FD_B, FD_T, FD_H, FD_P,
+    ssd_chunked_forward(c->y, c->states, c->final, c->xbc, c->dt, c->A_log, c->Dsk, c->init, c->seq, FD_B, FD_T, FD_H, FD_P,
                         FD_N, FD_G, c->Q);
     return weighted_sum(c->y, c->wout, FD_BT * SSD_E) + weighted_sum(c->final, c->wfinal, FD_B * FD_H * FD_P * FD_N);
 }
@@ -284,14 +287,14 @@ static void test_layer_gradients(Rng* rng) {
     /* conv1d + SiLU, input with a row stride */
     {
         ConvCtx c = {alloc_real(FD_BT * CONV_STRIDE), alloc_real(FD_C * FD_K), alloc_real(FD_C),
-                     alloc_real(FD_BT * FD_C), alloc_real(FD_BT * FD_C), alloc_real(FD_BT * FD_C)};
+                     alloc_real(FD_BT * FD_C), alloc_real(FD_BT * FD_C), alloc_real(FD_BT * FD_C), NULL};
         fill_uniform(c.in, FD_BT * CONV_STRIDE, rng, -2, 2); fill_uniform(c.w, FD_C * FD_K, rng, -1, 1);
         fill_uniform(c.b, FD_C, rng, -1, 1); fill_uniform(c.wout, FD_BT * FD_C, rng, -1, 1);
         real *din = alloc_real(FD_BT * CONV_STRIDE), *dw = alloc_real(FD_C * FD_K), *db = alloc_real(FD_C);
         real* dout = alloc_real(FD_BT * FD_C);
         conv_loss(&c);
         memcpy(dout, c.wout, sizeof(real) * FD_BT * FD_C);
-        conv1d_silu_backward(din, CONV_STRIDE, dw, db, dout, c.pre, c.in, c.w, FD_B, FD_T, FD_C, FD_K);
+        conv1d_silu_backward(din, CONV_STRIDE, dw, db, dout, c.pre, c.in, c.w, c.seq, FD_B, FD_T, FD_C, FD_K);
         /* the columns past FD_C of each row are not conv inputs: backward leaves them 0, and so does the FD */
         fd_check("fd conv1d+silu din", conv_loss, &c, c.in, din, FD_BT * CONV_STRIDE, 40, rng);
         fd_check("fd conv1d+silu dw", conv_loss, &c, c.w, dw, FD_C * FD_K, FD_C * FD_K, rng);
@@ -342,7 +345,7 @@ static void test_layer_gradients(Rng* rng) {
         size_t SN = (size_t)FD_B * FD_H * FD_P * FD_N;
         SsdCtx c = {alloc_real(FD_BT * SSD_CD), alloc_real(FD_BT * FD_H), alloc_real(FD_H), alloc_real(FD_H),
                     alloc_real(SN), alloc_real(FD_BT * SSD_E), alloc_real((size_t)FD_B * FD_H * nc * FD_P * FD_N),
-                    alloc_real(SN), alloc_real(FD_BT * SSD_E), alloc_real(SN), 3};
+                    alloc_real(SN), alloc_real(FD_BT * SSD_E), alloc_real(SN), 3, NULL};
         fill_uniform(c.xbc, FD_BT * SSD_CD, rng, -1, 1); fill_uniform(c.dt, FD_BT * FD_H, rng, 0.05, 0.8);
         fill_uniform(c.A_log, FD_H, rng, -0.5, 1); fill_uniform(c.Dsk, FD_H, rng, 0.5, 1.5);
         fill_uniform(c.init, SN, rng, -1, 1); fill_uniform(c.wout, FD_BT * SSD_E, rng, -1, 1);
@@ -350,7 +353,7 @@ static void test_layer_gradients(Rng* rng) {
         ssd_loss(&c);
         real *dxbc = alloc_real(FD_BT * SSD_CD), *ddt = alloc_real(FD_BT * FD_H), *dAl = alloc_real(FD_H);
         real *dD = alloc_real(FD_H), *dinit = alloc_real(SN);
-        ssd_chunked_backward(dxbc, ddt, dAl, dD, dinit, c.wout, c.wfinal, c.xbc, c.dt, c.A_log, c.Dsk, c.states, FD_B,
+        ssd_chunked_backward(dxbc, ddt, dAl, dD, dinit, c.wout, c.wfinal, c.xbc, c.dt, c.A_log, c.Dsk, c.states, c.seq, FD_B,
                              FD_T, FD_H, FD_P, FD_N, FD_G, 3);
         fd_check("fd ssd chunked dx,dB,dC", ssd_loss, &c, c.xbc, dxbc, FD_BT * SSD_CD, 60, rng);
         fd_check("fd ssd chunked ddt", ssd_loss, &c, c.dt, ddt, FD_BT * FD_H, 30, rng);
@@ -456,6 +459,154 @@ static void test_grad_accumulation(Rng* rng) {
     }
     compare("grad accumulation 2x(B=2) == 1x(B=4)", m.grads_memory, full, m.num_parameters, 1e-12);
     free(full);
+    mamba2_free(&m);
+}
+
+
+/* ================================================================================================================
+ * 3b. document boundaries (SPEC.md section 10, doc/packing.md): the same checks with packed documents
+ * ================================================================================================================ */
+
+/* random document indices: a boundary at each t > 0 with probability 1/6, and one forced at `force` (a chunk start) */
+static void random_doc_index(int* seq, int B, int T, int force, Rng* rng) {
+    for (int b = 0; b < B; b++) {
+        int d = 0;
+        for (int t = 0; t < T; t++) {
+            if (t > 0 && (rng_u64(rng) % 6 == 0 || t == force)) d++;
+            seq[(size_t)b * T + t] = d;
+        }
+    }
+}
+
+static void test_ssd_docs_against_recurrence(Rng* rng) {
+    SSDShape shapes[] = {
+        {2, 37, 4, 8, 6, 2, 8, 1},   /* 2 groups, initial state and d(final state) */
+        {1, 19, 2, 4, 5, 1, 1, 1},   /* chunk 1: every boundary is a chunk start */
+        {2, 21, 4, 4, 4, 2, 64, 1},  /* chunk >= T */
+        {1, 64, 2, 16, 16, 1, 16, 0}, /* T a multiple of the chunk */
+    };
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        SSDShape s = shapes[i];
+        int* seq = (int*)mallocCheck(sizeof(int) * (size_t)s.B * s.T);
+        random_doc_index(seq, s.B, s.T, s.Q < s.T ? s.Q : 1, rng);
+        test_ssd_against_recurrence(s, seq, rng);
+        free(seq);
+    }
+}
+
+/* finite differences through boundaries: rows {0,0,0|1,1|2,2} and {0|1,1,1,1|2,2}, chunk 3 (a boundary at a chunk
+   start, two inside chunks, one at t = 1) */
+static const int g_fd_seq[FD_BT] = {0, 0, 0, 1, 1, 2, 2, 0, 1, 1, 1, 1, 2, 2};
+
+static void test_layer_gradients_docs(Rng* rng) {
+    {
+        ConvCtx c = {alloc_real(FD_BT * CONV_STRIDE), alloc_real(FD_C * FD_K), alloc_real(FD_C),
+                     alloc_real(FD_BT * FD_C), alloc_real(FD_BT * FD_C), alloc_real(FD_BT * FD_C), g_fd_seq};
+        fill_uniform(c.in, FD_BT * CONV_STRIDE, rng, -2, 2); fill_uniform(c.w, FD_C * FD_K, rng, -1, 1);
+        fill_uniform(c.b, FD_C, rng, -1, 1); fill_uniform(c.wout, FD_BT * FD_C, rng, -1, 1);
+        real *din = alloc_real(FD_BT * CONV_STRIDE), *dw = alloc_real(FD_C * FD_K), *db = alloc_real(FD_C);
+        real* dout = alloc_real(FD_BT * FD_C);
+        conv_loss(&c);
+        memcpy(dout, c.wout, sizeof(real) * FD_BT * FD_C);
+        conv1d_silu_backward(din, CONV_STRIDE, dw, db, dout, c.pre, c.in, c.w, c.seq, FD_B, FD_T, FD_C, FD_K);
+        fd_check("fd conv1d+silu docs din", conv_loss, &c, c.in, din, FD_BT * CONV_STRIDE, 40, rng);
+        fd_check("fd conv1d+silu docs dw", conv_loss, &c, c.w, dw, FD_C * FD_K, FD_C * FD_K, rng);
+        fd_check("fd conv1d+silu docs dbias", conv_loss, &c, c.b, db, FD_C, FD_C, rng);
+        /* the window really is cut: position 3 of row 0 (a document start) does not depend on inputs 0..2 */
+        real* pre0 = alloc_real(FD_BT * FD_C);
+        memcpy(pre0, c.pre, sizeof(real) * FD_BT * FD_C);
+        for (int t = 0; t < 3; t++) c.in[(size_t)t * CONV_STRIDE] += 1;
+        conv_loss(&c);
+        report(c.pre[3 * FD_C] == pre0[3 * FD_C] && c.pre[2 * FD_C] != pre0[2 * FD_C],
+               "conv1d docs: a document's first position does not see the previous document's inputs");
+        free(pre0);
+        free(c.in); free(c.w); free(c.b); free(c.pre); free(c.out); free(c.wout); free(din); free(dw); free(db);
+        free(dout);
+    }
+    {
+        int nc = ssd_num_chunks(FD_T, 3);
+        size_t SN = (size_t)FD_B * FD_H * FD_P * FD_N;
+        SsdCtx c = {alloc_real(FD_BT * SSD_CD), alloc_real(FD_BT * FD_H), alloc_real(FD_H), alloc_real(FD_H),
+                    alloc_real(SN), alloc_real(FD_BT * SSD_E), alloc_real((size_t)FD_B * FD_H * nc * FD_P * FD_N),
+                    alloc_real(SN), alloc_real(FD_BT * SSD_E), alloc_real(SN), 3, g_fd_seq};
+        fill_uniform(c.xbc, FD_BT * SSD_CD, rng, -1, 1); fill_uniform(c.dt, FD_BT * FD_H, rng, 0.05, 0.8);
+        fill_uniform(c.A_log, FD_H, rng, -0.5, 1); fill_uniform(c.Dsk, FD_H, rng, 0.5, 1.5);
+        fill_uniform(c.init, SN, rng, -1, 1); fill_uniform(c.wout, FD_BT * SSD_E, rng, -1, 1);
+        fill_uniform(c.wfinal, SN, rng, -1, 1);
+        ssd_loss(&c);
+        real *dxbc = alloc_real(FD_BT * SSD_CD), *ddt = alloc_real(FD_BT * FD_H), *dAl = alloc_real(FD_H);
+        real *dD = alloc_real(FD_H), *dinit = alloc_real(SN);
+        ssd_chunked_backward(dxbc, ddt, dAl, dD, dinit, c.wout, c.wfinal, c.xbc, c.dt, c.A_log, c.Dsk, c.states, c.seq,
+                             FD_B, FD_T, FD_H, FD_P, FD_N, FD_G, 3);
+        fd_check("fd ssd chunked docs dx,dB,dC", ssd_loss, &c, c.xbc, dxbc, FD_BT * SSD_CD, 60, rng);
+        fd_check("fd ssd chunked docs ddt", ssd_loss, &c, c.dt, ddt, FD_BT * FD_H, 30, rng);
+        fd_check("fd ssd chunked docs dA_log", ssd_loss, &c, c.A_log, dAl, FD_H, FD_H, rng);
+        fd_check("fd ssd chunked docs dD", ssd_loss, &c, c.Dsk, dD, FD_H, FD_H, rng);
+        fd_check("fd ssd chunked docs d init state", ssd_loss, &c, c.init, dinit, SN, 30, rng);
+        free(c.xbc); free(c.dt); free(c.A_log); free(c.Dsk); free(c.init); free(c.y); free(c.states); free(c.final);
+        free(c.wout); free(c.wfinal); free(dxbc); free(ddt); free(dAl); free(dD); free(dinit);
+    }
+}
+
+/* the whole model through boundaries, with masked targets: the loss is the mean over the counted targets */
+typedef struct { Mamba2* m; int* inputs; int* targets; const int* seq; int B, T; } DocModelCtx;
+static double doc_model_loss(void* p) {
+    DocModelCtx* c = (DocModelCtx*)p;
+    return mamba2_forward_docs(c->m, c->inputs, c->targets, c->seq, c->B, c->T);
+}
+
+static void test_model_gradients_docs(Rng* rng) {
+    Mamba2Config cfg = small_test_config();
+    Mamba2 m;
+    mamba2_build(&m, &cfg, 7);
+    perturb_parameters(&m, rng);
+    int B = 2, T = 11;
+    int inputs[22], targets[22], seq[22];
+    random_doc_index(seq, B, T, 4, rng);
+    for (int i = 0; i < B * T; i++) {
+        inputs[i] = (int)(rng_u64(rng) % 20);
+        targets[i] = rng_u64(rng) % 4 == 0 ? TARGET_NO_LOSS : (int)(rng_u64(rng) % 20);
+    }
+    DocModelCtx ctx = {&m, inputs, targets, seq, B, T};
+    mamba2_zero_grad(&m);
+    mamba2_forward_docs(&m, inputs, targets, seq, B, T);
+    mamba2_backward(&m, inputs, targets, (real)1 / (real)m.num_counted);
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        char name[96];
+        snprintf(name, sizeof(name), "fd whole model docs+mask d %s", m.table[t].name);
+        fd_check(name, doc_model_loss, &ctx, m.params_memory + m.table[t].offset, m.grads_memory + m.table[t].offset,
+                 m.table[t].numel, 12, rng);
+    }
+    mamba2_free(&m);
+}
+
+/* the recurrent step with a fresh state at each document start == the chunked forward with boundaries */
+static void test_step_matches_forward_docs(Rng* rng) {
+    Mamba2Config cfg = small_test_config();
+    Mamba2 m;
+    mamba2_build(&m, &cfg, 11);
+    perturb_parameters(&m, rng);
+    enum { T = 23, SEP = 3 };
+    int inputs[T], seq[T];
+    for (int i = 0; i < T; i++) inputs[i] = 4 + (int)(rng_u64(rng) % (cfg.vocab_size - 4));
+    inputs[5] = inputs[6] = inputs[12] = inputs[16] = SEP; /* documents start at 5, 6 (a one-token one), 12, 16 */
+    dataloader_doc_index(seq, inputs, 1, T, SEP);
+    mamba2_forward_docs(&m, inputs, NULL, seq, 1, T);
+    InferenceState st;
+    inference_state_init(&st, &cfg);
+    real* probs = alloc_real((size_t)T * cfg.padded_vocab_size);
+    for (int t = 0; t < T; t++) {
+        if (t > 0 && inputs[t] == SEP) inference_state_reset(&st, &cfg); /* a new document: a fresh state */
+        real* logits = mamba2_step(&m, &st, inputs[t]);
+        memcpy(probs + (size_t)t * cfg.padded_vocab_size, logits, sizeof(real) * cfg.padded_vocab_size);
+    }
+    real* unused_losses = alloc_real(T);
+    crossentropy_forward(unused_losses, probs, NULL, T, cfg.vocab_size, cfg.padded_vocab_size);
+    free(unused_losses);
+    compare("recurrent step + resets == chunked docs (T=23)", probs, m.acts.probs, (size_t)T * cfg.padded_vocab_size,
+            1e-12);
+    free(probs);
+    inference_state_free(&st);
     mamba2_free(&m);
 }
 
@@ -915,6 +1066,174 @@ static void test_operations(void) {
            n > 0 ? steps[0] : -1);
 }
 
+/* the trainer's -D and -M (doc/packing.md): the default untouched, the flags' errors, a run with both */
+static void write_mask_file(const char* shard_path, int n, int every) {
+    char path[600];
+    snprintf(path, sizeof(path), "%s.mask", shard_path);
+    FILE* f = fopenCheck(path, "wb");
+    int32_t header[256] = {0};
+    header[0] = DATALOADER_MASK_MAGIC; header[1] = 1; header[2] = n;
+    fwriteCheck(header, sizeof(header), 1, f);
+    for (int i = 0; i < n; i++) fputc(every > 0 && i % every == 0 ? 0 : 1, f); /* every = 0: all counted */
+    fcloseCheck(f);
+}
+
+static void test_trainer_docs(void) {
+    char cmd[2048], out[65536], a[600], b[600];
+    const char* common = "-k none -e " TINY_MODEL " -b 2 -t 16 -x 4 -v 2 -m 2 -s 0 -l 3e-3 -u 1 -S 42 -n 4";
+    /* the same shards under another name, with masks of all ones (train) and one in 5 masked (val) */
+    snprintf(cmd, sizeof(cmd), "cp %s/train.bin %s/dtrain.bin && cp %s/val.bin %s/dval.bin", g_tmp, g_tmp, g_tmp,
+             g_tmp);
+    if (system(cmd) != 0) { report(0, "copy shards"); return; }
+    snprintf(a, sizeof(a), "%s/dtrain.bin", g_tmp);
+    FILE* f = fopenCheck(a, "rb");
+    int32_t header[256];
+    freadCheck(header, sizeof(header), 1, f);
+    fcloseCheck(f);
+    int ntrain = header[2];
+    write_mask_file(a, ntrain, 0);
+    snprintf(a, sizeof(a), "%s/dval.bin", g_tmp);
+    write_mask_file(a, 3000, 0);
+    const char* runs[][2] = {
+        {"plain", ""},
+        {"m_ones", "-M 1"},             /* every target counted: the default arithmetic */
+        {"d_absent", "-D 7"},           /* a separator the data never holds: one document per row */
+        {"d_space", "-D 32"},           /* boundaries at every space */
+    };
+    for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/dtrain.bin -j %s/dval.bin -o %s/docs_%s %s %s", g_tmp, g_tmp,
+                 g_tmp, runs[i][0], common, runs[i][1]);
+        int rc = run_capture(cmd, out, sizeof(out));
+        report(rc == 0, "trainer %s runs (exit %d)", runs[i][1][0] ? runs[i][1] : "without -D / -M", rc);
+        if (rc != 0) printf("%.2000s\n", out);
+    }
+    const char* same[] = {"m_ones", "d_absent"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof(a), "%s/docs_plain/ckpt_00000004.bin", g_tmp);
+        snprintf(b, sizeof(b), "%s/docs_%s/ckpt_00000004.bin", g_tmp, same[i]);
+        int ck = files_equal(a, b);
+        snprintf(a, sizeof(a), "%s/docs_plain/main.log", g_tmp);
+        snprintf(b, sizeof(b), "%s/docs_%s/main.log", g_tmp, same[i]);
+        report(ck && files_equal(a, b), "trainer %s: checkpoint and main.log bitwise those of the default run",
+               i == 0 ? "-M 1 with masks of all ones" : "-D with a separator absent from the data");
+    }
+    snprintf(a, sizeof(a), "%s/docs_plain/main.log", g_tmp);
+    snprintf(b, sizeof(b), "%s/docs_d_space/main.log", g_tmp);
+    report(!files_equal(a, b), "trainer -D 32 (a boundary at every space) trains another model than the default");
+    /* masked val targets: the val loss is the mean over the counted ones, and differs from the unmasked one */
+    snprintf(a, sizeof(a), "%s/dval.bin", g_tmp);
+    write_mask_file(a, 3000, 5);
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/dtrain.bin -j %s/dval.bin -o %s/docs_mval %s -M 1 -D 32", g_tmp,
+             g_tmp, g_tmp, common);
+    int rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0 && strstr(out, "masked targets") && strstr(out, "document boundaries: a new document at each token 32"),
+           "trainer -M 1 -D 32 with masked val targets runs and says so (exit %d)", rc);
+    /* masked targets with gradient accumulation: the step's loss and gradient are those of the mean over all its
+       counted targets, so 2 micro-batches of B=2 give what one of B=4 over the same 4 rows gives (a 65-token shard:
+       one sample of 4x16, two of 2x16). Blocks of 12 masked tokens make the two halves count differently (13 vs 23
+       of 32), so a mean of the micro-batch means would differ */
+    snprintf(a, sizeof(a), "%s/one.bin", g_tmp);
+    {
+        uint16_t tok[65];
+        FILE* tf = fopenCheck(a, "wb");
+        int32_t h[256] = {0};
+        h[0] = 20240520; h[1] = 1; h[2] = 65;
+        for (int i = 0; i < 65; i++) tok[i] = (uint16_t)('a' + (i * 7) % 26);
+        fwriteCheck(h, sizeof(h), 1, tf);
+        fwriteCheck(tok, sizeof(tok), 1, tf);
+        fcloseCheck(tf);
+        snprintf(b, sizeof(b), "%s.mask", a);
+        FILE* mf = fopenCheck(b, "wb");
+        h[0] = DATALOADER_MASK_MAGIC; h[1] = 1; h[2] = 65;
+        fwriteCheck(h, sizeof(h), 1, mf);
+        for (int i = 0; i < 65; i++) fputc(i < 20 && i % 20 >= 1 && i % 20 <= 12 ? 0 : (i >= 40 && i < 47 ? 0 : 1), mf);
+        fcloseCheck(mf);
+    }
+    float lossv[2] = {0, 0}, normv[2] = {0, 0};
+    const char* shapes[2] = {"-b 4", "-b 2 -d 64"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s -j none -k none -e " TINY_MODEL " -t 16 -x 1 -s 0 -S 3 -M 1 "
+                 "-o %s/acc_%d %s", a, g_tmp, i, shapes[i]);
+        rc = run_capture(cmd, out, sizeof(out));
+        snprintf(b, sizeof(b), "%s/acc_%d/main.log", g_tmp, i);
+        FILE* lf = fopen(b, "r");
+        char line[256];
+        float lr;
+        while (lf && fgets(line, sizeof(line), lf))
+            sscanf(line, "s:1 trl:%f lr:%e norm:%f", &lossv[i], &lr, &normv[i]);
+        if (lf) fclose(lf);
+    }
+    report(lossv[0] > 0 && fabsf(lossv[0] - lossv[1]) <= 2e-6f * lossv[0] && fabsf(normv[0] - normv[1]) <= 1e-5f * normv[0],
+           "trainer -M 1: 2 micro-batches of B=2 == 1 of B=4 (loss %.6f / %.6f, norm %.6f / %.6f)", lossv[0], lossv[1],
+           normv[0], normv[1]);
+    /* eval_mamba2 -M 1 -D 32 on the step-4 checkpoint == the trainer's step-4 validation with the same flags */
+    {
+        snprintf(b, sizeof(b), "%s/docs_mval/main.log", g_tmp);
+        float tel = -1, v;
+        int st;
+        char line[256];
+        FILE* lf = fopen(b, "r");
+        while (lf && fgets(line, sizeof(line), lf)) if (sscanf(line, "s:%d tel:%f", &st, &v) == 2 && st == 4) tel = v;
+        if (lf) fclose(lf);
+        snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s/docs_mval/ckpt_00000004.bin -i %s/dval.bin -k none -b 2 -t 16 "
+                 "-m 2 -M 1 -D 32", g_tmp, g_tmp);
+        rc = run_capture(cmd, out, sizeof(out));
+        const char* m = strstr(out, "mean loss ");
+        float ev = m ? strtof(m + 10, NULL) : -2;
+        char want[32];
+        snprintf(want, sizeof(want), "%.6f", tel);
+        report(rc == 0 && m && strncmp(m + 10, want, strlen(want)) == 0 && strstr(out, "counted targets"),
+               "eval_mamba2 -M 1 -D 32 == the trainer's validation with -M 1 -D 32 (%.6f / %.6f)", ev, tel);
+        snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s/docs_mval/ckpt_00000004.bin -i %s/dval.bin -k none -b 2 -t 16 "
+                 "-m 2", g_tmp, g_tmp);
+        rc = run_capture(cmd, out, sizeof(out));
+        m = strstr(out, "mean loss ");
+        report(rc == 0 && m && fabsf(strtof(m + 10, NULL) - tel) > 1e-3f,
+               "eval_mamba2 without -M / -D gives another loss (%.6f)", m ? strtof(m + 10, NULL) : -1.0f);
+    }
+    /* generate_mamba2 -D 32: a prompt of several documents continues its last one as if it were alone (greedy) */
+    {
+        const char* prompt = "the state space model scans a chunk";
+        const char* last = prompt + 29; /* " chunk", the last document: a separator opens it */
+        char ids_all[512] = "", ids_last[512] = "", outs[3][4096];
+        for (const char* p = prompt; *p; p++)
+            snprintf(ids_all + strlen(ids_all), sizeof(ids_all) - strlen(ids_all), "%s%d", p == prompt ? "" : ",", *p);
+        for (const char* p = last; *p; p++)
+            snprintf(ids_last + strlen(ids_last), sizeof(ids_last) - strlen(ids_last), "%s%d", p == last ? "" : ",", *p);
+        const char* variants[3][2] = {{ids_all, "-D 32"}, {ids_last, "-D 32"}, {ids_all, ""}};
+        for (int i = 0; i < 3; i++) {
+            snprintf(cmd, sizeof(cmd), "./generate_mamba2 -e %s/docs_d_space/ckpt_00000004.bin -q -t 0 -n 24 -I %s %s",
+                     g_tmp, variants[i][0], variants[i][1]);
+            rc = run_capture(cmd, outs[i], sizeof(outs[i]));
+            if (rc != 0) printf("    %s: exit %d: %.300s\n", cmd, rc, outs[i]);
+        }
+        /* each output is the prompt, then the continuation */
+        const char* g0 = strncmp(outs[0], prompt, strlen(prompt)) == 0 ? outs[0] + strlen(prompt) : NULL;
+        const char* g1 = strncmp(outs[1], last, strlen(last)) == 0 ? outs[1] + strlen(last) : NULL;
+        const char* g2 = strncmp(outs[2], prompt, strlen(prompt)) == 0 ? outs[2] + strlen(prompt) : NULL;
+        report(g0 && g1 && strlen(g0) > 1 && strcmp(g0, g1) == 0,
+               "generate_mamba2 -D 32: the prompt's last document continues as if alone (%zu bytes, identical)",
+               g0 ? strlen(g0) : 0);
+        report(g0 && g2 && strcmp(g0, g2) != 0, "generate_mamba2 without -D continues differently");
+        snprintf(cmd, sizeof(cmd), "./generate_mamba2 -e %s/docs_d_space/ckpt_00000004.bin -q -I 1,2 -D x", g_tmp);
+        rc = run_capture(cmd, outs[0], sizeof(outs[0]));
+        report(rc != 0 && strstr(outs[0], "-D x: expected none, eot"), "generate_mamba2 -D x is refused (exit %d)", rc);
+    }
+    /* the flags' errors */
+    struct { const char* flags; const char* needle; } cases[] = {
+        {"-D foo", "-D foo: expected none, eot"}, {"-D eot", "no tokenizer file"}, {"-D 300", "outside the vocabulary"},
+        {"-M 2", "-M 2"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(cmd, sizeof(cmd), "-i %s/dtrain.bin -j none -k none -x 1 %s", g_tmp, cases[i].flags);
+        char what[128];
+        snprintf(what, sizeof(what), "flag %s", cases[i].flags);
+        expect_failure(what, cmd, cases[i].needle);
+    }
+    snprintf(cmd, sizeof(cmd), "-i %s/train.bin -j none -k none -x 1 -M 1", g_tmp);
+    expect_failure("-M 1 on a shard without a .mask file", cmd, "no mask file");
+}
+
 static void test_flags(void) {
     char args[2048];
     struct { const char* flags; const char* needle; } cases[] = {
@@ -938,6 +1257,138 @@ static void test_flags(void) {
 }
 #endif
 
+/* ================================================================================================================
+ * 5. packed documents == the documents run one by one (both builds; doc/packing.md)
+ * ================================================================================================================ */
+
+/*
+ * Two rows of T = 24 packed with documents of the lengths below, against each document run alone (B = 1, T = its
+ * length, zero initial state). The loss of both is the mean over the counted targets of all documents, so each
+ * document's backward uses dloss = 1/(counted targets of the whole batch). With the chunk length 4, "aligned" puts
+ * every document start at a chunk start: then each position's forward arithmetic is the same in both runs, and the
+ * per-position probabilities and the loss are bitwise equal; unaligned, a document's positions fall in other chunks
+ * (state passing instead of intra-chunk sums), equal to rounding. Parameter gradients are sums over positions grouped
+ * differently in the two runs: equal to rounding (some tensors bitwise).
+ */
+static void test_packed_vs_separate(int aligned, int masked, double tol, Rng* rng) {
+    Mamba2Config cfg;
+    char err[256];
+    if (config_parse(&cfg, "d_model=16,n_layer=2,d_state=8,headdim=8,ngroups=2,vocab=20,chunk=4", err, sizeof(err)))
+        die("%s", err);
+    Mamba2 m;
+    mamba2_build(&m, &cfg, 5);
+    for (size_t i = 0; i < m.num_parameters; i++) m.params_memory[i] += (real)rng_uniform_range(rng, -0.2, 0.2);
+    enum { B = 2, T = 24 };
+    static const int len_aligned[2][4] = {{8, 4, 12, 0}, {4, 20, 0, 0}};
+    static const int len_unaligned[2][4] = {{5, 9, 3, 7}, {11, 13, 0, 0}};
+    const int(*lens)[4] = aligned ? len_aligned : len_unaligned;
+    int inputs[B * T], targets[B * T], seq[B * T];
+    for (int i = 0; i < B * T; i++) {
+        inputs[i] = (int)(rng_u64(rng) % 20);
+        targets[i] = (int)(rng_u64(rng) % 20);
+        if (masked && rng_u64(rng) % 3 == 0) targets[i] = TARGET_NO_LOSS;
+    }
+    for (int b = 0; b < B; b++)
+        for (int d = 0, t = 0; d < 4 && lens[b][d] > 0; t += lens[b][d], d++)
+            for (int k = 0; k < lens[b][d]; k++) seq[b * T + t + k] = d;
+    size_t Vp = (size_t)cfg.padded_vocab_size;
+    /* packed */
+    mamba2_zero_grad(&m);
+    real loss_packed = mamba2_forward_docs(&m, inputs, targets, seq, B, T);
+    size_t count = m.num_counted;
+    mamba2_backward(&m, inputs, targets, (real)1 / (real)count);
+    real* probs_packed = alloc_real((size_t)B * T * Vp);
+    memcpy(probs_packed, m.acts.probs, sizeof(real) * B * T * Vp);
+    real* grads_packed = alloc_real(m.num_parameters);
+    memcpy(grads_packed, m.grads_memory, sizeof(real) * m.num_parameters);
+    /* separate: the same sum over positions, in the same order */
+    mamba2_zero_grad(&m);
+    real* probs_sep = alloc_real((size_t)B * T * Vp);
+    double sum = 0;
+    size_t count_sep = 0;
+    for (int b = 0; b < B; b++) {
+        for (int d = 0, t = 0; d < 4 && lens[b][d] > 0; t += lens[b][d], d++) {
+            int n = lens[b][d];
+            const int* in = inputs + b * T + t;
+            const int* tg = targets + b * T + t;
+            mamba2_forward(&m, in, tg, 1, n);
+            for (int k = 0; k < n; k++) if (tg[k] != TARGET_NO_LOSS) { sum += m.acts.losses[k]; count_sep++; }
+            memcpy(probs_sep + (size_t)(b * T + t) * Vp, m.acts.probs, sizeof(real) * n * Vp);
+            mamba2_backward(&m, in, tg, (real)1 / (real)count);
+        }
+    }
+    real loss_sep = (real)(sum / count_sep);
+    char name[128];
+    const char* what = aligned ? (masked ? "aligned, masked" : "aligned") : (masked ? "unaligned, masked" : "unaligned");
+    snprintf(name, sizeof(name), "packed == separate (%s) loss", what);
+    compare(name, &loss_packed, &loss_sep, 1, tol);
+    snprintf(name, sizeof(name), "packed == separate (%s) probs", what);
+    compare(name, probs_packed, probs_sep, (size_t)B * T * Vp, tol);
+    int bitwise = 0;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        size_t off = m.table[t].offset, n = m.table[t].numel;
+        snprintf(name, sizeof(name), "packed == separate (%s) d %s", what, m.table[t].name);
+        compare(name, grads_packed + off, m.grads_memory + off, n, tol);
+        bitwise += memcmp(grads_packed + off, m.grads_memory + off, sizeof(real) * n) == 0;
+    }
+    int probs_bitwise = memcmp(probs_packed, probs_sep, sizeof(real) * B * T * Vp) == 0;
+    printf("       (%s: loss %s, probs %s, %d of %d gradient tensors bitwise; %zu of %d targets counted)\n", what,
+           loss_packed == loss_sep ? "bitwise" : "not bitwise", probs_bitwise ? "bitwise" : "not bitwise", bitwise,
+           NUM_PARAM_TENSORS, count, B * T);
+    if (aligned) report(probs_bitwise && loss_packed == loss_sep, "packed == separate (%s): loss and probs bitwise", what);
+    /* the loss is the mean over the counted targets: recomputed by hand from the unmasked run's per-position losses */
+    if (masked) {
+        int all[B * T];
+        for (int i = 0; i < B * T; i++) all[i] = targets[i] == TARGET_NO_LOSS ? 0 : targets[i];
+        mamba2_forward_docs(&m, inputs, all, seq, B, T);
+        double s = 0;
+        for (int i = 0; i < B * T; i++) if (targets[i] != TARGET_NO_LOSS) s += m.acts.losses[i];
+        real by_hand = (real)(s / count);
+        report(by_hand == loss_packed, "masked loss == mean over the counted targets, bitwise (%.9g, %zu of %d)",
+               (double)loss_packed, count, B * T);
+    }
+    /* the test can fail: without the reset (no seq_idx) the same packed rows differ from the separate documents */
+    if (!masked) {
+        mamba2_forward_docs(&m, inputs, targets, NULL, B, T);
+        double maxd = 0, maxr = 0;
+        for (size_t i = 0; i < (size_t)B * T * Vp; i++) {
+            double dd = fabs((double)m.acts.probs[i] - (double)probs_sep[i]);
+            if (dd > maxd) maxd = dd;
+            if (fabs((double)probs_sep[i]) > maxr) maxr = fabs((double)probs_sep[i]);
+        }
+        report(maxd / maxr > 1e-3, "without the reset (%s) packed != separate: probs rel %.3e (must be > 1e-3)", what,
+               maxd / maxr);
+    }
+    free(probs_packed); free(probs_sep); free(grads_packed);
+    mamba2_free(&m);
+}
+
+/* the default path is untouched: one document per row given explicitly (all zeros) == no seq_idx, to the bit */
+static void test_single_document_bitwise(Rng* rng) {
+    Mamba2Config cfg;
+    char err[256];
+    if (config_parse(&cfg, "d_model=16,n_layer=2,d_state=8,headdim=8,ngroups=2,vocab=20,chunk=4", err, sizeof(err)))
+        die("%s", err);
+    Mamba2 m;
+    mamba2_build(&m, &cfg, 9);
+    enum { B = 2, T = 19 };
+    int inputs[B * T], targets[B * T], seq[B * T];
+    for (int i = 0; i < B * T; i++) { inputs[i] = (int)(rng_u64(rng) % 20); targets[i] = (int)(rng_u64(rng) % 20); }
+    for (int i = 0; i < B * T; i++) seq[i] = 0;
+    mamba2_zero_grad(&m);
+    real l0 = mamba2_forward(&m, inputs, targets, B, T);
+    mamba2_backward(&m, inputs, targets, (real)1 / (B * T));
+    real* g0 = alloc_real(m.num_parameters);
+    memcpy(g0, m.grads_memory, sizeof(real) * m.num_parameters);
+    mamba2_zero_grad(&m);
+    real l1 = mamba2_forward_docs(&m, inputs, targets, seq, B, T);
+    mamba2_backward(&m, inputs, targets, (real)1 / (B * T));
+    report(l0 == l1 && memcmp(g0, m.grads_memory, sizeof(real) * m.num_parameters) == 0,
+           "one document per row via seq_idx == no seq_idx: loss and every gradient bitwise");
+    free(g0);
+    mamba2_free(&m);
+}
+
 int main(void) {
     Rng rng;
     rng_seed(&rng, 2024);
@@ -950,7 +1401,7 @@ int main(void) {
         {2, 21, 4, 4, 4, 2, 64, 1},  /* chunk >= T */
         {1, 64, 2, 16, 16, 1, 16, 0}, /* T a multiple of the chunk */
     };
-    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) test_ssd_against_recurrence(shapes[i], &rng);
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) test_ssd_against_recurrence(shapes[i], NULL, &rng);
     printf("== finite differences, each layer (double)\n");
     test_layer_gradients(&rng);
     printf("== finite differences, whole model (double)\n");
@@ -958,7 +1409,32 @@ int main(void) {
     printf("== generation and accumulation (double)\n");
     test_step_matches_forward(&rng);
     test_grad_accumulation(&rng);
+    /* document boundaries and masked targets: a separate stream, so the checks above print what they always did */
+    Rng drng;
+    rng_seed(&drng, 2410);
+    printf("== document boundaries: SSD chunked vs recurrence with resets (double)\n");
+    test_ssd_docs_against_recurrence(&drng);
+    printf("== document boundaries: finite differences through boundaries, masked targets (double)\n");
+    test_layer_gradients_docs(&drng);
+    test_model_gradients_docs(&drng);
+    printf("== document boundaries: recurrent step with resets, packed == separate (double)\n");
+    test_step_matches_forward_docs(&drng);
+    test_single_document_bitwise(&drng);
+    for (int aligned = 1; aligned >= 0; aligned--)
+        for (int masked = 0; masked <= 1; masked++) test_packed_vs_separate(aligned, masked, 1e-12, &drng);
 #else
+    {
+        Rng drng;
+        rng_seed(&drng, 2410);
+        printf("== document boundaries and masked targets: packed == separate (float)\n");
+        test_single_document_bitwise(&drng);
+        /* aligned: the same arithmetic per position, 1e-6 (the gradients are regrouped sums). Unaligned in float:
+           d dt_bias, d A_log and d D are sums over every position of signed terms that cancel to ~1% of their size,
+           so regrouping them moves the result by ~2e-6 of itself; the double build checks the same case to 1e-12 */
+        for (int aligned = 1; aligned >= 0; aligned--)
+            for (int masked = 0; masked <= 1; masked++)
+                test_packed_vs_separate(aligned, masked, aligned ? 1e-6 : 1e-5, &drng);
+    }
     printf("== HF transformers reference fixture (float)\n");
     test_hf_fixture(8);
     test_hf_fixture(7);
@@ -972,6 +1448,8 @@ int main(void) {
     printf("== operations: kill -9, SIGTERM, full disk, corrupt checkpoints, used -o, flags (trainer binary)\n");
     test_operations();
     test_flags();
+    printf("== document boundaries and masked targets (trainer binary)\n");
+    test_trainer_docs();
     char cmd[512];
     snprintf(cmd, sizeof(cmd), getenv("KEEP_TMP") ? "true %s" : "rm -rf %s", g_tmp);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", g_tmp);

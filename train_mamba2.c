@@ -161,9 +161,16 @@ void matmul_backward(real* dinp, real* dw, const real* dout, const real* inp, co
  * ---- causal depthwise conv1d + bias + SiLU over the xBC columns ----
  * pre[t,c] = bias[c] + sum_k w[c,k] * in[t-(K-1)+k, c]  (in = 0 before t = 0 of each sequence);  out = SiLU(pre).
  * `in` has row stride in_stride (it is a column slice of in_proj's output). pre is cached for the backward.
+ * seq_idx (B*T, or NULL: one document per row) is the document of each position (doc/packing.md): a window position
+ * ts of an earlier document than t's reads as zero, exactly as if t's document began the row (the test
+ * `same_doc(seq_idx, b, T, ts, t)` is 1 when seq_idx is NULL, so the default path is the plain causal conv).
  */
+static inline int same_doc(const int* seq_idx, int b, int T, int ts, int t) {
+    return seq_idx == NULL || seq_idx[(size_t)b * T + ts] == seq_idx[(size_t)b * T + t];
+}
+
 void conv1d_silu_forward(real* pre, real* out, const real* in, int in_stride, const real* w, const real* bias,
-                         int B, int T, int Cd, int K) {
+                         const int* seq_idx, int B, int T, int Cd, int K) {
 #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
@@ -172,7 +179,8 @@ void conv1d_silu_forward(real* pre, real* out, const real* in, int in_stride, co
                 real acc = bias[c];
                 for (int k = 0; k < K; k++) {
                     int ts = t - (K - 1) + k;
-                    if (ts >= 0) acc += w[c * K + k] * in[((size_t)b * T + ts) * in_stride + c];
+                    if (ts >= 0 && same_doc(seq_idx, b, T, ts, t))
+                        acc += w[c * K + k] * in[((size_t)b * T + ts) * in_stride + c];
                 }
                 pre[row * Cd + c] = acc;
                 out[row * Cd + c] = silu(acc);
@@ -185,9 +193,10 @@ void conv1d_silu_forward(real* pre, real* out, const real* in, int in_stride, co
  * dpre = dout * SiLU'(pre)  (computed in place: dout is overwritten, it is not needed afterwards)
  * din[s,c] = sum_k w[c,k] * dpre[s+(K-1)-k, c]  (written, row stride in_stride)
  * dw[c,k] += sum_t dpre[t,c] * in[t-(K-1)+k, c];   dbias[c] += sum_t dpre[t,c]
+ * With seq_idx, every (t, ts) pair the forward skipped (different documents) is skipped here too.
  */
 void conv1d_silu_backward(real* din, int in_stride, real* dw, real* dbias, real* dout, const real* pre,
-                          const real* in, const real* w, int B, int T, int Cd, int K) {
+                          const real* in, const real* w, const int* seq_idx, int B, int T, int Cd, int K) {
     size_t BT = (size_t)B * T;
 #pragma omp parallel for
     for (size_t i = 0; i < BT * Cd; i++) dout[i] *= silu_grad(pre[i]);
@@ -199,7 +208,7 @@ void conv1d_silu_backward(real* din, int in_stride, real* dw, real* dbias, real*
                 real acc = 0;
                 for (int k = 0; k < K; k++) {
                     int t = s + (K - 1) - k;
-                    if (t < T) acc += w[c * K + k] * dpre[((size_t)b * T + t) * Cd + c];
+                    if (t < T && same_doc(seq_idx, b, T, s, t)) acc += w[c * K + k] * dpre[((size_t)b * T + t) * Cd + c];
                 }
                 din[((size_t)b * T + s) * in_stride + c] = acc;
             }
@@ -213,7 +222,8 @@ void conv1d_silu_backward(real* din, int in_stride, real* dw, real* dbias, real*
                 dbias[c] += g;
                 for (int k = 0; k < K; k++) {
                     int ts = t - (K - 1) + k;
-                    if (ts >= 0) dw[c * K + k] += g * in[((size_t)b * T + ts) * in_stride + c];
+                    if (ts >= 0 && same_doc(seq_idx, b, T, ts, t))
+                        dw[c * K + k] += g * in[((size_t)b * T + ts) * in_stride + c];
                 }
             }
         }
@@ -253,9 +263,20 @@ void dt_backward(real* ddt_raw, int raw_stride, real* ddt_bias, const real* ddt,
  *
  * One head's view: x points at (t=0, this head's first channel), B and C at the group's columns; consecutive
  * time steps are `row` elements apart (the xBC row stride), dt steps are dt_stride apart, y steps y_stride apart.
+ *
+ * Document boundaries (SPEC.md section 10, doc/packing.md). seq (T, or NULL) is the row's document index s_t,
+ * non-decreasing. The recurrence restarts where s_t != s_{t-1}: h_t = dt_t x_t B_t^T, the old state is dropped.
+ * In the chunked form that is a decay of exp(-infinity) = 0 between documents, so each term is kept or dropped:
+ *   1. intra-chunk  (i, j) kept only if s_i == s_j
+ *   2. inter-chunk  i kept only if s_i == s_prev, the document open at the chunk's start (s_{t0-1}; s_0 for the
+ *                   first chunk, whose entering state is the initial state)
+ *   3. state pass   the entering state kept only if s_last == s_prev; input j kept only if s_j == s_last
+ * A kept term is computed exactly as without boundaries (its decays only span positions of one document), so with
+ * seq NULL, or a row of one document, the arithmetic is the same to the bit. The backward drops the same terms.
  */
 typedef struct {
     const real* x; const real* B; const real* C; const real* dt;
+    const int* seq;
     int row, dt_stride, y_stride;
     real A, Dskip;
     int T, P, N, Q;
@@ -298,8 +319,10 @@ static void ssd_head_forward(real* y, real* states, real* final_state, const rea
     real* CB = (real*)mallocCheck(sizeof(real) * Q * Q);
     real* acc = (real*)mallocCheck(sizeof(real) * P);
     for (int i = 0; i < P * N; i++) S[i] = init_state ? init_state[i] : 0;
+    const int* seq = s->seq;
     for (int c = 0; c < nc; c++) {
         int t0 = c * Q, len = s->T - t0 < Q ? s->T - t0 : Q;
+        int prev = seq ? seq[t0 > 0 ? t0 - 1 : 0] : 0; /* the document open at the chunk's start */
         memcpy(states + (size_t)c * P * N, S, sizeof(real) * P * N);
         ssd_chunk_cumsum(cum, cs, s, t0, len);
         ssd_chunk_cb(CB, s, t0, len);
@@ -307,6 +330,7 @@ static void ssd_head_forward(real* y, real* states, real* final_state, const rea
             for (int p = 0; p < P; p++) acc[p] = 0;
             /* 1. intra-chunk: masked, decayed C.B "attention" over the chunk's inputs */
             for (int j = 0; j <= i; j++) {
+                if (seq && seq[t0 + j] != seq[t0 + i]) continue; /* another document: decay 0 */
                 real wgt = CB[i * Q + j] * (real)exp(cum[i] - cum[j]) * s->dt[(size_t)(t0 + j) * s->dt_stride];
                 const real* xj = s->x + (size_t)(t0 + j) * s->row;
                 for (int p = 0; p < P; p++) acc[p] += wgt * xj[p];
@@ -314,10 +338,12 @@ static void ssd_head_forward(real* y, real* states, real* final_state, const rea
             /* 2. inter-chunk: the state that entered the chunk, decayed to position i, read out by C_i */
             const real* Ci = s->C + (size_t)(t0 + i) * s->row;
             real e = (real)exp(cum[i]);
-            for (int p = 0; p < P; p++) {
-                real hc = 0;
-                for (int n = 0; n < N; n++) hc += S[p * N + n] * Ci[n];
-                acc[p] += e * hc;
+            if (!seq || seq[t0 + i] == prev) {
+                for (int p = 0; p < P; p++) {
+                    real hc = 0;
+                    for (int n = 0; n < N; n++) hc += S[p * N + n] * Ci[n];
+                    acc[p] += e * hc;
+                }
             }
             const real* xi = s->x + (size_t)(t0 + i) * s->row;
             real* yi = y + (size_t)(t0 + i) * s->y_stride;
@@ -326,7 +352,9 @@ static void ssd_head_forward(real* y, real* states, real* final_state, const rea
         /* 3. state passing: decay the entering state over the whole chunk, add the chunk's own contribution */
         real eL = (real)exp(cum[len - 1]);
         for (int i = 0; i < P * N; i++) S[i] *= eL;
+        if (seq && seq[t0 + len - 1] != prev) memset(S, 0, sizeof(real) * P * N); /* a boundary in the chunk */
         for (int j = 0; j < len; j++) {
+            if (seq && seq[t0 + j] != seq[t0 + len - 1]) continue; /* only the last document's inputs */
             real wgt = (real)exp(cum[len - 1] - cum[j]) * s->dt[(size_t)(t0 + j) * s->dt_stride];
             const real* xj = s->x + (size_t)(t0 + j) * s->row;
             const real* Bj = s->B + (size_t)(t0 + j) * s->row;
@@ -357,8 +385,11 @@ static void ssd_head_backward(real* dx, real* dB, real* dC, real* ddt, real* dA,
     real* u = (real*)mallocCheck(sizeof(real) * P);
     for (int i = 0; i < P * N; i++) dS[i] = dfinal ? dfinal[i] : 0;
     real dA_acc = 0, dD_acc = 0;
+    const int* seq = s->seq; /* document boundaries: the forward's dropped terms are dropped here (doc/ssd_backward.md 7) */
     for (int c = nc - 1; c >= 0; c--) {
         int t0 = c * Q, len = s->T - t0 < Q ? s->T - t0 : Q, L = len - 1;
+        int prev = seq ? seq[t0 > 0 ? t0 - 1 : 0] : 0;
+        int keep = !seq || seq[t0 + L] == prev;
         const real* Hprev = states + (size_t)c * P * N;
         ssd_chunk_cumsum(cum, cs, s, t0, len);
         ssd_chunk_cb(CB, s, t0, len);
@@ -374,9 +405,14 @@ static void ssd_head_backward(real* dx, real* dB, real* dC, real* ddt, real* dA,
         /* 3. state passing, H = exp(cum_L) Hprev + sum_j exp(cum_L - cum_j) dt_j x_j B_j^T, given dS = dL/dH */
         real eL = (real)exp(cum[L]);
         real dot = 0;
-        for (int i = 0; i < P * N; i++) { dHprev[i] = eL * dS[i]; dot += dS[i] * Hprev[i]; }
-        dcum[L] += eL * dot;
+        if (keep) {
+            for (int i = 0; i < P * N; i++) { dHprev[i] = eL * dS[i]; dot += dS[i] * Hprev[i]; }
+            dcum[L] += eL * dot;
+        } else {
+            for (int i = 0; i < P * N; i++) dHprev[i] = 0; /* the entering state never reached the chunk's end */
+        }
         for (int j = 0; j < len; j++) {
+            if (seq && seq[t0 + j] != seq[t0 + L]) continue;
             const real* xj = s->x + (size_t)(t0 + j) * row;
             const real* Bj = s->B + (size_t)(t0 + j) * row;
             real* dxj = dx + (size_t)(t0 + j) * row;
@@ -406,20 +442,23 @@ static void ssd_head_backward(real* dx, real* dB, real* dC, real* ddt, real* dA,
             real* dCi = dC + (size_t)(t0 + i) * row;
             /* 2. inter-chunk, y_i += exp(cum_i) Hprev C_i */
             real ei = (real)exp(cum[i]);
-            for (int p = 0; p < P; p++) {
-                real hc = 0;
-                for (int n = 0; n < N; n++) hc += Hprev[p * N + n] * Ci[n];
-                dcum[i] += ei * dyi[p] * hc;
+            if (!seq || seq[t0 + i] == prev) {
+                for (int p = 0; p < P; p++) {
+                    real hc = 0;
+                    for (int n = 0; n < N; n++) hc += Hprev[p * N + n] * Ci[n];
+                    dcum[i] += ei * dyi[p] * hc;
+                }
+                for (int n = 0; n < N; n++) {
+                    real acc = 0;
+                    for (int p = 0; p < P; p++) acc += dyi[p] * Hprev[p * N + n];
+                    dCi[n] += ei * acc;
+                }
+                for (int p = 0; p < P; p++)
+                    for (int n = 0; n < N; n++) dHprev[p * N + n] += ei * dyi[p] * Ci[n];
             }
-            for (int n = 0; n < N; n++) {
-                real acc = 0;
-                for (int p = 0; p < P; p++) acc += dyi[p] * Hprev[p * N + n];
-                dCi[n] += ei * acc;
-            }
-            for (int p = 0; p < P; p++)
-                for (int n = 0; n < N; n++) dHprev[p * N + n] += ei * dyi[p] * Ci[n];
             /* 1. intra-chunk, y_i += sum_{j<=i} CB_ij exp(cum_i - cum_j) dt_j x_j */
             for (int j = 0; j <= i; j++) {
+                if (seq && seq[t0 + j] != seq[t0 + i]) continue;
                 const real* xj = s->x + (size_t)(t0 + j) * row;
                 const real* Bj = s->B + (size_t)(t0 + j) * row;
                 real* dxj = dx + (size_t)(t0 + j) * row;
@@ -452,8 +491,8 @@ static void ssd_head_backward(real* dx, real* dB, real* dC, real* ddt, real* dA,
     free(dS); free(dHprev); free(cum); free(cs); free(dcum); free(CB); free(u);
 }
 
-static SSDHead ssd_head_view(const real* xbc, const real* dt, const real* A_log, const real* Dskip, int b, int h,
-                             int T, int H, int P, int N, int G, int Q) {
+static SSDHead ssd_head_view(const real* xbc, const real* dt, const real* A_log, const real* Dskip,
+                             const int* seq_idx, int b, int h, int T, int H, int P, int N, int G, int Q) {
     int E = H * P, conv_dim = E + 2 * G * N, g = h / (H / G);
     const real* base = xbc + (size_t)b * T * conv_dim;
     SSDHead s;
@@ -461,6 +500,7 @@ static SSDHead ssd_head_view(const real* xbc, const real* dt, const real* A_log,
     s.B = base + E + g * N;
     s.C = base + E + G * N + g * N;
     s.dt = dt + (size_t)b * T * H + h;
+    s.seq = seq_idx ? seq_idx + (size_t)b * T : NULL;
     s.row = conv_dim; s.dt_stride = H; s.y_stride = E;
     s.A = -(real)exp(A_log[h]);
     s.Dskip = Dskip[h];
@@ -471,15 +511,16 @@ static SSDHead ssd_head_view(const real* xbc, const real* dt, const real* A_log,
 /*
  * SSD over the batch: y (BT, E) from xbc (BT, E+2GN) = [x | B | C] and dt (BT, H).
  * states: (B, H, nchunks, P, N) saved for the backward. init_state/final_state: (B, H, P, N), may be NULL.
+ * seq_idx (B*T): each position's document, or NULL for one document per row.
  */
 void ssd_chunked_forward(real* y, real* states, real* final_state, const real* xbc, const real* dt,
-                         const real* A_log, const real* Dskip, const real* init_state,
+                         const real* A_log, const real* Dskip, const real* init_state, const int* seq_idx,
                          int B, int T, int H, int P, int N, int G, int Q) {
     int nc = ssd_num_chunks(T, Q);
 #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
-            SSDHead s = ssd_head_view(xbc, dt, A_log, Dskip, b, h, T, H, P, N, G, Q);
+            SSDHead s = ssd_head_view(xbc, dt, A_log, Dskip, seq_idx, b, h, T, H, P, N, G, Q);
             size_t bh = (size_t)b * H + h;
             ssd_head_forward(y + (size_t)b * T * H * P + h * P, states + bh * nc * P * N,
                              final_state ? final_state + bh * P * N : NULL,
@@ -495,7 +536,8 @@ void ssd_chunked_forward(real* y, real* states, real* final_state, const real* x
  */
 void ssd_chunked_backward(real* dxbc, real* ddt, real* dA_log, real* dD, real* dinit_state, const real* dy,
                           const real* dfinal_state, const real* xbc, const real* dt, const real* A_log,
-                          const real* Dskip, const real* states, int B, int T, int H, int P, int N, int G, int Q) {
+                          const real* Dskip, const real* states, const int* seq_idx, int B, int T, int H, int P, int N,
+                          int G, int Q) {
     int nc = ssd_num_chunks(T, Q), E = H * P, conv_dim = E + 2 * G * N, hpg = H / G;
     real* dA = (real*)callocCheck((size_t)B * H, sizeof(real));
     real* dDh = (real*)callocCheck((size_t)B * H, sizeof(real));
@@ -508,7 +550,7 @@ void ssd_chunked_backward(real* dxbc, real* ddt, real* dA_log, real* dD, real* d
             for (int t = 0; t < T; t++)
                 for (int n = 0; n < N; n++) { dBg[(size_t)t * conv_dim + n] = 0; dCg[(size_t)t * conv_dim + n] = 0; }
             for (int h = g * hpg; h < (g + 1) * hpg; h++) {
-                SSDHead s = ssd_head_view(xbc, dt, A_log, Dskip, b, h, T, H, P, N, G, Q);
+                SSDHead s = ssd_head_view(xbc, dt, A_log, Dskip, seq_idx, b, h, T, H, P, N, G, Q);
                 size_t bh = (size_t)b * H + h;
                 ssd_head_backward(base + h * P, dBg, dCg, ddt + (size_t)b * T * H + h, &dA[bh], &dDh[bh],
                                   dinit_state ? dinit_state + bh * P * N : NULL, dy + (size_t)b * T * E + h * P,
@@ -615,7 +657,8 @@ void gated_rmsnorm_backward(real* dy, real* dz, int z_stride, real* dw, const re
 
 /*
  * ---- softmax + cross-entropy over the V real classes (the Vp - V padded logits are ignored) ----
- * probs overwrite the logits (llm.c's manner); losses[bt] = -log p[target].
+ * probs overwrite the logits (llm.c's manner); losses[bt] = -log p[target]. A target of -1 (TARGET_NO_LOSS) is a
+ * masked position: its loss is 0 and it is not counted in the mean (doc/packing.md).
  */
 void crossentropy_forward(real* losses, real* logits, const int* targets, int BT, int V, int Vp) {
 #pragma omp parallel for
@@ -627,16 +670,17 @@ void crossentropy_forward(real* losses, real* logits, const int* targets, int BT
         for (int i = 0; i < V; i++) { l[i] = (real)exp(l[i] - maxv); sum += l[i]; }
         for (int i = 0; i < V; i++) l[i] /= sum;
         for (int i = V; i < Vp; i++) l[i] = 0;
-        if (targets) losses[bt] = -(real)log(l[targets[bt]]);
+        if (targets) losses[bt] = targets[bt] == TARGET_NO_LOSS ? 0 : -(real)log(l[targets[bt]]);
     }
 }
 
-/* dlogits = (probs - onehot(target)) * dloss; padded columns get 0 */
+/* dlogits = (probs - onehot(target)) * dloss; padded columns get 0; a masked row (target -1) gets 0 */
 void crossentropy_backward(real* dlogits, const real* probs, const int* targets, real dloss, int BT, int V, int Vp) {
 #pragma omp parallel for
     for (int bt = 0; bt < BT; bt++) {
         const real* p = probs + (size_t)bt * Vp;
         real* d = dlogits + (size_t)bt * Vp;
+        if (targets[bt] == TARGET_NO_LOSS) { memset(d, 0, sizeof(real) * Vp); continue; }
         for (int i = 0; i < Vp; i++) d[i] = i < V ? p[i] * dloss : 0;
         d[targets[bt]] -= dloss;
     }
@@ -754,7 +798,9 @@ typedef struct {
     ActivationTensors acts;  real* acts_memory;
     GradActivationTensors gacts; real* gacts_memory;
     int B, T;                         /* the batch shape the activations are allocated for */
-    real mean_loss;                   /* of the last forward with targets */
+    int* seq_idx;                     /* (B*T) document of each position of the last forward, NULL: one per row */
+    real mean_loss;                   /* of the last forward with targets: over its counted (unmasked) targets */
+    size_t num_counted;               /* targets of the last forward that count (not TARGET_NO_LOSS) */
     int adam_t;                       /* AdamW steps taken (bias correction) */
 } Mamba2;
 
@@ -783,6 +829,8 @@ static void mamba2_ensure_activations(Mamba2* m, int B, int T) {
     if (m->acts_memory != NULL && m->B == B && m->T == T) return;
     free(m->acts_memory);
     free(m->gacts_memory);
+    free(m->seq_idx);
+    m->seq_idx = NULL;
     size_t sizes[NUM_ACTIVATION_TENSORS];
     activation_sizes(sizes, &m->config, B, T);
     ActivationTensors* a = &m->acts;
@@ -846,17 +894,20 @@ static LayerActs layer_acts(const ActivationTensors* a, const Mamba2Config* c, i
     return la;
 }
 
-/* one Mamba-2 block: x_out = x_in + out_proj(gated_norm(SSD(conv(in_proj(norm(x_in)))), z)) */
-static void block_forward(const Mamba2Config* c, const LayerParams* p, LayerActs* a, int B, int T) {
+/* one Mamba-2 block: x_out = x_in + out_proj(gated_norm(SSD(conv(in_proj(norm(x_in)))), z)).
+   seq_idx (B*T) or NULL: the conv and the SSD do not cross a document boundary (doc/packing.md) */
+static void block_forward(const Mamba2Config* c, const LayerParams* p, LayerActs* a, const int* seq_idx, int B,
+                          int T) {
     int BT = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
     rmsnorm_forward(a->ln, a->ln_rstd, a->res_in, p->norm_w, BT, D);
     matmul_forward(a->zxbcdt, a->ln, p->in_proj_w, BT, D, c->d_in_proj);
     const real* z = a->zxbcdt;                      /* columns [0, E) */
     const real* xBC = a->zxbcdt + E;                /* columns [E, E + conv_dim) */
     const real* dt_raw = a->zxbcdt + 2 * E + 2 * GN; /* columns [2E+2GN, +H) */
-    conv1d_silu_forward(a->xbc_pre, a->xbc, xBC, c->d_in_proj, p->conv_w, p->conv_b, B, T, c->conv_dim, c->d_conv);
+    conv1d_silu_forward(a->xbc_pre, a->xbc, xBC, c->d_in_proj, p->conv_w, p->conv_b, seq_idx, B, T, c->conv_dim,
+                        c->d_conv);
     dt_forward(a->dt, dt_raw, c->d_in_proj, p->dt_bias, BT, H);
-    ssd_chunked_forward(a->y, a->ssd_states, NULL, a->xbc, a->dt, p->A_log, p->D, NULL, B, T, H, c->headdim,
+    ssd_chunked_forward(a->y, a->ssd_states, NULL, a->xbc, a->dt, p->A_log, p->D, NULL, seq_idx, B, T, H, c->headdim,
                         c->d_state, c->ngroups, c->chunk_size);
     gated_rmsnorm_forward(a->gn, a->gn_rstd, a->y, z, c->d_in_proj, p->gnorm_w, BT, E, c->ngroups);
     /* residual: x_out = x_in + gn @ W_out^T */
@@ -865,35 +916,60 @@ static void block_forward(const Mamba2Config* c, const LayerParams* p, LayerActs
 }
 
 /*
- * Forward pass. targets may be NULL (then no loss). Returns the mean loss (or -1).
- * Checks every token id: an id outside the vocabulary is a data error, never a silent out-of-bounds read.
+ * Forward pass of packed documents. targets may be NULL (then no loss); a target of -1 (TARGET_NO_LOSS) is not
+ * counted. seq_idx (B*T, non-decreasing in each row) is each position's document, or NULL for one document per row
+ * (llmc/dataloader.h's dataloader_doc_index computes it from the inputs). Returns the mean loss over the counted
+ * targets (0 if none counts), or -1 without targets. Checks every token id: an id outside the vocabulary is a data
+ * error, never a silent out-of-bounds read.
  */
-real mamba2_forward(Mamba2* m, const int* inputs, const int* targets, int B, int T) {
+real mamba2_forward_docs(Mamba2* m, const int* inputs, const int* targets, const int* seq_idx, int B, int T) {
     const Mamba2Config* c = &m->config;
     int V = c->vocab_size, Vp = c->padded_vocab_size, BT = B * T;
     for (int i = 0; i < BT; i++) {
         if (inputs[i] < 0 || inputs[i] >= V) die("input token id %d at position %d is outside the vocabulary [0, %d)",
                                                  inputs[i], i, V);
-        if (targets && (targets[i] < 0 || targets[i] >= V))
-            die("target token id %d at position %d is outside the vocabulary [0, %d)", targets[i], i, V);
+        if (targets && targets[i] != TARGET_NO_LOSS && (targets[i] < 0 || targets[i] >= V))
+            die("target token id %d at position %d is outside the vocabulary [0, %d) (and not -1, no loss)",
+                targets[i], i, V);
+        if (seq_idx && i % T > 0 && seq_idx[i] < seq_idx[i - 1])
+            die("document index %d at position %d is below the previous one (%d): it must not decrease along a row",
+                seq_idx[i], i, seq_idx[i - 1]);
     }
     mamba2_ensure_activations(m, B, T);
+    if (seq_idx) {
+        if (m->seq_idx == NULL) m->seq_idx = (int*)mallocCheck(sizeof(int) * (size_t)BT);
+        memcpy(m->seq_idx, seq_idx, sizeof(int) * (size_t)BT); /* the backward needs the same boundaries */
+    } else {
+        free(m->seq_idx);
+        m->seq_idx = NULL;
+    }
     ActivationTensors* a = &m->acts;
     encoder_forward(a->residual, inputs, m->params.wte, BT, c->d_model);
     for (int l = 0; l < c->n_layer; l++) {
         LayerParams p = layer_params(&m->params, c, l);
         LayerActs la = layer_acts(a, c, B, T, l);
-        block_forward(c, &p, &la, B, T);
+        block_forward(c, &p, &la, m->seq_idx, B, T);
     }
     rmsnorm_forward(a->lnf, a->lnf_rstd, a->residual + (size_t)c->n_layer * BT * c->d_model, m->params.norm_f_w, BT,
                     c->d_model);
     matmul_forward(a->probs, a->lnf, m->params.wte, BT, c->d_model, Vp); /* tied LM head */
     crossentropy_forward(a->losses, a->probs, targets, BT, V, Vp);
-    if (targets == NULL) { m->mean_loss = -1; return -1; }
+    if (targets == NULL) { m->mean_loss = -1; m->num_counted = 0; return -1; }
     double sum = 0;
-    for (int i = 0; i < BT; i++) sum += a->losses[i];
-    m->mean_loss = (real)(sum / BT);
+    size_t count = 0;
+    for (int i = 0; i < BT; i++) {
+        if (targets[i] == TARGET_NO_LOSS) continue;
+        sum += a->losses[i];
+        count++;
+    }
+    m->num_counted = count;
+    m->mean_loss = count > 0 ? (real)(sum / count) : 0;
     return m->mean_loss;
+}
+
+/* one document per row, every target counted unless it is -1 */
+real mamba2_forward(Mamba2* m, const int* inputs, const int* targets, int B, int T) {
+    return mamba2_forward_docs(m, inputs, targets, NULL, B, T);
 }
 
 void mamba2_zero_grad(Mamba2* m) {
@@ -906,7 +982,7 @@ void mamba2_zero_grad(Mamba2* m) {
 
 /* the block's backward, in the reverse order of block_forward; g->dresidual holds dL/dx_out and becomes dL/dx_in */
 static void block_backward(const Mamba2Config* c, const LayerParams* p, LayerGrads* dp, const LayerActs* a,
-                           GradActivationTensors* g, int B, int T) {
+                           GradActivationTensors* g, const int* seq_idx, int B, int T) {
     int BT = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
     int dt_col = 2 * E + 2 * GN;
     /* out_proj (the residual branch); the identity branch passes dresidual through unchanged */
@@ -917,12 +993,12 @@ static void block_backward(const Mamba2Config* c, const LayerParams* p, LayerGra
                            a->gn_rstd, BT, E, c->ngroups);
     /* SSD: dxbc (x incl. D skip, B, C), ddt, dA_log, dD */
     ssd_chunked_backward(g->dxbc, g->ddt, dp->A_log, dp->D, NULL, g->dy, NULL, a->xbc, a->dt, p->A_log, p->D,
-                         a->ssd_states, B, T, H, c->headdim, c->d_state, c->ngroups, c->chunk_size);
+                         a->ssd_states, seq_idx, B, T, H, c->headdim, c->d_state, c->ngroups, c->chunk_size);
     /* dt softplus: the dt_raw columns of dzxbcdt, and dt_bias */
     dt_backward(g->dzxbcdt + dt_col, c->d_in_proj, dp->dt_bias, g->ddt, a->zxbcdt + dt_col, p->dt_bias, BT, H);
     /* conv + SiLU: the xBC columns of dzxbcdt (g->dxbc is consumed in place) */
     conv1d_silu_backward(g->dzxbcdt + E, c->d_in_proj, dp->conv_w, dp->conv_b, g->dxbc, a->xbc_pre, a->zxbcdt + E,
-                         p->conv_w, B, T, c->conv_dim, c->d_conv);
+                         p->conv_w, seq_idx, B, T, c->conv_dim, c->d_conv);
     /* in_proj */
     memset(g->dln, 0, sizeof(real) * (size_t)BT * D);
     matmul_backward(g->dln, dp->in_proj_w, g->dzxbcdt, a->ln, p->in_proj_w, BT, D, c->d_in_proj);
@@ -931,8 +1007,10 @@ static void block_backward(const Mamba2Config* c, const LayerParams* p, LayerGra
 }
 
 /*
- * Backward pass after mamba2_forward with targets. Gradients are ACCUMULATED into m->grads (gradient
- * accumulation): call mamba2_zero_grad first. dloss is dL/d(each position's loss): 1/(B*T*accum_steps).
+ * Backward pass after mamba2_forward (or _docs) with targets, through the same document boundaries. Gradients are
+ * ACCUMULATED into m->grads (gradient accumulation): call mamba2_zero_grad first. dloss is dL/d(each counted
+ * position's loss): 1/(B*T*accum_steps), or 1/(counted targets of the step) with masked targets; a masked position
+ * gets no gradient from the loss.
  */
 void mamba2_backward(Mamba2* m, const int* inputs, const int* targets, real dloss) {
     const Mamba2Config* c = &m->config;
@@ -951,7 +1029,7 @@ void mamba2_backward(Mamba2* m, const int* inputs, const int* targets, real dlos
         LayerParams p = layer_params(&m->params, c, l);
         LayerGrads dp = layer_grads(&m->grads, c, l);
         LayerActs la = layer_acts(a, c, B, T, l);
-        block_backward(c, &p, &dp, &la, g, B, T);
+        block_backward(c, &p, &dp, &la, g, m->seq_idx, B, T);
     }
     encoder_backward(m->grads.wte, g->dresidual, inputs, BT, D);
 }
@@ -1008,6 +1086,7 @@ void mamba2_free(Mamba2* m) {
     free(m->v_memory);
     free(m->acts_memory);
     free(m->gacts_memory);
+    free(m->seq_idx);
     memset(m, 0, sizeof(*m));
 }
 
@@ -1132,16 +1211,27 @@ real* mamba2_step(Mamba2* m, InferenceState* s, int token) {
  * ================================================================================================================ */
 #ifndef MAMBA2_NO_MAIN
 
-/* mean loss over up to max_batches val batches from the start of the val data */
-static real evaluate(Mamba2* m, DataLoader* val, int max_batches) {
+/*
+ * Mean loss over up to max_batches val batches from the start of the val data. seq_idx (B*T scratch) and sep: the
+ * document boundaries (-D), NULL / DOC_SEP_NONE without. With masked targets (-M) the mean is over the counted
+ * targets of all batches; without, it is the mean of the batch means, as it always was (the same number).
+ */
+static real evaluate(Mamba2* m, DataLoader* val, int max_batches, int* seq_idx, int sep) {
     dataloader_reset(val);
     int n = (int)dataloader_num_batches(val);
     if (max_batches < n) n = max_batches;
-    double sum = 0;
+    int B = (int)val->B, T = (int)val->T;
+    double sum = 0, nats = 0;
+    size_t counted = 0;
     for (int i = 0; i < n; i++) {
         dataloader_next_batch(val);
-        sum += mamba2_forward(m, val->inputs, val->targets, (int)val->B, (int)val->T);
+        if (seq_idx) dataloader_doc_index(seq_idx, val->inputs, val->B, val->T, sep);
+        real loss = mamba2_forward_docs(m, val->inputs, val->targets, seq_idx, B, T);
+        sum += loss;
+        nats += (double)loss * m->num_counted;
+        counted += m->num_counted;
     }
+    if (counted != (size_t)n * B * T) return (real)(counted > 0 ? nats / counted : 0);
     return (real)(sum / (n > 0 ? n : 1));
 }
 
@@ -1174,6 +1264,7 @@ static void check_host_memory(const Mamba2Config* c, int B, int T) {
 
 int main(int argc, char** argv) {
     TrainArgs args;
+    g_trainer_has_docs = 1; /* -D and -M (doc/packing.md) */
     parse_args(&args, argc, argv);
     train_signals_install();
     output_dir_prepare(&args);
@@ -1222,10 +1313,19 @@ int main(int argc, char** argv) {
     if (have_loader_state) train_state_restore_loader(&train_loader, resume_state);
     int use_val = strcmp(args.val_pattern, "none") != 0 && args.val_every > 0;
     if (use_val) dataloader_init(&val_loader, args.val_pattern, B, T, 0, 1, 0, args.seed, c->vocab_size);
+    if (args.masks) { /* every train and val shard needs its X.bin.mask (checked now) */
+        dataloader_use_masks(&train_loader);
+        if (use_val) dataloader_use_masks(&val_loader);
+    }
     printf("train: %zu tokens, B=%d T=%d, grad accumulation %d -> %d tokens/step\n", train_loader.num_tokens, B, T,
            accum, args.total_batch_tokens);
     Tokenizer tokenizer;
     trainer_tokenizer_init(&tokenizer, &args);
+    /* document boundaries: each row's document index, recomputed from the inputs of every batch */
+    int doc_sep = doc_sep_resolve(&args, &tokenizer, c->vocab_size);
+    int* seq_idx = doc_sep != DOC_SEP_NONE ? (int*)mallocCheck(sizeof(int) * (size_t)B * T) : NULL;
+    if (seq_idx) printf("document boundaries: a new document at each token %d\n", doc_sep);
+    if (args.masks) printf("masked targets: from the shards' .mask files\n");
     InferenceState infer;
     inference_state_init(&infer, c);
 #ifdef _OPENMP
@@ -1244,7 +1344,7 @@ int main(int argc, char** argv) {
     for (int step = start_step; step <= args.max_steps; step++) {
         int last = step == args.max_steps;
         if (use_val && (step % args.val_every == 0 || last)) {
-            log_val(logf, step, evaluate(&model, &val_loader, args.val_batches));
+            log_val(logf, step, evaluate(&model, &val_loader, args.val_batches, seq_idx, doc_sep));
         }
         if (args.sample_every > 0 && step > 0 && (step % args.sample_every == 0 || last))
             print_sample(&model, &infer, &tokenizer, &sample_rng, args.gen_tokens);
@@ -1252,18 +1352,33 @@ int main(int argc, char** argv) {
 
         double t0 = now_seconds();
         mamba2_zero_grad(&model);
-        double loss_sum = 0;
+        double loss_sum = 0, nats_sum = 0;
+        size_t counted = 0;
         for (int micro = 0; micro < accum; micro++) {
             dataloader_next_batch(&train_loader);
-            loss_sum += mamba2_forward(&model, train_loader.inputs, train_loader.targets, B, T);
+            if (seq_idx) dataloader_doc_index(seq_idx, train_loader.inputs, (size_t)B, (size_t)T, doc_sep);
+            real l = mamba2_forward_docs(&model, train_loader.inputs, train_loader.targets, seq_idx, B, T);
+            loss_sum += l;
+            nats_sum += (double)l * model.num_counted;
+            counted += model.num_counted;
             mamba2_backward(&model, train_loader.inputs, train_loader.targets, (real)1 / ((real)B * T * accum));
         }
         float loss = (float)(loss_sum / accum);
+        /* masked targets: the backward used 1/(all targets of the step); the loss is the mean over the counted ones,
+           so its gradient is the accumulated one times all/counted, folded into the norm and the update (exactly
+           1, and skipped, when every target counts: the default arithmetic is unchanged) */
+        size_t all = (size_t)B * T * accum;
+        double grad_scale = 1.0;
+        if (counted != all) {
+            loss = (float)(counted > 0 ? nats_sum / counted : 0);
+            grad_scale = counted > 0 ? (double)all / counted : 0; /* nothing counted: no gradient */
+        }
         if (!isfinite(loss)) die("loss is %f at step %d: training diverged (lower -l, or check the data)", loss, step);
         double norm = mamba2_grad_norm(&model);
+        if (grad_scale != 1.0) norm *= grad_scale;
         double coef = clip_coefficient(norm, args.grad_clip);
         float lr = lr_at_step(args.lr, args.warmup, args.final_lr_frac, step, args.max_steps);
-        mamba2_update(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, (real)coef);
+        mamba2_update(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, (real)(coef * grad_scale));
         double step_s = now_seconds() - t0;
         steps_timed++;
         int done = step + 1;
@@ -1289,6 +1404,7 @@ int main(int argc, char** argv) {
     printf("total time %.1f s\n", now_seconds() - t_loop);
     log_close(logf);
     inference_state_free(&infer);
+    free(seq_idx);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);
     if (use_val) dataloader_free(&val_loader);

@@ -31,6 +31,7 @@ FIXTURES = os.path.join(HERE, "tests")
 sys.path.insert(0, HERE)
 import corpora  # noqa: E402
 import download  # noqa: E402
+import masks  # noqa: E402
 import prepare  # noqa: E402
 import text_tokenizers as T  # noqa: E402
 
@@ -434,6 +435,47 @@ class TestValSplit(unittest.TestCase):
 # downloads, against a local server
 
 PAYLOAD = bytes(range(256)) * 400  # 102400 bytes
+
+
+class TestMasks(unittest.TestCase):
+    """data/masks.py writes the X.bin.mask layout of doc/packing.md (the C loader's side: test_dataloader)"""
+
+    def write_shard(self, path, tokens, version=1):
+        header = [0] * 256
+        header[0], header[1], header[2] = prepare.SHARD_MAGIC, version, len(tokens)
+        with open(path, "wb") as f:
+            f.write(struct.pack("<256i", *header))
+            f.write(array.array("H" if version == 1 else "I", tokens).tobytes())
+
+    def test_layout_and_no_loss(self):
+        with tempfile.TemporaryDirectory() as d:
+            for version in (1, 2):
+                shard = os.path.join(d, f"x_{version}.bin")
+                tokens = [5, 0, 7, 0, 0, 70000 if version == 2 else 9, 3]
+                self.write_shard(shard, tokens, version)
+                with redirect_stdout_null():
+                    masks.main([shard, "--no-loss", "0"])
+                with open(shard + ".mask", "rb") as f:
+                    raw = f.read()
+                header = struct.unpack("<256i", raw[:1024])
+                self.assertEqual(header[:3], (20240607, 1, len(tokens)))
+                self.assertEqual(set(header[3:]), {0})
+                self.assertEqual(raw[1024:], bytes([1, 0, 1, 0, 0, 1, 1]))
+                self.assertEqual(masks.read_mask(shard), bytes([1, 0, 1, 0, 0, 1, 1]))
+
+    def test_errors(self):
+        with tempfile.TemporaryDirectory() as d:
+            shard = os.path.join(d, "x.bin")
+            self.write_shard(shard, [1, 2, 3])
+            with self.assertRaisesRegex(ValueError, "3 tokens, but the mask has 2"):
+                masks.write_mask(shard, [1, 1])
+            with self.assertRaisesRegex(ValueError, "not 0 or 1"):
+                masks.write_mask(shard, [1, 2, 1])
+            masks.write_mask(shard, [1, 1, 1])
+            self.write_shard(shard, [1, 2, 3, 4])  # the shard changed: its old mask no longer fits
+            with self.assertRaisesRegex(ValueError, "not a version-1 mask"):
+                masks.read_mask(shard)
+
 
 
 class Handler(http.server.BaseHTTPRequestHandler):

@@ -21,6 +21,12 @@
  *
  * Position. (epoch, next global position) is the whole state: the permutations are recomputed from the
  * seed, so dataloader_save_state / dataloader_load_state restore the exact next batch.
+ *
+ * Masked targets (optional, dataloader_use_masks; doc/packing.md). A shard X.bin may have a companion X.bin.mask:
+ * 256 int32 header {20240607 magic, version 1, token count, 0...}, then one byte per token of X.bin: 1 = the token
+ * counts as a target, 0 = no loss. With masks on, the target of an input whose next token has mask 0 is
+ * TARGET_NO_LOSS (-1). The shard itself is unchanged, so llm.c's loader still reads it (and ignores the mask, which
+ * its *.bin glob does not match). Document boundaries: dataloader_doc_index below.
  */
 #ifndef MAMBA2_DATALOADER_H
 #define MAMBA2_DATALOADER_H
@@ -39,6 +45,8 @@
 #define DATALOADER_MAGIC 20240520
 #define DATALOADER_HEADER_BYTES (256 * 4)
 #define DATALOADER_STATE_TAG 0x4d32444c53000000ull /* "M2DLS", low byte: should_shuffle */
+#define TARGET_NO_LOSS (-1) /* a target that does not count in the loss (masked; doc/packing.md) */
+#define DATALOADER_MASK_MAGIC 20240607
 
 typedef struct {
     char* path;
@@ -69,7 +77,12 @@ typedef struct {
     unsigned char* buffer;      /* B*T+1 raw tokens */
     /* the interface */
     int* inputs;                /* B*T current batch inputs */
-    int* targets;               /* B*T current batch targets (inputs shifted by one) */
+    int* targets;               /* B*T current batch targets (inputs shifted by one; TARGET_NO_LOSS where masked) */
+    /* masked targets (dataloader_use_masks): the companion X.bin.mask files */
+    int use_masks;
+    FILE* mask_fp;
+    int mask_shard;             /* shard index mask_fp is open on, -1 for none */
+    unsigned char* mask_buffer; /* B*T+1 mask bytes */
     size_t num_tokens;          /* total tokens over all shards matched */
     size_t B, T;
 } DataLoader;
@@ -355,6 +368,82 @@ static inline void dataloader_read(DataLoader* l, int s, size_t token_offset) {
     }
 }
 
+/* X.bin -> X.bin.mask */
+static inline void dataloader_mask_path(char* out, size_t cap, const char* shard_path) {
+    if ((size_t)snprintf(out, cap, "%s.mask", shard_path) >= cap) die("dataloader: shard path too long: %s", shard_path);
+}
+
+/* a shard's mask file: header, size and every byte 0 or 1, checked once, before training (like the token ids) */
+static inline void dataloader_check_mask(const DataShard* sh) {
+    char path[4096];
+    dataloader_mask_path(path, sizeof(path), sh->path);
+    FILE* fp = fopen(path, "rb");
+    if (fp == NULL) {
+        die("dataloader: masked targets are on, but shard %s has no mask file %s (%s): write one (doc/packing.md) "
+            "or turn masks off", sh->path, path, strerror(errno));
+        return;
+    }
+    size_t size = dataloader_file_size(fp, path);
+    int32_t header[256];
+    int have_header = size >= DATALOADER_HEADER_BYTES && fread(header, sizeof(int32_t), 256, fp) == 256;
+    const char* bad = NULL;
+    size_t bad_at = 0;
+    int bad_byte = 0;
+    if (!have_header) bad = "shorter than its 1024-byte header";
+    else if (header[0] != DATALOADER_MASK_MAGIC) bad = "bad magic (not a mask file)";
+    else if (header[1] != 1) bad = "unknown version (expected 1)";
+    else if (header[2] < 0 || (size_t)header[2] != sh->num_tokens) bad = "its header's token count is not the shard's";
+    else if (size - DATALOADER_HEADER_BYTES != sh->num_tokens) bad = "its size is not the header + one byte per token";
+    if (bad == NULL) {
+        enum { BLOCK = 1 << 16 };
+        unsigned char buf[BLOCK];
+        size_t left = sh->num_tokens, off = 0;
+        while (left > 0 && bad == NULL) {
+            size_t k = left < BLOCK ? left : BLOCK;
+            if (fread(buf, 1, k, fp) != k) { bad = "read error"; break; }
+            for (size_t i = 0; i < k && bad == NULL; i++)
+                if (buf[i] > 1) { bad = "a byte other than 0 or 1"; bad_at = off + i; bad_byte = buf[i]; }
+            off += k;
+            left -= k;
+        }
+    }
+    fclose(fp);
+    if (bad != NULL) {
+        if (bad_byte != 0)
+            die("dataloader: mask file %s of shard %s: %s (byte %zu of the mask is %d)", path, sh->path, bad, bad_at,
+                bad_byte);
+        die("dataloader: mask file %s of shard %s (%zu tokens): %s", path, sh->path, sh->num_tokens, bad);
+    }
+}
+
+/* turns masked targets on: every shard must have its mask file (checked now) */
+static inline void dataloader_use_masks(DataLoader* l) {
+    for (int i = 0; i < l->num_shards; i++) dataloader_check_mask(&l->shards[i]);
+    l->use_masks = 1;
+    l->mask_fp = NULL;
+    l->mask_shard = -1;
+    l->mask_buffer = (unsigned char*)mallocCheck(l->B * l->T + 1);
+}
+
+/* the mask bytes of the sample just read: a target whose token has mask 0 becomes TARGET_NO_LOSS */
+static inline void dataloader_apply_mask(DataLoader* l, int s, size_t token_offset) {
+    DataShard* sh = &l->shards[s];
+    if (l->mask_shard != s) {
+        if (l->mask_fp != NULL) fclose(l->mask_fp);
+        char path[4096];
+        dataloader_mask_path(path, sizeof(path), sh->path);
+        l->mask_fp = fopenCheck(path, "rb");
+        l->mask_shard = s;
+    }
+    size_t n = l->B * l->T + 1;
+    fseekCheck(l->mask_fp, (long)(DATALOADER_HEADER_BYTES + token_offset), SEEK_SET);
+    if (fread(l->mask_buffer, 1, n, l->mask_fp) != n)
+        die("dataloader: mask of shard %s: short read at token offset %zu (file changed since init?)", sh->path,
+            token_offset);
+    for (size_t i = 1; i < n; i++)
+        if (l->mask_buffer[i] == 0) l->targets[i - 1] = TARGET_NO_LOSS;
+}
+
 static inline void dataloader_next_batch(DataLoader* l) {
     if (l->next_global >= l->total_samples) { /* this rank's share of the epoch is done: next epoch */
         l->epoch++;
@@ -365,6 +454,7 @@ static inline void dataloader_next_batch(DataLoader* l) {
     size_t offset;
     dataloader_locate(l, l->next_global, &s, &offset);
     dataloader_read(l, s, offset);
+    if (l->use_masks) dataloader_apply_mask(l, s, offset);
     l->next_global += (size_t)l->num_processes;
 }
 
@@ -417,8 +507,28 @@ static inline void dataloader_load_state(DataLoader* l, const DataLoaderState* s
     dataloader_plan_epoch(l);
 }
 
+/* ---------------------------------------------------------------------------------------------------- */
+/*
+ * Document boundaries (doc/packing.md). seq_idx[b*T + t] = the document of position t of row b: 0 at t = 0, and one
+ * more at each t > 0 whose input is the separator `sep` (the tokenizer's end-of-text id, or any id). The separator
+ * OPENS the document it precedes, as data/prepare.py writes the shards (EOT, then the document's tokens, like llm.c):
+ * the EOT is the document's first input, read with a fresh state, the way generation starts a sample; the last
+ * token of a document predicts the next EOT from its own document. Non-decreasing along each row.
+ */
+static inline void dataloader_doc_index(int* seq_idx, const int* inputs, size_t B, size_t T, int sep) {
+    for (size_t b = 0; b < B; b++) {
+        int d = 0;
+        for (size_t t = 0; t < T; t++) {
+            if (t > 0 && inputs[b * T + t] == sep) d++;
+            seq_idx[b * T + t] = d;
+        }
+    }
+}
+
 static inline void dataloader_free(DataLoader* l) {
     if (l->fp != NULL) fclose(l->fp);
+    if (l->mask_fp != NULL) fclose(l->mask_fp);
+    free(l->mask_buffer);
     for (int i = 0; l->shards != NULL && i < l->num_shards; i++) free(l->shards[i].path);
     free(l->shards);
     free(l->shard_order);

@@ -25,7 +25,23 @@ typedef struct {
     const char* tok_path;
     int B, T;
     long max_batches; /* -1: all */
+    int doc_sep;      /* -D (CPU only for now): DOC_SEP_NONE, DOC_SEP_EOT or a separator id (doc/packing.md) */
+    int masks;        /* -M (CPU only for now): 1 = masked targets from the shards' .mask files */
 } EvalArgs;
+
+/* Document boundaries (-D) and masked targets (-M) are implemented by the CPU eval and generate programs, which set
+   this to 1 before parsing; the GPU ones refuse the flags until they implement them */
+static int g_infer_has_docs = 0;
+
+static inline void infer_refuse_docs_flags(int doc_sep, int masks) {
+    if (g_infer_has_docs) return;
+    if (doc_sep != DOC_SEP_NONE)
+        die("-D (document boundaries) is not supported by the GPU programs yet: leave it out, or use the CPU program "
+            "(doc/packing.md)");
+    if (masks)
+        die("-M 1 (masked targets) is not supported by the GPU programs yet: leave it out, or use the CPU program "
+            "(doc/packing.md)");
+}
 
 /* prog: "./eval_mamba2" or "./eval_mamba2cu"; model_note: what -e accepts beyond checkpoints and folders */
 static inline void eval_usage(const char* prog, const char* model_note) {
@@ -36,11 +52,15 @@ static inline void eval_usage(const char* prog, const char* model_note) {
         "  -b B        rows per batch (default 4);  -t T  tokens per row (default 256)\n"
         "  -m N        evaluate at most N batches (default: all)\n"
         "  -k FILE     tokenizer.bin for bits per byte (default: tokenizer.bin beside the shards; without one, no\n"
-        "              bits per byte)\n", prog, model_note);
+        "              bits per byte)\n"
+        "  -D SEP      CPU only: document boundaries at token SEP (none = default, eot = the tokenizer's end of text,\n"
+        "              or an id): the state restarts at each, as in training with -D (doc/packing.md)\n"
+        "  -M 0|1      CPU only: 1 = masked targets from the shards' .mask files, not counted (default 0)\n",
+        prog, model_note);
 }
 
 static inline EvalArgs eval_parse_args(int argc, char** argv, const char* prog, const char* model_note) {
-    EvalArgs a = {NULL, NULL, NULL, 4, 256, -1};
+    EvalArgs a = {NULL, NULL, NULL, 4, 256, -1, DOC_SEP_NONE, 0};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { eval_usage(prog, model_note); exit(0); }
         if (argv[i][0] != '-' || strlen(argv[i]) != 2 || i + 1 >= argc) {
@@ -59,6 +79,11 @@ static inline EvalArgs eval_parse_args(int argc, char** argv, const char* prog, 
             a.max_batches = strtol(v, &end, 10);
             if (*end || a.max_batches < 1) die("-m %s: need a count >= 1", v);
             break;
+        case 'D': a.doc_sep = doc_sep_parse(v); break;
+        case 'M':
+            if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0) die("-M %s: expected 0 or 1", v);
+            a.masks = v[0] == '1';
+            break;
         default: eval_usage(prog, model_note); die("unknown flag %s (-h for help)", argv[i - 1]);
         }
     }
@@ -66,6 +91,7 @@ static inline EvalArgs eval_parse_args(int argc, char** argv, const char* prog, 
         eval_usage(prog, model_note);
         die("give the model (-e) and the shards (-i)");
     }
+    infer_refuse_docs_flags(a.doc_sep, a.masks);
     return a;
 }
 
@@ -80,6 +106,7 @@ static inline long eval_open_data(const EvalArgs* a, int vocab_size, Tokenizer* 
         die("tokenizer %s has %u tokens, the model's vocabulary only %d: they do not belong together", tok_path,
             tok->vocab_size, vocab_size);
     dataloader_init(loader, a->pattern, (size_t)a->B, (size_t)a->T, 0, 1, 0, 0, vocab_size);
+    if (a->masks) dataloader_use_masks(loader);
     long n = (long)dataloader_num_batches(loader);
     if (n == 0)
         die("%s: fewer than B*T+1 = %d tokens: nothing to evaluate (lower -b or -t)", a->pattern, a->B * a->T + 1);
@@ -94,10 +121,11 @@ typedef struct {
     int max_new, top_k, quiet;
     float temperature, top_p;
     unsigned long long seed;
+    int doc_sep;      /* -D (CPU only for now): document boundaries in the prompt, DOC_SEP_NONE by default */
 } GenerateArgs;
 
 static inline GenerateArgs generate_args_default(void) {
-    GenerateArgs a = {NULL, NULL, NULL, NULL, NULL, 128, 0, 0, 1.0f, 1.0f, 1337};
+    GenerateArgs a = {NULL, NULL, NULL, NULL, NULL, 128, 0, 0, 1.0f, 1.0f, 1337, DOC_SEP_NONE};
     return a;
 }
 
@@ -115,6 +143,7 @@ static inline int generate_parse_flag(GenerateArgs* a, char flag, const char* v)
     case 'K': a->top_k = (int)strtol(v, &end, 10); if (*end || a->top_k < 0) die("-K %s: need an integer >= 0", v); return 1;
     case 'P': a->top_p = strtof(v, &end); if (*end || !(a->top_p > 0 && a->top_p <= 1)) die("-P %s: need 0 < top-p <= 1", v); return 1;
     case 's': a->seed = strtoull(v, &end, 10); if (*end) die("-s %s: need an integer seed", v); return 1;
+    case 'D': a->doc_sep = doc_sep_parse(v); infer_refuse_docs_flags(a->doc_sep, 0); return 1;
     default: return 0;
     }
 }

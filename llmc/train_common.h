@@ -59,7 +59,17 @@ typedef struct {
     int ckpt_keep;            /* keep the newest N checkpoints, delete older ones; 0 = keep all */
     int overwrite;            /* 1: -o may hold an earlier run: its main.log and checkpoints are deleted first */
     int ckpt_every_given;     /* -n was on the command line (else a default interval when -o is given) */
+    int doc_sep;              /* -D: DOC_SEP_NONE (default), DOC_SEP_EOT, or a separator token id (doc/packing.md) */
+    int masks;                /* -M: 1 = masked targets from the shards' X.bin.mask files (doc/packing.md) */
 } TrainArgs;
+
+/* -D's values: no document boundaries (the default), or boundaries at the tokenizer's end-of-text token */
+#define DOC_SEP_NONE (-1)
+#define DOC_SEP_EOT (-2)
+
+/* Document boundaries (-D) and masked targets (-M) are implemented by the CPU trainer, which sets this to 1 before
+   parse_args; every other trainer refuses the flags (refuse_docs_flags) until it implements them */
+static int g_trainer_has_docs = 0;
 
 /* the trainers set this to say what they are ("on the CPU (fp32)", "on the GPU (bf16)") */
 static const char* g_trainer_name = "./train_mamba2";
@@ -106,6 +116,11 @@ static inline void usage(void) {
         "  -K <int>    GPU trainer: chunk length of the SSD kernels, 16..256 (an algorithm choice: results agree up\n"
         "              to rounding; default the model's chunk_size capped at 128, the fastest on an H100; 256 saves\n"
         "              ~1.1 GB at 130M, B=8, T=2048)\n"
+        "  -D <none|eot|id>  CPU trainer: document boundaries: the state and the conv window restart at each\n"
+        "              separator token (eot = the tokenizer's end-of-text id, or a token id), in training and\n"
+        "              validation (default none: rows are read as one sequence; doc/packing.md)\n"
+        "  -M <0|1>    CPU trainer: 1 = masked targets: a target whose byte in the shard's X.bin.mask file is 0 is\n"
+        "              not counted; the loss is the mean over counted targets (default 0; doc/packing.md)\n"
         "Several GPUs (GPU trainer): mpirun -np N ./train_mamba2cu ..., or without MPI one process per GPU with\n"
         "RANK, WORLD_SIZE, LOCAL_RANK (torchrun) or SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (srun) and\n"
         "MAMBA2_RENDEZVOUS=file:/shared/path or tcp:HOST:PORT set (scripts/sbatch_example.sh). -b is per GPU, -d the\n"
@@ -133,6 +148,41 @@ static inline float flag_float(char f, const char* v, double lo, double hi) {
     return (float)x;
 }
 
+/* -D's value: none, eot or a token id */
+static inline int doc_sep_parse(const char* v) {
+    if (strcmp(v, "none") == 0) return DOC_SEP_NONE;
+    if (strcmp(v, "eot") == 0) return DOC_SEP_EOT;
+    char* end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end != '\0' || errno == ERANGE || x < 0 || x > 100000000)
+        die("-D %s: expected none, eot (the tokenizer's end-of-text token) or a separator token id", v);
+    return (int)x;
+}
+
+/* -D's separator as a token id (DOC_SEP_NONE stays); eot_token: the tokenizer's end-of-text id, -1 without one */
+static inline int doc_sep_id(int doc_sep, int eot_token, int vocab_size) {
+    if (doc_sep == DOC_SEP_NONE) return DOC_SEP_NONE;
+    int sep = doc_sep;
+    if (sep == DOC_SEP_EOT) {
+        if (eot_token < 0)
+            die("-D eot: no tokenizer file to read the end-of-text id from (give it with -k, or the id: -D <id>)");
+        sep = eot_token;
+    }
+    if (sep >= vocab_size) die("-D %d: the separator id is outside the vocabulary [0, %d)", sep, vocab_size);
+    return sep;
+}
+
+/* a trainer without document boundaries and masked targets stops on -D / -M instead of ignoring them */
+static inline void refuse_docs_flags(const TrainArgs* a) {
+    if (a->doc_sep != DOC_SEP_NONE)
+        die("-D (document boundaries) is not supported by the GPU trainer yet: leave it out, or train with the CPU "
+            "trainer ./train_mamba2 (doc/packing.md)");
+    if (a->masks)
+        die("-M 1 (masked targets) is not supported by the GPU trainer yet: leave it out, or train with the CPU "
+            "trainer ./train_mamba2 (doc/packing.md)");
+}
+
 static inline void parse_args(TrainArgs* a, int argc, char** argv) {
     a->train_pattern = "data/stdlib/stdlib_train_*.bin";
     a->val_pattern = "data/stdlib/stdlib_val_*.bin";
@@ -142,6 +192,7 @@ static inline void parse_args(TrainArgs* a, int argc, char** argv) {
     a->warmup = 0; a->max_steps = 100; a->val_every = 20; a->val_batches = 20; a->sample_every = 20;
     a->gen_tokens = 64; a->ckpt_every = 0; a->seed = 1337; a->zero_stage = 0; a->profile = 0; a->recompute = 0;
     a->ssd_chunk = 0; a->ckpt_keep = 0; a->overwrite = 0; a->ckpt_every_given = 0;
+    a->doc_sep = DOC_SEP_NONE; a->masks = 0;
     const long long BIG = 1000000000LL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(); exit(EXIT_SUCCESS); }
@@ -185,9 +236,12 @@ static inline void parse_args(TrainArgs* a, int argc, char** argv) {
         case 'K': a->ssd_chunk = (int)flag_int(f, v, 0, 256);
             if (a->ssd_chunk != 0 && a->ssd_chunk < 16) die("-K %s: the SSD chunk length is 0 (default) or 16..256", v);
             break;
+        case 'D': a->doc_sep = doc_sep_parse(v); break;
+        case 'M': a->masks = (int)flag_int(f, v, 0, 1); break;
         default: usage(); die("unknown flag -%c", f);
         }
     }
+    if (!g_trainer_has_docs) refuse_docs_flags(a);
     if ((long long)a->B * a->T > (1LL << 28))
         die("-b %d -t %d: B*T = %lld tokens per micro-batch, at most 2^28 are supported", a->B, a->T,
             (long long)a->B * a->T);
@@ -252,6 +306,11 @@ static inline void trainer_tokenizer_init(Tokenizer* tok, const TrainArgs* a) {
     if (a->tokenizer_path) snprintf(path, sizeof(path), "%s", a->tokenizer_path);
     else default_tokenizer_path(path, sizeof(path), a->train_pattern);
     tokenizer_init(tok, path);
+}
+
+/* the trainer's -D as a token id: eot needs the tokenizer file that names the end-of-text id */
+static inline int doc_sep_resolve(const TrainArgs* a, const Tokenizer* tok, int vocab_size) {
+    return doc_sep_id(a->doc_sep, tok->init_ok ? tok->eot_token : -1, vocab_size);
 }
 
 /* a sample starts from end-of-text when the tokenizer names one inside the vocabulary, else from token 0 */
