@@ -192,8 +192,9 @@ static void print_report(const Mamba2Config* c, int B, int T) {
 
 static void profile_usage(void) {
     printf("usage: ./profile_mamba2cu [-e MODEL] [-b B] [-t T] [-r 0|1] [-K chunk] [-w warm-up steps]\n"
-           "  one training step of random weights on random tokens, timed kernel by kernel with CUPTI\n"
-           "  -e  a model description, as the trainer's -e (default 130m)\n"
+           "  one training step on random tokens, timed kernel by kernel with CUPTI\n"
+           "  -e  a model description, as the trainer's -e (default 130m; random weights), or a checkpoint or model\n"
+           "      folder\n"
            "  -b, -t  batch size and sequence length (default 8, 2048)\n"
            "  -r 1  recompute mode (as the trainer's -r);  -K  the SSD chunk length (default: the trainer's)\n"
            "  -w  warm-up steps before the profiled one (default 3)\n");
@@ -226,12 +227,9 @@ int main(int argc, char** argv) {
         default: profile_usage(); die("unknown flag %s", argv[i - 1]);
         }
     }
-    Mamba2Config c;
-    char err[512];
-    if (config_parse(&c, spec, err, sizeof(err)) != 0) die("-e %s: %s", spec, err);
-    if (c.chunk_size < 16) c.chunk_size = 16;
     GPUModel m;
-    gpu_model_build(&m, &c, 1337, NULL);
+    gpu_load_model(&m, spec, 1); /* a checkpoint or model folder, or a description given random weights */
+    const Mamba2Config c = m.config;
     m.recompute = recompute;
     if (chunk) m.ssd_q = chunk;
     int BT = B * T;

@@ -173,6 +173,7 @@ static void gpu_config_check(const Mamba2Config* c) {
  * tile pairs than at 256, fewer chunk states than at 64; dev/cuda/NOTES_ssd.md times the kernels at both lengths).
  * The price: the chunk states saved for the backward double against Q = 256 (+1.15 GB at B=8, T=2048). */
 #define GPU_SSD_MAX_CHUNK 128
+#define GPU_SSD_MIN_CHUNK 16 /* the SSD kernels' smallest chunk: a config's shorter chunk_size is raised to it */
 /* the config's chunk length capped at `cap` (GPU_SSD_MAX_CHUNK: training and evaluation alike since SSD v7) */
 static int gpu_ssd_chunk(const Mamba2Config* c, int cap) { return c->chunk_size < cap ? c->chunk_size : cap; }
 
@@ -640,12 +641,12 @@ static void gpu_model_from_weights(GPUModel* m, const char* path, MultiGPU* mg) 
     float* w = NULL;
     char err[1024];
     if (model_load_weights(path, &c, &w, err, sizeof err) != 0) die("%s", err);
-    if (c.chunk_size < 16) c.chunk_size = 16; /* the GPU SSD kernels' smallest chunk */
+    if (c.chunk_size < GPU_SSD_MIN_CHUNK) c.chunk_size = GPU_SSD_MIN_CHUNK;
     gpu_model_create(m, &c, w, mg);
     free(w);
 }
 
-/* the inference programs' model: the weights of `path`, or (allow_random) a model description given random weights,
+/* the inference and profiling programs' model: the weights of `path`, or (allow_random) a model description given random weights,
    for timing. Returns 1 if the weights came from path, 0 if they are random. */
 static int gpu_load_model(GPUModel* m, const char* path, int allow_random) {
     struct stat sb;
@@ -655,7 +656,7 @@ static int gpu_load_model(GPUModel* m, const char* path, int allow_random) {
         if (config_parse(&c, path, err, sizeof err) != 0)
             die("-e %s: neither a checkpoint file, a model folder, nor a model description (%s)", path, err);
         fprintf(stderr, "note: -e %s is a model description: RANDOM weights (for timing only)\n", path);
-        if (c.chunk_size < 16) c.chunk_size = 16;
+        if (c.chunk_size < GPU_SSD_MIN_CHUNK) c.chunk_size = GPU_SSD_MIN_CHUNK;
         gpu_model_build(m, &c, 1337, NULL);
         return 0;
     }
