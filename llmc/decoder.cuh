@@ -205,7 +205,7 @@ static void decoder_prefill(Decoder* d, GPUModel* m, int s, const int* tokens, i
         size_t slot = (((size_t)l * S + s) * H) * P * N, hpn = (size_t)H * P * N;
         float* final_state = d->state_lowp ? d->pf_state : (float*)d->state + slot;
         ssd_forward(d->pf_y, final_state, d->pf_saved, d->pf_xbc, Cd, d->pf_zx + 2 * E + 2 * GN, Z,
-                    PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, 1, T, H, P, N, c->ngroups,
+                    PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, NULL, 1, T, H, P, N, c->ngroups,
                     c->chunk_size, st);
         if (d->state_lowp) cast_to_floatX((floatX*)d->state + slot, d->pf_state, hpn, st);
         float* win = d->win[d->parity] + ((size_t)l * S + s) * K1 * Cd;

@@ -371,8 +371,8 @@ static void mamba2_block_forward(GPUModel* m, int l) {
     conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv,
                    st);
     ssd_forward(y, NULL, act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
-                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q,
-                st);
+                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, NULL, B, T, c->nheads, c->headdim, c->d_state, c->ngroups,
+                m->ssd_q, st);
     gated_norm_forward(gn, act_f(m, ACT_GN_RSTD, l), y, zx, c->d_in_proj, PF(m, P_GNORM_W, l), BT, E, c->ngroups, st);
     matmul_forward(a->delta, gn, PX(m, P_OUT_PROJ_W, l), BT, E, D, st);
 }
@@ -401,9 +401,9 @@ static void mamba2_block_backward(GPUModel* m, int l) {
                         g->dgn, act_x(m, ACT_Y, l), zx, c->d_in_proj, PF(m, P_GNORM_W, l),
                         act_f(m, ACT_GN_RSTD, l), BT, E, c->ngroups, st);
     matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BT, E, D, st);
-    ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), g->dy,
+    ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), NULL, g->dy,
                  act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
-                 PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, g->ssd_ws, B, T, c->nheads, c->headdim, c->d_state,
+                 PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, NULL, g->ssd_ws, B, T, c->nheads, c->headdim, c->d_state,
                  c->ngroups, m->ssd_q, st);
     conv1d_backward(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
                     zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv, st);

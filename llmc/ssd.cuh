@@ -238,6 +238,15 @@ static void ssd_check_shapes(int B, int T, int H, int P, int N, int G, int Q) {
     }
 }
 
+/* document boundaries (seq_idx) and the initial-state gradient: not built yet on the GPU */
+static void ssd_refuse_unbuilt(const int* seq_idx, const float* d_init_state) {
+    if (seq_idx || d_init_state) {
+        fprintf(stderr, "ssd: %s is not implemented in the GPU SSD yet\n",
+                seq_idx ? "seq_idx (document boundaries)" : "the initial-state gradient");
+        exit(EXIT_FAILURE);
+    }
+}
+
 /* every SSD launcher sets its kernel's dynamic shared memory here: more than cuda_smem_optin() (the GPU's opt-in
    limit, or MAMBA2_SMEM_LIMIT's) is refused with the numbers; the dispatch rules (*_fits) keep the default path
    under it on every supported GPU (doc/gpus.md) */
@@ -270,9 +279,10 @@ static int ssd_tiles_take(const void* xbc, int xbc_stride, const void* dy, int H
 /* forward: y (BT, E) floatX = SSD(...) + D[h] x. See the top of this file for `saved`. */
 static SSDPath ssd_forward(floatX* y, float* final_state, void* saved, const floatX* xbc, int xbc_stride,
                            const floatX* dt_raw, int dt_stride, const float* dt_bias, const float* A_log,
-                           const float* Dskip, const float* init_state, int B, int T, int H, int P, int N, int G,
-                           int Q, cudaStream_t stream) {
+                           const float* Dskip, const float* init_state, const int* seq_idx, int B, int T, int H,
+                           int P, int N, int G, int Q, cudaStream_t stream) {
     ssd_check_shapes(B, T, H, P, N, G, Q);
+    ssd_refuse_unbuilt(seq_idx, NULL);
     SSDSaved s = ssd_saved_layout(saved, B, T, H, P, N, Q);
     SSDPath path = {0, 0, 0};
     int nch = ssd_nchunks(T, Q), ntile = CEIL_DIV(Q, SSD_TILE), E = H * P, PN = P * N;
@@ -324,14 +334,16 @@ static SSDPath ssd_forward(floatX* y, float* final_state, void* saved, const flo
     return path;
 }
 
-/* backward: see the top of this file. init_state only matters through `saved` (the states it produced). */
+/* backward: see the top of this file. init_state only matters through `saved` (the states it produced).
+   d_init_state (B, H, P, N) fp32, or NULL: written with dL/d(init_state). */
 static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float* d_A_log, float* d_D,
-                            const floatX* dy, const void* saved, const floatX* xbc, int xbc_stride,
-                            const floatX* dt_raw, int dt_stride, const float* dt_bias, const float* A_log,
-                            const float* Dskip, const float* init_state, void* workspace, int B, int T, int H, int P,
-                            int N, int G, int Q, cudaStream_t stream) {
+                            float* d_init_state, const floatX* dy, const void* saved, const floatX* xbc,
+                            int xbc_stride, const floatX* dt_raw, int dt_stride, const float* dt_bias,
+                            const float* A_log, const float* Dskip, const float* init_state, const int* seq_idx,
+                            void* workspace, int B, int T, int H, int P, int N, int G, int Q, cudaStream_t stream) {
     (void)init_state;
     ssd_check_shapes(B, T, H, P, N, G, Q);
+    ssd_refuse_unbuilt(seq_idx, d_init_state);
     SSDSaved s = ssd_saved_layout((void*)saved, B, T, H, P, N, Q);
     SSDWork w = ssd_work_layout(workspace, B, T, H, P, N, G, Q);
     SSDPath path = {0, 0, 0};

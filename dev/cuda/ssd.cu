@@ -1011,7 +1011,7 @@ static void run_forward(const Inputs* in, Outputs* o, int with_final) {
     if (g_version == V_LLMC) {
         g_llmc_fwd = ssd_forward(o->y, with_final ? o->final_state : NULL, o->saved, in->d_xbc, in->CD,
                                  in->d_dtbuf + in->dcol, in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip, in->d_init,
-                                 s->B, s->T, s->H, s->P, s->N, s->G, s->Q, 0);
+                                 NULL, s->B, s->T, s->H, s->P, s->N, s->G, s->Q, 0);
         return;
     }
     lab::ssd_fast_version = g_version;
@@ -1022,9 +1022,9 @@ static void run_forward(const Inputs* in, Outputs* o, int with_final) {
 static void run_backward(const Inputs* in, Outputs* o) {
     const Shape* s = &in->s;
     if (g_version == V_LLMC) {
-        g_llmc_bwd = ssd_backward(o->dxbc, o->ddtbuf + in->dcol, o->dpar, o->dpar + s->H, o->dpar + 2 * s->H, in->d_dy,
-                                  o->saved, in->d_xbc, in->CD, in->d_dtbuf + in->dcol, in->dstride, in->d_dt_bias,
-                                  in->d_A_log, in->d_Dskip, in->d_init, o->work, s->B, s->T, s->H, s->P, s->N, s->G, s->Q,
+        g_llmc_bwd = ssd_backward(o->dxbc, o->ddtbuf + in->dcol, o->dpar, o->dpar + s->H, o->dpar + 2 * s->H, NULL,
+                                  in->d_dy, o->saved, in->d_xbc, in->CD, in->d_dtbuf + in->dcol, in->dstride,
+                                  in->d_dt_bias, in->d_A_log, in->d_Dskip, in->d_init, NULL, o->work, s->B, s->T, s->H, s->P, s->N, s->G, s->Q,
                                   0);
         return;
     }
