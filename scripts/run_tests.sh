@@ -37,6 +37,7 @@ run_suite "torch .bin -> safetensors without torch" "$PYTHON" scripts/test_conve
 run_suite "the converter's unpickler fuzzed (3000 mutated checkpoints, fixed seed)" "$PYTHON" dev/fuzz/fuzz_unpickler.py --cases 3000 --seed 1
 run_suite "safetensors + json" ./test_safetensors
 run_suite "data pipeline (python)" "$PYTHON" data/test_data.py
+run_suite "MQAR generator: answers, masks, gap law, rows, determinism" "$PYTHON" data/test_mqar.py
 run_suite "SSD tutorial: three forms, backward, finite differences" ./dev/ssd_tutorial --no-timing
 run_suite "docs name only real functions, files, quotes" "$PYTHON" dev/test_docs.py
 run_suite "paper scripts: plot, dry runs, sweep resume" "$PYTHON" scripts/test_scripts.py
