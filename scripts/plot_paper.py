@@ -190,6 +190,7 @@ def lm_rows(root):
         run = load_json(os.path.join(d, "run.json"))
         row = {k: run.get(k) for k in ("experiment", "label", "kind", "n_attn", "pattern", "params",
                                        "flops_per_token", "steps", "tokens_per_step")}
+        row["experiments"] = run.get("experiments") or [run.get("experiment")]
         row.update(final_losses(os.path.join(d, "main.log")))
         row["dir"] = d
         if row["last_step"] is not None and row["tokens_per_step"]:
@@ -267,7 +268,7 @@ def main(argv=None):
             sys.exit(f"error: {a.root}: no finished MQAR runs (result.json beside run.json)")
         write_mqar_outputs(rows, prefix)
     else:
-        rows = [r for r in lm_rows(a.root) if r["experiment"] == a.which]
+        rows = [dict(r, experiment=a.which) for r in lm_rows(a.root) if a.which in r["experiments"]]
         if not rows:
             sys.exit(f"error: {a.root}: no {a.which} runs (run.json with experiment '{a.which}')")
         write_lm_outputs(rows, prefix, a.which)

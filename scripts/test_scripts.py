@@ -14,6 +14,8 @@ Prints one line per check and closes with "N passed, N failed".
 """
 
 import csv
+import glob
+import json
 import os
 import shutil
 import signal
@@ -261,6 +263,193 @@ def test_sweep_resume(tmp):
               f"{na} vs {nb} lines, first differences {diff[:3]}")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# the paper's experiments: scripts/paper/models.py, scripts/paper/mqar.py, scripts/paper/lm.py, scripts/plot_paper.py
+PAPER_FIXTURE = os.path.join(ROOT, "scripts", "fixtures", "paper")
+
+
+def paper_modules():
+    sys.path.insert(0, os.path.join(ROOT, "scripts", "paper"))
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import models
+    import plot_paper
+    return models, plot_paper
+
+
+def test_models():
+    models, _ = paper_modules()
+    import paper
+    # Mamba-2 only: the same count as scripts/paper.py (itself checked against the trainer below)
+    spec, desc = models.model_spec("mamba2", 256, 8, 50257)
+    c = paper.model_config(256, 8, 50257)
+    check("models: a Mamba-2 model counts as scripts/paper.py counts it", desc["params"] == paper.param_count(c),
+          f"{desc['params']} vs {paper.param_count(c)}")
+    # by hand: d 256, 4 heads of 64: A = norm 256 + Wqkv 256*768 + out 256*256 = 262,400; F (width 8/3*256 -> 768):
+    # 256 + 256*1536 + 768*256 = 590,080; embedding 50272*256 = 12,869,632; final norm 256
+    spec, desc = models.model_spec("transformer++", 256, 8, 50257)
+    want = 12869632 + 4 * (262400 + 590080) + 256
+    check("models: Transformer++ d256 x 8 blocks = 16,279,808 parameters (by hand)", desc["params"] == want,
+          f"{desc['params']} vs {want}")
+    check("models: Transformer++ spec carries pattern, heads and MLP width",
+          "pattern=AFAFAFAF" in spec and "num_heads=4" in spec and "head_dim=64" in spec and "d_intermediate=768"
+          in spec, spec)
+    bad = []
+    for L in (4, 8, 16, 48):
+        for k in range(0, L + 1):
+            pat = models.hybrid_pattern(L, k)
+            if pat.count("A") != k or len(pat) != L or (k <= L - 2 and k > 0 and (pat[0] == "A" or pat[-1] == "A")):
+                bad.append((L, k, pat))
+    check("models: hybrid patterns hold n_attn A blocks, never first or last when there is room", not bad, str(bad[:3]))
+    try:
+        models.model_spec("mamba2", 64, 2, 8192, d_state=256, headdim=32)
+        refused = False
+    except models.Unsupported as e:
+        refused = "128" in str(e)
+    _, d_cpu = models.model_spec("mamba2", 64, 2, 8192, d_state=256, headdim=32, gpu=False)
+    check("models: d_state 256 refused for the GPU (SSD_MAXD 128), allowed for the CPU trainer",
+          refused and d_cpu["d_state"] == 256)
+    _, d = models.model_spec("attention", 64, 2, 8192)
+    fpt = models.flops_per_token(d, 256)
+    # 6 x (8192*64 + 2*(64*192 + 64*64)) + 2 blocks x 3*2*2*128*64 = 3,342,336 + 393,216
+    check("models: attention FLOPs per token by hand (T=256)", fpt == 6 * (8192 * 64 + 2 * (64 * 192 + 64 * 64))
+          + 2 * 3 * 2 * 2 * 128 * 64, f"{fpt}")
+
+
+def test_mqar_dry_run():
+    r = run([sys.executable, "scripts/paper/mqar.py", "grid", "--dry-run"])
+    train = [ln.split() for ln in r.stdout.splitlines() if ln.strip().startswith("./train_mamba2cu")]
+    evals = [ln.split() for ln in r.stdout.splitlines() if ln.strip().startswith("./eval_mamba2cu")]
+    # 3 T x (4 attention + 4 d x N 16, 64) x 3 LRs = 108; N=256 skipped (GPU SSD)
+    check("mqar grid --dry-run: 108 train and 108 eval commands, N=256 listed as skipped",
+          r.returncode == 0 and len(train) == 108 and len(evals) == 108 and "mamba2_N256_d32" in r.stdout,
+          f"{len(train)} train, {len(evals)} eval; {r.stderr[-200:]}")
+
+    def flag(cmd, f):
+        return cmd[cmd.index(f) + 1]
+    bad = [c for c in train if flag(c, "-M") != "1" or int(flag(c, "-b")) * int(flag(c, "-t")) != 32768
+           or "vocab=8192" not in flag(c, "-e") or "n_layer=2" not in flag(c, "-e")]
+    bad += [c for c in evals if flag(c, "-M") != "1" or "mqar_test_kv*" not in flag(c, "-i")]
+    check("mqar grid: every run -M 1, B*T = 32768, vocab 8192, 2 layers; eval on the test slices with -M 1", not bad,
+          " ".join(bad[0]) if bad else "")
+    kinds = {("pattern=AA" in flag(c, "-e"), flag(c, "-t")) for c in train}
+    check("mqar grid: attention (pattern=AA) and Mamba-2 runs at T 256, 512, 1024", kinds == {
+        (a, t) for a in (True, False) for t in ("256", "512", "1024")}, str(sorted(kinds)))
+
+
+FAKE_EVAL = """#!/usr/bin/env python3
+# stands in for eval_mamba2cu in the test: checks its arguments, prints the accuracy line with accuracy = 10 x LR
+import json, os, sys
+a = sys.argv
+ckpt = a[a.index("-e") + 1]
+assert a[a.index("-M") + 1] == "1", "eval without -M 1"
+assert os.path.exists(ckpt), "no checkpoint " + ckpt
+lr = json.load(open(os.path.join(os.path.dirname(ckpt), "run.json")))["lr"]
+print("mean loss 1.0 nats/token")
+print("accuracy %.6f over 1234 targets" % (10 * lr))
+"""
+
+
+def test_mqar_grid_cpu(tmp):
+    if not os.access(TRAINER, os.X_OK):
+        check("CPU trainer ./train_mamba2 present", False, "build it with `make train_mamba2`")
+        return
+    fake = os.path.join(tmp, "fake_eval.py")
+    with open(fake, "w") as f:
+        f.write(FAKE_EVAL)
+    os.chmod(fake, 0o755)
+    out, data = os.path.join(tmp, "mqar_runs"), os.path.join(tmp, "mqar_data")
+    cmd = [sys.executable, "scripts/paper/mqar.py", "grid", "--trainer", TRAINER, "--evaluator", fake, "--cpu-rules",
+           "--models", "mamba2", "--seq-lens", "64", "--d-models", "16", "--states", "8", "--lrs", "0.01,0.003",
+           "--steps", "3", "--tokens-per-step", "256", "--data", data, "--out", out, "--workers", "1", "--jobs", "2"]
+    r = run(cmd, env={"OMP_NUM_THREADS": "1"})
+    check("mqar grid on the CPU trainer (2 LRs, 3 steps each, fake eval) finishes", r.returncode == 0 and
+          r.stdout.count("accuracy") == 2, (r.stdout + r.stderr)[-500:])
+    res = sorted(glob.glob(os.path.join(out, "T64", "*", "result.json")))
+    accs = sorted(json.load(open(p))["accuracy"] for p in res)
+    logs = [open(os.path.join(os.path.dirname(p), "main.log")).read() for p in res]
+    check("mqar grid: result.json per run (accuracy parsed from the eval line), main.log with val loss",
+          accs == [0.03, 0.1] and all("tel:" in x for x in logs), f"{accs}")
+    check("mqar grid: data generated with 16 train examples per pair count (3 steps x 4 rows / ... one epoch)",
+          os.path.exists(os.path.join(data, "T64", "mqar_test_kv16_000000.bin.mask")))
+    r2 = run(cmd, env={"OMP_NUM_THREADS": "1"})
+    stamps = [os.path.getmtime(p) for p in res]
+    check("mqar grid run again: finished runs are skipped (result.json untouched)",
+          r2.returncode == 0 and stamps == [os.path.getmtime(p) for p in res], (r2.stdout + r2.stderr)[-300:])
+    prefix = os.path.join(tmp, "fig8_cpu")
+    r3 = run([sys.executable, "scripts/paper/mqar.py", "collect", out, "--out", prefix])
+    md = open(prefix + ".md").read() if os.path.exists(prefix + ".md") else ""
+    check("mqar collect: the table keeps the best LR (accuracy 0.100 at lr 0.01)",
+          r3.returncode == 0 and "| Mamba-2 (N=8) | 0.100 (0.01) |" in md, md[-300:])
+
+
+def test_paper_tables(tmp):
+    _, plot_paper = paper_modules()
+    rows = plot_paper.mqar_rows(os.path.join(PAPER_FIXTURE, "mqar"))
+    check("plot_paper fig8: 9 fixture runs read", len(rows) == 9, str(len(rows)))
+    best = plot_paper.best_over_lr(rows)
+    want = {(256, "Attention", 32): (0.55, 0.01), (256, "Attention", 64): (0.97, 0.001),
+            (256, "Mamba-2 (N=16)", 32): (0.12, 0.001), (256, "Mamba-2 (N=16)", 64): (0.62, 0.01),
+            (512, "Attention", 32): (0.25, 0.001)}
+    check("plot_paper fig8: best accuracy over LRs per point (a tie keeps the smaller LR)", best == want, str(best))
+    prefix = os.path.join(tmp, "paper_fig8")
+    r = run([sys.executable, "scripts/plot_paper.py", "fig8", os.path.join(PAPER_FIXTURE, "mqar"), "--out", prefix])
+    lines = list(csv.DictReader(open(prefix + ".csv"))) if os.path.exists(prefix + ".csv") else []
+    md = open(prefix + ".md").read() if os.path.exists(prefix + ".md") else ""
+    check("plot_paper fig8: CSV has every run, markdown a panel per T with '-' for missing points",
+          r.returncode == 0 and len(lines) == 9 and "**T = 512**" in md and "| Mamba-2 (N=16) | - | - |" in md
+          and "| Attention | 0.550 (0.01) | 0.970 (0.001) |" in md, md[:300])
+    py = python_with_matplotlib()
+    if py:
+        r = run([py, "scripts/plot_paper.py", "fig8", os.path.join(PAPER_FIXTURE, "mqar"), "--out", prefix])
+        check("plot_paper fig8: PNG written with matplotlib", os.path.exists(prefix + ".png"))
+    else:
+        check("plot_paper fig8 without matplotlib: says so, exit 0, no PNG", r.returncode == 0 and "matplotlib is "
+              "missing" in r.stdout and not os.path.exists(prefix + ".png"))
+    lm = plot_paper.lm_rows(os.path.join(PAPER_FIXTURE, "lm"))
+    by = {x["dir"].split(os.sep)[-1]: x for x in lm}
+    check("plot_paper lm: final val loss is the last tel line (a step logged twice keeps the last)",
+          by["tpp_f1"]["final_val_loss"] == 4.1 and by["mamba2_f3"]["final_val_loss"] == 3.3, str(
+              {k: v["final_val_loss"] for k, v in by.items()}))
+    check("plot_paper lm: FLOPs = last step x tokens per step x FLOPs per token",
+          by["mamba2_f1"]["flops"] == 100 * 131072 * 4.45e7, str(by["mamba2_f1"].get("flops")))
+    prefix = os.path.join(tmp, "paper_table2")
+    r = run([sys.executable, "scripts/plot_paper.py", "table2", os.path.join(PAPER_FIXTURE, "lm"), "--out", prefix])
+    md = open(prefix + ".md").read() if os.path.exists(prefix + ".md") else ""
+    check("plot_paper table2: the three table2 runs, ordered 0, 1, Transformer++, the best in bold",
+          r.returncode == 0 and "| Num. attn blocks | 0 (Mamba-2) | 1 | Transformer++ |" in md and
+          "| val perplexity | 27.113 | **24.533** | 29.964 |" in md, md)
+    prefix = os.path.join(tmp, "paper_fig9")
+    r = run([sys.executable, "scripts/plot_paper.py", "fig9", os.path.join(PAPER_FIXTURE, "lm"), "--out", prefix])
+    rows9 = list(csv.DictReader(open(prefix + ".csv"))) if os.path.exists(prefix + ".csv") else []
+    check("plot_paper fig9: the four fig9 runs (the shared f3 models included), not the hybrid",
+          r.returncode == 0 and sorted(x["label"] for x in rows9) == ["mamba2_f1", "mamba2_f3", "tpp_f1", "tpp_f3"],
+          str([x["label"] for x in rows9]))
+
+
+def test_lm_dry_runs():
+    r = run([sys.executable, "scripts/paper/lm.py", "both", "--dry-run"])
+    cmds = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("./train_mamba2cu")]
+    outs = sorted(c[c.index("-o") + 1].split("/")[-1] for c in cmds)
+    check("lm both --dry-run: 8 runs, the shared f3 Mamba-2 and Transformer++ once each",
+          r.returncode == 0 and outs == sorted(["mamba2_f3", "hybrid1_f3", "hybrid2_f3", "tpp_f3", "mamba2_f1",
+                                                 "tpp_f1", "mamba2_f2", "tpp_f2"]), str(outs))
+    f3 = [c for c in cmds if c[c.index("-o") + 1].endswith("_f3")]
+    same = {(c[c.index("-l") + 1], c[c.index("-x") + 1], c[c.index("-d") + 1]) for c in f3}
+    check("lm: every f3 model has the same LR, steps and batch (Table 2: same hyperparameters)", len(same) == 1,
+          str(same))
+    r = run([sys.executable, "scripts/paper/lm.py", "pile", "350m", "transformer++", "--gpus", "8", "--dry-run"])
+    c = next((ln.split() for ln in r.stdout.splitlines() if ln.startswith("mpirun")), [])
+    ok = (c[:3] == ["mpirun", "-np", "8"] and c[c.index("-d") + 1] == "524288" and c[c.index("-x") + 1] == "13500"
+          and c[c.index("-l") + 1] == "0.0015" and "pattern=" + "AF" * 24 in c[c.index("-e") + 1]
+          and c[c.index("-b") + 1] == "8") if c else False
+    check("lm pile 350m transformer++ on 8 GPUs: Table 9's 13500 steps of 0.5M tokens, LR 1.5e-3, 24 (A, F) pairs",
+          ok, r.stdout[-400:])
+    r = run([sys.executable, "scripts/paper/lm.py", "pile", "125m", "mamba2", "--dry-run"])
+    check("lm pile 125m mamba2: 24 Mamba-2 blocks at d 768, 4800 steps, 2.52B tokens",
+          r.returncode == 0 and "d_model=768,n_layer=24," in r.stdout and "-x 4800" in r.stdout and "2.52B" in r.stdout,
+          r.stdout[-300:])
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="test_scripts_")
     try:
@@ -268,6 +457,11 @@ def main():
         test_plot(tmp)
         test_dry_runs()
         test_sweep_resume(tmp)
+        test_models()
+        test_mqar_dry_run()
+        test_mqar_grid_cpu(tmp)
+        test_paper_tables(tmp)
+        test_lm_dry_runs()
         print(f"({time.time() - t0:.1f} s)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

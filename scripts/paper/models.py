@@ -35,14 +35,12 @@ def mlp_width(d_model):
 
 
 def hybrid_pattern(n_layer, n_attn):
-    """n_layer letters, n_attn of them 'A' evenly spaced strictly inside, the rest 'M'"""
+    """n_layer letters, n_attn of them 'A' evenly spread over the inner blocks 1 .. n_layer-2 (all blocks when
+    there are more A than inner blocks), the rest 'M'"""
     if not 0 <= n_attn <= n_layer:
         raise ValueError(f"{n_attn} attention layers of {n_layer}")
-    if n_attn == n_layer:
-        return "A" * n_layer
-    pos = {min(n_layer - 2, max(1, round((i + 1) * n_layer / (n_attn + 1)) - 1)) for i in range(n_attn)}
-    if len(pos) != n_attn:  # too crowded for "strictly inside": plain even spacing
-        pos = {round(i * n_layer / n_attn) for i in range(n_attn)}
+    slots = list(range(1, n_layer - 1)) if n_attn <= n_layer - 2 else list(range(n_layer))
+    pos = {slots[int((i + 0.5) * len(slots) / n_attn)] for i in range(n_attn)}
     return "".join("A" if i in pos else "M" for i in range(n_layer))
 
 
