@@ -635,6 +635,55 @@ class TestCorpusDownloadThenPrepare(unittest.TestCase):
 
 # ----------------------------------------------------------------------------------------------------------
 
+class TestPileRecipe(unittest.TestCase):
+    """data/pile.py on a two-file stand-in of the Pile's layout (train/00.jsonl.zst, val.jsonl.zst), file:// mirror"""
+
+    def test_pile_layout_to_shards(self):
+        import shutil
+        if shutil.which("zstd") is None:
+            self.skipTest("no zstd command (apt-get install -y zstd)")
+        import pile
+        with tempfile.TemporaryDirectory() as tmp:
+            mirror = os.path.join(tmp, "mirror")
+            os.makedirs(os.path.join(mirror, "train"))
+            train_docs = [f"train document {i} " * 3 for i in range(40)]
+            val_docs = [f"val document {i}" for i in range(10)]
+            for path, docs in ((os.path.join(mirror, "train", "00.jsonl"), train_docs),
+                               (os.path.join(mirror, "val.jsonl"), val_docs)):
+                with open(path, "w") as f:
+                    for d in docs:
+                        f.write(json.dumps({"text": d, "meta": {"pile_set_name": "x"}}) + "\n")
+                subprocess.run(["zstd", "-q", "--rm", path], check=True)
+            out = os.path.join(tmp, "out")
+            from contextlib import redirect_stdout
+            with redirect_stderr(io.StringIO()), redirect_stdout(io.StringIO()):
+                pile.main(["--files", "1", "--mirror", "file://" + mirror, "--dir", os.path.join(tmp, "dl"),
+                           "--outdir", out, "--tokenizer", "byte", "--val-docs", "4", "--workers", "1"])
+            val = masks.read_shard_tokens(os.path.join(out, "pile_val_000000.bin"))
+            train = masks.read_shard_tokens(os.path.join(out, "pile_train_000000.bin"))
+            # byte tokens: end-of-text 256 before every document
+            val_text = bytes(t for t in val if t != 256).decode()
+            train_text = bytes(t for t in train if t != 256).decode()
+            self.assertEqual(list(val).count(256), 4, "the first 4 val documents, and only them")
+            self.assertEqual(val_text, "".join(val_docs[:4]))
+            self.assertEqual(list(train).count(256), 40)
+            self.assertEqual(train_text, "".join(train_docs))
+            self.assertTrue(os.path.exists(os.path.join(out, "tokenizer.bin")))
+
+    def test_dry_run_and_refusals(self):
+        import pile
+        buf = io.StringIO()
+        from contextlib import redirect_stdout
+        with redirect_stdout(buf):
+            pile.main(["--files", "2", "--dry-run"])
+        text = buf.getvalue()
+        self.assertIn(pile.MIRROR + "/train/01.jsonl.zst", text)
+        self.assertIn(pile.MIRROR + "/val.jsonl.zst", text)
+        with self.assertRaises(SystemExit):
+            with redirect_stderr(io.StringIO()):
+                pile.main(["--files", "31", "--dry-run"])
+
+
 class CountingResult(unittest.TextTestResult):
     """prints one line per test and keeps the counts for the closing line"""
 
