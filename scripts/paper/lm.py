@@ -47,13 +47,15 @@ FIG9_SIZES = ["f1", "f2", "f3"]
 TABLE2_SIZE = "f3"
 TABLE2_ATTN = [0, 1, 2]       # attention layers among the 8 (12.5%, 25%), plus Transformer++ (all attention + MLP)
 
-# The paper's Table 9 (Appendix D): GPT-3 shapes, batch 0.5M tokens, training steps. Transformer++ layers are
-# (attention + MLP) blocks; Mamba-2 has twice as many Mamba-2 blocks (the same parameters). LR: 5x GPT-3's.
+# The paper's Table 9 (Appendix D): GPT-3 shapes (heads x head size for the Transformer++), batch 0.5M tokens, training
+# steps. Transformer++ layers are (attention + MLP) pairs; Mamba-2 has twice as many Mamba-2 blocks (about the same
+# parameters). Peak LR: 5x GPT-3's (Table 9 lists GPT-3's 6e-4 .. 2e-4; the "improved recipe" of the Mamba papers that
+# Transformer++ and Mamba-2 train with multiplies it by 5), cosine to 1e-5.
 PILE_SIZES = {
-    "125m": dict(d_model=768, tpp_layers=12, steps=4800, lr=3e-3),
-    "350m": dict(d_model=1024, tpp_layers=24, steps=13500, lr=1.5e-3),
-    "760m": dict(d_model=1536, tpp_layers=24, steps=29000, lr=1.25e-3),
-    "1.3b": dict(d_model=2048, tpp_layers=24, steps=50000, lr=1e-3),
+    "125m": dict(d_model=768, tpp_layers=12, head_dim=64, steps=4800, lr=3e-3),
+    "350m": dict(d_model=1024, tpp_layers=24, head_dim=64, steps=13500, lr=1.5e-3),
+    "760m": dict(d_model=1536, tpp_layers=24, head_dim=96, steps=29000, lr=1.25e-3),
+    "1.3b": dict(d_model=2048, tpp_layers=24, head_dim=64, steps=50000, lr=1e-3),
 }
 PILE_TOKENS_PER_STEP = 524288
 
@@ -64,12 +66,13 @@ def die(msg):
 
 
 def make_plan(name, kind, d_model, n_layer, n_attn, seq_len, tokens_per_step, micro_batch, lr, steps, experiments,
-              gpus=1, vocab=GPT2_VOCAB):
+              gpus=1, vocab=GPT2_VOCAB, head_dim=None):
     """a plan in scripts/paper.py's form (trainer_args, run_plan) for any block pattern"""
     if tokens_per_step % (seq_len * gpus * micro_batch):
         die(f"{name}: {tokens_per_step} tokens a step do not split into micro-batches of {micro_batch} x "
             f"{seq_len} on {gpus} GPUs")
-    spec, desc = models.model_spec(kind, d_model, n_layer, vocab, d_state=D_STATE, headdim=HEADDIM, n_attn=n_attn)
+    spec, desc = models.model_spec(kind, d_model, n_layer, vocab, d_state=D_STATE, headdim=HEADDIM, n_attn=n_attn,
+                                   head_dim=head_dim)
     c = paper.model_config(d_model, n_layer, vocab, d_state=D_STATE, headdim=HEADDIM)
     warmup = max(1, min(round(paper.WARMUP_TOKENS / tokens_per_step), int(steps * paper.WARMUP_MAX_FRACTION)))
     fpt = models.flops_per_token(desc, seq_len)
@@ -105,7 +108,7 @@ def small_plans(a):
         # one LR and one token count per size, from its Mamba-2 model: every model of a size trains alike
         _, ref = models.model_spec("mamba2", d, L, GPT2_VOCAB, d_state=D_STATE, headdim=HEADDIM)
         lr = paper.sweep_lr(ref["params"], paper.SWEEP_LR_CAP) * a.lr_scale
-        steps = -(-TOKENS_PER_PARAM * ref["params"] // a.tokens_per_step)
+        steps = -(-a.tokens_per_param * ref["params"] // a.tokens_per_step)
         plans[name] = make_plan(name, kind, d, L, n_attn, SEQ_LEN, a.tokens_per_step, a.micro_batch, lr, steps,
                                 exps)
     return plans
@@ -162,7 +165,8 @@ def pile_plan(size, kind, gpus, micro_batch):
     s = PILE_SIZES[size]
     n_layer = s["tpp_layers"] * 2          # Mamba-2 blocks; Transformer++: that many A and F blocks in pairs
     return make_plan(f"pile_{kind.replace('+', 'p')}_{size}", kind, s["d_model"], n_layer, 0, SEQ_LEN,
-                     PILE_TOKENS_PER_STEP, micro_batch, s["lr"], s["steps"], ["pile"], gpus=gpus)
+                     PILE_TOKENS_PER_STEP, micro_batch, s["lr"], s["steps"], ["pile"], gpus=gpus,
+                     head_dim=s["head_dim"])
 
 
 def cmd_pile(a):
@@ -205,6 +209,8 @@ def main(argv=None):
         s.add_argument("--tokens-per-step", type=int, default=TOKENS_PER_STEP)
         s.add_argument("--micro-batch", type=int, default=MICRO_BATCH)
         s.add_argument("--lr-scale", type=float, default=1.0, help="multiply every size's LR")
+        s.add_argument("--tokens-per-param", type=int, default=TOKENS_PER_PARAM,
+                       help="training tokens per parameter of a size's Mamba-2 model (Chinchilla: 20)")
         s.add_argument("--val-batches", type=int, default=20)
         s.add_argument("--trainer", default="./train_mamba2cu")
         s.add_argument("--keep-checkpoints", type=int, default=1)
