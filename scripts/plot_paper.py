@@ -155,11 +155,12 @@ def write_mqar_outputs(rows, prefix):
     Ts = sorted({k[0] for k in best})
     labels = sorted({k[1] for k in best}, key=lambda s: (s != "Attention", len(s), s))
     fig, axes = plt.subplots(1, len(Ts), figsize=(4.2 * len(Ts), 3.6), sharey=True, squeeze=False)
+    colors = {lab: f"C{i}" for i, lab in enumerate(labels)}  # one colour a model in every panel
     for ax, T in zip(axes[0], Ts):
         for lab in labels:
             pts = sorted((k[2], v[0]) for k, v in best.items() if k[0] == T and k[1] == lab)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=lab)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=lab, color=colors[lab])
         ax.set_xscale("log", base=2)
         ds = sorted({k[2] for k in best})
         ax.set_xticks(ds)
@@ -169,9 +170,10 @@ def write_mqar_outputs(rows, prefix):
         ax.set_xlabel("Model dimension")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Accuracy")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    handles = [plt.Line2D([], [], color=colors[lab], marker="o", label=lab) for lab in labels]
+    fig.legend(handles=handles, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle("Multi-Query Associative Recall (MQAR), mamba2.c")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(prefix + ".png", dpi=130)
     print(f"wrote {prefix}.png")
 
