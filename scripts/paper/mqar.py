@@ -231,7 +231,8 @@ def cmd_grid(a):
                 r, res = fut.result()
                 if isinstance(res, dict):
                     print(f"[T={r['T']} {r['name']} lr {fmt_lr(r['lr'])}] accuracy {res['accuracy']:.4f} "
-                          f"({res.get('train_s', 0):.0f} s)", flush=True)
+                          f"(train {res.get('train_s', 0):.0f} s + eval {res.get('eval_s', 0):.0f} s; planned "
+                          f"{planned_seconds(r):.0f} s)", flush=True)
                 else:
                     failures += 1
                     print(f"[T={r['T']} {r['name']} lr {fmt_lr(r['lr'])}] FAILED: {res}", flush=True)
