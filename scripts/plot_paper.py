@@ -84,6 +84,7 @@ def mqar_rows(root):
             continue
         row = {k: run.get(k) for k in ("T", "name", "kind", "d_model", "d_state", "lr", "params")}
         row.update({k: res.get(k) for k in ("accuracy", "targets", "final_train_loss", "final_val_loss", "train_s")})
+        row.update({k: v for k, v in res.items() if k.startswith("acc_kv")})  # --per-slice accuracies
         row["dir"] = d
         rows.append(row)
     rows.sort(key=lambda r: (r["T"], r["kind"] != "attention", r["d_state"] or 0, r["d_model"], r["lr"]))
@@ -144,7 +145,8 @@ def pyplot():
 
 
 def write_mqar_outputs(rows, prefix):
-    write_csv(prefix + ".csv", rows, MQAR_FIELDS)
+    slices = sorted({k for r in rows for k in r if k.startswith("acc_kv")}, key=lambda k: int(k[6:]))
+    write_csv(prefix + ".csv", rows, MQAR_FIELDS + slices)
     with open(prefix + ".md", "w") as f:
         f.write(mqar_markdown(rows))
     print(f"wrote {prefix}.csv ({len(rows)} runs) and {prefix}.md")

@@ -360,7 +360,7 @@ def test_mqar_grid_cpu(tmp):
     out, data = os.path.join(tmp, "mqar_runs"), os.path.join(tmp, "mqar_data")
     cmd = [sys.executable, "scripts/paper/mqar.py", "grid", "--trainer", TRAINER, "--evaluator", fake, "--cpu-rules",
            "--models", "mamba2", "--seq-lens", "64", "--d-models", "16", "--states", "8", "--lrs", "0.01,0.003",
-           "--steps", "3", "--tokens-per-step", "256", "--data", data, "--out", out, "--workers", "1", "--jobs", "2"]
+           "--steps", "3", "--tokens-per-step", "256", "--data", data, "--out", out, "--workers", "1", "--jobs", "2", "--per-slice"]
     r = run(cmd, env={"OMP_NUM_THREADS": "1"})
     check("mqar grid on the CPU trainer (2 LRs, 3 steps each, fake eval) finishes", r.returncode == 0 and
           r.stdout.count("accuracy") == 2, (r.stdout + r.stderr)[-500:])
@@ -369,6 +369,9 @@ def test_mqar_grid_cpu(tmp):
     logs = [open(os.path.join(os.path.dirname(p), "main.log")).read() for p in res]
     check("mqar grid: result.json per run (accuracy parsed from the eval line), main.log with val loss",
           accs == [0.03, 0.1] and all("tel:" in x for x in logs), f"{accs}")
+    slices = sorted(k for k in (json.load(open(res[0])) if res else {}) if k.startswith("acc_kv"))
+    check("mqar grid --per-slice: an accuracy per pair count of T=64 (2, 4, 8, 16)",
+          slices == ["acc_kv16", "acc_kv2", "acc_kv4", "acc_kv8"], str(slices))
     check("mqar grid: data generated with 16 train examples per pair count (3 steps x 4 rows / ... one epoch)",
           os.path.exists(os.path.join(data, "T64", "mqar_test_kv16_000000.bin.mask")))
     r2 = run(cmd, env={"OMP_NUM_THREADS": "1"})
@@ -380,6 +383,9 @@ def test_mqar_grid_cpu(tmp):
     md = open(prefix + ".md").read() if os.path.exists(prefix + ".md") else ""
     check("mqar collect: the table keeps the best LR (accuracy 0.100 at lr 0.01)",
           r3.returncode == 0 and "| Mamba-2 (N=8) | 0.100 (0.01) |" in md, md[-300:])
+    head = open(prefix + ".csv").readline().strip().split(",") if os.path.exists(prefix + ".csv") else []
+    check("mqar collect: the CSV has the per-slice columns in pair-count order",
+          head[-4:] == ["acc_kv2", "acc_kv4", "acc_kv8", "acc_kv16"], str(head))
 
 
 def test_paper_tables(tmp):

@@ -112,6 +112,10 @@ def plan_runs(a):
                 run["eval_cmd"] = [
                     a.evaluator, "-e", os.path.join(run["dir"], f"ckpt_{a.steps:08d}.bin"),
                     "-i", os.path.join(data, "mqar_test_kv*_*.bin"), "-b", str(EVAL_ROWS), "-t", str(T), "-M", "1"]
+                if a.per_slice:  # one more eval per pair count: its shard alone
+                    run["slice_cmds"] = {
+                        kv: run["eval_cmd"][:4] + [os.path.join(data, f"mqar_test_kv{kv}_000000.bin")] +
+                        run["eval_cmd"][5:] for kv in kv_counts(T)}
                 runs.append(run)
     return runs
 
@@ -143,6 +147,8 @@ def print_plan(runs, a):
         for r in todo:
             print("  " + shlex.join(r["train_cmd"]))
             print("  " + shlex.join(r["eval_cmd"]))
+            for cmd in r.get("slice_cmds", {}).values():
+                print("  " + shlex.join(cmd))
 
 
 def kv_counts(T):
@@ -190,8 +196,16 @@ def run_one(r, keep_ckpt):
     m = ACC_RE.search(p.stdout)
     if p.returncode != 0 or not m:
         return r, f"eval exit {p.returncode}, no 'accuracy X over N targets' line (see {r['dir']}/eval.out)"
-    res = dict(accuracy=float(m.group(1)), targets=int(m.group(2)), train_s=round(t1 - t0, 1),
-               eval_s=round(time.time() - t1, 1))
+    res = dict(accuracy=float(m.group(1)), targets=int(m.group(2)), train_s=round(t1 - t0, 1))
+    for kv, cmd in r.get("slice_cmds", {}).items():
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with open(os.path.join(r["dir"], "eval.out"), "a") as f:
+            f.write(f"\n== test slice K={kv}: {shlex.join(cmd)}\n" + p.stdout)
+        m = ACC_RE.search(p.stdout)
+        if p.returncode != 0 or not m:
+            return r, f"eval of slice K={kv}: exit {p.returncode}, no accuracy line (see {r['dir']}/eval.out)"
+        res[f"acc_kv{kv}"] = float(m.group(1))
+    res["eval_s"] = round(time.time() - t1, 1)
     res.update(plot_paper.final_losses(os.path.join(r["dir"], "main.log")))
     if not keep_ckpt:
         for c in glob.glob(os.path.join(r["dir"], "ckpt_*.bin")):
@@ -276,6 +290,8 @@ def main(argv=None):
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="data generation processes")
     g.add_argument("--budget-minutes", type=float, help="start no run that would end after this many minutes")
     g.add_argument("--keep-checkpoints", action="store_true", help="keep each run's final checkpoint")
+    g.add_argument("--per-slice", action="store_true",
+                   help="also evaluate each pair count's test shard alone (acc_kvK in result.json and the CSV)")
     g.add_argument("--dry-run", action="store_true")
     c = sub.add_parser("collect", help="the table and the plot of finished runs")
     c.add_argument("root", help="the grid's --out folder")
