@@ -360,7 +360,7 @@ def test_mqar_grid_cpu(tmp):
     out, data = os.path.join(tmp, "mqar_runs"), os.path.join(tmp, "mqar_data")
     cmd = [sys.executable, "scripts/paper/mqar.py", "grid", "--trainer", TRAINER, "--evaluator", fake, "--cpu-rules",
            "--models", "mamba2", "--seq-lens", "64", "--d-models", "16", "--states", "8", "--lrs", "0.01,0.003",
-           "--steps", "3", "--tokens-per-step", "256", "--data", data, "--out", out, "--workers", "1", "--jobs", "2", "--per-slice"]
+           "--steps", "3", "--tokens-per-step", "256", "--data", data, "--out", out, "--workers", "2", "--jobs", "2", "--per-slice"]
     r = run(cmd, env={"OMP_NUM_THREADS": "1"})
     check("mqar grid on the CPU trainer (2 LRs, 3 steps each, fake eval) finishes", r.returncode == 0 and
           r.stdout.count("accuracy") == 2, (r.stdout + r.stderr)[-500:])

@@ -37,6 +37,19 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import models  # noqa: E402
 import plot_paper  # noqa: E402  (scripts/plot_paper.py: parsing, tables, plots)
 
+
+def load_generator():
+    """data/mqar.py by its path (this file has the same name, so a plain import could find the wrong one)"""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("mqar_data", os.path.join(ROOT, "data", "mqar.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["mqar_data"] = mod  # its worker processes find make_block by this name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+mqar_data = load_generator()
+
 VOCAB = 8192
 N_LAYER = 2
 SEQ_LENS = [256, 512, 1024]
@@ -152,12 +165,10 @@ def print_plan(runs, a):
 
 
 def kv_counts(T):
-    import mqar as mqar_data
     return mqar_data.default_kv_pairs(T)
 
 
 def ensure_data(a, T):
-    import mqar as mqar_data
     d = os.path.join(a.data, f"T{T}")
     B = a.tokens_per_step // T
     per = a.steps * B // len(mqar_data.default_kv_pairs(T))
