@@ -16,8 +16,8 @@
  * Document boundaries (seq_idx, doc/packing.md section 2): every term of the formulas below is kept unchanged or
  * dropped (an exact zero), by one integer compare per term against seg (the rules: ssd_seg_kernel). Every kernel
  * that forms a decay applies them; the dt kernels need none (a dropped term is a constant, so it adds nothing to
- * dcum). The kernels with a template flag SEG (the tile kernels) compile the masks away without seq_idx; the simple
- * kernels and the state passes test a pointer. doc/ssd_backward.md section 7 derives the backward with boundaries.
+ * dcum). The kernels with a template flag SEG (the tile kernels, the state passes) compile the masks away without
+ * seq_idx; the simple kernels (fp32 build, fallback shapes) test a pointer. doc/ssd_backward.md section 7 derives the backward with boundaries.
  *
  * Backward: derivation from the recurrence of SPEC.md section 4, in chunk form.
  * Let dH_c = dL/d(state leaving chunk c) (= dL/dHprev_{c+1}; zero for the last chunk: the final state is not
@@ -349,9 +349,7 @@ static SSDPath ssd_forward(floatX* y, float* final_state, void* saved, const flo
         path.state = SSD_STATE_SIMPLE;
     }
     if (path.state != SSD_STATE_FUSED) {
-        ssd_state_pass_kernel<<<dim3(B * H, CEIL_DIV(PN, 256)), 256, 0, stream>>>(s.states, final_state, init_state,
-                                                                                   s.cum, s.seg, T, H, PN, Q);
-        cudaCheckLast();
+        ssd_launch_state_pass(s.states, final_state, init_state, s.cum, s.seg, B, T, H, PN, Q, stream);
     }
     /* y */
 #if !defined(ENABLE_FP32)
@@ -414,9 +412,7 @@ static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, flo
         path.state = SSD_STATE_SIMPLE;
     }
     if (path.state != SSD_STATE_FUSED) {
-        ssd_dstate_pass_kernel<<<dim3(B * H, nsplit), SSD_THREADS, 0, stream>>>(w.dstates, w.dotp, d_init_state,
-                                                                                s.states, s.cum, s.seg, T, H, PN, Q);
-        cudaCheckLast();
+        ssd_launch_dstate_pass(w.dstates, w.dotp, d_init_state, s.states, s.cum, s.seg, B, T, H, PN, Q, nsplit, stream);
     }
     /* dx, dB, dC, ddt_raw and the per-chunk parameter partials */
 #if !defined(ENABLE_FP32)

@@ -77,12 +77,15 @@ ssd_simple_chunk_state_kernel(float* out, const floatX* U, int u_stride, const f
 }
 
 /* Forward state pass over chunks, in place: states[c] holds S_c on entry and Hprev_c on exit.
-   One thread per state element (p, n) of one (b, h). seg (B, T) or NULL: a chunk whose last row is not in the
-   document open at its start (s_last >= 0) drops the entering state (decay 0). */
+   One thread per state element (p, n) of one (b, h). SEG (seg (B, T)): a chunk whose last row is not in the
+   document open at its start (s_last >= 0) drops the entering state (decay 0). The state passes and the chunk-state
+   kernels take SEG as a template flag: a pointer test in the loop cost registers (22 -> 40 here, a spill in
+   ssd_chunk_state_kernel<128, true>). */
+template <bool SEG>
 __global__ static void ssd_state_pass_kernel(float* states, float* final_state, const float* init_state,
                                              const float* cum, const int* seg, int T, int H, int PN, int Q) {
     int nch = ssd_nchunks(T, Q), bh = blockIdx.x, b = bh / H, h = bh % H;
-    const int* segb = seg ? seg + (size_t)b * T : NULL;
+    const int* segb = SEG ? seg + (size_t)b * T : NULL;
     int e = blockIdx.y * blockDim.x + threadIdx.x;
     if (e >= PN) return;
     float run = init_state ? init_state[(size_t)bh * PN + e] : 0.f;
@@ -94,7 +97,7 @@ __global__ static void ssd_state_pass_kernel(float* states, float* final_state, 
         states[idx] = run;
         int tl = min(T, (c + 1) * Q) - 1;
         float a = expf(cum[(size_t)bh * T + tl]);
-        if (segb && segb[tl] >= 0) a = 0.f;
+        if (SEG && segb[tl] >= 0) a = 0.f;
         run = a * run + s;
     }
     if (final_state) final_state[(size_t)bh * PN + e] = run;
@@ -103,13 +106,14 @@ __global__ static void ssd_state_pass_kernel(float* states, float* final_state, 
 
 /* Reverse state pass, in place: dstates[c] holds sum_i exp(cum_i) dy_i C_i^T on entry and dH_c on exit.
    Also writes this block's part of <dH_c, Hout_c> (Hout_c = Hprev_{c+1}) to dotp[(bh, c, blockIdx.y)], and (d_init
-   not NULL) the step past chunk 0, dH_{-1} = dL/d(init_state), to d_init (B, H, P, N). seg as the forward pass's. */
+   not NULL) the step past chunk 0, dH_{-1} = dL/d(init_state), to d_init (B, H, P, N). SEG as the forward pass's. */
+template <bool SEG>
 __global__ static void __launch_bounds__(SSD_THREADS)
 ssd_dstate_pass_kernel(float* dstates, float* dotp, float* d_init, const float* states, const float* cum,
                        const int* seg, int T, int H, int PN, int Q) {
     __shared__ float red[SSD_THREADS / 32];
     int nch = ssd_nchunks(T, Q), bh = blockIdx.x, b = bh / H, h = bh % H, nsplit = gridDim.y;
-    const int* segb = seg ? seg + (size_t)b * T : NULL;
+    const int* segb = SEG ? seg + (size_t)b * T : NULL;
     int e = blockIdx.y * SSD_THREADS + threadIdx.x;
     float dH = 0.f, sb_next = 0.f, hout_next = 0.f;  /* loads for the next chunk are issued a chunk ahead */
     if (e < PN) sb_next = dstates[ssd_state_off(b, nch - 1, h, nch, H, PN) + e];
@@ -135,10 +139,31 @@ ssd_dstate_pass_kernel(float* dstates, float* dotp, float* d_init, const float* 
         __syncthreads();
         int tl = min(T, (c + 1) * Q) - 1;
         float a = expf(cum[(size_t)bh * T + tl]);
-        if (segb && segb[tl] >= 0) a = 0.f;
+        if (SEG && segb[tl] >= 0) a = 0.f;
         dH = a * dH + sb;
     }
     if (d_init && e < PN) d_init[(size_t)bh * PN + e] = dH;
+}
+
+/* the two state passes with or without document boundaries (seg NULL) */
+static void ssd_launch_state_pass(float* states, float* final_state, const float* init_state, const float* cum,
+                                  const int* seg, int B, int T, int H, int PN, int Q, cudaStream_t stream) {
+    dim3 grid(B * H, CEIL_DIV(PN, 256));
+    if (seg) ssd_state_pass_kernel<true><<<grid, 256, 0, stream>>>(states, final_state, init_state, cum, seg, T, H, PN, Q);
+    else ssd_state_pass_kernel<false><<<grid, 256, 0, stream>>>(states, final_state, init_state, cum, seg, T, H, PN, Q);
+    cudaCheckLast();
+}
+static void ssd_launch_dstate_pass(float* dstates, float* dotp, float* d_init, const float* states, const float* cum,
+                                   const int* seg, int B, int T, int H, int PN, int Q, int nsplit,
+                                   cudaStream_t stream) {
+    dim3 grid(B * H, nsplit);
+    if (seg)
+        ssd_dstate_pass_kernel<true><<<grid, SSD_THREADS, 0, stream>>>(dstates, dotp, d_init, states, cum, seg, T, H,
+                                                                       PN, Q);
+    else
+        ssd_dstate_pass_kernel<false><<<grid, SSD_THREADS, 0, stream>>>(dstates, dotp, d_init, states, cum, seg, T, H,
+                                                                        PN, Q);
+    cudaCheckLast();
 }
 
 #if !defined(ENABLE_FP32)
@@ -152,8 +177,8 @@ static inline size_t ssd_smem_chunk_state(void) {
     return 2 * (size_t)SSD_MMA_ROWS * (72 + SSD_CS_LDV) * sizeof(floatX) + 2 * SSD_MMA_ROWS * sizeof(float);
 }
 /* 4 blocks/SM: 128 registers (132 uncapped), 54 KB smem */
-/* seg: as ssd_simple_chunk_state_kernel's (a per-row weight, so a uniform pointer test costs nothing measurable) */
-template <int NMAX, bool EXACT>
+/* SEG: seg as ssd_simple_chunk_state_kernel's */
+template <int NMAX, bool EXACT, bool SEG>
 __global__ static void __launch_bounds__(SSD_MMA_THREADS, 4)
 ssd_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride, int v_col0,
                         const float* dt, const float* cum, const int* seg, int mode, int T, int H, int P, int N, int G,
@@ -169,8 +194,8 @@ ssd_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX* 
     const float* dtc = dt + (size_t)bh * T + t0;
     const float* cumc = cum + (size_t)bh * T + t0;
     float cum_last = cumc[len - 1];
-    const int* segc = seg ? seg + (size_t)b * T + t0 : NULL;
-    int s_last = segc ? segc[len - 1] : -1;
+    const int* segc = SEG ? seg + (size_t)b * T + t0 : NULL;
+    int s_last = SEG ? segc[len - 1] : -1;
     const floatX* Ub = U + (size_t)(b * T + t0) * u_stride + h * P + p0;
     const floatX* Vb = V + (size_t)(b * T + t0) * v_stride + v_col0 + g * N;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m0 = warp * 16, tig = lane % 4;
@@ -187,7 +212,7 @@ ssd_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX* 
             if (threadIdx.x < SSD_MMA_ROWS) {
                 int j = j0 + threadIdx.x;
                 float w = j < len ? (mode == 0 ? dtc[j] * expf(cum_last - cumc[j]) : expf(cumc[j])) : 0.f;
-                if (segc && j < len && (mode == 0 ? j < s_last : segc[j] >= 0)) w = 0.f;  /* another document */
+                if (SEG && j < len && (mode == 0 ? j < s_last : segc[j] >= 0)) w = 0.f;  /* another document */
                 w_s[bf * SSD_MMA_ROWS + threadIdx.x] = w;
             }
         }
@@ -505,22 +530,29 @@ ssd_state_scan_kernel(float* out, float* final_state, const float* init_state, f
 
 /* the chunk-parallel chunk-state product (forward S_c: mode 0, backward sum exp(cum_i) dy_i C_i^T: mode 1); N = 128
    runs the instantiation with a compile-time N */
-static void ssd_launch_chunk_state(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride,
-                                   int v_col0, SSDSaved s, int mode, int B, int T, int H, int P, int N, int G, int Q,
-                                   cudaStream_t stream) {
+template <bool SEG>
+static void ssd_launch_chunk_state_s(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride,
+                                     int v_col0, SSDSaved s, int mode, int B, int T, int H, int P, int N, int G, int Q,
+                                     cudaStream_t stream) {
     dim3 grid(ssd_nchunks(T, Q), B * H, CEIL_DIV(P, 64));
     size_t smem = ssd_smem_chunk_state();
     if (N == 128) {
-        ssd_set_smem((const void*)ssd_chunk_state_kernel<128, true>, smem);
-        ssd_chunk_state_kernel<128, true><<<grid, SSD_MMA_THREADS, smem, stream>>>(out, U, u_stride, V, v_stride, v_col0,
-                                                                                 s.dt, s.cum, s.seg, mode, T, H, P, N, G,
-                                                                                 Q);
+        ssd_set_smem((const void*)ssd_chunk_state_kernel<128, true, SEG>, smem);
+        ssd_chunk_state_kernel<128, true, SEG><<<grid, SSD_MMA_THREADS, smem, stream>>>(
+            out, U, u_stride, V, v_stride, v_col0, s.dt, s.cum, s.seg, mode, T, H, P, N, G, Q);
     } else {
-        ssd_set_smem((const void*)ssd_chunk_state_kernel<SSD_MAXD, false>, smem);
-        ssd_chunk_state_kernel<SSD_MAXD, false><<<grid, SSD_MMA_THREADS, smem, stream>>>(
+        ssd_set_smem((const void*)ssd_chunk_state_kernel<SSD_MAXD, false, SEG>, smem);
+        ssd_chunk_state_kernel<SSD_MAXD, false, SEG><<<grid, SSD_MMA_THREADS, smem, stream>>>(
             out, U, u_stride, V, v_stride, v_col0, s.dt, s.cum, s.seg, mode, T, H, P, N, G, Q);
     }
     cudaCheckLast();
+}
+/* s.seg NULL: no document boundaries */
+static void ssd_launch_chunk_state(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride,
+                                   int v_col0, SSDSaved s, int mode, int B, int T, int H, int P, int N, int G, int Q,
+                                   cudaStream_t stream) {
+    if (s.seg) ssd_launch_chunk_state_s<true>(out, U, u_stride, V, v_stride, v_col0, s, mode, B, T, H, P, N, G, Q, stream);
+    else ssd_launch_chunk_state_s<false>(out, U, u_stride, V, v_stride, v_col0, s, mode, B, T, H, P, N, G, Q, stream);
 }
 
 /* The fused scans run where the tile kernels' layout rules hold (checked by the caller), P % 64 == 0,
