@@ -7,6 +7,11 @@
  *     against the sequential recurrence of SPEC.md sections 3-4 in double; outputs poisoned first; the columns of
  *     the dt-gradient buffer that are not ssd's stay untouched; backward twice gives bitwise the same results;
  *     each tolerance is shown to reject a perturbed copy.
+ *   - llmc also writes and checks d_init_state (dL/d(initial state)) on every small shape, and runs six shapes with
+ *     packed documents (seq_idx, make_docs), one per kernel path: every output above and d_init_state against the
+ *     recurrence with a restart at each boundary, determinism, the path taken, and that the reference without
+ *     documents differs from it by > 20 x the tolerance (a kernel that ignored a mask would fail). At each benchmark
+ *     shape llmc reruns the same inputs with about one boundary per 512 positions (checked slices, timings).
  *   - the benchmark shapes (H=24, P=64, N=128, G=1, Q=256; B=8,T=2048 ; B=1,T=8192 ; B=1,T=32768): forward on
  *     two (b, h) slices against the recurrence; at B=8, T=2048 the backward of batch element 0 (all heads) too;
  *     then timings of forward and forward+backward against the floor, and cost per token against T.
