@@ -151,6 +151,10 @@ bench: train_mamba2cu profile_mamba2cu $(DATA_DIR)/tokenizer.bin
 dev/cuda/ssd_bin: dev/cuda/ssd.cu $(wildcard llmc/ssd*.cuh) llmc/gpu_arch.cuh llmc/wgmma.cuh llmc/cuda_common.h \
   $(wildcard dev/cuda/ssd_lab*.cuh) dev/cuda/kernels_dev.h
 	$(NVCC) $(NVCC_FLAGS) $(DEV_CUDA_ARCH) -o $@ dev/cuda/ssd.cu $(NVCC_LIBS)
+# the same program in the fp32 build (the simple kernels on every path)
+dev/cuda/ssd_fp32_bin: dev/cuda/ssd.cu $(wildcard llmc/ssd*.cuh) llmc/gpu_arch.cuh llmc/wgmma.cuh llmc/cuda_common.h \
+  $(wildcard dev/cuda/ssd_lab*.cuh) dev/cuda/kernels_dev.h
+	$(NVCC) $(NVCC_FLAGS) $(DEV_CUDA_ARCH) -DENABLE_FP32 -o $@ dev/cuda/ssd.cu $(NVCC_LIBS)
 
 # the wgmma wrappers' unit test (shared-memory descriptors, layouts) against CPU products; part of make test_cu
 dev/cuda/wgmma_check_bin: dev/cuda/wgmma_check.cu llmc/wgmma.cuh llmc/cuda_common.h dev/cuda/kernels_dev.h

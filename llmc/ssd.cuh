@@ -10,8 +10,14 @@
  *                                                                          (forward scan)
  * Every exp() argument is a difference that is <= 0, or a chunk-local cum <= 0: nothing overflows.
  *
- * Saved for backward (`saved`, ssd_saved_bytes): dt (B,H,T) float, cum (B,H,T) float, and the states entering
- * each chunk (B, nchunks, H, P, N) float.
+ * Saved for backward (`saved`, ssd_saved_bytes): dt (B,H,T) float, cum (B,H,T) float, the states entering
+ * each chunk (B, nchunks, H, P, N) float, and with seq_idx the segment starts seg (B,T) int (ssd_seg_kernel).
+ *
+ * Document boundaries (seq_idx, doc/packing.md section 2): every term of the formulas below is kept unchanged or
+ * dropped (an exact zero), by one integer compare per term against seg (the rules: ssd_seg_kernel). Every kernel
+ * that forms a decay applies them; the dt kernels need none (a dropped term is a constant, so it adds nothing to
+ * dcum). The kernels with a template flag SEG (the tile kernels, the state passes) compile the masks away without
+ * seq_idx; the simple kernels (fp32 build, fallback shapes) test a pointer. doc/ssd_backward.md section 7 derives the backward with boundaries.
  *
  * Backward: derivation from the recurrence of SPEC.md section 4, in chunk form.
  * Let dH_c = dL/d(state leaving chunk c) (= dL/dHprev_{c+1}; zero for the last chunk: the final state is not
@@ -95,17 +101,20 @@ typedef struct {
     float* dt;      /* (B, H, T) softplus'd dt */
     float* cum;     /* (B, H, T) chunk-local inclusive cumsum of dt*A */
     float* states;  /* (B, nchunks, H, P, N) state entering each chunk */
+    int* seg;       /* (B, T) with seq_idx: the segment start of each position (ssd_seg_kernel); NULL without */
 } SSDSaved;
 
 static inline size_t ssd_saved_bytes(int B, int T, int H, int P, int N, int Q) {
-    return (2 * (size_t)B * H * T + (size_t)B * ssd_nchunks(T, Q) * H * P * N) * sizeof(float);
+    return (2 * (size_t)B * H * T + (size_t)B * ssd_nchunks(T, Q) * H * P * N) * sizeof(float) +
+           (size_t)B * T * sizeof(int);
 }
+/* seg points at its region always; the dispatch sets it to NULL where seq_idx is NULL */
 static inline SSDSaved ssd_saved_layout(void* saved, int B, int T, int H, int P, int N, int Q) {
     SSDSaved s;
     s.dt = (float*)saved;
     s.cum = s.dt + (size_t)B * H * T;
     s.states = s.cum + (size_t)B * H * T;
-    (void)P; (void)N; (void)Q;
+    s.seg = (int*)(s.states + (size_t)B * ssd_nchunks(T, Q) * H * P * N);
     return s;
 }
 
@@ -209,6 +218,39 @@ __global__ static void ssd_dt_cumsum_kernel(float* dt_out, float* cum_out, const
 }
 
 
+/* Document boundaries (seq_idx, doc/packing.md section 2): a boundary between t-1 and t where seq_idx differs; the
+   recurrence restarts there (a decay of exp(-inf) = 0). In the chunk form each term is kept unchanged or dropped,
+   and every kernel decides which with one integer per position, made here once per forward:
+     seg[b, t] = the chunk-local index of the last boundary at or before t inside t's chunk (t's document starts
+                 there), or -1 when t's document is the one open at the chunk's start (no boundary in t0..t; for the
+                 first chunk: the row's first document, the one the initial state reaches).
+   With s_i = seg of chunk-local row i and s_last = that of the chunk's last row:
+     intra-chunk pair (i, j), j <= i        kept iff j >= s_i
+     entering state reaches row i           iff s_i < 0
+     input j enters the state leaving       iff j >= s_last
+     the entering state survives the chunk  iff s_last < 0
+   Dropped terms are exact zeros (a select, never exp of a large negative number), kept terms are computed as without
+   boundaries, so seq_idx NULL (seg NULL) runs the same arithmetic as before. seq_idx must be non-decreasing in each
+   row (as the CPU reference requires): then "no boundary between j and i" and "same document" are the same test.
+   One warp per (chunk, b): a running max-scan of the boundary positions. */
+__global__ static void ssd_seg_kernel(int* seg, const int* seq_idx, int T, int Q) {
+    int c = blockIdx.x, b = blockIdx.y, lane = threadIdx.x;
+    int t0 = c * Q, len = min(Q, T - t0);
+    const int* sq = seq_idx + (size_t)b * T;
+    int carry = -1;
+    for (int base = 0; base < len; base += 32) {
+        int i = base + lane, t = t0 + i;
+        int v = i < len && t > 0 && sq[t] != sq[t - 1] ? i : -1;
+        for (int o = 1; o < 32; o <<= 1) {
+            int u = __shfl_up_sync(0xffffffffu, v, o);
+            if (lane >= o) v = max(v, u);
+        }
+        v = max(v, carry);
+        if (i < len) seg[(size_t)b * T + t] = v;
+        carry = __shfl_sync(0xffffffffu, v, 31);
+    }
+}
+
 /* d_dt_bias[h], d_A_log[h], d_D[h] += the sums of their partials over (b, chunk), in order. One thread per (h, which). */
 __global__ static void ssd_bwd_param_sum_kernel(float* d_dt_bias, float* d_A_log, float* d_D, const float* part,
                                                 int B, int H, int nch) {
@@ -234,15 +276,6 @@ static void ssd_check_shapes(int B, int T, int H, int P, int N, int G, int Q) {
         fprintf(stderr,
                 "ssd: unsupported shape B=%d T=%d H=%d P=%d N=%d G=%d Q=%d: need B,T >= 1, G dividing H, "
                 "1 <= P,N <= %d and 16 <= Q <= 256\n", B, T, H, P, N, G, Q, SSD_MAXD);
-        exit(EXIT_FAILURE);
-    }
-}
-
-/* document boundaries (seq_idx) and the initial-state gradient: not built yet on the GPU */
-static void ssd_refuse_unbuilt(const int* seq_idx, const float* d_init_state) {
-    if (seq_idx || d_init_state) {
-        fprintf(stderr, "ssd: %s is not implemented in the GPU SSD yet\n",
-                seq_idx ? "seq_idx (document boundaries)" : "the initial-state gradient");
         exit(EXIT_FAILURE);
     }
 }
@@ -276,13 +309,14 @@ static int ssd_tiles_take(const void* xbc, int xbc_stride, const void* dy, int H
 /* ------------------------------------------------------------------------------------------------------------ */
 /* dispatch */
 
-/* forward: y (BT, E) floatX = SSD(...) + D[h] x. See the top of this file for `saved`. */
+/* forward: y (BT, E) floatX = SSD(...) + D[h] x. See the top of this file for `saved`. init_state (B, H, P, N) fp32
+   or NULL (zeros); seq_idx (B, T) device ints or NULL: each position's document, non-decreasing in each row (see
+   ssd_seg_kernel); the initial state then reaches only the row's first document. */
 static SSDPath ssd_forward(floatX* y, float* final_state, void* saved, const floatX* xbc, int xbc_stride,
                            const floatX* dt_raw, int dt_stride, const float* dt_bias, const float* A_log,
                            const float* Dskip, const float* init_state, const int* seq_idx, int B, int T, int H,
                            int P, int N, int G, int Q, cudaStream_t stream) {
     ssd_check_shapes(B, T, H, P, N, G, Q);
-    ssd_refuse_unbuilt(seq_idx, NULL);
     SSDSaved s = ssd_saved_layout(saved, B, T, H, P, N, Q);
     SSDPath path = {0, 0, 0};
     int nch = ssd_nchunks(T, Q), ntile = CEIL_DIV(Q, SSD_TILE), E = H * P, PN = P * N;
@@ -290,6 +324,12 @@ static SSDPath ssd_forward(floatX* y, float* final_state, void* saved, const flo
     ssd_dt_cumsum_kernel<<<dim3(nch, B * H), 32, 0, stream>>>(s.dt, s.cum, dt_raw, dt_stride, dt_bias, A_log, T, H,
                                                               Q);
     cudaCheckLast();
+    if (seq_idx) {  /* the segment starts, saved for the backward */
+        ssd_seg_kernel<<<dim3(nch, B), 32, 0, stream>>>(s.seg, seq_idx, T, Q);
+        cudaCheckLast();
+    } else {
+        s.seg = NULL;
+    }
     /* the states entering each chunk (and the final state) */
 #if !defined(ENABLE_FP32)
     if (tiles && ssd_state_scan_takes(B, H, P, N, Q, s.states, final_state, init_state)) {
@@ -304,14 +344,12 @@ static SSDPath ssd_forward(floatX* y, float* final_state, void* saved, const flo
     if (!path.state) {
         dim3 og(nch, B * H, CEIL_DIV(P, 64) * CEIL_DIV(N, 64));
         ssd_simple_chunk_state_kernel<<<og, SSD_THREADS, 0, stream>>>(s.states, xbc, xbc_stride, xbc, xbc_stride, E,
-                                                                      s.dt, s.cum, 0, T, H, P, N, G, Q);
+                                                                      s.dt, s.cum, s.seg, 0, T, H, P, N, G, Q);
         cudaCheckLast();
         path.state = SSD_STATE_SIMPLE;
     }
     if (path.state != SSD_STATE_FUSED) {
-        ssd_state_pass_kernel<<<dim3(B * H, CEIL_DIV(PN, 256)), 256, 0, stream>>>(s.states, final_state, init_state,
-                                                                                   s.cum, T, H, PN, Q);
-        cudaCheckLast();
+        ssd_launch_state_pass(s.states, final_state, init_state, s.cum, s.seg, B, T, H, PN, Q, stream);
     }
     /* y */
 #if !defined(ENABLE_FP32)
@@ -328,14 +366,19 @@ static SSDPath ssd_forward(floatX* y, float* final_state, void* saved, const flo
     size_t smem = ssd_simple_smem_bytes(P, N, 2, 2);  /* Cs, Bs | Xs, Acc */
     ssd_set_smem((const void*)ssd_simple_fwd_scan_kernel, smem);
     ssd_simple_fwd_scan_kernel<<<dim3(nch * ntile, B * H), SSD_THREADS, smem, stream>>>(
-        y, xbc, xbc_stride, s.dt, s.cum, s.states, Dskip, T, H, P, N, G, Q);
+        y, xbc, xbc_stride, s.dt, s.cum, s.seg, s.states, Dskip, T, H, P, N, G, Q);
     cudaCheckLast();
     path.fwd_scan = SSD_FWD_SIMPLE;
     return path;
 }
 
-/* backward: see the top of this file. init_state only matters through `saved` (the states it produced).
-   d_init_state (B, H, P, N) fp32, or NULL: written with dL/d(init_state). */
+/* backward: see the top of this file. `saved` is the forward's, which ran with the same init_state and seq_idx:
+   init_state matters only through it (the states it produced: states[0] = init_state, read as Hprev_0 by the dC
+   kernels and so in dy.ssd of the rows it reaches, and Hout_0 = states[1] in <dH_0, Hout_0>; both reach ddt and
+   dA_log through dcum on every path), and seq_idx only through its segment starts (saved.seg; seq_idx NULL or not
+   says whether to use them). d_init_state (B, H, P, N) fp32, or NULL: written (not accumulated) with
+   dL/d(init_state) = dH_{-1} = exp(cum_last_0) dH_0 + sum_i exp(cum_i) dy_i C_i^T over chunk 0 (masked as the
+   forward), the state pass's one step past chunk 0. */
 static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, float* d_A_log, float* d_D,
                             float* d_init_state, const floatX* dy, const void* saved, const floatX* xbc,
                             int xbc_stride, const floatX* dt_raw, int dt_stride, const float* dt_bias,
@@ -343,17 +386,17 @@ static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, flo
                             void* workspace, int B, int T, int H, int P, int N, int G, int Q, cudaStream_t stream) {
     (void)init_state;
     ssd_check_shapes(B, T, H, P, N, G, Q);
-    ssd_refuse_unbuilt(seq_idx, d_init_state);
     SSDSaved s = ssd_saved_layout((void*)saved, B, T, H, P, N, Q);
+    if (!seq_idx) s.seg = NULL;
     SSDWork w = ssd_work_layout(workspace, B, T, H, P, N, G, Q);
     SSDPath path = {0, 0, 0};
     int nch = ssd_nchunks(T, Q), ntile = CEIL_DIV(Q, SSD_TILE), E = H * P, PN = P * N, nsplit = ssd_nsplit(P, N);
     int tiles = ssd_tiles_take(xbc, xbc_stride, dy, H, P, N) && (uintptr_t)dxbc % 16 == 0;
     /* dH_c of every chunk and the partials of <dH_c, Hout_c> */
 #if !defined(ENABLE_FP32)
-    if (tiles && ssd_state_scan_takes(B, H, P, N, Q, s.states, w.dstates, NULL)) {
-        ssd_launch_state_scan<1>(w.dstates, NULL, NULL, w.dotp, s.states, dy, E, xbc, xbc_stride, E + G * N, s, B, T, H,
-                                 P, N, G, Q, stream);
+    if (tiles && ssd_state_scan_takes(B, H, P, N, Q, s.states, w.dstates, d_init_state)) {
+        ssd_launch_state_scan<1>(w.dstates, d_init_state, NULL, w.dotp, s.states, dy, E, xbc, xbc_stride, E + G * N, s,
+                                 B, T, H, P, N, G, Q, stream);
         nsplit = ssd_state_scan_nsplit(P, N);  /* the fused scan's dotp has one entry per warp and slice */
         path.state = SSD_STATE_FUSED;
     } else if (tiles && ssd_smem_fits(ssd_smem_chunk_state())) {
@@ -364,14 +407,12 @@ static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, flo
     if (!path.state) {
         dim3 og(nch, B * H, CEIL_DIV(P, 64) * CEIL_DIV(N, 64));
         ssd_simple_chunk_state_kernel<<<og, SSD_THREADS, 0, stream>>>(w.dstates, dy, E, xbc, xbc_stride, E + G * N,
-                                                                      s.dt, s.cum, 1, T, H, P, N, G, Q);
+                                                                      s.dt, s.cum, s.seg, 1, T, H, P, N, G, Q);
         cudaCheckLast();
         path.state = SSD_STATE_SIMPLE;
     }
     if (path.state != SSD_STATE_FUSED) {
-        ssd_dstate_pass_kernel<<<dim3(B * H, nsplit), SSD_THREADS, 0, stream>>>(w.dstates, w.dotp, s.states, s.cum, T,
-                                                                                H, PN, Q);
-        cudaCheckLast();
+        ssd_launch_dstate_pass(w.dstates, w.dotp, d_init_state, s.states, s.cum, s.seg, B, T, H, PN, Q, nsplit, stream);
     }
     /* dx, dB, dC, ddt_raw and the per-chunk parameter partials */
 #if !defined(ENABLE_FP32)
@@ -397,12 +438,13 @@ static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, flo
         }
         ssd_set_smem((const void*)ssd_simple_bwd_dxdb_kernel, smem);
         ssd_simple_bwd_dxdb_kernel<<<dim3(nch * ntile, B * H), SSD_THREADS, smem, stream>>>(
-            dxbc, w.dB_h, w.xdxs, w.xdxs_st, w.xdy, dy, xbc, xbc_stride, s.dt, s.cum, w.dstates, Dskip, T, H, P, N, G, Q);
+            dxbc, w.dB_h, w.xdxs, w.xdxs_st, w.xdy, dy, xbc, xbc_stride, s.dt, s.cum, s.seg, w.dstates, Dskip, T, H, P,
+            N, G, Q);
         cudaCheckLast();
         smem = ssd_simple_smem_bytes(P, N, 3, 2);  /* Cs, Bs, Acc | Ys, Xs */
         ssd_set_smem((const void*)ssd_simple_bwd_dc_kernel, smem);
         ssd_simple_bwd_dc_kernel<<<dim3(nch * ntile, B * H), SSD_THREADS, smem, stream>>>(
-            w.dC_h, w.roww, w.colw, dy, xbc, xbc_stride, s.dt, s.cum, s.states, T, H, P, N, G, Q);
+            w.dC_h, w.roww, w.colw, dy, xbc, xbc_stride, s.dt, s.cum, s.seg, s.states, T, H, P, N, G, Q);
         cudaCheckLast();
         ssd_simple_bwd_dt_kernel<<<dim3(nch, B * H), 32, 0, stream>>>(ddt_raw, dt_stride, w.part, s.dt, s.cum, w.roww,
                                                                       w.xdxs, w.xdxs_st, w.colw, w.xdy, w.dotp, nsplit,

@@ -9,7 +9,12 @@
  *   ssd_bwd_group_sum_kernel  dB, dC of a group with more than one head-group: its bf16 partials added in order
  *   ssd_bwd_dt_kernel         dcum, ddt_raw and the per-chunk parameter partials from those sums
  * The two row-tile kernels have instantiations with P, N fixed at compile time (EXACT) and a tuned form (TUNED,
- * the trainer's shape: P, N in {64, 128}, Q in {64, 128}).
+ * the trainer's shape: P, N in {64, 128}, Q in {64, 128}), and a template flag SEG for document boundaries (seg
+ * (B, T) from ssd_seg_kernel, llmc/ssd.cuh): the pair (i, j) is kept iff j >= s_i, the entering state reaches row i
+ * iff s_i < 0, row j enters the state leaving the chunk iff j >= s_last; dropped terms are selects to exact zeros
+ * (the factored off-diagonal tiles too). Without SEG the code is that of no boundaries. ssd_bwd_bct_kernel,
+ * ssd_bwd_dt_kernel and the group sum need no mask: B_j . C_i is masked where it is used, and dcum's terms come
+ * from the masked sums (every dropped term is a constant 0, with no dependence on cum).
  */
 #ifndef MAMBA2_SSD_BWD_CUH
 #define MAMBA2_SSD_BWD_CUH
@@ -233,12 +238,14 @@ __device__ static inline void ssd_load_split_all(floatX* hi, floatX* lo, int ld,
    dbo + row * dbo_stride + (direct ? dbo_col0 + g N : hgi N). */
 #define SSD_DXDB_MIN_BLOCKS 2  /* 2 blocks/SM without the spill beat 3 with it: 1.471 vs 1.507 ms fwd+bwd (NOTES_ssd.md) */
 #define SSD_DC_MIN_BLOCKS 3   /* without the cap, 177 registers at P = 64, N = 128: only 2 blocks per SM */
-template <int PMAX, int NMAX, bool EXACT, bool TUNED>  /* TUNED: see "the tuned form" above */
+/* SEG: 2 x 64 ints of shared memory more (the i tiles' segment starts, after the slab) */
+#define SSD_SEG_SMEM (2 * SSD_MMA_ROWS * sizeof(int))
+template <int PMAX, int NMAX, bool EXACT, bool TUNED, bool SEG>  /* TUNED: see "the tuned form" above */
 __global__ static void __launch_bounds__(SSD_MMA_THREADS, SSD_DXDB_MIN_BLOCKS)
 ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int direct, float* xdxs, float* xdxs_st,
                     float* xdy, float* colf, float* rowp, const floatX* dy, const floatX* xbc, int xbc_stride,
-                    const float* dt, const float* cum, const float* dstates, const float* bct, const float* Dskip,
-                    int T, int H, int P, int N, int G, int Q, int hg) {
+                    const float* dt, const float* cum, const int* seg, const float* dstates, const float* bct,
+                    const float* Dskip, int T, int H, int P, int N, int G, int Q, int hg) {
     if (EXACT) { P = PMAX; N = NMAX; }  /* compile-time widths: the n-tile guards fold, the k loops unroll */
     extern __shared__ __align__(16) unsigned char ssd_smem[];
     int nch = ssd_nchunks(T, Q), nti = CEIL_DIV(Q, SSD_MMA_ROWS), nhg = H / hg;
@@ -257,6 +264,9 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
     float* ci = (float*)(Bj + ssd_region_bwd(P, N, 1));  /* 2 x 64 cum_i */
     float* red = ci + 2 * SSD_MMA_ROWS;                    /* 4 warps x 64 partial row sums */
     float* slab = red + 4 * SSD_MMA_ROWS;                  /* tuned: (64, SSD_SLAB_LD) B_j . C_i, columns i - j0 */
+    int* si = (int*)(slab + (TUNED ? SSD_MMA_ROWS * SSD_SLAB_LD : 0));  /* SEG: 2 x 64 seg of the i tile's rows */
+    const int* segc = SEG ? seg + (size_t)b * T + t0 : NULL;
+    int s_last = SEG ? segc[len - 1] : -1;  /* row j enters the state leaving the chunk iff j >= s_last */
     const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
     const floatX* Cg = rows + E + G * N + g * N;
     const float* bcc = bct + ((size_t)b * nch + c) * G * Q * Q + (size_t)g * Q * Q;  /* [j][i] = B_j . C_i */
@@ -298,7 +308,7 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
             int ok = rj[r] < len;
             cum_r[r] = ok ? cumc[rj[r]] : 0.f;
             dt_r[r] = ok ? dtc[rj[r]] : 0.f;
-            es[r] = ok ? expf(cum_last - cum_r[r]) : 0.f;
+            es[r] = ok && (!SEG || rj[r] >= s_last) ? expf(cum_last - cum_r[r]) : 0.f;
             er[r] = TUNED && ok ? __expf(cref - cum_r[r]) : 0.f;
         }
         ssd_cp_wait<0>();
@@ -324,6 +334,7 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
         if (threadIdx.x < SSD_MMA_ROWS) {
             int i = j0 + threadIdx.x;
             ci[threadIdx.x] = i < len ? cumc[i] : 0.f;
+            if (SEG) si[threadIdx.x] = i < len ? segc[i] : -1;
         }
         float colacc[2] = {0.f, 0.f};
         for (int it = rt; it < it_end; it++) {
@@ -336,6 +347,7 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
                 if (threadIdx.x < SSD_MMA_ROWS) {  /* tuned: tile it + 1 > rt is off-diagonal: exp(cum_i - cref) */
                     int i = i0n + threadIdx.x;
                     ci[nb * SSD_MMA_ROWS + threadIdx.x] = i >= len ? 0.f : TUNED ? __expf(cumc[i] - cref) : cumc[i];
+                    if (SEG) si[nb * SSD_MMA_ROWS + threadIdx.x] = i < len ? segc[i] : -1;
                 }
                 ssd_cp_wait<1>();
             } else {
@@ -345,6 +357,7 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
             const floatX* Cb = Ci + buf * SSD_MMA_ROWS * ldn;
             const floatX* Yb = Yi + buf * SSD_MMA_ROWS * ldp;
             const float* cib = ci + buf * SSD_MMA_ROWS;
+            const int* sib = si + buf * SSD_MMA_ROWS;  /* SEG */
             float rp[8][2];
 #pragma unroll
             for (int ih = 0; ih < 2; ih++) {  /* two halves of 32 columns i: fewer live registers */
@@ -389,6 +402,7 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
                         for (int e = 0; e < 4; e++) {
                             int r = e / 2;
                             float dec = ((e & 1) ? cf.y : cf.x) * er[r];
+                            if (SEG && rj[r] < sib[ih * 32 + nt * 8 + 2 * tig + (e & 1)]) dec = 0.f;  /* 2 documents */
                             float m = bc[nt][e] * dec, zd = xy[nt][e] * dec * dt_r[r];
                             float w = zd * bc[nt][e];
                             colacc[r] += w;
@@ -404,7 +418,7 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         int ii = ih * 32 + nt * 8 + 2 * tig + (e & 1), i = it * SSD_MMA_ROWS + ii, r = e / 2;
-                        int ok = i >= rj[r] && i < len && rj[r] < len;
+                        int ok = i >= rj[r] && i < len && rj[r] < len && (!SEG || rj[r] >= sib[ii]);
                         float dec = ok ? __expf(cib[ii] - cum_r[r]) : 0.f;
                         float m = bc[nt][e] * dec, zd = xy[nt][e] * dec * dt_r[r];  /* Z[j,i] dt_j */
                         float w = zd * bc[nt][e];                                   /* W[i,j] */
@@ -499,11 +513,11 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
    the dxdb kernel's; the last row tile, the longest, first):
    dC_i = sum_j WD[i,j] B_j + exp(cum_i) dy_i Hprev,  WD[i,j] = (dy_i.x_j) exp(cum_i - cum_j) dt_j  (j <= i),
    summed over the heads in registers; rowi_i = dy_i . y_off_i per head; dC written as dB in ssd_bwd_dxdb_kernel. */
-template <int PMAX, int NMAX, bool EXACT, bool TUNED>
+template <int PMAX, int NMAX, bool EXACT, bool TUNED, bool SEG>
 __global__ static void __launch_bounds__(SSD_MMA_THREADS, SSD_DC_MIN_BLOCKS)
 ssd_bwd_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* rowi, const floatX* dy,
-                   const floatX* xbc, int xbc_stride, const float* dt, const float* cum, const float* states, int T,
-                   int H, int P, int N, int G, int Q, int hg) {
+                   const floatX* xbc, int xbc_stride, const float* dt, const float* cum, const int* seg,
+                   const float* states, int T, int H, int P, int N, int G, int Q, int hg) {
     if (EXACT) { P = PMAX; N = NMAX; }  /* compile-time widths: the n-tile guards fold, the k loops unroll */
     extern __shared__ __align__(16) unsigned char ssd_smem[];
     int nch = ssd_nchunks(T, Q), nti = CEIL_DIV(Q, SSD_MMA_ROWS), nhg = H / hg;
@@ -525,6 +539,8 @@ ssd_bwd_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* 
     const floatX* Bg = rows + E + g * N;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m0 = warp * 16, tig = lane % 4;
     int ri[2] = {i0 + m0 + lane / 4, i0 + m0 + lane / 4 + 8};
+    int sg_r[2];  /* SEG: the rows' segment starts */
+    for (int r = 0; r < 2; r++) sg_r[r] = SEG && ri[r] < len ? seg[(size_t)b * T + t0 + ri[r]] : -1;
     float acc[NMAX / 8][4];  /* dC_i summed over the block's heads */
 #pragma unroll
     for (int nt = 0; nt < NMAX / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
@@ -549,6 +565,7 @@ ssd_bwd_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* 
         __syncthreads();
         /* exp(cum_i) dy_i Hprev (B(k = p, n) = Hprev[p, n] = hi + lo), and its dot with C_i (rowi) */
         float e[2] = {expf(cum_r[0]), expf(cum_r[1])}, pw[2] = {0.f, 0.f};
+        if (SEG) { e[0] = sg_r[0] >= 0 ? 0.f : e[0]; e[1] = sg_r[1] >= 0 ? 0.f : e[1]; }  /* state of another document */
         ssd_state_nn<NMAX>(acc, pw, Ys + m0 * ldp, ldp, R, R + P * ldn, ldn, P, N, e, Cs + m0 * ldn, ldn);
         pw[0] = ssd_quad_sum(pw[0]);
         pw[1] = ssd_quad_sum(pw[1]);
@@ -597,7 +614,7 @@ ssd_bwd_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* 
 #pragma unroll
                     for (int k = 0; k < 4; k++) {
                         int jj = jh * 32 + nt * 8 + 2 * tig + (k & 1), j = jt * SSD_MMA_ROWS + jj, r = k / 2;
-                        int ok = j <= ri[r] && ri[r] < len && j < len;
+                        int ok = j <= ri[r] && ri[r] < len && j < len && (!SEG || j >= sg_r[r]);
                         wd[nt][k] = ok ? wd[nt][k] * __expf(cum_r[r] - cjb[jj]) * djb[jj] : 0.f;
                     }
                 uint32_t wf[2][4];
@@ -666,9 +683,10 @@ static inline int ssd_bwd_tuned_takes(int P, int N, int Q, const void* bct, cons
 static inline int ssd_bwd_tiles_fit(int P, int N) {
     return ssd_max(ssd_smem_dxdb(P, N), ssd_smem_dc(P, N)) <= (size_t)cuda_smem_optin();
 }
-/* B_j . C_i per group, the two row-tile kernels and, where a group has more than one head-group, the group sum */
-template <int PMAX, int NMAX, bool EXACT, bool TUNED>
-static void ssd_launch_bwd_tiles_e(floatX* dxbc, SSDWork w, float* colf, float* rowp, const floatX* dy, const floatX* xbc,
+/* B_j . C_i per group, the two row-tile kernels and, where a group has more than one head-group, the group sum;
+   SEG (s.seg not NULL): the instantiations with document boundaries */
+template <int PMAX, int NMAX, bool EXACT, bool TUNED, bool SEG>
+static void ssd_launch_bwd_tiles_s(floatX* dxbc, SSDWork w, float* colf, float* rowp, const floatX* dy, const floatX* xbc,
                                    int xbc_stride, SSDSaved s, const float* Dskip, int B, int T, int H, int P, int N,
                                    int G, int Q, cudaStream_t stream) {
     int nti = CEIL_DIV(Q, SSD_MMA_ROWS), nch = ssd_nchunks(T, Q), E = H * P;
@@ -683,16 +701,17 @@ static void ssd_launch_bwd_tiles_e(floatX* dxbc, SSDWork w, float* colf, float* 
     floatX* pC = direct ? dxbc : (floatX*)(((uintptr_t)w.dC_h + 15) & ~(uintptr_t)15);
     int pstride = direct ? xbc_stride : nhg * N;
     dim3 grid = TUNED ? dim3(nti, nch, B * nhg) : dim3(nch, B * nhg, nti);  /* tuned: row tiles adjacent */
-    size_t smem = ssd_smem_dxdb(P, N) + (TUNED ? ssd_smem_slab() : 0);
-    ssd_set_smem((const void*)ssd_bwd_dxdb_kernel<PMAX, NMAX, EXACT, TUNED>, smem);
-    ssd_bwd_dxdb_kernel<PMAX, NMAX, EXACT, TUNED><<<grid, SSD_MMA_THREADS, smem, stream>>>(
-        dxbc, pB, pstride, E, direct, w.xdxs, w.xdxs_st, w.xdy, colf, rowp, dy, xbc, xbc_stride, s.dt, s.cum,
+    size_t smem = ssd_smem_dxdb(P, N) + (TUNED ? ssd_smem_slab() : 0) + (SEG ? SSD_SEG_SMEM : 0);
+    ssd_set_smem((const void*)ssd_bwd_dxdb_kernel<PMAX, NMAX, EXACT, TUNED, SEG>, smem);
+    ssd_bwd_dxdb_kernel<PMAX, NMAX, EXACT, TUNED, SEG><<<grid, SSD_MMA_THREADS, smem, stream>>>(
+        dxbc, pB, pstride, E, direct, w.xdxs, w.xdxs_st, w.xdy, colf, rowp, dy, xbc, xbc_stride, s.dt, s.cum, s.seg,
         w.dstates, w.bct, Dskip, T, H, P, N, G, Q, hg);
     cudaCheckLast();
     smem = ssd_smem_dc(P, N);
-    ssd_set_smem((const void*)ssd_bwd_dc_kernel<PMAX, NMAX, EXACT, TUNED>, smem);
-    ssd_bwd_dc_kernel<PMAX, NMAX, EXACT, TUNED><<<grid, SSD_MMA_THREADS, smem, stream>>>(
-        pC, pstride, E + G * N, direct, w.roww, dy, xbc, xbc_stride, s.dt, s.cum, s.states, T, H, P, N, G, Q, hg);
+    ssd_set_smem((const void*)ssd_bwd_dc_kernel<PMAX, NMAX, EXACT, TUNED, SEG>, smem);
+    ssd_bwd_dc_kernel<PMAX, NMAX, EXACT, TUNED, SEG><<<grid, SSD_MMA_THREADS, smem, stream>>>(
+        pC, pstride, E + G * N, direct, w.roww, dy, xbc, xbc_stride, s.dt, s.cum, s.seg, s.states, T, H, P, N, G, Q,
+        hg);
     cudaCheckLast();
     if (!direct) {
         size_t n = (size_t)B * T * G * (N / 8);
@@ -700,6 +719,17 @@ static void ssd_launch_bwd_tiles_e(floatX* dxbc, SSDWork w, float* colf, float* 
                                                                                         nhg, N, G, E);
         cudaCheckLast();
     }
+}
+template <int PMAX, int NMAX, bool EXACT, bool TUNED>
+static void ssd_launch_bwd_tiles_e(floatX* dxbc, SSDWork w, float* colf, float* rowp, const floatX* dy, const floatX* xbc,
+                                   int xbc_stride, SSDSaved s, const float* Dskip, int B, int T, int H, int P, int N,
+                                   int G, int Q, cudaStream_t stream) {
+    if (s.seg)
+        ssd_launch_bwd_tiles_s<PMAX, NMAX, EXACT, TUNED, true>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T,
+                                                               H, P, N, G, Q, stream);
+    else
+        ssd_launch_bwd_tiles_s<PMAX, NMAX, EXACT, TUNED, false>(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T,
+                                                                H, P, N, G, Q, stream);
 }
 template <int PMAX, int NMAX>
 static int ssd_launch_bwd_tiles_w(floatX* dxbc, SSDWork w, float* colf, float* rowp, const floatX* dy, const floatX* xbc,

@@ -13,6 +13,9 @@
  * (ssd_fwd_wgmma_takes asks gpu_hopper_path()). Tiles are in shared memory as core matrices without swizzle
  * (llmc/wgmma.cuh), filled by cp.async; the next j tile loads while this one is used, one barrier per j tile.
  * Hprev is rounded to bf16 once (y is bf16; the backward does not read y).
+ * Document boundaries: each kernel's template flag SEG (seg (B, T) from ssd_seg_kernel, llmc/ssd.cuh) masks the
+ * entering state of row i (kept iff s_i < 0) and the score (i, j) (kept iff j >= s_i) with selects, on every tile
+ * (the factored off-diagonal tiles too); without it the code is that of no boundaries.
  */
 #include "wgmma.cuh"
 #include "gpu_arch.cuh"
@@ -26,10 +29,11 @@
 
 #if !defined(ENABLE_FP32)
 /* y for 64 rows i of one (b, h, chunk). PMAX, NMAX: 64 or 128, the register tiles' widths (P <= PMAX, N <= NMAX). */
-template <int PMAX, int NMAX, bool EXACT>
+template <int PMAX, int NMAX, bool EXACT, bool SEG>
 __global__ static void __launch_bounds__(SSD_MMA_THREADS)
 ssd_fwd_scan_mma_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* dt, const float* cum,
-                     const float* states, const float* Dskip, int T, int H, int P, int N, int G, int Q) {
+                     const int* seg, const float* states, const float* Dskip, int T, int H, int P, int N, int G,
+                     int Q) {
     if (EXACT) { P = PMAX; N = NMAX; }  /* compile-time widths: the n-tile guards fold, the k loops unroll */
     extern __shared__ __align__(16) unsigned char ssd_smem[];
     int nch = ssd_nchunks(T, Q), nti = CEIL_DIV(Q, SSD_MMA_ROWS);
@@ -63,7 +67,11 @@ ssd_fwd_scan_mma_kernel(floatX* y, const floatX* xbc, int xbc_stride, const floa
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m0 = warp * 16, tig = lane % 4;
     int ri[2] = {i0 + m0 + lane / 4, i0 + m0 + lane / 4 + 8};
     float cum_r[2];
-    for (int r = 0; r < 2; r++) cum_r[r] = ri[r] < len ? cumc[ri[r]] : 0.f;
+    int sg_r[2];  /* SEG: the rows' segment starts */
+    for (int r = 0; r < 2; r++) {
+        cum_r[r] = ri[r] < len ? cumc[ri[r]] : 0.f;
+        sg_r[r] = SEG && ri[r] < len ? seg[(size_t)b * T + t0 + ri[r]] : -1;
+    }
     ssd_cp_wait<0>();
     __syncthreads();
     /* inter-chunk: exp(cum_i) C_i Hprev^T, B(k = n, col = p) = Hprev[p, n] */
@@ -72,6 +80,7 @@ ssd_fwd_scan_mma_kernel(floatX* y, const floatX* xbc, int xbc_stride, const floa
     for (int nt = 0; nt < PMAX / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
     ssd_mma_nt<PMAX / 8>(acc, Cs + m0 * ldn, ldn, Hs, ldn, N, P);
     float e0 = expf(cum_r[0]), e1 = expf(cum_r[1]);
+    if (SEG) { e0 = sg_r[0] >= 0 ? 0.f : e0; e1 = sg_r[1] >= 0 ? 0.f : e1; }
 #pragma unroll
     for (int nt = 0; nt < PMAX / 8; nt++) { acc[nt][0] *= e0; acc[nt][1] *= e0; acc[nt][2] *= e1; acc[nt][3] *= e1; }
     __syncthreads();  /* Hprev no longer needed: its space takes buffer 1 */
@@ -107,7 +116,7 @@ ssd_fwd_scan_mma_kernel(floatX* y, const floatX* xbc, int xbc_stride, const floa
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int jj = nt * 8 + 2 * tig + (e & 1), j = jt * SSD_MMA_ROWS + jj, r = e / 2;
-                int ok = j <= ri[r] && ri[r] < len && j < len;
+                int ok = j <= ri[r] && ri[r] < len && j < len && (!SEG || j >= sg_r[r]);
                 s[nt][e] = ok ? s[nt][e] * __expf(cum_r[r] - cjb[jj]) * djb[jj] : 0.f;
             }
         uint32_t sf[4][4];
@@ -179,10 +188,10 @@ static inline size_t ssd_smem_fwd_wgmma(int P, int N, int wgs) {
            4 * SSD_WG_ROWS * sizeof(float);
 }
 
-template <int PT, int NK>  /* P = 64 PT, N = 16 NK */
+template <int PT, int NK, bool SEG>  /* P = 64 PT, N = 16 NK */
 __global__ static void __launch_bounds__(SSD_MMA_THREADS * SSD_FWD_WGS, 2)
 ssd_fwd_scan_wgmma_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* dt, const float* cum,
-                     const float* states, const float* Dskip, int T, int H, int G, int Q) {
+                     const int* seg, const float* states, const float* Dskip, int T, int H, int G, int Q) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int P = 64 * PT, N = 16 * NK, WGS = SSD_FWD_WGS, NTHR = SSD_MMA_THREADS * WGS;
     constexpr uint32_t KSBO = N * 16;  /* K-major tiles of N columns: bytes between 8-row groups */
@@ -224,7 +233,11 @@ ssd_fwd_scan_wgmma_kernel(floatX* y, const floatX* xbc, int xbc_stride, const fl
     int ri[2] = {i0 + warp * 16 + lane / 4, i0 + warp * 16 + lane / 4 + 8};
     /* rows past the chunk's end take the chunk's smallest cum: every exp() argument below stays <= 0 (no inf * 0) */
     float cum_r[2];
-    for (int r = 0; r < 2; r++) cum_r[r] = cumc[min(ri[r], len - 1)];
+    int sg_r[2];  /* SEG: the rows' segment starts (rows past the end: the last row's) */
+    for (int r = 0; r < 2; r++) {
+        cum_r[r] = cumc[min(ri[r], len - 1)];
+        sg_r[r] = SEG ? seg[(size_t)b * T + t0 + min(ri[r], len - 1)] : -1;
+    }
     ssd_cp_wait<0>();
     wg_fence_proxy_async();
     __syncthreads();
@@ -249,6 +262,7 @@ ssd_fwd_scan_wgmma_kernel(floatX* y, const floatX* xbc, int xbc_stride, const fl
         wg_wait<0>();
     }
     float e0 = expf(cum_r[0]), e1 = expf(cum_r[1]);
+    if (SEG) { e0 = sg_r[0] >= 0 ? 0.f : e0; e1 = sg_r[1] >= 0 ? 0.f : e1; }
 #pragma unroll
     for (int pt = 0; pt < PT; pt++) {
         wg_pin_acc(acc[pt]);
@@ -293,13 +307,18 @@ ssd_fwd_scan_wgmma_kernel(floatX* y, const floatX* xbc, int xbc_stride, const fl
 #pragma unroll
             for (int e = 0; e < 32; e++) {
                 int jj = 8 * (e / 4) + 2 * tig + (e & 1);
-                s[e] *= __expf(cum_r[(e >> 1) & 1] - cjb[jj]) * djb[jj];
+                if (SEG)
+                    s[e] = jt * SSD_WG_ROWS + jj >= sg_r[(e >> 1) & 1]
+                               ? s[e] * __expf(cum_r[(e >> 1) & 1] - cjb[jj]) * djb[jj] : 0.f;
+                else
+                    s[e] *= __expf(cum_r[(e >> 1) & 1] - cjb[jj]) * djb[jj];
             }
         } else {
 #pragma unroll
             for (int e = 0; e < 32; e++) {
                 int jj = 8 * (e / 4) + 2 * tig + (e & 1), r = (e >> 1) & 1;
-                s[e] = jt * SSD_WG_ROWS + jj <= ri[r] ? s[e] * __expf(cum_r[r] - cjb[jj]) * djb[jj] : 0.f;
+                int ok = jt * SSD_WG_ROWS + jj <= ri[r] && (!SEG || jt * SSD_WG_ROWS + jj >= sg_r[r]);
+                s[e] = ok ? s[e] * __expf(cum_r[r] - cjb[jj]) * djb[jj] : 0.f;
             }
         }
         uint32_t sf[4][4];  /* the 64 x 64 score tile as 4 k16 A fragments (wgmma.cuh's register layout) */
@@ -406,10 +425,10 @@ __device__ static inline void ssd_wg_load_prologue(floatX* Hdst, const float* m,
         *(uint4*)(Hdst + idx * 8) = o;
     }
 }
-template <int NK>  /* N = 16 NK, P = 64 per head, the heads h0, h0 + 1 of one group per block */
+template <int NK, bool SEG>  /* N = 16 NK, P = 64 per head, the heads h0, h0 + 1 of one group per block */
 __global__ static void __launch_bounds__(SSD_MMA_THREADS * SSD_FWD_WGS, 2)
 ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* dt, const float* cum,
-                     const float* states, const float* Dskip, int T, int H, int G, int Q) {
+                     const int* seg, const float* states, const float* Dskip, int T, int H, int G, int Q) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int HP = 2, P = 64, PW = 64 * HP, N = 16 * NK, WGS = SSD_FWD_WGS, NTHR = SSD_MMA_THREADS * WGS;
     constexpr uint32_t KSBO = N * 16;   /* K-major tiles of N columns: bytes between 8-row groups */
@@ -455,6 +474,8 @@ ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, con
             const float* at = cum + (size_t)(b * H + h0 + hp) * T + t0 + min(ri[r], len - 1);
             cum_r[hp][r] = __ldg(at);  /* read-only path, free to move above the prologue's stores */
         }
+    int sg_r[2];  /* SEG: the rows' segment starts (rows past the end: the last row's) */
+    for (int r = 0; r < 2; r++) sg_r[r] = SEG ? __ldg(seg + (size_t)b * T + t0 + min(ri[r], len - 1)) : -1;
     ssd_cp_wait<0>();
     wg_fence_proxy_async();
     __syncthreads();
@@ -482,6 +503,7 @@ ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, con
     for (int hp = 0; hp < HP; hp++) {
         wg_pin_acc(acc[hp]);
         float e0 = expf(cum_r[hp][0]), e1 = expf(cum_r[hp][1]);
+        if (SEG) { e0 = sg_r[0] >= 0 ? 0.f : e0; e1 = sg_r[1] >= 0 ? 0.f : e1; }
 #pragma unroll
         for (int e = 0; e < 32; e++) acc[hp][e] *= (e & 2) ? e1 : e0;
     }
@@ -530,10 +552,13 @@ ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, con
 #pragma unroll
                 for (int k = 0; k < 8; k += 2) {
                     int e = 8 * ks + k, jj = 8 * (e / 4) + 2 * tig, r = (e >> 1) & 1;
+                    /* SEG: the pair (i, j) of two documents is dropped (a select: exact zeros) */
+                    int ok0 = !SEG || jt * SSD_WG_ROWS + jj >= sg_r[r], ok1 = !SEG || jt * SSD_WG_ROWS + jj + 1 >= sg_r[r];
 #pragma unroll
                     for (int hp = 0; hp < HP; hp++) {
                         float2 w = *(const float2*)(wj + (hp * nsl + sl) * SSD_WG_ROWS + jj);
-                        sf[hp][ks][k / 2] = ssd_pack_bf16(s[e] * rf[hp][r] * w.x, s[e + 1] * rf[hp][r] * w.y);
+                        sf[hp][ks][k / 2] = ssd_pack_bf16(ok0 ? s[e] * rf[hp][r] * w.x : 0.f,
+                                                          ok1 ? s[e + 1] * rf[hp][r] * w.y : 0.f);
                     }
                 }
         } else {  /* diagonal tile: the masked per-element decay, cum_j / dt_j of a pair in one load */
@@ -543,6 +568,10 @@ ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, con
                 for (int k = 0; k < 8; k += 2) {
                     int e = 8 * ks + k, jj = 8 * (e / 4) + 2 * tig, r = (e >> 1) & 1;
                     int ok0 = jt * SSD_WG_ROWS + jj <= ri[r], ok1 = jt * SSD_WG_ROWS + jj + 1 <= ri[r];
+                    if (SEG) {
+                        ok0 = ok0 && jt * SSD_WG_ROWS + jj >= sg_r[r];
+                        ok1 = ok1 && jt * SSD_WG_ROWS + jj + 1 >= sg_r[r];
+                    }
 #pragma unroll
                     for (int hp = 0; hp < HP; hp++) {
                         float4 q = *(const float4*)(cd + ((hp * nsl + sl) * (SSD_WG_ROWS / 2) + jj / 2) * 4);
@@ -600,15 +629,22 @@ static inline size_t ssd_smem_fwd_wgmma_pair(int N, int Q) {
 /* ------------------------------------------------------------------------------------------------------------ */
 /* launchers */
 
+template <int PMAX, int NMAX, bool EXACT, bool SEG>
+static void ssd_launch_fwd_mma_s(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
+                                 int T, int H, int P, int N, int G, int Q, cudaStream_t stream) {
+    size_t smem = ssd_smem_fwd_mma(P, N);
+    ssd_set_smem((const void*)ssd_fwd_scan_mma_kernel<PMAX, NMAX, EXACT, SEG>, smem);
+    ssd_fwd_scan_mma_kernel<PMAX, NMAX, EXACT, SEG><<<dim3(ssd_nchunks(T, Q) * CEIL_DIV(Q, SSD_MMA_ROWS), B * H),
+                                                      SSD_MMA_THREADS, smem, stream>>>(
+        y, xbc, xbc_stride, s.dt, s.cum, s.seg, s.states, Dskip, T, H, P, N, G, Q);
+    cudaCheckLast();
+}
+/* s.seg: the instantiation with document boundaries */
 template <int PMAX, int NMAX, bool EXACT>
 static void ssd_launch_fwd_mma_e(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
                                  int T, int H, int P, int N, int G, int Q, cudaStream_t stream) {
-    size_t smem = ssd_smem_fwd_mma(P, N);
-    ssd_set_smem((const void*)ssd_fwd_scan_mma_kernel<PMAX, NMAX, EXACT>, smem);
-    ssd_fwd_scan_mma_kernel<PMAX, NMAX, EXACT><<<dim3(ssd_nchunks(T, Q) * CEIL_DIV(Q, SSD_MMA_ROWS), B * H),
-                                                 SSD_MMA_THREADS, smem, stream>>>(y, xbc, xbc_stride, s.dt, s.cum,
-                                                                                  s.states, Dskip, T, H, P, N, G, Q);
-    cudaCheckLast();
+    if (s.seg) ssd_launch_fwd_mma_s<PMAX, NMAX, EXACT, true>(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
+    else ssd_launch_fwd_mma_s<PMAX, NMAX, EXACT, false>(y, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q, stream);
 }
 /* P, N equal to the register widths (the model's 64, 128 among them) run the instantiation with compile-time widths */
 template <int PMAX, int NMAX>
@@ -640,25 +676,37 @@ static inline int ssd_fwd_wgmma_takes(int H, int P, int N, int G, int Q, const v
                                                         : ssd_smem_fwd_wgmma(P, N, SSD_FWD_WGS);
     return smem <= (size_t)cuda_smem_optin();
 }
+template <int PT, int NK, bool SEG>
+static void ssd_launch_fwd_wgmma_s(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
+                                   int T, int H, int G, int Q, cudaStream_t stream) {
+    size_t smem = ssd_smem_fwd_wgmma(64 * PT, 16 * NK, SSD_FWD_WGS);
+    ssd_set_smem((const void*)ssd_fwd_scan_wgmma_kernel<PT, NK, SEG>, smem);
+    dim3 grid(ssd_nchunks(T, Q) * CEIL_DIV(CEIL_DIV(Q, SSD_WG_ROWS), SSD_FWD_WGS), B * H);
+    ssd_fwd_scan_wgmma_kernel<PT, NK, SEG><<<grid, SSD_MMA_THREADS * SSD_FWD_WGS, smem, stream>>>(
+        y, xbc, xbc_stride, s.dt, s.cum, s.seg, s.states, Dskip, T, H, G, Q);
+    cudaCheckLast();
+}
 template <int PT, int NK>
 static void ssd_launch_fwd_wgmma_t(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,
                                    int T, int H, int G, int Q, cudaStream_t stream) {
-    size_t smem = ssd_smem_fwd_wgmma(64 * PT, 16 * NK, SSD_FWD_WGS);
-    ssd_set_smem((const void*)ssd_fwd_scan_wgmma_kernel<PT, NK>, smem);
-    dim3 grid(ssd_nchunks(T, Q) * CEIL_DIV(CEIL_DIV(Q, SSD_WG_ROWS), SSD_FWD_WGS), B * H);
-    ssd_fwd_scan_wgmma_kernel<PT, NK><<<grid, SSD_MMA_THREADS * SSD_FWD_WGS, smem, stream>>>(
-        y, xbc, xbc_stride, s.dt, s.cum, s.states, Dskip, T, H, G, Q);
+    if (s.seg) ssd_launch_fwd_wgmma_s<PT, NK, true>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+    else ssd_launch_fwd_wgmma_s<PT, NK, false>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+}
+template <int NK, bool SEG>
+static void ssd_launch_fwd_wgmma_pair_s(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip,
+                                        int B, int T, int H, int G, int Q, cudaStream_t stream) {
+    size_t smem = ssd_smem_fwd_wgmma_pair(16 * NK, Q);
+    ssd_set_smem((const void*)ssd_fwd_scan_wgmma_pair_kernel<NK, SEG>, smem);
+    dim3 grid(ssd_nchunks(T, Q) * CEIL_DIV(CEIL_DIV(Q, SSD_WG_ROWS), SSD_FWD_WGS), B * H / 2);
+    ssd_fwd_scan_wgmma_pair_kernel<NK, SEG><<<grid, SSD_MMA_THREADS * SSD_FWD_WGS, smem, stream>>>(
+        y, xbc, xbc_stride, s.dt, s.cum, s.seg, s.states, Dskip, T, H, G, Q);
     cudaCheckLast();
 }
 template <int NK>
 static void ssd_launch_fwd_wgmma_pair_t(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip,
                                         int B, int T, int H, int G, int Q, cudaStream_t stream) {
-    size_t smem = ssd_smem_fwd_wgmma_pair(16 * NK, Q);
-    ssd_set_smem((const void*)ssd_fwd_scan_wgmma_pair_kernel<NK>, smem);
-    dim3 grid(ssd_nchunks(T, Q) * CEIL_DIV(CEIL_DIV(Q, SSD_WG_ROWS), SSD_FWD_WGS), B * H / 2);
-    ssd_fwd_scan_wgmma_pair_kernel<NK><<<grid, SSD_MMA_THREADS * SSD_FWD_WGS, smem, stream>>>(
-        y, xbc, xbc_stride, s.dt, s.cum, s.states, Dskip, T, H, G, Q);
-    cudaCheckLast();
+    if (s.seg) ssd_launch_fwd_wgmma_pair_s<NK, true>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
+    else ssd_launch_fwd_wgmma_pair_s<NK, false>(y, xbc, xbc_stride, s, Dskip, B, T, H, G, Q, stream);
 }
 /* where ssd_fwd_wgmma_takes: the pair kernel, else the one-head kernel; returns which (SSDPath's fwd_scan) */
 static int ssd_launch_fwd_wgmma(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip, int B,

@@ -214,10 +214,14 @@ static inline size_t ssd_simple_smem_bytes(int P, int N, int nN, int nP) {
            sizeof(float);
 }
 
-/* y for 32 rows i of one chunk of one (b, h): inter-chunk term first, then the masked intra-chunk product. */
+/* y for 32 rows i of one chunk of one (b, h): inter-chunk term first, then the masked intra-chunk product. seg (B, T)
+   or NULL: document boundaries (ssd_seg_kernel): the entering state reaches row i iff s_i < 0, the pair (i, j) is
+   kept iff j >= s_i (s_i = -1 without seg: the same arithmetic as without a mask). The two backward kernels below
+   likewise, and the dxdb kernel's state term keeps the rows j >= s_last. */
 __global__ static void __launch_bounds__(SSD_THREADS)
 ssd_simple_fwd_scan_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* dt, const float* cum,
-                          const float* states, const float* Dskip, int T, int H, int P, int N, int G, int Q) {
+                          const int* seg, const float* states, const float* Dskip, int T, int H, int P, int N, int G,
+                          int Q) {
     extern __shared__ float sm[];
     int nch = ssd_nchunks(T, Q), ntile = CEIL_DIV(Q, SSD_TILE);
     int c = blockIdx.x / ntile, rt = blockIdx.x % ntile, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / G);
@@ -232,11 +236,17 @@ ssd_simple_fwd_scan_kernel(floatX* y, const floatX* xbc, int xbc_stride, const f
     float* cum_i = Ms + 2 * SSD_TILE * 33;
     float* cum_j = cum_i + SSD_TILE;
     float* dt_j = cum_j + SSD_TILE;
+    int* sg_i = (int*)(dt_j + SSD_TILE);   /* seg of rows i, -1 without seg */
     const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
     const float* cumc = cum + (size_t)bh * T + t0;
     const float* dtc = dt + (size_t)bh * T + t0;
+    const int* segc = seg ? seg + (size_t)b * T + t0 : NULL;
     ssd_load_rows(Cs, ldn, rows + E + G * N + g * N, xbc_stride, i0, len, N);
-    if (threadIdx.x < SSD_TILE) cum_i[threadIdx.x] = i0 + (int)threadIdx.x < len ? cumc[i0 + threadIdx.x] : 0.f;
+    if (threadIdx.x < SSD_TILE) {
+        int i = i0 + (int)threadIdx.x;
+        cum_i[threadIdx.x] = i < len ? cumc[i] : 0.f;
+        sg_i[threadIdx.x] = segc && i < len ? segc[i] : -1;
+    }
     /* inter-chunk: y_i = exp(cum_i) sum_n C_i[n] Hprev[p, n] */
     const float* Hp = states + ssd_state_off(b, c, h, nch, H, P * N);
     for (int n0 = 0; n0 < N; n0 += SSD_TILE) {
@@ -248,7 +258,7 @@ ssd_simple_fwd_scan_kernel(floatX* y, const floatX* xbc, int xbc_stride, const f
     __syncthreads();
     for (int idx = threadIdx.x; idx < SSD_TILE * P; idx += SSD_THREADS) {
         int r = idx / P, p = idx % P;
-        Acc[r * ldp + p] *= expf(cum_i[r]);
+        Acc[r * ldp + p] *= sg_i[r] >= 0 ? 0.f : expf(cum_i[r]);
     }
     /* intra-chunk: y_i += sum_{j<=i} (C_i.B_j) exp(cum_i - cum_j) dt_j x_j */
     for (int j0 = 0; j0 <= i0; j0 += SSD_TILE) {
@@ -265,7 +275,7 @@ ssd_simple_fwd_scan_kernel(floatX* y, const floatX* xbc, int xbc_stride, const f
         __syncthreads();
         for (int idx = threadIdx.x; idx < SSD_TILE * SSD_TILE; idx += SSD_THREADS) {
             int i = idx / SSD_TILE, jj = idx % SSD_TILE;
-            bool valid = j0 + jj <= i0 + i && i0 + i < len;
+            bool valid = j0 + jj <= i0 + i && i0 + i < len && j0 + jj >= sg_i[i];
             Ms[i * 33 + jj] = valid ? Ms[i * 33 + jj] * expf(cum_i[i] - cum_j[jj]) * dt_j[jj] : 0.f;
         }
         __syncthreads();
@@ -286,8 +296,8 @@ ssd_simple_fwd_scan_kernel(floatX* y, const floatX* xbc, int xbc_stride, const f
 __global__ static void __launch_bounds__(SSD_THREADS)
 ssd_simple_bwd_dxdb_kernel(floatX* dxbc, float* dB_h, float* xdxs, float* xdxs_st, float* xdy, const floatX* dy,
                      const floatX* xbc,
-                     int xbc_stride, const float* dt, const float* cum, const float* dstates, const float* Dskip,
-                     int T, int H, int P, int N, int G, int Q) {
+                     int xbc_stride, const float* dt, const float* cum, const int* seg, const float* dstates,
+                     const float* Dskip, int T, int H, int P, int N, int G, int Q) {
     extern __shared__ float sm[];
     int nch = ssd_nchunks(T, Q), ntile = CEIL_DIV(Q, SSD_TILE);
     int c = blockIdx.x / ntile, rt = blockIdx.x % ntile, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / G);
@@ -306,10 +316,13 @@ ssd_simple_bwd_dxdb_kernel(floatX* dxbc, float* dB_h, float* xdxs, float* xdxs_s
     float* dt_j = cum_j + SSD_TILE;
     float* cum_i = dt_j + SSD_TILE;
     float* red = cum_i + SSD_TILE;        /* 64 floats */
+    int* sg_i = (int*)(red + 64);         /* seg of rows i, -1 without seg */
     const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
     const floatX* dyrows = dy + (size_t)(b * T + t0) * E + h * P;
     const float* cumc = cum + (size_t)bh * T + t0;
     const float* dtc = dt + (size_t)bh * T + t0;
+    const int* segc = seg ? seg + (size_t)b * T + t0 : NULL;
+    int s_last = segc ? segc[len - 1] : -1;  /* row j enters the state leaving the chunk iff j >= s_last */
     ssd_load_rows(Bs, ldn, rows + E + g * N, xbc_stride, j0, len, N);
     ssd_load_rows(Xs, ldp, rows + h * P, xbc_stride, j0, len, P);
     if (threadIdx.x < SSD_TILE) {
@@ -335,7 +348,7 @@ ssd_simple_bwd_dxdb_kernel(floatX* dxbc, float* dB_h, float* xdxs, float* xdxs_s
     __syncthreads();
     for (int idx = threadIdx.x; idx < SSD_TILE * (P + N); idx += SSD_THREADS) {
         int r = idx / (P + N), col = idx % (P + N);
-        float e = j0 + r < len ? expf(cum_last - cum_j[r]) : 0.f;
+        float e = j0 + r < len && j0 + r >= s_last ? expf(cum_last - cum_j[r]) : 0.f;
         if (col < P) AX[r * ldp + col] *= e; else AB[r * ldn + col - P] *= e;
     }
     __syncthreads();
@@ -357,14 +370,18 @@ ssd_simple_bwd_dxdb_kernel(floatX* dxbc, float* dB_h, float* xdxs, float* xdxs_s
         __syncthreads();
         ssd_load_rows(Cs, ldn, rows + E + G * N + g * N, xbc_stride, i0, len, N);
         ssd_load_rows(Ys, ldp, dyrows, E, i0, len, P);
-        if (threadIdx.x < SSD_TILE) cum_i[threadIdx.x] = i0 + (int)threadIdx.x < len ? cumc[i0 + threadIdx.x] : 0.f;
+        if (threadIdx.x < SSD_TILE) {
+            int i = i0 + (int)threadIdx.x;
+            cum_i[threadIdx.x] = i < len ? cumc[i] : 0.f;
+            sg_i[threadIdx.x] = segc && i < len ? segc[i] : -1;
+        }
         __syncthreads();
         ssd_gemm32(CBL, 33, 0, Bs, ldn, 1, Cs, 1, ldn, N, SSD_TILE);  /* [j][i] = B_j . C_i */
         ssd_gemm32(WD, 33, 0, Xs, ldp, 1, Ys, 1, ldp, P, SSD_TILE);   /* [j][i] = x_j . dy_i */
         __syncthreads();
         for (int idx = threadIdx.x; idx < SSD_TILE * SSD_TILE; idx += SSD_THREADS) {
             int j = idx / SSD_TILE, ii = idx % SSD_TILE;
-            float L = (i0 + ii >= j0 + j && i0 + ii < len) ? expf(cum_i[ii] - cum_j[j]) : 0.f;
+            float L = (i0 + ii >= j0 + j && i0 + ii < len && j0 + j >= sg_i[ii]) ? expf(cum_i[ii] - cum_j[j]) : 0.f;
             CBL[j * 33 + ii] *= L;
             WD[j * 33 + ii] *= L;
         }
@@ -404,7 +421,7 @@ ssd_simple_bwd_dxdb_kernel(floatX* dxbc, float* dB_h, float* xdxs, float* xdxs_s
 /* For 32 rows i of one chunk of one (b, h): the per-head dC_i (float workspace) and dy_i . ssd_i. */
 __global__ static void __launch_bounds__(SSD_THREADS)
 ssd_simple_bwd_dc_kernel(float* dC_h, float* roww, float* colw, const floatX* dy, const floatX* xbc, int xbc_stride, const float* dt,
-                  const float* cum, const float* states, int T, int H, int P, int N, int G, int Q) {
+                  const float* cum, const int* seg, const float* states, int T, int H, int P, int N, int G, int Q) {
     extern __shared__ float sm[];
     int nch = ssd_nchunks(T, Q), ntile = CEIL_DIV(Q, SSD_TILE);
     int c = blockIdx.x / ntile, rt = blockIdx.x % ntile, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / G);
@@ -422,13 +439,19 @@ ssd_simple_bwd_dc_kernel(float* dC_h, float* roww, float* colw, const floatX* dy
     float* cum_j = cum_i + SSD_TILE;
     float* dt_j = cum_j + SSD_TILE;
     float* red = dt_j + SSD_TILE;         /* 64 floats */
+    int* sg_i = (int*)(red + 64);         /* seg of rows i, -1 without seg */
     const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
     const floatX* dyrows = dy + (size_t)(b * T + t0) * E + h * P;
     const float* cumc = cum + (size_t)bh * T + t0;
     const float* dtc = dt + (size_t)bh * T + t0;
+    const int* segc = seg ? seg + (size_t)b * T + t0 : NULL;
     ssd_load_rows(Cs, ldn, rows + E + G * N + g * N, xbc_stride, i0, len, N);
     ssd_load_rows(Ys, ldp, dyrows, E, i0, len, P);
-    if (threadIdx.x < SSD_TILE) cum_i[threadIdx.x] = i0 + (int)threadIdx.x < len ? cumc[i0 + threadIdx.x] : 0.f;
+    if (threadIdx.x < SSD_TILE) {
+        int i = i0 + (int)threadIdx.x;
+        cum_i[threadIdx.x] = i < len ? cumc[i] : 0.f;
+        sg_i[threadIdx.x] = segc && i < len ? segc[i] : -1;
+    }
     const float* Hp = states + ssd_state_off(b, c, h, nch, H, P * N);
     /* inter-chunk: q_i = exp(cum_i) Hprev^T dy_i */
     for (int p0 = 0; p0 < P; p0 += SSD_TILE) {
@@ -442,7 +465,7 @@ ssd_simple_bwd_dc_kernel(float* dC_h, float* roww, float* colw, const floatX* dy
 #pragma unroll
     for (int k = 0; k < 8; k++) {
         int r = SSD_ROW(k);
-        float e = expf(cum_i[r]);
+        float e = sg_i[r] >= 0 ? 0.f : expf(cum_i[r]);
         pw[k] = 0.f;
 #pragma unroll
         for (int m = 0; m < 2; m++) {
@@ -472,7 +495,7 @@ ssd_simple_bwd_dc_kernel(float* dC_h, float* roww, float* colw, const floatX* dy
         for (int q = 0; q < 4; q++) {
             int i = threadIdx.x % SSD_TILE, jj = threadIdx.x / SSD_TILE + 8 * q;
             float wd = 0.f, wv = 0.f;
-            if (j0 + jj <= i0 + i && i0 + i < len) {
+            if (j0 + jj <= i0 + i && i0 + i < len && j0 + jj >= sg_i[i]) {
                 wd = WD[i * 33 + jj] * expf(cum_i[i] - cum_j[jj]) * dt_j[jj];
                 wv = wd * CB[i * 33 + jj];
                 rw += wv;

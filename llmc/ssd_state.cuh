@@ -18,10 +18,13 @@
 /* out[p, n] = sum_{j in chunk} U_j[p] w_j V_j[n] for one (chunk, b, h), a 64x64 tile of (P, N) per block.
    mode 0 (chunk state):      U = x, V = B, w_j = dt_j exp(cum_last - cum_j)
    mode 1 (backward dstate):  U = dy, V = C, w_j = exp(cum_j)
-   U columns start at h*P of rows of stride u_stride; V columns at v_col0 + g*N of rows of stride v_stride. */
+   U columns start at h*P of rows of stride u_stride; V columns at v_col0 + g*N of rows of stride v_stride.
+   seg (B, T) or NULL (no boundaries, ssd_seg_kernel): mode 0 keeps the rows j >= s_last (the chunk's last
+   document), mode 1 the rows i with s_i < 0 (the document open at the chunk's start); the other weights are 0. */
 __global__ static void __launch_bounds__(SSD_THREADS)
 ssd_simple_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride, int v_col0,
-                       const float* dt, const float* cum, int mode, int T, int H, int P, int N, int G, int Q) {
+                       const float* dt, const float* cum, const int* seg, int mode, int T, int H, int P, int N, int G,
+                       int Q) {
     __shared__ float Us[SSD_TILE][64], Vs[SSD_TILE][64], w_s[SSD_TILE];
     int nch = ssd_nchunks(T, Q), c = blockIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / G);
     int ptiles = CEIL_DIV(P, 64), p0 = (blockIdx.z % ptiles) * 64, n0 = (blockIdx.z / ptiles) * 64;
@@ -29,6 +32,8 @@ ssd_simple_chunk_state_kernel(float* out, const floatX* U, int u_stride, const f
     const float* dtc = dt + (size_t)bh * T + t0;
     const float* cumc = cum + (size_t)bh * T + t0;
     float cum_last = cumc[len - 1];
+    const int* segc = seg ? seg + (size_t)b * T + t0 : NULL;
+    int s_last = segc ? segc[len - 1] : -1;
     const floatX* Ub = U + (size_t)b * T * u_stride + (size_t)t0 * u_stride + h * P + p0;
     const floatX* Vb = V + (size_t)b * T * v_stride + (size_t)t0 * v_stride + v_col0 + g * N + n0;
     int tn = threadIdx.x % 16, tp = threadIdx.x / 16;  /* n fastest: coalesced stores */
@@ -38,7 +43,10 @@ ssd_simple_chunk_state_kernel(float* out, const floatX* U, int u_stride, const f
         if (threadIdx.x < SSD_TILE) {
             int j = j0 + threadIdx.x;
             float w = 0.f;
-            if (j < len) w = mode == 0 ? dtc[j] * expf(cum_last - cumc[j]) : expf(cumc[j]);
+            if (j < len) {
+                w = mode == 0 ? dtc[j] * expf(cum_last - cumc[j]) : expf(cumc[j]);
+                if (segc && (mode == 0 ? j < s_last : segc[j] >= 0)) w = 0.f;  /* another document */
+            }
             w_s[threadIdx.x] = w;
         }
         __syncthreads();
@@ -69,10 +77,15 @@ ssd_simple_chunk_state_kernel(float* out, const floatX* U, int u_stride, const f
 }
 
 /* Forward state pass over chunks, in place: states[c] holds S_c on entry and Hprev_c on exit.
-   One thread per state element (p, n) of one (b, h). */
+   One thread per state element (p, n) of one (b, h). SEG (seg (B, T)): a chunk whose last row is not in the
+   document open at its start (s_last >= 0) drops the entering state (decay 0). The state passes and the chunk-state
+   kernels take SEG as a template flag: a pointer test in the loop cost registers (22 -> 40 here, a spill in
+   ssd_chunk_state_kernel<128, true>). */
+template <bool SEG>
 __global__ static void ssd_state_pass_kernel(float* states, float* final_state, const float* init_state,
-                                             const float* cum, int T, int H, int PN, int Q) {
+                                             const float* cum, const int* seg, int T, int H, int PN, int Q) {
     int nch = ssd_nchunks(T, Q), bh = blockIdx.x, b = bh / H, h = bh % H;
+    const int* segb = SEG ? seg + (size_t)b * T : NULL;
     int e = blockIdx.y * blockDim.x + threadIdx.x;
     if (e >= PN) return;
     float run = init_state ? init_state[(size_t)bh * PN + e] : 0.f;
@@ -83,19 +96,24 @@ __global__ static void ssd_state_pass_kernel(float* states, float* final_state, 
         if (c + 1 < nch) s_next = states[ssd_state_off(b, c + 1, h, nch, H, PN) + e];
         states[idx] = run;
         int tl = min(T, (c + 1) * Q) - 1;
-        run = expf(cum[(size_t)bh * T + tl]) * run + s;
+        float a = expf(cum[(size_t)bh * T + tl]);
+        if (SEG && segb[tl] >= 0) a = 0.f;
+        run = a * run + s;
     }
     if (final_state) final_state[(size_t)bh * PN + e] = run;
 }
 
 
 /* Reverse state pass, in place: dstates[c] holds sum_i exp(cum_i) dy_i C_i^T on entry and dH_c on exit.
-   Also writes this block's part of <dH_c, Hout_c> (Hout_c = Hprev_{c+1}) to dotp[(bh, c, blockIdx.y)]. */
+   Also writes this block's part of <dH_c, Hout_c> (Hout_c = Hprev_{c+1}) to dotp[(bh, c, blockIdx.y)], and (d_init
+   not NULL) the step past chunk 0, dH_{-1} = dL/d(init_state), to d_init (B, H, P, N). SEG as the forward pass's. */
+template <bool SEG>
 __global__ static void __launch_bounds__(SSD_THREADS)
-ssd_dstate_pass_kernel(float* dstates, float* dotp, const float* states, const float* cum, int T, int H, int PN,
-                       int Q) {
+ssd_dstate_pass_kernel(float* dstates, float* dotp, float* d_init, const float* states, const float* cum,
+                       const int* seg, int T, int H, int PN, int Q) {
     __shared__ float red[SSD_THREADS / 32];
     int nch = ssd_nchunks(T, Q), bh = blockIdx.x, b = bh / H, h = bh % H, nsplit = gridDim.y;
+    const int* segb = SEG ? seg + (size_t)b * T : NULL;
     int e = blockIdx.y * SSD_THREADS + threadIdx.x;
     float dH = 0.f, sb_next = 0.f, hout_next = 0.f;  /* loads for the next chunk are issued a chunk ahead */
     if (e < PN) sb_next = dstates[ssd_state_off(b, nch - 1, h, nch, H, PN) + e];
@@ -120,8 +138,32 @@ ssd_dstate_pass_kernel(float* dstates, float* dotp, const float* states, const f
         }
         __syncthreads();
         int tl = min(T, (c + 1) * Q) - 1;
-        dH = expf(cum[(size_t)bh * T + tl]) * dH + sb;
+        float a = expf(cum[(size_t)bh * T + tl]);
+        if (SEG && segb[tl] >= 0) a = 0.f;
+        dH = a * dH + sb;
     }
+    if (d_init && e < PN) d_init[(size_t)bh * PN + e] = dH;
+}
+
+/* the two state passes with or without document boundaries (seg NULL) */
+static void ssd_launch_state_pass(float* states, float* final_state, const float* init_state, const float* cum,
+                                  const int* seg, int B, int T, int H, int PN, int Q, cudaStream_t stream) {
+    dim3 grid(B * H, CEIL_DIV(PN, 256));
+    if (seg) ssd_state_pass_kernel<true><<<grid, 256, 0, stream>>>(states, final_state, init_state, cum, seg, T, H, PN, Q);
+    else ssd_state_pass_kernel<false><<<grid, 256, 0, stream>>>(states, final_state, init_state, cum, seg, T, H, PN, Q);
+    cudaCheckLast();
+}
+static void ssd_launch_dstate_pass(float* dstates, float* dotp, float* d_init, const float* states, const float* cum,
+                                   const int* seg, int B, int T, int H, int PN, int Q, int nsplit,
+                                   cudaStream_t stream) {
+    dim3 grid(B * H, nsplit);
+    if (seg)
+        ssd_dstate_pass_kernel<true><<<grid, SSD_THREADS, 0, stream>>>(dstates, dotp, d_init, states, cum, seg, T, H,
+                                                                       PN, Q);
+    else
+        ssd_dstate_pass_kernel<false><<<grid, SSD_THREADS, 0, stream>>>(dstates, dotp, d_init, states, cum, seg, T, H,
+                                                                        PN, Q);
+    cudaCheckLast();
 }
 
 #if !defined(ENABLE_FP32)
@@ -135,10 +177,12 @@ static inline size_t ssd_smem_chunk_state(void) {
     return 2 * (size_t)SSD_MMA_ROWS * (72 + SSD_CS_LDV) * sizeof(floatX) + 2 * SSD_MMA_ROWS * sizeof(float);
 }
 /* 4 blocks/SM: 128 registers (132 uncapped), 54 KB smem */
-template <int NMAX, bool EXACT>
+/* SEG: seg as ssd_simple_chunk_state_kernel's */
+template <int NMAX, bool EXACT, bool SEG>
 __global__ static void __launch_bounds__(SSD_MMA_THREADS, 4)
 ssd_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride, int v_col0,
-                        const float* dt, const float* cum, int mode, int T, int H, int P, int N, int G, int Q) {
+                        const float* dt, const float* cum, const int* seg, int mode, int T, int H, int P, int N, int G,
+                        int Q) {
     if (EXACT) N = NMAX;
     extern __shared__ __align__(16) unsigned char ssd_smem[];
     floatX* Us = (floatX*)ssd_smem;                       /* 2 x (64, 72) U rows j, P columns p0.. */
@@ -150,6 +194,8 @@ ssd_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX* 
     const float* dtc = dt + (size_t)bh * T + t0;
     const float* cumc = cum + (size_t)bh * T + t0;
     float cum_last = cumc[len - 1];
+    const int* segc = SEG ? seg + (size_t)b * T + t0 : NULL;
+    int s_last = SEG ? segc[len - 1] : -1;
     const floatX* Ub = U + (size_t)(b * T + t0) * u_stride + h * P + p0;
     const floatX* Vb = V + (size_t)(b * T + t0) * v_stride + v_col0 + g * N;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m0 = warp * 16, tig = lane % 4;
@@ -165,8 +211,9 @@ ssd_chunk_state_kernel(float* out, const floatX* U, int u_stride, const floatX* 
             ssd_cp_commit();
             if (threadIdx.x < SSD_MMA_ROWS) {
                 int j = j0 + threadIdx.x;
-                w_s[bf * SSD_MMA_ROWS + threadIdx.x] =
-                    j < len ? (mode == 0 ? dtc[j] * expf(cum_last - cumc[j]) : expf(cumc[j])) : 0.f;
+                float w = j < len ? (mode == 0 ? dtc[j] * expf(cum_last - cumc[j]) : expf(cumc[j])) : 0.f;
+                if (SEG && j < len && (mode == 0 ? j < s_last : segc[j] >= 0)) w = 0.f;  /* another document */
+                w_s[bf * SSD_MMA_ROWS + threadIdx.x] = w;
             }
         }
         if (jt == 0) continue;
@@ -263,9 +310,11 @@ struct SsdScanStage {
     static constexpr int DT_OFF = CUM_OFF + (SSD_SCAN_ROWS + 4) * 4;                /* float [r] */
     static constexpr int BYTES = DT_OFF + SSD_SCAN_ROWS * 4;
 };
-/* the stage buffers, then the lo half of the scaled x / dy tile, (64, SSD_SCAN_LDU) bf16 */
-static inline size_t ssd_state_scan_smem(void) {
-    return (size_t)SSD_SCAN_STAGES * SsdScanStage::BYTES + (size_t)SSD_SCAN_ROWS * SSD_SCAN_LDU * sizeof(floatX);
+/* the stage buffers, then the lo half of the scaled x / dy tile, (64, SSD_SCAN_LDU) bf16; with seq_idx (seg) then
+   each stage's 64 segment starts (ints), outside the stages so the layout without seq_idx is unchanged */
+static inline size_t ssd_state_scan_smem(int seg) {
+    return (size_t)SSD_SCAN_STAGES * SsdScanStage::BYTES + (size_t)SSD_SCAN_ROWS * SSD_SCAN_LDU * sizeof(floatX) +
+           (seg ? (size_t)SSD_SCAN_STAGES * SSD_SCAN_ROWS * sizeof(int) : 0);
 }
 
 /* 4 bytes global -> shared (cum, dt: no alignment to rely on); valid = 0 writes a zero */
@@ -275,11 +324,12 @@ __device__ static inline void ssd_cp_async4(void* dst, const void* src, int vali
 }
 
 /* issue the loads of tile t (rows j0 = 64 t ..) into one stage buffer; rows at or past T are zero-filled.
-   Ub / Vb: row 0 of this batch element at the block's first U / V column; dtc, cumc: this (b, h)'s rows. */
-template <int NTHR>
+   Ub / Vb: row 0 of this batch element at the block's first U / V column; dtc, cumc: this (b, h)'s rows;
+   SEG: segb (this b's seg row) into sgs (the stage's 64 ints). */
+template <int NTHR, bool SEG>
 __device__ static inline void ssd_scan_load_tile(unsigned char* stage, const floatX* Ub, int u_stride, const floatX* Vb,
-                                             int v_stride, const float* dtc, const float* cumc, int j0, int T, int Q,
-                                             int with_dt) {
+                                             int v_stride, const float* dtc, const float* cumc, const int* segb,
+                                             int* sgs, int j0, int T, int Q, int with_dt) {
     constexpr int NS = SSD_SCAN_NS;
     typedef SsdScanStage L;
     floatX* Us = (floatX*)(stage + L::U_OFF);
@@ -306,6 +356,11 @@ __device__ static inline void ssd_scan_load_tile(unsigned char* stage, const flo
             ssd_cp_async4(ds + r, dtc + (ok ? j0 + r : 0), ok);
         }
     }
+    if (SEG)
+        for (int r = threadIdx.x; r < SSD_SCAN_ROWS; r += NTHR) {
+            int ok = j0 + r < T;
+            ssd_cp_async4(sgs + r, segb + (ok ? j0 + r : 0), ok);
+        }
 }
 
 /* this thread's 16 entries of the block's (64 x NS) slice of a (P, N) fp32 state: rows p, p + 8 (eoff points at
@@ -327,14 +382,20 @@ __device__ static inline void ssd_scan_load_state(float v[4][4], const float* m,
 
 /* the w-scaled U tile of one stage in place as its bf16 hi part, the lo part (the rounding error of hi) into Ls;
    each element once per block (the register form scaled every A fragment in each warp that read it: 2 warps per
-   row tile at NS = 64, and each row's weight in every lane) */
-template <int MODE, int NTHR>
-__device__ static inline void ssd_scan_scale_split(floatX* Us, floatX* Ls, const float* cs, const float* ds, int nvalid) {
+   row tile at NS = 64, and each row's weight in every lane).
+   SEG: sg = the tile's segment starts, a = the chunk-local index of its first row. The tile form of the masks
+   (ssd_seg_kernel): the state before row a reaches row a + r iff s_{a+r} < a (no boundary in a..a+r), so MODE 1
+   keeps row r iff sg[r] < a; row a + r enters the state after the tile's last row e iff a + r >= s_e (MODE 0). */
+template <int MODE, int NTHR, bool SEG>
+__device__ static inline void ssd_scan_scale_split(floatX* Us, floatX* Ls, const float* cs, const float* ds,
+                                                   const int* sg, int a, int nvalid) {
     float ca = cs[0], ce = cs[nvalid];
+    int s_e = SEG ? sg[nvalid - 1] : -1;
 #pragma unroll
     for (int idx = threadIdx.x; idx < SSD_SCAN_ROWS * 8; idx += NTHR) {
         int r = idx / 8, off = r * SSD_SCAN_LDU + (idx % 8) * 8;
         float w = r < nvalid ? (MODE == 0 ? ds[r] * expf(ce - cs[1 + r]) : expf(cs[1 + r] - ca)) : 0.f;
+        if (SEG && (MODE == 0 ? a + r < s_e : sg[r] >= a)) w = 0.f;  /* another document */
         uint4 raw = *(const uint4*)(Us + off), lo;
         uint32_t* rv = (uint32_t*)&raw;
         uint32_t* lv = (uint32_t*)&lo;
@@ -354,17 +415,24 @@ __device__ static inline void ssd_scan_scale_split(floatX* Us, floatX* Ls, const
 /* MODE 0 (forward): out = states (B, nchunks, H, P, N): Hprev_c; final_state (may be NULL) = the state after the
    last row; init_state (may be NULL) starts the run. U = x, V = B (v_col0 = E).
    MODE 1 (backward): out = dstates: dH_c; dotp as above, hstates = the forward's states (Hout). U = dy (stride E),
-   V = C (v_col0 = E + G N).
+   V = C (v_col0 = E + G N); final_state (may be NULL) = the run after the first row's tile, dH_{-1} =
+   dL/d(init_state).
+   SEG (seg (B, T), ssd_seg_kernel): document boundaries. Per 64-row tile (rows a..e of a chunk) the running state's
+   decay exp(cum_e - cum_{a-1}) becomes 0 where s_e >= a (a boundary inside the tile, or at its first row), in both
+   directions (the forward's state before a reaches e, the backward's gradient at e reaches the state before a, only
+   if no boundary in a..e), and the rows' weights are masked as ssd_scan_scale_split says. Over the tiles of a chunk
+   these multiply to the chunk rules of ssd_seg_kernel (s_e < a for the last tile and s_{a-1} < 0 for the ones before
+   give s_last < 0). The seg tiles stream through their own STAGES buffers after Ls.
    grid ((P / 64) (N / NS), B H): the slices of one head are neighbours (their U tiles are the same rows: L2 hits),
    and so are the heads of one batch element (the same B / C tiles).
    The scaled U tile is made once per block in shared memory (ssd_scan_scale_split; a second barrier per tile), and
    the A fragments (hi, lo) are plain ldmatrix loads (scaling and splitting them per warp in registers, one barrier
    per tile, measured slower: NOTES_ssd.md, "Version 7"). */
-template <int MODE>
+template <int MODE, bool SEG>
 __global__ static void __launch_bounds__(SSD_SCAN_NS * 4, 3)
 ssd_state_scan_kernel(float* out, float* final_state, const float* init_state, float* dotp, const float* hstates,
                        const floatX* U, int u_stride, const floatX* V, int v_stride, int v_col0, const float* dt,
-                       const float* cum, int T, int H, int P, int N, int G, int Q) {
+                       const float* cum, const int* seg, int T, int H, int P, int N, int G, int Q) {
     constexpr int NS = SSD_SCAN_NS, STAGES = SSD_SCAN_STAGES, NTHR = NS * 4, WARPS = NS / 8;
     typedef SsdScanStage L;
     extern __shared__ __align__(16) unsigned char ssd_smem[];
@@ -377,6 +445,8 @@ ssd_state_scan_kernel(float* out, float* final_state, const float* init_state, f
     const floatX* Vb = V + (size_t)b * T * v_stride + v_col0 + g * N + n0;
     const float* dtc = dt + (size_t)bh * T;
     const float* cumc = cum + (size_t)bh * T;
+    const int* segb = SEG ? seg + (size_t)b * T : NULL;
+    int* sgbuf = (int*)(ssd_smem + STAGES * L::BYTES + SSD_SCAN_ROWS * SSD_SCAN_LDU * sizeof(floatX));  /* SEG */
     size_t eoff = (size_t)(p0 + m0 + lane / 4) * N + n0 + c0 + 2 * tig;
     float run[4][4], hout[4][4];
 #pragma unroll
@@ -388,8 +458,8 @@ ssd_state_scan_kernel(float* out, float* final_state, const float* init_state, f
 #pragma unroll 1
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < ntl)
-            ssd_scan_load_tile<NTHR>(ssd_smem + s * L::BYTES, Ub, u_stride, Vb, v_stride, dtc, cumc,
-                                     SSD_SCAN_ROWS * SSD_SCAN_TILE_OF(s), T, Q, MODE == 0);
+            ssd_scan_load_tile<NTHR, SEG>(ssd_smem + s * L::BYTES, Ub, u_stride, Vb, v_stride, dtc, cumc, segb,
+                                          sgbuf + s * SSD_SCAN_ROWS, SSD_SCAN_ROWS * SSD_SCAN_TILE_OF(s), T, Q, MODE == 0);
         ssd_cp_commit();
     }
 #pragma unroll 1
@@ -398,8 +468,9 @@ ssd_state_scan_kernel(float* out, float* final_state, const float* init_state, f
         __syncthreads();             /* everyone's are, and everyone is done with the buffer refilled next */
         int kn = k + STAGES - 1;
         if (kn < ntl)
-            ssd_scan_load_tile<NTHR>(ssd_smem + (kn % STAGES) * L::BYTES, Ub, u_stride, Vb, v_stride, dtc, cumc,
-                                     SSD_SCAN_ROWS * SSD_SCAN_TILE_OF(kn), T, Q, MODE == 0);
+            ssd_scan_load_tile<NTHR, SEG>(ssd_smem + (kn % STAGES) * L::BYTES, Ub, u_stride, Vb, v_stride, dtc, cumc,
+                                          segb, sgbuf + (kn % STAGES) * SSD_SCAN_ROWS, SSD_SCAN_ROWS * SSD_SCAN_TILE_OF(kn),
+                                          T, Q, MODE == 0);
         ssd_cp_commit();
         unsigned char* st = ssd_smem + (k % STAGES) * L::BYTES;
         floatX* Ls = (floatX*)(ssd_smem + STAGES * L::BYTES);
@@ -420,10 +491,12 @@ ssd_state_scan_kernel(float* out, float* final_state, const float* init_state, f
         }
         const float* cs = (const float*)(st + L::CUM_OFF);
         const float* ds = (const float*)(st + L::DT_OFF);
+        const int* sg = sgbuf + (k % STAGES) * SSD_SCAN_ROWS;  /* SEG */
         /* Ls is free: every warp passed this tile's first barrier after its last tile's products */
-        ssd_scan_scale_split<MODE, NTHR>((floatX*)(st + L::U_OFF), Ls, cs, ds, nvalid);
+        ssd_scan_scale_split<MODE, NTHR, SEG>((floatX*)(st + L::U_OFF), Ls, cs, ds, sg, j0 % Q, nvalid);
         __syncthreads();
         float ca = cs[0], ce = cs[nvalid], decay = expf(ce - ca);
+        if (SEG && sg[nvalid - 1] >= j0 % Q) decay = 0.f;  /* a boundary in the tile: the running state is dropped */
 #pragma unroll
         for (int nt = 0; nt < 4; nt++)
 #pragma unroll
@@ -449,7 +522,7 @@ ssd_state_scan_kernel(float* out, float* final_state, const float* init_state, f
         }
     }
 #undef SSD_SCAN_TILE_OF
-    if (MODE == 0 && final_state) ssd_scan_store_state(final_state + (size_t)bh * PN, eoff, N, run);
+    if (final_state) ssd_scan_store_state(final_state + (size_t)bh * PN, eoff, N, run);  /* MODE 1: d_init_state */
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -457,21 +530,29 @@ ssd_state_scan_kernel(float* out, float* final_state, const float* init_state, f
 
 /* the chunk-parallel chunk-state product (forward S_c: mode 0, backward sum exp(cum_i) dy_i C_i^T: mode 1); N = 128
    runs the instantiation with a compile-time N */
-static void ssd_launch_chunk_state(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride,
-                                   int v_col0, SSDSaved s, int mode, int B, int T, int H, int P, int N, int G, int Q,
-                                   cudaStream_t stream) {
+template <bool SEG>
+static void ssd_launch_chunk_state_s(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride,
+                                     int v_col0, SSDSaved s, int mode, int B, int T, int H, int P, int N, int G, int Q,
+                                     cudaStream_t stream) {
     dim3 grid(ssd_nchunks(T, Q), B * H, CEIL_DIV(P, 64));
     size_t smem = ssd_smem_chunk_state();
     if (N == 128) {
-        ssd_set_smem((const void*)ssd_chunk_state_kernel<128, true>, smem);
-        ssd_chunk_state_kernel<128, true><<<grid, SSD_MMA_THREADS, smem, stream>>>(out, U, u_stride, V, v_stride, v_col0,
-                                                                                 s.dt, s.cum, mode, T, H, P, N, G, Q);
+        ssd_set_smem((const void*)ssd_chunk_state_kernel<128, true, SEG>, smem);
+        ssd_chunk_state_kernel<128, true, SEG><<<grid, SSD_MMA_THREADS, smem, stream>>>(
+            out, U, u_stride, V, v_stride, v_col0, s.dt, s.cum, s.seg, mode, T, H, P, N, G, Q);
     } else {
-        ssd_set_smem((const void*)ssd_chunk_state_kernel<SSD_MAXD, false>, smem);
-        ssd_chunk_state_kernel<SSD_MAXD, false><<<grid, SSD_MMA_THREADS, smem, stream>>>(
-            out, U, u_stride, V, v_stride, v_col0, s.dt, s.cum, mode, T, H, P, N, G, Q);
+        ssd_set_smem((const void*)ssd_chunk_state_kernel<SSD_MAXD, false, SEG>, smem);
+        ssd_chunk_state_kernel<SSD_MAXD, false, SEG><<<grid, SSD_MMA_THREADS, smem, stream>>>(
+            out, U, u_stride, V, v_stride, v_col0, s.dt, s.cum, s.seg, mode, T, H, P, N, G, Q);
     }
     cudaCheckLast();
+}
+/* s.seg NULL: no document boundaries */
+static void ssd_launch_chunk_state(float* out, const floatX* U, int u_stride, const floatX* V, int v_stride,
+                                   int v_col0, SSDSaved s, int mode, int B, int T, int H, int P, int N, int G, int Q,
+                                   cudaStream_t stream) {
+    if (s.seg) ssd_launch_chunk_state_s<true>(out, U, u_stride, V, v_stride, v_col0, s, mode, B, T, H, P, N, G, Q, stream);
+    else ssd_launch_chunk_state_s<false>(out, U, u_stride, V, v_stride, v_col0, s, mode, B, T, H, P, N, G, Q, stream);
 }
 
 /* The fused scans run where the tile kernels' layout rules hold (checked by the caller), P % 64 == 0,
@@ -487,16 +568,30 @@ static inline int ssd_state_scan_takes(int B, int H, int P, int N, int Q, const 
 }
 /* entries of the fused backward's dotp per (b, h, chunk): one per warp of each (64 x NS) slice */
 static inline int ssd_state_scan_nsplit(int P, int N) { return P * N / 512; }
+template <int MODE, bool SEG>
+static void ssd_launch_state_scan_s(float* out, float* final_state, const float* init_state, float* dotp,
+                                    const float* hstates, const floatX* U, int u_stride, const floatX* V, int v_stride,
+                                    int v_col0, SSDSaved s, int B, int T, int H, int P, int N, int G, int Q,
+                                    cudaStream_t stream) {
+    size_t smem = ssd_state_scan_smem(SEG);
+    ssd_set_smem((const void*)ssd_state_scan_kernel<MODE, SEG>, smem);
+    ssd_state_scan_kernel<MODE, SEG><<<dim3((P / 64) * (N / SSD_SCAN_NS), B * H), SSD_SCAN_NS * 4, smem, stream>>>(
+        out, final_state, init_state, dotp, hstates, U, u_stride, V, v_stride, v_col0, s.dt, s.cum, s.seg, T, H, P, N,
+        G, Q);
+    cudaCheckLast();
+}
+/* MODE 1: final_state is d_init_state (or NULL); s.seg NULL: no document boundaries */
 template <int MODE>
 static void ssd_launch_state_scan(float* out, float* final_state, const float* init_state, float* dotp,
                                   const float* hstates, const floatX* U, int u_stride, const floatX* V, int v_stride,
                                   int v_col0, SSDSaved s, int B, int T, int H, int P, int N, int G, int Q,
                                   cudaStream_t stream) {
-    size_t smem = ssd_state_scan_smem();
-    ssd_set_smem((const void*)ssd_state_scan_kernel<MODE>, smem);
-    ssd_state_scan_kernel<MODE><<<dim3((P / 64) * (N / SSD_SCAN_NS), B * H), SSD_SCAN_NS * 4, smem, stream>>>(
-        out, final_state, init_state, dotp, hstates, U, u_stride, V, v_stride, v_col0, s.dt, s.cum, T, H, P, N, G, Q);
-    cudaCheckLast();
+    if (s.seg)
+        ssd_launch_state_scan_s<MODE, true>(out, final_state, init_state, dotp, hstates, U, u_stride, V, v_stride,
+                                            v_col0, s, B, T, H, P, N, G, Q, stream);
+    else
+        ssd_launch_state_scan_s<MODE, false>(out, final_state, init_state, dotp, hstates, U, u_stride, V, v_stride,
+                                             v_col0, s, B, T, H, P, N, G, Q, stream);
 }
 #endif /* !ENABLE_FP32 */
 

@@ -7,6 +7,11 @@
  *     against the sequential recurrence of SPEC.md sections 3-4 in double; outputs poisoned first; the columns of
  *     the dt-gradient buffer that are not ssd's stay untouched; backward twice gives bitwise the same results;
  *     each tolerance is shown to reject a perturbed copy.
+ *   - llmc also writes and checks d_init_state (dL/d(initial state)) on every small shape, and runs six shapes with
+ *     packed documents (seq_idx, make_docs), one per kernel path: every output above and d_init_state against the
+ *     recurrence with a restart at each boundary, determinism, the path taken, and that the reference without
+ *     documents differs from it by > 5 x the tolerance (a kernel that ignored a mask would fail). At each benchmark
+ *     shape llmc reruns the same inputs with about one boundary per 512 positions (checked slices, timings).
  *   - the benchmark shapes (H=24, P=64, N=128, G=1, Q=256; B=8,T=2048 ; B=1,T=8192 ; B=1,T=32768): forward on
  *     two (b, h) slices against the recurrence; at B=8, T=2048 the backward of batch element 0 (all heads) too;
  *     then timings of forward and forward+backward against the floor, and cost per token against T.
@@ -836,7 +841,8 @@ static const char* vname(int v) {
 /* the kernels the last llmc call ran (ssd_forward's and ssd_backward's return values) */
 static SSDPath g_llmc_fwd, g_llmc_bwd;
 
-typedef struct { int B, T, H, P, N, G, Q; int with_init; } Shape;
+/* docs: 1 = packed documents (seq_idx, make_docs; llmc only: the lab's versions have no document boundaries) */
+typedef struct { int B, T, H, P, N, G, Q; int with_init; int docs; } Shape;
 
 /* every input of one SSD call, on the host (already rounded to floatX where the GPU reads floatX) and device */
 typedef struct {
@@ -845,7 +851,34 @@ typedef struct {
     float *xbc, *dtbuf, *dt_bias, *A_log, *Dskip, *init, *dy;
     floatX *d_xbc, *d_dtbuf, *d_dy;
     float *d_dt_bias, *d_A_log, *d_Dskip, *d_init;
+    int *seq, *d_seq;                    /* (B, T) document of each position, or NULL (s.docs = 0) */
 } Inputs;
+
+/* seq_idx of row b (T values, non-decreasing, starting at an arbitrary document number): even rows take a fixed set
+   of boundaries that hits every edge case the kernels distinguish: documents of one token at the row's start (a
+   boundary at 1) and in a run (5, 6, 7: consecutive boundaries), a boundary at the last row of a chunk (Q - 1) and at
+   the first rows of the next (Q, Q + 1: a one-token document that straddles nothing), at a chunk start (2Q), one
+   before the last row of a chunk (3Q - 1) and at the row's last position (T - 1: a one-token last document); odd rows
+   random boundaries, about one per 1.5 chunks, plus one at 2 (so documents longer than a chunk, also ones that span
+   several chunks). A position t starts a new document where a boundary is at t. */
+static void make_docs(int* seq, int b, int T, int Q) {
+    int fixed[] = {1, 5, 6, 7, Q - 1, Q, Q + 1, 2 * Q, 3 * Q - 1, T - 1};
+    int doc = 1000 * b + 7;
+    for (int t = 0; t < T; t++) {
+        int bnd = 0;
+        if (t > 0 && b % 2 == 0)
+            for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++) bnd |= fixed[k] == t;
+        if (t > 0 && b % 2 == 1) bnd = t == 2 || dev_rand_uniform(0.f, 1.f) < 1.f / (1.5f * Q);
+        doc += bnd;
+        seq[(size_t)b * T + t] = doc;
+    }
+}
+static int count_boundaries(const int* seq, int B, int T) {
+    int n = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 1; t < T; t++) n += seq[(size_t)b * T + t] != seq[(size_t)b * T + t - 1];
+    return n;
+}
 
 static Inputs make_inputs(Shape s) {
     Inputs in;
@@ -878,6 +911,13 @@ static Inputs make_inputs(Shape s) {
     in.d_A_log = dev_upload_F(in.A_log, s.H);
     in.d_Dskip = dev_upload_F(in.Dskip, s.H);
     in.d_init = in.init ? dev_upload_F(in.init, (size_t)s.B * s.H * s.P * s.N) : NULL;
+    in.seq = in.d_seq = NULL;
+    if (s.docs) {  /* drawn after everything else: the other inputs are those of the same shape without documents */
+        in.seq = (int*)mallocCheck(BT * sizeof(int));
+        for (int b = 0; b < s.B; b++) make_docs(in.seq, b, s.T, s.Q);
+        in.d_seq = (int*)dev_malloc(BT * sizeof(int));
+        cudaCheck(cudaMemcpy(in.d_seq, in.seq, BT * sizeof(int), cudaMemcpyHostToDevice));
+    }
     return in;
 }
 
@@ -887,13 +927,17 @@ static void free_inputs(Inputs* in) {
     cudaCheck(cudaFree(in->d_xbc)); cudaCheck(cudaFree(in->d_dtbuf)); cudaCheck(cudaFree(in->d_dy));
     cudaCheck(cudaFree(in->d_dt_bias)); cudaCheck(cudaFree(in->d_A_log)); cudaCheck(cudaFree(in->d_Dskip));
     if (in->d_init) cudaCheck(cudaFree(in->d_init));
+    if (in->seq) { free(in->seq); cudaCheck(cudaFree(in->d_seq)); }
 }
 
 /* ---- CPU reference: the sequential recurrence of SPEC.md sections 3 and 4, in double, one (b, h) ----
  * Forward writes y[(b,t), h*P + p] and fin[(b,h), p, n]. Backward (if dxbc != NULL) writes dx columns,
- * ADDS the head's dB, dC into the group's columns of dxbc, writes ddt_raw[(b,t), h], adds to dpar[3][H]. */
+ * ADDS the head's dB, dC into the group's columns of dxbc, writes ddt_raw[(b,t), h], adds to dpar[3][H], and (dinit
+ * not NULL) writes dinit[(b,h), p, n] = dL/d(initial state).
+ * Document boundaries (in->seq not NULL, doc/packing.md): where seq[t] != seq[t-1] the recurrence restarts,
+ * h_t = dt_t x_t B_t^T: the decay a_t is the constant 0 there (not exp(dt_t A): no gradient to dt_t or A through it). */
 static void ref_head(const Inputs* in, int b, int h, double* y, double* fin, double* dxbc, double* ddt_raw,
-                     double* dpar) {
+                     double* dpar, double* dinit = NULL) {
     const Shape* s = &in->s;
     int T = s->T, P = s->P, N = s->N, g = h / (s->H / s->G), E = in->E, CD = in->CD;
     int xo = h * P, bo = E + g * N, co = E + s->G * N + g * N;
@@ -907,9 +951,11 @@ static void ref_head(const Inputs* in, int b, int h, double* y, double* fin, dou
         double v = in->dtbuf[((size_t)b * T + t) * in->dstride + in->dcol + h] + bias;
         dt[t] = v > 20.0 ? v : log1p(exp(v));
     }
+    const int* seq = in->seq ? in->seq + (size_t)b * T : NULL;
+#define REF_RESTARTS(t) (seq && (t) > 0 && seq[(t)] != seq[(t) - 1])
     for (int t = 0; t < T; t++) {
         const float* row = in->xbc + ((size_t)b * T + t) * CD;
-        double a = exp(dt[t] * A);
+        double a = REF_RESTARTS(t) ? 0.0 : exp(dt[t] * A);
         double* hp = hs + (bwd ? (size_t)t : (size_t)(t % 2)) * PN;
         double* hn = hs + (bwd ? (size_t)(t + 1) : (size_t)((t + 1) % 2)) * PN;
         for (int p = 0; p < P; p++) {
@@ -932,7 +978,7 @@ static void ref_head(const Inputs* in, int b, int h, double* y, double* fin, dou
             const float* row = in->xbc + ((size_t)b * T + t) * CD;
             const float* dyr = in->dy + ((size_t)b * T + t) * E + xo;
             double* drow = dxbc + ((size_t)b * T + t) * CD;
-            double a = exp(dt[t] * A);
+            double a = REF_RESTARTS(t) ? 0.0 : exp(dt[t] * A);
             const double* ht = hs + (size_t)(t + 1) * PN;
             const double* hprev = hs + (size_t)t * PN;
             for (int p = 0; p < P; p++)
@@ -968,8 +1014,11 @@ static void ref_head(const Inputs* in, int b, int h, double* y, double* fin, dou
             a_next = a;
         }
         dpar[1 * s->H + h] += dA * A;
+        if (dinit)  /* h_0 = a_0 h_init + ...: dL/dh_init = a_0 dL/dh_0 (gs now holds dL/dh_0) */
+            for (size_t e = 0; e < PN; e++) dinit[((size_t)b * s->H + h) * PN + e] = exp(dt[0] * A) * gs[e];
         free(gs); free(gB);
     }
+#undef REF_RESTARTS
     free(hs); free(dt);
 }
 
@@ -977,6 +1026,7 @@ static void ref_head(const Inputs* in, int b, int h, double* y, double* fin, dou
 typedef struct {
     floatX *y, *dxbc, *ddtbuf;
     float *final_state, *dpar;  /* dpar: d_dt_bias | d_A_log | d_D, 3*H */
+    float* dinit;               /* (B, H, P, N) d_init_state (llmc) */
     void *saved, *work;
     size_t saved_bytes, work_bytes;  /* of the version that allocated them */
 } Outputs;
@@ -990,6 +1040,7 @@ static Outputs alloc_outputs(const Inputs* in) {
     o.ddtbuf = (floatX*)dev_malloc(BT * in->dstride * sizeof(floatX));
     o.final_state = (float*)dev_malloc((size_t)s->B * s->H * s->P * s->N * sizeof(float));
     o.dpar = (float*)dev_malloc(3 * s->H * sizeof(float));
+    o.dinit = (float*)dev_malloc((size_t)s->B * s->H * s->P * s->N * sizeof(float));
     o.saved_bytes = g_version == 1 ? v1::ssd_saved_bytes(s->B, s->T, s->H, s->P, s->N, s->Q)
                                    : g_version == V_LLMC ? ssd_saved_bytes(s->B, s->T, s->H, s->P, s->N, s->Q)
                                    : lab::ssd_saved_bytes(s->B, s->T, s->H, s->P, s->N, s->Q);
@@ -1002,32 +1053,43 @@ static Outputs alloc_outputs(const Inputs* in) {
 }
 static void free_outputs(Outputs* o) {
     cudaCheck(cudaFree(o->y)); cudaCheck(cudaFree(o->dxbc)); cudaCheck(cudaFree(o->ddtbuf));
-    cudaCheck(cudaFree(o->final_state)); cudaCheck(cudaFree(o->dpar));
+    cudaCheck(cudaFree(o->final_state)); cudaCheck(cudaFree(o->dpar)); cudaCheck(cudaFree(o->dinit));
     cudaCheck(cudaFree(o->saved)); cudaCheck(cudaFree(o->work));
 }
 
+/* the lab's versions have no document boundaries: only llmc runs inputs with seq_idx */
+static void refuse_docs_in_lab(const Inputs* in) {
+    if (in->d_seq) {
+        fprintf(stderr, "ssd: version %s has no seq_idx (document boundaries): only llmc runs shapes with docs\n",
+                vname(g_version));
+        exit(EXIT_FAILURE);
+    }
+}
 static void run_forward(const Inputs* in, Outputs* o, int with_final) {
     const Shape* s = &in->s;
     if (g_version == V_LLMC) {
         g_llmc_fwd = ssd_forward(o->y, with_final ? o->final_state : NULL, o->saved, in->d_xbc, in->CD,
                                  in->d_dtbuf + in->dcol, in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip, in->d_init,
-                                 NULL, s->B, s->T, s->H, s->P, s->N, s->G, s->Q, 0);
+                                 in->d_seq, s->B, s->T, s->H, s->P, s->N, s->G, s->Q, 0);
         return;
     }
+    refuse_docs_in_lab(in);
     lab::ssd_fast_version = g_version;
     (g_version == 1 ? v1::ssd_forward : lab::ssd_forward)(o->y, with_final ? o->final_state : NULL, o->saved, in->d_xbc, in->CD, in->d_dtbuf + in->dcol,
                 in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip, in->d_init, s->B, s->T, s->H, s->P, s->N,
                 s->G, s->Q, 0);
 }
-static void run_backward(const Inputs* in, Outputs* o) {
+/* with_dinit: llmc also writes d_init_state into o->dinit (the benchmark timings run without it, as the trainer) */
+static void run_backward(const Inputs* in, Outputs* o, int with_dinit = 0) {
     const Shape* s = &in->s;
     if (g_version == V_LLMC) {
-        g_llmc_bwd = ssd_backward(o->dxbc, o->ddtbuf + in->dcol, o->dpar, o->dpar + s->H, o->dpar + 2 * s->H, NULL,
-                                  in->d_dy, o->saved, in->d_xbc, in->CD, in->d_dtbuf + in->dcol, in->dstride,
-                                  in->d_dt_bias, in->d_A_log, in->d_Dskip, in->d_init, NULL, o->work, s->B, s->T, s->H, s->P, s->N, s->G, s->Q,
-                                  0);
+        g_llmc_bwd = ssd_backward(o->dxbc, o->ddtbuf + in->dcol, o->dpar, o->dpar + s->H, o->dpar + 2 * s->H,
+                                  with_dinit ? o->dinit : NULL, in->d_dy, o->saved, in->d_xbc, in->CD,
+                                  in->d_dtbuf + in->dcol, in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip,
+                                  in->d_init, in->d_seq, o->work, s->B, s->T, s->H, s->P, s->N, s->G, s->Q, 0);
         return;
     }
+    refuse_docs_in_lab(in);
     lab::ssd_fast_version = g_version;
     (g_version == 1 ? v1::ssd_backward : lab::ssd_backward)(o->dxbc, o->ddtbuf + in->dcol, o->dpar, o->dpar + s->H, o->dpar + 2 * s->H, in->d_dy, o->saved,
                  in->d_xbc, in->CD, in->d_dtbuf + in->dcol, in->dstride, in->d_dt_bias, in->d_A_log, in->d_Dskip,
@@ -1237,10 +1299,47 @@ static void check_v11_against_v9(const Inputs* in, Outputs* o, const float* y11,
     free(y9);
 }
 
+/* the largest |a - b| over n values */
+static double max_diff_d(const double* a, const double* b, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(a[i] - b[i]));
+    return m;
+}
+/* with documents: the reference without them differs from the one with them by far more than the tolerance the
+   GPU's outputs are held to, so a kernel that ignored a mask fails the checks (printed per tensor) */
+static void check_docs_matter(Inputs* in, const double* ry, const double* rdx, const double* rddt) {
+    const Shape* s = &in->s;
+    size_t BT = (size_t)s->B * s->T, nst = (size_t)s->B * s->H * s->P * s->N;
+    double* y0 = (double*)calloc(BT * in->E, sizeof(double));
+    double* f0 = (double*)calloc(nst, sizeof(double));
+    double* dx0 = (double*)calloc(BT * in->CD, sizeof(double));
+    double* ddt0 = (double*)calloc(BT * s->H, sizeof(double));
+    double* par0 = (double*)calloc(3 * s->H, sizeof(double));
+    int* seq = in->seq;
+    in->seq = NULL;
+    for (int b = 0; b < s->B; b++)
+        for (int h = 0; h < s->H; h++) ref_head(in, b, h, y0, f0, dx0, ddt0, par0);
+    in->seq = seq;
+    const char* names[3] = {"y", "dxbc", "ddt_raw"};
+    const double* with[3] = {ry, rdx, rddt};
+    const double* without[3] = {y0, dx0, ddt0};
+    size_t n[3] = {BT * in->E, BT * in->CD, BT * s->H};
+    int ok = 1;
+    for (int k = 0; k < 3; k++) {
+        double d = max_diff_d(with[k], without[k], n[k]), tol = tol_abs() * max_abs_d(with[k], n[k]);
+        printf("  documents change the reference %s by up to %.3g (%.0f x its absolute tolerance)\n", names[k], d,
+               d / tol);
+        ok &= d > 5.0 * tol;
+    }
+    dev_record("seq_idx: the references with and without documents differ by > 5 x the tolerance", ok);
+    free(y0); free(f0); free(dx0); free(ddt0); free(par0);
+}
+
 static void test_small(Shape s) {
     printf("%s small shape B=%d T=%d H=%d P=%d N=%d G=%d Q=%d init=%s (%s)\n", vname(g_version), s.B, s.T, s.H, s.P, s.N, s.G, s.Q,
            s.with_init ? "random" : "NULL", PRECISION_NAME);
     Inputs in = make_inputs(s);
+    if (s.docs) printf("  with seq_idx: %d document boundaries in %d rows\n", count_boundaries(in.seq, s.B, s.T), s.B);
     Outputs o = alloc_outputs(&in);
     size_t BT = (size_t)s.B * s.T, PN = (size_t)s.P * s.N, nst = (size_t)s.B * s.H * PN;
     double* ry = (double*)calloc(BT * in.E, sizeof(double));
@@ -1248,8 +1347,11 @@ static void test_small(Shape s) {
     double* rdx = (double*)calloc(BT * in.CD, sizeof(double));
     double* rddt = (double*)calloc(BT * s.H, sizeof(double));
     double* rpar = (double*)calloc(3 * s.H, sizeof(double));
+    double* rdinit = (double*)calloc(nst, sizeof(double));
     for (int b = 0; b < s.B; b++)
-        for (int h = 0; h < s.H; h++) ref_head(&in, b, h, ry, rfin, rdx, rddt, rpar);
+        for (int h = 0; h < s.H; h++) ref_head(&in, b, h, ry, rfin, rdx, rddt, rpar, rdinit);
+    if (s.docs) check_docs_matter(&in, ry, rdx, rddt);
+    int with_dinit = g_version == V_LLMC;  /* the lab's versions have no d_init_state */
 
     /* version 7's fused state kernels: forced on (fuse=1 -> 2) so that these shapes check them */
     int fuse_arg = lab::ssd7_fuse, runs0 = lab::ssd7_runs, runs8 = lab::ssd8_runs, runs9f = lab::ssd9_fwd_runs, runs9b = lab::ssd9_bwd_runs;
@@ -1287,23 +1389,26 @@ static void test_small(Shape s) {
     }
     check("y", gy, ry, BT * in.E);
     check("final_state", gfin, rfin, nst);
-    if (expect_v11f) check_v11_against_v9(&in, &o, gy, BT * in.E, "y of version 11 and of version 9");
+    if (expect_v11f && !s.docs) check_v11_against_v9(&in, &o, gy, BT * in.E, "y of version 11 and of version 9");
 
     /* backward: poison outputs, random starting values for the accumulated parameter gradients */
     float* par0 = dev_random_floats(3 * s.H, -1.f, 1.f);
     float* gpar[2];
     float* gdx[2];
     float* gddt[2];
+    float* gdinit[2] = {NULL, NULL};
     for (int rep = 0; rep < 2; rep++) {
         dev_poison(o.dxbc, BT * in.CD * sizeof(floatX));
         dev_poison(o.ddtbuf, BT * in.dstride * sizeof(floatX));
         dev_poison(o.work, o.work_bytes);
+        dev_poison(o.dinit, nst * sizeof(float));
         cudaCheck(cudaMemcpy(o.dpar, par0, 3 * s.H * sizeof(float), cudaMemcpyHostToDevice));
-        run_backward(&in, &o);
+        run_backward(&in, &o, with_dinit);
         cudaCheck(cudaDeviceSynchronize());
         gdx[rep] = dev_download_X(o.dxbc, BT * in.CD);
         gddt[rep] = dev_download_X(o.ddtbuf, BT * in.dstride);
         gpar[rep] = dev_download_F(o.dpar, 3 * s.H);
+        if (with_dinit) gdinit[rep] = dev_download_F(o.dinit, nst);
     }
     float* dx = gather_f(gdx[0], in.CD, 0, BT, 0, in.E);
     double* rdxx = gather_d(rdx, in.CD, 0, BT, 0, in.E);
@@ -1322,6 +1427,10 @@ static void test_small(Shape s) {
         for (int h = 0; h < s.H; h++) inc[h] = gpar[0][k * s.H + h] - par0[k * s.H + h];
         check(pname[k], inc, rpar + k * s.H, s.H);
     }
+    if (with_dinit) {
+        check("d_init_state", gdinit[0], rdinit, nst);
+        dev_check_bitwise("d_init_state (backward twice)", gdinit[0], gdinit[1], nst * sizeof(float));
+    }
     /* the dt-gradient buffer's other columns belong to other kernels: still poisoned (all bits set) */
     size_t touched = 0, nraw = BT * in.dstride * sizeof(floatX);
     unsigned char* raw = (unsigned char*)mallocCheck(nraw);
@@ -1338,7 +1447,7 @@ static void test_small(Shape s) {
     dev_check_bitwise("parameter gradients", gpar[0], gpar[1], 3 * s.H * sizeof(float));
     if (g_version == V_LLMC) {  /* o holds the second forward and backward, from par0 */
         check_llmc_path(s, 1);
-        check_llmc_against_lab(&in, &o, par0, 1);
+        if (!s.docs) check_llmc_against_lab(&in, &o, par0, 1);
     }
     if (lab_at_least(7)) {  /* 2 forwards + 2 backwards: all fused, or none where the shape is not version 7's */
         int ran = lab::ssd7_runs - runs0;
@@ -1367,8 +1476,8 @@ static void test_small(Shape s) {
     }
 
     free(dx); free(rdxx); free(dB); free(rdB); free(dC); free(rdC); free(ddt); free(par0);
-    for (int rep = 0; rep < 2; rep++) { free(gdx[rep]); free(gddt[rep]); free(gpar[rep]); }
-    free(gy); free(gfin); free(ry); free(rfin); free(rdx); free(rddt); free(rpar);
+    for (int rep = 0; rep < 2; rep++) { free(gdx[rep]); free(gddt[rep]); free(gpar[rep]); free(gdinit[rep]); }
+    free(gy); free(gfin); free(ry); free(rfin); free(rdx); free(rddt); free(rpar); free(rdinit);
     free_outputs(&o);
     free_inputs(&in);
 }
@@ -1395,6 +1504,84 @@ static void report(const char* name, float ms, double flops, double bytes, Shape
     printf("  TIME %-28s %8.3f ms  floor %6.3f ms (%5.1f GFLOP: %.3f ms, %6.1f MB: %.3f ms)  %5.1f%% of floor "
            "speed, %6.3f ms per M tokens\n", name, ms, floor_ms, flops / 1e9, fl, bytes / 1e6, by,
            100.0 * floor_ms / ms, ms / ((double)s.B * s.T / 1e6));
+}
+
+/* llmc at a benchmark shape with packed documents (about one boundary per 512 positions, at random): the forward on
+   two (b, h) slices and (check_bwd) the backward of batch element 0 against the reference with the same documents,
+   then the timings with seq_idx next to times[2] (the same inputs without), printed, never asserted */
+static void test_big_docs(Inputs* in, Outputs* o, int check_bwd, const float times[2]) {
+    const Shape* s = &in->s;
+    size_t BT = (size_t)s->B * s->T, PN = (size_t)s->P * s->N, nst = (size_t)s->B * s->H * PN;
+    in->seq = (int*)mallocCheck(BT * sizeof(int));
+    for (int b = 0; b < s->B; b++) {
+        int doc = 0;
+        for (int t = 0; t < s->T; t++) {
+            doc += t > 0 && dev_rand_uniform(0.f, 1.f) < 1.f / 512.f;
+            in->seq[(size_t)b * s->T + t] = doc;
+        }
+    }
+    in->d_seq = (int*)dev_malloc(BT * sizeof(int));
+    cudaCheck(cudaMemcpy(in->d_seq, in->seq, BT * sizeof(int), cudaMemcpyHostToDevice));
+    printf("  with seq_idx: %d document boundaries in %d rows\n", count_boundaries(in->seq, s->B, s->T), s->B);
+    dev_poison(o->y, BT * in->E * sizeof(floatX));
+    run_forward(in, o, 1);
+    cudaCheck(cudaDeviceSynchronize());
+    float* gy = dev_download_X(o->y, BT * in->E);
+    float* gfin = dev_download_F(o->final_state, nst);
+    double* ry = (double*)calloc(BT * in->E, sizeof(double));
+    double* rfin = (double*)calloc(nst, sizeof(double));
+    int slices[2][2] = {{0, 0}, {s->B - 1, s->H - 1}};
+    for (int k = 0; k < 2; k++) {
+        int b = slices[k][0], h = slices[k][1];
+        ref_head(in, b, h, ry, rfin, NULL, NULL, NULL);
+        char name[80];
+        float* gys = gather_f(gy, in->E, (size_t)b * s->T, s->T, h * s->P, s->P);
+        double* rys = gather_d(ry, in->E, (size_t)b * s->T, s->T, h * s->P, s->P);
+        snprintf(name, sizeof name, "y slice b=%d h=%d, seq_idx", b, h);
+        check(name, gys, rys, (size_t)s->T * s->P);
+        float* gfs = (float*)mallocCheck(PN * sizeof(float));
+        for (size_t e = 0; e < PN; e++) gfs[e] = gfin[((size_t)b * s->H + h) * PN + e];
+        snprintf(name, sizeof name, "final_state b=%d h=%d, seq_idx", b, h);
+        check(name, gfs, rfin + ((size_t)b * s->H + h) * PN, PN);
+        free(gys); free(rys); free(gfs);
+    }
+    if (check_bwd) {  /* batch element 0, all heads; d_init_state of b = 0 */
+        double* rdx = (double*)calloc(BT * in->CD, sizeof(double));
+        double* rddt = (double*)calloc(BT * s->H, sizeof(double));
+        double* rpar = (double*)calloc(3 * s->H, sizeof(double));
+        double* rdinit = (double*)calloc(nst, sizeof(double));
+        for (int h = 0; h < s->H; h++) ref_head(in, 0, h, ry, rfin, rdx, rddt, rpar, rdinit);
+        dev_poison(o->dxbc, BT * in->CD * sizeof(floatX));
+        dev_poison(o->ddtbuf, BT * in->dstride * sizeof(floatX));
+        cudaCheck(cudaMemset(o->dpar, 0, 3 * s->H * sizeof(float)));
+        run_backward(in, o, 1);
+        cudaCheck(cudaDeviceSynchronize());
+        float* gdx = dev_download_X(o->dxbc, (size_t)s->T * in->CD);  /* rows of b = 0 */
+        float* gdt = dev_download_X(o->ddtbuf, (size_t)s->T * in->dstride);
+        float* gdi = dev_download_F(o->dinit, (size_t)s->H * PN);      /* b = 0 */
+        const char* names[3] = {"dx (b=0), seq_idx", "dB (b=0), seq_idx", "dC (b=0), seq_idx"};
+        int c0[3] = {0, in->E, in->E + s->G * s->N}, nc[3] = {in->E, s->G * s->N, s->G * s->N};
+        for (int k = 0; k < 3; k++) {
+            float* g = gather_f(gdx, in->CD, 0, s->T, c0[k], nc[k]);
+            double* r = gather_d(rdx, in->CD, 0, s->T, c0[k], nc[k]);
+            check(names[k], g, r, (size_t)s->T * nc[k]);
+            free(g); free(r);
+        }
+        float* g = gather_f(gdt, in->dstride, 0, s->T, in->dcol, s->H);
+        check("ddt_raw (b=0), seq_idx", g, rddt, (size_t)s->T * s->H);
+        check("d_init_state (b=0), seq_idx", gdi, rdinit, (size_t)s->H * PN);
+        free(g); free(gdx); free(gdt); free(gdi); free(rdx); free(rddt); free(rpar); free(rdinit);
+    }
+    check_llmc_path(*s, check_bwd);
+    free(gy); free(gfin); free(ry); free(rfin);
+    int reps = 20;
+    float td[2];
+    td[0] = dev_bench_ms(reps, [&]() { run_forward(in, o, 0); });
+    td[1] = dev_bench_ms(reps, [&]() { run_forward(in, o, 0); run_backward(in, o); });
+    report("forward, seq_idx", td[0], fwd_flops(*s), fwd_bytes(*s), *s);
+    report("forward+backward, seq_idx", td[1], fwd_flops(*s) + bwd_flops(*s), fwd_bytes(*s) + bwd_bytes(*s), *s);
+    printf("  TIME seq_idx cost: forward %+.1f%%, forward+backward %+.1f%% (against the same inputs without)\n",
+           100.0 * (td[0] / times[0] - 1.0), 100.0 * (td[1] / times[1] - 1.0));
 }
 
 static void test_big(Shape s, int check_bwd, float times[2]) {
@@ -1469,6 +1656,7 @@ static void test_big(Shape s, int check_bwd, float times[2]) {
     times[1] = dev_bench_ms(reps, [&]() { run_forward(&in, &o, 0); run_backward(&in, &o); });
     report("forward", times[0], fwd_flops(s), fwd_bytes(s), s);
     report("forward+backward", times[1], fwd_flops(s) + bwd_flops(s), fwd_bytes(s) + bwd_bytes(s), s);
+    if (g_version == V_LLMC) test_big_docs(&in, &o, check_bwd, times);
     free_outputs(&o);
     free_inputs(&in);
 }
@@ -1530,6 +1718,16 @@ int main(int argc, char** argv) {
         {2, 200, 8, 64, 128, 1, 128, 1}, /* version 8's trainer kernels (Q = 128): 2 head-groups of 4, partial chunk */
         {1, 230, 4, 64, 128, 1, 64, 0},  /* version 8 at Q = 64: one head-group, dB / dC written directly */
     };
+    /* packed documents (seq_idx, make_docs), llmc only: each of its paths (bf16 build, H100 / H200 with 132 SMs;
+       MAMBA2_PORTABLE=1 turns the wgmma scans into mma.sync; the fp32 build runs the simple kernels everywhere) */
+    Shape small_docs[] = {
+        {2, 300, 66, 64, 64, 1, 64, 1, 1},  /* B H >= the SM count: fused state scans, wgmma pair, tuned backward */
+        {2, 200, 4, 64, 128, 1, 128, 0, 1}, /* chunk-parallel states, wgmma pair, tuned backward (Q = 128), no init */
+        {1, 300, 2, 128, 64, 2, 256, 1, 1}, /* one head per group: one-head wgmma; Q = 256: untuned backward tiles */
+        {2, 100, 4, 16, 16, 2, 32, 1, 1},   /* P, N = 16: mma.sync forward, untuned tiles, chunk-parallel states */
+        {2, 37, 6, 64, 32, 3, 16, 0, 1},    /* the smallest Q (boundaries at Q - 1, Q, Q + 1, 2Q, 3Q - 1) */
+        {2, 90, 3, 24, 40, 1, 32, 1, 1},    /* P, N not multiples of 16: the simple kernels in the bf16 build */
+    };
     Shape big[3] = {{8, 2048, 24, 64, 128, 1, big_q, 1}, {1, 8192, 24, 64, 128, 1, big_q, 1},
                     {1, 32768, 24, 64, 128, 1, big_q, 1}};
     if (profile) {  /* one forward and one backward per version at the first benchmark shape, for ncu */
@@ -1560,6 +1758,11 @@ int main(int argc, char** argv) {
             }
             test_small(small[k]);
         }
+        if (v == V_LLMC)
+            for (size_t k = 0; k < sizeof small_docs / sizeof small_docs[0]; k++) {
+                if (llmc_refuses(small_docs[k])) continue;
+                test_small(small_docs[k]);
+            }
         if (!small_only)
             for (int k = 0; k < 3; k++) test_big(big[k], k == 0, t[v][k]);
     }
