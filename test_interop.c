@@ -17,6 +17,8 @@
  *
  *   ./test_interop                         run everything (needs python3 for the converter and the Python encoder)
  *   ./test_interop --write-export-fixture  (re)write dev/fixtures/interop/ours_tiny_hf (for the GPU script)
+ *   ./test_interop --dump-hybrid DIR       three small hybrids exported (mamba_ssm) with a batch's logits, loss and
+ *                  every gradient, for dev/hybrid_reference.py (the torch oracle, run on the GPU machine)
  *   ./test_interop --bpe-compare TOKENIZER.bin TEXT_FILE IDS_FILE   C encoder vs ids written by
  *                  `python3 data/text_tokenizers.py encode ...`, with the time it took
  */
@@ -1148,6 +1150,91 @@ static void test_sampler(void) {
     check(equal, "the same seed gives the same 200 draws (temperature 0.8, top_k 40, top_p 0.95)");
 }
 
+/* ================================================================================================================
+ * 6. --dump-hybrid DIR: the CPU trainer's numbers for dev/hybrid_reference.py (the torch oracle, GPU machine) */
+
+/* one model: DIR/NAME/model (mamba_ssm export: config.json, model.safetensors) and DIR/NAME/reference.safetensors:
+   tokens and targets (I32, B x T), logits (F32, B x T x V, the real vocabulary), loss (the mean), and for every
+   tensor of the export the gradient of that loss as "grad.<its mamba_ssm name>" */
+static void dump_hybrid(const char* out, const char* name, const char* spec, uint64_t seed) {
+    enum { B = 2, T = 19 };
+    char err[2048], dir[1200], path[1300];
+    Mamba2Config c;
+    if (config_parse(&c, spec, err, sizeof err)) die("%s", err);
+    Mamba2 m;
+    mamba2_build(&m, &c, seed);
+    Rng rng;
+    rng_seed(&rng, seed + 1);
+    /* every weight away from its init's symmetries (norms 1, biases 0), so every gradient term shows */
+    for (size_t i = 0; i < m.num_parameters; i++) m.params_memory[i] += (real)rng_uniform_range(&rng, -0.2, 0.2);
+    memset(m.params.wte + (size_t)c.vocab_size * c.d_model, 0,
+           sizeof(real) * (size_t)(c.padded_vocab_size - c.vocab_size) * c.d_model);
+    int tokens[B * T], targets[B * T];
+    for (int i = 0; i < B * T; i++) {
+        tokens[i] = (int)(rng_u64(&rng) % (uint64_t)c.vocab_size);
+        targets[i] = (int)(rng_u64(&rng) % (uint64_t)c.vocab_size);
+    }
+    mamba2_zero_grad(&m);
+    real loss = mamba2_forward(&m, tokens, targets, B, T);
+    mamba2_backward(&m, tokens, targets, (real)1 / (B * T));
+    size_t V = (size_t)c.vocab_size, Vp = (size_t)c.padded_vocab_size;
+    float* logits = (float*)mallocCheck(sizeof(float) * B * T * V);
+    real* full = (real*)mallocCheck(sizeof(real) * B * T * Vp);
+    matmul_forward(full, m.acts.lnf, m.params.wte, B * T, c.d_model, (int)Vp);
+    for (size_t r = 0; r < (size_t)B * T; r++)
+        for (size_t v = 0; v < V; v++) logits[r * V + v] = (float)full[r * Vp + v];
+    float* params = (float*)mallocCheck(sizeof(float) * m.num_parameters);
+    float* grads = (float*)mallocCheck(sizeof(float) * m.num_parameters);
+    for (size_t i = 0; i < m.num_parameters; i++) { params[i] = (float)m.params_memory[i]; grads[i] = (float)m.grads_memory[i]; }
+    snprintf(dir, sizeof dir, "%s/%s", out, name);
+    if (hf_mkdir_(out, err, sizeof err) != 0 || hf_mkdir_(dir, err, sizeof err) != 0) die("%s", err);
+    snprintf(path, sizeof path, "%s/model", dir);
+    if (hf_export(path, &c, params, HF_STYLE_MAMBA_SSM, 0, err, sizeof err) != 0) die("%s", err);
+    /* the gradients under the exporter's names and shapes */
+    int count = 4;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) count += m.table[t].numel ? m.table[t].copies : 0;
+    SafeTensorOut* outs = (SafeTensorOut*)callocCheck((size_t)count, sizeof(SafeTensorOut));
+    char (*names)[320] = (char (*)[320])callocCheck((size_t)count, 320);
+    float lossf = (float)loss;
+    int n = 0;
+    outs[n++] = (SafeTensorOut){"tokens", "I32", 2, {B, T}, tokens};
+    outs[n++] = (SafeTensorOut){"targets", "I32", 2, {B, T}, targets};
+    outs[n++] = (SafeTensorOut){"logits", "F32", 3, {B, T, (long long)V}, logits};
+    outs[n++] = (SafeTensorOut){"loss", "F32", 1, {1}, &lossf};
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* s = &m.table[t];
+        for (int l = 0; l < (s->numel ? s->copies : 0); l++) {
+            char hf[300];
+            hf_tensor_name(hf, sizeof hf, s, l, &c, HF_STYLE_MAMBA_SSM);
+            snprintf(names[n], 320, "grad.%s", hf);
+            outs[n].name = names[n];
+            outs[n].dtype = "F32";
+            outs[n].ndim = hf_tensor_shape(outs[n].shape, s, (int)Vp);
+            outs[n].data = grads + s->offset + (size_t)l * s->rows * s->cols;
+            n++;
+        }
+    }
+    snprintf(path, sizeof path, "%s/reference.safetensors", dir);
+    if (safetensors_write(path, outs, n, NULL, err, sizeof err) != 0) die("%s", err);
+    printf("%s: %s (pattern %s), B %d T %d, loss %.7f, %d gradient tensors\n", dir, spec, c.pattern, B, T,
+           (double)loss, n - 4);
+    free(outs); free(names); free(logits); free(full); free(params); free(grads);
+    mamba2_free(&m);
+}
+
+static void dump_hybrids(const char* out) {
+    /* every block kind, GQA, partial rotary, both biases, 2 groups, a chunk that does not divide T */
+    dump_hybrid(out, "hybrid", "d_model=16,n_layer=3,attn_layer_idx=1,d_intermediate=40,d_state=8,headdim=8,ngroups=2,"
+                "vocab=50,chunk=8,num_heads=4,num_heads_kv=2,head_dim=6,rotary_emb_dim=4,qkv_proj_bias=1,"
+                "out_proj_bias=1", 21);
+    /* Transformer++: attention + MLP in every layer, RoPE on the whole head, no biases */
+    dump_hybrid(out, "transformerpp", "d_model=16,pattern=AF*2,vocab=50,num_heads=2,rotary_emb_dim=8,"
+                "d_intermediate=24", 22);
+    /* attention layers only, no MLP, MQA (one kv head), no rotary */
+    dump_hybrid(out, "mqa", "d_model=16,n_layer=2,attn_layer_idx=0,d_state=8,headdim=8,vocab=50,chunk=4,num_heads=4,"
+                "num_heads_kv=1", 23);
+}
+
 int main(int argc, char** argv) {
     if (argc == 2 && strcmp(argv[1], "--write-export-fixture") == 0) { write_export_fixture(); return 0; }
     if (argc == 5 && strcmp(argv[1], "--bpe-compare") == 0) {
@@ -1158,8 +1245,10 @@ int main(int argc, char** argv) {
                nb / 1e6 / (sec > 0 ? sec : 1e-9));
         return rc == 0 ? 0 : 1;
     }
+    if (argc == 3 && strcmp(argv[1], "--dump-hybrid") == 0) { dump_hybrids(argv[2]); return 0; }
     if (argc != 1) {
-        fprintf(stderr, "usage: ./test_interop | --write-export-fixture | --bpe-compare TOKENIZER.bin TEXT IDS\n");
+        fprintf(stderr, "usage: ./test_interop | --write-export-fixture | --dump-hybrid DIR | --bpe-compare "
+                "TOKENIZER.bin TEXT IDS\n");
         return 2;
     }
     make_tmp();

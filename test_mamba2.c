@@ -1008,6 +1008,51 @@ static void expect_failure(const char* what, const char* args, const char* must_
     if (!ok) printf("    output was: %.600s\n", out);
 }
 
+/* a hybrid through the trainer binary: resume is bitwise, and its mamba_ssm export evaluates to the checkpoint's loss
+   and accuracy */
+#define HYBRID_TRAIN_MODEL "d_model=32,n_layer=2,attn_layer_idx=1,d_intermediate=32,d_state=8,headdim=8,chunk=8," \
+                           "num_heads=4,num_heads_kv=2,rotary_emb_dim=4,qkv_proj_bias=1"
+static void test_resume_bitwise_hybrid(void) {
+    char cmd[2048], out[65536], a[512], b[512];
+    const char* common = "-b 2 -t 16 -x 4 -v 2 -m 2 -s 2 -g 8 -l 3e-3 -u 1 -S 43";
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " HYBRID_TRAIN_MODEL
+             " -o %s/hyb_full -n 2 %s", g_tmp, g_tmp, g_tmp, common);
+    int rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0 && strstr(out, "pattern MFAF") != NULL, "hybrid MFAF: the trainer runs 4 steps (exit %d)", rc);
+    if (rc != 0) { printf("%s\n", out); return; }
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/hyb_resume && cp %s/hyb_full/ckpt_00000002.bin %s/hyb_resume/", g_tmp,
+             g_tmp, g_tmp);
+    if (system(cmd) != 0) { report(0, "copy checkpoint"); return; }
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " HYBRID_TRAIN_MODEL
+             " -o %s/hyb_resume -n 2 -y 1 %s", g_tmp, g_tmp, g_tmp, common);
+    rc = run_capture(cmd, out, sizeof(out));
+    snprintf(a, sizeof(a), "%s/hyb_full/ckpt_00000004.bin", g_tmp);
+    snprintf(b, sizeof(b), "%s/hyb_resume/ckpt_00000004.bin", g_tmp);
+    report(rc == 0 && files_equal(a, b), "hybrid resume from step 2: the step-4 checkpoints are bitwise identical");
+    char la[4096], lb[4096];
+    snprintf(a, sizeof(a), "%s/hyb_full/main.log", g_tmp);
+    snprintf(b, sizeof(b), "%s/hyb_resume/main.log", g_tmp);
+    log_lines_after(a, 2, la, sizeof(la));
+    log_lines_after(b, 2, lb, sizeof(lb));
+    report(strlen(la) > 0 && strcmp(la, lb) == 0, "hybrid resume: logged losses of steps 3-4 identical");
+    snprintf(cmd, sizeof(cmd), "./export_mamba2 -e %s/hyb_full/ckpt_00000004.bin -o %s/hyb_exported -s mamba_ssm",
+             g_tmp, g_tmp);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0, "export_mamba2 -s mamba_ssm writes the hybrid (exit %d)", rc);
+    char l1[65536];
+    snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s/hyb_full/ckpt_00000004.bin -i %s/val.bin -b 2 -t 16 -m 4 2>&1 | "
+             "grep -E 'mean loss|accuracy'", g_tmp, g_tmp);
+    run_capture(cmd, l1, sizeof(l1));
+    snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s/hyb_exported -i %s/val.bin -b 2 -t 16 -m 4 2>&1 | "
+             "grep -E 'mean loss|accuracy'", g_tmp, g_tmp);
+    run_capture(cmd, out, sizeof(out));
+    report(strstr(out, "accuracy ") != NULL && strcmp(out, l1) == 0, "the exported hybrid evaluates to the "
+           "checkpoint's loss and accuracy: %s", out);
+    snprintf(cmd, sizeof(cmd), "./export_mamba2 -e %s/hyb_full/ckpt_00000004.bin -o %s/hyb_hf", g_tmp, g_tmp);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc != 0 && strstr(out, "hybrid") != NULL, "export of a hybrid to HF transformers is refused (exit %d)", rc);
+}
+
 static void test_bad_input(void) {
     char path[512], args[2048];
     uint16_t toks[400];
@@ -1662,6 +1707,7 @@ int main(void) {
     make_train_data();
     printf("== resume (trainer binary, float)\n");
     test_resume_bitwise();
+    test_resume_bitwise_hybrid();
     printf("== bad input (trainer binary)\n");
     test_bad_input();
     printf("== operations: kill -9, SIGTERM, full disk, corrupt checkpoints, used -o, flags (trainer binary)\n");
