@@ -4,14 +4,16 @@
  * This file is the reference the GPU trainer is checked against, and it is meant to be read top to bottom:
  *   1. the layers, each forward next to its backward: embedding, RMSNorm, matmul, causal conv1d + SiLU,
  *      dt softplus, the SSD layer (chunked algorithm, and the recurrent step for generation), gated RMSNorm,
- *      softmax + cross-entropy;
+ *      softmax + cross-entropy; for hybrids (doc/hybrid.md) bias, RoPE, causal attention with GQA, SwiGLU;
  *   2. the model: parameters and activations laid out from tables, forward, backward, AdamW;
  *   3. generation with the recurrent (constant memory) form;
  *   4. the training loop: data, schedule, gradient accumulation, evaluation, samples, checkpoints, resume.
  * The math is ../shared/SPEC.md (copied into doc/); doc/ derives every backward, in particular the SSD one.
  *
  * Shapes use B batch, T time, D d_model, E d_inner = expand*D, H heads, P headdim, N d_state, G groups,
- * K conv width, Q chunk size, V vocab (Vp padded). Activations are row-major with B*T rows (row = b*T + t).
+ * K conv width, Q chunk size, V vocab (Vp padded); attention Hq query and Hkv key/value heads of hd, QKV =
+ * hd (Hq + 2 Hkv), gated MLP hidden Hm. Activations are row-major with B*T rows (row = b*T + t). The model is a list
+ * of n_layer blocks, each a Mamba-2 mixer ('M'), attention ('A') or gated MLP ('F') by the config's pattern.
  *
  * `real` is float in the trainer. The tests compile this same file with -DMAMBA2_DOUBLE to check every backward
  * against finite differences in double precision.
@@ -712,6 +714,7 @@ void bias_backward(real* db, const real* dout, int BT, int OC) {
 /* the position of t in its document: t itself, or t - (the document's first position) with packed documents, as
    flash_attn's varlen rotary (cu_seqlens) counts it: every document starts at position 0 */
 static inline int doc_position(const int* seq_idx, int b, int T, int t) {
+    if (seq_idx == NULL) return t;
     int s = t;
     while (s > 0 && same_doc(seq_idx, b, T, s - 1, t)) s--;
     return t - s;

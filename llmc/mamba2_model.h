@@ -9,6 +9,9 @@
  *                   training state (step, RNG, data-loader position), fp32 parameters, fp32 AdamW moments.
  *
  * Per-layer tensors are stored with all layers contiguous: in_proj_w is (L, d_in_proj, D), layer l at l*d_in_proj*D.
+ * Hybrids (doc/hybrid.md): the model is a list of blocks (config pattern: M Mamba-2 mixer, A attention, F gated MLP);
+ * a per-block tensor has one copy per block of its kind, block b's at its slot among them (config_block_slot), so
+ * a pure Mamba-2 model (every block M) has exactly the layout above.
  */
 #ifndef MAMBA2_MODEL_H
 #define MAMBA2_MODEL_H
