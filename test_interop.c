@@ -9,6 +9,8 @@
  *   export         export -> import is exact (both namings); our committed export was loaded by HF's from_pretrained
  *                  on the GPU machine, and HF's logits of it match ours
  *   prefill        the chunked prefill + recurrent steps equal the full parallel forward at every position
+ *   hybrids        checkpoints, mamba_ssm export -> import -> export byte for byte, the mamba_ssm hybrid fixture
+ *                  (dev/make_hybrid_fixture.py), logits against dev/hybrid_forward.py (plain Python)
  *   sampler        llmc/infer_common.h's top-k selection equals a full sort; draws stay inside top-k / top-p and
  *                  follow the renormalized probabilities; temperature 0 is the argmax; a seed repeats its draws
  *   BPE            ids equal those of independent JavaScript tokenizers (data/tests/..._cases.json) and of
@@ -1235,6 +1237,22 @@ static void dump_hybrids(const char* out) {
                 "num_heads_kv=1", 23);
 }
 
+/* the dumped models' logits against dev/hybrid_forward.py, mamba_ssm's blocks written again in plain Python; and
+   with its injected bug (interleaved rotary pairs) the same check fails */
+static void test_hybrid_python_forward(void) {
+    char dir[700], cmd[1600];
+    snprintf(dir, sizeof dir, "%s/hybrid_dump", g_tmp);
+    snprintf(cmd, sizeof cmd, "./test_interop --dump-hybrid %s > /dev/null", dir);
+    int rc = run_cmd(cmd);
+    snprintf(cmd, sizeof cmd, "%s dev/hybrid_forward.py %s", python_cmd(), dir);
+    int fwd = rc == 0 ? run_cmd(cmd) : -1;
+    check(rc == 0 && fwd == 0, "3 hybrids' logits == dev/hybrid_forward.py (plain Python, float64), rel 1e-5 (dump "
+          "exit %d, check exit %d)", rc, fwd);
+    snprintf(cmd, sizeof cmd, "%s dev/hybrid_forward.py %s --inject-bug > /dev/null", python_cmd(), dir);
+    int bug = rc == 0 ? run_cmd(cmd) : 0;
+    check(bug != 0, "and with interleaved rotary pairs (--inject-bug) the check fails (exit %d)", bug);
+}
+
 int main(int argc, char** argv) {
     if (argc == 2 && strcmp(argv[1], "--write-export-fixture") == 0) { write_export_fixture(); return 0; }
     if (argc == 5 && strcmp(argv[1], "--bpe-compare") == 0) {
@@ -1263,6 +1281,7 @@ int main(int argc, char** argv) {
                  "rotary_emb_dim=2,qkv_proj_bias=1,d_intermediate=16", 12);
     printf("hybrids: checkpoints, mamba_ssm export and import, the mamba_ssm hybrid fixture\n");
     test_hybrid_interop();
+    test_hybrid_python_forward();
     test_sampler();
     test_bpe();
     char cmd[700];
