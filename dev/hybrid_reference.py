@@ -12,8 +12,10 @@ batch, the CPU trainer's logits, loss and every parameter gradient), runs the sa
 It prints one line per comparison and `N passed, N failed`, and exits 1 on a failure.
 
     ./test_interop --dump-hybrid /tmp/hybrid_dump
-    python3 dev/hybrid_reference.py /tmp/hybrid_dump                 # expect: 3 models, all passed
-    python3 dev/hybrid_reference.py /tmp/hybrid_dump --inject-bug     # rotary positions off by one: must FAIL
+    python3 dev/hybrid_reference.py /tmp/hybrid_dump                 # expect: 3 models, 68 passed, 0 failed
+
+Any python3 with torch will do, on the CPU (Debian: apt-get install python3-torch, then /usr/bin/python3).
+    python3 dev/hybrid_reference.py /tmp/hybrid_dump --inject-bug     # interleaved rotary pairs: must FAIL
 
 Semantics it encodes (mamba_ssm 2.x): pre-norm residual blocks (RMSNorm eps 1e-5); a layer is its mixer (Mamba2, or
 MHA when its index is in attn_layer_idx) then, with d_intermediate > 0, a GatedMLP under its own norm2. MHA: in_proj
@@ -61,21 +63,26 @@ def rmsnorm(x, w, eps=1e-5):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
-def rotary(x, rd, base, shift):
-    """flash_attn's non-interleaved rotary on the first rd dims of each head; x (B, T, heads, hd)"""
+def rotary(x, rd, base, bug):
+    """flash_attn's non-interleaved rotary on the first rd dims of each head, pairs (i, i + rd/2); x (B, T, heads,
+    hd). bug: GPT-J's interleaved pairs (2i, 2i + 1) instead (a shift of the positions would not do as a bug: RoPE's
+    scores depend on position differences only)"""
     if rd == 0:
         return x
     T = x.shape[1]
     inv_freq = 1.0 / (base ** (torch.arange(0, rd, 2, dtype=DTYPE) / rd))
-    pos = torch.arange(T, dtype=DTYPE) + shift
-    freqs = torch.outer(pos, inv_freq)  # (T, rd/2)
+    freqs = torch.outer(torch.arange(T, dtype=DTYPE), inv_freq)  # (T, rd/2)
     cos = freqs.cos()[None, :, None, :]
     sin = freqs.sin()[None, :, None, :]
+    if bug:
+        x1, x2 = x[..., 0:rd:2], x[..., 1:rd:2]
+        turned = torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
+        return torch.cat([turned, x[..., rd:]], dim=-1)
     x1, x2, rest = x[..., : rd // 2], x[..., rd // 2: rd], x[..., rd:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
 
 
-def mha(x, p, pre, a, shift):
+def mha(x, p, pre, a, bug):
     B, T, _ = x.shape
     Hq, Hkv, hd = a["num_heads"], a["num_heads_kv"], a["head_dim"]
     qkv = x @ p[pre + "mixer.in_proj.weight"].T
@@ -84,8 +91,8 @@ def mha(x, p, pre, a, shift):
     q = qkv[..., : Hq * hd].reshape(B, T, Hq, hd)
     k = qkv[..., Hq * hd: (Hq + Hkv) * hd].reshape(B, T, Hkv, hd)
     v = qkv[..., (Hq + Hkv) * hd:].reshape(B, T, Hkv, hd)
-    q = rotary(q, a["rotary_emb_dim"], a["rotary_emb_base"], shift)
-    k = rotary(k, a["rotary_emb_dim"], a["rotary_emb_base"], shift)
+    q = rotary(q, a["rotary_emb_dim"], a["rotary_emb_base"], bug)
+    k = rotary(k, a["rotary_emb_dim"], a["rotary_emb_base"], bug)
     k = torch.repeat_interleave(k, Hq // Hkv, dim=2)
     v = torch.repeat_interleave(v, Hq // Hkv, dim=2)
     scores = torch.einsum("bthd,bshd->bhts", q, k) / math.sqrt(hd)
@@ -143,7 +150,7 @@ def attn_settings(cfg):
     }
 
 
-def forward(cfg, p, tokens, shift):
+def forward(cfg, p, tokens, bug):
     D, attn_idx = cfg["d_model"], set(cfg.get("attn_layer_idx") or [])
     s = dict(cfg.get("ssm_cfg") or {})
     for key, default in (("d_state", 128), ("d_conv", 4), ("expand", 2), ("headdim", 64), ("ngroups", 1)):
@@ -153,7 +160,7 @@ def forward(cfg, p, tokens, shift):
     for layer in range(cfg["n_layer"]):
         pre = "backbone.layers.%d." % layer
         u = rmsnorm(r, p[pre + "norm.weight"])
-        r = r + (mha(u, p, pre, a, shift) if layer in attn_idx else mamba2(u, p, pre, s, D))
+        r = r + (mha(u, p, pre, a, bug) if layer in attn_idx else mamba2(u, p, pre, s, D))
         if cfg.get("d_intermediate", 0) > 0:
             r = r + gated_mlp(rmsnorm(r, p[pre + "norm2.weight"]), p, pre)
     logits = rmsnorm(r, p["backbone.norm_f.weight"]) @ p["backbone.embedding.weight"].T
@@ -175,7 +182,7 @@ class Report:
               ("ok  " if ok else "FAIL", what, diff, scale, rel, TOL))
 
 
-def check_model(folder, name, rep, shift):
+def check_model(folder, name, rep, bug):
     with open(os.path.join(folder, "model", "config.json")) as f:
         cfg = json.load(f)
     weights = read_safetensors(os.path.join(folder, "model", "model.safetensors"))
@@ -184,7 +191,7 @@ def check_model(folder, name, rep, shift):
         rep.compare(name + ": lm_head.weight is the embedding (tied)", torch.ones(1), torch.zeros(1))
     params = {k: v.to(DTYPE).requires_grad_(True) for k, v in weights.items()}
     tokens, targets = ref["tokens"], ref["targets"]
-    logits = forward(cfg, params, tokens, shift)
+    logits = forward(cfg, params, tokens, bug)
     V = cfg["vocab_size"]
     loss = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
     loss.backward()
@@ -206,16 +213,17 @@ def check_model(folder, name, rep, shift):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("dump", help="the folder ./test_interop --dump-hybrid DIR wrote")
-    ap.add_argument("--inject-bug", action="store_true", help="shift the rotary positions by one: the check must fail")
+    ap.add_argument("--inject-bug", action="store_true", help="interleaved rotary pairs: the check must fail")
     args = ap.parse_args()
     torch.set_grad_enabled(True)
     rep = Report()
-    models = sorted(d for d in os.listdir(args.dump) if os.path.isfile(os.path.join(args.dump, d, "reference.safetensors")))
+    models = sorted(d for d in os.listdir(args.dump)
+                    if os.path.isfile(os.path.join(args.dump, d, "reference.safetensors")))
     if not models:
         print("hybrid_reference: no model folders with reference.safetensors in %s" % args.dump, file=sys.stderr)
         sys.exit(2)
     for name in models:
-        check_model(os.path.join(args.dump, name), name, rep, 1.0 if args.inject_bug else 0.0)
+        check_model(os.path.join(args.dump, name), name, rep, args.inject_bug)
     print("%d passed, %d failed" % (rep.passed, rep.failed))
     sys.exit(1 if rep.failed else 0)
 
