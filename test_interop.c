@@ -19,7 +19,7 @@
  *
  *   ./test_interop                         run everything (needs python3 for the converter and the Python encoder)
  *   ./test_interop --write-export-fixture  (re)write dev/fixtures/interop/ours_tiny_hf (for the GPU script)
- *   ./test_interop --dump-hybrid DIR       three small hybrids exported (mamba_ssm) with a batch's logits, loss and
+ *   ./test_interop --dump-hybrid DIR       four small hybrids (one with packed documents) exported (mamba_ssm) with a batch's logits, loss and
  *                  every gradient, for dev/hybrid_reference.py (the torch oracle, run on the GPU machine)
  *   ./test_interop --bpe-compare TOKENIZER.bin TEXT_FILE IDS_FILE   C encoder vs ids written by
  *                  `python3 data/text_tokenizers.py encode ...`, with the time it took
@@ -1157,8 +1157,9 @@ static void test_sampler(void) {
 
 /* one model: DIR/NAME/model (mamba_ssm export: config.json, model.safetensors) and DIR/NAME/reference.safetensors:
    tokens and targets (I32, B x T), logits (F32, B x T x V, the real vocabulary), loss (the mean), and for every
-   tensor of the export the gradient of that loss as "grad.<its mamba_ssm name>" */
-static void dump_hybrid(const char* out, const char* name, const char* spec, uint64_t seed) {
+   tensor of the export the gradient of that loss as "grad.<its mamba_ssm name>". docs: packed documents (seq_idx,
+   I32 B x T, doc/packing.md) and masked targets (-1): the loss is the mean over the counted ones */
+static void dump_hybrid(const char* out, const char* name, const char* spec, uint64_t seed, int docs) {
     enum { B = 2, T = 19 };
     char err[2048], dir[1200], path[1300];
     Mamba2Config c;
@@ -1171,14 +1172,22 @@ static void dump_hybrid(const char* out, const char* name, const char* spec, uin
     for (size_t i = 0; i < m.num_parameters; i++) m.params_memory[i] += (real)rng_uniform_range(&rng, -0.2, 0.2);
     memset(m.params.wte + (size_t)c.vocab_size * c.d_model, 0,
            sizeof(real) * (size_t)(c.padded_vocab_size - c.vocab_size) * c.d_model);
-    int tokens[B * T], targets[B * T];
+    int tokens[B * T], targets[B * T], seq[B * T];
     for (int i = 0; i < B * T; i++) {
         tokens[i] = (int)(rng_u64(&rng) % (uint64_t)c.vocab_size);
         targets[i] = (int)(rng_u64(&rng) % (uint64_t)c.vocab_size);
+        if (docs && i % 5 == 2) targets[i] = TARGET_NO_LOSS;
     }
+    /* documents of 6, 1, 8, 4 positions in row 0 (a one-position document too) and 11, 8 in row 1 */
+    static const int starts[B][4] = {{6, 7, 15, T}, {11, T, T, T}};
+    for (int b = 0; b < B; b++)
+        for (int t = 0, d = 0; t < T; t++) {
+            while (d < 4 && t >= starts[b][d]) d++;
+            seq[b * T + t] = d;
+        }
     mamba2_zero_grad(&m);
-    real loss = mamba2_forward(&m, tokens, targets, B, T);
-    mamba2_backward(&m, tokens, targets, (real)1 / (B * T));
+    real loss = mamba2_forward_docs(&m, tokens, targets, docs ? seq : NULL, B, T);
+    mamba2_backward(&m, tokens, targets, (real)1 / (real)m.num_counted);
     size_t V = (size_t)c.vocab_size, Vp = (size_t)c.padded_vocab_size;
     float* logits = (float*)mallocCheck(sizeof(float) * B * T * V);
     real* full = (real*)mallocCheck(sizeof(real) * B * T * Vp);
@@ -1193,7 +1202,7 @@ static void dump_hybrid(const char* out, const char* name, const char* spec, uin
     snprintf(path, sizeof path, "%s/model", dir);
     if (hf_export(path, &c, params, HF_STYLE_MAMBA_SSM, 0, err, sizeof err) != 0) die("%s", err);
     /* the gradients under the exporter's names and shapes */
-    int count = 4;
+    int count = 5;
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) count += m.table[t].numel ? m.table[t].copies : 0;
     SafeTensorOut* outs = (SafeTensorOut*)callocCheck((size_t)count, sizeof(SafeTensorOut));
     char (*names)[320] = (char (*)[320])callocCheck((size_t)count, 320);
@@ -1203,6 +1212,8 @@ static void dump_hybrid(const char* out, const char* name, const char* spec, uin
     outs[n++] = (SafeTensorOut){"targets", "I32", 2, {B, T}, targets};
     outs[n++] = (SafeTensorOut){"logits", "F32", 3, {B, T, (long long)V}, logits};
     outs[n++] = (SafeTensorOut){"loss", "F32", 1, {1}, &lossf};
+    if (docs) outs[n++] = (SafeTensorOut){"seq_idx", "I32", 2, {B, T}, seq};
+    int extra = n;
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         const ParamSpec* s = &m.table[t];
         for (int l = 0; l < (s->numel ? s->copies : 0); l++) {
@@ -1218,8 +1229,9 @@ static void dump_hybrid(const char* out, const char* name, const char* spec, uin
     }
     snprintf(path, sizeof path, "%s/reference.safetensors", dir);
     if (safetensors_write(path, outs, n, NULL, err, sizeof err) != 0) die("%s", err);
-    printf("%s: %s (pattern %s), B %d T %d, loss %.7f, %d gradient tensors\n", dir, spec, c.pattern, B, T,
-           (double)loss, n - 4);
+    printf("%s: %s (pattern %s), B %d T %d%s, loss %.7f, %d gradient tensors\n", dir, spec, c.pattern, B, T,
+           docs ? ", packed documents and masked targets" : "",
+           (double)loss, n - extra);
     free(outs); free(names); free(logits); free(full); free(params); free(grads);
     mamba2_free(&m);
 }
@@ -1228,13 +1240,17 @@ static void dump_hybrids(const char* out) {
     /* every block kind, GQA, partial rotary, both biases, 2 groups, a chunk that does not divide T */
     dump_hybrid(out, "hybrid", "d_model=16,n_layer=3,attn_layer_idx=1,d_intermediate=40,d_state=8,headdim=8,ngroups=2,"
                 "vocab=50,chunk=8,num_heads=4,num_heads_kv=2,head_dim=6,rotary_emb_dim=4,qkv_proj_bias=1,"
-                "out_proj_bias=1", 21);
+                "out_proj_bias=1", 21, 0);
+    /* the same with packed documents (attention and RoPE restart at each) and masked targets */
+    dump_hybrid(out, "hybrid_docs", "d_model=16,n_layer=3,attn_layer_idx=1,d_intermediate=40,d_state=8,headdim=8,"
+                "ngroups=2,vocab=50,chunk=8,num_heads=4,num_heads_kv=2,head_dim=6,rotary_emb_dim=4,qkv_proj_bias=1,"
+                "out_proj_bias=1", 24, 1);
     /* Transformer++: attention + MLP in every layer, RoPE on the whole head, no biases */
     dump_hybrid(out, "transformerpp", "d_model=16,pattern=AF*2,vocab=50,num_heads=2,rotary_emb_dim=8,"
-                "d_intermediate=24", 22);
+                "d_intermediate=24", 22, 0);
     /* attention layers only, no MLP, MQA (one kv head), no rotary */
     dump_hybrid(out, "mqa", "d_model=16,n_layer=2,attn_layer_idx=0,d_state=8,headdim=8,vocab=50,chunk=4,num_heads=4,"
-                "num_heads_kv=1", 23);
+                "num_heads_kv=1", 23, 0);
 }
 
 /* the dumped models' logits against dev/hybrid_forward.py, mamba_ssm's blocks written again in plain Python; and
@@ -1246,7 +1262,7 @@ static void test_hybrid_python_forward(void) {
     int rc = run_cmd(cmd);
     snprintf(cmd, sizeof cmd, "%s dev/hybrid_forward.py %s", python_cmd(), dir);
     int fwd = rc == 0 ? run_cmd(cmd) : -1;
-    check(rc == 0 && fwd == 0, "3 hybrids' logits == dev/hybrid_forward.py (plain Python, float64), rel 1e-5 (dump "
+    check(rc == 0 && fwd == 0, "4 hybrids' logits == dev/hybrid_forward.py (plain Python, float64), rel 1e-5 (dump "
           "exit %d, check exit %d)", rc, fwd);
     snprintf(cmd, sizeof cmd, "%s dev/hybrid_forward.py %s --inject-bug > /dev/null", python_cmd(), dir);
     int bug = rc == 0 ? run_cmd(cmd) : 0;

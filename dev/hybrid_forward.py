@@ -9,7 +9,8 @@ gradients too, with torch.
     ./test_interop --dump-hybrid /tmp/hybrid_dump && python3 dev/hybrid_forward.py /tmp/hybrid_dump
     python3 dev/hybrid_forward.py /tmp/hybrid_dump --inject-bug     # interleaved rotary pairs: must FAIL
 
-Prints a line per model (max |ours - python| / max |python| of the logits, bound 1e-5) and "N passed, N failed".
+A dump with seq_idx (packed documents) is run document by document: each is a sequence of its own, which is what
+the CPU trainer's masking and per-document RoPE positions must give. Prints a line per model (max |ours - python| / max |python| of the logits, bound 1e-5) and "N passed, N failed".
 """
 import json
 import math
@@ -178,11 +179,17 @@ def check(folder, bug):
     w = read_safetensors(os.path.join(folder, "model", "model.safetensors"))
     ref = read_safetensors(os.path.join(folder, "reference.safetensors"))
     (b, t), tokens = ref["tokens"]
+    seq = ref["seq_idx"][1] if "seq_idx" in ref else [0] * (b * t)
     vocab = cfg["vocab_size"]
     ours = ref["logits"][1]
     worst = scale = 0.0
     for r in range(b):
-        lg = logits_of(cfg, w, tokens[r * t:(r + 1) * t], bug)
+        # packed documents (flash_attn's varlen semantics): each document is a sequence of its own
+        lg, start = [], 0
+        for p in range(1, t + 1):
+            if p == t or seq[r * t + p] != seq[r * t + p - 1]:
+                lg += logits_of(cfg, w, tokens[r * t + start:r * t + p], bug)
+                start = p
         for p in range(t):
             for v in range(vocab):
                 x = lg[p][v]

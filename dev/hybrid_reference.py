@@ -5,14 +5,15 @@ hybrid_reference.py: the torch oracle of the CPU trainer's hybrid blocks (attent
 The model is written again here from mamba_ssm's semantics (MambaLMHeadModel with Mamba2, MHA, GatedMLP; doc/hybrid.md
 has the layout), as plain torch in float64 on the CPU: no mamba_ssm, no flash_attn, no Triton. It loads a folder that
 `./test_interop --dump-hybrid DIR` wrote (each model exported in mamba_ssm's form, and reference.safetensors with the
-batch, the CPU trainer's logits, loss and every parameter gradient), runs the same batch, and compares:
+batch, the CPU trainer's logits, loss and every parameter gradient; one with packed documents and masked targets, run
+here document by document), runs the same batch, and compares:
 
     logits, loss, and the gradient of every tensor: max |ours - torch| / max |torch| <= 1e-5 (ours is fp32)
 
 It prints one line per comparison and `N passed, N failed`, and exits 1 on a failure.
 
     ./test_interop --dump-hybrid /tmp/hybrid_dump
-    python3 dev/hybrid_reference.py /tmp/hybrid_dump                 # expect: 3 models, 68 passed, 0 failed
+    python3 dev/hybrid_reference.py /tmp/hybrid_dump                 # expect: 4 models, 104 passed, 0 failed
 
 Any python3 with torch will do, on the CPU (Debian: apt-get install python3-torch, then /usr/bin/python3).
     python3 dev/hybrid_reference.py /tmp/hybrid_dump --inject-bug     # interleaved rotary pairs: must FAIL
@@ -191,9 +192,19 @@ def check_model(folder, name, rep, bug):
         rep.compare(name + ": lm_head.weight is the embedding (tied)", torch.ones(1), torch.zeros(1))
     params = {k: v.to(DTYPE).requires_grad_(True) for k, v in weights.items()}
     tokens, targets = ref["tokens"], ref["targets"]
-    logits = forward(cfg, params, tokens, bug)
+    if "seq_idx" in ref:
+        # packed documents, flash_attn's varlen semantics: each document is a sequence of its own (no attention
+        # across, RoPE and the SSM state start over); masked targets (-1) are not counted in the mean
+        seq, rows = ref["seq_idx"], []
+        for b in range(tokens.shape[0]):
+            cuts = [0] + [t for t in range(1, tokens.shape[1]) if seq[b, t] != seq[b, t - 1]] + [tokens.shape[1]]
+            rows.append(torch.cat([forward(cfg, params, tokens[b:b + 1, lo:hi], bug)
+                                   for lo, hi in zip(cuts[:-1], cuts[1:])], dim=1))
+        logits = torch.cat(rows, dim=0)
+    else:
+        logits = forward(cfg, params, tokens, bug)
     V = cfg["vocab_size"]
-    loss = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
+    loss = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-1)
     loss.backward()
     print("== %s: pattern from attn_layer_idx %s, d_intermediate %d, %d layers" %
           (name, cfg.get("attn_layer_idx"), cfg.get("d_intermediate", 0), cfg["n_layer"]))
