@@ -9,8 +9,8 @@
  * target tokens' text, the bytes counted with the tokenizer file (-k, default tokenizer.bin beside the shards; the
  * end-of-text token counts 0 bytes). -D and -M: document boundaries and masked targets, as the trainer's
  * (doc/packing.md). It also prints the next-token accuracy over the counted targets (argmax of the logits == the
- * target, a tie going to the lowest id), the measure of the MQAR recall task. Built on train_mamba2.c's CPU model (MAMBA2_NO_MAIN) and generate_mamba2.c's
- * loader (GENERATE_NO_MAIN).
+ * target, a tie going to the lowest id), the measure of the MQAR recall task. Built on train_mamba2.c's CPU model
+ * (MAMBA2_NO_MAIN) and generate_mamba2.c's loader (GENERATE_NO_MAIN).
  */
 #define GENERATE_NO_MAIN
 #include "generate_mamba2.c"

@@ -19,8 +19,9 @@
  *
  *   ./test_interop                         run everything (needs python3 for the converter and the Python encoder)
  *   ./test_interop --write-export-fixture  (re)write dev/fixtures/interop/ours_tiny_hf (for the GPU script)
- *   ./test_interop --dump-hybrid DIR       four small hybrids (one with packed documents) exported (mamba_ssm) with a batch's logits, loss and
- *                  every gradient, for dev/hybrid_reference.py (the torch oracle, run on the GPU machine)
+ *   ./test_interop --dump-hybrid DIR       four small hybrids (one with packed documents) exported (mamba_ssm)
+ *                  with a batch's logits, loss and every gradient, for dev/hybrid_reference.py (the torch oracle)
+ *                  and dev/hybrid_forward.py (plain Python)
  *   ./test_interop --bpe-compare TOKENIZER.bin TEXT_FILE IDS_FILE   C encoder vs ids written by
  *                  `python3 data/text_tokenizers.py encode ...`, with the time it took
  */
@@ -734,7 +735,11 @@ static int tensors_match(const char* ref, const char* got, char* why, size_t n) 
     SafeTensors a, b;
     char err[1024];
     if (safetensors_open(&a, ref, err, sizeof err) != 0) { snprintf(why, n, "%s", err); return -1; }
-    if (safetensors_open(&b, got, err, sizeof err) != 0) { safetensors_close(&a); snprintf(why, n, "%s", err); return -1; }
+    if (safetensors_open(&b, got, err, sizeof err) != 0) {
+        safetensors_close(&a);
+        snprintf(why, n, "%s", err);
+        return -1;
+    }
     int matched = 0;
     for (int i = 0; i < a.num_tensors; i++) {
         const SafeTensorInfo* ia = &a.tensors[i];
@@ -789,7 +794,8 @@ static void test_hybrid_interop(void) {
           "hybrid checkpoint (pattern %s): version %d, same config, weights bitwise %s", c.pattern, info.version, err);
     {
         Mamba2Config pc;
-        if (config_parse(&pc, "d_model=16,n_layer=1,d_state=8,headdim=8,vocab=20,chunk=4", err, sizeof err)) die("%s", err);
+        if (config_parse(&pc, "d_model=16,n_layer=1,d_state=8,headdim=8,vocab=20,chunk=4", err, sizeof err))
+            die("%s", err);
         Mamba2 pm;
         mamba2_build(&pm, &pc, 1);
         snprintf(b, sizeof b, "%s/pure.bin", g_tmp);
@@ -1196,7 +1202,10 @@ static void dump_hybrid(const char* out, const char* name, const char* spec, uin
         for (size_t v = 0; v < V; v++) logits[r * V + v] = (float)full[r * Vp + v];
     float* params = (float*)mallocCheck(sizeof(float) * m.num_parameters);
     float* grads = (float*)mallocCheck(sizeof(float) * m.num_parameters);
-    for (size_t i = 0; i < m.num_parameters; i++) { params[i] = (float)m.params_memory[i]; grads[i] = (float)m.grads_memory[i]; }
+    for (size_t i = 0; i < m.num_parameters; i++) {
+        params[i] = (float)m.params_memory[i];
+        grads[i] = (float)m.grads_memory[i];
+    }
     snprintf(dir, sizeof dir, "%s/%s", out, name);
     if (hf_mkdir_(out, err, sizeof err) != 0 || hf_mkdir_(dir, err, sizeof err) != 0) die("%s", err);
     snprintf(path, sizeof path, "%s/model", dir);

@@ -654,7 +654,11 @@ static void test_hybrid_layer_gradients(Rng* rng) {
         real v[3][3] = {{1, 2, 3}, {-1, 0, 1}, {0.5, -0.5, 2}};
         real qkv[3 * 9], out[9], lse[3];
         for (int t = 0; t < 3; t++)
-            for (int d = 0; d < 3; d++) { qkv[t * 9 + d] = q[d]; qkv[t * 9 + 3 + d] = k[t][d]; qkv[t * 9 + 6 + d] = v[t][d]; }
+            for (int d = 0; d < 3; d++) {
+                qkv[t * 9 + d] = q[d];
+                qkv[t * 9 + 3 + d] = k[t][d];
+                qkv[t * 9 + 6 + d] = v[t][d];
+            }
         attention_forward(out, lse, qkv, NULL, 1, 3, 1, 1, 3);
         double w[3], sum = 0, ref[3] = {0, 0, 0};
         for (int j = 0; j < 3; j++) {

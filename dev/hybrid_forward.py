@@ -10,7 +10,8 @@ gradients too, with torch.
     python3 dev/hybrid_forward.py /tmp/hybrid_dump --inject-bug     # interleaved rotary pairs: must FAIL
 
 A dump with seq_idx (packed documents) is run document by document: each is a sequence of its own, which is what
-the CPU trainer's masking and per-document RoPE positions must give. Prints a line per model (max |ours - python| / max |python| of the logits, bound 1e-5) and "N passed, N failed".
+the CPU trainer's masking and per-document RoPE positions must give. Prints a line per model (max |ours - python| /
+max |python| of the logits, bound 1e-5) and "N passed, N failed".
 """
 import json
 import math

@@ -671,8 +671,9 @@ static inline int hf_export(const char* dir, const Mamba2Config* c, const float*
                           "Mamba2ForCausalLM has no attention or MLP blocks; export the mamba_ssm variant", c->pattern);
     int ssm_layers = config_mamba_ssm_layers(c);
     if (ssm_layers < 0)
-        return json_fail_(err, errlen, "export refused: pattern %.40s has no mamba_ssm form (its layers are a mixer M or "
-                          "A, each followed by an MLP F when d_intermediate > 0, in every layer or in none)", c->pattern);
+        return json_fail_(err, errlen, "export refused: pattern %.40s has no mamba_ssm form (its layers are a mixer "
+                          "M or A, each followed by an MLP F when d_intermediate > 0, in every layer or in none)",
+                          c->pattern);
     if (style == HF_STYLE_TRANSFORMERS && c->ngroups > 1) {
         if (!force)
             return json_fail_(err, errlen, "export to HF transformers refused: ngroups = %d. HF's gated norm "
@@ -715,7 +716,8 @@ static inline int hf_export(const char* dir, const Mamba2Config* c, const float*
                  "{\n  \"d_model\": %d,\n  \"d_intermediate\": %d,\n  \"n_layer\": %d,\n  \"vocab_size\": %d,\n"
                  "  \"ssm_cfg\": {\"layer\": \"Mamba2\", \"d_state\": %d, \"d_conv\": %d, \"expand\": %d, "
                  "\"headdim\": %d, \"ngroups\": %d, \"chunk_size\": %d},\n"
-                 "  \"attn_layer_idx\": [%s],\n  \"attn_cfg\": %s,\n  \"rms_norm\": true,\n  \"residual_in_fp32\": true,\n"
+                 "  \"attn_layer_idx\": [%s],\n  \"attn_cfg\": %s,\n"
+                 "  \"rms_norm\": true,\n  \"residual_in_fp32\": true,\n"
                  "  \"fused_add_norm\": true,\n  \"pad_vocab_size_multiple\": %d,\n  \"tie_embeddings\": true\n}\n",
                  c->d_model, c->d_intermediate, ssm_layers, c->vocab_size, c->d_state, c->d_conv, c->expand,
                  c->headdim, c->ngroups, c->chunk_size, idx, acfg, MAMBA2_VOCAB_MULTIPLE);
