@@ -8,11 +8,30 @@
  * from an empty state, as the trainers' validation does. Bits per byte = total loss in bits / total bytes of the
  * target tokens' text, the bytes counted with the tokenizer file (-k, default tokenizer.bin beside the shards; the
  * end-of-text token counts 0 bytes). -D and -M: document boundaries and masked targets, as the trainer's
- * (doc/packing.md). Built on train_mamba2.c's CPU model (MAMBA2_NO_MAIN) and generate_mamba2.c's
- * loader (GENERATE_NO_MAIN).
+ * (doc/packing.md). It also prints the next-token accuracy over the counted targets (argmax of the logits == the
+ * target, a tie going to the lowest id), the measure of the MQAR recall task. Built on train_mamba2.c's CPU model
+ * (MAMBA2_NO_MAIN) and generate_mamba2.c's loader (GENERATE_NO_MAIN).
  */
 #define GENERATE_NO_MAIN
 #include "generate_mamba2.c"
+
+/* the counted targets (not TARGET_NO_LOSS) of the last forward whose logits' argmax is the target, a tie going to
+   the lowest id. The forward left probabilities in acts.probs; the logits are the LM head applied again to the final
+   norm's output (the same product, so the same numbers), so the argmax is that of the logits themselves. */
+static long count_argmax_hits(real* logits, const Mamba2* m, const int* targets, int BT) {
+    const Mamba2Config* c = &m->config;
+    matmul_forward(logits, m->acts.lnf, m->params.wte, BT, c->d_model, c->padded_vocab_size);
+    long hits = 0;
+    for (int i = 0; i < BT; i++) {
+        if (targets[i] == TARGET_NO_LOSS) continue;
+        const real* l = logits + (size_t)i * c->padded_vocab_size;
+        int best = 0;
+        for (int v = 1; v < c->vocab_size; v++)
+            if (l[v] > l[best]) best = v;
+        hits += best == targets[i];
+    }
+    return hits;
+}
 
 int main(int argc, char** argv) {
     g_infer_has_docs = 1; /* -D and -M (doc/packing.md) */
@@ -34,7 +53,8 @@ int main(int argc, char** argv) {
     int* seq_idx = sep != DOC_SEP_NONE ? (int*)mallocCheck(sizeof(int) * (size_t)B * T) : NULL;
 
     double sum_nats = 0, bytes = 0;
-    long tokens = 0;
+    long tokens = 0, correct = 0;
+    real* logits = (real*)mallocCheck(sizeof(real) * (size_t)B * T * c->padded_vocab_size);
     double t0 = now_seconds();
     for (long i = 0; i < n; i++) {
         dataloader_next_batch(&loader);
@@ -50,6 +70,7 @@ int main(int argc, char** argv) {
             sum_nats += (double)loss * model.num_counted;
             tokens += (long)model.num_counted;
         }
+        correct += count_argmax_hits(logits, &model, loader.targets, B * T);
         if (tok.init_ok) {
             for (int k = 0; k < B * T; k++) {
                 int id = loader.targets[k];
@@ -72,6 +93,8 @@ int main(int argc, char** argv) {
     if (tok.init_ok && bytes > 0)
         printf(", bits per byte %.5f (%.0f bytes, %.3f bytes/token)", sum_nats / log(2.0) / bytes, bytes, bytes / tokens);
     printf("\n");
+    printf("accuracy %.6f over %ld targets\n", (double)correct / tokens, tokens);
+    free(logits);
     free(seq_idx);
     dataloader_free(&loader);
     tokenizer_free(&tok);

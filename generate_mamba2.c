@@ -45,7 +45,8 @@ static int load_model(Mamba2* m, const char* path, int allow_random) {
  * Runs tokens[0..T) through the parallel (chunked SSD) forward from the zero state and leaves in s exactly the state
  * that T calls of mamba2_step would leave: per layer the SSM state after the last token (ssd_chunked_forward's
  * final_state) and the conv window (the last K-1 inputs of the conv, zeros before the first token). Returns the
- * logits of the last position (in s->logits). Memory is that of one forward pass over T tokens.
+ * logits of the last position (in s->logits). Memory is that of one forward pass over T tokens. A hybrid's attention
+ * blocks get their KV cache filled with the prompt's keys and values.
  * sep: with document boundaries (doc/packing.md) a new document starts at each sep token of the prompt, and the state
  * left is that of the prompt's last document (as T steps with a reset before each separator would leave it);
  * DOC_SEP_NONE for none.
@@ -64,15 +65,33 @@ real* mamba2_prefill_docs(Mamba2* m, InferenceState* s, const int* tokens, int T
     int nc = ssd_num_chunks(T, c->chunk_size);
     real* y = (real*)mallocCheck(sizeof(real) * (size_t)T * E);
     real* states = (real*)mallocCheck(sizeof(real) * (size_t)H * nc * P * N);
+    /* the prompt's last document starts at `start`: the attention blocks' KV cache holds its positions only (their
+       keys already rotated by the position in that document, as the step would have rotated them) */
+    int start = T - 1;
+    while (start > 0 && (seq == NULL || seq[start - 1] == seq[T - 1])) start--;
+    kv_cache_reserve(s, c, T - start);
     for (int l = 0; l < c->n_layer; l++) {
+        if (config_block_kind(c, l) == 'F') continue; /* no state */
+        size_t slot = (size_t)config_block_slot(c, l);
+        if (config_block_kind(c, l) == 'A') {
+            AttnActs a = attn_acts(&m->acts, c, 1, T, l);
+            size_t row = (size_t)c->attn_kv_heads * c->attn_head_dim, Hq = c->attn_heads, hd = c->attn_head_dim;
+            for (int t = start; t < T; t++) {
+                const real* r = a.qkv_rot + (size_t)t * c->attn_qkv_dim;
+                memcpy(s->k_cache + (slot * s->capacity + (size_t)(t - start)) * row, r + Hq * hd, sizeof(real) * row);
+                memcpy(s->v_cache + (slot * s->capacity + (size_t)(t - start)) * row, r + Hq * hd + row,
+                       sizeof(real) * row);
+            }
+            continue;
+        }
         LayerParams p = layer_params(&m->params, c, l);
         LayerActs a = layer_acts(&m->acts, c, 1, T, l);
         /* the forward kept the state ENTERING each chunk; the state after the last token is computed once more */
-        ssd_chunked_forward(y, states, s->ssm_state + (size_t)l * H * P * N, a.xbc, a.dt, p.A_log, p.D, NULL, seq, 1, T,
+        ssd_chunked_forward(y, states, s->ssm_state + slot * H * P * N, a.xbc, a.dt, p.A_log, p.D, NULL, seq, 1, T,
                             H, P, N, c->ngroups, c->chunk_size);
         /* conv window slot k holds the conv INPUT (in_proj's xBC columns) at time T-(K-1)+k; zeros before t = 0 and,
            with boundaries, at positions of earlier documents than the last */
-        real* win = s->conv_state + (size_t)l * K1 * Cd;
+        real* win = s->conv_state + slot * K1 * Cd;
         for (int k = 0; k < K - 1; k++) {
             int t = T - (K - 1) + k;
             int in_doc = t >= 0 && (seq == NULL || seq[t] == seq[T - 1]);
@@ -80,6 +99,7 @@ real* mamba2_prefill_docs(Mamba2* m, InferenceState* s, const int* tokens, int T
                 win[(size_t)k * Cd + ch] = in_doc ? a.zxbcdt[(size_t)t * c->d_in_proj + E + ch] : 0;
         }
     }
+    s->pos = T - start;
     free(y);
     free(states);
     free(seq);

@@ -9,6 +9,8 @@
  *   export         export -> import is exact (both namings); our committed export was loaded by HF's from_pretrained
  *                  on the GPU machine, and HF's logits of it match ours
  *   prefill        the chunked prefill + recurrent steps equal the full parallel forward at every position
+ *   hybrids        checkpoints, mamba_ssm export -> import -> export byte for byte, the mamba_ssm hybrid fixture
+ *                  (dev/make_hybrid_fixture.py), logits against dev/hybrid_forward.py (plain Python)
  *   sampler        llmc/infer_common.h's top-k selection equals a full sort; draws stay inside top-k / top-p and
  *                  follow the renormalized probabilities; temperature 0 is the argmax; a seed repeats its draws
  *   BPE            ids equal those of independent JavaScript tokenizers (data/tests/..._cases.json) and of
@@ -17,6 +19,9 @@
  *
  *   ./test_interop                         run everything (needs python3 for the converter and the Python encoder)
  *   ./test_interop --write-export-fixture  (re)write dev/fixtures/interop/ours_tiny_hf (for the GPU script)
+ *   ./test_interop --dump-hybrid DIR       four small hybrids (one with packed documents) exported (mamba_ssm)
+ *                  with a batch's logits, loss and every gradient, for dev/hybrid_reference.py (the torch oracle)
+ *                  and dev/hybrid_forward.py (plain Python)
  *   ./test_interop --bpe-compare TOKENIZER.bin TEXT_FILE IDS_FILE   C encoder vs ids written by
  *                  `python3 data/text_tokenizers.py encode ...`, with the time it took
  */
@@ -192,9 +197,10 @@ static void test_bad_input(void) {
         SafeTensorOut outs[16];
         char names[16][300];
         int k = 0;
-        for (int i = 0; i < NUM_PARAM_TENSORS - 1; i++) {
-            for (int l = 0; l < (t[i].per_layer ? c.n_layer : 1); l++) {
-                hf_tensor_name(names[k], 300, &t[i], l, HF_STYLE_TRANSFORMERS);
+        for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+            if (i == P_NORM_F_W) continue;
+            for (int l = 0; l < (t[i].numel == 0 ? 0 : t[i].copies); l++) {
+                hf_tensor_name(names[k], 300, &t[i], l, &c, HF_STYLE_TRANSFORMERS);
                 outs[k].name = names[k]; outs[k].dtype = "F32";
                 outs[k].ndim = hf_tensor_shape(outs[k].shape, &t[i], c.vocab_size);
                 outs[k].data = params + t[i].offset + l * t[i].rows * t[i].cols;
@@ -204,7 +210,7 @@ static void test_bad_input(void) {
         if (safetensors_write(path, outs, k, NULL, err, sizeof err) != 0) die("%s", err);
         expect_import_error(dir, "backbone.norm_f.weight is missing", "missing tensor");
         /* wrong shape: norm_f written with one element too few */
-        hf_tensor_name(names[k], 300, &t[P_NORM_F_W], 0, HF_STYLE_TRANSFORMERS);
+        hf_tensor_name(names[k], 300, &t[P_NORM_F_W], 0, &c, HF_STYLE_TRANSFORMERS);
         outs[k].name = names[k]; outs[k].dtype = "F32"; outs[k].ndim = 1; outs[k].shape[0] = c.d_model - 1;
         outs[k].data = params + t[P_NORM_F_W].offset;
         if (safetensors_write(path, outs, k + 1, NULL, err, sizeof err) != 0) die("%s", err);
@@ -270,10 +276,20 @@ static void test_bad_input(void) {
     }
     /* mamba_ssm-style configs */
     struct { const char* json; const char* needle; const char* what; } ms[] = {
-        {"{\"d_model\": 16, \"n_layer\": 1, \"vocab_size\": 20, \"d_intermediate\": 64, \"ssm_cfg\": {\"layer\": "
-         "\"Mamba2\"}}", "d_intermediate = 64: MLP blocks", "mamba_ssm with MLP blocks"},
+        {"{\"d_model\": 16, \"n_layer\": 1, \"vocab_size\": 20, \"d_intermediate\": -4, \"ssm_cfg\": {\"layer\": "
+         "\"Mamba2\"}}", "d_intermediate = -4", "mamba_ssm with a negative d_intermediate"},
         {"{\"d_model\": 16, \"n_layer\": 1, \"vocab_size\": 20, \"attn_layer_idx\": [0], \"ssm_cfg\": {\"layer\": "
-         "\"Mamba2\"}}", "attention layers are not supported", "mamba_ssm with an attention layer"},
+         "\"Mamba2\"}}", "attention layers need attn_cfg", "mamba_ssm attention layer without attn_cfg"},
+        {"{\"d_model\": 16, \"n_layer\": 1, \"vocab_size\": 20, \"attn_layer_idx\": [0], \"attn_cfg\": "
+         "{\"num_heads\": 2}}", "causal is false", "mamba_ssm attention without causal (MHA's default)"},
+        {"{\"d_model\": 16, \"n_layer\": 1, \"vocab_size\": 20, \"attn_layer_idx\": [0], \"attn_cfg\": "
+         "{\"num_heads\": 2, \"causal\": true, \"d_conv\": 4}}", "d_conv = 4", "mamba_ssm attention with a conv"},
+        {"{\"d_model\": 16, \"n_layer\": 1, \"vocab_size\": 20, \"attn_layer_idx\": [0], \"attn_cfg\": "
+         "{\"num_heads\": 2, \"causal\": true, \"rotary_emb_interleaved\": true}}", "interleaved",
+         "mamba_ssm attention with interleaved rotary"},
+        {"{\"d_model\": 16, \"n_layer\": 2, \"vocab_size\": 20, \"attn_layer_idx\": [2], \"attn_cfg\": "
+         "{\"num_heads\": 2, \"causal\": true}}", "attn_layer_idx[0] must be a layer index",
+         "mamba_ssm attn_layer_idx past n_layer"},
         {"{\"d_model\": 16, \"n_layer\": 1, \"vocab_size\": 20, \"ssm_cfg\": {}}", "layer is missing",
          "mamba_ssm without layer = Mamba2 (a Mamba-1 model)"},
         {"{\"d_model\": 16, \"n_layer\": 1, \"vocab_size\": 20, \"rms_norm\": false, \"ssm_cfg\": {\"layer\": "
@@ -699,6 +715,163 @@ static void test_prefill(const char* spec, int T) {
 }
 
 /* ================================================================================================================
+ * 4b. hybrids (doc/hybrid.md): checkpoints, mamba_ssm export -> import, the committed mamba_ssm hybrid fixture */
+
+#define HYBRID_SPEC "d_model=16,n_layer=2,attn_layer_idx=1,d_intermediate=40,d_state=8,headdim=8,vocab=30,chunk=8," \
+                    "num_heads=2,num_heads_kv=1,head_dim=4,rotary_emb_dim=2,out_proj_bias=1"
+
+/* 1 if the files at a and b hold the same bytes */
+static int same_file(const char* a, const char* b) {
+    size_t na, nb;
+    char* x = slurp(a, &na);
+    char* y = slurp(b, &nb);
+    int same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x); free(y);
+    return same;
+}
+
+/* every tensor of file `ref` is in file `got` under its name with the same shape and bits; returns the count */
+static int tensors_match(const char* ref, const char* got, char* why, size_t n) {
+    SafeTensors a, b;
+    char err[1024];
+    if (safetensors_open(&a, ref, err, sizeof err) != 0) { snprintf(why, n, "%s", err); return -1; }
+    if (safetensors_open(&b, got, err, sizeof err) != 0) {
+        safetensors_close(&a);
+        snprintf(why, n, "%s", err);
+        return -1;
+    }
+    int matched = 0;
+    for (int i = 0; i < a.num_tensors; i++) {
+        const SafeTensorInfo* ia = &a.tensors[i];
+        const SafeTensorInfo* ib = safetensors_find(&b, ia->name);
+        size_t cnt = 1;
+        for (int d = 0; d < ia->ndim; d++) cnt *= (size_t)ia->shape[d];
+        int same = ib != NULL && ib->ndim == ia->ndim;
+        for (int d = 0; same && d < ia->ndim; d++) same = ib->shape[d] == ia->shape[d];
+        float* x = (float*)mallocCheck(sizeof(float) * (cnt ? cnt : 1));
+        float* y = (float*)mallocCheck(sizeof(float) * (cnt ? cnt : 1));
+        if (same) same = safetensors_read_f32(&a, ia->name, x, cnt, err, sizeof err) == 0 &&
+                         safetensors_read_f32(&b, ia->name, y, cnt, err, sizeof err) == 0 &&
+                         memcmp(x, y, sizeof(float) * cnt) == 0;
+        free(x); free(y);
+        if (!same) { snprintf(why, n, "tensor %s differs or is missing", ia->name); matched = -1; break; }
+        matched++;
+    }
+    if (matched >= 0 && b.num_tensors != a.num_tensors) {
+        snprintf(why, n, "%d tensors in %s, %d in %s", a.num_tensors, ref, b.num_tensors, got);
+        matched = -1;
+    }
+    safetensors_close(&a);
+    safetensors_close(&b);
+    return matched;
+}
+
+static void test_hybrid_interop(void) {
+    char err[2048] = "", dir[700], dir2[700], a[800], b[800];
+    Mamba2Config c;
+    if (config_parse(&c, HYBRID_SPEC, err, sizeof err)) die("%s", err);
+    Mamba2 m;
+    mamba2_build(&m, &c, 3);
+    Rng rng;
+    rng_seed(&rng, 17);
+    for (size_t i = 0; i < m.num_parameters; i++) m.params_memory[i] += (real)rng_uniform_range(&rng, -0.1, 0.1);
+    /* the embedding's pad rows (past vocab): an import sets them to zero, so they start at zero here */
+    memset(m.params.wte + (size_t)c.vocab_size * c.d_model, 0,
+           sizeof(real) * (size_t)(c.padded_vocab_size - c.vocab_size) * c.d_model);
+    float* params = (float*)mallocCheck(sizeof(float) * m.num_parameters);
+    for (size_t i = 0; i < m.num_parameters; i++) params[i] = (float)m.params_memory[i];
+    /* the checkpoint: version 3 (a pure model stays version 2), the same model and weights back */
+    uint64_t state[CKPT_STATE_WORDS] = {0};
+    snprintf(a, sizeof a, "%s/hybrid.bin", g_tmp);
+    mamba2_save_checkpoint(&m, a, state);
+    CheckpointInfo info;
+    FILE* f = checkpoint_open_e(a, &info, err, sizeof err);
+    float* back = (float*)mallocCheck(sizeof(float) * m.num_parameters);
+    int ok = f != NULL && fread(back, sizeof(float), m.num_parameters, f) == m.num_parameters;
+    if (f) fclose(f);
+    check(ok && info.version == 3 && config_same_model(&info.config, &c) &&
+          memcmp(back, params, sizeof(float) * m.num_parameters) == 0,
+          "hybrid checkpoint (pattern %s): version %d, same config, weights bitwise %s", c.pattern, info.version, err);
+    {
+        Mamba2Config pc;
+        if (config_parse(&pc, "d_model=16,n_layer=1,d_state=8,headdim=8,vocab=20,chunk=4", err, sizeof err))
+            die("%s", err);
+        Mamba2 pm;
+        mamba2_build(&pm, &pc, 1);
+        snprintf(b, sizeof b, "%s/pure.bin", g_tmp);
+        mamba2_save_checkpoint(&pm, b, state);
+        CheckpointInfo pi;
+        int rc = checkpoint_verify(b, &pi, err, sizeof err);
+        check(rc == 0 && pi.version == 2 && !config_is_hybrid(&pi.config), "a pure Mamba-2 checkpoint is still "
+              "version 2 (%d)", pi.version);
+        mamba2_free(&pm);
+    }
+    /* mamba_ssm export -> import: the same config and weights; exported again: the same bytes */
+    snprintf(dir, sizeof dir, "%s/hyb_export", g_tmp);
+    snprintf(dir2, sizeof dir2, "%s/hyb_export2", g_tmp);
+    int rc = hf_export(dir, &c, params, HF_STYLE_MAMBA_SSM, 0, err, sizeof err);
+    Mamba2Config ci;
+    float* pi = NULL;
+    if (rc == 0) rc = hf_import(dir, &ci, &pi, err, sizeof err);
+    check(rc == 0 && config_same_model(&ci, &c) && memcmp(pi, params, sizeof(float) * m.num_parameters) == 0,
+          "hybrid export (mamba_ssm) -> import: config and every weight bitwise %s", rc ? err : "");
+    if (rc == 0) rc = hf_export(dir2, &ci, pi, HF_STYLE_MAMBA_SSM, 0, err, sizeof err);
+    snprintf(a, sizeof a, "%s/model.safetensors", dir); snprintf(b, sizeof b, "%s/model.safetensors", dir2);
+    int same_w = rc == 0 && same_file(a, b);
+    snprintf(a, sizeof a, "%s/config.json", dir); snprintf(b, sizeof b, "%s/config.json", dir2);
+    check(same_w && same_file(a, b), "hybrid export -> import -> export: model.safetensors and config.json "
+          "byte for byte");
+    char* cfg = slurp(a, NULL);
+    check(cfg && strstr(cfg, "\"attn_layer_idx\": [1]") && strstr(cfg, "\"d_intermediate\": 40") &&
+          strstr(cfg, "\"causal\": true") && strstr(cfg, "\"qkv_proj_bias\": false"),
+          "the exported config.json names attn_layer_idx [1], d_intermediate 40, causal, the biases");
+    free(cfg);
+    free(pi);
+    rc = hf_export(dir, &c, params, HF_STYLE_TRANSFORMERS, 1, err, sizeof err);
+    check(rc != 0 && strstr(err, "hybrid") != NULL, "hybrid export to HF transformers refused: %s", err);
+    {
+        Mamba2Config nc;
+        if (config_parse(&nc, "d_model=16,pattern=MMAF,d_state=8,headdim=8,vocab=30,num_heads=2,d_intermediate=8",
+                         err, sizeof err)) die("%s", err);
+        ParamSpec t[NUM_PARAM_TENSORS];
+        float* z = (float*)callocCheck(param_table_build(t, &nc), sizeof(float));
+        rc = hf_export(dir, &nc, z, HF_STYLE_MAMBA_SSM, 0, err, sizeof err);
+        check(rc != 0 && strstr(err, "no mamba_ssm form") != NULL, "pattern MMAF (no mamba_ssm form) export refused: "
+              "%s", err);
+        free(z);
+    }
+    /* the committed fixture (dev/make_hybrid_fixture.py): mamba_ssm's defaults read right, every tensor back */
+    rc = hf_import(FIX "/mssm_hybrid", &ci, &pi, err, sizeof err);
+    check(rc == 0 && strcmp(ci.pattern, "MFAF") == 0 && ci.attn_heads == 2 && ci.attn_kv_heads == 1 &&
+          ci.attn_head_dim == 2 && ci.rotary_dim == 2 && ci.rotary_base == 10000 && ci.qkv_bias == 0 &&
+          ci.out_bias == 1 && ci.mlp_hidden == 128 && ci.d_model == 4 && ci.vocab_size == 30,
+          "mamba_ssm hybrid fixture imports: pattern %s, GQA 2/1, rotary 2 base 10000, qkv bias 0, out bias 1 "
+          "(MHA's default), MLP hidden 128 %s", rc == 0 ? ci.pattern : "", rc ? err : "");
+    if (rc == 0) {
+        snprintf(dir, sizeof dir, "%s/fixture_export", g_tmp);
+        rc = hf_export(dir, &ci, pi, HF_STYLE_MAMBA_SSM, 0, err, sizeof err);
+        snprintf(a, sizeof a, "%s/model.safetensors", dir);
+        int n = rc == 0 ? tensors_match(FIX "/mssm_hybrid/model.safetensors", a, err, sizeof err) : -1;
+        check(n > 0, "fixture -> import -> our mamba_ssm export: all %d tensors of the fixture, bitwise %s", n,
+              n > 0 ? "" : err);
+        Mamba2 fm;
+        model_from_params(&fm, &ci, pi);
+        int tokens[2 * 9];
+        for (int i = 0; i < 18; i++) tokens[i] = (i * 7 + 3) % 30;
+        real* lg = full_logits(&fm, tokens, 2, 9);
+        int finite = 1;
+        for (int i = 0; i < 2 * 9 * ci.padded_vocab_size; i++) finite &= isfinite((double)lg[i]);
+        check(finite, "the fixture's model runs (finite logits)");
+        free(lg);
+        mamba2_free(&fm);
+    }
+    free(pi);
+    free(back);
+    free(params);
+    mamba2_free(&m);
+}
+
+/* ================================================================================================================
  * 5. BPE */
 
 /* python3 data/text_tokenizers.py write-bin ... into out; returns 0 on success */
@@ -985,6 +1158,126 @@ static void test_sampler(void) {
     check(equal, "the same seed gives the same 200 draws (temperature 0.8, top_k 40, top_p 0.95)");
 }
 
+/* ================================================================================================================
+ * 6. --dump-hybrid DIR: the CPU trainer's numbers for dev/hybrid_reference.py (the torch oracle, GPU machine) */
+
+/* one model: DIR/NAME/model (mamba_ssm export: config.json, model.safetensors) and DIR/NAME/reference.safetensors:
+   tokens and targets (I32, B x T), logits (F32, B x T x V, the real vocabulary), loss (the mean), and for every
+   tensor of the export the gradient of that loss as "grad.<its mamba_ssm name>". docs: packed documents (seq_idx,
+   I32 B x T, doc/packing.md) and masked targets (-1): the loss is the mean over the counted ones */
+static void dump_hybrid(const char* out, const char* name, const char* spec, uint64_t seed, int docs) {
+    enum { B = 2, T = 19 };
+    char err[2048], dir[1200], path[1300];
+    Mamba2Config c;
+    if (config_parse(&c, spec, err, sizeof err)) die("%s", err);
+    Mamba2 m;
+    mamba2_build(&m, &c, seed);
+    Rng rng;
+    rng_seed(&rng, seed + 1);
+    /* every weight away from its init's symmetries (norms 1, biases 0), so every gradient term shows */
+    for (size_t i = 0; i < m.num_parameters; i++) m.params_memory[i] += (real)rng_uniform_range(&rng, -0.2, 0.2);
+    memset(m.params.wte + (size_t)c.vocab_size * c.d_model, 0,
+           sizeof(real) * (size_t)(c.padded_vocab_size - c.vocab_size) * c.d_model);
+    int tokens[B * T], targets[B * T], seq[B * T];
+    for (int i = 0; i < B * T; i++) {
+        tokens[i] = (int)(rng_u64(&rng) % (uint64_t)c.vocab_size);
+        targets[i] = (int)(rng_u64(&rng) % (uint64_t)c.vocab_size);
+        if (docs && i % 5 == 2) targets[i] = TARGET_NO_LOSS;
+    }
+    /* documents of 6, 1, 8, 4 positions in row 0 (a one-position document too) and 11, 8 in row 1 */
+    static const int starts[B][4] = {{6, 7, 15, T}, {11, T, T, T}};
+    for (int b = 0; b < B; b++)
+        for (int t = 0, d = 0; t < T; t++) {
+            while (d < 4 && t >= starts[b][d]) d++;
+            seq[b * T + t] = d;
+        }
+    mamba2_zero_grad(&m);
+    real loss = mamba2_forward_docs(&m, tokens, targets, docs ? seq : NULL, B, T);
+    mamba2_backward(&m, tokens, targets, (real)1 / (real)m.num_counted);
+    size_t V = (size_t)c.vocab_size, Vp = (size_t)c.padded_vocab_size;
+    float* logits = (float*)mallocCheck(sizeof(float) * B * T * V);
+    real* full = (real*)mallocCheck(sizeof(real) * B * T * Vp);
+    matmul_forward(full, m.acts.lnf, m.params.wte, B * T, c.d_model, (int)Vp);
+    for (size_t r = 0; r < (size_t)B * T; r++)
+        for (size_t v = 0; v < V; v++) logits[r * V + v] = (float)full[r * Vp + v];
+    float* params = (float*)mallocCheck(sizeof(float) * m.num_parameters);
+    float* grads = (float*)mallocCheck(sizeof(float) * m.num_parameters);
+    for (size_t i = 0; i < m.num_parameters; i++) {
+        params[i] = (float)m.params_memory[i];
+        grads[i] = (float)m.grads_memory[i];
+    }
+    snprintf(dir, sizeof dir, "%s/%s", out, name);
+    if (hf_mkdir_(out, err, sizeof err) != 0 || hf_mkdir_(dir, err, sizeof err) != 0) die("%s", err);
+    snprintf(path, sizeof path, "%s/model", dir);
+    if (hf_export(path, &c, params, HF_STYLE_MAMBA_SSM, 0, err, sizeof err) != 0) die("%s", err);
+    /* the gradients under the exporter's names and shapes */
+    int count = 5;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) count += m.table[t].numel ? m.table[t].copies : 0;
+    SafeTensorOut* outs = (SafeTensorOut*)callocCheck((size_t)count, sizeof(SafeTensorOut));
+    char (*names)[320] = (char (*)[320])callocCheck((size_t)count, 320);
+    float lossf = (float)loss;
+    int n = 0;
+    outs[n++] = (SafeTensorOut){"tokens", "I32", 2, {B, T}, tokens};
+    outs[n++] = (SafeTensorOut){"targets", "I32", 2, {B, T}, targets};
+    outs[n++] = (SafeTensorOut){"logits", "F32", 3, {B, T, (long long)V}, logits};
+    outs[n++] = (SafeTensorOut){"loss", "F32", 1, {1}, &lossf};
+    if (docs) outs[n++] = (SafeTensorOut){"seq_idx", "I32", 2, {B, T}, seq};
+    int extra = n;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* s = &m.table[t];
+        for (int l = 0; l < (s->numel ? s->copies : 0); l++) {
+            char hf[300];
+            hf_tensor_name(hf, sizeof hf, s, l, &c, HF_STYLE_MAMBA_SSM);
+            snprintf(names[n], 320, "grad.%s", hf);
+            outs[n].name = names[n];
+            outs[n].dtype = "F32";
+            outs[n].ndim = hf_tensor_shape(outs[n].shape, s, (int)Vp);
+            outs[n].data = grads + s->offset + (size_t)l * s->rows * s->cols;
+            n++;
+        }
+    }
+    snprintf(path, sizeof path, "%s/reference.safetensors", dir);
+    if (safetensors_write(path, outs, n, NULL, err, sizeof err) != 0) die("%s", err);
+    printf("%s: %s (pattern %s), B %d T %d%s, loss %.7f, %d gradient tensors\n", dir, spec, c.pattern, B, T,
+           docs ? ", packed documents and masked targets" : "",
+           (double)loss, n - extra);
+    free(outs); free(names); free(logits); free(full); free(params); free(grads);
+    mamba2_free(&m);
+}
+
+static void dump_hybrids(const char* out) {
+    /* every block kind, GQA, partial rotary, both biases, 2 groups, a chunk that does not divide T */
+    dump_hybrid(out, "hybrid", "d_model=16,n_layer=3,attn_layer_idx=1,d_intermediate=40,d_state=8,headdim=8,ngroups=2,"
+                "vocab=50,chunk=8,num_heads=4,num_heads_kv=2,head_dim=6,rotary_emb_dim=4,qkv_proj_bias=1,"
+                "out_proj_bias=1", 21, 0);
+    /* the same with packed documents (attention and RoPE restart at each) and masked targets */
+    dump_hybrid(out, "hybrid_docs", "d_model=16,n_layer=3,attn_layer_idx=1,d_intermediate=40,d_state=8,headdim=8,"
+                "ngroups=2,vocab=50,chunk=8,num_heads=4,num_heads_kv=2,head_dim=6,rotary_emb_dim=4,qkv_proj_bias=1,"
+                "out_proj_bias=1", 24, 1);
+    /* Transformer++: attention + MLP in every layer, RoPE on the whole head, no biases */
+    dump_hybrid(out, "transformerpp", "d_model=16,pattern=AF*2,vocab=50,num_heads=2,rotary_emb_dim=8,"
+                "d_intermediate=24", 22, 0);
+    /* attention layers only, no MLP, MQA (one kv head), no rotary */
+    dump_hybrid(out, "mqa", "d_model=16,n_layer=2,attn_layer_idx=0,d_state=8,headdim=8,vocab=50,chunk=4,num_heads=4,"
+                "num_heads_kv=1", 23, 0);
+}
+
+/* the dumped models' logits against dev/hybrid_forward.py, mamba_ssm's blocks written again in plain Python; and
+   with its injected bug (interleaved rotary pairs) the same check fails */
+static void test_hybrid_python_forward(void) {
+    char dir[700], cmd[1600];
+    snprintf(dir, sizeof dir, "%s/hybrid_dump", g_tmp);
+    snprintf(cmd, sizeof cmd, "./test_interop --dump-hybrid %s > /dev/null", dir);
+    int rc = run_cmd(cmd);
+    snprintf(cmd, sizeof cmd, "%s dev/hybrid_forward.py %s", python_cmd(), dir);
+    int fwd = rc == 0 ? run_cmd(cmd) : -1;
+    check(rc == 0 && fwd == 0, "4 hybrids' logits == dev/hybrid_forward.py (plain Python, float64), rel 1e-5 (dump "
+          "exit %d, check exit %d)", rc, fwd);
+    snprintf(cmd, sizeof cmd, "%s dev/hybrid_forward.py %s --inject-bug > /dev/null", python_cmd(), dir);
+    int bug = rc == 0 ? run_cmd(cmd) : 0;
+    check(bug != 0, "and with interleaved rotary pairs (--inject-bug) the check fails (exit %d)", bug);
+}
+
 int main(int argc, char** argv) {
     if (argc == 2 && strcmp(argv[1], "--write-export-fixture") == 0) { write_export_fixture(); return 0; }
     if (argc == 5 && strcmp(argv[1], "--bpe-compare") == 0) {
@@ -995,8 +1288,10 @@ int main(int argc, char** argv) {
                nb / 1e6 / (sec > 0 ? sec : 1e-9));
         return rc == 0 ? 0 : 1;
     }
+    if (argc == 3 && strcmp(argv[1], "--dump-hybrid") == 0) { dump_hybrids(argv[2]); return 0; }
     if (argc != 1) {
-        fprintf(stderr, "usage: ./test_interop | --write-export-fixture | --bpe-compare TOKENIZER.bin TEXT IDS\n");
+        fprintf(stderr, "usage: ./test_interop | --write-export-fixture | --dump-hybrid DIR | --bpe-compare "
+                "TOKENIZER.bin TEXT IDS\n");
         return 2;
     }
     make_tmp();
@@ -1007,6 +1302,11 @@ int main(int argc, char** argv) {
     printf("prefill (chunked forward) + recurrent steps vs the full forward\n");
     test_prefill("d_model=32,n_layer=2,d_state=16,headdim=8,ngroups=2,vocab=50,chunk=8", 29);
     test_prefill("d_model=16,n_layer=3,d_state=8,headdim=4,d_conv=3,vocab=40,chunk=5", 12);
+    test_prefill("d_model=16,pattern=MAFAMF,d_state=8,headdim=4,vocab=40,chunk=5,num_heads=4,num_heads_kv=2,"
+                 "rotary_emb_dim=2,qkv_proj_bias=1,d_intermediate=16", 12);
+    printf("hybrids: checkpoints, mamba_ssm export and import, the mamba_ssm hybrid fixture\n");
+    test_hybrid_interop();
+    test_hybrid_python_forward();
     test_sampler();
     test_bpe();
     char cmd[700];

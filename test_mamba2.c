@@ -176,6 +176,7 @@ typedef double (*LossFn)(void* ctx);
 static void fd_check(const char* name, LossFn f, void* ctx, real* x, const real* analytic, size_t n, int samples,
                      Rng* rng) {
     const double h = 1e-5; /* balances truncation (h^2) and round-off (eps/h) in double */
+    if (n == 0) return;    /* a tensor this model does not have (an attention tensor of a pure Mamba-2 model) */
     real* num = alloc_real(samples);
     real* ana = alloc_real(samples);
     for (int k = 0; k < samples; k++) {
@@ -610,6 +611,202 @@ static void test_step_matches_forward_docs(Rng* rng) {
     mamba2_free(&m);
 }
 
+/* ================================================================================================================
+ * 3c. hybrids (doc/hybrid.md): attention (RoPE, GQA, biases) and gated-MLP blocks next to Mamba-2 blocks
+ * ================================================================================================================ */
+
+/* the attention layer alone, 2 rows with documents, GQA 4 query heads on 2 kv heads, partial rotary (4 of 6) */
+enum { AT_B = 2, AT_T = 7, AT_HQ = 4, AT_HKV = 2, AT_HD = 6, AT_RD = 4, AT_QKV = AT_HD * (AT_HQ + 2 * AT_HKV) };
+typedef struct { real *qkv, *rot, *out, *lse, *wout; const int* seq; } AttnCtx;
+static double attn_loss(void* p) {
+    AttnCtx* c = (AttnCtx*)p;
+    rope_forward(c->rot, c->qkv, c->seq, AT_B, AT_T, AT_QKV, AT_HQ + AT_HKV, AT_HD, AT_RD, 10000);
+    attention_forward(c->out, c->lse, c->rot, c->seq, AT_B, AT_T, AT_HQ, AT_HKV, AT_HD);
+    return weighted_sum(c->out, c->wout, (size_t)AT_B * AT_T * AT_HQ * AT_HD);
+}
+
+typedef struct { real *h, *out, *wout; int BT, Hm; } SwigluCtx;
+static double swiglu_loss(void* p) {
+    SwigluCtx* c = (SwigluCtx*)p;
+    swiglu_forward(c->out, c->h, c->BT, c->Hm);
+    return weighted_sum(c->out, c->wout, (size_t)c->BT * c->Hm);
+}
+
+static void test_hybrid_layer_gradients(Rng* rng) {
+    for (int docs = 0; docs <= 1; docs++) {
+        int seq[AT_B * AT_T];
+        random_doc_index(seq, AT_B, AT_T, 3, rng);
+        size_t n = (size_t)AT_B * AT_T * AT_QKV, no = (size_t)AT_B * AT_T * AT_HQ * AT_HD;
+        AttnCtx c = {alloc_real(n), alloc_real(n), alloc_real(no), alloc_real((size_t)AT_B * AT_HQ * AT_T),
+                     alloc_real(no), docs ? seq : NULL};
+        fill_uniform(c.qkv, n, rng, -1.5, 1.5); fill_uniform(c.wout, no, rng, -1, 1);
+        attn_loss(&c);
+        real* dqkv = alloc_real(n);
+        attention_backward(dqkv, c.wout, c.rot, c.out, c.lse, c.seq, AT_B, AT_T, AT_HQ, AT_HKV, AT_HD);
+        rope_backward(dqkv, c.seq, AT_B, AT_T, AT_QKV, AT_HQ + AT_HKV, AT_HD, AT_RD, 10000);
+        fd_check(docs ? "fd rope+attention (GQA, documents) dqkv" : "fd rope+attention (GQA) dqkv", attn_loss, &c,
+                 c.qkv, dqkv, n, 80, rng);
+        free(c.qkv); free(c.rot); free(c.out); free(c.lse); free(c.wout); free(dqkv);
+    }
+    /* attention without RoPE, against the plain softmax formula for one (row, head, position) */
+    {
+        real q[3] = {0.3, -0.2, 0.5}, k[3][3] = {{0.1, 0.4, -0.3}, {-0.5, 0.2, 0.2}, {0.3, 0.3, 0.1}};
+        real v[3][3] = {{1, 2, 3}, {-1, 0, 1}, {0.5, -0.5, 2}};
+        real qkv[3 * 9], out[9], lse[3];
+        for (int t = 0; t < 3; t++)
+            for (int d = 0; d < 3; d++) {
+                qkv[t * 9 + d] = q[d];
+                qkv[t * 9 + 3 + d] = k[t][d];
+                qkv[t * 9 + 6 + d] = v[t][d];
+            }
+        attention_forward(out, lse, qkv, NULL, 1, 3, 1, 1, 3);
+        double w[3], sum = 0, ref[3] = {0, 0, 0};
+        for (int j = 0; j < 3; j++) {
+            w[j] = exp((q[0] * k[j][0] + q[1] * k[j][1] + q[2] * k[j][2]) / sqrt(3.0));
+            sum += w[j];
+        }
+        for (int j = 0; j < 3; j++)
+            for (int d = 0; d < 3; d++) ref[d] += w[j] / sum * v[j][d];
+        real refr[3] = {(real)ref[0], (real)ref[1], (real)ref[2]};
+        compare("attention == softmax(q k^T / sqrt(hd)) v (last position)", out + 6, refr, 3, 1e-14);
+    }
+    /* RoPE: position 0 is the identity, and a turn keeps each pair's length */
+    {
+        real x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, y[8];
+        memcpy(y, x, sizeof(x));
+        rope_rotate(y, 1, 8, 4, 0, 10000, 1);
+        int ident = memcmp(x, y, sizeof(x)) == 0;
+        rope_rotate(y, 1, 8, 4, 5, 10000, 1);
+        double n0 = x[0] * x[0] + x[2] * x[2], n1 = y[0] * y[0] + y[2] * y[2];
+        report(ident && fabs(n0 - n1) < 1e-12 && y[4] == 5 && y[7] == 8 && y[0] != x[0],
+               "rope: identity at position 0, pairs (i, i + rd/2) keep their length, dims past rd untouched");
+    }
+    {
+        enum { BT = 6, HM = 5 };
+        SwigluCtx c = {alloc_real(BT * 2 * HM), alloc_real(BT * HM), alloc_real(BT * HM), BT, HM};
+        fill_uniform(c.h, BT * 2 * HM, rng, -3, 3); fill_uniform(c.wout, BT * HM, rng, -1, 1);
+        real* dh = alloc_real(BT * 2 * HM);
+        swiglu_backward(dh, c.wout, c.h, BT, HM);
+        fd_check("fd swiglu dh (y and gate)", swiglu_loss, &c, c.h, dh, BT * 2 * HM, 40, rng);
+        free(c.h); free(c.out); free(c.wout); free(dh);
+    }
+    {
+        enum { BT = 5, OC = 4 };
+        real dout[BT * OC], db[OC] = {0, 0, 0, 0}, ref[OC] = {0, 0, 0, 0};
+        fill_uniform(dout, BT * OC, rng, -1, 1);
+        bias_backward(db, dout, BT, OC);
+        for (int i = 0; i < BT * OC; i++) ref[i % OC] += dout[i];
+        compare("bias backward == column sums", db, ref, OC, 1e-15);
+    }
+}
+
+static void test_packed_vs_separate_spec(const char* spec, const char* label, int aligned, int masked, double tol,
+                                         Rng* rng);
+
+/* small hybrids: every block kind, GQA, partial rotary, both biases; and mamba_ssm's form (MF / AF pairs) */
+#define HYBRID_TEST_SPEC "d_model=16,pattern=MAFMF,d_state=8,headdim=8,ngroups=2,vocab=20,chunk=4,num_heads=4," \
+                         "num_heads_kv=2,head_dim=6,rotary_emb_dim=4,qkv_proj_bias=1,out_proj_bias=1,d_intermediate=20"
+#define HYBRID_TEST_SPEC2 "d_model=16,n_layer=3,attn_layer_idx=0,2,d_intermediate=8,d_state=8,headdim=8,vocab=20," \
+                          "chunk=4,num_heads=2,rotary_emb_dim=8"
+
+static Mamba2Config hybrid_test_config(const char* spec) {
+    Mamba2Config c;
+    char err[256];
+    if (config_parse(&c, spec, err, sizeof(err))) die("%s", err);
+    return c;
+}
+
+static void test_hybrid_model_gradients(const char* spec, int docs, Rng* rng) {
+    Mamba2Config cfg = hybrid_test_config(spec);
+    Mamba2 m;
+    mamba2_build(&m, &cfg, 7);
+    perturb_parameters(&m, rng);
+    int B = 2, T = 11;
+    int inputs[22], targets[22], seq[22];
+    random_doc_index(seq, B, T, 4, rng);
+    for (int i = 0; i < B * T; i++) {
+        inputs[i] = (int)(rng_u64(rng) % 20);
+        targets[i] = docs && rng_u64(rng) % 4 == 0 ? TARGET_NO_LOSS : (int)(rng_u64(rng) % 20);
+    }
+    DocModelCtx ctx = {&m, inputs, targets, docs ? seq : NULL, B, T};
+    mamba2_zero_grad(&m);
+    mamba2_forward_docs(&m, inputs, targets, ctx.seq, B, T);
+    mamba2_backward(&m, inputs, targets, (real)1 / (real)m.num_counted);
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        char name[128];
+        snprintf(name, sizeof(name), "fd hybrid %.40s%s d %s", cfg.pattern, docs ? " docs+mask" : "", m.table[t].name);
+        fd_check(name, doc_model_loss, &ctx, m.params_memory + m.table[t].offset, m.grads_memory + m.table[t].offset,
+                 m.table[t].numel, 12, rng);
+    }
+    mamba2_free(&m);
+}
+
+/* the recurrent step with the KV cache (and resets at document starts) == the parallel forward */
+static void test_hybrid_step_matches_forward(const char* spec, int docs, Rng* rng) {
+    Mamba2Config cfg = hybrid_test_config(spec);
+    Mamba2 m;
+    mamba2_build(&m, &cfg, 11);
+    perturb_parameters(&m, rng);
+    enum { T = 23, SEP = 3 };
+    int inputs[T], seq[T];
+    for (int i = 0; i < T; i++) inputs[i] = 4 + (int)(rng_u64(rng) % (cfg.vocab_size - 4));
+    if (docs) inputs[5] = inputs[6] = inputs[12] = inputs[16] = SEP;
+    dataloader_doc_index(seq, inputs, 1, T, SEP);
+    mamba2_forward_docs(&m, inputs, NULL, docs ? seq : NULL, 1, T);
+    InferenceState st;
+    inference_state_init(&st, &cfg);
+    real* probs = alloc_real((size_t)T * cfg.padded_vocab_size);
+    for (int t = 0; t < T; t++) {
+        if (docs && t > 0 && inputs[t] == SEP) inference_state_reset(&st, &cfg);
+        real* logits = mamba2_step(&m, &st, inputs[t]);
+        memcpy(probs + (size_t)t * cfg.padded_vocab_size, logits, sizeof(real) * cfg.padded_vocab_size);
+    }
+    real* unused_losses = alloc_real(T);
+    crossentropy_forward(unused_losses, probs, NULL, T, cfg.vocab_size, cfg.padded_vocab_size);
+    free(unused_losses);
+    char name[128];
+    snprintf(name, sizeof(name), "hybrid %.40s: step + KV cache%s == parallel (T=23)", cfg.pattern,
+             docs ? " + resets" : "");
+    compare(name, probs, m.acts.probs, (size_t)T * cfg.padded_vocab_size, 1e-12);
+    free(probs);
+    inference_state_free(&st);
+    mamba2_free(&m);
+}
+
+/* configs: the two spellings of a mamba_ssm model agree; bad settings are refused with a message */
+static void test_hybrid_configs(void) {
+    Mamba2Config a = hybrid_test_config("d_model=16,n_layer=2,attn_layer_idx=1,d_intermediate=8,num_heads=2");
+    Mamba2Config b = hybrid_test_config("d_model=16,pattern=MFAF,d_intermediate=8,num_heads=2");
+    report(config_same_model(&a, &b) && strcmp(a.pattern, "MFAF") == 0 && a.mlp_hidden == 128 &&
+           a.attn_head_dim == 8 && a.attn_kv_heads == 2 && a.rotary_base == 10000,
+           "attn_layer_idx=1,d_intermediate=8 on 2 layers == pattern=MFAF (hidden 128, head_dim 8, base 10000)");
+    Mamba2Config p = hybrid_test_config("tiny,pattern=MMMM");
+    Mamba2Config q = hybrid_test_config("tiny");
+    report(p.pattern[0] == '\0' && config_same_model(&p, &q) && config_gpu_refusal(&q) == NULL &&
+           config_gpu_refusal(&a) != NULL, "an all-M pattern is the pure model; the GPU refusal names hybrids only");
+    const char* bad[] = {"tiny,pattern=MAX", "tiny,pattern=MA", "tiny,pattern=MF,num_heads=2",
+                         "tiny,num_heads=2", "tiny,pattern=MA,num_heads=3,num_heads_kv=2",
+                         "tiny,pattern=MA,num_heads=2,rotary_emb_dim=3", "tiny,pattern=MF",
+                         "tiny,d_intermediate=8,pattern=MA,num_heads=2", "tiny,n_layer=4,pattern=MAM,num_heads=2",
+                         "tiny,attn_layer_idx=9,num_heads=2", "tiny,pattern=MA*0"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        Mamba2Config c;
+        char err[256] = "";
+        int rc = config_parse(&c, bad[i], err, sizeof(err));
+        report(rc != 0 && err[0] != '\0', "refused '%s': %s", bad[i], err);
+    }
+    const char* presets[] = {"tpp125m", "tpp350m", "tpp760m", "tpp1.3b", "hybrid130m"};
+    for (size_t i = 0; i < 5; i++) {
+        Mamba2Config c;
+        char err[256] = "";
+        int rc = config_parse(&c, presets[i], err, sizeof(err));
+        ParamSpec t[NUM_PARAM_TENSORS];
+        size_t n = rc == 0 ? param_table_build(t, &c) : 0;
+        report(rc == 0 && n == config_param_count(&c), "preset %s: %zu blocks, %.1fM parameters %s", presets[i],
+               rc == 0 ? strlen(c.pattern) : 0, n / 1e6, err);
+    }
+}
+
 #else /* float build */
 /* ================================================================================================================
  * 4. the independent reference: HF transformers' Mamba2ForCausalLM (dev/make_hf_fixture.py)
@@ -636,6 +833,7 @@ static void test_hf_fixture(int chunk) {
     compare(name, &loss, &fx.loss, 1, 2e-6);
     mamba2_backward(&m, fx.inputs, fx.targets, (real)1 / (B * T));
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        if (m.table[t].numel == 0) continue; /* the attention / MLP tensors a pure Mamba-2 model does not have */
         snprintf(name, sizeof(name), "hf fixture (chunk %d) grad %s", chunk, m.table[t].name);
         compare(name, m.grads_memory + m.table[t].offset, fx.grads + m.table[t].offset, m.table[t].numel, 1e-5);
     }
@@ -812,6 +1010,51 @@ static void expect_failure(const char* what, const char* args, const char* must_
     int ok = rc != 0 && rc < 128 && strstr(out, must_contain) != NULL;
     report(ok, "bad input, %s: exit %d, message contains \"%s\"", what, rc, must_contain);
     if (!ok) printf("    output was: %.600s\n", out);
+}
+
+/* a hybrid through the trainer binary: resume is bitwise, and its mamba_ssm export evaluates to the checkpoint's loss
+   and accuracy */
+#define HYBRID_TRAIN_MODEL "d_model=32,n_layer=2,attn_layer_idx=1,d_intermediate=32,d_state=8,headdim=8,chunk=8," \
+                           "num_heads=4,num_heads_kv=2,rotary_emb_dim=4,qkv_proj_bias=1"
+static void test_resume_bitwise_hybrid(void) {
+    char cmd[2048], out[65536], a[512], b[512];
+    const char* common = "-b 2 -t 16 -x 4 -v 2 -m 2 -s 2 -g 8 -l 3e-3 -u 1 -S 43";
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " HYBRID_TRAIN_MODEL
+             " -o %s/hyb_full -n 2 %s", g_tmp, g_tmp, g_tmp, common);
+    int rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0 && strstr(out, "pattern MFAF") != NULL, "hybrid MFAF: the trainer runs 4 steps (exit %d)", rc);
+    if (rc != 0) { printf("%s\n", out); return; }
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/hyb_resume && cp %s/hyb_full/ckpt_00000002.bin %s/hyb_resume/", g_tmp,
+             g_tmp, g_tmp);
+    if (system(cmd) != 0) { report(0, "copy checkpoint"); return; }
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " HYBRID_TRAIN_MODEL
+             " -o %s/hyb_resume -n 2 -y 1 %s", g_tmp, g_tmp, g_tmp, common);
+    rc = run_capture(cmd, out, sizeof(out));
+    snprintf(a, sizeof(a), "%s/hyb_full/ckpt_00000004.bin", g_tmp);
+    snprintf(b, sizeof(b), "%s/hyb_resume/ckpt_00000004.bin", g_tmp);
+    report(rc == 0 && files_equal(a, b), "hybrid resume from step 2: the step-4 checkpoints are bitwise identical");
+    char la[4096], lb[4096];
+    snprintf(a, sizeof(a), "%s/hyb_full/main.log", g_tmp);
+    snprintf(b, sizeof(b), "%s/hyb_resume/main.log", g_tmp);
+    log_lines_after(a, 2, la, sizeof(la));
+    log_lines_after(b, 2, lb, sizeof(lb));
+    report(strlen(la) > 0 && strcmp(la, lb) == 0, "hybrid resume: logged losses of steps 3-4 identical");
+    snprintf(cmd, sizeof(cmd), "./export_mamba2 -e %s/hyb_full/ckpt_00000004.bin -o %s/hyb_exported -s mamba_ssm",
+             g_tmp, g_tmp);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0, "export_mamba2 -s mamba_ssm writes the hybrid (exit %d)", rc);
+    char l1[65536];
+    snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s/hyb_full/ckpt_00000004.bin -i %s/val.bin -b 2 -t 16 -m 4 2>&1 | "
+             "grep -E 'mean loss|accuracy'", g_tmp, g_tmp);
+    run_capture(cmd, l1, sizeof(l1));
+    snprintf(cmd, sizeof(cmd), "./eval_mamba2 -e %s/hyb_exported -i %s/val.bin -b 2 -t 16 -m 4 2>&1 | "
+             "grep -E 'mean loss|accuracy'", g_tmp, g_tmp);
+    run_capture(cmd, out, sizeof(out));
+    report(strstr(out, "accuracy ") != NULL && strcmp(out, l1) == 0, "the exported hybrid evaluates to the "
+           "checkpoint's loss and accuracy: %s", out);
+    snprintf(cmd, sizeof(cmd), "./export_mamba2 -e %s/hyb_full/ckpt_00000004.bin -o %s/hyb_hf", g_tmp, g_tmp);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc != 0 && strstr(out, "hybrid") != NULL, "export of a hybrid to HF transformers is refused (exit %d)", rc);
 }
 
 static void test_bad_input(void) {
@@ -1270,11 +1513,12 @@ static void test_flags(void) {
  * (state passing instead of intra-chunk sums), equal to rounding. Parameter gradients are sums over positions grouped
  * differently in the two runs: equal to rounding (some tensors bitwise).
  */
-static void test_packed_vs_separate(int aligned, int masked, double tol, Rng* rng) {
+#define PACKED_TEST_SPEC "d_model=16,n_layer=2,d_state=8,headdim=8,ngroups=2,vocab=20,chunk=4"
+static void test_packed_vs_separate_spec(const char* spec, const char* label, int aligned, int masked, double tol,
+                                         Rng* rng) {
     Mamba2Config cfg;
     char err[256];
-    if (config_parse(&cfg, "d_model=16,n_layer=2,d_state=8,headdim=8,ngroups=2,vocab=20,chunk=4", err, sizeof(err)))
-        die("%s", err);
+    if (config_parse(&cfg, spec, err, sizeof(err))) die("%s", err);
     Mamba2 m;
     mamba2_build(&m, &cfg, 5);
     for (size_t i = 0; i < m.num_parameters; i++) m.params_memory[i] += (real)rng_uniform_range(rng, -0.2, 0.2);
@@ -1319,14 +1563,18 @@ static void test_packed_vs_separate(int aligned, int masked, double tol, Rng* rn
     }
     real loss_sep = (real)(sum / count_sep);
     char name[128];
-    const char* what = aligned ? (masked ? "aligned, masked" : "aligned") : (masked ? "unaligned, masked" : "unaligned");
+    char what[96];
+    snprintf(what, sizeof(what), "%s%s", label,
+             aligned ? (masked ? "aligned, masked" : "aligned") : (masked ? "unaligned, masked" : "unaligned"));
     snprintf(name, sizeof(name), "packed == separate (%s) loss", what);
     compare(name, &loss_packed, &loss_sep, 1, tol);
     snprintf(name, sizeof(name), "packed == separate (%s) probs", what);
     compare(name, probs_packed, probs_sep, (size_t)B * T * Vp, tol);
-    int bitwise = 0;
+    int bitwise = 0, tensors = 0;
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         size_t off = m.table[t].offset, n = m.table[t].numel;
+        if (n == 0) continue; /* a tensor this model does not have */
+        tensors++;
         snprintf(name, sizeof(name), "packed == separate (%s) d %s", what, m.table[t].name);
         compare(name, grads_packed + off, m.grads_memory + off, n, tol);
         bitwise += memcmp(grads_packed + off, m.grads_memory + off, sizeof(real) * n) == 0;
@@ -1334,7 +1582,7 @@ static void test_packed_vs_separate(int aligned, int masked, double tol, Rng* rn
     int probs_bitwise = memcmp(probs_packed, probs_sep, sizeof(real) * B * T * Vp) == 0;
     printf("       (%s: loss %s, probs %s, %d of %d gradient tensors bitwise; %zu of %d targets counted)\n", what,
            loss_packed == loss_sep ? "bitwise" : "not bitwise", probs_bitwise ? "bitwise" : "not bitwise", bitwise,
-           NUM_PARAM_TENSORS, count, B * T);
+           tensors, count, B * T);
     if (aligned) report(probs_bitwise && loss_packed == loss_sep, "packed == separate (%s): loss and probs bitwise", what);
     /* the loss is the mean over the counted targets: recomputed by hand from the unmasked run's per-position losses */
     if (masked) {
@@ -1361,6 +1609,10 @@ static void test_packed_vs_separate(int aligned, int masked, double tol, Rng* rn
     }
     free(probs_packed); free(probs_sep); free(grads_packed);
     mamba2_free(&m);
+}
+
+static void test_packed_vs_separate(int aligned, int masked, double tol, Rng* rng) {
+    test_packed_vs_separate_spec(PACKED_TEST_SPEC, "", aligned, masked, tol, rng);
 }
 
 /* the default path is untouched: one document per row given explicitly (all zeros) == no seq_idx, to the bit */
@@ -1422,6 +1674,22 @@ int main(void) {
     test_single_document_bitwise(&drng);
     for (int aligned = 1; aligned >= 0; aligned--)
         for (int masked = 0; masked <= 1; masked++) test_packed_vs_separate(aligned, masked, 1e-12, &drng);
+    /* hybrids: a stream of their own, so the checks above print what they always did */
+    Rng hrng;
+    rng_seed(&hrng, 2525);
+    printf("== hybrids: attention, RoPE, SwiGLU layers; configs (double)\n");
+    test_hybrid_layer_gradients(&hrng);
+    test_hybrid_configs();
+    printf("== hybrids: finite differences, whole model (double)\n");
+    test_hybrid_model_gradients(HYBRID_TEST_SPEC, 0, &hrng);
+    test_hybrid_model_gradients(HYBRID_TEST_SPEC, 1, &hrng);
+    test_hybrid_model_gradients(HYBRID_TEST_SPEC2, 0, &hrng);
+    printf("== hybrids: step with KV cache == parallel; packed == separate (double)\n");
+    test_hybrid_step_matches_forward(HYBRID_TEST_SPEC, 0, &hrng);
+    test_hybrid_step_matches_forward(HYBRID_TEST_SPEC, 1, &hrng);
+    test_hybrid_step_matches_forward(HYBRID_TEST_SPEC2, 0, &hrng);
+    for (int aligned = 1; aligned >= 0; aligned--)
+        test_packed_vs_separate_spec(HYBRID_TEST_SPEC, "hybrid, ", aligned, 1, 1e-12, &hrng);
 #else
     {
         Rng drng;
@@ -1443,6 +1711,7 @@ int main(void) {
     make_train_data();
     printf("== resume (trainer binary, float)\n");
     test_resume_bitwise();
+    test_resume_bitwise_hybrid();
     printf("== bad input (trainer binary)\n");
     test_bad_input();
     printf("== operations: kill -9, SIGTERM, full disk, corrupt checkpoints, used -o, flags (trainer binary)\n");

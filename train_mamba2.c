@@ -4,14 +4,16 @@
  * This file is the reference the GPU trainer is checked against, and it is meant to be read top to bottom:
  *   1. the layers, each forward next to its backward: embedding, RMSNorm, matmul, causal conv1d + SiLU,
  *      dt softplus, the SSD layer (chunked algorithm, and the recurrent step for generation), gated RMSNorm,
- *      softmax + cross-entropy;
+ *      softmax + cross-entropy; for hybrids (doc/hybrid.md) bias, RoPE, causal attention with GQA, SwiGLU;
  *   2. the model: parameters and activations laid out from tables, forward, backward, AdamW;
  *   3. generation with the recurrent (constant memory) form;
  *   4. the training loop: data, schedule, gradient accumulation, evaluation, samples, checkpoints, resume.
  * The math is ../shared/SPEC.md (copied into doc/); doc/ derives every backward, in particular the SSD one.
  *
  * Shapes use B batch, T time, D d_model, E d_inner = expand*D, H heads, P headdim, N d_state, G groups,
- * K conv width, Q chunk size, V vocab (Vp padded). Activations are row-major with B*T rows (row = b*T + t).
+ * K conv width, Q chunk size, V vocab (Vp padded); attention Hq query and Hkv key/value heads of hd, QKV =
+ * hd (Hq + 2 Hkv), gated MLP hidden Hm. Activations are row-major with B*T rows (row = b*T + t). The model is a list
+ * of n_layer blocks, each a Mamba-2 mixer ('M'), attention ('A') or gated MLP ('F') by the config's pattern.
  *
  * `real` is float in the trainer. The tests compile this same file with -DMAMBA2_DOUBLE to check every backward
  * against finite differences in double precision.
@@ -686,6 +688,186 @@ void crossentropy_backward(real* dlogits, const real* probs, const int* targets,
     }
 }
 
+/*
+ * ---- the attention block's layers (doc/hybrid.md): bias, RoPE, causal softmax attention with GQA, SwiGLU ----
+ * mamba_ssm's MHA: in_proj gives per position [q (Hq hd) | k (Hkv hd) | v (Hkv hd)]; q and k get rotary embeddings on
+ * the first rd dims of each head; head h attends with key/value head h / (Hq / Hkv); softmax scale 1/sqrt(hd).
+ */
+
+/* out[bt,:] += b */
+void bias_forward(real* out, const real* b, int BT, int OC) {
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++)
+        for (int o = 0; o < OC; o++) out[(size_t)bt * OC + o] += b[o];
+}
+
+/* db += the column sums of dout (one thread per column: a fixed order) */
+void bias_backward(real* db, const real* dout, int BT, int OC) {
+#pragma omp parallel for
+    for (int o = 0; o < OC; o++) {
+        real acc = 0;
+        for (int bt = 0; bt < BT; bt++) acc += dout[(size_t)bt * OC + o];
+        db[o] += acc;
+    }
+}
+
+/* the position of t in its document: t itself, or t - (the document's first position) with packed documents, as
+   flash_attn's varlen rotary (cu_seqlens) counts it: every document starts at position 0 */
+static inline int doc_position(const int* seq_idx, int b, int T, int t) {
+    if (seq_idx == NULL) return t;
+    int s = t;
+    while (s > 0 && same_doc(seq_idx, b, T, s - 1, t)) s--;
+    return t - s;
+}
+
+/*
+ * Rotary embedding (GPT-NeoX / flash_attn non-interleaved "rotate half") of n_heads heads of hd at x, in place: for
+ * i < rd/2, with angle = pos * base^(-2i/rd), the pair (x[i], x[i + rd/2]) turns by +angle (sign 1) or -angle
+ * (sign -1: the inverse, which is also the transpose, so the backward of a turn is the turn back). Dims past rd
+ * are left alone.
+ */
+static void rope_rotate(real* x, int n_heads, int hd, int rd, int pos, int base, int sign) {
+    int half = rd / 2;
+    for (int i = 0; i < half; i++) {
+        double angle = (double)pos * pow((double)base, -2.0 * i / rd);
+        real cs = (real)cos(angle), sn = (real)(sign * sin(angle));
+        for (int h = 0; h < n_heads; h++) {
+            real* v = x + (size_t)h * hd;
+            real x1 = v[i], x2 = v[i + half];
+            v[i] = x1 * cs - x2 * sn;
+            v[i + half] = x2 * cs + x1 * sn;
+        }
+    }
+}
+
+/* rows of qkv (stride QKV): the q and k heads (the first Hq + Hkv heads of a row) rotated by their position */
+void rope_forward(real* out, const real* qkv, const int* seq_idx, int B, int T, int QKV, int n_rot_heads, int hd,
+                  int rd, int base) {
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            size_t row = ((size_t)b * T + t) * QKV;
+            memcpy(out + row, qkv + row, sizeof(real) * QKV);
+            if (rd > 0) rope_rotate(out + row, n_rot_heads, hd, rd, doc_position(seq_idx, b, T, t), base, 1);
+        }
+}
+
+/* d(before rotation) from d(after), in place: the turn back */
+void rope_backward(real* dqkv, const int* seq_idx, int B, int T, int QKV, int n_rot_heads, int hd, int rd, int base) {
+    if (rd == 0) return;
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            rope_rotate(dqkv + ((size_t)b * T + t) * QKV, n_rot_heads, hd, rd, doc_position(seq_idx, b, T, t), base,
+                        -1);
+}
+
+/* the first position of t's document (0 without packed documents): attention never looks past it */
+static inline int doc_start(const int* seq_idx, int b, int T, int t) { return t - doc_position(seq_idx, b, T, t); }
+
+/*
+ * Causal attention over the rotated qkv rows. out (BT, Hq hd): head h of position t is sum_j p_j v_j over the
+ * positions j <= t of t's document, p = softmax_j(q_t . k_j / sqrt(hd)). lse (B, Hq, T) keeps each row's
+ * log-sum-exp of the scaled scores, so the backward recomputes p instead of storing the (T, T) matrices.
+ */
+void attention_forward(real* out, real* lse, const real* qkv, const int* seq_idx, int B, int T, int Hq, int Hkv,
+                       int hd) {
+    int QKV = hd * (Hq + 2 * Hkv), rep = Hq / Hkv;
+    real scale = (real)(1.0 / sqrt((double)hd));
+#pragma omp parallel
+    {
+        real* p = (real*)mallocCheck(sizeof(real) * (size_t)T);
+#pragma omp for collapse(3)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < Hq; h++)
+                for (int t = 0; t < T; t++) {
+                    int g = h / rep, j0 = doc_start(seq_idx, b, T, t);
+                    const real* q = qkv + ((size_t)b * T + t) * QKV + (size_t)h * hd;
+                    real maxv = -INFINITY;
+                    for (int j = j0; j <= t; j++) {
+                        const real* k = qkv + ((size_t)b * T + j) * QKV + (size_t)(Hq + g) * hd;
+                        p[j] = dot8(q, k, hd) * scale;
+                        if (p[j] > maxv) maxv = p[j];
+                    }
+                    real sum = 0;
+                    for (int j = j0; j <= t; j++) { p[j] = (real)exp(p[j] - maxv); sum += p[j]; }
+                    real* o = out + ((size_t)b * T + t) * Hq * hd + (size_t)h * hd;
+                    for (int d = 0; d < hd; d++) o[d] = 0;
+                    for (int j = j0; j <= t; j++) {
+                        const real* v = qkv + ((size_t)b * T + j) * QKV + (size_t)(Hq + Hkv + g) * hd;
+                        real w = p[j] / sum;
+                        for (int d = 0; d < hd; d++) o[d] += w * v[d];
+                    }
+                    lse[((size_t)b * Hq + h) * T + t] = maxv + (real)log(sum);
+                }
+        free(p);
+    }
+}
+
+/*
+ * dqkv (zeroed here) from dout. With p_j recomputed from lse, dp_j = dout_t . v_j and D_t = dout_t . out_t:
+ *   ds_j = p_j (dp_j - D_t);  dq_t = scale sum_j ds_j k_j;  dk_j += scale ds_j q_t;  dv_j += p_j dout_t.
+ * The heads sharing a key/value head add into the same dk, dv: one thread per (row, kv head) runs them in a fixed
+ * order, so the sums are the same on every run.
+ */
+void attention_backward(real* dqkv, const real* dout, const real* qkv, const real* out, const real* lse,
+                        const int* seq_idx, int B, int T, int Hq, int Hkv, int hd) {
+    int QKV = hd * (Hq + 2 * Hkv), rep = Hq / Hkv;
+    real scale = (real)(1.0 / sqrt((double)hd));
+    memset(dqkv, 0, sizeof(real) * (size_t)B * T * QKV);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < Hkv; g++)
+            for (int h = g * rep; h < (g + 1) * rep; h++)
+                for (int t = 0; t < T; t++) {
+                    int j0 = doc_start(seq_idx, b, T, t);
+                    size_t rt = ((size_t)b * T + t);
+                    const real* q = qkv + rt * QKV + (size_t)h * hd;
+                    const real* dO = dout + rt * Hq * hd + (size_t)h * hd;
+                    const real* O = out + rt * Hq * hd + (size_t)h * hd;
+                    real* dq = dqkv + rt * QKV + (size_t)h * hd;
+                    real Dt = dot8(dO, O, hd), l = lse[((size_t)b * Hq + h) * T + t];
+                    for (int j = j0; j <= t; j++) {
+                        size_t rj = ((size_t)b * T + j);
+                        const real* k = qkv + rj * QKV + (size_t)(Hq + g) * hd;
+                        const real* v = qkv + rj * QKV + (size_t)(Hq + Hkv + g) * hd;
+                        real* dk = dqkv + rj * QKV + (size_t)(Hq + g) * hd;
+                        real* dv = dqkv + rj * QKV + (size_t)(Hq + Hkv + g) * hd;
+                        real p = (real)exp(dot8(q, k, hd) * scale - l);
+                        real ds = p * (dot8(dO, v, hd) - Dt) * scale;
+                        for (int d = 0; d < hd; d++) {
+                            dq[d] += ds * k[d];
+                            dk[d] += ds * q[d];
+                            dv[d] += p * dO[d];
+                        }
+                    }
+                }
+}
+
+/* ---- gated MLP (SwiGLU): h = fc1(x) = [y | gate] (2 Hm), out = y * silu(gate), then fc2 ---- */
+
+void swiglu_forward(real* out, const real* h, int BT, int Hm) {
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        const real* y = h + (size_t)bt * 2 * Hm;
+        for (int i = 0; i < Hm; i++) out[(size_t)bt * Hm + i] = y[i] * silu(y[Hm + i]);
+    }
+}
+
+/* dh (written) from dout: dy = dout silu(gate), dgate = dout y silu'(gate) */
+void swiglu_backward(real* dh, const real* dout, const real* h, int BT, int Hm) {
+#pragma omp parallel for
+    for (int bt = 0; bt < BT; bt++) {
+        const real* y = h + (size_t)bt * 2 * Hm;
+        real* d = dh + (size_t)bt * 2 * Hm;
+        for (int i = 0; i < Hm; i++) {
+            real g = dout[(size_t)bt * Hm + i];
+            d[i] = g * silu(y[Hm + i]);
+            d[Hm + i] = g * y[i] * silu_grad(y[Hm + i]);
+        }
+    }
+}
+
 /* ================================================================================================================
  * 2. The model
  * ================================================================================================================ */
@@ -693,21 +875,28 @@ void crossentropy_backward(real* dlogits, const real* probs, const int* targets,
 /* one pointer per entry of the parameter table (llmc/mamba2_model.h), in the table's order */
 typedef struct {
     real* wte;        /* (Vp, D) token embedding, tied with the LM head */
-    real* norm_w;     /* (L, D) pre-norm of each block */
-    real* in_proj_w;  /* (L, 2E+2GN+H, D) */
-    real* conv_w;     /* (L, E+2GN, K) */
-    real* conv_b;     /* (L, E+2GN) */
-    real* dt_bias;    /* (L, H) */
-    real* A_log;      /* (L, H) */
-    real* D;          /* (L, H) skip */
-    real* gnorm_w;    /* (L, E) gated norm */
-    real* out_proj_w; /* (L, D, E) */
+    real* norm_w;     /* (L, D) pre-norm of each block (L = n_layer, all blocks) */
+    real* in_proj_w;  /* (LM, 2E+2GN+H, D)   LM = the Mamba-2 blocks (L in a pure model) */
+    real* conv_w;     /* (LM, E+2GN, K) */
+    real* conv_b;     /* (LM, E+2GN) */
+    real* dt_bias;    /* (LM, H) */
+    real* A_log;      /* (LM, H) */
+    real* D;          /* (LM, H) skip */
+    real* gnorm_w;    /* (LM, E) gated norm */
+    real* out_proj_w; /* (LM, D, E) */
     real* norm_f_w;   /* (D) final norm */
+    real* attn_in_w;  /* (LA, QKV, D) attention blocks: rows [q (Hq hd) | k (Hkv hd) | v (Hkv hd)] */
+    real* attn_in_b;  /* (LA, QKV) with qkv_proj_bias */
+    real* attn_out_w; /* (LA, D, Hq hd) */
+    real* attn_out_b; /* (LA, D) with out_proj_bias */
+    real* mlp_fc1_w;  /* (LF, 2 Hm, D) gated-MLP blocks: rows [y | gate] */
+    real* mlp_fc2_w;  /* (LF, D, Hm) */
 } ParameterTensors;
 
 static void point_parameters(ParameterTensors* p, real* memory, const ParamSpec* table) {
     real** ptrs[NUM_PARAM_TENSORS] = {&p->wte, &p->norm_w, &p->in_proj_w, &p->conv_w, &p->conv_b, &p->dt_bias,
-                                      &p->A_log, &p->D, &p->gnorm_w, &p->out_proj_w, &p->norm_f_w};
+                                      &p->A_log, &p->D, &p->gnorm_w, &p->out_proj_w, &p->norm_f_w, &p->attn_in_w,
+                                      &p->attn_in_b, &p->attn_out_w, &p->attn_out_b, &p->mlp_fc1_w, &p->mlp_fc2_w};
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) *ptrs[i] = memory + table[i].offset;
 }
 
@@ -716,20 +905,26 @@ typedef struct {
     real* residual;   /* (L+1, BT, D) the residual stream entering each block; [L] goes to the final norm */
     real* ln;         /* (L, BT, D) pre-norm output */
     real* ln_rstd;    /* (L, BT) */
-    real* zxbcdt;     /* (L, BT, 2E+2GN+H) in_proj output: z | xBC | dt_raw */
-    real* xbc_pre;    /* (L, BT, E+2GN) conv output before SiLU */
-    real* xbc;        /* (L, BT, E+2GN) after SiLU: x | B | C */
-    real* dt;         /* (L, BT, H) softplus(dt_raw + dt_bias) */
-    real* ssd_states; /* (L, B, H, nchunks, P, N) state entering each chunk */
-    real* y;          /* (L, BT, E) SSD output incl. the D skip */
-    real* gn_rstd;    /* (L, BT, G) */
-    real* gn;         /* (L, BT, E) gated-norm output, the input of out_proj */
+    real* zxbcdt;     /* (LM, BT, 2E+2GN+H) in_proj output: z | xBC | dt_raw  (LM: the Mamba-2 blocks) */
+    real* xbc_pre;    /* (LM, BT, E+2GN) conv output before SiLU */
+    real* xbc;        /* (LM, BT, E+2GN) after SiLU: x | B | C */
+    real* dt;         /* (LM, BT, H) softplus(dt_raw + dt_bias) */
+    real* ssd_states; /* (LM, B, H, nchunks, P, N) state entering each chunk */
+    real* y;          /* (LM, BT, E) SSD output incl. the D skip */
+    real* gn_rstd;    /* (LM, BT, G) */
+    real* gn;         /* (LM, BT, E) gated-norm output, the input of out_proj */
     real* lnf;        /* (BT, D) */
     real* lnf_rstd;   /* (BT) */
     real* probs;      /* (BT, Vp) logits, then softmax probabilities */
     real* losses;     /* (BT) */
+    real* qkv;        /* (LA, BT, QKV) attention in_proj output (+ bias)  (LA: the attention blocks) */
+    real* qkv_rot;    /* (LA, BT, QKV) q and k after RoPE, v as is */
+    real* att_lse;    /* (LA, B, Hq, T) log-sum-exp of each row's scores */
+    real* att;        /* (LA, BT, Hq hd) attention output, the input of out_proj */
+    real* mlp_h;      /* (LF, BT, 2 Hm) fc1 output [y | gate]  (LF: the gated-MLP blocks) */
+    real* mlp_act;    /* (LF, BT, Hm) y * silu(gate), the input of fc2 */
 } ActivationTensors;
-#define NUM_ACTIVATION_TENSORS 15
+#define NUM_ACTIVATION_TENSORS 21
 
 /* gradients of the activations of ONE block at a time (the backward reuses them layer after layer) */
 typedef struct {
@@ -741,28 +936,39 @@ typedef struct {
     real* dy;         /* (BT, E) */
     real* dgn;        /* (BT, E) */
     real* dlogits;    /* (BT, Vp) */
+    real* dqkv;       /* (BT, QKV) */
+    real* datt;       /* (BT, Hq hd) */
+    real* dmlp_h;     /* (BT, 2 Hm) */
+    real* dmlp_act;   /* (BT, Hm) */
 } GradActivationTensors;
-#define NUM_GRAD_ACTIVATION_TENSORS 8
+#define NUM_GRAD_ACTIVATION_TENSORS 12
 
 static void activation_sizes(size_t sizes[NUM_ACTIVATION_TENSORS], const Mamba2Config* c, int B, int T) {
     size_t L = c->n_layer, BT = (size_t)B * T, D = c->d_model, E = c->d_inner, H = c->nheads;
+    size_t LM = c->n_mamba, LA = c->n_attn, LF = c->n_mlp;
     size_t nc = (size_t)ssd_num_chunks(T, c->chunk_size);
     size_t i = 0;
     sizes[i++] = (L + 1) * BT * D;                                  /* residual */
     sizes[i++] = L * BT * D;                                        /* ln */
     sizes[i++] = L * BT;                                            /* ln_rstd */
-    sizes[i++] = L * BT * c->d_in_proj;                             /* zxbcdt */
-    sizes[i++] = L * BT * c->conv_dim;                              /* xbc_pre */
-    sizes[i++] = L * BT * c->conv_dim;                              /* xbc */
-    sizes[i++] = L * BT * H;                                        /* dt */
-    sizes[i++] = L * B * H * nc * c->headdim * c->d_state;          /* ssd_states */
-    sizes[i++] = L * BT * E;                                        /* y */
-    sizes[i++] = L * BT * c->ngroups;                               /* gn_rstd */
-    sizes[i++] = L * BT * E;                                        /* gn */
+    sizes[i++] = LM * BT * c->d_in_proj;                            /* zxbcdt */
+    sizes[i++] = LM * BT * c->conv_dim;                             /* xbc_pre */
+    sizes[i++] = LM * BT * c->conv_dim;                             /* xbc */
+    sizes[i++] = LM * BT * H;                                       /* dt */
+    sizes[i++] = LM * B * H * nc * c->headdim * c->d_state;         /* ssd_states */
+    sizes[i++] = LM * BT * E;                                       /* y */
+    sizes[i++] = LM * BT * c->ngroups;                              /* gn_rstd */
+    sizes[i++] = LM * BT * E;                                       /* gn */
     sizes[i++] = BT * D;                                            /* lnf */
     sizes[i++] = BT;                                                /* lnf_rstd */
     sizes[i++] = BT * c->padded_vocab_size;                         /* probs */
     sizes[i++] = BT;                                                /* losses */
+    sizes[i++] = LA * BT * c->attn_qkv_dim;                         /* qkv */
+    sizes[i++] = LA * BT * c->attn_qkv_dim;                         /* qkv_rot */
+    sizes[i++] = LA * B * c->attn_heads * T;                        /* att_lse */
+    sizes[i++] = LA * BT * c->attn_out_dim;                         /* att */
+    sizes[i++] = LF * BT * 2 * c->mlp_hidden;                       /* mlp_h */
+    sizes[i++] = LF * BT * c->mlp_hidden;                           /* mlp_act */
 }
 
 static void grad_activation_sizes(size_t sizes[NUM_GRAD_ACTIVATION_TENSORS], const Mamba2Config* c, int B, int T) {
@@ -776,6 +982,10 @@ static void grad_activation_sizes(size_t sizes[NUM_GRAD_ACTIVATION_TENSORS], con
     sizes[i++] = BT * c->d_inner;
     sizes[i++] = BT * c->d_inner;
     sizes[i++] = BT * c->padded_vocab_size;
+    sizes[i++] = BT * c->attn_qkv_dim;
+    sizes[i++] = BT * c->attn_out_dim;
+    sizes[i++] = BT * 2 * c->mlp_hidden;
+    sizes[i++] = BT * c->mlp_hidden;
 }
 
 /* one allocation for a group of tensors, pointers filled in from the size table */
@@ -836,27 +1046,31 @@ static void mamba2_ensure_activations(Mamba2* m, int B, int T) {
     ActivationTensors* a = &m->acts;
     real** ptrs[NUM_ACTIVATION_TENSORS] = {&a->residual, &a->ln, &a->ln_rstd, &a->zxbcdt, &a->xbc_pre, &a->xbc,
                                            &a->dt, &a->ssd_states, &a->y, &a->gn_rstd, &a->gn, &a->lnf,
-                                           &a->lnf_rstd, &a->probs, &a->losses};
+                                           &a->lnf_rstd, &a->probs, &a->losses, &a->qkv, &a->qkv_rot,
+                                           &a->att_lse, &a->att, &a->mlp_h, &a->mlp_act};
     m->acts_memory = alloc_tensor_group(ptrs, sizes, NUM_ACTIVATION_TENSORS);
     size_t gsizes[NUM_GRAD_ACTIVATION_TENSORS];
     grad_activation_sizes(gsizes, &m->config, B, T);
     GradActivationTensors* g = &m->gacts;
     real** gptrs[NUM_GRAD_ACTIVATION_TENSORS] = {&g->dresidual, &g->dln, &g->dzxbcdt, &g->dxbc,
-                                                 &g->ddt, &g->dy, &g->dgn, &g->dlogits};
+                                                 &g->ddt, &g->dy, &g->dgn, &g->dlogits, &g->dqkv, &g->datt,
+                                                 &g->dmlp_h, &g->dmlp_act};
     m->gacts_memory = alloc_tensor_group(gptrs, gsizes, NUM_GRAD_ACTIVATION_TENSORS);
     m->B = B;
     m->T = T;
 }
 
-/* the per-layer slices of the parameters, so the block code reads like the math */
+/* the per-block slices of the parameters of a Mamba-2 block l, so the block code reads like the math (the mixer's
+   tensors at the block's slot among the Mamba-2 blocks: l itself in a pure model) */
 typedef struct {
     const real *norm_w, *in_proj_w, *conv_w, *conv_b, *dt_bias, *A_log, *D, *gnorm_w, *out_proj_w;
 } LayerParams;
 
-static LayerParams layer_params(const ParameterTensors* p, const Mamba2Config* c, int l) {
+static LayerParams layer_params(const ParameterTensors* p, const Mamba2Config* c, int b) {
     size_t D = c->d_model, E = c->d_inner, H = c->nheads;
+    size_t l = (size_t)config_block_slot(c, b);
     LayerParams lp = {
-        p->norm_w + l * D,         p->in_proj_w + l * (size_t)c->d_in_proj * D,
+        p->norm_w + (size_t)b * D, p->in_proj_w + l * (size_t)c->d_in_proj * D,
         p->conv_w + l * (size_t)c->conv_dim * c->d_conv, p->conv_b + l * (size_t)c->conv_dim,
         p->dt_bias + l * H,        p->A_log + l * H, p->D + l * H, p->gnorm_w + l * E,
         p->out_proj_w + l * D * E,
@@ -881,12 +1095,13 @@ typedef struct {
     real *res_in, *res_out, *ln, *ln_rstd, *zxbcdt, *xbc_pre, *xbc, *dt, *ssd_states, *y, *gn_rstd, *gn;
 } LayerActs;
 
-static LayerActs layer_acts(const ActivationTensors* a, const Mamba2Config* c, int B, int T, int l) {
+static LayerActs layer_acts(const ActivationTensors* a, const Mamba2Config* c, int B, int T, int b) {
     size_t BT = (size_t)B * T, D = c->d_model, E = c->d_inner, H = c->nheads;
     size_t nc = (size_t)ssd_num_chunks(T, c->chunk_size);
+    size_t l = (size_t)config_block_slot(c, b), bb = (size_t)b;
     LayerActs la = {
-        a->residual + l * BT * D,      a->residual + (l + 1) * BT * D,
-        a->ln + l * BT * D,            a->ln_rstd + l * BT,
+        a->residual + bb * BT * D,     a->residual + (bb + 1) * BT * D,
+        a->ln + bb * BT * D,           a->ln_rstd + bb * BT,
         a->zxbcdt + l * BT * c->d_in_proj, a->xbc_pre + l * BT * c->conv_dim, a->xbc + l * BT * c->conv_dim,
         a->dt + l * BT * H,            a->ssd_states + l * (size_t)B * H * nc * c->headdim * c->d_state,
         a->y + l * BT * E,             a->gn_rstd + l * BT * c->ngroups, a->gn + l * BT * E,
@@ -913,6 +1128,100 @@ static void block_forward(const Mamba2Config* c, const LayerParams* p, LayerActs
     /* residual: x_out = x_in + gn @ W_out^T */
     matmul_forward(a->res_out, a->gn, p->out_proj_w, BT, E, D);
     for (size_t i = 0; i < (size_t)BT * D; i++) a->res_out[i] += a->res_in[i];
+}
+
+/* ---- the attention and gated-MLP blocks of a hybrid (doc/hybrid.md): the same pre-norm residual form ---- */
+
+/* the slices of an attention block b: its pre-norm (by block) and its tensors at its slot among the attention
+   blocks; the biases are NULL without qkv_proj_bias / out_proj_bias */
+typedef struct { real *norm_w, *in_w, *in_b, *out_w, *out_b; } AttnParams;
+
+static AttnParams attn_params(const ParameterTensors* p, const Mamba2Config* c, int b) {
+    size_t D = c->d_model, QKV = c->attn_qkv_dim, AO = c->attn_out_dim, l = (size_t)config_block_slot(c, b);
+    AttnParams ap = {p->norm_w + (size_t)b * D, p->attn_in_w + l * QKV * D, c->qkv_bias ? p->attn_in_b + l * QKV : NULL,
+                     p->attn_out_w + l * D * AO, c->out_bias ? p->attn_out_b + l * D : NULL};
+    return ap;
+}
+
+typedef struct { real *res_in, *res_out, *ln, *ln_rstd, *qkv, *qkv_rot, *lse, *att; } AttnActs;
+
+static AttnActs attn_acts(const ActivationTensors* a, const Mamba2Config* c, int B, int T, int b) {
+    size_t BT = (size_t)B * T, D = c->d_model, QKV = c->attn_qkv_dim, l = (size_t)config_block_slot(c, b);
+    AttnActs aa = {a->residual + (size_t)b * BT * D, a->residual + (size_t)(b + 1) * BT * D, a->ln + (size_t)b * BT * D,
+                   a->ln_rstd + (size_t)b * BT, a->qkv + l * BT * QKV, a->qkv_rot + l * BT * QKV,
+                   a->att_lse + l * (size_t)B * c->attn_heads * T, a->att + l * BT * c->attn_out_dim};
+    return aa;
+}
+
+/* x_out = x_in + out_proj(attention(rope(in_proj(norm(x_in))))); seq_idx: no attention across documents, and RoPE
+   positions count from each document's start */
+static void attention_block_forward(const Mamba2Config* c, const AttnParams* p, AttnActs* a, const int* seq_idx,
+                                    int B, int T) {
+    int BT = B * T, D = c->d_model, QKV = c->attn_qkv_dim, AO = c->attn_out_dim;
+    rmsnorm_forward(a->ln, a->ln_rstd, a->res_in, p->norm_w, BT, D);
+    matmul_forward(a->qkv, a->ln, p->in_w, BT, D, QKV);
+    if (p->in_b) bias_forward(a->qkv, p->in_b, BT, QKV);
+    rope_forward(a->qkv_rot, a->qkv, seq_idx, B, T, QKV, c->attn_heads + c->attn_kv_heads, c->attn_head_dim,
+                 c->rotary_dim, c->rotary_base);
+    attention_forward(a->att, a->lse, a->qkv_rot, seq_idx, B, T, c->attn_heads, c->attn_kv_heads, c->attn_head_dim);
+    matmul_forward(a->res_out, a->att, p->out_w, BT, AO, D);
+    if (p->out_b) bias_forward(a->res_out, p->out_b, BT, D);
+    for (size_t i = 0; i < (size_t)BT * D; i++) a->res_out[i] += a->res_in[i];
+}
+
+/* the attention block's backward; g->dresidual holds dL/dx_out and becomes dL/dx_in */
+static void attention_block_backward(const Mamba2Config* c, const AttnParams* p, AttnParams* dp, const AttnActs* a,
+                                     GradActivationTensors* g, const int* seq_idx, int B, int T) {
+    int BT = B * T, D = c->d_model, QKV = c->attn_qkv_dim, AO = c->attn_out_dim;
+    memset(g->datt, 0, sizeof(real) * (size_t)BT * AO);
+    matmul_backward(g->datt, dp->out_w, g->dresidual, a->att, p->out_w, BT, AO, D);
+    if (p->out_b) bias_backward(dp->out_b, g->dresidual, BT, D);
+    attention_backward(g->dqkv, g->datt, a->qkv_rot, a->att, a->lse, seq_idx, B, T, c->attn_heads, c->attn_kv_heads,
+                       c->attn_head_dim);
+    rope_backward(g->dqkv, seq_idx, B, T, QKV, c->attn_heads + c->attn_kv_heads, c->attn_head_dim, c->rotary_dim,
+                  c->rotary_base);
+    if (p->in_b) bias_backward(dp->in_b, g->dqkv, BT, QKV);
+    memset(g->dln, 0, sizeof(real) * (size_t)BT * D);
+    matmul_backward(g->dln, dp->in_w, g->dqkv, a->ln, p->in_w, BT, D, QKV);
+    rmsnorm_backward(g->dresidual, dp->norm_w, g->dln, a->res_in, p->norm_w, a->ln_rstd, BT, D);
+}
+
+typedef struct { real *norm_w, *fc1_w, *fc2_w; } MLPParams;
+
+static MLPParams mlp_params(const ParameterTensors* p, const Mamba2Config* c, int b) {
+    size_t D = c->d_model, Hm = c->mlp_hidden, l = (size_t)config_block_slot(c, b);
+    MLPParams mp = {p->norm_w + (size_t)b * D, p->mlp_fc1_w + l * 2 * Hm * D, p->mlp_fc2_w + l * D * Hm};
+    return mp;
+}
+
+typedef struct { real *res_in, *res_out, *ln, *ln_rstd, *h, *act; } MLPActs;
+
+static MLPActs mlp_acts(const ActivationTensors* a, const Mamba2Config* c, int B, int T, int b) {
+    size_t BT = (size_t)B * T, D = c->d_model, Hm = c->mlp_hidden, l = (size_t)config_block_slot(c, b);
+    MLPActs ma = {a->residual + (size_t)b * BT * D, a->residual + (size_t)(b + 1) * BT * D, a->ln + (size_t)b * BT * D,
+                  a->ln_rstd + (size_t)b * BT, a->mlp_h + l * BT * 2 * Hm, a->mlp_act + l * BT * Hm};
+    return ma;
+}
+
+/* x_out = x_in + fc2(y * silu(gate)), [y | gate] = fc1(norm(x_in)) */
+static void mlp_block_forward(const Mamba2Config* c, const MLPParams* p, MLPActs* a, int B, int T) {
+    int BT = B * T, D = c->d_model, Hm = c->mlp_hidden;
+    rmsnorm_forward(a->ln, a->ln_rstd, a->res_in, p->norm_w, BT, D);
+    matmul_forward(a->h, a->ln, p->fc1_w, BT, D, 2 * Hm);
+    swiglu_forward(a->act, a->h, BT, Hm);
+    matmul_forward(a->res_out, a->act, p->fc2_w, BT, Hm, D);
+    for (size_t i = 0; i < (size_t)BT * D; i++) a->res_out[i] += a->res_in[i];
+}
+
+static void mlp_block_backward(const Mamba2Config* c, const MLPParams* p, MLPParams* dp, const MLPActs* a,
+                               GradActivationTensors* g, int B, int T) {
+    int BT = B * T, D = c->d_model, Hm = c->mlp_hidden;
+    memset(g->dmlp_act, 0, sizeof(real) * (size_t)BT * Hm);
+    matmul_backward(g->dmlp_act, dp->fc2_w, g->dresidual, a->act, p->fc2_w, BT, Hm, D);
+    swiglu_backward(g->dmlp_h, g->dmlp_act, a->h, BT, Hm);
+    memset(g->dln, 0, sizeof(real) * (size_t)BT * D);
+    matmul_backward(g->dln, dp->fc1_w, g->dmlp_h, a->ln, p->fc1_w, BT, D, 2 * Hm);
+    rmsnorm_backward(g->dresidual, dp->norm_w, g->dln, a->res_in, p->norm_w, a->ln_rstd, BT, D);
 }
 
 /*
@@ -946,9 +1255,20 @@ real mamba2_forward_docs(Mamba2* m, const int* inputs, const int* targets, const
     ActivationTensors* a = &m->acts;
     encoder_forward(a->residual, inputs, m->params.wte, BT, c->d_model);
     for (int l = 0; l < c->n_layer; l++) {
-        LayerParams p = layer_params(&m->params, c, l);
-        LayerActs la = layer_acts(a, c, B, T, l);
-        block_forward(c, &p, &la, m->seq_idx, B, T);
+        char kind = config_block_kind(c, l);
+        if (kind == 'A') {
+            AttnParams p = attn_params(&m->params, c, l);
+            AttnActs aa = attn_acts(a, c, B, T, l);
+            attention_block_forward(c, &p, &aa, m->seq_idx, B, T);
+        } else if (kind == 'F') {
+            MLPParams p = mlp_params(&m->params, c, l);
+            MLPActs ma = mlp_acts(a, c, B, T, l);
+            mlp_block_forward(c, &p, &ma, B, T);
+        } else {
+            LayerParams p = layer_params(&m->params, c, l);
+            LayerActs la = layer_acts(a, c, B, T, l);
+            block_forward(c, &p, &la, m->seq_idx, B, T);
+        }
     }
     rmsnorm_forward(a->lnf, a->lnf_rstd, a->residual + (size_t)c->n_layer * BT * c->d_model, m->params.norm_f_w, BT,
                     c->d_model);
@@ -1026,10 +1346,21 @@ void mamba2_backward(Mamba2* m, const int* inputs, const int* targets, real dlos
     rmsnorm_backward(g->dresidual, m->grads.norm_f_w, g->dln, a->residual + (size_t)c->n_layer * BT * D,
                      m->params.norm_f_w, a->lnf_rstd, BT, D);
     for (int l = c->n_layer - 1; l >= 0; l--) {
-        LayerParams p = layer_params(&m->params, c, l);
-        LayerGrads dp = layer_grads(&m->grads, c, l);
-        LayerActs la = layer_acts(a, c, B, T, l);
-        block_backward(c, &p, &dp, &la, g, m->seq_idx, B, T);
+        char kind = config_block_kind(c, l);
+        if (kind == 'A') {
+            AttnParams p = attn_params(&m->params, c, l), dp = attn_params(&m->grads, c, l);
+            AttnActs aa = attn_acts(a, c, B, T, l);
+            attention_block_backward(c, &p, &dp, &aa, g, m->seq_idx, B, T);
+        } else if (kind == 'F') {
+            MLPParams p = mlp_params(&m->params, c, l), dp = mlp_params(&m->grads, c, l);
+            MLPActs ma = mlp_acts(a, c, B, T, l);
+            mlp_block_backward(c, &p, &dp, &ma, g, B, T);
+        } else {
+            LayerParams p = layer_params(&m->params, c, l);
+            LayerGrads dp = layer_grads(&m->grads, c, l);
+            LayerActs la = layer_acts(a, c, B, T, l);
+            block_backward(c, &p, &dp, &la, g, m->seq_idx, B, T);
+        }
     }
     encoder_backward(m->grads.wte, g->dresidual, inputs, BT, D);
 }
@@ -1136,13 +1467,19 @@ void mamba2_load_checkpoint(Mamba2* m, const char* path, CheckpointInfo* info) {
  * ================================================================================================================ */
 
 typedef struct {
-    real* conv_state; /* (L, K-1, conv_dim) the last K-1 inputs of each layer's conv */
-    real* ssm_state;  /* (L, H, P, N) */
+    real* conv_state; /* (LM, K-1, conv_dim) the last K-1 inputs of each Mamba-2 block's conv (LM: those blocks) */
+    real* ssm_state;  /* (LM, H, P, N) */
     real *x, *u, *zxbcdt, *xbc, *dt, *y, *gn, *out, *logits, *rstd; /* one token's scratch */
+    /* attention blocks: the KV cache, (LA, capacity, Hkv hd) each, the rotated keys and the values of every position
+       fed since the last reset (it grows as tokens come); pos: those positions */
+    real *k_cache, *v_cache;
+    int capacity, pos;
+    real *qkv, *att, *scores, *mlp_h, *mlp_act; /* one token's scratch of the attention and MLP blocks */
 } InferenceState;
 
 void inference_state_init(InferenceState* s, const Mamba2Config* c) {
-    size_t L = c->n_layer;
+    size_t L = c->n_mamba;
+    memset(s, 0, sizeof(*s));
     s->conv_state = (real*)callocCheck(L * conv_window_len(c) * c->conv_dim, sizeof(real));
     s->ssm_state = (real*)callocCheck(L * c->nheads * c->headdim * c->d_state, sizeof(real));
     s->x = (real*)callocCheck(c->d_model, sizeof(real));
@@ -1155,17 +1492,82 @@ void inference_state_init(InferenceState* s, const Mamba2Config* c) {
     s->out = (real*)callocCheck(c->d_model, sizeof(real));
     s->logits = (real*)callocCheck(c->padded_vocab_size, sizeof(real));
     s->rstd = (real*)callocCheck(c->ngroups, sizeof(real));
+    if (c->n_attn > 0) {
+        s->qkv = (real*)callocCheck(c->attn_qkv_dim, sizeof(real));
+        s->att = (real*)callocCheck(c->attn_out_dim, sizeof(real));
+    }
+    if (c->n_mlp > 0) {
+        s->mlp_h = (real*)callocCheck(2 * (size_t)c->mlp_hidden, sizeof(real));
+        s->mlp_act = (real*)callocCheck(c->mlp_hidden, sizeof(real));
+    }
 }
 
+/* a fresh sequence: zero states, an empty KV cache (its memory is kept) */
 void inference_state_reset(InferenceState* s, const Mamba2Config* c) {
     size_t K1 = (size_t)conv_window_len(c);
-    memset(s->conv_state, 0, sizeof(real) * c->n_layer * K1 * c->conv_dim);
-    memset(s->ssm_state, 0, sizeof(real) * c->n_layer * c->nheads * c->headdim * c->d_state);
+    memset(s->conv_state, 0, sizeof(real) * c->n_mamba * K1 * c->conv_dim);
+    memset(s->ssm_state, 0, sizeof(real) * c->n_mamba * c->nheads * c->headdim * c->d_state);
+    s->pos = 0;
 }
 
 void inference_state_free(InferenceState* s) {
     free(s->conv_state); free(s->ssm_state); free(s->x); free(s->u); free(s->zxbcdt); free(s->xbc); free(s->dt);
     free(s->y); free(s->gn); free(s->out); free(s->logits); free(s->rstd);
+    free(s->k_cache); free(s->v_cache); free(s->qkv); free(s->att); free(s->scores); free(s->mlp_h); free(s->mlp_act);
+    memset(s, 0, sizeof(*s));
+}
+
+/* room in the KV cache for `need` positions: doubles the capacity until they fit, keeping every block's rows */
+static void kv_cache_reserve(InferenceState* s, const Mamba2Config* c, int need) {
+    if (c->n_attn == 0 || need <= s->capacity) return;
+    int cap = s->capacity > 0 ? 2 * s->capacity : 256;
+    while (cap < need) cap *= 2;
+    size_t row = (size_t)c->attn_kv_heads * c->attn_head_dim, LA = c->n_attn;
+    real* k = (real*)callocCheck(LA * cap * row, sizeof(real));
+    real* v = (real*)callocCheck(LA * cap * row, sizeof(real));
+    for (size_t l = 0; l < LA; l++) {
+        if (s->capacity == 0) break;
+        memcpy(k + l * cap * row, s->k_cache + l * s->capacity * row, sizeof(real) * s->capacity * row);
+        memcpy(v + l * cap * row, s->v_cache + l * s->capacity * row, sizeof(real) * s->capacity * row);
+    }
+    free(s->k_cache); free(s->v_cache); free(s->scores);
+    s->k_cache = k; s->v_cache = v;
+    s->scores = (real*)callocCheck((size_t)cap, sizeof(real));
+    s->capacity = cap;
+}
+
+/* one token through attention block b at position s->pos: q, k rotated by the position, k and v appended to the
+   cache, softmax over the cached positions; out (D) is the block's branch output */
+static void attention_step(real* out, InferenceState* s, const Mamba2Config* c, const AttnParams* p, int b) {
+    int D = c->d_model, Hq = c->attn_heads, Hkv = c->attn_kv_heads, hd = c->attn_head_dim, rep = Hq / Hkv;
+    size_t row = (size_t)Hkv * hd, l = (size_t)config_block_slot(c, b);
+    matmul_forward(s->qkv, s->u, p->in_w, 1, D, c->attn_qkv_dim);
+    if (p->in_b) bias_forward(s->qkv, p->in_b, 1, c->attn_qkv_dim);
+    if (c->rotary_dim > 0) rope_rotate(s->qkv, Hq + Hkv, hd, c->rotary_dim, s->pos, c->rotary_base, 1);
+    real* kc = s->k_cache + l * s->capacity * row;
+    real* vc = s->v_cache + l * s->capacity * row;
+    memcpy(kc + (size_t)s->pos * row, s->qkv + (size_t)Hq * hd, sizeof(real) * row);
+    memcpy(vc + (size_t)s->pos * row, s->qkv + (size_t)(Hq + Hkv) * hd, sizeof(real) * row);
+    real scale = (real)(1.0 / sqrt((double)hd));
+    for (int h = 0; h < Hq; h++) {
+        int g = h / rep;
+        const real* q = s->qkv + (size_t)h * hd;
+        real maxv = -INFINITY, sum = 0;
+        for (int j = 0; j <= s->pos; j++) {
+            s->scores[j] = dot8(q, kc + (size_t)j * row + (size_t)g * hd, hd) * scale;
+            if (s->scores[j] > maxv) maxv = s->scores[j];
+        }
+        for (int j = 0; j <= s->pos; j++) { s->scores[j] = (real)exp(s->scores[j] - maxv); sum += s->scores[j]; }
+        real* o = s->att + (size_t)h * hd;
+        for (int d = 0; d < hd; d++) o[d] = 0;
+        for (int j = 0; j <= s->pos; j++) {
+            const real* v = vc + (size_t)j * row + (size_t)g * hd;
+            real w = s->scores[j] / sum;
+            for (int d = 0; d < hd; d++) o[d] += w * v[d];
+        }
+    }
+    matmul_forward(out, s->att, p->out_w, 1, c->attn_out_dim, D);
+    if (p->out_b) bias_forward(out, p->out_b, 1, D);
 }
 
 /* one causal conv step: the window is the K-1 stored inputs and the new one; then the window shifts */
@@ -1179,27 +1581,44 @@ static void conv1d_silu_step(real* out, real* window, const real* in, const real
     }
 }
 
-/* feeds one token through the model with the recurrent form; returns the logits (Vp, only V meaningful) */
+/* feeds one token through the model with the recurrent form (the Mamba-2 blocks' states, the attention blocks' KV
+   cache); returns the logits (Vp, only V meaningful) */
 real* mamba2_step(Mamba2* m, InferenceState* s, int token) {
     const Mamba2Config* c = &m->config;
     int D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
     size_t K1 = (size_t)conv_window_len(c);
     if (token < 0 || token >= c->vocab_size) die("token id %d is outside the vocabulary [0, %d)", token, c->vocab_size);
+    kv_cache_reserve(s, c, s->pos + 1);
     memcpy(s->x, m->params.wte + (size_t)token * D, sizeof(real) * D);
-    for (int l = 0; l < c->n_layer; l++) {
-        LayerParams p = layer_params(&m->params, c, l);
+    for (int b = 0; b < c->n_layer; b++) {
+        char kind = config_block_kind(c, b);
         real rstd;
-        rmsnorm_forward(s->u, &rstd, s->x, p.norm_w, 1, D);
-        matmul_forward(s->zxbcdt, s->u, p.in_proj_w, 1, D, c->d_in_proj);
-        conv1d_silu_step(s->xbc, s->conv_state + l * K1 * c->conv_dim, s->zxbcdt + E, p.conv_w, p.conv_b,
-                         c->conv_dim, c->d_conv);
-        dt_forward(s->dt, s->zxbcdt + 2 * E + 2 * GN, c->d_in_proj, p.dt_bias, 1, H);
-        ssd_step(s->y, s->ssm_state + (size_t)l * H * c->headdim * c->d_state, s->xbc, s->dt, p.A_log, p.D, H,
-                 c->headdim, c->d_state, c->ngroups);
-        gated_rmsnorm_forward(s->gn, s->rstd, s->y, s->zxbcdt, c->d_in_proj, p.gnorm_w, 1, E, c->ngroups);
-        matmul_forward(s->out, s->gn, p.out_proj_w, 1, E, D);
+        if (kind == 'A') {
+            AttnParams p = attn_params(&m->params, c, b);
+            rmsnorm_forward(s->u, &rstd, s->x, p.norm_w, 1, D);
+            attention_step(s->out, s, c, &p, b);
+        } else if (kind == 'F') {
+            MLPParams p = mlp_params(&m->params, c, b);
+            rmsnorm_forward(s->u, &rstd, s->x, p.norm_w, 1, D);
+            matmul_forward(s->mlp_h, s->u, p.fc1_w, 1, D, 2 * c->mlp_hidden);
+            swiglu_forward(s->mlp_act, s->mlp_h, 1, c->mlp_hidden);
+            matmul_forward(s->out, s->mlp_act, p.fc2_w, 1, c->mlp_hidden, D);
+        } else {
+            LayerParams p = layer_params(&m->params, c, b);
+            size_t l = (size_t)config_block_slot(c, b);
+            rmsnorm_forward(s->u, &rstd, s->x, p.norm_w, 1, D);
+            matmul_forward(s->zxbcdt, s->u, p.in_proj_w, 1, D, c->d_in_proj);
+            conv1d_silu_step(s->xbc, s->conv_state + l * K1 * c->conv_dim, s->zxbcdt + E, p.conv_w, p.conv_b,
+                             c->conv_dim, c->d_conv);
+            dt_forward(s->dt, s->zxbcdt + 2 * E + 2 * GN, c->d_in_proj, p.dt_bias, 1, H);
+            ssd_step(s->y, s->ssm_state + l * H * c->headdim * c->d_state, s->xbc, s->dt, p.A_log, p.D, H,
+                     c->headdim, c->d_state, c->ngroups);
+            gated_rmsnorm_forward(s->gn, s->rstd, s->y, s->zxbcdt, c->d_in_proj, p.gnorm_w, 1, E, c->ngroups);
+            matmul_forward(s->out, s->gn, p.out_proj_w, 1, E, D);
+        }
         for (int i = 0; i < D; i++) s->x[i] += s->out[i];
     }
+    s->pos++;
     real rstd;
     rmsnorm_forward(s->u, &rstd, s->x, m->params.norm_f_w, 1, D);
     matmul_forward(s->logits, s->u, m->params.wte, 1, D, c->padded_vocab_size);

@@ -34,6 +34,7 @@ static inline int hf_fixture_read_params(const SafeTensors* st, const HFFixture*
     char name[256], hf[200];
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         const ParamSpec* s = &fx->table[t];
+        if (s->numel == 0) continue; /* the attention / MLP tensors a pure Mamba-2 model does not have */
         int copies = s->per_layer ? fx->config.n_layer : 1;
         size_t per = s->rows * s->cols;
         for (int l = 0; l < copies; l++) {

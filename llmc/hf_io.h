@@ -225,6 +225,82 @@ static inline int hf_config_transformers_(const JsonValue* root, const char* whe
     return 0;
 }
 
+/*
+ * mamba_ssm's hybrid fields (doc/hybrid.md): attn_layer_idx (the layers whose mixer is attention), attn_cfg (MHA's
+ * arguments, with MHA's defaults when absent: qkv_proj_bias and out_proj_bias TRUE, causal FALSE, which a language
+ * model must set), d_intermediate (> 0: a gated MLP after every mixer). Sets c->pattern and the attention and MLP
+ * fields (n_layer becomes the block count) and derives c; refuses what this project does not compute.
+ */
+static inline int hf_config_hybrid_(const JsonValue* root, const char* where, Mamba2Config* c, int d_intermediate,
+                                    char* err, size_t errlen) {
+    ConfigParseState_ ps;
+    memset(&ps, 0, sizeof ps);
+    const JsonValue* attn = json_get(root, "attn_layer_idx");
+    if (attn != NULL && attn->type != JSON_NULL) {
+        if (attn->type != JSON_ARRAY)
+            return json_fail_(err, errlen, "%s: field attn_layer_idx: expected an array, got a %s", where,
+                              json_type_name(attn->type));
+        if (attn->count > MAMBA2_MAX_PATTERN)
+            return json_fail_(err, errlen, "%s: attn_layer_idx has %d entries, at most %d are supported", where,
+                              attn->count, MAMBA2_MAX_PATTERN);
+        for (int i = 0; i < attn->count; i++) {
+            double v;
+            const JsonValue* it = &attn->items[i];
+            if (it->type != JSON_NUMBER || hf_float_value_(it, &v) != 0 || v != floor(v) || v < 0 || v >= c->n_layer)
+                return json_fail_(err, errlen, "%s: attn_layer_idx[%d] must be a layer index in [0, n_layer = %d)",
+                                  where, i, c->n_layer);
+            ps.attn_idx[ps.n_attn_idx++] = (int)v;
+        }
+    }
+    c->d_intermediate = d_intermediate;
+    if (ps.n_attn_idx == 0 && d_intermediate == 0) { c->n_mamba = c->n_layer; return 0; }
+    if (ps.n_attn_idx > 0) {
+        const JsonValue* a = json_get(root, "attn_cfg");
+        if (a == NULL || a->type != JSON_OBJECT)
+            return json_fail_(err, errlen, "%s: attention layers need attn_cfg (an object with num_heads)", where);
+        char w2[4300];
+        snprintf(w2, sizeof w2, "%s attn_cfg", where);
+        int interleaved = 0, causal = 0, d_conv = 0, mlp_dim = 0, heads = 0;
+        double base = 10000.0;
+        if (hf_int_(a, w2, "num_heads", 0, &heads, err, errlen) ||
+            hf_int_(a, w2, "num_heads_kv", heads, &c->attn_kv_heads, err, errlen) ||
+            hf_int_(a, w2, "head_dim", heads > 0 ? c->d_model / heads : 0, &c->attn_head_dim, err, errlen) ||
+            hf_int_(a, w2, "rotary_emb_dim", 0, &c->rotary_dim, err, errlen) ||
+            hf_float_(a, w2, "rotary_emb_base", 10000.0, &base, err, errlen) ||
+            hf_bool_(a, w2, "rotary_emb_interleaved", 0, &interleaved, err, errlen) ||
+            hf_bool_(a, w2, "qkv_proj_bias", 1, &c->qkv_bias, err, errlen) ||
+            hf_bool_(a, w2, "out_proj_bias", 1, &c->out_bias, err, errlen) ||
+            hf_bool_(a, w2, "causal", 0, &causal, err, errlen) ||
+            hf_int_(a, w2, "d_conv", 0, &d_conv, err, errlen) ||
+            hf_int_(a, w2, "mlp_dim", 0, &mlp_dim, err, errlen))
+            return -1;
+        c->attn_heads = heads;
+        if (!causal) return json_fail_(err, errlen, "%s: causal is false (MHA's default): a language model needs "
+                                       "causal attention (set \"causal\": true)", w2);
+        if (interleaved) return json_fail_(err, errlen, "%s: rotary_emb_interleaved = true is not supported (only "
+                                           "flash_attn's rotate-half form)", w2);
+        if (d_conv != 0) return json_fail_(err, errlen, "%s: d_conv = %d: a conv before attention is not supported",
+                                           w2, d_conv);
+        if (mlp_dim != 0) return json_fail_(err, errlen, "%s: mlp_dim = %d: an MLP inside the attention block is not "
+                                            "supported", w2, mlp_dim);
+        const JsonValue* scale = json_get(a, "softmax_scale");
+        if (scale != NULL && scale->type != JSON_NULL)
+            return json_fail_(err, errlen, "%s: softmax_scale is set: only the default 1/sqrt(head_dim) is supported",
+                              w2);
+        if (base != floor(base) || base < 1 || base > MAMBA2_MAX_ROTARY_BASE)
+            return json_fail_(err, errlen, "%s: rotary_emb_base = %g: an integer in [1, %d] is supported", w2, base,
+                              MAMBA2_MAX_ROTARY_BASE);
+        c->rotary_base = (int)base;
+        if (heads > 0 && json_get(a, "head_dim") == NULL && c->d_model % heads != 0)
+            return json_fail_(err, errlen, "%s: d_model = %d is not divisible by num_heads = %d and head_dim is not "
+                              "given", w2, c->d_model, heads);
+    }
+    if (config_pattern_from_layers_(c, &ps, err, errlen) != 0) return -1;
+    if (config_normalize_(c, err, errlen) != 0) return -1;
+    c->n_mamba = config_count_kind(c, 'M'); /* the rest is checked and derived once ssm_cfg is read */
+    return 0;
+}
+
 /* mamba_ssm's MambaConfig + the Mamba2 mixer's arguments in ssm_cfg */
 static inline int hf_config_mamba_ssm_(const JsonValue* root, const char* where, Mamba2Config* c, int* emb_rows,
                                        char* err, size_t errlen) {
@@ -241,18 +317,10 @@ static inline int hf_config_mamba_ssm_(const JsonValue* root, const char* where,
         hf_float_(root, where, "norm_epsilon", 1e-5, &eps, err, errlen) ||
         hf_check_eps_(eps, where, "norm_epsilon", err, errlen))
         return -1;
-    if (d_intermediate != 0)
-        return json_fail_(err, errlen, "%s: d_intermediate = %d: MLP blocks are not supported (pure Mamba-2 only)",
-                          where, d_intermediate);
-    const JsonValue* attn = json_get(root, "attn_layer_idx");
-    if (attn != NULL && attn->type != JSON_NULL) {
-        if (attn->type != JSON_ARRAY)
-            return json_fail_(err, errlen, "%s: field attn_layer_idx: expected an array, got a %s", where,
-                              json_type_name(attn->type));
-        if (attn->count > 0)
-            return json_fail_(err, errlen, "%s: attn_layer_idx has %d entries: attention layers are not supported",
-                              where, attn->count);
-    }
+    if (d_intermediate < 0 || d_intermediate > MAMBA2_MAX_D_INTERMEDIATE)
+        return json_fail_(err, errlen, "%s: d_intermediate = %d, must be in [0, %d]", where, d_intermediate,
+                          MAMBA2_MAX_D_INTERMEDIATE);
+    if (hf_config_hybrid_(root, where, c, d_intermediate, err, errlen) != 0) return -1;
     if (!rms_norm) return json_fail_(err, errlen, "%s: rms_norm = false: only RMSNorm is supported", where);
     if (!tie) return json_fail_(err, errlen, "%s: tie_embeddings = false: this project's LM head is the token "
                                 "embedding", where);
@@ -268,7 +336,7 @@ static inline int hf_config_mamba_ssm_(const JsonValue* root, const char* where,
     char w2[4300];
     snprintf(w2, sizeof w2, "%s ssm_cfg", where);
     const JsonValue* layer = json_get(ssm, "layer");
-    if (layer == NULL || layer->type != JSON_STRING || strcmp(layer->string, "Mamba2") != 0)
+    if (c->n_mamba > 0 && (layer == NULL || layer->type != JSON_STRING || strcmp(layer->string, "Mamba2") != 0))
         return json_fail_(err, errlen, "%s: layer is %s%s%s: mamba_ssm builds Mamba-1 blocks unless layer = "
                           "\"Mamba2\"; only Mamba-2 is supported", w2, layer && layer->type == JSON_STRING ? "\"" : "",
                           layer == NULL ? "missing" : layer->type == JSON_STRING ? layer->string : "not a string",
@@ -401,11 +469,11 @@ static inline const SafeTensors* hf_weights_find(const HfWeights* w, const char*
     return NULL;
 }
 
-/* the name of table entry t (layer l) in the given naming */
-static inline void hf_tensor_name(char* out, size_t n, const ParamSpec* t, int layer, HfStyle style) {
+/* the name of table entry t (its copy `copy`: the block of that kind, doc/hybrid.md) in the given naming */
+static inline void hf_tensor_name(char* out, size_t n, const ParamSpec* t, int copy, const Mamba2Config* c,
+                                  HfStyle style) {
     if (style == HF_STYLE_MAMBA_SSM && strcmp(t->name, "wte") == 0) snprintf(out, n, "backbone.embedding.weight");
-    else if (t->per_layer) snprintf(out, n, t->hf_name, layer);
-    else snprintf(out, n, "%s", t->hf_name);
+    else if (param_hf_name(out, n, c, t, copy) != 0) snprintf(out, n, "(no mamba_ssm name)");
 }
 
 /* the shape a public checkpoint stores for table entry t (conv1d.weight is (C, 1, K)); returns ndim */
@@ -433,35 +501,60 @@ static inline int hf_check_shape_(const SafeTensors* st, const SafeTensorInfo* i
                       got, want);
 }
 
+/* the layer number of name if it is the per-layer name pattern `fmt` (one %d) with a canonical decimal there (no
+   leading zero, at most 9 digits), else -1: the name of layer 0 splits at its "0" into the prefix and suffix every
+   layer shares */
+static inline long hf_name_layer_(const char* name, const char* fmt) {
+    char pat[300];
+    snprintf(pat, sizeof pat, fmt, 0);
+    const char* zero = strstr(pat, ".0.");
+    if (zero == NULL) return -1;
+    size_t len = strlen(name), pre = (size_t)(zero - pat) + 1, suf = strlen(zero + 2);
+    if (len <= pre + suf || strncmp(name, pat, pre) != 0 || strcmp(name + len - suf, zero + 2) != 0) return -1;
+    const char* d = name + pre;
+    size_t nd = len - pre - suf;
+    if (nd > 9 || (nd > 1 && d[0] == '0')) return -1;
+    long layer = 0;
+    for (size_t k = 0; k < nd; k++) {
+        if (d[k] < '0' || d[k] > '9') return -1;
+        layer = layer * 10 + (d[k] - '0');
+    }
+    return layer;
+}
+
 /* 1 if name is one the model uses (or the tied lm_head.weight). Per-layer names are matched by their prefix and
    suffix around the layer number (canonical decimal, < n_layer), so the cost is that of the name, not of n_layer. */
 static inline int hf_is_known_name_(const char* name, const ParamSpec* table, const Mamba2Config* c, HfStyle style) {
     if (strcmp(name, "lm_head.weight") == 0) return 1;
     char buf[300];
-    size_t len = strlen(name);
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         if (!table[t].per_layer) {
-            hf_tensor_name(buf, sizeof buf, &table[t], 0, style);
+            hf_tensor_name(buf, sizeof buf, &table[t], 0, c, style);
             if (strcmp(buf, name) == 0) return 1;
             continue;
         }
-        /* the name of layer 0 splits at its "0" into the prefix and suffix every layer shares */
-        hf_tensor_name(buf, sizeof buf, &table[t], 0, style);
-        const char* pat = buf;
-        const char* zero = strstr(pat, ".0.");
-        if (zero == NULL) continue;
-        size_t pre = (size_t)(zero - pat) + 1, suf = strlen(zero + 2);
-        if (len <= pre + suf || strncmp(name, pat, pre) != 0 || strcmp(name + len - suf, zero + 2) != 0) continue;
-        const char* d = name + pre;
-        size_t nd = len - pre - suf;
-        if (nd > 9 || (nd > 1 && d[0] == '0')) continue;
-        long layer = 0;
-        int digits = 1;
-        for (size_t k = 0; k < nd; k++) {
-            if (d[k] < '0' || d[k] > '9') { digits = 0; break; }
-            layer = layer * 10 + (d[k] - '0');
+        if (table[t].numel == 0) continue;
+        /* the pre-norm of a hybrid's MLP block is the layer's norm2 */
+        const char* pats[2] = {table[t].hf_name, table[t].kind == 'N' && c->n_mlp > 0 ?
+                               "backbone.layers.%d.norm2.weight" : NULL};
+        for (int k = 0; k < 2 && pats[k] != NULL; k++) {
+            long layer = hf_name_layer_(name, pats[k]);
+            if (layer < 0) continue;
+            if (!config_is_hybrid(c)) {
+                if (layer < c->n_layer) return 1;
+                continue;
+            }
+            /* a hybrid: one of the layer's blocks (mixer, and MLP) has this tensor under exactly this name */
+            int per = c->n_mlp > 0 ? 2 : 1;
+            if (layer >= c->n_layer / per) continue;
+            for (int b = (int)layer * per; b < ((int)layer + 1) * per; b++) {
+                char kind = config_block_kind(c, b);
+                if (table[t].kind != 'N' && table[t].kind != kind) continue;
+                hf_tensor_name(buf, sizeof buf, &table[t], table[t].kind == 'N' ? b : config_block_slot(c, b), c,
+                               style);
+                if (strcmp(buf, name) == 0) return 1;
+            }
         }
-        if (digits && layer < c->n_layer) return 1;
     }
     return 0;
 }
@@ -489,15 +582,15 @@ static inline int hf_import(const char* dir, Mamba2Config* config, float** param
     for (int s = 0; rc == 0 && s < w->n; s++)
         for (int i = 0; rc == 0 && i < w->shards[s].num_tensors; i++)
             if (!hf_is_known_name_(w->shards[s].tensors[i].name, table, &c, style))
-                rc = json_fail_(err, errlen, "safetensors %s: unexpected tensor %s: not part of a pure Mamba-2 model "
-                                "with this config (%s naming)", w->shards[s].path, w->shards[s].tensors[i].name,
+                rc = json_fail_(err, errlen, "safetensors %s: unexpected tensor %s: not part of the model this config "
+                                "describes (%s naming)", w->shards[s].path, w->shards[s].tensors[i].name,
                                 style == HF_STYLE_MAMBA_SSM ? "mamba_ssm" : "HF transformers");
     for (int t = 0; rc == 0 && t < NUM_PARAM_TENSORS; t++) {
         const ParamSpec* spec = &table[t];
-        int copies = spec->per_layer ? c.n_layer : 1;
+        int copies = spec->numel == 0 ? 0 : spec->copies;
         for (int l = 0; rc == 0 && l < copies; l++) {
             char name[300];
-            hf_tensor_name(name, sizeof name, spec, l, style);
+            hf_tensor_name(name, sizeof name, spec, l, &c, style);
             const SafeTensors* st = hf_weights_find(w, name);
             if (st == NULL) {
                 rc = json_fail_(err, errlen, "%s: tensor %s is missing from the weights", dir, name);
@@ -573,6 +666,14 @@ static inline int hf_write_text_(const char* path, const char* text, char* err, 
  */
 static inline int hf_export(const char* dir, const Mamba2Config* c, const float* params, HfStyle style, int force,
                             char* err, size_t errlen) {
+    if (config_is_hybrid(c) && style == HF_STYLE_TRANSFORMERS)
+        return json_fail_(err, errlen, "export to HF transformers refused: the model is a hybrid (pattern %.40s) and "
+                          "Mamba2ForCausalLM has no attention or MLP blocks; export the mamba_ssm variant", c->pattern);
+    int ssm_layers = config_mamba_ssm_layers(c);
+    if (ssm_layers < 0)
+        return json_fail_(err, errlen, "export refused: pattern %.40s has no mamba_ssm form (its layers are a mixer "
+                          "M or A, each followed by an MLP F when d_intermediate > 0, in every layer or in none)",
+                          c->pattern);
     if (style == HF_STYLE_TRANSFORMERS && c->ngroups > 1) {
         if (!force)
             return json_fail_(err, errlen, "export to HF transformers refused: ngroups = %d. HF's gated norm "
@@ -584,7 +685,7 @@ static inline int hf_export(const char* dir, const Mamba2Config* c, const float*
                 "over all channels, not per group; its logits WILL DIFFER from this model's\n", c->ngroups);
     }
     if (hf_mkdir_(dir, err, errlen) != 0) return -1;
-    char cfg[2048], path[4200];
+    char cfg[2048 + 8 * MAMBA2_MAX_PATTERN], path[4200];
     if (style == HF_STYLE_TRANSFORMERS) {
         snprintf(cfg, sizeof cfg,
                  "{\n  \"architectures\": [\"Mamba2ForCausalLM\"],\n  \"model_type\": \"mamba2\",\n"
@@ -596,14 +697,30 @@ static inline int hf_export(const char* dir, const Mamba2Config* c, const float*
                  c->d_model, c->n_layer, c->d_state, c->headdim, c->nheads, c->expand, c->ngroups, c->d_conv,
                  c->vocab_size, c->chunk_size);
     } else {
+        /* attn_layer_idx and attn_cfg: the mamba_ssm layers whose mixer is attention (empty for a pure model, as
+           before); every MHA argument written out, since MHA's defaults (biases on, causal off) are not ours */
+        char idx[8 * MAMBA2_MAX_PATTERN + 8] = "", acfg[512] = "{}";
+        int per = c->n_mlp > 0 ? 2 : 1;
+        for (int l = 0; l < ssm_layers; l++) {
+            if (config_block_kind(c, l * per) != 'A') continue;
+            size_t len = strlen(idx);
+            snprintf(idx + len, sizeof idx - len, "%s%d", len > 0 ? ", " : "", l);
+        }
+        if (c->n_attn > 0)
+            snprintf(acfg, sizeof acfg, "{\"num_heads\": %d, \"num_heads_kv\": %d, \"head_dim\": %d, "
+                     "\"rotary_emb_dim\": %d, \"rotary_emb_base\": %d, \"rotary_emb_interleaved\": false, "
+                     "\"qkv_proj_bias\": %s, \"out_proj_bias\": %s, \"causal\": true}", c->attn_heads,
+                     c->attn_kv_heads, c->attn_head_dim, c->rotary_dim, c->rotary_base, c->qkv_bias ? "true" : "false",
+                     c->out_bias ? "true" : "false");
         snprintf(cfg, sizeof cfg,
-                 "{\n  \"d_model\": %d,\n  \"d_intermediate\": 0,\n  \"n_layer\": %d,\n  \"vocab_size\": %d,\n"
+                 "{\n  \"d_model\": %d,\n  \"d_intermediate\": %d,\n  \"n_layer\": %d,\n  \"vocab_size\": %d,\n"
                  "  \"ssm_cfg\": {\"layer\": \"Mamba2\", \"d_state\": %d, \"d_conv\": %d, \"expand\": %d, "
                  "\"headdim\": %d, \"ngroups\": %d, \"chunk_size\": %d},\n"
-                 "  \"attn_layer_idx\": [],\n  \"attn_cfg\": {},\n  \"rms_norm\": true,\n  \"residual_in_fp32\": true,\n"
+                 "  \"attn_layer_idx\": [%s],\n  \"attn_cfg\": %s,\n"
+                 "  \"rms_norm\": true,\n  \"residual_in_fp32\": true,\n"
                  "  \"fused_add_norm\": true,\n  \"pad_vocab_size_multiple\": %d,\n  \"tie_embeddings\": true\n}\n",
-                 c->d_model, c->n_layer, c->vocab_size, c->d_state, c->d_conv, c->expand, c->headdim, c->ngroups,
-                 c->chunk_size, MAMBA2_VOCAB_MULTIPLE);
+                 c->d_model, c->d_intermediate, ssm_layers, c->vocab_size, c->d_state, c->d_conv, c->expand,
+                 c->headdim, c->ngroups, c->chunk_size, idx, acfg, MAMBA2_VOCAB_MULTIPLE);
     }
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (hf_write_text_(path, cfg, err, errlen) != 0) return -1;
@@ -611,7 +728,7 @@ static inline int hf_export(const char* dir, const Mamba2Config* c, const float*
     ParamSpec table[NUM_PARAM_TENSORS];
     param_table_build(table, c);
     int count = 1; /* lm_head (mamba_ssm) */
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) count += table[t].per_layer ? c->n_layer : 1;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) count += table[t].copies;
     SafeTensorOut* outs = (SafeTensorOut*)calloc((size_t)count, sizeof(SafeTensorOut));
     char (*names)[300] = (char (*)[300])calloc((size_t)count, 300);
     if (outs == NULL || names == NULL) { free(outs); free(names); return json_fail_(err, errlen, "out of memory"); }
@@ -619,8 +736,8 @@ static inline int hf_export(const char* dir, const Mamba2Config* c, const float*
     int emb_rows = style == HF_STYLE_TRANSFORMERS ? c->vocab_size : c->padded_vocab_size;
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         const ParamSpec* spec = &table[t];
-        for (int l = 0; l < (spec->per_layer ? c->n_layer : 1); l++) {
-            hf_tensor_name(names[n], 300, spec, l, style);
+        for (int l = 0; l < (spec->numel == 0 ? 0 : spec->copies); l++) {
+            hf_tensor_name(names[n], 300, spec, l, c, style);
             outs[n].name = names[n];
             outs[n].dtype = "F32";
             outs[n].ndim = hf_tensor_shape(outs[n].shape, spec, emb_rows);

@@ -9,6 +9,9 @@
  *                   training state (step, RNG, data-loader position), fp32 parameters, fp32 AdamW moments.
  *
  * Per-layer tensors are stored with all layers contiguous: in_proj_w is (L, d_in_proj, D), layer l at l*d_in_proj*D.
+ * Hybrids (doc/hybrid.md): the model is a list of blocks (config pattern: M Mamba-2 mixer, A attention, F gated MLP);
+ * a per-block tensor has one copy per block of its kind, block b's at its slot among them (config_block_slot), so
+ * a pure Mamba-2 model (every block M) has exactly the layout above.
  */
 #ifndef MAMBA2_MODEL_H
 #define MAMBA2_MODEL_H
@@ -18,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ctype.h>
 #include <errno.h>
 #include <unistd.h>
 
@@ -28,6 +32,9 @@
 
 /* ----------------------------------------------------------------------------------------------------------------
  * config */
+
+#define MAMBA2_MAX_PATTERN 512   /* blocks of a hybrid (the checkpoint header holds the pattern, 4 kinds an int) */
+#define MAMBA2_MLP_MULTIPLE 128  /* mamba_ssm GatedMLP's multiple_of */
 
 typedef struct {
     int d_model;           /* D */
@@ -40,11 +47,27 @@ typedef struct {
     int vocab_size;        /* V: real vocabulary */
     int padded_vocab_size; /* Vp: V rounded up to a multiple of 16 (embedding rows; padded logits are ignored) */
     int chunk_size;        /* Q: SSD chunk length, an algorithm choice (results do not depend on it) */
+    /* hybrids (doc/hybrid.md): n_layer pre-norm residual blocks, block b of kind pattern[b]: 'M' Mamba-2 mixer,
+       'A' causal multi-head attention, 'F' gated MLP (SwiGLU). An empty pattern is a pure Mamba-2 model (every block
+       'M'), the only form before hybrids: its parameters, checkpoints and results are unchanged. */
+    char pattern[MAMBA2_MAX_PATTERN + 1];
+    int attn_heads;        /* Hq: query heads (mamba_ssm attn_cfg num_heads); 0 without attention blocks */
+    int attn_kv_heads;     /* Hkv: key/value heads, Hq % Hkv == 0 (GQA; num_heads_kv) */
+    int attn_head_dim;     /* hd (head_dim) */
+    int rotary_dim;        /* rotary_emb_dim: RoPE on the first rotary_dim dims of each q and k head; 0 = none */
+    int rotary_base;       /* rotary_emb_base (10000) */
+    int qkv_bias;          /* qkv_proj_bias: 1 = in_proj of attention has a bias */
+    int out_bias;          /* out_proj_bias: 1 = out_proj of attention has a bias */
+    int d_intermediate;    /* the gated MLP's hidden size as given (mamba_ssm d_intermediate); 0 without MLP blocks */
     /* derived, filled in by config_derive() */
     int d_inner;           /* E */
     int nheads;            /* H = E / P */
     int conv_dim;          /* E + 2 G N: the channels that go through the conv (x, B, C) */
     int d_in_proj;         /* 2E + 2GN + H: in_proj rows, split as z | xBC | dt */
+    int n_mamba, n_attn, n_mlp; /* blocks of each kind (a pure Mamba-2 model: n_mamba = n_layer) */
+    int attn_qkv_dim;      /* hd (Hq + 2 Hkv): attention in_proj rows, per position [q | k | v] */
+    int attn_out_dim;      /* hd Hq: attention out_proj columns */
+    int mlp_hidden;        /* Hm: d_intermediate rounded up to a multiple of 128 (GatedMLP's multiple_of) */
 } Mamba2Config;
 
 #define MAMBA2_NORM_EPS 1e-5f
@@ -75,6 +98,44 @@ static inline int round_up(int x, int m) {
 #define MAMBA2_MAX_CHUNK 65536
 #define MAMBA2_MAX_PARAMS (1ULL << 38) /* 275 billion parameters: 1 TiB of fp32 weights */
 
+/* ---- the block list of a hybrid (doc/hybrid.md) ---- */
+
+/* the kind of block b: 'M' Mamba-2 mixer, 'A' attention, 'F' gated MLP */
+static inline char config_block_kind(const Mamba2Config* c, int b) { return c->pattern[0] ? c->pattern[b] : 'M'; }
+
+/* the blocks of one kind (from the raw fields: a pure model is n_layer 'M' blocks) */
+static inline int config_count_kind(const Mamba2Config* c, char kind) {
+    if (c->pattern[0] == '\0') return kind == 'M' ? c->n_layer : 0;
+    int n = 0;
+    for (int b = 0; b < MAMBA2_MAX_PATTERN && c->pattern[b]; b++) n += c->pattern[b] == kind;
+    return n;
+}
+
+/* the index of block b among the blocks of its kind: its slot in that kind's per-block tensors and caches */
+static inline int config_block_slot(const Mamba2Config* c, int b) {
+    if (c->pattern[0] == '\0') return b;
+    int n = 0;
+    for (int i = 0; i < b; i++) n += c->pattern[i] == c->pattern[b];
+    return n;
+}
+
+/* 1 if the model has a block other than a Mamba-2 mixer */
+static inline int config_is_hybrid(const Mamba2Config* c) { return c->pattern[0] != '\0'; }
+
+/* NULL if the GPU programs can run this model, else why not. Until the GPU attention and MLP blocks are wired in,
+   they run pure Mamba-2 models only; a hybrid trains, evaluates and generates with the CPU programs. */
+static inline const char* config_gpu_refusal(const Mamba2Config* c) {
+    if (!config_is_hybrid(c)) return NULL;
+    return "hybrid models (attention 'A' or MLP 'F' blocks in the pattern) run on the CPU programs only for now "
+           "(train_mamba2, eval_mamba2, generate_mamba2); the GPU programs take pure Mamba-2 models";
+}
+
+/* the gated MLP's hidden size: d_intermediate rounded up to a multiple of 128, as mamba_ssm's GatedMLP does */
+static inline long long mlp_hidden_of(long long d_intermediate) {
+    return d_intermediate <= 0 ? 0 : (d_intermediate + MAMBA2_MLP_MULTIPLE - 1) / MAMBA2_MLP_MULTIPLE *
+                                     MAMBA2_MLP_MULTIPLE;
+}
+
 /* the parameter count of a config, in 64 bits from the raw fields (all of them checked >= 1 and <= their bound
    first, so no product overflows); param_table_build's total for a valid config */
 static inline unsigned long long config_param_count(const Mamba2Config* c) {
@@ -84,8 +145,18 @@ static inline unsigned long long config_param_count(const Mamba2Config* c) {
     unsigned long long Vp = ((unsigned long long)c->vocab_size + MAMBA2_VOCAB_MULTIPLE - 1) / MAMBA2_VOCAB_MULTIPLE *
                             MAMBA2_VOCAB_MULTIPLE;
     unsigned long long conv = E + 2 * GN, inproj = 2 * E + 2 * GN + H;
-    unsigned long long per_layer = D + inproj * D + conv * K + conv + 3 * H + E + D * E;
-    return Vp * D + L * per_layer + D;
+    unsigned long long mamba = inproj * D + conv * K + conv + 3 * H + E + D * E;
+    unsigned long long nM = (unsigned long long)config_count_kind(c, 'M');
+    unsigned long long nA = (unsigned long long)config_count_kind(c, 'A');
+    unsigned long long nF = (unsigned long long)config_count_kind(c, 'F');
+    unsigned long long hd = c->attn_head_dim > 0 ? (unsigned long long)c->attn_head_dim : 0;
+    unsigned long long qkv = hd * ((unsigned long long)(c->attn_heads > 0 ? c->attn_heads : 0) +
+                                   2ULL * (unsigned long long)(c->attn_kv_heads > 0 ? c->attn_kv_heads : 0));
+    unsigned long long out = hd * (unsigned long long)(c->attn_heads > 0 ? c->attn_heads : 0);
+    unsigned long long attn = qkv * D + (c->qkv_bias ? qkv : 0) + D * out + (c->out_bias ? D : 0);
+    unsigned long long Hm = (unsigned long long)mlp_hidden_of(c->d_intermediate);
+    unsigned long long mlp = 2 * Hm * D + D * Hm;
+    return Vp * D + L * D + nM * mamba + nA * attn + nF * mlp + D;
 }
 
 static inline void config_derive(Mamba2Config* c) {
@@ -98,11 +169,89 @@ static inline void config_derive(Mamba2Config* c) {
     c->nheads = H > 2147483647LL ? 0 : (int)H;
     c->conv_dim = conv > 2147483647LL ? 0 : (int)conv;
     c->d_in_proj = inproj > 2147483647LL ? 0 : (int)inproj;
+    c->n_mamba = config_count_kind(c, 'M');
+    c->n_attn = config_count_kind(c, 'A');
+    c->n_mlp = config_count_kind(c, 'F');
+    c->attn_qkv_dim = c->attn_head_dim * (c->attn_heads + 2 * c->attn_kv_heads);
+    c->attn_out_dim = c->attn_head_dim * c->attn_heads;
+    c->mlp_hidden = (int)mlp_hidden_of(c->d_intermediate);
 }
 
 /* rows of the causal conv's window in the recurrent step: the last K-1 inputs (at least one row, so K = 1 needs no
    special case in the step code) */
 static inline int conv_window_len(const Mamba2Config* c) { return c->d_conv > 1 ? c->d_conv - 1 : 1; }
+
+#define MAMBA2_MAX_ATTN_HEADS 4096
+#define MAMBA2_MAX_ATTN_HEAD_DIM 4096
+#define MAMBA2_MAX_ROTARY_BASE 1000000000
+#define MAMBA2_MAX_D_INTERMEDIATE (1 << 20)
+
+/* the hybrid part of config_check: the pattern, and the attention / MLP settings exactly when their blocks exist
+   (a setting without its block is refused: it would be silently ignored). NULL or the message (in msg). */
+static inline const char* config_check_hybrid(const Mamba2Config* c, char* msg, size_t msglen) {
+    size_t len = strnlen(c->pattern, sizeof(c->pattern));
+    if (len == sizeof(c->pattern)) {
+        snprintf(msg, msglen, "invalid config: pattern longer than %d blocks", MAMBA2_MAX_PATTERN);
+        return msg;
+    }
+    for (size_t b = 0; b < len; b++) {
+        char k = c->pattern[b];
+        if (k != 'M' && k != 'A' && k != 'F') {
+            snprintf(msg, msglen, "invalid config: pattern '%.40s' has '%c' at block %zu (kinds: M Mamba-2 mixer, A "
+                     "attention, F gated MLP)", c->pattern, isprint((unsigned char)k) ? k : '?', b);
+            return msg;
+        }
+    }
+    if (len > 0 && (int)len != c->n_layer) {
+        snprintf(msg, msglen, "invalid config: pattern '%.40s' has %zu blocks but n_layer is %d", c->pattern, len,
+                 c->n_layer);
+        return msg;
+    }
+    int nA = config_count_kind(c, 'A'), nF = config_count_kind(c, 'F');
+    if (nA > 0) {
+        struct { const char* name; int value; int min; int max; } f[] = {
+            {"num_heads", c->attn_heads, 1, MAMBA2_MAX_ATTN_HEADS},
+            {"num_heads_kv", c->attn_kv_heads, 1, MAMBA2_MAX_ATTN_HEADS},
+            {"head_dim", c->attn_head_dim, 1, MAMBA2_MAX_ATTN_HEAD_DIM},
+            {"rotary_emb_dim", c->rotary_dim, 0, c->attn_head_dim},
+            {"rotary_emb_base", c->rotary_base, 1, MAMBA2_MAX_ROTARY_BASE},
+            {"qkv_proj_bias", c->qkv_bias, 0, 1}, {"out_proj_bias", c->out_bias, 0, 1},
+        };
+        for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+            if (f[i].value < f[i].min || f[i].value > f[i].max) {
+                snprintf(msg, msglen, "invalid config: attention %s = %d, must be in [%d, %d]", f[i].name, f[i].value,
+                         f[i].min, f[i].max);
+                return msg;
+            }
+        }
+        if (c->attn_heads % c->attn_kv_heads != 0) {
+            snprintf(msg, msglen, "invalid config: attention num_heads = %d is not divisible by num_heads_kv = %d",
+                     c->attn_heads, c->attn_kv_heads);
+            return msg;
+        }
+        if (c->rotary_dim % 2 != 0) {
+            snprintf(msg, msglen, "invalid config: rotary_emb_dim = %d must be even (RoPE rotates pairs)",
+                     c->rotary_dim);
+            return msg;
+        }
+    } else if (c->attn_heads || c->attn_kv_heads || c->attn_head_dim || c->rotary_dim || c->rotary_base ||
+               c->qkv_bias || c->out_bias) {
+        snprintf(msg, msglen, "invalid config: attention settings (num_heads, head_dim, rotary_emb_dim, ...) given, "
+                 "but the pattern has no attention block 'A' (add pattern=... or attn_layer_idx=...)");
+        return msg;
+    }
+    if (nF > 0 && (c->d_intermediate < 1 || c->d_intermediate > MAMBA2_MAX_D_INTERMEDIATE)) {
+        snprintf(msg, msglen, "invalid config: the pattern has gated-MLP blocks 'F', so d_intermediate (their hidden "
+                 "size) must be in [1, %d], got %d", MAMBA2_MAX_D_INTERMEDIATE, c->d_intermediate);
+        return msg;
+    }
+    if (nF == 0 && c->d_intermediate != 0) {
+        snprintf(msg, msglen, "invalid config: d_intermediate = %d but the pattern has no gated-MLP block 'F'",
+                 c->d_intermediate);
+        return msg;
+    }
+    return NULL;
+}
 
 /* returns NULL if the config is valid, else a message saying what is wrong (in a static buffer). Any int values
    are safe to pass: each field is bounded before anything is computed from it (in 64 bits). */
@@ -139,6 +288,8 @@ static inline const char* config_check(const Mamba2Config* c) {
                  "ngroups = %d", H, c->ngroups);
         return msg;
     }
+    const char* bad_hybrid = config_check_hybrid(c, msg, sizeof(msg));
+    if (bad_hybrid) return bad_hybrid;
     unsigned long long n = config_param_count(c);
     if (n > MAMBA2_MAX_PARAMS) {
         snprintf(msg, sizeof(msg), "invalid config: %llu parameters, at most %llu are supported (a corrupt or "
@@ -165,18 +316,78 @@ static inline Mamba2Config config_default(void) {
 }
 
 /*
- * Parse a model description: a preset name, or key=value pairs separated by commas, or both
- * ("130m,vocab=257", "d_model=64,n_layer=4,d_state=16,headdim=16"). Keys: d_model n_layer d_state headdim expand
- * ngroups d_conv vocab chunk. Returns 0 on success, else -1 with a message in err.
+ * Hybrid presets (doc/hybrid.md says where each number comes from): the Transformer++ baselines of the paper's
+ * scaling-law figure at GPT-3's shapes (every layer attention then gated MLP, RoPE on the whole head, no biases;
+ * the MLP hidden size mamba_ssm's GatedMLP default int(8 d / 3) rounded up to 128), and a 130M-class Mamba-2 hybrid
+ * (the 130m preset with 3 of its 24 mixers attention, at layers 6, 12, 18: the paper's ~10% attention).
  */
-static inline int config_parse(Mamba2Config* c, const char* spec, char* err, size_t errlen) {
-    *c = config_default();
-    char buf[512];
+typedef struct { const char* name; const char* spec; } Mamba2HybridPreset;
+static const Mamba2HybridPreset MAMBA2_HYBRID_PRESETS[] = {
+    {"tpp125m", "d_model=768,pattern=AF*12,num_heads=12,head_dim=64,rotary_emb_dim=64,d_intermediate=2048,"
+                "vocab=50277,chunk=256"},
+    {"tpp350m", "d_model=1024,pattern=AF*24,num_heads=16,head_dim=64,rotary_emb_dim=64,d_intermediate=2816,"
+                "vocab=50277,chunk=256"},
+    {"tpp760m", "d_model=1536,pattern=AF*24,num_heads=16,head_dim=96,rotary_emb_dim=96,d_intermediate=4096,"
+                "vocab=50277,chunk=256"},
+    {"tpp1.3b", "d_model=2048,pattern=AF*24,num_heads=32,head_dim=64,rotary_emb_dim=64,d_intermediate=5504,"
+                "vocab=50277,chunk=256"},
+    {"hybrid130m", "130m,attn_layer_idx=6,12,18,num_heads=12,head_dim=64,rotary_emb_dim=64"},
+};
+
+/* what config_parse collects besides the fields themselves */
+typedef struct {
+    int attn_idx[MAMBA2_MAX_PATTERN]; /* mamba_ssm's attn_layer_idx */
+    int n_attn_idx;
+    int in_attn_list;                 /* the previous token was attn_layer_idx=...: a bare integer continues it */
+    int n_layer_given, pattern_given;
+} ConfigParseState_;
+
+/* "AF*12" -> "AFAF...": a unit of block kinds, optionally repeated; 0 or -1 with a message */
+static inline int config_expand_pattern_(char* out, const char* value, char* err, size_t errlen) {
+    char unit[MAMBA2_MAX_PATTERN + 1];
+    const char* star = strchr(value, '*');
+    size_t ulen = star ? (size_t)(star - value) : strlen(value);
+    long reps = 1;
+    if (star) {
+        char* end;
+        reps = strtol(star + 1, &end, 10);
+        if (*end != '\0' || end == star + 1 || reps < 1) {
+            snprintf(err, errlen, "model description: pattern '%s': the repeat count after '*' must be a positive "
+                     "integer", value);
+            return -1;
+        }
+    }
+    if (ulen == 0 || ulen * (unsigned long)reps > MAMBA2_MAX_PATTERN) {
+        snprintf(err, errlen, "model description: pattern '%s' must have 1 to %d blocks", value, MAMBA2_MAX_PATTERN);
+        return -1;
+    }
+    memcpy(unit, value, ulen);
+    unit[ulen] = '\0';
+    out[0] = '\0';
+    for (long r = 0; r < reps; r++) strcat(out, unit);
+    return 0;
+}
+
+static inline int config_apply_spec_(Mamba2Config* c, ConfigParseState_* ps, const char* spec, int depth, char* err,
+                                     size_t errlen) {
+    char buf[1024];
     if (strlen(spec) >= sizeof(buf)) { snprintf(err, errlen, "model description too long"); return -1; }
     strcpy(buf, spec);
-    for (char* tok = strtok(buf, ","); tok != NULL; tok = strtok(NULL, ",")) {
+    char* save = NULL;
+    for (char* tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
         char* eq = strchr(tok, '=');
         if (eq == NULL) {
+            char* end;
+            long idx = strtol(tok, &end, 10);
+            if (ps->in_attn_list && *end == '\0' && end != tok) { /* attn_layer_idx=3,9: the list goes on */
+                if (ps->n_attn_idx >= MAMBA2_MAX_PATTERN || idx < 0 || idx >= MAMBA2_MAX_PATTERN) {
+                    snprintf(err, errlen, "model description: attn_layer_idx entry %ld is out of range", idx);
+                    return -1;
+                }
+                ps->attn_idx[ps->n_attn_idx++] = (int)idx;
+                continue;
+            }
+            ps->in_attn_list = 0;
             int found = 0;
             for (size_t i = 0; i < sizeof(MAMBA2_PRESETS) / sizeof(MAMBA2_PRESETS[0]); i++) {
                 if (strcmp(tok, MAMBA2_PRESETS[i].name) == 0) {
@@ -186,24 +397,50 @@ static inline int config_parse(Mamba2Config* c, const char* spec, char* err, siz
                     found = 1;
                 }
             }
+            for (size_t i = 0; !found && depth == 0 &&
+                               i < sizeof(MAMBA2_HYBRID_PRESETS) / sizeof(MAMBA2_HYBRID_PRESETS[0]); i++) {
+                if (strcmp(tok, MAMBA2_HYBRID_PRESETS[i].name) == 0) {
+                    if (config_apply_spec_(c, ps, MAMBA2_HYBRID_PRESETS[i].spec, depth + 1, err, errlen) != 0)
+                        return -1;
+                    ps->in_attn_list = 0;
+                    found = 1;
+                }
+            }
             if (!found) {
-                snprintf(err, errlen, "unknown model preset '%s' (presets: tiny small 130m 370m 780m 1.3b 2.7b, or "
-                         "key=value pairs)", tok);
+                snprintf(err, errlen, "unknown model preset '%s' (presets: tiny small 130m 370m 780m 1.3b 2.7b, "
+                         "hybrids tpp125m tpp350m tpp760m tpp1.3b hybrid130m, or key=value pairs)", tok);
                 return -1;
             }
             continue;
         }
+        ps->in_attn_list = 0;
         *eq = '\0';
         const char* key = tok;
+        const char* value = eq + 1;
+        if (!strcmp(key, "pattern")) {
+            if (config_expand_pattern_(c->pattern, value, err, errlen) != 0) return -1;
+            ps->pattern_given = 1;
+            continue;
+        }
         char* end;
-        long v = strtol(eq + 1, &end, 10);
-        if (*end != '\0' || end == eq + 1 || v < -1000000000L || v > 1000000000L) {
-            snprintf(err, errlen, "model description: '%s' needs an integer, got '%s'", key, eq + 1);
+        long v = strtol(value, &end, 10);
+        if (*end != '\0' || end == value || v < -1000000000L || v > 1000000000L) {
+            snprintf(err, errlen, "model description: '%s' needs an integer, got '%s'", key, value);
             return -1;
+        }
+        if (!strcmp(key, "attn_layer_idx")) {
+            ps->n_attn_idx = 0;
+            if (v < 0 || v >= MAMBA2_MAX_PATTERN) {
+                snprintf(err, errlen, "model description: attn_layer_idx entry %ld is out of range", v);
+                return -1;
+            }
+            ps->attn_idx[ps->n_attn_idx++] = (int)v;
+            ps->in_attn_list = 1;
+            continue;
         }
         int* dst = NULL;
         if (!strcmp(key, "d_model")) dst = &c->d_model;
-        else if (!strcmp(key, "n_layer")) dst = &c->n_layer;
+        else if (!strcmp(key, "n_layer")) { dst = &c->n_layer; ps->n_layer_given = 1; }
         else if (!strcmp(key, "d_state")) dst = &c->d_state;
         else if (!strcmp(key, "headdim")) dst = &c->headdim;
         else if (!strcmp(key, "expand")) dst = &c->expand;
@@ -211,13 +448,105 @@ static inline int config_parse(Mamba2Config* c, const char* spec, char* err, siz
         else if (!strcmp(key, "d_conv")) dst = &c->d_conv;
         else if (!strcmp(key, "vocab")) dst = &c->vocab_size;
         else if (!strcmp(key, "chunk")) dst = &c->chunk_size;
+        else if (!strcmp(key, "d_intermediate")) dst = &c->d_intermediate;
+        else if (!strcmp(key, "num_heads")) dst = &c->attn_heads;
+        else if (!strcmp(key, "num_heads_kv")) dst = &c->attn_kv_heads;
+        else if (!strcmp(key, "head_dim")) dst = &c->attn_head_dim;
+        else if (!strcmp(key, "rotary_emb_dim")) dst = &c->rotary_dim;
+        else if (!strcmp(key, "rotary_emb_base")) dst = &c->rotary_base;
+        else if (!strcmp(key, "qkv_proj_bias")) dst = &c->qkv_bias;
+        else if (!strcmp(key, "out_proj_bias")) dst = &c->out_bias;
         if (dst == NULL) {
             snprintf(err, errlen, "model description: unknown key '%s' (keys: d_model n_layer d_state headdim expand "
-                     "ngroups d_conv vocab chunk)", key);
+                     "ngroups d_conv vocab chunk; hybrids: pattern attn_layer_idx d_intermediate num_heads "
+                     "num_heads_kv head_dim rotary_emb_dim rotary_emb_base qkv_proj_bias out_proj_bias)", key);
             return -1;
         }
         *dst = (int)v;
     }
+    return 0;
+}
+
+/* the block list from mamba_ssm's form: n_layer layers, a layer's mixer attention if its index is in attn_idx,
+   each layer followed by a gated-MLP block when d_intermediate > 0 */
+static inline int config_pattern_from_layers_(Mamba2Config* c, const ConfigParseState_* ps, char* err,
+                                              size_t errlen) {
+    int per = c->d_intermediate > 0 ? 2 : 1;
+    if (c->n_layer < 1 || (long long)c->n_layer * per > MAMBA2_MAX_PATTERN) {
+        snprintf(err, errlen, "model description: n_layer = %d layers with attention or MLP blocks: 1 to %d blocks "
+                 "are supported", c->n_layer, MAMBA2_MAX_PATTERN);
+        return -1;
+    }
+    for (int i = 0; i < ps->n_attn_idx; i++) {
+        if (ps->attn_idx[i] >= c->n_layer) {
+            snprintf(err, errlen, "model description: attn_layer_idx %d is not a layer of the %d (0-based)",
+                     ps->attn_idx[i], c->n_layer);
+            return -1;
+        }
+    }
+    int n = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        int attn = 0;
+        for (int i = 0; i < ps->n_attn_idx; i++) attn |= ps->attn_idx[i] == l;
+        c->pattern[n++] = attn ? 'A' : 'M';
+        if (per == 2) c->pattern[n++] = 'F';
+    }
+    c->pattern[n] = '\0';
+    c->n_layer = n;
+    return 0;
+}
+
+/* a pattern of Mamba-2 mixers only is the pure model: the empty pattern (its one form, so that its checkpoints and
+   results stay what they were); with attention blocks, the unset attention settings take mamba_ssm's defaults
+   (num_heads_kv = num_heads, head_dim = d_model / num_heads, rotary_emb_base 10000) */
+static inline int config_normalize_(Mamba2Config* c, char* err, size_t errlen) {
+    if (c->pattern[0] != '\0' && strspn(c->pattern, "M") == strlen(c->pattern)) c->pattern[0] = '\0';
+    if (config_count_kind(c, 'A') > 0 && c->attn_heads > 0) {
+        if (c->attn_kv_heads == 0) c->attn_kv_heads = c->attn_heads;
+        if (c->attn_head_dim == 0) {
+            if (c->d_model % c->attn_heads != 0) {
+                snprintf(err, errlen, "model description: d_model = %d is not divisible by num_heads = %d (give "
+                         "head_dim)", c->d_model, c->attn_heads);
+                return -1;
+            }
+            c->attn_head_dim = c->d_model / c->attn_heads;
+        }
+        if (c->rotary_base == 0) c->rotary_base = 10000;
+    }
+    return 0;
+}
+
+/*
+ * Parse a model description: a preset name, or key=value pairs separated by commas, or both
+ * ("130m,vocab=257", "d_model=64,n_layer=4,d_state=16,headdim=16"). Keys: d_model n_layer d_state headdim expand
+ * ngroups d_conv vocab chunk. Hybrids (doc/hybrid.md): pattern=MFAF (or AF*12: a unit repeated), or mamba_ssm's
+ * form attn_layer_idx=3,9 (layers of the n_layer whose mixer is attention) and d_intermediate=N (every layer
+ * followed by a gated MLP of hidden size N); attention: num_heads num_heads_kv head_dim rotary_emb_dim
+ * rotary_emb_base qkv_proj_bias out_proj_bias (biases off unless set). Returns 0 on success, else -1 with a
+ * message in err.
+ */
+static inline int config_parse(Mamba2Config* c, const char* spec, char* err, size_t errlen) {
+    *c = config_default();
+    ConfigParseState_ ps;
+    memset(&ps, 0, sizeof(ps));
+    if (config_apply_spec_(c, &ps, spec, 0, err, errlen) != 0) return -1;
+    if (ps.pattern_given) {
+        if (ps.n_attn_idx > 0) {
+            snprintf(err, errlen, "model description: give the blocks either by pattern=... or by attn_layer_idx=... "
+                     "(with d_intermediate), not both");
+            return -1;
+        }
+        int len = (int)strlen(c->pattern);
+        if (ps.n_layer_given && c->n_layer != len) {
+            snprintf(err, errlen, "model description: n_layer = %d but pattern '%.40s' has %d blocks (n_layer can be "
+                     "left out)", c->n_layer, c->pattern, len);
+            return -1;
+        }
+        c->n_layer = len;
+    } else if (ps.n_attn_idx > 0 || c->d_intermediate > 0) {
+        if (config_pattern_from_layers_(c, &ps, err, errlen) != 0) return -1;
+    }
+    if (config_normalize_(c, err, errlen) != 0) return -1;
     const char* bad = config_check(c);
     if (bad) { snprintf(err, errlen, "%s", bad); return -1; }
     config_derive(c);
@@ -229,8 +558,16 @@ static inline void config_print(const Mamba2Config* c, FILE* f) {
             "vocab %d (padded %d), chunk %d -> d_inner %d, nheads %d\n", c->d_model, c->n_layer, c->d_state,
             c->headdim, c->expand, c->ngroups, c->d_conv, c->vocab_size, c->padded_vocab_size, c->chunk_size,
             c->d_inner, c->nheads);
+    if (!config_is_hybrid(c)) return;
+    fprintf(f, "hybrid: pattern %s (%d Mamba-2, %d attention, %d MLP blocks)", c->pattern, c->n_mamba, c->n_attn,
+            c->n_mlp);
+    if (c->n_attn > 0)
+        fprintf(f, "; attention %d heads, %d kv heads, head_dim %d, rotary %d (base %d), biases qkv %d out %d",
+                c->attn_heads, c->attn_kv_heads, c->attn_head_dim, c->rotary_dim, c->rotary_base, c->qkv_bias,
+                c->out_bias);
+    if (c->n_mlp > 0) fprintf(f, "; MLP hidden %d (d_intermediate %d)", c->mlp_hidden, c->d_intermediate);
+    fprintf(f, "\n");
 }
-
 
 /*
  * Training FLOPs per token (forward + backward), for MFU: 6 x the weights every token multiplies by (in_proj, out_proj,
@@ -253,56 +590,112 @@ static inline double flops_per_token(const Mamba2Config* c, int seq_len) {
 typedef enum {
     INIT_NORMAL_002,     /* N(0, 0.02): the token embedding */
     INIT_UNIFORM_FANIN,  /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's Linear/Conv1d default */
-    INIT_UNIFORM_OUT,    /* the same divided by sqrt(n_layer): the pre-norm residual rescale of out_proj */
+    INIT_UNIFORM_OUT,    /* the same divided by sqrt(n_layer) (all blocks): the pre-norm residual rescale of out_proj
+                            and fc2 (mamba_ssm: sqrt(n_residuals_per_layer * its n_layer), the same number) */
     INIT_ONES,           /* norm weights, D skip */
     INIT_DT_BIAS,        /* inverse softplus of dt ~ exp(U(log 0.001, log 0.1)), clamped >= 1e-4 */
     INIT_A_LOG,          /* log(U(1, 16)) */
+    INIT_ZEROS,          /* biases (mamba_ssm's _init_weights zeroes every Linear bias) */
 } InitKind;
 
 typedef struct {
     const char* name;     /* our name; also the field of ParameterTensors at the same index */
     const char* hf_name;  /* name in the public checkpoints; per-layer names have one %d for the layer */
-    int per_layer;        /* 1: one copy per layer, stored (L, rows, cols) */
+    int per_layer;        /* 1: one copy per block of its kind (`copies` of them), stored (copies, rows, cols) */
     size_t rows, cols;    /* shape of one copy (cols = 1 for vectors) */
     int weight_decay;     /* 1: AdamW decays it (matrices and the embedding); 0: A_log, D, dt_bias, norms, biases */
     InitKind init;
     int fan_in;           /* for the uniform inits */
     size_t offset;        /* in elements, into the single parameter allocation */
     size_t numel;         /* total, all layers */
+    char kind;            /* per-block tensors: the blocks that have a copy, 'N' every block (the pre-norm), 'M' the
+                             Mamba-2 mixers, 'A' attention, 'F' gated MLPs; 0 for a whole tensor */
+    int copies;           /* copies stored (the blocks of that kind; 1 for a whole tensor) */
 } ParamSpec;
 
+/* The Mamba-2 tensors first, in the order they always had; the attention and MLP tensors after norm_f_w, so a pure
+   Mamba-2 model (where they have no element) keeps its layout, checkpoints and offsets. The Mamba-2 mixer tensors
+   have one copy per 'M' block (slot config_block_slot), norm_w one per block. */
 enum {
     P_WTE, P_NORM_W, P_IN_PROJ_W, P_CONV_W, P_CONV_B, P_DT_BIAS, P_A_LOG, P_D, P_GNORM_W, P_OUT_PROJ_W, P_NORM_F_W,
+    P_ATTN_IN_W, P_ATTN_IN_B, P_ATTN_OUT_W, P_ATTN_OUT_B, P_MLP_FC1_W, P_MLP_FC2_W,
     NUM_PARAM_TENSORS
 };
 
 /* fills the table (shapes, offsets) from the config; returns the total number of parameters */
 static inline size_t param_table_build(ParamSpec t[NUM_PARAM_TENSORS], const Mamba2Config* c) {
     size_t D = c->d_model, E = c->d_inner, H = c->nheads, K = c->d_conv;
+    size_t QKV = c->attn_qkv_dim, AO = c->attn_out_dim, Hm = c->mlp_hidden;
     const ParamSpec specs[NUM_PARAM_TENSORS] = {
-        {"wte", "backbone.embeddings.weight", 0, (size_t)c->padded_vocab_size, D, 1, INIT_NORMAL_002, 0, 0, 0},
-        {"norm_w", "backbone.layers.%d.norm.weight", 1, D, 1, 0, INIT_ONES, 0, 0, 0},
+        {"wte", "backbone.embeddings.weight", 0, (size_t)c->padded_vocab_size, D, 1, INIT_NORMAL_002, 0, 0, 0, 0, 0},
+        {"norm_w", "backbone.layers.%d.norm.weight", 1, D, 1, 0, INIT_ONES, 0, 0, 0, 'N', 0},
         {"in_proj_w", "backbone.layers.%d.mixer.in_proj.weight", 1, (size_t)c->d_in_proj, D, 1, INIT_UNIFORM_FANIN,
-         (int)D, 0, 0},
+         (int)D, 0, 0, 'M', 0},
         {"conv_w", "backbone.layers.%d.mixer.conv1d.weight", 1, (size_t)c->conv_dim, K, 1, INIT_UNIFORM_FANIN,
-         (int)K, 0, 0},
+         (int)K, 0, 0, 'M', 0},
         {"conv_b", "backbone.layers.%d.mixer.conv1d.bias", 1, (size_t)c->conv_dim, 1, 0, INIT_UNIFORM_FANIN, (int)K,
-         0, 0},
-        {"dt_bias", "backbone.layers.%d.mixer.dt_bias", 1, H, 1, 0, INIT_DT_BIAS, 0, 0, 0},
-        {"A_log", "backbone.layers.%d.mixer.A_log", 1, H, 1, 0, INIT_A_LOG, 0, 0, 0},
-        {"D", "backbone.layers.%d.mixer.D", 1, H, 1, 0, INIT_ONES, 0, 0, 0},
-        {"gnorm_w", "backbone.layers.%d.mixer.norm.weight", 1, E, 1, 0, INIT_ONES, 0, 0, 0},
-        {"out_proj_w", "backbone.layers.%d.mixer.out_proj.weight", 1, D, E, 1, INIT_UNIFORM_OUT, (int)E, 0, 0},
-        {"norm_f_w", "backbone.norm_f.weight", 0, D, 1, 0, INIT_ONES, 0, 0, 0},
+         0, 0, 'M', 0},
+        {"dt_bias", "backbone.layers.%d.mixer.dt_bias", 1, H, 1, 0, INIT_DT_BIAS, 0, 0, 0, 'M', 0},
+        {"A_log", "backbone.layers.%d.mixer.A_log", 1, H, 1, 0, INIT_A_LOG, 0, 0, 0, 'M', 0},
+        {"D", "backbone.layers.%d.mixer.D", 1, H, 1, 0, INIT_ONES, 0, 0, 0, 'M', 0},
+        {"gnorm_w", "backbone.layers.%d.mixer.norm.weight", 1, E, 1, 0, INIT_ONES, 0, 0, 0, 'M', 0},
+        {"out_proj_w", "backbone.layers.%d.mixer.out_proj.weight", 1, D, E, 1, INIT_UNIFORM_OUT, (int)E, 0, 0, 'M', 0},
+        {"norm_f_w", "backbone.norm_f.weight", 0, D, 1, 0, INIT_ONES, 0, 0, 0, 0, 0},
+        /* attention: in_proj rows per position [q (Hq hd) | k (Hkv hd) | v (Hkv hd)]; out_proj over the heads */
+        {"attn_in_w", "backbone.layers.%d.mixer.in_proj.weight", 1, QKV, D, 1, INIT_UNIFORM_FANIN, (int)D, 0, 0, 'A',
+         0},
+        {"attn_in_b", "backbone.layers.%d.mixer.in_proj.bias", 1, c->qkv_bias ? QKV : 0, 1, 0, INIT_ZEROS, 0, 0, 0,
+         'A', 0},
+        {"attn_out_w", "backbone.layers.%d.mixer.out_proj.weight", 1, AO > 0 ? D : 0, AO, 1, INIT_UNIFORM_OUT, (int)AO,
+         0, 0, 'A', 0},
+        {"attn_out_b", "backbone.layers.%d.mixer.out_proj.bias", 1, c->out_bias ? D : 0, 1, 0, INIT_ZEROS, 0, 0, 0,
+         'A', 0},
+        /* gated MLP: fc1 rows [y (Hm) | gate (Hm)], out = fc2(y * silu(gate)) */
+        {"mlp_fc1_w", "backbone.layers.%d.mlp.fc1.weight", 1, 2 * Hm, D, 1, INIT_UNIFORM_FANIN, (int)D, 0, 0, 'F', 0},
+        {"mlp_fc2_w", "backbone.layers.%d.mlp.fc2.weight", 1, Hm > 0 ? D : 0, Hm, 1, INIT_UNIFORM_OUT, (int)Hm, 0, 0,
+         'F', 0},
     };
     size_t offset = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         t[i] = specs[i];
-        t[i].numel = t[i].rows * t[i].cols * (t[i].per_layer ? (size_t)c->n_layer : 1);
+        t[i].copies = t[i].kind == 0 ? 1 : t[i].kind == 'N' ? c->n_layer : config_count_kind(c, t[i].kind);
+        t[i].numel = t[i].rows * t[i].cols * (size_t)t[i].copies;
         t[i].offset = offset;
         offset += t[i].numel;
     }
     return offset;
+}
+
+/* the layers of the mamba_ssm model (MambaLMHeadModel) with this block list, or -1 if it has none: mamba_ssm's
+   layer is a mixer (Mamba-2 or attention) and, when d_intermediate > 0, a gated MLP after it, in every layer. So
+   the pattern is a list of M / A, or of MF / AF pairs. */
+static inline int config_mamba_ssm_layers(const Mamba2Config* c) {
+    if (c->n_mlp == 0) return c->n_layer;
+    if (c->n_layer % 2 != 0) return -1;
+    for (int b = 0; b < c->n_layer; b += 2)
+        if (config_block_kind(c, b) == 'F' || config_block_kind(c, b + 1) != 'F') return -1;
+    return c->n_layer / 2;
+}
+
+/* the block of a per-block tensor's copy (the copy-th block of its kind) */
+static inline int param_copy_block(const Mamba2Config* c, const ParamSpec* s, int copy) {
+    if (s->kind == 'N' || !config_is_hybrid(c)) return copy;
+    for (int b = 0, n = 0; b < c->n_layer; b++)
+        if (c->pattern[b] == s->kind && n++ == copy) return b;
+    return -1;
+}
+
+/* the name of copy `copy` of a tensor in mamba_ssm / HF checkpoints (a block's layer index, norm2 for the norm of a
+   layer's MLP); 0, or -1 if the model has no mamba_ssm form (config_mamba_ssm_layers) */
+static inline int param_hf_name(char* out, size_t n, const Mamba2Config* c, const ParamSpec* s, int copy) {
+    if (s->kind == 0) { snprintf(out, n, "%s", s->hf_name); return 0; }
+    if (config_mamba_ssm_layers(c) < 0) return -1;
+    int b = param_copy_block(c, s, copy);
+    if (b < 0) return -1;
+    int layer = c->n_mlp > 0 ? b / 2 : b;
+    if (s->kind == 'N' && config_block_kind(c, b) == 'F') snprintf(out, n, "backbone.layers.%d.norm2.weight", layer);
+    else snprintf(out, n, s->hf_name, layer);
+    return 0;
 }
 
 /* dies naming the first tensor of `params` (laid out by `table`) that holds NaN or infinite weights: a model whose
@@ -344,6 +737,7 @@ static inline void params_init(float* params, const ParamSpec table[NUM_PARAM_TE
                 break;
             }
             case INIT_A_LOG: p[i] = (float)log(rng_uniform_range(&rng, 1.0, 16.0)); break;
+            case INIT_ZEROS: p[i] = 0.0f; break;
             }
         }
     }
@@ -436,16 +830,23 @@ static inline uint64_t xxh64(const void* data, size_t n, uint64_t seed) {
  *   float  m[n], v[n]       AdamW moments (only if header[CKPT_H_HAS_OPT])
  * Version 2 (since #27): header[CKPT_H_SUM_LO/HI] hold the XXH64 (seed 0) of the whole file with those two words
  * zero; every load verifies it. Version 1 files (no checksum) are still read, with a note on stderr.
+ * Version 3 (#25): a hybrid model (attention / MLP blocks): version 2 plus the attention and MLP settings at
+ * CKPT_H_HYBRID.. and the pattern at CKPT_H_PATTERN (4 block kinds an int, byte i of the pattern at bits 8 (i % 4)
+ * of int i / 4). A pure Mamba-2 model is still written as version 2, byte for byte as before.
  * Written to "<path>.tmp", flushed to disk, renamed, and the folder synced, so a crash or a full disk never leaves
  * a half-written checkpoint under the real name.
  */
 
 #define CKPT_MAGIC 20260523
 #define CKPT_VERSION 2
+#define CKPT_VERSION_HYBRID 3
 enum {
     CKPT_H_MAGIC = 0, CKPT_H_VERSION, CKPT_H_D_MODEL, CKPT_H_N_LAYER, CKPT_H_D_STATE, CKPT_H_HEADDIM,
     CKPT_H_EXPAND, CKPT_H_NGROUPS, CKPT_H_D_CONV, CKPT_H_VOCAB, CKPT_H_PADDED_VOCAB, CKPT_H_CHUNK,
     CKPT_H_HAS_OPT, CKPT_H_NPARAMS_LO, CKPT_H_NPARAMS_HI, CKPT_H_SUM_LO, CKPT_H_SUM_HI,
+    CKPT_H_HYBRID, CKPT_H_ATTN_HEADS, CKPT_H_ATTN_KV_HEADS, CKPT_H_ATTN_HEAD_DIM, CKPT_H_ROTARY_DIM,
+    CKPT_H_ROTARY_BASE, CKPT_H_QKV_BIAS, CKPT_H_OUT_BIAS, CKPT_H_D_INTERMEDIATE,
+    CKPT_H_PATTERN = 128 /* to 255: MAMBA2_MAX_PATTERN bytes */
 };
 enum { CKPT_S_STEP = 0, CKPT_S_RNG = 1, CKPT_S_LOADER = 2 /* 8 words */, CKPT_S_ADAM_T = 10 };
 #define CKPT_HEADER_INTS 256
@@ -490,6 +891,21 @@ static inline void checkpoint_write(const char* path, const Mamba2Config* c, con
     header[CKPT_H_HAS_OPT] = (m != NULL && v != NULL);
     header[CKPT_H_NPARAMS_LO] = (int32_t)(uint32_t)(nparams & 0xffffffffu);
     header[CKPT_H_NPARAMS_HI] = (int32_t)(uint32_t)((uint64_t)nparams >> 32);
+    if (config_is_hybrid(c)) {
+        header[CKPT_H_VERSION] = CKPT_VERSION_HYBRID;
+        header[CKPT_H_HYBRID] = 1;
+        header[CKPT_H_ATTN_HEADS] = c->attn_heads;
+        header[CKPT_H_ATTN_KV_HEADS] = c->attn_kv_heads;
+        header[CKPT_H_ATTN_HEAD_DIM] = c->attn_head_dim;
+        header[CKPT_H_ROTARY_DIM] = c->rotary_dim;
+        header[CKPT_H_ROTARY_BASE] = c->rotary_base;
+        header[CKPT_H_QKV_BIAS] = c->qkv_bias;
+        header[CKPT_H_OUT_BIAS] = c->out_bias;
+        header[CKPT_H_D_INTERMEDIATE] = c->d_intermediate;
+        for (int i = 0; i < MAMBA2_MAX_PATTERN && c->pattern[i]; i++)
+            header[CKPT_H_PATTERN + i / 4] = (int32_t)((uint32_t)header[CKPT_H_PATTERN + i / 4] |
+                                                       ((uint32_t)(unsigned char)c->pattern[i] << (8 * (i % 4))));
+    }
     Xxh64 h;
     xxh64_init(&h, 0);
     xxh64_update(&h, header, sizeof(header));
@@ -548,14 +964,29 @@ static inline FILE* checkpoint_open_e(const char* path, CheckpointInfo* info, ch
     if (h[CKPT_H_MAGIC] != CKPT_MAGIC)
         return ckpt_fail_(f, err, errlen, "checkpoint %s: bad magic %d (expected %d): not a mamba2.c checkpoint",
                           path, h[CKPT_H_MAGIC], CKPT_MAGIC);
-    if (h[CKPT_H_VERSION] != 1 && h[CKPT_H_VERSION] != CKPT_VERSION)
-        return ckpt_fail_(f, err, errlen, "checkpoint %s: version %d, this build reads versions 1 and %d", path,
-                          h[CKPT_H_VERSION], CKPT_VERSION);
+    if (h[CKPT_H_VERSION] != 1 && h[CKPT_H_VERSION] != CKPT_VERSION && h[CKPT_H_VERSION] != CKPT_VERSION_HYBRID)
+        return ckpt_fail_(f, err, errlen, "checkpoint %s: version %d, this build reads versions 1 to %d", path,
+                          h[CKPT_H_VERSION], CKPT_VERSION_HYBRID);
     Mamba2Config c;
     memset(&c, 0, sizeof(c));
     c.d_model = h[CKPT_H_D_MODEL]; c.n_layer = h[CKPT_H_N_LAYER]; c.d_state = h[CKPT_H_D_STATE];
     c.headdim = h[CKPT_H_HEADDIM]; c.expand = h[CKPT_H_EXPAND]; c.ngroups = h[CKPT_H_NGROUPS];
     c.d_conv = h[CKPT_H_D_CONV]; c.vocab_size = h[CKPT_H_VOCAB]; c.chunk_size = h[CKPT_H_CHUNK];
+    if ((h[CKPT_H_VERSION] == CKPT_VERSION_HYBRID) != (h[CKPT_H_HYBRID] == 1))
+        return ckpt_fail_(f, err, errlen, "checkpoint %s: version %d with hybrid flag %d (corrupt header)", path,
+                          h[CKPT_H_VERSION], h[CKPT_H_HYBRID]);
+    if (h[CKPT_H_VERSION] == CKPT_VERSION_HYBRID) {
+        c.attn_heads = h[CKPT_H_ATTN_HEADS]; c.attn_kv_heads = h[CKPT_H_ATTN_KV_HEADS];
+        c.attn_head_dim = h[CKPT_H_ATTN_HEAD_DIM]; c.rotary_dim = h[CKPT_H_ROTARY_DIM];
+        c.rotary_base = h[CKPT_H_ROTARY_BASE]; c.qkv_bias = h[CKPT_H_QKV_BIAS]; c.out_bias = h[CKPT_H_OUT_BIAS];
+        c.d_intermediate = h[CKPT_H_D_INTERMEDIATE];
+        for (int i = 0; i < MAMBA2_MAX_PATTERN; i++)
+            c.pattern[i] = (char)(((uint32_t)h[CKPT_H_PATTERN + i / 4] >> (8 * (i % 4))) & 0xff);
+        c.pattern[MAMBA2_MAX_PATTERN] = '\0';
+        if (c.pattern[0] == '\0' || strspn(c.pattern, "M") == strlen(c.pattern))
+            return ckpt_fail_(f, err, errlen, "checkpoint %s: hybrid header without attention or MLP blocks "
+                              "(corrupt header)", path);
+    }
     const char* bad = config_check(&c);
     if (bad) return ckpt_fail_(f, err, errlen, "checkpoint %s: header holds an %s", path, bad);
     config_derive(&c);
@@ -640,7 +1071,11 @@ static inline int checkpoint_verify(const char* path, CheckpointInfo* info, char
 static inline int config_same_model(const Mamba2Config* a, const Mamba2Config* b) {
     return a->d_model == b->d_model && a->n_layer == b->n_layer && a->d_state == b->d_state &&
            a->headdim == b->headdim && a->expand == b->expand && a->ngroups == b->ngroups &&
-           a->d_conv == b->d_conv && a->vocab_size == b->vocab_size;
+           a->d_conv == b->d_conv && a->vocab_size == b->vocab_size && strcmp(a->pattern, b->pattern) == 0 &&
+           a->attn_heads == b->attn_heads && a->attn_kv_heads == b->attn_kv_heads &&
+           a->attn_head_dim == b->attn_head_dim && a->rotary_dim == b->rotary_dim &&
+           a->rotary_base == b->rotary_base && a->qkv_bias == b->qkv_bias && a->out_bias == b->out_bias &&
+           a->d_intermediate == b->d_intermediate;
 }
 
 #endif
