@@ -1,0 +1,471 @@
+/*
+ * dev/cuda/attention.cu: the attention, RoPE and SwiGLU kernels (llmc/attention.cuh, llmc/swiglu.cuh) against a
+ * plain double-precision CPU reference, then timed.
+ *
+ *   ./dev/cuda/attention_bin          tests, then the benchmark table
+ *   ./dev/cuda/attention_bin test     tests only
+ *   ./dev/cuda/attention_bin bench    benchmark only
+ *   MAMBA2_SMEM_LIMIT=101376 ./dev/cuda/attention_bin test    the 99 KB path (hd 128 backward single-buffered)
+ *
+ * Each test case: random qkv (bf16-exact), RoPE on the GPU against the CPU rotation; the attention forward (out,
+ * lse) against the reference computed from the GPU's rotated q, k (the same bf16 inputs, so what is measured is the
+ * kernel's own rounding: P as bf16 in P V, the bf16 output); the backward chained through RoPE's backward (dq, dk,
+ * dv of the unrotated qkv) against the reference. Tests that would fail if causality, the scale or the document
+ * mask were wrong: the GPU's output must be rejected by references with those mistakes. Determinism: two runs
+ * bitwise equal. SwiGLU forward and backward against the CPU. Ends with "N passed, N failed".
+ *
+ * Tolerances (bf16 build): rotated q, k: half a bf16 ulp (|x| 8e-3, rtol 8e-3); out: atol 1e-2, rtol 2e-2 (P is
+ * rounded to bf16 before P V: ~0.4% per weight, and out to bf16); lse: 2e-4 (fp32 softmax on the same inputs);
+ * dq, dk, dv: 2e-2 of the tensor's largest |value| plus 2e-2 relative (P and dS rounded to bf16 in the products,
+ * sums of up to T terms). fp32 build: the same kernels' math in fp32: 1e-4 relative (out, lse), and 5e-4 of the
+ * largest |value| for what passes through RoPE (the fp32 angle pos * inv_freq at pos ~2000 is good to ~1e-4 rad,
+ * as in torch; host and device powf may differ by an ulp).
+ */
+#include "dev/cuda/kernels_dev.h"
+#include "llmc/gpu_arch.cuh"
+#include "llmc/attention.cuh"
+#include "llmc/swiglu.cuh"
+
+#if defined(ENABLE_FP32)
+static const int is_bf16 = 0;
+#else
+static const int is_bf16 = 1;
+#endif
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* CPU reference (double) */
+
+/* the angle exactly as the GPU forms it (fp32 inv_freq and product); sin, cos in double */
+static float ref_angle(int pos, int i, int rotary_dim, float base) {
+    float inv_freq = 1.0f / powf(base, (float)(2 * i) / (float)rotary_dim);
+    return (float)pos * inv_freq;
+}
+/* rotate the first rotary_dim dims of nheads heads starting at column col0 of every row; sign -1 = inverse */
+static void ref_rope(double* x, int B, int T, int stride, int col0, int nheads, int hd, int rotary_dim, float base,
+                     const int* pos, double sign) {
+    int half = rotary_dim / 2;
+    for (int bt = 0; bt < B * T; bt++) {
+        int p = pos != NULL ? pos[bt] : bt % T;
+        for (int h = 0; h < nheads; h++) {
+            double* r = x + (size_t)bt * stride + col0 + (size_t)h * hd;
+            for (int i = 0; i < half; i++) {
+                double a = ref_angle(p, i, rotary_dim, base), c = cos(a), s = sign * sin(a);
+                double x0 = r[i], x1 = r[i + half];
+                r[i] = x0 * c - x1 * s;
+                r[i + half] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+typedef struct {
+    int causal;       /* 0: the wrong, non-causal attention (a test that must reject the GPU's output) */
+    int use_docs;     /* 0: ignore seq_idx (likewise) */
+} RefMask;
+
+static int ref_allowed(const AttnDims* d, RefMask mk, int b, int i, int j) {
+    if (mk.causal && j > i) return 0;
+    if (mk.use_docs && d->seq_idx != NULL && d->seq_idx[b * d->T + i] != d->seq_idx[b * d->T + j]) return 0;
+    return 1;
+}
+static double ref_dot(const float* a, const float* b, int n) {
+    double s = 0.0;
+    for (int c = 0; c < n; c++) s += (double)a[c] * b[c];
+    return s;
+}
+/* P row i of head h (length T, zeros where masked) and its lse; qkv rotated, host floats; d->seq_idx host */
+static double ref_probs(double* P, const float* qkv, const AttnDims* d, RefMask mk, double scale, int b, int h, int i) {
+    int hk = h / (d->Hq / d->Hkv), hd = d->hd, T = d->T;
+    const float* q = qkv + ((size_t)b * T + i) * d->qkv_stride + (size_t)h * hd;
+    double mx = -INFINITY;
+    for (int j = 0; j < T; j++) {
+        if (!ref_allowed(d, mk, b, i, j)) { P[j] = -INFINITY; continue; }
+        const float* k = qkv + ((size_t)b * T + j) * d->qkv_stride + (size_t)(d->Hq + hk) * hd;
+        P[j] = scale * ref_dot(q, k, hd);
+        if (P[j] > mx) mx = P[j];
+    }
+    double sum = 0.0;
+    for (int j = 0; j < T; j++) { P[j] = P[j] == -INFINITY ? 0.0 : exp(P[j] - mx); sum += P[j]; }
+    for (int j = 0; j < T; j++) P[j] /= sum;
+    return mx + log(sum);
+}
+/* out (B, T, Hq*hd), lse (B, Hq, T) */
+static void ref_attention_forward(double* out, double* lse, const float* qkv, const AttnDims* d, RefMask mk,
+                                  double scale) {
+    int T = d->T, hd = d->hd;
+    double* P = (double*)mallocCheck(T * sizeof(double));
+    for (int b = 0; b < d->B; b++)
+        for (int h = 0; h < d->Hq; h++) {
+            int hk = h / (d->Hq / d->Hkv);
+            for (int i = 0; i < T; i++) {
+                lse[((size_t)b * d->Hq + h) * T + i] = ref_probs(P, qkv, d, mk, scale, b, h, i);
+                double* o = out + ((size_t)b * T + i) * d->Hq * hd + (size_t)h * hd;
+                for (int c = 0; c < hd; c++) o[c] = 0.0;
+                for (int j = 0; j < T; j++) {
+                    if (P[j] == 0.0) continue;
+                    const float* v = qkv + ((size_t)b * T + j) * d->qkv_stride + (size_t)(d->Hq + d->Hkv + hk) * hd;
+                    for (int c = 0; c < hd; c++) o[c] += P[j] * v[c];
+                }
+            }
+        }
+    free(P);
+}
+/* dqkv (B, T, qkv_stride; the q, k, v columns) w.r.t. the rotated qkv, straight from the definition:
+   dP_ij = do_i.v_j, D_i = sum_j P_ij dP_ij, dS = P (dP - D), dq_i = scale sum_j dS_ij k_j, dk_j = scale sum_i
+   dS_ij q_i, dv_j = sum_i P_ij do_i (summed over the q heads of a kv head's group) */
+static void ref_attention_backward(double* dqkv, const float* qkv, const float* dout, const AttnDims* d,
+                                   double scale) {
+    int T = d->T, hd = d->hd, S = d->qkv_stride;
+    RefMask mk = {1, 1};
+    memset(dqkv, 0, (size_t)d->B * T * S * sizeof(double));
+    double* P = (double*)mallocCheck(T * sizeof(double));
+    double* dP = (double*)mallocCheck(T * sizeof(double));
+    for (int b = 0; b < d->B; b++)
+        for (int h = 0; h < d->Hq; h++) {
+            int hk = h / (d->Hq / d->Hkv);
+            for (int i = 0; i < T; i++) {
+                ref_probs(P, qkv, d, mk, scale, b, h, i);
+                const float* q = qkv + ((size_t)b * T + i) * S + (size_t)h * hd;
+                const float* g = dout + ((size_t)b * T + i) * d->Hq * hd + (size_t)h * hd;
+                double D = 0.0;
+                for (int j = 0; j < T; j++) {
+                    if (P[j] == 0.0) { dP[j] = 0.0; continue; }
+                    dP[j] = ref_dot(g, qkv + ((size_t)b * T + j) * S + (size_t)(d->Hq + d->Hkv + hk) * hd, hd);
+                    D += P[j] * dP[j];
+                }
+                double* dq = dqkv + ((size_t)b * T + i) * S + (size_t)h * hd;
+                for (int j = 0; j < T; j++) {
+                    if (P[j] == 0.0) continue;
+                    double ds = P[j] * (dP[j] - D);
+                    const float* k = qkv + ((size_t)b * T + j) * S + (size_t)(d->Hq + hk) * hd;
+                    double* dk = dqkv + ((size_t)b * T + j) * S + (size_t)(d->Hq + hk) * hd;
+                    double* dv = dqkv + ((size_t)b * T + j) * S + (size_t)(d->Hq + d->Hkv + hk) * hd;
+                    for (int c = 0; c < hd; c++) {
+                        dq[c] += scale * ds * k[c];
+                        dk[c] += scale * ds * q[c];
+                        dv[c] += P[j] * g[c];
+                    }
+                }
+            }
+        }
+    free(P);
+    free(dP);
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* helpers */
+
+static double max_abs(const double* x, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) if (fabs(x[i]) > m) m = fabs(x[i]);
+    return m;
+}
+/* columns [col0, col0 + ncols) of every row of a (rows, stride) matrix, into contiguous arrays */
+static void gather_cols_f(float* dst, const float* src, size_t rows, int stride, int col0, int ncols) {
+    for (size_t r = 0; r < rows; r++) memcpy(dst + r * ncols, src + r * stride + col0, ncols * sizeof(float));
+}
+static void gather_cols_d(double* dst, const double* src, size_t rows, int stride, int col0, int ncols) {
+    for (size_t r = 0; r < rows; r++) memcpy(dst + r * ncols, src + r * stride + col0, ncols * sizeof(double));
+}
+/* random documents: boundaries with probability 1/avg per position (at least one when T > 2); pos restarts at 0 */
+static void make_docs(int* seq, int* pos, int B, int T, int avg) {
+    for (int b = 0; b < B; b++) {
+        int doc = 0, start = 0;
+        int forced = T > 2 ? 1 + (int)(dev_rand_u32() % (uint32_t)(T - 1)) : -1;
+        for (int t = 0; t < T; t++) {
+            if (t > 0 && (t == forced || dev_rand_u32() % (uint32_t)avg == 0)) { doc++; start = t; }
+            seq[b * T + t] = doc;
+            pos[b * T + t] = t - start;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* one attention test case */
+
+typedef struct {
+    int B, T, Hq, Hkv, hd, rotary_dim, docs, pad;  /* pad: extra columns per qkv row (row stride > needed) */
+} Case;
+
+static void check_case(Case cs) {
+    int B = cs.B, T = cs.T, hd = cs.hd, S = (cs.Hq + 2 * cs.Hkv) * hd + cs.pad;
+    float base = 10000.0f;
+    size_t nqkv = (size_t)B * T * S, nout = (size_t)B * T * cs.Hq * hd, nlse = (size_t)B * cs.Hq * T;
+    printf("case B=%d T=%d Hq=%d Hkv=%d hd=%d rotary_dim=%d %s%s\n", B, T, cs.Hq, cs.Hkv, hd, cs.rotary_dim,
+           cs.docs ? "packed documents" : "one document per row", cs.pad ? ", padded qkv rows" : "");
+    float* qkv = dev_random_floats(nqkv, -2.f, 2.f);
+    dev_round_to_X(qkv, nqkv);
+    float* dout = dev_random_floats(nout, -1.f, 1.f);
+    dev_round_to_X(dout, nout);
+    int* seq = NULL; int* pos = NULL; int* d_seq = NULL; int* d_pos = NULL;
+    if (cs.docs) {
+        seq = (int*)mallocCheck((size_t)B * T * sizeof(int));
+        pos = (int*)mallocCheck((size_t)B * T * sizeof(int));
+        make_docs(seq, pos, B, T, T > 64 ? T / 4 : 8);
+        d_seq = (int*)dev_malloc((size_t)B * T * sizeof(int));
+        d_pos = (int*)dev_malloc((size_t)B * T * sizeof(int));
+        cudaCheck(cudaMemcpy(d_seq, seq, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(d_pos, pos, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice));
+    }
+    AttnDims dd = {B, T, cs.Hq, cs.Hkv, hd, S, 1.0f / sqrtf((float)hd), d_seq};   /* device pointers */
+    AttnDims hdims = dd;                                                           /* host seq_idx */
+    hdims.seq_idx = seq;
+    char name[160];
+
+    /* RoPE forward */
+    floatX* d_qkv = dev_upload_X(qkv, nqkv);
+    attention_rope_forward(d_qkv, &dd, cs.rotary_dim, base, d_pos, 0);
+    float* rot = dev_download_X(d_qkv, nqkv);
+    double* rot_ref = (double*)mallocCheck(nqkv * sizeof(double));
+    for (size_t i = 0; i < nqkv; i++) rot_ref[i] = qkv[i];
+    ref_rope(rot_ref, B, T, S, 0, cs.Hq + cs.Hkv, hd, cs.rotary_dim, base, pos, 1.0);
+    dev_validate("rope forward (all of qkv)", rot, rot_ref, nqkv, is_bf16 ? 8e-3 : 1e-3, is_bf16 ? 8e-3 : 1e-4);
+
+    /* forward, from the GPU's rotated q, k */
+    floatX* d_out = (floatX*)dev_malloc(nout * sizeof(floatX));
+    float* d_lse = (float*)dev_malloc(nlse * sizeof(float));
+    dev_poison(d_out, nout * sizeof(floatX));
+    dev_poison(d_lse, nlse * sizeof(float));
+    int tiles = attention_forward(d_out, d_lse, d_qkv, &dd, 0);
+    int want_tiles = is_bf16 && (hd == 64 || hd == 128);
+    snprintf(name, sizeof name, "forward ran the %s kernel", want_tiles ? "tile" : "simple");
+    dev_record(name, tiles == want_tiles);
+    float* out = dev_download_X(d_out, nout);
+    float* lse = dev_download_F(d_lse, nlse);
+    double* out_ref = (double*)mallocCheck(nout * sizeof(double));
+    double* lse_ref = (double*)mallocCheck(nlse * sizeof(double));
+    double scale = dd.scale;   /* the float the kernels use */
+    double oat = is_bf16 ? 1e-2 : 1e-4, ort = is_bf16 ? 2e-2 : 1e-4, lat = is_bf16 ? 2e-4 : 1e-5;
+    RefMask right = {1, 1};
+    ref_attention_forward(out_ref, lse_ref, rot, &hdims, right, scale);
+    dev_validate("forward out", out, out_ref, nout, oat, ort);
+    dev_validate("forward lse", lse, lse_ref, nlse, lat, lat);
+
+    /* the tests can fail: references with a wrong mask or scale reject the GPU's output */
+    double* wout = (double*)mallocCheck(nout * sizeof(double));
+    double* wlse = (double*)mallocCheck(nlse * sizeof(double));
+    if (T > 1) {
+        RefMask noncausal = {0, 1};
+        ref_attention_forward(wout, wlse, rot, &hdims, noncausal, scale);
+        dev_record("forward is rejected by a non-causal reference",
+                   !(dev_compare("", out, wout, nout, oat, ort, 1) && dev_compare("", lse, wlse, nlse, lat, lat, 1)));
+        ref_attention_forward(wout, wlse, rot, &hdims, right, scale * 1.25);
+        dev_record("forward is rejected by a reference with scale x1.25",
+                   !(dev_compare("", out, wout, nout, oat, ort, 1) && dev_compare("", lse, wlse, nlse, lat, lat, 1)));
+    }
+    if (cs.docs) {
+        RefMask nodocs = {1, 0};
+        ref_attention_forward(wout, wlse, rot, &hdims, nodocs, scale);
+        dev_record("forward is rejected by a reference without the document mask",
+                   !(dev_compare("", out, wout, nout, oat, ort, 1) && dev_compare("", lse, wlse, nlse, lat, lat, 1)));
+    }
+
+    /* backward, then RoPE's backward: the gradient w.r.t. the unrotated qkv */
+    floatX* d_dout = dev_upload_X(dout, nout);
+    floatX* d_dqkv = (floatX*)dev_malloc(nqkv * sizeof(floatX));
+    float* d_dsum = (float*)dev_malloc(nlse * sizeof(float));
+    dev_poison(d_dqkv, nqkv * sizeof(floatX));
+    int btiles = attention_backward(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0);
+    snprintf(name, sizeof name, "backward ran the %s kernels (%d-stage)", want_tiles ? "tile" : "simple",
+             want_tiles ? attn_bwd_stages(hd) : 0);
+    dev_record(name, btiles == want_tiles);
+    attention_rope_backward(d_dqkv, &dd, cs.rotary_dim, base, d_pos, 0);
+    float* dqkv = dev_download_X(d_dqkv, nqkv);
+    double* dqkv_ref = (double*)mallocCheck(nqkv * sizeof(double));
+    ref_attention_backward(dqkv_ref, rot, dout, &hdims, scale);
+    ref_rope(dqkv_ref, B, T, S, 0, cs.Hq + cs.Hkv, hd, cs.rotary_dim, base, pos, -1.0);
+    const char* parts[3] = {"backward dq (through RoPE)", "backward dk (through RoPE)", "backward dv"};
+    int col0[3] = {0, cs.Hq * hd, (cs.Hq + cs.Hkv) * hd}, ncol[3] = {cs.Hq * hd, cs.Hkv * hd, cs.Hkv * hd};
+    for (int p = 0; p < 3; p++) {
+        size_t n = (size_t)B * T * ncol[p];
+        float* got = (float*)mallocCheck(n * sizeof(float));
+        double* ref = (double*)mallocCheck(n * sizeof(double));
+        gather_cols_f(got, dqkv, (size_t)B * T, S, col0[p], ncol[p]);
+        gather_cols_d(ref, dqkv_ref, (size_t)B * T, S, col0[p], ncol[p]);
+        double m = max_abs(ref, n);
+        double rope_rel = is_bf16 ? 2e-2 : (p < 2 && cs.rotary_dim > 0 ? 5e-4 : 1e-4);
+        dev_validate(parts[p], got, ref, n, rope_rel * m + 1e-6, is_bf16 ? 2e-2 : 1e-4);
+        free(got);
+        free(ref);
+    }
+
+    free(wout); free(wlse); free(qkv); free(dout); free(rot); free(rot_ref); free(out); free(lse); free(out_ref);
+    free(lse_ref); free(dqkv); free(dqkv_ref); free(seq); free(pos);
+    cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_lse)); cudaCheck(cudaFree(d_dout));
+    cudaCheck(cudaFree(d_dqkv)); cudaCheck(cudaFree(d_dsum));
+    if (d_seq) cudaCheck(cudaFree(d_seq));
+    if (d_pos) cudaCheck(cudaFree(d_pos));
+}
+
+/* forward + backward twice on the same inputs: out, lse, dqkv bitwise equal */
+static void check_determinism(Case cs) {
+    int B = cs.B, T = cs.T, hd = cs.hd, S = (cs.Hq + 2 * cs.Hkv) * hd + cs.pad;
+    size_t nqkv = (size_t)B * T * S, nout = (size_t)B * T * cs.Hq * hd, nlse = (size_t)B * cs.Hq * T;
+    printf("determinism B=%d T=%d Hq=%d Hkv=%d hd=%d%s\n", B, T, cs.Hq, cs.Hkv, hd, cs.docs ? " packed documents" : "");
+    float* qkv = dev_random_floats(nqkv, -2.f, 2.f);
+    float* dout = dev_random_floats(nout, -1.f, 1.f);
+    int* d_seq = NULL;
+    if (cs.docs) {
+        int* seq = (int*)mallocCheck((size_t)B * T * sizeof(int));
+        int* pos = (int*)mallocCheck((size_t)B * T * sizeof(int));
+        make_docs(seq, pos, B, T, T / 4 + 1);
+        d_seq = (int*)dev_malloc((size_t)B * T * sizeof(int));
+        cudaCheck(cudaMemcpy(d_seq, seq, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice));
+        free(seq);
+        free(pos);
+    }
+    AttnDims dd = {B, T, cs.Hq, cs.Hkv, hd, S, 1.0f / sqrtf((float)hd), d_seq};
+    floatX* d_qkv = dev_upload_X(qkv, nqkv);
+    floatX* d_dout = dev_upload_X(dout, nout);
+    floatX* d_out = (floatX*)dev_malloc(nout * sizeof(floatX));
+    floatX* d_dqkv = (floatX*)dev_malloc(nqkv * sizeof(floatX));
+    float* d_lse = (float*)dev_malloc(nlse * sizeof(float));
+    float* d_dsum = (float*)dev_malloc(nlse * sizeof(float));
+    void* runs[2][3];
+    for (int r = 0; r < 2; r++) {
+        dev_poison(d_out, nout * sizeof(floatX));
+        dev_poison(d_dqkv, nqkv * sizeof(floatX));
+        attention_forward(d_out, d_lse, d_qkv, &dd, 0);
+        attention_backward(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0);
+        runs[r][0] = mallocCheck(nout * sizeof(floatX));
+        runs[r][1] = mallocCheck(nlse * sizeof(float));
+        runs[r][2] = mallocCheck(nqkv * sizeof(floatX));
+        cudaCheck(cudaMemcpy(runs[r][0], d_out, nout * sizeof(floatX), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(runs[r][1], d_lse, nlse * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(runs[r][2], d_dqkv, nqkv * sizeof(floatX), cudaMemcpyDeviceToHost));
+    }
+    dev_check_bitwise("forward out", runs[0][0], runs[1][0], nout * sizeof(floatX));
+    dev_check_bitwise("forward lse", runs[0][1], runs[1][1], nlse * sizeof(float));
+    dev_check_bitwise("backward dqkv", runs[0][2], runs[1][2], nqkv * sizeof(floatX));
+    for (int r = 0; r < 2; r++) for (int i = 0; i < 3; i++) free(runs[r][i]);
+    free(qkv); free(dout);
+    cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_dqkv));
+    cudaCheck(cudaFree(d_lse)); cudaCheck(cudaFree(d_dsum));
+    if (d_seq) cudaCheck(cudaFree(d_seq));
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* SwiGLU */
+
+static void check_swiglu(int BT, int Hd) {
+    printf("swiglu BT=%d Hd=%d (%s kernels)\n", BT, Hd, Hd % 8 == 0 ? "8-wide" : "scalar");
+    size_t n1 = (size_t)BT * 2 * Hd, n = (size_t)BT * Hd;
+    float* fc1 = dev_random_floats(n1, -4.f, 4.f);
+    float* dout = dev_random_floats(n, -1.f, 1.f);
+    dev_round_to_X(fc1, n1);
+    dev_round_to_X(dout, n);
+    double* out_ref = (double*)mallocCheck(n * sizeof(double));
+    double* dfc1_ref = (double*)mallocCheck(n1 * sizeof(double));
+    for (int r = 0; r < BT; r++)
+        for (int c = 0; c < Hd; c++) {
+            double y = fc1[(size_t)r * 2 * Hd + c], g = fc1[(size_t)r * 2 * Hd + Hd + c], go = dout[(size_t)r * Hd + c];
+            double sg = 1.0 / (1.0 + exp(-g));
+            out_ref[(size_t)r * Hd + c] = y * g * sg;
+            dfc1_ref[(size_t)r * 2 * Hd + c] = go * g * sg;
+            dfc1_ref[(size_t)r * 2 * Hd + Hd + c] = go * y * sg * (1.0 + g * (1.0 - sg));
+        }
+    floatX* d_fc1 = dev_upload_X(fc1, n1);
+    floatX* d_dout = dev_upload_X(dout, n);
+    floatX* d_out = (floatX*)dev_malloc(n * sizeof(floatX));
+    floatX* d_dfc1 = (floatX*)dev_malloc(n1 * sizeof(floatX));
+    dev_poison(d_out, n * sizeof(floatX));
+    dev_poison(d_dfc1, n1 * sizeof(floatX));
+    swiglu_forward(d_out, d_fc1, BT, Hd, 0);
+    swiglu_backward(d_dfc1, d_dout, d_fc1, BT, Hd, 0);
+    float* out = dev_download_X(d_out, n);
+    float* dfc1 = dev_download_X(d_dfc1, n1);
+    double tol = is_bf16 ? 1e-2 : 1e-5;
+    dev_validate("swiglu forward out", out, out_ref, n, tol, tol);
+    dev_validate("swiglu backward d(fc1 out)", dfc1, dfc1_ref, n1, tol, tol);
+    /* in place: dfc1 over fc1 gives the same bits */
+    swiglu_backward(d_fc1, d_dout, d_fc1, BT, Hd, 0);
+    float* inplace = dev_download_X(d_fc1, n1);
+    dev_check_bitwise("swiglu backward in place and out of place", inplace, dfc1, n1 * sizeof(float));
+    free(fc1); free(dout); free(out_ref); free(dfc1_ref); free(out); free(dfc1); free(inplace);
+    cudaCheck(cudaFree(d_fc1)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_dfc1));
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* benchmark: B*T = 16384 tokens, d_model = H*hd = 768; causal FLOPs as FlashAttention counts them:
+   forward 4 B H T^2 hd / 2, forward + backward 3.5 x that (backward = 2.5 forward: 5 products; ours does 7) */
+
+static void bench_shape(int B, int T, int H, int hd) {
+    int S = 3 * H * hd;
+    size_t nqkv = (size_t)B * T * S, nout = (size_t)B * T * H * hd, nlse = (size_t)B * H * T;
+    float* h = dev_random_floats(nqkv, -2.f, 2.f);
+    floatX* d_qkv = dev_upload_X(h, nqkv);
+    free(h);
+    h = dev_random_floats(nout, -1.f, 1.f);
+    floatX* d_dout = dev_upload_X(h, nout);
+    free(h);
+    floatX* d_out = (floatX*)dev_malloc(nout * sizeof(floatX));
+    floatX* d_dqkv = (floatX*)dev_malloc(nqkv * sizeof(floatX));
+    float* d_lse = (float*)dev_malloc(nlse * sizeof(float));
+    float* d_dsum = (float*)dev_malloc(nlse * sizeof(float));
+    AttnDims dd = {B, T, H, H, hd, S, 1.0f / sqrtf((float)hd), NULL};
+    float fwd = dev_bench_ms(20, [&] { attention_forward(d_out, d_lse, d_qkv, &dd, 0); });
+    float all = dev_bench_ms(20, [&] {
+        attention_forward(d_out, d_lse, d_qkv, &dd, 0);
+        attention_backward(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0);
+    });
+    float rope = dev_bench_ms(20, [&] { attention_rope_forward(d_qkv, &dd, hd, 10000.f, NULL, 0); });
+    double f = 4.0 * B * H * (double)T * T * hd / 2;
+    printf("| %5d | %3d | %2d | %2d | %8.3f | %6.1f | %8.3f | %6.1f | %6.3f |\n", T, hd, B, H, fwd, f / (fwd * 1e-3) / 1e12,
+           all, 3.5 * f / (all * 1e-3) / 1e12, rope);
+    cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_dqkv));
+    cudaCheck(cudaFree(d_lse)); cudaCheck(cudaFree(d_dsum));
+}
+static void bench(void) {
+    printf("\nattention (mamba2.c, %s, backward %d-stage for hd 128): causal, Hq = Hkv, B*T = 16384, H*hd = 768\n",
+           PRECISION_NAME, attn_bwd_stages(128));
+    printf("|     T |  hd |  B |  H |  fwd ms | TFLOP/s | fwd+bwd ms | TFLOP/s | rope ms |\n");
+    printf("| ----- | --- | -- | -- | ------- | ------- | ---------- | ------- | ------- |\n");
+    bench_shape(8, 2048, 12, 64);
+    bench_shape(8, 2048, 6, 128);
+    bench_shape(2, 8192, 12, 64);
+    bench_shape(2, 8192, 6, 128);
+    /* SwiGLU at the 130M-class MLP (d_intermediate 2048? here Hd = 2048), 16384 rows: memory-bound */
+    int BT = 16384, Hd = 2048;
+    floatX* d_fc1 = (floatX*)dev_malloc((size_t)BT * 2 * Hd * sizeof(floatX));
+    floatX* d_dfc1 = (floatX*)dev_malloc((size_t)BT * 2 * Hd * sizeof(floatX));
+    floatX* d_o = (floatX*)dev_malloc((size_t)BT * Hd * sizeof(floatX));
+    cudaCheck(cudaMemset(d_fc1, 0, (size_t)BT * 2 * Hd * sizeof(floatX)));
+    cudaCheck(cudaMemset(d_o, 0, (size_t)BT * Hd * sizeof(floatX)));
+    float f = dev_bench_ms(20, [&] { swiglu_forward(d_o, d_fc1, BT, Hd, 0); });
+    float b = dev_bench_ms(20, [&] { swiglu_backward(d_dfc1, d_o, d_fc1, BT, Hd, 0); });
+    dev_report_bytes("swiglu_forward BT=16384 Hd=2048", f, 3.0 * BT * Hd * sizeof(floatX));
+    dev_report_bytes("swiglu_backward BT=16384 Hd=2048", b, 5.0 * BT * Hd * sizeof(floatX));
+    cudaCheck(cudaFree(d_fc1)); cudaCheck(cudaFree(d_dfc1)); cudaCheck(cudaFree(d_o));
+}
+
+int main(int argc, char** argv) {
+    int tests = !(argc > 1 && strcmp(argv[1], "bench") == 0);
+    int timing = !(argc > 1 && strcmp(argv[1], "test") == 0);
+    gpu_arch_check();
+    gpu_path_print(stdout);
+    if (tests) {
+        /* B, T, Hq, Hkv, hd, rotary_dim, docs, pad */
+        Case cases[] = {
+            {2, 1, 2, 2, 64, 64, 0, 0},        /* one position */
+            {2, 17, 4, 4, 64, 32, 0, 0},       /* a partial block */
+            {1, 17, 8, 2, 128, 0, 1, 0},       /* GQA, no rotary, documents */
+            {2, 64, 4, 1, 64, 64, 0, 8},       /* one full block, GQA 4:1, padded rows */
+            {2, 64, 2, 2, 128, 128, 1, 0},
+            {2, 200, 4, 4, 128, 64, 0, 0},     /* several blocks, a partial last */
+            {2, 200, 8, 2, 64, 0, 1, 0},
+            {1, 200, 4, 1, 128, 128, 1, 8},
+            {1, 2048, 4, 1, 64, 32, 0, 0},
+            {1, 2048, 2, 2, 128, 128, 1, 0},
+            {2, 70, 4, 2, 32, 32, 0, 0},       /* head dims the tile kernels do not take: the simple kernels */
+            {1, 45, 3, 1, 80, 40, 1, 0},
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(cases[i]);
+        Case det1 = {2, 333, 8, 2, 64, 0, 1, 0}, det2 = {1, 1000, 4, 4, 128, 0, 0, 0};
+        check_determinism(det1);
+        check_determinism(det2);
+        check_swiglu(37, 100);
+        check_swiglu(64, 256);
+    }
+    if (timing) bench();
+    return dev_finish();
+}

@@ -1,0 +1,663 @@
+/*
+ * attention.cuh: causal multi-head attention (mamba_ssm's MHA semantics: GQA, partial rotary) forward and backward
+ * on the GPU, in the FlashAttention-2 manner: the T x T score matrix never reaches memory; the forward keeps a
+ * running max and sum per query row (online softmax) and saves only the logsumexp; the backward recomputes the
+ * probabilities from it. RoPE is a separate in-place pass on the qkv buffer (attention_rope_forward / _backward).
+ *
+ * Layout. qkv: (B, T, qkv_stride) bf16, each position [q (Hq*hd) | k (Hkv*hd) | v (Hkv*hd) | unused], the in_proj
+ * output. q head h reads kv head h / (Hq/Hkv). out: (B, T, Hq*hd). lse: (B, Hq, T) fp32, natural log.
+ * seq_idx (B, T) int or NULL: the document of each position (packed documents); a query sees only keys of its own
+ * document. Positions in a document must be contiguous (a document is one run of equal seq_idx values).
+ *
+ * Math, one query row i of head h, keys j <= i of the same document, scale = 1/sqrt(hd) usually:
+ *   s_ij = scale q_i.k_j,  lse_i = log sum_j exp(s_ij),  P_ij = exp(s_ij - lse_i),  o_i = sum_j P_ij v_j
+ * Backward, with D_i = sum_j P_ij (do_i.v_j) = do_i.o_i (attn_bwd_dsum_kernel computes it from o):
+ *   dP_ij = do_i.v_j,  dS_ij = P_ij (dP_ij - D_i),  dq_i = scale sum_j dS_ij k_j,
+ *   dk_j = scale sum_i dS_ij q_i,  dv_j = sum_i P_ij do_i
+ * With GQA, dk, dv of a kv head are the sums over the q heads of its group.
+ *
+ * Kernels (bf16 build, hd 64 or 128, 16-byte aligned rows: attn_tiles_take), 4 warps of 16 query (or key) rows on
+ * mma.sync m16n8k16 (llmc/ssd_tile.cuh's fragments, ldmatrix, cp.async; every GPU from sm_80):
+ *   attn_fwd_mma_kernel         one block per (64 query rows, q head, batch); loops over the key blocks up to the
+ *                               diagonal, K and V tiles double-buffered; S = Q K^T and P V in registers.
+ *   attn_bwd_dsum_kernel        D = rowsum(dO * O)
+ *   attn_bwd_dkdv_mma_kernel    one block per (64 key rows, kv head, batch); loops over the q heads of the group
+ *                               and the query blocks at and after the diagonal, in a fixed order: dK, dV stay in
+ *                               registers, written once. No atomics.
+ *   attn_bwd_dq_mma_kernel      one block per (64 query rows, q head, batch); recomputes P and dP over the key blocks
+ *                               (FA2 adds dQ with float atomics from the dK/dV kernel instead: not deterministic).
+ * The backward thus does 7 T x T x hd products where FA2 does 5: the price of bitwise determinism.
+ * The fp32 build (the oracle build) and other head dims run the simple kernels: one thread per query row (forward,
+ * dq) or key row (dk, dv), the same math in fp32 in the same order every run.
+ *
+ * RoPE, flash_attn's non-interleaved rotate-half on the first rotary_dim dims of every q and k head: for
+ * i < rotary_dim/2, (x_i, x_{i+r/2}) -> (x_i c - x_{i+r/2} s, x_i s + x_{i+r/2} c), c, s = cos, sin(pos inv_freq_i),
+ * inv_freq_i = base^(-2i/rotary_dim) (fp32, as torch computes it), pos = the position in the row (or pos[b, t]).
+ * The backward rotates the gradient by -angle. Why a separate in-place pass rather than rotating inside the
+ * attention's tile loads: the rotated q, k are what the backward needs (saved in place, nothing recomputed in every
+ * tile load of three kernels), the tile kernels keep plain cp.async loads, and the pass costs one read and write of
+ * q and k (~1% of the attention's time at T = 2048).
+ */
+#ifndef MAMBA2_ATTENTION_CUH
+#define MAMBA2_ATTENTION_CUH
+
+#include <math.h>
+#include <stdint.h>
+#include "cuda_common.h"
+#include "gpu_arch.cuh"
+#include "ssd_tile.cuh"   /* the mma.sync tile primitives of the SSD kernels (bf16 build) */
+
+#define ATTN_ROWS 64            /* query (or key) rows of a tile kernel's block: 4 warps of 16 */
+#define ATTN_THREADS 128
+#define ATTN_SIMPLE_MAX_HD 256  /* the simple kernels hold a head's row in registers / local memory */
+#define ATTN_SIMPLE_THREADS 128
+
+typedef struct {
+    int B, T;
+    int Hq, Hkv;      /* query heads, kv heads (Hq % Hkv == 0) */
+    int hd;           /* head dim */
+    int qkv_stride;   /* elements per position of the qkv (and dqkv) buffer, >= (Hq + 2 Hkv) hd */
+    float scale;      /* softmax scale, usually 1/sqrt(hd) */
+    const int* seq_idx;  /* (B, T) document of each position, or NULL (one document per row) */
+} AttnDims;
+
+/* the refusals: what is wrong and what to pass instead */
+static void attn_check_dims(const AttnDims* d, const char* who) {
+    const char* err = NULL;
+    if (d->B < 1 || d->T < 1) err = "B and T must be >= 1";
+    else if (d->Hq < 1 || d->Hkv < 1 || d->Hq % d->Hkv != 0) err = "num_heads must be a multiple of num_heads_kv";
+    else if (d->hd < 1 || d->hd > ATTN_SIMPLE_MAX_HD) err = "head_dim must be in 1..256";
+    else if (d->qkv_stride < (d->Hq + 2 * d->Hkv) * d->hd) err = "qkv_stride is smaller than (Hq + 2 Hkv) * head_dim";
+    if (err != NULL) {
+        fprintf(stderr, "%s: B=%d T=%d Hq=%d Hkv=%d head_dim=%d qkv_stride=%d: %s\n", who, d->B, d->T, d->Hq, d->Hkv,
+                d->hd, d->qkv_stride, err);
+        exit(EXIT_FAILURE);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* RoPE, in place on the q and k heads of a qkv (or dqkv) buffer; sign = +1 forward, -1 backward */
+
+__global__ static void attn_rope_kernel(floatX* qkv, int B, int T, int nheads, int hd, int stride, int rotary_dim,
+                                        float base, const int* pos, float sign) {
+    int half = rotary_dim / 2;
+    size_t n = (size_t)B * T * nheads * half;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        int i = (int)(idx % half);
+        size_t rest = idx / half;
+        int head = (int)(rest % nheads);
+        size_t bt = rest / nheads;
+        int t = (int)(bt % T);
+        float p = pos != NULL ? (float)pos[bt] : (float)t;
+        float inv_freq = 1.0f / powf(base, (float)(2 * i) / (float)rotary_dim);
+        float s, c;
+        sincosf(p * inv_freq, &s, &c);   /* the accurate sincosf: angles reach T radians */
+        s *= sign;
+        floatX* x = qkv + bt * stride + (size_t)head * hd;
+        float x0 = toF(x[i]), x1 = toF(x[i + half]);
+        x[i] = fromF(x0 * c - x1 * s);
+        x[i + half] = fromF(x0 * s + x1 * c);
+    }
+}
+static void attn_rope_launch(floatX* qkv, const AttnDims* d, int rotary_dim, float base, const int* pos, float sign,
+                             cudaStream_t stream) {
+    if (rotary_dim == 0) return;
+    if (rotary_dim < 0 || rotary_dim % 2 != 0 || rotary_dim > d->hd) {
+        fprintf(stderr, "attention RoPE: rotary_dim %d must be even and in 0..head_dim (%d)\n", rotary_dim, d->hd);
+        exit(EXIT_FAILURE);
+    }
+    size_t n = (size_t)d->B * d->T * (d->Hq + d->Hkv) * (rotary_dim / 2);
+    size_t blocks = CEIL_DIV(n, (size_t)256), cap = (size_t)cuda_num_sms() * 16;   /* grid-stride past that */
+    int grid = (int)(blocks < cap ? blocks : cap);
+    attn_rope_kernel<<<grid, 256, 0, stream>>>(qkv, d->B, d->T, d->Hq + d->Hkv, d->hd, d->qkv_stride, rotary_dim, base,
+                                                pos, sign);
+    cudaCheckLast();
+}
+/* rotate the q and k heads of qkv in place (the q and k heads are adjacent: Hq + Hkv heads from column 0) */
+static void attention_rope_forward(floatX* qkv, const AttnDims* d, int rotary_dim, float base, const int* pos,
+                                   cudaStream_t stream) {
+    attn_rope_launch(qkv, d, rotary_dim, base, pos, 1.0f, stream);
+}
+/* the gradient w.r.t. the unrotated q, k from the one w.r.t. the rotated: rotation by -angle, in place on dqkv */
+static void attention_rope_backward(floatX* dqkv, const AttnDims* d, int rotary_dim, float base, const int* pos,
+                                    cudaStream_t stream) {
+    attn_rope_launch(dqkv, d, rotary_dim, base, pos, -1.0f, stream);
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* the simple kernels: fp32 build, and head dims the tile kernels do not take */
+
+__device__ static inline int attn_same_doc(const int* seq, size_t row0, int i, int j) {
+    return seq == NULL || seq[row0 + i] == seq[row0 + j];
+}
+
+/* one thread per (b, h, query row i): online softmax over the keys j <= i */
+__global__ static void attn_fwd_simple_kernel(floatX* out, float* lse, const floatX* qkv, AttnDims d) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= d.B * d.Hq * d.T) return;
+    int i = idx % d.T, h = (idx / d.T) % d.Hq, b = idx / (d.T * d.Hq);
+    int hk = h / (d.Hq / d.Hkv), hd = d.hd;
+    size_t row0 = (size_t)b * d.T;
+    const floatX* q = qkv + (row0 + i) * d.qkv_stride + (size_t)h * hd;
+    const floatX* kbase = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * hd;
+    const floatX* vbase = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * hd;
+    float qr[ATTN_SIMPLE_MAX_HD], acc[ATTN_SIMPLE_MAX_HD];
+    for (int c = 0; c < hd; c++) { qr[c] = toF(q[c]) * d.scale; acc[c] = 0.f; }
+    float m = -INFINITY, l = 0.f;
+    for (int j = 0; j <= i; j++) {
+        if (!attn_same_doc(d.seq_idx, row0, i, j)) continue;
+        const floatX* k = kbase + (size_t)j * d.qkv_stride;
+        const floatX* v = vbase + (size_t)j * d.qkv_stride;
+        float s = 0.f;
+        for (int c = 0; c < hd; c++) s += qr[c] * toF(k[c]);
+        float m_new = fmaxf(m, s), alpha = expf(m - m_new), p = expf(s - m_new);
+        l = l * alpha + p;
+        for (int c = 0; c < hd; c++) acc[c] = acc[c] * alpha + p * toF(v[c]);
+        m = m_new;
+    }
+    floatX* o = out + (row0 + i) * (size_t)(d.Hq * hd) + (size_t)h * hd;
+    for (int c = 0; c < hd; c++) o[c] = fromF(acc[c] / l);
+    lse[((size_t)b * d.Hq + h) * d.T + i] = m + logf(l);
+}
+
+/* D[b, h, i] = do_i . o_i, one warp per (b, i, h) row (every build) */
+__global__ static void attn_bwd_dsum_kernel(float* dsum, const floatX* dout, const floatX* out, int B, int T, int Hq,
+                                            int hd) {
+    int warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32, lane = threadIdx.x % 32;
+    if (warp >= B * T * Hq) return;
+    int h = warp % Hq, bt = warp / Hq;
+    const floatX* o = out + (size_t)warp * hd;
+    const floatX* g = dout + (size_t)warp * hd;
+    float s = 0.f;
+    for (int c = lane; c < hd; c += 32) s += toF(o[c]) * toF(g[c]);
+    s = warp_reduce_sum(s);
+    if (lane == 0) dsum[((size_t)(bt / T) * Hq + h) * T + bt % T] = s;
+}
+
+/* one thread per (b, h, query row i): dq_i = scale sum_{j<=i} P_ij (do_i.v_j - D_i) k_j */
+__global__ static void attn_bwd_dq_simple_kernel(floatX* dqkv, const floatX* dout, const float* lse, const float* dsum,
+                                                 const floatX* qkv, AttnDims d) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= d.B * d.Hq * d.T) return;
+    int i = idx % d.T, h = (idx / d.T) % d.Hq, b = idx / (d.T * d.Hq);
+    int hk = h / (d.Hq / d.Hkv), hd = d.hd;
+    size_t row0 = (size_t)b * d.T;
+    const floatX* q = qkv + (row0 + i) * d.qkv_stride + (size_t)h * hd;
+    const floatX* g = dout + (row0 + i) * (size_t)(d.Hq * hd) + (size_t)h * hd;
+    const floatX* kbase = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * hd;
+    const floatX* vbase = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * hd;
+    float qr[ATTN_SIMPLE_MAX_HD], gr[ATTN_SIMPLE_MAX_HD], dq[ATTN_SIMPLE_MAX_HD];
+    for (int c = 0; c < hd; c++) { qr[c] = toF(q[c]) * d.scale; gr[c] = toF(g[c]); dq[c] = 0.f; }
+    float L = lse[((size_t)b * d.Hq + h) * d.T + i], D = dsum[((size_t)b * d.Hq + h) * d.T + i];
+    for (int j = 0; j <= i; j++) {
+        if (!attn_same_doc(d.seq_idx, row0, i, j)) continue;
+        const floatX* k = kbase + (size_t)j * d.qkv_stride;
+        const floatX* v = vbase + (size_t)j * d.qkv_stride;
+        float s = 0.f, dp = 0.f;
+        for (int c = 0; c < hd; c++) { s += qr[c] * toF(k[c]); dp += gr[c] * toF(v[c]); }
+        float ds = expf(s - L) * (dp - D);
+        for (int c = 0; c < hd; c++) dq[c] += ds * toF(k[c]);
+    }
+    floatX* dst = dqkv + (row0 + i) * d.qkv_stride + (size_t)h * hd;
+    for (int c = 0; c < hd; c++) dst[c] = fromF(dq[c] * d.scale);
+}
+
+/* one thread per (b, kv head, key row j): the q heads of the group in order, then the queries i >= j */
+__global__ static void attn_bwd_dkdv_simple_kernel(floatX* dqkv, const floatX* dout, const float* lse,
+                                                   const float* dsum, const floatX* qkv, AttnDims d) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= d.B * d.Hkv * d.T) return;
+    int j = idx % d.T, hk = (idx / d.T) % d.Hkv, b = idx / (d.T * d.Hkv);
+    int G = d.Hq / d.Hkv, hd = d.hd;
+    size_t row0 = (size_t)b * d.T;
+    const floatX* k = qkv + (row0 + j) * d.qkv_stride + (size_t)(d.Hq + hk) * hd;
+    const floatX* v = qkv + (row0 + j) * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * hd;
+    float kr[ATTN_SIMPLE_MAX_HD], vr[ATTN_SIMPLE_MAX_HD], dk[ATTN_SIMPLE_MAX_HD], dv[ATTN_SIMPLE_MAX_HD];
+    for (int c = 0; c < hd; c++) { kr[c] = toF(k[c]) * d.scale; vr[c] = toF(v[c]); dk[c] = 0.f; dv[c] = 0.f; }
+    for (int g = 0; g < G; g++) {
+        int h = hk * G + g;
+        const float* L = lse + ((size_t)b * d.Hq + h) * d.T;
+        const float* D = dsum + ((size_t)b * d.Hq + h) * d.T;
+        for (int i = j; i < d.T; i++) {
+            if (!attn_same_doc(d.seq_idx, row0, i, j)) continue;
+            const floatX* q = qkv + (row0 + i) * d.qkv_stride + (size_t)h * hd;
+            const floatX* gi = dout + (row0 + i) * (size_t)(d.Hq * hd) + (size_t)h * hd;
+            float s = 0.f, dp = 0.f;
+            for (int c = 0; c < hd; c++) { s += kr[c] * toF(q[c]); dp += vr[c] * toF(gi[c]); }
+            float p = expf(s - L[i]), ds = p * (dp - D[i]);
+            for (int c = 0; c < hd; c++) { dv[c] += p * toF(gi[c]); dk[c] += ds * toF(q[c]); }
+        }
+    }
+    floatX* dkd = dqkv + (row0 + j) * d.qkv_stride + (size_t)(d.Hq + hk) * hd;
+    floatX* dvd = dqkv + (row0 + j) * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * hd;
+    for (int c = 0; c < hd; c++) { dkd[c] = fromF(dk[c] * d.scale); dvd[c] = fromF(dv[c]); }
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* the tile kernels (bf16 build) */
+
+#if !defined(ENABLE_FP32)
+#define ATTN_LOG2E 1.4426950408889634f
+
+/* doc[row] of a position, or -1 past the end (masked by the causal or length test anyway) */
+__device__ static inline int attn_doc(const int* seq, size_t row0, int T, int t) {
+    return t < T ? __ldg(seq + row0 + t) : -1;
+}
+/* a 16 x 64 accumulator strip (fragment layout of llmc/ssd_tile.cuh) written as bf16 pairs to rows r0 + lane/4
+   (+8) of a row-major matrix (row stride ld), rows at or past T skipped; values times mul */
+template <int NT8>
+__device__ static inline void attn_store_strip(floatX* dst, size_t ld, int r0, int T, const float acc[][4], float mul) {
+    int lane = threadIdx.x % 32, r = r0 + lane / 4, c = 2 * (lane % 4);
+#pragma unroll
+    for (int nt = 0; nt < NT8; nt++) {
+        if (r < T) *(uint32_t*)(dst + (size_t)r * ld + nt * 8 + c) = ssd_pack_bf16(acc[nt][0] * mul, acc[nt][1] * mul);
+        if (r + 8 < T)
+            *(uint32_t*)(dst + (size_t)(r + 8) * ld + nt * 8 + c) = ssd_pack_bf16(acc[nt][2] * mul, acc[nt][3] * mul);
+    }
+}
+
+static inline size_t attn_smem_fwd(int hd) { return (size_t)5 * ATTN_ROWS * (hd + 8) * sizeof(floatX); }
+static inline size_t attn_smem_dkdv(int hd, int stages) {
+    return (size_t)(2 + 2 * stages) * ATTN_ROWS * (hd + 8) * sizeof(floatX) + 2 * stages * ATTN_ROWS * sizeof(float);
+}
+static inline size_t attn_smem_dq(int hd, int stages) {
+    return (size_t)(2 + 2 * stages) * ATTN_ROWS * (hd + 8) * sizeof(floatX);
+}
+
+/* Forward: block (query block qb, q head h, batch b). Shared: Q | K[2] | V[2], rows padded to HD + 8. Warp w owns
+   query rows qb*64 + 16w .. +15; per key block: S = Q K^T (16 x 64 fp32), masked (causal on the diagonal block,
+   documents), online softmax in the log2 domain, O += P V with P repacked as bf16 A fragments. */
+template <int HD>
+__global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(floatX* out, float* lse, const floatX* qkv,
+                                                                           AttnDims d) {
+    constexpr int LD = HD + 8, NT = HD / 8;
+    extern __shared__ __align__(16) unsigned char attn_smem[];
+    floatX* Qs = (floatX*)attn_smem;
+    floatX* Ks = Qs + ATTN_ROWS * LD;    /* two buffers */
+    floatX* Vs = Ks + 2 * ATTN_ROWS * LD;
+    int qb = gridDim.x - 1 - blockIdx.x;  /* the longest rows first: the last wave is short blocks */
+    int h = blockIdx.y, b = blockIdx.z, hk = h / (d.Hq / d.Hkv);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, T = d.T;
+    size_t row0 = (size_t)b * T;
+    const floatX* qg = qkv + row0 * d.qkv_stride + (size_t)h * HD;
+    const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
+    const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
+    int q0 = qb * ATTN_ROWS, nkb = qb + 1;
+    ssd_load_tile(Qs, LD, qg, d.qkv_stride, q0, T, HD);
+    ssd_load_tile(Ks, LD, kg, d.qkv_stride, 0, T, HD);
+    ssd_load_tile(Vs, LD, vg, d.qkv_stride, 0, T, HD);
+    ssd_cp_commit();
+
+    const float sl2 = d.scale * ATTN_LOG2E;
+    int rq = q0 + warp * 16 + lane / 4;   /* this lane's rows rq, rq + 8 */
+    int docq[2] = {0, 0};
+    if (d.seq_idx != NULL) { docq[0] = attn_doc(d.seq_idx, row0, T, rq); docq[1] = attn_doc(d.seq_idx, row0, T, rq + 8); }
+    float o[NT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+
+    for (int kb = 0; kb < nkb; kb++) {
+        int buf = kb & 1;
+        if (kb + 1 < nkb) {
+            ssd_load_tile(Ks + (buf ^ 1) * ATTN_ROWS * LD, LD, kg, d.qkv_stride, (kb + 1) * ATTN_ROWS, T, HD);
+            ssd_load_tile(Vs + (buf ^ 1) * ATTN_ROWS * LD, LD, vg, d.qkv_stride, (kb + 1) * ATTN_ROWS, T, HD);
+        }
+        ssd_cp_commit();
+        ssd_cp_wait<1>();
+        __syncthreads();
+        const floatX* Kt = Ks + buf * ATTN_ROWS * LD;
+        const floatX* Vt = Vs + buf * ATTN_ROWS * LD;
+        float s[8][4];
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+        ssd_mma_nt<8>(s, Qs + warp * 16 * LD, LD, Kt, LD, HD, 64);
+        int masked = kb == qb || d.seq_idx != NULL;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float t = s[nt][e] * sl2;
+                if (masked) {
+                    int r = rq + (e / 2) * 8, c = kb * ATTN_ROWS + nt * 8 + 2 * (lane % 4) + (e % 2);
+                    int ok = c <= r;
+                    if (d.seq_idx != NULL) ok = ok && attn_doc(d.seq_idx, row0, T, c) == docq[e / 2];
+                    if (!ok) t = -INFINITY;
+                }
+                s[nt][e] = t;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float m_new = fmaxf(m[i], mx);
+            float m_use = m_new == -INFINITY ? 0.f : m_new;   /* a row with every key masked so far: p = 0 */
+            float alpha = exp2f(m[i] - m_use);
+            m[i] = m_new;
+            l[i] *= alpha;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) { o[nt][2 * i] *= alpha; o[nt][2 * i + 1] *= alpha; }
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                float p0 = exp2f(s[nt][2 * i] - m_use), p1 = exp2f(s[nt][2 * i + 1] - m_use);
+                s[nt][2 * i] = p0;
+                s[nt][2 * i + 1] = p1;
+                l[i] += p0 + p1;   /* this lane's part of the row sum; the quad adds them at the end */
+            }
+        }
+        uint32_t pf[4][4];
+        ssd_pack_a<4>(pf, s);
+        ssd_mma_rn<4, NT>(o, pf, Vt, LD, HD);
+        __syncthreads();   /* the buffer is refilled by the next iteration's loads */
+    }
+    float inv[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] = ssd_quad_sum(l[i]);
+        inv[i] = 1.f / l[i];
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) { o[nt][0] *= inv[0]; o[nt][1] *= inv[0]; o[nt][2] *= inv[1]; o[nt][3] *= inv[1]; }
+    size_t ostride = (size_t)d.Hq * HD;
+    attn_store_strip<NT>(out + row0 * ostride + (size_t)h * HD, ostride, q0 + warp * 16, T, o, 1.f);
+    if (lane % 4 == 0) {
+        float* L = lse + ((size_t)b * d.Hq + h) * T;
+        if (rq < T) L[rq] = (m[0] + log2f(l[0])) * 0.6931471805599453f;
+        if (rq + 8 < T) L[rq + 8] = (m[1] + log2f(l[1])) * 0.6931471805599453f;
+    }
+}
+
+/* dK, dV: block (key block kb, kv head hk, batch b). Shared: K | V | Q[STAGES] | dO[STAGES] | lse2[STAGES] |
+   D[STAGES]. Work items (q head g of the group, query block qb >= kb), g outer, in this fixed order, each loaded
+   while the previous is computed where STAGES = 2. Warp w owns key rows kb*64 + 16w .. +15 and keeps their dK, dV
+   (16 x HD fp32 each) in registers:
+     S^T = K Q^T, P^T = exp2(S^T scale log2e - lse2) (masked), dV += P^T dO, dP^T = V dO^T, dS^T = P^T (dP^T - D),
+     dK += dS^T Q; dK * scale at the end. */
+template <int HD, int STAGES>
+__global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_mma_kernel(floatX* dqkv, const floatX* dout,
+                                                                                const float* lse, const float* dsum,
+                                                                                const floatX* qkv, AttnDims d) {
+    constexpr int LD = HD + 8, NT = HD / 8;
+    extern __shared__ __align__(16) unsigned char attn_smem[];
+    floatX* Ks = (floatX*)attn_smem;
+    floatX* Vs = Ks + ATTN_ROWS * LD;
+    floatX* Qs = Vs + ATTN_ROWS * LD;
+    floatX* Gs = Qs + STAGES * ATTN_ROWS * LD;
+    float* Ls = (float*)(Gs + STAGES * ATTN_ROWS * LD);
+    float* Ds = Ls + STAGES * ATTN_ROWS;
+    int kb = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, G = d.Hq / d.Hkv, T = d.T;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    size_t row0 = (size_t)b * T, gstride = (size_t)d.Hq * HD;
+    const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
+    const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
+    int nqb = CEIL_DIV(T, ATTN_ROWS), nq = nqb - kb, nitems = G * nq;
+    ssd_load_tile(Ks, LD, kg, d.qkv_stride, kb * ATTN_ROWS, T, HD);
+    ssd_load_tile(Vs, LD, vg, d.qkv_stride, kb * ATTN_ROWS, T, HD);
+    ssd_cp_commit();
+    /* item it -> buffer buf: the Q and dO tiles (cp.async) and the rows' lse (log2 units; +inf past T: P = 0), D */
+    auto load_item = [&](int it, int buf) {
+        int h = hk * G + it / nq, q0 = (kb + it % nq) * ATTN_ROWS;
+        ssd_load_tile(Qs + buf * ATTN_ROWS * LD, LD, qkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0, T, HD);
+        ssd_load_tile(Gs + buf * ATTN_ROWS * LD, LD, dout + row0 * gstride + (size_t)h * HD, gstride, q0, T, HD);
+        if (threadIdx.x < ATTN_ROWS) {
+            int r = q0 + threadIdx.x;
+            size_t at = ((size_t)b * d.Hq + h) * T + r;
+            Ls[buf * ATTN_ROWS + threadIdx.x] = r < T ? lse[at] * ATTN_LOG2E : INFINITY;
+            Ds[buf * ATTN_ROWS + threadIdx.x] = r < T ? dsum[at] : 0.f;
+        }
+    };
+    if (STAGES == 2) { load_item(0, 0); ssd_cp_commit(); }
+
+    const float sl2 = d.scale * ATTN_LOG2E;
+    int rk = kb * ATTN_ROWS + warp * 16 + lane / 4;   /* this lane's key rows rk, rk + 8 */
+    int dock[2] = {0, 0};
+    if (d.seq_idx != NULL) { dock[0] = attn_doc(d.seq_idx, row0, T, rk); dock[1] = attn_doc(d.seq_idx, row0, T, rk + 8); }
+    float dk[NT][4], dv[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[nt][e] = dv[nt][e] = 0.f;
+
+    for (int it = 0; it < nitems; it++) {
+        int buf = STAGES == 2 ? it & 1 : 0;
+        if (STAGES == 2) {
+            if (it + 1 < nitems) load_item(it + 1, buf ^ 1);
+            ssd_cp_commit();
+            ssd_cp_wait<1>();
+        } else {
+            load_item(it, 0);
+            ssd_cp_commit();
+            ssd_cp_wait<0>();
+        }
+        __syncthreads();
+        int qb = kb + it % nq;
+        const floatX* Qt = Qs + buf * ATTN_ROWS * LD;
+        const floatX* Gt = Gs + buf * ATTN_ROWS * LD;
+        const float* Lt = Ls + buf * ATTN_ROWS;
+        const float* Dt = Ds + buf * ATTN_ROWS;
+        float p[8][4];
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.f;
+        ssd_mma_nt<8>(p, Ks + warp * 16 * LD, LD, Qt, LD, HD, 64);
+        int masked = qb == kb || d.seq_idx != NULL;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int cl = nt * 8 + 2 * (lane % 4) + (e % 2), c = qb * ATTN_ROWS + cl, r = rk + (e / 2) * 8;
+                int ok = 1;
+                if (masked) {
+                    ok = c >= r;
+                    if (d.seq_idx != NULL) ok = ok && attn_doc(d.seq_idx, row0, T, c) == dock[e / 2];
+                }
+                p[nt][e] = ok ? exp2f(p[nt][e] * sl2 - Lt[cl]) : 0.f;
+            }
+        }
+        uint32_t af[4][4];
+        ssd_pack_a<4>(af, p);
+        ssd_mma_rn<4, NT>(dv, af, Gt, LD, HD);
+        float dp[8][4];
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.f;
+        ssd_mma_nt<8>(dp, Vs + warp * 16 * LD, LD, Gt, LD, HD, 64);
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dp[nt][e] = p[nt][e] * (dp[nt][e] - Dt[nt * 8 + 2 * (lane % 4) + (e % 2)]);
+        ssd_pack_a<4>(af, dp);
+        ssd_mma_rn<4, NT>(dk, af, Qt, LD, HD);
+        __syncthreads();   /* the buffer is refilled by a later iteration's loads */
+    }
+    attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD, d.qkv_stride,
+                         kb * ATTN_ROWS + warp * 16, T, dk, d.scale);
+    attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD, d.qkv_stride,
+                         kb * ATTN_ROWS + warp * 16, T, dv, 1.f);
+}
+
+/* dQ: block (query block qb, q head h, batch b). Shared: Q | dO | K[STAGES] | V[STAGES]. Warp w owns query rows
+   qb*64 + 16w .. +15: per key block S = Q K^T, P = exp2(S scale log2e - lse2), dP = dO V^T, dS = P (dP - D),
+   dQ += dS K; dQ * scale at the end. */
+template <int HD, int STAGES>
+__global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(floatX* dqkv, const floatX* dout,
+                                                                              const float* lse, const float* dsum,
+                                                                              const floatX* qkv, AttnDims d) {
+    constexpr int LD = HD + 8, NT = HD / 8;
+    extern __shared__ __align__(16) unsigned char attn_smem[];
+    floatX* Qs = (floatX*)attn_smem;
+    floatX* Gs = Qs + ATTN_ROWS * LD;
+    floatX* Ks = Gs + ATTN_ROWS * LD;
+    floatX* Vs = Ks + STAGES * ATTN_ROWS * LD;
+    int qb = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (d.Hq / d.Hkv), T = d.T;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    size_t row0 = (size_t)b * T, gstride = (size_t)d.Hq * HD;
+    const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
+    const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
+    int q0 = qb * ATTN_ROWS, nkb = qb + 1;
+    ssd_load_tile(Qs, LD, qkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0, T, HD);
+    ssd_load_tile(Gs, LD, dout + row0 * gstride + (size_t)h * HD, gstride, q0, T, HD);
+    ssd_cp_commit();
+    if (STAGES == 2) {
+        ssd_load_tile(Ks, LD, kg, d.qkv_stride, 0, T, HD);
+        ssd_load_tile(Vs, LD, vg, d.qkv_stride, 0, T, HD);
+        ssd_cp_commit();
+    }
+    const float sl2 = d.scale * ATTN_LOG2E;
+    int rq = q0 + warp * 16 + lane / 4;
+    float L2[2], Dr[2];
+    int docq[2] = {0, 0};
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        int r = rq + 8 * i;
+        size_t at = ((size_t)b * d.Hq + h) * T + r;
+        L2[i] = r < T ? lse[at] * ATTN_LOG2E : INFINITY;
+        Dr[i] = r < T ? dsum[at] : 0.f;
+        if (d.seq_idx != NULL) docq[i] = attn_doc(d.seq_idx, row0, T, r);
+    }
+    float dq[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.f;
+
+    for (int kb = 0; kb < nkb; kb++) {
+        int buf = STAGES == 2 ? kb & 1 : 0;
+        if (STAGES == 2) {
+            if (kb + 1 < nkb) {
+                ssd_load_tile(Ks + (buf ^ 1) * ATTN_ROWS * LD, LD, kg, d.qkv_stride, (kb + 1) * ATTN_ROWS, T, HD);
+                ssd_load_tile(Vs + (buf ^ 1) * ATTN_ROWS * LD, LD, vg, d.qkv_stride, (kb + 1) * ATTN_ROWS, T, HD);
+            }
+            ssd_cp_commit();
+            ssd_cp_wait<1>();
+        } else {
+            ssd_load_tile(Ks, LD, kg, d.qkv_stride, kb * ATTN_ROWS, T, HD);
+            ssd_load_tile(Vs, LD, vg, d.qkv_stride, kb * ATTN_ROWS, T, HD);
+            ssd_cp_commit();
+            ssd_cp_wait<0>();
+        }
+        __syncthreads();
+        const floatX* Kt = Ks + buf * ATTN_ROWS * LD;
+        const floatX* Vt = Vs + buf * ATTN_ROWS * LD;
+        float p[8][4], dp[8][4];
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) p[nt][e] = dp[nt][e] = 0.f;
+        ssd_mma_nt<8>(p, Qs + warp * 16 * LD, LD, Kt, LD, HD, 64);
+        ssd_mma_nt<8>(dp, Gs + warp * 16 * LD, LD, Vt, LD, HD, 64);
+        int masked = kb == qb || d.seq_idx != NULL;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int i = e / 2, c = kb * ATTN_ROWS + nt * 8 + 2 * (lane % 4) + (e % 2), ok = 1;
+                if (masked) {
+                    ok = c <= rq + 8 * i;
+                    if (d.seq_idx != NULL) ok = ok && attn_doc(d.seq_idx, row0, T, c) == docq[i];
+                }
+                float pv = ok ? exp2f(p[nt][e] * sl2 - L2[i]) : 0.f;
+                dp[nt][e] = pv * (dp[nt][e] - Dr[i]);
+            }
+        }
+        uint32_t af[4][4];
+        ssd_pack_a<4>(af, dp);
+        ssd_mma_rn<4, NT>(dq, af, Kt, LD, HD);
+        __syncthreads();
+    }
+    attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0 + warp * 16, T, dq, d.scale);
+}
+#endif /* !ENABLE_FP32 */
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* dispatch */
+
+#if !defined(ENABLE_FP32)
+/* 1 where the tile kernels take this shape: hd 64 or 128, 16-byte aligned rows and buffers (bf16 build) */
+static int attn_tiles_take(const AttnDims* d, const void* qkv, const void* out) {
+    return (d->hd == 64 || d->hd == 128) && d->qkv_stride % 8 == 0 && (uintptr_t)qkv % 16 == 0 &&
+           (uintptr_t)out % 16 == 0;
+}
+#endif
+/* 2 (double-buffered tiles) where that fits the GPU's shared memory, else 1 */
+static inline int attn_bwd_stages(int hd) {
+#if defined(ENABLE_FP32)
+    (void)hd;
+    return 1;
+#else
+    return attn_smem_dkdv(hd, 2) <= (size_t)cuda_smem_optin() && attn_smem_dq(hd, 2) <= (size_t)cuda_smem_optin() ? 2
+                                                                                                                 : 1;
+#endif
+}
+
+/* out (B, T, Hq*hd), lse (B, Hq, T) from the (already rotated) qkv. Returns 1 if the tile kernel ran, 0 simple. */
+static int attention_forward(floatX* out, float* lse, const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
+    attn_check_dims(d, "attention_forward");
+#if !defined(ENABLE_FP32)
+    if (attn_tiles_take(d, qkv, out)) {
+        dim3 grid(CEIL_DIV(d->T, ATTN_ROWS), d->Hq, d->B);
+        size_t smem = attn_smem_fwd(d->hd);
+        if (d->hd == 64) {
+            cuda_set_smem((const void*)attn_fwd_mma_kernel<64>, smem, "attention_forward");
+            attn_fwd_mma_kernel<64><<<grid, ATTN_THREADS, smem, stream>>>(out, lse, qkv, *d);
+        } else {
+            cuda_set_smem((const void*)attn_fwd_mma_kernel<128>, smem, "attention_forward");
+            attn_fwd_mma_kernel<128><<<grid, ATTN_THREADS, smem, stream>>>(out, lse, qkv, *d);
+        }
+        cudaCheckLast();
+        return 1;
+    }
+#endif
+    int n = d->B * d->Hq * d->T;
+    attn_fwd_simple_kernel<<<CEIL_DIV(n, ATTN_SIMPLE_THREADS), ATTN_SIMPLE_THREADS, 0, stream>>>(out, lse, qkv, *d);
+    cudaCheckLast();
+    return 0;
+}
+
+#if !defined(ENABLE_FP32)
+template <int HD, int STAGES>
+static void attn_bwd_tiles_launch(floatX* dqkv, const floatX* dout, const float* lse, const float* dsum,
+                                  const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
+    int nb = CEIL_DIV(d->T, ATTN_ROWS);
+    size_t smem = attn_smem_dkdv(HD, STAGES);
+    cuda_set_smem((const void*)attn_bwd_dkdv_mma_kernel<HD, STAGES>, smem, "attention_backward");
+    attn_bwd_dkdv_mma_kernel<HD, STAGES><<<dim3(nb, d->Hkv, d->B), ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum,
+                                                                                                  qkv, *d);
+    cudaCheckLast();
+    smem = attn_smem_dq(HD, STAGES);
+    cuda_set_smem((const void*)attn_bwd_dq_mma_kernel<HD, STAGES>, smem, "attention_backward");
+    attn_bwd_dq_mma_kernel<HD, STAGES><<<dim3(nb, d->Hq, d->B), ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum,
+                                                                                              qkv, *d);
+    cudaCheckLast();
+}
+#endif
+
+/* dqkv (same layout as qkv; the q, k, v columns are written, the rest untouched) from dout (B, T, Hq*hd), the
+   forward's out and lse, and the rotated qkv. dsum: workspace (B, Hq, T) fp32. Call attention_rope_backward on
+   dqkv afterwards when the forward rotated. Returns 1 if the tile kernels ran, 0 the simple ones. */
+static int attention_backward(floatX* dqkv, float* dsum, const floatX* dout, const floatX* out, const float* lse,
+                              const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
+    attn_check_dims(d, "attention_backward");
+    int rows = d->B * d->T * d->Hq;
+    attn_bwd_dsum_kernel<<<CEIL_DIV(rows, 4), 128, 0, stream>>>(dsum, dout, out, d->B, d->T, d->Hq, d->hd);
+    cudaCheckLast();
+#if !defined(ENABLE_FP32)
+    if (attn_tiles_take(d, qkv, out) && attn_tiles_take(d, dqkv, dout)) {
+        int stages = attn_bwd_stages(d->hd);
+        if (d->hd == 64 && stages == 2) attn_bwd_tiles_launch<64, 2>(dqkv, dout, lse, dsum, qkv, d, stream);
+        else if (d->hd == 64) attn_bwd_tiles_launch<64, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
+        else if (stages == 2) attn_bwd_tiles_launch<128, 2>(dqkv, dout, lse, dsum, qkv, d, stream);
+        else attn_bwd_tiles_launch<128, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
+        return 1;
+    }
+#endif
+    int nq = d->B * d->Hq * d->T, nk = d->B * d->Hkv * d->T;
+    attn_bwd_dq_simple_kernel<<<CEIL_DIV(nq, ATTN_SIMPLE_THREADS), ATTN_SIMPLE_THREADS, 0, stream>>>(dqkv, dout, lse,
+                                                                                                    dsum, qkv, *d);
+    cudaCheckLast();
+    attn_bwd_dkdv_simple_kernel<<<CEIL_DIV(nk, ATTN_SIMPLE_THREADS), ATTN_SIMPLE_THREADS, 0, stream>>>(dqkv, dout, lse,
+                                                                                                      dsum, qkv, *d);
+    cudaCheckLast();
+    return 0;
+}
+
+#endif /* MAMBA2_ATTENTION_CUH */
