@@ -29,6 +29,8 @@
  * The backward thus does 7 T x T x hd products where FA2 does 5: the price of bitwise determinism.
  * The fp32 build (the oracle build) and other head dims run the simple kernels: one thread per query row (forward,
  * dq) or key row (dk, dv), the same math in fp32 in the same order every run.
+ * Generation (every build): attention_kv_write (prefill or one step into a KV cache), attention_decode (one query
+ * per sequence against the cache); see the section before the dispatch.
  *
  * RoPE, flash_attn's non-interleaved rotate-half on the first rotary_dim dims of every q and k head: for
  * i < rotary_dim/2, (x_i, x_{i+r/2}) -> (x_i c - x_{i+r/2} s, x_i s + x_{i+r/2} c), c, s = cos, sin(pos inv_freq_i),
@@ -567,6 +569,110 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(fl
     attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0 + warp * 16, T, dq, d.scale);
 }
 #endif /* !ENABLE_FP32 */
+
+/* ------------------------------------------------------------------------------------------------------------ */
+/* generation: a KV cache per attention layer, prefill then one query per step (every build, any hd <= 256)
+ *
+ * Cache: k_cache, v_cache (B, Hkv, Lmax, hd) floatX, the rotated keys and values of positions 0 .. len-1.
+ * Prefill: attention_rope_forward + attention_forward on the prompt's qkv (B, T), then attention_kv_write(pos0 = 0)
+ * stores its T positions. Step: the new token's qkv (B, 1) rotated at its position (attention_rope_forward with
+ * dims T = 1 and pos = a (B) array holding len), attention_kv_write(pos0 = len), then attention_decode over len + 1
+ * cached positions. The decode kernel: one block per (b, q head), 8 warps; warp w takes the positions j = w mod 8
+ * with an online softmax (lanes split the head dims: one dot product per position, a warp sum), and the 8 partial
+ * results are merged in warp order: deterministic, no atomics. */
+
+#define ATTN_DECODE_WARPS 8
+
+__global__ static void attn_kv_write_kernel(floatX* k_cache, floatX* v_cache, const floatX* qkv, AttnDims d, int Lmax,
+                                            int pos0) {
+    size_t n = (size_t)d.B * d.T * d.Hkv * d.hd;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n; idx += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)(idx % d.hd);
+        size_t rest = idx / d.hd;
+        int hk = (int)(rest % d.Hkv);
+        size_t bt = rest / d.Hkv;
+        int t = (int)(bt % d.T), b = (int)(bt / d.T);
+        const floatX* row = qkv + bt * d.qkv_stride;
+        size_t at = (((size_t)b * d.Hkv + hk) * Lmax + pos0 + t) * d.hd + c;
+        k_cache[at] = row[(size_t)(d.Hq + hk) * d.hd + c];
+        v_cache[at] = row[(size_t)(d.Hq + d.Hkv + hk) * d.hd + c];
+    }
+}
+/* positions pos0 .. pos0 + T - 1 of the cache from the (rotated) k, v of qkv (B, T) */
+static void attention_kv_write(floatX* k_cache, floatX* v_cache, const floatX* qkv, const AttnDims* d, int Lmax,
+                               int pos0, cudaStream_t stream) {
+    attn_check_dims(d, "attention_kv_write");
+    if (pos0 < 0 || pos0 + d->T > Lmax) {
+        fprintf(stderr, "attention_kv_write: positions %d..%d do not fit a KV cache of %d positions (raise the "
+                "cache length)\n", pos0, pos0 + d->T - 1, Lmax);
+        exit(EXIT_FAILURE);
+    }
+    size_t n = (size_t)d->B * d->T * d->Hkv * d->hd;
+    size_t blocks = CEIL_DIV(n, (size_t)256), cap = (size_t)cuda_num_sms() * 16;
+    attn_kv_write_kernel<<<(int)(blocks < cap ? blocks : cap), 256, 0, stream>>>(k_cache, v_cache, qkv, *d, Lmax, pos0);
+    cudaCheckLast();
+}
+
+__global__ static void __launch_bounds__(ATTN_DECODE_WARPS * 32)
+    attn_decode_kernel(floatX* out, const floatX* qkv, const floatX* k_cache, const floatX* v_cache, AttnDims d,
+                       int Lmax, int len) {
+    constexpr int NC = ATTN_SIMPLE_MAX_HD / 32;   /* head dims per lane */
+    __shared__ float part_m[ATTN_DECODE_WARPS], part_l[ATTN_DECODE_WARPS];
+    __shared__ float part_o[ATTN_DECODE_WARPS][ATTN_SIMPLE_MAX_HD];
+    int h = blockIdx.x, b = blockIdx.y, hk = h / (d.Hq / d.Hkv), hd = d.hd;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const floatX* q = qkv + (size_t)b * d.qkv_stride + (size_t)h * hd;
+    const floatX* kc = k_cache + ((size_t)b * d.Hkv + hk) * Lmax * hd;
+    const floatX* vc = v_cache + ((size_t)b * d.Hkv + hk) * Lmax * hd;
+    float qr[NC], acc[NC];
+#pragma unroll
+    for (int i = 0; i < NC; i++) {
+        int c = lane + 32 * i;
+        qr[i] = c < hd ? toF(q[c]) * d.scale : 0.f;
+        acc[i] = 0.f;
+    }
+    float m = -INFINITY, l = 0.f;
+    for (int j = warp; j < len; j += ATTN_DECODE_WARPS) {
+        const floatX* k = kc + (size_t)j * hd;
+        const floatX* v = vc + (size_t)j * hd;
+        float s = 0.f;
+#pragma unroll
+        for (int i = 0; i < NC; i++) if (lane + 32 * i < hd) s += qr[i] * toF(k[lane + 32 * i]);
+        s = warp_reduce_sum(s);
+        float m_new = fmaxf(m, s), alpha = expf(m - m_new), p = expf(s - m_new);
+        l = l * alpha + p;
+#pragma unroll
+        for (int i = 0; i < NC; i++) if (lane + 32 * i < hd) acc[i] = acc[i] * alpha + p * toF(v[lane + 32 * i]);
+        m = m_new;
+    }
+    if (lane == 0) { part_m[warp] = m; part_l[warp] = l; }
+#pragma unroll
+    for (int i = 0; i < NC; i++) if (lane + 32 * i < hd) part_o[warp][lane + 32 * i] = acc[i];
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < ATTN_DECODE_WARPS; w++) M = fmaxf(M, part_m[w]);
+    float L = 0.f;
+    for (int w = 0; w < ATTN_DECODE_WARPS; w++) L += part_l[w] * expf(part_m[w] - M);   /* empty warp: 0 * 0 */
+    floatX* o = out + (size_t)b * d.Hq * hd + (size_t)h * hd;
+    for (int c = threadIdx.x; c < hd; c += blockDim.x) {
+        float v = 0.f;
+        for (int w = 0; w < ATTN_DECODE_WARPS; w++) v += part_o[w][c] * expf(part_m[w] - M);
+        o[c] = fromF(v / L);
+    }
+}
+/* out (B, Hq*hd): the new token's attention over cached positions 0 .. len-1 (its own k, v written there already).
+   qkv: the new token's rotated row per sequence, (B, qkv_stride); d->T is ignored (one query per sequence). */
+static void attention_decode(floatX* out, const floatX* qkv, const floatX* k_cache, const floatX* v_cache,
+                             const AttnDims* d, int Lmax, int len, cudaStream_t stream) {
+    attn_check_dims(d, "attention_decode");
+    if (len < 1 || len > Lmax) {
+        fprintf(stderr, "attention_decode: %d cached positions, the cache holds %d: need 1 <= len <= Lmax\n", len, Lmax);
+        exit(EXIT_FAILURE);
+    }
+    attn_decode_kernel<<<dim3(d->Hq, d->B), ATTN_DECODE_WARPS * 32, 0, stream>>>(out, qkv, k_cache, v_cache, *d, Lmax,
+                                                                                 len);
+    cudaCheckLast();
+}
 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* dispatch */

@@ -345,6 +345,79 @@ static void check_determinism(Case cs) {
 }
 
 /* ------------------------------------------------------------------------------------------------------------ */
+/* generation: prefill of L-1 positions into the KV cache, then one decode step at position L-1; its output must
+   match the forward's row L-1 on the whole sequence (the same rotated inputs) and the CPU reference */
+
+static void check_decode(int B, int L, int Hq, int Hkv, int hd) {
+    int S = (Hq + 2 * Hkv) * hd, Lmax = L + 5, rot = hd / 2;
+    float base = 10000.f;
+    printf("decode B=%d: prefill %d positions, one step at position %d, Hq=%d Hkv=%d hd=%d (cache of %d)\n", B, L - 1,
+           L - 1, Hq, Hkv, hd, Lmax);
+    size_t nfull = (size_t)B * L * S;
+    float* full = dev_random_floats(nfull, -2.f, 2.f);
+    dev_round_to_X(full, nfull);
+    float* prompt = (float*)mallocCheck((size_t)B * (L > 1 ? L - 1 : 1) * S * sizeof(float));
+    float* step = (float*)mallocCheck((size_t)B * S * sizeof(float));
+    for (int b = 0; b < B; b++) {
+        memcpy(prompt + (size_t)b * (L - 1) * S, full + (size_t)b * L * S, (size_t)(L - 1) * S * sizeof(float));
+        memcpy(step + (size_t)b * S, full + ((size_t)b * L + L - 1) * S, (size_t)S * sizeof(float));
+    }
+    size_t ncache = (size_t)B * Hkv * Lmax * hd, nrow = (size_t)B * Hq * hd;
+    floatX* d_k = (floatX*)dev_malloc(ncache * sizeof(floatX));
+    floatX* d_v = (floatX*)dev_malloc(ncache * sizeof(floatX));
+    dev_poison(d_k, ncache * sizeof(floatX));
+    dev_poison(d_v, ncache * sizeof(floatX));
+    if (L > 1) {   /* prefill */
+        AttnDims dp = {B, L - 1, Hq, Hkv, hd, S, 1.0f / sqrtf((float)hd), NULL};
+        floatX* d_prompt = dev_upload_X(prompt, (size_t)B * (L - 1) * S);
+        attention_rope_forward(d_prompt, &dp, rot, base, NULL, 0);
+        attention_kv_write(d_k, d_v, d_prompt, &dp, Lmax, 0, 0);
+        cudaCheck(cudaFree(d_prompt));
+    }
+    AttnDims ds = {B, 1, Hq, Hkv, hd, S, 1.0f / sqrtf((float)hd), NULL};
+    int* pos = (int*)mallocCheck(B * sizeof(int));
+    for (int b = 0; b < B; b++) pos[b] = L - 1;
+    int* d_pos = (int*)dev_malloc(B * sizeof(int));
+    cudaCheck(cudaMemcpy(d_pos, pos, B * sizeof(int), cudaMemcpyHostToDevice));
+    floatX* d_step = dev_upload_X(step, (size_t)B * S);
+    attention_rope_forward(d_step, &ds, rot, base, d_pos, 0);
+    attention_kv_write(d_k, d_v, d_step, &ds, Lmax, L - 1, 0);
+    floatX* d_dec = (floatX*)dev_malloc(nrow * sizeof(floatX));
+    dev_poison(d_dec, nrow * sizeof(floatX));
+    attention_decode(d_dec, d_step, d_k, d_v, &ds, Lmax, L, 0);
+    float* dec = dev_download_X(d_dec, nrow);
+
+    /* the whole sequence through the training forward */
+    AttnDims df = {B, L, Hq, Hkv, hd, S, 1.0f / sqrtf((float)hd), NULL};
+    floatX* d_full = dev_upload_X(full, nfull);
+    attention_rope_forward(d_full, &df, rot, base, NULL, 0);
+    floatX* d_out = (floatX*)dev_malloc((size_t)B * L * Hq * hd * sizeof(floatX));
+    float* d_lse = (float*)dev_malloc((size_t)B * Hq * L * sizeof(float));
+    attention_forward(d_out, d_lse, d_full, &df, 0);
+    float* out = dev_download_X(d_out, (size_t)B * L * Hq * hd);
+    float* rotated = dev_download_X(d_full, nfull);
+    double* out_ref = (double*)mallocCheck((size_t)B * L * Hq * hd * sizeof(double));
+    double* lse_ref = (double*)mallocCheck((size_t)B * Hq * L * sizeof(double));
+    RefMask right = {1, 1};
+    ref_attention_forward(out_ref, lse_ref, rotated, &df, right, df.scale);
+    double* last_ref = (double*)mallocCheck(nrow * sizeof(double));
+    double* last_fwd = (double*)mallocCheck(nrow * sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < Hq * hd; c++) {
+            size_t at = ((size_t)b * L + L - 1) * Hq * hd + c;
+            last_ref[(size_t)b * Hq * hd + c] = out_ref[at];
+            last_fwd[(size_t)b * Hq * hd + c] = out[at];
+        }
+    double at = is_bf16 ? 1e-2 : 1e-4, rt = is_bf16 ? 2e-2 : 1e-4;
+    dev_validate("decode out against the CPU reference", dec, last_ref, nrow, at, rt);
+    dev_validate("decode out against the forward's last row", dec, last_fwd, nrow, 2 * at, 2 * rt);
+    free(full); free(prompt); free(step); free(pos); free(dec); free(out); free(rotated); free(out_ref); free(lse_ref);
+    free(last_ref); free(last_fwd);
+    cudaCheck(cudaFree(d_k)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_pos)); cudaCheck(cudaFree(d_step));
+    cudaCheck(cudaFree(d_dec)); cudaCheck(cudaFree(d_full)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_lse));
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
 /* SwiGLU */
 
 static void check_swiglu(int BT, int Hd) {
@@ -463,6 +536,10 @@ int main(int argc, char** argv) {
         Case det1 = {2, 333, 8, 2, 64, 0, 1, 0}, det2 = {1, 1000, 4, 4, 128, 0, 0, 0};
         check_determinism(det1);
         check_determinism(det2);
+        check_decode(2, 1, 4, 2, 64);
+        check_decode(2, 100, 8, 2, 128);
+        check_decode(1, 1000, 4, 4, 64);
+        check_decode(1, 37, 3, 1, 80);
         check_swiglu(37, 100);
         check_swiglu(64, 256);
     }
