@@ -462,7 +462,9 @@ static void check_swiglu(int BT, int Hd) {
 /* benchmark: B*T = 16384 tokens, d_model = H*hd = 768; causal FLOPs as FlashAttention counts them:
    forward 4 B H T^2 hd / 2, forward + backward 3.5 x that (backward = 2.5 forward: 5 products; ours does 7) */
 
-static void bench_shape(int B, int T, int H, int hd) {
+typedef struct { int B, T, H, hd; float fwd, all, rope; } BenchRow;
+
+static BenchRow bench_shape(int B, int T, int H, int hd) {
     int S = 3 * H * hd;
     size_t nqkv = (size_t)B * T * S, nout = (size_t)B * T * H * hd, nlse = (size_t)B * H * T;
     float* h = dev_random_floats(nqkv, -2.f, 2.f);
@@ -483,21 +485,34 @@ static void bench_shape(int B, int T, int H, int hd) {
     });
     float rope = dev_bench_ms(20, [&] { attention_rope_forward(d_qkv, &dd, hd, 10000.f, NULL, 0); });
     double f = 4.0 * B * H * (double)T * T * hd / 2;
-    printf("| %5d | %3d | %2d | %2d | %8.3f | %6.1f | %8.3f | %6.1f | %6.3f |\n", T, hd, B, H, fwd, f / (fwd * 1e-3) / 1e12,
-           all, 3.5 * f / (all * 1e-3) / 1e12, rope);
+    printf("| %5d | %3d | %2d | %2d | %7.3f | %7.1f | %10.3f | %7.1f | %7.3f |\n", T, hd, B, H, fwd,
+           f / (fwd * 1e-3) / 1e12, all, 3.5 * f / (all * 1e-3) / 1e12, rope);
     cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_dqkv));
     cudaCheck(cudaFree(d_lse)); cudaCheck(cudaFree(d_dsum));
+    BenchRow row = {B, T, H, hd, fwd, all, rope};
+    return row;
 }
 static void bench(void) {
     printf("\nattention (mamba2.c, %s, backward %d-stage for hd 128): causal, Hq = Hkv, B*T = 16384, H*hd = 768\n",
            PRECISION_NAME, attn_bwd_stages(128));
     printf("|     T |  hd |  B |  H |  fwd ms | TFLOP/s | fwd+bwd ms | TFLOP/s | rope ms |\n");
     printf("| ----- | --- | -- | -- | ------- | ------- | ---------- | ------- | ------- |\n");
-    bench_shape(8, 2048, 12, 64);
-    bench_shape(8, 2048, 6, 128);
-    bench_shape(2, 8192, 12, 64);
-    bench_shape(2, 8192, 6, 128);
-    /* SwiGLU at the 130M-class MLP (d_intermediate 2048? here Hd = 2048), 16384 rows: memory-bound */
+    BenchRow rows[4] = {bench_shape(8, 2048, 12, 64), bench_shape(8, 2048, 6, 128), bench_shape(2, 8192, 12, 64),
+                        bench_shape(2, 8192, 6, 128)};
+    /* against the tensor-core floor of the work these kernels do: forward 2 products, backward 7 (FA2's 5 plus the
+       recomputation of S and dP in the dQ kernel), each 2 B H T^2 hd / 2 FLOPs */
+    for (int i = 0; i < 4; i++) {
+        BenchRow r = rows[i];
+        double prod = 2.0 * r.B * r.H * (double)r.T * r.T * r.hd / 2;
+        char name[96];
+        snprintf(name, sizeof name, "attention fwd T=%d hd=%d", r.T, r.hd);
+        dev_report_flops(name, r.fwd, 2 * prod);
+        snprintf(name, sizeof name, "attention fwd+bwd T=%d hd=%d", r.T, r.hd);
+        dev_report_flops(name, r.all, 9 * prod);
+        snprintf(name, sizeof name, "rope (q and k) T=%d hd=%d", r.T, r.hd);
+        dev_report_bytes(name, r.rope, 2.0 * 2 * r.B * r.T * r.H * r.hd * sizeof(floatX));
+    }
+    /* SwiGLU, 16384 rows of Hd = 2048 (a d_model 768 MLP's hidden width, rounded): memory-bound */
     int BT = 16384, Hd = 2048;
     floatX* d_fc1 = (floatX*)dev_malloc((size_t)BT * 2 * Hd * sizeof(floatX));
     floatX* d_dfc1 = (floatX*)dev_malloc((size_t)BT * 2 * Hd * sizeof(floatX));

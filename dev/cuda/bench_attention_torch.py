@@ -50,8 +50,8 @@ def bench_shape(B, T, H, hd):
         t_fwd = median_ms(fwd)
         t_all = median_ms(fwd_bwd)
     flops = 4.0 * B * H * T * T * hd / 2
-    print(f"| {T:5d} | {hd:3d} | {B:2d} | {H:2d} | {t_fwd:8.3f} | {flops / (t_fwd * 1e-3) / 1e12:6.1f} | "
-          f"{t_all:8.3f} | {3.5 * flops / (t_all * 1e-3) / 1e12:6.1f} |       - |")
+    print(f"| {T:5d} | {hd:3d} | {B:2d} | {H:2d} | {t_fwd:7.3f} | {flops / (t_fwd * 1e-3) / 1e12:7.1f} | "
+          f"{t_all:10.3f} | {3.5 * flops / (t_all * 1e-3) / 1e12:7.1f} |       - |")
 
 
 def main():
