@@ -26,6 +26,8 @@
  *                               registers, written once. No atomics.
  *   attn_bwd_dq_mma_kernel      one block per (64 query rows, q head, batch); recomputes P and dP over the key blocks
  *                               (FA2 adds dQ with float atomics from the dK/dV kernel instead: not deterministic).
+ *   attn_fwd_wgmma_kernel       the forward on Hopper (sm_90a, gpu_hopper_path()): 2 warpgroups of 64 query rows
+ *                               share the K, V tiles; S = Q K^T and P V on wgmma (llmc/wgmma.cuh), the same softmax.
  * The backward thus does 7 T x T x hd products where FA2 does 5: the price of bitwise determinism.
  * The fp32 build (the oracle build) and other head dims run the simple kernels: one thread per query row (forward,
  * dq) or key row (dk, dv), the same math in fp32 in the same order every run.
@@ -48,6 +50,7 @@
 #include "cuda_common.h"
 #include "gpu_arch.cuh"
 #include "ssd_tile.cuh"   /* the mma.sync tile primitives of the SSD kernels (bf16 build) */
+#include "wgmma.cuh"      /* Hopper warpgroup products (bf16 build, sm_90a) */
 
 #define ATTN_ROWS 64            /* query (or key) rows of a tile kernel's block: 4 warps of 16 */
 #define ATTN_THREADS 128
@@ -258,6 +261,72 @@ __device__ static inline void attn_store_strip(floatX* dst, size_t ld, int r0, i
     }
 }
 
+/* The forward's step on one 16 x 64 score strip of a warp (fragment layout of llmc/ssd_tile.cuh: s[nt][e] is row
+   rq + 8 (e/2), key kc0 + 8 nt + 2 (lane%4) + e%2): mask (causal where `masked`, and documents), then the online
+   softmax in the log2 domain: the running max m and this lane's part of the row sum l are updated, the output
+   accumulator o (NTO 8-column tiles) rescaled, and s replaced by the unnormalized probabilities exp2(t - m). */
+template <int NTO>
+__device__ static inline void attn_online_softmax(float s[8][4], float o[][4], float m[2], float l[2], int rq, int kc0,
+                                                  int masked, const int* seq, size_t row0, int T, const int docq[2],
+                                                  float sl2) {
+    int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float t = s[nt][e] * sl2;
+            if (masked) {
+                int r = rq + (e / 2) * 8, c = kc0 + nt * 8 + 2 * (lane % 4) + (e % 2);
+                int ok = c <= r;
+                if (seq != NULL) ok = ok && attn_doc(seq, row0, T, c) == docq[e / 2];
+                if (!ok) t = -INFINITY;
+            }
+            s[nt][e] = t;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        float m_new = fmaxf(m[i], mx);
+        float m_use = m_new == -INFINITY ? 0.f : m_new;   /* a row with every key masked so far: p = 0 */
+        float alpha = exp2f(m[i] - m_use);
+        m[i] = m_new;
+        l[i] *= alpha;
+#pragma unroll
+        for (int nt = 0; nt < NTO; nt++) { o[nt][2 * i] *= alpha; o[nt][2 * i + 1] *= alpha; }
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            float p0 = exp2f(s[nt][2 * i] - m_use), p1 = exp2f(s[nt][2 * i + 1] - m_use);
+            s[nt][2 * i] = p0;
+            s[nt][2 * i + 1] = p1;
+            l[i] += p0 + p1;   /* this lane's part of the row sum; the quad adds them at the end */
+        }
+    }
+}
+/* the forward's end for one 16-row strip: o / l to out (row stride ostride) and lse = ln(sum exp(s)) */
+template <int NTO>
+__device__ static inline void attn_fwd_finish(floatX* out, size_t ostride, float* lse_row, int r0, int T, float o[][4],
+                                              float m[2], float l[2]) {
+    float inv[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        l[i] = ssd_quad_sum(l[i]);
+        inv[i] = 1.f / l[i];
+    }
+#pragma unroll
+    for (int nt = 0; nt < NTO; nt++) { o[nt][0] *= inv[0]; o[nt][1] *= inv[0]; o[nt][2] *= inv[1]; o[nt][3] *= inv[1]; }
+    attn_store_strip<NTO>(out, ostride, r0, T, o, 1.f);
+    int lane = threadIdx.x % 32, rq = r0 + lane / 4;
+    if (lane % 4 == 0) {
+        if (rq < T) lse_row[rq] = (m[0] + log2f(l[0])) * 0.6931471805599453f;
+        if (rq + 8 < T) lse_row[rq + 8] = (m[1] + log2f(l[1])) * 0.6931471805599453f;
+    }
+}
+
 static inline size_t attn_smem_fwd(int hd) { return (size_t)5 * ATTN_ROWS * (hd + 8) * sizeof(floatX); }
 static inline size_t attn_smem_dkdv(int hd, int stages) {
     return (size_t)(2 + 2 * stages) * ATTN_ROWS * (hd + 8) * sizeof(floatX) + 2 * stages * ATTN_ROWS * sizeof(float);
@@ -313,63 +382,16 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(float
 #pragma unroll
         for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
         ssd_mma_nt<8>(s, Qs + warp * 16 * LD, LD, Kt, LD, HD, 64);
-        int masked = kb == qb || d.seq_idx != NULL;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float t = s[nt][e] * sl2;
-                if (masked) {
-                    int r = rq + (e / 2) * 8, c = kb * ATTN_ROWS + nt * 8 + 2 * (lane % 4) + (e % 2);
-                    int ok = c <= r;
-                    if (d.seq_idx != NULL) ok = ok && attn_doc(d.seq_idx, row0, T, c) == docq[e / 2];
-                    if (!ok) t = -INFINITY;
-                }
-                s[nt][e] = t;
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int nt = 0; nt < 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float m_new = fmaxf(m[i], mx);
-            float m_use = m_new == -INFINITY ? 0.f : m_new;   /* a row with every key masked so far: p = 0 */
-            float alpha = exp2f(m[i] - m_use);
-            m[i] = m_new;
-            l[i] *= alpha;
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) { o[nt][2 * i] *= alpha; o[nt][2 * i + 1] *= alpha; }
-#pragma unroll
-            for (int nt = 0; nt < 8; nt++) {
-                float p0 = exp2f(s[nt][2 * i] - m_use), p1 = exp2f(s[nt][2 * i + 1] - m_use);
-                s[nt][2 * i] = p0;
-                s[nt][2 * i + 1] = p1;
-                l[i] += p0 + p1;   /* this lane's part of the row sum; the quad adds them at the end */
-            }
-        }
+        attn_online_softmax<NT>(s, o, m, l, rq, kb * ATTN_ROWS, kb == qb || d.seq_idx != NULL, d.seq_idx, row0, T, docq,
+                                sl2);
         uint32_t pf[4][4];
         ssd_pack_a<4>(pf, s);
         ssd_mma_rn<4, NT>(o, pf, Vt, LD, HD);
         __syncthreads();   /* the buffer is refilled by the next iteration's loads */
     }
-    float inv[2];
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l[i] = ssd_quad_sum(l[i]);
-        inv[i] = 1.f / l[i];
-    }
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++) { o[nt][0] *= inv[0]; o[nt][1] *= inv[0]; o[nt][2] *= inv[1]; o[nt][3] *= inv[1]; }
     size_t ostride = (size_t)d.Hq * HD;
-    attn_store_strip<NT>(out + row0 * ostride + (size_t)h * HD, ostride, q0 + warp * 16, T, o, 1.f);
-    if (lane % 4 == 0) {
-        float* L = lse + ((size_t)b * d.Hq + h) * T;
-        if (rq < T) L[rq] = (m[0] + log2f(l[0])) * 0.6931471805599453f;
-        if (rq + 8 < T) L[rq + 8] = (m[1] + log2f(l[1])) * 0.6931471805599453f;
-    }
+    attn_fwd_finish<NT>(out + row0 * ostride + (size_t)h * HD, ostride, lse + ((size_t)b * d.Hq + h) * T,
+                        q0 + warp * 16, T, o, m, l);
 }
 
 /* dK, dV: block (key block kb, kv head hk, batch b). Shared: K | V | Q[STAGES] | dO[STAGES] | lse2[STAGES] |
@@ -568,6 +590,110 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(fl
     }
     attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0 + warp * 16, T, dq, d.scale);
 }
+
+/* Forward on Hopper (sm_90a; llmc/wgmma.cuh): block = 2 warpgroups, 128 query rows (warpgroup wg rows 64 wg ..),
+   sharing each K, V tile; tiles in shared memory as core matrices (wg_tile_offset), Q | K[2] | V[2]: 48 KB at
+   hd 64, 96 KB at hd 128. Per key block and warpgroup: S (64 x 64) = Q K^T by wgmma (both K-major), the same mask
+   and online softmax as the mma.sync kernel (wgmma's accumulator layout per warp is mma.sync's), then O += P V
+   with P from registers and V MN-major. A warpgroup skips the key blocks past its own diagonal. */
+#define ATTN_WG_ROWS 128
+#define ATTN_WG_THREADS 256
+
+static inline size_t attn_smem_fwd_wgmma(int hd) { return (size_t)(ATTN_WG_ROWS + 4 * 64) * hd * sizeof(floatX); }
+
+/* rows [r0, r0 + ROWS) of a row-major bf16 matrix (NC columns, row stride gstride) into a core-matrix tile; rows at
+   or past nvalid are zero. 4 consecutive threads take 4 rows of one 8-column chunk (the order of llmc/ssd_fwd.cuh's
+   tile loads: whole 128-byte lines per warp request) */
+template <int ROWS, int NC>
+__device__ static inline void attn_wg_load_tile(floatX* dst, const floatX* src, size_t gstride, int r0, int nvalid) {
+#pragma unroll 4
+    for (int idx = threadIdx.x; idx < ROWS * NC / 8; idx += ATTN_WG_THREADS) {
+        int r = (idx / (NC / 2)) * 4 + (idx & 3), v = (idx >> 2) % (NC / 8);
+        int ok = r0 + r < nvalid;
+        ssd_cp_async16(dst + wg_tile_offset(r, 8 * v, NC), src + (ok ? (size_t)(r0 + r) * gstride + v * 8 : 0), ok);
+    }
+}
+
+template <int HD>
+__global__ static void __launch_bounds__(ATTN_WG_THREADS, 1) attn_fwd_wgmma_kernel(floatX* out, float* lse,
+                                                                                    const floatX* qkv, AttnDims d) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int NT = HD / 8, PT = HD / 64;
+    constexpr uint32_t KSBO = HD * 16;   /* K-major tiles of HD columns: bytes between 8-row groups */
+    constexpr uint32_t VLBO = HD * 16;   /* V as the MN-major operand: bytes between 8-row (k) groups */
+    extern __shared__ __align__(128) unsigned char attn_wg_smem[];
+    floatX* Qs = (floatX*)attn_wg_smem;  /* 128 rows; warpgroup wg's 64 start at element 64 wg HD */
+    floatX* Ks = Qs + ATTN_WG_ROWS * HD; /* two buffers of 64 rows */
+    floatX* Vs = Ks + 2 * 64 * HD;
+    int qb = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (d.Hq / d.Hkv), T = d.T;
+    int wg = threadIdx.x / 128, warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+    size_t row0 = (size_t)b * T;
+    const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
+    const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
+    int q0 = qb * ATTN_WG_ROWS, w0 = q0 + wg * 64;   /* the block's rows, this warpgroup's */
+    int kdiag = w0 / 64, active = w0 < T;             /* this warpgroup's diagonal key block */
+    int nkb = min(2 * qb + 2, CEIL_DIV(T, 64));
+    attn_wg_load_tile<ATTN_WG_ROWS, HD>(Qs, qkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0, T);
+    attn_wg_load_tile<64, HD>(Ks, kg, d.qkv_stride, 0, T);
+    attn_wg_load_tile<64, HD>(Vs, vg, d.qkv_stride, 0, T);
+    ssd_cp_commit();
+
+    const float sl2 = d.scale * ATTN_LOG2E;
+    int rq = w0 + warp * 16 + lane / 4;
+    int docq[2] = {0, 0};
+    if (d.seq_idx != NULL) { docq[0] = attn_doc(d.seq_idx, row0, T, rq); docq[1] = attn_doc(d.seq_idx, row0, T, rq + 8); }
+    const floatX* Qw = Qs + wg * 64 * HD;
+    float o[NT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+
+    for (int kb = 0; kb < nkb; kb++) {
+        int buf = kb & 1;
+        ssd_cp_wait<0>();
+        wg_fence_proxy_async();
+        __syncthreads();   /* tile kb landed for every thread; every warpgroup is done with tile kb - 1 */
+        if (kb + 1 < nkb) {
+            attn_wg_load_tile<64, HD>(Ks + (buf ^ 1) * 64 * HD, kg, d.qkv_stride, (kb + 1) * 64, T);
+            attn_wg_load_tile<64, HD>(Vs + (buf ^ 1) * 64 * HD, vg, d.qkv_stride, (kb + 1) * 64, T);
+            ssd_cp_commit();
+        }
+        if (kb > kdiag || !active) continue;   /* uniform over the warpgroup: its products run converged */
+        const floatX* Kb = Ks + buf * 64 * HD;
+        const floatX* Vb = Vs + buf * 64 * HD;
+        float s[8][4];
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+        wg_pin_acc(&s[0][0]);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < HD / 16; ks++)   /* S = Q K^T */
+            wg_mma_ss<0, 0>(&s[0][0], wg_desc(Qw + ks * 128, 128, KSBO), wg_desc(Kb + ks * 128, 128, KSBO));
+        wg_commit();
+        wg_wait<0>();
+        wg_pin_acc(&s[0][0]);
+        attn_online_softmax<NT>(s, o, m, l, rq, kb * 64, kb == kdiag || d.seq_idx != NULL, d.seq_idx, row0, T, docq,
+                                sl2);
+        uint32_t pf[4][4];
+        ssd_pack_a<4>(pf, s);
+#pragma unroll
+        for (int pt = 0; pt < PT; pt++) wg_pin_acc(&o[8 * pt][0]);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++)   /* O += P V */
+#pragma unroll
+            for (int pt = 0; pt < PT; pt++)
+                wg_mma_rs<1>(&o[8 * pt][0], pf[ks], wg_desc(Vb + wg_tile_offset(16 * ks, 64 * pt, HD), VLBO, 128));
+        wg_commit();
+        wg_wait<0>();
+#pragma unroll
+        for (int pt = 0; pt < PT; pt++) wg_pin_acc(&o[8 * pt][0]);
+    }
+    if (!active) return;
+    size_t ostride = (size_t)d.Hq * HD;
+    attn_fwd_finish<NT>(out + row0 * ostride + (size_t)h * HD, ostride, lse + ((size_t)b * d.Hq + h) * T,
+                        w0 + warp * 16, T, o, m, l);
+#endif
+}
 #endif /* !ENABLE_FP32 */
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -695,28 +821,62 @@ static inline int attn_bwd_stages(int hd) {
 #endif
 }
 
-/* out (B, T, Hq*hd), lse (B, Hq, T) from the (already rotated) qkv. Returns 1 if the tile kernel ran, 0 simple. */
-static int attention_forward(floatX* out, float* lse, const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
-    attn_check_dims(d, "attention_forward");
+/* which kernels ran (the launchers' return value) or are asked for (the _cfg launchers' variant, for dev/cuda):
+   ATTN_AUTO takes the fastest the GPU, the build and the shape allow */
+enum { ATTN_AUTO = -1, ATTN_SIMPLE = 0, ATTN_MMA = 1, ATTN_WGMMA = 2 };
+
+#if !defined(ENABLE_FP32)
+template <int HD>
+static void attn_fwd_launch(int kind, floatX* out, float* lse, const floatX* qkv, const AttnDims* d,
+                            cudaStream_t stream) {
+    if (kind == ATTN_WGMMA) {
+        size_t smem = attn_smem_fwd_wgmma(HD);
+        cuda_set_smem((const void*)attn_fwd_wgmma_kernel<HD>, smem, "attention_forward");
+        attn_fwd_wgmma_kernel<HD><<<dim3(CEIL_DIV(d->T, ATTN_WG_ROWS), d->Hq, d->B), ATTN_WG_THREADS, smem, stream>>>(
+            out, lse, qkv, *d);
+    } else {
+        size_t smem = attn_smem_fwd(HD);
+        cuda_set_smem((const void*)attn_fwd_mma_kernel<HD>, smem, "attention_forward");
+        attn_fwd_mma_kernel<HD><<<dim3(CEIL_DIV(d->T, ATTN_ROWS), d->Hq, d->B), ATTN_THREADS, smem, stream>>>(
+            out, lse, qkv, *d);
+    }
+    cudaCheckLast();
+}
+#endif
+
+/* the forward kernels this shape can take, at most `variant` (ATTN_AUTO: no limit) */
+static int attn_fwd_kind(const AttnDims* d, const void* qkv, const void* out, int variant) {
+    int kind = ATTN_SIMPLE;
 #if !defined(ENABLE_FP32)
     if (attn_tiles_take(d, qkv, out)) {
-        dim3 grid(CEIL_DIV(d->T, ATTN_ROWS), d->Hq, d->B);
-        size_t smem = attn_smem_fwd(d->hd);
-        if (d->hd == 64) {
-            cuda_set_smem((const void*)attn_fwd_mma_kernel<64>, smem, "attention_forward");
-            attn_fwd_mma_kernel<64><<<grid, ATTN_THREADS, smem, stream>>>(out, lse, qkv, *d);
-        } else {
-            cuda_set_smem((const void*)attn_fwd_mma_kernel<128>, smem, "attention_forward");
-            attn_fwd_mma_kernel<128><<<grid, ATTN_THREADS, smem, stream>>>(out, lse, qkv, *d);
-        }
-        cudaCheckLast();
-        return 1;
+        kind = ATTN_MMA;
+        if (gpu_hopper_path() && attn_smem_fwd_wgmma(d->hd) <= (size_t)cuda_smem_optin()) kind = ATTN_WGMMA;
+    }
+#else
+    (void)d; (void)qkv; (void)out;
+#endif
+    return variant != ATTN_AUTO && variant < kind ? variant : kind;
+}
+
+static int attention_forward_cfg(floatX* out, float* lse, const floatX* qkv, const AttnDims* d, int variant,
+                                 cudaStream_t stream) {
+    attn_check_dims(d, "attention_forward");
+    int kind = attn_fwd_kind(d, qkv, out, variant);
+#if !defined(ENABLE_FP32)
+    if (kind != ATTN_SIMPLE) {
+        if (d->hd == 64) attn_fwd_launch<64>(kind, out, lse, qkv, d, stream);
+        else attn_fwd_launch<128>(kind, out, lse, qkv, d, stream);
+        return kind;
     }
 #endif
     int n = d->B * d->Hq * d->T;
     attn_fwd_simple_kernel<<<CEIL_DIV(n, ATTN_SIMPLE_THREADS), ATTN_SIMPLE_THREADS, 0, stream>>>(out, lse, qkv, *d);
     cudaCheckLast();
-    return 0;
+    return ATTN_SIMPLE;
+}
+/* out (B, T, Hq*hd), lse (B, Hq, T) from the (already rotated) qkv. Returns the kernels that ran (ATTN_*). */
+static int attention_forward(floatX* out, float* lse, const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
+    return attention_forward_cfg(out, lse, qkv, d, ATTN_AUTO, stream);
 }
 
 #if !defined(ENABLE_FP32)
@@ -737,24 +897,24 @@ static void attn_bwd_tiles_launch(floatX* dqkv, const floatX* dout, const float*
 }
 #endif
 
-/* dqkv (same layout as qkv; the q, k, v columns are written, the rest untouched) from dout (B, T, Hq*hd), the
-   forward's out and lse, and the rotated qkv. dsum: workspace (B, Hq, T) fp32. Call attention_rope_backward on
-   dqkv afterwards when the forward rotated. Returns 1 if the tile kernels ran, 0 the simple ones. */
-static int attention_backward(floatX* dqkv, float* dsum, const floatX* dout, const floatX* out, const float* lse,
-                              const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
+/* variant: ATTN_AUTO, or ATTN_SIMPLE to force the simple kernels (dev/cuda) */
+static int attention_backward_cfg(floatX* dqkv, float* dsum, const floatX* dout, const floatX* out, const float* lse,
+                                  const floatX* qkv, const AttnDims* d, int variant, cudaStream_t stream) {
     attn_check_dims(d, "attention_backward");
     int rows = d->B * d->T * d->Hq;
     attn_bwd_dsum_kernel<<<CEIL_DIV(rows, 4), 128, 0, stream>>>(dsum, dout, out, d->B, d->T, d->Hq, d->hd);
     cudaCheckLast();
 #if !defined(ENABLE_FP32)
-    if (attn_tiles_take(d, qkv, out) && attn_tiles_take(d, dqkv, dout)) {
+    if (variant != ATTN_SIMPLE && attn_tiles_take(d, qkv, out) && attn_tiles_take(d, dqkv, dout)) {
         int stages = attn_bwd_stages(d->hd);
         if (d->hd == 64 && stages == 2) attn_bwd_tiles_launch<64, 2>(dqkv, dout, lse, dsum, qkv, d, stream);
         else if (d->hd == 64) attn_bwd_tiles_launch<64, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
         else if (stages == 2) attn_bwd_tiles_launch<128, 2>(dqkv, dout, lse, dsum, qkv, d, stream);
         else attn_bwd_tiles_launch<128, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
-        return 1;
+        return ATTN_MMA;
     }
+#else
+    (void)variant;
 #endif
     int nq = d->B * d->Hq * d->T, nk = d->B * d->Hkv * d->T;
     attn_bwd_dq_simple_kernel<<<CEIL_DIV(nq, ATTN_SIMPLE_THREADS), ATTN_SIMPLE_THREADS, 0, stream>>>(dqkv, dout, lse,
@@ -763,7 +923,14 @@ static int attention_backward(floatX* dqkv, float* dsum, const floatX* dout, con
     attn_bwd_dkdv_simple_kernel<<<CEIL_DIV(nk, ATTN_SIMPLE_THREADS), ATTN_SIMPLE_THREADS, 0, stream>>>(dqkv, dout, lse,
                                                                                                       dsum, qkv, *d);
     cudaCheckLast();
-    return 0;
+    return ATTN_SIMPLE;
+}
+/* dqkv (same layout as qkv; the q, k, v columns are written, the rest untouched) from dout (B, T, Hq*hd), the
+   forward's out and lse, and the rotated qkv. dsum: workspace (B, Hq, T) fp32. Call attention_rope_backward on
+   dqkv afterwards when the forward rotated. Returns the kernels that ran (ATTN_MMA or ATTN_SIMPLE). */
+static int attention_backward(floatX* dqkv, float* dsum, const floatX* dout, const floatX* out, const float* lse,
+                              const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
+    return attention_backward_cfg(dqkv, dsum, dout, out, lse, qkv, d, ATTN_AUTO, stream);
 }
 
 #endif /* MAMBA2_ATTENTION_CUH */

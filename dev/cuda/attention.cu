@@ -155,6 +155,10 @@ static void ref_attention_backward(double* dqkv, const float* qkv, const float* 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* helpers */
 
+static const char* kind_name(int kind) {
+    return kind == ATTN_WGMMA ? "wgmma" : kind == ATTN_MMA ? "mma.sync" : "simple";
+}
+
 static double max_abs(const double* x, size_t n) {
     double m = 0.0;
     for (size_t i = 0; i < n; i++) if (fabs(x[i]) > m) m = fabs(x[i]);
@@ -210,7 +214,7 @@ static void check_case(Case cs) {
     AttnDims dd = {B, T, cs.Hq, cs.Hkv, hd, S, 1.0f / sqrtf((float)hd), d_seq};   /* device pointers */
     AttnDims hdims = dd;                                                           /* host seq_idx */
     hdims.seq_idx = seq;
-    char name[160];
+    char name[96];
 
     /* RoPE forward */
     floatX* d_qkv = dev_upload_X(qkv, nqkv);
@@ -226,10 +230,11 @@ static void check_case(Case cs) {
     float* d_lse = (float*)dev_malloc(nlse * sizeof(float));
     dev_poison(d_out, nout * sizeof(floatX));
     dev_poison(d_lse, nlse * sizeof(float));
-    int tiles = attention_forward(d_out, d_lse, d_qkv, &dd, 0);
+    int kind = attention_forward(d_out, d_lse, d_qkv, &dd, 0);
     int want_tiles = is_bf16 && (hd == 64 || hd == 128);
-    snprintf(name, sizeof name, "forward ran the %s kernel", want_tiles ? "tile" : "simple");
-    dev_record(name, tiles == want_tiles);
+    int want = !want_tiles ? ATTN_SIMPLE : gpu_hopper_path() ? ATTN_WGMMA : ATTN_MMA;
+    snprintf(name, sizeof name, "forward ran the %s kernel", kind_name(want));
+    dev_record(name, kind == want);
     float* out = dev_download_X(d_out, nout);
     float* lse = dev_download_F(d_lse, nlse);
     double* out_ref = (double*)mallocCheck(nout * sizeof(double));
@@ -238,8 +243,26 @@ static void check_case(Case cs) {
     double oat = is_bf16 ? 1e-2 : 1e-4, ort = is_bf16 ? 2e-2 : 1e-4, lat = is_bf16 ? 2e-4 : 1e-5;
     RefMask right = {1, 1};
     ref_attention_forward(out_ref, lse_ref, rot, &hdims, right, scale);
-    dev_validate("forward out", out, out_ref, nout, oat, ort);
-    dev_validate("forward lse", lse, lse_ref, nlse, lat, lat);
+    snprintf(name, sizeof name, "forward out (%s)", kind_name(kind));
+    dev_validate(name, out, out_ref, nout, oat, ort);
+    snprintf(name, sizeof name, "forward lse (%s)", kind_name(kind));
+    dev_validate(name, lse, lse_ref, nlse, lat, lat);
+    /* the slower forward kernels this shape could also take, into their own buffers */
+    for (int v = kind - 1; v >= ATTN_SIMPLE; v--) {
+        floatX* d_out2 = (floatX*)dev_malloc(nout * sizeof(floatX));
+        float* d_lse2 = (float*)dev_malloc(nlse * sizeof(float));
+        dev_poison(d_out2, nout * sizeof(floatX));
+        dev_poison(d_lse2, nlse * sizeof(float));
+        dev_record("forward variant ran", attention_forward_cfg(d_out2, d_lse2, d_qkv, &dd, v, 0) == v);
+        float* out2 = dev_download_X(d_out2, nout);
+        float* lse2 = dev_download_F(d_lse2, nlse);
+        snprintf(name, sizeof name, "forward out (%s)", kind_name(v));
+        dev_validate(name, out2, out_ref, nout, oat, ort);
+        snprintf(name, sizeof name, "forward lse (%s)", kind_name(v));
+        dev_validate(name, lse2, lse_ref, nlse, lat, lat);
+        free(out2); free(lse2);
+        cudaCheck(cudaFree(d_out2)); cudaCheck(cudaFree(d_lse2));
+    }
 
     /* the tests can fail: references with a wrong mask or scale reject the GPU's output */
     double* wout = (double*)mallocCheck(nout * sizeof(double));
@@ -264,33 +287,39 @@ static void check_case(Case cs) {
     floatX* d_dout = dev_upload_X(dout, nout);
     floatX* d_dqkv = (floatX*)dev_malloc(nqkv * sizeof(floatX));
     float* d_dsum = (float*)dev_malloc(nlse * sizeof(float));
-    dev_poison(d_dqkv, nqkv * sizeof(floatX));
-    int btiles = attention_backward(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0);
-    snprintf(name, sizeof name, "backward ran the %s kernels (%d-stage)", want_tiles ? "tile" : "simple",
-             want_tiles ? attn_bwd_stages(hd) : 0);
-    dev_record(name, btiles == want_tiles);
-    attention_rope_backward(d_dqkv, &dd, cs.rotary_dim, base, d_pos, 0);
-    float* dqkv = dev_download_X(d_dqkv, nqkv);
     double* dqkv_ref = (double*)mallocCheck(nqkv * sizeof(double));
     ref_attention_backward(dqkv_ref, rot, dout, &hdims, scale);
     ref_rope(dqkv_ref, B, T, S, 0, cs.Hq + cs.Hkv, hd, cs.rotary_dim, base, pos, -1.0);
-    const char* parts[3] = {"backward dq (through RoPE)", "backward dk (through RoPE)", "backward dv"};
-    int col0[3] = {0, cs.Hq * hd, (cs.Hq + cs.Hkv) * hd}, ncol[3] = {cs.Hq * hd, cs.Hkv * hd, cs.Hkv * hd};
-    for (int p = 0; p < 3; p++) {
-        size_t n = (size_t)B * T * ncol[p];
-        float* got = (float*)mallocCheck(n * sizeof(float));
-        double* ref = (double*)mallocCheck(n * sizeof(double));
-        gather_cols_f(got, dqkv, (size_t)B * T, S, col0[p], ncol[p]);
-        gather_cols_d(ref, dqkv_ref, (size_t)B * T, S, col0[p], ncol[p]);
-        double m = max_abs(ref, n);
-        double rope_rel = is_bf16 ? 2e-2 : (p < 2 && cs.rotary_dim > 0 ? 5e-4 : 1e-4);
-        dev_validate(parts[p], got, ref, n, rope_rel * m + 1e-6, is_bf16 ? 2e-2 : 1e-4);
-        free(got);
-        free(ref);
+    /* the tile kernels where the shape takes them, then the simple ones (both builds) */
+    for (int v = want_tiles ? ATTN_MMA : ATTN_SIMPLE; v >= ATTN_SIMPLE; v--) {
+        dev_poison(d_dqkv, nqkv * sizeof(floatX));
+        int bkind = attention_backward_cfg(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd,
+                                           v == ATTN_SIMPLE ? ATTN_SIMPLE : ATTN_AUTO, 0);
+        snprintf(name, sizeof name, "backward ran the %s kernels%s", kind_name(v),
+                 v == ATTN_MMA ? (attn_bwd_stages(hd) == 2 ? " (2 stages)" : " (1 stage)") : "");
+        dev_record(name, bkind == v);
+        attention_rope_backward(d_dqkv, &dd, cs.rotary_dim, base, d_pos, 0);
+        float* dqkv = dev_download_X(d_dqkv, nqkv);
+        const char* parts[3] = {"dq (through RoPE)", "dk (through RoPE)", "dv"};
+        int col0[3] = {0, cs.Hq * hd, (cs.Hq + cs.Hkv) * hd}, ncol[3] = {cs.Hq * hd, cs.Hkv * hd, cs.Hkv * hd};
+        for (int p = 0; p < 3; p++) {
+            size_t n = (size_t)B * T * ncol[p];
+            float* got = (float*)mallocCheck(n * sizeof(float));
+            double* ref = (double*)mallocCheck(n * sizeof(double));
+            gather_cols_f(got, dqkv, (size_t)B * T, S, col0[p], ncol[p]);
+            gather_cols_d(ref, dqkv_ref, (size_t)B * T, S, col0[p], ncol[p]);
+            double m = max_abs(ref, n);
+            double rel_of_max = is_bf16 ? 2e-2 : (p < 2 && cs.rotary_dim > 0 ? 5e-4 : 1e-4);
+            snprintf(name, sizeof name, "backward %s (%s)", parts[p], kind_name(v));
+            dev_validate(name, got, ref, n, rel_of_max * m + 1e-6, is_bf16 ? 2e-2 : 1e-4);
+            free(got);
+            free(ref);
+        }
+        free(dqkv);
     }
 
     free(wout); free(wlse); free(qkv); free(dout); free(rot); free(rot_ref); free(out); free(lse); free(out_ref);
-    free(lse_ref); free(dqkv); free(dqkv_ref); free(seq); free(pos);
+    free(lse_ref); free(dqkv_ref); free(seq); free(pos);
     cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_lse)); cudaCheck(cudaFree(d_dout));
     cudaCheck(cudaFree(d_dqkv)); cudaCheck(cudaFree(d_dsum));
     if (d_seq) cudaCheck(cudaFree(d_seq));
@@ -462,7 +491,7 @@ static void check_swiglu(int BT, int Hd) {
 /* benchmark: B*T = 16384 tokens, d_model = H*hd = 768; causal FLOPs as FlashAttention counts them:
    forward 4 B H T^2 hd / 2, forward + backward 3.5 x that (backward = 2.5 forward: 5 products; ours does 7) */
 
-typedef struct { int B, T, H, hd; float fwd, all, rope; } BenchRow;
+typedef struct { int B, T, H, hd; float fwd, all, rope, fwd_mma; int kind; } BenchRow;
 
 static BenchRow bench_shape(int B, int T, int H, int hd) {
     int S = 3 * H * hd;
@@ -484,17 +513,21 @@ static BenchRow bench_shape(int B, int T, int H, int hd) {
         attention_backward(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0);
     });
     float rope = dev_bench_ms(20, [&] { attention_rope_forward(d_qkv, &dd, hd, 10000.f, NULL, 0); });
+    int kind = attention_forward(d_out, d_lse, d_qkv, &dd, 0);
+    float fwd_mma = kind == ATTN_WGMMA
+                        ? dev_bench_ms(20, [&] { attention_forward_cfg(d_out, d_lse, d_qkv, &dd, ATTN_MMA, 0); })
+                        : fwd;
     double f = 4.0 * B * H * (double)T * T * hd / 2;
     printf("| %5d | %3d | %2d | %2d | %7.3f | %7.1f | %10.3f | %7.1f | %7.3f |\n", T, hd, B, H, fwd,
            f / (fwd * 1e-3) / 1e12, all, 3.5 * f / (all * 1e-3) / 1e12, rope);
     cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_dqkv));
     cudaCheck(cudaFree(d_lse)); cudaCheck(cudaFree(d_dsum));
-    BenchRow row = {B, T, H, hd, fwd, all, rope};
+    BenchRow row = {B, T, H, hd, fwd, all, rope, fwd_mma, kind};
     return row;
 }
 static void bench(void) {
-    printf("\nattention (mamba2.c, %s, backward %d-stage for hd 128): causal, Hq = Hkv, B*T = 16384, H*hd = 768\n",
-           PRECISION_NAME, attn_bwd_stages(128));
+    printf("\nattention (mamba2.c, %s, forward %s, backward mma.sync, %d-stage at hd 128): causal, Hq = Hkv, "
+           "B*T = 16384, H*hd = 768\n", PRECISION_NAME, gpu_hopper_path() ? "wgmma" : "mma.sync", attn_bwd_stages(128));
     printf("|     T |  hd |  B |  H |  fwd ms | TFLOP/s | fwd+bwd ms | TFLOP/s | rope ms |\n");
     printf("| ----- | --- | -- | -- | ------- | ------- | ---------- | ------- | ------- |\n");
     BenchRow rows[4] = {bench_shape(8, 2048, 12, 64), bench_shape(8, 2048, 6, 128), bench_shape(2, 8192, 12, 64),
@@ -505,8 +538,12 @@ static void bench(void) {
         BenchRow r = rows[i];
         double prod = 2.0 * r.B * r.H * (double)r.T * r.T * r.hd / 2;
         char name[96];
-        snprintf(name, sizeof name, "attention fwd T=%d hd=%d", r.T, r.hd);
+        snprintf(name, sizeof name, "attention fwd (%s) T=%d hd=%d", kind_name(r.kind), r.T, r.hd);
         dev_report_flops(name, r.fwd, 2 * prod);
+        if (r.kind == ATTN_WGMMA) {
+            snprintf(name, sizeof name, "attention fwd (mma.sync) T=%d hd=%d", r.T, r.hd);
+            dev_report_flops(name, r.fwd_mma, 2 * prod);
+        }
         snprintf(name, sizeof name, "attention fwd+bwd T=%d hd=%d", r.T, r.hd);
         dev_report_flops(name, r.all, 9 * prod);
         snprintf(name, sizeof name, "rope (q and k) T=%d hd=%d", r.T, r.hd);
