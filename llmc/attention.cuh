@@ -7,7 +7,8 @@
  * Layout. qkv: (B, T, qkv_stride) bf16, each position [q (Hq*hd) | k (Hkv*hd) | v (Hkv*hd) | unused], the in_proj
  * output. q head h reads kv head h / (Hq/Hkv). out: (B, T, Hq*hd). lse: (B, Hq, T) fp32, natural log.
  * seq_idx (B, T) int or NULL: the document of each position (packed documents); a query sees only keys of its own
- * document. Positions in a document must be contiguous (a document is one run of equal seq_idx values).
+ * document. seq_idx must be non-decreasing along a row (llmc/dataloader.h's dataloader_doc_index): the tile kernels
+ * skip the tiles wholly outside a block's documents.
  *
  * Math, one query row i of head h, keys j <= i of the same document, scale = 1/sqrt(hd) usually:
  *   s_ij = scale q_i.k_j,  lse_i = log sum_j exp(s_ij),  P_ij = exp(s_ij - lse_i),  o_i = sum_j P_ij v_j
@@ -248,6 +249,26 @@ __global__ static void attn_bwd_dkdv_simple_kernel(floatX* dqkv, const floatX* d
 __device__ static inline int attn_doc(const int* seq, size_t row0, int T, int t) {
     return t < T ? __ldg(seq + row0 + t) : -1;
 }
+/* With packed documents (seq_idx non-decreasing along a row, as llmc/dataloader.h makes it), whole tiles that the
+   document mask hides are skipped rather than masked: a query block needs no key before the start of its first
+   row's document, a key block no query after the end of its last row's document. Binary searches, once per block. */
+__device__ static inline int attn_doc_start(const int* seq, size_t row0, int t) {
+    int doc = __ldg(seq + row0 + t), lo = 0, hi = t;   /* the first s <= t with seq[s] == doc */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (__ldg(seq + row0 + mid) < doc) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+__device__ static inline int attn_doc_end(const int* seq, size_t row0, int T, int t) {
+    int doc = __ldg(seq + row0 + t), lo = t, hi = T - 1;   /* the last e >= t with seq[e] == doc */
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (__ldg(seq + row0 + mid) > doc) hi = mid - 1; else lo = mid;
+    }
+    return lo;
+}
+
 /* a 16 x 64 accumulator strip (fragment layout of llmc/ssd_tile.cuh) written as bf16 pairs to rows r0 + lane/4
    (+8) of a row-major matrix (row stride ld), rows at or past T skipped; values times mul */
 template <int NT8>
@@ -354,9 +375,10 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(float
     const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
     const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
     int q0 = qb * ATTN_ROWS, nkb = qb + 1;
+    int kb0 = d.seq_idx != NULL ? attn_doc_start(d.seq_idx, row0, q0) / ATTN_ROWS : 0;   /* first key block */
     ssd_load_tile(Qs, LD, qg, d.qkv_stride, q0, T, HD);
-    ssd_load_tile(Ks, LD, kg, d.qkv_stride, 0, T, HD);
-    ssd_load_tile(Vs, LD, vg, d.qkv_stride, 0, T, HD);
+    ssd_load_tile(Ks, LD, kg, d.qkv_stride, kb0 * ATTN_ROWS, T, HD);
+    ssd_load_tile(Vs, LD, vg, d.qkv_stride, kb0 * ATTN_ROWS, T, HD);
     ssd_cp_commit();
 
     const float sl2 = d.scale * ATTN_LOG2E;
@@ -367,8 +389,8 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(float
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
 
-    for (int kb = 0; kb < nkb; kb++) {
-        int buf = kb & 1;
+    for (int kb = kb0; kb < nkb; kb++) {
+        int buf = (kb - kb0) & 1;
         if (kb + 1 < nkb) {
             ssd_load_tile(Ks + (buf ^ 1) * ATTN_ROWS * LD, LD, kg, d.qkv_stride, (kb + 1) * ATTN_ROWS, T, HD);
             ssd_load_tile(Vs + (buf ^ 1) * ATTN_ROWS * LD, LD, vg, d.qkv_stride, (kb + 1) * ATTN_ROWS, T, HD);
@@ -417,7 +439,10 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_mma_kernel(
     size_t row0 = (size_t)b * T, gstride = (size_t)d.Hq * HD;
     const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
     const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
-    int nqb = CEIL_DIV(T, ATTN_ROWS), nq = nqb - kb, nitems = G * nq;
+    int nqb = CEIL_DIV(T, ATTN_ROWS);
+    if (d.seq_idx != NULL) nqb = min(nqb, attn_doc_end(d.seq_idx, row0, T, min(kb * ATTN_ROWS + ATTN_ROWS - 1, T - 1)) /
+                                              ATTN_ROWS + 1);   /* no query block past the last key's document */
+    int nq = nqb - kb, nitems = G * nq;
     ssd_load_tile(Ks, LD, kg, d.qkv_stride, kb * ATTN_ROWS, T, HD);
     ssd_load_tile(Vs, LD, vg, d.qkv_stride, kb * ATTN_ROWS, T, HD);
     ssd_cp_commit();
@@ -520,12 +545,13 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(fl
     const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
     const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
     int q0 = qb * ATTN_ROWS, nkb = qb + 1;
+    int kb0 = d.seq_idx != NULL ? attn_doc_start(d.seq_idx, row0, q0) / ATTN_ROWS : 0;   /* first key block */
     ssd_load_tile(Qs, LD, qkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0, T, HD);
     ssd_load_tile(Gs, LD, dout + row0 * gstride + (size_t)h * HD, gstride, q0, T, HD);
     ssd_cp_commit();
     if (STAGES == 2) {
-        ssd_load_tile(Ks, LD, kg, d.qkv_stride, 0, T, HD);
-        ssd_load_tile(Vs, LD, vg, d.qkv_stride, 0, T, HD);
+        ssd_load_tile(Ks, LD, kg, d.qkv_stride, kb0 * ATTN_ROWS, T, HD);
+        ssd_load_tile(Vs, LD, vg, d.qkv_stride, kb0 * ATTN_ROWS, T, HD);
         ssd_cp_commit();
     }
     const float sl2 = d.scale * ATTN_LOG2E;
@@ -544,8 +570,8 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(fl
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.f;
 
-    for (int kb = 0; kb < nkb; kb++) {
-        int buf = STAGES == 2 ? kb & 1 : 0;
+    for (int kb = kb0; kb < nkb; kb++) {
+        int buf = STAGES == 2 ? (kb - kb0) & 1 : 0;
         if (STAGES == 2) {
             if (kb + 1 < nkb) {
                 ssd_load_tile(Ks + (buf ^ 1) * ATTN_ROWS * LD, LD, kg, d.qkv_stride, (kb + 1) * ATTN_ROWS, T, HD);
@@ -633,9 +659,10 @@ __global__ static void __launch_bounds__(ATTN_WG_THREADS, 1) attn_fwd_wgmma_kern
     int q0 = qb * ATTN_WG_ROWS, w0 = q0 + wg * 64;   /* the block's rows, this warpgroup's */
     int kdiag = w0 / 64, active = w0 < T;             /* this warpgroup's diagonal key block */
     int nkb = min(2 * qb + 2, CEIL_DIV(T, 64));
+    int kb0 = d.seq_idx != NULL ? attn_doc_start(d.seq_idx, row0, q0) / 64 : 0;   /* first key block */
     attn_wg_load_tile<ATTN_WG_ROWS, HD>(Qs, qkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0, T);
-    attn_wg_load_tile<64, HD>(Ks, kg, d.qkv_stride, 0, T);
-    attn_wg_load_tile<64, HD>(Vs, vg, d.qkv_stride, 0, T);
+    attn_wg_load_tile<64, HD>(Ks, kg, d.qkv_stride, kb0 * 64, T);
+    attn_wg_load_tile<64, HD>(Vs, vg, d.qkv_stride, kb0 * 64, T);
     ssd_cp_commit();
 
     const float sl2 = d.scale * ATTN_LOG2E;
@@ -647,8 +674,8 @@ __global__ static void __launch_bounds__(ATTN_WG_THREADS, 1) attn_fwd_wgmma_kern
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
 
-    for (int kb = 0; kb < nkb; kb++) {
-        int buf = kb & 1;
+    for (int kb = kb0; kb < nkb; kb++) {
+        int buf = (kb - kb0) & 1;
         ssd_cp_wait<0>();
         wg_fence_proxy_async();
         __syncthreads();   /* tile kb landed for every thread; every warpgroup is done with tile kb - 1 */
