@@ -290,11 +290,10 @@ static void check_case(Case cs) {
     double* dqkv_ref = (double*)mallocCheck(nqkv * sizeof(double));
     ref_attention_backward(dqkv_ref, rot, dout, &hdims, scale);
     ref_rope(dqkv_ref, B, T, S, 0, cs.Hq + cs.Hkv, hd, cs.rotary_dim, base, pos, -1.0);
-    /* the tile kernels where the shape takes them, then the simple ones (both builds) */
-    for (int v = want_tiles ? ATTN_MMA : ATTN_SIMPLE; v >= ATTN_SIMPLE; v--) {
+    /* the fastest kernels the shape takes on this GPU, then each slower kind (both builds) */
+    for (int v = want; v >= ATTN_SIMPLE; v--) {
         dev_poison(d_dqkv, nqkv * sizeof(floatX));
-        int bkind = attention_backward_cfg(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd,
-                                           v == ATTN_SIMPLE ? ATTN_SIMPLE : ATTN_AUTO, 0);
+        int bkind = attention_backward_cfg(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, v, 0);
         snprintf(name, sizeof name, "backward ran the %s kernels%s", kind_name(v),
                  v == ATTN_MMA ? (attn_bwd_stages(hd) == 2 ? " (2 stages)" : " (1 stage)") : "");
         dev_record(name, bkind == v);
@@ -526,8 +525,9 @@ static BenchRow bench_shape(int B, int T, int H, int hd) {
     return row;
 }
 static void bench(void) {
-    printf("\nattention (mamba2.c, %s, forward %s, backward mma.sync, %d-stage at hd 128): causal, Hq = Hkv, "
-           "B*T = 16384, H*hd = 768\n", PRECISION_NAME, gpu_hopper_path() ? "wgmma" : "mma.sync", attn_bwd_stages(128));
+    printf("\nattention (mamba2.c, %s, forward and backward on %s; the mma.sync backward %d-stage at hd 128): causal, "
+           "Hq = Hkv, B*T = 16384, H*hd = 768\n", PRECISION_NAME, gpu_hopper_path() ? "wgmma" : "mma.sync",
+           attn_bwd_stages(128));
     printf("|     T |  hd |  B |  H |  fwd ms | TFLOP/s | fwd+bwd ms | TFLOP/s | rope ms |\n");
     printf("| ----- | --- | -- | -- | ------- | ------- | ---------- | ------- | ------- |\n");
     BenchRow rows[4] = {bench_shape(8, 2048, 12, 64), bench_shape(8, 2048, 6, 128), bench_shape(2, 8192, 12, 64),
