@@ -209,6 +209,8 @@ dev/cuda/%_bin: dev/cuda/%.cu $(CUDA_HEADERS) dev/cuda/kernels_dev.h
 # the attention kernels' tests in the fp32 build (the simple kernels; dev/cuda/attention_bin tests the bf16 ones)
 dev/cuda/attention_fp32_bin: dev/cuda/attention.cu $(CUDA_HEADERS) dev/cuda/kernels_dev.h
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 $(DEV_CUDA_ARCH) -o $@ $< $(NVCC_LIBS)
+# the attention test also times the lab's kernels (not in llmc/, so not in CUDA_HEADERS)
+dev/cuda/attention_bin dev/cuda/attention_fp32_bin: dev/cuda/attention_lab.cuh
 
 cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu profile_mamba2cu $(CUDA_DEV_BINS) dev/cuda/attention_fp32_bin
 

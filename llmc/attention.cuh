@@ -17,21 +17,20 @@
  *   dk_j = scale sum_i dS_ij q_i,  dv_j = sum_i P_ij do_i
  * With GQA, dk, dv of a kv head are the sums over the q heads of its group.
  *
- * Kernels (bf16 build, hd 64 or 128, 16-byte aligned rows: attn_tiles_take), 4 warps of 16 query (or key) rows on
+ * Kernels (bf16 build, hd 64 or 128, 16-byte aligned rows: attn_tiles_take), 4 warps of 16-row strips on
  * mma.sync m16n8k16 (llmc/ssd_tile.cuh's fragments, ldmatrix, cp.async; every GPU from sm_80):
- *   attn_fwd_mma_kernel         one block per (64 query rows, q head, batch); loops over the key blocks up to the
- *                               diagonal, K and V tiles double-buffered; S = Q K^T and P V in registers.
+ *   attn_fwd_mma_kernel         one block per (128 query rows, q head, batch), each warp 2 strips of 16 rows (64
+ *                               rows, 1 strip, on a GPU with 99 KB of shared memory at hd 128); loops over the key
+ *                               blocks up to the diagonal, K and V tiles double-buffered; S = Q K^T and P V in
+ *                               registers.
  *   attn_bwd_dsum_kernel        D = rowsum(dO * O)
  *   attn_bwd_dkdv_mma_kernel    one block per (64 key rows, kv head, batch); loops over the q heads of the group
  *                               and the query blocks at and after the diagonal, in a fixed order: dK, dV stay in
  *                               registers, written once. No atomics.
  *   attn_bwd_dq_mma_kernel      one block per (64 query rows, q head, batch); recomputes P and dP over the key blocks
  *                               (FA2 adds dQ with float atomics from the dK/dV kernel instead: not deterministic).
- *   attn_fwd_wgmma_kernel       the forward on Hopper (sm_90a, gpu_hopper_path()): 2 warpgroups of 64 query rows
- *                               share the K, V tiles; S = Q K^T and P V on wgmma (llmc/wgmma.cuh), the same softmax.
- *   attn_bwd_dkdv_wgmma_kernel, attn_bwd_dq_wgmma_kernel: the backward on Hopper, the mma.sync kernels' structure
- *                               (one warpgroup per block) with the products on wgmma.
  * The backward thus does 7 T x T x hd products where FA2 does 5: the price of bitwise determinism.
+ * Hopper's wgmma versions of these kernels measured slower on an H100 and live in dev/cuda/attention_lab.cuh.
  * The fp32 build (the oracle build) and other head dims run the simple kernels: one thread per query row (forward,
  * dq) or key row (dk, dv), the same math in fp32 in the same order every run.
  * Generation (every build): attention_kv_write (prefill or one step into a KV cache), attention_decode (one query
@@ -53,7 +52,6 @@
 #include "cuda_common.h"
 #include "gpu_arch.cuh"
 #include "ssd_tile.cuh"   /* the mma.sync tile primitives of the SSD kernels (bf16 build) */
-#include "wgmma.cuh"      /* Hopper warpgroup products (bf16 build, sm_90a) */
 
 #define ATTN_ROWS 64            /* query (or key) rows of a tile kernel's block: 4 warps of 16 */
 #define ATTN_THREADS 128
@@ -284,27 +282,36 @@ __device__ static inline void attn_store_strip(floatX* dst, size_t ld, int r0, i
     }
 }
 
+/* 2^x on the special-function unit, subnormal results flushed to 0 (exp2f without --use_fast_math adds a range test
+   and two multiplies around the same instruction: 3 of the ~8 instructions per score element). A probability below
+   2^-126 is 0 after the bf16 rounding of P anyway, and nothing here sums enough of them to matter. */
+__device__ static inline float attn_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 /* The forward's step on one 16 x 64 score strip of a warp (fragment layout of llmc/ssd_tile.cuh: s[nt][e] is row
-   rq + 8 (e/2), key kc0 + 8 nt + 2 (lane%4) + e%2): mask (causal where `masked`, and documents), then the online
-   softmax in the log2 domain: the running max m and this lane's part of the row sum l are updated, the output
-   accumulator o (NTO 8-column tiles) rescaled, and s replaced by the unnormalized probabilities exp2(t - m). */
+   rq + 8 (e/2), key kc0 + 8 nt + 2 (lane%4) + e%2), s the raw dot products q.k: mask (causal where `masked`, and
+   documents), then the online softmax in the log2 domain: the running max m (of s * scale * log2 e) and this lane's
+   part of the row sum l are updated, the output accumulator o (NTO 8-column tiles) rescaled, and s replaced by the
+   unnormalized probabilities exp2(s sl2 - m). The max is taken over the raw s and scaled once (sl2 > 0 and rounding
+   is monotonic: the same value as the max of the scaled), so each element costs a max, one FFMA and one ex2. */
 template <int NTO>
 __device__ static inline void attn_online_softmax(float s[8][4], float o[][4], float m[2], float l[2], int rq, int kc0,
                                                   int masked, const int* seq, size_t row0, int T, const int docq[2],
                                                   float sl2) {
     int lane = threadIdx.x % 32;
+    if (masked) {
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
+        for (int nt = 0; nt < 8; nt++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float t = s[nt][e] * sl2;
-            if (masked) {
+            for (int e = 0; e < 4; e++) {
                 int r = rq + (e / 2) * 8, c = kc0 + nt * 8 + 2 * (lane % 4) + (e % 2);
                 int ok = c <= r;
                 if (seq != NULL) ok = ok && attn_doc(seq, row0, T, c) == docq[e / 2];
-                if (!ok) t = -INFINITY;
+                if (!ok) s[nt][e] = -INFINITY;
             }
-            s[nt][e] = t;
         }
     }
 #pragma unroll
@@ -314,16 +321,16 @@ __device__ static inline void attn_online_softmax(float s[8][4], float o[][4], f
         for (int nt = 0; nt < 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        float m_new = fmaxf(m[i], mx);
+        float m_new = fmaxf(m[i], mx * sl2);
         float m_use = m_new == -INFINITY ? 0.f : m_new;   /* a row with every key masked so far: p = 0 */
-        float alpha = exp2f(m[i] - m_use);
+        float alpha = attn_exp2(m[i] - m_use);
         m[i] = m_new;
         l[i] *= alpha;
 #pragma unroll
         for (int nt = 0; nt < NTO; nt++) { o[nt][2 * i] *= alpha; o[nt][2 * i + 1] *= alpha; }
 #pragma unroll
         for (int nt = 0; nt < 8; nt++) {
-            float p0 = exp2f(s[nt][2 * i] - m_use), p1 = exp2f(s[nt][2 * i + 1] - m_use);
+            float p0 = attn_exp2(fmaf(s[nt][2 * i], sl2, -m_use)), p1 = attn_exp2(fmaf(s[nt][2 * i + 1], sl2, -m_use));
             s[nt][2 * i] = p0;
             s[nt][2 * i + 1] = p1;
             l[i] += p0 + p1;   /* this lane's part of the row sum; the quad adds them at the end */
@@ -350,7 +357,10 @@ __device__ static inline void attn_fwd_finish(floatX* out, size_t ostride, float
     }
 }
 
-static inline size_t attn_smem_fwd(int hd) { return (size_t)5 * ATTN_ROWS * (hd + 8) * sizeof(floatX); }
+/* the forward with MW strips per warp: Q (64 MW rows) | K[2] | V[2] */
+static inline size_t attn_smem_fwd(int hd, int mw) {
+    return (size_t)(mw + 4) * ATTN_ROWS * (hd + 8) * sizeof(floatX);
+}
 static inline size_t attn_smem_dkdv(int hd, int stages) {
     return (size_t)(2 + 2 * stages) * ATTN_ROWS * (hd + 8) * sizeof(floatX) + 2 * stages * ATTN_ROWS * sizeof(float);
 }
@@ -358,41 +368,109 @@ static inline size_t attn_smem_dq(int hd, int stages) {
     return (size_t)(2 + 2 * stages) * ATTN_ROWS * (hd + 8) * sizeof(floatX);
 }
 
-/* Forward: block (query block qb, q head h, batch b). Shared: Q | K[2] | V[2], rows padded to HD + 8. Warp w owns
-   query rows qb*64 + 16w .. +15; per key block: S = Q K^T (16 x 64 fp32), masked (causal on the diagonal block,
-   documents), online softmax in the log2 domain, O += P V with P repacked as bf16 A fragments. */
-template <int HD>
-__global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(floatX* out, float* lse, const floatX* qkv,
+/* The forward's products for a warp's MW 16-row strips (rows a + 64 m lda.., m < MW) against one 64-key tile: the
+   strips share every K and V fragment read from shared memory, which is the point of more rows per warp (with one
+   strip, each ldmatrix of K or V feeds 2 mma; with two, 4: shared-memory reads per product halve). Strips m < mlo
+   lie wholly before the tile's keys (causal) and are skipped: warp-uniform, so the mma run converged. */
+template <int MW, int HD>
+__device__ static inline void attn_fwd_qk(float s[][8][4], const floatX* a, int lda, const floatX* k, int ldk, int mlo) {
+    int lane = threadIdx.x % 32;
+    const floatX* ap = a + (lane % 16) * lda + (lane / 16) * 8;
+    const floatX* bp = k + ((lane % 8) + (lane / 16) * 8) * ldk + ((lane / 8) % 2) * 8;
+#pragma unroll
+    for (int k0 = 0; k0 < HD; k0 += 16) {
+        uint32_t af[MW][4];
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+            if (m >= mlo) ssd_ldsm(af[m], ap + m * ATTN_ROWS * lda + k0);
+#pragma unroll
+        for (int nt = 0; nt < 8; nt += 2) {
+            uint32_t bf[4];
+            ssd_ldsm(bf, bp + nt * 8 * ldk + k0);
+#pragma unroll
+            for (int m = 0; m < MW; m++) {
+                if (m >= mlo) {
+                    ssd_mma_bf16(s[m][nt], af[m], bf);
+                    ssd_mma_bf16(s[m][nt + 1], af[m], bf + 2);
+                }
+            }
+        }
+    }
+}
+/* o[m] (16 x HD) += P[m] (16 x 64, bf16 A fragments) V (64 x HD, row-major in shared memory), m >= mlo */
+template <int MW, int HD>
+__device__ static inline void attn_fwd_pv(float o[][HD / 8][4], const uint32_t pf[][4][4], const floatX* v, int ldv,
+                                          int mlo) {
+    int lane = threadIdx.x % 32;
+    const floatX* bp = v + ((lane % 8) + ((lane / 8) % 2) * 8) * ldv + (lane / 16) * 8;
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++) {
+#pragma unroll
+        for (int nt = 0; nt < HD / 8; nt += 2) {
+            uint32_t bf[4];
+            ssd_ldsm_t(bf, bp + ks * 16 * ldv + nt * 8);
+#pragma unroll
+            for (int m = 0; m < MW; m++) {
+                if (m >= mlo) {
+                    ssd_mma_bf16(o[m][nt], pf[m][ks], bf);
+                    ssd_mma_bf16(o[m][nt + 1], pf[m][ks], bf + 2);
+                }
+            }
+        }
+    }
+}
+
+/* Forward: block (query block qb of 64 MW rows, q head h, batch b), 4 warps. Shared: Q (64 MW rows) | K[2] | V[2],
+   rows padded to HD + 8; K, V tiles of 64 keys, the next loaded (cp.async) while this one is used. Warp w owns the
+   MW strips of 16 query rows q0 + 64 m + 16 w (m < MW): interleaved, so that on the block's last key tiles every
+   warp has the same work (strip m's diagonal tile is MW qb + m; the tiles after it are skipped). Per key tile and
+   strip: S = Q K^T (16 x 64 fp32), masked (causal on the diagonal tile, documents where DOCS), online softmax in
+   the log2 domain, O += P V with P repacked in registers as bf16 A fragments (never through shared memory).
+   MW = 1 is the first version (64 rows per block); MW = 2 (128 rows, FlashAttention-2's block for these head dims)
+   halves the shared-memory reads per product and the K/V tile loads per query row. DOCS = 0 (seq_idx NULL) is
+   compiled without any document code. */
+template <int HD, int MW, bool DOCS>
+__global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(floatX* out, float* lse,
+                                                                           const floatX* qkv,
                                                                            AttnDims d) {
-    constexpr int LD = HD + 8, NT = HD / 8;
+    constexpr int LD = HD + 8, NT = HD / 8, QROWS = ATTN_ROWS * MW;
     extern __shared__ __align__(16) unsigned char attn_smem[];
     floatX* Qs = (floatX*)attn_smem;
-    floatX* Ks = Qs + ATTN_ROWS * LD;    /* two buffers */
+    floatX* Ks = Qs + QROWS * LD;        /* two buffers */
     floatX* Vs = Ks + 2 * ATTN_ROWS * LD;
     int qb = gridDim.x - 1 - blockIdx.x;  /* the longest rows first: the last wave is short blocks */
     int h = blockIdx.y, b = blockIdx.z, hk = h / (d.Hq / d.Hkv);
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, T = d.T;
     size_t row0 = (size_t)b * T;
+    const int* seq = DOCS ? d.seq_idx : NULL;
     const floatX* qg = qkv + row0 * d.qkv_stride + (size_t)h * HD;
     const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
     const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
-    int q0 = qb * ATTN_ROWS, nkb = qb + 1;
-    int kb0 = d.seq_idx != NULL ? attn_doc_start(d.seq_idx, row0, q0) / ATTN_ROWS : 0;   /* first key block */
-    ssd_load_tile(Qs, LD, qg, d.qkv_stride, q0, T, HD);
+    int q0 = qb * QROWS, kdiag0 = MW * qb;                            /* strip m's diagonal key tile: kdiag0 + m */
+    int nkb = MW == 1 ? qb + 1 : min(kdiag0 + MW, CEIL_DIV(T, ATTN_ROWS));
+    int kb0 = DOCS ? attn_doc_start(seq, row0, q0) / ATTN_ROWS : 0;   /* first key tile */
+#pragma unroll
+    for (int m = 0; m < MW; m++) ssd_load_tile(Qs + m * ATTN_ROWS * LD, LD, qg, d.qkv_stride, q0 + m * ATTN_ROWS, T, HD);
     ssd_load_tile(Ks, LD, kg, d.qkv_stride, kb0 * ATTN_ROWS, T, HD);
     ssd_load_tile(Vs, LD, vg, d.qkv_stride, kb0 * ATTN_ROWS, T, HD);
     ssd_cp_commit();
 
     const float sl2 = d.scale * ATTN_LOG2E;
-    int rq = q0 + warp * 16 + lane / 4;   /* this lane's rows rq, rq + 8 */
-    int docq[2] = {0, 0};
-    if (d.seq_idx != NULL) { docq[0] = attn_doc(d.seq_idx, row0, T, rq); docq[1] = attn_doc(d.seq_idx, row0, T, rq + 8); }
-    float o[NT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    int rq[MW], docq[MW][2];   /* this lane's rows rq[m], rq[m] + 8 and their documents */
+    float o[MW][NT][4], mx[MW][2], l[MW][2];
 #pragma unroll
-    for (int nt = 0; nt < NT; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+    for (int m = 0; m < MW; m++) {
+        rq[m] = q0 + m * ATTN_ROWS + warp * 16 + lane / 4;
+        docq[m][0] = DOCS ? attn_doc(seq, row0, T, rq[m]) : 0;
+        docq[m][1] = DOCS ? attn_doc(seq, row0, T, rq[m] + 8) : 0;
+        mx[m][0] = mx[m][1] = -INFINITY;
+        l[m][0] = l[m][1] = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) o[m][nt][0] = o[m][nt][1] = o[m][nt][2] = o[m][nt][3] = 0.f;
+    }
 
     for (int kb = kb0; kb < nkb; kb++) {
-        int buf = (kb - kb0) & 1;
+        int buf = DOCS ? (kb - kb0) & 1 : kb & 1;
         if (kb + 1 < nkb) {
             ssd_load_tile(Ks + (buf ^ 1) * ATTN_ROWS * LD, LD, kg, d.qkv_stride, (kb + 1) * ATTN_ROWS, T, HD);
             ssd_load_tile(Vs + (buf ^ 1) * ATTN_ROWS * LD, LD, vg, d.qkv_stride, (kb + 1) * ATTN_ROWS, T, HD);
@@ -400,22 +478,30 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(float
         ssd_cp_commit();
         ssd_cp_wait<1>();
         __syncthreads();
-        const floatX* Kt = Ks + buf * ATTN_ROWS * LD;
-        const floatX* Vt = Vs + buf * ATTN_ROWS * LD;
-        float s[8][4];
+        int mlo = MW == 1 ? 0 : max(kb - kdiag0, 0);   /* the strips before mlo end before this tile's first key */
+        float s[MW][8][4];
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-        ssd_mma_nt<8>(s, Qs + warp * 16 * LD, LD, Kt, LD, HD, 64);
-        attn_online_softmax<NT>(s, o, m, l, rq, kb * ATTN_ROWS, kb == qb || d.seq_idx != NULL, d.seq_idx, row0, T, docq,
-                                sl2);
-        uint32_t pf[4][4];
-        ssd_pack_a<4>(pf, s);
-        ssd_mma_rn<4, NT>(o, pf, Vt, LD, HD);
+        for (int m = 0; m < MW; m++)
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) s[m][nt][0] = s[m][nt][1] = s[m][nt][2] = s[m][nt][3] = 0.f;
+        attn_fwd_qk<MW, HD>(s, Qs + warp * 16 * LD, LD, Ks + buf * ATTN_ROWS * LD, LD, mlo);
+        uint32_t pf[MW][4][4];
+#pragma unroll
+        for (int m = 0; m < MW; m++) {
+            if (m >= mlo) {
+                attn_online_softmax<NT>(s[m], o[m], mx[m], l[m], rq[m], kb * ATTN_ROWS, kb == kdiag0 + m || DOCS, seq,
+                                        row0, T, docq[m], sl2);
+                ssd_pack_a<4>(pf[m], s[m]);
+            }
+        }
+        attn_fwd_pv<MW, HD>(o, pf, Vs + buf * ATTN_ROWS * LD, LD, mlo);
         __syncthreads();   /* the buffer is refilled by the next iteration's loads */
     }
     size_t ostride = (size_t)d.Hq * HD;
-    attn_fwd_finish<NT>(out + row0 * ostride + (size_t)h * HD, ostride, lse + ((size_t)b * d.Hq + h) * T,
-                        q0 + warp * 16, T, o, m, l);
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+        attn_fwd_finish<NT>(out + row0 * ostride + (size_t)h * HD, ostride, lse + ((size_t)b * d.Hq + h) * T,
+                            q0 + m * ATTN_ROWS + warp * 16, T, o[m], mx[m], l[m]);
 }
 
 /* dK, dV: block (key block kb, kv head hk, batch b). Shared: K | V | Q[STAGES] | dO[STAGES] | lse2[STAGES] |
@@ -504,7 +590,7 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_mma_kernel(
                     ok = c >= r;
                     if (d.seq_idx != NULL) ok = ok && attn_doc(d.seq_idx, row0, T, c) == dock[e / 2];
                 }
-                p[nt][e] = ok ? exp2f(p[nt][e] * sl2 - Lt[cl]) : 0.f;
+                p[nt][e] = ok ? attn_exp2(fmaf(p[nt][e], sl2, -Lt[cl])) : 0.f;
             }
         }
         uint32_t af[4][4];
@@ -607,7 +693,7 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(fl
                     ok = c <= rq + 8 * i;
                     if (d.seq_idx != NULL) ok = ok && attn_doc(d.seq_idx, row0, T, c) == docq[i];
                 }
-                float pv = ok ? exp2f(p[nt][e] * sl2 - L2[i]) : 0.f;
+                float pv = ok ? attn_exp2(fmaf(p[nt][e], sl2, -L2[i])) : 0.f;
                 dp[nt][e] = pv * (dp[nt][e] - Dr[i]);
             }
         }
@@ -619,333 +705,6 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(fl
     attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0 + warp * 16, T, dq, d.scale);
 }
 
-/* Forward on Hopper (sm_90a; llmc/wgmma.cuh): block = 2 warpgroups, 128 query rows (warpgroup wg rows 64 wg ..),
-   sharing each K, V tile; tiles in shared memory as core matrices (wg_tile_offset), Q | K[2] | V[2]: 48 KB at
-   hd 64, 96 KB at hd 128. Per key block and warpgroup: S (64 x 64) = Q K^T by wgmma (both K-major), the same mask
-   and online softmax as the mma.sync kernel (wgmma's accumulator layout per warp is mma.sync's), then O += P V
-   with P from registers and V MN-major. A warpgroup skips the key blocks past its own diagonal. */
-#define ATTN_WG_ROWS 128
-#define ATTN_WG_THREADS 256
-
-static inline size_t attn_smem_fwd_wgmma(int hd) { return (size_t)(ATTN_WG_ROWS + 4 * 64) * hd * sizeof(floatX); }
-
-/* rows [r0, r0 + ROWS) of a row-major bf16 matrix (NC columns, row stride gstride) into a core-matrix tile; rows at
-   or past nvalid are zero. 4 consecutive threads take 4 rows of one 8-column chunk (the order of llmc/ssd_fwd.cuh's
-   tile loads: whole 128-byte lines per warp request) */
-template <int ROWS, int NC, int NTHR>
-__device__ static inline void attn_wg_load_tile(floatX* dst, const floatX* src, size_t gstride, int r0, int nvalid) {
-#pragma unroll 4
-    for (int idx = threadIdx.x; idx < ROWS * NC / 8; idx += NTHR) {
-        int r = (idx / (NC / 2)) * 4 + (idx & 3), v = (idx >> 2) % (NC / 8);
-        int ok = r0 + r < nvalid;
-        ssd_cp_async16(dst + wg_tile_offset(r, 8 * v, NC), src + (ok ? (size_t)(r0 + r) * gstride + v * 8 : 0), ok);
-    }
-}
-
-template <int HD>
-__global__ static void __launch_bounds__(ATTN_WG_THREADS, 1) attn_fwd_wgmma_kernel(floatX* out, float* lse,
-                                                                                    const floatX* qkv, AttnDims d) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int NT = HD / 8, PT = HD / 64;
-    constexpr uint32_t KSBO = HD * 16;   /* K-major tiles of HD columns: bytes between 8-row groups */
-    constexpr uint32_t VLBO = HD * 16;   /* V as the MN-major operand: bytes between 8-row (k) groups */
-    extern __shared__ __align__(128) unsigned char attn_wg_smem[];
-    floatX* Qs = (floatX*)attn_wg_smem;  /* 128 rows; warpgroup wg's 64 start at element 64 wg HD */
-    floatX* Ks = Qs + ATTN_WG_ROWS * HD; /* two buffers of 64 rows */
-    floatX* Vs = Ks + 2 * 64 * HD;
-    int qb = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (d.Hq / d.Hkv), T = d.T;
-    int wg = threadIdx.x / 128, warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
-    size_t row0 = (size_t)b * T;
-    const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
-    const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
-    int q0 = qb * ATTN_WG_ROWS, w0 = q0 + wg * 64;   /* the block's rows, this warpgroup's */
-    int kdiag = w0 / 64, active = w0 < T;             /* this warpgroup's diagonal key block */
-    int nkb = min(2 * qb + 2, CEIL_DIV(T, 64));
-    int kb0 = d.seq_idx != NULL ? attn_doc_start(d.seq_idx, row0, q0) / 64 : 0;   /* first key block */
-    attn_wg_load_tile<ATTN_WG_ROWS, HD, ATTN_WG_THREADS>(Qs, qkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0, T);
-    attn_wg_load_tile<64, HD, ATTN_WG_THREADS>(Ks, kg, d.qkv_stride, kb0 * 64, T);
-    attn_wg_load_tile<64, HD, ATTN_WG_THREADS>(Vs, vg, d.qkv_stride, kb0 * 64, T);
-    ssd_cp_commit();
-
-    const float sl2 = d.scale * ATTN_LOG2E;
-    int rq = w0 + warp * 16 + lane / 4;
-    int docq[2] = {0, 0};
-    if (d.seq_idx != NULL) { docq[0] = attn_doc(d.seq_idx, row0, T, rq); docq[1] = attn_doc(d.seq_idx, row0, T, rq + 8); }
-    const floatX* Qw = Qs + wg * 64 * HD;
-    float o[NT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
-
-    for (int kb = kb0; kb < nkb; kb++) {
-        int buf = (kb - kb0) & 1;
-        ssd_cp_wait<0>();
-        wg_fence_proxy_async();
-        __syncthreads();   /* tile kb landed for every thread; every warpgroup is done with tile kb - 1 */
-        if (kb + 1 < nkb) {
-            attn_wg_load_tile<64, HD, ATTN_WG_THREADS>(Ks + (buf ^ 1) * 64 * HD, kg, d.qkv_stride, (kb + 1) * 64, T);
-            attn_wg_load_tile<64, HD, ATTN_WG_THREADS>(Vs + (buf ^ 1) * 64 * HD, vg, d.qkv_stride, (kb + 1) * 64, T);
-            ssd_cp_commit();
-        }
-        if (kb > kdiag || !active) continue;   /* uniform over the warpgroup: its products run converged */
-        const floatX* Kb = Ks + buf * 64 * HD;
-        const floatX* Vb = Vs + buf * 64 * HD;
-        float s[8][4];
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-        wg_pin_acc(&s[0][0]);
-        wg_fence();
-#pragma unroll
-        for (int ks = 0; ks < HD / 16; ks++)   /* S = Q K^T */
-            wg_mma_ss<0, 0>(&s[0][0], wg_desc(Qw + ks * 128, 128, KSBO), wg_desc(Kb + ks * 128, 128, KSBO));
-        wg_commit();
-        wg_wait<0>();
-        wg_pin_acc(&s[0][0]);
-        attn_online_softmax<NT>(s, o, m, l, rq, kb * 64, kb == kdiag || d.seq_idx != NULL, d.seq_idx, row0, T, docq,
-                                sl2);
-        uint32_t pf[4][4];
-        ssd_pack_a<4>(pf, s);
-#pragma unroll
-        for (int pt = 0; pt < PT; pt++) wg_pin_acc(&o[8 * pt][0]);
-        wg_fence();
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++)   /* O += P V */
-#pragma unroll
-            for (int pt = 0; pt < PT; pt++)
-                wg_mma_rs<1>(&o[8 * pt][0], pf[ks], wg_desc(Vb + wg_tile_offset(16 * ks, 64 * pt, HD), VLBO, 128));
-        wg_commit();
-        wg_wait<0>();
-#pragma unroll
-        for (int pt = 0; pt < PT; pt++) wg_pin_acc(&o[8 * pt][0]);
-    }
-    if (!active) return;
-    size_t ostride = (size_t)d.Hq * HD;
-    attn_fwd_finish<NT>(out + row0 * ostride + (size_t)h * HD, ostride, lse + ((size_t)b * d.Hq + h) * T,
-                        w0 + warp * 16, T, o, m, l);
-#endif
-}
-
-/* The backward on the Hopper path: the mma.sync kernels' structure (one warpgroup = the 4 warps of 16 rows; the
-   same items, masks, order and accumulator layout) with the products on wgmma from core-matrix tiles: Q | dO | K | V
-   are each read as the K-major operand of one product and the MN-major operand of another (Q: dK += dS^T Q;
-   dO: dV += P^T dO; K: dQ += dS K), which the same tile serves through the descriptor. Q/dO (dK/dV kernel) and K/V
-   (dQ kernel) double-buffered: 6 tiles of 64 x hd, 48 KB at hd 64, 96 KB at hd 128. */
-static inline size_t attn_smem_bwd_wgmma(int hd) {
-    return (size_t)6 * 64 * hd * sizeof(floatX) + 4 * 64 * sizeof(float);
-}
-
-/* acc (64 x 64 per warpgroup, fp32) += A B^T over k = 0..HD-1, A and B K-major core-matrix tiles of HD columns */
-template <int HD>
-__device__ static inline void attn_wg_nt(float acc[8][4], const floatX* a, const floatX* b) {
-    constexpr uint32_t KSBO = HD * 16;
-    wg_pin_acc(&acc[0][0]);
-    wg_fence();
-#pragma unroll
-    for (int ks = 0; ks < HD / 16; ks++)
-        wg_mma_ss<0, 0>(&acc[0][0], wg_desc(a + ks * 128, 128, KSBO), wg_desc(b + ks * 128, 128, KSBO));
-    wg_commit();
-    wg_wait<0>();
-    wg_pin_acc(&acc[0][0]);
-}
-/* acc (64 x HD) += A B, A = the 64 x 64 bf16 fragments af (registers), B (64 x HD) a core-matrix tile read MN-major */
-template <int HD>
-__device__ static inline void attn_wg_rn(float acc[][4], const uint32_t af[4][4], const floatX* b) {
-    constexpr int PT = HD / 64;
-    constexpr uint32_t LBO = HD * 16;
-#pragma unroll
-    for (int pt = 0; pt < PT; pt++) wg_pin_acc(&acc[8 * pt][0]);
-    wg_fence();
-#pragma unroll
-    for (int ks = 0; ks < 4; ks++)
-#pragma unroll
-        for (int pt = 0; pt < PT; pt++)
-            wg_mma_rs<1>(&acc[8 * pt][0], af[ks], wg_desc(b + wg_tile_offset(16 * ks, 64 * pt, HD), LBO, 128));
-    wg_commit();
-    wg_wait<0>();
-#pragma unroll
-    for (int pt = 0; pt < PT; pt++) wg_pin_acc(&acc[8 * pt][0]);
-}
-
-template <int HD>
-__global__ static void __launch_bounds__(ATTN_THREADS, 1) attn_bwd_dkdv_wgmma_kernel(floatX* dqkv, const floatX* dout,
-                                                                                     const float* lse,
-                                                                                     const float* dsum,
-                                                                                     const floatX* qkv, AttnDims d) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int NT = HD / 8, TILE = 64 * HD;
-    extern __shared__ __align__(128) unsigned char attn_wg_smem[];
-    floatX* Ks = (floatX*)attn_wg_smem;
-    floatX* Vs = Ks + TILE;
-    floatX* Qs = Vs + TILE;       /* two buffers */
-    floatX* Gs = Qs + 2 * TILE;   /* two buffers */
-    float* Ls = (float*)(Gs + 2 * TILE);
-    float* Ds = Ls + 2 * 64;
-    int kb = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, G = d.Hq / d.Hkv, T = d.T;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    size_t row0 = (size_t)b * T, gstride = (size_t)d.Hq * HD;
-    const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
-    const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
-    int nqb = CEIL_DIV(T, 64);
-    if (d.seq_idx != NULL) nqb = min(nqb, attn_doc_end(d.seq_idx, row0, T, min(kb * 64 + 63, T - 1)) / 64 + 1);
-    int nq = nqb - kb, nitems = G * nq;
-    attn_wg_load_tile<64, HD, ATTN_THREADS>(Ks, kg, d.qkv_stride, kb * 64, T);
-    attn_wg_load_tile<64, HD, ATTN_THREADS>(Vs, vg, d.qkv_stride, kb * 64, T);
-    auto load_item = [&](int it, int buf) {
-        int h = hk * G + it / nq, q0 = (kb + it % nq) * 64;
-        attn_wg_load_tile<64, HD, ATTN_THREADS>(Qs + buf * TILE, qkv + row0 * d.qkv_stride + (size_t)h * HD,
-                                                d.qkv_stride, q0, T);
-        attn_wg_load_tile<64, HD, ATTN_THREADS>(Gs + buf * TILE, dout + row0 * gstride + (size_t)h * HD, gstride, q0, T);
-        if (threadIdx.x < 64) {
-            int r = q0 + threadIdx.x;
-            size_t at = ((size_t)b * d.Hq + h) * T + r;
-            Ls[buf * 64 + threadIdx.x] = r < T ? lse[at] * ATTN_LOG2E : INFINITY;
-            Ds[buf * 64 + threadIdx.x] = r < T ? dsum[at] : 0.f;
-        }
-    };
-    load_item(0, 0);
-    ssd_cp_commit();
-
-    const float sl2 = d.scale * ATTN_LOG2E;
-    int rk = kb * 64 + warp * 16 + lane / 4;
-    int dock[2] = {0, 0};
-    if (d.seq_idx != NULL) { dock[0] = attn_doc(d.seq_idx, row0, T, rk); dock[1] = attn_doc(d.seq_idx, row0, T, rk + 8); }
-    float dk[NT][4], dv[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) dk[nt][e] = dv[nt][e] = 0.f;
-
-    for (int it = 0; it < nitems; it++) {
-        int buf = it & 1;
-        ssd_cp_wait<0>();
-        wg_fence_proxy_async();
-        __syncthreads();   /* item it landed for every thread; every warp is done with item it - 1 */
-        if (it + 1 < nitems) {
-            load_item(it + 1, buf ^ 1);
-            ssd_cp_commit();
-        }
-        int qb = kb + it % nq;
-        const floatX* Qt = Qs + buf * TILE;
-        const floatX* Gt = Gs + buf * TILE;
-        const float* Lt = Ls + buf * 64;
-        const float* Dt = Ds + buf * 64;
-        float p[8][4];
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.f;
-        attn_wg_nt<HD>(p, Ks, Qt);   /* S^T = K Q^T */
-        int masked = qb == kb || d.seq_idx != NULL;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int cl = nt * 8 + 2 * (lane % 4) + (e % 2), c = qb * 64 + cl, r = rk + (e / 2) * 8;
-                int ok = 1;
-                if (masked) {
-                    ok = c >= r;
-                    if (d.seq_idx != NULL) ok = ok && attn_doc(d.seq_idx, row0, T, c) == dock[e / 2];
-                }
-                p[nt][e] = ok ? exp2f(p[nt][e] * sl2 - Lt[cl]) : 0.f;
-            }
-        }
-        uint32_t af[4][4];
-        ssd_pack_a<4>(af, p);
-        attn_wg_rn<HD>(dv, af, Gt);  /* dV += P^T dO */
-        float dp[8][4];
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.f;
-        attn_wg_nt<HD>(dp, Vs, Gt);  /* dP^T = V dO^T */
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) dp[nt][e] = p[nt][e] * (dp[nt][e] - Dt[nt * 8 + 2 * (lane % 4) + (e % 2)]);
-        ssd_pack_a<4>(af, dp);
-        attn_wg_rn<HD>(dk, af, Qt);  /* dK += dS^T Q */
-    }
-    attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD, d.qkv_stride, kb * 64 + warp * 16, T,
-                         dk, d.scale);
-    attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD, d.qkv_stride,
-                         kb * 64 + warp * 16, T, dv, 1.f);
-#endif
-}
-
-template <int HD>
-__global__ static void __launch_bounds__(ATTN_THREADS, 1) attn_bwd_dq_wgmma_kernel(floatX* dqkv, const floatX* dout,
-                                                                                   const float* lse, const float* dsum,
-                                                                                   const floatX* qkv, AttnDims d) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int NT = HD / 8, TILE = 64 * HD;
-    extern __shared__ __align__(128) unsigned char attn_wg_smem[];
-    floatX* Qs = (floatX*)attn_wg_smem;
-    floatX* Gs = Qs + TILE;
-    floatX* Ks = Gs + TILE;       /* two buffers */
-    floatX* Vs = Ks + 2 * TILE;   /* two buffers */
-    int qb = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (d.Hq / d.Hkv), T = d.T;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    size_t row0 = (size_t)b * T, gstride = (size_t)d.Hq * HD;
-    const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
-    const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
-    int q0 = qb * 64, nkb = qb + 1;
-    int kb0 = d.seq_idx != NULL ? attn_doc_start(d.seq_idx, row0, q0) / 64 : 0;
-    attn_wg_load_tile<64, HD, ATTN_THREADS>(Qs, qkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0, T);
-    attn_wg_load_tile<64, HD, ATTN_THREADS>(Gs, dout + row0 * gstride + (size_t)h * HD, gstride, q0, T);
-    attn_wg_load_tile<64, HD, ATTN_THREADS>(Ks, kg, d.qkv_stride, kb0 * 64, T);
-    attn_wg_load_tile<64, HD, ATTN_THREADS>(Vs, vg, d.qkv_stride, kb0 * 64, T);
-    ssd_cp_commit();
-    const float sl2 = d.scale * ATTN_LOG2E;
-    int rq = q0 + warp * 16 + lane / 4;
-    float L2[2], Dr[2];
-    int docq[2] = {0, 0};
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        int r = rq + 8 * i;
-        size_t at = ((size_t)b * d.Hq + h) * T + r;
-        L2[i] = r < T ? lse[at] * ATTN_LOG2E : INFINITY;
-        Dr[i] = r < T ? dsum[at] : 0.f;
-        if (d.seq_idx != NULL) docq[i] = attn_doc(d.seq_idx, row0, T, r);
-    }
-    float dq[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.f;
-
-    for (int kb = kb0; kb < nkb; kb++) {
-        int buf = (kb - kb0) & 1;
-        ssd_cp_wait<0>();
-        wg_fence_proxy_async();
-        __syncthreads();
-        if (kb + 1 < nkb) {
-            attn_wg_load_tile<64, HD, ATTN_THREADS>(Ks + (buf ^ 1) * TILE, kg, d.qkv_stride, (kb + 1) * 64, T);
-            attn_wg_load_tile<64, HD, ATTN_THREADS>(Vs + (buf ^ 1) * TILE, vg, d.qkv_stride, (kb + 1) * 64, T);
-            ssd_cp_commit();
-        }
-        const floatX* Kt = Ks + buf * TILE;
-        const floatX* Vt = Vs + buf * TILE;
-        float p[8][4], dp[8][4];
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) p[nt][e] = dp[nt][e] = 0.f;
-        attn_wg_nt<HD>(p, Qs, Kt);   /* S = Q K^T */
-        attn_wg_nt<HD>(dp, Gs, Vt);  /* dP = dO V^T */
-        int masked = kb == qb || d.seq_idx != NULL;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int i = e / 2, c = kb * 64 + nt * 8 + 2 * (lane % 4) + (e % 2), ok = 1;
-                if (masked) {
-                    ok = c <= rq + 8 * i;
-                    if (d.seq_idx != NULL) ok = ok && attn_doc(d.seq_idx, row0, T, c) == docq[i];
-                }
-                float pv = ok ? exp2f(p[nt][e] * sl2 - L2[i]) : 0.f;
-                dp[nt][e] = pv * (dp[nt][e] - Dr[i]);
-            }
-        }
-        uint32_t af[4][4];
-        ssd_pack_a<4>(af, dp);
-        attn_wg_rn<HD>(dq, af, Kt);  /* dQ += dS K */
-    }
-    attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0 + warp * 16, T, dq, d.scale);
-#endif
-}
 #endif /* !ENABLE_FP32 */
 
 /* ------------------------------------------------------------------------------------------------------------ */
@@ -1074,23 +833,24 @@ static inline int attn_bwd_stages(int hd) {
 }
 
 /* which kernels ran (the launchers' return value) or are asked for (the _cfg launchers' variant, for dev/cuda):
-   ATTN_AUTO takes the fastest the GPU, the build and the shape allow */
-enum { ATTN_AUTO = -1, ATTN_SIMPLE = 0, ATTN_MMA = 1, ATTN_WGMMA = 2 };
+   ATTN_AUTO takes the fastest the GPU, the build and the shape allow; a variant takes at most that kind.
+   ATTN_MMA: the mma.sync tile kernels with 64 query rows per forward block (the backward's only tile kind);
+   ATTN_MMA128: the forward with 128 query rows per block (2 strips per warp; 104 KB of shared memory at hd 128, so
+   not on a GPU with 99 KB). The Hopper wgmma kernels measured slower than these (dev/cuda/NOTES_attention.md) and
+   live in dev/cuda/attention_lab.cuh. */
+enum { ATTN_AUTO = -1, ATTN_SIMPLE = 0, ATTN_MMA = 1, ATTN_MMA128 = 2 };
 
 #if !defined(ENABLE_FP32)
-template <int HD>
-static void attn_fwd_launch(int kind, floatX* out, float* lse, const floatX* qkv, const AttnDims* d,
-                            cudaStream_t stream) {
-    if (kind == ATTN_WGMMA) {
-        size_t smem = attn_smem_fwd_wgmma(HD);
-        cuda_set_smem((const void*)attn_fwd_wgmma_kernel<HD>, smem, "attention_forward");
-        attn_fwd_wgmma_kernel<HD><<<dim3(CEIL_DIV(d->T, ATTN_WG_ROWS), d->Hq, d->B), ATTN_WG_THREADS, smem, stream>>>(
-            out, lse, qkv, *d);
+template <int HD, int MW>
+static void attn_fwd_launch(floatX* out, float* lse, const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
+    size_t smem = attn_smem_fwd(HD, MW);
+    dim3 grid(CEIL_DIV(d->T, ATTN_ROWS * MW), d->Hq, d->B);
+    if (d->seq_idx != NULL) {
+        cuda_set_smem((const void*)attn_fwd_mma_kernel<HD, MW, true>, smem, "attention_forward");
+        attn_fwd_mma_kernel<HD, MW, true><<<grid, ATTN_THREADS, smem, stream>>>(out, lse, qkv, *d);
     } else {
-        size_t smem = attn_smem_fwd(HD);
-        cuda_set_smem((const void*)attn_fwd_mma_kernel<HD>, smem, "attention_forward");
-        attn_fwd_mma_kernel<HD><<<dim3(CEIL_DIV(d->T, ATTN_ROWS), d->Hq, d->B), ATTN_THREADS, smem, stream>>>(
-            out, lse, qkv, *d);
+        cuda_set_smem((const void*)attn_fwd_mma_kernel<HD, MW, false>, smem, "attention_forward");
+        attn_fwd_mma_kernel<HD, MW, false><<<grid, ATTN_THREADS, smem, stream>>>(out, lse, qkv, *d);
     }
     cudaCheckLast();
 }
@@ -1102,7 +862,7 @@ static int attn_fwd_kind(const AttnDims* d, const void* qkv, const void* out, in
 #if !defined(ENABLE_FP32)
     if (attn_tiles_take(d, qkv, out)) {
         kind = ATTN_MMA;
-        if (gpu_hopper_path() && attn_smem_fwd_wgmma(d->hd) <= (size_t)cuda_smem_optin()) kind = ATTN_WGMMA;
+        if (attn_smem_fwd(d->hd, 2) <= (size_t)cuda_smem_optin()) kind = ATTN_MMA128;
     }
 #else
     (void)d; (void)qkv; (void)out;
@@ -1115,9 +875,14 @@ static int attention_forward_cfg(floatX* out, float* lse, const floatX* qkv, con
     attn_check_dims(d, "attention_forward");
     int kind = attn_fwd_kind(d, qkv, out, variant);
 #if !defined(ENABLE_FP32)
-    if (kind != ATTN_SIMPLE) {
-        if (d->hd == 64) attn_fwd_launch<64>(kind, out, lse, qkv, d, stream);
-        else attn_fwd_launch<128>(kind, out, lse, qkv, d, stream);
+    if (kind == ATTN_MMA128) {
+        if (d->hd == 64) attn_fwd_launch<64, 2>(out, lse, qkv, d, stream);
+        else attn_fwd_launch<128, 2>(out, lse, qkv, d, stream);
+        return kind;
+    }
+    if (kind == ATTN_MMA) {
+        if (d->hd == 64) attn_fwd_launch<64, 1>(out, lse, qkv, d, stream);
+        else attn_fwd_launch<128, 1>(out, lse, qkv, d, stream);
         return kind;
     }
 #endif
@@ -1147,19 +912,6 @@ static void attn_bwd_tiles_launch(floatX* dqkv, const floatX* dout, const float*
                                                                                               qkv, *d);
     cudaCheckLast();
 }
-template <int HD>
-static void attn_bwd_wgmma_launch(floatX* dqkv, const floatX* dout, const float* lse, const float* dsum,
-                                  const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
-    int nb = CEIL_DIV(d->T, 64);
-    size_t smem = attn_smem_bwd_wgmma(HD);
-    cuda_set_smem((const void*)attn_bwd_dkdv_wgmma_kernel<HD>, smem, "attention_backward");
-    attn_bwd_dkdv_wgmma_kernel<HD><<<dim3(nb, d->Hkv, d->B), ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum, qkv,
-                                                                                            *d);
-    cudaCheckLast();
-    cuda_set_smem((const void*)attn_bwd_dq_wgmma_kernel<HD>, smem, "attention_backward");
-    attn_bwd_dq_wgmma_kernel<HD><<<dim3(nb, d->Hq, d->B), ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum, qkv, *d);
-    cudaCheckLast();
-}
 #endif
 
 /* the backward kernels this shape can take, at most `variant` (ATTN_AUTO: no limit) */
@@ -1167,30 +919,27 @@ static int attn_bwd_kind(const AttnDims* d, const void* qkv, const void* out, co
                          int variant) {
     int kind = ATTN_SIMPLE;
 #if !defined(ENABLE_FP32)
-    if (attn_tiles_take(d, qkv, out) && attn_tiles_take(d, dqkv, dout)) {
-        kind = ATTN_MMA;
-        if (gpu_hopper_path() && attn_smem_bwd_wgmma(d->hd) <= (size_t)cuda_smem_optin()) kind = ATTN_WGMMA;
-    }
+    if (attn_tiles_take(d, qkv, out) && attn_tiles_take(d, dqkv, dout)) kind = ATTN_MMA;
 #else
     (void)d; (void)qkv; (void)out; (void)dqkv; (void)dout;
 #endif
     return variant != ATTN_AUTO && variant < kind ? variant : kind;
 }
 
+/* D = rowsum(dO * O), the backward's first pass (every kind) */
+static void attn_bwd_dsum(float* dsum, const floatX* dout, const floatX* out, const AttnDims* d, cudaStream_t stream) {
+    int rows = d->B * d->T * d->Hq;
+    attn_bwd_dsum_kernel<<<CEIL_DIV(rows, 4), 128, 0, stream>>>(dsum, dout, out, d->B, d->T, d->Hq, d->hd);
+    cudaCheckLast();
+}
+
 /* variant: ATTN_AUTO, or a slower kind to force it (dev/cuda) */
 static int attention_backward_cfg(floatX* dqkv, float* dsum, const floatX* dout, const floatX* out, const float* lse,
                                   const floatX* qkv, const AttnDims* d, int variant, cudaStream_t stream) {
     attn_check_dims(d, "attention_backward");
-    int rows = d->B * d->T * d->Hq;
-    attn_bwd_dsum_kernel<<<CEIL_DIV(rows, 4), 128, 0, stream>>>(dsum, dout, out, d->B, d->T, d->Hq, d->hd);
-    cudaCheckLast();
+    attn_bwd_dsum(dsum, dout, out, d, stream);
     int kind = attn_bwd_kind(d, qkv, out, dqkv, dout, variant);
 #if !defined(ENABLE_FP32)
-    if (kind == ATTN_WGMMA) {
-        if (d->hd == 64) attn_bwd_wgmma_launch<64>(dqkv, dout, lse, dsum, qkv, d, stream);
-        else attn_bwd_wgmma_launch<128>(dqkv, dout, lse, dsum, qkv, d, stream);
-        return ATTN_WGMMA;
-    }
     if (kind == ATTN_MMA) {
         int stages = attn_bwd_stages(d->hd);
         if (d->hd == 64 && stages == 2) attn_bwd_tiles_launch<64, 2>(dqkv, dout, lse, dsum, qkv, d, stream);

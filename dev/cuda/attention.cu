@@ -24,6 +24,7 @@
 #include "dev/cuda/kernels_dev.h"
 #include "llmc/gpu_arch.cuh"
 #include "llmc/attention.cuh"
+#include "dev/cuda/attention_lab.cuh"   /* the wgmma kernels (Hopper), tested and timed here, not the default */
 #include "llmc/swiglu.cuh"
 
 #if defined(ENABLE_FP32)
@@ -155,8 +156,18 @@ static void ref_attention_backward(double* dqkv, const float* qkv, const float* 
 /* ------------------------------------------------------------------------------------------------------------ */
 /* helpers */
 
+/* the kinds of llmc/attention.cuh (ATTN_*) and the lab's */
+#define KIND_WGMMA 100   /* dev/cuda/attention_lab.cuh's wgmma kernels */
 static const char* kind_name(int kind) {
-    return kind == ATTN_WGMMA ? "wgmma" : kind == ATTN_MMA ? "mma.sync" : "simple";
+    return kind == KIND_WGMMA ? "wgmma" : kind == ATTN_MMA128 ? "mma.sync 128 rows" : kind == ATTN_MMA ? "mma.sync"
+                                                                                                      : "simple";
+}
+/* the forward kernels a case must run: the default (first) and every slower one; the lab's wgmma where it runs */
+static int fwd_variants(int* vs, int want, int want_wgmma) {
+    int n = 0;
+    for (int v = want; v >= ATTN_SIMPLE; v--) vs[n++] = v;
+    if (want_wgmma) vs[n++] = KIND_WGMMA;
+    return n;
 }
 
 static double max_abs(const double* x, size_t n) {
@@ -231,8 +242,14 @@ static void check_case(Case cs) {
     dev_poison(d_out, nout * sizeof(floatX));
     dev_poison(d_lse, nlse * sizeof(float));
     int kind = attention_forward(d_out, d_lse, d_qkv, &dd, 0);
+    /* what should run, worked out here rather than asked of the dispatch: the tile kernels take hd 64 and 128 in
+       the bf16 build, the 128-row forward where its Q | K[2] | V[2] (6 x 64 rows of hd + 8) fit the shared memory;
+       the lab's wgmma kernels on the Hopper path */
     int want_tiles = is_bf16 && (hd == 64 || hd == 128);
-    int want = !want_tiles ? ATTN_SIMPLE : gpu_hopper_path() ? ATTN_WGMMA : ATTN_MMA;
+    int fits128 = (size_t)6 * 64 * (hd + 8) * 2 <= (size_t)cuda_smem_optin();
+    int want = !want_tiles ? ATTN_SIMPLE : fits128 ? ATTN_MMA128 : ATTN_MMA;
+    int want_bwd = want_tiles ? ATTN_MMA : ATTN_SIMPLE;
+    int want_wgmma = want_tiles && gpu_hopper_path();
     snprintf(name, sizeof name, "forward ran the %s kernel", kind_name(want));
     dev_record(name, kind == want);
     float* out = dev_download_X(d_out, nout);
@@ -247,13 +264,18 @@ static void check_case(Case cs) {
     dev_validate(name, out, out_ref, nout, oat, ort);
     snprintf(name, sizeof name, "forward lse (%s)", kind_name(kind));
     dev_validate(name, lse, lse_ref, nlse, lat, lat);
-    /* the slower forward kernels this shape could also take, into their own buffers */
-    for (int v = kind - 1; v >= ATTN_SIMPLE; v--) {
+    /* the slower forward kernels this shape could also take (and the lab's), into their own buffers */
+    int vs[8], nv = fwd_variants(vs, kind, want_wgmma);
+    for (int iv = 1; iv < nv; iv++) {
+        int v = vs[iv];
         floatX* d_out2 = (floatX*)dev_malloc(nout * sizeof(floatX));
         float* d_lse2 = (float*)dev_malloc(nlse * sizeof(float));
         dev_poison(d_out2, nout * sizeof(floatX));
         dev_poison(d_lse2, nlse * sizeof(float));
-        dev_record("forward variant ran", attention_forward_cfg(d_out2, d_lse2, d_qkv, &dd, v, 0) == v);
+        int ran = v == KIND_WGMMA ? lab_attention_forward_wgmma(d_out2, d_lse2, d_qkv, &dd, 0)
+                                  : attention_forward_cfg(d_out2, d_lse2, d_qkv, &dd, v, 0) == v;
+        snprintf(name, sizeof name, "forward variant ran (%s)", kind_name(v));
+        dev_record(name, ran);
         float* out2 = dev_download_X(d_out2, nout);
         float* lse2 = dev_download_F(d_lse2, nlse);
         snprintf(name, sizeof name, "forward out (%s)", kind_name(v));
@@ -290,13 +312,17 @@ static void check_case(Case cs) {
     double* dqkv_ref = (double*)mallocCheck(nqkv * sizeof(double));
     ref_attention_backward(dqkv_ref, rot, dout, &hdims, scale);
     ref_rope(dqkv_ref, B, T, S, 0, cs.Hq + cs.Hkv, hd, cs.rotary_dim, base, pos, -1.0);
-    /* the fastest kernels the shape takes on this GPU, then each slower kind (both builds) */
-    for (int v = want; v >= ATTN_SIMPLE; v--) {
+    /* the fastest kernels the shape takes on this GPU, then each slower kind (both builds), then the lab's */
+    nv = fwd_variants(vs, want_bwd, want_wgmma);
+    for (int iv = 0; iv < nv; iv++) {
+        int v = vs[iv];
         dev_poison(d_dqkv, nqkv * sizeof(floatX));
-        int bkind = attention_backward_cfg(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, v, 0);
+        int ran = v == KIND_WGMMA
+                      ? lab_attention_backward_wgmma(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0)
+                      : attention_backward_cfg(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, v, 0) == v;
         snprintf(name, sizeof name, "backward ran the %s kernels%s", kind_name(v),
                  v == ATTN_MMA ? (attn_bwd_stages(hd) == 2 ? " (2 stages)" : " (1 stage)") : "");
-        dev_record(name, bkind == v);
+        dev_record(name, ran);
         attention_rope_backward(d_dqkv, &dd, cs.rotary_dim, base, d_pos, 0);
         float* dqkv = dev_download_X(d_dqkv, nqkv);
         const char* parts[3] = {"dq (through RoPE)", "dk (through RoPE)", "dv"};
@@ -325,11 +351,12 @@ static void check_case(Case cs) {
     if (d_pos) cudaCheck(cudaFree(d_pos));
 }
 
-/* forward + backward twice on the same inputs: out, lse, dqkv bitwise equal */
-static void check_determinism(Case cs) {
+/* forward + backward twice on the same inputs: out, lse, dqkv bitwise equal. wgmma: the lab's kernels (Hopper) */
+static void check_determinism(Case cs, int wgmma) {
     int B = cs.B, T = cs.T, hd = cs.hd, S = (cs.Hq + 2 * cs.Hkv) * hd + cs.pad;
     size_t nqkv = (size_t)B * T * S, nout = (size_t)B * T * cs.Hq * hd, nlse = (size_t)B * cs.Hq * T;
-    printf("determinism B=%d T=%d Hq=%d Hkv=%d hd=%d%s\n", B, T, cs.Hq, cs.Hkv, hd, cs.docs ? " packed documents" : "");
+    printf("determinism B=%d T=%d Hq=%d Hkv=%d hd=%d%s (%s)\n", B, T, cs.Hq, cs.Hkv, hd,
+           cs.docs ? " packed documents" : "", wgmma ? "the lab's wgmma kernels" : "the default kernels");
     float* qkv = dev_random_floats(nqkv, -2.f, 2.f);
     float* dout = dev_random_floats(nout, -1.f, 1.f);
     int* d_seq = NULL;
@@ -353,8 +380,13 @@ static void check_determinism(Case cs) {
     for (int r = 0; r < 2; r++) {
         dev_poison(d_out, nout * sizeof(floatX));
         dev_poison(d_dqkv, nqkv * sizeof(floatX));
-        attention_forward(d_out, d_lse, d_qkv, &dd, 0);
-        attention_backward(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0);
+        if (wgmma) {
+            lab_attention_forward_wgmma(d_out, d_lse, d_qkv, &dd, 0);
+            lab_attention_backward_wgmma(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0);
+        } else {
+            attention_forward(d_out, d_lse, d_qkv, &dd, 0);
+            attention_backward(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0);
+        }
         runs[r][0] = mallocCheck(nout * sizeof(floatX));
         runs[r][1] = mallocCheck(nlse * sizeof(float));
         runs[r][2] = mallocCheck(nqkv * sizeof(floatX));
@@ -490,7 +522,9 @@ static void check_swiglu(int BT, int Hd) {
 /* benchmark: B*T = 16384 tokens, d_model = H*hd = 768; causal FLOPs as FlashAttention counts them:
    forward 4 B H T^2 hd / 2, forward + backward 3.5 x that (backward = 2.5 forward: 5 products; ours does 7) */
 
-typedef struct { int B, T, H, hd; float fwd, all, rope, fwd_mma; int kind; } BenchRow;
+/* fwd, all: the default kernels (kind: the forward's); fwd64: the 64-row mma.sync forward where the default is the
+   128-row one (else 0); fwd_wg, all_wg: the lab's wgmma forward, forward + backward (0 where they cannot run) */
+typedef struct { int B, T, H, hd; float fwd, all, rope, fwd64, fwd_wg, all_wg; int kind; } BenchRow;
 
 static BenchRow bench_shape(int B, int T, int H, int hd) {
     int S = 3 * H * hd;
@@ -513,21 +547,28 @@ static BenchRow bench_shape(int B, int T, int H, int hd) {
     });
     float rope = dev_bench_ms(20, [&] { attention_rope_forward(d_qkv, &dd, hd, 10000.f, NULL, 0); });
     int kind = attention_forward(d_out, d_lse, d_qkv, &dd, 0);
-    float fwd_mma = kind == ATTN_WGMMA
-                        ? dev_bench_ms(20, [&] { attention_forward_cfg(d_out, d_lse, d_qkv, &dd, ATTN_MMA, 0); })
-                        : fwd;
+    float fwd64 = kind == ATTN_MMA128
+                      ? dev_bench_ms(20, [&] { attention_forward_cfg(d_out, d_lse, d_qkv, &dd, ATTN_MMA, 0); })
+                      : 0.f;
+    float fwd_wg = 0.f, all_wg = 0.f;
+    if (lab_wgmma_takes(&dd, d_qkv, d_out)) {
+        fwd_wg = dev_bench_ms(20, [&] { lab_attention_forward_wgmma(d_out, d_lse, d_qkv, &dd, 0); });
+        all_wg = dev_bench_ms(20, [&] {
+            lab_attention_forward_wgmma(d_out, d_lse, d_qkv, &dd, 0);
+            lab_attention_backward_wgmma(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0);
+        });
+    }
     double f = 4.0 * B * H * (double)T * T * hd / 2;
     printf("| %5d | %3d | %2d | %2d | %7.3f | %7.1f | %10.3f | %7.1f | %7.3f |\n", T, hd, B, H, fwd,
            f / (fwd * 1e-3) / 1e12, all, 3.5 * f / (all * 1e-3) / 1e12, rope);
     cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_dqkv));
     cudaCheck(cudaFree(d_lse)); cudaCheck(cudaFree(d_dsum));
-    BenchRow row = {B, T, H, hd, fwd, all, rope, fwd_mma, kind};
+    BenchRow row = {B, T, H, hd, fwd, all, rope, fwd64, fwd_wg, all_wg, kind};
     return row;
 }
 static void bench(void) {
-    printf("\nattention (mamba2.c, %s, forward and backward on %s; the mma.sync backward %d-stage at hd 128): causal, "
-           "Hq = Hkv, B*T = 16384, H*hd = 768\n", PRECISION_NAME, gpu_hopper_path() ? "wgmma" : "mma.sync",
-           attn_bwd_stages(128));
+    printf("\nattention (mamba2.c, %s, the default kernels: forward and backward on mma.sync, the backward %d-stage at "
+           "hd 128): causal, Hq = Hkv, B*T = 16384, H*hd = 768\n", PRECISION_NAME, attn_bwd_stages(128));
     printf("|     T |  hd |  B |  H |  fwd ms | TFLOP/s | fwd+bwd ms | TFLOP/s | rope ms |\n");
     printf("| ----- | --- | -- | -- | ------- | ------- | ---------- | ------- | ------- |\n");
     BenchRow rows[4] = {bench_shape(8, 2048, 12, 64), bench_shape(8, 2048, 6, 128), bench_shape(2, 8192, 12, 64),
@@ -540,12 +581,20 @@ static void bench(void) {
         char name[96];
         snprintf(name, sizeof name, "attention fwd (%s) T=%d hd=%d", kind_name(r.kind), r.T, r.hd);
         dev_report_flops(name, r.fwd, 2 * prod);
-        if (r.kind == ATTN_WGMMA) {
-            snprintf(name, sizeof name, "attention fwd (mma.sync) T=%d hd=%d", r.T, r.hd);
-            dev_report_flops(name, r.fwd_mma, 2 * prod);
+        if (r.fwd64 > 0.f) {
+            snprintf(name, sizeof name, "attention fwd (%s) T=%d hd=%d", kind_name(ATTN_MMA), r.T, r.hd);
+            dev_report_flops(name, r.fwd64, 2 * prod);
+        }
+        if (r.fwd_wg > 0.f) {
+            snprintf(name, sizeof name, "attention fwd (lab wgmma) T=%d hd=%d", r.T, r.hd);
+            dev_report_flops(name, r.fwd_wg, 2 * prod);
         }
         snprintf(name, sizeof name, "attention fwd+bwd T=%d hd=%d", r.T, r.hd);
         dev_report_flops(name, r.all, 9 * prod);
+        if (r.all_wg > 0.f) {
+            snprintf(name, sizeof name, "attention fwd+bwd (lab wgmma) T=%d hd=%d", r.T, r.hd);
+            dev_report_flops(name, r.all_wg, 9 * prod);
+        }
         snprintf(name, sizeof name, "rope (q and k) T=%d hd=%d", r.T, r.hd);
         dev_report_bytes(name, r.rope, 2.0 * 2 * r.B * r.T * r.H * r.hd * sizeof(floatX));
     }
@@ -586,8 +635,12 @@ int main(int argc, char** argv) {
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(cases[i]);
         Case det1 = {2, 333, 8, 2, 64, 0, 1, 0}, det2 = {1, 1000, 4, 4, 128, 0, 0, 0};
-        check_determinism(det1);
-        check_determinism(det2);
+        check_determinism(det1, 0);
+        check_determinism(det2, 0);
+        if (is_bf16 && gpu_hopper_path()) {
+            check_determinism(det1, 1);
+            check_determinism(det2, 1);
+        }
         check_decode(2, 1, 4, 2, 64);
         check_decode(2, 100, 8, 2, 128);
         check_decode(1, 1000, 4, 4, 64);
