@@ -282,9 +282,11 @@ __device__ static inline void attn_store_strip(floatX* dst, size_t ld, int r0, i
     }
 }
 
-/* 2^x on the special-function unit, subnormal results flushed to 0 (exp2f without --use_fast_math adds a range test
-   and two multiplies around the same instruction: 3 of the ~8 instructions per score element). A probability below
-   2^-126 is 0 after the bf16 rounding of P anyway, and nothing here sums enough of them to matter. */
+/* 2^x on the special-function unit, subnormal results flushed to 0. exp2f without --use_fast_math is the
+   non-flushing ex2.approx.f32, which needs a range test and scaling multiplies around the same unit: extra
+   instructions on every score element, where the softmax's instructions already compete with the products' at
+   hd 64. A probability below 2^-126 is 0 after the bf16 rounding of P anyway, and nothing sums enough of them to
+   matter. */
 __device__ static inline float attn_exp2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
