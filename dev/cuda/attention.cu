@@ -235,6 +235,14 @@ static void check_case(Case cs) {
     for (size_t i = 0; i < nqkv; i++) rot_ref[i] = qkv[i];
     ref_rope(rot_ref, B, T, S, 0, cs.Hq + cs.Hkv, hd, cs.rotary_dim, base, pos, 1.0);
     dev_validate("rope forward (all of qkv)", rot, rot_ref, nqkv, is_bf16 ? 8e-3 : 1e-3, is_bf16 ? 8e-3 : 1e-4);
+    {   /* the per-element v1 kernel (the default where rotary_dim % 4 != 0) on the same input */
+        floatX* d_qkv1 = dev_upload_X(qkv, nqkv);
+        attn_rope_launch(d_qkv1, &dd, cs.rotary_dim, base, d_pos, 1.0f, 1, 0);
+        float* rot1 = dev_download_X(d_qkv1, nqkv);
+        dev_validate("rope forward v1 (all of qkv)", rot1, rot_ref, nqkv, is_bf16 ? 8e-3 : 1e-3, is_bf16 ? 8e-3 : 1e-4);
+        free(rot1);
+        cudaCheck(cudaFree(d_qkv1));
+    }
 
     /* forward, from the GPU's rotated q, k */
     floatX* d_out = (floatX*)dev_malloc(nout * sizeof(floatX));
@@ -522,9 +530,10 @@ static void check_swiglu(int BT, int Hd) {
 /* benchmark: B*T = 16384 tokens, d_model = H*hd = 768; causal FLOPs as FlashAttention counts them:
    forward 4 B H T^2 hd / 2, forward + backward 3.5 x that (backward = 2.5 forward: 5 products; ours does 7) */
 
-/* fwd, all: the default kernels (kind: the forward's); fwd64: the 64-row mma.sync forward where the default is the
-   128-row one (else 0); fwd_wg, all_wg: the lab's wgmma forward, forward + backward (0 where they cannot run) */
-typedef struct { int B, T, H, hd; float fwd, all, rope, fwd64, fwd_wg, all_wg; int kind; } BenchRow;
+/* fwd, all, rope: the default kernels (kind: the forward's); rope1: the per-element RoPE kernel (v1); fwd64: the
+   64-row mma.sync forward where the default is the 128-row one (else 0); fwd_wg, all_wg: the lab's wgmma forward,
+   forward + backward (0 where they cannot run) */
+typedef struct { int B, T, H, hd; float fwd, all, rope, rope1, fwd64, fwd_wg, all_wg; int kind; } BenchRow;
 
 static BenchRow bench_shape(int B, int T, int H, int hd) {
     int S = 3 * H * hd;
@@ -546,6 +555,7 @@ static BenchRow bench_shape(int B, int T, int H, int hd) {
         attention_backward(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0);
     });
     float rope = dev_bench_ms(20, [&] { attention_rope_forward(d_qkv, &dd, hd, 10000.f, NULL, 0); });
+    float rope1 = dev_bench_ms(20, [&] { attn_rope_launch(d_qkv, &dd, hd, 10000.f, NULL, 1.0f, 1, 0); });
     int kind = attention_forward(d_out, d_lse, d_qkv, &dd, 0);
     float fwd64 = kind == ATTN_MMA128
                       ? dev_bench_ms(20, [&] { attention_forward_cfg(d_out, d_lse, d_qkv, &dd, ATTN_MMA, 0); })
@@ -563,7 +573,7 @@ static BenchRow bench_shape(int B, int T, int H, int hd) {
            f / (fwd * 1e-3) / 1e12, all, 3.5 * f / (all * 1e-3) / 1e12, rope);
     cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_dqkv));
     cudaCheck(cudaFree(d_lse)); cudaCheck(cudaFree(d_dsum));
-    BenchRow row = {B, T, H, hd, fwd, all, rope, fwd64, fwd_wg, all_wg, kind};
+    BenchRow row = {B, T, H, hd, fwd, all, rope, rope1, fwd64, fwd_wg, all_wg, kind};
     return row;
 }
 static void bench(void) {
@@ -597,6 +607,8 @@ static void bench(void) {
         }
         snprintf(name, sizeof name, "rope (q and k) T=%d hd=%d", r.T, r.hd);
         dev_report_bytes(name, r.rope, 2.0 * 2 * r.B * r.T * r.H * r.hd * sizeof(floatX));
+        snprintf(name, sizeof name, "rope v1 (per element) T=%d hd=%d", r.T, r.hd);
+        dev_report_bytes(name, r.rope1, 2.0 * 2 * r.B * r.T * r.H * r.hd * sizeof(floatX));
     }
     /* SwiGLU, 16384 rows of Hd = 2048 (a d_model 768 MLP's hidden width, rounded): memory-bound */
     int BT = 16384, Hd = 2048;
@@ -631,7 +643,7 @@ int main(int argc, char** argv) {
             {1, 2048, 4, 1, 64, 32, 0, 0},
             {1, 2048, 2, 2, 128, 128, 1, 0},
             {2, 70, 4, 2, 32, 32, 0, 0},       /* head dims the tile kernels do not take: the simple kernels */
-            {1, 45, 3, 1, 80, 40, 1, 0},
+            {1, 45, 3, 1, 80, 42, 1, 0},       /* rotary_dim % 4 != 0: the per-element RoPE kernel */
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(cases[i]);
         Case det1 = {2, 333, 8, 2, 64, 0, 1, 0}, det2 = {1, 1000, 4, 4, 128, 0, 0, 0};
