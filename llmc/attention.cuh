@@ -377,6 +377,7 @@ __device__ static inline void attn_online_softmax(float s[8][4], float o[][4], f
             }
         }
     }
+    float alpha[2], m_use[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         float mx = -INFINITY;
@@ -385,15 +386,28 @@ __device__ static inline void attn_online_softmax(float s[8][4], float o[][4], f
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         float m_new = fmaxf(m[i], mx * sl2);
-        float m_use = m_new == -INFINITY ? 0.f : m_new;   /* a row with every key masked so far: p = 0 */
-        float alpha = attn_exp2(m[i] - m_use);
+        m_use[i] = m_new == -INFINITY ? 0.f : m_new;   /* a row with every key masked so far: p = 0 */
+        alpha[i] = attn_exp2(m[i] - m_use[i]);
         m[i] = m_new;
-        l[i] *= alpha;
+        l[i] *= alpha[i];
+    }
+    /* o *= alpha only where some row of the warp has a new max: alpha is exactly 1 elsewhere, so skipping is the
+       same bits, and past the first key tiles the running max rarely moves (NTO multiplies per row saved) */
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-        for (int nt = 0; nt < NTO; nt++) { o[nt][2 * i] *= alpha; o[nt][2 * i + 1] *= alpha; }
+        for (int nt = 0; nt < NTO; nt++) {
+            o[nt][0] *= alpha[0];
+            o[nt][1] *= alpha[0];
+            o[nt][2] *= alpha[1];
+            o[nt][3] *= alpha[1];
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
 #pragma unroll
         for (int nt = 0; nt < 8; nt++) {
-            float p0 = attn_exp2(fmaf(s[nt][2 * i], sl2, -m_use)), p1 = attn_exp2(fmaf(s[nt][2 * i + 1], sl2, -m_use));
+            float p0 = attn_exp2(fmaf(s[nt][2 * i], sl2, -m_use[i]));
+            float p1 = attn_exp2(fmaf(s[nt][2 * i + 1], sl2, -m_use[i]));
             s[nt][2 * i] = p0;
             s[nt][2 * i + 1] = p1;
             l[i] += p0 + p1;   /* this lane's part of the row sum; the quad adds them at the end */
@@ -427,16 +441,18 @@ static inline size_t attn_smem_fwd(int hd, int mw) {
 static inline size_t attn_smem_dkdv(int hd, int stages) {
     return (size_t)(2 + 2 * stages) * ATTN_ROWS * (hd + 8) * sizeof(floatX) + 2 * stages * ATTN_ROWS * sizeof(float);
 }
-static inline size_t attn_smem_dq(int hd, int stages) {
-    return (size_t)(2 + 2 * stages) * ATTN_ROWS * (hd + 8) * sizeof(floatX);
+/* the dQ kernel with MW strips per warp: Q, dO (64 MW rows each) | K[stages] | V[stages] */
+static inline size_t attn_smem_dq(int hd, int stages, int mw) {
+    return (size_t)(2 * mw + 2 * stages) * ATTN_ROWS * (hd + 8) * sizeof(floatX);
 }
 
-/* The forward's products for a warp's MW 16-row strips (rows a + 64 m lda.., m < MW) against one 64-key tile: the
-   strips share every K and V fragment read from shared memory, which is the point of more rows per warp (with one
+/* The products of a warp's MW 16-row strips (rows a + 64 m lda.., m < MW) against one 64-key tile (the forward's
+   S = Q K^T and P V, the dQ kernel's S, dP = dO V^T and dS K): the strips share every fragment of the tile read from
+   shared memory, which is the point of more rows per warp (with one
    strip, each ldmatrix of K or V feeds 2 mma; with two, 4: shared-memory reads per product halve). Strips m < mlo
    lie wholly before the tile's keys (causal) and are skipped: warp-uniform, so the mma run converged. */
 template <int MW, int HD>
-__device__ static inline void attn_fwd_qk(float s[][8][4], const floatX* a, int lda, const floatX* k, int ldk,
+__device__ static inline void attn_strips_nt(float s[][8][4], const floatX* a, int lda, const floatX* k, int ldk,
                                           int mlo) {
     int lane = threadIdx.x % 32;
     const floatX* ap = a + (lane % 16) * lda + (lane / 16) * 8;
@@ -463,7 +479,7 @@ __device__ static inline void attn_fwd_qk(float s[][8][4], const floatX* a, int 
 }
 /* o[m] (16 x HD) += P[m] (16 x 64, bf16 A fragments) V (64 x HD, row-major in shared memory), m >= mlo */
 template <int MW, int HD>
-__device__ static inline void attn_fwd_pv(float o[][HD / 8][4], const uint32_t pf[][4][4], const floatX* v, int ldv,
+__device__ static inline void attn_strips_rn(float o[][HD / 8][4], const uint32_t pf[][4][4], const floatX* v, int ldv,
                                           int mlo) {
     int lane = threadIdx.x % 32;
     const floatX* bp = v + ((lane % 8) + ((lane / 8) % 2) * 8) * ldv + (lane / 16) * 8;
@@ -549,7 +565,7 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(float
         for (int m = 0; m < MW; m++)
 #pragma unroll
             for (int nt = 0; nt < 8; nt++) s[m][nt][0] = s[m][nt][1] = s[m][nt][2] = s[m][nt][3] = 0.f;
-        attn_fwd_qk<MW, HD>(s, Qs + warp * 16 * LD, LD, Ks + buf * ATTN_ROWS * LD, LD, mlo);
+        attn_strips_nt<MW, HD>(s, Qs + warp * 16 * LD, LD, Ks + buf * ATTN_ROWS * LD, LD, mlo);
         uint32_t pf[MW][4][4];
 #pragma unroll
         for (int m = 0; m < MW; m++) {
@@ -559,7 +575,7 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(float
                 ssd_pack_a<4>(pf[m], s[m]);
             }
         }
-        attn_fwd_pv<MW, HD>(o, pf, Vs + buf * ATTN_ROWS * LD, LD, mlo);
+        attn_strips_rn<MW, HD>(o, pf, Vs + buf * ATTN_ROWS * LD, LD, mlo);
         __syncthreads();   /* the buffer is refilled by the next iteration's loads */
     }
     size_t ostride = (size_t)d.Hq * HD;
@@ -679,28 +695,37 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_mma_kernel(
                          kb * ATTN_ROWS + warp * 16, T, dv, 1.f);
 }
 
-/* dQ: block (query block qb, q head h, batch b). Shared: Q | dO | K[STAGES] | V[STAGES]. Warp w owns query rows
-   qb*64 + 16w .. +15: per key block S = Q K^T, P = exp2(S scale log2e - lse2), dP = dO V^T, dS = P (dP - D),
-   dQ += dS K; dQ * scale at the end. */
-template <int HD, int STAGES>
+/* dQ: block (query block qb of 64 MW rows, q head h, batch b). Shared: Q | dO (64 MW rows each) | K[STAGES] |
+   V[STAGES]. Warp w owns the MW strips of 16 query rows q0 + 64 m + 16 w, as in the forward (MW = 2: each K, V
+   fragment read from shared memory feeds both strips; only at hd 64, where dq, P and dP of two strips fit the
+   registers). Per key tile and strip: S = Q K^T, P = exp2(S scale log2e - lse2), dP = dO V^T, dS = P (dP - D),
+   dQ += dS K; dQ * scale at the end. DOCS = 0 (seq_idx NULL): no document code (and registers). */
+template <int HD, int STAGES, int MW, bool DOCS>
 __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(floatX* dqkv, const floatX* dout,
                                                                               const float* lse, const float* dsum,
                                                                               const floatX* qkv, AttnDims d) {
-    constexpr int LD = HD + 8, NT = HD / 8;
+    constexpr int LD = HD + 8, NT = HD / 8, QROWS = ATTN_ROWS * MW;
     extern __shared__ __align__(16) unsigned char attn_smem[];
     floatX* Qs = (floatX*)attn_smem;
-    floatX* Gs = Qs + ATTN_ROWS * LD;
-    floatX* Ks = Gs + ATTN_ROWS * LD;
+    floatX* Gs = Qs + QROWS * LD;
+    floatX* Ks = Gs + QROWS * LD;
     floatX* Vs = Ks + STAGES * ATTN_ROWS * LD;
     int qb = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (d.Hq / d.Hkv), T = d.T;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     size_t row0 = (size_t)b * T, gstride = (size_t)d.Hq * HD;
     const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
     const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
-    int q0 = qb * ATTN_ROWS, nkb = qb + 1;
-    int kb0 = d.seq_idx != NULL ? attn_doc_start(d.seq_idx, row0, q0) / ATTN_ROWS : 0;   /* first key block */
-    ssd_load_tile(Qs, LD, qkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0, T, HD);
-    ssd_load_tile(Gs, LD, dout + row0 * gstride + (size_t)h * HD, gstride, q0, T, HD);
+    int q0 = qb * QROWS, kdiag0 = MW * qb;                             /* strip m's diagonal key tile: kdiag0 + m */
+    int nkb = MW == 1 ? qb + 1 : min(kdiag0 + MW, CEIL_DIV(T, ATTN_ROWS));
+    const int* seq = DOCS ? d.seq_idx : NULL;
+    int kb0 = DOCS ? attn_doc_start(seq, row0, q0) / ATTN_ROWS : 0;   /* first key tile */
+#pragma unroll
+    for (int m = 0; m < MW; m++) {
+        ssd_load_tile(Qs + m * ATTN_ROWS * LD, LD, qkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride,
+                      q0 + m * ATTN_ROWS, T, HD);
+        ssd_load_tile(Gs + m * ATTN_ROWS * LD, LD, dout + row0 * gstride + (size_t)h * HD, gstride, q0 + m * ATTN_ROWS,
+                      T, HD);
+    }
     ssd_cp_commit();
     if (STAGES == 2) {
         ssd_load_tile(Ks, LD, kg, d.qkv_stride, kb0 * ATTN_ROWS, T, HD);
@@ -708,23 +733,25 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(fl
         ssd_cp_commit();
     }
     const float sl2 = d.scale * ATTN_LOG2E;
-    int rq = q0 + warp * 16 + lane / 4;
-    float L2[2], Dr[2];
-    int docq[2] = {0, 0};
+    int rq[MW], docq[MW][2];
+    float L2[MW][2], Dr[MW][2], dq[MW][NT][4];
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        int r = rq + 8 * i;
-        size_t at = ((size_t)b * d.Hq + h) * T + r;
-        L2[i] = r < T ? lse[at] * ATTN_LOG2E : INFINITY;
-        Dr[i] = r < T ? dsum[at] : 0.f;
-        if (d.seq_idx != NULL) docq[i] = attn_doc(d.seq_idx, row0, T, r);
+    for (int m = 0; m < MW; m++) {
+        rq[m] = q0 + m * ATTN_ROWS + warp * 16 + lane / 4;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int r = rq[m] + 8 * i;
+            size_t at = ((size_t)b * d.Hq + h) * T + r;
+            L2[m][i] = r < T ? lse[at] * ATTN_LOG2E : INFINITY;
+            Dr[m][i] = r < T ? dsum[at] : 0.f;
+            docq[m][i] = DOCS ? attn_doc(seq, row0, T, r) : 0;
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) dq[m][nt][0] = dq[m][nt][1] = dq[m][nt][2] = dq[m][nt][3] = 0.f;
     }
-    float dq[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.f;
 
     for (int kb = kb0; kb < nkb; kb++) {
-        int buf = STAGES == 2 ? (kb - kb0) & 1 : 0;
+        int buf = STAGES == 2 ? (DOCS ? kb - kb0 : kb) & 1 : 0;
         if (STAGES == 2) {
             if (kb + 1 < nkb) {
                 ssd_load_tile(Ks + (buf ^ 1) * ATTN_ROWS * LD, LD, kg, d.qkv_stride, (kb + 1) * ATTN_ROWS, T, HD);
@@ -741,33 +768,43 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(fl
         __syncthreads();
         const floatX* Kt = Ks + buf * ATTN_ROWS * LD;
         const floatX* Vt = Vs + buf * ATTN_ROWS * LD;
-        float p[8][4], dp[8][4];
+        int mlo = MW == 1 ? 0 : max(kb - kdiag0, 0);   /* the strips before mlo end before this tile's first key */
+        float p[MW][8][4], dp[MW][8][4];
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++)
+        for (int m = 0; m < MW; m++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) p[nt][e] = dp[nt][e] = 0.f;
-        ssd_mma_nt<8>(p, Qs + warp * 16 * LD, LD, Kt, LD, HD, 64);
-        ssd_mma_nt<8>(dp, Gs + warp * 16 * LD, LD, Vt, LD, HD, 64);
-        int masked = kb == qb || d.seq_idx != NULL;
+            for (int nt = 0; nt < 8; nt++)
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
+                for (int e = 0; e < 4; e++) p[m][nt][e] = dp[m][nt][e] = 0.f;
+        attn_strips_nt<MW, HD>(p, Qs + warp * 16 * LD, LD, Kt, LD, mlo);    /* S = Q K^T */
+        attn_strips_nt<MW, HD>(dp, Gs + warp * 16 * LD, LD, Vt, LD, mlo);   /* dP = dO V^T */
+        uint32_t af[MW][4][4];
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int i = e / 2, c = kb * ATTN_ROWS + nt * 8 + 2 * (lane % 4) + (e % 2), ok = 1;
-                if (masked) {
-                    ok = c <= rq + 8 * i;
-                    if (d.seq_idx != NULL) ok = ok && attn_doc(d.seq_idx, row0, T, c) == docq[i];
+        for (int m = 0; m < MW; m++) {
+            if (m < mlo) continue;
+            int masked = kb == kdiag0 + m || DOCS;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int i = e / 2, c = kb * ATTN_ROWS + nt * 8 + 2 * (lane % 4) + (e % 2), ok = 1;
+                    if (masked) {
+                        ok = c <= rq[m] + 8 * i;
+                        if (DOCS) ok = ok && attn_doc(seq, row0, T, c) == docq[m][i];
+                    }
+                    float pv = ok ? attn_exp2(fmaf(p[m][nt][e], sl2, -L2[m][i])) : 0.f;
+                    dp[m][nt][e] = pv * (dp[m][nt][e] - Dr[m][i]);
                 }
-                float pv = ok ? attn_exp2(fmaf(p[nt][e], sl2, -L2[i])) : 0.f;
-                dp[nt][e] = pv * (dp[nt][e] - Dr[i]);
             }
+            ssd_pack_a<4>(af[m], dp[m]);
         }
-        uint32_t af[4][4];
-        ssd_pack_a<4>(af, dp);
-        ssd_mma_rn<4, NT>(dq, af, Kt, LD, HD);
+        attn_strips_rn<MW, HD>(dq, af, Kt, LD, mlo);   /* dQ += dS K */
         __syncthreads();
     }
-    attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0 + warp * 16, T, dq, d.scale);
+#pragma unroll
+    for (int m = 0; m < MW; m++)
+        attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride,
+                             q0 + m * ATTN_ROWS + warp * 16, T, dq[m], d.scale);
 }
 
 #endif /* !ENABLE_FP32 */
@@ -892,17 +929,17 @@ static inline int attn_bwd_stages(int hd) {
     (void)hd;
     return 1;
 #else
-    return attn_smem_dkdv(hd, 2) <= (size_t)cuda_smem_optin() && attn_smem_dq(hd, 2) <= (size_t)cuda_smem_optin() ? 2
-                                                                                                                 : 1;
+    size_t optin = (size_t)cuda_smem_optin();
+    return attn_smem_dkdv(hd, 2) <= optin && attn_smem_dq(hd, 2, 1) <= optin ? 2 : 1;
 #endif
 }
 
 /* which kernels ran (the launchers' return value) or are asked for (the _cfg launchers' variant, for dev/cuda):
    ATTN_AUTO takes the fastest the GPU, the build and the shape allow; a variant takes at most that kind.
-   ATTN_MMA: the mma.sync tile kernels with 64 query rows per forward block (the backward's only tile kind);
-   ATTN_MMA128: the forward with 128 query rows per block (2 strips per warp; 104 KB of shared memory at hd 128, so
-   not on a GPU with 99 KB). The Hopper wgmma kernels measured slower than these (dev/cuda/NOTES_attention.md) and
-   live in dev/cuda/attention_lab.cuh. */
+   ATTN_MMA: the mma.sync tile kernels with 64 query rows per forward and dQ block;
+   ATTN_MMA128: 128 query rows per block (2 strips per warp): the forward where its shared memory fits (104 KB at
+   hd 128, so not on a GPU with 99 KB), the backward's dQ kernel at hd 64 (registers). The Hopper wgmma kernels
+   measured slower than these (dev/cuda/NOTES_attention.md) and live in dev/cuda/attention_lab.cuh. */
 enum { ATTN_AUTO = -1, ATTN_SIMPLE = 0, ATTN_MMA = 1, ATTN_MMA128 = 2 };
 
 #if !defined(ENABLE_FP32)
@@ -962,7 +999,7 @@ static int attention_forward(floatX* out, float* lse, const floatX* qkv, const A
 }
 
 #if !defined(ENABLE_FP32)
-template <int HD, int STAGES>
+template <int HD, int STAGES, int DQMW>
 static void attn_bwd_tiles_launch(floatX* dqkv, const floatX* dout, const float* lse, const float* dsum,
                                   const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
     int nb = CEIL_DIV(d->T, ATTN_ROWS);
@@ -971,10 +1008,17 @@ static void attn_bwd_tiles_launch(floatX* dqkv, const floatX* dout, const float*
     attn_bwd_dkdv_mma_kernel<HD, STAGES><<<dim3(nb, d->Hkv, d->B), ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum,
                                                                                                   qkv, *d);
     cudaCheckLast();
-    smem = attn_smem_dq(HD, STAGES);
-    cuda_set_smem((const void*)attn_bwd_dq_mma_kernel<HD, STAGES>, smem, "attention_backward");
-    attn_bwd_dq_mma_kernel<HD, STAGES><<<dim3(nb, d->Hq, d->B), ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum,
+    smem = attn_smem_dq(HD, STAGES, DQMW);
+    dim3 grid(CEIL_DIV(d->T, ATTN_ROWS * DQMW), d->Hq, d->B);
+    if (d->seq_idx != NULL) {
+        cuda_set_smem((const void*)attn_bwd_dq_mma_kernel<HD, STAGES, DQMW, true>, smem, "attention_backward");
+        attn_bwd_dq_mma_kernel<HD, STAGES, DQMW, true><<<grid, ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum, qkv,
+                                                                                             *d);
+    } else {
+        cuda_set_smem((const void*)attn_bwd_dq_mma_kernel<HD, STAGES, DQMW, false>, smem, "attention_backward");
+        attn_bwd_dq_mma_kernel<HD, STAGES, DQMW, false><<<grid, ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum,
                                                                                               qkv, *d);
+    }
     cudaCheckLast();
 }
 #endif
@@ -984,7 +1028,11 @@ static int attn_bwd_kind(const AttnDims* d, const void* qkv, const void* out, co
                          int variant) {
     int kind = ATTN_SIMPLE;
 #if !defined(ENABLE_FP32)
-    if (attn_tiles_take(d, qkv, out) && attn_tiles_take(d, dqkv, dout)) kind = ATTN_MMA;
+    if (attn_tiles_take(d, qkv, out) && attn_tiles_take(d, dqkv, dout)) {
+        kind = ATTN_MMA;
+        if (d->hd == 64 && attn_bwd_stages(64) == 2 && attn_smem_dq(64, 2, 2) <= (size_t)cuda_smem_optin())
+            kind = ATTN_MMA128;
+    }
 #else
     (void)d; (void)qkv; (void)out; (void)dqkv; (void)dout;
 #endif
@@ -1005,12 +1053,16 @@ static int attention_backward_cfg(floatX* dqkv, float* dsum, const floatX* dout,
     attn_bwd_dsum(dsum, dout, out, d, stream);
     int kind = attn_bwd_kind(d, qkv, out, dqkv, dout, variant);
 #if !defined(ENABLE_FP32)
+    if (kind == ATTN_MMA128) {   /* hd 64, 2 stages */
+        attn_bwd_tiles_launch<64, 2, 2>(dqkv, dout, lse, dsum, qkv, d, stream);
+        return ATTN_MMA128;
+    }
     if (kind == ATTN_MMA) {
         int stages = attn_bwd_stages(d->hd);
-        if (d->hd == 64 && stages == 2) attn_bwd_tiles_launch<64, 2>(dqkv, dout, lse, dsum, qkv, d, stream);
-        else if (d->hd == 64) attn_bwd_tiles_launch<64, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
-        else if (stages == 2) attn_bwd_tiles_launch<128, 2>(dqkv, dout, lse, dsum, qkv, d, stream);
-        else attn_bwd_tiles_launch<128, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
+        if (d->hd == 64 && stages == 2) attn_bwd_tiles_launch<64, 2, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
+        else if (d->hd == 64) attn_bwd_tiles_launch<64, 1, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
+        else if (stages == 2) attn_bwd_tiles_launch<128, 2, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
+        else attn_bwd_tiles_launch<128, 1, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
         return ATTN_MMA;
     }
 #endif

@@ -256,7 +256,10 @@ static void check_case(Case cs) {
     int want_tiles = is_bf16 && (hd == 64 || hd == 128);
     int fits128 = (size_t)6 * 64 * (hd + 8) * 2 <= (size_t)cuda_smem_optin();
     int want = !want_tiles ? ATTN_SIMPLE : fits128 ? ATTN_MMA128 : ATTN_MMA;
-    int want_bwd = want_tiles ? ATTN_MMA : ATTN_SIMPLE;
+    /* the backward: the 128-row dQ kernel at hd 64 (Q, dO of 128 rows | K[2] | V[2]: 8 x 64 rows of 72) */
+    int want_bwd = !want_tiles ? ATTN_SIMPLE
+                   : hd == 64 && (size_t)8 * 64 * 72 * 2 <= (size_t)cuda_smem_optin() ? ATTN_MMA128
+                                                                                       : ATTN_MMA;
     int want_wgmma = want_tiles && gpu_hopper_path();
     snprintf(name, sizeof name, "forward ran the %s kernel", kind_name(want));
     dev_record(name, kind == want);
@@ -530,10 +533,15 @@ static void check_swiglu(int BT, int Hd) {
 /* benchmark: B*T = 16384 tokens, d_model = H*hd = 768; causal FLOPs as FlashAttention counts them:
    forward 4 B H T^2 hd / 2, forward + backward 3.5 x that (backward = 2.5 forward: 5 products; ours does 7) */
 
-/* fwd, all, rope: the default kernels (kind: the forward's); rope1: the per-element RoPE kernel (v1); fwd64: the
-   64-row mma.sync forward where the default is the 128-row one (else 0); fwd_wg, all_wg: the lab's wgmma forward,
-   forward + backward (0 where they cannot run) */
-typedef struct { int B, T, H, hd; float fwd, all, rope, rope1, fwd64, fwd_wg, all_wg; int kind; } BenchRow;
+/* fwd, all, rope: the default kernels (kind: the forward's, bkind: the backward's); rope1: the per-element RoPE
+   kernel (v1); fwd64: the 64-row mma.sync forward where the default is the 128-row one (else 0); all64: the default
+   forward + the backward with the 64-row dQ kernel where the default's is the 128-row one (else 0); fwd_wg, all_wg:
+   the lab's wgmma forward, forward + backward (0 where they cannot run) */
+typedef struct {
+    int B, T, H, hd;
+    float fwd, all, rope, rope1, fwd64, all64, fwd_wg, all_wg;
+    int kind, bkind;
+} BenchRow;
 
 static BenchRow bench_shape(int B, int T, int H, int hd) {
     int S = 3 * H * hd;
@@ -560,6 +568,11 @@ static BenchRow bench_shape(int B, int T, int H, int hd) {
     float fwd64 = kind == ATTN_MMA128
                       ? dev_bench_ms(20, [&] { attention_forward_cfg(d_out, d_lse, d_qkv, &dd, ATTN_MMA, 0); })
                       : 0.f;
+    int bkind = attention_backward(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0);
+    float all64 = bkind == ATTN_MMA128 ? dev_bench_ms(20, [&] {
+        attention_forward(d_out, d_lse, d_qkv, &dd, 0);
+        attention_backward_cfg(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, ATTN_MMA, 0);
+    }) : 0.f;
     float fwd_wg = 0.f, all_wg = 0.f;
     if (lab_wgmma_takes(&dd, d_qkv, d_out)) {
         fwd_wg = dev_bench_ms(20, [&] { lab_attention_forward_wgmma(d_out, d_lse, d_qkv, &dd, 0); });
@@ -573,7 +586,7 @@ static BenchRow bench_shape(int B, int T, int H, int hd) {
            f / (fwd * 1e-3) / 1e12, all, 3.5 * f / (all * 1e-3) / 1e12, rope);
     cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_dqkv));
     cudaCheck(cudaFree(d_lse)); cudaCheck(cudaFree(d_dsum));
-    BenchRow row = {B, T, H, hd, fwd, all, rope, rope1, fwd64, fwd_wg, all_wg, kind};
+    BenchRow row = {B, T, H, hd, fwd, all, rope, rope1, fwd64, all64, fwd_wg, all_wg, kind, bkind};
     return row;
 }
 static void bench(void) {
@@ -599,8 +612,12 @@ static void bench(void) {
             snprintf(name, sizeof name, "attention fwd (lab wgmma) T=%d hd=%d", r.T, r.hd);
             dev_report_flops(name, r.fwd_wg, 2 * prod);
         }
-        snprintf(name, sizeof name, "attention fwd+bwd T=%d hd=%d", r.T, r.hd);
+        snprintf(name, sizeof name, "attention fwd+bwd (dQ %s) T=%d hd=%d", kind_name(r.bkind), r.T, r.hd);
         dev_report_flops(name, r.all, 9 * prod);
+        if (r.all64 > 0.f) {
+            snprintf(name, sizeof name, "attention fwd+bwd (dQ %s) T=%d hd=%d", kind_name(ATTN_MMA), r.T, r.hd);
+            dev_report_flops(name, r.all64, 9 * prod);
+        }
         if (r.all_wg > 0.f) {
             snprintf(name, sizeof name, "attention fwd+bwd (lab wgmma) T=%d hd=%d", r.T, r.hd);
             dev_report_flops(name, r.all_wg, 9 * prod);
