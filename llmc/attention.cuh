@@ -438,22 +438,32 @@ __device__ static inline void attn_fwd_finish(floatX* out, size_t ostride, float
 static inline size_t attn_smem_fwd(int hd, int mw) {
     return (size_t)(mw + 4) * ATTN_ROWS * (hd + 8) * sizeof(floatX);
 }
-static inline size_t attn_smem_dkdv(int hd, int stages) {
-    return (size_t)(2 + 2 * stages) * ATTN_ROWS * (hd + 8) * sizeof(floatX) + 2 * stages * ATTN_ROWS * sizeof(float);
+/* the dK/dV kernel with MW strips per warp: K, V (64 MW rows each) | Q[stages] | dO[stages] | lse2, D[stages] */
+static inline size_t attn_smem_dkdv(int hd, int stages, int mw) {
+    return (size_t)(2 * mw + 2 * stages) * ATTN_ROWS * (hd + 8) * sizeof(floatX) +
+           2 * stages * ATTN_ROWS * sizeof(float);
 }
 /* the dQ kernel with MW strips per warp: Q, dO (64 MW rows each) | K[stages] | V[stages] */
 static inline size_t attn_smem_dq(int hd, int stages, int mw) {
     return (size_t)(2 * mw + 2 * stages) * ATTN_ROWS * (hd + 8) * sizeof(floatX);
 }
 
-/* The products of a warp's MW 16-row strips (rows a + 64 m lda.., m < MW) against one 64-key tile (the forward's
-   S = Q K^T and P V, the dQ kernel's S, dP = dO V^T and dS K): the strips share every fragment of the tile read from
-   shared memory, which is the point of more rows per warp (with one
-   strip, each ldmatrix of K or V feeds 2 mma; with two, 4: shared-memory reads per product halve). Strips m < mlo
-   lie wholly before the tile's keys (causal) and are skipped: warp-uniform, so the mma run converged. */
+/* element (nt, e) of a 16 x 64 tile (accumulator layout) from its bf16 A fragments (ssd_pack_a's packing: the
+   lower column in the low half) */
+__device__ static inline float attn_frag_elem(const uint32_t af[4][4], int nt, int e) {
+    uint32_t w = af[nt / 2][(nt % 2) * 2 + e / 2];
+    return __uint_as_float(e % 2 == 0 ? w << 16 : w & 0xffff0000u);
+}
+
+/* The products of a warp's MW 16-row strips (rows a + 64 m lda.., m < MW) against one 64-row tile (the forward's
+   S = Q K^T and P V; the dQ kernel's S, dP = dO V^T and dS K; the dK/dV kernel's S^T = K Q^T, P^T dO and dS^T Q):
+   the strips share every fragment of the tile read from shared memory, which is the point of more rows per warp
+   (with one strip, each ldmatrix of the tile feeds 2 mma; with two, 4: shared-memory reads per product halve).
+   Only the strips mlo <= m <= mhi take part (the others are wholly masked by causality on this tile); the bounds
+   are warp-uniform, so the mma run converged. */
 template <int MW, int HD>
 __device__ static inline void attn_strips_nt(float s[][8][4], const floatX* a, int lda, const floatX* k, int ldk,
-                                          int mlo) {
+                                             int mlo, int mhi) {
     int lane = threadIdx.x % 32;
     const floatX* ap = a + (lane % 16) * lda + (lane / 16) * 8;
     const floatX* bp = k + ((lane % 8) + (lane / 16) * 8) * ldk + ((lane / 8) % 2) * 8;
@@ -462,14 +472,14 @@ __device__ static inline void attn_strips_nt(float s[][8][4], const floatX* a, i
         uint32_t af[MW][4];
 #pragma unroll
         for (int m = 0; m < MW; m++)
-            if (m >= mlo) ssd_ldsm(af[m], ap + m * ATTN_ROWS * lda + k0);
+            if (m >= mlo && m <= mhi) ssd_ldsm(af[m], ap + m * ATTN_ROWS * lda + k0);
 #pragma unroll
         for (int nt = 0; nt < 8; nt += 2) {
             uint32_t bf[4];
             ssd_ldsm(bf, bp + nt * 8 * ldk + k0);
 #pragma unroll
             for (int m = 0; m < MW; m++) {
-                if (m >= mlo) {
+                if (m >= mlo && m <= mhi) {
                     ssd_mma_bf16(s[m][nt], af[m], bf);
                     ssd_mma_bf16(s[m][nt + 1], af[m], bf + 2);
                 }
@@ -477,10 +487,10 @@ __device__ static inline void attn_strips_nt(float s[][8][4], const floatX* a, i
         }
     }
 }
-/* o[m] (16 x HD) += P[m] (16 x 64, bf16 A fragments) V (64 x HD, row-major in shared memory), m >= mlo */
+/* o[m] (16 x HD) += P[m] (16 x 64, bf16 A fragments) V (64 x HD, row-major in shared memory), mlo <= m <= mhi */
 template <int MW, int HD>
-__device__ static inline void attn_strips_rn(float o[][HD / 8][4], const uint32_t pf[][4][4], const floatX* v, int ldv,
-                                          int mlo) {
+__device__ static inline void attn_strips_rn(float o[][HD / 8][4], const uint32_t pf[][4][4], const floatX* v,
+                                             int ldv, int mlo, int mhi) {
     int lane = threadIdx.x % 32;
     const floatX* bp = v + ((lane % 8) + ((lane / 8) % 2) * 8) * ldv + (lane / 16) * 8;
 #pragma unroll
@@ -491,7 +501,7 @@ __device__ static inline void attn_strips_rn(float o[][HD / 8][4], const uint32_
             ssd_ldsm_t(bf, bp + ks * 16 * ldv + nt * 8);
 #pragma unroll
             for (int m = 0; m < MW; m++) {
-                if (m >= mlo) {
+                if (m >= mlo && m <= mhi) {
                     ssd_mma_bf16(o[m][nt], pf[m][ks], bf);
                     ssd_mma_bf16(o[m][nt + 1], pf[m][ks], bf + 2);
                 }
@@ -565,7 +575,7 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(float
         for (int m = 0; m < MW; m++)
 #pragma unroll
             for (int nt = 0; nt < 8; nt++) s[m][nt][0] = s[m][nt][1] = s[m][nt][2] = s[m][nt][3] = 0.f;
-        attn_strips_nt<MW, HD>(s, Qs + warp * 16 * LD, LD, Ks + buf * ATTN_ROWS * LD, LD, mlo);
+        attn_strips_nt<MW, HD>(s, Qs + warp * 16 * LD, LD, Ks + buf * ATTN_ROWS * LD, LD, mlo, MW - 1);
         uint32_t pf[MW][4][4];
 #pragma unroll
         for (int m = 0; m < MW; m++) {
@@ -575,7 +585,7 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(float
                 ssd_pack_a<4>(pf[m], s[m]);
             }
         }
-        attn_strips_rn<MW, HD>(o, pf, Vs + buf * ATTN_ROWS * LD, LD, mlo);
+        attn_strips_rn<MW, HD>(o, pf, Vs + buf * ATTN_ROWS * LD, LD, mlo, MW - 1);
         __syncthreads();   /* the buffer is refilled by the next iteration's loads */
     }
     size_t ostride = (size_t)d.Hq * HD;
@@ -585,40 +595,54 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(float
                             q0 + m * ATTN_ROWS + warp * 16, T, o[m], mx[m], l[m]);
 }
 
-/* dK, dV: block (key block kb, kv head hk, batch b). Shared: K | V | Q[STAGES] | dO[STAGES] | lse2[STAGES] |
-   D[STAGES]. Work items (q head g of the group, query block qb >= kb), g outer, in this fixed order, each loaded
-   while the previous is computed where STAGES = 2. Warp w owns key rows kb*64 + 16w .. +15 and keeps their dK, dV
-   (16 x HD fp32 each) in registers:
+/* dK, dV: block (key block kb of 64 MW keys, kv head hk, batch b). Shared: K | V (64 MW rows each) | Q[STAGES] |
+   dO[STAGES] | lse2[STAGES] | D[STAGES]. Work items (q head g of the group, query block qb of 64 rows at or after
+   the block's first key), g outer, in this fixed order, each loaded while the previous is computed where
+   STAGES = 2. Warp w owns the MW strips of 16 keys kb 64 MW + 64 m + 16 w (m < MW) and keeps their dK, dV (16 x HD
+   fp32 each) in registers:
      S^T = K Q^T, P^T = exp2(S^T scale log2e - lse2) (masked), dV += P^T dO, dP^T = V dO^T, dS^T = P^T (dP^T - D),
-     dK += dS^T Q; dK * scale at the end. */
-template <int HD, int STAGES>
-__global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_mma_kernel(floatX* dqkv, const floatX* dout,
+     dK += dS^T Q; dK * scale at the end.
+   MW = 2 (128 keys per block, hd 64 only: dk, dv of two strips are 128 registers) shares each Q and dO fragment of
+   S^T, dV and dK between the strips and loads each Q, dO tile once per 128 keys; dP^T runs strip after strip (the
+   registers of both strips' P and dP at once are not there), and dS^T = P^T (dP^T - D) takes P^T as rounded to
+   bf16 for the dV product (its fp32 copy would not fit beside dk, dv of two strips: 160 bytes of spill): one more
+   bf16 rounding in dS, which is itself rounded to bf16 for dK. On a query block, the strips after strip mhi hold
+   only keys later than every query of the block (causal) and are skipped. DOCS = 0: no document code. HD 64,
+   MW 1: at most 170 registers, 3 blocks per multiprocessor (the first version's 168). */
+template <int HD, int STAGES, int MW, bool DOCS>
+__global__ static void __launch_bounds__(ATTN_THREADS, HD == 64 && MW == 1 ? 3 : 1) attn_bwd_dkdv_mma_kernel(floatX* dqkv, const floatX* dout,
                                                                                 const float* lse, const float* dsum,
                                                                                 const floatX* qkv, AttnDims d) {
-    constexpr int LD = HD + 8, NT = HD / 8;
+    constexpr int LD = HD + 8, NT = HD / 8, KROWS = ATTN_ROWS * MW;
     extern __shared__ __align__(16) unsigned char attn_smem[];
     floatX* Ks = (floatX*)attn_smem;
-    floatX* Vs = Ks + ATTN_ROWS * LD;
-    floatX* Qs = Vs + ATTN_ROWS * LD;
+    floatX* Vs = Ks + KROWS * LD;
+    floatX* Qs = Vs + KROWS * LD;
     floatX* Gs = Qs + STAGES * ATTN_ROWS * LD;
     float* Ls = (float*)(Gs + STAGES * ATTN_ROWS * LD);
     float* Ds = Ls + STAGES * ATTN_ROWS;
     int kb = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, G = d.Hq / d.Hkv, T = d.T;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     size_t row0 = (size_t)b * T, gstride = (size_t)d.Hq * HD;
+    const int* seq = DOCS ? d.seq_idx : NULL;
     const floatX* kg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD;
     const floatX* vg = qkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD;
+    int k0 = kb * KROWS, qb0 = kb * MW;   /* the block's first key; the query block holding it (strip m's: qb0 + m) */
     int nqb = CEIL_DIV(T, ATTN_ROWS);
-    if (d.seq_idx != NULL) nqb = min(nqb, attn_doc_end(d.seq_idx, row0, T, min(kb * ATTN_ROWS + ATTN_ROWS - 1, T - 1)) /
-                                              ATTN_ROWS + 1);   /* no query block past the last key's document */
-    int nq = nqb - kb, nitems = G * nq;
-    ssd_load_tile(Ks, LD, kg, d.qkv_stride, kb * ATTN_ROWS, T, HD);
-    ssd_load_tile(Vs, LD, vg, d.qkv_stride, kb * ATTN_ROWS, T, HD);
+    if (DOCS) nqb = min(nqb, attn_doc_end(seq, row0, T, min(k0 + KROWS - 1, T - 1)) / ATTN_ROWS + 1);   /* no query
+                                                                            block past the last key's document */
+    int nq = nqb - qb0, nitems = G * nq;
+#pragma unroll
+    for (int m = 0; m < MW; m++) {
+        ssd_load_tile(Ks + m * ATTN_ROWS * LD, LD, kg, d.qkv_stride, k0 + m * ATTN_ROWS, T, HD);
+        ssd_load_tile(Vs + m * ATTN_ROWS * LD, LD, vg, d.qkv_stride, k0 + m * ATTN_ROWS, T, HD);
+    }
     ssd_cp_commit();
     /* item it -> buffer buf: the Q and dO tiles (cp.async) and the rows' lse (log2 units; +inf past T: P = 0), D */
     auto load_item = [&](int it, int buf) {
-        int h = hk * G + it / nq, q0 = (kb + it % nq) * ATTN_ROWS;
-        ssd_load_tile(Qs + buf * ATTN_ROWS * LD, LD, qkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0, T, HD);
+        int h = hk * G + it / nq, q0 = (qb0 + it % nq) * ATTN_ROWS;
+        ssd_load_tile(Qs + buf * ATTN_ROWS * LD, LD, qkv + row0 * d.qkv_stride + (size_t)h * HD, d.qkv_stride, q0, T,
+                      HD);
         ssd_load_tile(Gs + buf * ATTN_ROWS * LD, LD, dout + row0 * gstride + (size_t)h * HD, gstride, q0, T, HD);
         if (threadIdx.x < ATTN_ROWS) {
             int r = q0 + threadIdx.x;
@@ -630,14 +654,18 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_mma_kernel(
     if (STAGES == 2) { load_item(0, 0); ssd_cp_commit(); }
 
     const float sl2 = d.scale * ATTN_LOG2E;
-    int rk = kb * ATTN_ROWS + warp * 16 + lane / 4;   /* this lane's key rows rk, rk + 8 */
-    int dock[2] = {0, 0};
-    if (d.seq_idx != NULL) { dock[0] = attn_doc(d.seq_idx, row0, T, rk); dock[1] = attn_doc(d.seq_idx, row0, T, rk + 8); }
-    float dk[NT][4], dv[NT][4];
+    int rk[MW], dock[MW][2];   /* this lane's key rows rk[m], rk[m] + 8 and their documents */
+    float dk[MW][NT][4], dv[MW][NT][4];
 #pragma unroll
-    for (int nt = 0; nt < NT; nt++)
+    for (int m = 0; m < MW; m++) {
+        rk[m] = k0 + m * ATTN_ROWS + warp * 16 + lane / 4;
+        dock[m][0] = DOCS ? attn_doc(seq, row0, T, rk[m]) : 0;
+        dock[m][1] = DOCS ? attn_doc(seq, row0, T, rk[m] + 8) : 0;
 #pragma unroll
-        for (int e = 0; e < 4; e++) dk[nt][e] = dv[nt][e] = 0.f;
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dk[m][nt][e] = dv[m][nt][e] = 0.f;
+    }
 
     for (int it = 0; it < nitems; it++) {
         int buf = STAGES == 2 ? it & 1 : 0;
@@ -651,48 +679,65 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dkdv_mma_kernel(
             ssd_cp_wait<0>();
         }
         __syncthreads();
-        int qb = kb + it % nq;
+        int qb = qb0 + it % nq;
+        int mhi = MW == 1 ? 0 : min(qb - qb0, MW - 1);   /* strips after mhi: every key after every query here */
         const floatX* Qt = Qs + buf * ATTN_ROWS * LD;
         const floatX* Gt = Gs + buf * ATTN_ROWS * LD;
         const float* Lt = Ls + buf * ATTN_ROWS;
         const float* Dt = Ds + buf * ATTN_ROWS;
-        float p[8][4];
+        float p[MW][8][4];
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++) p[nt][0] = p[nt][1] = p[nt][2] = p[nt][3] = 0.f;
-        ssd_mma_nt<8>(p, Ks + warp * 16 * LD, LD, Qt, LD, HD, 64);
-        int masked = qb == kb || d.seq_idx != NULL;
+        for (int m = 0; m < MW; m++)
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
+            for (int nt = 0; nt < 8; nt++) p[m][nt][0] = p[m][nt][1] = p[m][nt][2] = p[m][nt][3] = 0.f;
+        attn_strips_nt<MW, HD>(p, Ks + warp * 16 * LD, LD, Qt, LD, 0, mhi);   /* S^T = K Q^T */
+        uint32_t af[MW][4][4];
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int cl = nt * 8 + 2 * (lane % 4) + (e % 2), c = qb * ATTN_ROWS + cl, r = rk + (e / 2) * 8;
-                int ok = 1;
-                if (masked) {
-                    ok = c >= r;
-                    if (d.seq_idx != NULL) ok = ok && attn_doc(d.seq_idx, row0, T, c) == dock[e / 2];
+        for (int m = 0; m < MW; m++) {
+            if (m > mhi) continue;
+            int masked = qb == qb0 + m || DOCS;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int cl = nt * 8 + 2 * (lane % 4) + (e % 2), c = qb * ATTN_ROWS + cl, r = rk[m] + (e / 2) * 8;
+                    int ok = 1;
+                    if (masked) {
+                        ok = c >= r;
+                        if (DOCS) ok = ok && attn_doc(seq, row0, T, c) == dock[m][e / 2];
+                    }
+                    p[m][nt][e] = ok ? attn_exp2(fmaf(p[m][nt][e], sl2, -Lt[cl])) : 0.f;
                 }
-                p[nt][e] = ok ? attn_exp2(fmaf(p[nt][e], sl2, -Lt[cl])) : 0.f;
             }
+            ssd_pack_a<4>(af[m], p[m]);
         }
-        uint32_t af[4][4];
-        ssd_pack_a<4>(af, p);
-        ssd_mma_rn<4, NT>(dv, af, Gt, LD, HD);
-        float dp[8][4];
+        attn_strips_rn<MW, HD>(dv, af, Gt, LD, 0, mhi);   /* dV += P^T dO */
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++) dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.f;
-        ssd_mma_nt<8>(dp, Vs + warp * 16 * LD, LD, Gt, LD, HD, 64);
+        for (int m = 0; m < MW; m++) {
+            if (m > mhi) continue;
+            float dp[8][4];
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++)
+            for (int nt = 0; nt < 8; nt++) dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.f;
+            ssd_mma_nt<8>(dp, Vs + (m * ATTN_ROWS + warp * 16) * LD, LD, Gt, LD, HD, 64);   /* dP^T = V dO^T */
 #pragma unroll
-            for (int e = 0; e < 4; e++) dp[nt][e] = p[nt][e] * (dp[nt][e] - Dt[nt * 8 + 2 * (lane % 4) + (e % 2)]);
-        ssd_pack_a<4>(af, dp);
-        ssd_mma_rn<4, NT>(dk, af, Qt, LD, HD);
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    dp[nt][e] = (MW == 1 ? p[m][nt][e] : attn_frag_elem(af[m], nt, e)) *
+                                (dp[nt][e] - Dt[nt * 8 + 2 * (lane % 4) + (e % 2)]);
+            ssd_pack_a<4>(af[m], dp);
+        }
+        attn_strips_rn<MW, HD>(dk, af, Qt, LD, 0, mhi);   /* dK += dS^T Q */
         __syncthreads();   /* the buffer is refilled by a later iteration's loads */
     }
-    attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD, d.qkv_stride,
-                         kb * ATTN_ROWS + warp * 16, T, dk, d.scale);
-    attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD, d.qkv_stride,
-                         kb * ATTN_ROWS + warp * 16, T, dv, 1.f);
+#pragma unroll
+    for (int m = 0; m < MW; m++) {
+        int r0 = k0 + m * ATTN_ROWS + warp * 16;
+        attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)(d.Hq + hk) * HD, d.qkv_stride, r0, T, dk[m],
+                             d.scale);
+        attn_store_strip<NT>(dqkv + row0 * d.qkv_stride + (size_t)(d.Hq + d.Hkv + hk) * HD, d.qkv_stride, r0, T,
+                             dv[m], 1.f);
+    }
 }
 
 /* dQ: block (query block qb of 64 MW rows, q head h, batch b). Shared: Q | dO (64 MW rows each) | K[STAGES] |
@@ -776,8 +821,8 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(fl
             for (int nt = 0; nt < 8; nt++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) p[m][nt][e] = dp[m][nt][e] = 0.f;
-        attn_strips_nt<MW, HD>(p, Qs + warp * 16 * LD, LD, Kt, LD, mlo);    /* S = Q K^T */
-        attn_strips_nt<MW, HD>(dp, Gs + warp * 16 * LD, LD, Vt, LD, mlo);   /* dP = dO V^T */
+        attn_strips_nt<MW, HD>(p, Qs + warp * 16 * LD, LD, Kt, LD, mlo, MW - 1);    /* S = Q K^T */
+        attn_strips_nt<MW, HD>(dp, Gs + warp * 16 * LD, LD, Vt, LD, mlo, MW - 1);   /* dP = dO V^T */
         uint32_t af[MW][4][4];
 #pragma unroll
         for (int m = 0; m < MW; m++) {
@@ -798,7 +843,7 @@ __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(fl
             }
             ssd_pack_a<4>(af[m], dp[m]);
         }
-        attn_strips_rn<MW, HD>(dq, af, Kt, LD, mlo);   /* dQ += dS K */
+        attn_strips_rn<MW, HD>(dq, af, Kt, LD, mlo, MW - 1);   /* dQ += dS K */
         __syncthreads();
     }
 #pragma unroll
@@ -930,15 +975,15 @@ static inline int attn_bwd_stages(int hd) {
     return 1;
 #else
     size_t optin = (size_t)cuda_smem_optin();
-    return attn_smem_dkdv(hd, 2) <= optin && attn_smem_dq(hd, 2, 1) <= optin ? 2 : 1;
+    return attn_smem_dkdv(hd, 2, 1) <= optin && attn_smem_dq(hd, 2, 1) <= optin ? 2 : 1;
 #endif
 }
 
 /* which kernels ran (the launchers' return value) or are asked for (the _cfg launchers' variant, for dev/cuda):
    ATTN_AUTO takes the fastest the GPU, the build and the shape allow; a variant takes at most that kind.
    ATTN_MMA: the mma.sync tile kernels with 64 query rows per forward and dQ block;
-   ATTN_MMA128: 128 query rows per block (2 strips per warp): the forward where its shared memory fits (104 KB at
-   hd 128, so not on a GPU with 99 KB), the backward's dQ kernel at hd 64 (registers). The Hopper wgmma kernels
+   ATTN_MMA128: 128 query (or key) rows per block (2 strips per warp): the forward where its shared memory fits
+   (104 KB at hd 128, so not on a GPU with 99 KB); the backward's dQ and dK/dV kernels at hd 64 (registers). The Hopper wgmma kernels
    measured slower than these (dev/cuda/NOTES_attention.md) and live in dev/cuda/attention_lab.cuh. */
 enum { ATTN_AUTO = -1, ATTN_SIMPLE = 0, ATTN_MMA = 1, ATTN_MMA128 = 2 };
 
@@ -999,17 +1044,25 @@ static int attention_forward(floatX* out, float* lse, const floatX* qkv, const A
 }
 
 #if !defined(ENABLE_FP32)
-template <int HD, int STAGES, int DQMW>
+/* the two tile kernels of the backward: dK/dV with KVMW strips of keys per warp, dQ with DQMW strips of queries
+   (MW = 2: 128 rows per block; the default takes both or neither, dev/cuda/attention.cu times each mix) */
+template <int HD, int STAGES, int DQMW, int KVMW>
 static void attn_bwd_tiles_launch(floatX* dqkv, const floatX* dout, const float* lse, const float* dsum,
                                   const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
-    int nb = CEIL_DIV(d->T, ATTN_ROWS);
-    size_t smem = attn_smem_dkdv(HD, STAGES);
-    cuda_set_smem((const void*)attn_bwd_dkdv_mma_kernel<HD, STAGES>, smem, "attention_backward");
-    attn_bwd_dkdv_mma_kernel<HD, STAGES><<<dim3(nb, d->Hkv, d->B), ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum,
-                                                                                                  qkv, *d);
+    size_t smem = attn_smem_dkdv(HD, STAGES, KVMW);
+    dim3 grid(CEIL_DIV(d->T, ATTN_ROWS * KVMW), d->Hkv, d->B);
+    if (d->seq_idx != NULL) {
+        cuda_set_smem((const void*)attn_bwd_dkdv_mma_kernel<HD, STAGES, KVMW, true>, smem, "attention_backward");
+        attn_bwd_dkdv_mma_kernel<HD, STAGES, KVMW, true><<<grid, ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum,
+                                                                                               qkv, *d);
+    } else {
+        cuda_set_smem((const void*)attn_bwd_dkdv_mma_kernel<HD, STAGES, KVMW, false>, smem, "attention_backward");
+        attn_bwd_dkdv_mma_kernel<HD, STAGES, KVMW, false><<<grid, ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum,
+                                                                                                qkv, *d);
+    }
     cudaCheckLast();
     smem = attn_smem_dq(HD, STAGES, DQMW);
-    dim3 grid(CEIL_DIV(d->T, ATTN_ROWS * DQMW), d->Hq, d->B);
+    grid = dim3(CEIL_DIV(d->T, ATTN_ROWS * DQMW), d->Hq, d->B);
     if (d->seq_idx != NULL) {
         cuda_set_smem((const void*)attn_bwd_dq_mma_kernel<HD, STAGES, DQMW, true>, smem, "attention_backward");
         attn_bwd_dq_mma_kernel<HD, STAGES, DQMW, true><<<grid, ATTN_THREADS, smem, stream>>>(dqkv, dout, lse, dsum, qkv,
@@ -1030,7 +1083,9 @@ static int attn_bwd_kind(const AttnDims* d, const void* qkv, const void* out, co
 #if !defined(ENABLE_FP32)
     if (attn_tiles_take(d, qkv, out) && attn_tiles_take(d, dqkv, dout)) {
         kind = ATTN_MMA;
-        if (d->hd == 64 && attn_bwd_stages(64) == 2 && attn_smem_dq(64, 2, 2) <= (size_t)cuda_smem_optin())
+        size_t optin = (size_t)cuda_smem_optin();
+        if (d->hd == 64 && attn_bwd_stages(64) == 2 && attn_smem_dq(64, 2, 2) <= optin &&
+            attn_smem_dkdv(64, 2, 2) <= optin)
             kind = ATTN_MMA128;
     }
 #else
@@ -1054,15 +1109,15 @@ static int attention_backward_cfg(floatX* dqkv, float* dsum, const floatX* dout,
     int kind = attn_bwd_kind(d, qkv, out, dqkv, dout, variant);
 #if !defined(ENABLE_FP32)
     if (kind == ATTN_MMA128) {   /* hd 64, 2 stages */
-        attn_bwd_tiles_launch<64, 2, 2>(dqkv, dout, lse, dsum, qkv, d, stream);
+        attn_bwd_tiles_launch<64, 2, 2, 2>(dqkv, dout, lse, dsum, qkv, d, stream);
         return ATTN_MMA128;
     }
     if (kind == ATTN_MMA) {
         int stages = attn_bwd_stages(d->hd);
-        if (d->hd == 64 && stages == 2) attn_bwd_tiles_launch<64, 2, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
-        else if (d->hd == 64) attn_bwd_tiles_launch<64, 1, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
-        else if (stages == 2) attn_bwd_tiles_launch<128, 2, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
-        else attn_bwd_tiles_launch<128, 1, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
+        if (d->hd == 64 && stages == 2) attn_bwd_tiles_launch<64, 2, 1, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
+        else if (d->hd == 64) attn_bwd_tiles_launch<64, 1, 1, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
+        else if (stages == 2) attn_bwd_tiles_launch<128, 2, 1, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
+        else attn_bwd_tiles_launch<128, 1, 1, 1>(dqkv, dout, lse, dsum, qkv, d, stream);
         return ATTN_MMA;
     }
 #endif

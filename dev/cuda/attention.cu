@@ -256,10 +256,11 @@ static void check_case(Case cs) {
     int want_tiles = is_bf16 && (hd == 64 || hd == 128);
     int fits128 = (size_t)6 * 64 * (hd + 8) * 2 <= (size_t)cuda_smem_optin();
     int want = !want_tiles ? ATTN_SIMPLE : fits128 ? ATTN_MMA128 : ATTN_MMA;
-    /* the backward: the 128-row dQ kernel at hd 64 (Q, dO of 128 rows | K[2] | V[2]: 8 x 64 rows of 72) */
+    /* the backward: the 128-row dQ and dK/dV kernels at hd 64 (the larger, dK/dV: K, V of 128 rows | Q[2] | dO[2]:
+       8 x 64 rows of 72, and 2 x 2 x 64 floats) */
     int want_bwd = !want_tiles ? ATTN_SIMPLE
-                   : hd == 64 && (size_t)8 * 64 * 72 * 2 <= (size_t)cuda_smem_optin() ? ATTN_MMA128
-                                                                                       : ATTN_MMA;
+                   : hd == 64 && (size_t)8 * 64 * 72 * 2 + 1024 <= (size_t)cuda_smem_optin() ? ATTN_MMA128
+                                                                                              : ATTN_MMA;
     int want_wgmma = want_tiles && gpu_hopper_path();
     snprintf(name, sizeof name, "forward ran the %s kernel", kind_name(want));
     dev_record(name, kind == want);
@@ -533,13 +534,30 @@ static void check_swiglu(int BT, int Hd) {
 /* benchmark: B*T = 16384 tokens, d_model = H*hd = 768; causal FLOPs as FlashAttention counts them:
    forward 4 B H T^2 hd / 2, forward + backward 3.5 x that (backward = 2.5 forward: 5 products; ours does 7) */
 
+/* forward + backward with a chosen mix of the 64- and 128-row backward tile kernels at hd 64 (the default takes
+   both 128-row kernels or neither; these tell which of the two pays): dq_mw, kv_mw = 1 or 2 strips per warp */
+static void fwd_bwd_mix(int dq_mw, int kv_mw, floatX* dqkv, float* dsum, const floatX* dout, floatX* out, float* lse,
+                        const floatX* qkv, const AttnDims* d) {
+    attention_forward(out, lse, qkv, d, 0);
+#if !defined(ENABLE_FP32)
+    attn_bwd_dsum(dsum, dout, out, d, 0);
+    if (dq_mw == 2 && kv_mw == 1) attn_bwd_tiles_launch<64, 2, 2, 1>(dqkv, dout, lse, dsum, qkv, d, 0);
+    else if (dq_mw == 1 && kv_mw == 2) attn_bwd_tiles_launch<64, 2, 1, 2>(dqkv, dout, lse, dsum, qkv, d, 0);
+    else if (dq_mw == 2) attn_bwd_tiles_launch<64, 2, 2, 2>(dqkv, dout, lse, dsum, qkv, d, 0);
+    else attn_bwd_tiles_launch<64, 2, 1, 1>(dqkv, dout, lse, dsum, qkv, d, 0);
+#else
+    (void)dq_mw; (void)kv_mw; (void)dqkv; (void)dsum; (void)dout;
+#endif
+}
+
 /* fwd, all, rope: the default kernels (kind: the forward's, bkind: the backward's); rope1: the per-element RoPE
    kernel (v1); fwd64: the 64-row mma.sync forward where the default is the 128-row one (else 0); all64: the default
-   forward + the backward with the 64-row dQ kernel where the default's is the 128-row one (else 0); fwd_wg, all_wg:
-   the lab's wgmma forward, forward + backward (0 where they cannot run) */
+   forward + the backward's 64-row tile kernels where the default's are the 128-row ones (else 0); mix[0], mix[1]: the
+   same with the 128-row dQ and 64-row dK/dV kernel, and the reverse (else 0); fwd_wg, all_wg: the lab's wgmma
+   forward, forward + backward (0 where they cannot run) */
 typedef struct {
     int B, T, H, hd;
-    float fwd, all, rope, rope1, fwd64, all64, fwd_wg, all_wg;
+    float fwd, all, rope, rope1, fwd64, all64, mix[2], fwd_wg, all_wg;
     int kind, bkind;
 } BenchRow;
 
@@ -573,6 +591,11 @@ static BenchRow bench_shape(int B, int T, int H, int hd) {
         attention_forward(d_out, d_lse, d_qkv, &dd, 0);
         attention_backward_cfg(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, ATTN_MMA, 0);
     }) : 0.f;
+    float mix[2] = {0.f, 0.f};
+    if (bkind == ATTN_MMA128) {
+        mix[0] = dev_bench_ms(20, [&] { fwd_bwd_mix(2, 1, d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd); });
+        mix[1] = dev_bench_ms(20, [&] { fwd_bwd_mix(1, 2, d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd); });
+    }
     float fwd_wg = 0.f, all_wg = 0.f;
     if (lab_wgmma_takes(&dd, d_qkv, d_out)) {
         fwd_wg = dev_bench_ms(20, [&] { lab_attention_forward_wgmma(d_out, d_lse, d_qkv, &dd, 0); });
@@ -586,7 +609,7 @@ static BenchRow bench_shape(int B, int T, int H, int hd) {
            f / (fwd * 1e-3) / 1e12, all, 3.5 * f / (all * 1e-3) / 1e12, rope);
     cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_dqkv));
     cudaCheck(cudaFree(d_lse)); cudaCheck(cudaFree(d_dsum));
-    BenchRow row = {B, T, H, hd, fwd, all, rope, rope1, fwd64, all64, fwd_wg, all_wg, kind, bkind};
+    BenchRow row = {B, T, H, hd, fwd, all, rope, rope1, fwd64, all64, {mix[0], mix[1]}, fwd_wg, all_wg, kind, bkind};
     return row;
 }
 static void bench(void) {
@@ -612,11 +635,17 @@ static void bench(void) {
             snprintf(name, sizeof name, "attention fwd (lab wgmma) T=%d hd=%d", r.T, r.hd);
             dev_report_flops(name, r.fwd_wg, 2 * prod);
         }
-        snprintf(name, sizeof name, "attention fwd+bwd (dQ %s) T=%d hd=%d", kind_name(r.bkind), r.T, r.hd);
+        snprintf(name, sizeof name, "attention fwd+bwd (bwd %s) T=%d hd=%d", kind_name(r.bkind), r.T, r.hd);
         dev_report_flops(name, r.all, 9 * prod);
         if (r.all64 > 0.f) {
-            snprintf(name, sizeof name, "attention fwd+bwd (dQ %s) T=%d hd=%d", kind_name(ATTN_MMA), r.T, r.hd);
+            snprintf(name, sizeof name, "attention fwd+bwd (bwd %s) T=%d hd=%d", kind_name(ATTN_MMA), r.T, r.hd);
             dev_report_flops(name, r.all64, 9 * prod);
+        }
+        if (r.mix[0] > 0.f) {
+            snprintf(name, sizeof name, "attention fwd+bwd (dQ 128, dK/dV 64 rows) T=%d hd=%d", r.T, r.hd);
+            dev_report_flops(name, r.mix[0], 9 * prod);
+            snprintf(name, sizeof name, "attention fwd+bwd (dQ 64, dK/dV 128 rows) T=%d hd=%d", r.T, r.hd);
+            dev_report_flops(name, r.mix[1], 9 * prod);
         }
         if (r.all_wg > 0.f) {
             snprintf(name, sizeof name, "attention fwd+bwd (lab wgmma) T=%d hd=%d", r.T, r.hd);
