@@ -15,6 +15,7 @@
 #include "utils.h"
 #include "rand.h"
 #include "mamba2_model.h"
+#include "dataloader.h"
 #include "hf_io.h"
 #include "cuda_common.h"
 #include "encoder.cuh"
@@ -78,7 +79,9 @@ typedef struct {
     floatX* logits;   /* (lm_rows, Vp) logits, overwritten by dlogits in training */
     float* losses;    /* (BT) */
     int* inputs;      /* (BT) */
-    int* targets;     /* (BT) */
+    int* targets;     /* (BT); TARGET_NO_LOSS (-1) = a masked target: loss 0, no gradient */
+    int* seq_idx;     /* (BT) each position's document (doc/packing.md), uploaded with a batch that has boundaries */
+    int* argmax;      /* (BT) each row's argmax over the vocabulary, when m->want_argmax (evaluation's accuracy) */
 } GPUActivations;
 
 typedef struct {
@@ -117,6 +120,11 @@ typedef struct {
     int ssd_q;         /* the SSD kernels' chunk length (set before the first forward); see gpu_ssd_chunk */
     int forward_only;  /* 1: evaluation only: one layer's activations, reused by every layer, and no gradient
                           buffers (set before the first forward; eval_mamba2cu) */
+    int want_argmax;   /* 1: a forward with targets and dloss = 0 also leaves each row's argmax in argmax_host (set
+                          before the first forward; eval_mamba2cu's accuracy) */
+    int docs;          /* the last forward had document boundaries: a->seq_idx holds them for its backward */
+    size_t num_counted; /* targets of the last forward that count (not TARGET_NO_LOSS) */
+    int* argmax_host;  /* (BT) with want_argmax */
     GPUActivations a;
     GPUGradActivations g;
     float* losses_host;
@@ -292,6 +300,11 @@ static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     a->losses = (float*)gpu_alloc(BT * F, &total);
     a->inputs = (int*)gpu_alloc(BT * sizeof(int), &total);
     a->targets = (int*)gpu_alloc(BT * sizeof(int), &total);
+    a->seq_idx = (int*)gpu_alloc(BT * sizeof(int), &total);
+    if (m->want_argmax) {
+        a->argmax = (int*)gpu_alloc(BT * sizeof(int), &total);
+        m->argmax_host = (int*)mallocCheck(BT * sizeof(int));
+    }
     m->losses_host = (float*)mallocCheck(BT * F);
     m->B = B;
     m->T = T;
@@ -333,6 +346,7 @@ static void lm_head_chunk(GPUModel* m, int r0, int rows, float dloss) {
                                     c->vocab_size, Vp, st);
     else
         classifier_loss_only(a->logits, a->losses + r0, m->error_flag, a->targets + r0, rows, c->vocab_size, Vp, st);
+    if (dloss <= 0 && a->argmax) classifier_argmax(a->argmax + r0, a->logits, rows, c->vocab_size, Vp, st);
     if (dloss > 0) {
         matmul_backward_input(m->g.du + (size_t)r0 * D, a->logits, PX(m, P_WTE, 0), rows, D, Vp, 0, st);
         matmul_backward_weight(GF(m, P_WTE, 0), a->logits, lnf, rows, D, Vp, st);
@@ -344,6 +358,9 @@ static void lm_head_chunk(GPUModel* m, int r0, int rows, float dloss) {
  * the layer's parameters (the table in llmc/mamba2_model.h). Each block starts with its pre-norm, which adds the
  * previous block's output (a->delta) to the residual stream, and ends with its out_proj into a->delta.
  * ================================================================================================================ */
+
+/* the document index of the batch in flight (device), or NULL without boundaries: conv1d and the SSD take it */
+static inline const int* gpu_doc_index(const GPUModel* m) { return m->docs ? m->a.seq_idx : NULL; }
 
 /*
  * Mamba-2 block l, forward (SPEC.md section 2):
@@ -368,10 +385,11 @@ static void mamba2_block_forward(GPUModel* m, int l) {
     rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), x, l > 0 ? act_f(m, ACT_RESIDUAL, l - 1) : x,
                          l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l), BT, D, st);
     matmul_forward(zx, u, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, st);
-    conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv,
-                   st);
+    const int* seq = gpu_doc_index(m);
+    conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
+                        c->d_conv, st);
     ssd_forward(y, NULL, act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
-                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, NULL, B, T, c->nheads, c->headdim, c->d_state, c->ngroups,
+                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, seq, B, T, c->nheads, c->headdim, c->d_state, c->ngroups,
                 m->ssd_q, st);
     gated_norm_forward(gn, act_f(m, ACT_GN_RSTD, l), y, zx, c->d_in_proj, PF(m, P_GNORM_W, l), BT, E, c->ngroups, st);
     matmul_forward(a->delta, gn, PX(m, P_OUT_PROJ_W, l), BT, E, D, st);
@@ -390,9 +408,10 @@ static void mamba2_block_backward(GPUModel* m, int l) {
     floatX* zx = act_x(m, ACT_ZXBCDT, l);
     floatX* xbc = act_x(m, ACT_XBC, l);
     floatX* gn = act_x(m, ACT_GN, l);
+    const int* seq = gpu_doc_index(m);
     if (m->recompute) /* -r 1: the conv output again, from what every layer keeps (zxbcdt) */
-        conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
-                       c->d_conv, st);
+        conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
+                            c->d_conv, st);
     /* out_proj: the residual branch; the identity branch passes dresidual through. Its weight gradient comes after
      * the gated-norm backward, which with -r 1 writes the gated-norm output gn again (bitwise the forward's) instead
      * of a second forward */
@@ -403,10 +422,11 @@ static void mamba2_block_backward(GPUModel* m, int l) {
     matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BT, E, D, st);
     ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), NULL, g->dy,
                  act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
-                 PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, NULL, g->ssd_ws, B, T, c->nheads, c->headdim, c->d_state,
+                 PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, seq, g->ssd_ws, B, T, c->nheads, c->headdim, c->d_state,
                  c->ngroups, m->ssd_q, st);
-    conv1d_backward(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
-                    zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv, st);
+    conv1d_backward_docs(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
+                         zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
+                         c->d_conv, st);
     matmul_backward_input(g->du, g->dzxbcdt, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, 0, st);
     matmul_backward_weight(GF(m, P_IN_PROJ_W, l), g->dzxbcdt, act_x(m, ACT_U, l), BT, D, c->d_in_proj, st);
     rmsnorm_backward_lowp(g->dresidual, l > 0 ? g->dres_x : NULL, GF(m, P_NORM_W, l), g->scratch, g->du,
@@ -430,13 +450,27 @@ static inline const GPUBlockKind* gpu_block_kind(const GPUModel* m, int l) {
     return &GPU_BLOCK_KINDS[BLOCK_MAMBA2];
 }
 
+/* a document index must not decrease along a row (dataloader_doc_index makes it so): the kernels compare indices for
+   equality, which is the CPU trainer's same-document rule only for such an index */
+static void gpu_check_doc_index(const int* seq_idx, int B, int T) {
+    for (size_t i = 0; i < (size_t)B * T; i++)
+        if (i % (size_t)T > 0 && seq_idx[i] < seq_idx[i - 1])
+            die("document index %d at position %zu is below the previous one (%d): it must not decrease along a row",
+                seq_idx[i], i, seq_idx[i - 1]);
+}
+
 /*
- * Forward pass. With targets: the LM head and the fused classifier run chunk by chunk (lm_head_chunk) and compute
- * the losses; when dloss > 0 (training) each chunk's dlogits also go through the LM head's backward at once, so
- * gpu_backward starts at the final norm. Returns the mean loss over the batch. Without targets (tests): the logits
- * of all B*T <= m->lm_rows rows stay in a->logits; returns -1.
+ * Forward pass of packed documents. seq_idx (host, B*T, non-decreasing along each row; dataloader_doc_index) is each
+ * position's document, or NULL for one document per row: conv1d and the SSD do not cross a boundary, and the
+ * backward after this forward uses the same boundaries (doc/packing.md). A target of -1 (TARGET_NO_LOSS) is not
+ * counted. With targets: the LM head and the fused classifier run chunk by chunk (lm_head_chunk) and compute the
+ * losses; when dloss > 0 (training) each chunk's dlogits also go through the LM head's backward at once, so
+ * gpu_backward starts at the final norm. Returns the mean loss over the counted targets (0 if none counts; with
+ * every target counted, the mean over the batch as before) and sets m->num_counted. Without targets (tests): the
+ * logits of all B*T <= m->lm_rows rows stay in a->logits; returns -1.
  */
-static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int B, int T, float dloss) {
+static float gpu_forward_docs(GPUModel* m, const int* inputs, const int* targets, const int* seq_idx, int B, int T,
+                              float dloss) {
     const Mamba2Config* c = &m->config;
     if (dloss > 0 && m->forward_only) die("gpu_forward: a model made for evaluation only (forward_only) cannot train");
     gpu_model_ensure_activations(m, B, T);
@@ -446,6 +480,11 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     size_t BT = (size_t)BTi;
     cudaCheck(cudaMemcpyAsync(a->inputs, inputs, BT * sizeof(int), cudaMemcpyHostToDevice, st));
     if (targets) cudaCheck(cudaMemcpyAsync(a->targets, targets, BT * sizeof(int), cudaMemcpyHostToDevice, st));
+    m->docs = seq_idx != NULL;
+    if (seq_idx) {
+        gpu_check_doc_index(seq_idx, B, T);
+        cudaCheck(cudaMemcpyAsync(a->seq_idx, seq_idx, BT * sizeof(int), cudaMemcpyHostToDevice, st));
+    }
     encoder_forward(act_f(m, ACT_RESIDUAL, 0), a->inputs, PX(m, P_WTE, 0), BTi, D, st);
     /* training: group the tokens for the embedding backward now, on the host, while the GPU runs the forward */
     if (targets && dloss > 0)
@@ -467,11 +506,24 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     int flag = 0;
     cudaCheck(cudaMemcpyAsync(m->losses_host, a->losses, BT * sizeof(float), cudaMemcpyDeviceToHost, st));
     cudaCheck(cudaMemcpyAsync(&flag, m->error_flag, sizeof(int), cudaMemcpyDeviceToHost, st));
+    if (dloss <= 0 && a->argmax)
+        cudaCheck(cudaMemcpyAsync(m->argmax_host, a->argmax, BT * sizeof(int), cudaMemcpyDeviceToHost, st));
     cudaCheck(cudaStreamSynchronize(st));
-    if (flag) die("a target token id is outside the vocabulary [0, %d)", c->vocab_size);
-    double sum = 0;
-    for (size_t i = 0; i < BT; i++) sum += m->losses_host[i];
-    return (float)(sum / BT);
+    if (flag) die("a target token id is outside the vocabulary [0, %d) (and not -1, no loss)", c->vocab_size);
+    double sum = 0; /* a masked position's loss is 0: the sum is that of the counted ones */
+    size_t counted = 0;
+    for (size_t i = 0; i < BT; i++) {
+        sum += m->losses_host[i];
+        counted += targets[i] != TARGET_NO_LOSS;
+    }
+    m->num_counted = counted;
+    if (counted == BT) return (float)(sum / BT);
+    return counted > 0 ? (float)(sum / counted) : 0.0f;
+}
+
+/* one document per row */
+static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int B, int T, float dloss) {
+    return gpu_forward_docs(m, inputs, targets, NULL, B, T, dloss);
 }
 
 /* several GPUs, no ZeRO: sum the gradients of tensors `first..last` (layer l's slices, or the whole tensor when not
@@ -528,7 +580,33 @@ static void gpu_zero_grad(GPUModel* m) {
  * own weight decay). ZeRO-1: reduce-scatter the gradients, norm from every rank's shard, AdamW on this rank's shard,
  * all-gather the weights. Returns the grad norm (before clipping).
  */
+/* masked targets: the accumulated gradient is that of the mean over all targets; the step's is `scale` (all / counted)
+ * times it. Folded into the norm and the clipping as the CPU trainer does: norm *= scale, the coefficient from that
+ * norm, and AdamW's gradient factor coef * scale. */
+__global__ static void grad_scale_fold_kernel(float* norm_coef, float scale, float clip) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    float norm = norm_coef[0] * scale;
+    float coef = clip > 0.f ? clip / (norm + 1e-6f) : 1.f;
+    norm_coef[0] = norm;
+    norm_coef[1] = (coef < 1.f ? coef : 1.f) * scale;
+}
+
+static void gpu_grad_scale_fold(GPUModel* m, float scale, float clip) {
+    if (scale == 1.0f) return; /* every target counted: the default arithmetic, untouched */
+    grad_scale_fold_kernel<<<1, 32, 0, m->stream>>>(m->norm_coef, scale, clip);
+    cudaCheckLast();
+}
+
+/* gpu_update with the gradient scaled by grad_scale (masked targets: all / counted targets of the step; 1 = none) */
+static float gpu_update_scaled(GPUModel* m, float lr, float beta1, float beta2, float eps, float weight_decay,
+                               float clip, float grad_scale);
+
 static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float eps, float weight_decay, float clip) {
+    return gpu_update_scaled(m, lr, beta1, beta2, eps, weight_decay, clip, 1.0f);
+}
+
+static float gpu_update_scaled(GPUModel* m, float lr, float beta1, float beta2, float eps, float weight_decay,
+                               float clip, float grad_scale) {
     if (m->m == NULL) gpu_model_alloc_optimizer(m, NULL, NULL);
     MultiGPU* mg = m->mg;
     cudaStream_t st = m->stream;
@@ -540,6 +618,7 @@ static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float e
         global_norm_partials(m->norm_scratch, m->grads_shard, m->shard, st);
         multigpu_allreduce_sum_f32(mg, m->norm_scratch, global_norm_scratch_floats(), st);
         global_norm_finish(m->norm_coef, m->norm_scratch, clip, st);
+        gpu_grad_scale_fold(m, grad_scale, clip);
         for (int t = 0; t < NUM_PARAM_TENSORS; t++) { /* each tensor's part inside this rank's shard */
             size_t lo = m->table[t].offset, hi = lo + m->table[t].numel;
             if (lo < lo_shard) lo = lo_shard;
@@ -553,6 +632,7 @@ static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float e
         cast_to_floatX(m->params_x, m->params, m->num_parameters, st);
     } else {
         global_norm_clip(m->norm_coef, m->norm_scratch, m->grads, m->num_parameters, clip, st);
+        gpu_grad_scale_fold(m, grad_scale, clip);
         AdamWTensor tensors[NUM_PARAM_TENSORS];
         for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
             tensors[t].offset = m->table[t].offset;

@@ -67,8 +67,8 @@ typedef struct {
 #define DOC_SEP_NONE (-1)
 #define DOC_SEP_EOT (-2)
 
-/* Document boundaries (-D) and masked targets (-M) are implemented by the CPU trainer, which sets this to 1 before
-   parse_args; every other trainer refuses the flags (refuse_docs_flags) until it implements them */
+/* Document boundaries (-D) and masked targets (-M): a trainer that implements them (both do) sets this to 1 before
+   parse_args; one that does not refuses the flags (refuse_docs_flags) */
 static int g_trainer_has_docs = 0;
 
 /* the trainers set this to say what they are ("on the CPU (fp32)", "on the GPU (bf16)") */
@@ -116,10 +116,10 @@ static inline void usage(void) {
         "  -K <int>    GPU trainer: chunk length of the SSD kernels, 16..256 (an algorithm choice: results agree up\n"
         "              to rounding; default the model's chunk_size capped at 128, the fastest on an H100; 256 saves\n"
         "              ~1.1 GB at 130M, B=8, T=2048)\n"
-        "  -D <none|eot|id>  CPU trainer: document boundaries: the state and the conv window restart at each\n"
+        "  -D <none|eot|id>  document boundaries: the state and the conv window restart at each\n"
         "              separator token (eot = the tokenizer's end-of-text id, or a token id), in training and\n"
         "              validation (default none: rows are read as one sequence; doc/packing.md)\n"
-        "  -M <0|1>    CPU trainer: 1 = masked targets: a target whose byte in the shard's X.bin.mask file is 0 is\n"
+        "  -M <0|1>    1 = masked targets: a target whose byte in the shard's X.bin.mask file is 0 is\n"
         "              not counted; the loss is the mean over counted targets (default 0; doc/packing.md)\n"
         "Several GPUs (GPU trainer): mpirun -np N ./train_mamba2cu ..., or without MPI one process per GPU with\n"
         "RANK, WORLD_SIZE, LOCAL_RANK (torchrun) or SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (srun) and\n"
