@@ -9,8 +9,9 @@
  *   6. packed documents and masked targets (doc/packing.md): the GPU model against the CPU trainer's model (its code,
  *      train_mamba2.c, compiled into this program in namespace cpu) on a packed batch with boundaries, with and
  *      without masked targets: loss and every gradient; without the boundaries the same GPU batch must differ (the
- *      check can fail); -r 1 gives the same bits; the trainer binaries with -D and -M: GPU vs CPU loss and val
- *      curves, determinism, -r 1.
+ *      check can fail); -r 1 and -r 2 give the same bits, and the start-up memory plan is the allocation to the
+ *      byte in every -r mode; the trainer binaries with -D and -M: GPU vs CPU loss and val curves, determinism,
+ *      -r 1 and -r 2 (and -r 2 without them: the same log and checkpoint as -r 0).
  *
  * bf16 tolerances: a bf16 operand carries 8 significant bits (relative rounding 2^-9 ~ 2e-3). Every matmul input,
  * activation and weight copy is rounded once per layer, and gradients pass through ~3 roundings per layer in both
@@ -325,13 +326,31 @@ static void test_docs_vs_cpu(int masked) {
     float* g2 = gpu_grads_to_host(&m);
     report(loss2 == loss && memcmp(g, g2, m.num_parameters * sizeof(float)) == 0,
            "%s: the same step twice: loss and gradients bitwise identical", what);
-    GPUModel mr;
-    gpu_model_create(&mr, &c, p, NULL);
-    mr.recompute = 1;
-    float loss_r = gpu_packed_step(&mr, in, tg, seq, B, T, dloss);
-    float* gr = gpu_grads_to_host(&mr);
-    report(loss_r == loss && memcmp(g, gr, m.num_parameters * sizeof(float)) == 0,
-           "%s: -r 1 (recompute) gives the same loss and gradients, bitwise", what);
+    /* -r 1 (conv and gated norm recomputed) and -r 2 (the whole layer from its input): the same bits, and the
+       start-up memory plan is the allocation to the byte in every mode */
+    float* gr = NULL;
+    size_t act_bytes[3] = {m.activation_bytes, 0, 0};
+    for (int r = 0; r < 3; r++) {
+        GPUMemoryPlan plan = gpu_train_memory_plan(&c, B, T, m.ssd_q, r, 1, 0);
+        if (r == 0) {
+            report(plan.activations == m.activation_bytes, "%s: -r 0 memory plan %zu bytes == allocated %zu", what,
+                   plan.activations, m.activation_bytes);
+            continue;
+        }
+        GPUModel mr;
+        gpu_model_create(&mr, &c, p, NULL);
+        mr.recompute = r;
+        float loss_r = gpu_packed_step(&mr, in, tg, seq, B, T, dloss);
+        free(gr);
+        gr = gpu_grads_to_host(&mr);
+        act_bytes[r] = mr.activation_bytes;
+        report(loss_r == loss && memcmp(g, gr, m.num_parameters * sizeof(float)) == 0,
+               "%s: -r %d (recompute) gives the same loss and gradients, bitwise", what, r);
+        report(plan.activations == mr.activation_bytes, "%s: -r %d memory plan %zu bytes == allocated %zu", what, r,
+               plan.activations, mr.activation_bytes);
+    }
+    report(act_bytes[2] < act_bytes[1] && act_bytes[1] < act_bytes[0], "%s: activations -r 0 %zu > -r 1 %zu > -r 2 "
+           "%zu bytes", what, act_bytes[0], act_bytes[1], act_bytes[2]);
     /* negative control: the same batch without the boundaries must be far from the reference with them */
     float loss_plain = gpu_packed_step(&m, in, tg, NULL, B, T, dloss);
     float* gp = gpu_grads_to_host(&m);
@@ -432,6 +451,8 @@ static void test_trainers(void) {
     int rc_gpu2 = run(cmd);
     snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -r 1 -o %s/gpu_r > %s/gpu_r.txt 2>&1", path, args, dir, dir);
     int rc_gpu_r = run(cmd);
+    snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -r 2 -o %s/gpu_r2 > %s/gpu_r2.txt 2>&1", path, args, dir, dir);
+    int rc_gpu_r2 = run(cmd);
     report(rc_cpu == 0 && rc_gpu == 0 && rc_gpu2 == 0 && rc_gpu_r == 0,
            "trainers ran 20 steps (exit cpu %d, gpu %d, gpu again %d, gpu -r 1 %d)", rc_cpu, rc_gpu, rc_gpu2, rc_gpu_r);
     snprintf(la, sizeof(la), "%s/cpu/main.log", dir);
@@ -448,6 +469,12 @@ static void test_trainers(void) {
     report(files_equal(lb, lc), "GPU trainer twice: logs identical (%s vs %s)", lb, lc);
     snprintf(lc, sizeof(lc), "%s/gpu_r/main.log", dir);
     report(files_equal(lb, lc), "GPU trainer -r 1 (recompute conv and gated norm): log identical to -r 0");
+    snprintf(lc, sizeof(lc), "%s/gpu_r2/main.log", dir);
+    report(rc_gpu_r2 == 0 && files_equal(lb, lc), "GPU trainer -r 2 (the whole layer recomputed): log identical to "
+           "-r 0 (exit %d)", rc_gpu_r2);
+    snprintf(la, sizeof(la), "%s/gpu/ckpt_00000020.bin", dir);
+    snprintf(lc, sizeof(lc), "%s/gpu_r2/ckpt_00000020.bin", dir);
+    report(files_equal(la, lc), "GPU trainer -r 2: final checkpoint bitwise identical to -r 0");
     /* -K: the SSD kernels' own chunk length (32 here, the model's is 16) changes rounding only */
     snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -K 32 -o %s/gpu_k > %s/gpu_k.txt 2>&1", path, args, dir, dir);
     int rc_gpu_k = run(cmd);
@@ -465,17 +492,18 @@ static void test_trainers(void) {
     write_mask_file(path, n);
     const char* dargs = "-k none -e d_model=64,n_layer=2,d_state=16,headdim=16,chunk=16 -b 4 -t 64 -x 20 -l 2e-3 -u 5 "
                         "-s 0 -S 7 -v 10 -m 3 -D 32 -M 1";
-    const char* runs[4] = {"./train_mamba2", TRAINER_CU, TRAINER_CU, TRAINER_CU};
-    const char* dirs[4] = {"cpu_dm", "gpu_dm", "gpu_dm2", "gpu_dm_r"};
-    int rc_dm[4];
-    for (int i = 0; i < 4; i++) {
+    const char* runs[5] = {"./train_mamba2", TRAINER_CU, TRAINER_CU, TRAINER_CU, TRAINER_CU};
+    const char* dirs[5] = {"cpu_dm", "gpu_dm", "gpu_dm2", "gpu_dm_r", "gpu_dm_r2"};
+    const char* extra[5] = {"", "", "", " -r 1", " -r 2"};
+    int rc_dm[5];
+    for (int i = 0; i < 5; i++) {
         snprintf(cmd, sizeof(cmd), "%s -i %s -j %s %s%s -o %s/%s > %s/%s.txt 2>&1", runs[i], path, path, dargs,
-                 i == 3 ? " -r 1" : "", dir, dirs[i], dir, dirs[i]);
+                 extra[i], dir, dirs[i], dir, dirs[i]);
         rc_dm[i] = run(cmd);
     }
-    report(rc_dm[0] == 0 && rc_dm[1] == 0 && rc_dm[2] == 0 && rc_dm[3] == 0,
-           "-D 32 -M 1: trainers ran (exit cpu %d, gpu %d, gpu again %d, gpu -r 1 %d)", rc_dm[0], rc_dm[1], rc_dm[2],
-           rc_dm[3]);
+    report(rc_dm[0] == 0 && rc_dm[1] == 0 && rc_dm[2] == 0 && rc_dm[3] == 0 && rc_dm[4] == 0,
+           "-D 32 -M 1: trainers ran (exit cpu %d, gpu %d, gpu again %d, gpu -r 1 %d, gpu -r 2 %d)", rc_dm[0],
+           rc_dm[1], rc_dm[2], rc_dm[3], rc_dm[4]);
     float dcpu[32], dgpu[32], vcpu[8], vgpu[8];
     snprintf(la, sizeof(la), "%s/cpu_dm/main.log", dir);
     snprintf(lb, sizeof(lb), "%s/gpu_dm/main.log", dir);
@@ -497,6 +525,8 @@ static void test_trainers(void) {
     report(files_equal(lb, lc), "-D 32 -M 1: GPU trainer twice: logs identical");
     snprintf(lc, sizeof(lc), "%s/gpu_dm_r/main.log", dir);
     report(files_equal(lb, lc), "-D 32 -M 1: GPU trainer -r 1: log identical to -r 0");
+    snprintf(lc, sizeof(lc), "%s/gpu_dm_r2/main.log", dir);
+    report(files_equal(lb, lc), "-D 32 -M 1: GPU trainer -r 2: log identical to -r 0");
     snprintf(la, sizeof(la), "%s/gpu_dm/ckpt_00000020.bin", dir);
     snprintf(lb, sizeof(lb), "%s/gpu_dm2/ckpt_00000020.bin", dir);
     report(files_equal(la, lb), "-D 32 -M 1: GPU trainer twice: final checkpoints bitwise identical");

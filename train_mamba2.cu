@@ -120,14 +120,21 @@ int main(int argc, char** argv) {
     uint64_t resume_state[CKPT_STATE_WORDS] = {0};
     int have_loader_state = 0;
     ModelSource src = model_source(&args);
-    {   /* before any allocation: refuse a model that cannot fit (weights, gradients, AdamW moments, activations) */
+    {   /* before any allocation: refuse a model that cannot fit (weights, gradients, AdamW moments, activations),
+           counted by the plan the model allocates with (gpu_train_memory_plan), in every recompute mode */
         Mamba2Config need = model_source_config(&src);
+        if (need.chunk_size < GPU_SSD_MIN_CHUNK) need.chunk_size = GPU_SSD_MIN_CHUNK;
         size_t free_b, total_b;
         cudaCheck(cudaMemGetInfo(&free_b, &total_b));
-        double opt = mg.zero_stage ? 12.0 / mg.world : 8.0; /* m, v (and ZeRO-1's gradient shard) per parameter */
-        double per_param = 4.0 + sizeof(floatX) + 4.0 + opt; /* fp32 weights, floatX copy, fp32 gradients */
-        memory_check_or_die(train_memory_estimate(&need, args.B, args.T, per_param, sizeof(floatX), args.recompute),
-                            free_b, "GPU", &need);
+        int q = args.ssd_chunk > 0 ? args.ssd_chunk : gpu_ssd_chunk(&need, GPU_SSD_MAX_CHUNK);
+        GPUMemoryPlan plan = gpu_train_memory_plan(&need, args.B, args.T, q, args.recompute, mg.world,
+                                                   mg.world > 1 ? args.zero_stage : 0);
+        printf("memory plan: %.2f GiB weights, gradients and AdamW state + %.2f GiB activations (B=%d T=%d, -r %d: "
+               "%.1f KiB a token) = %.2f GiB of %.2f GiB free\n", plan.weights / 1073741824.0,
+               plan.activations / 1073741824.0, args.B, args.T, args.recompute,
+               plan.activations / 1024.0 / ((double)args.B * args.T), (plan.weights + plan.activations) / 1073741824.0,
+               free_b / 1073741824.0);
+        memory_check_or_die(plan.weights + plan.activations, free_b, "GPU", &need);
         memory_check_or_die(config_param_count(&need) * 16ULL, host_memory_available(), "CPU", &need);
     }
     CheckpointInfo info;
@@ -176,7 +183,8 @@ int main(int argc, char** argv) {
     printf("SSD kernels: chunk length %d (the model's chunk_size %d; -K sets it)\n", model.ssd_q, c->chunk_size);
     gpu_model_ensure_activations(&model, B, T);
     printf("activations: %.2f GiB%s\n", model.activation_bytes / 1073741824.0,
-           args.recompute ? " (-r 1: conv and gated-norm outputs recomputed in the backward)" : "");
+           args.recompute == 1 ? " (-r 1: conv and gated-norm outputs recomputed in the backward)"
+           : args.recompute == 2 ? " (-r 2: each layer's input kept, the layer recomputed in the backward)" : "");
 
     if (start_step > 0 && mg.rank == 0) { /* resume: main.log back to the checkpoint's step */
         int cut = log_trim(args.output_dir, start_step);

@@ -585,6 +585,13 @@ static void conv1d_check_k(const char* who, int K) {
     if (K < 1 || K > CONV_MAX_K) die("%s: d_conv K = %d is not supported (1..%d)", who, K, CONV_MAX_K);
 }
 
+/* the kernels put (sequence, time group) on gridDim.y, which CUDA caps at 65535 */
+static void conv1d_check_grid_y(const char* who, long long rows, int B, int T) {
+    if (rows > 65535)
+        die("%s: B=%d T=%d needs %lld block rows, more than CUDA's 65535: lower B*T (at most ~8M tokens a "
+            "micro-batch)", who, B, T, rows);
+}
+
 /* the forward at a chosen vector width (8, 4 or 1; lowered to 1 when alignment forbids it) and segment length */
 static void conv1d_forward_cfg(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias,
                                const int* seq, int B, int T, int C, int K, int vec, int seg_len, cudaStream_t stream) {
@@ -622,6 +629,7 @@ static void conv1d_forward_pipe_launch(floatX* out, const floatX* in, int in_str
     static size_t allowed = 48 * 1024;
     size_t smem = conv1d_forward_pipe_smem<K>();
     conv1d_allow_smem((const void*)conv1d_forward_pipe_kernel<K, DOCS>, smem, &allowed);
+    conv1d_check_grid_y("conv1d_forward", (long long)B * CEIL_DIV(T, CONV_TILE_T * tiles), B, T);
     dim3 grid(CEIL_DIV(C, CONV_TILE_C), B * CEIL_DIV(T, CONV_TILE_T * tiles));
     conv1d_forward_pipe_kernel<K, DOCS><<<grid, CONV_TILE_THREADS, smem, stream>>>(out, in, in_stride, w, bias, seq,
                                                                                    B, T, C, tiles);
@@ -688,6 +696,7 @@ static void conv1d_backward_cfg(floatX* din, int din_stride, float* dw, float* d
     conv1d_check_k("conv1d_backward", K);
     if (!(conv1d_vec8_ok(in, in_stride, dout, C) && conv1d_vec8_ok(din, din_stride, din, C))) vec = 1;
     int by = conv1d_backward_blocks_y(B, T, seg_len);
+    conv1d_check_grid_y("conv1d_backward", by, B, T);
     dim3 grid(CEIL_DIV(C / vec, WARP_SIZE), by), block(WARP_SIZE, CONV_BWD_SEGS);
     float* dw_partials = scratch;
     float* db_partials = scratch + (size_t)by * C * K;
@@ -711,6 +720,7 @@ static void conv1d_backward_pipe_launch(floatX* din, int din_stride, float* dw_p
     static size_t allowed = 48 * 1024;
     size_t smem = conv1d_backward_pipe_smem<K>();
     conv1d_allow_smem((const void*)conv1d_backward_pipe_kernel<K, DOCS>, smem, &allowed);
+    conv1d_check_grid_y("conv1d_backward", rows, B, T);
     dim3 grid(CEIL_DIV(C, CONV_TILE_C), rows);
     conv1d_backward_pipe_kernel<K, DOCS><<<grid, CONV_TILE_THREADS, smem, stream>>>(
         din, din_stride, dw_partials, db_partials, dout, in, in_stride, w, bias, seq, B, T, C, tiles);

@@ -47,10 +47,12 @@ static void cast_to_floatX(floatX* out, const float* in, size_t n, cudaStream_t 
 /*
  * Activations. A layer's activations are buffers of `slots` equal layers: every layer's where the backward reads
  * them, or a single one that the layers take turns in, where nothing reads it later: evaluation (forward_only) keeps
- * one layer of everything, and -r 1 (recompute) one layer of xbc and gn, which the backward makes again. The
- * residual stream keeps L + 1 (the stream entering each block, then the one entering the final norm), in evaluation
- * one, updated in place. gpu_layer_acts() is the one description of them, act_at() the one place a layer index
- * becomes an address.
+ * one layer of everything, -r 1 (recompute) one layer of xbc and gn, which the backward makes again, and -r 2 one
+ * layer of everything but the residual stream: the backward of layer l first runs layer l's forward again from the
+ * stream entering it (mamba2_block_recompute), so one layer's activations live at a time (long context: doc/
+ * operations.md). The residual stream keeps L + 1 (the stream entering each block, then the one entering the final
+ * norm), in evaluation one, updated in place. gpu_layer_acts() is the one description of them, act_at() the one
+ * place a layer index becomes an address.
  */
 typedef enum {
     ACT_RESIDUAL,   /* float (BT, D): the residual stream entering the block; slot L goes to the final norm */
@@ -116,7 +118,9 @@ typedef struct {
     int lm_rows;       /* rows of the logits buffer: the LM head and classifier run in chunks of this many rows */
     size_t lm_chunk_bytes; /* the logits buffer's most bytes; 0 = LM_HEAD_CHUNK_BYTES (tests set it before the first
                               forward, to run several chunks on small shapes) */
-    int recompute;     /* 1: keep one layer's xbc and gn, recompute them in the backward (set before the first forward) */
+    int recompute;     /* 1: keep one layer's xbc and gn, recompute them in the backward; 2: keep only each layer's input
+                          (the residual stream), recompute the whole layer in the backward (set before the first
+                          forward) */
     int ssd_q;         /* the SSD kernels' chunk length (set before the first forward); see gpu_ssd_chunk */
     int forward_only;  /* 1: evaluation only: one layer's activations, reused by every layer, and no gradient
                           buffers (set before the first forward; eval_mamba2cu) */
@@ -252,7 +256,7 @@ static int lm_head_rows(int BT, int Vp, size_t max_bytes) {
 static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T, int ssd_q, int recompute,
                            int forward_only) {
     size_t BT = (size_t)B * T, X = sizeof(floatX), F = sizeof(float), L = (size_t)c->n_layer;
-    int kept = forward_only ? 1 : (int)L;                     /* what the backward reads */
+    int kept = (forward_only || recompute == 2) ? 1 : (int)L; /* what the backward reads (-r 2: makes again) */
     int remade = (recompute || forward_only) ? 1 : (int)L;    /* what -r 1's backward makes again */
     size_t bytes[NUM_LAYER_ACTS];
     int slots[NUM_LAYER_ACTS];
@@ -281,50 +285,109 @@ static inline void* act_at(const GPUModel* m, LayerAct k, int l) {
 static inline floatX* act_x(const GPUModel* m, LayerAct k, int l) { return (floatX*)act_at(m, k, l); }
 static inline float* act_f(const GPUModel* m, LayerAct k, int l) { return (float*)act_at(m, k, l); }
 
+/* one activation buffer of the plan below: allocated, or (dry run) only counted */
+static void* act_alloc(size_t bytes, size_t* total, int dry) {
+    if (dry) { *total += bytes; return NULL; }
+    return gpu_alloc(bytes, total);
+}
+
+/*
+ * The activation and gradient-activation buffers of batch (B, T) for this model's settings (ssd_q, recompute,
+ * forward_only, want_argmax, lm_chunk_bytes): allocated into m, or with dry = 1 only counted (nothing is touched but
+ * the returned byte count). The one list of them, so the trainer's start-up plan (gpu_train_memory_plan) is the
+ * allocation itself.
+ */
+static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
+    GPUActivations* a = &m->a;
+    const Mamba2Config* c = &m->config;
+    size_t BT = (size_t)B * T, D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
+    size_t X = sizeof(floatX), F = sizeof(float), total = 0;
+    ActBuffer layer[NUM_LAYER_ACTS];
+    gpu_layer_acts(layer, c, B, T, m->ssd_q, m->recompute, m->forward_only);
+    for (int k = 0; k < NUM_LAYER_ACTS; k++) {
+        if (!dry) a->layer[k] = layer[k];
+        char* base = (char*)act_alloc(layer[k].slots * layer[k].layer_bytes, &total, dry);
+        if (!dry) a->layer[k].base = base;
+    }
+    int lm_rows = lm_head_rows((int)BT, (int)Vp, m->lm_chunk_bytes ? m->lm_chunk_bytes : LM_HEAD_CHUNK_BYTES);
+    floatX* delta = (floatX*)act_alloc(BT * D * X, &total, dry);
+    floatX* lnf = (floatX*)act_alloc(BT * D * X, &total, dry);
+    float* lnf_rstd = (float*)act_alloc(BT * F, &total, dry);
+    floatX* logits = (floatX*)act_alloc((size_t)lm_rows * Vp * X, &total, dry);
+    float* losses = (float*)act_alloc(BT * F, &total, dry);
+    int* inputs = (int*)act_alloc(BT * sizeof(int), &total, dry);
+    int* targets = (int*)act_alloc(BT * sizeof(int), &total, dry);
+    int* seq_idx = (int*)act_alloc(BT * sizeof(int), &total, dry);
+    int* argmax = m->want_argmax ? (int*)act_alloc(BT * sizeof(int), &total, dry) : NULL;
+    if (!dry) {
+        a->delta = delta; a->lnf = lnf; a->lnf_rstd = lnf_rstd; a->logits = logits; a->losses = losses;
+        a->inputs = inputs; a->targets = targets; a->seq_idx = seq_idx; a->argmax = argmax;
+        m->lm_rows = lm_rows;
+    }
+    if (m->forward_only) return total;
+    GPUGradActivations* g = &m->g;
+    size_t scratch = max_sz(max_sz(rmsnorm_backward_scratch_floats(c->d_model), gated_norm_backward_scratch_floats(E)),
+                            conv1d_backward_scratch_floats(B, T, c->conv_dim, c->d_conv));
+    void* p[10];
+    p[0] = act_alloc(BT * D * F, &total, dry);                  /* dresidual */
+    p[1] = act_alloc(BT * D * X, &total, dry);                  /* dres_x */
+    p[2] = act_alloc(BT * E * X, &total, dry);                  /* dgn */
+    p[3] = act_alloc(BT * E * X, &total, dry);                  /* dy */
+    p[4] = act_alloc(BT * c->d_in_proj * X, &total, dry);       /* dzxbcdt */
+    p[5] = act_alloc(BT * c->conv_dim * X, &total, dry);        /* dxbc */
+    p[6] = act_alloc(BT * D * X, &total, dry);                  /* du */
+    p[7] = act_alloc(ssd_workspace_bytes(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q), &total, dry);
+    p[8] = act_alloc(scratch * F, &total, dry);                 /* scratch */
+    p[9] = act_alloc(encoder_backward_workspace_ints((int)BT) * sizeof(int), &total, dry);  /* enc_ws */
+    if (!dry) {
+        g->dresidual = (float*)p[0]; g->dres_x = (floatX*)p[1]; g->dgn = (floatX*)p[2]; g->dy = (floatX*)p[3];
+        g->dzxbcdt = (floatX*)p[4]; g->dxbc = (floatX*)p[5]; g->du = (floatX*)p[6]; g->ssd_ws = p[7];
+        g->scratch = (float*)p[8]; g->enc_ws = (int*)p[9];
+    }
+    return total;
+}
+
 static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     GPUActivations* a = &m->a;
     if (a->inputs != NULL && m->B == B && m->T == T) return;
     if (a->inputs != NULL) die("the GPU trainer sizes its activations once; got B=%d T=%d after B=%d T=%d", B, T,
                                m->B, m->T);
-    const Mamba2Config* c = &m->config;
-    size_t BT = (size_t)B * T, D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
-    size_t X = sizeof(floatX), F = sizeof(float), total = 0;
-    gpu_layer_acts(a->layer, c, B, T, m->ssd_q, m->recompute, m->forward_only);
-    for (int k = 0; k < NUM_LAYER_ACTS; k++)
-        a->layer[k].base = (char*)gpu_alloc(a->layer[k].slots * a->layer[k].layer_bytes, &total);
-    a->delta = (floatX*)gpu_alloc(BT * D * X, &total);
-    a->lnf = (floatX*)gpu_alloc(BT * D * X, &total);
-    a->lnf_rstd = (float*)gpu_alloc(BT * F, &total);
-    m->lm_rows = lm_head_rows((int)BT, (int)Vp, m->lm_chunk_bytes ? m->lm_chunk_bytes : LM_HEAD_CHUNK_BYTES);
-    a->logits = (floatX*)gpu_alloc((size_t)m->lm_rows * Vp * X, &total);
-    a->losses = (float*)gpu_alloc(BT * F, &total);
-    a->inputs = (int*)gpu_alloc(BT * sizeof(int), &total);
-    a->targets = (int*)gpu_alloc(BT * sizeof(int), &total);
-    a->seq_idx = (int*)gpu_alloc(BT * sizeof(int), &total);
-    if (m->want_argmax) {
-        a->argmax = (int*)gpu_alloc(BT * sizeof(int), &total);
-        m->argmax_host = (int*)mallocCheck(BT * sizeof(int));
-    }
-    m->losses_host = (float*)mallocCheck(BT * F);
+    size_t BT = (size_t)B * T, Vp = m->config.padded_vocab_size;
+    m->activation_bytes = gpu_activation_plan(m, B, T, 0);
+    if (m->want_argmax) m->argmax_host = (int*)mallocCheck(BT * sizeof(int));
+    m->losses_host = (float*)mallocCheck(BT * sizeof(float));
+    if (!m->forward_only)  /* host memory, pinned: the embedding backward's plan */
+        cudaCheck(cudaMallocHost(&m->g.enc_host, encoder_backward_host_scratch_ints((int)BT, (int)Vp) * sizeof(int)));
     m->B = B;
     m->T = T;
-    if (m->forward_only) { m->activation_bytes = total; return; }
-    GPUGradActivations* g = &m->g;
-    g->dresidual = (float*)gpu_alloc(BT * D * F, &total);
-    g->dres_x = (floatX*)gpu_alloc(BT * D * X, &total);
-    g->dgn = (floatX*)gpu_alloc(BT * E * X, &total);
-    g->dy = (floatX*)gpu_alloc(BT * E * X, &total);
-    g->dzxbcdt = (floatX*)gpu_alloc(BT * c->d_in_proj * X, &total);
-    g->dxbc = (floatX*)gpu_alloc(BT * c->conv_dim * X, &total);
-    g->du = (floatX*)gpu_alloc(BT * D * X, &total);
-    g->ssd_ws = gpu_alloc(ssd_workspace_bytes(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q),
-                          &total);
-    size_t scratch = max_sz(max_sz(rmsnorm_backward_scratch_floats(c->d_model), gated_norm_backward_scratch_floats(E)),
-                            conv1d_backward_scratch_floats(B, T, c->conv_dim, c->d_conv));
-    g->scratch = (float*)gpu_alloc(scratch * F, &total);
-    g->enc_ws = (int*)gpu_alloc(encoder_backward_workspace_ints((int)BT) * sizeof(int), &total);
-    cudaCheck(cudaMallocHost(&g->enc_host, encoder_backward_host_scratch_ints((int)BT, (int)Vp) * sizeof(int)));
-    m->activation_bytes = total;
+}
+
+/* the device bytes a training run of config c allocates at batch (B, T) with the SSD chunk ssd_q and recompute mode:
+ * fp32 weights, their floatX copy, fp32 gradients, the AdamW moments (ZeRO-1: this rank's shard, and the gradient
+ * shard), the cuBLASLt workspace, and gpu_activation_plan's activations, counted by the plan that allocates them.
+ * Not counted: the CUDA context and cuBLAS's own memory (~0.5-1 GB), the sampler's one-sequence decode state. */
+typedef struct {
+    size_t weights;      /* weights, floatX copy, gradients, optimizer, small device scalars, matmul workspace */
+    size_t activations;  /* gpu_activation_plan */
+} GPUMemoryPlan;
+
+static GPUMemoryPlan gpu_train_memory_plan(const Mamba2Config* c, int B, int T, int ssd_q, int recompute, int world,
+                                           int zero_stage) {
+    GPUMemoryPlan p;
+    ParamSpec table[NUM_PARAM_TENSORS];
+    size_t n = param_table_build(table, c), w = world > 0 ? (size_t)world : 1;
+    size_t shard = CEIL_DIV(n, w), padded = shard * w;
+    size_t opt = zero_stage == 1 ? shard : n;
+    p.weights = padded * sizeof(float) * 2 + n * sizeof(floatX) + 2 * opt * sizeof(float) +
+                (zero_stage == 1 ? shard * sizeof(float) : 0) + MATMUL_WORKSPACE_BYTES +
+                (global_norm_scratch_floats() + 3) * sizeof(float) + sizeof(int);
+    GPUModel* m = (GPUModel*)callocCheck(1, sizeof(GPUModel)); /* a plan only: nothing is allocated */
+    m->config = *c;
+    m->ssd_q = ssd_q;
+    m->recompute = recompute;
+    p.activations = gpu_activation_plan(m, B, T, 1);
+    free(m);
+    return p;
 }
 
 /*
@@ -396,6 +459,34 @@ static void mamba2_block_forward(GPUModel* m, int l) {
 }
 
 /*
+ * -r 2: layer l's forward once more, from the residual stream entering it (kept for every layer), up to the gated
+ * norm: what its backward reads (u, zxbcdt, xbc, the SSD's saved values, y, gn and their statistics), into the one
+ * layer of buffers all layers share. The same kernels on the same input: the forward's values to the bit, so -r 2
+ * trains exactly as -r 0. The pre-norm reads the stored sum x_l (the forward formed it from x_{l-1} + delta_{l-1}
+ * and normed that float value; no delta now, so nothing is written back); out_proj is not needed.
+ */
+static void mamba2_block_recompute(GPUModel* m, int l) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    int B = m->B, T = m->T, BT = B * T, D = c->d_model, E = c->d_inner, dt_col = 2 * E + 2 * c->ngroups * c->d_state;
+    float* x = act_f(m, ACT_RESIDUAL, l);
+    floatX* u = act_x(m, ACT_U, l);
+    floatX* zx = act_x(m, ACT_ZXBCDT, l);
+    floatX* xbc = act_x(m, ACT_XBC, l);
+    floatX* y = act_x(m, ACT_Y, l);
+    const int* seq = gpu_doc_index(m);
+    rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), x, x, NULL, PF(m, P_NORM_W, l), BT, D, st);
+    matmul_forward(zx, u, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, st);
+    conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
+                        c->d_conv, st);
+    ssd_forward(y, NULL, act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
+                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, seq, B, T, c->nheads, c->headdim, c->d_state, c->ngroups,
+                m->ssd_q, st);
+    gated_norm_forward(act_x(m, ACT_GN, l), act_f(m, ACT_GN_RSTD, l), y, zx, c->d_in_proj, PF(m, P_GNORM_W, l), BT, E,
+                       c->ngroups, st);
+}
+
+/*
  * Mamba-2 block l, backward: g->dres_x holds d(delta) (the residual stream's gradient as a matmul operand, written by
  * the norm backward above it); parameter gradients are accumulated; ends with the pre-norm's backward, which adds
  * into g->dresidual and, for l > 0, writes the next dres_x. doc/block_backward.md derives each step.
@@ -409,14 +500,16 @@ static void mamba2_block_backward(GPUModel* m, int l) {
     floatX* xbc = act_x(m, ACT_XBC, l);
     floatX* gn = act_x(m, ACT_GN, l);
     const int* seq = gpu_doc_index(m);
-    if (m->recompute) /* -r 1: the conv output again, from what every layer keeps (zxbcdt) */
+    if (m->recompute == 2 && l < c->n_layer - 1) /* -r 2: the layer's forward again (the top layer's is still there) */
+        mamba2_block_recompute(m, l);
+    if (m->recompute == 1) /* -r 1: the conv output again, from what every layer keeps (zxbcdt) */
         conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
                             c->d_conv, st);
     /* out_proj: the residual branch; the identity branch passes dresidual through. Its weight gradient comes after
      * the gated-norm backward, which with -r 1 writes the gated-norm output gn again (bitwise the forward's) instead
      * of a second forward */
     matmul_backward_input(g->dgn, g->dres_x, PX(m, P_OUT_PROJ_W, l), BT, E, D, 0, st);
-    gated_norm_backward(m->recompute ? gn : NULL, g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l), g->scratch,
+    gated_norm_backward(m->recompute == 1 ? gn : NULL, g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l), g->scratch,
                         g->dgn, act_x(m, ACT_Y, l), zx, c->d_in_proj, PF(m, P_GNORM_W, l),
                         act_f(m, ACT_GN_RSTD, l), BT, E, c->ngroups, st);
     matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BT, E, D, st);
