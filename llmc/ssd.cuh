@@ -251,6 +251,28 @@ __global__ static void ssd_seg_kernel(int* seg, const int* seq_idx, int T, int Q
     }
 }
 
+/* The same rules seen from a column j (the backward's dxdb kernel holds rows j and loops over columns i):
+     doc_end_j = the chunk-local index of the first boundary after j in j's chunk, or len (the chunk's length) if none
+   (j's document ends before it). For i >= j: the pair (i, j) is kept iff i < doc_end_j (no boundary in j+1..i), and
+   row j enters the state leaving the chunk iff doc_end_j == len. A boundary at p is seg[p] == p. For the two rows of
+   this lane (chunk-local; rows past the chunk's end get len), by the warp's ballots over the positions from..len - 1,
+   32 at a time (from <= every row + 1; from, len uniform over the warp, every lane active): once per block, so the
+   inner loops compare with the row's value instead of reading a column's seg per element. */
+__device__ static inline void ssd_seg_doc_end(int doc_end[2], const int* segc, const int rows[2], int from, int len) {
+    int lane = threadIdx.x % 32;
+    doc_end[0] = doc_end[1] = len;
+    for (int base = from; base < len; base += 32) {
+        int p = base + lane;
+        unsigned bnd = __ballot_sync(0xffffffffu, p < len && segc[p] == p);  /* bit k: a boundary at base + k */
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int k = rows[r] + 1 - base;  /* bits k.. are positions after the row */
+            unsigned after = k <= 0 ? bnd : k >= 32 ? 0u : bnd & (0xffffffffu << k);
+            if (after && doc_end[r] == len) doc_end[r] = base + __ffs(after) - 1;
+        }
+    }
+}
+
 /* d_dt_bias[h], d_A_log[h], d_D[h] += the sums of their partials over (b, chunk), in order. One thread per (h, which). */
 __global__ static void ssd_bwd_param_sum_kernel(float* d_dt_bias, float* d_A_log, float* d_D, const float* part,
                                                 int B, int H, int nch) {

@@ -11,10 +11,11 @@
  * The two row-tile kernels have instantiations with P, N fixed at compile time (EXACT) and a tuned form (TUNED,
  * the trainer's shape: P, N in {64, 128}, Q in {64, 128}), and a template flag SEG for document boundaries (seg
  * (B, T) from ssd_seg_kernel, llmc/ssd.cuh): the pair (i, j) is kept iff j >= s_i, the entering state reaches row i
- * iff s_i < 0, row j enters the state leaving the chunk iff j >= s_last; dropped terms are selects to exact zeros
- * (the factored off-diagonal tiles too). Without SEG the code is that of no boundaries. ssd_bwd_bct_kernel,
- * ssd_bwd_dt_kernel and the group sum need no mask: B_j . C_i is masked where it is used, and dcum's terms come
- * from the masked sums (every dropped term is a constant 0, with no dependence on cum).
+ * iff s_i < 0, row j enters the state leaving the chunk iff j >= s_last; dropped terms are exact zeros (selects;
+ * the dxdb kernel's factored off-diagonal tiles: a zero row or column factor). Without SEG the code is that of no
+ * boundaries. ssd_bwd_bct_kernel, ssd_bwd_dt_kernel and the group sum need no mask: B_j . C_i is masked where it
+ * is used, and dcum's terms come from the masked sums (every dropped term is a constant 0, with no dependence on
+ * cum).
  */
 #ifndef MAMBA2_SSD_BWD_CUH
 #define MAMBA2_SSD_BWD_CUH
@@ -238,8 +239,9 @@ __device__ static inline void ssd_load_split_all(floatX* hi, floatX* lo, int ld,
    dbo + row * dbo_stride + (direct ? dbo_col0 + g N : hgi N). */
 #define SSD_DXDB_MIN_BLOCKS 2  /* 2 blocks/SM without the spill beat 3 with it: 1.471 vs 1.507 ms fwd+bwd (NOTES_ssd.md) */
 #define SSD_DC_MIN_BLOCKS 3   /* without the cap, 177 registers at P = 64, N = 128: only 2 blocks per SM */
-/* SEG: 2 x 64 ints of shared memory more (the i tiles' segment starts, after the slab) */
-#define SSD_SEG_SMEM (2 * SSD_MMA_ROWS * sizeof(int))
+/* SEG: doc_end of the 64 rows j after the slab (or after red); the shared-memory rules (ssd_bwd_tuned_takes,
+   ssd_bwd_tiles_fit) count it with or without seq_idx, so a shape takes the same kernels either way */
+#define SSD_DXDB_SEG_SMEM (SSD_MMA_ROWS * sizeof(int))
 template <int PMAX, int NMAX, bool EXACT, bool TUNED, bool SEG>  /* TUNED: see "the tuned form" above */
 __global__ static void __launch_bounds__(SSD_MMA_THREADS, SSD_DXDB_MIN_BLOCKS)
 ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int direct, float* xdxs, float* xdxs_st,
@@ -264,15 +266,27 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
     float* ci = (float*)(Bj + ssd_region_bwd(P, N, 1));  /* 2 x 64 cum_i */
     float* red = ci + 2 * SSD_MMA_ROWS;                    /* 4 warps x 64 partial row sums */
     float* slab = red + 4 * SSD_MMA_ROWS;                  /* tuned: (64, SSD_SLAB_LD) B_j . C_i, columns i - j0 */
-    int* si = (int*)(slab + (TUNED ? SSD_MMA_ROWS * SSD_SLAB_LD : 0));  /* SEG: 2 x 64 seg of the i tile's rows */
     const int* segc = SEG ? seg + (size_t)b * T + t0 : NULL;
-    int s_last = SEG ? segc[len - 1] : -1;  /* row j enters the state leaving the chunk iff j >= s_last */
     const floatX* rows = xbc + (size_t)(b * T + t0) * xbc_stride;
     const floatX* Cg = rows + E + G * N + g * N;
     const float* bcc = bct + ((size_t)b * nch + c) * G * Q * Q + (size_t)g * Q * Q;  /* [j][i] = B_j . C_i */
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, m0 = warp * 16, tig = lane % 4;
     int rj[2] = {j0 + m0 + lane / 4, j0 + m0 + lane / 4 + 8};
     int it_end = CEIL_DIV(len, SSD_MMA_ROWS);
+    /* SEG: where the rows' documents end (ssd_seg_doc_end): the pair (i, j) is kept iff i < doc_end_j, row j enters
+       the leaving state iff doc_end_j == len. Tuned, off-diagonal tiles (every i after the whole j tile): kept iff
+       doc_end_j >= j0 + 64 (no boundary after j in the j tile: a row factor, folded into er) and i < doc_end of
+       the tile's last row (no boundary from the j tile's end to i: a column factor, folded into ci), so their inner
+       loop has no test.
+       doc_end of the 64 rows waits in shared memory (de) and is read where used (each head's es / er, the masked
+       tiles): two registers more across the tile loop spill at P = 64, N = 128. */
+    int* de = (int*)(slab + (TUNED ? SSD_MMA_ROWS * SSD_SLAB_LD : 0));
+    if (SEG) {
+        int d[2];
+        ssd_seg_doc_end(d, segc, rj, j0, len);
+        if (tig == 0) { de[m0 + lane / 4] = d[0]; de[m0 + lane / 4 + 8] = d[1]; }
+        __syncwarp();  /* read by the quad's other lanes */
+    }
     if (TUNED) {
         /* the slab, once for every head of the block: rows j0.., columns i in [j0, 64 it_end); the bct kernel wrote
            all of them (zeros where a row is past the chunk's end); committed with the first head's tiles */
@@ -305,11 +319,11 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
            j tile's last row; decay = exp(cum_i - cref) (per column, in ci) times er = exp(cref - cum_j) (per row) */
         float cref = TUNED && j0 + SSD_MMA_ROWS <= len ? cumc[j0 + SSD_MMA_ROWS - 1] : 0.f, er[2];
         for (int r = 0; r < 2; r++) {
-            int ok = rj[r] < len;
+            int ok = rj[r] < len, dend = SEG ? de[m0 + lane / 4 + 8 * r] : len;
             cum_r[r] = ok ? cumc[rj[r]] : 0.f;
             dt_r[r] = ok ? dtc[rj[r]] : 0.f;
-            es[r] = ok && (!SEG || rj[r] >= s_last) ? expf(cum_last - cum_r[r]) : 0.f;
-            er[r] = TUNED && ok ? __expf(cref - cum_r[r]) : 0.f;
+            es[r] = ok && (!SEG || dend == len) ? expf(cum_last - cum_r[r]) : 0.f;
+            er[r] = TUNED && ok && (!SEG || dend >= j0 + SSD_MMA_ROWS) ? __expf(cref - cum_r[r]) : 0.f;
         }
         ssd_cp_wait<0>();
         __syncthreads();
@@ -334,7 +348,6 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
         if (threadIdx.x < SSD_MMA_ROWS) {
             int i = j0 + threadIdx.x;
             ci[threadIdx.x] = i < len ? cumc[i] : 0.f;
-            if (SEG) si[threadIdx.x] = i < len ? segc[i] : -1;
         }
         float colacc[2] = {0.f, 0.f};
         for (int it = rt; it < it_end; it++) {
@@ -346,8 +359,9 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
                 ssd_cp_commit();
                 if (threadIdx.x < SSD_MMA_ROWS) {  /* tuned: tile it + 1 > rt is off-diagonal: exp(cum_i - cref) */
                     int i = i0n + threadIdx.x;
-                    ci[nb * SSD_MMA_ROWS + threadIdx.x] = i >= len ? 0.f : TUNED ? __expf(cumc[i] - cref) : cumc[i];
-                    if (SEG) si[nb * SSD_MMA_ROWS + threadIdx.x] = i < len ? segc[i] : -1;
+                    ci[nb * SSD_MMA_ROWS + threadIdx.x] =
+                        i >= len ? 0.f : !TUNED ? cumc[i] : SEG && i >= de[SSD_MMA_ROWS - 1] ? 0.f  /* 2 documents */
+                                                                          : __expf(cumc[i] - cref);
                 }
                 ssd_cp_wait<1>();
             } else {
@@ -357,7 +371,6 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
             const floatX* Cb = Ci + buf * SSD_MMA_ROWS * ldn;
             const floatX* Yb = Yi + buf * SSD_MMA_ROWS * ldp;
             const float* cib = ci + buf * SSD_MMA_ROWS;
-            const int* sib = si + buf * SSD_MMA_ROWS;  /* SEG */
             float rp[8][2];
 #pragma unroll
             for (int ih = 0; ih < 2; ih++) {  /* two halves of 32 columns i: fewer live registers */
@@ -393,7 +406,7 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
                             bc[nt][2 * r + 1] = v.y;
                         }
                 }
-                if (TUNED && it > rt)  /* off-diagonal: no mask (i >= len: 0 in ci), no exp */
+                if (TUNED && it > rt)  /* off-diagonal: no mask (i >= len, SEG: 0 in ci or er), no exp */
 #pragma unroll
                     for (int nt = 0; nt < 4; nt++) {
                         rp[ih * 4 + nt][0] = rp[ih * 4 + nt][1] = 0.f;
@@ -402,7 +415,6 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
                         for (int e = 0; e < 4; e++) {
                             int r = e / 2;
                             float dec = ((e & 1) ? cf.y : cf.x) * er[r];
-                            if (SEG && rj[r] < sib[ih * 32 + nt * 8 + 2 * tig + (e & 1)]) dec = 0.f;  /* 2 documents */
                             float m = bc[nt][e] * dec, zd = xy[nt][e] * dec * dt_r[r];
                             float w = zd * bc[nt][e];
                             colacc[r] += w;
@@ -411,21 +423,25 @@ ssd_bwd_dxdb_kernel(floatX* dxbc, floatX* dbo, int dbo_stride, int dbo_col0, int
                             xy[nt][e] = zd;
                         }
                     }
-                else
+                else {
+                    int dend[2];  /* SEG: the rows' doc_end */
+                    if (SEG) { dend[0] = de[m0 + lane / 4]; dend[1] = de[m0 + lane / 4 + 8]; }
 #pragma unroll
-                for (int nt = 0; nt < 4; nt++) {
-                    rp[ih * 4 + nt][0] = rp[ih * 4 + nt][1] = 0.f;
+                    for (int nt = 0; nt < 4; nt++) {
+                        rp[ih * 4 + nt][0] = rp[ih * 4 + nt][1] = 0.f;
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        int ii = ih * 32 + nt * 8 + 2 * tig + (e & 1), i = it * SSD_MMA_ROWS + ii, r = e / 2;
-                        int ok = i >= rj[r] && i < len && rj[r] < len && (!SEG || rj[r] >= sib[ii]);
-                        float dec = ok ? __expf(cib[ii] - cum_r[r]) : 0.f;
-                        float m = bc[nt][e] * dec, zd = xy[nt][e] * dec * dt_r[r];  /* Z[j,i] dt_j */
-                        float w = zd * bc[nt][e];                                   /* W[i,j] */
-                        colacc[r] += w;
-                        rp[ih * 4 + nt][e & 1] += w;
-                        bc[nt][e] = m;
-                        xy[nt][e] = zd;
+                        for (int e = 0; e < 4; e++) {
+                            int ii = ih * 32 + nt * 8 + 2 * tig + (e & 1), i = it * SSD_MMA_ROWS + ii, r = e / 2;
+                            int ok = SEG ? i >= rj[r] && i < dend[r]  /* dend <= len; rows past the end: dend = len */
+                                         : i >= rj[r] && i < len && rj[r] < len;
+                            float dec = ok ? __expf(cib[ii] - cum_r[r]) : 0.f;
+                            float m = bc[nt][e] * dec, zd = xy[nt][e] * dec * dt_r[r];  /* Z[j,i] dt_j */
+                            float w = zd * bc[nt][e];                                   /* W[i,j] */
+                            colacc[r] += w;
+                            rp[ih * 4 + nt][e & 1] += w;
+                            bc[nt][e] = m;
+                            xy[nt][e] = zd;
+                        }
                     }
                 }
                 if (TUNED)  /* this half's row sums over the warp's 16 rows j now: the 8 partials die here */
@@ -676,12 +692,13 @@ static inline int ssd_bwd_heads_per_block(int H, int G) {
    sm_86 / 89 / 120; P = 128, N = 64 or 128: 104.5 / 137.5 KB, the A100's and Hopper's only) */
 static inline int ssd_bwd_tuned_takes(int P, int N, int Q, const void* bct, const void* states) {
     return (P == 64 || P == 128) && (N == 64 || N == 128) && (Q == 64 || Q == 128) && (uintptr_t)bct % 16 == 0 &&
-           (uintptr_t)states % 16 == 0 && ssd_smem_dxdb(P, N) + ssd_smem_slab() <= (size_t)cuda_smem_optin();
+           (uintptr_t)states % 16 == 0 &&
+           ssd_smem_dxdb(P, N) + ssd_smem_slab() + SSD_DXDB_SEG_SMEM <= (size_t)cuda_smem_optin();
 }
 /* the row-tile kernels (either form) run where their shared memory fits (P = N = 128: 103.5 KB, over the 99 KB of
    sm_86 / 89 / 120; the simple kernels need 105.75 KB there, so ssd_backward refuses that shape on those GPUs) */
 static inline int ssd_bwd_tiles_fit(int P, int N) {
-    return ssd_max(ssd_smem_dxdb(P, N), ssd_smem_dc(P, N)) <= (size_t)cuda_smem_optin();
+    return ssd_max(ssd_smem_dxdb(P, N) + SSD_DXDB_SEG_SMEM, ssd_smem_dc(P, N)) <= (size_t)cuda_smem_optin();
 }
 /* B_j . C_i per group, the two row-tile kernels and, where a group has more than one head-group, the group sum;
    SEG (s.seg not NULL): the instantiations with document boundaries */
@@ -701,7 +718,7 @@ static void ssd_launch_bwd_tiles_s(floatX* dxbc, SSDWork w, float* colf, float* 
     floatX* pC = direct ? dxbc : (floatX*)(((uintptr_t)w.dC_h + 15) & ~(uintptr_t)15);
     int pstride = direct ? xbc_stride : nhg * N;
     dim3 grid = TUNED ? dim3(nti, nch, B * nhg) : dim3(nch, B * nhg, nti);  /* tuned: row tiles adjacent */
-    size_t smem = ssd_smem_dxdb(P, N) + (TUNED ? ssd_smem_slab() : 0) + (SEG ? SSD_SEG_SMEM : 0);
+    size_t smem = ssd_smem_dxdb(P, N) + (TUNED ? ssd_smem_slab() : 0) + (SEG ? SSD_DXDB_SEG_SMEM : 0);
     ssd_set_smem((const void*)ssd_bwd_dxdb_kernel<PMAX, NMAX, EXACT, TUNED, SEG>, smem);
     ssd_bwd_dxdb_kernel<PMAX, NMAX, EXACT, TUNED, SEG><<<grid, SSD_MMA_THREADS, smem, stream>>>(
         dxbc, pB, pstride, E, direct, w.xdxs, w.xdxs_st, w.xdy, colf, rowp, dy, xbc, xbc_stride, s.dt, s.cum, s.seg,

@@ -395,11 +395,14 @@ __device__ static inline void ssd_wg_store_scalars(float* cd, float* wj, float* 
      above the shared-memory stores of the scalars); a loop that stores each pair of loads before the next has 2
      loads in flight per thread, not 8 (lab versions 9 and 11 in NOTES_ssd.md).
    Thread k < HP 64 ntl of the scalars takes head k / (64 ntl), tile (k / 64) % ntl, row k % 64, zeros past the
-   chunk's end (ntl = jlast + 1 tiles; slot q = hp nsl + tile). */
-template <int R, int NC, int NTHR, int HP>
+   chunk's end (ntl = jlast + 1 tiles; slot q = hp nsl + tile).
+   SEG (segc: seg of the chunk's rows): wj of column j is 0 where a document boundary follows j in its tile (j <
+   s_e, e the tile's last row): wj serves only the off-diagonal tiles, where (i, j) is kept iff no boundary in
+   j+1..e (this column factor) and none in e+1..i (s_i <= e, the row factor: see the kernel). */
+template <int R, int NC, int NTHR, int HP, bool SEG>
 __device__ static inline void ssd_wg_load_prologue(floatX* Hdst, const float* m, float* cd, float* wj, float* cr,
-                                                  const float* cum, const float* dt, size_t base, int T, int ntl,
-                                                  int nsl, int len) {
+                                                  const float* cum, const float* dt, const int* segc, size_t base,
+                                                  int T, int ntl, int nsl, int len) {
     constexpr int ITER = R * NC / 8 / NTHR;  /* 16-byte load pairs per thread: 4 at R = 128, NC = 128, NTHR = 512 */
     static_assert(R * NC / 8 % NTHR == 0, "ssd_wg_load_prologue: the state tile must split evenly over the threads");
     float4 q[ITER][2];
@@ -415,7 +418,8 @@ __device__ static inline void ssd_wg_load_prologue(floatX* Hdst, const float* m,
         size_t at = base + (size_t)hp * T;
         float cref = __ldg(cum + at + min(jt * SSD_WG_ROWS + SSD_WG_ROWS - 1, len - 1));  /* one address per warp */
         float c = j < len ? __ldg(cum + at + j) : 0.f, d = j < len ? __ldg(dt + at + j) : 0.f;
-        ssd_wg_store_scalars(cd, wj, cr, hp * nsl + jt, jj, c, d, cref, j < len);
+        int keep = j < len && (!SEG || j >= __ldg(segc + min(jt * SSD_WG_ROWS + SSD_WG_ROWS - 1, len - 1)));
+        ssd_wg_store_scalars(cd, wj, cr, hp * nsl + jt, jj, c, d, cref, keep);
     }
 #pragma unroll
     for (int it = 0; it < ITER; it++) {
@@ -425,6 +429,7 @@ __device__ static inline void ssd_wg_load_prologue(floatX* Hdst, const float* m,
         *(uint4*)(Hdst + idx * 8) = o;
     }
 }
+#define SSD_PAIR_SEG_SMEM (SSD_FWD_WGS * SSD_WG_ROWS * sizeof(int))  /* SEG: the rows' seg (512 bytes) */
 template <int NK, bool SEG>  /* N = 16 NK, P = 64 per head, the heads h0, h0 + 1 of one group per block */
 __global__ static void __launch_bounds__(SSD_MMA_THREADS * SSD_FWD_WGS, 2)
 ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, const float* dt, const float* cum,
@@ -442,7 +447,11 @@ ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, con
     int wg = threadIdx.x / SSD_MMA_THREADS, rt = rg * WGS + wg, i0 = rt * SSD_WG_ROWS;
     int jlast = min(rg * WGS + WGS, CEIL_DIV(len, SSD_WG_ROWS)) - 1, active = i0 < len;
     int E = H * P;
-    floatX* Cs = (floatX*)ssd_wg_pair_smem;          /* 64 WGS rows: warpgroup wg's are rows 64 wg.. */
+    /* SEG: the seg of the block's WGS 64 rows first (rows past the chunk's end: the last row's), read where used:
+       two registers held across the j-tile loop would spill more at the 128-register cap (NK = 8), and at a fixed
+       address no register holds a pointer to them */
+    int* sgs = (int*)ssd_wg_pair_smem;
+    floatX* Cs = (floatX*)(ssd_wg_pair_smem + (SEG ? SSD_PAIR_SEG_SMEM : 0));  /* 64 WGS rows: wg's are 64 wg.. */
     floatX* Bs0 = Cs + WGS * SSD_WG_ROWS * N;
     floatX* Xs0 = Bs0 + SSD_WG_ROWS * N;
     floatX* Hs = Xs0 + SSD_WG_ROWS * PW;  /* Hprev of the HP heads ((HP P) x N), then buffer 1: */
@@ -461,8 +470,9 @@ ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, con
     ssd_wg_load_tile<SSD_WG_ROWS, N, NTHR>(Bs0, Bg, xbc_stride, 0, len);
     ssd_wg_load_tile<SSD_WG_ROWS, PW, NTHR>(Xs0, Xg, xbc_stride, 0, len);
     ssd_cp_commit();
-    ssd_wg_load_prologue<PW, N, NTHR, HP>(Hs, states + ssd_state_off(b, c, h0, nch, H, P * N), cd, wj, cr, cum, dt,
-                                         (size_t)(b * H + h0) * T + t0, T, jlast + 1, nsl, len);
+    ssd_wg_load_prologue<PW, N, NTHR, HP, SEG>(Hs, states + ssd_state_off(b, c, h0, nch, H, P * N), cd, wj, cr, cum,
+                                              dt, SEG ? seg + (size_t)b * T + t0 : NULL, (size_t)(b * H + h0) * T + t0,
+                                              T, jlast + 1, nsl, len);
     const floatX* Cw = Cs + wg * SSD_WG_ROWS * N;
     int warp = (threadIdx.x % SSD_MMA_THREADS) / 32, lane = threadIdx.x % 32, tig = lane % 4;
     int ri[2] = {i0 + warp * 16 + lane / 4, i0 + warp * 16 + lane / 4 + 8};
@@ -474,8 +484,8 @@ ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, con
             const float* at = cum + (size_t)(b * H + h0 + hp) * T + t0 + min(ri[r], len - 1);
             cum_r[hp][r] = __ldg(at);  /* read-only path, free to move above the prologue's stores */
         }
-    int sg_r[2];  /* SEG: the rows' segment starts (rows past the end: the last row's) */
-    for (int r = 0; r < 2; r++) sg_r[r] = SEG ? __ldg(seg + (size_t)b * T + t0 + min(ri[r], len - 1)) : -1;
+    if (SEG && threadIdx.x < WGS * SSD_WG_ROWS)
+        sgs[threadIdx.x] = __ldg(seg + (size_t)b * T + t0 + min(ib + (int)threadIdx.x, len - 1));
     ssd_cp_wait<0>();
     wg_fence_proxy_async();
     __syncthreads();
@@ -503,7 +513,10 @@ ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, con
     for (int hp = 0; hp < HP; hp++) {
         wg_pin_acc(acc[hp]);
         float e0 = expf(cum_r[hp][0]), e1 = expf(cum_r[hp][1]);
-        if (SEG) { e0 = sg_r[0] >= 0 ? 0.f : e0; e1 = sg_r[1] >= 0 ? 0.f : e1; }
+        if (SEG) {  /* the entering state reaches row i iff s_i < 0 */
+            e0 = sgs[ri[0] - ib] >= 0 ? 0.f : e0;
+            e1 = sgs[ri[1] - ib] >= 0 ? 0.f : e1;
+        }
 #pragma unroll
         for (int e = 0; e < 32; e++) acc[hp][e] *= (e & 2) ? e1 : e0;
     }
@@ -541,27 +554,32 @@ ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, con
         if (!diag) {
             /* off-diagonal tile (every j < every i): exp(cum_i - cum_j) = exp(cum_i - cref) exp(cref - cum_j) with
                cref = cum of the tile's last row (< i0: the tile is whole), both arguments <= 0; no mask. Rows past
-               the chunk's end have cum_r = the chunk's last cum, also <= cref. 2 exps per head instead of 32. */
+               the chunk's end have cum_r = the chunk's last cum, also <= cref. 2 exps per head instead of 32.
+               SEG: the mask factors too: (i, j) is kept iff no boundary in j+1..e (e = the tile's last row: wj is 0
+               otherwise, ssd_wg_load_prologue) and none in e+1..i (s_i <= e: rf is 0 otherwise), so a dropped
+               pair's fragment is an exact zero and the element loop has no test. */
             float rf[HP][2];
 #pragma unroll
             for (int hp = 0; hp < HP; hp++)
 #pragma unroll
-                for (int r = 0; r < 2; r++) rf[hp][r] = __expf(cum_r[hp][r] - cr[hp * nsl + sl]);
+                for (int r = 0; r < 2; r++) {
+                    rf[hp][r] = __expf(cum_r[hp][r] - cr[hp * nsl + sl]);
+                    if (SEG && sgs[ri[r] - ib] >= (jt + 1) * SSD_WG_ROWS) rf[hp][r] = 0.f;  /* boundary after e */
+                }
 #pragma unroll
             for (int ks = 0; ks < 4; ks++)
 #pragma unroll
                 for (int k = 0; k < 8; k += 2) {
                     int e = 8 * ks + k, jj = 8 * (e / 4) + 2 * tig, r = (e >> 1) & 1;
-                    /* SEG: the pair (i, j) of two documents is dropped (a select: exact zeros) */
-                    int ok0 = !SEG || jt * SSD_WG_ROWS + jj >= sg_r[r], ok1 = !SEG || jt * SSD_WG_ROWS + jj + 1 >= sg_r[r];
 #pragma unroll
                     for (int hp = 0; hp < HP; hp++) {
                         float2 w = *(const float2*)(wj + (hp * nsl + sl) * SSD_WG_ROWS + jj);
-                        sf[hp][ks][k / 2] = ssd_pack_bf16(ok0 ? s[e] * rf[hp][r] * w.x : 0.f,
-                                                          ok1 ? s[e + 1] * rf[hp][r] * w.y : 0.f);
+                        sf[hp][ks][k / 2] = ssd_pack_bf16(s[e] * rf[hp][r] * w.x, s[e + 1] * rf[hp][r] * w.y);
                     }
                 }
         } else {  /* diagonal tile: the masked per-element decay, cum_j / dt_j of a pair in one load */
+            int sg_r[2];  /* SEG: the rows' seg */
+            if (SEG) { sg_r[0] = sgs[ri[0] - ib]; sg_r[1] = sgs[ri[1] - ib]; }
 #pragma unroll
             for (int ks = 0; ks < 4; ks++)
 #pragma unroll
@@ -618,7 +636,9 @@ ssd_fwd_scan_wgmma_pair_kernel(floatX* y, const floatX* xbc, int xbc_stride, con
 }
 /* shared memory of ssd_fwd_scan_wgmma_pair_kernel: the one-head kernel's at P = 128 (the pair's x, y, states side by
    side), then the per-column factors: cd (4 floats per column pair), wj (64 floats) and cr (padded to 16 bytes) for
-   each of nsl = max(2, Q / 64) slots per head (the formula keeps the terms of its first, two-slot form) */
+   each of nsl = max(2, Q / 64) slots per head (the formula keeps the terms of its first, two-slot form); SEG: the
+   rows' seg before them all (SSD_PAIR_SEG_SMEM, a multiple of 128 bytes: the tiles keep their alignment), which
+   ssd_fwd_wgmma_takes counts with or without seq_idx, so a shape takes the same forward scan either way */
 static inline size_t ssd_smem_fwd_wgmma_pair(int N, int Q) {
     const int HP = 2;
     size_t nsl = (size_t)ssd_max(2, CEIL_DIV(Q, SSD_WG_ROWS));
@@ -672,7 +692,7 @@ static inline int ssd_fwd_wgmma_pair_takes(int H, int P, int N, int G) {
 static inline int ssd_fwd_wgmma_takes(int H, int P, int N, int G, int Q, const void* states) {
     if (!(gpu_hopper_path() && (P == 64 || P == 128) && (N == 64 || N == 128) && (uintptr_t)states % 16 == 0))
         return 0;
-    size_t smem = ssd_fwd_wgmma_pair_takes(H, P, N, G) ? ssd_smem_fwd_wgmma_pair(N, Q)
+    size_t smem = ssd_fwd_wgmma_pair_takes(H, P, N, G) ? ssd_smem_fwd_wgmma_pair(N, Q) + SSD_PAIR_SEG_SMEM
                                                         : ssd_smem_fwd_wgmma(P, N, SSD_FWD_WGS);
     return smem <= (size_t)cuda_smem_optin();
 }
@@ -695,7 +715,7 @@ static void ssd_launch_fwd_wgmma_t(floatX* y, const floatX* xbc, int xbc_stride,
 template <int NK, bool SEG>
 static void ssd_launch_fwd_wgmma_pair_s(floatX* y, const floatX* xbc, int xbc_stride, SSDSaved s, const float* Dskip,
                                         int B, int T, int H, int G, int Q, cudaStream_t stream) {
-    size_t smem = ssd_smem_fwd_wgmma_pair(16 * NK, Q);
+    size_t smem = ssd_smem_fwd_wgmma_pair(16 * NK, Q) + (SEG ? SSD_PAIR_SEG_SMEM : 0);
     ssd_set_smem((const void*)ssd_fwd_scan_wgmma_pair_kernel<NK, SEG>, smem);
     dim3 grid(ssd_nchunks(T, Q) * CEIL_DIV(CEIL_DIV(Q, SSD_WG_ROWS), SSD_FWD_WGS), B * H / 2);
     ssd_fwd_scan_wgmma_pair_kernel<NK, SEG><<<grid, SSD_MMA_THREADS * SSD_FWD_WGS, smem, stream>>>(

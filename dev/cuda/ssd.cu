@@ -1170,7 +1170,8 @@ static SSDPath llmc_expected(Shape s) {
                      ? (s.P == 64 && (s.H / s.G) % 2 == 0 ? SSD_FWD_WGMMA_PAIR : SSD_FWD_WGMMA)
                  : ssd_smem_fwd_mma(s.P, s.N) <= (size_t)optin ? SSD_FWD_MMA : SSD_FWD_SIMPLE;
     e.bwd_tiles = !ssd_bwd_tiles_fit(s.P, s.N) ? SSD_BWD_SIMPLE
-                  : w && (s.Q == 64 || s.Q == 128) && ssd_smem_dxdb(s.P, s.N) + ssd_smem_slab() <= (size_t)optin
+                  : w && (s.Q == 64 || s.Q == 128) &&
+                            ssd_smem_dxdb(s.P, s.N) + ssd_smem_slab() + SSD_DXDB_SEG_SMEM <= (size_t)optin
                       ? SSD_BWD_TILES_TUNED : SSD_BWD_TILES;
 #endif
     return e;
