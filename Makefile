@@ -135,10 +135,10 @@ train_mamba2cu: train_mamba2.cu $(CUDA_HEADERS)
 train_mamba2cu_fp32: train_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ train_mamba2.cu $(NVCC_LIBS)
 
-test_mamba2cu: test_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
+test_mamba2cu: test_mamba2.cu train_mamba2.c $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ test_mamba2.cu $(NVCC_LIBS)
 
-test_mamba2cu_fp32: test_mamba2.cu $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
+test_mamba2cu_fp32: test_mamba2.cu train_mamba2.c $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
 
 # the benchmark (GPU machine): Mamba-2 130M, B=8, T=2048, bf16: ms/step, tokens/s, MFU, memory; one step's time by

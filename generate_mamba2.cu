@@ -7,6 +7,10 @@
  * The GPU twin of generate_mamba2.c (same flags, plus -b, -r, -G, -L, -S). The generator is llmc/decoder.cuh (prefill, batched decode state, CUDA graphs, greedy on the device), its kernels
  * llmc/decode.cuh. The decode versions that measured slower, their knobs and the per-kernel timing (-T) are
  * dev/cuda/decode.cu's.
+ * -D SEP (doc/packing.md): a prompt holding separators is read with document boundaries, so generation continues its
+ * last document from that document's own state: the prefill runs over the last document alone (from its last
+ * separator on), which gives exactly the state and logits the boundaries give; a sampled separator (other than
+ * end-of-text, which stops) restarts the sequence's state on the device (decode_reset_at_sep), in the CUDA graph too.
  */
 #include "llmc/model.cuh"
 #include "llmc/decoder.cuh"
@@ -37,6 +41,8 @@ static void generate_usage(void) {
         "  -S MODE    SSM state precision: auto (default: bf16 from 16 sequences on, else fp32), fp32, bf16\n"
         "  -r R       generate R times and report the median decode time (timing; default 1)\n"
         "  -q         quiet: no generated text, only the timing line\n"
+        "  -D SEP     document boundaries at token SEP (none = default, eot, or an id): generation continues the\n"
+        "             prompt's last document from its own state; a sampled SEP restarts the state (doc/packing.md)\n"
         "The decode versions that measured slower, their knobs and per-kernel timing: dev/cuda/decode_bin -h\n");
 }
 
@@ -76,6 +82,7 @@ static std::vector<int> parse_ids(const char* text) {
 }
 
 int main(int argc, char** argv) {
+    g_infer_has_docs = 1; /* -D (doc/packing.md) */
     GenerateArgs ga = generate_args_default();
     int batch = 0, repeats = 1, use_graph = 1; /* this program's own flags: -b, -r, -G */
     DecoderOptions dopt = decoder_options_default(); /* -S, -L */
@@ -182,16 +189,26 @@ int main(int argc, char** argv) {
     int S = batch > 0 ? batch : (int)prompts.size();
     std::vector<int*> pp(S);
     std::vector<int> lens(S);
+    /* what the prefill reads: the whole prompt, or with -D its last document (from its last separator on) */
+    int sep = doc_sep_id(ga.doc_sep, eot, c->vocab_size);
+    std::vector<int*> pf(S);
+    std::vector<int> pf_lens(S);
     int Tmax = 1;
     for (int s = 0; s < S; s++) {
         std::vector<int>& p = prompts[s % prompts.size()];
         pp[s] = p.data();
         lens[s] = (int)p.size();
-        if (lens[s] > Tmax) Tmax = lens[s];
+        int first = 0;
+        if (sep != DOC_SEP_NONE)
+            for (int i = 0; i < lens[s]; i++) if (p[i] == sep) first = i;
+        pf[s] = p.data() + first;
+        pf_lens[s] = lens[s] - first;
+        if (pf_lens[s] > Tmax) Tmax = pf_lens[s];
     }
 
     Decoder dec;
     decoder_create(&dec, &model, S, Tmax, max_new > 0 ? max_new : 1, &dopt);
+    dec.sep = sep;
     std::vector<std::vector<int>> outs(S, std::vector<int>(max_new > 0 ? max_new : 1));
     std::vector<int*> outp(S);
     for (int s = 0; s < S; s++) outp[s] = outs[s].data();
@@ -200,7 +217,7 @@ int main(int argc, char** argv) {
     std::vector<double> ms_per_step;
     GenTiming tm = {0, 0, 0};
     for (int r = 0; r < repeats; r++) {
-        tm = generate_batch(&dec, &model, pp.data(), lens.data(), &o, outp.data(), n_out.data());
+        tm = generate_batch(&dec, &model, pf.data(), pf_lens.data(), &o, outp.data(), n_out.data());
         if (tm.steps > 0) ms_per_step.push_back(tm.decode_s * 1000.0 / tm.steps);
     }
 

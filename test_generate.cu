@@ -21,6 +21,14 @@
  *      logits full of ties, NaNs, a row of -inf, maxima at the first and last ids, padding that must be ignored.
  *   4. evaluation: gpu_eval's mean loss == the trainer's validation formula (mean of gpu_forward's batch losses),
  *      and == the cross-entropy computed on the host (double) from recurrent-step logits, token by token.
+ *   5. document boundaries (-D; doc/packing.md): a prompt of several documents through the packed parallel forward
+ *      (gpu_forward_docs) gives at its last position the logits of the decoder's prefill of its last document
+ *      alone (what generate_mamba2cu -D prefills), and without the boundaries it does not; a separator sampled
+ *      during greedy decoding restarts the state on the device (CUDA graph): the tokens after it are those
+ *      generated from the separator alone, and without the restart they are not.
+ *   6. evaluation with -D and -M: gpu_eval_docs == the trainer's validation formula (the mean over every counted
+ *      target of gpu_forward_docs's batches), every masked target left out; the accuracy (argmax == target over the
+ *      counted targets) == the host's argmax of the same logits.
  * A small random model with ngroups = 2 (heads share B/C windows), chunk 16, vocab 257.
  * Tolerances: bf16 builds compare against the same-precision forward, whose floatX roundings happen at other
  * places; fp32 builds agree to ~1e-6.
@@ -318,6 +326,114 @@ static void test_argmax_split(int S, int V, int Vp) {
     cudaCheck(cudaFree(step));
 }
 
+/* 5: document boundaries in generation. sep: a token id used as the separator */
+static void test_docs_prefill(GPUModel* m, const int* tokens, int T, int sep) {
+    const Mamba2Config* c = &m->config;
+    int Vp = c->padded_vocab_size;
+    std::vector<int> prompt(tokens, tokens + T);
+    prompt[0] = prompt[9] = prompt[10] = prompt[23] = sep; /* documents [0,9) [9] [10,23) [23,T) */
+    std::vector<int> seq(T);
+    dataloader_doc_index(seq.data(), prompt.data(), 1, (size_t)T, sep);
+    gpu_forward_docs(m, prompt.data(), NULL, seq.data(), 1, T, 0.0f);
+    std::vector<float> packed = copy_logits_rows(m, m->a.logits, T);
+    gpu_forward(m, prompt.data(), NULL, 1, T, 0.0f);
+    std::vector<float> plain = copy_logits_rows(m, m->a.logits, T);
+    Decoder d;
+    decoder_create(&d, m, 1, T, 1, NULL);
+    decoder_reset(&d, m);
+    int first = 0; /* the last document: from the last separator on (the random tokens may hold more of them) */
+    for (int i = 0; i < T; i++) if (prompt[i] == sep) first = i;
+    decoder_prefill(&d, m, 0, prompt.data() + first, T - first); /* the last document alone */
+    std::vector<float> alone = copy_logits_rows(m, d.logits, 1);
+    size_t last = (size_t)(T - 1) * Vp;
+    double e = rel_err(packed.data() + last, alone.data(), Vp), e_plain = rel_err(plain.data() + last, alone.data(), Vp);
+    check(e < TOL_LOGITS, "-D: packed forward's last logits == prefill of the last document alone: rel err", e,
+          TOL_LOGITS);
+    check(e_plain > 3 * TOL_LOGITS, "  ... and without the boundaries they differ (the check can fail): rel err",
+          e_plain, 3 * TOL_LOGITS);
+    decoder_free(&d);
+}
+
+static void test_docs_decode_restart(GPUModel* m, const int* tokens) {
+    const int n = 12, len = 9;
+    int* prompt = (int*)tokens;
+    int lens[1] = {len};
+    std::vector<int> plain(n), restart(n), fresh(n);
+    int* pp[1] = {plain.data()};
+    int np, nr, nf;
+    GenOptions o = {0.0f, 1.0f, 0, n, -1, 1, 1}; /* greedy, no end-of-text stop, CUDA graphs */
+    Decoder d;
+    decoder_create(&d, m, 1, 30, n, NULL);
+    generate_batch(&d, m, &prompt, lens, &o, pp, &np);
+    decoder_free(&d);
+    int sep = plain[0]; /* the first token greedy picks becomes the separator */
+    decoder_create(&d, m, 1, 30, n, NULL);
+    d.sep = sep;
+    pp[0] = restart.data();
+    generate_batch(&d, m, &prompt, lens, &o, pp, &nr);
+    decoder_free(&d);
+    /* the reference: generation from the separator alone (a fresh state fed sep; a later sep restarts it too) */
+    decoder_create(&d, m, 1, 30, n, NULL);
+    d.sep = sep;
+    pp[0] = fresh.data();
+    int one[1] = {1};
+    int* sp = &sep;
+    generate_batch(&d, m, &sp, one, &o, pp, &nf);
+    decoder_free(&d);
+    int mism = restart[0] != sep, differ = 0;
+    for (int i = 1; i < n; i++) mism += restart[i] != fresh[i - 1];
+    for (int i = 1; i < n; i++) differ += plain[i] != fresh[i - 1];
+    char what[200];
+    snprintf(what, sizeof what, "-D: greedy decode restarts at a sampled separator (id %d): tokens after it == "
+             "from the separator alone, mismatches", sep);
+    check(mism == 0, what, mism, 0);
+    check(differ > 0, "  ... and without the restart they differ (the check can fail): tokens differing", differ, 1);
+}
+
+/* 6: evaluation with document boundaries and masked targets, and the accuracy */
+static void test_eval_docs(const Mamba2Config* c, const float* params, const char* shard, int B, int T, int nbatch,
+                           int sep) {
+    GPUModel m;
+    gpu_model_create(&m, c, params, NULL);
+    m.want_argmax = 1;
+    DataLoader ld;
+    dataloader_init(&ld, shard, (size_t)B, (size_t)T, 0, 1, 0, 0, c->vocab_size);
+    dataloader_use_masks(&ld);
+    EvalResult r = gpu_eval_docs(&m, &ld, nbatch, NULL, 0, sep);
+    /* the trainer's gpu_evaluate with -D and -M: the mean over every counted target of the batches */
+    dataloader_reset(&ld);
+    double nats = 0;
+    long counted = 0, masked = 0, hits = 0;
+    int BT = B * T, V = c->vocab_size, Vp = c->padded_vocab_size;
+    std::vector<int> seq(BT);
+    GPUModel mf; /* the logits of the same batches, for the host's argmax */
+    gpu_model_create(&mf, c, params, NULL);
+    for (int i = 0; i < nbatch; i++) {
+        dataloader_next_batch(&ld);
+        dataloader_doc_index(seq.data(), ld.inputs, (size_t)B, (size_t)T, sep);
+        float loss = gpu_forward_docs(&mf, ld.inputs, ld.targets, seq.data(), B, T, 0.0f);
+        nats += (double)loss * mf.num_counted;
+        counted += (long)mf.num_counted;
+        gpu_forward_docs(&mf, ld.inputs, NULL, seq.data(), B, T, 0.0f);
+        std::vector<float> lg = copy_logits_rows(&mf, mf.a.logits, BT);
+        for (int k = 0; k < BT; k++) {
+            if (ld.targets[k] == TARGET_NO_LOSS) { masked++; continue; }
+            int best = 0;
+            for (int v = 1; v < V; v++) if (lg[(size_t)k * Vp + v] > lg[(size_t)k * Vp + best]) best = v;
+            hits += best == ld.targets[k];
+        }
+    }
+    double trainer = nats / counted, mean = r.sum_nats / r.tokens, e = fabs(mean - trainer) / trainer;
+    check(r.tokens == counted && masked > 0, "eval -D -M: counted targets == the trainer's (some masked)",
+          (double)r.tokens, (double)counted);
+    check(e < 1e-5, "eval -D -M mean loss == trainer val loss with -D -M: rel diff", e, 1e-5);
+    check(r.hits == hits && hits > 0, "eval accuracy: hits == host argmax of the same logits", (double)r.hits,
+          (double)hits);
+    printf("     (eval -D %d -M 1: loss %.6f, trainer formula %.6f, %ld of %ld counted, accuracy %.6f)\n", sep, mean,
+           trainer, counted, counted + masked, (double)r.hits / r.tokens);
+    dataloader_free(&ld);
+}
+
 /* 4: evaluation */
 static void test_eval(GPUModel* mB, const char* shard, int B, int T, int nbatch) {
     const Mamba2Config* c = &mB->config;
@@ -442,7 +558,33 @@ int main(void) {
     GPUModel mB; /* B=4, T=32 */
     gpu_model_create(&mB, &c, params.data(), NULL);
     test_eval(&mB, shard, B, TE, nb);
+    {   /* a shard of packed documents (the separator 256 at about one position in 8) with a mask file beside it
+           (doc/packing.md's format): about one target in three not counted */
+        char dshard[256], mpath[300];
+        snprintf(dshard, sizeof dshard, "/tmp/test_generate_%d_docs_000000.bin", (int)getpid());
+        snprintf(mpath, sizeof mpath, "%s.mask", dshard);
+        FILE* df = fopen(dshard, "wb");
+        FILE* mf = fopen(mpath, "wb");
+        if (df == NULL || mf == NULL) die("cannot write %s and %s", dshard, mpath);
+        fwrite(header, sizeof(int32_t), 256, df);
+        int32_t mh[256] = {0};
+        mh[0] = DATALOADER_MASK_MAGIC; mh[1] = 1; mh[2] = ntok;
+        fwrite(mh, sizeof(int32_t), 256, mf);
+        for (int i = 0; i < ntok; i++) {
+            uint16_t t = rng_u64(&rng) % 8 == 0 ? 256 : (uint16_t)(rng_u64(&rng) % 256);
+            unsigned char b = rng_u64(&rng) % 3 != 0;
+            fwrite(&t, sizeof t, 1, df);
+            fwrite(&b, 1, 1, mf);
+        }
+        fclose(df);
+        fclose(mf);
+        test_eval_docs(&c, lively.data(), dshard, B, TE, nb, 256);
+        remove(mpath);
+        remove(dshard);
+    }
     remove(shard);
+    test_docs_prefill(&mC, tokens, T, 256);
+    test_docs_decode_restart(&mC, tokens);
 
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;

@@ -6,6 +6,12 @@
  *   3. the recurrent step (generation) against the parallel forward;
  *   4. the GPU trainer binary against the CPU trainer binary: 20 steps from the same init on the same shard;
  *   5. the GPU trainer binary twice: bitwise identical logs and checkpoints; with -r 1 (recompute) too.
+ *   6. packed documents and masked targets (doc/packing.md): the GPU model against the CPU trainer's model (its code,
+ *      train_mamba2.c, compiled into this program in namespace cpu) on a packed batch with boundaries, with and
+ *      without masked targets: loss and every gradient; without the boundaries the same GPU batch must differ (the
+ *      check can fail); -r 1 and -r 2 give the same bits, and the start-up memory plan is the allocation to the
+ *      byte in every -r mode; the trainer binaries with -D and -M: GPU vs CPU loss and val curves, determinism,
+ *      -r 1 and -r 2 (and -r 2 without them: the same log and checkpoint as -r 0).
  *
  * bf16 tolerances: a bf16 operand carries 8 significant bits (relative rounding 2^-9 ~ 2e-3). Every matmul input,
  * activation and weight copy is rounded once per layer, and gradients pass through ~3 roundings per layer in both
@@ -37,6 +43,23 @@
 
 #define TEST_REAL float
 #include "dev/test_report.h"
+
+/* the CPU trainer's model (the reference of section 6): train_mamba2.c without its main, in a namespace of its own
+   so that its CPU kernels (matmul_forward, ...) do not meet the GPU launchers of the same names. The headers it
+   shares with this file are already included (their guards keep them out of the namespace). */
+#include "llmc/train_common.h"
+#include "llmc/schedulers.h"
+#include "llmc/tokenizer.h"
+#include <ctype.h>
+#include <dirent.h>
+#include <time.h>
+#define MAMBA2_NO_MAIN
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunknown-pragmas" /* its OpenMP pragmas: this build has no -fopenmp */
+namespace cpu {
+#include "train_mamba2.c"
+}
+#pragma GCC diagnostic pop
 
 static void logits_to_host(float* out, const floatX* dev, size_t n) {
     floatX* tmp = (floatX*)mallocCheck(n * sizeof(floatX));
@@ -191,6 +214,154 @@ static void test_step_matches_forward(void) {
     hf_fixture_free(&fx);
 }
 
+/* ---- 6. packed documents and masked targets against the CPU trainer's model ---- */
+
+#define DOC_TEST_SEP 256 /* the separator of the packed test batch (vocab 257: the byte tokenizer's end of text) */
+
+/* a packed batch of B rows of T tokens: documents of 1 to 20 tokens, each opened by the separator (as prepare.py
+ * writes them), so that boundaries fall at a row's start, mid-chunk, on chunk starts, inside one conv window and back
+ * to back; masked (optional): about a third of the targets are -1 */
+static void packed_batch(int* inputs, int* targets, int* seq_idx, int B, int T, int masked) {
+    Rng r;
+    rng_seed(&r, 2024);
+    int n = B * T + 1;
+    int* stream = (int*)mallocCheck((size_t)n * sizeof(int));
+    int left = 0;
+    for (int i = 0; i < n; i++) {
+        if (left == 0) { stream[i] = DOC_TEST_SEP; left = 1 + (int)(rng_u64(&r) % 20); continue; }
+        stream[i] = (int)(rng_u64(&r) % 256);
+        left--;
+    }
+    stream[16] = DOC_TEST_SEP; /* a chunk start (chunk 16) */
+    stream[21] = stream[23] = stream[24] = DOC_TEST_SEP; /* inside one conv window, and back to back */
+    for (int i = 0; i < B * T; i++) {
+        inputs[i] = stream[i];
+        targets[i] = stream[i + 1];
+        if (masked && rng_u64(&r) % 3 == 0) targets[i] = TARGET_NO_LOSS;
+    }
+    dataloader_doc_index(seq_idx, inputs, (size_t)B, (size_t)T, DOC_TEST_SEP);
+    free(stream);
+}
+
+/* the test model: small, with the embedding and out_proj scaled up so that the state carried along a row changes the
+ * outputs a lot (at the init's N(0, 0.02) embedding the logits are nearly uniform and a leaked state would hardly show) */
+static float* lively_params(const Mamba2Config* c) {
+    ParamSpec table[NUM_PARAM_TENSORS];
+    size_t n = param_table_build(table, c);
+    float* p = (float*)mallocCheck(n * sizeof(float));
+    params_init(p, table, c, 31);
+    for (size_t i = 0; i < table[P_WTE].numel; i++) p[table[P_WTE].offset + i] *= 25.0f;
+    for (size_t i = 0; i < table[P_OUT_PROJ_W].numel; i++) p[table[P_OUT_PROJ_W].offset + i] *= 4.0f;
+    return p;
+}
+
+/* the max over tensors of (max |a - b| / max |b|), without a report line */
+static double grads_rel_err(const float* a, const float* b, const ParamSpec* table) {
+    double worst = 0;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        double d = 0, mag = 0;
+        for (size_t i = 0; i < table[t].numel; i++) {
+            double e = fabs((double)a[table[t].offset + i] - b[table[t].offset + i]);
+            d = e > d || e != e ? e : d;
+            mag = fmax(mag, fabs((double)b[table[t].offset + i]));
+        }
+        double rel = d / (mag > 0 ? mag : 1e-30);
+        if (rel > worst || rel != rel) worst = rel;
+    }
+    return worst;
+}
+
+static float* gpu_grads_to_host(GPUModel* m) {
+    float* g = (float*)mallocCheck(m->num_parameters * sizeof(float));
+    cudaCheck(cudaMemcpy(g, m->grads, m->num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
+    return g;
+}
+
+/* one forward + backward of the packed batch on the GPU (seq_idx NULL: the boundaries ignored); returns the loss */
+static float gpu_packed_step(GPUModel* m, const int* in, const int* tg, const int* seq, int B, int T, float dloss) {
+    gpu_zero_grad(m);
+    float loss = gpu_forward_docs(m, in, tg, seq, B, T, dloss);
+    gpu_backward(m, 1);
+    return loss;
+}
+
+static void test_docs_vs_cpu(int masked) {
+    Mamba2Config c;
+    char err[512], name[160];
+    if (config_parse(&c, "d_model=64,n_layer=2,d_state=16,headdim=16,vocab=257,chunk=16", err, sizeof err) != 0)
+        die("%s", err);
+    const int B = 2, T = 96, BT = B * T;
+    int *in = (int*)mallocCheck(BT * sizeof(int)), *tg = (int*)mallocCheck(BT * sizeof(int));
+    int* seq = (int*)mallocCheck(BT * sizeof(int));
+    packed_batch(in, tg, seq, B, T, masked);
+    int docs = seq[T - 1] + seq[BT - 1] + 2, counted = 0;
+    for (int i = 0; i < BT; i++) counted += tg[i] != TARGET_NO_LOSS;
+    const char* what = masked ? "packed + masked" : "packed";
+    printf("  %s batch: B=%d T=%d, %d documents, %d of %d targets counted\n", what, B, T, docs, counted, BT);
+    float* p = lively_params(&c);
+    /* the CPU reference */
+    cpu::Mamba2 cm;
+    cpu::mamba2_allocate_parameters(&cm, &c);
+    for (size_t i = 0; i < cm.num_parameters; i++) cm.params_memory[i] = p[i];
+    cpu::mamba2_zero_grad(&cm);
+    float dloss = 1.0f / (masked ? counted : BT);
+    float loss_cpu = cpu::mamba2_forward_docs(&cm, in, tg, seq, B, T);
+    cpu::mamba2_backward(&cm, in, tg, dloss);
+    /* the GPU */
+    GPUModel m;
+    gpu_model_create(&m, &c, p, NULL);
+    float loss = gpu_packed_step(&m, in, tg, seq, B, T, dloss);
+    report(m.num_counted == (size_t)counted && cm.num_counted == (size_t)counted, "%s: counted targets GPU %zu, CPU "
+           "%zu, batch %d", what, m.num_counted, cm.num_counted, counted);
+    snprintf(name, sizeof name, "%s: loss vs CPU trainer", what);
+    compare(name, &loss, &loss_cpu, 1, TOL);
+    float* g = gpu_grads_to_host(&m);
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        snprintf(name, sizeof name, "%s: grad %s vs CPU", what, m.table[t].name);
+        double tol = (t == P_A_LOG || t == P_DT_BIAS) ? TOL_DECAY : TOL;
+        compare(name, g + m.table[t].offset, cm.grads_memory + m.table[t].offset, m.table[t].numel, tol);
+    }
+    /* determinism, and the same bits with -r 1 (conv and gated norm recomputed in the backward) */
+    float loss2 = gpu_packed_step(&m, in, tg, seq, B, T, dloss);
+    float* g2 = gpu_grads_to_host(&m);
+    report(loss2 == loss && memcmp(g, g2, m.num_parameters * sizeof(float)) == 0,
+           "%s: the same step twice: loss and gradients bitwise identical", what);
+    /* -r 1 (conv and gated norm recomputed) and -r 2 (the whole layer from its input): the same bits, and the
+       start-up memory plan is the allocation to the byte in every mode */
+    float* gr = NULL;
+    size_t act_bytes[3] = {m.activation_bytes, 0, 0};
+    for (int r = 0; r < 3; r++) {
+        GPUMemoryPlan plan = gpu_train_memory_plan(&c, B, T, m.ssd_q, r, 1, 0);
+        if (r == 0) {
+            report(plan.activations == m.activation_bytes, "%s: -r 0 memory plan %zu bytes == allocated %zu", what,
+                   plan.activations, m.activation_bytes);
+            continue;
+        }
+        GPUModel mr;
+        gpu_model_create(&mr, &c, p, NULL);
+        mr.recompute = r;
+        float loss_r = gpu_packed_step(&mr, in, tg, seq, B, T, dloss);
+        free(gr);
+        gr = gpu_grads_to_host(&mr);
+        act_bytes[r] = mr.activation_bytes;
+        report(loss_r == loss && memcmp(g, gr, m.num_parameters * sizeof(float)) == 0,
+               "%s: -r %d (recompute) gives the same loss and gradients, bitwise", what, r);
+        report(plan.activations == mr.activation_bytes, "%s: -r %d memory plan %zu bytes == allocated %zu", what, r,
+               plan.activations, mr.activation_bytes);
+    }
+    report(act_bytes[2] < act_bytes[1] && act_bytes[1] < act_bytes[0], "%s: activations -r 0 %zu > -r 1 %zu > -r 2 "
+           "%zu bytes", what, act_bytes[0], act_bytes[1], act_bytes[2]);
+    /* negative control: the same batch without the boundaries must be far from the reference with them */
+    float loss_plain = gpu_packed_step(&m, in, tg, NULL, B, T, dloss);
+    float* gp = gpu_grads_to_host(&m);
+    double loss_rel = fabs((double)loss_plain - loss_cpu) / fabs((double)loss_cpu);
+    double grad_rel = grads_rel_err(gp, cm.grads_memory, m.table);
+    report(grad_rel > 5 * TOL_DECAY, "%s: without seq_idx the GPU is far from the reference (the check can fail): "
+           "loss rel %.3e, worst gradient rel %.3e (must be > %.0e)", what, loss_rel, grad_rel, 5 * TOL_DECAY);
+    free(in); free(tg); free(seq); free(p); free(g); free(g2); free(gr); free(gp);
+    cpu::mamba2_free(&cm);
+}
+
 /* ---- the trainer binaries ---- */
 
 static int run(const char* cmd) {
@@ -209,6 +380,36 @@ static int read_log_losses(const char* path, float* out, int max) {
         if (sscanf(line, "s:%d trl:%f", &s, &v) == 2) out[n++] = v;
     fclose(f);
     return n;
+}
+
+/* the val losses ("s:<step> tel:<loss>") of a log */
+static int read_log_val(const char* path, float* out, int max) {
+    FILE* f = fopen(path, "r");
+    if (!f) return 0;
+    char line[512];
+    int n = 0, s;
+    float v;
+    while (fgets(line, sizeof(line), f) && n < max)
+        if (sscanf(line, "s:%d tel:%f", &s, &v) == 2) out[n++] = v;
+    fclose(f);
+    return n;
+}
+
+/* X.bin.mask beside a shard of n tokens (doc/packing.md's format): about one target in four not counted */
+static void write_mask_file(const char* shard, int n) {
+    char path[600];
+    snprintf(path, sizeof(path), "%s.mask", shard);
+    int32_t header[256] = {0};
+    header[0] = DATALOADER_MASK_MAGIC; header[1] = 1; header[2] = n;
+    unsigned char* bytes = (unsigned char*)mallocCheck((size_t)n);
+    Rng r;
+    rng_seed(&r, 77);
+    for (int i = 0; i < n; i++) bytes[i] = rng_u64(&r) % 4 != 0;
+    FILE* f = fopenCheck(path, "wb");
+    fwriteCheck(header, sizeof(header), 1, f);
+    fwriteCheck(bytes, 1, (size_t)n, f);
+    fcloseCheck(f);
+    free(bytes);
 }
 
 static int files_equal(const char* a, const char* b) {
@@ -250,6 +451,8 @@ static void test_trainers(void) {
     int rc_gpu2 = run(cmd);
     snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -r 1 -o %s/gpu_r > %s/gpu_r.txt 2>&1", path, args, dir, dir);
     int rc_gpu_r = run(cmd);
+    snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -r 2 -o %s/gpu_r2 > %s/gpu_r2.txt 2>&1", path, args, dir, dir);
+    int rc_gpu_r2 = run(cmd);
     report(rc_cpu == 0 && rc_gpu == 0 && rc_gpu2 == 0 && rc_gpu_r == 0,
            "trainers ran 20 steps (exit cpu %d, gpu %d, gpu again %d, gpu -r 1 %d)", rc_cpu, rc_gpu, rc_gpu2, rc_gpu_r);
     snprintf(la, sizeof(la), "%s/cpu/main.log", dir);
@@ -266,6 +469,12 @@ static void test_trainers(void) {
     report(files_equal(lb, lc), "GPU trainer twice: logs identical (%s vs %s)", lb, lc);
     snprintf(lc, sizeof(lc), "%s/gpu_r/main.log", dir);
     report(files_equal(lb, lc), "GPU trainer -r 1 (recompute conv and gated norm): log identical to -r 0");
+    snprintf(lc, sizeof(lc), "%s/gpu_r2/main.log", dir);
+    report(rc_gpu_r2 == 0 && files_equal(lb, lc), "GPU trainer -r 2 (the whole layer recomputed): log identical to "
+           "-r 0 (exit %d)", rc_gpu_r2);
+    snprintf(la, sizeof(la), "%s/gpu/ckpt_00000020.bin", dir);
+    snprintf(lc, sizeof(lc), "%s/gpu_r2/ckpt_00000020.bin", dir);
+    report(files_equal(la, lc), "GPU trainer -r 2: final checkpoint bitwise identical to -r 0");
     /* -K: the SSD kernels' own chunk length (32 here, the model's is 16) changes rounding only */
     snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -K 32 -o %s/gpu_k > %s/gpu_k.txt 2>&1", path, args, dir, dir);
     int rc_gpu_k = run(cmd);
@@ -278,6 +487,50 @@ static void test_trainers(void) {
     snprintf(la, sizeof(la), "%s/gpu/ckpt_00000020.bin", dir);
     snprintf(lb, sizeof(lb), "%s/gpu2/ckpt_00000020.bin", dir);
     report(files_equal(la, lb), "GPU trainer twice: final checkpoints bitwise identical");
+    /* -D and -M: packed documents (a new one at each space) and masked targets, with validation on the same shard:
+       the GPU trainer against the CPU trainer, twice, and with -r 1 */
+    write_mask_file(path, n);
+    const char* dargs = "-k none -e d_model=64,n_layer=2,d_state=16,headdim=16,chunk=16 -b 4 -t 64 -x 20 -l 2e-3 -u 5 "
+                        "-s 0 -S 7 -v 10 -m 3 -D 32 -M 1";
+    const char* runs[5] = {"./train_mamba2", TRAINER_CU, TRAINER_CU, TRAINER_CU, TRAINER_CU};
+    const char* dirs[5] = {"cpu_dm", "gpu_dm", "gpu_dm2", "gpu_dm_r", "gpu_dm_r2"};
+    const char* extra[5] = {"", "", "", " -r 1", " -r 2"};
+    int rc_dm[5];
+    for (int i = 0; i < 5; i++) {
+        snprintf(cmd, sizeof(cmd), "%s -i %s -j %s %s%s -o %s/%s > %s/%s.txt 2>&1", runs[i], path, path, dargs,
+                 extra[i], dir, dirs[i], dir, dirs[i]);
+        rc_dm[i] = run(cmd);
+    }
+    report(rc_dm[0] == 0 && rc_dm[1] == 0 && rc_dm[2] == 0 && rc_dm[3] == 0 && rc_dm[4] == 0,
+           "-D 32 -M 1: trainers ran (exit cpu %d, gpu %d, gpu again %d, gpu -r 1 %d, gpu -r 2 %d)", rc_dm[0],
+           rc_dm[1], rc_dm[2], rc_dm[3], rc_dm[4]);
+    float dcpu[32], dgpu[32], vcpu[8], vgpu[8];
+    snprintf(la, sizeof(la), "%s/cpu_dm/main.log", dir);
+    snprintf(lb, sizeof(lb), "%s/gpu_dm/main.log", dir);
+    int dnc = read_log_losses(la, dcpu, 32), dng = read_log_losses(lb, dgpu, 32);
+    int vnc = read_log_val(la, vcpu, 8), vng = read_log_val(lb, vgpu, 8);
+    report(dnc == 20 && dng == 20 && vnc == 3 && vng == 3, "-D 32 -M 1: 20 train and 3 val losses logged each (cpu %d "
+           "%d, gpu %d %d)", dnc, vnc, dng, vng);
+    if (dnc == 20 && dng == 20) {
+        compare("-D 32 -M 1 loss curve: GPU trainer vs CPU trainer", dgpu, dcpu, 20, TOL_CURVE);
+        for (int i = 0; i < 20; i += 4) printf("    step %2d: cpu %.6f gpu %.6f\n", i + 1, dcpu[i], dgpu[i]);
+    }
+    if (vnc == 3 && vng == 3) compare("-D 32 -M 1 val losses (steps 0, 10, 20): GPU vs CPU", vgpu, vcpu, 3, TOL_CURVE);
+    if (dnc == 20 && dng == 20) { /* the flags change the run: the curve differs from the plain one */
+        double d = 0;
+        for (int i = 0; i < 20; i++) d = fmax(d, fabs((double)dgpu[i] - gpu[i]));
+        report(d > 1e-2, "-D 32 -M 1 changes the loss curve (max diff to the plain run %.3e, must be > 1e-2)", d);
+    }
+    snprintf(lc, sizeof(lc), "%s/gpu_dm2/main.log", dir);
+    report(files_equal(lb, lc), "-D 32 -M 1: GPU trainer twice: logs identical");
+    snprintf(lc, sizeof(lc), "%s/gpu_dm_r/main.log", dir);
+    report(files_equal(lb, lc), "-D 32 -M 1: GPU trainer -r 1: log identical to -r 0");
+    snprintf(lc, sizeof(lc), "%s/gpu_dm_r2/main.log", dir);
+    report(files_equal(lb, lc), "-D 32 -M 1: GPU trainer -r 2: log identical to -r 0");
+    snprintf(la, sizeof(la), "%s/gpu_dm/ckpt_00000020.bin", dir);
+    snprintf(lb, sizeof(lb), "%s/gpu_dm2/ckpt_00000020.bin", dir);
+    report(files_equal(la, lb), "-D 32 -M 1: GPU trainer twice: final checkpoints bitwise identical");
+    snprintf(la, sizeof(la), "%s/gpu/ckpt_00000020.bin", dir);
     /* a GPU checkpoint resumes in the CPU trainer (and the other way round is the same file format) */
     snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s -j none -k none -e %s -b 4 -t 64 -x 2 -s 0 > %s/x.txt 2>&1", path,
              la, dir);
@@ -302,6 +555,8 @@ int main(void) {
     test_lm_head_chunks();
     test_forward_only();
     test_step_matches_forward();
+    test_docs_vs_cpu(0);
+    test_docs_vs_cpu(1);
     test_trainers();
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;

@@ -13,6 +13,11 @@
  * The model (parameters, activations, the blocks' forward and backward, AdamW, checkpoints) is llmc/model.cuh; this
  * file is the training loop: arguments, data, schedule, logging, checkpoints, samples, the benchmark report.
  *
+ * Packed documents (-D) and masked targets (-M), as the CPU trainer (doc/packing.md): each batch's document index is
+ * made on the host from its inputs (dataloader_doc_index) and uploaded with it (gpu_forward_docs); a masked target
+ * (-1) has loss 0 and a zero gradient row, and the step's gradient, accumulated as the mean over all its targets, is
+ * scaled by all / counted (summed over every GPU) in the norm, the clipping and the update (gpu_update_scaled).
+ *
  * Several GPUs (llmc/multigpu.h): data parallel, one process per GPU. Each layer's gradients are all-reduced on a
  * second stream as soon as that layer's backward is done, overlapped with the backward of the layers below it.
  * With -z 1 (ZeRO-1) the gradients are reduce-scattered instead, each GPU runs AdamW on its 1/N shard of the
@@ -52,15 +57,25 @@ static void print_benchmark(const GPUModel* m, const TrainArgs* a, const cudaDev
     printf("(./profile_mamba2cu shows where a step's time goes, kernel by kernel)\n");
 }
 
-static float gpu_evaluate(GPUModel* m, DataLoader* val, int max_batches) {
+/* the CPU trainer's evaluate(): the mean of the batch means, or with masked targets the mean over every counted
+ * target of the batches; seq_idx (B*T host scratch) and sep: the document boundaries (-D), NULL / DOC_SEP_NONE
+ * without */
+static float gpu_evaluate(GPUModel* m, DataLoader* val, int max_batches, int* seq_idx, int sep) {
     dataloader_reset(val);
     int n = (int)dataloader_num_batches(val);
     if (max_batches < n) n = max_batches;
-    double sum = 0;
+    int B = (int)val->B, T = (int)val->T;
+    double sum = 0, nats = 0;
+    size_t counted = 0;
     for (int i = 0; i < n; i++) {
         dataloader_next_batch(val);
-        sum += gpu_forward(m, val->inputs, val->targets, (int)val->B, (int)val->T, 0.0f);
+        if (seq_idx) dataloader_doc_index(seq_idx, val->inputs, val->B, val->T, sep);
+        float loss = gpu_forward_docs(m, val->inputs, val->targets, seq_idx, B, T, 0.0f);
+        sum += loss;
+        nats += (double)loss * m->num_counted;
+        counted += m->num_counted;
     }
+    if (counted != (size_t)n * B * T) return (float)(counted > 0 ? nats / counted : 0);
     return (float)(sum / (n > 0 ? n : 1));
 }
 
@@ -80,6 +95,7 @@ static void gpu_print_sample(GPUModel* m, GPUInference* s, Tokenizer* tok, Rng* 
 int main(int argc, char** argv) {
     g_trainer_name = "./train_mamba2cu";
     g_trainer_what = "on an NVIDIA GPU (" PRECISION_NAME ")";
+    g_trainer_has_docs = 1; /* -D and -M (doc/packing.md) */
     TrainArgs args;
     parse_args(&args, argc, argv);
     train_signals_install(); /* SIGINT / SIGTERM: finish the step, checkpoint, exit */
@@ -104,14 +120,21 @@ int main(int argc, char** argv) {
     uint64_t resume_state[CKPT_STATE_WORDS] = {0};
     int have_loader_state = 0;
     ModelSource src = model_source(&args);
-    {   /* before any allocation: refuse a model that cannot fit (weights, gradients, AdamW moments, activations) */
+    {   /* before any allocation: refuse a model that cannot fit (weights, gradients, AdamW moments, activations),
+           counted by the plan the model allocates with (gpu_train_memory_plan), in every recompute mode */
         Mamba2Config need = model_source_config(&src);
+        if (need.chunk_size < GPU_SSD_MIN_CHUNK) need.chunk_size = GPU_SSD_MIN_CHUNK;
         size_t free_b, total_b;
         cudaCheck(cudaMemGetInfo(&free_b, &total_b));
-        double opt = mg.zero_stage ? 12.0 / mg.world : 8.0; /* m, v (and ZeRO-1's gradient shard) per parameter */
-        double per_param = 4.0 + sizeof(floatX) + 4.0 + opt; /* fp32 weights, floatX copy, fp32 gradients */
-        memory_check_or_die(train_memory_estimate(&need, args.B, args.T, per_param, sizeof(floatX), args.recompute),
-                            free_b, "GPU", &need);
+        int q = args.ssd_chunk > 0 ? args.ssd_chunk : gpu_ssd_chunk(&need, GPU_SSD_MAX_CHUNK);
+        GPUMemoryPlan plan = gpu_train_memory_plan(&need, args.B, args.T, q, args.recompute, mg.world,
+                                                   mg.world > 1 ? args.zero_stage : 0);
+        printf("memory plan: %.2f GiB weights, gradients and AdamW state + %.2f GiB activations (B=%d T=%d, -r %d: "
+               "%.1f KiB a token) = %.2f GiB of %.2f GiB free\n", plan.weights / 1073741824.0,
+               plan.activations / 1073741824.0, args.B, args.T, args.recompute,
+               plan.activations / 1024.0 / ((double)args.B * args.T), (plan.weights + plan.activations) / 1073741824.0,
+               free_b / 1073741824.0);
+        memory_check_or_die(plan.weights + plan.activations, free_b, "GPU", &need);
         memory_check_or_die(config_param_count(&need) * 16ULL, host_memory_available(), "CPU", &need);
     }
     CheckpointInfo info;
@@ -136,10 +159,19 @@ int main(int argc, char** argv) {
     if (have_loader_state) train_state_restore_loader(&train_loader, resume_state);
     int use_val = strcmp(args.val_pattern, "none") != 0 && args.val_every > 0;
     if (use_val) dataloader_init(&val_loader, args.val_pattern, B, T, 0, 1, 0, args.seed, c->vocab_size);
+    if (args.masks) { /* every train and val shard needs its X.bin.mask (checked now) */
+        dataloader_use_masks(&train_loader);
+        if (use_val) dataloader_use_masks(&val_loader);
+    }
     printf("train: %zu tokens, B=%d T=%d on each of %d GPU(s), grad accumulation %d -> %d tokens/step\n",
            train_loader.num_tokens, B, T, mg.world, accum, args.total_batch_tokens);
     Tokenizer tokenizer;
     trainer_tokenizer_init(&tokenizer, &args);
+    /* document boundaries: each row's document index, made from the inputs of every batch */
+    int doc_sep = doc_sep_resolve(&args, &tokenizer, c->vocab_size);
+    int* seq_idx = doc_sep != DOC_SEP_NONE ? (int*)mallocCheck(sizeof(int) * (size_t)B * T) : NULL;
+    if (seq_idx) printf("document boundaries: a new document at each token %d\n", doc_sep);
+    if (args.masks) printf("masked targets: from the shards' .mask files\n");
     GPUInference infer; /* only rank 0 prints samples */
     gpu_inference_init(&infer, c, 1);
     model.recompute = args.recompute;
@@ -151,7 +183,8 @@ int main(int argc, char** argv) {
     printf("SSD kernels: chunk length %d (the model's chunk_size %d; -K sets it)\n", model.ssd_q, c->chunk_size);
     gpu_model_ensure_activations(&model, B, T);
     printf("activations: %.2f GiB%s\n", model.activation_bytes / 1073741824.0,
-           args.recompute ? " (-r 1: conv and gated-norm outputs recomputed in the backward)" : "");
+           args.recompute == 1 ? " (-r 1: conv and gated-norm outputs recomputed in the backward)"
+           : args.recompute == 2 ? " (-r 2: each layer's input kept, the layer recomputed in the backward)" : "");
 
     if (start_step > 0 && mg.rank == 0) { /* resume: main.log back to the checkpoint's step */
         int cut = log_trim(args.output_dir, start_step);
@@ -166,24 +199,44 @@ int main(int argc, char** argv) {
     for (int step = start_step; step <= args.max_steps; step++) {
         int last = step == args.max_steps;
         if (use_val && (step % args.val_every == 0 || last))
-            log_val(logf, step, gpu_evaluate(&model, &val_loader, args.val_batches));
+            log_val(logf, step, gpu_evaluate(&model, &val_loader, args.val_batches, seq_idx, doc_sep));
         if (mg.rank == 0 && args.sample_every > 0 && step > 0 && (step % args.sample_every == 0 || last))
             gpu_print_sample(&model, &infer, &tokenizer, &sample_rng, args.gen_tokens);
         if (last) break;
 
         double t0 = now_seconds();
         gpu_zero_grad(&model);
-        double loss_sum = 0;
+        double loss_sum = 0, nats_sum = 0;
+        size_t counted = 0;
         for (int micro = 0; micro < accum; micro++) {
             dataloader_next_batch(&train_loader);
-            loss_sum += gpu_forward(&model, train_loader.inputs, train_loader.targets, B, T,
-                                    1.0f / ((float)B * T * accum * mg.world));
+            if (seq_idx) dataloader_doc_index(seq_idx, train_loader.inputs, (size_t)B, (size_t)T, doc_sep);
+            float l = gpu_forward_docs(&model, train_loader.inputs, train_loader.targets, seq_idx, B, T,
+                                       1.0f / ((float)B * T * accum * mg.world));
+            loss_sum += l;
+            nats_sum += (double)l * model.num_counted;
+            counted += model.num_counted;
             gpu_backward(&model, micro == accum - 1);
         }
         float loss = (float)(multigpu_sum_double(&mg, loss_sum / accum, model.dev_scalar, model.stream) / mg.world);
+        /* masked targets: the backward used 1/(all targets of the step, every GPU's); the loss is the mean over the
+           counted ones, so the gradient is scaled by all/counted in the norm, the clipping and the update (exactly
+           1, and skipped, when every target counts: the default arithmetic is unchanged). Without -M every target
+           counts and no GPU needs to ask the others. */
+        double grad_scale = 1.0;
+        if (args.masks) {
+            double all = (double)B * T * accum * mg.world;
+            double counted_all = multigpu_sum_double(&mg, (double)counted, model.dev_scalar, model.stream);
+            double nats_all = multigpu_sum_double(&mg, nats_sum, model.dev_scalar, model.stream);
+            if (counted_all != all) {
+                loss = (float)(counted_all > 0 ? nats_all / counted_all : 0);
+                grad_scale = counted_all > 0 ? all / counted_all : 0; /* nothing counted: no gradient */
+            }
+        }
         if (!isfinite(loss)) die("loss is %f at step %d: training diverged (lower -l, or check the data)", loss, step);
         float lr = lr_at_step(args.lr, args.warmup, args.final_lr_frac, step, args.max_steps);
-        float norm = gpu_update(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip);
+        float norm = gpu_update_scaled(&model, lr, 0.9f, 0.95f, 1e-8f, args.weight_decay, args.grad_clip,
+                                       (float)grad_scale);
         double step_s = now_seconds() - t0;
         step_ms[nstep_ms++] = step_s * 1000.0;
         if (step > start_step) steps_timed++; /* the first step includes start-up costs */
@@ -218,6 +271,7 @@ int main(int argc, char** argv) {
            (total_b - free_b) / 1073741824.0);
     if (args.profile && nstep_ms > 0) print_benchmark(&model, &args, &prop, step_ms, nstep_ms, mg.world);
     free(step_ms);
+    free(seq_idx);
     log_close(logf);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);

@@ -8,7 +8,9 @@
  *           overwriting the logits in place, so no float (BT, Vp) buffer is ever materialized.
  * All math is fp32. dloss = 1 / (B * T * grad_accum_steps): the gradient of the mean loss over all tokens of the step.
  * A target outside [0, V) sets *error_flag = 1 (an int the host reads after the step), gets loss NaN and a zero
- * gradient row, rather than reading out of bounds.
+ * gradient row, rather than reading out of bounds. A target of -1 (TARGET_NO_LOSS, a masked position: doc/packing.md)
+ * is not an error: loss 0 and a zero gradient row (the host leaves it out of the mean and scales the gradient by
+ * 1/counted targets); rows with a real target compute exactly what they did before masks existed.
  *
  * Two kernels compute exactly this, with the same per-thread order of operations (thread t takes the 16-byte vectors
  * t, t + 512, ... of the row), so their losses and dlogits are bitwise equal (dev/cuda/classifier.cu checks it):
@@ -113,12 +115,16 @@ __device__ static inline float classifier_block_lse2(float m, float s, float* sh
     return m + log2f(s);
 }
 
-/* thread 0 writes the row's loss (or NaN and the error flag for a target outside [0, V)) */
-__device__ static inline void classifier_write_loss(float* losses, int* error_flag, int row, int valid, float lse2,
-                                                    float target_logit) {
+#define CLASSIFIER_NO_LOSS (-1) /* = TARGET_NO_LOSS of llmc/dataloader.h: a masked target */
+
+/* thread 0 writes the row's loss (0 for a masked target; NaN and the error flag for a target outside [0, V)) */
+__device__ static inline void classifier_write_loss(float* losses, int* error_flag, int row, int target, int valid,
+                                                    float lse2, float target_logit) {
     if (threadIdx.x != 0) return;
     if (valid) {
         losses[row] = lse2 * CLASSIFIER_LN2 - target_logit;
+    } else if (target == CLASSIFIER_NO_LOSS) {
+        losses[row] = 0.f;
     } else {
         losses[row] = NAN;
         atomicExch(error_flag, 1);   /* an int flag, no float sum: order does not matter */
@@ -141,7 +147,7 @@ __device__ static inline void classifier_row(floatX* dst, const floatX* src, flo
         else classifier_accumulate<true>(m, s, x, c, V);
     }
     float lse2 = classifier_block_lse2(m, s, sh_m, sh_s);
-    classifier_write_loss(losses, error_flag, row, valid, lse2, target_logit);
+    classifier_write_loss(losses, error_flag, row, target, valid, lse2, target_logit);
     if (!write_grad) return;
     for (int c = threadIdx.x * XVEC; c < Vp; c += blockDim.x * XVEC) {
         Vec128<floatX> x = STREAM ? load128cs(src + c) : load128(src + c);
@@ -380,6 +386,47 @@ static void classifier_loss_only(floatX* logits, float* losses, int* error_flag,
                                  int Vp, cudaStream_t stream) {
     classifier_check("classifier_loss_only", V, Vp);
     classifier_launch_cfg(logits, losses, error_flag, targets, 0.f, BT, V, Vp, 0, CLASSIFIER_AUTO, 0, stream);
+}
+
+/* ---- the argmax of each row over the V real columns (evaluation's accuracy), ties to the lowest id ---- */
+
+/* (value, column) pairs: the larger value wins, a tie the lower column; NaN never wins (a row of NaNs gives -1) */
+__device__ static inline void classifier_argmax_merge(float& v, int& i, float v2, int i2) {
+    if (i2 >= 0 && (i < 0 || v2 > v || (v2 == v && i2 < i))) { v = v2; i = i2; }
+}
+
+/* one block per row: each thread scans its columns in increasing order (strictly greater replaces, so its first
+ * maximum stays), then the block merges in a fixed order */
+__global__ static void __launch_bounds__(256) classifier_argmax_kernel(int* argmax, const floatX* logits, int V,
+                                                                       int Vp) {
+    __shared__ float sh_v[256 / WARP_SIZE];
+    __shared__ int sh_i[256 / WARP_SIZE];
+    const floatX* row = logits + (size_t)blockIdx.x * Vp;
+    float v = -INFINITY;
+    int idx = -1;
+    for (int c = threadIdx.x; c < V; c += blockDim.x) {
+        float x = toF(row[c]);
+        if (x == x && (idx < 0 || x > v)) { v = x; idx = c; }
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+        float v2 = __shfl_xor_sync(0xffffffffu, v, off);
+        int i2 = __shfl_xor_sync(0xffffffffu, idx, off);
+        classifier_argmax_merge(v, idx, v2, i2);
+    }
+    int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    if (lane == 0) { sh_v[warp] = v; sh_i[warp] = idx; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x / WARP_SIZE); w++) classifier_argmax_merge(v, idx, sh_v[w], sh_i[w]);
+        argmax[blockIdx.x] = idx;
+    }
+}
+
+/* argmax (rows) device ints: each row's argmax over the first V of its Vp logits */
+static void classifier_argmax(int* argmax, const floatX* logits, int rows, int V, int Vp, cudaStream_t stream) {
+    if (rows <= 0) return;
+    classifier_argmax_kernel<<<rows, 256, 0, stream>>>(argmax, logits, V, Vp);
+    cudaCheckLast();
 }
 
 #endif

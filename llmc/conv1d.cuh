@@ -26,6 +26,11 @@
  * 16-byte stores, and keeps dw/db in registers across its tiles (+ one conv1d_partials_accumulate launch for both):
  * conv1d_forward_pipe_kernel<K>, conv1d_backward_pipe_kernel<K>. (v4, the same tiles single-buffered with 2-byte
  * stores, was 15-20% slower and is gone: NOTES_kernels.md.)
+ * Document boundaries (doc/packing.md): seq (B, T) device ints, each position's document, or NULL. With seq, the
+ * window of position t reads zero at every position of another document than t's (train_mamba2.c's same_doc), and
+ * the backward drops the same (t, ts) pairs from din and dw. Each thread carries the documents of its window
+ * positions in registers beside the window itself (one broadcast load per time step); the tiled kernels take it as
+ * a template flag, so the NULL path is the same code as before, to the instruction.
  * Kernels: conv1d_forward_kernel<K, VEC>, conv1d_backward_kernel<K, VEC> (+ partial_sums_accumulate_kernel).
  * Launchers: conv1d_forward, conv1d_backward (v5, else the scalar per-thread kernels); _pipe and _cfg versions
  * for dev/cuda; conv1d_backward_scratch_floats sizes the partials buffer.
@@ -56,9 +61,13 @@ struct ConvUnroll { static constexpr int n = K * VEC <= 32 ? CONV_T_UNROLL : 1; 
 #define CONV_BWD_SEGS 8    /* segments (threadIdx.y) per backward block */
 #define CONV_MAX_K 8
 
+/* the document of position t of a sequence (seqb: its row of the (B, T) index), or -1 outside [0, T): a window slot
+ * there holds zeros anyway, and dp is zero past T */
+__device__ static inline int conv_doc_at(const int* seqb, int t, int T) { return t >= 0 && t < T ? seqb[t] : -1; }
+
 template <int K, int VEC>
 __global__ static void conv1d_forward_kernel(floatX* out, const floatX* in, int in_stride, const float* w,
-                                             const float* bias, int B, int T, int C, int seg_len) {
+                                             const float* bias, const int* seq, int B, int T, int C, int seg_len) {
     int ncv = C / VEC, nseg = CEIL_DIV(T, seg_len);
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)B * nseg * ncv) return;
@@ -74,23 +83,28 @@ __global__ static void conv1d_forward_kernel(floatX* out, const floatX* in, int 
         for (int k = 0; k < K; k++) wr[i][k] = w[(c0 + i) * K + k];
     }
     const floatX* inb = in + (size_t)b * T * in_stride + c0;
+    const int* seqb = seq ? seq + (size_t)b * T : NULL;
     float win[K][VEC];   /* win[0..K-2] = inputs t-(K-1) .. t-1 (slot K-1 unused) */
+    int sw[K];           /* with seq: the documents of positions t-(K-1) .. t */
 #pragma unroll
     for (int j = 0; j < K - 1; j++) {
         int t = t0 - (K - 1) + j;
         if (t >= 0) loadNX<VEC>(win[j], inb + (size_t)t * in_stride);
         else for (int i = 0; i < VEC; i++) win[j][i] = 0.f;
+        sw[j] = seqb ? conv_doc_at(seqb, t, T) : 0;
     }
     floatX* outb = out + (size_t)b * T * C + c0;
 #pragma unroll ConvUnroll<K, VEC>::n
     for (int t = t0; t < t1; t++) {
         float cur[VEC], o[VEC];
         loadNX<VEC>(cur, inb + (size_t)t * in_stride);
+        sw[K - 1] = seqb ? seqb[t] : 0;
 #pragma unroll
         for (int i = 0; i < VEC; i++) {
             float p = br[i] + wr[i][K - 1] * cur[i];
 #pragma unroll
-            for (int k = 0; k < K - 1; k++) p += wr[i][k] * win[k][i];
+            for (int k = 0; k < K - 1; k++)
+                if (sw[k] == sw[K - 1]) p += wr[i][k] * win[k][i];
             o[i] = p * fast_sigmoid(p);
         }
         storeNX<VEC>(outb + (size_t)t * C, o);
@@ -99,13 +113,15 @@ __global__ static void conv1d_forward_kernel(floatX* out, const floatX* in, int 
             for (int i = 0; i < VEC; i++) win[j][i] = win[j + 1][i];
         if (K > 1)
             for (int i = 0; i < VEC; i++) win[K - 2][i] = cur[i];
+#pragma unroll
+        for (int j = 0; j + 1 < K; j++) sw[j] = sw[j + 1];
     }
 }
 
 template <int K, int VEC>
 __global__ static void conv1d_backward_kernel(floatX* din, int din_stride, float* dw_partials, float* db_partials,
                                               const floatX* dout, const floatX* in, int in_stride, const float* w,
-                                              const float* bias, int B, int T, int C, int seg_len) {
+                                              const float* bias, const int* seq, int B, int T, int C, int seg_len) {
     __shared__ float block_acc[WARP_SIZE][VEC * (K + 1)];
     int ncv = C / VEC, nseg = CEIL_DIV(T, seg_len);
     int cv = blockIdx.x * WARP_SIZE + threadIdx.x;
@@ -132,8 +148,10 @@ __global__ static void conv1d_backward_kernel(floatX* din, int din_stride, float
         const floatX* inb = in + (size_t)b * T * in_stride + c0;
         const floatX* doutb = dout + (size_t)b * T * C + c0;
         floatX* dinb = din + (size_t)b * T * din_stride + c0;
+        const int* seqb = seq ? seq + (size_t)b * T : NULL;
         float win[K][VEC];   /* inputs t-(K-1) .. t-1 in slots 0..K-2 */
         float dpw[K][VEC];   /* dp[t-(K-1)] .. dp[t] in slots 0..K-1 */
+        int sw[K];           /* with seq: the documents of positions t-(K-1) .. t */
 #pragma unroll
         for (int j = 0; j < K; j++) {
             int t = t0 - (K - 1) + j;
@@ -141,12 +159,14 @@ __global__ static void conv1d_backward_kernel(floatX* din, int din_stride, float
             if (j < K - 1) {
                 if (t >= 0) loadNX<VEC>(win[j], inb + (size_t)t * in_stride);
                 else for (int i = 0; i < VEC; i++) win[j][i] = 0.f;
+                sw[j] = seqb ? conv_doc_at(seqb, t, T) : 0;
             }
         }
         /* t runs K-1 steps past the segment: din[s] needs dp up to s + K-1 (zero past the sequence end) */
 #pragma unroll ConvUnroll<K, VEC>::n
         for (int t = t0; t < t1 + K - 1; t++) {
             float cur[VEC], dp[VEC];
+            sw[K - 1] = seqb ? conv_doc_at(seqb, t, T) : 0;
             if (t < T) {
                 float g[VEC];
                 loadNX<VEC>(cur, inb + (size_t)t * in_stride);
@@ -155,7 +175,8 @@ __global__ static void conv1d_backward_kernel(floatX* din, int din_stride, float
                 for (int i = 0; i < VEC; i++) {
                     float p = br[i] + wr[i][K - 1] * cur[i];
 #pragma unroll
-                    for (int k = 0; k < K - 1; k++) p += wr[i][k] * win[k][i];
+                    for (int k = 0; k < K - 1; k++)
+                        if (sw[k] == sw[K - 1]) p += wr[i][k] * win[k][i];
                     float s = fast_sigmoid(p);
                     dp[i] = g[i] * s * (1.f + p * (1.f - s));
                 }
@@ -168,7 +189,8 @@ __global__ static void conv1d_backward_kernel(floatX* din, int din_stride, float
                     dba[i] += dp[i];
                     dwa[i][K - 1] += dp[i] * cur[i];
 #pragma unroll
-                    for (int k = 0; k < K - 1; k++) dwa[i][k] += dp[i] * win[k][i];
+                    for (int k = 0; k < K - 1; k++)
+                        if (sw[k] == sw[K - 1]) dwa[i][k] += dp[i] * win[k][i];
                 }
             }
 #pragma unroll
@@ -176,13 +198,14 @@ __global__ static void conv1d_backward_kernel(floatX* din, int din_stride, float
                 for (int i = 0; i < VEC; i++) dpw[j][i] = dpw[j + 1][i];
             for (int i = 0; i < VEC; i++) dpw[K - 1][i] = dp[i];
             int s = t - (K - 1);
-            if (s >= t0) {
+            if (s >= t0) {   /* din[s]: the outputs t' = s .. s+K-1 of s's document read it */
                 float d[VEC];
 #pragma unroll
                 for (int i = 0; i < VEC; i++) {
                     d[i] = 0.f;
 #pragma unroll
-                    for (int k = 0; k < K; k++) d[i] += wr[i][k] * dpw[K - 1 - k][i];
+                    for (int k = 0; k < K; k++)
+                        if (sw[K - 1 - k] == sw[0]) d[i] += wr[i][k] * dpw[K - 1 - k][i];
                 }
                 storeNX<VEC>(dinb + (size_t)s * din_stride, d);
             }
@@ -191,6 +214,8 @@ __global__ static void conv1d_backward_kernel(floatX* din, int din_stride, float
                 for (int i = 0; i < VEC; i++) win[j][i] = win[j + 1][i];
             if (K > 1)
                 for (int i = 0; i < VEC; i++) win[K - 2][i] = cur[i];
+#pragma unroll
+            for (int j = 0; j + 1 < K; j++) sw[j] = sw[j + 1];
         }
     }
     /* combine the CONV_BWD_SEGS segments of this block in increasing threadIdx.y: a fixed order */
@@ -327,10 +352,10 @@ static size_t conv1d_forward_pipe_smem(void) {
     return (size_t)(2 * (CONV_TILE_T + K - 1) + CONV_TILE_T) * CONV_TILE_C * sizeof(floatX);
 }
 
-template <int K>
+template <int K, bool DOCS>
 __global__ static void __launch_bounds__(CONV_TILE_THREADS)
-conv1d_forward_pipe_kernel(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B,
-                           int T, int C, int tiles) {
+conv1d_forward_pipe_kernel(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias,
+                           const int* seq, int B, int T, int C, int tiles) {
     constexpr int IN_ROWS = CONV_TILE_T + K - 1;   /* inputs t0-(K-1) .. t0+TILE_T-1 */
     constexpr int IN_TILE = IN_ROWS * CONV_TILE_C;
     extern __shared__ float4 conv_smem[];
@@ -342,6 +367,7 @@ conv1d_forward_pipe_kernel(floatX* out, const floatX* in, int in_stride, const f
     int b = blockIdx.y / groups_per_seq, tg = blockIdx.y % groups_per_seq;
     int n = conv_block_tiles(tg, tiles, T);
     const floatX* inb = in + (size_t)b * T * in_stride;
+    const int* seqb = DOCS ? seq + (size_t)b * T : NULL;
     int tb = tg * tiles * CONV_TILE_T;   /* first time step of the block */
     conv_stage_rows(in_s, inb, in_stride, tb - (K - 1), IN_ROWS, T, ct0, C);
     conv_cp_async_commit();
@@ -363,18 +389,27 @@ conv1d_forward_pipe_kernel(floatX* out, const floatX* in, int in_stride, const f
         }
         __syncthreads();   /* every thread's copies of this tile have landed */
         float win[K];      /* inputs t-(K-1) .. t-1 in slots 0..K-2 */
+        int sw[K];         /* DOCS: the documents of positions t-(K-1) .. t */
 #pragma unroll
-        for (int j = 0; j < K - 1; j++) win[j] = toF(cur_s[(s0 + j) * CONV_TILE_C + cl]);
+        for (int j = 0; j < K - 1; j++) {
+            win[j] = toF(cur_s[(s0 + j) * CONV_TILE_C + cl]);
+            if (DOCS) sw[j] = conv_doc_at(seqb, t0 + s0 - (K - 1) + j, T);
+        }
 #pragma unroll
         for (int j = 0; j < CONV_TILE_STEPS; j++) {
             float cur = toF(cur_s[(s0 + j + K - 1) * CONV_TILE_C + cl]);
+            if (DOCS) sw[K - 1] = conv_doc_at(seqb, t0 + s0 + j, T);
             float p = br + wr[K - 1] * cur;
 #pragma unroll
-            for (int k = 0; k < K - 1; k++) p += wr[k] * win[k];
+            for (int k = 0; k < K - 1; k++)
+                if (!DOCS || sw[k] == sw[K - 1]) p += wr[k] * win[k];
             out_s[(s0 + j) * CONV_TILE_C + cl] = fromF(p * fast_sigmoid(p));
 #pragma unroll
             for (int k = 0; k + 1 < K - 1; k++) win[k] = win[k + 1];
             if (K > 1) win[K - 2] = cur;
+            if (DOCS)
+#pragma unroll
+                for (int k = 0; k + 1 < K; k++) sw[k] = sw[k + 1];
         }
         __syncthreads();   /* out_s complete; cur_s free for tile i + 2's copies */
         conv_store_tile(out + (size_t)b * T * C, C, out_s, t0, T, ct0, C);
@@ -387,11 +422,11 @@ static size_t conv1d_backward_pipe_smem(void) {
            sizeof(floatX);
 }
 
-template <int K>
+template <int K, bool DOCS>
 __global__ static void __launch_bounds__(CONV_TILE_THREADS)
 conv1d_backward_pipe_kernel(floatX* din, int din_stride, float* dw_partials, float* db_partials, const floatX* dout,
-                            const floatX* in, int in_stride, const float* w, const float* bias, int B, int T, int C,
-                            int tiles) {
+                            const floatX* in, int in_stride, const float* w, const float* bias, const int* seq, int B,
+                            int T, int C, int tiles) {
     constexpr int IN_ROWS = CONV_TILE_T + 2 * (K - 1);   /* inputs t0-(K-1) .. t0+TILE_T+K-2 */
     constexpr int DOUT_ROWS = CONV_TILE_T + K - 1;       /* dout t0 .. t0+TILE_T+K-2: din[s] needs dp up to s+K-1 */
     constexpr int IN_TILE = IN_ROWS * CONV_TILE_C, DOUT_TILE = DOUT_ROWS * CONV_TILE_C;
@@ -409,6 +444,7 @@ conv1d_backward_pipe_kernel(floatX* din, int din_stride, float* dw_partials, flo
     int n = conv_block_tiles(tg, tiles, T);
     const floatX* inb = in + (size_t)b * T * in_stride;
     const floatX* doutb = dout + (size_t)b * T * C;
+    const int* seqb = DOCS ? seq + (size_t)b * T : NULL;
     int tb = tg * tiles * CONV_TILE_T;
     conv_stage_rows(in_s, inb, in_stride, tb - (K - 1), IN_ROWS, T, ct0, C);
     conv_stage_rows(dout_s, doutb, C, tb, DOUT_ROWS, T, ct0, C);
@@ -437,10 +473,12 @@ conv1d_backward_pipe_kernel(floatX* din, int din_stride, float* dw_partials, flo
         __syncthreads();   /* every thread's copies of this tile have landed */
         float win[K];      /* inputs t-(K-1) .. t-1 in slots 0..K-2 */
         float dpw[K];      /* dp[t-(K-1)] .. dp[t] in slots 0..K-1 */
+        int sw[K];         /* DOCS: the documents of positions t-(K-1) .. t */
 #pragma unroll
         for (int j = 0; j < K; j++) {
             dpw[j] = 0.f;
             if (j < K - 1) win[j] = toF(cin_s[(s0 + j) * CONV_TILE_C + cl]);
+            if (DOCS && j < K - 1) sw[j] = conv_doc_at(seqb, t0 + s0 - (K - 1) + j, T);
         }
         /* local step j: time t = t0 + s0 + j; the K-1 steps past the slice recompute dp for din (zero past T: dout
          * was zero-filled there) */
@@ -449,29 +487,36 @@ conv1d_backward_pipe_kernel(floatX* din, int din_stride, float* dw_partials, flo
             int t = t0 + s0 + j;
             float cur = toF(cin_s[(s0 + j + K - 1) * CONV_TILE_C + cl]);
             float g = toF(cdout_s[(s0 + j) * CONV_TILE_C + cl]);
+            if (DOCS) sw[K - 1] = conv_doc_at(seqb, t, T);
             float p = br + wr[K - 1] * cur;
 #pragma unroll
-            for (int k = 0; k < K - 1; k++) p += wr[k] * win[k];
+            for (int k = 0; k < K - 1; k++)
+                if (!DOCS || sw[k] == sw[K - 1]) p += wr[k] * win[k];
             float sg = fast_sigmoid(p);
             float dp = g * sg * (1.f + p * (1.f - sg));
             if (j < CONV_TILE_STEPS && t < T) {   /* the slice's own steps feed dw and db */
                 dba += dp;
                 dwa[K - 1] += dp * cur;
 #pragma unroll
-                for (int k = 0; k < K - 1; k++) dwa[k] += dp * win[k];
+                for (int k = 0; k < K - 1; k++)
+                    if (!DOCS || sw[k] == sw[K - 1]) dwa[k] += dp * win[k];
             }
 #pragma unroll
             for (int k = 0; k + 1 < K; k++) dpw[k] = dpw[k + 1];
             dpw[K - 1] = dp;
-            if (j >= K - 1) {   /* din of step s = t-(K-1) (rows past T are not stored) */
+            if (j >= K - 1) {   /* din of step s = t-(K-1): the outputs s .. t of s's document read it */
                 float d = 0.f;
 #pragma unroll
-                for (int k = 0; k < K; k++) d += wr[k] * dpw[K - 1 - k];
+                for (int k = 0; k < K; k++)
+                    if (!DOCS || sw[K - 1 - k] == sw[0]) d += wr[k] * dpw[K - 1 - k];
                 din_s[(s0 + j - (K - 1)) * CONV_TILE_C + cl] = fromF(d);
             }
 #pragma unroll
             for (int k = 0; k + 1 < K - 1; k++) win[k] = win[k + 1];
             if (K > 1) win[K - 2] = cur;
+            if (DOCS)
+#pragma unroll
+                for (int k = 0; k + 1 < K; k++) sw[k] = sw[k + 1];
         }
         __syncthreads();   /* din_s complete; this tile's buffers free for tile i + 2's copies */
         conv_store_tile(din + (size_t)b * T * din_stride, din_stride, din_s, t0, T, ct0, C);
@@ -540,16 +585,23 @@ static void conv1d_check_k(const char* who, int K) {
     if (K < 1 || K > CONV_MAX_K) die("%s: d_conv K = %d is not supported (1..%d)", who, K, CONV_MAX_K);
 }
 
+/* the kernels put (sequence, time group) on gridDim.y, which CUDA caps at 65535 */
+static void conv1d_check_grid_y(const char* who, long long rows, int B, int T) {
+    if (rows > 65535)
+        die("%s: B=%d T=%d needs %lld block rows, more than CUDA's 65535: lower B*T (at most ~8M tokens a "
+            "micro-batch)", who, B, T, rows);
+}
+
 /* the forward at a chosen vector width (8, 4 or 1; lowered to 1 when alignment forbids it) and segment length */
-static void conv1d_forward_cfg(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B,
-                               int T, int C, int K, int vec, int seg_len, cudaStream_t stream) {
+static void conv1d_forward_cfg(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias,
+                               const int* seq, int B, int T, int C, int K, int vec, int seg_len, cudaStream_t stream) {
     conv1d_check_k("conv1d_forward", K);
     if (!conv1d_vec8_ok(in, in_stride, out, C)) vec = 1;
     size_t threads = (size_t)B * CEIL_DIV(T, seg_len) * (C / vec);
     const int block = 128;
     unsigned grid = (unsigned)CEIL_DIV(threads, (size_t)block);
 #define CONV_FWD_LAUNCH(KK, VV) \
-    conv1d_forward_kernel<KK, VV><<<grid, block, 0, stream>>>(out, in, in_stride, w, bias, B, T, C, seg_len)
+    conv1d_forward_kernel<KK, VV><<<grid, block, 0, stream>>>(out, in, in_stride, w, bias, seq, B, T, C, seg_len)
 #define CONV_FWD_CASE(KK) case KK: CONV_BY_VEC(CONV_FWD_LAUNCH, KK) break;
     switch (K) { CONV_FOR_EACH_K(CONV_FWD_CASE) }
 #undef CONV_FWD_CASE
@@ -570,38 +622,51 @@ static void conv1d_allow_smem(const void* f, size_t smem, size_t* allowed) {
     *allowed = smem;
 }
 
-template <int K>
+template <int K, bool DOCS>
 static void conv1d_forward_pipe_launch(floatX* out, const floatX* in, int in_stride, const float* w,
-                                       const float* bias, int B, int T, int C, int tiles, cudaStream_t stream) {
+                                       const float* bias, const int* seq, int B, int T, int C, int tiles,
+                                       cudaStream_t stream) {
     static size_t allowed = 48 * 1024;
     size_t smem = conv1d_forward_pipe_smem<K>();
-    conv1d_allow_smem((const void*)conv1d_forward_pipe_kernel<K>, smem, &allowed);
+    conv1d_allow_smem((const void*)conv1d_forward_pipe_kernel<K, DOCS>, smem, &allowed);
+    conv1d_check_grid_y("conv1d_forward", (long long)B * CEIL_DIV(T, CONV_TILE_T * tiles), B, T);
     dim3 grid(CEIL_DIV(C, CONV_TILE_C), B * CEIL_DIV(T, CONV_TILE_T * tiles));
-    conv1d_forward_pipe_kernel<K><<<grid, CONV_TILE_THREADS, smem, stream>>>(out, in, in_stride, w, bias, B, T, C,
-                                                                             tiles);
+    conv1d_forward_pipe_kernel<K, DOCS><<<grid, CONV_TILE_THREADS, smem, stream>>>(out, in, in_stride, w, bias, seq,
+                                                                                   B, T, C, tiles);
 }
 
 /* the pipelined forward (v5) with `tiles` time tiles per block; falls back to the per-thread kernel (scalar) where
- * 16-byte copies are not possible */
+ * 16-byte copies are not possible. seq: (B, T) document index on the device, or NULL */
 static void conv1d_forward_pipe(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias,
-                                int B, int T, int C, int K, int tiles, cudaStream_t stream) {
+                                const int* seq, int B, int T, int C, int K, int tiles, cudaStream_t stream) {
     conv1d_check_k("conv1d_forward", K);
     if (tiles < 1) die("conv1d_forward: %d time tiles per block, must be >= 1", tiles);
     if (!conv1d_vec8_ok(in, in_stride, out, C)) {
-        conv1d_forward_cfg(out, in, in_stride, w, bias, B, T, C, K, 1, CONV_FWD_SEG, stream);
+        conv1d_forward_cfg(out, in, in_stride, w, bias, seq, B, T, C, K, 1, CONV_FWD_SEG, stream);
         return;
     }
-#define CONV_FWD_PIPE(KK) \
-    case KK: conv1d_forward_pipe_launch<KK>(out, in, in_stride, w, bias, B, T, C, tiles, stream); break;
+#define CONV_FWD_PIPE(KK)                                                                                         \
+    case KK:                                                                                                      \
+        if (seq) conv1d_forward_pipe_launch<KK, true>(out, in, in_stride, w, bias, seq, B, T, C, tiles, stream);  \
+        else conv1d_forward_pipe_launch<KK, false>(out, in, in_stride, w, bias, NULL, B, T, C, tiles, stream);    \
+        break;
     switch (K) { CONV_FOR_EACH_K(CONV_FWD_PIPE) }
 #undef CONV_FWD_PIPE
     cudaCheckLast();
 }
 
-/* out = xbc (BT, C) floatX; in = the xBC column of zxbcdt, row stride in_stride; w (C, K), bias (C) float */
+/* out = xbc (BT, C) floatX; in = the xBC column of zxbcdt, row stride in_stride; w (C, K), bias (C) float;
+ * seq_idx: (B, T) device ints, each position's document (the window does not reach into earlier documents), or
+ * NULL for one document per row */
+static void conv1d_forward_docs(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias,
+                                const int* seq_idx, int B, int T, int C, int K, cudaStream_t stream) {
+    conv1d_forward_pipe(out, in, in_stride, w, bias, seq_idx, B, T, C, K, CONV_FWD_PIPE_TILES, stream);
+}
+
+/* one document per row */
 static void conv1d_forward(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B,
                            int T, int C, int K, cudaStream_t stream) {
-    conv1d_forward_pipe(out, in, in_stride, w, bias, B, T, C, K, CONV_FWD_PIPE_TILES, stream);
+    conv1d_forward_docs(out, in, in_stride, w, bias, NULL, B, T, C, K, stream);
 }
 
 static int conv1d_backward_blocks_y(int B, int T, int seg_len) {
@@ -625,18 +690,19 @@ static size_t conv1d_backward_scratch_floats(int B, int T, int C, int K) {
 /* the backward at a chosen vector width (8, 4, or 1 = scalar; lowered to 1 when alignment forbids it) and segment
  * length (>= CONV_MIN_SEG) */
 static void conv1d_backward_cfg(floatX* din, int din_stride, float* dw, float* db, float* scratch, const floatX* dout,
-                                const floatX* in, int in_stride, const float* w, const float* bias, int B, int T,
-                                int C, int K, int vec, int seg_len, cudaStream_t stream) {
+                                const floatX* in, int in_stride, const float* w, const float* bias, const int* seq,
+                                int B, int T, int C, int K, int vec, int seg_len, cudaStream_t stream) {
     if (seg_len < CONV_MIN_SEG) die("conv1d_backward: segment length %d < %d", seg_len, CONV_MIN_SEG);
     conv1d_check_k("conv1d_backward", K);
     if (!(conv1d_vec8_ok(in, in_stride, dout, C) && conv1d_vec8_ok(din, din_stride, din, C))) vec = 1;
     int by = conv1d_backward_blocks_y(B, T, seg_len);
+    conv1d_check_grid_y("conv1d_backward", by, B, T);
     dim3 grid(CEIL_DIV(C / vec, WARP_SIZE), by), block(WARP_SIZE, CONV_BWD_SEGS);
     float* dw_partials = scratch;
     float* db_partials = scratch + (size_t)by * C * K;
 #define CONV_BWD_LAUNCH(KK, VV)                                                                                   \
     conv1d_backward_kernel<KK, VV><<<grid, block, 0, stream>>>(din, din_stride, dw_partials, db_partials, dout,   \
-                                                               in, in_stride, w, bias, B, T, C, seg_len)
+                                                               in, in_stride, w, bias, seq, B, T, C, seg_len)
 #define CONV_BWD_CASE(KK) case KK: CONV_BY_VEC(CONV_BWD_LAUNCH, KK) break;
     switch (K) { CONV_FOR_EACH_K(CONV_BWD_CASE) }
 #undef CONV_BWD_CASE
@@ -646,28 +712,30 @@ static void conv1d_backward_cfg(floatX* din, int din_stride, float* dw, float* d
     partial_sums_accumulate(db, db_partials, by, C, stream);
 }
 
-template <int K>
+template <int K, bool DOCS>
 static void conv1d_backward_pipe_launch(floatX* din, int din_stride, float* dw_partials, float* db_partials,
                                         const floatX* dout, const floatX* in, int in_stride, const float* w,
-                                        const float* bias, int B, int T, int C, int tiles, int rows,
+                                        const float* bias, const int* seq, int B, int T, int C, int tiles, int rows,
                                         cudaStream_t stream) {
     static size_t allowed = 48 * 1024;
     size_t smem = conv1d_backward_pipe_smem<K>();
-    conv1d_allow_smem((const void*)conv1d_backward_pipe_kernel<K>, smem, &allowed);
+    conv1d_allow_smem((const void*)conv1d_backward_pipe_kernel<K, DOCS>, smem, &allowed);
+    conv1d_check_grid_y("conv1d_backward", rows, B, T);
     dim3 grid(CEIL_DIV(C, CONV_TILE_C), rows);
-    conv1d_backward_pipe_kernel<K><<<grid, CONV_TILE_THREADS, smem, stream>>>(
-        din, din_stride, dw_partials, db_partials, dout, in, in_stride, w, bias, B, T, C, tiles);
+    conv1d_backward_pipe_kernel<K, DOCS><<<grid, CONV_TILE_THREADS, smem, stream>>>(
+        din, din_stride, dw_partials, db_partials, dout, in, in_stride, w, bias, seq, B, T, C, tiles);
 }
 
 /* the pipelined backward (v5) with `tiles` time tiles per block; falls back to the per-thread kernel (scalar) where
  * 16-byte copies are not possible */
 static void conv1d_backward_pipe(floatX* din, int din_stride, float* dw, float* db, float* scratch,
                                  const floatX* dout, const floatX* in, int in_stride, const float* w,
-                                 const float* bias, int B, int T, int C, int K, int tiles, cudaStream_t stream) {
+                                 const float* bias, const int* seq, int B, int T, int C, int K, int tiles,
+                                 cudaStream_t stream) {
     conv1d_check_k("conv1d_backward", K);
     if (tiles < 1) die("conv1d_backward: %d time tiles per block, must be >= 1", tiles);
     if (!(conv1d_vec8_ok(in, in_stride, dout, C) && conv1d_vec8_ok(din, din_stride, din, C))) {
-        conv1d_backward_cfg(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, 1,
+        conv1d_backward_cfg(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, seq, B, T, C, K, 1,
                             CONV_BWD_SEG, stream);
         return;
     }
@@ -676,8 +744,12 @@ static void conv1d_backward_pipe(floatX* din, int din_stride, float* dw, float* 
     float* db_partials = scratch + (size_t)C * K;
 #define CONV_BWD_PIPE(KK)                                                                                         \
     case KK:                                                                                                      \
-        conv1d_backward_pipe_launch<KK>(din, din_stride, dw_partials, db_partials, dout, in, in_stride, w, bias,  \
-                                        B, T, C, tiles, rows, stream);                                            \
+        if (seq)                                                                                                  \
+            conv1d_backward_pipe_launch<KK, true>(din, din_stride, dw_partials, db_partials, dout, in, in_stride, \
+                                                  w, bias, seq, B, T, C, tiles, rows, stream);                    \
+        else                                                                                                      \
+            conv1d_backward_pipe_launch<KK, false>(din, din_stride, dw_partials, db_partials, dout, in, in_stride,\
+                                                   w, bias, NULL, B, T, C, tiles, rows, stream);                  \
         break;
     switch (K) { CONV_FOR_EACH_K(CONV_BWD_PIPE) }
 #undef CONV_BWD_PIPE
@@ -686,12 +758,20 @@ static void conv1d_backward_pipe(floatX* din, int din_stride, float* dw, float* 
 }
 
 /* din: the xBC column of d_zxbcdt (row stride din_stride), overwritten; dw (C, K), db (C) float accumulated;
- * dout = dxbc (BT, C); in, in_stride, w, bias as in the forward; scratch: conv1d_backward_scratch_floats floats */
+ * dout = dxbc (BT, C); in, in_stride, w, bias, seq_idx as in the forward; scratch: conv1d_backward_scratch_floats
+ * floats */
+static void conv1d_backward_docs(floatX* din, int din_stride, float* dw, float* db, float* scratch, const floatX* dout,
+                                 const floatX* in, int in_stride, const float* w, const float* bias,
+                                 const int* seq_idx, int B, int T, int C, int K, cudaStream_t stream) {
+    conv1d_backward_pipe(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, seq_idx, B, T, C, K,
+                         CONV_BWD_PIPE_TILES, stream);
+}
+
+/* one document per row */
 static void conv1d_backward(floatX* din, int din_stride, float* dw, float* db, float* scratch, const floatX* dout,
                             const floatX* in, int in_stride, const float* w, const float* bias, int B, int T, int C,
                             int K, cudaStream_t stream) {
-    conv1d_backward_pipe(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K,
-                         CONV_BWD_PIPE_TILES, stream);
+    conv1d_backward_docs(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, NULL, B, T, C, K, stream);
 }
 
 #endif

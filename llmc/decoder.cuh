@@ -55,6 +55,8 @@ typedef struct {
                          * GEN_SMALL_S sequences) */
     float *rstd, *gn_rstd;
     int* tokens;        /* (S) the next step's input tokens */
+    int sep;            /* document separator (-D; doc/packing.md): a sequence fed this token starts from a fresh
+                           state (SSM state and conv window zero); DOC_SEP_NONE (-1): none. Set before the first step */
     int* hist;          /* (max_steps + 1, S) greedy: the picked tokens, row = *step */
     int* step;          /* device step counter */
     cudaGraphExec_t graph[2];
@@ -115,6 +117,7 @@ static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int m
     if (S < 1) die("decoder: need at least one sequence");
     if (Tmax < 1) Tmax = 1;
     d->S = S; d->Tmax = Tmax; d->max_steps = max_steps;
+    d->sep = DOC_SEP_NONE;
     d->small = S <= GEN_SMALL_S && gen_small_fits(S, c->d_model, c->d_inner);
     d->mma = gen_mma_path_ok(S, c->d_model, c->d_inner);
     size_t X = sizeof(floatX), F = sizeof(float), D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
@@ -219,6 +222,32 @@ static void decoder_prefill(Decoder* d, GPUModel* m, int s, const int* tokens, i
                    c->padded_vocab_size, st);
 }
 
+/* -D: each sequence whose input token this step is the separator starts a new document: its SSM state and the conv
+ * window the step reads are zeroed first, as the CPU's inference_state_reset before the separator is fed. One block
+ * per (layer, sequence); the others return at once. */
+template <typename TS>
+__global__ static void decode_reset_at_sep_kernel(TS* state, float* win, const int* tokens, int sep, int S,
+                                                  size_t state_len, size_t win_len) {
+    int s = blockIdx.x % S;
+    if (tokens[s] != sep) return;
+    size_t ls = blockIdx.x; /* = l * S + s */
+    for (size_t i = threadIdx.x; i < state_len; i += blockDim.x) state[ls * state_len + i] = (TS)0.f;
+    for (size_t i = threadIdx.x; i < win_len; i += blockDim.x) win[ls * win_len + i] = 0.f;
+}
+
+static void decode_reset_at_sep(Decoder* d, GPUModel* m, int parity) {
+    const Mamba2Config* c = &m->config;
+    size_t hpn = (size_t)c->nheads * c->headdim * c->d_state, wl = dec_K1(c) * c->conv_dim;
+    unsigned grid = (unsigned)(c->n_layer * d->S);
+    if (d->state_lowp)
+        decode_reset_at_sep_kernel<floatX><<<grid, 256, 0, m->stream>>>((floatX*)d->state, d->win[parity], d->tokens,
+                                                                         d->sep, d->S, hpn, wl);
+    else
+        decode_reset_at_sep_kernel<float><<<grid, 256, 0, m->stream>>>((float*)d->state, d->win[parity], d->tokens,
+                                                                        d->sep, d->S, hpn, wl);
+    cudaCheckLast();
+}
+
 /* enqueue one decode step reading window buffer `parity` (plain launches; also what the graphs capture) */
 static void decoder_enqueue_step(Decoder* d, GPUModel* m, int parity, int with_argmax) {
     const Mamba2Config* c = &m->config;
@@ -227,6 +256,7 @@ static void decoder_enqueue_step(Decoder* d, GPUModel* m, int parity, int with_a
     int Cd = c->conv_dim, Vp = c->padded_vocab_size;
     size_t K1 = dec_K1(c), win_layer = (size_t)S * K1 * Cd, state_layer = (size_t)S * H * P * N;
     DecodeStream ds = decoder_stream(d, m);
+    if (d->sep != DOC_SEP_NONE) decode_reset_at_sep(d, m, parity);
     decode_embed(d->x, d->step, d->tokens, PX(m, P_WTE, 0), S, D, st);
     for (int l = 0; l < c->n_layer; l++) {
         const float* win_in = d->win[parity] + l * win_layer;

@@ -25,12 +25,12 @@ typedef struct {
     const char* tok_path;
     int B, T;
     long max_batches; /* -1: all */
-    int doc_sep;      /* -D (CPU only for now): DOC_SEP_NONE, DOC_SEP_EOT or a separator id (doc/packing.md) */
-    int masks;        /* -M (CPU only for now): 1 = masked targets from the shards' .mask files */
+    int doc_sep;      /* -D: DOC_SEP_NONE, DOC_SEP_EOT or a separator id (doc/packing.md) */
+    int masks;        /* -M: 1 = masked targets from the shards' .mask files */
 } EvalArgs;
 
-/* Document boundaries (-D) and masked targets (-M) are implemented by the CPU eval and generate programs, which set
-   this to 1 before parsing; the GPU ones refuse the flags until they implement them */
+/* Document boundaries (-D) and masked targets (-M): a program that implements them (the CPU and GPU eval and generate
+   programs all do) sets this to 1 before parsing; one that does not refuses the flags */
 static int g_infer_has_docs = 0;
 
 static inline void infer_refuse_docs_flags(int doc_sep, int masks) {
@@ -53,9 +53,9 @@ static inline void eval_usage(const char* prog, const char* model_note) {
         "  -m N        evaluate at most N batches (default: all)\n"
         "  -k FILE     tokenizer.bin for bits per byte (default: tokenizer.bin beside the shards; without one, no\n"
         "              bits per byte)\n"
-        "  -D SEP      CPU only: document boundaries at token SEP (none = default, eot = the tokenizer's end of text,\n"
+        "  -D SEP      document boundaries at token SEP (none = default, eot = the tokenizer's end of text,\n"
         "              or an id): the state restarts at each, as in training with -D (doc/packing.md)\n"
-        "  -M 0|1      CPU only: 1 = masked targets from the shards' .mask files, not counted (default 0)\n",
+        "  -M 0|1      1 = masked targets from the shards' .mask files, not counted (default 0)\n",
         prog, model_note);
 }
 
@@ -121,7 +121,7 @@ typedef struct {
     int max_new, top_k, quiet;
     float temperature, top_p;
     unsigned long long seed;
-    int doc_sep;      /* -D (CPU only for now): document boundaries in the prompt, DOC_SEP_NONE by default */
+    int doc_sep;      /* -D: document boundaries in the prompt, DOC_SEP_NONE by default */
 } GenerateArgs;
 
 static inline GenerateArgs generate_args_default(void) {

@@ -15,6 +15,7 @@
 #include "utils.h"
 #include "rand.h"
 #include "mamba2_model.h"
+#include "dataloader.h"
 #include "hf_io.h"
 #include "cuda_common.h"
 #include "encoder.cuh"
@@ -46,10 +47,12 @@ static void cast_to_floatX(floatX* out, const float* in, size_t n, cudaStream_t 
 /*
  * Activations. A layer's activations are buffers of `slots` equal layers: every layer's where the backward reads
  * them, or a single one that the layers take turns in, where nothing reads it later: evaluation (forward_only) keeps
- * one layer of everything, and -r 1 (recompute) one layer of xbc and gn, which the backward makes again. The
- * residual stream keeps L + 1 (the stream entering each block, then the one entering the final norm), in evaluation
- * one, updated in place. gpu_layer_acts() is the one description of them, act_at() the one place a layer index
- * becomes an address.
+ * one layer of everything, -r 1 (recompute) one layer of xbc and gn, which the backward makes again, and -r 2 one
+ * layer of everything but the residual stream: the backward of layer l first runs layer l's forward again from the
+ * stream entering it (mamba2_block_recompute), so one layer's activations live at a time (long context: doc/
+ * operations.md). The residual stream keeps L + 1 (the stream entering each block, then the one entering the final
+ * norm), in evaluation one, updated in place. gpu_layer_acts() is the one description of them, act_at() the one
+ * place a layer index becomes an address.
  */
 typedef enum {
     ACT_RESIDUAL,   /* float (BT, D): the residual stream entering the block; slot L goes to the final norm */
@@ -78,7 +81,9 @@ typedef struct {
     floatX* logits;   /* (lm_rows, Vp) logits, overwritten by dlogits in training */
     float* losses;    /* (BT) */
     int* inputs;      /* (BT) */
-    int* targets;     /* (BT) */
+    int* targets;     /* (BT); TARGET_NO_LOSS (-1) = a masked target: loss 0, no gradient */
+    int* seq_idx;     /* (BT) each position's document (doc/packing.md), uploaded with a batch that has boundaries */
+    int* argmax;      /* (BT) each row's argmax over the vocabulary, when m->want_argmax (evaluation's accuracy) */
 } GPUActivations;
 
 typedef struct {
@@ -113,10 +118,17 @@ typedef struct {
     int lm_rows;       /* rows of the logits buffer: the LM head and classifier run in chunks of this many rows */
     size_t lm_chunk_bytes; /* the logits buffer's most bytes; 0 = LM_HEAD_CHUNK_BYTES (tests set it before the first
                               forward, to run several chunks on small shapes) */
-    int recompute;     /* 1: keep one layer's xbc and gn, recompute them in the backward (set before the first forward) */
+    int recompute;     /* 1: keep one layer's xbc and gn, recompute them in the backward; 2: keep only each layer's input
+                          (the residual stream), recompute the whole layer in the backward (set before the first
+                          forward) */
     int ssd_q;         /* the SSD kernels' chunk length (set before the first forward); see gpu_ssd_chunk */
     int forward_only;  /* 1: evaluation only: one layer's activations, reused by every layer, and no gradient
                           buffers (set before the first forward; eval_mamba2cu) */
+    int want_argmax;   /* 1: a forward with targets and dloss = 0 also leaves each row's argmax in argmax_host (set
+                          before the first forward; eval_mamba2cu's accuracy) */
+    int docs;          /* the last forward had document boundaries: a->seq_idx holds them for its backward */
+    size_t num_counted; /* targets of the last forward that count (not TARGET_NO_LOSS) */
+    int* argmax_host;  /* (BT) with want_argmax */
     GPUActivations a;
     GPUGradActivations g;
     float* losses_host;
@@ -244,7 +256,7 @@ static int lm_head_rows(int BT, int Vp, size_t max_bytes) {
 static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T, int ssd_q, int recompute,
                            int forward_only) {
     size_t BT = (size_t)B * T, X = sizeof(floatX), F = sizeof(float), L = (size_t)c->n_layer;
-    int kept = forward_only ? 1 : (int)L;                     /* what the backward reads */
+    int kept = (forward_only || recompute == 2) ? 1 : (int)L; /* what the backward reads (-r 2: makes again) */
     int remade = (recompute || forward_only) ? 1 : (int)L;    /* what -r 1's backward makes again */
     size_t bytes[NUM_LAYER_ACTS];
     int slots[NUM_LAYER_ACTS];
@@ -273,45 +285,109 @@ static inline void* act_at(const GPUModel* m, LayerAct k, int l) {
 static inline floatX* act_x(const GPUModel* m, LayerAct k, int l) { return (floatX*)act_at(m, k, l); }
 static inline float* act_f(const GPUModel* m, LayerAct k, int l) { return (float*)act_at(m, k, l); }
 
+/* one activation buffer of the plan below: allocated, or (dry run) only counted */
+static void* act_alloc(size_t bytes, size_t* total, int dry) {
+    if (dry) { *total += bytes; return NULL; }
+    return gpu_alloc(bytes, total);
+}
+
+/*
+ * The activation and gradient-activation buffers of batch (B, T) for this model's settings (ssd_q, recompute,
+ * forward_only, want_argmax, lm_chunk_bytes): allocated into m, or with dry = 1 only counted (nothing is touched but
+ * the returned byte count). The one list of them, so the trainer's start-up plan (gpu_train_memory_plan) is the
+ * allocation itself.
+ */
+static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
+    GPUActivations* a = &m->a;
+    const Mamba2Config* c = &m->config;
+    size_t BT = (size_t)B * T, D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
+    size_t X = sizeof(floatX), F = sizeof(float), total = 0;
+    ActBuffer layer[NUM_LAYER_ACTS];
+    gpu_layer_acts(layer, c, B, T, m->ssd_q, m->recompute, m->forward_only);
+    for (int k = 0; k < NUM_LAYER_ACTS; k++) {
+        if (!dry) a->layer[k] = layer[k];
+        char* base = (char*)act_alloc(layer[k].slots * layer[k].layer_bytes, &total, dry);
+        if (!dry) a->layer[k].base = base;
+    }
+    int lm_rows = lm_head_rows((int)BT, (int)Vp, m->lm_chunk_bytes ? m->lm_chunk_bytes : LM_HEAD_CHUNK_BYTES);
+    floatX* delta = (floatX*)act_alloc(BT * D * X, &total, dry);
+    floatX* lnf = (floatX*)act_alloc(BT * D * X, &total, dry);
+    float* lnf_rstd = (float*)act_alloc(BT * F, &total, dry);
+    floatX* logits = (floatX*)act_alloc((size_t)lm_rows * Vp * X, &total, dry);
+    float* losses = (float*)act_alloc(BT * F, &total, dry);
+    int* inputs = (int*)act_alloc(BT * sizeof(int), &total, dry);
+    int* targets = (int*)act_alloc(BT * sizeof(int), &total, dry);
+    int* seq_idx = (int*)act_alloc(BT * sizeof(int), &total, dry);
+    int* argmax = m->want_argmax ? (int*)act_alloc(BT * sizeof(int), &total, dry) : NULL;
+    if (!dry) {
+        a->delta = delta; a->lnf = lnf; a->lnf_rstd = lnf_rstd; a->logits = logits; a->losses = losses;
+        a->inputs = inputs; a->targets = targets; a->seq_idx = seq_idx; a->argmax = argmax;
+        m->lm_rows = lm_rows;
+    }
+    if (m->forward_only) return total;
+    GPUGradActivations* g = &m->g;
+    size_t scratch = max_sz(max_sz(rmsnorm_backward_scratch_floats(c->d_model), gated_norm_backward_scratch_floats(E)),
+                            conv1d_backward_scratch_floats(B, T, c->conv_dim, c->d_conv));
+    void* p[10];
+    p[0] = act_alloc(BT * D * F, &total, dry);                  /* dresidual */
+    p[1] = act_alloc(BT * D * X, &total, dry);                  /* dres_x */
+    p[2] = act_alloc(BT * E * X, &total, dry);                  /* dgn */
+    p[3] = act_alloc(BT * E * X, &total, dry);                  /* dy */
+    p[4] = act_alloc(BT * c->d_in_proj * X, &total, dry);       /* dzxbcdt */
+    p[5] = act_alloc(BT * c->conv_dim * X, &total, dry);        /* dxbc */
+    p[6] = act_alloc(BT * D * X, &total, dry);                  /* du */
+    p[7] = act_alloc(ssd_workspace_bytes(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q), &total, dry);
+    p[8] = act_alloc(scratch * F, &total, dry);                 /* scratch */
+    p[9] = act_alloc(encoder_backward_workspace_ints((int)BT) * sizeof(int), &total, dry);  /* enc_ws */
+    if (!dry) {
+        g->dresidual = (float*)p[0]; g->dres_x = (floatX*)p[1]; g->dgn = (floatX*)p[2]; g->dy = (floatX*)p[3];
+        g->dzxbcdt = (floatX*)p[4]; g->dxbc = (floatX*)p[5]; g->du = (floatX*)p[6]; g->ssd_ws = p[7];
+        g->scratch = (float*)p[8]; g->enc_ws = (int*)p[9];
+    }
+    return total;
+}
+
 static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
     GPUActivations* a = &m->a;
     if (a->inputs != NULL && m->B == B && m->T == T) return;
     if (a->inputs != NULL) die("the GPU trainer sizes its activations once; got B=%d T=%d after B=%d T=%d", B, T,
                                m->B, m->T);
-    const Mamba2Config* c = &m->config;
-    size_t BT = (size_t)B * T, D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
-    size_t X = sizeof(floatX), F = sizeof(float), total = 0;
-    gpu_layer_acts(a->layer, c, B, T, m->ssd_q, m->recompute, m->forward_only);
-    for (int k = 0; k < NUM_LAYER_ACTS; k++)
-        a->layer[k].base = (char*)gpu_alloc(a->layer[k].slots * a->layer[k].layer_bytes, &total);
-    a->delta = (floatX*)gpu_alloc(BT * D * X, &total);
-    a->lnf = (floatX*)gpu_alloc(BT * D * X, &total);
-    a->lnf_rstd = (float*)gpu_alloc(BT * F, &total);
-    m->lm_rows = lm_head_rows((int)BT, (int)Vp, m->lm_chunk_bytes ? m->lm_chunk_bytes : LM_HEAD_CHUNK_BYTES);
-    a->logits = (floatX*)gpu_alloc((size_t)m->lm_rows * Vp * X, &total);
-    a->losses = (float*)gpu_alloc(BT * F, &total);
-    a->inputs = (int*)gpu_alloc(BT * sizeof(int), &total);
-    a->targets = (int*)gpu_alloc(BT * sizeof(int), &total);
-    m->losses_host = (float*)mallocCheck(BT * F);
+    size_t BT = (size_t)B * T, Vp = m->config.padded_vocab_size;
+    m->activation_bytes = gpu_activation_plan(m, B, T, 0);
+    if (m->want_argmax) m->argmax_host = (int*)mallocCheck(BT * sizeof(int));
+    m->losses_host = (float*)mallocCheck(BT * sizeof(float));
+    if (!m->forward_only)  /* host memory, pinned: the embedding backward's plan */
+        cudaCheck(cudaMallocHost(&m->g.enc_host, encoder_backward_host_scratch_ints((int)BT, (int)Vp) * sizeof(int)));
     m->B = B;
     m->T = T;
-    if (m->forward_only) { m->activation_bytes = total; return; }
-    GPUGradActivations* g = &m->g;
-    g->dresidual = (float*)gpu_alloc(BT * D * F, &total);
-    g->dres_x = (floatX*)gpu_alloc(BT * D * X, &total);
-    g->dgn = (floatX*)gpu_alloc(BT * E * X, &total);
-    g->dy = (floatX*)gpu_alloc(BT * E * X, &total);
-    g->dzxbcdt = (floatX*)gpu_alloc(BT * c->d_in_proj * X, &total);
-    g->dxbc = (floatX*)gpu_alloc(BT * c->conv_dim * X, &total);
-    g->du = (floatX*)gpu_alloc(BT * D * X, &total);
-    g->ssd_ws = gpu_alloc(ssd_workspace_bytes(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q),
-                          &total);
-    size_t scratch = max_sz(max_sz(rmsnorm_backward_scratch_floats(c->d_model), gated_norm_backward_scratch_floats(E)),
-                            conv1d_backward_scratch_floats(B, T, c->conv_dim, c->d_conv));
-    g->scratch = (float*)gpu_alloc(scratch * F, &total);
-    g->enc_ws = (int*)gpu_alloc(encoder_backward_workspace_ints((int)BT) * sizeof(int), &total);
-    cudaCheck(cudaMallocHost(&g->enc_host, encoder_backward_host_scratch_ints((int)BT, (int)Vp) * sizeof(int)));
-    m->activation_bytes = total;
+}
+
+/* the device bytes a training run of config c allocates at batch (B, T) with the SSD chunk ssd_q and recompute mode:
+ * fp32 weights, their floatX copy, fp32 gradients, the AdamW moments (ZeRO-1: this rank's shard, and the gradient
+ * shard), the cuBLASLt workspace, and gpu_activation_plan's activations, counted by the plan that allocates them.
+ * Not counted: the CUDA context and cuBLAS's own memory (~0.5-1 GB), the sampler's one-sequence decode state. */
+typedef struct {
+    size_t weights;      /* weights, floatX copy, gradients, optimizer, small device scalars, matmul workspace */
+    size_t activations;  /* gpu_activation_plan */
+} GPUMemoryPlan;
+
+static GPUMemoryPlan gpu_train_memory_plan(const Mamba2Config* c, int B, int T, int ssd_q, int recompute, int world,
+                                           int zero_stage) {
+    GPUMemoryPlan p;
+    ParamSpec table[NUM_PARAM_TENSORS];
+    size_t n = param_table_build(table, c), w = world > 0 ? (size_t)world : 1;
+    size_t shard = CEIL_DIV(n, w), padded = shard * w;
+    size_t opt = zero_stage == 1 ? shard : n;
+    p.weights = padded * sizeof(float) * 2 + n * sizeof(floatX) + 2 * opt * sizeof(float) +
+                (zero_stage == 1 ? shard * sizeof(float) : 0) + MATMUL_WORKSPACE_BYTES +
+                (global_norm_scratch_floats() + 3) * sizeof(float) + sizeof(int);
+    GPUModel* m = (GPUModel*)callocCheck(1, sizeof(GPUModel)); /* a plan only: nothing is allocated */
+    m->config = *c;
+    m->ssd_q = ssd_q;
+    m->recompute = recompute;
+    p.activations = gpu_activation_plan(m, B, T, 1);
+    free(m);
+    return p;
 }
 
 /*
@@ -333,6 +409,7 @@ static void lm_head_chunk(GPUModel* m, int r0, int rows, float dloss) {
                                     c->vocab_size, Vp, st);
     else
         classifier_loss_only(a->logits, a->losses + r0, m->error_flag, a->targets + r0, rows, c->vocab_size, Vp, st);
+    if (dloss <= 0 && a->argmax) classifier_argmax(a->argmax + r0, a->logits, rows, c->vocab_size, Vp, st);
     if (dloss > 0) {
         matmul_backward_input(m->g.du + (size_t)r0 * D, a->logits, PX(m, P_WTE, 0), rows, D, Vp, 0, st);
         matmul_backward_weight(GF(m, P_WTE, 0), a->logits, lnf, rows, D, Vp, st);
@@ -344,6 +421,9 @@ static void lm_head_chunk(GPUModel* m, int r0, int rows, float dloss) {
  * the layer's parameters (the table in llmc/mamba2_model.h). Each block starts with its pre-norm, which adds the
  * previous block's output (a->delta) to the residual stream, and ends with its out_proj into a->delta.
  * ================================================================================================================ */
+
+/* the document index of the batch in flight (device), or NULL without boundaries: conv1d and the SSD take it */
+static inline const int* gpu_doc_index(const GPUModel* m) { return m->docs ? m->a.seq_idx : NULL; }
 
 /*
  * Mamba-2 block l, forward (SPEC.md section 2):
@@ -368,13 +448,42 @@ static void mamba2_block_forward(GPUModel* m, int l) {
     rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), x, l > 0 ? act_f(m, ACT_RESIDUAL, l - 1) : x,
                          l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l), BT, D, st);
     matmul_forward(zx, u, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, st);
-    conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv,
-                   st);
+    const int* seq = gpu_doc_index(m);
+    conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
+                        c->d_conv, st);
     ssd_forward(y, NULL, act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
-                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, NULL, B, T, c->nheads, c->headdim, c->d_state, c->ngroups,
+                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, seq, B, T, c->nheads, c->headdim, c->d_state, c->ngroups,
                 m->ssd_q, st);
     gated_norm_forward(gn, act_f(m, ACT_GN_RSTD, l), y, zx, c->d_in_proj, PF(m, P_GNORM_W, l), BT, E, c->ngroups, st);
     matmul_forward(a->delta, gn, PX(m, P_OUT_PROJ_W, l), BT, E, D, st);
+}
+
+/*
+ * -r 2: layer l's forward once more, from the residual stream entering it (kept for every layer), up to the gated
+ * norm: what its backward reads (u, zxbcdt, xbc, the SSD's saved values, y, gn and their statistics), into the one
+ * layer of buffers all layers share. The same kernels on the same input: the forward's values to the bit, so -r 2
+ * trains exactly as -r 0. The pre-norm reads the stored sum x_l (the forward formed it from x_{l-1} + delta_{l-1}
+ * and normed that float value; no delta now, so nothing is written back); out_proj is not needed.
+ */
+static void mamba2_block_recompute(GPUModel* m, int l) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    int B = m->B, T = m->T, BT = B * T, D = c->d_model, E = c->d_inner, dt_col = 2 * E + 2 * c->ngroups * c->d_state;
+    float* x = act_f(m, ACT_RESIDUAL, l);
+    floatX* u = act_x(m, ACT_U, l);
+    floatX* zx = act_x(m, ACT_ZXBCDT, l);
+    floatX* xbc = act_x(m, ACT_XBC, l);
+    floatX* y = act_x(m, ACT_Y, l);
+    const int* seq = gpu_doc_index(m);
+    rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), x, x, NULL, PF(m, P_NORM_W, l), BT, D, st);
+    matmul_forward(zx, u, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, st);
+    conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
+                        c->d_conv, st);
+    ssd_forward(y, NULL, act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
+                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, seq, B, T, c->nheads, c->headdim, c->d_state, c->ngroups,
+                m->ssd_q, st);
+    gated_norm_forward(act_x(m, ACT_GN, l), act_f(m, ACT_GN_RSTD, l), y, zx, c->d_in_proj, PF(m, P_GNORM_W, l), BT, E,
+                       c->ngroups, st);
 }
 
 /*
@@ -390,23 +499,27 @@ static void mamba2_block_backward(GPUModel* m, int l) {
     floatX* zx = act_x(m, ACT_ZXBCDT, l);
     floatX* xbc = act_x(m, ACT_XBC, l);
     floatX* gn = act_x(m, ACT_GN, l);
-    if (m->recompute) /* -r 1: the conv output again, from what every layer keeps (zxbcdt) */
-        conv1d_forward(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim,
-                       c->d_conv, st);
+    const int* seq = gpu_doc_index(m);
+    if (m->recompute == 2 && l < c->n_layer - 1) /* -r 2: the layer's forward again (the top layer's is still there) */
+        mamba2_block_recompute(m, l);
+    if (m->recompute == 1) /* -r 1: the conv output again, from what every layer keeps (zxbcdt) */
+        conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
+                            c->d_conv, st);
     /* out_proj: the residual branch; the identity branch passes dresidual through. Its weight gradient comes after
      * the gated-norm backward, which with -r 1 writes the gated-norm output gn again (bitwise the forward's) instead
      * of a second forward */
     matmul_backward_input(g->dgn, g->dres_x, PX(m, P_OUT_PROJ_W, l), BT, E, D, 0, st);
-    gated_norm_backward(m->recompute ? gn : NULL, g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l), g->scratch,
+    gated_norm_backward(m->recompute == 1 ? gn : NULL, g->dy, g->dzxbcdt, c->d_in_proj, GF(m, P_GNORM_W, l), g->scratch,
                         g->dgn, act_x(m, ACT_Y, l), zx, c->d_in_proj, PF(m, P_GNORM_W, l),
                         act_f(m, ACT_GN_RSTD, l), BT, E, c->ngroups, st);
     matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BT, E, D, st);
     ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), NULL, g->dy,
                  act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
-                 PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, NULL, g->ssd_ws, B, T, c->nheads, c->headdim, c->d_state,
+                 PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, seq, g->ssd_ws, B, T, c->nheads, c->headdim, c->d_state,
                  c->ngroups, m->ssd_q, st);
-    conv1d_backward(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
-                    zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), B, T, c->conv_dim, c->d_conv, st);
+    conv1d_backward_docs(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
+                         zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
+                         c->d_conv, st);
     matmul_backward_input(g->du, g->dzxbcdt, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, 0, st);
     matmul_backward_weight(GF(m, P_IN_PROJ_W, l), g->dzxbcdt, act_x(m, ACT_U, l), BT, D, c->d_in_proj, st);
     rmsnorm_backward_lowp(g->dresidual, l > 0 ? g->dres_x : NULL, GF(m, P_NORM_W, l), g->scratch, g->du,
@@ -430,13 +543,27 @@ static inline const GPUBlockKind* gpu_block_kind(const GPUModel* m, int l) {
     return &GPU_BLOCK_KINDS[BLOCK_MAMBA2];
 }
 
+/* a document index must not decrease along a row (dataloader_doc_index makes it so): the kernels compare indices for
+   equality, which is the CPU trainer's same-document rule only for such an index */
+static void gpu_check_doc_index(const int* seq_idx, int B, int T) {
+    for (size_t i = 0; i < (size_t)B * T; i++)
+        if (i % (size_t)T > 0 && seq_idx[i] < seq_idx[i - 1])
+            die("document index %d at position %zu is below the previous one (%d): it must not decrease along a row",
+                seq_idx[i], i, seq_idx[i - 1]);
+}
+
 /*
- * Forward pass. With targets: the LM head and the fused classifier run chunk by chunk (lm_head_chunk) and compute
- * the losses; when dloss > 0 (training) each chunk's dlogits also go through the LM head's backward at once, so
- * gpu_backward starts at the final norm. Returns the mean loss over the batch. Without targets (tests): the logits
- * of all B*T <= m->lm_rows rows stay in a->logits; returns -1.
+ * Forward pass of packed documents. seq_idx (host, B*T, non-decreasing along each row; dataloader_doc_index) is each
+ * position's document, or NULL for one document per row: conv1d and the SSD do not cross a boundary, and the
+ * backward after this forward uses the same boundaries (doc/packing.md). A target of -1 (TARGET_NO_LOSS) is not
+ * counted. With targets: the LM head and the fused classifier run chunk by chunk (lm_head_chunk) and compute the
+ * losses; when dloss > 0 (training) each chunk's dlogits also go through the LM head's backward at once, so
+ * gpu_backward starts at the final norm. Returns the mean loss over the counted targets (0 if none counts; with
+ * every target counted, the mean over the batch as before) and sets m->num_counted. Without targets (tests): the
+ * logits of all B*T <= m->lm_rows rows stay in a->logits; returns -1.
  */
-static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int B, int T, float dloss) {
+static float gpu_forward_docs(GPUModel* m, const int* inputs, const int* targets, const int* seq_idx, int B, int T,
+                              float dloss) {
     const Mamba2Config* c = &m->config;
     if (dloss > 0 && m->forward_only) die("gpu_forward: a model made for evaluation only (forward_only) cannot train");
     gpu_model_ensure_activations(m, B, T);
@@ -446,6 +573,11 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     size_t BT = (size_t)BTi;
     cudaCheck(cudaMemcpyAsync(a->inputs, inputs, BT * sizeof(int), cudaMemcpyHostToDevice, st));
     if (targets) cudaCheck(cudaMemcpyAsync(a->targets, targets, BT * sizeof(int), cudaMemcpyHostToDevice, st));
+    m->docs = seq_idx != NULL;
+    if (seq_idx) {
+        gpu_check_doc_index(seq_idx, B, T);
+        cudaCheck(cudaMemcpyAsync(a->seq_idx, seq_idx, BT * sizeof(int), cudaMemcpyHostToDevice, st));
+    }
     encoder_forward(act_f(m, ACT_RESIDUAL, 0), a->inputs, PX(m, P_WTE, 0), BTi, D, st);
     /* training: group the tokens for the embedding backward now, on the host, while the GPU runs the forward */
     if (targets && dloss > 0)
@@ -467,11 +599,24 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
     int flag = 0;
     cudaCheck(cudaMemcpyAsync(m->losses_host, a->losses, BT * sizeof(float), cudaMemcpyDeviceToHost, st));
     cudaCheck(cudaMemcpyAsync(&flag, m->error_flag, sizeof(int), cudaMemcpyDeviceToHost, st));
+    if (dloss <= 0 && a->argmax)
+        cudaCheck(cudaMemcpyAsync(m->argmax_host, a->argmax, BT * sizeof(int), cudaMemcpyDeviceToHost, st));
     cudaCheck(cudaStreamSynchronize(st));
-    if (flag) die("a target token id is outside the vocabulary [0, %d)", c->vocab_size);
-    double sum = 0;
-    for (size_t i = 0; i < BT; i++) sum += m->losses_host[i];
-    return (float)(sum / BT);
+    if (flag) die("a target token id is outside the vocabulary [0, %d) (and not -1, no loss)", c->vocab_size);
+    double sum = 0; /* a masked position's loss is 0: the sum is that of the counted ones */
+    size_t counted = 0;
+    for (size_t i = 0; i < BT; i++) {
+        sum += m->losses_host[i];
+        counted += targets[i] != TARGET_NO_LOSS;
+    }
+    m->num_counted = counted;
+    if (counted == BT) return (float)(sum / BT);
+    return counted > 0 ? (float)(sum / counted) : 0.0f;
+}
+
+/* one document per row */
+static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int B, int T, float dloss) {
+    return gpu_forward_docs(m, inputs, targets, NULL, B, T, dloss);
 }
 
 /* several GPUs, no ZeRO: sum the gradients of tensors `first..last` (layer l's slices, or the whole tensor when not
@@ -528,7 +673,33 @@ static void gpu_zero_grad(GPUModel* m) {
  * own weight decay). ZeRO-1: reduce-scatter the gradients, norm from every rank's shard, AdamW on this rank's shard,
  * all-gather the weights. Returns the grad norm (before clipping).
  */
+/* masked targets: the accumulated gradient is that of the mean over all targets; the step's is `scale` (all / counted)
+ * times it. Folded into the norm and the clipping as the CPU trainer does: norm *= scale, the coefficient from that
+ * norm, and AdamW's gradient factor coef * scale. */
+__global__ static void grad_scale_fold_kernel(float* norm_coef, float scale, float clip) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    float norm = norm_coef[0] * scale;
+    float coef = clip > 0.f ? clip / (norm + 1e-6f) : 1.f;
+    norm_coef[0] = norm;
+    norm_coef[1] = (coef < 1.f ? coef : 1.f) * scale;
+}
+
+static void gpu_grad_scale_fold(GPUModel* m, float scale, float clip) {
+    if (scale == 1.0f) return; /* every target counted: the default arithmetic, untouched */
+    grad_scale_fold_kernel<<<1, 32, 0, m->stream>>>(m->norm_coef, scale, clip);
+    cudaCheckLast();
+}
+
+/* gpu_update with the gradient scaled by grad_scale (masked targets: all / counted targets of the step; 1 = none) */
+static float gpu_update_scaled(GPUModel* m, float lr, float beta1, float beta2, float eps, float weight_decay,
+                               float clip, float grad_scale);
+
 static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float eps, float weight_decay, float clip) {
+    return gpu_update_scaled(m, lr, beta1, beta2, eps, weight_decay, clip, 1.0f);
+}
+
+static float gpu_update_scaled(GPUModel* m, float lr, float beta1, float beta2, float eps, float weight_decay,
+                               float clip, float grad_scale) {
     if (m->m == NULL) gpu_model_alloc_optimizer(m, NULL, NULL);
     MultiGPU* mg = m->mg;
     cudaStream_t st = m->stream;
@@ -540,6 +711,7 @@ static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float e
         global_norm_partials(m->norm_scratch, m->grads_shard, m->shard, st);
         multigpu_allreduce_sum_f32(mg, m->norm_scratch, global_norm_scratch_floats(), st);
         global_norm_finish(m->norm_coef, m->norm_scratch, clip, st);
+        gpu_grad_scale_fold(m, grad_scale, clip);
         for (int t = 0; t < NUM_PARAM_TENSORS; t++) { /* each tensor's part inside this rank's shard */
             size_t lo = m->table[t].offset, hi = lo + m->table[t].numel;
             if (lo < lo_shard) lo = lo_shard;
@@ -553,6 +725,7 @@ static float gpu_update(GPUModel* m, float lr, float beta1, float beta2, float e
         cast_to_floatX(m->params_x, m->params, m->num_parameters, st);
     } else {
         global_norm_clip(m->norm_coef, m->norm_scratch, m->grads, m->num_parameters, clip, st);
+        gpu_grad_scale_fold(m, grad_scale, clip);
         AdamWTensor tensors[NUM_PARAM_TENSORS];
         for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
             tensors[t].offset = m->table[t].offset;

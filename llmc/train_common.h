@@ -54,7 +54,8 @@ typedef struct {
     unsigned long long seed;
     int zero_stage;           /* GPU trainer, several GPUs: 1 = shard the AdamW state (ZeRO-1) */
     int profile;              /* GPU trainer: 1 = benchmark report (ms/step, tokens/s, MFU, memory) */
-    int recompute;            /* GPU trainer: 1 = recompute the conv and gated-norm outputs in the backward */
+    int recompute;            /* GPU trainer: 1 = recompute the conv and gated-norm outputs in the backward; 2 = the
+                                 whole layer from its input (long context) */
     int ssd_chunk;            /* GPU trainer: the SSD kernels' chunk length; 0 = the config's, capped at 128 */
     int ckpt_keep;            /* keep the newest N checkpoints, delete older ones; 0 = keep all */
     int overwrite;            /* 1: -o may hold an earlier run: its main.log and checkpoints are deleted first */
@@ -67,8 +68,8 @@ typedef struct {
 #define DOC_SEP_NONE (-1)
 #define DOC_SEP_EOT (-2)
 
-/* Document boundaries (-D) and masked targets (-M) are implemented by the CPU trainer, which sets this to 1 before
-   parse_args; every other trainer refuses the flags (refuse_docs_flags) until it implements them */
+/* Document boundaries (-D) and masked targets (-M): a trainer that implements them (both do) sets this to 1 before
+   parse_args; one that does not refuses the flags (refuse_docs_flags) */
 static int g_trainer_has_docs = 0;
 
 /* the trainers set this to say what they are ("on the CPU (fp32)", "on the GPU (bf16)") */
@@ -109,17 +110,19 @@ static inline void usage(void) {
         "  -N <int>    keep only the newest N checkpoints, 0 = keep all (default 0)\n"
         "  -S <int>    seed for initialization and sampling (default 1337)\n"
         "  -z <0|1>    GPU trainer on several GPUs: 1 = ZeRO-1, the AdamW state sharded across GPUs (default 0)\n"
-        "  -r <0|1>    GPU trainer: 1 = recompute the conv1d and gated-norm outputs in the backward instead of\n"
-        "              storing them for every layer: ~2.5 GB less at 130M, B=8, T=2048, ~3%% more time (default 0)\n"
+        "  -r <0|1|2>  GPU trainer: 1 = recompute the conv1d and gated-norm outputs in the backward instead of\n"
+        "              storing them for every layer: ~2.5 GB less at 130M, B=8, T=2048, ~3%% more time; 2 = keep only\n"
+        "              each layer's input and recompute the whole layer in the backward (long context: one layer's\n"
+        "              activations at a time; the same bits as 0) (default 0)\n"
         "  -p <0|1>    GPU trainer: 1 = benchmark report at the end: median ms/step, tokens/s, MFU, memory (make\n"
         "              bench; ./profile_mamba2cu times each kernel of a step)\n"
         "  -K <int>    GPU trainer: chunk length of the SSD kernels, 16..256 (an algorithm choice: results agree up\n"
         "              to rounding; default the model's chunk_size capped at 128, the fastest on an H100; 256 saves\n"
         "              ~1.1 GB at 130M, B=8, T=2048)\n"
-        "  -D <none|eot|id>  CPU trainer: document boundaries: the state and the conv window restart at each\n"
+        "  -D <none|eot|id>  document boundaries: the state and the conv window restart at each\n"
         "              separator token (eot = the tokenizer's end-of-text id, or a token id), in training and\n"
         "              validation (default none: rows are read as one sequence; doc/packing.md)\n"
-        "  -M <0|1>    CPU trainer: 1 = masked targets: a target whose byte in the shard's X.bin.mask file is 0 is\n"
+        "  -M <0|1>    1 = masked targets: a target whose byte in the shard's X.bin.mask file is 0 is\n"
         "              not counted; the loss is the mean over counted targets (default 0; doc/packing.md)\n"
         "Several GPUs (GPU trainer): mpirun -np N ./train_mamba2cu ..., or without MPI one process per GPU with\n"
         "RANK, WORLD_SIZE, LOCAL_RANK (torchrun) or SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (srun) and\n"
@@ -232,7 +235,7 @@ static inline void parse_args(TrainArgs* a, int argc, char** argv) {
         }
         case 'z': a->zero_stage = (int)flag_int(f, v, 0, 1); break;
         case 'p': a->profile = (int)flag_int(f, v, 0, 1); break;
-        case 'r': a->recompute = (int)flag_int(f, v, 0, 1); break;
+        case 'r': a->recompute = (int)flag_int(f, v, 0, 2); break;
         case 'K': a->ssd_chunk = (int)flag_int(f, v, 0, 256);
             if (a->ssd_chunk != 0 && a->ssd_chunk < 16) die("-K %s: the SSD chunk length is 0 (default) or 16..256", v);
             break;
@@ -688,7 +691,9 @@ static inline unsigned long long host_memory_available(void) {
  * gradients and AdamW moments (param_copies bytes per parameter: 4 arrays x sizeof(real) on the CPU; on the GPU
  * fp32 master + m + v + grads + a bf16 copy), and per token of one micro-batch the activations kept for the
  * backward (per layer: zxbcdt, conv out, dt, y, gated-norm out, norm input and output; the logits), act_bytes each.
- * recompute (GPU -r 1) drops the conv and gated-norm outputs. A rough upper estimate, within ~20% of the trainers'.
+ * recompute (GPU -r 1) drops the conv and gated-norm outputs. A rough upper estimate, within ~20% of the trainers';
+ * the GPU trainer counts its own allocation plan instead (gpu_train_memory_plan in llmc/model.cuh), exact in every
+ * recompute mode.
  */
 static inline unsigned long long train_memory_estimate(const Mamba2Config* c, int B, int T, double param_copies,
                                                        double act_bytes, int recompute) {

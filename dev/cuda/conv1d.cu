@@ -5,6 +5,9 @@
  * Run:   ./dev/cuda/conv1d_bin
  * The input is a column range of a wider row-major buffer (like xBC inside zxbcdt), and din is written into the
  * same column range of a gradient buffer whose other columns must stay untouched.
+ * Document boundaries: every shape runs again with a (B, T) document index (random documents of 1 to 12 positions,
+ * so a window often spans two or three of them) against the reference's same-document rule, and the same output
+ * without the index must differ (the check can fail).
  */
 #include "dev/cuda/kernels_dev.h"
 #include "llmc/conv1d.cuh"
@@ -15,23 +18,50 @@
 static int version = 5, tiles = CONV_BWD_PIPE_TILES, fwd_tiles = CONV_FWD_PIPE_TILES;
 static int fwd_vec = CONV_FWD_VEC, fwd_seg = CONV_FWD_SEG, bwd_vec = CONV_BWD_VEC, bwd_seg = CONV_BWD_SEG;
 
-static void run_forward(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B, int T,
-                        int C, int K) {
-    if (version == 5) conv1d_forward_pipe(out, in, in_stride, w, bias, B, T, C, K, fwd_tiles, 0);
-    else conv1d_forward_cfg(out, in, in_stride, w, bias, B, T, C, K, fwd_vec, fwd_seg, 0);
+static void run_forward(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias,
+                        const int* seq, int B, int T, int C, int K) {
+    if (version == 5) conv1d_forward_pipe(out, in, in_stride, w, bias, seq, B, T, C, K, fwd_tiles, 0);
+    else conv1d_forward_cfg(out, in, in_stride, w, bias, seq, B, T, C, K, fwd_vec, fwd_seg, 0);
 }
 
 static void run_backward(floatX* din, int din_stride, float* dw, float* db, float* scratch, const floatX* dout,
-                         const floatX* in, int in_stride, const float* w, const float* bias, int B, int T, int C,
-                         int K) {
+                         const floatX* in, int in_stride, const float* w, const float* bias, const int* seq, int B,
+                         int T, int C, int K) {
     if (version == 5)
-        conv1d_backward_pipe(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, tiles, 0);
-    else conv1d_backward_cfg(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, B, T, C, K, bwd_vec,
-                             bwd_seg, 0);
+        conv1d_backward_pipe(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, seq, B, T, C, K, tiles,
+                             0);
+    else conv1d_backward_cfg(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, seq, B, T, C, K,
+                             bwd_vec, bwd_seg, 0);
 }
 
-/* stride: row length of the wide buffer; off: first column of the conv input inside it */
-static void check_shape(int B, int T, int C, int K, int stride, int off) {
+/* a (B, T) document index: each row's documents of 1 to 12 positions, counted from 0 (non-decreasing, as
+ * dataloader_doc_index makes it) */
+static int* random_doc_index(int B, int T) {
+    int* seq = (int*)mallocCheck((size_t)B * T * sizeof(int));
+    unsigned r = 12345u;
+    for (int b = 0; b < B; b++) {
+        int d = 0, left = 0;
+        for (int t = 0; t < T; t++) {
+            if (left == 0) {
+                r = r * 1103515245u + 12345u;
+                left = 1 + (int)((r >> 16) % 12);
+                if (t > 0) d++;
+            }
+            seq[(size_t)b * T + t] = d;
+            left--;
+        }
+    }
+    return seq;
+}
+
+/* train_mamba2.c's same_doc: position ts is read by t's window only inside t's document (seq NULL: always) */
+static int ref_same_doc(const int* seq, int b, int T, int ts, int t) {
+    return seq == NULL || seq[(size_t)b * T + ts] == seq[(size_t)b * T + t];
+}
+
+/* stride: row length of the wide buffer; off: first column of the conv input inside it; docs: with a document
+ * index */
+static void check_shape_docs(int B, int T, int C, int K, int stride, int off, int docs) {
     int BT = B * T;
     if (version == 5)
         printf("shape B=%d T=%d C=%d K=%d row stride %d column offset %d; v5 pipelined, %d / %d time tiles per fwd / "
@@ -39,6 +69,13 @@ static void check_shape(int B, int T, int C, int K, int stride, int off) {
     else
         printf("shape B=%d T=%d C=%d K=%d row stride %d column offset %d; fwd vec %d seg %d, bwd vec %d seg %d (%s)\n",
                B, T, C, K, stride, off, fwd_vec, fwd_seg, bwd_vec, bwd_seg, PRECISION_NAME);
+    if (docs) printf("  with document boundaries (seq_idx)\n");
+    int* h_seq = docs ? random_doc_index(B, T) : NULL;
+    int* d_seq = NULL;
+    if (docs) {
+        d_seq = (int*)dev_malloc((size_t)BT * sizeof(int));
+        cudaCheck(cudaMemcpy(d_seq, h_seq, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice));
+    }
     int bf16 = sizeof(floatX) == 2;
     size_t nwide = (size_t)BT * stride, n = (size_t)BT * C;
     float* h_wide = dev_random_floats(nwide, -1.f, 1.f);
@@ -50,7 +87,7 @@ static void check_shape(int B, int T, int C, int K, int stride, int off) {
     float* d_b = dev_upload_F(h_b, C);
     floatX* d_out = (floatX*)dev_malloc(n * sizeof(floatX));
     dev_poison(d_out, n * sizeof(floatX));
-    run_forward(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K);
+    run_forward(d_out, d_wide + off, stride, d_w, d_b, d_seq, B, T, C, K);
     float* g_out = dev_download_X(d_out, n);
 
     double* pre = (double*)mallocCheck(n * sizeof(double));
@@ -61,13 +98,23 @@ static void check_shape(int B, int T, int C, int K, int stride, int off) {
                 double p = h_b[c];
                 for (int k = 0; k < K; k++) {
                     int ts = t - (K - 1) + k;
-                    if (ts >= 0) p += (double)h_w[c * K + k] * h_wide[((size_t)b * T + ts) * stride + off + c];
+                    if (ts >= 0 && ref_same_doc(h_seq, b, T, ts, t))
+                        p += (double)h_w[c * K + k] * h_wide[((size_t)b * T + ts) * stride + off + c];
                 }
                 size_t i = ((size_t)b * T + t) * C + c;
                 pre[i] = p;
                 r_out[i] = p / (1.0 + exp(-p));
             }
     dev_validate("conv1d_forward xbc", g_out, r_out, n, bf16 ? 1e-5 : 1e-6, bf16 ? 5e-3 : 1e-5);
+    if (docs) {   /* the boundaries matter: without the index the same output differs where a window crosses one */
+        run_forward(d_out, d_wide + off, stride, d_w, d_b, NULL, B, T, C, K);
+        float* g_plain = dev_download_X(d_out, n);
+        size_t differ = 0;
+        for (size_t i = 0; i < n; i++) differ += fabs(g_plain[i] - r_out[i]) > 1e-2 + 1e-2 * fabs(r_out[i]);
+        printf("  without seq_idx %zu of %zu outputs differ from the reference with boundaries\n", differ, n);
+        dev_record("conv1d_forward: the boundaries change the output (negative control)", K == 1 || differ > n / 20);
+        free(g_plain);
+    }
 
     /* backward */
     float* h_dout = dev_random_floats(n, -1.f, 1.f);
@@ -82,7 +129,8 @@ static void check_shape(int B, int T, int C, int K, int stride, int off) {
     float* d_scratch = (float*)dev_malloc(ns * sizeof(float));
     dev_poison(d_scratch, ns * sizeof(float));
     dev_poison(d_dwide, nwide * sizeof(floatX));
-    run_backward(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b, B, T, C, K);
+    run_backward(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b, d_seq, B, T, C,
+                 K);
     float* g_dwide = dev_download_X(d_dwide, nwide);
     float* g_dw = dev_download_F(d_dw, (size_t)C * K);
     float* g_db = dev_download_F(d_db, C);
@@ -105,7 +153,7 @@ static void check_shape(int B, int T, int C, int K, int stride, int off) {
                 r_db[c] += g;
                 for (int k = 0; k < K; k++) {
                     int ts = t - (K - 1) + k;
-                    if (ts < 0) continue;
+                    if (ts < 0 || !ref_same_doc(h_seq, b, T, ts, t)) continue;
                     r_dw[c * K + k] += g * h_wide[((size_t)b * T + ts) * stride + off + c];
                     r_din[((size_t)b * T + ts) * C + c] += g * h_w[c * K + k];
                 }
@@ -126,7 +174,8 @@ static void check_shape(int B, int T, int C, int K, int stride, int off) {
     dev_validate("conv1d_backward db (accumulated)", g_db, r_db, C, 1e-4, 1e-4);
     cudaCheck(cudaMemcpy(d_dw, h_dw0, (size_t)C * K * sizeof(float), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(d_db, h_db0, C * sizeof(float), cudaMemcpyHostToDevice));
-    run_backward(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b, B, T, C, K);
+    run_backward(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b, d_seq, B, T, C,
+                 K);
     float* g_dw2 = dev_download_F(d_dw, (size_t)C * K);
     float* g_db2 = dev_download_F(d_db, C);
     dev_check_bitwise("conv1d_backward dw", g_dw, g_dw2, (size_t)C * K * sizeof(float));
@@ -134,10 +183,17 @@ static void check_shape(int B, int T, int C, int K, int stride, int off) {
 
     free(h_wide); free(h_w); free(h_b); free(g_out); free(pre); free(r_out); free(h_dout); free(h_dw0); free(h_db0);
     free(g_dwide); free(g_dw); free(g_db); free(dp); free(r_din); free(r_dw); free(r_db); free(g_din);
-    free(g_dw2); free(g_db2);
+    free(g_dw2); free(g_db2); free(h_seq);
+    if (d_seq) cudaCheck(cudaFree(d_seq));
     cudaCheck(cudaFree(d_wide)); cudaCheck(cudaFree(d_w)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_out));
     cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_dwide)); cudaCheck(cudaFree(d_dw)); cudaCheck(cudaFree(d_db));
     cudaCheck(cudaFree(d_scratch));
+}
+
+/* every shape without, then with document boundaries */
+static void check_shape(int B, int T, int C, int K, int stride, int off) {
+    check_shape_docs(B, T, C, K, stride, off, 0);
+    check_shape_docs(B, T, C, K, stride, off, 1);
 }
 
 static void bench(int B, int T, int C, int K, int stride, int off) {
@@ -157,7 +213,9 @@ static void bench(int B, int T, int C, int K, int stride, int off) {
     char name[96];
     float ms;
     for (int nt = 1; nt <= 8; nt *= 2) {
-        ms = dev_bench_ms(100, [&] { conv1d_forward_pipe(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, nt, 0); });
+        ms = dev_bench_ms(100, [&] {
+            conv1d_forward_pipe(d_out, d_wide + off, stride, d_w, d_b, NULL, B, T, C, K, nt, 0);
+        });
         snprintf(name, sizeof name, "conv1d_forward v5 pipelined, %d time tiles per block%s", nt,
                  nt == CONV_FWD_PIPE_TILES ? " (default)" : "");
         dev_report_bytes(name, ms, (double)n * 2 * sizeof(floatX));
@@ -165,17 +223,39 @@ static void bench(int B, int T, int C, int K, int stride, int off) {
     for (int nt = 1; nt <= 8; nt *= 2) {
         ms = dev_bench_ms(100, [&] {
             conv1d_backward_pipe(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w, d_b,
-                                 B, T, C, K, nt, 0);
+                                 NULL, B, T, C, K, nt, 0);
         });
         snprintf(name, sizeof name, "conv1d_backward v5 pipelined, %d time tiles per block%s", nt,
                  nt == CONV_BWD_PIPE_TILES ? " (default)" : "");
         dev_report_bytes(name, ms, (double)n * 3 * sizeof(floatX));
     }
+    {   /* document boundaries: the default launchers with a (B, T) index of documents 1 to 12 long (the worst case:
+           most windows cross a boundary) against none */
+        int* h_seq = random_doc_index(B, T);
+        int* d_seq = (int*)dev_malloc(BT * sizeof(int));
+        cudaCheck(cudaMemcpy(d_seq, h_seq, BT * sizeof(int), cudaMemcpyHostToDevice));
+        for (int docs = 0; docs < 2; docs++) {
+            const int* sq = docs ? d_seq : NULL;
+            ms = dev_bench_ms(100, [&] {
+                conv1d_forward_docs(d_out, d_wide + off, stride, d_w, d_b, sq, B, T, C, K, 0);
+            });
+            dev_report_bytes(docs ? "conv1d_forward_docs with seq_idx" : "conv1d_forward_docs without seq_idx", ms,
+                             (double)n * 2 * sizeof(floatX));
+            ms = dev_bench_ms(100, [&] {
+                conv1d_backward_docs(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w,
+                                     d_b, sq, B, T, C, K, 0);
+            });
+            dev_report_bytes(docs ? "conv1d_backward_docs with seq_idx" : "conv1d_backward_docs without seq_idx", ms,
+                             (double)n * 3 * sizeof(floatX));
+        }
+        free(h_seq);
+        cudaCheck(cudaFree(d_seq));
+    }
     for (int vi = 0; vi < 2; vi++)
         for (int si = 0; si < 4; si++) {
             int v = vecs[vi], sg = segs[si];
             ms = dev_bench_ms(100, [&] {
-                conv1d_forward_cfg(d_out, d_wide + off, stride, d_w, d_b, B, T, C, K, v, sg, 0);
+                conv1d_forward_cfg(d_out, d_wide + off, stride, d_w, d_b, NULL, B, T, C, K, v, sg, 0);
             });
             snprintf(name, sizeof name, "conv1d_forward vec %d seg %d", v, sg);
             dev_report_bytes(name, ms, (double)n * 2 * sizeof(floatX));
@@ -185,7 +265,7 @@ static void bench(int B, int T, int C, int K, int stride, int off) {
             int v = vecs[vi], sg = segs[si];
             ms = dev_bench_ms(100, [&] {
                 conv1d_backward_cfg(d_dwide + off, stride, d_dw, d_db, d_scratch, d_dout, d_wide + off, stride, d_w,
-                                    d_b, B, T, C, K, v, sg, 0);
+                                    d_b, NULL, B, T, C, K, v, sg, 0);
             });
             snprintf(name, sizeof name, "conv1d_backward vec %d seg %d", v, sg);
             dev_report_bytes(name, ms, (double)n * 3 * sizeof(floatX));
