@@ -188,14 +188,17 @@ dev/cuda/decode_bin: dev/cuda/decode.cu dev/cuda/decode_versions.cuh dev/cuda/de
 # the kernels of sm_86 / 89 / 120); fails if any run fails (doc/gpus.md)
 CU_TESTS = train_mamba2 train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 test_generate test_generate_fp32
 CU_SMALL_SMEM = MAMBA2_PORTABLE=1 MAMBA2_SMEM_LIMIT=101376
-test_cu: $(CU_TESTS) dev/cuda/wgmma_check_bin dev/cuda/ssd_bin
+test_cu: $(CU_TESTS) dev/cuda/wgmma_check_bin dev/cuda/ssd_bin dev/cuda/attention_bin dev/cuda/attention_fp32_bin
 	@fail=0; ./dev/cuda/wgmma_check_bin || fail=1; \
+	for t in "dev/cuda/attention_fp32_bin test" "dev/cuda/attention_bin test"; do \
+	  echo "== test_cu: ./$$t"; ./$$t || { fail=1; echo "== test_cu: FAILED: ./$$t"; }; \
+	done; \
 	for p in MAMBA2_PORTABLE=0 MAMBA2_PORTABLE=1; do \
 	  for t in test_mamba2cu_fp32 test_mamba2cu test_generate_fp32 test_generate; do \
 	    echo "== test_cu: $$p ./$$t"; env $$p ./$$t || { fail=1; echo "== test_cu: FAILED: $$p ./$$t"; }; \
 	  done; \
 	done; \
-	for t in test_mamba2cu test_generate "dev/cuda/ssd_bin small llmc"; do \
+	for t in test_mamba2cu test_generate "dev/cuda/ssd_bin small llmc" "dev/cuda/attention_bin test"; do \
 	  echo "== test_cu: $(CU_SMALL_SMEM) ./$$t"; \
 	  env $(CU_SMALL_SMEM) ./$$t || { fail=1; echo "== test_cu: FAILED: $(CU_SMALL_SMEM) ./$$t"; }; \
 	done; \
@@ -207,7 +210,13 @@ CUDA_DEV_BINS = $(patsubst %.cu,%_bin,$(wildcard dev/cuda/*.cu))
 dev/cuda/%_bin: dev/cuda/%.cu $(CUDA_HEADERS) dev/cuda/kernels_dev.h
 	$(NVCC) $(NVCC_FLAGS) $(DEV_CUDA_ARCH) -o $@ $< $(NVCC_LIBS)
 
-cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu profile_mamba2cu $(CUDA_DEV_BINS)
+# the attention kernels' tests in the fp32 build (the simple kernels; dev/cuda/attention_bin tests the bf16 ones)
+dev/cuda/attention_fp32_bin: dev/cuda/attention.cu $(CUDA_HEADERS) dev/cuda/kernels_dev.h
+	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 $(DEV_CUDA_ARCH) -o $@ $< $(NVCC_LIBS)
+# the attention test also times the lab's kernels (not in llmc/, so not in CUDA_HEADERS)
+dev/cuda/attention_bin dev/cuda/attention_fp32_bin: dev/cuda/attention_lab.cuh
+
+cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu profile_mamba2cu $(CUDA_DEV_BINS) dev/cuda/attention_fp32_bin
 
 # the trainer compiled for one more architecture than GPU_ARCHS (CI: sm_80, where CI's GPU_ARCHS is 90a alone), so
 # code that only compiles for Hopper is caught without the fat build's time

@@ -11,8 +11,8 @@
 #ifndef MAMBA2_SSD_TILE_CUH
 #define MAMBA2_SSD_TILE_CUH
 
-#ifndef MAMBA2_SSD_CUH
-#error "llmc/ssd_tile.cuh is a part of llmc/ssd.cuh: include llmc/ssd.cuh instead"
+#if !defined(MAMBA2_SSD_CUH) && !defined(MAMBA2_ATTENTION_CUH)
+#error "llmc/ssd_tile.cuh is a part of llmc/ssd.cuh (and shared with llmc/attention.cuh): include llmc/ssd.cuh instead"
 #endif
 
 #if !defined(ENABLE_FP32)
