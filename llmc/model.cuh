@@ -191,6 +191,8 @@ static int gpu_ssd_chunk(const Mamba2Config* c, int cap) { return c->chunk_size 
 
 static void gpu_model_create(GPUModel* m, const Mamba2Config* c, const float* host_params, MultiGPU* mg) {
     gpu_arch_check();  /* the GPU / build refusals, and the path decided once (llmc/gpu_arch.cuh) */
+    const char* refusal = config_gpu_refusal(c); /* hybrids: the GPU blocks of their kinds are not wired in yet */
+    if (refusal != NULL) die("%s", refusal);
     gpu_config_check(c);
     memset(m, 0, sizeof(*m));
     m->config = *c;
