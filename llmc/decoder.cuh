@@ -114,6 +114,7 @@ static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int m
     DecoderOptions o = opt != NULL ? *opt : decoder_options_default();
     const Mamba2Config* c = &m->config;
     memset(d, 0, sizeof(*d));
+    if (config_is_hybrid(c)) die("GPU generation of hybrid models (attention 'A' or MLP 'F' blocks) is not built yet (the KV cache of the GPU decoder): generate with the CPU program ./generate_mamba2");
     if (S < 1) die("decoder: need at least one sequence");
     if (Tmax < 1) Tmax = 1;
     d->S = S; d->Tmax = Tmax; d->max_steps = max_steps;
