@@ -200,6 +200,9 @@ static void gpu_config_check(const Mamba2Config* c) {
     if (config_count_kind(c, 'A') > 0 && c->attn_head_dim % 2 != 0)
         die("model: attention head_dim = %d is odd; the GPU attention reads head rows in pairs: choose an even "
             "head_dim (the CPU trainer runs this shape)", c->attn_head_dim);
+    if (config_count_kind(c, 'A') > 0 && c->attn_head_dim > ATTN_SIMPLE_MAX_HD)
+        die("model: attention head_dim = %d; the GPU attention takes head dims up to %d (the CPU trainer runs this "
+            "shape)", c->attn_head_dim, ATTN_SIMPLE_MAX_HD);
     if (config_count_kind(c, 'M') > 0 && c->d_in_proj % 2 != 0)
         die("model: nheads = %d (d_model %d x expand %d / headdim %d) is odd, so the in_proj output row (d_in_proj "
             "= %d) is odd and its rows are misaligned for the GPU kernels: choose d_model, expand and headdim so that "
