@@ -9,7 +9,11 @@
  *   2. the same step again, and with -r 1 and -r 2 (recompute): bitwise the same loss and gradients; the start-up
  *      memory plan is the allocation to the byte in every mode;
  *   3. negative control: the packed batch without its boundaries is far from the reference with them;
- *   4. 5 AdamW steps on both: the losses agree.
+ *   4. 5 AdamW steps on both: the losses agree;
+ *   5. generation (llmc/decoder.cuh, the KV cache next to the SSM state): two prompts of different lengths prefilled
+ *      by the parallel forward, then decode steps fed the CPU's greedy tokens: every step's logits against the CPU
+ *      trainer's recurrent step (mamba2_step, its own KV cache); then greedy generation on the GPU (generate_batch):
+ *      the same tokens as the CPU's greedy ones (fp32 build: all of them; bf16: the first, see there).
  * Then the trainer binaries on a small shard: train_mamba2cu against train_mamba2 for a hybrid and a Transformer++
  * (loss curves), twice (bitwise logs and checkpoints), with -r 1 and -r 2 (the same log), and with -D.
  * And (no GPU needed) model_flops_per_token: the pure model's flops_per_token to the bit.
@@ -25,6 +29,7 @@
  */
 #include "llmc/model.cuh"
 #include "llmc/model_flops.h"
+#include "llmc/decoder.cuh"
 #include <stdarg.h>
 #include <sys/wait.h>
 
@@ -262,6 +267,91 @@ static void test_adamw_steps(int model) {
     cpu::mamba2_free(&cm);
 }
 
+/* section 5: the GPU decoder against the CPU's recurrent steps, two sequences */
+static void test_generation(int model) {
+    Mamba2Config c;
+    char err[512], name[200];
+    if (config_parse(&c, MODELS[model], err, sizeof err) != 0) die("%s", err);
+    const int S = 2, steps = 8, V = c.vocab_size;
+    const int plen[S] = {7, 12};
+    int prompt[S][12];
+    Rng r;
+    rng_seed(&r, 11);
+    for (int s = 0; s < S; s++)
+        for (int i = 0; i < plen[s]; i++) prompt[s][i] = (int)(rng_u64(&r) % 256);
+    float* p = lively_params(&c);
+    /* the CPU: each prompt token by token, then greedy; logits after the prompt and after each fed token */
+    cpu::Mamba2 cm;
+    cpu::mamba2_allocate_parameters(&cm, &c);
+    for (size_t i = 0; i < cm.num_parameters; i++) cm.params_memory[i] = p[i];
+    cpu::InferenceState cs;
+    cpu::inference_state_init(&cs, &c);
+    float* cpu_logits = (float*)mallocCheck((size_t)S * (steps + 1) * V * sizeof(float));
+    int cpu_tok[S][steps + 1];
+    for (int s = 0; s < S; s++) {
+        cpu::inference_state_reset(&cs, &c);
+        float* lg = NULL;
+        for (int i = 0; i < plen[s]; i++) lg = cpu::mamba2_step(&cm, &cs, prompt[s][i]);
+        for (int k = 0; k <= steps; k++) {
+            memcpy(cpu_logits + ((size_t)s * (steps + 1) + k) * V, lg, V * sizeof(float));
+            int best = 0;
+            for (int v = 1; v < V; v++) if (lg[v] > lg[best]) best = v;
+            cpu_tok[s][k] = best;
+            if (k < steps) lg = cpu::mamba2_step(&cm, &cs, best);
+        }
+    }
+    /* the GPU: prefill both, then steps fed the CPU's tokens */
+    GPUModel m;
+    gpu_model_create(&m, &c, p, NULL);
+    Decoder d;
+    decoder_create(&d, &m, S, 12, steps + 1, NULL);
+    decoder_reset(&d, &m);
+    for (int s = 0; s < S; s++) decoder_prefill(&d, &m, s, prompt[s], plen[s]);
+    double tol = c.rotary_dim > 0 ? TOL_ROPE : TOL, worst = 0;
+    float* gpu_logits = (float*)mallocCheck((size_t)S * (steps + 1) * V * sizeof(float));
+    for (int k = 0; k <= steps; k++) {
+        if (k > 0) {
+            int toks[S];
+            for (int s = 0; s < S; s++) toks[s] = cpu_tok[s][k - 1];
+            cudaCheck(cudaMemcpy(d.tokens, toks, sizeof toks, cudaMemcpyHostToDevice));
+            decoder_step(&d, &m, 1, 0); /* a hybrid runs the plain path even when a graph is asked for */
+        }
+        float* lg = decoder_logits_host(&d, &m);
+        for (int s = 0; s < S; s++)
+            memcpy(gpu_logits + ((size_t)s * (steps + 1) + k) * V, lg + (size_t)s * c.padded_vocab_size,
+                   V * sizeof(float));
+    }
+    for (int s = 0; s < S; s++) {
+        snprintf(name, sizeof name, "%s: decode seq %d (prompt %d), %d steps' logits", MODEL_NAMES[model], s, plen[s],
+                 steps + 1);
+        size_t off = (size_t)s * (steps + 1) * V;
+        worst = fmax(worst, compare(name, gpu_logits + off, cpu_logits + off, (size_t)(steps + 1) * V, tol));
+    }
+    /* greedy on the GPU (the argmax on the device, generate_batch) */
+    int out0[steps + 1], out1[steps + 1], n_out[S];
+    int* outs[S] = {out0, out1};
+    int* prompts[S] = {prompt[0], prompt[1]};
+    GenOptions o = {0.0f, 1.0f, 0, steps + 1, -1, 1, 0};
+    generate_batch(&d, &m, prompts, plen, &o, outs, n_out);
+    int same = 0, total = 0, first_same = 1;
+    for (int s = 0; s < S; s++) {
+        first_same &= n_out[s] > 0 && outs[s][0] == cpu_tok[s][0];
+        for (int k = 0; k < n_out[s] && k <= steps; k++) { same += outs[s][k] == cpu_tok[s][k]; total++; }
+    }
+#if defined(ENABLE_FP32)
+    report(total == S * (steps + 1) && same == total, "%s: greedy on the GPU == greedy on the CPU (%d of %d tokens)",
+           MODEL_NAMES[model], same, total);
+#else /* bf16: a near tie may pick the other token once the logits differ at bf16's 3e-2; the first must agree */
+    report(total == S * (steps + 1) && first_same, "%s: greedy on the GPU: first tokens == the CPU's, %d of %d tokens "
+           "the same", MODEL_NAMES[model], same, total);
+#endif
+    (void)first_same;
+    decoder_free(&d);
+    free(p); free(cpu_logits); free(gpu_logits);
+    cpu::inference_state_free(&cs);
+    cpu::mamba2_free(&cm);
+}
+
 /* ---- the trainer binaries ---- */
 
 static int run(const char* cmd) {
@@ -401,6 +491,7 @@ int main(int argc, char** argv) {
         test_step_vs_cpu(m, 1, 0);
         test_step_vs_cpu(m, 1, 1);
         test_adamw_steps(m);
+        test_generation(m);
     }
     if (argc < 2 || strcmp(argv[1], "--no-trainers") != 0) test_trainers();
     printf("%d passed, %d failed\n", g_passed, g_failed);
