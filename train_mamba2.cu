@@ -175,8 +175,8 @@ int main(int argc, char** argv) {
     GPUInference infer; /* only rank 0 prints samples; none for hybrids yet (the GPU sampler has no KV cache) */
     int gpu_samples = !config_is_hybrid(c);
     if (gpu_samples) gpu_inference_init(&infer, c, 1);
-    else if (args.sample_every > 0) printf("samples: none for a hybrid model on the GPU yet (./generate_mamba2 on a "
-                                           "checkpoint samples it on the CPU)\n");
+    else if (args.sample_every > 0) printf("samples: none for a hybrid model in the GPU trainer yet (./generate_mamba2cu "
+                                           "on a checkpoint samples it)\n");
     model.recompute = args.recompute;
     if (args.ssd_chunk > 0) {
         if (args.ssd_chunk < 16 || args.ssd_chunk > 256)
