@@ -179,6 +179,9 @@ generate_mamba2cu: generate_mamba2.cu $(CUDA_HEADERS)
 eval_mamba2cu: eval_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ eval_mamba2.cu $(NVCC_LIBS)
 
+eval_mamba2cu_fp32: eval_mamba2.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ eval_mamba2.cu $(NVCC_LIBS)
+
 test_generate: test_generate.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ test_generate.cu $(NVCC_LIBS)
 
@@ -193,8 +196,8 @@ dev/cuda/decode_bin: dev/cuda/decode.cu dev/cuda/decode_versions.cuh dev/cuda/de
 # on the GPU's default path, then on the portable path (MAMBA2_PORTABLE=1: on an H100 the kernels an A100 runs), then
 # the bf16 ones and the SSD's llmc checks on the portable path under a 99 KB shared-memory limit (MAMBA2_SMEM_LIMIT:
 # the kernels of sm_86 / 89 / 120); fails if any run fails (doc/gpus.md)
-CU_TESTS = train_mamba2 train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 test_generate test_generate_fp32 \
-  test_hybrid test_hybrid_fp32
+CU_TESTS = train_mamba2 train_mamba2cu train_mamba2cu_fp32 eval_mamba2cu eval_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 \
+  test_generate test_generate_fp32 test_hybrid test_hybrid_fp32
 CU_SMALL_SMEM = MAMBA2_PORTABLE=1 MAMBA2_SMEM_LIMIT=101376
 test_cu: $(CU_TESTS) dev/cuda/wgmma_check_bin dev/cuda/ssd_bin dev/cuda/attention_bin dev/cuda/attention_fp32_bin
 	@fail=0; ./dev/cuda/wgmma_check_bin || fail=1; \
@@ -243,4 +246,4 @@ cuda_variants: train_mamba2.cu $(CUDA_HEADERS)
 clean:
 	rm -f dev/ssd_tutorial train_mamba2 eval_mamba2 generate_mamba2 export_mamba2 test_interop test_mamba2 test_mamba2_fd test_dataloader test_safetensors test_rendezvous dev/cuda/*_bin \
 	  train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 generate_mamba2cu eval_mamba2cu \
-	  test_generate test_generate_fp32 profile_mamba2cu test_hybrid test_hybrid_fp32
+	  test_generate test_generate_fp32 profile_mamba2cu eval_mamba2cu_fp32 test_hybrid test_hybrid_fp32

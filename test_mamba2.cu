@@ -34,11 +34,13 @@
 #define TOL_DECAY 1e-5
 #define TOL_CURVE 1e-4   /* 20 optimizer steps, two different summation orders */
 #define TRAINER_CU "./train_mamba2cu_fp32"
+#define EVAL_CU "./eval_mamba2cu_fp32"
 #else
 #define TOL 3e-2
 #define TOL_DECAY 6e-2   /* d A_log, d dt_bias: see the comment at the top */
 #define TOL_CURVE 3e-2
 #define TRAINER_CU "./train_mamba2cu"
+#define EVAL_CU "./eval_mamba2cu"
 #endif
 
 #define TEST_REAL float
@@ -530,6 +532,28 @@ static void test_trainers(void) {
     snprintf(la, sizeof(la), "%s/gpu_dm/ckpt_00000020.bin", dir);
     snprintf(lb, sizeof(lb), "%s/gpu_dm2/ckpt_00000020.bin", dir);
     report(files_equal(la, lb), "-D 32 -M 1: GPU trainer twice: final checkpoints bitwise identical");
+    /* eval_mamba2cu -D 32 -M 1 on the final checkpoint == the trainer's last validation (step 20, the same weights,
+       the same 3 batches), and it prints the accuracy line */
+    snprintf(cmd, sizeof(cmd), EVAL_CU " -e %s -i %s -b 4 -t 64 -m 3 -D 32 -M 1 > %s/eval_dm.txt 2>&1", la, path, dir);
+    int rc_eval = run(cmd);
+    snprintf(lc, sizeof(lc), "%s/eval_dm.txt", dir);
+    float eval_loss = -1, acc = -1;
+    long acc_n = 0;
+    FILE* ef = fopen(lc, "r");
+    if (ef) {
+        char line[1024];
+        while (fgets(line, sizeof(line), ef)) {
+            sscanf(line, "mean loss %f", &eval_loss);
+            sscanf(line, "accuracy %f over %ld targets", &acc, &acc_n);
+        }
+        fclose(ef);
+    }
+    report(rc_eval == 0 && eval_loss > 0 && vng == 3, "eval_mamba2cu -D 32 -M 1 ran (exit %d): mean loss %.6f, the "
+           "trainer's last val loss %.6f", rc_eval, eval_loss, vng == 3 ? vgpu[2] : -1.0f);
+    if (rc_eval == 0 && vng == 3) compare("eval_mamba2cu -D 32 -M 1 == the trainer's val loss", &eval_loss, &vgpu[2], 1,
+                                          2e-5);
+    report(acc >= 0 && acc <= 1 && acc_n > 0 && acc_n < 3 * 4 * 64, "eval_mamba2cu prints 'accuracy %.6f over %ld "
+           "targets' (counted targets only: fewer than the %d positions)", acc, acc_n, 3 * 4 * 64);
     snprintf(la, sizeof(la), "%s/gpu/ckpt_00000020.bin", dir);
     /* a GPU checkpoint resumes in the CPU trainer (and the other way round is the same file format) */
     snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s -j none -k none -e %s -b 4 -t 64 -x 2 -s 0 > %s/x.txt 2>&1", path,

@@ -24,11 +24,12 @@
  *                               blocks up to the diagonal, K and V tiles double-buffered; S = Q K^T and P V in
  *                               registers.
  *   attn_bwd_dsum_kernel        D = rowsum(dO * O)
- *   attn_bwd_dkdv_mma_kernel    one block per (64 key rows, kv head, batch); loops over the q heads of the group
- *                               and the query blocks at and after the diagonal, in a fixed order: dK, dV stay in
- *                               registers, written once. No atomics.
- *   attn_bwd_dq_mma_kernel      one block per (64 query rows, q head, batch); recomputes P and dP over the key blocks
- *                               (FA2 adds dQ with float atomics from the dK/dV kernel instead: not deterministic).
+ *   attn_bwd_dkdv_mma_kernel    one block per (128 key rows at hd 64 (2 strips per warp), 64 at hd 128, kv head,
+ *                               batch); loops over the q heads of the group and the query blocks at and after the
+ *                               diagonal, in a fixed order: dK, dV stay in registers, written once. No atomics.
+ *   attn_bwd_dq_mma_kernel      one block per (128 query rows at hd 64, 64 at hd 128, q head, batch); recomputes P
+ *                               and dP over the key blocks (FA2 adds dQ with float atomics from the dK/dV kernel
+ *                               instead: not deterministic).
  * The backward thus does 7 T x T x hd products where FA2 does 5: the price of bitwise determinism.
  * Hopper's wgmma versions of these kernels measured slower on an H100 and live in dev/cuda/attention_lab.cuh.
  * The fp32 build (the oracle build) and other head dims run the simple kernels: one thread per query row (forward,

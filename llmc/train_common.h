@@ -686,28 +686,9 @@ static inline unsigned long long host_memory_available(void) {
     return pages > 0 && page > 0 ? (unsigned long long)pages * (unsigned long long)page : 0;
 }
 
-/*
- * An estimate of a training run's memory, from the config alone (no allocation): the parameters and their
- * gradients and AdamW moments (param_copies bytes per parameter: 4 arrays x sizeof(real) on the CPU; on the GPU
- * fp32 master + m + v + grads + a bf16 copy), and per token of one micro-batch the activations kept for the
- * backward (per layer: zxbcdt, conv out, dt, y, gated-norm out, norm input and output; the logits), act_bytes each.
- * recompute (GPU -r 1) drops the conv and gated-norm outputs. A rough upper estimate, within ~20% of the trainers';
- * the GPU trainer counts its own allocation plan instead (gpu_train_memory_plan in llmc/model.cuh), exact in every
- * recompute mode.
- */
-static inline unsigned long long train_memory_estimate(const Mamba2Config* c, int B, int T, double param_copies,
-                                                       double act_bytes, int recompute) {
-    double n = (double)config_param_count(c);
-    double per_layer = (double)c->d_in_proj + (recompute ? 0 : (double)c->conv_dim) + c->nheads +
-                       (double)c->d_inner * (recompute ? 1 : 2) + 2.0 * c->d_model;
-    double tokens = (double)B * T;
-    double acts = tokens * ((double)c->n_layer * per_layer + 2.0 * c->padded_vocab_size + 4.0 * c->d_model) * act_bytes;
-    double total = n * param_copies + acts;
-    return total > 1.8e19 ? 18000000000000000000ULL : (unsigned long long)total;
-}
-
 /* dies with the estimate, the memory there is and what to try when need > available (available 0: unknown, no
-   check). The GPU trainer calls it with cudaMemGetInfo's free bytes and where = "GPU". */
+   check). The CPU trainer passes its activation and parameter sizes (check_host_memory); the GPU trainer its
+   allocation plan (gpu_train_memory_plan in llmc/model.cuh), cudaMemGetInfo's free bytes and where = "GPU". */
 static inline void memory_check_or_die(unsigned long long need, unsigned long long available, const char* where,
                                        const Mamba2Config* c) {
     if (available == 0 || need <= available) return;

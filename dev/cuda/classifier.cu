@@ -35,7 +35,7 @@ classifier_v2_kernel(floatX* logits, float* losses, int* error_flag, const int* 
         m = nm;
     }
     float lse2 = classifier_block_lse2(m, s, sh_m, sh_s);
-    classifier_write_loss(losses, error_flag, row, valid, lse2, target_logit);
+    classifier_write_loss(losses, error_flag, row, target, valid, lse2, target_logit);
     if (!write_grad) return;
     for (int c = threadIdx.x * XVEC; c < Vp; c += blockDim.x * XVEC) {
         Vec128<floatX> x = load128cs(lr + c);
@@ -173,25 +173,51 @@ static void check_shape(int BT, int V, int Vp) {
             dev_record(label, memcmp(t_grad, base_grad, n * sizeof(float)) == 0);
         }
 
-        /* out-of-range targets (V, and -1) must raise the flag, get NaN and a zero gradient row; the other rows
-         * stay exactly as before */
+        /* out-of-range targets (V, and -2) must raise the flag, get NaN and a zero gradient row; the other rows
+         * stay exactly as before (-1 is not out of range: a masked target, below) */
         int* bad_tgt = (int*)mallocCheck(BT * sizeof(int));
         memcpy(bad_tgt, h_tgt, BT * sizeof(int));
         bad_tgt[0] = V;
-        bad_tgt[BT / 2] = -1;
+        bad_tgt[BT / 2] = -2;
         cudaCheck(cudaMemcpy(d_tgt, bad_tgt, BT * sizeof(int), cudaMemcpyHostToDevice));
         dev_copy_to_X(d_logits, h_logits, n);
         launch(d_logits, d_losses, d_flag, d_tgt, dloss, BT, V, Vp, 1, cfg->variant, cfg->ctas);
         cudaCheck(cudaMemcpy(&flag, d_flag, sizeof(int), cudaMemcpyDeviceToHost));
         float* b_loss = dev_download_F(d_losses, BT);
         float* b_grad = dev_download_X(d_logits, n);
-        dev_record("error flag is set by targets V and -1", flag == 1);
+        dev_record("error flag is set by targets V and -2", flag == 1);
         dev_record("a bad target's loss is NaN", isnan(b_loss[0]) && isnan(b_loss[BT / 2]));
         int zero_rows = 1;
         for (int c = 0; c < Vp; c++)
             if (b_grad[c] != 0.f || b_grad[(size_t)(BT / 2) * Vp + c] != 0.f) zero_rows = 0;
         dev_record("a bad target's dlogits row is all zero", zero_rows);
         if (BT > 2) dev_record("the other rows' losses are unchanged", b_loss[1] == t_loss[1]);
+
+        /* masked targets (-1, TARGET_NO_LOSS; doc/packing.md): no flag, loss 0, a zero gradient row; every other row
+         * bitwise as without the mask */
+        int* m_tgt = (int*)mallocCheck(BT * sizeof(int));
+        memcpy(m_tgt, h_tgt, BT * sizeof(int));
+        for (int t = 0; t < BT; t += 3) m_tgt[t] = -1;
+        cudaCheck(cudaMemcpy(d_tgt, m_tgt, BT * sizeof(int), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemset(d_flag, 0, sizeof(int)));
+        dev_copy_to_X(d_logits, h_logits, n);
+        launch(d_logits, d_losses, d_flag, d_tgt, dloss, BT, V, Vp, 1, cfg->variant, cfg->ctas);
+        cudaCheck(cudaMemcpy(&flag, d_flag, sizeof(int), cudaMemcpyDeviceToHost));
+        float* m_loss = dev_download_F(d_losses, BT);
+        float* m_grad = dev_download_X(d_logits, n);
+        int masked_ok = flag == 0, others_same = 1;
+        for (int t = 0; t < BT; t++) {
+            const float* gr = m_grad + (size_t)t * Vp;
+            if (m_tgt[t] == -1) {
+                if (m_loss[t] != 0.f) masked_ok = 0;
+                for (int c = 0; c < Vp; c++) if (gr[c] != 0.f) masked_ok = 0;
+            } else if (m_loss[t] != t_loss[t] || memcmp(gr, t_grad + (size_t)t * Vp, Vp * sizeof(float)) != 0) {
+                others_same = 0;
+            }
+        }
+        dev_record("masked targets (-1): no flag, loss 0, a zero dlogits row", masked_ok);
+        dev_record("masked targets: every other row bitwise as without the mask", others_same);
+        free(m_tgt); free(m_loss); free(m_grad);
 
         free(g_loss); free(g_untouched); free(t_loss2); free(t_grad2); free(bad_tgt); free(b_loss); free(b_grad);
         if (k != 0) { free(t_loss); free(t_grad); }
