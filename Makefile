@@ -141,6 +141,13 @@ test_mamba2cu: test_mamba2.cu train_mamba2.c $(CUDA_HEADERS) dev/hf_fixture.h de
 test_mamba2cu_fp32: test_mamba2.cu train_mamba2.c $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
 
+# hybrids (attention and MLP blocks, doc/hybrid.md) on the GPU against the CPU trainer's model
+test_hybrid: test_hybrid.cu train_mamba2.c $(CUDA_HEADERS) dev/test_report.h
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ test_hybrid.cu $(NVCC_LIBS)
+
+test_hybrid_fp32: test_hybrid.cu train_mamba2.c $(CUDA_HEADERS) dev/test_report.h
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ test_hybrid.cu $(NVCC_LIBS)
+
 # the benchmark (GPU machine): Mamba-2 130M, B=8, T=2048, bf16: ms/step, tokens/s, MFU, memory; one step's time by
 # kernel family (profile_mamba2cu, CUPTI); then the SSD layer alone at B=8 T=2048, B=1 T=8192 and T=32768
 bench: train_mamba2cu profile_mamba2cu $(DATA_DIR)/tokenizer.bin
@@ -190,7 +197,7 @@ dev/cuda/decode_bin: dev/cuda/decode.cu dev/cuda/decode_versions.cuh dev/cuda/de
 # the bf16 ones and the SSD's llmc checks on the portable path under a 99 KB shared-memory limit (MAMBA2_SMEM_LIMIT:
 # the kernels of sm_86 / 89 / 120); fails if any run fails (doc/gpus.md)
 CU_TESTS = train_mamba2 train_mamba2cu train_mamba2cu_fp32 eval_mamba2cu eval_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 \
-  test_generate test_generate_fp32
+  test_generate test_generate_fp32 test_hybrid test_hybrid_fp32
 CU_SMALL_SMEM = MAMBA2_PORTABLE=1 MAMBA2_SMEM_LIMIT=101376
 test_cu: $(CU_TESTS) dev/cuda/wgmma_check_bin dev/cuda/ssd_bin dev/cuda/attention_bin dev/cuda/attention_fp32_bin
 	@fail=0; ./dev/cuda/wgmma_check_bin || fail=1; \
@@ -198,11 +205,11 @@ test_cu: $(CU_TESTS) dev/cuda/wgmma_check_bin dev/cuda/ssd_bin dev/cuda/attentio
 	  echo "== test_cu: ./$$t"; ./$$t || { fail=1; echo "== test_cu: FAILED: ./$$t"; }; \
 	done; \
 	for p in MAMBA2_PORTABLE=0 MAMBA2_PORTABLE=1; do \
-	  for t in test_mamba2cu_fp32 test_mamba2cu test_generate_fp32 test_generate; do \
+	  for t in test_mamba2cu_fp32 test_mamba2cu test_generate_fp32 test_generate test_hybrid_fp32 test_hybrid; do \
 	    echo "== test_cu: $$p ./$$t"; env $$p ./$$t || { fail=1; echo "== test_cu: FAILED: $$p ./$$t"; }; \
 	  done; \
 	done; \
-	for t in test_mamba2cu test_generate "dev/cuda/ssd_bin small llmc" "dev/cuda/attention_bin test"; do \
+	for t in test_mamba2cu test_generate test_hybrid "dev/cuda/ssd_bin small llmc" "dev/cuda/attention_bin test"; do \
 	  echo "== test_cu: $(CU_SMALL_SMEM) ./$$t"; \
 	  env $(CU_SMALL_SMEM) ./$$t || { fail=1; echo "== test_cu: FAILED: $(CU_SMALL_SMEM) ./$$t"; }; \
 	done; \
@@ -239,4 +246,4 @@ cuda_variants: train_mamba2.cu $(CUDA_HEADERS)
 clean:
 	rm -f dev/ssd_tutorial train_mamba2 eval_mamba2 generate_mamba2 export_mamba2 test_interop test_mamba2 test_mamba2_fd test_dataloader test_safetensors test_rendezvous dev/cuda/*_bin \
 	  train_mamba2cu train_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 generate_mamba2cu eval_mamba2cu \
-	  test_generate test_generate_fp32 profile_mamba2cu eval_mamba2cu_fp32
+	  test_generate test_generate_fp32 profile_mamba2cu eval_mamba2cu_fp32 test_hybrid test_hybrid_fp32

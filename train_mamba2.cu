@@ -42,7 +42,7 @@ static void print_benchmark(const GPUModel* m, const TrainArgs* a, const cudaDev
     qsort(step_ms + skip, nsteps - skip, sizeof(double), cmp_double);
     double ms = step_ms[skip + (nsteps - skip) / 2];
     double tps = a->total_batch_tokens / (ms / 1000.0);
-    double fpt = flops_per_token(c, a->T);
+    double fpt = model_flops_per_token(c, a->T); /* every block kind (llmc/model_flops.h) */
     size_t free_b, total_b;
     cudaCheck(cudaMemGetInfo(&free_b, &total_b));
     printf("\n== benchmark: %s, %d layers, d_model %d, B=%d T=%d (%d tokens/step), %s, %d x %s\n", a->model, c->n_layer,
@@ -172,8 +172,11 @@ int main(int argc, char** argv) {
     int* seq_idx = doc_sep != DOC_SEP_NONE ? (int*)mallocCheck(sizeof(int) * (size_t)B * T) : NULL;
     if (seq_idx) printf("document boundaries: a new document at each token %d\n", doc_sep);
     if (args.masks) printf("masked targets: from the shards' .mask files\n");
-    GPUInference infer; /* only rank 0 prints samples */
-    gpu_inference_init(&infer, c, 1);
+    GPUInference infer; /* only rank 0 prints samples; none for hybrids yet (the GPU sampler has no KV cache) */
+    int gpu_samples = !config_is_hybrid(c);
+    if (gpu_samples) gpu_inference_init(&infer, c, 1);
+    else if (args.sample_every > 0) printf("samples: none for a hybrid model in the GPU trainer yet (./generate_mamba2cu "
+                                           "on a checkpoint samples it)\n");
     model.recompute = args.recompute;
     if (args.ssd_chunk > 0) {
         if (args.ssd_chunk < 16 || args.ssd_chunk > 256)
@@ -200,7 +203,7 @@ int main(int argc, char** argv) {
         int last = step == args.max_steps;
         if (use_val && (step % args.val_every == 0 || last))
             log_val(logf, step, gpu_evaluate(&model, &val_loader, args.val_batches, seq_idx, doc_sep));
-        if (mg.rank == 0 && args.sample_every > 0 && step > 0 && (step % args.sample_every == 0 || last))
+        if (mg.rank == 0 && gpu_samples && args.sample_every > 0 && step > 0 && (step % args.sample_every == 0 || last))
             gpu_print_sample(&model, &infer, &tokenizer, &sample_rng, args.gen_tokens);
         if (last) break;
 

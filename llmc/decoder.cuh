@@ -19,6 +19,12 @@
  *   device; the host looks at it every GEN_CHECK_EVERY steps (end-of-text) and at the end. With a temperature the
  *   logits come to the host and are sampled there (temperature, top-k, top-p), one generator per sequence seeded
  *   with seed + sequence index, so a prompt gives the same text alone and in a batch.
+ * - Hybrids (attention 'A' and MLP 'F' blocks, doc/hybrid.md): the plain path (cuBLASLt products, no fused kernels,
+ *   no graph) with a KV cache per attention block next to the SSM states: the prefill writes the prompt's rotated
+ *   keys and values (attention_kv_write), each step rotates the new q and k by the sequence's position, appends
+ *   its key and value and attends over the cache (attention_decode), one launch pair per sequence since prompt
+ *   lengths differ. The positions live on the host (kv_len), so a step is enqueued, never captured. Not yet: -D
+ *   (a cache reset at a separator) for hybrids, refused.
  */
 #ifndef MAMBA2_DECODER_CUH
 #define MAMBA2_DECODER_CUH
@@ -71,11 +77,28 @@ typedef struct {
     size_t bytes;
     float* logits_host;
     floatX* logits_host_x;
+    /* hybrids (attention 'A' and MLP 'F' blocks, doc/hybrid.md): the plain path (no fused kernels, no graphs) and the
+       attention blocks' KV cache, (n_attn, S, Hkv, Lmax, hd) for keys and values: the rotated keys and the values of
+       every position of a sequence so far. kv_len[s] (host): sequence s's cached positions = the position its next
+       token takes (RoPE, the cache row) */
+    int hybrid;
+    int Lmax;
+    floatX *k_cache, *v_cache;
+    int* kv_len;
+    int* pos_dev;       /* (S) the step's positions, uploaded from kv_len */
+    floatX *qkv, *att, *mlp_h, *mlp_act;          /* one token per sequence */
+    floatX *pf_qkv, *pf_att, *pf_mlp_h, *pf_mlp_act; /* the prefill's, Tmax rows */
+    float* pf_lse;
 } Decoder;
 
 static size_t dec_K1(const Mamba2Config* c) { return c->d_conv > 1 ? (size_t)c->d_conv - 1 : 1; }
+/* the SSM states and conv windows are indexed by block (a hybrid's attention and MLP blocks leave theirs unused); a
+   model without Mamba-2 blocks has none */
+static size_t dec_state_layers(const Mamba2Config* c) {
+    return config_count_kind(c, 'M') > 0 ? (size_t)c->n_layer : 0;
+}
 static size_t dec_state_elems(const Mamba2Config* c, int S) {
-    return (size_t)c->n_layer * S * c->nheads * c->headdim * c->d_state;
+    return dec_state_layers(c) * S * c->nheads * c->headdim * c->d_state;
 }
 static size_t dec_state_bytes(const Decoder* d, const Mamba2Config* c) {
     return dec_state_elems(c, d->S) * (d->state_lowp ? sizeof(floatX) : sizeof(float));
@@ -101,7 +124,7 @@ static int gen_state_lowp(int S, int state_mode) {
     if (sizeof(floatX) == sizeof(float)) return 0;
     return state_mode < 0 ? S >= GEN_LOWP_MIN_S : state_mode;
 }
-static size_t dec_win_floats(const Mamba2Config* c, int S) { return (size_t)c->n_layer * S * dec_K1(c) * c->conv_dim; }
+static size_t dec_win_floats(const Mamba2Config* c, int S) { return dec_state_layers(c) * S * dec_K1(c) * c->conv_dim; }
 
 /* the stream and launch mode of d's decode kernels */
 static DecodeStream decoder_stream(const Decoder* d, const GPUModel* m) {
@@ -110,6 +133,44 @@ static DecodeStream decoder_stream(const Decoder* d, const GPUModel* m) {
 }
 
 /* a decoder for S sequences, prompts up to Tmax tokens, max_steps tokens of history; opt NULL: the defaults */
+/* a hybrid's buffers: the KV cache for every position a sequence can reach (its prompt, at most Tmax, and
+   max_steps + 1 more), the attention and MLP blocks' one-token and prefill scratch */
+static void decoder_alloc_hybrid(Decoder* d, const Mamba2Config* c, size_t* total) {
+    size_t X = sizeof(floatX), S = (size_t)d->S, T = (size_t)d->Tmax, nA = (size_t)config_count_kind(c, 'A');
+    size_t QKV = c->attn_qkv_dim, AO = c->attn_out_dim, Hm = c->mlp_hidden;
+    d->Lmax = d->Tmax + d->max_steps + 2;
+    size_t cache = nA * S * c->attn_kv_heads * (size_t)d->Lmax * c->attn_head_dim;
+    d->k_cache = (floatX*)gpu_alloc(cache * X, total);
+    d->v_cache = (floatX*)gpu_alloc(cache * X, total);
+    d->kv_len = (int*)callocCheck(S, sizeof(int));
+    d->pos_dev = (int*)gpu_alloc(S * sizeof(int), total);
+    d->qkv = (floatX*)gpu_alloc(S * QKV * X, total);
+    d->att = (floatX*)gpu_alloc(S * AO * X, total);
+    d->mlp_h = (floatX*)gpu_alloc(S * 2 * Hm * X, total);
+    d->mlp_act = (floatX*)gpu_alloc(S * Hm * X, total);
+    d->pf_qkv = (floatX*)gpu_alloc(T * QKV * X, total);
+    d->pf_att = (floatX*)gpu_alloc(T * AO * X, total);
+    d->pf_mlp_h = (floatX*)gpu_alloc(T * 2 * Hm * X, total);
+    d->pf_mlp_act = (floatX*)gpu_alloc(T * Hm * X, total);
+    d->pf_lse = (float*)gpu_alloc(T * c->attn_heads * sizeof(float), total);
+}
+
+/* the attention kernels' dims for `B` sequences of `T` positions */
+static AttnDims dec_attn_dims(const Mamba2Config* c, int B, int T) {
+    AttnDims a;
+    a.B = B; a.T = T;
+    a.Hq = c->attn_heads; a.Hkv = c->attn_kv_heads; a.hd = c->attn_head_dim;
+    a.qkv_stride = c->attn_qkv_dim;
+    a.scale = (float)(1.0 / sqrt((double)c->attn_head_dim));
+    a.seq_idx = NULL;
+    return a;
+}
+/* sequence s's part of attention block l's cache (keys or values), (Hkv, Lmax, hd) */
+static floatX* dec_cache_at(const Decoder* d, const Mamba2Config* c, floatX* cache, int l, int s) {
+    size_t per_seq = (size_t)c->attn_kv_heads * d->Lmax * c->attn_head_dim;
+    return cache + ((size_t)config_block_slot(c, l) * d->S + s) * per_seq;
+}
+
 static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int max_steps, const DecoderOptions* opt) {
     DecoderOptions o = opt != NULL ? *opt : decoder_options_default();
     const Mamba2Config* c = &m->config;
@@ -118,8 +179,9 @@ static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int m
     if (Tmax < 1) Tmax = 1;
     d->S = S; d->Tmax = Tmax; d->max_steps = max_steps;
     d->sep = DOC_SEP_NONE;
-    d->small = S <= GEN_SMALL_S && gen_small_fits(S, c->d_model, c->d_inner);
-    d->mma = gen_mma_path_ok(S, c->d_model, c->d_inner);
+    d->hybrid = config_is_hybrid(c);
+    d->small = !d->hybrid && S <= GEN_SMALL_S && gen_small_fits(S, c->d_model, c->d_inner);
+    d->mma = !d->hybrid && gen_mma_path_ok(S, c->d_model, c->d_inner);
     size_t X = sizeof(floatX), F = sizeof(float), D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
     size_t total = 0, T = (size_t)Tmax;
     d->overlap = o.overlap && gen_pdl_capable();
@@ -154,6 +216,7 @@ static void decoder_create(Decoder* d, const GPUModel* m, int S, int Tmax, int m
     d->pf_gn_rstd = (float*)gpu_alloc(T * c->ngroups * F, &total);
     d->pf_saved = (char*)gpu_alloc(ssd_saved_bytes(1, Tmax, c->nheads, c->headdim, c->d_state, c->chunk_size), &total);
     d->pf_tokens = (int*)gpu_alloc(T * sizeof(int), &total);
+    if (d->hybrid) decoder_alloc_hybrid(d, c, &total);
     d->bytes = total;
     d->logits_host = (float*)mallocCheck(S * Vp * F);
     d->logits_host_x = (floatX*)mallocCheck(S * Vp * X);
@@ -164,8 +227,10 @@ static void decoder_free(Decoder* d) {
     void* ptrs[] = {d->state, d->win[0], d->win[1], d->x, d->u, d->zxbcdt, d->xbc, d->y, d->gn, d->delta, d->logits,
                     d->rstd, d->gn_rstd, d->tokens, d->hist, d->step, d->pf_x, d->pf_u, d->pf_zx, d->pf_xbc,
                     d->pf_y, d->pf_gn, d->pf_delta, d->pf_rstd, d->pf_gn_rstd, d->pf_saved, d->pf_tokens,
-                    d->pf_state, d->part_v, d->part_i};
+                    d->pf_state, d->part_v, d->part_i, d->k_cache, d->v_cache, d->pos_dev, d->qkv, d->att,
+                    d->mlp_h, d->mlp_act, d->pf_qkv, d->pf_att, d->pf_mlp_h, d->pf_mlp_act, d->pf_lse};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
+    free(d->kv_len);
     free(d->logits_host);
     free(d->logits_host_x);
     memset(d, 0, sizeof(*d));
@@ -179,6 +244,34 @@ static void decoder_reset(Decoder* d, const GPUModel* m) {
     for (int i = 0; i < 2; i++) cudaCheck(cudaMemsetAsync(d->win[i], 0, dec_win_floats(c, d->S) * sizeof(float), st));
     cudaCheck(cudaMemsetAsync(d->step, 0, sizeof(int), st));
     d->parity = 0;
+    if (d->hybrid) memset(d->kv_len, 0, (size_t)d->S * sizeof(int));
+}
+
+/*
+ * A hybrid's attention or MLP block l over the prefill's T positions of sequence s (the trainer's kernels, B = 1):
+ * from pf_x (+ pf_delta, the previous block's output) to pf_delta. The attention block also writes the rotated keys
+ * and the values of the T positions into sequence s's KV cache, rows 0..T-1.
+ */
+static void decoder_prefill_block(Decoder* d, GPUModel* m, int s, int l, int T) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    int D = c->d_model, QKV = c->attn_qkv_dim, AO = c->attn_out_dim, Hm = c->mlp_hidden;
+    rmsnorm_forward(d->pf_u, d->pf_rstd, d->pf_x, l > 0 ? d->pf_delta : NULL, PF(m, P_NORM_W, l), T, D, st);
+    if (config_block_kind(c, l) == 'A') {
+        matmul_forward(d->pf_qkv, d->pf_u, PX(m, P_ATTN_IN_W, l), T, D, QKV, st);
+        if (c->qkv_bias) bias_forward(d->pf_qkv, PF(m, P_ATTN_IN_B, l), T, QKV, st);
+        AttnDims a = dec_attn_dims(c, 1, T);
+        attention_rope_forward(d->pf_qkv, &a, c->rotary_dim, (float)c->rotary_base, NULL, st);
+        attention_forward(d->pf_att, d->pf_lse, d->pf_qkv, &a, st);
+        attention_kv_write(dec_cache_at(d, c, d->k_cache, l, s), dec_cache_at(d, c, d->v_cache, l, s), d->pf_qkv, &a,
+                           d->Lmax, 0, st);
+        matmul_forward(d->pf_delta, d->pf_att, PX(m, P_ATTN_OUT_W, l), T, AO, D, st);
+        if (c->out_bias) bias_forward(d->pf_delta, PF(m, P_ATTN_OUT_B, l), T, D, st);
+    } else {
+        matmul_forward(d->pf_mlp_h, d->pf_u, PX(m, P_MLP_FC1_W, l), T, D, 2 * Hm, st);
+        swiglu_forward(d->pf_mlp_act, d->pf_mlp_h, T, Hm, st);
+        matmul_forward(d->pf_delta, d->pf_mlp_act, PX(m, P_MLP_FC2_W, l), T, Hm, D, st);
+    }
 }
 
 /*
@@ -202,6 +295,10 @@ static void decoder_prefill(Decoder* d, GPUModel* m, int s, const int* tokens, i
     cudaCheck(cudaMemcpyAsync(d->pf_tokens, tokens, T * sizeof(int), cudaMemcpyHostToDevice, st));
     encoder_forward(d->pf_x, d->pf_tokens, PX(m, P_WTE, 0), T, D, st);
     for (int l = 0; l < c->n_layer; l++) {
+        if (config_block_kind(c, l) != 'M') { /* a hybrid's attention or MLP block */
+            decoder_prefill_block(d, m, s, l, T);
+            continue;
+        }
         rmsnorm_forward(d->pf_u, d->pf_rstd, d->pf_x, l > 0 ? d->pf_delta : NULL, PF(m, P_NORM_W, l), T, D, st);
         matmul_forward(d->pf_zx, d->pf_u, PX(m, P_IN_PROJ_W, l), T, D, Z, st);
         conv1d_forward(d->pf_xbc, d->pf_zx + E, Z, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), 1, T, Cd, c->d_conv, st);
@@ -220,6 +317,39 @@ static void decoder_prefill(Decoder* d, GPUModel* m, int s, const int* tokens, i
     rmsnorm_forward(d->pf_u, d->pf_rstd, d->pf_x + last, d->pf_delta + last, PF(m, P_NORM_F_W, 0), 1, D, st);
     matmul_forward(d->logits + (size_t)s * c->padded_vocab_size, d->pf_u, PX(m, P_WTE, 0), 1, D,
                    c->padded_vocab_size, st);
+    if (d->hybrid) d->kv_len[s] = T;
+}
+
+/*
+ * A hybrid's attention or MLP block l for one token of every sequence (the plain path: cuBLASLt products, d->delta
+ * carries each block's output to the next norm). Attention: q and k rotated by each sequence's position kv_len[s]
+ * (d->pos_dev), the new key and value written at that row of the sequence's cache, then the token attends over rows
+ * 0..kv_len[s]; one launch pair per sequence, since the sequences' lengths differ.
+ */
+static void decoder_step_block(Decoder* d, GPUModel* m, int l) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    int S = d->S, D = c->d_model, QKV = c->attn_qkv_dim, AO = c->attn_out_dim, Hm = c->mlp_hidden;
+    rmsnorm_forward(d->u, d->rstd, d->x, l > 0 ? d->delta : NULL, PF(m, P_NORM_W, l), S, D, st);
+    if (config_block_kind(c, l) == 'A') {
+        matmul_forward(d->qkv, d->u, PX(m, P_ATTN_IN_W, l), S, D, QKV, st);
+        if (c->qkv_bias) bias_forward(d->qkv, PF(m, P_ATTN_IN_B, l), S, QKV, st);
+        AttnDims all = dec_attn_dims(c, S, 1), one = dec_attn_dims(c, 1, 1);
+        attention_rope_forward(d->qkv, &all, c->rotary_dim, (float)c->rotary_base, d->pos_dev, st);
+        for (int s = 0; s < S; s++) {
+            floatX* kc = dec_cache_at(d, c, d->k_cache, l, s);
+            floatX* vc = dec_cache_at(d, c, d->v_cache, l, s);
+            const floatX* q = d->qkv + (size_t)s * QKV;
+            attention_kv_write(kc, vc, q, &one, d->Lmax, d->kv_len[s], st);
+            attention_decode(d->att + (size_t)s * AO, q, kc, vc, &one, d->Lmax, d->kv_len[s] + 1, st);
+        }
+        matmul_forward(d->delta, d->att, PX(m, P_ATTN_OUT_W, l), S, AO, D, st);
+        if (c->out_bias) bias_forward(d->delta, PF(m, P_ATTN_OUT_B, l), S, D, st);
+    } else {
+        matmul_forward(d->mlp_h, d->u, PX(m, P_MLP_FC1_W, l), S, D, 2 * Hm, st);
+        swiglu_forward(d->mlp_act, d->mlp_h, S, Hm, st);
+        matmul_forward(d->delta, d->mlp_act, PX(m, P_MLP_FC2_W, l), S, Hm, D, st);
+    }
 }
 
 /* -D: each sequence whose input token this step is the separator starts a new document: its SSM state and the conv
@@ -256,9 +386,18 @@ static void decoder_enqueue_step(Decoder* d, GPUModel* m, int parity, int with_a
     int Cd = c->conv_dim, Vp = c->padded_vocab_size;
     size_t K1 = dec_K1(c), win_layer = (size_t)S * K1 * Cd, state_layer = (size_t)S * H * P * N;
     DecodeStream ds = decoder_stream(d, m);
+    if (d->hybrid && d->sep != DOC_SEP_NONE)
+        die("GPU generation of a hybrid model with document boundaries (-D) is not built yet (the KV cache reset at "
+            "a separator): generate with the CPU program ./generate_mamba2, or without -D");
     if (d->sep != DOC_SEP_NONE) decode_reset_at_sep(d, m, parity);
+    if (d->hybrid) /* each sequence's position: RoPE and its cache row (pageable: copied before the call returns) */
+        cudaCheck(cudaMemcpyAsync(d->pos_dev, d->kv_len, (size_t)S * sizeof(int), cudaMemcpyHostToDevice, st));
     decode_embed(d->x, d->step, d->tokens, PX(m, P_WTE, 0), S, D, st);
     for (int l = 0; l < c->n_layer; l++) {
+        if (config_block_kind(c, l) != 'M') { /* a hybrid's attention or MLP block */
+            decoder_step_block(d, m, l);
+            continue;
+        }
         const float* win_in = d->win[parity] + l * win_layer;
         float* win_out = d->win[parity ^ 1] + l * win_layer;
         if (d->small) {
@@ -313,6 +452,7 @@ static void decoder_enqueue_step(Decoder* d, GPUModel* m, int parity, int with_a
 
 /* capture the step for both window parities; with_argmax: the graphs end with the greedy pick */
 static void decoder_capture(Decoder* d, GPUModel* m, int with_argmax) {
+    if (d->hybrid) return; /* no graph: each step's cache lengths are the host's (decoder_step runs it plainly) */
     if (d->have_graph) for (int i = 0; i < 2; i++) cudaCheck(cudaGraphExecDestroy(d->graph[i]));
     /* relaxed: the launchers set kernel attributes and cuBLASLt asks for its heuristic while capturing */
     cudaStream_t st = m->stream;
@@ -330,6 +470,7 @@ static void decoder_capture(Decoder* d, GPUModel* m, int with_argmax) {
 
 /* one decode step: the tokens in d->tokens in, logits (and with the argmax, the next tokens) out */
 static void decoder_step(Decoder* d, GPUModel* m, int use_graph, int with_argmax) {
+    if (d->hybrid) use_graph = 0;
     if (use_graph) {
         if (!d->have_graph || d->graph_argmax != with_argmax) decoder_capture(d, m, with_argmax);
         cudaCheck(cudaGraphLaunch(d->graph[d->parity], m->stream));
@@ -337,6 +478,8 @@ static void decoder_step(Decoder* d, GPUModel* m, int use_graph, int with_argmax
         decoder_enqueue_step(d, m, d->parity, with_argmax);
     }
     d->parity ^= 1;
+    if (d->hybrid) /* every sequence's cache took one position */
+        for (int s = 0; s < d->S; s++) d->kv_len[s]++;
 }
 
 /* the (S, Vp) logits on the host as float */

@@ -82,6 +82,9 @@ typedef struct {
 } GPUInference;
 
 static void gpu_inference_init(GPUInference* s, const Mamba2Config* c, int S) {
+    if (config_is_hybrid(c))
+        die("the one-token sampler (llmc/generate.cuh) has no KV cache for a hybrid model's attention blocks: generate "
+            "with ./generate_mamba2cu (llmc/decoder.cuh) or ./generate_mamba2");
     size_t total = 0, K1 = (size_t)conv_window_len(c), X = sizeof(floatX), F = sizeof(float);
     s->S = S;
     s->window = (float*)gpu_alloc((size_t)c->n_layer * S * K1 * c->conv_dim * F, &total);

@@ -28,6 +28,10 @@
 #include "adamw.cuh"
 #include "global_norm.cuh"
 #include "multigpu.h"
+#include "linear_bias.cuh"
+#include "model_flops.h"
+#include "attention.cuh"
+#include "swiglu.cuh"
 
 /* float -> floatX: the residual-stream gradient that a matmul reads as an operand, and the floatX weight copy that
    follows the fp32 master weights */
@@ -64,13 +68,23 @@ typedef enum {
     ACT_Y,          /* floatX (BT, E): SSD output incl. the D skip */
     ACT_GN,         /* floatX (BT, E): gated-norm output */
     ACT_GN_RSTD,    /* float (BT, G): its 1/rms per group */
+    /* attention blocks (llmc/attention_block.cuh) */
+    ACT_QKV,        /* floatX (BT, hd (Hq + 2 Hkv)): in_proj output (+ bias), q and k rotated in place */
+    ACT_ATT,        /* floatX (BT, Hq hd): attention output */
+    ACT_ATT_LSE,    /* float (B, Hq, T): each query row's log-sum-exp, for the backward */
+    /* gated-MLP blocks (llmc/mlp_block.cuh) */
+    ACT_MLP_H,      /* floatX (BT, 2 Hm): fc1 output [y | gate] */
+    ACT_MLP_ACT,    /* floatX (BT, Hm): y * silu(gate), fc2's input */
     NUM_LAYER_ACTS
 } LayerAct;
 
 typedef struct {
     char* base;
     size_t layer_bytes;  /* one layer's bytes */
-    int slots;           /* layers kept: all of them (L or L + 1), or 1 (the layers take turns) */
+    int slots;           /* layers kept: all blocks of its kind (L or L + 1 for the residual stream), or 1 (the
+                            blocks take turns), or 0 (no block of its kind) */
+    char kind;           /* the blocks that have one: 'N' every block (indexed by block), 'M', 'A' or 'F' (indexed
+                            by the block's slot among its kind: config_block_slot) */
 } ActBuffer;
 
 typedef struct {
@@ -83,11 +97,16 @@ typedef struct {
     int* inputs;      /* (BT) */
     int* targets;     /* (BT); TARGET_NO_LOSS (-1) = a masked target: loss 0, no gradient */
     int* seq_idx;     /* (BT) each position's document (doc/packing.md), uploaded with a batch that has boundaries */
+    int* rope_pos;    /* (BT) with attention blocks: each position's place in its document (RoPE), uploaded with
+                         seq_idx */
     int* argmax;      /* (BT) each row's argmax over the vocabulary, when m->want_argmax (evaluation's accuracy) */
 } GPUActivations;
 
 typedef struct {
     float* dresidual; /* (BT, D) float gradient of the residual stream */
+    floatX* dqkv;     /* (BT, max(QKV, 2 Hm)): attention d(in_proj output), or the MLP's d(fc1 output) */
+    floatX* dmix;     /* (BT, max(Hq hd, Hm)): attention d(attention output), or the MLP's d(fc2 input) */
+    float* dsum;      /* (B, Hq, T) the attention backward's rowsum(dO * O) */
     floatX* dres_x;   /* (BT, D) the same as a matmul operand */
     floatX* dgn;      /* (BT, E) */
     floatX* dy;       /* (BT, E) */
@@ -146,7 +165,10 @@ typedef struct {
 /* the offset of (tensor t, layer l) in the flat parameter buffers: the one place the table is turned into pointers */
 static inline size_t param_offset(const GPUModel* m, int t, int l) {
     const ParamSpec* s = &m->table[t];
-    return s->offset + (s->per_layer ? (size_t)l * s->rows * s->cols : 0);
+    if (!s->per_layer) return s->offset;
+    /* a per-block tensor has one copy per block of its kind: block l's is its slot among them (the pre-norm: l) */
+    size_t copy = s->kind == 'N' ? (size_t)l : (size_t)config_block_slot(&m->config, l);
+    return s->offset + copy * s->rows * s->cols;
 }
 static inline float* PF(GPUModel* m, int t, int l) { return m->params + param_offset(m, t, l); }
 static inline floatX* PX(GPUModel* m, int t, int l) { return m->params_x + param_offset(m, t, l); }
@@ -173,7 +195,15 @@ static MultiGPU g_single_gpu = {0, 1, 0, 0, 0};
    other row misaligned (a sweep size with 13 heads stopped with cuBLASLt status 13, execution failed). d_in_proj's parity is the
    number of heads' parity (2E and 2GN are even). The CPU trainer has no such rule. */
 static void gpu_config_check(const Mamba2Config* c) {
-    if (c->d_in_proj % 2 != 0)
+    /* an attention head's row is read in pairs (RoPE, the tile kernels) and every in_proj / out_proj row must stay
+       4-byte aligned for cuBLASLt, as above: an even head_dim keeps hd (Hq + 2 Hkv) and hd Hq even */
+    if (config_count_kind(c, 'A') > 0 && c->attn_head_dim % 2 != 0)
+        die("model: attention head_dim = %d is odd; the GPU attention reads head rows in pairs: choose an even "
+            "head_dim (the CPU trainer runs this shape)", c->attn_head_dim);
+    if (config_count_kind(c, 'A') > 0 && c->attn_head_dim > ATTN_SIMPLE_MAX_HD)
+        die("model: attention head_dim = %d; the GPU attention takes head dims up to %d (the CPU trainer runs this "
+            "shape)", c->attn_head_dim, ATTN_SIMPLE_MAX_HD);
+    if (config_count_kind(c, 'M') > 0 && c->d_in_proj % 2 != 0)
         die("model: nheads = %d (d_model %d x expand %d / headdim %d) is odd, so the in_proj output row (d_in_proj "
             "= %d) is odd and its rows are misaligned for the GPU kernels: choose d_model, expand and headdim so that "
             "the number of heads is even (the CPU trainer runs this shape)", c->nheads, c->d_model, c->expand,
@@ -256,31 +286,47 @@ static int lm_head_rows(int BT, int Vp, size_t max_bytes) {
 static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T, int ssd_q, int recompute,
                            int forward_only) {
     size_t BT = (size_t)B * T, X = sizeof(floatX), F = sizeof(float), L = (size_t)c->n_layer;
-    int kept = (forward_only || recompute == 2) ? 1 : (int)L; /* what the backward reads (-r 2: makes again) */
-    int remade = (recompute || forward_only) ? 1 : (int)L;    /* what -r 1's backward makes again */
+    /* per kind: the blocks of that kind whose activations the backward reads (-r 2: makes again; evaluation: none),
+       and those that -r 1's backward makes again; 0 where the model has no block of the kind */
+    int n[4] = {(int)L, config_count_kind(c, 'M'), config_count_kind(c, 'A'), config_count_kind(c, 'F')};
+    int kept[4], remade[4];
+    for (int k = 0; k < 4; k++) {
+        kept[k] = n[k] == 0 ? 0 : (forward_only || recompute == 2) ? 1 : n[k];
+        remade[k] = n[k] == 0 ? 0 : (recompute || forward_only) ? 1 : n[k];
+    }
+    enum { KN, KM, KA, KF };
+    const char kind_letter[4] = {'N', 'M', 'A', 'F'};
     size_t bytes[NUM_LAYER_ACTS];
-    int slots[NUM_LAYER_ACTS];
-    bytes[ACT_RESIDUAL] = BT * c->d_model * F;   slots[ACT_RESIDUAL] = forward_only ? 1 : (int)L + 1;
-    bytes[ACT_U] = BT * c->d_model * X;          slots[ACT_U] = kept;
-    bytes[ACT_RSTD] = BT * F;                    slots[ACT_RSTD] = kept;
-    bytes[ACT_ZXBCDT] = BT * c->d_in_proj * X;   slots[ACT_ZXBCDT] = kept;
-    bytes[ACT_XBC] = BT * c->conv_dim * X;       slots[ACT_XBC] = remade;
-    bytes[ACT_SSD_SAVED] = ssd_saved_bytes(B, T, c->nheads, c->headdim, c->d_state, ssd_q);
-    slots[ACT_SSD_SAVED] = kept;
-    bytes[ACT_Y] = BT * c->d_inner * X;          slots[ACT_Y] = kept;
-    bytes[ACT_GN] = BT * c->d_inner * X;         slots[ACT_GN] = remade;
-    bytes[ACT_GN_RSTD] = BT * c->ngroups * F;    slots[ACT_GN_RSTD] = kept;
+    int slots[NUM_LAYER_ACTS], kind[NUM_LAYER_ACTS];
+#define ACT_ROW(act, b, k, sl) do { bytes[act] = (b); kind[act] = (k); slots[act] = (sl); } while (0)
+    ACT_ROW(ACT_RESIDUAL, BT * c->d_model * F, KN, forward_only ? 1 : (int)L + 1);
+    ACT_ROW(ACT_U, BT * c->d_model * X, KN, kept[KN]);
+    ACT_ROW(ACT_RSTD, BT * F, KN, kept[KN]);
+    ACT_ROW(ACT_ZXBCDT, BT * c->d_in_proj * X, KM, kept[KM]);
+    ACT_ROW(ACT_XBC, BT * c->conv_dim * X, KM, remade[KM]);
+    ACT_ROW(ACT_SSD_SAVED, ssd_saved_bytes(B, T, c->nheads, c->headdim, c->d_state, ssd_q), KM, kept[KM]);
+    ACT_ROW(ACT_Y, BT * c->d_inner * X, KM, kept[KM]);
+    ACT_ROW(ACT_GN, BT * c->d_inner * X, KM, remade[KM]);
+    ACT_ROW(ACT_GN_RSTD, BT * c->ngroups * F, KM, kept[KM]);
+    ACT_ROW(ACT_QKV, BT * c->attn_qkv_dim * X, KA, kept[KA]);
+    ACT_ROW(ACT_ATT, BT * c->attn_out_dim * X, KA, kept[KA]);
+    ACT_ROW(ACT_ATT_LSE, BT * c->attn_heads * F, KA, kept[KA]);
+    ACT_ROW(ACT_MLP_H, BT * 2 * c->mlp_hidden * X, KF, kept[KF]);
+    ACT_ROW(ACT_MLP_ACT, BT * c->mlp_hidden * X, KF, remade[KF]); /* -r 1: swiglu again from fc1's output */
+#undef ACT_ROW
     for (int k = 0; k < NUM_LAYER_ACTS; k++) {
         acts[k].base = NULL;
-        acts[k].layer_bytes = bytes[k];
+        acts[k].layer_bytes = slots[k] > 0 ? bytes[k] : 0;
         acts[k].slots = slots[k];
+        acts[k].kind = kind_letter[kind[k]];
     }
 }
 
 /* layer l's part of a layer activation */
 static inline void* act_at(const GPUModel* m, LayerAct k, int l) {
     const ActBuffer* b = &m->a.layer[k];
-    return b->base + (size_t)(b->slots == 1 ? 0 : l) * b->layer_bytes;
+    if (b->slots == 1) return b->base;
+    return b->base + (size_t)(b->kind == 'N' ? l : config_block_slot(&m->config, l)) * b->layer_bytes;
 }
 static inline floatX* act_x(const GPUModel* m, LayerAct k, int l) { return (floatX*)act_at(m, k, l); }
 static inline float* act_f(const GPUModel* m, LayerAct k, int l) { return (float*)act_at(m, k, l); }
@@ -318,31 +364,45 @@ static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
     int* inputs = (int*)act_alloc(BT * sizeof(int), &total, dry);
     int* targets = (int*)act_alloc(BT * sizeof(int), &total, dry);
     int* seq_idx = (int*)act_alloc(BT * sizeof(int), &total, dry);
+    int has_attn = config_count_kind(c, 'A') > 0, has_mamba = config_count_kind(c, 'M') > 0;
+    int* rope_pos = (int*)act_alloc(has_attn ? BT * sizeof(int) : 0, &total, dry);
     int* argmax = m->want_argmax ? (int*)act_alloc(BT * sizeof(int), &total, dry) : NULL;
     if (!dry) {
         a->delta = delta; a->lnf = lnf; a->lnf_rstd = lnf_rstd; a->logits = logits; a->losses = losses;
         a->inputs = inputs; a->targets = targets; a->seq_idx = seq_idx; a->argmax = argmax;
+        a->rope_pos = rope_pos;
         m->lm_rows = lm_rows;
     }
     if (m->forward_only) return total;
     GPUGradActivations* g = &m->g;
-    size_t scratch = max_sz(max_sz(rmsnorm_backward_scratch_floats(c->d_model), gated_norm_backward_scratch_floats(E)),
-                            conv1d_backward_scratch_floats(B, T, c->conv_dim, c->d_conv));
-    void* p[10];
+    size_t scratch = rmsnorm_backward_scratch_floats(c->d_model);
+    if (has_mamba)
+        scratch = max_sz(max_sz(scratch, gated_norm_backward_scratch_floats(E)),
+                         conv1d_backward_scratch_floats(B, T, c->conv_dim, c->d_conv));
+    if (c->qkv_bias || c->out_bias) /* the attention biases' gradients */
+        scratch = max_sz(scratch, bias_backward_scratch_floats(max_sz(c->attn_qkv_dim, D)));
+    size_t mamba_bt = has_mamba ? BT : 0; /* the Mamba-2 block's gradient buffers, none without its blocks */
+    size_t wide = max_sz(c->attn_qkv_dim, 2 * (size_t)c->mlp_hidden), mix = max_sz(c->attn_out_dim, c->mlp_hidden);
+    void* p[13];
     p[0] = act_alloc(BT * D * F, &total, dry);                  /* dresidual */
     p[1] = act_alloc(BT * D * X, &total, dry);                  /* dres_x */
-    p[2] = act_alloc(BT * E * X, &total, dry);                  /* dgn */
-    p[3] = act_alloc(BT * E * X, &total, dry);                  /* dy */
-    p[4] = act_alloc(BT * c->d_in_proj * X, &total, dry);       /* dzxbcdt */
-    p[5] = act_alloc(BT * c->conv_dim * X, &total, dry);        /* dxbc */
+    p[2] = act_alloc(mamba_bt * E * X, &total, dry);            /* dgn */
+    p[3] = act_alloc(mamba_bt * E * X, &total, dry);            /* dy */
+    p[4] = act_alloc(mamba_bt * c->d_in_proj * X, &total, dry); /* dzxbcdt */
+    p[5] = act_alloc(mamba_bt * c->conv_dim * X, &total, dry);  /* dxbc */
     p[6] = act_alloc(BT * D * X, &total, dry);                  /* du */
-    p[7] = act_alloc(ssd_workspace_bytes(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q), &total, dry);
+    p[7] = act_alloc(has_mamba ? ssd_workspace_bytes(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q)
+                               : 0, &total, dry);
     p[8] = act_alloc(scratch * F, &total, dry);                 /* scratch */
     p[9] = act_alloc(encoder_backward_workspace_ints((int)BT) * sizeof(int), &total, dry);  /* enc_ws */
+    p[10] = act_alloc(BT * wide * X, &total, dry);              /* dqkv */
+    p[11] = act_alloc(BT * mix * X, &total, dry);               /* dmix */
+    p[12] = act_alloc(has_attn ? BT * c->attn_heads * F : 0, &total, dry); /* dsum */
     if (!dry) {
         g->dresidual = (float*)p[0]; g->dres_x = (floatX*)p[1]; g->dgn = (floatX*)p[2]; g->dy = (floatX*)p[3];
         g->dzxbcdt = (floatX*)p[4]; g->dxbc = (floatX*)p[5]; g->du = (floatX*)p[6]; g->ssd_ws = p[7];
         g->scratch = (float*)p[8]; g->enc_ws = (int*)p[9];
+        g->dqkv = (floatX*)p[10]; g->dmix = (floatX*)p[11]; g->dsum = (float*)p[12];
     }
     return total;
 }
@@ -526,21 +586,31 @@ static void mamba2_block_backward(GPUModel* m, int l) {
                           act_f(m, ACT_RESIDUAL, l), PF(m, P_NORM_W, l), act_f(m, ACT_RSTD, l), BT, D, st);
 }
 
+/* the hybrids' other block kinds (doc/hybrid.md), written over the same activations and helpers */
+#include "attention_block.cuh"
+#include "mlp_block.cuh"
+
 /* The block kinds. Adding one: an entry here, its forward and backward, its parameters in the table of
-   llmc/mamba2_model.h, its activations in LayerAct, and a test against the CPU trainer. */
+   llmc/mamba2_model.h, its activations in LayerAct, and a test against the CPU trainer (test_hybrid.cu). */
 typedef struct {
+    char letter;  /* its letter in the config's pattern */
     const char* name;
     void (*forward)(GPUModel* m, int l);
     void (*backward)(GPUModel* m, int l);
 } GPUBlockKind;
-enum { BLOCK_MAMBA2, NUM_BLOCK_KINDS };
+enum { BLOCK_MAMBA2, BLOCK_ATTENTION, BLOCK_MLP, NUM_BLOCK_KINDS };
 static const GPUBlockKind GPU_BLOCK_KINDS[NUM_BLOCK_KINDS] = {
-    {"mamba2", mamba2_block_forward, mamba2_block_backward},
+    {'M', "mamba2", mamba2_block_forward, mamba2_block_backward},
+    {'A', "attention", attention_block_forward, attention_block_backward},
+    {'F', "gated MLP", mlp_block_forward, mlp_block_backward},
 };
-/* the kind of layer l (every layer is a Mamba-2 block until the config names others) */
+/* the kind of layer l: its letter in the pattern (a pure model: every layer 'M') */
 static inline const GPUBlockKind* gpu_block_kind(const GPUModel* m, int l) {
-    (void)m; (void)l;
-    return &GPU_BLOCK_KINDS[BLOCK_MAMBA2];
+    char letter = config_block_kind(&m->config, l);
+    for (int k = 0; k < NUM_BLOCK_KINDS; k++)
+        if (GPU_BLOCK_KINDS[k].letter == letter) return &GPU_BLOCK_KINDS[k];
+    die("block %d: kind '%c' has no GPU block (kinds: M, A, F)", l, letter);
+    return NULL;
 }
 
 /* a document index must not decrease along a row (dataloader_doc_index makes it so): the kernels compare indices for
@@ -577,6 +647,7 @@ static float gpu_forward_docs(GPUModel* m, const int* inputs, const int* targets
     if (seq_idx) {
         gpu_check_doc_index(seq_idx, B, T);
         cudaCheck(cudaMemcpyAsync(a->seq_idx, seq_idx, BT * sizeof(int), cudaMemcpyHostToDevice, st));
+        if (config_count_kind(c, 'A') > 0) attention_block_upload_positions(m, seq_idx, B, T);
     }
     encoder_forward(act_f(m, ACT_RESIDUAL, 0), a->inputs, PX(m, P_WTE, 0), BTi, D, st);
     /* training: group the tokens for the embedding backward now, on the host, while the GPU runs the forward */
@@ -626,9 +697,11 @@ static void allreduce_grads_async(GPUModel* m, int layer, int whole_tensors) {
     cudaCheck(cudaEventRecord(m->layer_done, m->stream));
     cudaCheck(cudaStreamWaitEvent(mg->comm_stream, m->layer_done, 0));
     multigpu_group_start(mg);
+    char kind = config_block_kind(&m->config, layer);
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         const ParamSpec* s = &m->table[t];
         if (s->per_layer == whole_tensors) continue;
+        if (s->per_layer && s->kind != 'N' && s->kind != kind) continue; /* a tensor of another block kind */
         size_t n = s->per_layer ? s->rows * s->cols : s->numel;
         multigpu_allreduce_sum_f32(mg, GF(m, t, layer), n, mg->comm_stream);
     }
