@@ -19,14 +19,18 @@ LDLIBS = -lm
 PYTHON ?= python3
 
 # OpenMP is optional: used when the compiler supports it
+# (CPU_REF_FLAGS: the same for the GPU tests that compile the CPU trainer in as their reference)
 ifeq ($(NO_OMP),1)
   CFLAGS += -Wno-unknown-pragmas
+  CPU_REF_FLAGS = -Xcompiler -Wno-unknown-pragmas
 else
   OMP_OK := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo yes)
   ifeq ($(OMP_OK),yes)
     CFLAGS += -fopenmp
+    CPU_REF_FLAGS = -Xcompiler -fopenmp -lgomp
   else
     CFLAGS += -Wno-unknown-pragmas
+    CPU_REF_FLAGS = -Xcompiler -Wno-unknown-pragmas
   endif
 endif
 
@@ -136,17 +140,17 @@ train_mamba2cu_fp32: train_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ train_mamba2.cu $(NVCC_LIBS)
 
 test_mamba2cu: test_mamba2.cu train_mamba2.c $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
-	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ test_mamba2.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) $(CPU_REF_FLAGS) -o $@ test_mamba2.cu $(NVCC_LIBS)
 
 test_mamba2cu_fp32: test_mamba2.cu train_mamba2.c $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
-	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) $(CPU_REF_FLAGS) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
 
 # hybrids (attention and MLP blocks, doc/hybrid.md) on the GPU against the CPU trainer's model
 test_hybrid: test_hybrid.cu train_mamba2.c $(CUDA_HEADERS) dev/test_report.h
-	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -o $@ test_hybrid.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) $(CPU_REF_FLAGS) -o $@ test_hybrid.cu $(NVCC_LIBS)
 
 test_hybrid_fp32: test_hybrid.cu train_mamba2.c $(CUDA_HEADERS) dev/test_report.h
-	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ test_hybrid.cu $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) $(CPU_REF_FLAGS) -DENABLE_FP32 -o $@ test_hybrid.cu $(NVCC_LIBS)
 
 # the benchmark (GPU machine): Mamba-2 130M, B=8, T=2048, bf16: ms/step, tokens/s, MFU, memory; one step's time by
 # kernel family (profile_mamba2cu, CUPTI); then the SSD layer alone at B=8 T=2048, B=1 T=8192 and T=32768
