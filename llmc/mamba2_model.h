@@ -122,14 +122,6 @@ static inline int config_block_slot(const Mamba2Config* c, int b) {
 /* 1 if the model has a block other than a Mamba-2 mixer */
 static inline int config_is_hybrid(const Mamba2Config* c) { return c->pattern[0] != '\0'; }
 
-/* NULL if the GPU programs can run this model, else why not. Until the GPU attention and MLP blocks are wired in,
-   they run pure Mamba-2 models only; a hybrid trains, evaluates and generates with the CPU programs. */
-static inline const char* config_gpu_refusal(const Mamba2Config* c) {
-    if (!config_is_hybrid(c)) return NULL;
-    return "hybrid models (attention 'A' or MLP 'F' blocks in the pattern) run on the CPU programs only for now "
-           "(train_mamba2, eval_mamba2, generate_mamba2); the GPU programs take pure Mamba-2 models";
-}
-
 /* the gated MLP's hidden size: d_intermediate rounded up to a multiple of 128, as mamba_ssm's GatedMLP does */
 static inline long long mlp_hidden_of(long long d_intermediate) {
     return d_intermediate <= 0 ? 0 : (d_intermediate + MAMBA2_MLP_MULTIPLE - 1) / MAMBA2_MLP_MULTIPLE *
