@@ -139,17 +139,17 @@ train_mamba2cu: train_mamba2.cu $(CUDA_HEADERS)
 train_mamba2cu_fp32: train_mamba2.cu $(CUDA_HEADERS)
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) -DENABLE_FP32 -o $@ train_mamba2.cu $(NVCC_LIBS)
 
-test_mamba2cu: test_mamba2.cu train_mamba2.c $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
+test_mamba2cu: test_mamba2.cu train_mamba2.c $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h dev/gpu_test_util.h
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) $(CPU_REF_FLAGS) -o $@ test_mamba2.cu $(NVCC_LIBS)
 
-test_mamba2cu_fp32: test_mamba2.cu train_mamba2.c $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h
+test_mamba2cu_fp32: test_mamba2.cu train_mamba2.c $(CUDA_HEADERS) dev/hf_fixture.h dev/test_report.h dev/gpu_test_util.h
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) $(CPU_REF_FLAGS) -DENABLE_FP32 -o $@ test_mamba2.cu $(NVCC_LIBS)
 
 # hybrids (attention and MLP blocks, doc/hybrid.md) on the GPU against the CPU trainer's model
-test_hybrid: test_hybrid.cu train_mamba2.c $(CUDA_HEADERS) dev/test_report.h
+test_hybrid: test_hybrid.cu train_mamba2.c $(CUDA_HEADERS) dev/test_report.h dev/gpu_test_util.h
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) $(CPU_REF_FLAGS) -o $@ test_hybrid.cu $(NVCC_LIBS)
 
-test_hybrid_fp32: test_hybrid.cu train_mamba2.c $(CUDA_HEADERS) dev/test_report.h
+test_hybrid_fp32: test_hybrid.cu train_mamba2.c $(CUDA_HEADERS) dev/test_report.h dev/gpu_test_util.h
 	$(NVCC) $(NVCC_FLAGS) $(CUDA_ARCH) $(CPU_REF_FLAGS) -DENABLE_FP32 -o $@ test_hybrid.cu $(NVCC_LIBS)
 
 # the benchmark (GPU machine): Mamba-2 130M, B=8, T=2048, bf16: ms/step, tokens/s, MFU, memory; one step's time by

@@ -49,6 +49,7 @@
 
 #define TEST_REAL float
 #include "dev/test_report.h"
+#include "dev/gpu_test_util.h"
 
 #include "llmc/train_common.h"
 #include "llmc/schedulers.h"
@@ -124,36 +125,6 @@ static float* lively_params(const Mamba2Config* c) {
     return p;
 }
 
-static float* gpu_grads_to_host(GPUModel* m) {
-    float* g = (float*)mallocCheck(m->num_parameters * sizeof(float));
-    cudaCheck(cudaMemcpy(g, m->grads, m->num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
-    return g;
-}
-
-static float gpu_step_docs(GPUModel* m, const int* in, const int* tg, const int* seq, int B, int T, float dloss) {
-    gpu_zero_grad(m);
-    float loss = gpu_forward_docs(m, in, tg, seq, B, T, dloss);
-    gpu_backward(m, 1);
-    return loss;
-}
-
-/* the max over tensors of max |a - b| / max |b| */
-static double grads_rel_err(const float* a, const float* b, const ParamSpec* table) {
-    double worst = 0;
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        double d = 0, mag = 0;
-        for (size_t i = 0; i < table[t].numel; i++) {
-            double e = fabs((double)a[table[t].offset + i] - b[table[t].offset + i]);
-            d = e > d || e != e ? e : d;
-            mag = fmax(mag, fabs((double)b[table[t].offset + i]));
-        }
-        double rel = d / (mag > 0 ? mag : 1e-30);
-        if (rel > worst || rel != rel) worst = rel;
-    }
-    return worst;
-}
-
-/* sections 1-3 for one model and one batch kind (docs: packed documents; masked: and masked targets) */
 static void test_step_vs_cpu(int model, int docs, int masked) {
     Mamba2Config c;
     char err[512], name[200];
@@ -178,7 +149,7 @@ static void test_step_vs_cpu(int model, int docs, int masked) {
     cpu::mamba2_backward(&cm, in, tg, dloss);
     GPUModel m;
     gpu_model_create(&m, &c, p, NULL);
-    float loss = gpu_step_docs(&m, in, tg, seq, B, T, dloss);
+    float loss = gpu_packed_step(&m, in, tg, seq, B, T, dloss);
     double tol_model = c.rotary_dim > 0 ? TOL_ROPE : TOL;
     snprintf(name, sizeof name, "%s: loss vs CPU", what);
     compare(name, &loss, &loss_cpu, 1, tol_model);
@@ -193,7 +164,7 @@ static void test_step_vs_cpu(int model, int docs, int masked) {
     }
     report(tensors >= 5, "%s: %d parameter tensors compared", what, tensors);
     /* determinism, -r 1 and -r 2 */
-    float loss2 = gpu_step_docs(&m, in, tg, seq, B, T, dloss);
+    float loss2 = gpu_packed_step(&m, in, tg, seq, B, T, dloss);
     float* g2 = gpu_grads_to_host(&m);
     report(loss2 == loss && memcmp(g, g2, m.num_parameters * sizeof(float)) == 0,
            "%s: the same step twice: loss and gradients bitwise identical", what);
@@ -208,7 +179,7 @@ static void test_step_vs_cpu(int model, int docs, int masked) {
         GPUModel mr;
         gpu_model_create(&mr, &c, p, NULL);
         mr.recompute = r;
-        float loss_r = gpu_step_docs(&mr, in, tg, seq, B, T, dloss);
+        float loss_r = gpu_packed_step(&mr, in, tg, seq, B, T, dloss);
         float* gr = gpu_grads_to_host(&mr);
         act_bytes[r] = mr.activation_bytes;
         report(loss_r == loss && memcmp(g, gr, m.num_parameters * sizeof(float)) == 0,
@@ -220,7 +191,7 @@ static void test_step_vs_cpu(int model, int docs, int masked) {
     report(act_bytes[2] < act_bytes[0] && act_bytes[1] <= act_bytes[0],
            "%s: activations -r 0 %zu >= -r 1 %zu, > -r 2 %zu bytes", what, act_bytes[0], act_bytes[1], act_bytes[2]);
     if (docs) { /* negative control: the boundaries matter (a leak across documents would be caught) */
-        gpu_step_docs(&m, in, tg, NULL, B, T, dloss);
+        gpu_packed_step(&m, in, tg, NULL, B, T, dloss);
         float* gp = gpu_grads_to_host(&m);
         double rel = grads_rel_err(gp, cm.grads_memory, m.table);
         report(rel > 5 * TOL_DECAY, "%s: without seq_idx the GPU is far from the reference (the check can fail): "
@@ -256,7 +227,7 @@ static void test_adamw_steps(int model) {
         lc[s] = cpu::mamba2_forward_docs(&cm, in, tg, seq, B, T);
         cpu::mamba2_backward(&cm, in, tg, 1.0f / BT);
         cpu::mamba2_update(&cm, lr, b1, b2, eps, wd, 1.0f);
-        lg[s] = gpu_step_docs(&m, in, tg, seq, B, T, 1.0f / BT);
+        lg[s] = gpu_packed_step(&m, in, tg, seq, B, T, 1.0f / BT);
         gpu_update(&m, lr, b1, b2, eps, wd, 0.0f); /* no clipping, as the CPU call above */
     }
     snprintf(name, sizeof name, "%s: 5 AdamW steps, losses vs CPU", MODEL_NAMES[model]);
@@ -354,51 +325,6 @@ static void test_generation(int model) {
 
 /* ---- the trainer binaries ---- */
 
-static int run(const char* cmd) {
-    printf("    $ %s\n", cmd);
-    int status = system(cmd);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
-static int read_log_losses(const char* path, float* out, int max) {
-    FILE* f = fopen(path, "r");
-    if (!f) return 0;
-    char line[512];
-    int n = 0, s;
-    float v;
-    while (fgets(line, sizeof(line), f) && n < max)
-        if (sscanf(line, "s:%d trl:%f", &s, &v) == 2) out[n++] = v;
-    fclose(f);
-    return n;
-}
-
-static int files_equal(const char* a, const char* b) {
-    char cmd[1300];
-    snprintf(cmd, sizeof(cmd), "cmp -s %s %s", a, b);
-    return system(cmd) == 0;
-}
-
-/* a text-like shard (repeated words, a newline now and then), so the loss falls */
-static int write_shard(const char* path) {
-    const char* words[] = {"the ", "state ", "space ", "model ", "scans ", "a ", "chunk ", "of ", "tokens ", "\n"};
-    int n = 0, cap = 60000;
-    uint16_t* tok = (uint16_t*)mallocCheck(cap * sizeof(uint16_t));
-    Rng r;
-    rng_seed(&r, 9);
-    while (n < cap - 16) {
-        const char* w = words[rng_u64(&r) % 10];
-        for (const char* ch = w; *ch; ch++) tok[n++] = (uint16_t)(unsigned char)*ch;
-    }
-    int32_t header[256] = {0};
-    header[0] = 20240520; header[1] = 1; header[2] = n;
-    FILE* f = fopenCheck(path, "wb");
-    fwriteCheck(header, sizeof(header), 1, f);
-    fwriteCheck(tok, sizeof(uint16_t), n, f);
-    fcloseCheck(f);
-    free(tok);
-    return n;
-}
-
 /* one model description through both trainers (`flags` extra: -D ...): loss curves, GPU twice, -r 1, -r 2 */
 static void test_trainers_on(const char* dir, const char* shard, const char* label, const char* desc,
                              const char* flags) {
@@ -446,7 +372,7 @@ static void test_trainers(void) {
     if (mkdtemp(dir) == NULL) die("mkdtemp");
     char shard[600];
     snprintf(shard, sizeof shard, "%s/train.bin", dir);
-    write_shard(shard);
+    write_text_shard(shard);
     const char* hybrid = "d_model=64,pattern=MAFMAF,d_state=16,headdim=16,chunk=16,num_heads=4,num_heads_kv=2,"
                          "head_dim=16,rotary_emb_dim=8,d_intermediate=128,qkv_proj_bias=1,out_proj_bias=1";
     const char* tpp = "d_model=64,pattern=AF*2,num_heads=4,head_dim=16,rotary_emb_dim=16,d_intermediate=128";

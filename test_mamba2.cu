@@ -45,6 +45,7 @@
 
 #define TEST_REAL float
 #include "dev/test_report.h"
+#include "dev/gpu_test_util.h"
 
 /* the CPU trainer's model (the reference of section 6): train_mamba2.c without its main, in a namespace of its own
    so that its CPU kernels (matmul_forward, ...) do not meet the GPU launchers of the same names. The headers it
@@ -258,35 +259,6 @@ static float* lively_params(const Mamba2Config* c) {
 }
 
 /* the max over tensors of (max |a - b| / max |b|), without a report line */
-static double grads_rel_err(const float* a, const float* b, const ParamSpec* table) {
-    double worst = 0;
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        double d = 0, mag = 0;
-        for (size_t i = 0; i < table[t].numel; i++) {
-            double e = fabs((double)a[table[t].offset + i] - b[table[t].offset + i]);
-            d = e > d || e != e ? e : d;
-            mag = fmax(mag, fabs((double)b[table[t].offset + i]));
-        }
-        double rel = d / (mag > 0 ? mag : 1e-30);
-        if (rel > worst || rel != rel) worst = rel;
-    }
-    return worst;
-}
-
-static float* gpu_grads_to_host(GPUModel* m) {
-    float* g = (float*)mallocCheck(m->num_parameters * sizeof(float));
-    cudaCheck(cudaMemcpy(g, m->grads, m->num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
-    return g;
-}
-
-/* one forward + backward of the packed batch on the GPU (seq_idx NULL: the boundaries ignored); returns the loss */
-static float gpu_packed_step(GPUModel* m, const int* in, const int* tg, const int* seq, int B, int T, float dloss) {
-    gpu_zero_grad(m);
-    float loss = gpu_forward_docs(m, in, tg, seq, B, T, dloss);
-    gpu_backward(m, 1);
-    return loss;
-}
-
 static void test_docs_vs_cpu(int masked) {
     Mamba2Config c;
     char err[512], name[160];
@@ -366,37 +338,6 @@ static void test_docs_vs_cpu(int masked) {
 
 /* ---- the trainer binaries ---- */
 
-static int run(const char* cmd) {
-    printf("    $ %s\n", cmd);
-    int status = system(cmd);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
-static int read_log_losses(const char* path, float* out, int max) {
-    FILE* f = fopen(path, "r");
-    if (!f) return 0;
-    char line[512];
-    int n = 0, s;
-    float v;
-    while (fgets(line, sizeof(line), f) && n < max)
-        if (sscanf(line, "s:%d trl:%f", &s, &v) == 2) out[n++] = v;
-    fclose(f);
-    return n;
-}
-
-/* the val losses ("s:<step> tel:<loss>") of a log */
-static int read_log_val(const char* path, float* out, int max) {
-    FILE* f = fopen(path, "r");
-    if (!f) return 0;
-    char line[512];
-    int n = 0, s;
-    float v;
-    while (fgets(line, sizeof(line), f) && n < max)
-        if (sscanf(line, "s:%d tel:%f", &s, &v) == 2) out[n++] = v;
-    fclose(f);
-    return n;
-}
-
 /* X.bin.mask beside a shard of n tokens (doc/packing.md's format): about one target in four not counted */
 static void write_mask_file(const char* shard, int n) {
     char path[600];
@@ -414,34 +355,12 @@ static void write_mask_file(const char* shard, int n) {
     free(bytes);
 }
 
-static int files_equal(const char* a, const char* b) {
-    char cmd[1200];
-    snprintf(cmd, sizeof(cmd), "cmp -s %s %s", a, b);
-    return system(cmd) == 0;
-}
-
 static void test_trainers(void) {
     char dir[] = "/tmp/mamba2_cu_XXXXXX";
     if (mkdtemp(dir) == NULL) die("mkdtemp");
-    /* a text-like shard (repeated words), so the loss falls */
-    const char* words[] = {"the ", "state ", "space ", "model ", "scans ", "a ", "chunk ", "of ", "tokens ", "\n"};
-    int n = 0, cap = 60000;
-    uint16_t* tok = (uint16_t*)mallocCheck(cap * sizeof(uint16_t));
-    Rng r;
-    rng_seed(&r, 9);
-    while (n < cap - 16) {
-        const char* w = words[rng_u64(&r) % 10];
-        for (const char* ch = w; *ch; ch++) tok[n++] = (uint16_t)(unsigned char)*ch;
-    }
-    int32_t header[256] = {0};
-    header[0] = 20240520; header[1] = 1; header[2] = n;
     char path[512];
     snprintf(path, sizeof(path), "%s/train.bin", dir);
-    FILE* f = fopenCheck(path, "wb");
-    fwriteCheck(header, sizeof(header), 1, f);
-    fwriteCheck(tok, sizeof(uint16_t), n, f);
-    fcloseCheck(f);
-    free(tok);
+    int n = write_text_shard(path);
     const char* args = "-j none -k none -e d_model=64,n_layer=2,d_state=16,headdim=16,chunk=16 -b 4 -t 64 -x 20 "
                        "-l 2e-3 -u 5 -s 0 -S 7";
     char cmd[2048], la[512], lb[512], lc[512];
@@ -510,7 +429,7 @@ static void test_trainers(void) {
     snprintf(la, sizeof(la), "%s/cpu_dm/main.log", dir);
     snprintf(lb, sizeof(lb), "%s/gpu_dm/main.log", dir);
     int dnc = read_log_losses(la, dcpu, 32), dng = read_log_losses(lb, dgpu, 32);
-    int vnc = read_log_val(la, vcpu, 8), vng = read_log_val(lb, vgpu, 8);
+    int vnc = read_log_values(la, "tel", vcpu, 8), vng = read_log_values(lb, "tel", vgpu, 8);
     report(dnc == 20 && dng == 20 && vnc == 3 && vng == 3, "-D 32 -M 1: 20 train and 3 val losses logged each (cpu %d "
            "%d, gpu %d %d)", dnc, vnc, dng, vng);
     if (dnc == 20 && dng == 20) {

@@ -1,0 +1,93 @@
+/*
+ * dev/gpu_test_util.h: what the GPU test programs that check the GPU model against the CPU trainer share
+ * (test_mamba2.cu, test_hybrid.cu): gradients to the host and their worst per-tensor error, one forward + backward,
+ * and the helpers that run the trainer binaries and read their logs. Include after llmc/model.cuh.
+ */
+#ifndef MAMBA2_GPU_TEST_UTIL_H
+#define MAMBA2_GPU_TEST_UTIL_H
+
+#include <sys/wait.h>
+
+/* the GPU model's fp32 gradients, copied to a new host buffer */
+static float* gpu_grads_to_host(GPUModel* m) {
+    float* g = (float*)mallocCheck(m->num_parameters * sizeof(float));
+    cudaCheck(cudaMemcpy(g, m->grads, m->num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
+    return g;
+}
+
+/* one forward + backward of a batch on the GPU (seq_idx NULL: no document boundaries); returns the loss */
+static float gpu_packed_step(GPUModel* m, const int* in, const int* tg, const int* seq, int B, int T, float dloss) {
+    gpu_zero_grad(m);
+    float loss = gpu_forward_docs(m, in, tg, seq, B, T, dloss);
+    gpu_backward(m, 1);
+    return loss;
+}
+
+/* the max over tensors of max |a - b| / max |b| (NaN counts as the worst) */
+static double grads_rel_err(const float* a, const float* b, const ParamSpec* table) {
+    double worst = 0;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        double d = 0, mag = 0;
+        for (size_t i = 0; i < table[t].numel; i++) {
+            double e = fabs((double)a[table[t].offset + i] - b[table[t].offset + i]);
+            d = e > d || e != e ? e : d;
+            mag = fmax(mag, fabs((double)b[table[t].offset + i]));
+        }
+        double rel = d / (mag > 0 ? mag : 1e-30);
+        if (rel > worst || rel != rel) worst = rel;
+    }
+    return worst;
+}
+
+/* ---- the trainer binaries ---- */
+
+/* a shell command, echoed; its exit status (128: it did not exit) */
+static int run(const char* cmd) {
+    printf("    $ %s\n", cmd);
+    int status = system(cmd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+/* the values of `key` ("trl" train losses, "tel" val losses) in a main.log's "s:<step> <key>:<value>" lines */
+static int read_log_values(const char* path, const char* key, float* out, int max) {
+    FILE* f = fopen(path, "r");
+    if (!f) return 0;
+    char line[512], fmt[32];
+    snprintf(fmt, sizeof(fmt), "s:%%d %s:%%f", key);
+    int n = 0, s;
+    float v;
+    while (fgets(line, sizeof(line), f) && n < max)
+        if (sscanf(line, fmt, &s, &v) == 2) out[n++] = v;
+    fclose(f);
+    return n;
+}
+static int read_log_losses(const char* path, float* out, int max) { return read_log_values(path, "trl", out, max); }
+
+static int files_equal(const char* a, const char* b) {
+    char cmd[1300];
+    snprintf(cmd, sizeof(cmd), "cmp -s %s %s", a, b);
+    return system(cmd) == 0;
+}
+
+/* a text-like byte shard at path (repeated words, a newline now and then), so the loss falls; returns its tokens */
+static int write_text_shard(const char* path) {
+    const char* words[] = {"the ", "state ", "space ", "model ", "scans ", "a ", "chunk ", "of ", "tokens ", "\n"};
+    int n = 0, cap = 60000;
+    uint16_t* tok = (uint16_t*)mallocCheck(cap * sizeof(uint16_t));
+    Rng r;
+    rng_seed(&r, 9);
+    while (n < cap - 16) {
+        const char* w = words[rng_u64(&r) % 10];
+        for (const char* ch = w; *ch; ch++) tok[n++] = (uint16_t)(unsigned char)*ch;
+    }
+    int32_t header[256] = {0};
+    header[0] = 20240520; header[1] = 1; header[2] = n;
+    FILE* f = fopenCheck(path, "wb");
+    fwriteCheck(header, sizeof(header), 1, f);
+    fwriteCheck(tok, sizeof(uint16_t), n, f);
+    fcloseCheck(f);
+    free(tok);
+    return n;
+}
+
+#endif
