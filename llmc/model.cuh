@@ -485,6 +485,30 @@ static void lm_head_chunk(GPUModel* m, int r0, int rows, float dloss) {
 /* the document index of the batch in flight (device), or NULL without boundaries: conv1d and the SSD take it */
 static inline const int* gpu_doc_index(const GPUModel* m) { return m->docs ? m->a.seq_idx : NULL; }
 
+/* the block from its pre-norm through the gated norm: everything but out_proj. The pre-norm reads x_in (+ delta when
+   not NULL) and writes the sum to the layer's residual slot: the forward passes x_{l-1} and delta_{l-1}, -r 2's
+   recompute the stored x_l and NULL (the same kernels on the same values: the forward's bits) */
+static void mamba2_block_through_gated_norm(GPUModel* m, int l, const float* x_in, const floatX* delta) {
+    const Mamba2Config* c = &m->config;
+    cudaStream_t st = m->stream;
+    int B = m->B, T = m->T, BT = B * T, D = c->d_model, E = c->d_inner, dt_col = 2 * E + 2 * c->ngroups * c->d_state;
+    floatX* u = act_x(m, ACT_U, l);
+    floatX* zx = act_x(m, ACT_ZXBCDT, l);
+    floatX* xbc = act_x(m, ACT_XBC, l);
+    floatX* y = act_x(m, ACT_Y, l);
+    const int* seq = gpu_doc_index(m);
+    rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), act_f(m, ACT_RESIDUAL, l), x_in, delta, PF(m, P_NORM_W, l), BT, D,
+                         st);
+    matmul_forward(zx, u, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, st);
+    conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
+                        c->d_conv, st);
+    ssd_forward(y, NULL, act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
+                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, seq, B, T, c->nheads, c->headdim, c->d_state, c->ngroups,
+                m->ssd_q, st);
+    gated_norm_forward(act_x(m, ACT_GN, l), act_f(m, ACT_GN_RSTD, l), y, zx, c->d_in_proj, PF(m, P_GNORM_W, l), BT, E,
+                       c->ngroups, st);
+}
+
 /*
  * Mamba-2 block l, forward (SPEC.md section 2):
  *   x_l   = x_{l-1} + delta_{l-1};  u = RMSNorm(x_l) * w           (rmsnorm.cuh: the residual add fused into the norm)
@@ -497,25 +521,10 @@ static inline const int* gpu_doc_index(const GPUModel* m) { return m->docs ? m->
 static void mamba2_block_forward(GPUModel* m, int l) {
     const Mamba2Config* c = &m->config;
     GPUActivations* a = &m->a;
-    cudaStream_t st = m->stream;
-    int B = m->B, T = m->T, BT = B * T, D = c->d_model, E = c->d_inner, dt_col = 2 * E + 2 * c->ngroups * c->d_state;
     float* x = act_f(m, ACT_RESIDUAL, l);
-    floatX* u = act_x(m, ACT_U, l);
-    floatX* zx = act_x(m, ACT_ZXBCDT, l);
-    floatX* xbc = act_x(m, ACT_XBC, l);
-    floatX* y = act_x(m, ACT_Y, l);
-    floatX* gn = act_x(m, ACT_GN, l);
-    rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), x, l > 0 ? act_f(m, ACT_RESIDUAL, l - 1) : x,
-                         l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l), BT, D, st);
-    matmul_forward(zx, u, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, st);
-    const int* seq = gpu_doc_index(m);
-    conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
-                        c->d_conv, st);
-    ssd_forward(y, NULL, act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
-                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, seq, B, T, c->nheads, c->headdim, c->d_state, c->ngroups,
-                m->ssd_q, st);
-    gated_norm_forward(gn, act_f(m, ACT_GN_RSTD, l), y, zx, c->d_in_proj, PF(m, P_GNORM_W, l), BT, E, c->ngroups, st);
-    matmul_forward(a->delta, gn, PX(m, P_OUT_PROJ_W, l), BT, E, D, st);
+    mamba2_block_through_gated_norm(m, l, l > 0 ? act_f(m, ACT_RESIDUAL, l - 1) : x, l > 0 ? a->delta : NULL);
+    matmul_forward(a->delta, act_x(m, ACT_GN, l), PX(m, P_OUT_PROJ_W, l), m->B * m->T, c->d_inner, c->d_model,
+                   m->stream);
 }
 
 /*
@@ -526,24 +535,7 @@ static void mamba2_block_forward(GPUModel* m, int l) {
  * and normed that float value; no delta now, so nothing is written back); out_proj is not needed.
  */
 static void mamba2_block_recompute(GPUModel* m, int l) {
-    const Mamba2Config* c = &m->config;
-    cudaStream_t st = m->stream;
-    int B = m->B, T = m->T, BT = B * T, D = c->d_model, E = c->d_inner, dt_col = 2 * E + 2 * c->ngroups * c->d_state;
-    float* x = act_f(m, ACT_RESIDUAL, l);
-    floatX* u = act_x(m, ACT_U, l);
-    floatX* zx = act_x(m, ACT_ZXBCDT, l);
-    floatX* xbc = act_x(m, ACT_XBC, l);
-    floatX* y = act_x(m, ACT_Y, l);
-    const int* seq = gpu_doc_index(m);
-    rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), x, x, NULL, PF(m, P_NORM_W, l), BT, D, st);
-    matmul_forward(zx, u, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, st);
-    conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
-                        c->d_conv, st);
-    ssd_forward(y, NULL, act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
-                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, seq, B, T, c->nheads, c->headdim, c->d_state, c->ngroups,
-                m->ssd_q, st);
-    gated_norm_forward(act_x(m, ACT_GN, l), act_f(m, ACT_GN_RSTD, l), y, zx, c->d_in_proj, PF(m, P_GNORM_W, l), BT, E,
-                       c->ngroups, st);
+    mamba2_block_through_gated_norm(m, l, act_f(m, ACT_RESIDUAL, l), NULL);
 }
 
 /*
