@@ -193,6 +193,16 @@ static void fd_check(const char* name, LossFn f, void* ctx, real* x, const real*
     free(ana);
 }
 
+/* fd_check on every parameter tensor of a model (12 entries each), named "<label> d <tensor>"; f(ctx) is its loss */
+static void fd_check_params(const char* label, LossFn f, void* ctx, Mamba2* m, Rng* rng) {
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        char name[160];
+        snprintf(name, sizeof(name), "%s d %s", label, m->table[t].name);
+        fd_check(name, f, ctx, m->params_memory + m->table[t].offset, m->grads_memory + m->table[t].offset,
+                 m->table[t].numel, 12, rng);
+    }
+}
+
 static double weighted_sum(const real* out, const real* w, size_t n) {
     double s = 0;
     for (size_t i = 0; i < n; i++) s += (double)out[i] * w[i];
@@ -402,12 +412,7 @@ static void test_model_gradients(Rng* rng) {
     mamba2_zero_grad(&m);
     mamba2_forward(&m, inputs, targets, B, T);
     mamba2_backward(&m, inputs, targets, (real)1 / (B * T));
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        char name[96];
-        snprintf(name, sizeof(name), "fd whole model d %s", m.table[t].name);
-        fd_check(name, model_loss, &ctx, m.params_memory + m.table[t].offset, m.grads_memory + m.table[t].offset,
-                 m.table[t].numel, 12, rng);
-    }
+    fd_check_params("fd whole model", model_loss, &ctx, &m, rng);
     mamba2_free(&m);
 }
 
@@ -572,12 +577,7 @@ static void test_model_gradients_docs(Rng* rng) {
     mamba2_zero_grad(&m);
     mamba2_forward_docs(&m, inputs, targets, seq, B, T);
     mamba2_backward(&m, inputs, targets, (real)1 / (real)m.num_counted);
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        char name[96];
-        snprintf(name, sizeof(name), "fd whole model docs+mask d %s", m.table[t].name);
-        fd_check(name, doc_model_loss, &ctx, m.params_memory + m.table[t].offset, m.grads_memory + m.table[t].offset,
-                 m.table[t].numel, 12, rng);
-    }
+    fd_check_params("fd whole model docs+mask", doc_model_loss, &ctx, &m, rng);
     mamba2_free(&m);
 }
 
@@ -732,12 +732,9 @@ static void test_hybrid_model_gradients(const char* spec, int docs, Rng* rng) {
     mamba2_zero_grad(&m);
     mamba2_forward_docs(&m, inputs, targets, ctx.seq, B, T);
     mamba2_backward(&m, inputs, targets, (real)1 / (real)m.num_counted);
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        char name[128];
-        snprintf(name, sizeof(name), "fd hybrid %.40s%s d %s", cfg.pattern, docs ? " docs+mask" : "", m.table[t].name);
-        fd_check(name, doc_model_loss, &ctx, m.params_memory + m.table[t].offset, m.grads_memory + m.table[t].offset,
-                 m.table[t].numel, 12, rng);
-    }
+    char label[96];
+    snprintf(label, sizeof(label), "fd hybrid %.40s%s", cfg.pattern, docs ? " docs+mask" : "");
+    fd_check_params(label, doc_model_loss, &ctx, &m, rng);
     mamba2_free(&m);
 }
 
