@@ -164,30 +164,8 @@ static void test_step_vs_cpu(int model, int docs, int masked) {
     }
     report(tensors >= 5, "%s: %d parameter tensors compared", what, tensors);
     /* determinism, -r 1 and -r 2 */
-    float loss2 = gpu_packed_step(&m, in, tg, seq, B, T, dloss);
-    float* g2 = gpu_grads_to_host(&m);
-    report(loss2 == loss && memcmp(g, g2, m.num_parameters * sizeof(float)) == 0,
-           "%s: the same step twice: loss and gradients bitwise identical", what);
-    size_t act_bytes[3] = {m.activation_bytes, 0, 0};
-    for (int r = 0; r < 3; r++) {
-        GPUMemoryPlan plan = gpu_train_memory_plan(&c, B, T, m.ssd_q, r, 1, 0);
-        if (r == 0) {
-            report(plan.activations == m.activation_bytes, "%s: -r 0 memory plan %zu bytes == allocated %zu", what,
-                   plan.activations, m.activation_bytes);
-            continue;
-        }
-        GPUModel mr;
-        gpu_model_create(&mr, &c, p, NULL);
-        mr.recompute = r;
-        float loss_r = gpu_packed_step(&mr, in, tg, seq, B, T, dloss);
-        float* gr = gpu_grads_to_host(&mr);
-        act_bytes[r] = mr.activation_bytes;
-        report(loss_r == loss && memcmp(g, gr, m.num_parameters * sizeof(float)) == 0,
-               "%s: -r %d (recompute) gives the same loss and gradients, bitwise", what, r);
-        report(plan.activations == mr.activation_bytes, "%s: -r %d memory plan %zu bytes == allocated %zu", what, r,
-               plan.activations, mr.activation_bytes);
-        free(gr);
-    }
+    size_t act_bytes[3];
+    check_repeat_and_recompute(&m, &c, p, in, tg, seq, B, T, dloss, loss, g, what, act_bytes);
     report(act_bytes[2] < act_bytes[0] && act_bytes[1] <= act_bytes[0],
            "%s: activations -r 0 %zu >= -r 1 %zu, > -r 2 %zu bytes", what, act_bytes[0], act_bytes[1], act_bytes[2]);
     if (docs) { /* negative control: the boundaries matter (a leak across documents would be caught) */
@@ -198,7 +176,7 @@ static void test_step_vs_cpu(int model, int docs, int masked) {
                "worst gradient rel %.3e (must be > %.0e)", what, rel, 5 * TOL_DECAY);
         free(gp);
     }
-    free(in); free(tg); free(seq); free(p); free(g); free(g2);
+    free(in); free(tg); free(seq); free(p); free(g);
     cpu::mamba2_free(&cm);
 }
 

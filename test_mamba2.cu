@@ -295,34 +295,10 @@ static void test_docs_vs_cpu(int masked) {
         double tol = (t == P_A_LOG || t == P_DT_BIAS) ? TOL_DECAY : TOL;
         compare(name, g + m.table[t].offset, cm.grads_memory + m.table[t].offset, m.table[t].numel, tol);
     }
-    /* determinism, and the same bits with -r 1 (conv and gated norm recomputed in the backward) */
-    float loss2 = gpu_packed_step(&m, in, tg, seq, B, T, dloss);
-    float* g2 = gpu_grads_to_host(&m);
-    report(loss2 == loss && memcmp(g, g2, m.num_parameters * sizeof(float)) == 0,
-           "%s: the same step twice: loss and gradients bitwise identical", what);
-    /* -r 1 (conv and gated norm recomputed) and -r 2 (the whole layer from its input): the same bits, and the
-       start-up memory plan is the allocation to the byte in every mode */
-    float* gr = NULL;
-    size_t act_bytes[3] = {m.activation_bytes, 0, 0};
-    for (int r = 0; r < 3; r++) {
-        GPUMemoryPlan plan = gpu_train_memory_plan(&c, B, T, m.ssd_q, r, 1, 0);
-        if (r == 0) {
-            report(plan.activations == m.activation_bytes, "%s: -r 0 memory plan %zu bytes == allocated %zu", what,
-                   plan.activations, m.activation_bytes);
-            continue;
-        }
-        GPUModel mr;
-        gpu_model_create(&mr, &c, p, NULL);
-        mr.recompute = r;
-        float loss_r = gpu_packed_step(&mr, in, tg, seq, B, T, dloss);
-        free(gr);
-        gr = gpu_grads_to_host(&mr);
-        act_bytes[r] = mr.activation_bytes;
-        report(loss_r == loss && memcmp(g, gr, m.num_parameters * sizeof(float)) == 0,
-               "%s: -r %d (recompute) gives the same loss and gradients, bitwise", what, r);
-        report(plan.activations == mr.activation_bytes, "%s: -r %d memory plan %zu bytes == allocated %zu", what, r,
-               plan.activations, mr.activation_bytes);
-    }
+    /* determinism; -r 1 (conv and gated norm recomputed) and -r 2 (the whole layer from its input): the same bits,
+       and the start-up memory plan is the allocation to the byte in every mode */
+    size_t act_bytes[3];
+    check_repeat_and_recompute(&m, &c, p, in, tg, seq, B, T, dloss, loss, g, what, act_bytes);
     report(act_bytes[2] < act_bytes[1] && act_bytes[1] < act_bytes[0], "%s: activations -r 0 %zu > -r 1 %zu > -r 2 "
            "%zu bytes", what, act_bytes[0], act_bytes[1], act_bytes[2]);
     /* negative control: the same batch without the boundaries must be far from the reference with them */
@@ -332,7 +308,7 @@ static void test_docs_vs_cpu(int masked) {
     double grad_rel = grads_rel_err(gp, cm.grads_memory, m.table);
     report(grad_rel > 5 * TOL_DECAY, "%s: without seq_idx the GPU is far from the reference (the check can fail): "
            "loss rel %.3e, worst gradient rel %.3e (must be > %.0e)", what, loss_rel, grad_rel, 5 * TOL_DECAY);
-    free(in); free(tg); free(seq); free(p); free(g); free(g2); free(gr); free(gp);
+    free(in); free(tg); free(seq); free(p); free(g); free(gp);
     cpu::mamba2_free(&cm);
 }
 

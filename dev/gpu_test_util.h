@@ -39,6 +39,39 @@ static double grads_rel_err(const float* a, const float* b, const ParamSpec* tab
     return worst;
 }
 
+/* after a step that gave `loss` and gradients g on m: the same step again is bitwise the same; models made with
+   -r 1 and -r 2 give the same loss and gradients bitwise; each mode's start-up memory plan is its allocation to the
+   byte. Each mode's activation bytes go to act_bytes, for the caller's own ordering check. Needs dev/test_report.h. */
+static void check_repeat_and_recompute(GPUModel* m, const Mamba2Config* c, const float* params, const int* in,
+                                       const int* tg, const int* seq, int B, int T, float dloss, float loss,
+                                       const float* g, const char* what, size_t act_bytes[3]) {
+    float loss2 = gpu_packed_step(m, in, tg, seq, B, T, dloss);
+    float* g2 = gpu_grads_to_host(m);
+    report(loss2 == loss && memcmp(g, g2, m->num_parameters * sizeof(float)) == 0,
+           "%s: the same step twice: loss and gradients bitwise identical", what);
+    free(g2);
+    act_bytes[0] = m->activation_bytes;
+    for (int r = 0; r < 3; r++) {
+        GPUMemoryPlan plan = gpu_train_memory_plan(c, B, T, m->ssd_q, r, 1, 0);
+        if (r == 0) {
+            report(plan.activations == m->activation_bytes, "%s: -r 0 memory plan %zu bytes == allocated %zu", what,
+                   plan.activations, m->activation_bytes);
+            continue;
+        }
+        GPUModel mr;
+        gpu_model_create(&mr, c, params, NULL);
+        mr.recompute = r;
+        float loss_r = gpu_packed_step(&mr, in, tg, seq, B, T, dloss);
+        float* gr = gpu_grads_to_host(&mr);
+        act_bytes[r] = mr.activation_bytes;
+        report(loss_r == loss && memcmp(g, gr, m->num_parameters * sizeof(float)) == 0,
+               "%s: -r %d (recompute) gives the same loss and gradients, bitwise", what, r);
+        report(plan.activations == mr.activation_bytes, "%s: -r %d memory plan %zu bytes == allocated %zu", what, r,
+               plan.activations, mr.activation_bytes);
+        free(gr);
+    }
+}
+
 /* ---- the trainer binaries ---- */
 
 /* a shell command, echoed; its exit status (128: it did not exit) */
