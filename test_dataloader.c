@@ -513,6 +513,133 @@ static void test_docs_and_masks(void) {
     expect_failure("mask byte other than 0/1", run_masks, "mbyte_000.bin", "other than 0 or 1", "byte 20 of the mask is 7");
 }
 
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* streams (carried state): row b continues row b of the previous batch, resets at a shard's end */
+
+/* one epoch of rank r of P in streams mode over the coverage shards: every row is T+1 consecutive tokens of one
+   shard; row b continues its own previous row (first input + T) except where row_reset says it starts afresh, which
+   is exactly at the first batch of a shard, and there it starts at region (r*B + b) * floor(n / (P*B)) */
+static void test_streams_rank(size_t B, size_t T, int r, int P, int shuffle, int* covered_regions) {
+    DataLoader l;
+    dataloader_init(&l, path_in_dir("cov_*.bin"), B, T, r, P, shuffle, 42, 0);
+    dataloader_use_streams(&l);
+    size_t want_batches = 0;
+    for (int s = 0; s < 4; s++) want_batches += (cov_tokens[s] / (B * (size_t)P) - 1) / T;
+    size_t nb = dataloader_num_batches(&l);
+    int contiguous = 1, continues = 1, resets_right = 1, starts_right = 1, one_reset_per_shard = 1;
+    int* prev = (int*)calloc(B, sizeof(int));
+    int prev_shard = -1, shards_seen = 0;
+    for (size_t k = 0; k < nb; k++) {
+        dataloader_next_batch(&l);
+        int shard = l.inputs[0] / 1000000;
+        int new_shard = shard != prev_shard;
+        shards_seen += new_shard;
+        for (size_t b = 0; b < B; b++) {
+            const int* in = l.inputs + b * T;
+            const int* tg = l.targets + b * T;
+            for (size_t i = 0; i < T; i++) contiguous &= in[i] == in[0] + (int)i && tg[i] == in[0] + (int)i + 1;
+            contiguous &= in[0] / 1000000 == shard;
+            resets_right &= l.row_reset[b] == new_shard;
+            if (new_shard) {
+                size_t region = cov_tokens[shard] / (B * (size_t)P);
+                starts_right &= (size_t)(in[0] % 1000000) == ((size_t)r * B + b) * region;
+                if (covered_regions) covered_regions[shard * 16 + r * (int)B + (int)b]++;
+            } else {
+                continues &= in[0] == prev[b] + (int)T;
+            }
+            /* the row's last target stays inside its region */
+            size_t region = cov_tokens[shard] / (B * (size_t)P);
+            contiguous &= (size_t)(tg[T - 1] % 1000000) < ((size_t)r * B + b + 1) * region;
+            prev[b] = in[0];
+        }
+        prev_shard = shard;
+    }
+    one_reset_per_shard = shards_seen == 4;
+    char name[200];
+    snprintf(name, sizeof(name), "streams, rank %d of %d, shuffle %d, B=%zu T=%zu: %zu batches an epoch (want %zu), rows "
+             "contiguous %d, continue %d, reset exactly at a shard's start %d, start at their region %d, 4 shards %d",
+             r, P, shuffle, B, T, nb, want_batches, contiguous, continues, resets_right, starts_right,
+             one_reset_per_shard);
+    check(nb == want_batches && contiguous && continues && resets_right && starts_right && one_reset_per_shard, name);
+    free(prev);
+    dataloader_free(&l);
+}
+
+static void run_streams_small(const void* arg) {
+    (void)arg;
+    DataLoader l;
+    dataloader_init(&l, path_in_dir("cov_*.bin"), 2, 8, 0, 1, 0, 1, 0); /* cov_002: 17 tokens, 8 a stream < 9 */
+    dataloader_use_streams(&l);
+}
+
+static void run_streams_resume_without(const void* arg) {
+    (void)arg;
+    DataLoader x, y;
+    dataloader_init(&x, path_in_dir("cov_*.bin"), 2, 3, 0, 1, 1, 7, 0);
+    dataloader_use_streams(&x);
+    DataLoaderState st;
+    dataloader_save_state(&x, &st);
+    dataloader_init(&y, path_in_dir("cov_*.bin"), 2, 3, 0, 1, 1, 7, 0);
+    dataloader_load_state(&y, &st);
+}
+
+static void test_streams(void) {
+    for (int shuffle = 0; shuffle <= 1; shuffle++) {
+        for (int P = 1; P <= 2; P++) {
+            int covered[4 * 16] = {0};
+            for (int r = 0; r < P; r++) test_streams_rank(2, 3, r, P, shuffle, covered);
+            int each_once = 1;
+            for (int s = 0; s < 4; s++)
+                for (int i = 0; i < 2 * P; i++) each_once &= covered[s * 16 + i] == 1;
+            char name[160];
+            snprintf(name, sizeof(name), "streams, %d rank(s), shuffle %d: the %d regions of every shard are each read "
+                     "by exactly one (rank, row)", P, shuffle, 2 * P);
+            check(each_once, name);
+        }
+    }
+    test_streams_rank(3, 2, 0, 1, 1, NULL);
+    /* two epochs: the second starts afresh at its first shard */
+    {
+        DataLoader l;
+        dataloader_init(&l, path_in_dir("cov_*.bin"), 2, 3, 0, 1, 1, 42, 0);
+        dataloader_use_streams(&l);
+        size_t nb = dataloader_num_batches(&l);
+        for (size_t k = 0; k < nb; k++) dataloader_next_batch(&l);
+        dataloader_next_batch(&l);
+        int ok = l.row_reset[0] == 1 && l.row_reset[1] == 1 && l.epoch == 1;
+        dataloader_free(&l);
+        check(ok, "streams: the first batch of the next epoch resets every row");
+    }
+    /* save / load: the batch after a load is the batch after the save, reset flags included */
+    int state_ok = 1;
+    for (int at = 0; at < 12; at++) {
+        DataLoader x, y;
+        dataloader_init(&x, path_in_dir("cov_*.bin"), 2, 3, 0, 1, 1, 7, 0);
+        dataloader_use_streams(&x);
+        for (int i = 0; i < at; i++) dataloader_next_batch(&x);
+        DataLoaderState st;
+        dataloader_save_state(&x, &st);
+        dataloader_init(&y, path_in_dir("cov_*.bin"), 2, 3, 0, 1, 1, 999, 0);
+        dataloader_use_streams(&y);
+        dataloader_load_state(&y, &st);
+        for (int i = 0; i < 6; i++) {
+            dataloader_next_batch(&x);
+            dataloader_next_batch(&y);
+            state_ok &= memcmp(x.inputs, y.inputs, 6 * sizeof(int)) == 0 &&
+                        memcmp(x.targets, y.targets, 6 * sizeof(int)) == 0 &&
+                        memcmp(x.row_reset, y.row_reset, 2 * sizeof(int)) == 0;
+        }
+        dataloader_free(&x);
+        dataloader_free(&y);
+    }
+    check(state_ok, "streams: save / load at 12 positions continues with the same batches and reset flags");
+    expect_failure("streams: a shard too small for B*GPUs streams of T+1 tokens is refused", run_streams_small, NULL,
+                   "cov_002.bin", "T+1 = 9");
+    expect_failure("streams: a state saved with streams is refused by a loader without", run_streams_resume_without,
+                   NULL, "with carried state", "-C 1");
+}
+
 static void cleanup(void) {
     const char* names[] = {"magic_000.bin", "version_000.bin", "trunc_000.bin", "long_000.bin", "tiny_000.bin",
                            "small_000.bin", "vocab_000.bin", "cov_000.bin", "cov_001.bin", "cov_002.bin",
@@ -544,6 +671,7 @@ int main(void) {
     test_versions();
     test_tokenizer();
     test_docs_and_masks();
+    test_streams();
     cleanup();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

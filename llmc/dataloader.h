@@ -27,6 +27,14 @@
  * counts as a target, 0 = no loss. With masks on, the target of an input whose next token has mask 0 is
  * TARGET_NO_LOSS (-1). The shard itself is unchanged, so llm.c's loader still reads it (and ignores the mask, which
  * its *.bin glob does not match). Document boundaries: dataloader_doc_index below.
+ *
+ * Streams (optional, dataloader_use_streams; the trainers' -C 1, carried state; doc/packing.md section 6). Row b of
+ * every batch continues row b of the batch before: each shard is cut into P*B contiguous regions of
+ * R = floor(n / (P*B)) tokens, region r = rank*B + b is stream b of rank `rank`, and batch k of the shard gives row b
+ * the tokens region_r[k*T .. k*T+T] (T inputs, T targets). A shard gives K = (R-1) / T batches; then every stream moves
+ * on to the next shard (epoch order of the shards as above, the batches of one shard always in order) and every row
+ * starts afresh: row_reset[b] = 1 on the first batch of a shard. The ranks read the same batch index at the same time,
+ * each its own regions, so they never overlap.
  */
 #ifndef MAMBA2_DATALOADER_H
 #define MAMBA2_DATALOADER_H
@@ -52,7 +60,8 @@ typedef struct {
     char* path;
     int token_size;     /* bytes per token: 2 (version 1) or 4 (version 2) */
     size_t num_tokens;
-    size_t num_samples; /* (num_tokens - 1) / (B*T) */
+    size_t num_samples; /* (num_tokens - 1) / (B*T); streams: the batches of the shard, (R-1) / T */
+    size_t region;      /* streams: tokens of each of the P*B regions, num_tokens / (P*B) */
 } DataShard;
 
 typedef struct {
@@ -83,6 +92,9 @@ typedef struct {
     FILE* mask_fp;
     int mask_shard;             /* shard index mask_fp is open on, -1 for none */
     unsigned char* mask_buffer; /* B*T+1 mask bytes */
+    /* streams (dataloader_use_streams): row b continues row b of the previous batch */
+    int streams;
+    int* row_reset;             /* (B) 1 where row b of the current batch starts its stream afresh (streams only) */
     size_t num_tokens;          /* total tokens over all shards matched */
     size_t B, T;
 } DataLoader;
@@ -255,7 +267,7 @@ static inline void dataloader_plan_epoch(DataLoader* l) {
 
 static inline void dataloader_reset(DataLoader* l) {
     l->epoch = 0;
-    l->next_global = (size_t)l->process_rank;
+    l->next_global = l->streams ? 0 : (size_t)l->process_rank;
     dataloader_plan_epoch(l);
 }
 
@@ -313,19 +325,25 @@ static inline void dataloader_init(DataLoader* l, const char* filename_pattern, 
 }
 
 static inline size_t dataloader_num_batches(const DataLoader* l) {
+    if (l->streams) return l->total_samples; /* every rank reads every batch index, its own regions */
     size_t S = l->total_samples, r = (size_t)l->process_rank, P = (size_t)l->num_processes;
     return S > r ? (S - r + P - 1) / P : 0;
 }
 
-/* global position -> (shard index, token offset of the sample in that shard) */
-static inline void dataloader_locate(DataLoader* l, size_t global, int* shard, size_t* token_offset) {
-    int lo = 0, hi = l->num_shards - 1; /* binary search: the last k with order_start[k] <= global */
+/* global position -> k, the shard's place in this epoch's order (the last k with order_start[k] <= global) */
+static inline int dataloader_order_index(const DataLoader* l, size_t global) {
+    int lo = 0, hi = l->num_shards - 1; /* binary search */
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
         if (l->order_start[mid] <= global) lo = mid; else hi = mid - 1;
     }
     /* shards with 0 samples cannot exist (init checks), so order_start is strictly increasing */
-    int k = lo;
+    return lo;
+}
+
+/* global position -> (shard index, token offset of the sample in that shard) */
+static inline void dataloader_locate(DataLoader* l, size_t global, int* shard, size_t* token_offset) {
+    int k = dataloader_order_index(l, global);
     int s = l->shard_order[k];
     size_t local = global - l->order_start[k];
     if (l->should_shuffle) {
@@ -340,15 +358,16 @@ static inline void dataloader_locate(DataLoader* l, size_t global, int* shard, s
     *token_offset = local * l->B * l->T;
 }
 
-/* reads B*T+1 tokens of shard s from token_offset into inputs/targets, checking ids against vocab_size */
-static inline void dataloader_read(DataLoader* l, int s, size_t token_offset) {
+/* reads n contiguous tokens of shard s from token_offset: inputs[0 .. n-2] = tokens 0 .. n-2, targets[0 .. n-2] =
+   tokens 1 .. n-1, checking ids against vocab_size */
+static inline void dataloader_read_span(DataLoader* l, int s, size_t token_offset, size_t n, int* inputs,
+                                        int* targets) {
     DataShard* sh = &l->shards[s];
     if (l->fp_shard != s) {
         if (l->fp != NULL) fclose(l->fp);
         l->fp = fopenCheck(sh->path, "rb");
         l->fp_shard = s;
     }
-    size_t n = l->B * l->T + 1;
     fseekCheck(l->fp, (long)(DATALOADER_HEADER_BYTES + token_offset * (size_t)sh->token_size), SEEK_SET);
     if (fread(l->buffer, (size_t)sh->token_size, n, l->fp) != n) {
         die("dataloader: shard %s: short read of %zu tokens at token offset %zu (file changed since init?)",
@@ -363,9 +382,14 @@ static inline void dataloader_read(DataLoader* l, int s, size_t token_offset) {
             die("dataloader: shard %s: token id %u at token offset %zu is >= vocab_size %d "
                 "(data prepared with another tokenizer?)", sh->path, id, token_offset + i, l->vocab_size);
         }
-        if (i < n - 1) l->inputs[i] = (int)id;
-        if (i > 0) l->targets[i - 1] = (int)id;
+        if (i < n - 1) inputs[i] = (int)id;
+        if (i > 0) targets[i - 1] = (int)id;
     }
+}
+
+/* reads the B*T+1 tokens of one sample (the B rows contiguous) */
+static inline void dataloader_read(DataLoader* l, int s, size_t token_offset) {
+    dataloader_read_span(l, s, token_offset, l->B * l->T + 1, l->inputs, l->targets);
 }
 
 /* X.bin -> X.bin.mask */
@@ -425,8 +449,9 @@ static inline void dataloader_use_masks(DataLoader* l) {
     l->mask_buffer = (unsigned char*)mallocCheck(l->B * l->T + 1);
 }
 
-/* the mask bytes of the sample just read: a target whose token has mask 0 becomes TARGET_NO_LOSS */
-static inline void dataloader_apply_mask(DataLoader* l, int s, size_t token_offset) {
+/* the mask bytes of the n tokens just read from token_offset: a target whose token has mask 0 becomes
+   TARGET_NO_LOSS */
+static inline void dataloader_apply_mask_span(DataLoader* l, int s, size_t token_offset, size_t n, int* targets) {
     DataShard* sh = &l->shards[s];
     if (l->mask_shard != s) {
         if (l->mask_fp != NULL) fclose(l->mask_fp);
@@ -435,21 +460,66 @@ static inline void dataloader_apply_mask(DataLoader* l, int s, size_t token_offs
         l->mask_fp = fopenCheck(path, "rb");
         l->mask_shard = s;
     }
-    size_t n = l->B * l->T + 1;
     fseekCheck(l->mask_fp, (long)(DATALOADER_HEADER_BYTES + token_offset), SEEK_SET);
     if (fread(l->mask_buffer, 1, n, l->mask_fp) != n)
         die("dataloader: mask of shard %s: short read at token offset %zu (file changed since init?)", sh->path,
             token_offset);
     for (size_t i = 1; i < n; i++)
-        if (l->mask_buffer[i] == 0) l->targets[i - 1] = TARGET_NO_LOSS;
+        if (l->mask_buffer[i] == 0) targets[i - 1] = TARGET_NO_LOSS;
+}
+
+static inline void dataloader_apply_mask(DataLoader* l, int s, size_t token_offset) {
+    dataloader_apply_mask_span(l, s, token_offset, l->B * l->T + 1, l->targets);
+}
+
+/*
+ * Turns streams on (before the first batch): each shard is cut into P*B regions, one per row of every rank, and the
+ * batches of a shard read them in order (the header's "Streams"). A shard too small to give every stream T+1
+ * tokens is refused, naming it.
+ */
+static inline void dataloader_use_streams(DataLoader* l) {
+    size_t streams = l->B * (size_t)l->num_processes;
+    l->total_samples = 0;
+    for (int i = 0; i < l->num_shards; i++) {
+        DataShard* sh = &l->shards[i];
+        sh->region = sh->num_tokens / streams;
+        if (sh->region < l->T + 1)
+            die("dataloader: carried state (streams): shard %s holds %zu tokens, %zu for each of the B*GPUs = %zu "
+                "streams, fewer than T+1 = %zu: use a smaller B or T, or larger shards", sh->path, sh->num_tokens,
+                sh->region, streams, l->T + 1);
+        sh->num_samples = (sh->region - 1) / l->T;
+        l->total_samples += sh->num_samples;
+    }
+    l->streams = 1;
+    l->row_reset = (int*)callocCheck(l->B, sizeof(int));
+    l->epoch = 0;
+    l->next_global = 0;
+    dataloader_plan_epoch(l);
+}
+
+/* streams: batch `global` of this epoch; row b reads its region from the batch's place in the shard */
+static inline void dataloader_next_stream_batch(DataLoader* l) {
+    int k = dataloader_order_index(l, l->next_global);
+    int s = l->shard_order[k];
+    size_t batch = l->next_global - l->order_start[k];
+    const DataShard* sh = &l->shards[s];
+    for (size_t b = 0; b < l->B; b++) {
+        size_t region = (size_t)l->process_rank * l->B + b;
+        size_t offset = region * sh->region + batch * l->T;
+        dataloader_read_span(l, s, offset, l->T + 1, l->inputs + b * l->T, l->targets + b * l->T);
+        if (l->use_masks) dataloader_apply_mask_span(l, s, offset, l->T + 1, l->targets + b * l->T);
+        l->row_reset[b] = batch == 0; /* a new shard: every stream starts afresh */
+    }
+    l->next_global++;
 }
 
 static inline void dataloader_next_batch(DataLoader* l) {
     if (l->next_global >= l->total_samples) { /* this rank's share of the epoch is done: next epoch */
         l->epoch++;
-        l->next_global = (size_t)l->process_rank;
+        l->next_global = l->streams ? 0 : (size_t)l->process_rank;
         dataloader_plan_epoch(l);
     }
+    if (l->streams) { dataloader_next_stream_batch(l); return; }
     int s;
     size_t offset;
     dataloader_locate(l, l->next_global, &s, &offset);
@@ -460,7 +530,7 @@ static inline void dataloader_next_batch(DataLoader* l) {
 
 static inline void dataloader_save_state(const DataLoader* l, DataLoaderState* st) {
     memset(st, 0, sizeof(*st));
-    st->v[0] = DATALOADER_STATE_TAG | (unsigned long long)l->should_shuffle;
+    st->v[0] = DATALOADER_STATE_TAG | (unsigned long long)l->should_shuffle | ((unsigned long long)l->streams << 1);
     st->v[1] = l->epoch;
     st->v[2] = (unsigned long long)l->next_global;
     st->v[3] = l->seed;
@@ -484,7 +554,16 @@ static inline void dataloader_load_state(DataLoader* l, const DataLoaderState* s
      * rank 0's state can be moved this way (the trainers save rank 0's). */
     unsigned long long saved_rank = st->v[6] & 0xFFFFFFFFull, saved_procs = st->v[6] >> 32;
     size_t next = (size_t)st->v[2];
-    if (saved_procs != (unsigned long long)l->num_processes || saved_rank != (unsigned long long)l->process_rank) {
+    int saved_streams = (int)((st->v[0] >> 1) & 1);
+    if (saved_streams != l->streams)
+        die("dataloader: state was saved %s carried state (streams), this run is %s: resume with%s -C 1", saved_streams
+            ? "with" : "without", l->streams ? "with" : "without", saved_streams ? "" : "out");
+    if (l->streams && saved_procs != (unsigned long long)l->num_processes)
+        die("dataloader: carried state (streams) was saved by %llu processes, this run has %d: the streams are cut "
+            "per process, resume on %llu", saved_procs, l->num_processes, saved_procs);
+    /* streams: every rank is at the same batch index, so rank 0's position is every rank's */
+    if (!l->streams &&
+        (saved_procs != (unsigned long long)l->num_processes || saved_rank != (unsigned long long)l->process_rank)) {
         if (saved_rank != 0) {
             die("dataloader: state was saved by rank %llu of %llu processes, this is rank %d of %d; only rank 0's "
                 "state can be resumed on another process count", saved_rank, saved_procs, l->process_rank,
@@ -501,6 +580,9 @@ static inline void dataloader_load_state(DataLoader* l, const DataLoaderState* s
             st->v[2], l->total_samples);
     }
     l->should_shuffle = (int)(st->v[0] & 1);
+    if (l->streams && next > l->total_samples)
+        die("dataloader: saved stream position %zu is past the end of the epoch (%zu batches): corrupt state", next,
+            l->total_samples);
     l->epoch = st->v[1];
     l->seed = st->v[3];
     l->next_global = next;
@@ -529,6 +611,7 @@ static inline void dataloader_free(DataLoader* l) {
     if (l->fp != NULL) fclose(l->fp);
     if (l->mask_fp != NULL) fclose(l->mask_fp);
     free(l->mask_buffer);
+    free(l->row_reset);
     for (int i = 0; l->shards != NULL && i < l->num_shards; i++) free(l->shards[i].path);
     free(l->shards);
     free(l->shard_order);
