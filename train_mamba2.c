@@ -166,13 +166,18 @@ void matmul_backward(real* dinp, real* dw, const real* dout, const real* inp, co
  * seq_idx (B*T, or NULL: one document per row) is the document of each position (doc/packing.md): a window position
  * ts of an earlier document than t's reads as zero, exactly as if t's document began the row (the test
  * `same_doc(seq_idx, b, T, ts, t)` is 1 when seq_idx is NULL, so the default path is the plain causal conv).
+ * init_window (B, K-1, Cd), or NULL (zeros): carried state (-C 1, doc/packing.md section 6), the last K-1 conv inputs
+ * of the row's previous batch, read where t - (K-1) + k < 0. It belongs to the document open at t = 0 (entries of
+ * earlier documents were zeroed when it was saved, conv1d_final_window), so t reads it only when t is still in
+ * that document. The window's terms come in the same k order as the row's own: a batch of T after a batch of T
+ * computes exactly what one batch of 2T computes at those positions.
  */
 static inline int same_doc(const int* seq_idx, int b, int T, int ts, int t) {
     return seq_idx == NULL || seq_idx[(size_t)b * T + ts] == seq_idx[(size_t)b * T + t];
 }
 
 void conv1d_silu_forward(real* pre, real* out, const real* in, int in_stride, const real* w, const real* bias,
-                         const int* seq_idx, int B, int T, int Cd, int K) {
+                         const real* init_window, const int* seq_idx, int B, int T, int Cd, int K) {
 #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
@@ -183,6 +188,8 @@ void conv1d_silu_forward(real* pre, real* out, const real* in, int in_stride, co
                     int ts = t - (K - 1) + k;
                     if (ts >= 0 && same_doc(seq_idx, b, T, ts, t))
                         acc += w[c * K + k] * in[((size_t)b * T + ts) * in_stride + c];
+                    else if (ts < 0 && init_window && same_doc(seq_idx, b, T, 0, t))
+                        acc += w[c * K + k] * init_window[((size_t)b * (K - 1) + (K - 1 + ts)) * Cd + c];
                 }
                 pre[row * Cd + c] = acc;
                 out[row * Cd + c] = silu(acc);
@@ -196,9 +203,12 @@ void conv1d_silu_forward(real* pre, real* out, const real* in, int in_stride, co
  * din[s,c] = sum_k w[c,k] * dpre[s+(K-1)-k, c]  (written, row stride in_stride)
  * dw[c,k] += sum_t dpre[t,c] * in[t-(K-1)+k, c];   dbias[c] += sum_t dpre[t,c]
  * With seq_idx, every (t, ts) pair the forward skipped (different documents) is skipped here too.
+ * init_window (or NULL): the carried window the forward read; it adds to dw, and gets no gradient itself (the
+ * gradient stops at the batch edge).
  */
 void conv1d_silu_backward(real* din, int in_stride, real* dw, real* dbias, real* dout, const real* pre,
-                          const real* in, const real* w, const int* seq_idx, int B, int T, int Cd, int K) {
+                          const real* in, const real* w, const real* init_window, const int* seq_idx, int B, int T,
+                          int Cd, int K) {
     size_t BT = (size_t)B * T;
 #pragma omp parallel for
     for (size_t i = 0; i < BT * Cd; i++) dout[i] *= silu_grad(pre[i]);
@@ -226,7 +236,31 @@ void conv1d_silu_backward(real* din, int in_stride, real* dw, real* dbias, real*
                     int ts = t - (K - 1) + k;
                     if (ts >= 0 && same_doc(seq_idx, b, T, ts, t))
                         dw[c * K + k] += g * in[((size_t)b * T + ts) * in_stride + c];
+                    else if (ts < 0 && init_window && same_doc(seq_idx, b, T, 0, t))
+                        dw[c * K + k] += g * init_window[((size_t)b * (K - 1) + (K - 1 + ts)) * Cd + c];
                 }
+            }
+        }
+    }
+}
+
+/*
+ * The window the row's next batch reads (carried state): its last K-1 conv inputs, taken from init_window where the
+ * row is shorter than K-1. The next batch continues only the row's last document, so an entry of an earlier document
+ * is stored as zero, which is what same_doc() would give it. out_window must not alias init_window.
+ */
+void conv1d_final_window(real* out_window, const real* init_window, const real* in, int in_stride, const int* seq_idx,
+                         int B, int T, int Cd, int K) {
+    for (int b = 0; b < B; b++) {
+        for (int j = 0; j < K - 1; j++) {
+            int ts = T - (K - 1) + j; /* the row position this window entry holds; < 0: the previous window's */
+            real* o = out_window + ((size_t)b * (K - 1) + j) * Cd;
+            if (ts >= 0 && same_doc(seq_idx, b, T, ts, T - 1)) {
+                for (int c = 0; c < Cd; c++) o[c] = in[((size_t)b * T + ts) * in_stride + c];
+            } else if (ts < 0 && init_window && same_doc(seq_idx, b, T, 0, T - 1)) {
+                for (int c = 0; c < Cd; c++) o[c] = init_window[((size_t)b * (K - 1) + (K - 1 + ts)) * Cd + c];
+            } else {
+                for (int c = 0; c < Cd; c++) o[c] = 0;
             }
         }
     }
@@ -1012,7 +1046,51 @@ typedef struct {
     real mean_loss;                   /* of the last forward with targets: over its counted (unmasked) targets */
     size_t num_counted;               /* targets of the last forward that count (not TARGET_NO_LOSS) */
     int adam_t;                       /* AdamW steps taken (bias correction) */
+    /* carried state (-C 1, mamba2_carry_allocate; doc/packing.md section 6), fp32 like the GPU's */
+    real* carry_ssm;                  /* (LM, B, H, P, N) each row's SSM state at the end of its last batch */
+    real* carry_window;               /* (LM, B, K-1, conv_dim) each row's last K-1 conv inputs (xBC) */
+    real* carry_window_in;            /* (LM, B, K-1, conv_dim) the windows the last forward read (its backward's) */
+    int carry_B;                      /* rows of the carried state, 0: none allocated */
+    int carry_active;                 /* the last forward read and wrote the carried state */
 } Mamba2;
+
+/* carried state of one Mamba-2 block (-C 1, doc/packing.md section 6): each row's SSM state (B, H, P, N), read as the
+   initial state and overwritten with the final one; the conv window the forward reads (B, K-1, conv_dim) and the one
+   it leaves for the next batch */
+typedef struct {
+    real* ssm;
+    const real* window_in;
+    real* window_out;
+} LayerCarry;
+
+static size_t carry_ssm_size(const Mamba2Config* c, int B) {
+    return (size_t)c->n_mamba * B * c->nheads * c->headdim * c->d_state;
+}
+static size_t carry_window_size(const Mamba2Config* c, int B) {
+    return (size_t)c->n_mamba * B * (c->d_conv - 1) * c->conv_dim;
+}
+
+/* carried state for B rows, zero (every stream starts fresh). Attention blocks have no fixed-size state to carry: a
+   hybrid with 'A' blocks is refused */
+void mamba2_carry_allocate(Mamba2* m, int B) {
+    const Mamba2Config* c = &m->config;
+    if (c->n_attn > 0)
+        die("carried state (-C 1) needs a model of Mamba-2 (and MLP) blocks only: this one has %d attention blocks, "
+            "whose keys and values cannot be carried in a fixed-size state; train it without -C", c->n_attn);
+    free(m->carry_ssm); free(m->carry_window); free(m->carry_window_in);
+    m->carry_ssm = (real*)callocCheck(carry_ssm_size(c, B), sizeof(real));
+    m->carry_window = (real*)callocCheck(carry_window_size(c, B) + 1, sizeof(real));
+    m->carry_window_in = (real*)callocCheck(carry_window_size(c, B) + 1, sizeof(real));
+    m->carry_B = B;
+}
+
+/* the carried state of Mamba-2 block slot l (its place among the Mamba-2 blocks) */
+static LayerCarry layer_carry(const Mamba2* m, int l) {
+    const Mamba2Config* c = &m->config;
+    size_t ssm = carry_ssm_size(c, m->carry_B) / c->n_mamba, win = carry_window_size(c, m->carry_B) / c->n_mamba;
+    LayerCarry lc = {m->carry_ssm + l * ssm, m->carry_window_in + l * win, m->carry_window + l * win};
+    return lc;
+}
 
 static void mamba2_allocate_parameters(Mamba2* m, const Mamba2Config* c) {
     memset(m, 0, sizeof(*m));
@@ -1110,19 +1188,26 @@ static LayerActs layer_acts(const ActivationTensors* a, const Mamba2Config* c, i
 }
 
 /* one Mamba-2 block: x_out = x_in + out_proj(gated_norm(SSD(conv(in_proj(norm(x_in)))), z)).
-   seq_idx (B*T) or NULL: the conv and the SSD do not cross a document boundary (doc/packing.md) */
-static void block_forward(const Mamba2Config* c, const LayerParams* p, LayerActs* a, const int* seq_idx, int B,
-                          int T) {
+   seq_idx (B*T) or NULL: the conv and the SSD do not cross a document boundary (doc/packing.md). carry, or NULL: the
+   row starts from its carried state and window and leaves its final ones for the next batch */
+static void block_forward(const Mamba2Config* c, const LayerParams* p, LayerActs* a, const LayerCarry* carry,
+                          const int* seq_idx, int B, int T) {
     int BT = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
     rmsnorm_forward(a->ln, a->ln_rstd, a->res_in, p->norm_w, BT, D);
     matmul_forward(a->zxbcdt, a->ln, p->in_proj_w, BT, D, c->d_in_proj);
     const real* z = a->zxbcdt;                      /* columns [0, E) */
     const real* xBC = a->zxbcdt + E;                /* columns [E, E + conv_dim) */
     const real* dt_raw = a->zxbcdt + 2 * E + 2 * GN; /* columns [2E+2GN, +H) */
-    conv1d_silu_forward(a->xbc_pre, a->xbc, xBC, c->d_in_proj, p->conv_w, p->conv_b, seq_idx, B, T, c->conv_dim,
-                        c->d_conv);
+    conv1d_silu_forward(a->xbc_pre, a->xbc, xBC, c->d_in_proj, p->conv_w, p->conv_b, carry ? carry->window_in : NULL,
+                        seq_idx, B, T, c->conv_dim, c->d_conv);
+    if (carry)
+        conv1d_final_window(carry->window_out, carry->window_in, xBC, c->d_in_proj, seq_idx, B, T, c->conv_dim,
+                            c->d_conv);
     dt_forward(a->dt, dt_raw, c->d_in_proj, p->dt_bias, BT, H);
-    ssd_chunked_forward(a->y, a->ssd_states, NULL, a->xbc, a->dt, p->A_log, p->D, NULL, seq_idx, B, T, H, c->headdim,
+    /* carried: the SSM state is both the initial and the final state: ssd_head_forward copies the initial state of
+       its (row, head) before it writes the final one, and no other (row, head) reads it */
+    real* ssm = carry ? carry->ssm : NULL;
+    ssd_chunked_forward(a->y, a->ssd_states, ssm, a->xbc, a->dt, p->A_log, p->D, ssm, seq_idx, B, T, H, c->headdim,
                         c->d_state, c->ngroups, c->chunk_size);
     gated_rmsnorm_forward(a->gn, a->gn_rstd, a->y, z, c->d_in_proj, p->gnorm_w, BT, E, c->ngroups);
     /* residual: x_out = x_in + gn @ W_out^T */
@@ -1231,7 +1316,8 @@ static void mlp_block_backward(const Mamba2Config* c, const MLPParams* p, MLPPar
  * targets (0 if none counts), or -1 without targets. Checks every token id: an id outside the vocabulary is a data
  * error, never a silent out-of-bounds read.
  */
-real mamba2_forward_docs(Mamba2* m, const int* inputs, const int* targets, const int* seq_idx, int B, int T) {
+static real mamba2_forward_impl(Mamba2* m, const int* inputs, const int* targets, const int* seq_idx, int carry,
+                                int B, int T) {
     const Mamba2Config* c = &m->config;
     int V = c->vocab_size, Vp = c->padded_vocab_size, BT = B * T;
     for (int i = 0; i < BT; i++) {
@@ -1267,7 +1353,9 @@ real mamba2_forward_docs(Mamba2* m, const int* inputs, const int* targets, const
         } else {
             LayerParams p = layer_params(&m->params, c, l);
             LayerActs la = layer_acts(a, c, B, T, l);
-            block_forward(c, &p, &la, m->seq_idx, B, T);
+            LayerCarry lc = {NULL, NULL, NULL};
+            if (carry) lc = layer_carry(m, config_block_slot(c, l));
+            block_forward(c, &p, &la, carry ? &lc : NULL, m->seq_idx, B, T);
         }
     }
     rmsnorm_forward(a->lnf, a->lnf_rstd, a->residual + (size_t)c->n_layer * BT * c->d_model, m->params.norm_f_w, BT,
@@ -1287,6 +1375,37 @@ real mamba2_forward_docs(Mamba2* m, const int* inputs, const int* targets, const
     return m->mean_loss;
 }
 
+real mamba2_forward_docs(Mamba2* m, const int* inputs, const int* targets, const int* seq_idx, int B, int T) {
+    m->carry_active = 0;
+    return mamba2_forward_impl(m, inputs, targets, seq_idx, 0, B, T);
+}
+
+/*
+ * The forward with carried state (-C 1, doc/packing.md section 6): row b starts from the SSM state and conv window
+ * its previous batch left (mamba2_carry_allocate: zeros at first), unless fresh[b] (its stream starts afresh, or its
+ * first input opens a new document: carry_fresh_rows), and leaves its final ones for the next batch. They are
+ * constants for the backward: the gradient stops at the batch edge.
+ */
+real mamba2_forward_carry(Mamba2* m, const int* inputs, const int* targets, const int* seq_idx, const int* fresh,
+                          int B, int T) {
+    const Mamba2Config* c = &m->config;
+    if (m->carry_B != B)
+        die("mamba2_forward_carry: the carried state holds %d rows, the batch %d (mamba2_carry_allocate with B)",
+            m->carry_B, B);
+    size_t ssm = carry_ssm_size(c, 1) / (c->n_mamba ? c->n_mamba : 1);
+    size_t win = carry_window_size(c, 1) / (c->n_mamba ? c->n_mamba : 1);
+    for (int l = 0; l < c->n_mamba; l++) {
+        for (int b = 0; b < B; b++) {
+            if (!fresh[b]) continue;
+            memset(m->carry_ssm + ((size_t)l * B + b) * ssm, 0, ssm * sizeof(real));
+            memset(m->carry_window + ((size_t)l * B + b) * win, 0, win * sizeof(real));
+        }
+    }
+    memcpy(m->carry_window_in, m->carry_window, carry_window_size(c, B) * sizeof(real));
+    m->carry_active = 1;
+    return mamba2_forward_impl(m, inputs, targets, seq_idx, 1, B, T);
+}
+
 /* one document per row, every target counted unless it is -1 */
 real mamba2_forward(Mamba2* m, const int* inputs, const int* targets, int B, int T) {
     return mamba2_forward_docs(m, inputs, targets, NULL, B, T);
@@ -1302,7 +1421,7 @@ void mamba2_zero_grad(Mamba2* m) {
 
 /* the block's backward, in the reverse order of block_forward; g->dresidual holds dL/dx_out and becomes dL/dx_in */
 static void block_backward(const Mamba2Config* c, const LayerParams* p, LayerGrads* dp, const LayerActs* a,
-                           GradActivationTensors* g, const int* seq_idx, int B, int T) {
+                           GradActivationTensors* g, const real* window_in, const int* seq_idx, int B, int T) {
     int BT = B * T, D = c->d_model, E = c->d_inner, H = c->nheads, GN = c->ngroups * c->d_state;
     int dt_col = 2 * E + 2 * GN;
     /* out_proj (the residual branch); the identity branch passes dresidual through unchanged */
@@ -1311,14 +1430,15 @@ static void block_backward(const Mamba2Config* c, const LayerParams* p, LayerGra
     /* gated norm: writes dy and the z columns of dzxbcdt */
     gated_rmsnorm_backward(g->dy, g->dzxbcdt, c->d_in_proj, dp->gnorm_w, g->dgn, a->y, a->zxbcdt, p->gnorm_w,
                            a->gn_rstd, BT, E, c->ngroups);
-    /* SSD: dxbc (x incl. D skip, B, C), ddt, dA_log, dD */
+    /* SSD: dxbc (x incl. D skip, B, C), ddt, dA_log, dD. A carried initial state is in ssd_states (the state entering
+       the first chunk); its own gradient is not needed (the gradient stops at the batch edge) */
     ssd_chunked_backward(g->dxbc, g->ddt, dp->A_log, dp->D, NULL, g->dy, NULL, a->xbc, a->dt, p->A_log, p->D,
                          a->ssd_states, seq_idx, B, T, H, c->headdim, c->d_state, c->ngroups, c->chunk_size);
     /* dt softplus: the dt_raw columns of dzxbcdt, and dt_bias */
     dt_backward(g->dzxbcdt + dt_col, c->d_in_proj, dp->dt_bias, g->ddt, a->zxbcdt + dt_col, p->dt_bias, BT, H);
     /* conv + SiLU: the xBC columns of dzxbcdt (g->dxbc is consumed in place) */
     conv1d_silu_backward(g->dzxbcdt + E, c->d_in_proj, dp->conv_w, dp->conv_b, g->dxbc, a->xbc_pre, a->zxbcdt + E,
-                         p->conv_w, seq_idx, B, T, c->conv_dim, c->d_conv);
+                         p->conv_w, window_in, seq_idx, B, T, c->conv_dim, c->d_conv);
     /* in_proj */
     memset(g->dln, 0, sizeof(real) * (size_t)BT * D);
     matmul_backward(g->dln, dp->in_proj_w, g->dzxbcdt, a->ln, p->in_proj_w, BT, D, c->d_in_proj);
@@ -1359,7 +1479,8 @@ void mamba2_backward(Mamba2* m, const int* inputs, const int* targets, real dlos
             LayerParams p = layer_params(&m->params, c, l);
             LayerGrads dp = layer_grads(&m->grads, c, l);
             LayerActs la = layer_acts(a, c, B, T, l);
-            block_backward(c, &p, &dp, &la, g, m->seq_idx, B, T);
+            const real* window_in = m->carry_active ? layer_carry(m, config_block_slot(c, l)).window_in : NULL;
+            block_backward(c, &p, &dp, &la, g, window_in, m->seq_idx, B, T);
         }
     }
     encoder_backward(m->grads.wte, g->dresidual, inputs, BT, D);
@@ -1418,6 +1539,7 @@ void mamba2_free(Mamba2* m) {
     free(m->acts_memory);
     free(m->gacts_memory);
     free(m->seq_idx);
+    free(m->carry_ssm); free(m->carry_window); free(m->carry_window_in);
     memset(m, 0, sizeof(*m));
 }
 
@@ -1460,6 +1582,31 @@ void mamba2_load_checkpoint(Mamba2* m, const char* path, CheckpointInfo* info) {
         m->adam_t = (int)info->state[CKPT_S_ADAM_T];
     }
     fclose(f);
+}
+
+/* the carried state's companion file (llmc/train_common.h: carry_write), fp32 whatever real is */
+void carry_save(const Mamba2* m, const char* ckpt_path, int step, const DataLoader* loader) {
+    DataLoaderState ls;
+    dataloader_save_state(loader, &ls);
+    size_t ns = carry_ssm_floats(&m->config, m->carry_B), nw = carry_window_floats(&m->config, m->carry_B);
+    float* ssm = to_float_copy(m->carry_ssm, ns);
+    float* win = to_float_copy(m->carry_window, nw + 1);
+    carry_write(ckpt_path, &m->config, m->carry_B, step, 1, &ls, ssm, win);
+    free(ssm); free(win);
+}
+
+/* reads the companion of the checkpoint a run resumes from, after the loader's state was restored */
+void carry_load(Mamba2* m, const char* ckpt_path, int step, const DataLoader* loader) {
+    DataLoaderState ls;
+    dataloader_save_state(loader, &ls);
+    size_t ns = carry_ssm_floats(&m->config, m->carry_B), nw = carry_window_floats(&m->config, m->carry_B);
+    float* ssm = (float*)mallocCheck((ns + 1) * sizeof(float));
+    float* win = (float*)mallocCheck((nw + 1) * sizeof(float));
+    carry_read(ckpt_path, &m->config, m->carry_B, step, 1, &ls, ssm, win);
+    for (size_t i = 0; i < ns; i++) m->carry_ssm[i] = (real)ssm[i];
+    for (size_t i = 0; i < nw; i++) m->carry_window[i] = (real)win[i];
+    free(ssm); free(win);
+    printf("resume: carried state of %d streams from %s.carry\n", m->carry_B, ckpt_path);
 }
 
 /* ================================================================================================================
@@ -1684,6 +1831,7 @@ static void check_host_memory(const Mamba2Config* c, int B, int T) {
 int main(int argc, char** argv) {
     TrainArgs args;
     g_trainer_has_docs = 1; /* -D and -M (doc/packing.md) */
+    g_trainer_has_carry = 1; /* -C (doc/packing.md section 6) */
     parse_args(&args, argc, argv);
     train_signals_install();
     output_dir_prepare(&args);
@@ -1729,7 +1877,12 @@ int main(int argc, char** argv) {
     int accum = grad_accum_steps(&args, 1);
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, args.train_pattern, B, T, 0, 1, 1, args.seed, c->vocab_size);
+    if (args.carry) { /* B streams over the data, each row's state carried to its next batch */
+        mamba2_carry_allocate(&model, B);
+        dataloader_use_streams(&train_loader);
+    }
     if (have_loader_state) train_state_restore_loader(&train_loader, resume_state);
+    if (have_loader_state && args.carry) carry_load(&model, src.path, start_step, &train_loader);
     int use_val = strcmp(args.val_pattern, "none") != 0 && args.val_every > 0;
     if (use_val) dataloader_init(&val_loader, args.val_pattern, B, T, 0, 1, 0, args.seed, c->vocab_size);
     if (args.masks) { /* every train and val shard needs its X.bin.mask (checked now) */
@@ -1745,6 +1898,10 @@ int main(int argc, char** argv) {
     int* seq_idx = doc_sep != DOC_SEP_NONE ? (int*)mallocCheck(sizeof(int) * (size_t)B * T) : NULL;
     if (seq_idx) printf("document boundaries: a new document at each token %d\n", doc_sep);
     if (args.masks) printf("masked targets: from the shards' .mask files\n");
+    int* fresh = args.carry ? (int*)mallocCheck(sizeof(int) * (size_t)B) : NULL;
+    if (args.carry)
+        printf("carried state: %d streams of %zu batches an epoch; validation reads fresh rows\n", B,
+               dataloader_num_batches(&train_loader));
     InferenceState infer;
     inference_state_init(&infer, c);
 #ifdef _OPENMP
@@ -1776,7 +1933,14 @@ int main(int argc, char** argv) {
         for (int micro = 0; micro < accum; micro++) {
             dataloader_next_batch(&train_loader);
             if (seq_idx) dataloader_doc_index(seq_idx, train_loader.inputs, (size_t)B, (size_t)T, doc_sep);
-            real l = mamba2_forward_docs(&model, train_loader.inputs, train_loader.targets, seq_idx, B, T);
+            real l;
+            if (args.carry) {
+                dataloader_fresh_rows(fresh, train_loader.row_reset, train_loader.inputs, (size_t)B, (size_t)T,
+                                      doc_sep);
+                l = mamba2_forward_carry(&model, train_loader.inputs, train_loader.targets, seq_idx, fresh, B, T);
+            } else {
+                l = mamba2_forward_docs(&model, train_loader.inputs, train_loader.targets, seq_idx, B, T);
+            }
             loss_sum += l;
             nats_sum += (double)l * model.num_counted;
             counted += model.num_counted;
@@ -1808,6 +1972,7 @@ int main(int argc, char** argv) {
             train_state_pack(st, done, &sample_rng, &train_loader);
             char path[4096];
             checkpoint_path(path, sizeof(path), args.output_dir, done);
+            if (args.carry) carry_save(&model, path, done, &train_loader); /* first: no checkpoint lacks it */
             mamba2_save_checkpoint(&model, path, st);
             printf("saved checkpoint %s\n", path);
             prune_checkpoints(args.output_dir, args.ckpt_keep);
@@ -1824,6 +1989,7 @@ int main(int argc, char** argv) {
     log_close(logf);
     inference_state_free(&infer);
     free(seq_idx);
+    free(fresh);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);
     if (use_val) dataloader_free(&val_loader);

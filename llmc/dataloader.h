@@ -607,6 +607,17 @@ static inline void dataloader_doc_index(int* seq_idx, const int* inputs, size_t 
     }
 }
 
+/*
+ * Carried state (streams): fresh[b] = 1 where row b must not continue the state of its previous batch: its stream
+ * starts afresh (row_reset, NULL: none), or, with document boundaries (sep != DOC_SEP_NONE, i.e. sep >= 0), its first
+ * input is the separator, which opens a new document exactly at the batch edge (doc/packing.md section 6).
+ */
+static inline void dataloader_fresh_rows(int* fresh, const int* row_reset, const int* inputs, size_t B, size_t T,
+                                         int sep) {
+    for (size_t b = 0; b < B; b++)
+        fresh[b] = (row_reset != NULL && row_reset[b]) || (sep >= 0 && inputs[b * T] == sep);
+}
+
 static inline void dataloader_free(DataLoader* l) {
     if (l->fp != NULL) fclose(l->fp);
     if (l->mask_fp != NULL) fclose(l->mask_fp);

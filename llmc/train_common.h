@@ -62,6 +62,8 @@ typedef struct {
     int ckpt_every_given;     /* -n was on the command line (else a default interval when -o is given) */
     int doc_sep;              /* -D: DOC_SEP_NONE (default), DOC_SEP_EOT, or a separator token id (doc/packing.md) */
     int masks;                /* -M: 1 = masked targets from the shards' X.bin.mask files (doc/packing.md) */
+    int carry;                /* -C: 1 = carried state: row b continues row b of the previous batch, the SSM state
+                                 and conv window carried over (doc/packing.md section 6) */
 } TrainArgs;
 
 /* -D's values: no document boundaries (the default), or boundaries at the tokenizer's end-of-text token */
@@ -71,6 +73,9 @@ typedef struct {
 /* Document boundaries (-D) and masked targets (-M): a trainer that implements them (both do) sets this to 1 before
    parse_args; one that does not refuses the flags (refuse_docs_flags) */
 static int g_trainer_has_docs = 0;
+
+/* carried state (-C 1): a trainer that implements it sets this to 1 before parse_args; one that does not refuses it */
+static int g_trainer_has_carry = 0;
 
 /* the trainers set this to say what they are ("on the CPU (fp32)", "on the GPU (bf16)") */
 static const char* g_trainer_name = "./train_mamba2";
@@ -124,6 +129,10 @@ static inline void usage(void) {
         "              validation (default none: rows are read as one sequence; doc/packing.md)\n"
         "  -M <0|1>    1 = masked targets: a target whose byte in the shard's X.bin.mask file is 0 is\n"
         "              not counted; the loss is the mean over counted targets (default 0; doc/packing.md)\n"
+        "  -C <0|1>    1 = carried state: row b of each batch continues row b of the batch before (B streams over\n"
+        "              the data), starting from the SSM state and conv window it left (no gradient through them), so\n"
+        "              the model trains on contexts longer than T; Mamba-2 / MLP blocks only (default 0;\n"
+        "              doc/packing.md section 6)\n"
         "Several GPUs (GPU trainer): mpirun -np N ./train_mamba2cu ..., or without MPI one process per GPU with\n"
         "RANK, WORLD_SIZE, LOCAL_RANK (torchrun) or SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (srun) and\n"
         "MAMBA2_RENDEZVOUS=file:/shared/path or tcp:HOST:PORT set (scripts/sbatch_example.sh). -b is per GPU, -d the\n"
@@ -195,7 +204,7 @@ static inline void parse_args(TrainArgs* a, int argc, char** argv) {
     a->warmup = 0; a->max_steps = 100; a->val_every = 20; a->val_batches = 20; a->sample_every = 20;
     a->gen_tokens = 64; a->ckpt_every = 0; a->seed = 1337; a->zero_stage = 0; a->profile = 0; a->recompute = 0;
     a->ssd_chunk = 0; a->ckpt_keep = 0; a->overwrite = 0; a->ckpt_every_given = 0;
-    a->doc_sep = DOC_SEP_NONE; a->masks = 0;
+    a->doc_sep = DOC_SEP_NONE; a->masks = 0; a->carry = 0;
     const long long BIG = 1000000000LL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(); exit(EXIT_SUCCESS); }
@@ -241,10 +250,14 @@ static inline void parse_args(TrainArgs* a, int argc, char** argv) {
             break;
         case 'D': a->doc_sep = doc_sep_parse(v); break;
         case 'M': a->masks = (int)flag_int(f, v, 0, 1); break;
+        case 'C': a->carry = (int)flag_int(f, v, 0, 1); break;
         default: usage(); die("unknown flag -%c", f);
         }
     }
     if (!g_trainer_has_docs) refuse_docs_flags(a);
+    if (a->carry && !g_trainer_has_carry)
+        die("-C 1 (carried state) is not supported by %s yet: leave it out, or train with the CPU trainer "
+            "./train_mamba2 (doc/packing.md section 6)", g_trainer_name);
     if ((long long)a->B * a->T > (1LL << 28))
         die("-b %d -t %d: B*T = %lld tokens per micro-batch, at most 2^28 are supported", a->B, a->T,
             (long long)a->B * a->T);
@@ -452,7 +465,9 @@ static inline int remove_stale_tmp(const char* dir) {
     char path[4400];
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
-        int ckpt_tmp = strncmp(e->d_name, "ckpt_", 5) == 0 && len > 8 && strcmp(e->d_name + len - 8, ".bin.tmp") == 0;
+        int ckpt_tmp = strncmp(e->d_name, "ckpt_", 5) == 0 &&
+                       ((len > 8 && strcmp(e->d_name + len - 8, ".bin.tmp") == 0) ||
+                        (len > 14 && strcmp(e->d_name + len - 14, ".bin.carry.tmp") == 0));
         if (ckpt_tmp || strcmp(e->d_name, "main.log.tmp") == 0) {
             snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
             if (remove(path) == 0) { printf("removed %s (left by an interrupted write)\n", path); n++; }
@@ -471,6 +486,9 @@ static inline void prune_checkpoints(const char* dir, int keep) {
     for (int i = keep; i < n; i++) {
         snprintf(path, sizeof(path), "%s/ckpt_%08d.bin", dir, steps[i]);
         if (remove(path) != 0) fprintf(stderr, "warning: could not delete old checkpoint %s: %s\n", path, strerror(errno));
+        snprintf(path, sizeof(path), "%s/ckpt_%08d.bin.carry", dir, steps[i]);
+        if (remove(path) != 0 && errno != ENOENT)
+            fprintf(stderr, "warning: could not delete old carried state %s: %s\n", path, strerror(errno));
     }
 }
 
@@ -499,6 +517,8 @@ static inline void output_dir_prepare(const TrainArgs* a) {
     for (int i = 0; i < n; i++) {
         snprintf(path, sizeof(path), "%s/ckpt_%08d.bin", a->output_dir, steps[i]);
         if (remove(path) != 0) die("-w 1: cannot delete %s: %s", path, strerror(errno));
+        snprintf(path, sizeof(path), "%s/ckpt_%08d.bin.carry", a->output_dir, steps[i]);
+        if (remove(path) != 0 && errno != ENOENT) die("-w 1: cannot delete %s: %s", path, strerror(errno));
     }
     if (has_log && remove(logp) != 0) die("-w 1: cannot delete %s: %s", logp, strerror(errno));
     printf("-w 1: deleted the earlier run in %s (main.log and %d checkpoints)\n", a->output_dir, n);
@@ -544,6 +564,122 @@ static inline void train_state_restore_loader(DataLoader* loader, const uint64_t
     DataLoaderState ls;
     memcpy(ls.v, &st[CKPT_S_LOADER], sizeof(ls.v));
     dataloader_load_state(loader, &ls);
+}
+
+/*
+ * ---- carried state (-C 1): a companion file next to the checkpoint, "<ckpt>.carry" (doc/packing.md section 6) ----
+ * The checkpoint format is unchanged; what resume needs besides it is each row's carried SSM state and conv window:
+ *   uint64 header[32]   magic "M2CARRY\0", version 1, step, B, Mamba-2 blocks, H, P, N, K-1, conv_dim, processes,
+ *                       the data loader state (8 words, DataLoaderState: its stream position), checksum (last word:
+ *                       XXH64 of the whole file with this word 0)
+ *   float  ssm[LM][B][H][P][N]         each row's SSM state at the end of its last batch
+ *   float  window[LM][B][K-1][conv_dim] each row's last K-1 conv inputs (zero where another document)
+ * Both trainers write and read this one layout (fp32), so a run moves between them as with checkpoints. Written to
+ * "<ckpt>.carry.tmp", synced and renamed, before the checkpoint itself: a checkpoint never lacks its companion.
+ */
+#define CARRY_MAGIC 0x005952524143324Dull /* the bytes "M2CARRY\0" (little-endian) */
+#define CARRY_VERSION 1
+#define CARRY_HEADER_WORDS 32
+enum { CARRY_H_MAGIC = 0, CARRY_H_VERSION, CARRY_H_STEP, CARRY_H_B, CARRY_H_LM, CARRY_H_H, CARRY_H_P, CARRY_H_N,
+       CARRY_H_K1, CARRY_H_CONV_DIM, CARRY_H_PROCS, CARRY_H_LOADER /* 8 words */, CARRY_H_SUM = 31 };
+
+static inline size_t carry_ssm_floats(const Mamba2Config* c, int B) {
+    return (size_t)c->n_mamba * B * c->nheads * c->headdim * c->d_state;
+}
+static inline size_t carry_window_floats(const Mamba2Config* c, int B) {
+    return (size_t)c->n_mamba * B * (c->d_conv - 1) * c->conv_dim;
+}
+
+static inline void carry_path(char* out, size_t n, const char* ckpt_path) { snprintf(out, n, "%s.carry", ckpt_path); }
+
+static inline void carry_header_fill(uint64_t h[CARRY_HEADER_WORDS], const Mamba2Config* c, int B, int step,
+                                     int procs, const DataLoaderState* ls) {
+    memset(h, 0, sizeof(uint64_t) * CARRY_HEADER_WORDS);
+    h[CARRY_H_MAGIC] = CARRY_MAGIC;
+    h[CARRY_H_VERSION] = CARRY_VERSION;
+    h[CARRY_H_STEP] = (uint64_t)step;
+    h[CARRY_H_B] = (uint64_t)B;
+    h[CARRY_H_LM] = (uint64_t)c->n_mamba;
+    h[CARRY_H_H] = (uint64_t)c->nheads;
+    h[CARRY_H_P] = (uint64_t)c->headdim;
+    h[CARRY_H_N] = (uint64_t)c->d_state;
+    h[CARRY_H_K1] = (uint64_t)(c->d_conv - 1);
+    h[CARRY_H_CONV_DIM] = (uint64_t)c->conv_dim;
+    h[CARRY_H_PROCS] = (uint64_t)procs;
+    memcpy(&h[CARRY_H_LOADER], ls->v, sizeof(ls->v));
+}
+
+/* writes the companion of checkpoint ckpt_path (atomically, every write checked) */
+static inline void carry_write(const char* ckpt_path, const Mamba2Config* c, int B, int step, int procs,
+                               const DataLoaderState* ls, const float* ssm, const float* window) {
+    uint64_t h[CARRY_HEADER_WORDS];
+    carry_header_fill(h, c, B, step, procs, ls);
+    size_t ns = carry_ssm_floats(c, B), nw = carry_window_floats(c, B);
+    Xxh64 x;
+    xxh64_init(&x, 0);
+    xxh64_update(&x, h, sizeof(h));
+    xxh64_update(&x, ssm, ns * sizeof(float));
+    xxh64_update(&x, window, nw * sizeof(float));
+    h[CARRY_H_SUM] = xxh64_final(&x, 0);
+    char path[4200], tmp[4300];
+    carry_path(path, sizeof(path), ckpt_path);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE* f = fopen(tmp, "wb");
+    if (f == NULL) die("carried state %s: cannot create: %s (is -o a writable folder?)", tmp, strerror(errno));
+    int bad = fwrite(h, sizeof(uint64_t), CARRY_HEADER_WORDS, f) != CARRY_HEADER_WORDS ||
+              fwrite(ssm, sizeof(float), ns, f) != ns || fwrite(window, sizeof(float), nw, f) != nw;
+    if (!bad) bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+    int err = errno;
+    if (fclose(f) != 0) bad = 1;
+    if (bad) {
+        remove(tmp);
+        die("carried state %s: write failed: %s (disk full? the previous checkpoints are untouched; free space and "
+            "resume with -y 1)", tmp, strerror(err));
+    }
+    if (rename(tmp, path) != 0) die("could not rename %s to %s: %s", tmp, path, strerror(errno));
+    fsync_parent_dir(path);
+}
+
+/* reads the companion of checkpoint ckpt_path into ssm / window (carry_*_floats), checking that it belongs to this
+   checkpoint (step, loader state), this model and B, and its checksum; dies naming the file and what to do */
+static inline void carry_read(const char* ckpt_path, const Mamba2Config* c, int B, int step, int procs,
+                              const DataLoaderState* ls, float* ssm, float* window) {
+    char path[4200];
+    carry_path(path, sizeof(path), ckpt_path);
+    FILE* f = fopen(path, "rb");
+    if (f == NULL)
+        die("-C 1: checkpoint %s has no carried-state file %s (%s): either it was written without -C 1 (then resume "
+            "without -C), or the file was lost (then move the checkpoint away to resume from an earlier one, or start "
+            "over with -w 1)", ckpt_path, path, strerror(errno));
+    uint64_t h[CARRY_HEADER_WORDS], want[CARRY_HEADER_WORDS];
+    carry_header_fill(want, c, B, step, procs, ls);
+    if (fread(h, sizeof(uint64_t), CARRY_HEADER_WORDS, f) != CARRY_HEADER_WORDS) {
+        fclose(f);
+        die("carried state %s: shorter than its header: corrupt (start over, or resume an earlier checkpoint)", path);
+    }
+    const char* bad = NULL;
+    if (h[CARRY_H_MAGIC] != CARRY_MAGIC) bad = "not a carried-state file (bad magic)";
+    else if (h[CARRY_H_VERSION] != CARRY_VERSION) bad = "unknown version";
+    else if (h[CARRY_H_STEP] != want[CARRY_H_STEP]) bad = "written at another step than its checkpoint";
+    else if (h[CARRY_H_B] != want[CARRY_H_B] || h[CARRY_H_PROCS] != want[CARRY_H_PROCS])
+        bad = "written with another batch size (-b) or process count: resume with the same";
+    else if (memcmp(&h[CARRY_H_LM], &want[CARRY_H_LM], 5 * sizeof(uint64_t)) != 0) bad = "of another model";
+    else if (memcmp(&h[CARRY_H_LOADER], &want[CARRY_H_LOADER], 8 * sizeof(uint64_t)) != 0)
+        bad = "its data position is not its checkpoint's";
+    if (bad) { fclose(f); die("carried state %s: %s", path, bad); }
+    size_t ns = carry_ssm_floats(c, B), nw = carry_window_floats(c, B);
+    int short_read = fread(ssm, sizeof(float), ns, f) != ns || fread(window, sizeof(float), nw, f) != nw;
+    int extra = !short_read && fgetc(f) != EOF;
+    fclose(f);
+    if (short_read || extra) die("carried state %s: %s than its header says: corrupt", path, short_read ? "shorter" : "longer");
+    uint64_t sum = h[CARRY_H_SUM];
+    h[CARRY_H_SUM] = 0;
+    Xxh64 x;
+    xxh64_init(&x, 0);
+    xxh64_update(&x, h, sizeof(h));
+    xxh64_update(&x, ssm, ns * sizeof(float));
+    xxh64_update(&x, window, nw * sizeof(float));
+    if (xxh64_final(&x, 0) != sum) die("carried state %s: checksum mismatch: corrupt (resume an earlier checkpoint)", path);
 }
 
 /* should a checkpoint be written after `done` steps? every -n steps, at the end, and when the run stops on a signal:
