@@ -230,7 +230,7 @@ enum { CONV_STRIDE = FD_C + 5 };
 typedef struct { real *in, *w, *b, *pre, *out, *wout; const int* seq; } ConvCtx;
 static double conv_loss(void* p) {
     ConvCtx* c = (ConvCtx*)p;
-    conv1d_silu_forward(c->pre, c->out, c->in, CONV_STRIDE, c->w, c->b, c->seq, FD_B, FD_T, FD_C, FD_K);
+    conv1d_silu_forward(c->pre, c->out, c->in, CONV_STRIDE, c->w, c->b, NULL, c->seq, FD_B, FD_T, FD_C, FD_K);
     return weighted_sum(c->out, c->wout, FD_BT * FD_C);
 }
 
@@ -305,7 +305,7 @@ static void test_layer_gradients(Rng* rng) {
         real* dout = alloc_real(FD_BT * FD_C);
         conv_loss(&c);
         memcpy(dout, c.wout, sizeof(real) * FD_BT * FD_C);
-        conv1d_silu_backward(din, CONV_STRIDE, dw, db, dout, c.pre, c.in, c.w, c.seq, FD_B, FD_T, FD_C, FD_K);
+        conv1d_silu_backward(din, CONV_STRIDE, dw, db, dout, c.pre, c.in, c.w, NULL, c.seq, FD_B, FD_T, FD_C, FD_K);
         /* the columns past FD_C of each row are not conv inputs: backward leaves them 0, and so does the FD */
         fd_check("fd conv1d+silu din", conv_loss, &c, c.in, din, FD_BT * CONV_STRIDE, 40, rng);
         fd_check("fd conv1d+silu dw", conv_loss, &c, c.w, dw, FD_C * FD_K, FD_C * FD_K, rng);
@@ -514,7 +514,7 @@ static void test_layer_gradients_docs(Rng* rng) {
         real* dout = alloc_real(FD_BT * FD_C);
         conv_loss(&c);
         memcpy(dout, c.wout, sizeof(real) * FD_BT * FD_C);
-        conv1d_silu_backward(din, CONV_STRIDE, dw, db, dout, c.pre, c.in, c.w, c.seq, FD_B, FD_T, FD_C, FD_K);
+        conv1d_silu_backward(din, CONV_STRIDE, dw, db, dout, c.pre, c.in, c.w, NULL, c.seq, FD_B, FD_T, FD_C, FD_K);
         fd_check("fd conv1d+silu docs din", conv_loss, &c, c.in, din, FD_BT * CONV_STRIDE, 40, rng);
         fd_check("fd conv1d+silu docs dw", conv_loss, &c, c.w, dw, FD_C * FD_K, FD_C * FD_K, rng);
         fd_check("fd conv1d+silu docs dbias", conv_loss, &c, c.b, db, FD_C, FD_C, rng);
@@ -1638,6 +1638,245 @@ static void test_single_document_bitwise(Rng* rng) {
     mamba2_free(&m);
 }
 
+/* ================================================================================================================
+ * carried state (-C 1, doc/packing.md section 6): batches of T with the state carried == one batch of the rows joined
+ * ================================================================================================================ */
+
+#define CARRY_SEP 3 /* the separator id of the -D cases */
+
+/* the double build's small model (small_test_config), here in both builds: chunk 4, d_conv 4, 2 groups, vocab 20 */
+static Mamba2Config carry_test_config(void) {
+    Mamba2Config c;
+    char err[256];
+    if (config_parse(&c, "d_model=16,n_layer=2,d_state=8,headdim=8,ngroups=2,vocab=20,chunk=4", err, sizeof(err)))
+        die("%s", err);
+    return c;
+}
+
+/* random weights away from the init's symmetries */
+static void carry_perturb(Mamba2* m, Rng* rng) {
+    for (size_t i = 0; i < m->num_parameters; i++) m->params_memory[i] += (real)rng_uniform_range(rng, -0.2, 0.2);
+}
+
+/* joined rows (B, n*T) -> batch k (B, T) */
+static void carry_slice(int* out, const int* joined, int B, int T, int n, int k) {
+    for (int b = 0; b < B; b++) memcpy(out + b * T, joined + ((size_t)b * n + k) * T, sizeof(int) * T);
+}
+
+/*
+ * n batches of T per row with carried state against one forward of n*T per row: every position's loss and
+ * probabilities, and the carried SSM state and conv window left at the end (the joined run's own final ones, taken
+ * with mamba2_forward_carry on fresh rows). docs: -D with separator CARRY_SEP, placed at the start of batch 1 in row 1
+ * (a boundary exactly at the batch edge), inside the last conv window of batch 0 in row 0 (the window holds two
+ * documents) and at random. Negative control: the batches run without carried state must differ from the joined run.
+ */
+static void test_carry_matches_joined(int T, int n, int docs, double tol, Rng* rng) {
+    Mamba2Config cfg = carry_test_config();
+    Mamba2 m;
+    mamba2_build(&m, &cfg, 11);
+    carry_perturb(&m, rng);
+    enum { B = 2 };
+    int NT = n * T, K1 = cfg.d_conv - 1;
+    size_t Vp = (size_t)cfg.padded_vocab_size;
+    int* in = (int*)mallocCheck(sizeof(int) * B * NT);
+    int* tg = (int*)mallocCheck(sizeof(int) * B * NT);
+    int* seq = (int*)mallocCheck(sizeof(int) * B * NT);
+    for (int i = 0; i < B * NT; i++) {
+        in[i] = 4 + (int)(rng_u64(rng) % 16);
+        tg[i] = (int)(rng_u64(rng) % 20);
+        if (docs && rng_u64(rng) % 9 == 0) in[i] = CARRY_SEP;
+    }
+    if (docs) {
+        in[1 * NT + T] = CARRY_SEP;  /* row 1: a document opens exactly at the edge of batches 0 and 1 */
+        if (T >= 2) in[0 * NT + T - 2] = CARRY_SEP; /* row 0: one inside the window batch 0 leaves */
+        in[0 * NT + T] = 5;          /* row 0 continues across the edge */
+    }
+    int sep = docs ? CARRY_SEP : DOC_SEP_NONE;
+    /* the joined run, and its final carried state */
+    int all_fresh[B] = {1, 1};
+    if (docs) dataloader_doc_index(seq, in, B, (size_t)NT, sep);
+    mamba2_carry_allocate(&m, B);
+    mamba2_forward_carry(&m, in, tg, docs ? seq : NULL, all_fresh, B, NT);
+    real* loss_ref = alloc_real((size_t)B * NT);
+    real* probs_ref = alloc_real((size_t)B * NT * Vp);
+    memcpy(loss_ref, m.acts.losses, sizeof(real) * B * NT);
+    memcpy(probs_ref, m.acts.probs, sizeof(real) * B * NT * Vp);
+    size_t ns = carry_ssm_floats(&cfg, B), nw = carry_window_floats(&cfg, B);
+    real* ssm_ref = alloc_real(ns);
+    real* win_ref = alloc_real(nw + 1);
+    memcpy(ssm_ref, m.carry_ssm, sizeof(real) * ns);
+    memcpy(win_ref, m.carry_window, sizeof(real) * nw);
+    /* n batches of T, the state carried (fresh only for the first), and the same batches without */
+    real* loss_c = alloc_real((size_t)B * NT);
+    real* probs_c = alloc_real((size_t)B * NT * Vp);
+    real* loss_nc = alloc_real((size_t)B * NT);
+    int* bin = (int*)mallocCheck(sizeof(int) * B * T);
+    int* btg = (int*)mallocCheck(sizeof(int) * B * T);
+    int* bseq = (int*)mallocCheck(sizeof(int) * B * T);
+    int fresh[B], no_reset[B] = {0, 0};
+    int edge_fresh_ok = 1;
+    mamba2_carry_allocate(&m, B);
+    for (int k = 0; k < n; k++) {
+        carry_slice(bin, in, B, T, n, k);
+        carry_slice(btg, tg, B, T, n, k);
+        if (docs) dataloader_doc_index(bseq, bin, B, (size_t)T, sep);
+        dataloader_fresh_rows(fresh, k == 0 ? all_fresh : no_reset, bin, B, (size_t)T, sep);
+        if (docs && k == 1) edge_fresh_ok = fresh[0] == 0 && fresh[1] == 1;
+        mamba2_forward_carry(&m, bin, btg, docs ? bseq : NULL, fresh, B, T);
+        for (int b = 0; b < B; b++) {
+            memcpy(loss_c + (size_t)b * NT + k * T, m.acts.losses + (size_t)b * T, sizeof(real) * T);
+            memcpy(probs_c + ((size_t)b * NT + k * T) * Vp, m.acts.probs + (size_t)b * T * Vp, sizeof(real) * T * Vp);
+        }
+    }
+    real* ssm_c = alloc_real(ns);
+    real* win_c = alloc_real(nw + 1);
+    memcpy(ssm_c, m.carry_ssm, sizeof(real) * ns);
+    memcpy(win_c, m.carry_window, sizeof(real) * nw);
+    for (int k = 0; k < n; k++) {
+        carry_slice(bin, in, B, T, n, k);
+        carry_slice(btg, tg, B, T, n, k);
+        if (docs) dataloader_doc_index(bseq, bin, B, (size_t)T, sep);
+        mamba2_forward_docs(&m, bin, btg, docs ? bseq : NULL, B, T);
+        for (int b = 0; b < B; b++)
+            memcpy(loss_nc + (size_t)b * NT + k * T, m.acts.losses + (size_t)b * T, sizeof(real) * T);
+    }
+    char what[96], name[160];
+    snprintf(what, sizeof(what), "%d batches of T=%d == one of %d%s", n, T, NT, docs ? ", -D (edge, window)" : "");
+    if (docs) report(edge_fresh_ok, "carried (%s): a row whose batch opens with the separator starts fresh, the other "
+                     "continues", what);
+    snprintf(name, sizeof(name), "carried (%s) per-position losses", what);
+    compare(name, loss_c, loss_ref, (size_t)B * NT, tol);
+    snprintf(name, sizeof(name), "carried (%s) probs", what);
+    compare(name, probs_c, probs_ref, (size_t)B * NT * Vp, tol);
+    snprintf(name, sizeof(name), "carried (%s) final SSM states", what);
+    compare(name, ssm_c, ssm_ref, ns, tol);
+    snprintf(name, sizeof(name), "carried (%s) final conv windows", what);
+    compare(name, win_c, win_ref, nw, tol);
+    int bitwise = memcmp(loss_c, loss_ref, sizeof(real) * B * NT) == 0 && memcmp(ssm_c, ssm_ref, sizeof(real) * ns) == 0
+                  && memcmp(win_c, win_ref, sizeof(real) * nw) == 0;
+    /* T a multiple of the chunk: the chunks are the joined run's, the arithmetic the same: bitwise */
+    if (T % cfg.chunk_size == 0)
+        report(bitwise, "carried (%s): losses and final states bitwise (T a multiple of the chunk)", what);
+    else
+        printf("       (carried, %s: %s)\n", what, bitwise ? "bitwise" : "not bitwise (other chunks)");
+    /* negative control: without the carried state, the batches after the first differ from the joined run */
+    double maxd = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = T; t < NT; t++) {
+            double d = fabs((double)loss_nc[(size_t)b * NT + t] - (double)loss_ref[(size_t)b * NT + t]);
+            if (d > maxd) maxd = d;
+        }
+    report(maxd > 1e-3, "carried (%s): without carrying, later batches' losses differ by %.3e (must be > 1e-3)", what,
+           maxd);
+    (void)K1;
+    free(in); free(tg); free(seq); free(loss_ref); free(probs_ref); free(ssm_ref); free(win_ref); free(loss_c);
+    free(probs_c); free(loss_nc); free(bin); free(btg); free(bseq); free(ssm_c); free(win_c);
+    mamba2_free(&m);
+}
+
+#ifdef MAMBA2_DOUBLE
+/* the second batch's loss as a function of the parameters, with the carried state the first batch left held
+   constant: restored before every forward */
+typedef struct {
+    Mamba2* m; int *inputs, *targets, *seq, *fresh; int B, T; real *ssm, *win; size_t ns, nw;
+} CarryCtx;
+static double carry_loss(void* p) {
+    CarryCtx* c = (CarryCtx*)p;
+    memcpy(c->m->carry_ssm, c->ssm, sizeof(real) * c->ns);
+    memcpy(c->m->carry_window, c->win, sizeof(real) * c->nw);
+    return mamba2_forward_carry(c->m, c->inputs, c->targets, c->seq, c->fresh, c->B, c->T);
+}
+
+/* finite differences of batch 2's loss, every parameter tensor, the carried state a constant (no gradient reaches
+   batch 1); with -D a boundary at the batch edge in row 1 and a continuing document in row 0 */
+static void test_carry_gradients(int docs, Rng* rng) {
+    Mamba2Config cfg = carry_test_config();
+    Mamba2 m;
+    mamba2_build(&m, &cfg, 13);
+    carry_perturb(&m, rng);
+    enum { B = 2, T = 7 };
+    int in1[B * T], in2[B * T], tg[B * T], seq[B * T], fresh[B], first[B] = {1, 1}, none[B] = {0, 0};
+    for (int i = 0; i < B * T; i++) {
+        in1[i] = 4 + (int)(rng_u64(rng) % 16);
+        in2[i] = 4 + (int)(rng_u64(rng) % 16);
+        tg[i] = (int)(rng_u64(rng) % 20);
+    }
+    int sep = docs ? CARRY_SEP : DOC_SEP_NONE;
+    if (docs) { in2[1 * T] = CARRY_SEP; in2[0 * T + 4] = CARRY_SEP; in1[0 * T + 5] = CARRY_SEP; }
+    mamba2_carry_allocate(&m, B);
+    if (docs) dataloader_doc_index(seq, in1, B, T, sep);
+    dataloader_fresh_rows(fresh, first, in1, B, T, sep);
+    mamba2_forward_carry(&m, in1, tg, docs ? seq : NULL, fresh, B, T);
+    size_t ns = carry_ssm_floats(&cfg, B), nw = carry_window_floats(&cfg, B);
+    real* ssm = alloc_real(ns);
+    real* win = alloc_real(nw + 1);
+    memcpy(ssm, m.carry_ssm, sizeof(real) * ns);
+    memcpy(win, m.carry_window, sizeof(real) * nw);
+    if (docs) dataloader_doc_index(seq, in2, B, T, sep);
+    dataloader_fresh_rows(fresh, none, in2, B, T, sep);
+    CarryCtx ctx = {&m, in2, tg, docs ? seq : NULL, fresh, B, T, ssm, win, ns, nw};
+    mamba2_zero_grad(&m);
+    carry_loss(&ctx);
+    mamba2_backward(&m, in2, tg, (real)1 / (B * T));
+    fd_check_params(docs ? "fd carried batch 2, -D" : "fd carried batch 2", carry_loss, &ctx, &m, rng);
+    free(ssm); free(win);
+    mamba2_free(&m);
+}
+#else
+/* the trainer with -C 1: resume bitwise (log and checkpoint, companion read), and the option's errors */
+static void test_trainer_carry(void) {
+    char cmd[2048], out[65536], a[512], b[512];
+    const char* common = "-b 2 -t 16 -x 6 -v 3 -m 2 -s 0 -l 3e-3 -u 2 -S 42 -C 1";
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " TINY_MODEL
+             " -o %s/carry_full -n 3 %s", g_tmp, g_tmp, g_tmp, common);
+    int rc = run_capture(cmd, out, sizeof(out));
+    snprintf(a, sizeof(a), "%s/carry_full/ckpt_00000003.bin.carry", g_tmp);
+    report(rc == 0 && is_file(a), "-C 1: the trainer runs 6 steps and writes the carried state beside the checkpoints "
+           "(exit %d)", rc);
+    if (rc != 0) { printf("%s\n", out); return; }
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/carry_resume && cp %s/carry_full/ckpt_00000003.bin* %s/carry_resume/",
+             g_tmp, g_tmp, g_tmp);
+    if (system(cmd) != 0) { report(0, "copy checkpoint"); return; }
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " TINY_MODEL
+             " -o %s/carry_resume -n 3 -y 1 %s", g_tmp, g_tmp, g_tmp, common);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc == 0 && strstr(out, "carried state of 2 streams") != NULL,
+           "-C 1: resumes from step 3 with its carried state (exit %d)", rc);
+    snprintf(a, sizeof(a), "%s/carry_full/ckpt_00000006.bin", g_tmp);
+    snprintf(b, sizeof(b), "%s/carry_resume/ckpt_00000006.bin", g_tmp);
+    report(files_equal(a, b), "-C 1 resume: step-6 checkpoints bitwise identical");
+    snprintf(a, sizeof(a), "%s/carry_full/ckpt_00000006.bin.carry", g_tmp);
+    snprintf(b, sizeof(b), "%s/carry_resume/ckpt_00000006.bin.carry", g_tmp);
+    report(files_equal(a, b), "-C 1 resume: step-6 carried states bitwise identical");
+    snprintf(a, sizeof(a), "%s/carry_full/main.log", g_tmp);
+    snprintf(b, sizeof(b), "%s/carry_resume/main.log", g_tmp);
+    char la[4096], lb[4096];
+    log_lines_after(a, 3, la, sizeof(la));
+    log_lines_after(b, 3, lb, sizeof(lb));
+    report(strlen(la) > 0 && strcmp(la, lb) == 0, "-C 1 resume: the logged losses of steps 4-6 identical");
+    /* the negative control at this level: resuming with the carried state zeroed gives other losses */
+    snprintf(cmd, sizeof(cmd), "rm -rf %s/carry_zero && mkdir -p %s/carry_zero && cp %s/carry_full/ckpt_00000003.bin "
+             "%s/carry_zero/", g_tmp, g_tmp, g_tmp, g_tmp);
+    if (system(cmd) != 0) { report(0, "copy checkpoint"); return; }
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " TINY_MODEL
+             " -o %s/carry_zero -n 3 -y 1 %s", g_tmp, g_tmp, g_tmp, common);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc != 0 && strstr(out, "has no carried-state file") != NULL,
+           "-C 1: resuming a checkpoint whose carried state is missing is refused (exit %d)", rc);
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " TINY_MODEL
+             " -o %s/carry_resume -y 1 -b 2 -t 16 -x 9 -v 3 -m 2 -s 0 -l 3e-3 -u 2 -S 42", g_tmp, g_tmp, g_tmp);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(rc != 0 && strstr(out, "resume with -C 1") != NULL,
+           "-C 1: resuming its checkpoint without -C is refused (exit %d)", rc);
+    char args[1024];
+    snprintf(args, sizeof(args), "-i %s/train.bin -j none -k none -e d_model=32,n_layer=2,attn_layer_idx=1,d_state=8,"
+             "headdim=8,num_heads=4 -b 2 -t 16 -x 1 -C 1", g_tmp);
+    expect_failure("-C 1 with attention blocks", args, "attention blocks");
+    snprintf(args, sizeof(args), "-i %s/train.bin -j none -k none -e " TINY_MODEL " -b 2 -t 16 -x 1 -C 2", g_tmp);
+    expect_failure("-C 2", args, "-C 2");
+}
+#endif
+
 int main(void) {
     Rng rng;
     rng_seed(&rng, 2024);
@@ -1687,6 +1926,16 @@ int main(void) {
     test_hybrid_step_matches_forward(HYBRID_TEST_SPEC2, 0, &hrng);
     for (int aligned = 1; aligned >= 0; aligned--)
         test_packed_vs_separate_spec(HYBRID_TEST_SPEC, "hybrid, ", aligned, 1, 1e-12, &hrng);
+    /* carried state: a stream of its own */
+    Rng crng;
+    rng_seed(&crng, 2626);
+    printf("== carried state: batches with the state carried == the rows joined; finite differences (double)\n");
+    for (int docs = 0; docs <= 1; docs++) {
+        test_carry_matches_joined(8, 2, docs, 1e-12, &crng);
+        test_carry_matches_joined(6, 3, docs, 1e-12, &crng);
+        test_carry_matches_joined(2, 4, docs, 1e-12, &crng);
+        test_carry_gradients(docs, &crng);
+    }
 #else
     {
         Rng drng;
@@ -1699,6 +1948,17 @@ int main(void) {
         for (int aligned = 1; aligned >= 0; aligned--)
             for (int masked = 0; masked <= 1; masked++)
                 test_packed_vs_separate(aligned, masked, aligned ? 1e-6 : 1e-5, &drng);
+    }
+    {
+        Rng crng;
+        rng_seed(&crng, 2626);
+        printf("== carried state: batches with the state carried == the rows joined (float)\n");
+        /* T a multiple of the chunk: bitwise; otherwise the chunks differ: 1e-6 */
+        for (int docs = 0; docs <= 1; docs++) {
+            test_carry_matches_joined(8, 2, docs, 1e-6, &crng);
+            test_carry_matches_joined(6, 3, docs, 1e-6, &crng);
+            test_carry_matches_joined(2, 4, docs, 1e-6, &crng);
+        }
     }
     printf("== HF transformers reference fixture (float)\n");
     test_hf_fixture(8);
@@ -1716,6 +1976,8 @@ int main(void) {
     test_flags();
     printf("== document boundaries and masked targets (trainer binary)\n");
     test_trainer_docs();
+    printf("== carried state (trainer binary)\n");
+    test_trainer_carry();
     char cmd[512];
     snprintf(cmd, sizeof(cmd), getenv("KEEP_TMP") ? "true %s" : "rm -rf %s", g_tmp);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", g_tmp);
