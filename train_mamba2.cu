@@ -18,6 +18,10 @@
  * (-1) has loss 0 and a zero gradient row, and the step's gradient, accumulated as the mean over all its targets, is
  * scaled by all / counted (summed over every GPU) in the norm, the clipping and the update (gpu_update_scaled).
  *
+ * Carried state (-C 1, doc/packing.md section 6), as the CPU trainer: B streams over the data, each row's SSM state
+ * and conv window carried into its next batch (gpu_forward_carry), saved beside each checkpoint (carry_write); one
+ * GPU only for now.
+ *
  * Several GPUs (llmc/multigpu.h): data parallel, one process per GPU. Each layer's gradients are all-reduced on a
  * second stream as soon as that layer's backward is done, overlapped with the backward of the layers below it.
  * With -z 1 (ZeRO-1) the gradients are reduce-scattered instead, each GPU runs AdamW on its 1/N shard of the
@@ -79,6 +83,33 @@ static float gpu_evaluate(GPUModel* m, DataLoader* val, int max_batches, int* se
     return (float)(sum / (n > 0 ? n : 1));
 }
 
+/* the carried state's companion file beside a checkpoint (llmc/train_common.h: carry_write / carry_read), the CPU
+   trainer's layout: a run moves between the trainers with it */
+static void gpu_carry_save(GPUModel* m, const char* ckpt_path, int step, const DataLoader* loader) {
+    const Mamba2Config* c = &m->config;
+    DataLoaderState ls;
+    dataloader_save_state(loader, &ls);
+    size_t ns = carry_ssm_floats(c, m->carry.B), nw = carry_window_floats(c, m->carry.B);
+    float* ssm = (float*)mallocCheck((ns + 1) * sizeof(float));
+    float* win = (float*)mallocCheck((nw + 1) * sizeof(float));
+    gpu_carry_download(m, ssm, win);
+    carry_write(ckpt_path, c, m->carry.B, step, 1, &ls, ssm, win);
+    free(ssm); free(win);
+}
+
+static void gpu_carry_load(GPUModel* m, const char* ckpt_path, int step, const DataLoader* loader) {
+    const Mamba2Config* c = &m->config;
+    DataLoaderState ls;
+    dataloader_save_state(loader, &ls);
+    size_t ns = carry_ssm_floats(c, m->carry.B), nw = carry_window_floats(c, m->carry.B);
+    float* ssm = (float*)mallocCheck((ns + 1) * sizeof(float));
+    float* win = (float*)mallocCheck((nw + 1) * sizeof(float));
+    carry_read(ckpt_path, c, m->carry.B, step, 1, &ls, ssm, win);
+    gpu_carry_upload(m, ssm, win);
+    free(ssm); free(win);
+    printf("resume: carried state of %d streams from %s.carry\n", m->carry.B, ckpt_path);
+}
+
 static void gpu_print_sample(GPUModel* m, GPUInference* s, Tokenizer* tok, Rng* rng, int n_tokens) {
     gpu_inference_reset(s, &m->config);
     int token = sample_first_token(tok, m->config.vocab_size);
@@ -96,6 +127,7 @@ int main(int argc, char** argv) {
     g_trainer_name = "./train_mamba2cu";
     g_trainer_what = "on an NVIDIA GPU (" PRECISION_NAME ")";
     g_trainer_has_docs = 1; /* -D and -M (doc/packing.md) */
+    g_trainer_has_carry = 1; /* -C (doc/packing.md section 6) */
     TrainArgs args;
     parse_args(&args, argc, argv);
     train_signals_install(); /* SIGINT / SIGTERM: finish the step, checkpoint, exit */
@@ -103,6 +135,9 @@ int main(int argc, char** argv) {
     MultiGPU mg = multigpu_init(&argc, &argv, &mga, args.zero_stage);
     if (mg.rank != 0 && freopen("/dev/null", "w", stdout) == NULL) die("cannot silence rank %d's stdout", mg.rank);
     if (args.zero_stage == 1 && mg.world == 1) printf("-z 1 on one GPU: nothing to shard, running without ZeRO\n");
+    if (args.carry && mg.world > 1)
+        die("-C 1 (carried state) runs on one GPU for now: each rank's streams would need their carried state gathered "
+            "into the checkpoint's companion file; train on one GPU, or without -C");
     int dev_count = 0;
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0)
         die("no CUDA GPU found: use the CPU trainer ./train_mamba2");
@@ -134,7 +169,11 @@ int main(int argc, char** argv) {
                plan.activations / 1073741824.0, args.B, args.T, args.recompute,
                plan.activations / 1024.0 / ((double)args.B * args.T), (plan.weights + plan.activations) / 1073741824.0,
                free_b / 1073741824.0);
-        memory_check_or_die(plan.weights + plan.activations, free_b, "GPU", &need);
+        size_t carry_bytes = args.carry ? gpu_carry_bytes(&need, args.B, args.T) : 0;
+        if (args.carry)
+            printf("memory plan: + %.3f GiB carried state (-C 1: SSM states and conv windows, two copies, conv staging)\n",
+                   carry_bytes / 1073741824.0);
+        memory_check_or_die(plan.weights + plan.activations + carry_bytes, free_b, "GPU", &need);
         memory_check_or_die(config_param_count(&need) * 16ULL, host_memory_available(), "CPU", &need);
     }
     CheckpointInfo info;
@@ -156,7 +195,12 @@ int main(int argc, char** argv) {
     int accum = grad_accum_steps(&args, mg.world);
     DataLoader train_loader, val_loader;
     dataloader_init(&train_loader, args.train_pattern, B, T, mg.rank, mg.world, 1, args.seed, c->vocab_size);
+    if (args.carry) { /* B streams over the data, each row's state carried to its next batch */
+        gpu_carry_allocate(&model, B, T);
+        dataloader_use_streams(&train_loader);
+    }
     if (have_loader_state) train_state_restore_loader(&train_loader, resume_state);
+    if (have_loader_state && args.carry) gpu_carry_load(&model, src.path, start_step, &train_loader);
     int use_val = strcmp(args.val_pattern, "none") != 0 && args.val_every > 0;
     if (use_val) dataloader_init(&val_loader, args.val_pattern, B, T, 0, 1, 0, args.seed, c->vocab_size);
     if (args.masks) { /* every train and val shard needs its X.bin.mask (checked now) */
@@ -172,6 +216,10 @@ int main(int argc, char** argv) {
     int* seq_idx = doc_sep != DOC_SEP_NONE ? (int*)mallocCheck(sizeof(int) * (size_t)B * T) : NULL;
     if (seq_idx) printf("document boundaries: a new document at each token %d\n", doc_sep);
     if (args.masks) printf("masked targets: from the shards' .mask files\n");
+    int* fresh = args.carry ? (int*)mallocCheck(sizeof(int) * (size_t)B) : NULL;
+    if (args.carry)
+        printf("carried state: %d streams of %zu batches an epoch; validation reads fresh rows\n", B,
+               dataloader_num_batches(&train_loader));
     GPUInference infer; /* only rank 0 prints samples; none for hybrids yet (the GPU sampler has no KV cache) */
     int gpu_samples = !config_is_hybrid(c);
     if (gpu_samples) gpu_inference_init(&infer, c, 1);
@@ -214,8 +262,14 @@ int main(int argc, char** argv) {
         for (int micro = 0; micro < accum; micro++) {
             dataloader_next_batch(&train_loader);
             if (seq_idx) dataloader_doc_index(seq_idx, train_loader.inputs, (size_t)B, (size_t)T, doc_sep);
-            float l = gpu_forward_docs(&model, train_loader.inputs, train_loader.targets, seq_idx, B, T,
-                                       1.0f / ((float)B * T * accum * mg.world));
+            float dloss = 1.0f / ((float)B * T * accum * mg.world), l;
+            if (args.carry) {
+                dataloader_fresh_rows(fresh, train_loader.row_reset, train_loader.inputs, (size_t)B, (size_t)T,
+                                      doc_sep);
+                l = gpu_forward_carry(&model, train_loader.inputs, train_loader.targets, seq_idx, fresh, B, T, dloss);
+            } else {
+                l = gpu_forward_docs(&model, train_loader.inputs, train_loader.targets, seq_idx, B, T, dloss);
+            }
             loss_sum += l;
             nats_sum += (double)l * model.num_counted;
             counted += model.num_counted;
@@ -254,6 +308,7 @@ int main(int argc, char** argv) {
             train_state_pack(st, done, &sample_rng, &train_loader);
             char path[4096];
             checkpoint_path(path, sizeof(path), args.output_dir, done);
+            if (args.carry) gpu_carry_save(&model, path, done, &train_loader); /* first: no checkpoint lacks it */
             gpu_save_checkpoint(&model, path, st);
             printf("saved checkpoint %s\n", path);
             if (mg.rank == 0) prune_checkpoints(args.output_dir, args.ckpt_keep);
@@ -275,6 +330,7 @@ int main(int argc, char** argv) {
     if (args.profile && nstep_ms > 0) print_benchmark(&model, &args, &prop, step_ms, nstep_ms, mg.world);
     free(step_ms);
     free(seq_idx);
+    free(fresh);
     log_close(logf);
     tokenizer_free(&tokenizer);
     dataloader_free(&train_loader);

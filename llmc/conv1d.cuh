@@ -774,4 +774,113 @@ static void conv1d_backward(floatX* din, int din_stride, float* dw, float* db, f
     conv1d_backward_docs(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, NULL, B, T, C, K, stream);
 }
 
+/*
+ * ---- carried state (-C 1, doc/packing.md section 6): a window of K-1 conv inputs before each row ----
+ * window (B, K-1, C) floatX: row b's last K-1 conv inputs of its previous batch (entries of earlier documents stored as
+ * zero, conv1d_final_window), read where t - (K-1) + k < 0 (by a position still in the row's first document, with
+ * -D). These launchers do not touch the kernels above: they stage [window | the row's T inputs] as one row of
+ * T + K-1 positions in a buffer of their own (seq_ext: the document index of that longer row, the window positions
+ * in the row's first document; NULL without -D), run the same conv over it, and copy back the last T outputs. So the
+ * conv without a window (every launcher above) is the same code and time as before, and the window's terms are
+ * added in the order of the CPU trainer's conv1d_silu_forward (k ascending). The backward stages dout with zeros
+ * before the row (the window's outputs are not the batch's: no loss reaches them, so they add nothing to dw, db or
+ * din), and the window gets no gradient (the gradient stops at the batch edge). Cost: one extra copy of the conv's
+ * input and output a layer, on the -C 1 path only.
+ */
+
+/* ext (B, T+K-1, C): rows 0..K-2 of each sequence = window[b] (zeros when window is NULL), then the T rows of src
+   (row stride src_stride) */
+__global__ static void conv1d_stage_window_kernel(floatX* ext, const floatX* window, const floatX* src, int src_stride,
+                                                  int B, int T, int C, int K) {
+    size_t TE = (size_t)T + K - 1, n = (size_t)B * TE * C;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t c = i % C, r = i / C, t = r % TE, b = r / TE;
+        floatX v = (floatX)0.0f;
+        if (t >= (size_t)(K - 1)) v = src[(b * T + t - (K - 1)) * (size_t)src_stride + c];
+        else if (window != NULL) v = window[(b * (K - 1) + t) * (size_t)C + c];
+        ext[i] = v;
+    }
+}
+
+/* dst (B*T rows, stride dst_stride) = the last T rows of each sequence of ext (B, T+K-1, C) */
+__global__ static void conv1d_unstage_kernel(floatX* dst, int dst_stride, const floatX* ext, int B, int T, int C,
+                                             int K) {
+    size_t TE = (size_t)T + K - 1, n = (size_t)B * T * C;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t c = i % C, r = i / C, t = r % T, b = r / T;
+        dst[r * (size_t)dst_stride + c] = ext[(b * TE + t + K - 1) * (size_t)C + c];
+    }
+}
+
+/* the window the row's next batch reads: its last K-1 conv inputs (from init_window where the row is shorter than
+   K-1), an entry of a document other than the row's last stored as zero; seq (B, T) device ints or NULL. Mirrors
+   train_mamba2.c's conv1d_final_window. out_window must not alias init_window */
+__global__ static void conv1d_final_window_kernel(floatX* out_window, const floatX* init_window, const floatX* in,
+                                                  int in_stride, const int* seq, int B, int T, int C, int K) {
+    size_t n = (size_t)B * (K - 1) * C;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t c = i % C, r = i / C;
+        int j = (int)(r % (K - 1)), b = (int)(r / (K - 1));
+        int ts = T - (K - 1) + j;
+        int last = seq ? seq[(size_t)b * T + T - 1] : 0;
+        floatX v = (floatX)0.0f;
+        if (ts >= 0) {
+            if (!seq || seq[(size_t)b * T + ts] == last) v = in[((size_t)b * T + ts) * in_stride + c];
+        } else if (init_window != NULL && (!seq || seq[(size_t)b * T] == last)) {
+            v = init_window[((size_t)b * (K - 1) + (K - 1 + ts)) * C + c];
+        }
+        out_window[i] = v;
+    }
+}
+
+static unsigned conv1d_window_grid(size_t n) {
+    size_t g = CEIL_DIV(n, (size_t)256);
+    return (unsigned)(g < 65535 * 8 ? (g > 0 ? g : 1) : 65535 * 8);
+}
+
+static void conv1d_final_window(floatX* out_window, const floatX* init_window, const floatX* in, int in_stride,
+                                const int* seq_idx, int B, int T, int C, int K, cudaStream_t stream) {
+    if (K < 2) return;
+    conv1d_final_window_kernel<<<conv1d_window_grid((size_t)B * (K - 1) * C), 256, 0, stream>>>(
+        out_window, init_window, in, in_stride, seq_idx, B, T, C, K);
+    cudaCheckLast();
+}
+
+/* floats of the scratch, and floatX elements of each of the three staging buffers, the window launchers need */
+static size_t conv1d_window_scratch_floats(int B, int T, int C, int K) {
+    return conv1d_backward_scratch_floats(B, T + K - 1, C, K);
+}
+static size_t conv1d_window_stage_elems(int B, int T, int C, int K) { return (size_t)B * (T + K - 1) * C; }
+
+/* the forward with a carried window (see above): ext_in, ext_out: conv1d_window_stage_elems each; seq_ext: (B, T+K-1)
+   device ints or NULL */
+static void conv1d_forward_window(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias,
+                                  const floatX* window, const int* seq_ext, floatX* ext_in, floatX* ext_out, int B,
+                                  int T, int C, int K, cudaStream_t stream) {
+    unsigned g = conv1d_window_grid(conv1d_window_stage_elems(B, T, C, K));
+    conv1d_stage_window_kernel<<<g, 256, 0, stream>>>(ext_in, window, in, in_stride, B, T, C, K);
+    cudaCheckLast();
+    conv1d_forward_docs(ext_out, ext_in, C, w, bias, seq_ext, B, T + K - 1, C, K, stream);
+    conv1d_unstage_kernel<<<g, 256, 0, stream>>>(out, C, ext_out, B, T, C, K);
+    cudaCheckLast();
+}
+
+/* the backward with a carried window: din (row stride din_stride) written, dw, db accumulated; dout (BT, C); scratch:
+   conv1d_window_scratch_floats; ext_in, ext_dout, ext_din: conv1d_window_stage_elems each */
+static void conv1d_backward_window(floatX* din, int din_stride, float* dw, float* db, float* scratch,
+                                   const floatX* dout, const floatX* in, int in_stride, const float* w,
+                                   const float* bias, const floatX* window, const int* seq_ext, floatX* ext_in,
+                                   floatX* ext_dout, floatX* ext_din, int B, int T, int C, int K,
+                                   cudaStream_t stream) {
+    unsigned g = conv1d_window_grid(conv1d_window_stage_elems(B, T, C, K));
+    conv1d_stage_window_kernel<<<g, 256, 0, stream>>>(ext_in, window, in, in_stride, B, T, C, K);
+    cudaCheckLast();
+    conv1d_stage_window_kernel<<<g, 256, 0, stream>>>(ext_dout, NULL, dout, C, B, T, C, K);
+    cudaCheckLast();
+    conv1d_backward_docs(ext_din, C, dw, db, scratch, ext_dout, ext_in, C, w, bias, seq_ext, B, T + K - 1, C, K,
+                         stream);
+    conv1d_unstage_kernel<<<g, 256, 0, stream>>>(din, din_stride, ext_din, B, T, C, K);
+    cudaCheckLast();
+}
+
 #endif

@@ -120,6 +120,22 @@ typedef struct {
     EncoderBackwardPlan enc_plan; /* the step's tokens grouped by id, made during the forward */
 } GPUGradActivations;
 
+/* carried state (-C 1; doc/packing.md section 6), allocated by gpu_carry_allocate, apart from the activations. Two
+   buffers of each: the forward reads the initial states from [cur] and writes the final ones to [1 - cur];
+   gpu_forward_carry flips cur first, so the last forward's final states become the next one's initial states. */
+typedef struct {
+    int B, T;           /* rows and sequence length it is sized for; B = 0: off */
+    int cur;            /* the buffer the last forward read */
+    float* ssm[2];      /* (LM, B, H, P, N) fp32 SSM states */
+    floatX* window[2];  /* (LM, B, K-1, conv_dim) the last K-1 conv inputs of each row */
+    floatX* ext[3];     /* conv staging buffers, (B, T+K-1, conv_dim) each (conv1d_forward_window) */
+    float* scratch;     /* the conv backward's partial sums over T+K-1 positions */
+    int* seq_ext;       /* (B, T+K-1) device: the document index with the window's positions (-D) */
+    int* seq_ext_host;
+    int request;        /* gpu_forward_carry: the next forward reads and writes the carried state */
+    int active;         /* the last forward did: its backward reads the same window */
+} GPUCarry;
+
 typedef struct {
     Mamba2Config config;
     ParamSpec table[NUM_PARAM_TENSORS];
@@ -160,6 +176,7 @@ typedef struct {
     float* grads_shard; /* ZeRO-1: this rank's shard of the summed gradients */
     float* dev_scalar;  /* one float for host <-> all-reduce round trips */
     cudaEvent_t layer_done, comm_done;
+    GPUCarry carry;     /* -C 1 */
 } GPUModel;
 
 /* the offset of (tensor t, layer l) in the flat parameter buffers: the one place the table is turned into pointers */
@@ -485,6 +502,21 @@ static void lm_head_chunk(GPUModel* m, int r0, int rows, float dloss) {
 /* the document index of the batch in flight (device), or NULL without boundaries: conv1d and the SSD take it */
 static inline const int* gpu_doc_index(const GPUModel* m) { return m->docs ? m->a.seq_idx : NULL; }
 
+/* the carried state of Mamba-2 block slot `slot` (its place among the Mamba-2 blocks) in buffer `which` */
+static inline size_t gpu_carry_ssm_per_layer(const GPUModel* m) {
+    const Mamba2Config* c = &m->config;
+    return (size_t)m->carry.B * c->nheads * c->headdim * c->d_state;
+}
+static inline size_t gpu_carry_window_per_layer(const GPUModel* m) {
+    return (size_t)m->carry.B * (m->config.d_conv - 1) * m->config.conv_dim;
+}
+static inline float* gpu_carry_ssm(const GPUModel* m, int which, int slot) {
+    return m->carry.ssm[which] + (size_t)slot * gpu_carry_ssm_per_layer(m);
+}
+static inline floatX* gpu_carry_window(const GPUModel* m, int which, int slot) {
+    return m->carry.window[which] + (size_t)slot * gpu_carry_window_per_layer(m);
+}
+
 /* the block from its pre-norm through the gated norm: everything but out_proj. The pre-norm reads x_in (+ delta when
    not NULL) and writes the sum to the layer's residual slot: the forward passes x_{l-1} and delta_{l-1}, -r 2's
    recompute the stored x_l and NULL (the same kernels on the same values: the forward's bits) */
@@ -500,11 +532,25 @@ static void mamba2_block_through_gated_norm(GPUModel* m, int l, const float* x_i
     rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), act_f(m, ACT_RESIDUAL, l), x_in, delta, PF(m, P_NORM_W, l), BT, D,
                          st);
     matmul_forward(zx, u, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, st);
-    conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
-                        c->d_conv, st);
-    ssd_forward(y, NULL, act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
-                PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, seq, B, T, c->nheads, c->headdim, c->d_state, c->ngroups,
-                m->ssd_q, st);
+    float *init_state = NULL, *final_state = NULL;
+    if (m->carry.active) { /* -C 1: from the row's carried window and state, leaving the final ones (-r 2's recompute
+                              writes them again, the same bits) */
+        int slot = config_block_slot(c, l);
+        const floatX* window = gpu_carry_window(m, m->carry.cur, slot);
+        conv1d_forward_window(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), window,
+                              seq ? m->carry.seq_ext : NULL, m->carry.ext[0], m->carry.ext[1], B, T, c->conv_dim,
+                              c->d_conv, st);
+        conv1d_final_window(gpu_carry_window(m, 1 - m->carry.cur, slot), window, zx + E, c->d_in_proj, seq, B, T,
+                            c->conv_dim, c->d_conv, st);
+        init_state = gpu_carry_ssm(m, m->carry.cur, slot);
+        final_state = gpu_carry_ssm(m, 1 - m->carry.cur, slot);
+    } else {
+        conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
+                            c->d_conv, st);
+    }
+    ssd_forward(y, final_state, act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj,
+                PF(m, P_DT_BIAS, l), PF(m, P_A_LOG, l), PF(m, P_D, l), init_state, seq, B, T, c->nheads, c->headdim,
+                c->d_state, c->ngroups, m->ssd_q, st);
     gated_norm_forward(act_x(m, ACT_GN, l), act_f(m, ACT_GN_RSTD, l), y, zx, c->d_in_proj, PF(m, P_GNORM_W, l), BT, E,
                        c->ngroups, st);
 }
@@ -554,7 +600,12 @@ static void mamba2_block_backward(GPUModel* m, int l) {
     const int* seq = gpu_doc_index(m);
     if (m->recompute == 2 && l < c->n_layer - 1) /* -r 2: the layer's forward again (the top layer's is still there) */
         mamba2_block_recompute(m, l);
-    if (m->recompute == 1) /* -r 1: the conv output again, from what every layer keeps (zxbcdt) */
+    const floatX* window = m->carry.active ? gpu_carry_window(m, m->carry.cur, config_block_slot(c, l)) : NULL;
+    const int* seq_ext = seq ? m->carry.seq_ext : NULL;
+    if (m->recompute == 1 && window) /* -r 1 with carried state: the conv output again, with the window */
+        conv1d_forward_window(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), window, seq_ext,
+                              m->carry.ext[0], m->carry.ext[1], B, T, c->conv_dim, c->d_conv, st);
+    else if (m->recompute == 1) /* -r 1: the conv output again, from what every layer keeps (zxbcdt) */
         conv1d_forward_docs(xbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
                             c->d_conv, st);
     /* out_proj: the residual branch; the identity branch passes dresidual through. Its weight gradient comes after
@@ -567,11 +618,18 @@ static void mamba2_block_backward(GPUModel* m, int l) {
     matmul_backward_weight(GF(m, P_OUT_PROJ_W, l), g->dres_x, gn, BT, E, D, st);
     ssd_backward(g->dxbc, g->dzxbcdt + dt_col, GF(m, P_DT_BIAS, l), GF(m, P_A_LOG, l), GF(m, P_D, l), NULL, g->dy,
                  act_at(m, ACT_SSD_SAVED, l), xbc, c->conv_dim, zx + dt_col, c->d_in_proj, PF(m, P_DT_BIAS, l),
-                 PF(m, P_A_LOG, l), PF(m, P_D, l), NULL, seq, g->ssd_ws, B, T, c->nheads, c->headdim, c->d_state,
-                 c->ngroups, m->ssd_q, st);
-    conv1d_backward_docs(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch, g->dxbc,
-                         zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T, c->conv_dim,
-                         c->d_conv, st);
+                 PF(m, P_A_LOG, l), PF(m, P_D, l),
+                 m->carry.active ? gpu_carry_ssm(m, m->carry.cur, config_block_slot(c, l)) : NULL, seq, g->ssd_ws, B,
+                 T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q, st);
+    if (window) /* -C 1: the carried window adds to d conv_w and gets no gradient (stopped at the batch edge) */
+        conv1d_backward_window(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l),
+                               m->carry.scratch, g->dxbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l),
+                               PF(m, P_CONV_B, l), window, seq_ext, m->carry.ext[0], m->carry.ext[1], m->carry.ext[2],
+                               B, T, c->conv_dim, c->d_conv, st);
+    else
+        conv1d_backward_docs(g->dzxbcdt + E, c->d_in_proj, GF(m, P_CONV_W, l), GF(m, P_CONV_B, l), g->scratch,
+                             g->dxbc, zx + E, c->d_in_proj, PF(m, P_CONV_W, l), PF(m, P_CONV_B, l), seq, B, T,
+                             c->conv_dim, c->d_conv, st);
     matmul_backward_input(g->du, g->dzxbcdt, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, 0, st);
     matmul_backward_weight(GF(m, P_IN_PROJ_W, l), g->dzxbcdt, act_x(m, ACT_U, l), BT, D, c->d_in_proj, st);
     rmsnorm_backward_lowp(g->dresidual, l > 0 ? g->dres_x : NULL, GF(m, P_NORM_W, l), g->scratch, g->du,
@@ -628,6 +686,8 @@ static float gpu_forward_docs(GPUModel* m, const int* inputs, const int* targets
                               float dloss) {
     const Mamba2Config* c = &m->config;
     if (dloss > 0 && m->forward_only) die("gpu_forward: a model made for evaluation only (forward_only) cannot train");
+    m->carry.active = m->carry.request; /* only a forward through gpu_forward_carry reads the carried state */
+    m->carry.request = 0;
     gpu_model_ensure_activations(m, B, T);
     GPUActivations* a = &m->a;
     cudaStream_t st = m->stream;
@@ -680,6 +740,105 @@ static float gpu_forward_docs(GPUModel* m, const int* inputs, const int* targets
 /* one document per row */
 static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int B, int T, float dloss) {
     return gpu_forward_docs(m, inputs, targets, NULL, B, T, dloss);
+}
+
+/* ---- carried state (-C 1; doc/packing.md section 6): train_mamba2.c's mamba2_forward_carry on the GPU ---- */
+
+/* device bytes of the carried state at (B, T): counted in the trainer's start-up memory plan on a line of its own */
+static size_t gpu_carry_bytes(const Mamba2Config* c, int B, int T) {
+    size_t K = (size_t)c->d_conv, Cd = (size_t)c->conv_dim, LM = (size_t)c->n_mamba;
+    size_t ssm = LM * B * c->nheads * c->headdim * c->d_state * sizeof(float);
+    size_t win = LM * B * (K - 1) * Cd * sizeof(floatX);
+    return 2 * ssm + 2 * win + 3 * conv1d_window_stage_elems(B, T, c->conv_dim, c->d_conv) * sizeof(floatX) +
+           conv1d_window_scratch_floats(B, T, c->conv_dim, c->d_conv) * sizeof(float) +
+           (size_t)B * (T + K - 1) * sizeof(int);
+}
+
+/* the carried state for B rows of T, zero (every stream starts fresh). Attention blocks carry no fixed-size state: a
+   hybrid with 'A' blocks is refused */
+static void gpu_carry_allocate(GPUModel* m, int B, int T) {
+    const Mamba2Config* c = &m->config;
+    if (c->n_attn > 0)
+        die("carried state (-C 1) needs a model of Mamba-2 (and MLP) blocks only: this one has %d attention blocks, "
+            "whose keys and values cannot be carried in a fixed-size state; train it without -C", c->n_attn);
+    GPUCarry* k = &m->carry;
+    if (k->B != 0) die("gpu_carry_allocate: already allocated");
+    k->B = B;
+    k->T = T;
+    k->cur = 1; /* the first forward flips to buffer 0 */
+    size_t total = 0, ns = (size_t)c->n_mamba * gpu_carry_ssm_per_layer(m);
+    size_t nw = (size_t)c->n_mamba * gpu_carry_window_per_layer(m) + 1;
+    size_t ne = conv1d_window_stage_elems(B, T, c->conv_dim, c->d_conv);
+    for (int i = 0; i < 2; i++) {
+        k->ssm[i] = (float*)gpu_alloc(ns * sizeof(float), &total);
+        k->window[i] = (floatX*)gpu_alloc(nw * sizeof(floatX), &total);
+        cudaCheck(cudaMemset(k->ssm[i], 0, ns * sizeof(float)));
+        cudaCheck(cudaMemset(k->window[i], 0, nw * sizeof(floatX)));
+    }
+    for (int i = 0; i < 3; i++) k->ext[i] = (floatX*)gpu_alloc(ne * sizeof(floatX), &total);
+    k->scratch = (float*)gpu_alloc(conv1d_window_scratch_floats(B, T, c->conv_dim, c->d_conv) * sizeof(float), &total);
+    k->seq_ext = (int*)gpu_alloc((size_t)B * (T + c->d_conv - 1) * sizeof(int), &total);
+    k->seq_ext_host = (int*)mallocCheck((size_t)B * (T + c->d_conv - 1) * sizeof(int));
+}
+
+/*
+ * The forward with carried state: row b starts from the SSM state and conv window its previous batch left, unless
+ * fresh[b] (its stream starts afresh, or its first input opens a document: dataloader_fresh_rows), and leaves its
+ * final ones for the next batch; the backward after it (gpu_backward) treats them as constants. Arguments and result
+ * as gpu_forward_docs.
+ */
+static float gpu_forward_carry(GPUModel* m, const int* inputs, const int* targets, const int* seq_idx,
+                               const int* fresh, int B, int T, float dloss) {
+    const Mamba2Config* c = &m->config;
+    GPUCarry* k = &m->carry;
+    if (k->B != B || k->T != T)
+        die("gpu_forward_carry: the carried state is sized for B=%d T=%d, the batch is B=%d T=%d (gpu_carry_allocate)",
+            k->B, k->T, B, T);
+    k->cur = 1 - k->cur; /* the last forward's final states are this one's initial states */
+    size_t ns = gpu_carry_ssm_per_layer(m) / B, nw = gpu_carry_window_per_layer(m) / B;
+    for (int l = 0; l < c->n_mamba; l++)
+        for (int b = 0; b < B; b++) {
+            if (!fresh[b]) continue;
+            cudaCheck(cudaMemsetAsync(gpu_carry_ssm(m, k->cur, l) + b * ns, 0, ns * sizeof(float), m->stream));
+            if (nw > 0)
+                cudaCheck(cudaMemsetAsync(gpu_carry_window(m, k->cur, l) + b * nw, 0, nw * sizeof(floatX), m->stream));
+        }
+    if (seq_idx) { /* the window's positions are in the row's first document */
+        int K1 = c->d_conv - 1, TE = T + K1;
+        for (int b = 0; b < B; b++) {
+            for (int j = 0; j < K1; j++) k->seq_ext_host[(size_t)b * TE + j] = seq_idx[(size_t)b * T];
+            memcpy(k->seq_ext_host + (size_t)b * TE + K1, seq_idx + (size_t)b * T, sizeof(int) * T);
+        }
+        cudaCheck(cudaMemcpyAsync(k->seq_ext, k->seq_ext_host, sizeof(int) * (size_t)B * TE, cudaMemcpyHostToDevice,
+                                  m->stream));
+        cudaCheck(cudaStreamSynchronize(m->stream)); /* seq_ext_host is pageable: reusable only once copied */
+    }
+    k->request = 1;
+    return gpu_forward_docs(m, inputs, targets, seq_idx, B, T, dloss);
+}
+
+/* the carried state the next forward reads, to / from the host as fp32 (the companion file's layout: ssm
+   (LM, B, H, P, N), windows (LM, B, K-1, conv_dim)) */
+static void gpu_carry_download(GPUModel* m, float* ssm, float* window) {
+    const Mamba2Config* c = &m->config;
+    int next = 1 - m->carry.cur;
+    size_t ns = (size_t)c->n_mamba * gpu_carry_ssm_per_layer(m), nw = (size_t)c->n_mamba * gpu_carry_window_per_layer(m);
+    cudaCheck(cudaStreamSynchronize(m->stream));
+    cudaCheck(cudaMemcpy(ssm, m->carry.ssm[next], ns * sizeof(float), cudaMemcpyDeviceToHost));
+    floatX* tmp = (floatX*)mallocCheck((nw + 1) * sizeof(floatX));
+    cudaCheck(cudaMemcpy(tmp, m->carry.window[next], nw * sizeof(floatX), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < nw; i++) window[i] = (float)tmp[i];
+    free(tmp);
+}
+static void gpu_carry_upload(GPUModel* m, const float* ssm, const float* window) {
+    const Mamba2Config* c = &m->config;
+    int next = 1 - m->carry.cur;
+    size_t ns = (size_t)c->n_mamba * gpu_carry_ssm_per_layer(m), nw = (size_t)c->n_mamba * gpu_carry_window_per_layer(m);
+    cudaCheck(cudaMemcpy(m->carry.ssm[next], ssm, ns * sizeof(float), cudaMemcpyHostToDevice));
+    floatX* tmp = (floatX*)mallocCheck((nw + 1) * sizeof(floatX));
+    for (size_t i = 0; i < nw; i++) tmp[i] = (floatX)window[i];
+    cudaCheck(cudaMemcpy(m->carry.window[next], tmp, nw * sizeof(floatX), cudaMemcpyHostToDevice));
+    free(tmp);
 }
 
 /* several GPUs, no ZeRO: sum the gradients of tensors `first..last` (layer l's slices, or the whole tensor when not
