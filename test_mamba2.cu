@@ -12,6 +12,11 @@
  *      check can fail); -r 1 and -r 2 give the same bits, and the start-up memory plan is the allocation to the
  *      byte in every -r mode; the trainer binaries with -D and -M: GPU vs CPU loss and val curves, determinism,
  *      -r 1 and -r 2 (and -r 2 without them: the same log and checkpoint as -r 0).
+ *   7. carried state (-C 1, doc/packing.md section 6): 3 batches with the state carried, with and without -D (a
+ *      boundary at the batch edge and inside the saved window): loss, every gradient and the carried states against
+ *      the CPU trainer's model; bitwise again, with -r 1 and -r 2; without carrying far from it (the check can fail).
+ *      The trainer binaries with -C 1 -D 32: GPU vs CPU curve, twice and -r 2 bitwise, resume bitwise, and the GPU
+ *      trainer resuming the CPU trainer's checkpoint and companion.
  *
  * bf16 tolerances: a bf16 operand carries 8 significant bits (relative rounding 2^-9 ~ 2e-3). Every matmul input,
  * activation and weight copy is rounded once per layer, and gradients pass through ~3 roundings per layer in both
@@ -458,6 +463,201 @@ static void test_trainers(void) {
     if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
 }
 
+/* ---- carried state (-C 1, doc/packing.md section 6): the GPU model against the CPU trainer's over 3 batches ---- */
+
+/* the host copies of the GPU's carried state (the one the next forward reads) */
+static void gpu_carry_to_host(GPUModel* m, float** ssm, float** win) {
+    size_t ns = carry_ssm_floats(&m->config, m->carry.B), nw = carry_window_floats(&m->config, m->carry.B);
+    *ssm = (float*)mallocCheck((ns + 1) * sizeof(float));
+    *win = (float*)mallocCheck((nw + 1) * sizeof(float));
+    gpu_carry_download(m, *ssm, *win);
+}
+
+enum { CARRY_B = 2, CARRY_T = 48, CARRY_STEPS = 3 };
+
+/* batch k (B, T) of CARRY_B streams of CARRY_STEPS * T + 1 tokens: inputs, targets, the document index (-D), and
+   which rows start fresh (all at k = 0; with -D, a row whose batch opens with the separator) */
+static void carry_batch(const int* streams, int k, int docs, int* in, int* tg, int* seq, int* fresh) {
+    int n = CARRY_STEPS * CARRY_T + 1;
+    for (int b = 0; b < CARRY_B; b++)
+        for (int t = 0; t < CARRY_T; t++) {
+            in[b * CARRY_T + t] = streams[b * n + k * CARRY_T + t];
+            tg[b * CARRY_T + t] = streams[b * n + k * CARRY_T + t + 1];
+        }
+    int sep = docs ? DOC_TEST_SEP : DOC_SEP_NONE;
+    if (docs) dataloader_doc_index(seq, in, CARRY_B, CARRY_T, sep);
+    int all[CARRY_B] = {1, 1}, none[CARRY_B] = {0, 0};
+    dataloader_fresh_rows(fresh, k == 0 ? all : none, in, CARRY_B, CARRY_T, sep);
+}
+
+/* 3 batches with carried state on a GPU model made with -r `recompute`: the losses, the gradients of each batch and
+   the carried states after it (host buffers, CARRY_STEPS of each); carry 0: the same batches without carrying */
+typedef struct { float loss[CARRY_STEPS]; float* grads[CARRY_STEPS]; float* ssm[CARRY_STEPS]; float* win[CARRY_STEPS]; }
+    CarryRun;
+static CarryRun gpu_carry_run(const Mamba2Config* c, const float* p, const int* streams, int docs, int recompute,
+                              int carry) {
+    CarryRun r;
+    memset(&r, 0, sizeof(r));
+    GPUModel m;
+    gpu_model_create(&m, c, p, NULL);
+    m.recompute = recompute;
+    if (carry) gpu_carry_allocate(&m, CARRY_B, CARRY_T);
+    int in[CARRY_B * CARRY_T], tg[CARRY_B * CARRY_T], seq[CARRY_B * CARRY_T], fresh[CARRY_B];
+    float dloss = 1.0f / (CARRY_B * CARRY_T);
+    for (int k = 0; k < CARRY_STEPS; k++) {
+        carry_batch(streams, k, docs, in, tg, seq, fresh);
+        gpu_zero_grad(&m);
+        r.loss[k] = carry ? gpu_forward_carry(&m, in, tg, docs ? seq : NULL, fresh, CARRY_B, CARRY_T, dloss)
+                          : gpu_forward_docs(&m, in, tg, docs ? seq : NULL, CARRY_B, CARRY_T, dloss);
+        gpu_backward(&m, 1);
+        r.grads[k] = gpu_grads_to_host(&m);
+        if (carry) gpu_carry_to_host(&m, &r.ssm[k], &r.win[k]);
+    }
+    return r;
+}
+
+static int carry_runs_equal(const CarryRun* a, const CarryRun* b, const Mamba2Config* c, size_t nparams) {
+    size_t ns = carry_ssm_floats(c, CARRY_B), nw = carry_window_floats(c, CARRY_B);
+    int eq = 1;
+    for (int k = 0; k < CARRY_STEPS; k++)
+        eq &= a->loss[k] == b->loss[k] && memcmp(a->grads[k], b->grads[k], nparams * sizeof(float)) == 0 &&
+              memcmp(a->ssm[k], b->ssm[k], ns * sizeof(float)) == 0 && memcmp(a->win[k], b->win[k], nw * sizeof(float)) == 0;
+    return eq;
+}
+
+static void test_carry_vs_cpu(int docs) {
+    Mamba2Config c;
+    char err[512], name[200];
+    if (config_parse(&c, "d_model=64,n_layer=2,d_state=16,headdim=16,vocab=257,chunk=16", err, sizeof err) != 0)
+        die("%s", err);
+    const char* what = docs ? "carried, -D" : "carried";
+    int n = CARRY_STEPS * CARRY_T + 1;
+    int* streams = (int*)mallocCheck(sizeof(int) * CARRY_B * n);
+    Rng r;
+    rng_seed(&r, 4242);
+    for (int i = 0; i < CARRY_B * n; i++) {
+        streams[i] = (int)(rng_u64(&r) % 256);
+        if (docs && streams[i] == DOC_TEST_SEP) streams[i] = 1;
+        if (docs && rng_u64(&r) % 23 == 0) streams[i] = DOC_TEST_SEP;
+    }
+    if (docs) {
+        streams[1 * n + CARRY_T] = DOC_TEST_SEP;       /* row 1: a document opens exactly at the batch edge */
+        streams[0 * n + CARRY_T - 2] = DOC_TEST_SEP;   /* row 0: one inside the window batch 0 leaves */
+        streams[0 * n + CARRY_T] = 7;                  /* and row 0 continues across the edge */
+    }
+    float* p = lively_params(&c);
+    /* the CPU reference: the trainer's model with its carried state */
+    cpu::Mamba2 cm;
+    cpu::mamba2_allocate_parameters(&cm, &c);
+    for (size_t i = 0; i < cm.num_parameters; i++) cm.params_memory[i] = p[i];
+    cpu::mamba2_carry_allocate(&cm, CARRY_B);
+    CarryRun g = gpu_carry_run(&c, p, streams, docs, 0, 1);
+    int in[CARRY_B * CARRY_T], tg[CARRY_B * CARRY_T], seq[CARRY_B * CARRY_T], fresh[CARRY_B];
+    size_t ns = carry_ssm_floats(&c, CARRY_B), nw = carry_window_floats(&c, CARRY_B);
+    ParamSpec table[NUM_PARAM_TENSORS];
+    size_t np = param_table_build(table, &c);
+    float* cpu_grads1 = NULL;
+    for (int k = 0; k < CARRY_STEPS; k++) {
+        carry_batch(streams, k, docs, in, tg, seq, fresh);
+        cpu::mamba2_zero_grad(&cm);
+        float loss_cpu = cpu::mamba2_forward_carry(&cm, in, tg, docs ? seq : NULL, fresh, CARRY_B, CARRY_T);
+        cpu::mamba2_backward(&cm, in, tg, 1.0f / (CARRY_B * CARRY_T));
+        snprintf(name, sizeof name, "%s batch %d: loss vs CPU trainer", what, k);
+        compare(name, &g.loss[k], &loss_cpu, 1, TOL);
+        for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+            snprintf(name, sizeof name, "%s batch %d: grad %s vs CPU", what, k, table[t].name);
+            double tol = (t == P_A_LOG || t == P_DT_BIAS) ? TOL_DECAY : TOL;
+            compare(name, g.grads[k] + table[t].offset, cm.grads_memory + table[t].offset, table[t].numel, tol);
+        }
+        snprintf(name, sizeof name, "%s batch %d: carried SSM states vs CPU", what, k);
+        compare(name, g.ssm[k], cm.carry_ssm, ns, TOL);
+        snprintf(name, sizeof name, "%s batch %d: carried conv windows vs CPU", what, k);
+        compare(name, g.win[k], cm.carry_window, nw, TOL);
+        if (k == 1) {
+            cpu_grads1 = (float*)mallocCheck(np * sizeof(float));
+            memcpy(cpu_grads1, cm.grads_memory, np * sizeof(float));
+        }
+    }
+    /* determinism, and -r 1 / -r 2 (the window and state read again in the backward's recompute): the same bits */
+    for (int rc = 0; rc <= 2; rc++) {
+        CarryRun again = gpu_carry_run(&c, p, streams, docs, rc, 1);
+        report(carry_runs_equal(&g, &again, &c, np), "%s: 3 batches again with -r %d: losses, gradients and carried "
+               "states bitwise identical", what, rc);
+    }
+    /* negative control: the same batches without carrying are far from the carried reference after batch 0 */
+    CarryRun plain = gpu_carry_run(&c, p, streams, docs, 0, 0);
+    double grad_rel = grads_rel_err(plain.grads[1], cpu_grads1, table);
+    report(grad_rel > 5 * TOL_DECAY, "%s: batch 1 without carrying is far from the carried reference (the check can "
+           "fail): worst gradient rel %.3e (must be > %.0e)", what, grad_rel, 5 * TOL_DECAY);
+    free(streams); free(p); free(cpu_grads1);
+    cpu::mamba2_free(&cm);
+}
+
+/* the trainer binaries with -C 1: GPU vs CPU loss curves, the GPU twice bitwise, -r 2 bitwise, resume bitwise, and
+   the CPU trainer's companion file resumed by the GPU trainer */
+static void test_trainers_carry(void) {
+    char dir[] = "/tmp/mamba2_cu_carry_XXXXXX";
+    if (mkdtemp(dir) == NULL) die("mkdtemp");
+    char path[512], cmd[2048], la[512], lb[512];
+    snprintf(path, sizeof(path), "%s/train.bin", dir);
+    write_text_shard(path);
+    const char* args = "-j none -k none -e d_model=64,n_layer=2,d_state=16,headdim=16,chunk=16 -b 4 -t 64 -x 12 "
+                       "-n 6 -l 2e-3 -u 3 -s 0 -S 7 -C 1 -D 32";
+    const char* runs[4] = {"./train_mamba2", TRAINER_CU, TRAINER_CU, TRAINER_CU};
+    const char* dirs[4] = {"cpu", "gpu", "gpu2", "gpu_r2"};
+    const char* extra[4] = {"", "", "", " -r 2"};
+    int rc[4];
+    for (int i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof(cmd), "%s -i %s %s%s -o %s/%s > %s/%s.txt 2>&1", runs[i], path, args, extra[i], dir,
+                 dirs[i], dir, dirs[i]);
+        rc[i] = run(cmd);
+    }
+    report(rc[0] == 0 && rc[1] == 0 && rc[2] == 0 && rc[3] == 0, "-C 1 -D 32: trainers ran 12 steps (exit cpu %d, gpu "
+           "%d, gpu again %d, gpu -r 2 %d)", rc[0], rc[1], rc[2], rc[3]);
+    float cpu[16], gpu[16];
+    snprintf(la, sizeof(la), "%s/cpu/main.log", dir);
+    snprintf(lb, sizeof(lb), "%s/gpu/main.log", dir);
+    int nc = read_log_losses(la, cpu, 16), ng = read_log_losses(lb, gpu, 16);
+    report(nc == 12 && ng == 12, "-C 1: 12 logged steps each (cpu %d, gpu %d)", nc, ng);
+    if (nc == 12 && ng == 12) compare("-C 1 -D 32 loss curve: GPU trainer vs CPU trainer", gpu, cpu, 12, TOL_CURVE);
+    for (int i = 2; i < 4; i++) {
+        snprintf(la, sizeof(la), "%s/%s/main.log", dir, dirs[i]);
+        snprintf(cmd, sizeof(cmd), "%s/%s/ckpt_00000012.bin.carry", dir, dirs[i]);
+        char ref[512];
+        snprintf(ref, sizeof(ref), "%s/gpu/ckpt_00000012.bin.carry", dir);
+        report(files_equal(lb, la) && files_equal(ref, cmd), "-C 1: GPU trainer%s: log and final carried state "
+               "identical to the first run", extra[i][0] ? extra[i] : " again");
+    }
+    /* resume from step 6 (checkpoint and companion) in a fresh folder: the same log and final files */
+    const char* from[2] = {"gpu", "cpu"}; /* the GPU's own step-6 files, and the CPU trainer's */
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof(cmd), "mkdir -p %s/res_%s && cp %s/%s/ckpt_00000006.bin* %s/res_%s/", dir, from[i], dir,
+                 from[i], dir, from[i]);
+        if (system(cmd) != 0) { report(0, "copy checkpoint"); continue; }
+        snprintf(cmd, sizeof(cmd), TRAINER_CU " -i %s %s -y 1 -o %s/res_%s > %s/res_%s.txt 2>&1", path, args, dir,
+                 from[i], dir, from[i]);
+        int rr = run(cmd);
+        float res[16];
+        snprintf(la, sizeof(la), "%s/res_%s/main.log", dir, from[i]);
+        int nr = read_log_losses(la, res, 16);
+        if (i == 0) {
+            snprintf(la, sizeof(la), "%s/gpu/ckpt_00000012.bin.carry", dir);
+            snprintf(lb, sizeof(lb), "%s/res_gpu/ckpt_00000012.bin.carry", dir);
+            int same = rr == 0 && nr == 6 && ng == 12 && memcmp(res, gpu + 6, 6 * sizeof(float)) == 0 &&
+                       files_equal(la, lb);
+            report(same, "-C 1: the GPU trainer resumed at step 6 logs steps 7-12 and leaves the final carried state "
+                   "bitwise as the uninterrupted run (exit %d)", rr);
+        } else {
+            report(rr == 0 && nr == 6, "-C 1: the GPU trainer resumes the CPU trainer's step-6 checkpoint and carried "
+                   "state (exit %d)", rr);
+            if (rr == 0 && nr == 6 && nc == 12) compare("-C 1: GPU resumed from the CPU's step 6 vs the CPU run, steps "
+                                                        "7-12", res, cpu + 6, 6, TOL_CURVE);
+        }
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
+}
+
 int main(void) {
     int dev_count = 0;
     if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0) {
@@ -476,7 +676,10 @@ int main(void) {
     test_step_matches_forward();
     test_docs_vs_cpu(0);
     test_docs_vs_cpu(1);
+    test_carry_vs_cpu(0);
+    test_carry_vs_cpu(1);
     test_trainers();
+    test_trainers_carry();
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
 }

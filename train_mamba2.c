@@ -1816,7 +1816,7 @@ static void print_sample(Mamba2* m, InferenceState* st, Tokenizer* tok, Rng* rng
 }
 
 /* refuses a run that cannot fit this machine's RAM before anything big is allocated */
-static void check_host_memory(const Mamba2Config* c, int B, int T) {
+static void check_host_memory(const Mamba2Config* c, int B, int T, int carry) {
     size_t sizes[NUM_ACTIVATION_TENSORS], gsizes[NUM_GRAD_ACTIVATION_TENSORS];
     activation_sizes(sizes, c, B, T);
     grad_activation_sizes(gsizes, c, B, T);
@@ -1825,6 +1825,8 @@ static void check_host_memory(const Mamba2Config* c, int B, int T) {
     for (int i = 0; i < NUM_GRAD_ACTIVATION_TENSORS; i++) acts += (double)gsizes[i];
     /* params, grads, m, v, and a float copy while a checkpoint is read or written */
     double need = (double)config_param_count(c) * (4.0 * sizeof(real) + sizeof(float)) + acts * sizeof(real);
+    if (carry) /* -C 1: the carried SSM states, the windows and the windows' copy for the backward */
+        need += ((double)carry_ssm_floats(c, B) + 2.0 * carry_window_floats(c, B)) * sizeof(real);
     memory_check_or_die((unsigned long long)need, host_memory_available(), "CPU", c);
 }
 
@@ -1846,7 +1848,7 @@ int main(int argc, char** argv) {
     ModelSource src = model_source(&args);
     {
         Mamba2Config need = model_source_config(&src);
-        check_host_memory(&need, args.B, args.T);
+        check_host_memory(&need, args.B, args.T, args.carry);
     }
     CheckpointInfo info;
     if (src.kind == MODEL_RESUME) {
