@@ -587,8 +587,9 @@ static void test_carry_vs_cpu(int docs) {
     /* negative control: the same batches without carrying are far from the carried reference after batch 0 */
     CarryRun plain = gpu_carry_run(&c, p, streams, docs, 0, 0);
     double grad_rel = grads_rel_err(plain.grads[1], cpu_grads1, table);
-    report(grad_rel > 5 * TOL_DECAY, "%s: batch 1 without carrying is far from the carried reference (the check can "
-           "fail): worst gradient rel %.3e (must be > %.0e)", what, grad_rel, 5 * TOL_DECAY);
+    report(grad_rel > 2 * TOL_DECAY, "%s: batch 1 without carrying is far from the carried reference (the check can "
+           "fail): worst gradient rel %.3e (must be > %.0e, twice what the carried comparison allows)", what, grad_rel,
+           2 * TOL_DECAY);
     free(streams); free(p); free(cpu_grads1);
     cpu::mamba2_free(&cm);
 }

@@ -748,7 +748,7 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
 static size_t gpu_carry_bytes(const Mamba2Config* c, int B, int T) {
     size_t K = (size_t)c->d_conv, Cd = (size_t)c->conv_dim, LM = (size_t)c->n_mamba;
     size_t ssm = LM * B * c->nheads * c->headdim * c->d_state * sizeof(float);
-    size_t win = LM * B * (K - 1) * Cd * sizeof(floatX);
+    size_t win = (LM * B * (K - 1) * Cd + 1) * sizeof(floatX); /* + 1: never a zero-size buffer (K = 1) */
     return 2 * ssm + 2 * win + 3 * conv1d_window_stage_elems(B, T, c->conv_dim, c->d_conv) * sizeof(floatX) +
            conv1d_window_scratch_floats(B, T, c->conv_dim, c->d_conv) * sizeof(float) +
            (size_t)B * (T + K - 1) * sizeof(int);
