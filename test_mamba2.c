@@ -1863,6 +1863,21 @@ static void test_trainer_carry(void) {
     rc = run_capture(cmd, out, sizeof(out));
     report(rc != 0 && strstr(out, "has no carried-state file") != NULL,
            "-C 1: resuming a checkpoint whose carried state is missing is refused (exit %d)", rc);
+    /* a corrupt companion (one flipped bit in the states) is refused by its checksum */
+    snprintf(cmd, sizeof(cmd), "rm -rf %s/carry_bad && mkdir -p %s/carry_bad && cp %s/carry_full/ckpt_00000003.bin* "
+             "%s/carry_bad/", g_tmp, g_tmp, g_tmp, g_tmp);
+    if (system(cmd) != 0) { report(0, "copy checkpoint"); return; }
+    snprintf(a, sizeof(a), "%s/carry_bad/ckpt_00000003.bin.carry", g_tmp);
+    FILE* cf = fopen(a, "r+b");
+    int flipped = cf != NULL && fseek(cf, 300, SEEK_SET) == 0;
+    int byte = flipped ? fgetc(cf) : EOF;
+    flipped = flipped && byte != EOF && fseek(cf, 300, SEEK_SET) == 0 && fputc(byte ^ 1, cf) != EOF;
+    if (cf) fclose(cf);
+    snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " TINY_MODEL
+             " -o %s/carry_bad -n 3 -y 1 %s", g_tmp, g_tmp, g_tmp, common);
+    rc = run_capture(cmd, out, sizeof(out));
+    report(flipped && rc != 0 && strstr(out, "checksum mismatch") != NULL,
+           "-C 1: a carried-state file with one flipped bit is refused (exit %d)", rc);
     snprintf(cmd, sizeof(cmd), "./train_mamba2 -i %s/train.bin -j %s/val.bin -k none -e " TINY_MODEL
              " -o %s/carry_resume -y 1 -b 2 -t 16 -x 9 -v 3 -m 2 -s 0 -l 3e-3 -u 2 -S 42", g_tmp, g_tmp, g_tmp);
     rc = run_capture(cmd, out, sizeof(out));
