@@ -7,13 +7,14 @@
  *   2. the same backward composed here from llmc's own launchers and kernels (state pass, B.C, dxdb, dC, group sum,
  *      dt, parameter sums, in ssd_backward's order and launch shapes), with llmc's dC kernel: every output must be
  *      bitwise the reference's (this proves the composition is llmc's backward);
- *   3. the composition with the warp-specialized dC kernel substituted, at llmc's head-group size (dC as bf16
- *      partials where llmc writes partials) and, where it differs, at hg = H/G (dC straight into dxbc): every output
+ *   3. the composition with a warp-specialized dC kernel substituted (ssd_ws_dc_kernel, one block per work item,
+ *      and ssd_ws_dc_persist_kernel, one block an SM looping over the items), each at llmc's head-group size (dC as
+ *      bf16 partials where llmc writes partials) and, where it differs, at hg = H/G (dC straight into dxbc): every output
  *      against the reference: dx, dB and d_D bitwise (the kernel does not reach them), dC (dxbc), ddt_raw,
  *      d_dt_bias, d_A_log and the intermediates rowi (dy.y_off) and the dC partials within a tolerance (below);
  *      run twice: bitwise identical (deterministic: fixed reduction order, no atomics);
  *   4. at the benchmark shapes: timings (median of 30 runs after 5 warm-ups, cudaEvents) of llmc's dC kernel and
- *      the new one alone, and of the whole backward (ssd_backward, and the composition with each dC kernel),
+ *      each new one alone, and of the whole backward (ssd_backward, and the composition with each dC kernel),
  *      each against its floor (HBM bytes at SSD_WS_HBM, tensor FLOPs at SSD_WS_TFLOPS: H100 SXM figures; an H200
  *      has 4.8 TB/s).
  * Tolerances: the new kernel sums in another order (wgmma's K steps, the consumers' K halves added at the end, the
@@ -134,8 +135,14 @@ static void free_problem(Problem* p) {
 static floatX* part_B(const Problem* p) { return p->direct_llmc ? p->dxbc : (floatX*)(((uintptr_t)p->w.dB_h + 15) & ~(uintptr_t)15); }
 static floatX* part_C(const Problem* p) { return p->direct_llmc ? p->dxbc : (floatX*)(((uintptr_t)p->w.dC_h + 15) & ~(uintptr_t)15); }
 
-/* which dC kernel the composed backward runs */
-enum { DC_LLMC = 0, DC_WS_LLMC_HG, DC_WS_DIRECT };
+/* which dC kernel the composed backward runs: llmc's, or ssd_ws_dc_kernel / the persistent form at llmc's head-group
+   size (partials where llmc writes partials) or at hg = H/G (dC straight into dxbc) */
+enum { DC_LLMC = 0, DC_WS_LLMC_HG, DC_WS_DIRECT, DC_WS2_LLMC_HG, DC_WS2_DIRECT };
+static const char* dc_name(int v) {
+    static const char* names[] = {"llmc dC", "ws dC", "ws dC", "ws persistent dC", "ws persistent dC"};
+    return names[v];
+}
+static int dc_direct(int v) { return v == DC_WS_DIRECT || v == DC_WS2_DIRECT; }
 
 static void launch_llmc_dc(const Problem* p) {
     const WsShape& s = p->s;
@@ -149,15 +156,15 @@ static void launch_llmc_dc(const Problem* p) {
 }
 static void launch_ws_dc(const Problem* p, int variant) {
     const WsShape& s = p->s;
-    if (variant == DC_WS_LLMC_HG) {
-        int nhg = s.H / p->hg_llmc;
-        ssd_ws_launch_dc(part_C(p), p->direct_llmc ? p->CD : nhg * p->N, p->E + s.G * p->N, p->direct_llmc, p->w.roww,
-                         p->dy, p->xbc, p->CD, p->sv.dt, p->sv.cum, p->sv.states, s.B, s.T, s.H, s.G, s.Q, p->hg_llmc,
-                         g_err_dev, 0);
-    } else {
-        ssd_ws_launch_dc(p->dxbc, p->CD, p->E + s.G * p->N, 1, p->w.roww, p->dy, p->xbc, p->CD, p->sv.dt, p->sv.cum,
-                         p->sv.states, s.B, s.T, s.H, s.G, s.Q, s.H / s.G, g_err_dev, 0);
-    }
+    int direct = dc_direct(variant) || p->direct_llmc, hg = dc_direct(variant) ? s.H / s.G : p->hg_llmc;
+    floatX* dco = direct ? p->dxbc : part_C(p);
+    int stride = direct ? p->CD : (s.H / hg) * p->N;
+    if (variant == DC_WS_LLMC_HG || variant == DC_WS_DIRECT)
+        ssd_ws_launch_dc(dco, stride, p->E + s.G * p->N, direct, p->w.roww, p->dy, p->xbc, p->CD, p->sv.dt, p->sv.cum,
+                         p->sv.states, s.B, s.T, s.H, s.G, s.Q, hg, g_err_dev, 0);
+    else
+        ssd_ws_launch_dc_persist(dco, stride, p->E + s.G * p->N, direct, p->w.roww, p->dy, p->xbc, p->CD, p->sv.dt,
+                                 p->sv.cum, p->sv.states, s.B, s.T, s.H, s.G, s.Q, hg, g_err_dev, 0);
 }
 static void launch_group_sum(const Problem* p) {
     if (p->direct_llmc) return;
@@ -196,7 +203,7 @@ static void composed_backward(const Problem* p, int variant) {
     if (variant == DC_LLMC) {
         launch_llmc_dc(p);
         launch_group_sum(p);
-    } else if (variant == DC_WS_LLMC_HG) {
+    } else if (!dc_direct(variant)) {
         launch_ws_dc(p, variant);
         launch_group_sum(p);
     } else {  /* dC straight into dxbc: the group sum (dB, and llmc's stale dC partials) first */
@@ -400,23 +407,22 @@ static void run_shape(WsShape s) {
     snprintf(label, sizeof label, "%s: composed backward with llmc's dC kernel vs ssd_backward", s.name);
     compare_outs(label, &o0, &ref, s.H, 1, 0);
     free_outs(&o0);
-    /* 3. the warp-specialized dC kernel substituted */
-    int variants[2] = {DC_WS_LLMC_HG, DC_WS_DIRECT};
-    int nvar = p.direct_llmc ? 1 : 2;
-    for (int v = 0; v < nvar; v++) {
-        int hg = variants[v] == DC_WS_LLMC_HG ? p.hg_llmc : s.H / s.G;
+    /* 3. the warp-specialized dC kernels substituted */
+    for (int v = DC_WS_LLMC_HG; v <= DC_WS2_DIRECT; v++) {
+        if (dc_direct(v) && p.direct_llmc) continue;  /* llmc's hg is H/G already */
+        int hg = dc_direct(v) ? s.H / s.G : p.hg_llmc;
         reset_outputs(&p);
-        composed_backward(&p, variants[v]);
-        sync_check("composed backward, ws dC");
+        composed_backward(&p, v);
+        sync_check(dc_name(v));
         Outs o1 = download_outs(&p);
-        snprintf(label, sizeof label, "%s: ws dC (hg %d%s) substituted vs ssd_backward", s.name, hg,
+        snprintf(label, sizeof label, "%s: %s (hg %d%s) substituted vs ssd_backward", s.name, dc_name(v), hg,
                  hg == s.H / s.G ? ", direct" : ", partials");
-        compare_outs(label, &o1, &ref, s.H, 0, variants[v] == DC_WS_LLMC_HG);
+        compare_outs(label, &o1, &ref, s.H, 0, !dc_direct(v));
         reset_outputs(&p);
-        composed_backward(&p, variants[v]);
-        sync_check("composed backward, ws dC, second run");
+        composed_backward(&p, v);
+        sync_check(dc_name(v));
         Outs o2 = download_outs(&p);
-        snprintf(label, sizeof label, "%s: ws dC (hg %d) two runs", s.name, hg);
+        snprintf(label, sizeof label, "%s: %s (hg %d) two runs", s.name, dc_name(v), hg);
         printf("  %s\n", label);
         bit_check(label, "dC", o2.dC, o1.dC, o1.n_bc);
         bit_check(label, "ddt_raw", o2.ddt, o1.ddt, o1.n_ddt);
@@ -424,6 +430,7 @@ static void run_shape(WsShape s) {
         bit_check(label, "rowi", o2.rowi, o1.rowi, o1.n_rowi);
         free_outs(&o1);
         free_outs(&o2);
+        fflush(stdout);
     }
     free_outs(&ref);
     fflush(stdout);
@@ -431,41 +438,43 @@ static void run_shape(WsShape s) {
     if (s.bench) {
         const int reps = 30;
         double bytes, flops;
-        float t_old = dev_bench_ms(reps, [&] { launch_llmc_dc(&p); });
+        float t_dc[DC_WS2_DIRECT + 1] = {0}, t_bwd[DC_WS2_DIRECT + 1] = {0};
+        t_dc[DC_LLMC] = dev_bench_ms(reps, [&] { launch_llmc_dc(&p); });
         dc_floor(&p, p.hg_llmc, &bytes, &flops);
-        report("dC kernel, llmc (ssd_bwd_dc_kernel)", t_old, bytes, flops);
-        float t_new = dev_bench_ms(reps, [&] { launch_ws_dc(&p, DC_WS_LLMC_HG); });
-        snprintf(label, sizeof label, "dC kernel, ws, hg %d%s", p.hg_llmc, p.direct_llmc ? " (direct)" : " (partials)");
-        report(label, t_new, bytes, flops);
-        float t_dir = 0.f;
-        if (!p.direct_llmc) {
-            t_dir = dev_bench_ms(reps, [&] { launch_ws_dc(&p, DC_WS_DIRECT); });
-            dc_floor(&p, s.H / s.G, &bytes, &flops);
-            snprintf(label, sizeof label, "dC kernel, ws, hg %d (direct)", s.H / s.G);
-            report(label, t_dir, bytes, flops);
+        snprintf(label, sizeof label, "dC kernel, llmc (hg %d)", p.hg_llmc);
+        report(label, t_dc[DC_LLMC], bytes, flops);
+        for (int v = DC_WS_LLMC_HG; v <= DC_WS2_DIRECT; v++) {
+            if (dc_direct(v) && p.direct_llmc) continue;
+            int hg = dc_direct(v) ? s.H / s.G : p.hg_llmc;
+            t_dc[v] = dev_bench_ms(reps, [&] { launch_ws_dc(&p, v); });
+            dc_floor(&p, hg, &bytes, &flops);
+            snprintf(label, sizeof label, "dC kernel, %s (hg %d)", dc_name(v), hg);
+            report(label, t_dc[v], bytes, flops);
+            sync_check(label);
         }
-        sync_check("dC timings");
         double bb = bwd_floor_bytes(&p);
         float b_llmc = dev_bench_ms(reps, [&] { llmc_backward(&p); });
         report("backward, llmc ssd_backward", b_llmc, bb, 0.0);
-        float b_c0 = dev_bench_ms(reps, [&] { composed_backward(&p, DC_LLMC); });
-        report("backward, composed, llmc dC", b_c0, bb, 0.0);
-        float b_c1 = dev_bench_ms(reps, [&] { composed_backward(&p, DC_WS_LLMC_HG); });
-        snprintf(label, sizeof label, "backward, composed, ws dC hg %d", p.hg_llmc);
-        report(label, b_c1, bb, 0.0);
-        if (!p.direct_llmc) {
-            float b_c2 = dev_bench_ms(reps, [&] { composed_backward(&p, DC_WS_DIRECT); });
-            snprintf(label, sizeof label, "backward, composed, ws dC hg %d (direct)", s.H / s.G);
-            report(label, b_c2, bb, 0.0);
+        for (int v = DC_LLMC; v <= DC_WS2_DIRECT; v++) {
+            if (dc_direct(v) && p.direct_llmc) continue;
+            int hg = dc_direct(v) ? s.H / s.G : p.hg_llmc;
+            t_bwd[v] = dev_bench_ms(reps, [&] { composed_backward(&p, v); });
+            snprintf(label, sizeof label, "backward, composed, %s (hg %d)", dc_name(v), hg);
+            report(label, t_bwd[v], bb, 0.0);
+            sync_check(label);
         }
         float f_llmc = dev_bench_ms(reps, [&] {
             ssd_forward(p.y, NULL, p.saved, p.xbc, p.CD, p.dtraw, p.dstride, p.dt_bias, p.A_log, p.Dskip, NULL, NULL,
                         s.B, s.T, s.H, p.P, p.N, s.G, s.Q, 0);
         });
-        sync_check("backward timings");
-        printf("  SUMMARY %s: dC %.4f -> %.4f ms (hg %d)%s; backward %.4f -> %.4f ms; forward %.4f; fwd+bwd %.4f -> "
-               "%.4f ms\n", s.name, t_old, t_new, p.hg_llmc, "", b_c0, b_c1, f_llmc, f_llmc + b_c0, f_llmc + b_c1);
-        if (!p.direct_llmc) printf("  SUMMARY %s: dC direct (hg %d) %.4f ms\n", s.name, s.H / s.G, t_dir);
+        sync_check("forward timing");
+        printf("  TIME forward, llmc ssd_forward %.4f ms\n", f_llmc);
+        for (int v = DC_WS_LLMC_HG; v <= DC_WS2_DIRECT; v++) {
+            if (t_dc[v] == 0.f) continue;
+            printf("  SUMMARY %s: %-18s hg %2d: dC %.4f -> %.4f ms (%.2fx); backward %.4f -> %.4f ms; fwd+bwd %.4f -> "
+                   "%.4f ms\n", s.name, dc_name(v), dc_direct(v) ? s.H / s.G : p.hg_llmc, t_dc[DC_LLMC], t_dc[v],
+                   t_dc[DC_LLMC] / t_dc[v], t_bwd[DC_LLMC], t_bwd[v], f_llmc + t_bwd[DC_LLMC], f_llmc + t_bwd[v]);
+        }
         fflush(stdout);
     }
     free_problem(&p);

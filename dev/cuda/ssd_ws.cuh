@@ -178,6 +178,110 @@ __device__ static inline void ws_split_state(floatX* hi, floatX* lo, const float
     }
 }
 
+/* ---- the consumers' work on one head ---- */
+
+/* consumer k's share of one head (stage st; the block's C_i, B_j tiles Cs, Bs): acc += its K half of
+   exp(cum_i) dy_i Hprev and of sum_j WD[i, j] B_j; its partial rowi of the 64 rows into rrow_k[64]. Every product
+   it issued has completed when it returns (wgmma.wait_group 0): the stage may be released. */
+__device__ __forceinline__ static void ws_consumer_head(float acc[2][32], float* rrow_k, const unsigned char* st,
+                                                       const floatX* Cs, const floatX* Bs, int k, int tid, int rt,
+                                                       int i0, int len) {
+    constexpr int P = SSD_WS_P, N = SSD_WS_N;
+    const floatX* sdy = (const floatX*)(st + SSD_WS_ST_DY);
+    const floatX* shi = (const floatX*)(st + SSD_WS_ST_HI);
+    const floatX* slo = (const floatX*)(st + SSD_WS_ST_LO);
+    const floatX* sx = (const floatX*)(st + SSD_WS_ST_X);
+    const float* scum = (const float*)(st + SSD_WS_ST_CUM);
+    const float* sdt = (const float*)(st + SSD_WS_ST_DT);
+    int warp = tid / 32, lane = tid % 32, tig = lane % 4;
+    int rl[2] = {warp * 16 + lane / 4, warp * 16 + lane / 4 + 8};  /* this thread's rows in the tile */
+    int ri[2] = {i0 + rl[0], i0 + rl[1]};                          /* ... in the chunk */
+    float cum_r[2], er[2], pw[2] = {0.f, 0.f};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        cum_r[r] = ri[r] < len ? scum[ri[r]] : 0.f;
+        er[r] = expf(cum_r[r]);
+    }
+    /* state term, this consumer's p in [32k, 32k + 32): t = dy_i[:, p] (Hprev hi + lo)[p, :], per 64 columns n;
+       then exp(cum_i) t into acc and its dot with C_i into pw (rowi) */
+#pragma unroll
+    for (int nh = 0; nh < 2; nh++) {
+        float t[32];
+#pragma unroll
+        for (int e = 0; e < 32; e++) t[e] = 0.f;
+        wg_pin_acc(t);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++) {
+            int ks = 2 * k + kk;
+            uint64_t da = wg_desc(sdy + ks * 128, 128, 1024);  /* dy_i (64 x 64), K-major */
+            wg_mma_ss<0, 1>(t, da, wg_desc(shi + wg_tile_offset(16 * ks, 64 * nh, N), 2048, 128));
+            wg_mma_ss<0, 1>(t, da, wg_desc(slo + wg_tile_offset(16 * ks, 64 * nh, N), 2048, 128));
+        }
+        wg_commit();
+        wg_wait<0>();
+        wg_pin_acc(t);
+        wg_pin_acc(acc[nh]);
+#pragma unroll
+        for (int e = 0; e < 32; e += 2) {  /* the pair of columns (col, col + 1): one 4-byte read of C_i */
+            int r = (e >> 1) & 1, col = 64 * nh + 8 * (e >> 2) + 2 * tig;
+            __nv_bfloat162 cv = *(const __nv_bfloat162*)(Cs + wg_tile_offset(rl[r], col, N));
+            float v0 = t[e] * er[r], v1 = t[e + 1] * er[r];
+            pw[r] += v0 * __low2float(cv);
+            pw[r] += v1 * __high2float(cv);
+            acc[nh][e] += v0;
+            acc[nh][e + 1] += v1;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        pw[r] = ssd_quad_sum(pw[r]);
+        if (tig == 0) rrow_k[rl[r]] = pw[r];
+    }
+    /* the j tiles: S = dy_i x_j^T on this consumer's 32 columns j, WD = masked decay, acc += WD B_j */
+    for (int jt = 0; jt <= rt; jt++) {
+        float sc[16];
+#pragma unroll
+        for (int e = 0; e < 16; e++) sc[e] = 0.f;
+        ws_pin16(sc);
+        wg_fence();
+        const floatX* xt = sx + jt * SSD_WS_ROWS * P + wg_tile_offset(32 * k, 0, P);  /* rows j of this half */
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++)
+            ws_mma_ss_n32<0, 0>(sc, wg_desc(sdy + ks * 128, 128, 1024), wg_desc(xt + ks * 128, 128, 1024));
+        wg_commit();
+        wg_wait<0>();
+        ws_pin16(sc);
+#pragma unroll
+        for (int e = 0; e < 16; e++) {
+            int r = (e >> 1) & 1, j = jt * SSD_WS_ROWS + 32 * k + 8 * (e >> 2) + 2 * tig + (e & 1);
+            int ok = j <= ri[r] && ri[r] < len && j < len;
+            sc[e] = ok ? sc[e] * __expf(cum_r[r] - scum[j]) * sdt[j] : 0.f;
+        }
+        uint32_t af[2][4];  /* WD (64 x 32) as two k16 A fragments */
+#pragma unroll
+        for (int kc = 0; kc < 2; kc++) {
+            af[kc][0] = ssd_pack_bf16(sc[8 * kc + 0], sc[8 * kc + 1]);
+            af[kc][1] = ssd_pack_bf16(sc[8 * kc + 2], sc[8 * kc + 3]);
+            af[kc][2] = ssd_pack_bf16(sc[8 * kc + 4], sc[8 * kc + 5]);
+            af[kc][3] = ssd_pack_bf16(sc[8 * kc + 6], sc[8 * kc + 7]);
+        }
+        const floatX* bt = Bs + jt * SSD_WS_ROWS * N;
+#pragma unroll
+        for (int nh = 0; nh < 2; nh++) wg_pin_acc(acc[nh]);
+        wg_fence();
+#pragma unroll
+        for (int kc = 0; kc < 2; kc++)
+#pragma unroll
+            for (int nh = 0; nh < 2; nh++)
+                wg_mma_rs<1>(acc[nh], af[kc], wg_desc(bt + wg_tile_offset(32 * k + 16 * kc, 64 * nh, N), 2048, 128));
+        wg_commit();
+        wg_wait<0>();
+#pragma unroll
+        for (int nh = 0; nh < 2; nh++) wg_pin_acc(acc[nh]);
+    }
+}
+
 /* ---- the kernel ---- */
 
 /* grid (nti, nchunks, B * H/hg): blockIdx.x the row tile, the longest (last) first, as llmc's tuned dC kernel */
@@ -260,8 +364,7 @@ ssd_ws_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* r
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
 #endif
     int k = wg - 1, warp = tid / 32, lane = tid % 32, tig = lane % 4;
-    int rl[2] = {warp * 16 + lane / 4, warp * 16 + lane / 4 + 8};  /* this thread's rows in the tile */
-    int ri[2] = {i0 + rl[0], i0 + rl[1]};                          /* ... in the chunk */
+    int ri[2] = {i0 + warp * 16 + lane / 4, i0 + warp * 16 + lane / 4 + 8};  /* this thread's rows in the chunk */
     float acc[2][32];  /* dC: columns 64 nh + 8 nt + 2 tig + e%2 at acc[nh][4 nt + e], rows rl[e/2] */
 #pragma unroll
     for (int nh = 0; nh < 2; nh++) {
@@ -272,95 +375,9 @@ ssd_ws_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* r
     for (int hh = 0; hh < hg; hh++) {
         int s = hh % SSD_WS_STAGES, bh = b * H + h0 + hh;
         const unsigned char* st = ws_smem + SSD_WS_OFF_STAGE + s * SSD_WS_STAGE_BYTES;
-        const floatX* sdy = (const floatX*)(st + SSD_WS_ST_DY);
-        const floatX* shi = (const floatX*)(st + SSD_WS_ST_HI);
-        const floatX* slo = (const floatX*)(st + SSD_WS_ST_LO);
-        const floatX* sx = (const floatX*)(st + SSD_WS_ST_X);
-        const float* scum = (const float*)(st + SSD_WS_ST_CUM);
-        const float* sdt = (const float*)(st + SSD_WS_ST_DT);
         ws_mbar_wait(&full[s], (unsigned)((hh / SSD_WS_STAGES) & 1), err, 2 + k);
         wg_fence_proxy_async();
-        float cum_r[2], er[2], pw[2] = {0.f, 0.f};
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            cum_r[r] = ri[r] < len ? scum[ri[r]] : 0.f;
-            er[r] = expf(cum_r[r]);
-        }
-        /* state term, this consumer's p in [32k, 32k + 32): t = dy_i[:, p] (Hprev hi + lo)[p, :], per 64 columns n;
-           then exp(cum_i) t into acc and its dot with C_i into pw (rowi) */
-#pragma unroll
-        for (int nh = 0; nh < 2; nh++) {
-            float t[32];
-#pragma unroll
-            for (int e = 0; e < 32; e++) t[e] = 0.f;
-            wg_pin_acc(t);
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < 2; kk++) {
-                int ks = 2 * k + kk;
-                uint64_t da = wg_desc(sdy + ks * 128, 128, 1024);  /* dy_i (64 x 64), K-major */
-                wg_mma_ss<0, 1>(t, da, wg_desc(shi + wg_tile_offset(16 * ks, 64 * nh, N), 2048, 128));
-                wg_mma_ss<0, 1>(t, da, wg_desc(slo + wg_tile_offset(16 * ks, 64 * nh, N), 2048, 128));
-            }
-            wg_commit();
-            wg_wait<0>();
-            wg_pin_acc(t);
-            wg_pin_acc(acc[nh]);
-#pragma unroll
-            for (int e = 0; e < 32; e++) {
-                int r = (e >> 1) & 1, col = 64 * nh + 8 * (e >> 2) + 2 * tig + (e & 1);
-                float v = t[e] * er[r];
-                pw[r] += v * toF(Cs[wg_tile_offset(rl[r], col, N)]);
-                acc[nh][e] += v;
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            pw[r] = ssd_quad_sum(pw[r]);
-            if (tig == 0) rrow[(s * 2 + k) * SSD_WS_ROWS + rl[r]] = pw[r];
-        }
-        /* the j tiles: S = dy_i x_j^T on this consumer's 32 columns j, WD = masked decay, acc += WD B_j */
-        for (int jt = 0; jt <= rt; jt++) {
-            float sc[16];
-#pragma unroll
-            for (int e = 0; e < 16; e++) sc[e] = 0.f;
-            ws_pin16(sc);
-            wg_fence();
-            const floatX* xt = sx + jt * SSD_WS_ROWS * P + wg_tile_offset(32 * k, 0, P);  /* rows j of this half */
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++)
-                ws_mma_ss_n32<0, 0>(sc, wg_desc(sdy + ks * 128, 128, 1024), wg_desc(xt + ks * 128, 128, 1024));
-            wg_commit();
-            wg_wait<0>();
-            ws_pin16(sc);
-#pragma unroll
-            for (int e = 0; e < 16; e++) {
-                int r = (e >> 1) & 1, j = jt * SSD_WS_ROWS + 32 * k + 8 * (e >> 2) + 2 * tig + (e & 1);
-                int ok = j <= ri[r] && ri[r] < len && j < len;
-                sc[e] = ok ? sc[e] * __expf(cum_r[r] - scum[j]) * sdt[j] : 0.f;
-            }
-            uint32_t af[2][4];  /* WD (64 x 32) as two k16 A fragments */
-#pragma unroll
-            for (int kc = 0; kc < 2; kc++) {
-                af[kc][0] = ssd_pack_bf16(sc[8 * kc + 0], sc[8 * kc + 1]);
-                af[kc][1] = ssd_pack_bf16(sc[8 * kc + 2], sc[8 * kc + 3]);
-                af[kc][2] = ssd_pack_bf16(sc[8 * kc + 4], sc[8 * kc + 5]);
-                af[kc][3] = ssd_pack_bf16(sc[8 * kc + 6], sc[8 * kc + 7]);
-            }
-            const floatX* bt = Bs + jt * SSD_WS_ROWS * N;
-#pragma unroll
-            for (int nh = 0; nh < 2; nh++) wg_pin_acc(acc[nh]);
-            wg_fence();
-#pragma unroll
-            for (int kc = 0; kc < 2; kc++)
-#pragma unroll
-                for (int nh = 0; nh < 2; nh++)
-                    wg_mma_rs<1>(acc[nh], af[kc], wg_desc(bt + wg_tile_offset(32 * k + 16 * kc, 64 * nh, N), 2048, 128));
-            wg_commit();
-            wg_wait<0>();
-#pragma unroll
-            for (int nh = 0; nh < 2; nh++) wg_pin_acc(acc[nh]);
-        }
+        ws_consumer_head(acc, rrow + (s * 2 + k) * SSD_WS_ROWS, st, Cs, Bs, k, tid, rt, i0, len);
         ws_mbar_arrive(&empty[s]);  /* every product reading this stage has completed (wg_wait<0>) */
         ws_consumer_sync();         /* both consumers' rowi partials of this head are in rrow */
         if (k == 0 && tid < SSD_WS_ROWS && i0 + tid < len)
@@ -400,6 +417,217 @@ ssd_ws_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* r
 #endif
 }
 
+/* ---- the persistent form ----
+ * ssd_ws_dc_kernel runs one block per (row tile, chunk, b x head-group) at one block an SM: every block starts with
+ * an empty pipeline (its first head's tiles, state and the shared C_i / B_j tiles loaded with nothing to overlap)
+ * and ends with one (the producer idle while the consumers finish). ssd_ws_dc_persist_kernel keeps the same work
+ * items and per-head work but runs one block an SM over items blockIdx.x, + gridDim.x, ...: the producer fills the
+ * next item's stages while the consumers finish the current one, so the ring never drains between items.
+ * What changes for that:
+ *   - C_i and the B_j tiles live in a 2-slot item ring (48 KB a slot) with its own "item empty" mbarriers; the
+ *     first head's "full" arrival publishes them;
+ *   - the fp32 state goes through the producer's registers (16 float4 a thread, loaded one head ahead, also across
+ *     an item change) instead of the F staging buffer (shared memory is taken by the item ring);
+ *   - the consumers add their two accumulators at an item's end through its last stage's Hprev hi / lo region
+ *     (32 KB: exactly the fp32 64 x 128 tile), released to the producer after that;
+ *   - the grid is the SM count, made odd where Q = 128 so a block's consecutive items alternate between the long
+ *     (2 j tiles) and the short row tile.
+ * Shared memory: 2 x 48 KB item slots | 2 stages x 57 KB | rowi partials 1 KB | 6 mbarriers: 216,112 bytes. */
+#define SSD_WS2_ITEM_BYTES (SSD_WS_TILE_C * (1 + SSD_WS_MAXJT))
+#define SSD_WS2_OFF_ITEM 0
+#define SSD_WS2_OFF_STAGE (SSD_WS2_OFF_ITEM + 2 * SSD_WS2_ITEM_BYTES)
+#define SSD_WS2_OFF_RROW (SSD_WS2_OFF_STAGE + SSD_WS_STAGES * SSD_WS_STAGE_BYTES)
+#define SSD_WS2_OFF_BAR (SSD_WS2_OFF_RROW + SSD_WS_STAGES * 2 * SSD_WS_ROWS * 4)
+#define SSD_WS2_SMEM (SSD_WS2_OFF_BAR + 3 * SSD_WS_STAGES * 8)
+
+/* a work item's coordinates, in the order of llmc's tuned dC grid (row tile fastest, the longest first) */
+typedef struct {
+    int b, c, rt, hgi, h0, g, t0, len, i0;
+} WsItem;
+__device__ __forceinline__ static WsItem ws_item(int id, int nti, int nch, int nhg, int hg, int H, int G, int T,
+                                                 int Q) {
+    WsItem w;
+    w.rt = nti - 1 - id % nti;
+    w.c = (id / nti) % nch;
+    int bhg = id / (nti * nch);
+    w.b = bhg / nhg;
+    w.hgi = bhg % nhg;
+    w.h0 = w.hgi * hg;
+    w.g = w.h0 / (H / G);
+    w.t0 = w.c * Q;
+    w.len = min(Q, T - w.t0);
+    w.i0 = w.rt * SSD_WS_ROWS;
+    return w;
+}
+/* the first item at or after id (stepping by the grid) with rows in its chunk (a short last chunk has none in its
+   later row tiles), or nitems */
+__device__ __forceinline__ static int ws_next_item(int id, int nitems, int nti, int nch, int T, int Q) {
+    for (; id < nitems; id += gridDim.x) {
+        int c = (id / nti) % nch, rt = nti - 1 - id % nti;
+        if (rt * SSD_WS_ROWS < min(Q, T - c * Q)) break;
+    }
+    return id;
+}
+/* the fp32 (64, 128) state at m into 16 float4 registers (thread tid: float4 tid + 128 k), read-only path */
+__device__ __forceinline__ static void ws_load_state_regs(float4 q[16], const float* m, int tid) {
+#pragma unroll
+    for (int k = 0; k < 16; k++) q[k] = __ldg((const float4*)m + tid + 128 * k);
+}
+/* those registers as bf16 hi + lo into the two core-matrix tiles (as ws_split_state) */
+__device__ __forceinline__ static void ws_split_regs(floatX* hi, floatX* lo, const float4 q[16], int tid) {
+#pragma unroll
+    for (int k = 0; k < 16; k++) {
+        int idx = tid + 128 * k, p = idx >> 5, n = (idx & 31) * 4;
+        __nv_bfloat162 h01 = __floats2bfloat162_rn(q[k].x, q[k].y), h23 = __floats2bfloat162_rn(q[k].z, q[k].w);
+        int o = wg_tile_offset(p, n, SSD_WS_N);
+        *(uint2*)(hi + o) = make_uint2(*(uint32_t*)&h01, *(uint32_t*)&h23);
+        *(uint2*)(lo + o) = make_uint2(ssd_pack_bf16(q[k].x - __low2float(h01), q[k].y - __high2float(h01)),
+                                       ssd_pack_bf16(q[k].z - __low2float(h23), q[k].w - __high2float(h23)));
+    }
+}
+
+__global__ static void __launch_bounds__(SSD_WS_THREADS, 1)
+ssd_ws_dc_persist_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* rowi, const floatX* dy,
+                         const floatX* xbc, int xbc_stride, const float* dt, const float* cum, const float* states,
+                         int T, int H, int G, int Q, int hg, int nitems, int* err) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int P = SSD_WS_P, N = SSD_WS_N;
+    extern __shared__ __align__(128) unsigned char ws_smem[];
+    int nch = ssd_nchunks(T, Q), nti = CEIL_DIV(Q, SSD_WS_ROWS), nhg = H / hg, E = H * P;
+    float* rrow = (float*)(ws_smem + SSD_WS2_OFF_RROW);  /* [stage][consumer][64] partial rowi */
+    uint64_t* full = (uint64_t*)(ws_smem + SSD_WS2_OFF_BAR);
+    uint64_t* empty = full + SSD_WS_STAGES;
+    uint64_t* iempty = empty + SSD_WS_STAGES;  /* the item slots, released by the consumers at an item's end */
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < SSD_WS_STAGES; s++) {
+            ws_mbar_init(&full[s], 128);
+            ws_mbar_init(&empty[s], 256);
+            ws_mbar_init(&iempty[s], 256);
+        }
+    }
+    __syncthreads();  /* the last block-wide barrier */
+    int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+    int first = ws_next_item(blockIdx.x, nitems, nti, nch, T, Q);
+
+    if (wg == 0) {
+        /* ================= producer ================= */
+        if (first >= nitems) return;
+        float4 q[16];  /* the next head's fp32 state, in flight while the producer waits for a free stage */
+        {
+            WsItem w = ws_item(first, nti, nch, nhg, hg, H, G, T, Q);
+            ws_load_state_regs(q, states + ssd_state_off(w.b, w.c, w.h0, nch, H, P * N), tid);
+        }
+        int gh = 0, it = 0;  /* heads and items this block has filled */
+        for (int id = first; id < nitems; it++) {
+            WsItem w = ws_item(id, nti, nch, nhg, hg, H, G, T, Q);
+            int next = ws_next_item(id + gridDim.x, nitems, nti, nch, T, Q);
+            unsigned char* slot = ws_smem + SSD_WS2_OFF_ITEM + (it & 1) * SSD_WS2_ITEM_BYTES;
+            const floatX* rows = xbc + (size_t)(w.b * T + w.t0) * xbc_stride;
+            for (int hh = 0; hh < hg; hh++, gh++) {
+                int s = gh % SSD_WS_STAGES, h = w.h0 + hh, bh = w.b * H + h;
+                unsigned char* st = ws_smem + SSD_WS2_OFF_STAGE + s * SSD_WS_STAGE_BYTES;
+                float* scum = (float*)(st + SSD_WS_ST_CUM);
+                float* sdt = (float*)(st + SSD_WS_ST_DT);
+                if (gh >= SSD_WS_STAGES) ws_mbar_wait(&empty[s], (unsigned)((gh / SSD_WS_STAGES - 1) & 1), err, 1);
+                if (hh == 0) {  /* this item's C_i, B_j into its slot, once the item two back has let it go */
+                    if (it >= 2) ws_mbar_wait(&iempty[it & 1], (unsigned)((it / 2 - 1) & 1), err, 4);
+                    ssd_wg_load_tile<SSD_WS_ROWS, N, 128>((floatX*)slot, rows + E + G * N + w.g * N, xbc_stride, w.i0,
+                                                          w.len);
+                    for (int jt = 0; jt <= w.rt; jt++)
+                        ssd_wg_load_tile<SSD_WS_ROWS, N, 128>((floatX*)(slot + SSD_WS_TILE_C * (1 + jt)),
+                                                              rows + E + w.g * N, xbc_stride, jt * SSD_WS_ROWS, w.len);
+                }
+                ssd_wg_load_tile<SSD_WS_ROWS, P, 128>((floatX*)(st + SSD_WS_ST_DY),
+                                                      dy + (size_t)(w.b * T + w.t0) * E + h * P, E, w.i0, w.len);
+                for (int jt = 0; jt <= w.rt; jt++)
+                    ssd_wg_load_tile<SSD_WS_ROWS, P, 128>((floatX*)(st + SSD_WS_ST_X) + jt * SSD_WS_ROWS * P,
+                                                          rows + h * P, xbc_stride, jt * SSD_WS_ROWS, w.len);
+                ssd_cp_commit();
+                if (tid < Q) {
+                    scum[tid] = tid < w.len ? cum[(size_t)bh * T + w.t0 + tid] : 0.f;
+                    sdt[tid] = tid < w.len ? dt[(size_t)bh * T + w.t0 + tid] : 0.f;
+                }
+                ws_split_regs((floatX*)(st + SSD_WS_ST_HI), (floatX*)(st + SSD_WS_ST_LO), q, tid);
+                if (hh + 1 < hg) {  /* the next head's state: this item's, or the next item's first */
+                    ws_load_state_regs(q, states + ssd_state_off(w.b, w.c, h + 1, nch, H, P * N), tid);
+                } else if (next < nitems) {
+                    WsItem wn = ws_item(next, nti, nch, nhg, hg, H, G, T, Q);
+                    ws_load_state_regs(q, states + ssd_state_off(wn.b, wn.c, wn.h0, nch, H, P * N), tid);
+                }
+                ssd_cp_wait<0>();
+                wg_fence_proxy_async();
+                ws_mbar_arrive(&full[s]);
+            }
+            id = next;
+        }
+        return;
+    }
+
+    /* ================= consumers ================= */
+    int k = wg - 1, warp = tid / 32, lane = tid % 32, tig = lane % 4;
+    int gh = 0, it = 0;
+    for (int id = first; id < nitems; id = ws_next_item(id + gridDim.x, nitems, nti, nch, T, Q), it++) {
+        WsItem w = ws_item(id, nti, nch, nhg, hg, H, G, T, Q);
+        const unsigned char* slot = ws_smem + SSD_WS2_OFF_ITEM + (it & 1) * SSD_WS2_ITEM_BYTES;
+        const floatX* Cs = (const floatX*)slot;
+        const floatX* Bs = (const floatX*)(slot + SSD_WS_TILE_C);
+        int ri[2] = {w.i0 + warp * 16 + lane / 4, w.i0 + warp * 16 + lane / 4 + 8};
+        float acc[2][32];
+#pragma unroll
+        for (int nh = 0; nh < 2; nh++) {
+#pragma unroll
+            for (int e = 0; e < 32; e++) acc[nh][e] = 0.f;
+            wg_pin_acc(acc[nh]);
+        }
+        for (int hh = 0; hh < hg; hh++, gh++) {
+            int s = gh % SSD_WS_STAGES, bh = w.b * H + w.h0 + hh, last = hh == hg - 1;
+            const unsigned char* st = ws_smem + SSD_WS2_OFF_STAGE + s * SSD_WS_STAGE_BYTES;
+            ws_mbar_wait(&full[s], (unsigned)((gh / SSD_WS_STAGES) & 1), err, 2 + k);
+            wg_fence_proxy_async();
+            ws_consumer_head(acc, rrow + (s * 2 + k) * SSD_WS_ROWS, st, Cs, Bs, k, tid, w.rt, w.i0, w.len);
+            if (!last) ws_mbar_arrive(&empty[s]);
+            ws_consumer_sync();  /* both rowi partials are in rrow; both consumers are done reading the stage */
+            if (k == 0 && tid < SSD_WS_ROWS && w.i0 + tid < w.len)
+                rowi[(size_t)bh * T + w.t0 + w.i0 + tid] =
+                    rrow[(s * 2 + 0) * SSD_WS_ROWS + tid] + rrow[(s * 2 + 1) * SSD_WS_ROWS + tid];
+            if (!last) continue;
+            /* the item's end: dC = consumer 0's accumulator + consumer 1's, through this stage's hi / lo region */
+            float* red = (float*)(st + SSD_WS_ST_HI);
+            if (k == 1) {
+#pragma unroll
+                for (int nh = 0; nh < 2; nh++)
+#pragma unroll
+                    for (int e = 0; e < 32; e++) red[(nh * 32 + e) * 128 + tid] = acc[nh][e];
+            }
+            ws_consumer_sync();
+            if (k == 0) {
+                int col0 = direct ? dco_col0 + w.g * N : w.hgi * N;
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    if (ri[r] >= w.len) continue;
+                    floatX* o = dco + (size_t)(w.b * T + w.t0 + ri[r]) * dco_stride + col0;
+#pragma unroll
+                    for (int nh = 0; nh < 2; nh++)
+#pragma unroll
+                        for (int nt = 0; nt < 8; nt++) {
+                            int e = 4 * nt + 2 * r;
+                            float v0 = acc[nh][e] + red[(nh * 32 + e) * 128 + tid];
+                            float v1 = acc[nh][e + 1] + red[(nh * 32 + e + 1) * 128 + tid];
+                            *(__nv_bfloat162*)(o + 64 * nh + 8 * nt + 2 * tig) = __floats2bfloat162_rn(v0, v1);
+                        }
+                }
+            }
+            ws_mbar_arrive(&empty[s]);       /* consumer 1: its writes of red; consumer 0: its reads */
+            ws_mbar_arrive(&iempty[it & 1]);  /* C_i, B_j: every product that read them has completed */
+        }
+    }
+#else
+    (void)dco; (void)dco_stride; (void)dco_col0; (void)direct; (void)rowi; (void)dy; (void)xbc; (void)xbc_stride;
+    (void)dt; (void)cum; (void)states; (void)T; (void)H; (void)G; (void)Q; (void)hg; (void)nitems; (void)err;
+    __trap();  /* never launched off sm_90a: ssd_ws_dc_takes refuses */
+#endif
+}
+
 /* ---- host side ---- */
 
 /* whether the warp-specialized dC kernel runs this call: sm_90a code on a 9.0 device (gpu_hopper_path()), P = 64,
@@ -410,7 +638,7 @@ static inline int ssd_ws_dc_takes(int H, int P, int N, int G, int Q, int hg, con
     return gpu_hopper_path() && P == SSD_WS_P && N == SSD_WS_N && (Q == 64 || Q == 128) && seg == NULL && hg >= 1 &&
            (H / G) % hg == 0 && xbc_stride % 8 == 0 && (H * P) % 8 == 0 && (uintptr_t)xbc % 16 == 0 &&
            (uintptr_t)dy % 16 == 0 && (uintptr_t)states % 16 == 0 &&
-           (size_t)SSD_WS_SMEM <= (size_t)cuda_smem_optin();
+           (size_t)(SSD_WS_SMEM > SSD_WS2_SMEM ? SSD_WS_SMEM : SSD_WS2_SMEM) <= (size_t)cuda_smem_optin();
 }
 /* the launch, with llmc's dC arguments (see ssd_launch_bwd_tiles_s) and the head-group size hg; err: 6 host-mapped
    ints for the hang guard (or NULL) */
@@ -421,6 +649,20 @@ static void ssd_ws_launch_dc(floatX* dco, int dco_stride, int dco_col0, int dire
     cuda_set_smem((const void*)ssd_ws_dc_kernel, SSD_WS_SMEM, "ssd_ws");
     ssd_ws_dc_kernel<<<dim3(nti, nch, B * (H / hg)), SSD_WS_THREADS, SSD_WS_SMEM, stream>>>(
         dco, dco_stride, dco_col0, direct, rowi, dy, xbc, xbc_stride, dt, cum, states, T, H, G, Q, hg, err);
+    cudaCheckLast();
+}
+
+/* the persistent form: one block an SM (an odd count at Q = 128, see above); same arguments */
+static void ssd_ws_launch_dc_persist(floatX* dco, int dco_stride, int dco_col0, int direct, float* rowi,
+                                     const floatX* dy, const floatX* xbc, int xbc_stride, const float* dt,
+                                     const float* cum, const float* states, int B, int T, int H, int G, int Q, int hg,
+                                     int* err, cudaStream_t stream) {
+    int nti = CEIL_DIV(Q, SSD_WS_ROWS), nch = ssd_nchunks(T, Q), nitems = nti * nch * B * (H / hg);
+    int nb = cuda_num_sms() < nitems ? cuda_num_sms() : nitems;
+    if (nti == 2 && nb % 2 == 0 && nb > 1) nb--;
+    cuda_set_smem((const void*)ssd_ws_dc_persist_kernel, SSD_WS2_SMEM, "ssd_ws");
+    ssd_ws_dc_persist_kernel<<<nb, SSD_WS_THREADS, SSD_WS2_SMEM, stream>>>(
+        dco, dco_stride, dco_col0, direct, rowi, dy, xbc, xbc_stride, dt, cum, states, T, H, G, Q, hg, nitems, err);
     cudaCheckLast();
 }
 
