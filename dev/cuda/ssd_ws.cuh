@@ -31,7 +31,7 @@
  *
  * Shared memory (bytes, P = 64, N = 128, up to 2 j tiles): C_i 16 KB | B_j 2 x 16 KB | 2 stages x (dy_i 8 KB,
  * Hprev hi 16 KB, lo 16 KB, x_j 2 x 8 KB, cum 512, dt 512) | F (fp32 Hprev) 32 KB, reused at the end for consumer
- * 1's accumulator | rowi partials 1 KB | 4 mbarriers: 199,712 bytes, one block (12 warps) an SM.
+ * 1's accumulator | rowi partials 1 KB | 4 mbarriers: 200,736 bytes, one block (12 warps) an SM.
  *
  * Output: the same as llmc's dC kernel: dC into dco + row * dco_stride + (direct ? dco_col0 + g N : hgi N) (bf16;
  * direct when hg == H/G, else one partial per head-group that ssd_bwd_group_sum_kernel adds), rowi (B, H, T) fp32.
@@ -82,7 +82,7 @@
 #define SSD_WS_ST_DT (SSD_WS_ST_CUM + SSD_WS_MAXJT * SSD_WS_ROWS * 4)
 #define SSD_WS_STAGE_BYTES (SSD_WS_ST_DT + SSD_WS_MAXJT * SSD_WS_ROWS * 4)
 #define SSD_WS_OFF_F (SSD_WS_OFF_STAGE + SSD_WS_STAGES * SSD_WS_STAGE_BYTES)
-#define SSD_WS_OFF_RROW (SSD_WS_OFF_F + SSD_WS_P * SSD_WS_N * 4)
+#define SSD_WS_OFF_RROW (SSD_WS_OFF_F + SSD_WS_P * 132 * 4)  /* F: 64 rows of SSD_WS_F_LD = 132 floats */
 #define SSD_WS_OFF_BAR (SSD_WS_OFF_RROW + SSD_WS_STAGES * 2 * SSD_WS_ROWS * 4)
 #define SSD_WS_SMEM (SSD_WS_OFF_BAR + 2 * SSD_WS_STAGES * 8)
 
@@ -155,26 +155,49 @@ __device__ static inline void ws_mma_ss_n32(float d[16], uint64_t da, uint64_t d
 
 /* ---- the producer warpgroup ---- */
 
-/* the fp32 (64, 128) state at m into F (row-major fp32): thread tid copies the 16 float4 at tid + 128 k */
+/* The fp32 (64, 128) state is moved in units of 8 floats (a core-matrix row of the bf16 tiles): unit u = tid + 128 m
+   (m < 8) is row r = 8 (u / 128) + u % 8, columns 8 ((u / 8) % 16) .. + 7, and its bf16 form is the 16 bytes at
+   element 8 u of a core-matrix tile (wg_tile_offset(r, 8 ((u / 8) % 16), 128) == 8 u): a warp's 16-byte stores
+   cover 512 contiguous bytes (no bank conflict; a mapping with 8-byte stores, 4 floats a thread along n, conflicted
+   16-way). F (ssd_ws_dc_kernel's fp32 staging) keeps the global row-major layout with rows padded to
+   SSD_WS_F_LD floats, so a warp's float4 reads (8 rows x 4 column groups) spread over all banks. */
+#define SSD_WS_F_LD 132
+__device__ __forceinline__ static void ws_unit(int u, int* r, int* c) {
+    *r = (u >> 7) * 8 + (u & 7);
+    *c = ((u >> 3) & 15) * 8;
+}
+/* 8 floats as bf16 hi and lo (lo = bf16(v - hi), as llmc's split) into 16 bytes each */
+__device__ __forceinline__ static void ws_split8(floatX* hi, floatX* lo, float4 a, float4 b) {
+    float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    uint32_t h[4], l[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        __nv_bfloat162 hv = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
+        h[e] = *(uint32_t*)&hv;
+        l[e] = ssd_pack_bf16(v[2 * e] - __low2float(hv), v[2 * e + 1] - __high2float(hv));
+    }
+    *(uint4*)hi = make_uint4(h[0], h[1], h[2], h[3]);
+    *(uint4*)lo = make_uint4(l[0], l[1], l[2], l[3]);
+}
+/* the state at m (row-major (64, 128) fp32) into F by cp.async: this thread's 8 units */
 __device__ static inline void ws_issue_state(float* F, const float* m, int tid) {
 #pragma unroll
-    for (int k = 0; k < 16; k++) {
-        int idx = tid + 128 * k;
-        ssd_cp_async16(F + 4 * idx, m + 4 * idx, 1);
+    for (int k = 0; k < 8; k++) {
+        int r, c;
+        ws_unit(tid + 128 * k, &r, &c);
+        ssd_cp_async16(F + r * SSD_WS_F_LD + c, m + r * SSD_WS_N + c, 1);
+        ssd_cp_async16(F + r * SSD_WS_F_LD + c + 4, m + r * SSD_WS_N + c + 4, 1);
     }
 }
-/* the same 16 float4 of F (this thread's own copies, complete after its cp.async.wait) as bf16 hi + lo into the two
-   core-matrix tiles (rows p, columns n: wg_tile_offset(p, n, 128)); lo = bf16(v - hi), as llmc's split */
+/* the same 8 units of F (this thread's own copies, complete after its cp.async.wait: no barrier among the
+   producers) as bf16 hi + lo into the two core-matrix tiles (rows p, columns n) */
 __device__ static inline void ws_split_state(floatX* hi, floatX* lo, const float* F, int tid) {
 #pragma unroll
-    for (int k = 0; k < 16; k++) {
-        int idx = tid + 128 * k, p = idx >> 5, n = (idx & 31) * 4;
-        float4 q = *(const float4*)(F + 4 * idx);
-        __nv_bfloat162 h01 = __floats2bfloat162_rn(q.x, q.y), h23 = __floats2bfloat162_rn(q.z, q.w);
-        int o = wg_tile_offset(p, n, SSD_WS_N);
-        *(uint2*)(hi + o) = make_uint2(*(uint32_t*)&h01, *(uint32_t*)&h23);
-        *(uint2*)(lo + o) = make_uint2(ssd_pack_bf16(q.x - __low2float(h01), q.y - __high2float(h01)),
-                                       ssd_pack_bf16(q.z - __low2float(h23), q.w - __high2float(h23)));
+    for (int k = 0; k < 8; k++) {
+        int u = tid + 128 * k, r, c;
+        ws_unit(u, &r, &c);
+        const float* f = F + r * SSD_WS_F_LD + c;
+        ws_split8(hi + 8 * u, lo + 8 * u, *(const float4*)f, *(const float4*)(f + 4));
     }
 }
 
@@ -468,21 +491,22 @@ __device__ __forceinline__ static int ws_next_item(int id, int nitems, int nti, 
     }
     return id;
 }
-/* the fp32 (64, 128) state at m into 16 float4 registers (thread tid: float4 tid + 128 k), read-only path */
+/* the fp32 (64, 128) state at m into 16 float4 registers: this thread's 8 units (ws_unit), read-only path */
 __device__ __forceinline__ static void ws_load_state_regs(float4 q[16], const float* m, int tid) {
 #pragma unroll
-    for (int k = 0; k < 16; k++) q[k] = __ldg((const float4*)m + tid + 128 * k);
+    for (int k = 0; k < 8; k++) {
+        int r, c;
+        ws_unit(tid + 128 * k, &r, &c);
+        q[2 * k] = __ldg((const float4*)(m + r * SSD_WS_N + c));
+        q[2 * k + 1] = __ldg((const float4*)(m + r * SSD_WS_N + c + 4));
+    }
 }
 /* those registers as bf16 hi + lo into the two core-matrix tiles (as ws_split_state) */
 __device__ __forceinline__ static void ws_split_regs(floatX* hi, floatX* lo, const float4 q[16], int tid) {
 #pragma unroll
-    for (int k = 0; k < 16; k++) {
-        int idx = tid + 128 * k, p = idx >> 5, n = (idx & 31) * 4;
-        __nv_bfloat162 h01 = __floats2bfloat162_rn(q[k].x, q[k].y), h23 = __floats2bfloat162_rn(q[k].z, q[k].w);
-        int o = wg_tile_offset(p, n, SSD_WS_N);
-        *(uint2*)(hi + o) = make_uint2(*(uint32_t*)&h01, *(uint32_t*)&h23);
-        *(uint2*)(lo + o) = make_uint2(ssd_pack_bf16(q[k].x - __low2float(h01), q[k].y - __high2float(h01)),
-                                       ssd_pack_bf16(q[k].z - __low2float(h23), q[k].w - __high2float(h23)));
+    for (int k = 0; k < 8; k++) {
+        int u = tid + 128 * k;
+        ws_split8(hi + 8 * u, lo + 8 * u, q[2 * k], q[2 * k + 1]);
     }
 }
 
