@@ -24,6 +24,7 @@
  * 1e-3 |ref| and norm 1e-3. Each tolerance is shown to reject a copy with one element moved by 10x it.
  *
  * Usage: ./dev/cuda/ssd_ws_bin [small|bench|all] (default all). Prints "N passed, N failed"; exits 1 on a failure.
+ * ./dev/cuda/ssd_ws_bin profile runs each dC kernel once at the 130M shape (Q = 128) for ncu, without checks.
  * A hang in the kernel's pipeline (an mbarrier wait past 4 s) ends the program with a message (SSD_WS_HANG_CHECK).
  */
 #include <math.h>
@@ -480,11 +481,28 @@ static void run_shape(WsShape s) {
     free_problem(&p);
 }
 
+/* "profile": the 130M shape at Q = 128, each dC kernel (and llmc's backward) once, no checks: for
+   ncu -k regex:dc_ ./dev/cuda/ssd_ws_bin profile */
+static void run_profile(void) {
+    WsShape s = {"130M Q=128 (profile)", 8, 2048, 24, 1, 128, 0};
+    Problem p = make_problem(s);
+    ssd_forward(p.y, NULL, p.saved, p.xbc, p.CD, p.dtraw, p.dstride, p.dt_bias, p.A_log, p.Dskip, NULL, NULL, s.B, s.T,
+                s.H, p.P, p.N, s.G, s.Q, 0);
+    p.state_path = llmc_backward(&p).state;
+    for (int v = DC_LLMC; v <= DC_WS2_DIRECT; v++) {
+        printf("profile: %s (hg %d)\n", dc_name(v), dc_direct(v) ? s.H / s.G : p.hg_llmc);
+        if (v == DC_LLMC) launch_llmc_dc(&p); else launch_ws_dc(&p, v);
+        sync_check(dc_name(v));
+    }
+    free_problem(&p);
+}
+
 int main(int argc, char** argv) {
     const char* which = argc > 1 ? argv[1] : "all";
     int small = !strcmp(which, "small") || !strcmp(which, "all"), bench = !strcmp(which, "bench") || !strcmp(which, "all");
-    if (!small && !bench) {
-        fprintf(stderr, "usage: %s [small|bench|all]\n", argv[0]);
+    int profile = !strcmp(which, "profile");
+    if (!small && !bench && !profile) {
+        fprintf(stderr, "usage: %s [small|bench|all|profile]\n", argv[0]);
         return EXIT_FAILURE;
     }
     gpu_arch_check();
@@ -501,6 +519,10 @@ int main(int argc, char** argv) {
         printf("not an H100 / H200 running sm_90a code: nothing to test (the kernel is sm_90a only)\n");
         dev_record("a Hopper GPU with sm_90a code", 0);
         return dev_finish();
+    }
+    if (profile) {
+        run_profile();
+        return EXIT_SUCCESS;
     }
     WsShape shapes[] = {
         {"small-a (partial chunk, partials)", 2, 300, 8, 1, 128, 0},
