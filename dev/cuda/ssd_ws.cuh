@@ -225,31 +225,41 @@ __device__ __forceinline__ static void ws_consumer_head(float acc[2][32], float*
         cum_r[r] = ri[r] < len ? scum[ri[r]] : 0.f;
         er[r] = expf(cum_r[r]);
     }
-    /* state term, this consumer's p in [32k, 32k + 32): t = dy_i[:, p] (Hprev hi + lo)[p, :], per 64 columns n;
-       then exp(cum_i) t into acc and its dot with C_i into pw (rowi) */
+    /* state term, this consumer's p in [32k, 32k + 32): t = dy_i[:, p] (Hprev hi + lo)[p, :], per 64 columns n (two
+       commit groups: the second half's products run while the first half is scaled); then exp(cum_i) t into acc
+       and its dot with C_i into pw (rowi) */
+    float t[2][32];
 #pragma unroll
     for (int nh = 0; nh < 2; nh++) {
-        float t[32];
 #pragma unroll
-        for (int e = 0; e < 32; e++) t[e] = 0.f;
-        wg_pin_acc(t);
-        wg_fence();
+        for (int e = 0; e < 32; e++) t[nh][e] = 0.f;
+        wg_pin_acc(t[nh]);
+    }
+    wg_fence();
+#pragma unroll
+    for (int nh = 0; nh < 2; nh++) {
 #pragma unroll
         for (int kk = 0; kk < 2; kk++) {
             int ks = 2 * k + kk;
             uint64_t da = wg_desc(sdy + ks * 128, 128, 1024);  /* dy_i (64 x 64), K-major */
-            wg_mma_ss<0, 1>(t, da, wg_desc(shi + wg_tile_offset(16 * ks, 64 * nh, N), 2048, 128));
-            wg_mma_ss<0, 1>(t, da, wg_desc(slo + wg_tile_offset(16 * ks, 64 * nh, N), 2048, 128));
+            wg_mma_ss<0, 1>(t[nh], da, wg_desc(shi + wg_tile_offset(16 * ks, 64 * nh, N), 2048, 128));
+            wg_mma_ss<0, 1>(t[nh], da, wg_desc(slo + wg_tile_offset(16 * ks, 64 * nh, N), 2048, 128));
         }
         wg_commit();
-        wg_wait<0>();
-        wg_pin_acc(t);
+    }
+#pragma unroll
+    for (int nh = 0; nh < 2; nh++) {
+        if (nh == 0)
+            wg_wait<1>();  /* the first half's group */
+        else
+            wg_wait<0>();
+        wg_pin_acc(t[nh]);
         wg_pin_acc(acc[nh]);
 #pragma unroll
         for (int e = 0; e < 32; e += 2) {  /* the pair of columns (col, col + 1): one 4-byte read of C_i */
             int r = (e >> 1) & 1, col = 64 * nh + 8 * (e >> 2) + 2 * tig;
             __nv_bfloat162 cv = *(const __nv_bfloat162*)(Cs + wg_tile_offset(rl[r], col, N));
-            float v0 = t[e] * er[r], v1 = t[e + 1] * er[r];
+            float v0 = t[nh][e] * er[r], v1 = t[nh][e + 1] * er[r];
             pw[r] += v0 * __low2float(cv);
             pw[r] += v1 * __high2float(cv);
             acc[nh][e] += v0;
