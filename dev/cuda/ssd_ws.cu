@@ -229,6 +229,7 @@ static SSDPath llmc_backward(Problem* p) {
 typedef struct {
     float *dx, *dB, *dC, *ddt, *dpar, *rowi, *partC;
     size_t n_x, n_bc, n_ddt, n_rowi, n_part;
+    int E, T;  /* for the failure messages' row / column */
 } Outs;
 
 static float* bf16_to_float(const floatX* d, size_t n) { return dev_download_X(d, n); }
@@ -238,6 +239,8 @@ static Outs download_outs(const Problem* p) {
     size_t BT = (size_t)s.B * s.T;
     float* all = bf16_to_float(p->dxbc, BT * p->CD);
     o.n_x = BT * p->E;
+    o.E = p->E;
+    o.T = s.T;
     o.n_bc = BT * s.G * p->N;
     o.dx = (float*)mallocCheck(o.n_x * sizeof(float));
     o.dB = (float*)mallocCheck(o.n_bc * sizeof(float));
@@ -262,6 +265,8 @@ static void free_outs(Outs* o) {
     if (o->partC) free(o->partC);
 }
 
+/* the row length the failure messages decode a flat index with (dC: G N per position; rowi: T per (b, h)) */
+static size_t g_tol_cols = 1;
 /* per-element |got - ref| <= atol + rtol |ref| with atol = afrac rms(ref), and the norm-relative error <= nmax;
    prints the errors; quiet: only the verdict */
 static int tol_compare(const char* name, const float* got, const float* ref, size_t n, double afrac, double rtol,
@@ -284,7 +289,9 @@ static int tol_compare(const char* name, const float* got, const float* ref, siz
     if (!quiet) {
         printf("    %-28s n=%-9zu max_abs %.3e max_rel %.3e norm_rel %.3e (rms(ref) %.3e)%s", name, n, max_abs, max_rel,
                nrel, rms, ok ? "" : " FAIL");
-        if (bad) printf(" bad %zu, first at %zu: got %.6g ref %.6g", bad, first, got[first], ref[first]);
+        if (bad)
+            printf(" bad %zu, first at %zu (row %zu, column %zu of %zu): got %.6g ref %.6g", bad, first,
+                   first / g_tol_cols, first % g_tol_cols, g_tol_cols, got[first], ref[first]);
         printf("\n");
     }
     return ok;
@@ -325,12 +332,19 @@ static void compare_outs(const char* what, const Outs* got, const Outs* ref, int
         bit_check(what, "rowi", got->rowi, ref->rowi, got->n_rowi);
         return;
     }
+    size_t BT = got->n_x / got->E;
+    g_tol_cols = got->n_bc / BT;  /* dC: (B T, G N) */
     tol_check(what, "dC", got->dC, ref->dC, got->n_bc, 1);
+    g_tol_cols = H;  /* ddt_raw: (B T, H) */
     tol_check(what, "ddt_raw", got->ddt, ref->ddt, got->n_ddt, 1);
+    g_tol_cols = 1;
     tol_check(what, "d_dt_bias", got->dpar, ref->dpar, H, 0);
     tol_check(what, "d_A_log", got->dpar + H, ref->dpar + H, H, 0);
+    g_tol_cols = got->T;  /* rowi: (B H, T) */
     tol_check(what, "rowi (dy.y_off)", got->rowi, ref->rowi, got->n_rowi, 0);
+    g_tol_cols = got->n_part ? got->n_part / BT : 1;  /* partials: (B T, H/hg N) */
     if (with_part && got->partC) tol_check(what, "dC head-group partials", got->partC, ref->partC, got->n_part, 1);
+    g_tol_cols = 1;
 }
 
 /* outputs poisoned (NaN) and parameter gradients zeroed before a backward, so an unwritten element fails */
