@@ -52,7 +52,8 @@ static void check_hang_flag(const char* where) {
     if (e[0] != 0) {
         fprintf(stderr, "ssd_ws: the kernel's pipeline timed out during %s: %s, block (%d, %d, %d), thread %d, "
                 "parity %d\n", where, e[0] == 1 ? "the producer waiting for an empty stage" :
-                e[0] == 2 ? "consumer 0 waiting for a full stage" : "consumer 1 waiting for a full stage",
+                e[0] == 2 ? "consumer 0 waiting for a full stage" : e[0] == 3 ? "consumer 1 waiting for a full stage" :
+                "the producer waiting for an empty item slot (persistent form)",
                 e[1], e[2], e[3], e[4], e[5]);
         exit(EXIT_FAILURE);
     }

@@ -40,7 +40,7 @@
  * Hang guard (SSD_WS_HANG_CHECK, default 1 in this dev header): an mbarrier wait that spins longer than
  * SSD_WS_HANG_NS writes a code and where into err[0..5] (host-mapped memory, readable after the kernel dies) and
  * traps, so a broken pipeline ends the program instead of hanging the GPU (codes: 1 the producer waiting for an
- * empty stage, 2 / 3 consumer 0 / 1 waiting for a full one).
+ * empty stage, 2 / 3 consumer 0 / 1 waiting for a full one, 4 the persistent form's producer waiting for an item slot).
  *
  * Requires llmc/ssd.cuh (and llmc/wgmma.cuh) included before.
  */
