@@ -233,6 +233,8 @@ dev/cuda/attention_fp32_bin: dev/cuda/attention.cu $(CUDA_HEADERS) dev/cuda/kern
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 $(DEV_CUDA_ARCH) -o $@ $< $(NVCC_LIBS)
 # the attention test also times the lab's kernels (not in llmc/, so not in CUDA_HEADERS)
 dev/cuda/attention_bin dev/cuda/attention_fp32_bin: dev/cuda/attention_lab.cuh
+# the warp-specialized SSD dC kernel (issue #28) is a header of its own
+dev/cuda/ssd_ws_bin: dev/cuda/ssd_ws.cuh
 
 cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu profile_mamba2cu $(CUDA_DEV_BINS) dev/cuda/attention_fp32_bin
 
