@@ -233,6 +233,9 @@ dev/cuda/attention_fp32_bin: dev/cuda/attention.cu $(CUDA_HEADERS) dev/cuda/kern
 	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 $(DEV_CUDA_ARCH) -o $@ $< $(NVCC_LIBS)
 # the attention test also times the lab's kernels (not in llmc/, so not in CUDA_HEADERS)
 dev/cuda/attention_bin dev/cuda/attention_fp32_bin: dev/cuda/attention_lab.cuh
+# the GPU model's logits, loss and gradients for the torch reference, fp32 build (dev/run_hybrid_reference.sh)
+dev/cuda/hybrid_dump_fp32_bin: dev/cuda/hybrid_dump.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 $(DEV_CUDA_ARCH) -o $@ $< $(NVCC_LIBS)
 
 cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu profile_mamba2cu $(CUDA_DEV_BINS) dev/cuda/attention_fp32_bin
 
