@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """
-hybrid_reference.py: the torch oracle of the CPU trainer's and the GPU build's hybrid blocks (attention, gated MLP,
-next to Mamba-2).
+hybrid_reference.py: a float64 torch model of mamba_ssm's hybrids that checks the CPU trainer and the GPU builds.
+
+The oracle of the hybrid blocks (attention, gated MLP, next to Mamba-2) for the CPU trainer and the GPU build.
 
 The model is written again here from mamba_ssm's semantics (MambaLMHeadModel with Mamba2, MHA, GatedMLP; doc/hybrid.md
 has the layout), as plain torch in float64: no mamba_ssm, no flash_attn, no Triton. It loads a folder that
