@@ -194,6 +194,7 @@ static void gpu_run(GpuResults* r, const Mamba2Config* c, const float* params, c
     r->grads = (float*)mallocCheck(m.num_parameters * sizeof(float));
     cudaCheck(cudaMemcpy(r->grads, m.grads, m.num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
     gpu_forward_docs(&m, b->tokens, NULL, b->seq_idx, b->B, b->T, 0.0f); /* the logits stay in m.a.logits */
+    cudaCheck(cudaStreamSynchronize(m.stream)); /* that forward returns with its kernels queued on m.stream */
     size_t BT = (size_t)b->B * b->T, V = (size_t)c->vocab_size, Vp = (size_t)c->padded_vocab_size;
     floatX* full = (floatX*)mallocCheck(BT * Vp * sizeof(floatX));
     cudaCheck(cudaMemcpy(full, m.a.logits, BT * Vp * sizeof(floatX), cudaMemcpyDeviceToHost));
