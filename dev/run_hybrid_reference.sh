@@ -11,7 +11,9 @@
 #   DEV_GPU_ARCHS=... the dev/cuda programs' architectures (the Makefile's default: 90a, Hopper)
 #
 # Prints each check's `N passed, N failed` and a summary; exits 1 if an expected pass failed, the injected bug
-# passed, or a step could not run.
+# passed, or a step could not run. Without torch on the GPU machine it stops after the GPU programs: DIR then holds
+# every file the torch side reads, so copy it to a machine with torch (the CPU is enough) and run
+# dev/hybrid_reference.py there.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 DIR=${1:-/tmp/hybrid_reference}
@@ -21,13 +23,9 @@ summary=""
 note() { summary="$summary$1"$'\n'; }
 
 echo "== build: test_interop (CPU), dev/cuda/hybrid_dump_fp32_bin, dev/cuda/hybrid_dump_bin"
-if ! make -s test_interop dev/cuda/hybrid_dump_fp32_bin dev/cuda/hybrid_dump_bin; then
+if ! make -s -j3 test_interop dev/cuda/hybrid_dump_fp32_bin dev/cuda/hybrid_dump_bin; then
     echo "run_hybrid_reference: the build failed (above)"; exit 1
 fi
-if ! "$PY" -c "import torch" 2>/dev/null; then
-    echo "run_hybrid_reference: $PY cannot import torch: set PYTHON to a python3 that has it"; exit 1
-fi
-DEVICE=${TORCH_DEVICE:-$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")}
 
 echo "== dump: ./test_interop --dump-hybrid $DIR"
 rm -rf "$DIR"
@@ -38,6 +36,14 @@ for prog in hybrid_dump_fp32_bin hybrid_dump_bin; do
         failed=1; note "FAILED: ./dev/cuda/$prog $DIR did not run through (above)"
     fi
 done
+
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    # the GPU files are made: the torch side can run on any machine with torch (CPU is enough) from a copy of DIR
+    echo "run_hybrid_reference: $PY cannot import torch: set PYTHON to a python3 that has it, or copy $DIR to a"
+    echo "  machine with torch and run there: python3 dev/hybrid_reference.py DIR --ours cpu|gpu_fp32|gpu_bf16"
+    exit 1
+fi
+DEVICE=${TORCH_DEVICE:-$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")}
 
 # one check: the reference script's own last line ("N passed, N failed"); want = pass (exit 0) or fail (exit 1 with
 # failures: the check ran and caught the bug; a crash, exit 2, is no catch)
@@ -50,7 +56,7 @@ check() {
     echo "$out"
     local counts
     counts=$(echo "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -1)
-    [ -n "$counts" ] || counts="no result line (exit $rc)"
+    [ -n "$counts" ] || counts="no result line"
     if { [ "$want" = pass ] && [ $rc -eq 0 ]; } || { [ "$want" = fail ] && [ $rc -eq 1 ] && ! echo "$counts" | grep -q ' 0 failed'; }; then
         note "ok      $label: $counts (expected: $want)"
     else
