@@ -235,8 +235,11 @@ dev/cuda/attention_fp32_bin: dev/cuda/attention.cu $(CUDA_HEADERS) dev/cuda/kern
 dev/cuda/attention_bin dev/cuda/attention_fp32_bin: dev/cuda/attention_lab.cuh
 # the warp-specialized SSD dC kernel (issue #28) is a header of its own
 dev/cuda/ssd_ws_bin: dev/cuda/ssd_ws.cuh
+# the GPU model's logits, loss and gradients for the torch reference, fp32 build (dev/run_hybrid_reference.sh)
+dev/cuda/hybrid_dump_fp32_bin: dev/cuda/hybrid_dump.cu $(CUDA_HEADERS)
+	$(NVCC) $(NVCC_FLAGS) -DENABLE_FP32 $(DEV_CUDA_ARCH) -o $@ $< $(NVCC_LIBS)
 
-cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu profile_mamba2cu $(CUDA_DEV_BINS) dev/cuda/attention_fp32_bin
+cuda: $(CU_TESTS) generate_mamba2cu eval_mamba2cu profile_mamba2cu $(CUDA_DEV_BINS) dev/cuda/attention_fp32_bin dev/cuda/hybrid_dump_fp32_bin
 
 # the trainer compiled for one more architecture than GPU_ARCHS (CI: sm_80, where CI's GPU_ARCHS is 90a alone), so
 # code that only compiles for Hopper is caught without the fat build's time

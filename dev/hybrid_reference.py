@@ -1,22 +1,46 @@
 #!/usr/bin/env python3
 """
-hybrid_reference.py: the torch oracle of the CPU trainer's hybrid blocks (attention, gated MLP, next to Mamba-2).
+hybrid_reference.py: a float64 torch model of mamba_ssm's hybrids that checks the CPU trainer and the GPU builds.
+
+The oracle of the hybrid blocks (attention, gated MLP, next to Mamba-2) for the CPU trainer and the GPU build.
 
 The model is written again here from mamba_ssm's semantics (MambaLMHeadModel with Mamba2, MHA, GatedMLP; doc/hybrid.md
-has the layout), as plain torch in float64 on the CPU: no mamba_ssm, no flash_attn, no Triton. It loads a folder that
+has the layout), as plain torch in float64: no mamba_ssm, no flash_attn, no Triton. It loads a folder that
 `./test_interop --dump-hybrid DIR` wrote (each model exported in mamba_ssm's form, and reference.safetensors with the
 batch, the CPU trainer's logits, loss and every parameter gradient; one with packed documents and masked targets, run
-here document by document), runs the same batch, and compares:
+here document by document), runs the same batch, and compares logits, loss and the gradient of every tensor with
+`--ours`:
 
-    logits, loss, and the gradient of every tensor: max |ours - torch| / max |torch| <= 1e-5 (ours is fp32)
+    cpu       reference.safetensors, the CPU trainer (fp32)                   every quantity: rel <= 1e-5
+    gpu_fp32  gpu_fp32.safetensors, ./dev/cuda/hybrid_dump_fp32_bin DIR       every quantity: rel <= 1e-5
+    gpu_bf16  gpu_bf16.safetensors, ./dev/cuda/hybrid_dump_bin DIR            logits, loss, gradients 3e-2;
+                                                                              d A_log, d dt_bias 6e-2
 
-It prints one line per comparison and `N passed, N failed`, and exits 1 on a failure.
+where rel = max |ours - torch| / max |torch| over the whole tensor. The bf16 bounds are those test_hybrid.cu holds
+the bf16 GPU build to against the CPU trainer (and test_mamba2.cu argues for the Mamba-2 tensors: bf16 activations
+and matmul operands, 2^-9 relative each, through a few layers; A_log and dt_bias sum dt-weighted products over
+every position, so they get twice the bound): torch and the CPU trainer agree to ~2e-6, so the same bounds apply
+against torch. The logits of the bf16 build are its bf16 values (one more rounding, 2^-9 of max |logit|, well
+inside 3e-2). The fp32 build is what shows the math is right; bf16 shows the rounding stays where test_hybrid.cu
+says it does.
+
+RoPE's angles (`--rope-angles`): the CPU trainer computes pos * base^(-2i/rd) and its cos / sin in double; the GPU
+kernels compute them in fp32 as flash_attn's RotaryEmbedding does (its inv_freq and positions in float32, cos / sin
+in float32, then cast), which is also what mamba_ssm's MHA runs. The default follows --ours: float64 for cpu,
+float32 (flash_attn's) for gpu_*, so each is compared with the rotation it implements. The difference is one fp32
+rounding of an angle of up to T radians (test_hybrid.cu's note on it): at the dump's T = 19 it moves the CPU
+trainer's largest gradient error from 1.924e-6 to 1.928e-6, so either setting passes; it matters at long T.
+
+It prints one line per comparison with its error and tolerance, the largest relative error of each kind, and
+`N passed, N failed`, and exits 1 on a failure (2 on a missing or bad file).
 
     ./test_interop --dump-hybrid /tmp/hybrid_dump
-    python3 dev/hybrid_reference.py /tmp/hybrid_dump                 # expect: 4 models, 104 passed, 0 failed
+    python3 dev/hybrid_reference.py /tmp/hybrid_dump                       # expect: 4 models, 104 passed, 0 failed
+    python3 dev/hybrid_reference.py /tmp/hybrid_dump --ours gpu_fp32 --device cuda     # GPU machine, after the dump
+    python3 dev/hybrid_reference.py /tmp/hybrid_dump --inject-bug          # interleaved rotary pairs: must FAIL
 
-Any python3 with torch will do, on the CPU (Debian: apt-get install python3-torch, then /usr/bin/python3).
-    python3 dev/hybrid_reference.py /tmp/hybrid_dump --inject-bug     # interleaved rotary pairs: must FAIL
+dev/run_hybrid_reference.sh runs all of it on the GPU machine. Any python3 with torch will do; --device cuda runs the
+float64 torch model on the GPU (the default is the CPU; Debian: apt-get install python3-torch, then /usr/bin/python3).
 
 Semantics it encodes (mamba_ssm 2.x): pre-norm residual blocks (RMSNorm eps 1e-5); a layer is its mixer (Mamba2, or
 MHA when its index is in attn_layer_idx) then, with d_intermediate > 0, a GatedMLP under its own norm2. MHA: in_proj
@@ -37,8 +61,15 @@ import sys
 import torch
 import torch.nn.functional as F
 
-TOL = 1e-5
 DTYPE = torch.float64
+DEVICE = torch.device("cpu")  # --device
+
+# (file, tolerance of logits / loss / a gradient, of d A_log and d dt_bias, RoPE angles by default) per --ours
+OURS = {
+    "cpu": ("reference.safetensors", 1e-5, 1e-5, "float64"),
+    "gpu_fp32": ("gpu_fp32.safetensors", 1e-5, 1e-5, "float32"),
+    "gpu_bf16": ("gpu_bf16.safetensors", 3e-2, 6e-2, "float32"),
+}
 
 
 def read_safetensors(path):
@@ -64,6 +95,18 @@ def rmsnorm(x, w, eps=1e-5):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
+ROPE_ANGLES = "float64"  # --rope-angles
+
+
+def rotary_cos_sin(T, rd, base, device):
+    """cos, sin (T, rd/2) of the angles t * base^(-2i/rd): in float64, or (float32) as flash_attn's RotaryEmbedding
+    makes them: inv_freq and positions in float32, their outer product, cos and sin in float32"""
+    angle_dtype = torch.float32 if ROPE_ANGLES == "float32" else DTYPE
+    inv_freq = 1.0 / (base ** (torch.arange(0, rd, 2, dtype=angle_dtype, device=device) / rd))
+    freqs = torch.outer(torch.arange(T, dtype=angle_dtype, device=device), inv_freq)
+    return freqs.cos().to(DTYPE), freqs.sin().to(DTYPE)
+
+
 def rotary(x, rd, base, bug):
     """flash_attn's non-interleaved rotary on the first rd dims of each head, pairs (i, i + rd/2); x (B, T, heads,
     hd). bug: GPT-J's interleaved pairs (2i, 2i + 1) instead (a shift of the positions would not do as a bug: RoPE's
@@ -71,10 +114,8 @@ def rotary(x, rd, base, bug):
     if rd == 0:
         return x
     T = x.shape[1]
-    inv_freq = 1.0 / (base ** (torch.arange(0, rd, 2, dtype=DTYPE) / rd))
-    freqs = torch.outer(torch.arange(T, dtype=DTYPE), inv_freq)  # (T, rd/2)
-    cos = freqs.cos()[None, :, None, :]
-    sin = freqs.sin()[None, :, None, :]
+    cos, sin = rotary_cos_sin(T, rd, base, x.device)
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     if bug:
         x1, x2 = x[..., 0:rd:2], x[..., 1:rd:2]
         turned = torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
@@ -97,7 +138,7 @@ def mha(x, p, pre, a, bug):
     k = torch.repeat_interleave(k, Hq // Hkv, dim=2)
     v = torch.repeat_interleave(v, Hq // Hkv, dim=2)
     scores = torch.einsum("bthd,bshd->bhts", q, k) / math.sqrt(hd)
-    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
     scores = scores.masked_fill(~mask, float("-inf"))
     ctx = torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v).reshape(B, T, Hq * hd)
     out = ctx @ p[pre + "mixer.out_proj.weight"].T
@@ -126,7 +167,7 @@ def mamba2(x, p, pre, s, D):
     Cm = Cm.reshape(B, T, G, N).repeat_interleave(H // G, dim=2)
     dt = F.softplus(dt + p[pre + "mixer.dt_bias"])  # (B, T, H)
     A = -torch.exp(p[pre + "mixer.A_log"])
-    h = torch.zeros(B, H, P, N, dtype=DTYPE)
+    h = torch.zeros(B, H, P, N, dtype=DTYPE, device=x.device)
     ys = []
     for t in range(T):
         decay = torch.exp(dt[:, t] * A)[:, :, None, None]
@@ -169,29 +210,58 @@ def forward(cfg, p, tokens, bug):
 
 
 class Report:
+    """counts, and the largest relative error of each kind of quantity (logits, loss, gradients)"""
+
     def __init__(self):
         self.passed = self.failed = 0
+        self.worst = {}
 
-    def compare(self, what, ours, ref):
-        diff = (ours.to(DTYPE) - ref.to(DTYPE)).abs().max().item()
+    def compare(self, what, ours, ref, tol, kind="gradients"):
+        if tuple(ours.shape) != tuple(ref.shape):
+            self.refuse("%s: shape %s in our file, torch's %s" % (what, list(ours.shape), list(ref.shape)))
+            return
+        diff = (ours.to(DTYPE).cpu() - ref.to(DTYPE).cpu()).abs().max().item()
         scale = ref.abs().max().item()
         rel = diff / (scale if scale > 0 else 1e-30)
-        ok = rel <= TOL and bool(torch.isfinite(ours).all())
+        ok = rel <= tol and bool(torch.isfinite(ours).all())
         self.passed += ok
         self.failed += not ok
+        if kind not in self.worst or not rel <= self.worst[kind][0]:
+            self.worst[kind] = (rel, what)
         print("[%s] %-58s max abs diff %.3e, max |torch| %.3e, rel %.3e (tol %.0e)" %
-              ("ok  " if ok else "FAIL", what, diff, scale, rel, TOL))
+              ("ok  " if ok else "FAIL", what, diff, scale, rel, tol))
+
+    def refuse(self, what):
+        """a check that cannot be made (a missing tensor, an unexpected one): a failure"""
+        self.failed += 1
+        print("[FAIL] %s" % what)
 
 
-def check_model(folder, name, rep, bug):
+def load_ours(folder, ours, ref):
+    """the results --ours names: the CPU trainer's (the reference file itself) or a GPU build's file"""
+    fname = OURS[ours][0]
+    if ours == "cpu":
+        return ref
+    path = os.path.join(folder, fname)
+    if not os.path.isfile(path):
+        prog = "hybrid_dump_fp32_bin" if ours == "gpu_fp32" else "hybrid_dump_bin"
+        print("hybrid_reference: no %s: make it on the GPU machine with ./dev/cuda/%s %s" %
+              (path, prog, os.path.dirname(folder.rstrip("/")) or "."), file=sys.stderr)
+        sys.exit(2)
+    return read_safetensors(path)
+
+
+def check_model(folder, name, rep, bug, ours_name):
     with open(os.path.join(folder, "model", "config.json")) as f:
         cfg = json.load(f)
     weights = read_safetensors(os.path.join(folder, "model", "model.safetensors"))
     ref = read_safetensors(os.path.join(folder, "reference.safetensors"))
+    ours = load_ours(folder, ours_name, ref)
+    _, tol, tol_decay, _ = OURS[ours_name]
     if not torch.equal(weights.pop("lm_head.weight"), weights["backbone.embedding.weight"]):
-        rep.compare(name + ": lm_head.weight is the embedding (tied)", torch.ones(1), torch.zeros(1))
-    params = {k: v.to(DTYPE).requires_grad_(True) for k, v in weights.items()}
-    tokens, targets = ref["tokens"], ref["targets"]
+        rep.refuse(name + ": lm_head.weight is not the embedding (the export ties them)")
+    params = {k: v.to(DTYPE).to(DEVICE).requires_grad_(True) for k, v in weights.items()}
+    tokens, targets = ref["tokens"].to(DEVICE), ref["targets"].to(DEVICE)
     if "seq_idx" in ref:
         # packed documents, flash_attn's varlen semantics: each document is a sequence of its own (no attention
         # across, RoPE and the SSM state start over); masked targets (-1) are not counted in the mean
@@ -206,35 +276,66 @@ def check_model(folder, name, rep, bug):
     V = cfg["vocab_size"]
     loss = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-1)
     loss.backward()
-    print("== %s: pattern from attn_layer_idx %s, d_intermediate %d, %d layers" %
-          (name, cfg.get("attn_layer_idx"), cfg.get("d_intermediate", 0), cfg["n_layer"]))
-    rep.compare(name + ": logits", ref["logits"], logits.detach())
-    rep.compare(name + ": loss", ref["loss"], loss.detach().reshape(1))
-    names = sorted(k[len("grad."):] for k in ref if k.startswith("grad."))
+    print("== %s: pattern from attn_layer_idx %s, d_intermediate %d, %d layers; ours: %s" %
+          (name, cfg.get("attn_layer_idx"), cfg.get("d_intermediate", 0), cfg["n_layer"], ours_name))
+    for key in ("logits", "loss"):
+        if key not in ours:
+            rep.refuse("%s: no %s in %s's file" % (name, key, ours_name))
+    if "logits" in ours:
+        rep.compare(name + ": logits", ours["logits"], logits.detach(), tol, "logits")
+    if "loss" in ours:
+        rep.compare(name + ": loss", ours["loss"], loss.detach().reshape(1), tol, "loss")
+    names = sorted(k[len("grad."):] for k in ours if k.startswith("grad."))
     missing = sorted(set(params) - set(names))
     if missing:
-        rep.compare(name + ": no gradient dumped for " + ", ".join(missing), torch.ones(1), torch.zeros(1))
+        rep.refuse(name + ": no gradient in %s's file for " % ours_name + ", ".join(missing))
     for k in names:
         if k not in params:
-            rep.compare(name + ": gradient of an unknown tensor " + k, torch.ones(1), torch.zeros(1))
+            rep.refuse(name + ": gradient of an unknown tensor " + k)
             continue
-        rep.compare(name + ": d " + k, ref["grad." + k], params[k].grad)
+        decay = k.endswith("mixer.A_log") or k.endswith("mixer.dt_bias")
+        rep.compare(name + ": d " + k, ours["grad." + k], params[k].grad, tol_decay if decay else tol,
+                    "d A_log, d dt_bias" if decay else "gradients")
 
 
 def main():
+    global DEVICE, ROPE_ANGLES
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("dump", help="the folder ./test_interop --dump-hybrid DIR wrote")
+    ap.add_argument("--ours", choices=sorted(OURS), default="cpu",
+                    help="whose numbers to check: the CPU trainer's (reference.safetensors, default) or a GPU "
+                         "build's (gpu_fp32.safetensors / gpu_bf16.safetensors, from dev/cuda/hybrid_dump*_bin)")
+    ap.add_argument("--device", default="cpu", help="where torch runs its float64 model: cpu (default) or cuda")
+    ap.add_argument("--rope-angles", choices=("float64", "float32"), default=None,
+                    help="RoPE angles and their cos / sin in float64 (the CPU trainer) or float32 (flash_attn, the "
+                         "GPU kernels); default: float64 for --ours cpu, float32 for gpu_*")
     ap.add_argument("--inject-bug", action="store_true", help="interleaved rotary pairs: the check must fail")
     args = ap.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("hybrid_reference: --device %s, but this torch (%s) sees no CUDA GPU: use --device cpu" %
+              (args.device, torch.__version__), file=sys.stderr)
+        sys.exit(2)
+    DEVICE = torch.device(args.device)
+    ROPE_ANGLES = args.rope_angles or OURS[args.ours][3]
     torch.set_grad_enabled(True)
     rep = Report()
+    if not os.path.isdir(args.dump):
+        print("hybrid_reference: %s is not a folder: make it with ./test_interop --dump-hybrid %s" %
+              (args.dump, args.dump), file=sys.stderr)
+        sys.exit(2)
     models = sorted(d for d in os.listdir(args.dump)
                     if os.path.isfile(os.path.join(args.dump, d, "reference.safetensors")))
     if not models:
         print("hybrid_reference: no model folders with reference.safetensors in %s" % args.dump, file=sys.stderr)
         sys.exit(2)
+    _, tol, tol_decay, _ = OURS[args.ours]
+    print("hybrid_reference: %d models, ours: %s, torch %s float64 on %s, RoPE angles in %s, tolerance %.0e "
+          "(d A_log, d dt_bias %.0e)%s" % (len(models), args.ours, torch.__version__, DEVICE, ROPE_ANGLES, tol,
+                                           tol_decay, ", INJECTED BUG (interleaved rotary)" if args.inject_bug else ""))
     for name in models:
-        check_model(os.path.join(args.dump, name), name, rep, args.inject_bug)
+        check_model(os.path.join(args.dump, name), name, rep, args.inject_bug, args.ours)
+    for kind, (rel, what) in sorted(rep.worst.items()):
+        print("largest rel error, %s: %.3e (%s)" % (kind, rel, what))
     print("%d passed, %d failed" % (rep.passed, rep.failed))
     sys.exit(1 if rep.failed else 0)
 
