@@ -303,7 +303,7 @@ static int lm_head_rows(int BT, int Vp, size_t max_bytes) {
  *   rebuild adds:      sum over the layers l of (l - k), about L (K - 1) / 2 a backward, each 10 bytes an element
  */
 /* K = 4: at 130M, 51 KiB a token and 33 adds a backward (~0.1 s a step at T = 1M), and T = 1M fits a 141 GB GPU
-   with ~25 GiB to spare; K = 8 would save 4.5 KiB a token more for 77 adds (doc/operations.md, long context) */
+   with ~30 GiB to spare; K = 8 would save 4.5 KiB a token more for 77 adds (doc/operations.md, long context) */
 #ifndef GPU_RESID_EVERY
 #define GPU_RESID_EVERY 4
 #endif
@@ -506,11 +506,19 @@ static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
     void* p[13];
     p[0] = act_alloc(m, "d residual (fp32)", BT * D * F, &total, dry);
     p[1] = act_alloc(m, "d residual (floatX)", BT * D * X, &total, dry);
-    p[2] = act_alloc(m, "d gn", mamba_bt * E * X, &total, dry);
-    p[3] = act_alloc(m, "d y", mamba_bt * E * X, &total, dry);
+    /* Two pairs of gradient buffers share memory: their lives in a block's backward do not overlap, and every block
+       writes each before it reads it (none accumulates across blocks).
+         dgn and dxbc: the Mamba-2 backward writes dgn (out_proj's input gradient) and reads it only in the gated-norm
+           backward; dxbc is written after that, by the SSD backward, and read by the conv backward. Only Mamba-2
+           blocks use either.
+         dy and du: dy is written by the gated-norm backward and read last by the SSD backward; du is written after
+           it, by in_proj's input gradient (every block kind), and read by the pre-norm's backward; the LM head writes
+           du (dlnf) in the forward for the final norm's backward, when no dy is live. */
+    p[2] = act_alloc(m, "d gn = d xbc (shared)", mamba_bt * max_sz(E, c->conv_dim) * X, &total, dry);
+    p[3] = act_alloc(m, "d y = d u (shared)", BT * max_sz(mamba_bt ? E : 0, D) * X, &total, dry);
     p[4] = act_alloc(m, "d zxbcdt", mamba_bt * c->d_in_proj * X, &total, dry);
-    p[5] = act_alloc(m, "d xbc", mamba_bt * c->conv_dim * X, &total, dry);
-    p[6] = act_alloc(m, "d u", BT * D * X, &total, dry);
+    p[5] = p[2];
+    p[6] = p[3];
     p[7] = act_alloc(m, "ssd bwd workspace", ssd_ws, &total, dry);
     p[8] = act_alloc(m, "reduction scratch", scratch * F, &total, dry);
     p[9] = act_alloc(m, "embedding bwd workspace", encoder_backward_workspace_ints((int)BT) * sizeof(int), &total,
