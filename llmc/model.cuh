@@ -314,6 +314,12 @@ static inline int resid_ndeltas(int L, int K) { return L - (resid_ncheckpoints(L
 static inline int resid_checkpoint_slot(int l, int L, int K) { return l == L ? resid_ncheckpoints(L, K) - 1 : l / K; }
 /* delta_j's place among the kept ones: j less the checkpoints in 1..j (each drops the delta below it) */
 static inline int resid_delta_slot(int j, int K) { return j - j / K; }
+/* where the rebuild of a non-checkpoint x_l starts: from x_j already in the scratch slot when k < j < l (k the
+   checkpoint below l), else from x_k */
+static inline int resid_rebuild_start(int l, int K, int holds) {
+    int k = l / K * K;
+    return holds > k && holds < l ? holds : k;
+}
 /* the residual adds a backward makes to rebuild the stream (the top layer's x_{L-1} is still in the scratch slot
    after the forward) */
 static inline int resid_rebuild_adds(int L, int K) {
@@ -414,7 +420,7 @@ static float* gpu_residual(GPUModel* m, int l) {
     if (resid_is_checkpoint(l, L, K)) return resid_slot(m, resid_checkpoint_slot(l, L, K));
     float* x = resid_scratch(m);
     if (m->resid_holds == l) return x;
-    int k = l / K * K, from = m->resid_holds > k && m->resid_holds < l ? m->resid_holds : k;
+    int k = l / K * K, from = resid_rebuild_start(l, K, m->resid_holds);
     const float* src = from == k ? resid_slot(m, resid_checkpoint_slot(k, L, K)) : x;
     for (int j = from; j < l; j++) {  /* the forward's adds, in its order */
         residual_add(x, src, gpu_delta(m, j), (size_t)m->B * m->T * m->config.d_model, m->stream);
