@@ -73,8 +73,9 @@ static size_t check_recompute_mode(const Mamba2Config* c, const float* params, i
    byte. -r 2 runs with its default residual checkpoint spacing and with checkpoints every 2 layers, so that a model
    of 4 or more layers rebuilds some x_l from a checkpoint and one or several block outputs; a model of fewer layers
    than that rebuilds nothing (its top layer's input is still in the scratch slot), so -r 2 is checked on a deeper
-   pure Mamba-2 model (7 layers, the same batch) as well. Each mode's activation bytes (-r 2: the default spacing's)
-   go to act_bytes, for the caller's own ordering check. Needs dev/test_report.h. */
+   pure Mamba-2 model (7 layers, vocabulary 257: the same batch, whose tokens must be below 257) as well. Each mode's
+   activation bytes (-r 2: the default spacing's) go to act_bytes, for the caller's own ordering check. Needs
+   dev/test_report.h. */
 static void check_repeat_and_recompute(GPUModel* m, const Mamba2Config* c, const float* params, const int* in,
                                        const int* tg, const int* seq, int B, int T, float dloss, float loss,
                                        const float* g, const char* what, size_t act_bytes[3]) {
