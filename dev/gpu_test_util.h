@@ -39,9 +39,43 @@ static double grads_rel_err(const float* a, const float* b, const ParamSpec* tab
     return worst;
 }
 
+/* a model of config c with weights params, made with recompute mode r (and, for -r 2, residual checkpoints every
+   resid_k layers; 0: the default), runs one step of the batch: its loss and gradients are bitwise those given, and
+   its start-up memory plan is its allocation to the byte. Returns its activation bytes. */
+static size_t check_recompute_mode(const Mamba2Config* c, const float* params, int r, int resid_k, const int* in,
+                                   const int* tg, const int* seq, int B, int T, float dloss, float loss, const float* g,
+                                   const char* what) {
+    GPUModel mr;
+    gpu_model_create(&mr, c, params, NULL);
+    mr.recompute = r;
+    mr.resid_every = resid_k;
+    float loss_r = gpu_packed_step(&mr, in, tg, seq, B, T, dloss);
+    float* gr = gpu_grads_to_host(&mr);
+    char mode[96];
+    if (r == 2)
+        snprintf(mode, sizeof mode, "-r 2 (fp32 residual checkpoints every %d of %d layers)", resid_every(resid_k),
+                 c->n_layer);
+    else
+        snprintf(mode, sizeof mode, "-r %d", r);
+    int same = loss_r == loss && memcmp(g, gr, mr.num_parameters * sizeof(float)) == 0;
+    report(same, "%s: %s gives the same loss and gradients, bitwise", what, mode);
+    if (!same) printf("    loss %.9g vs %.9g; worst per-tensor gradient error %.3g\n", loss_r, loss,
+                      grads_rel_err(gr, g, mr.table));
+    GPUMemoryPlan plan = gpu_train_memory_plan_detail(c, B, T, mr.ssd_q, r, resid_k, 1, 0, 0, NULL);
+    report(plan.activations == mr.activation_bytes, "%s: %s memory plan %zu bytes == allocated %zu", what, mode,
+           plan.activations, mr.activation_bytes);
+    free(gr);
+    return mr.activation_bytes;  /* the model's GPU memory stays allocated (there is no free): a test's small models */
+}
+
 /* after a step that gave `loss` and gradients g on m: the same step again is bitwise the same; models made with
    -r 1 and -r 2 give the same loss and gradients bitwise; each mode's start-up memory plan is its allocation to the
-   byte. Each mode's activation bytes go to act_bytes, for the caller's own ordering check. Needs dev/test_report.h. */
+   byte. -r 2 runs with its default residual checkpoint spacing and with checkpoints every 2 layers, so that a model
+   of 4 or more layers rebuilds some x_l from a checkpoint and one or several block outputs; a model of fewer layers
+   than that rebuilds nothing (its top layer's input is still in the scratch slot), so -r 2 is checked on a deeper
+   pure Mamba-2 model (7 layers, vocabulary 257: the same batch, whose tokens must be below 257) as well. Each mode's
+   activation bytes (-r 2: the default spacing's) go to act_bytes, for the caller's own ordering check. Needs
+   dev/test_report.h. */
 static void check_repeat_and_recompute(GPUModel* m, const Mamba2Config* c, const float* params, const int* in,
                                        const int* tg, const int* seq, int B, int T, float dloss, float loss,
                                        const float* g, const char* what, size_t act_bytes[3]) {
@@ -51,24 +85,31 @@ static void check_repeat_and_recompute(GPUModel* m, const Mamba2Config* c, const
            "%s: the same step twice: loss and gradients bitwise identical", what);
     free(g2);
     act_bytes[0] = m->activation_bytes;
-    for (int r = 0; r < 3; r++) {
-        GPUMemoryPlan plan = gpu_train_memory_plan(c, B, T, m->ssd_q, r, 1, 0);
-        if (r == 0) {
-            report(plan.activations == m->activation_bytes, "%s: -r 0 memory plan %zu bytes == allocated %zu", what,
-                   plan.activations, m->activation_bytes);
-            continue;
-        }
-        GPUModel mr;
-        gpu_model_create(&mr, c, params, NULL);
-        mr.recompute = r;
-        float loss_r = gpu_packed_step(&mr, in, tg, seq, B, T, dloss);
-        float* gr = gpu_grads_to_host(&mr);
-        act_bytes[r] = mr.activation_bytes;
-        report(loss_r == loss && memcmp(g, gr, m->num_parameters * sizeof(float)) == 0,
-               "%s: -r %d (recompute) gives the same loss and gradients, bitwise", what, r);
-        report(plan.activations == mr.activation_bytes, "%s: -r %d memory plan %zu bytes == allocated %zu", what, r,
-               plan.activations, mr.activation_bytes);
-        free(gr);
+    GPUMemoryPlan plan = gpu_train_memory_plan(c, B, T, m->ssd_q, 0, 1, 0);
+    report(plan.activations == m->activation_bytes, "%s: -r 0 memory plan %zu bytes == allocated %zu", what,
+           plan.activations, m->activation_bytes);
+    act_bytes[1] = check_recompute_mode(c, params, 1, 0, in, tg, seq, B, T, dloss, loss, g, what);
+    act_bytes[2] = check_recompute_mode(c, params, 2, 0, in, tg, seq, B, T, dloss, loss, g, what);
+    check_recompute_mode(c, params, 2, 2, in, tg, seq, B, T, dloss, loss, g, what);
+    if (c->n_layer < 4) { /* the deeper model: its own weights, -r 0's step as the reference */
+        Mamba2Config d;
+        char err[256];
+        if (config_parse(&d, "d_model=64,n_layer=7,d_state=16,headdim=16,vocab=257,chunk=16", err, sizeof err) != 0)
+            die("%s", err);
+        ParamSpec table[NUM_PARAM_TENSORS];
+        size_t n = param_table_build(table, &d);
+        float* p = (float*)mallocCheck(n * sizeof(float));
+        params_init(p, table, &d, 4242);
+        GPUModel md;
+        gpu_model_create(&md, &d, p, NULL);
+        float loss_d = gpu_packed_step(&md, in, tg, seq, B, T, dloss);
+        float* gd = gpu_grads_to_host(&md);
+        char what_d[200];
+        snprintf(what_d, sizeof what_d, "%.150s, 7-layer model", what);
+        check_recompute_mode(&d, p, 2, 0, in, tg, seq, B, T, dloss, loss_d, gd, what_d);
+        check_recompute_mode(&d, p, 2, 3, in, tg, seq, B, T, dloss, loss_d, gd, what_d);
+        free(gd);
+        free(p);
     }
 }
 

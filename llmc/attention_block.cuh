@@ -67,22 +67,23 @@ static void attention_block_mix(GPUModel* m, int l) {
 
 static void attention_block_forward(GPUModel* m, int l) {
     const Mamba2Config* c = &m->config;
-    GPUActivations* a = &m->a;
     cudaStream_t st = m->stream;
     int BT = m->B * m->T, D = c->d_model;
-    float* x = act_f(m, ACT_RESIDUAL, l);
-    rmsnorm_forward_from(act_x(m, ACT_U, l), act_f(m, ACT_RSTD, l), x, l > 0 ? act_f(m, ACT_RESIDUAL, l - 1) : x,
-                         l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l), BT, D, st);
+    const float* x_in = gpu_residual(m, l > 0 ? l - 1 : 0);  /* x_{l-1}, or x_0 (the embedding) for l = 0 */
+    float* x = l > 0 ? gpu_residual_out(m, l) : (float*)x_in;
+    rmsnorm_forward_from(act_x(m, ACT_U, l), act_f(m, ACT_RSTD, l), x, x_in, l > 0 ? gpu_delta(m, l - 1) : NULL,
+                         PF(m, P_NORM_W, l), BT, D, st);
     attention_block_mix(m, l);
-    matmul_forward(a->delta, act_x(m, ACT_ATT, l), PX(m, P_ATTN_OUT_W, l), BT, c->attn_out_dim, D, st);
-    if (c->out_bias) bias_forward(a->delta, PF(m, P_ATTN_OUT_B, l), BT, D, st);
+    floatX* delta = gpu_delta(m, l);
+    matmul_forward(delta, act_x(m, ACT_ATT, l), PX(m, P_ATTN_OUT_W, l), BT, c->attn_out_dim, D, st);
+    if (c->out_bias) bias_forward(delta, PF(m, P_ATTN_OUT_B, l), BT, D, st);
 }
 
 /* -r 2: the block's forward again from the stored x_l (no delta: the forward formed x_l already), up to what its
    backward reads; the same kernels on the same input, so the same bits as the forward */
 static void attention_block_recompute(GPUModel* m, int l) {
     const Mamba2Config* c = &m->config;
-    float* x = act_f(m, ACT_RESIDUAL, l);
+    float* x = gpu_residual(m, l);
     rmsnorm_forward_from(act_x(m, ACT_U, l), act_f(m, ACT_RSTD, l), x, x, NULL, PF(m, P_NORM_W, l), m->B * m->T,
                          c->d_model, m->stream);
     attention_block_mix(m, l);
@@ -112,7 +113,7 @@ static void attention_block_backward(GPUModel* m, int l) {
     matmul_backward_input(g->du, g->dqkv, PX(m, P_ATTN_IN_W, l), BT, D, QKV, 0, st);
     matmul_backward_weight(GF(m, P_ATTN_IN_W, l), g->dqkv, u, BT, D, QKV, st);
     rmsnorm_backward_lowp(g->dresidual, l > 0 ? g->dres_x : NULL, GF(m, P_NORM_W, l), g->scratch, g->du,
-                          act_f(m, ACT_RESIDUAL, l), PF(m, P_NORM_W, l), act_f(m, ACT_RSTD, l), BT, D, st);
+                          gpu_residual(m, l), PF(m, P_NORM_W, l), act_f(m, ACT_RSTD, l), BT, D, st);
 }
 
 #endif /* MAMBA2_ATTENTION_BLOCK_CUH */

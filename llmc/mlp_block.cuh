@@ -23,13 +23,13 @@ static void mlp_block_mix(GPUModel* m, int l) {
 
 static void mlp_block_forward(GPUModel* m, int l) {
     const Mamba2Config* c = &m->config;
-    GPUActivations* a = &m->a;
     int BT = m->B * m->T, D = c->d_model;
-    float* x = act_f(m, ACT_RESIDUAL, l);
-    rmsnorm_forward_from(act_x(m, ACT_U, l), act_f(m, ACT_RSTD, l), x, l > 0 ? act_f(m, ACT_RESIDUAL, l - 1) : x,
-                         l > 0 ? a->delta : NULL, PF(m, P_NORM_W, l), BT, D, m->stream);
+    const float* x_in = gpu_residual(m, l > 0 ? l - 1 : 0);  /* x_{l-1}, or x_0 (the embedding) for l = 0 */
+    float* x = l > 0 ? gpu_residual_out(m, l) : (float*)x_in;
+    rmsnorm_forward_from(act_x(m, ACT_U, l), act_f(m, ACT_RSTD, l), x, x_in, l > 0 ? gpu_delta(m, l - 1) : NULL,
+                         PF(m, P_NORM_W, l), BT, D, m->stream);
     mlp_block_mix(m, l);
-    matmul_forward(a->delta, act_x(m, ACT_MLP_ACT, l), PX(m, P_MLP_FC2_W, l), BT, c->mlp_hidden, D, m->stream);
+    matmul_forward(gpu_delta(m, l), act_x(m, ACT_MLP_ACT, l), PX(m, P_MLP_FC2_W, l), BT, c->mlp_hidden, D, m->stream);
 }
 
 /* g->dres_x holds d(delta); parameter gradients accumulate; ends with the pre-norm's backward */
@@ -38,7 +38,7 @@ static void mlp_block_backward(GPUModel* m, int l) {
     GPUGradActivations* g = &m->g;
     cudaStream_t st = m->stream;
     int BT = m->B * m->T, D = c->d_model, Hm = c->mlp_hidden;
-    float* x = act_f(m, ACT_RESIDUAL, l);
+    float* x = gpu_residual(m, l);  /* -r 2: rebuilt from its checkpoint before the recompute below reads it */
     floatX* h = act_x(m, ACT_MLP_H, l);
     floatX* act = act_x(m, ACT_MLP_ACT, l);
     floatX* u = act_x(m, ACT_U, l);

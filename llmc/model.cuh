@@ -55,11 +55,15 @@ static void cast_to_floatX(floatX* out, const float* in, size_t n, cudaStream_t 
  * layer of everything but the residual stream: the backward of layer l first runs layer l's forward again from the
  * stream entering it (mamba2_block_recompute), so one layer's activations live at a time (long context: doc/
  * operations.md). The residual stream keeps L + 1 (the stream entering each block, then the one entering the final
- * norm), in evaluation one, updated in place. gpu_layer_acts() is the one description of them, act_at() the one
- * place a layer index becomes an address.
+ * norm), in evaluation one, updated in place. Under -r 2 it keeps less (gpu_residual): fp32 checkpoints x_k every
+ * resid_every layers and x_L, the blocks' outputs delta_l (floatX) from which the backward rebuilds the x_l between
+ * checkpoints, and one fp32 scratch slot the rebuilt (or, in the forward, the running) x_l lives in.
+ * gpu_layer_acts() is the one description of them, act_at() and gpu_residual() the places a layer index becomes an
+ * address.
  */
 typedef enum {
-    ACT_RESIDUAL,   /* float (BT, D): the residual stream entering the block; slot L goes to the final norm */
+    ACT_RESIDUAL,   /* float (BT, D): the residual stream entering the block; slot L goes to the final norm (-r 2:
+                       the checkpoints, then the scratch slot: gpu_residual) */
     ACT_U,          /* floatX (BT, D): the pre-norm output */
     ACT_RSTD,       /* float (BT): its 1/rms */
     ACT_ZXBCDT,     /* floatX (BT, 2E+2GN+H): in_proj output, z | xBC | dt_raw */
@@ -89,7 +93,9 @@ typedef struct {
 
 typedef struct {
     ActBuffer layer[NUM_LAYER_ACTS];
-    floatX* delta;    /* (BT, D) out_proj output of the latest block, added by the next norm */
+    floatX* delta;    /* (BT, D) out_proj output of the latest block, added by the next norm (-r 2: of the blocks
+                         whose output is not kept, gpu_delta) */
+    floatX* deltas;   /* -r 2: (resid_ndeltas, BT, D) the block outputs the backward rebuilds the stream from */
     floatX* lnf;      /* (BT, D) */
     float* lnf_rstd;  /* (BT) */
     floatX* logits;   /* (lm_rows, Vp) logits, overwritten by dlogits in training */
@@ -157,6 +163,11 @@ typedef struct {
                           (the residual stream), recompute the whole layer in the backward (set before the first
                           forward) */
     int ssd_q;         /* the SSD kernels' chunk length (set before the first forward); see gpu_ssd_chunk */
+    int resid_every;   /* -r 2: an fp32 checkpoint of the residual stream every this many layers (set before the first
+                          forward; 0: GPU_RESID_EVERY); see gpu_residual */
+    int resid_holds;   /* -r 2: the layer l whose x_l the scratch slot holds now, or -1 */
+    int plan_smem_optin; /* dry plans only: the shared memory a block may opt in to, assumed (0: this GPU's) */
+    struct GPUPlanList* plan_list; /* dry plans only: where gpu_activation_plan lists its buffers, or NULL */
     int forward_only;  /* 1: evaluation only: one layer's activations, reused by every layer, and no gradient
                           buffers (set before the first forward; eval_mamba2cu) */
     int want_argmax;   /* 1: a forward with targets and dloss = 0 also leaves each row's argmax in argmax_host (set
@@ -298,10 +309,46 @@ static int lm_head_rows(int BT, int Vp, size_t max_bytes) {
     return (int)CEIL_DIV(rows, 8) * 8;
 }
 
+/*
+ * -r 2's residual stream. The forward forms x_l = x_{l-1} + delta_{l-1} (delta: block l-1's out_proj output, floatX)
+ * in fp32 in the pre-norm; -r 0 and -r 1 keep every x_l (L + 1 slots of 4 D bytes a token: 75 KiB at 130M). -r 2
+ * keeps x_k only at the checkpoints k = 0, K, 2K, ... and L (K = resid_every), and the deltas between them (2 D
+ * bytes a token each); the backward, which needs x_l at layer l, rebuilds it in a scratch slot from the checkpoint k
+ * below it: x = x_k, then x += (float)delta_j for j = k .. l-1 in order (residual_add: the forward's own fp32 add, so
+ * the rebuilt x_l is the forward's to the bit). A delta_j is kept iff x_{j+1} is not a checkpoint.
+ *   memory (a token):  D (4 (checkpoints + 1 scratch) + 2 (L - checkpoints + 1))     130M, K = 4: 51 KiB
+ *   rebuild adds:      sum over the layers l of (l - k), about L (K - 1) / 2 a backward, each 10 bytes an element
+ */
+/* K = 4: at 130M, 51 KiB a token and 33 adds a backward (~0.1 s a step at T = 1M), and T = 1M fits a 141 GB GPU
+   with ~30 GiB to spare; K = 8 would save 4.5 KiB a token more for 77 adds (doc/operations.md, long context) */
+#ifndef GPU_RESID_EVERY
+#define GPU_RESID_EVERY 4
+#endif
+static inline int resid_every(int every) { return every > 0 ? every : GPU_RESID_EVERY; }
+static inline int resid_is_checkpoint(int l, int L, int K) { return l % K == 0 || l == L; }
+static inline int resid_ncheckpoints(int L, int K) { return L / K + 1 + (L % K != 0); }  /* 0, K, ..., and L */
+static inline int resid_ndeltas(int L, int K) { return L - (resid_ncheckpoints(L, K) - 1); }
+static inline int resid_checkpoint_slot(int l, int L, int K) { return l == L ? resid_ncheckpoints(L, K) - 1 : l / K; }
+/* delta_j's place among the kept ones: j less the checkpoints in 1..j (each drops the delta below it) */
+static inline int resid_delta_slot(int j, int K) { return j - j / K; }
+/* where the rebuild of a non-checkpoint x_l starts: from x_j already in the scratch slot when k < j < l (k the
+   checkpoint below l), else from x_k */
+static inline int resid_rebuild_start(int l, int K, int holds) {
+    int k = l / K * K;
+    return holds > k && holds < l ? holds : k;
+}
+/* the residual adds a backward makes to rebuild the stream (the top layer's x_{L-1} is still in the scratch slot
+   after the forward) */
+static inline int resid_rebuild_adds(int L, int K) {
+    int adds = 0;
+    for (int l = 0; l < L - 1; l++) adds += l % K;
+    return adds;
+}
+
 /* the layer activations of a model of config c at batch (B, T): each buffer's bytes per layer and slots (see
-   LayerAct). Bases are left NULL. */
+   LayerAct). Bases are left NULL. resid_k: -r 2's checkpoint spacing (resid_every()) */
 static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T, int ssd_q, int recompute,
-                           int forward_only) {
+                           int forward_only, int resid_k) {
     size_t BT = (size_t)B * T, X = sizeof(floatX), F = sizeof(float), L = (size_t)c->n_layer;
     /* per kind: the blocks of that kind whose activations the backward reads (-r 2: makes again; evaluation: none),
        and those that -r 1's backward makes again; 0 where the model has no block of the kind */
@@ -316,7 +363,8 @@ static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T,
     size_t bytes[NUM_LAYER_ACTS];
     int slots[NUM_LAYER_ACTS], kind[NUM_LAYER_ACTS];
 #define ACT_ROW(act, b, k, sl) do { bytes[act] = (b); kind[act] = (k); slots[act] = (sl); } while (0)
-    ACT_ROW(ACT_RESIDUAL, BT * c->d_model * F, KN, forward_only ? 1 : (int)L + 1);
+    int resid_slots = forward_only ? 1 : recompute == 2 ? resid_ncheckpoints((int)L, resid_k) + 1 : (int)L + 1;
+    ACT_ROW(ACT_RESIDUAL, BT * c->d_model * F, KN, resid_slots);
     ACT_ROW(ACT_U, BT * c->d_model * X, KN, kept[KN]);
     ACT_ROW(ACT_RSTD, BT * F, KN, kept[KN]);
     ACT_ROW(ACT_ZXBCDT, BT * c->d_in_proj * X, KM, kept[KM]);
@@ -339,18 +387,86 @@ static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T,
     }
 }
 
-/* layer l's part of a layer activation */
+/* layer l's part of a layer activation (the residual stream: gpu_residual) */
 static inline void* act_at(const GPUModel* m, LayerAct k, int l) {
     const ActBuffer* b = &m->a.layer[k];
+    if (k == ACT_RESIDUAL && m->recompute == 2 && !m->forward_only)
+        die("act_at: under -r 2 the residual stream is not one slot per layer: read it with gpu_residual");
     if (b->slots == 1) return b->base;
     return b->base + (size_t)(b->kind == 'N' ? l : config_block_slot(&m->config, l)) * b->layer_bytes;
 }
 static inline floatX* act_x(const GPUModel* m, LayerAct k, int l) { return (floatX*)act_at(m, k, l); }
 static inline float* act_f(const GPUModel* m, LayerAct k, int l) { return (float*)act_at(m, k, l); }
 
-/* one activation buffer of the plan below: allocated, or (dry run) only counted */
-static void* act_alloc(size_t bytes, size_t* total, int dry) {
-    if (dry) { *total += bytes; return NULL; }
+/* -r 2 (training): the residual stream's checkpoint slots, then the scratch slot (see resid_is_checkpoint) */
+static inline int resid_split(const GPUModel* m) { return m->recompute == 2 && !m->forward_only; }
+static inline float* resid_slot(const GPUModel* m, int slot) {
+    const ActBuffer* b = &m->a.layer[ACT_RESIDUAL];
+    return (float*)(b->base + (size_t)slot * b->layer_bytes);
+}
+static inline float* resid_scratch(const GPUModel* m) {
+    return resid_slot(m, resid_ncheckpoints(m->config.n_layer, resid_every(m->resid_every)));
+}
+
+/* block l's out_proj output delta_l, which the forward writes and the next pre-norm (or the final norm) adds: the one
+   buffer a->delta, or under -r 2 its kept slot when the backward rebuilds x_{l+1} from it */
+static inline floatX* gpu_delta(const GPUModel* m, int l) {
+    int K = resid_every(m->resid_every);
+    if (!resid_split(m) || resid_is_checkpoint(l + 1, m->config.n_layer, K)) return m->a.delta;
+    return m->a.deltas + (size_t)resid_delta_slot(l, K) * m->B * m->T * m->config.d_model;
+}
+
+/* where the forward's pre-norm writes x_l (0 <= l <= L; x_0 the embedding): its slot, or under -r 2 its checkpoint
+   or the scratch slot, which then holds x_l. Call after reading x_{l-1} with gpu_residual: the scratch may hold it. */
+static inline float* gpu_residual_out(GPUModel* m, int l) {
+    int L = m->config.n_layer, K = resid_every(m->resid_every);
+    if (!resid_split(m)) return act_f(m, ACT_RESIDUAL, l);
+    if (l == 0) m->resid_holds = -1;  /* a new forward: whatever the scratch held is stale */
+    if (resid_is_checkpoint(l, L, K)) return resid_slot(m, resid_checkpoint_slot(l, L, K));
+    m->resid_holds = l;
+    return resid_scratch(m);
+}
+
+/* x_l, the residual stream entering block l (l = L: the final norm's input), as the forward formed it: its slot, or
+   under -r 2 its checkpoint, or the scratch slot, rebuilt there first from the checkpoint below unless it holds x_l
+   already (in the forward it always does; in the backward, layers descend, so each rebuild starts again from its
+   checkpoint, or continues from a lower x_j the scratch holds) */
+static float* gpu_residual(GPUModel* m, int l) {
+    int L = m->config.n_layer, K = resid_every(m->resid_every);
+    if (!resid_split(m)) return act_f(m, ACT_RESIDUAL, l);
+    if (resid_is_checkpoint(l, L, K)) return resid_slot(m, resid_checkpoint_slot(l, L, K));
+    float* x = resid_scratch(m);
+    if (m->resid_holds == l) return x;
+    int k = l / K * K, from = resid_rebuild_start(l, K, m->resid_holds);
+    const float* src = from == k ? resid_slot(m, resid_checkpoint_slot(k, L, K)) : x;
+    for (int j = from; j < l; j++) {  /* the forward's adds, in its order */
+        residual_add(x, src, gpu_delta(m, j), (size_t)m->B * m->T * m->config.d_model, m->stream);
+        src = x;
+    }
+    m->resid_holds = l;
+    return x;
+}
+
+/* a dry plan's buffers by name, for the per-buffer breakdown (dev/cuda/memory_plan.cu) */
+#define GPU_PLAN_MAX_BUFFERS 48
+typedef struct GPUPlanList {
+    const char* name[GPU_PLAN_MAX_BUFFERS];
+    size_t bytes[GPU_PLAN_MAX_BUFFERS];
+    int n;
+} GPUPlanList;
+
+static const char* const LAYER_ACT_NAMES[NUM_LAYER_ACTS] = {
+    "residual stream", "u (pre-norm out)", "rstd", "zxbcdt (in_proj out)", "xbc (conv out)", "ssd saved",
+    "y (ssd out)", "gn (gated-norm out)", "gn rstd", "qkv", "att", "att lse", "mlp h", "mlp act"};
+
+/* one buffer of the plan below: allocated, or (dry run) only counted, and listed where m->plan_list asks */
+static void* act_alloc(GPUModel* m, const char* name, size_t bytes, size_t* total, int dry) {
+    if (dry) {
+        *total += bytes;
+        GPUPlanList* pl = m->plan_list;
+        if (pl && pl->n < GPU_PLAN_MAX_BUFFERS) { pl->name[pl->n] = name; pl->bytes[pl->n] = bytes; pl->n++; }
+        return NULL;
+    }
     return gpu_alloc(bytes, total);
 }
 
@@ -366,26 +482,31 @@ static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
     size_t BT = (size_t)B * T, D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
     size_t X = sizeof(floatX), F = sizeof(float), total = 0;
     ActBuffer layer[NUM_LAYER_ACTS];
-    gpu_layer_acts(layer, c, B, T, m->ssd_q, m->recompute, m->forward_only);
+    int resid_k = resid_every(m->resid_every), split = m->recompute == 2 && !m->forward_only;
+    gpu_layer_acts(layer, c, B, T, m->ssd_q, m->recompute, m->forward_only, resid_k);
     for (int k = 0; k < NUM_LAYER_ACTS; k++) {
         if (!dry) a->layer[k] = layer[k];
-        char* base = (char*)act_alloc(layer[k].slots * layer[k].layer_bytes, &total, dry);
+        char* base = (char*)act_alloc(m, LAYER_ACT_NAMES[k], layer[k].slots * layer[k].layer_bytes, &total, dry);
         if (!dry) a->layer[k].base = base;
     }
     int lm_rows = lm_head_rows((int)BT, (int)Vp, m->lm_chunk_bytes ? m->lm_chunk_bytes : LM_HEAD_CHUNK_BYTES);
-    floatX* delta = (floatX*)act_alloc(BT * D * X, &total, dry);
-    floatX* lnf = (floatX*)act_alloc(BT * D * X, &total, dry);
-    float* lnf_rstd = (float*)act_alloc(BT * F, &total, dry);
-    floatX* logits = (floatX*)act_alloc((size_t)lm_rows * Vp * X, &total, dry);
-    float* losses = (float*)act_alloc(BT * F, &total, dry);
-    int* inputs = (int*)act_alloc(BT * sizeof(int), &total, dry);
-    int* targets = (int*)act_alloc(BT * sizeof(int), &total, dry);
-    int* seq_idx = (int*)act_alloc(BT * sizeof(int), &total, dry);
+    floatX* delta = (floatX*)act_alloc(m, "delta (block out)", BT * D * X, &total, dry);
+    floatX* deltas = (floatX*)act_alloc(m, "kept deltas (-r 2)",
+                                        split ? (size_t)resid_ndeltas(c->n_layer, resid_k) * BT * D * X : 0, &total,
+                                        dry);
+    floatX* lnf = (floatX*)act_alloc(m, "lnf", BT * D * X, &total, dry);
+    float* lnf_rstd = (float*)act_alloc(m, "lnf rstd", BT * F, &total, dry);
+    floatX* logits = (floatX*)act_alloc(m, "logits (a chunk)", (size_t)lm_rows * Vp * X, &total, dry);
+    float* losses = (float*)act_alloc(m, "losses", BT * F, &total, dry);
+    int* inputs = (int*)act_alloc(m, "inputs", BT * sizeof(int), &total, dry);
+    int* targets = (int*)act_alloc(m, "targets", BT * sizeof(int), &total, dry);
+    int* seq_idx = (int*)act_alloc(m, "seq_idx", BT * sizeof(int), &total, dry);
     int has_attn = config_count_kind(c, 'A') > 0, has_mamba = config_count_kind(c, 'M') > 0;
-    int* rope_pos = (int*)act_alloc(has_attn ? BT * sizeof(int) : 0, &total, dry);
-    int* argmax = m->want_argmax ? (int*)act_alloc(BT * sizeof(int), &total, dry) : NULL;
+    int* rope_pos = (int*)act_alloc(m, "rope positions", has_attn ? BT * sizeof(int) : 0, &total, dry);
+    int* argmax = m->want_argmax ? (int*)act_alloc(m, "argmax", BT * sizeof(int), &total, dry) : NULL;
     if (!dry) {
-        a->delta = delta; a->lnf = lnf; a->lnf_rstd = lnf_rstd; a->logits = logits; a->losses = losses;
+        a->delta = delta; a->deltas = deltas; a->lnf = lnf; a->lnf_rstd = lnf_rstd; a->logits = logits;
+        a->losses = losses;
         a->inputs = inputs; a->targets = targets; a->seq_idx = seq_idx; a->argmax = argmax;
         a->rope_pos = rope_pos;
         m->lm_rows = lm_rows;
@@ -400,21 +521,34 @@ static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
         scratch = max_sz(scratch, bias_backward_scratch_floats(max_sz(c->attn_qkv_dim, D)));
     size_t mamba_bt = has_mamba ? BT : 0; /* the Mamba-2 block's gradient buffers, none without its blocks */
     size_t wide = max_sz(c->attn_qkv_dim, 2 * (size_t)c->mlp_hidden), mix = max_sz(c->attn_out_dim, c->mlp_hidden);
+    /* the SSD backward's workspace for the kernels it will run (ssd_bwd_kernels): on this GPU, or in a dry plan on
+       one whose blocks may opt in to m->plan_smem_optin bytes of shared memory */
+    int smem = dry && m->plan_smem_optin > 0 ? m->plan_smem_optin : cuda_smem_optin();
+    size_t ssd_ws = has_mamba ? ssd_workspace_bytes_smem(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q,
+                                                         smem) : 0;
     void* p[13];
-    p[0] = act_alloc(BT * D * F, &total, dry);                  /* dresidual */
-    p[1] = act_alloc(BT * D * X, &total, dry);                  /* dres_x */
-    p[2] = act_alloc(mamba_bt * E * X, &total, dry);            /* dgn */
-    p[3] = act_alloc(mamba_bt * E * X, &total, dry);            /* dy */
-    p[4] = act_alloc(mamba_bt * c->d_in_proj * X, &total, dry); /* dzxbcdt */
-    p[5] = act_alloc(mamba_bt * c->conv_dim * X, &total, dry);  /* dxbc */
-    p[6] = act_alloc(BT * D * X, &total, dry);                  /* du */
-    p[7] = act_alloc(has_mamba ? ssd_workspace_bytes(B, T, c->nheads, c->headdim, c->d_state, c->ngroups, m->ssd_q)
-                               : 0, &total, dry);
-    p[8] = act_alloc(scratch * F, &total, dry);                 /* scratch */
-    p[9] = act_alloc(encoder_backward_workspace_ints((int)BT) * sizeof(int), &total, dry);  /* enc_ws */
-    p[10] = act_alloc(BT * wide * X, &total, dry);              /* dqkv */
-    p[11] = act_alloc(BT * mix * X, &total, dry);               /* dmix */
-    p[12] = act_alloc(has_attn ? BT * c->attn_heads * F : 0, &total, dry); /* dsum */
+    p[0] = act_alloc(m, "d residual (fp32)", BT * D * F, &total, dry);
+    p[1] = act_alloc(m, "d residual (floatX)", BT * D * X, &total, dry);
+    /* Two pairs of gradient buffers share memory: their lives in a block's backward do not overlap, and every block
+       writes each before it reads it (none accumulates across blocks).
+         dgn and dxbc: the Mamba-2 backward writes dgn (out_proj's input gradient) and reads it only in the gated-norm
+           backward; dxbc is written after that, by the SSD backward, and read by the conv backward. Only Mamba-2
+           blocks use either.
+         dy and du: dy is written by the gated-norm backward and read last by the SSD backward; du is written after
+           it, by in_proj's input gradient (every block kind), and read by the pre-norm's backward; the LM head writes
+           du (dlnf) in the forward for the final norm's backward, when no dy is live. */
+    p[2] = act_alloc(m, "d gn = d xbc (shared)", mamba_bt * max_sz(E, c->conv_dim) * X, &total, dry);
+    p[3] = act_alloc(m, "d y = d u (shared)", BT * max_sz(mamba_bt ? E : 0, D) * X, &total, dry);
+    p[4] = act_alloc(m, "d zxbcdt", mamba_bt * c->d_in_proj * X, &total, dry);
+    p[5] = p[2];
+    p[6] = p[3];
+    p[7] = act_alloc(m, "ssd bwd workspace", ssd_ws, &total, dry);
+    p[8] = act_alloc(m, "reduction scratch", scratch * F, &total, dry);
+    p[9] = act_alloc(m, "embedding bwd workspace", encoder_backward_workspace_ints((int)BT) * sizeof(int), &total,
+                     dry);
+    p[10] = act_alloc(m, "d qkv / d mlp h", BT * wide * X, &total, dry);
+    p[11] = act_alloc(m, "d att / d mlp act", BT * mix * X, &total, dry);
+    p[12] = act_alloc(m, "d sum (attention)", has_attn ? BT * c->attn_heads * F : 0, &total, dry);
     if (!dry) {
         g->dresidual = (float*)p[0]; g->dres_x = (floatX*)p[1]; g->dgn = (floatX*)p[2]; g->dy = (floatX*)p[3];
         g->dzxbcdt = (floatX*)p[4]; g->dxbc = (floatX*)p[5]; g->du = (floatX*)p[6]; g->ssd_ws = p[7];
@@ -448,8 +582,12 @@ typedef struct {
     size_t activations;  /* gpu_activation_plan */
 } GPUMemoryPlan;
 
-static GPUMemoryPlan gpu_train_memory_plan(const Mamba2Config* c, int B, int T, int ssd_q, int recompute, int world,
-                                           int zero_stage) {
+/* the plan with its choices spelled out: resid_k (-r 2's checkpoint spacing, 0: the default), smem_optin (the GPU's
+   opt-in shared memory, which decides the SSD backward's kernels and so its workspace; 0: this GPU's, asked of the
+   device), list (NULL, or where each activation buffer is listed). Touches no GPU when smem_optin > 0. */
+static GPUMemoryPlan gpu_train_memory_plan_detail(const Mamba2Config* c, int B, int T, int ssd_q, int recompute,
+                                                  int resid_k, int world, int zero_stage, int smem_optin,
+                                                  GPUPlanList* list) {
     GPUMemoryPlan p;
     ParamSpec table[NUM_PARAM_TENSORS];
     size_t n = param_table_build(table, c), w = world > 0 ? (size_t)world : 1;
@@ -462,9 +600,17 @@ static GPUMemoryPlan gpu_train_memory_plan(const Mamba2Config* c, int B, int T, 
     m->config = *c;
     m->ssd_q = ssd_q;
     m->recompute = recompute;
+    m->resid_every = resid_k;
+    m->plan_smem_optin = smem_optin;
+    m->plan_list = list;
     p.activations = gpu_activation_plan(m, B, T, 1);
     free(m);
     return p;
+}
+
+static GPUMemoryPlan gpu_train_memory_plan(const Mamba2Config* c, int B, int T, int ssd_q, int recompute, int world,
+                                           int zero_stage) {
+    return gpu_train_memory_plan_detail(c, B, T, ssd_q, recompute, 0, world, zero_stage, 0, NULL);
 }
 
 /*
@@ -496,7 +642,7 @@ static void lm_head_chunk(GPUModel* m, int r0, int rows, float dloss) {
 /* ================================================================================================================
  * blocks: a block kind is a forward and a backward of one layer, over the layer activations it keeps (LayerAct) and
  * the layer's parameters (the table in llmc/mamba2_model.h). Each block starts with its pre-norm, which adds the
- * previous block's output (a->delta) to the residual stream, and ends with its out_proj into a->delta.
+ * previous block's output (gpu_delta) to the residual stream, and ends with its out_proj into gpu_delta.
  * ================================================================================================================ */
 
 /* the document index of the batch in flight (device), or NULL without boundaries: conv1d and the SSD take it */
@@ -529,8 +675,8 @@ static void mamba2_block_through_gated_norm(GPUModel* m, int l, const float* x_i
     floatX* xbc = act_x(m, ACT_XBC, l);
     floatX* y = act_x(m, ACT_Y, l);
     const int* seq = gpu_doc_index(m);
-    rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), act_f(m, ACT_RESIDUAL, l), x_in, delta, PF(m, P_NORM_W, l), BT, D,
-                         st);
+    float* x_out = delta ? gpu_residual_out(m, l) : (float*)x_in;  /* no delta: x_in is x_l, nothing is written */
+    rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), x_out, x_in, delta, PF(m, P_NORM_W, l), BT, D, st);
     matmul_forward(zx, u, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, st);
     float *init_state = NULL, *final_state = NULL;
     if (m->carry.active) { /* -C 1: from the row's carried window and state, leaving the final ones (-r 2's recompute
@@ -566,10 +712,9 @@ static void mamba2_block_through_gated_norm(GPUModel* m, int l, const float* x_i
  */
 static void mamba2_block_forward(GPUModel* m, int l) {
     const Mamba2Config* c = &m->config;
-    GPUActivations* a = &m->a;
-    float* x = act_f(m, ACT_RESIDUAL, l);
-    mamba2_block_through_gated_norm(m, l, l > 0 ? act_f(m, ACT_RESIDUAL, l - 1) : x, l > 0 ? a->delta : NULL);
-    matmul_forward(a->delta, act_x(m, ACT_GN, l), PX(m, P_OUT_PROJ_W, l), m->B * m->T, c->d_inner, c->d_model,
+    const float* x_in = gpu_residual(m, l > 0 ? l - 1 : 0);  /* x_{l-1}, or x_0 (the embedding) for l = 0 */
+    mamba2_block_through_gated_norm(m, l, x_in, l > 0 ? gpu_delta(m, l - 1) : NULL);
+    matmul_forward(gpu_delta(m, l), act_x(m, ACT_GN, l), PX(m, P_OUT_PROJ_W, l), m->B * m->T, c->d_inner, c->d_model,
                    m->stream);
 }
 
@@ -581,7 +726,7 @@ static void mamba2_block_forward(GPUModel* m, int l) {
  * and normed that float value; no delta now, so nothing is written back); out_proj is not needed.
  */
 static void mamba2_block_recompute(GPUModel* m, int l) {
-    mamba2_block_through_gated_norm(m, l, act_f(m, ACT_RESIDUAL, l), NULL);
+    mamba2_block_through_gated_norm(m, l, gpu_residual(m, l), NULL);
 }
 
 /*
@@ -633,7 +778,7 @@ static void mamba2_block_backward(GPUModel* m, int l) {
     matmul_backward_input(g->du, g->dzxbcdt, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, 0, st);
     matmul_backward_weight(GF(m, P_IN_PROJ_W, l), g->dzxbcdt, act_x(m, ACT_U, l), BT, D, c->d_in_proj, st);
     rmsnorm_backward_lowp(g->dresidual, l > 0 ? g->dres_x : NULL, GF(m, P_NORM_W, l), g->scratch, g->du,
-                          act_f(m, ACT_RESIDUAL, l), PF(m, P_NORM_W, l), act_f(m, ACT_RSTD, l), BT, D, st);
+                          gpu_residual(m, l), PF(m, P_NORM_W, l), act_f(m, ACT_RSTD, l), BT, D, st);
 }
 
 /* the hybrids' other block kinds (doc/hybrid.md), written over the same activations and helpers */
@@ -701,14 +846,15 @@ static float gpu_forward_docs(GPUModel* m, const int* inputs, const int* targets
         cudaCheck(cudaMemcpyAsync(a->seq_idx, seq_idx, BT * sizeof(int), cudaMemcpyHostToDevice, st));
         if (config_count_kind(c, 'A') > 0) attention_block_upload_positions(m, seq_idx, B, T);
     }
-    encoder_forward(act_f(m, ACT_RESIDUAL, 0), a->inputs, PX(m, P_WTE, 0), BTi, D, st);
+    encoder_forward(gpu_residual_out(m, 0), a->inputs, PX(m, P_WTE, 0), BTi, D, st);
     /* training: group the tokens for the embedding backward now, on the host, while the GPU runs the forward */
     if (targets && dloss > 0)
         m->g.enc_plan = encoder_backward_prepare(m->g.enc_ws, m->g.enc_host, inputs, BTi, c->padded_vocab_size, st);
     for (int l = 0; l < L; l++) gpu_block_kind(m, l)->forward(m, l);
     /* the stream entering the final norm = the last block's input plus its output */
-    rmsnorm_forward_from(a->lnf, a->lnf_rstd, act_f(m, ACT_RESIDUAL, L), act_f(m, ACT_RESIDUAL, L - 1), a->delta,
-                         PF(m, P_NORM_F_W, 0), BTi, D, st);
+    const float* x_last = gpu_residual(m, L - 1);
+    rmsnorm_forward_from(a->lnf, a->lnf_rstd, gpu_residual_out(m, L), x_last, gpu_delta(m, L - 1), PF(m, P_NORM_F_W, 0),
+                         BTi, D, st);
     if (targets == NULL) {
         if (BTi > m->lm_rows)
             die("gpu_forward without targets keeps the logits of at most %d rows (the LM-head chunk); got B*T = %d",
@@ -874,7 +1020,7 @@ static void gpu_backward(GPUModel* m, int sync_grads) {
     /* the tied LM head's backward ran in the forward (lm_head_chunk): g->du holds dlnf */
     cudaCheck(cudaMemsetAsync(g->dresidual, 0, (size_t)BTi * D * sizeof(float), st));
     rmsnorm_backward_lowp(g->dresidual, g->dres_x, GF(m, P_NORM_F_W, 0), g->scratch, g->du,
-                          act_f(m, ACT_RESIDUAL, c->n_layer), PF(m, P_NORM_F_W, 0), a->lnf_rstd, BTi, D, st);
+                          gpu_residual(m, c->n_layer), PF(m, P_NORM_F_W, 0), a->lnf_rstd, BTi, D, st);
     for (int l = c->n_layer - 1; l >= 0; l--) {
         gpu_block_kind(m, l)->backward(m, l);
         if (overlap) allreduce_grads_async(m, l, 0);

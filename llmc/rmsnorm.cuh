@@ -22,6 +22,7 @@
  * in registers across the warp's rows instead of a shared-memory row per warp. Otherwise the generic
  * rmsnorm_forward_kernel and rmsnorm_backward_kernel (+ partial_sums_accumulate_kernel in both cases).
  * Launchers: rmsnorm_forward(_from), rmsnorm_backward(_lowp) (+ _cfg versions that pick the kernel, for dev/cuda);
+ * residual_add, the forward's residual add alone (-r 2 rebuilds the stream with it);
  * rmsnorm_backward_scratch_floats(D) sizes the partials buffer.
  * Requires D % 8 == 0; the launchers check.
  */
@@ -268,6 +269,29 @@ static void rmsnorm_forward_from(floatX* u, float* rstd, float* x, const float* 
 static inline void rmsnorm_forward(floatX* u, float* rstd, float* x, const floatX* delta, const float* w, int BT,
                                    int D, cudaStream_t stream) {
     rmsnorm_forward_from(u, rstd, x, x, delta, w, BT, D, stream);
+}
+
+/* x_out = x_in + delta, elementwise over n floats: the forward kernels' fused add alone (v = x_in; v += (float)delta,
+ * one fp32 add of the floatX value converted exactly, no multiply that could be contracted into an FMA), so a stream
+ * rebuilt by repeated calls is the one the forward formed, to the bit. -r 2 rebuilds x_l from a checkpoint x_k and
+ * the stored block outputs delta_k .. delta_{l-1} with it (llmc/model.cuh, gpu_residual). Memory-bound: 10 bytes an
+ * element in bf16 (4 read, 2 read, 4 written). x_out may be x_in. */
+__global__ static void residual_add_kernel(float* x_out, const float* x_in, const floatX* delta, size_t n8) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n8) return;
+    float v[8], d[8];
+    load8F(v, x_in + 8 * i);
+    load8Xcs(d, delta + 8 * i);
+    for (int k = 0; k < 8; k++) v[k] += d[k];
+    store8F(x_out + 8 * i, v);
+}
+static void residual_add(float* x_out, const float* x_in, const floatX* delta, size_t n, cudaStream_t stream) {
+    if (n % 8 != 0 || !is_aligned16(x_out) || !is_aligned16(x_in) || !is_aligned16(delta))
+        die("residual_add: %zu elements at %p, %p, %p: need a multiple of 8 and 16-byte aligned buffers", n,
+            (void*)x_out, (const void*)x_in, (const void*)delta);
+    size_t n8 = n / 8;
+    residual_add_kernel<<<(unsigned)CEIL_DIV(n8, (size_t)256), 256, 0, stream>>>(x_out, x_in, delta, n8);
+    cudaCheckLast();
 }
 
 static size_t rmsnorm_backward_scratch_floats(int D) {

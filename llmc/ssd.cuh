@@ -133,40 +133,6 @@ typedef struct {
 } SSDWork;
 
 static inline int ssd_nsplit(int P, int N) { return CEIL_DIV(P * N, SSD_THREADS); }
-/* floats of the colw region per (b, h, chunk): the simple kernels' per-32-row-tile column sums (ceil(Q/32) x Q),
-   or the tile kernels' full column sums (Q, as (B, H, T) at the region's start) and per-64-row-tile row sums
-   (ceil(Q/64) x Q, after the B*H*nchunks*Q floats of the first) */
-static inline size_t ssd_colw_len(int Q) {
-    size_t v2 = (size_t)CEIL_DIV(Q, SSD_TILE) * Q, v3 = (size_t)(1 + CEIL_DIV(Q, 64)) * Q;
-    return v2 > v3 ? v2 : v3;
-}
-
-static inline size_t ssd_workspace_bytes(int B, int T, int H, int P, int N, int G, int Q) {
-    (void)G;
-    size_t nch = ssd_nchunks(T, Q);
-    size_t n = (size_t)B * nch * H * P * N + (size_t)B * H * nch * ssd_nsplit(P, N) + 2 * (size_t)B * T * H * N +
-               4 * (size_t)B * H * T + (size_t)B * H * nch * ssd_colw_len(Q) + 3 * (size_t)B * H * nch +
-               (size_t)B * nch * G * Q * Q;
-    return n * sizeof(float);
-}
-static inline SSDWork ssd_work_layout(void* ws, int B, int T, int H, int P, int N, int G, int Q) {
-    SSDWork w;
-    size_t nch = ssd_nchunks(T, Q);
-    w.dstates = (float*)ws;
-    w.dotp = w.dstates + (size_t)B * nch * H * P * N;
-    w.dB_h = w.dotp + (size_t)B * H * nch * ssd_nsplit(P, N);
-    w.dC_h = w.dB_h + (size_t)B * T * H * N;
-    w.roww = w.dC_h + (size_t)B * T * H * N;
-    w.xdxs = w.roww + (size_t)B * H * T;
-    w.xdy = w.xdxs + (size_t)B * H * T;
-    w.xdxs_st = w.xdy + (size_t)B * H * T;
-    w.colw = w.xdxs_st + (size_t)B * H * T;
-    w.part = w.colw + (size_t)B * H * nch * ssd_colw_len(Q);
-    w.bct = w.part + 3 * (size_t)B * H * nch;
-    (void)G;
-    return w;
-}
-
 /* ------------------------------------------------------------------------------------------------------------ */
 /* device helpers */
 
@@ -329,6 +295,90 @@ static int ssd_tiles_take(const void* xbc, int xbc_stride, const void* dy, int H
 #include "ssd_bwd.cuh"     /* backward tile kernels */
 
 /* ------------------------------------------------------------------------------------------------------------ */
+/* the backward's workspace, sized by the path that runs */
+
+/* Which kernels make the backward's dx, dB, dC: SSD_BWD_TILES (the row-tile kernels of ssd_bwd.cuh, either form) or
+   SSD_BWD_SIMPLE, for a shape on a GPU whose blocks may opt in to smem_optin bytes of shared memory. The one decision
+   that both ssd_workspace_bytes (the memory plan, which may run with an assumed smem_optin and no GPU) and
+   ssd_backward (with cuda_smem_optin()) take, so the workspace is always the one the launch lays out. It assumes
+   rows laid out as xbc = (x | B | C) of stride E + 2GN from 16-byte aligned buffers (cudaMalloc's, and every layer
+   slice of the model's): ssd_backward refuses other pointers where this says tiles. */
+static int ssd_bwd_kernels(int H, int P, int N, int smem_optin) {
+#if defined(ENABLE_FP32)
+    (void)H; (void)P; (void)N; (void)smem_optin;
+    return SSD_BWD_SIMPLE;
+#else
+    int layout = P % 16 == 0 && N % 16 == 0 && (H * P) % 8 == 0;  /* ssd_tiles_take's shape part */
+    return layout && ssd_bwd_tiles_fit_in(P, N, smem_optin) ? SSD_BWD_TILES : SSD_BWD_SIMPLE;
+#endif
+}
+
+/* floats of the dB_h and the dC_h regions (each): the simple kernels' per-head fp32 copies (B, T, H, N); on the tile
+   path nothing where a block holds all heads of a group (dB, dC go straight into dxbc), else the bf16 head-group
+   partials (B*T, nhg, N) and 16 bytes to align their start (ssd_launch_bwd_tiles_s) */
+static inline size_t ssd_dbc_region_floats(int bwd, int B, int T, int H, int N, int G) {
+    size_t BT = (size_t)B * T;
+    if (bwd == SSD_BWD_SIMPLE) return BT * H * N;
+#if defined(ENABLE_FP32)
+    (void)G;
+    return BT * H * N;
+#else
+    int hg = ssd_bwd_heads_per_block(H, G), nhg = H / hg;
+    if (hg == H / G) return 0;
+    return CEIL_DIV(BT * nhg * N * sizeof(floatX), sizeof(float)) + 16 / sizeof(float);
+#endif
+}
+/* floats of the colw region per (b, h, chunk): the simple kernels' per-32-row-tile column sums (ceil(Q/32) x Q), or the
+   tile kernels' full column sums (Q, as (B, H, T) at the region's start) and per-64-row-tile row sums (ceil(Q/64) x Q,
+   after the B*H*nchunks*Q floats of the first) */
+static inline size_t ssd_colw_path_len(int bwd, int Q) {
+    return bwd == SSD_BWD_SIMPLE ? (size_t)CEIL_DIV(Q, SSD_TILE) * Q : (size_t)(1 + CEIL_DIV(Q, 64)) * Q;
+}
+
+/* the regions of SSDWork in order, in floats, each rounded up to 16 bytes so that every region starts 16-byte aligned
+   (the tuned kernels take bct and the states only so); bwd = ssd_bwd_kernels(...) */
+static inline size_t ssd_work_region_floats_exact(int region, int bwd, int B, int T, int H, int P, int N, int G,
+                                                  int Q) {
+    size_t nch = ssd_nchunks(T, Q), BH = (size_t)B * H;
+    switch (region) {
+    case 0: return (size_t)B * nch * H * P * N;                              /* dstates */
+    case 1: return BH * nch * ssd_nsplit(P, N);                             /* dotp */
+    case 2: case 3: return ssd_dbc_region_floats(bwd, B, T, H, N, G);       /* dB_h, dC_h */
+    case 4: case 5: case 6: case 7: return BH * T;                          /* roww, xdxs, xdy, xdxs_st */
+    case 8: return BH * nch * ssd_colw_path_len(bwd, Q);                    /* colw */
+    case 9: return 3 * BH * nch;                                            /* part */
+    case 10: return bwd == SSD_BWD_SIMPLE ? 0 : (size_t)B * nch * G * Q * Q; /* bct: the tile kernels only */
+    }
+    return 0;
+}
+static inline size_t ssd_work_region_floats(int region, int bwd, int B, int T, int H, int P, int N, int G, int Q) {
+    return CEIL_DIV(ssd_work_region_floats_exact(region, bwd, B, T, H, P, N, G, Q), (size_t)4) * 4;
+}
+#define SSD_WORK_REGIONS 11
+
+/* the workspace of a backward on a GPU whose blocks may opt in to smem_optin bytes of shared memory (the plan) */
+static inline size_t ssd_workspace_bytes_smem(int B, int T, int H, int P, int N, int G, int Q, int smem_optin) {
+    int bwd = ssd_bwd_kernels(H, P, N, smem_optin);
+    size_t n = 0;
+    for (int r = 0; r < SSD_WORK_REGIONS; r++) n += ssd_work_region_floats(r, bwd, B, T, H, P, N, G, Q);
+    return n * sizeof(float);
+}
+/* the workspace ssd_backward needs on this GPU */
+static inline size_t ssd_workspace_bytes(int B, int T, int H, int P, int N, int G, int Q) {
+    return ssd_workspace_bytes_smem(B, T, H, P, N, G, Q, cuda_smem_optin());
+}
+static inline SSDWork ssd_work_layout(void* ws, int bwd, int B, int T, int H, int P, int N, int G, int Q) {
+    float* r[SSD_WORK_REGIONS];
+    r[0] = (float*)ws;
+    for (int k = 1; k < SSD_WORK_REGIONS; k++)
+        r[k] = r[k - 1] + ssd_work_region_floats(k - 1, bwd, B, T, H, P, N, G, Q);
+    SSDWork w;
+    w.dstates = r[0]; w.dotp = r[1]; w.dB_h = r[2]; w.dC_h = r[3]; w.roww = r[4]; w.xdxs = r[5]; w.xdy = r[6];
+    w.xdxs_st = r[7]; w.colw = r[8]; w.part = r[9]; w.bct = r[10];
+    return w;
+}
+
+/* ------------------------------------------------------------------------------------------------------------ */
 /* dispatch */
 
 /* forward: y (BT, E) floatX = SSD(...) + D[h] x. See the top of this file for `saved`. init_state (B, H, P, N) fp32
@@ -410,10 +460,17 @@ static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, flo
     ssd_check_shapes(B, T, H, P, N, G, Q);
     SSDSaved s = ssd_saved_layout((void*)saved, B, T, H, P, N, Q);
     if (!seq_idx) s.seg = NULL;
-    SSDWork w = ssd_work_layout(workspace, B, T, H, P, N, G, Q);
+    int bwd = ssd_bwd_kernels(H, P, N, cuda_smem_optin());  /* the path ssd_workspace_bytes sized the workspace for */
+    SSDWork w = ssd_work_layout(workspace, bwd, B, T, H, P, N, G, Q);
     SSDPath path = {0, 0, 0};
     int nch = ssd_nchunks(T, Q), ntile = CEIL_DIV(Q, SSD_TILE), E = H * P, PN = P * N, nsplit = ssd_nsplit(P, N);
     int tiles = ssd_tiles_take(xbc, xbc_stride, dy, H, P, N) && (uintptr_t)dxbc % 16 == 0;
+    if (bwd == SSD_BWD_TILES && !tiles) {
+        fprintf(stderr, "ssd_backward: the tile kernels need 16-byte aligned rows (xbc %p, row stride %d elements, dy "
+                "%p, dxbc %p) and the workspace (ssd_workspace_bytes) is sized for them: pass rows of stride E + 2GN "
+                "from cudaMalloc'd buffers\n", (const void*)xbc, xbc_stride, (const void*)dy, (const void*)dxbc);
+        exit(EXIT_FAILURE);
+    }
     /* dH_c of every chunk and the partials of <dH_c, Hout_c> */
 #if !defined(ENABLE_FP32)
     if (tiles && ssd_state_scan_takes(B, H, P, N, Q, s.states, w.dstates, d_init_state)) {
@@ -438,7 +495,7 @@ static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, flo
     }
     /* dx, dB, dC, ddt_raw and the per-chunk parameter partials */
 #if !defined(ENABLE_FP32)
-    if (tiles && ssd_bwd_tiles_fit(P, N)) {
+    if (bwd == SSD_BWD_TILES) {
         float* colf = w.colw;                                   /* (B, H, T) */
         float* rowp = w.colw + (size_t)B * H * nch * Q;         /* (B, H, nchunks, ceil(Q/64), Q) */
         path.bwd_tiles = ssd_launch_bwd_tiles(dxbc, w, colf, rowp, dy, xbc, xbc_stride, s, Dskip, B, T, H, P, N, G, Q,

@@ -697,9 +697,10 @@ static inline int ssd_bwd_tuned_takes(int P, int N, int Q, const void* bct, cons
 }
 /* the row-tile kernels (either form) run where their shared memory fits (P = N = 128: 103.5 KB, over the 99 KB of
    sm_86 / 89 / 120; the simple kernels need 105.75 KB there, so ssd_backward refuses that shape on those GPUs) */
-static inline int ssd_bwd_tiles_fit(int P, int N) {
-    return ssd_max(ssd_smem_dxdb(P, N) + SSD_DXDB_SEG_SMEM, ssd_smem_dc(P, N)) <= (size_t)cuda_smem_optin();
+static inline int ssd_bwd_tiles_fit_in(int P, int N, int smem_optin) {
+    return ssd_max(ssd_smem_dxdb(P, N) + SSD_DXDB_SEG_SMEM, ssd_smem_dc(P, N)) <= (size_t)smem_optin;
 }
+static inline int ssd_bwd_tiles_fit(int P, int N) { return ssd_bwd_tiles_fit_in(P, N, cuda_smem_optin()); }
 /* B_j . C_i per group, the two row-tile kernels and, where a group has more than one head-group, the group sum;
    SEG (s.seg not NULL): the instantiations with document boundaries */
 template <int PMAX, int NMAX, bool EXACT, bool TUNED, bool SEG>
@@ -712,8 +713,8 @@ static void ssd_launch_bwd_tiles_s(floatX* dxbc, SSDWork w, float* colf, float* 
                                                                                     G, Q);
     cudaCheckLast();
     /* direct: dB, dC into dxbc; else bf16 partials (B*T, nhg, N) in the per-head regions */
-    /* the group sum reads them 16 bytes at a time: round the region starts up to 16 bytes (the regions hold
-       B*T*H*N floats, the partials at most half of that) */
+    /* the group sum reads them 16 bytes at a time: round the region starts up to 16 bytes (ssd_dbc_region_floats
+       sizes the regions for the partials and that rounding) */
     floatX* pB = direct ? dxbc : (floatX*)(((uintptr_t)w.dB_h + 15) & ~(uintptr_t)15);
     floatX* pC = direct ? dxbc : (floatX*)(((uintptr_t)w.dC_h + 15) & ~(uintptr_t)15);
     int pstride = direct ? xbc_stride : nhg * N;

@@ -1,0 +1,186 @@
+/*
+ * dev/cuda/memory_plan.cu: the GPU trainer's memory plan (llmc/model.cuh, gpu_train_memory_plan_detail) buffer by
+ * buffer, for each recompute mode, at sequence lengths from 2K to 1M, WITHOUT a GPU: the plan is the allocation's
+ * own list of buffers counted dry, and the one device-dependent choice in it (the shared memory a block may opt in
+ * to, which decides the SSD backward's kernels and so its workspace) is an assumption, Hopper's 227 KB by default.
+ * Nothing here calls CUDA: it runs on a machine without a GPU (built with nvcc for the model's headers).
+ *
+ *   dev/cuda/memory_plan_bin                      130M: the per-buffer table at T=1M, then totals for T=2K..1M
+ *   dev/cuda/memory_plan_bin -e 130m -b 1 -t 262144 -k 4 -s 101376
+ *      -e model preset or key=value description, -b batch (0, the default: dev/run_long_context.sh's, 16384 / T below
+ *      T = 16K, else 1), -t the breakdown's T, -k -r 2's checkpoint spacing (0: the default), -s the opt-in shared
+ *      memory in bytes (A100: 166912, H100/H200: 232448, sm_86/89/120: 101376)
+ *
+ * It also checks (host only, before printing) that the plan's listed buffers add up to its total in every mode, and
+ * -r 2's index rules (llmc/model.cuh) for every L <= 64 and K <= 12: checkpoint and delta slots each fill their
+ * buffer exactly once, every delta a rebuild adds is a kept one, and the backward's walk (layers descending, each
+ * rebuild from resid_rebuild_start) forms each x_l from exactly delta_0 .. delta_{l-1}, with resid_rebuild_adds adds;
+ * it exits 1 on a failure.
+ *
+ * What to read: the KiB a token of each buffer per mode (at B=1, T=2^20 a KiB a token is a GiB), the total against
+ * the GPU's memory (H200 139.8 GiB, H100 79.2 GiB, less ~1 GiB of CUDA context), and -r 2's rebuild adds (residual_add
+ * calls a backward, each ~10 bytes an element of the (BT, D) stream).
+ */
+#include "llmc/model.cuh"
+
+#define GIB 1073741824.0
+
+static void die_usage(const char* prog) {
+    fprintf(stderr, "usage: %s [-e model] [-b B] [-t T] [-k resid_every] [-s smem_optin_bytes]\n", prog);
+    exit(EXIT_FAILURE);
+}
+
+/* the plan of one mode: weights and activations, and the activation buffers listed */
+static GPUMemoryPlan plan_of(const Mamba2Config* c, int B, int T, int q, int r, int k, int smem, GPUPlanList* list) {
+    if (list) list->n = 0;
+    return gpu_train_memory_plan_detail(c, B, T, q, r, k, 1, 0, smem, list);
+}
+
+/* -r 2's index rules for one (L, K), against the definition x_l = x_0 + delta_0 + ... + delta_{l-1}: a stream value
+   is the set of deltas added into it (a bit mask; L <= 63). Returns the number of failures, printed. */
+static int check_resid_rules(int L, int K) {
+    int fails = 0, ncp = resid_ncheckpoints(L, K), nd = resid_ndeltas(L, K);
+    int cp_used[66] = {0}, d_used[66] = {0};
+    for (int l = 0; l <= L; l++)
+        if (resid_is_checkpoint(l, L, K)) {
+            int s = resid_checkpoint_slot(l, L, K);
+            if (s < 0 || s >= ncp || cp_used[s]++) {
+                printf("  FAIL L=%d K=%d: checkpoint x_%d in slot %d\n", L, K, l, s);
+                fails++;
+            }
+        }
+    for (int j = 0; j < L; j++)
+        if (!resid_is_checkpoint(j + 1, L, K)) {
+            int s = resid_delta_slot(j, K);
+            if (s < 0 || s >= nd || d_used[s]++) {
+                printf("  FAIL L=%d K=%d: delta_%d in slot %d\n", L, K, j, s);
+                fails++;
+            }
+        }
+    for (int s = 0; s < ncp; s++)
+        if (!cp_used[s]) { printf("  FAIL L=%d K=%d: checkpoint slot %d unused\n", L, K, s); fails++; }
+    for (int s = 0; s < nd; s++)
+        if (!d_used[s]) { printf("  FAIL L=%d K=%d: delta slot %d unused\n", L, K, s); fails++; }
+    /* the backward: the scratch holds x_{L-1} after the forward unless it is a checkpoint */
+    uint64_t scratch = 0;
+    int holds = resid_is_checkpoint(L - 1, L, K) ? -1 : L - 1, adds = 0;
+    if (holds >= 0) scratch = (1ull << (L - 1)) - 1;
+    for (int l = L - 1; l >= 0; l--) {
+        uint64_t want = (1ull << l) - 1, got;
+        if (resid_is_checkpoint(l, L, K)) {
+            got = want;  /* stored as the forward formed it */
+        } else if (holds == l) {
+            got = scratch;
+        } else {
+            int from = resid_rebuild_start(l, K, holds), k = l / K * K;
+            uint64_t x = from == k ? (1ull << k) - 1 : scratch;
+            for (int j = from; j < l; j++) {
+                if (resid_is_checkpoint(j + 1, L, K)) {
+                    printf("  FAIL L=%d K=%d: rebuild of x_%d adds dropped delta_%d\n", L, K, l, j);
+                    fails++;
+                }
+                x |= 1ull << j;
+                adds++;
+            }
+            scratch = x;
+            holds = l;
+            got = x;
+        }
+        if (got != want) { printf("  FAIL L=%d K=%d: x_%d rebuilt from the wrong deltas\n", L, K, l); fails++; }
+    }
+    if (adds != resid_rebuild_adds(L, K)) {
+        printf("  FAIL L=%d K=%d: %d rebuild adds, resid_rebuild_adds says %d\n", L, K, adds, resid_rebuild_adds(L, K));
+        fails++;
+    }
+    return fails;
+}
+
+/* the batch at T: the one asked for, or (0) dev/run_long_context.sh's */
+static int batch_for(int B_arg, int T) { return B_arg > 0 ? B_arg : T < 16384 ? 16384 / T : 1; }
+
+int main(int argc, char** argv) {
+    const char* model = "130m";
+    int B_arg = 0, T_show = 1 << 20, k = 0, smem = 232448;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (argv[i][0] != '-' || argv[i][2] != '\0') die_usage(argv[0]);
+        switch (argv[i][1]) {
+        case 'e': model = argv[i + 1]; break;
+        case 'b': B_arg = atoi(argv[i + 1]); break;
+        case 't': T_show = atoi(argv[i + 1]); break;
+        case 'k': k = atoi(argv[i + 1]); break;
+        case 's': smem = atoi(argv[i + 1]); break;
+        default: die_usage(argv[0]);
+        }
+    }
+    if (argc % 2 == 0 || B_arg < 0 || T_show < 1 || k < 0 || smem < 1024) die_usage(argv[0]);
+    Mamba2Config c;
+    char err[1024];
+    if (config_parse(&c, model, err, sizeof err) != 0) die("-e %s: %s", model, err);
+    if (c.chunk_size < GPU_SSD_MIN_CHUNK) c.chunk_size = GPU_SSD_MIN_CHUNK;
+    int q = gpu_ssd_chunk(&c, GPU_SSD_MAX_CHUNK), K = resid_every(k), L = c.n_layer;
+    printf("model %s: d_model %d, %d layers, d_inner %d, %d heads, headdim %d, d_state %d, d_in_proj %d, conv_dim %d; "
+           "%s build, SSD chunk %d, assumed opt-in shared memory %d bytes (SSD backward: %s kernels)\n", model,
+           c.d_model, L, c.d_inner, c.nheads, c.headdim, c.d_state, c.d_in_proj, c.conv_dim, PRECISION_NAME, q, smem,
+           ssd_bwd_kernels(c.nheads, c.headdim, c.d_state, smem) == SSD_BWD_TILES ? "tile" : "simple");
+    printf("-r 2 keeps fp32 residual checkpoints every %d layers (%d of them with x_L, + 1 scratch slot) and %d block "
+           "outputs; a backward rebuilds the stream with %d residual adds\n\n", K, resid_ncheckpoints(L, K),
+           resid_ndeltas(L, K), resid_rebuild_adds(L, K));
+
+    int fails = 0, checks = 0;
+    for (int LL = 1; LL <= 63; LL++)
+        for (int KK = 1; KK <= 12; KK++, checks++) fails += check_resid_rules(LL, KK) > 0;
+
+    /* the breakdown at T_show: each buffer's KiB a token in each mode */
+    int B = batch_for(B_arg, T_show);
+    static GPUPlanList lists[3];
+    GPUMemoryPlan plans[3];
+    for (int r = 0; r < 3; r++) {
+        plans[r] = plan_of(&c, B, T_show, q, r, k, smem, &lists[r]);
+        size_t sum = 0;
+        for (int i = 0; i < lists[r].n; i++) sum += lists[r].bytes[i];
+        checks++;
+        if (sum != plans[r].activations || lists[r].n != lists[0].n) {
+            printf("FAIL -r %d: the %d listed buffers add up to %zu bytes, the plan to %zu\n", r, lists[r].n, sum,
+                   plans[r].activations);
+            fails++;
+        }
+    }
+    double tokens = (double)B * T_show;
+    printf("B=%d T=%d: activation buffers, KiB a token (%s)\n", B, T_show,
+           tokens == 1048576.0 ? "= GiB at this B*T" : "GiB = KiB a token x B*T / 2^20");
+    printf("  %-26s %10s %10s %10s\n", "buffer", "-r 0", "-r 1", "-r 2");
+    for (int i = 0; i < lists[0].n; i++) {
+        double v[3];
+        int any = 0;
+        for (int r = 0; r < 3; r++) {
+            v[r] = lists[r].bytes[i] / 1024.0 / tokens;
+            any |= lists[r].bytes[i] > 0;
+        }
+        if (any) printf("  %-26s %10.2f %10.2f %10.2f\n", lists[0].name[i], v[0], v[1], v[2]);
+    }
+    printf("  %-26s %10.2f %10.2f %10.2f\n", "activations", plans[0].activations / 1024.0 / tokens,
+           plans[1].activations / 1024.0 / tokens, plans[2].activations / 1024.0 / tokens);
+    printf("  %-26s %10.2f %10.2f %10.2f   (GiB)\n", "weights, grads, AdamW", plans[0].weights / GIB,
+           plans[1].weights / GIB, plans[2].weights / GIB);
+    printf("  %-26s %10.2f %10.2f %10.2f   (GiB)\n\n", "total", (plans[0].weights + plans[0].activations) / GIB,
+           (plans[1].weights + plans[1].activations) / GIB, (plans[2].weights + plans[2].activations) / GIB);
+
+    /* totals over T */
+    printf("GiB in all (weights + activations; KiB a token of activations)\n");
+    printf("  %9s %4s %20s %20s %20s\n", "T", "B", "-r 0", "-r 1", "-r 2");
+    for (int T = 2048; T <= (1 << 20); T *= 2) {
+        B = batch_for(B_arg, T);
+        printf("  %9d %4d", T, B);
+        for (int r = 0; r < 3; r++) {
+            GPUMemoryPlan p = plan_of(&c, B, T, q, r, k, smem, NULL);
+            char cell[64];
+            snprintf(cell, sizeof cell, "%.2f (%.1f)", (p.weights + p.activations) / GIB,
+                     p.activations / 1024.0 / ((double)B * T));
+            printf(" %20s", cell);
+        }
+        printf("\n");
+    }
+    printf("\nchecks (-r 2's index rules for L = 1..63, K = 1..12; listed buffers == plan): %d passed, %d failed\n",
+           checks - fails, fails);
+    return fails ? EXIT_FAILURE : EXIT_SUCCESS;
+}
