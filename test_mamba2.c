@@ -33,6 +33,24 @@ static void fill_uniform(real* x, size_t n, Rng* r, double lo, double hi) {
 
 static real* alloc_real(size_t n) { return (real*)callocCheck(n, sizeof(real)); }
 
+/* the small model of the exact tests (chunk 4, d_conv 4, 2 groups, vocab 20) */
+static Mamba2Config small_test_config(void) {
+    Mamba2Config c;
+    char err[256];
+    if (config_parse(&c, "d_model=16,n_layer=2,d_state=8,headdim=8,ngroups=2,vocab=20,chunk=4", err, sizeof(err)))
+        die("%s", err);
+    return c;
+}
+
+/* random weights away from the init's symmetries (ones, zeros) so every gradient term is exercised */
+static void perturb_parameters(Mamba2* m, Rng* rng) {
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        const ParamSpec* s = &m->table[t];
+        for (size_t i = 0; i < s->numel; i++)
+            m->params_memory[s->offset + i] += (real)rng_uniform_range(rng, -0.2, 0.2);
+    }
+}
+
 #ifdef MAMBA2_DOUBLE
 /* ================================================================================================================
  * 1. SSD: chunked algorithm vs the sequential recurrence
@@ -381,23 +399,6 @@ typedef struct { Mamba2* m; int* inputs; int* targets; int B, T; } ModelCtx;
 static double model_loss(void* p) {
     ModelCtx* c = (ModelCtx*)p;
     return mamba2_forward(c->m, c->inputs, c->targets, c->B, c->T);
-}
-
-static Mamba2Config small_test_config(void) {
-    Mamba2Config c;
-    char err[256];
-    if (config_parse(&c, "d_model=16,n_layer=2,d_state=8,headdim=8,ngroups=2,vocab=20,chunk=4", err, sizeof(err)))
-        die("%s", err);
-    return c;
-}
-
-/* random weights away from the init's symmetries (ones, zeros) so every gradient term is exercised */
-static void perturb_parameters(Mamba2* m, Rng* rng) {
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        const ParamSpec* s = &m->table[t];
-        for (size_t i = 0; i < s->numel; i++)
-            m->params_memory[s->offset + i] += (real)rng_uniform_range(rng, -0.2, 0.2);
-    }
 }
 
 static void test_model_gradients(Rng* rng) {
@@ -1644,20 +1645,6 @@ static void test_single_document_bitwise(Rng* rng) {
 
 #define CARRY_SEP 3 /* the separator id of the -D cases */
 
-/* the double build's small model (small_test_config), here in both builds: chunk 4, d_conv 4, 2 groups, vocab 20 */
-static Mamba2Config carry_test_config(void) {
-    Mamba2Config c;
-    char err[256];
-    if (config_parse(&c, "d_model=16,n_layer=2,d_state=8,headdim=8,ngroups=2,vocab=20,chunk=4", err, sizeof(err)))
-        die("%s", err);
-    return c;
-}
-
-/* random weights away from the init's symmetries */
-static void carry_perturb(Mamba2* m, Rng* rng) {
-    for (size_t i = 0; i < m->num_parameters; i++) m->params_memory[i] += (real)rng_uniform_range(rng, -0.2, 0.2);
-}
-
 /* joined rows (B, n*T) -> batch k (B, T) */
 static void carry_slice(int* out, const int* joined, int B, int T, int n, int k) {
     for (int b = 0; b < B; b++) memcpy(out + b * T, joined + ((size_t)b * n + k) * T, sizeof(int) * T);
@@ -1671,10 +1658,10 @@ static void carry_slice(int* out, const int* joined, int B, int T, int n, int k)
  * documents) and at random. Negative control: the batches run without carried state must differ from the joined run.
  */
 static void test_carry_matches_joined(int T, int n, int docs, double tol, Rng* rng) {
-    Mamba2Config cfg = carry_test_config();
+    Mamba2Config cfg = small_test_config();
     Mamba2 m;
     mamba2_build(&m, &cfg, 11);
-    carry_perturb(&m, rng);
+    perturb_parameters(&m, rng);
     enum { B = 2 };
     int NT = n * T, K1 = cfg.d_conv - 1;
     size_t Vp = (size_t)cfg.padded_vocab_size;
@@ -1790,10 +1777,10 @@ static double carry_loss(void* p) {
 /* finite differences of batch 2's loss, every parameter tensor, the carried state a constant (no gradient reaches
    batch 1); with -D a boundary at the batch edge in row 1 and a continuing document in row 0 */
 static void test_carry_gradients(int docs, Rng* rng) {
-    Mamba2Config cfg = carry_test_config();
+    Mamba2Config cfg = small_test_config();
     Mamba2 m;
     mamba2_build(&m, &cfg, 13);
-    carry_perturb(&m, rng);
+    perturb_parameters(&m, rng);
     enum { B = 2, T = 7 };
     int in1[B * T], in2[B * T], tg[B * T], seq[B * T], fresh[B], first[B] = {1, 1}, none[B] = {0, 0};
     for (int i = 0; i < B * T; i++) {
