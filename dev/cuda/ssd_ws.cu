@@ -121,7 +121,7 @@ static Problem make_problem(WsShape s) {
     cudaCheck(cudaMemset(p.ws, 0, wsb));
     p.sv = ssd_saved_layout(p.saved, s.B, s.T, s.H, p.P, p.N, s.Q);
     p.sv.seg = NULL;  /* no document boundaries */
-    p.w = ssd_work_layout(p.ws, s.B, s.T, s.H, p.P, p.N, s.G, s.Q);
+    p.w = ssd_work_layout(p.ws, ssd_bwd_kernels(s.H, p.P, p.N, cuda_smem_optin()), s.B, s.T, s.H, p.P, p.N, s.G, s.Q);
     p.dxbc = (floatX*)dev_malloc(BT * p.CD * sizeof(floatX));
     p.ddt = (floatX*)dev_malloc(BT * p.dstride * sizeof(floatX));
     p.dpar = (float*)dev_malloc(3 * s.H * sizeof(float));
