@@ -84,29 +84,32 @@ static float gpu_evaluate(GPUModel* m, DataLoader* val, int max_batches, int* se
 }
 
 /* the carried state's companion file beside a checkpoint (llmc/train_common.h: carry_write / carry_read), the CPU
-   trainer's layout: a run moves between the trainers with it */
+   trainer's layout: a run moves between the trainers with it. The host copies: (LM, B, H, P, N) SSM states and
+   (LM, B, K-1, conv_dim) windows, one element more each, as carry_write / carry_read take them */
+typedef struct { float* ssm; float* win; } CarryHostCopy;
+static CarryHostCopy carry_host_alloc(const Mamba2Config* c, int B) {
+    CarryHostCopy h;
+    h.ssm = (float*)mallocCheck((carry_ssm_floats(c, B) + 1) * sizeof(float));
+    h.win = (float*)mallocCheck((carry_window_floats(c, B) + 1) * sizeof(float));
+    return h;
+}
+
 static void gpu_carry_save(GPUModel* m, const char* ckpt_path, int step, const DataLoader* loader) {
-    const Mamba2Config* c = &m->config;
     DataLoaderState ls;
     dataloader_save_state(loader, &ls);
-    size_t ns = carry_ssm_floats(c, m->carry.B), nw = carry_window_floats(c, m->carry.B);
-    float* ssm = (float*)mallocCheck((ns + 1) * sizeof(float));
-    float* win = (float*)mallocCheck((nw + 1) * sizeof(float));
-    gpu_carry_download(m, ssm, win);
-    carry_write(ckpt_path, c, m->carry.B, step, 1, &ls, ssm, win);
-    free(ssm); free(win);
+    CarryHostCopy h = carry_host_alloc(&m->config, m->carry.B);
+    gpu_carry_download(m, h.ssm, h.win);
+    carry_write(ckpt_path, &m->config, m->carry.B, step, 1, &ls, h.ssm, h.win);
+    free(h.ssm); free(h.win);
 }
 
 static void gpu_carry_load(GPUModel* m, const char* ckpt_path, int step, const DataLoader* loader) {
-    const Mamba2Config* c = &m->config;
     DataLoaderState ls;
     dataloader_save_state(loader, &ls);
-    size_t ns = carry_ssm_floats(c, m->carry.B), nw = carry_window_floats(c, m->carry.B);
-    float* ssm = (float*)mallocCheck((ns + 1) * sizeof(float));
-    float* win = (float*)mallocCheck((nw + 1) * sizeof(float));
-    carry_read(ckpt_path, c, m->carry.B, step, 1, &ls, ssm, win);
-    gpu_carry_upload(m, ssm, win);
-    free(ssm); free(win);
+    CarryHostCopy h = carry_host_alloc(&m->config, m->carry.B);
+    carry_read(ckpt_path, &m->config, m->carry.B, step, 1, &ls, h.ssm, h.win);
+    gpu_carry_upload(m, h.ssm, h.win);
+    free(h.ssm); free(h.win);
     printf("resume: carried state of %d streams from %s.carry\n", m->carry.B, ckpt_path);
 }
 
