@@ -1063,13 +1063,6 @@ typedef struct {
     real* window_out;
 } LayerCarry;
 
-static size_t carry_ssm_size(const Mamba2Config* c, int B) {
-    return (size_t)c->n_mamba * B * c->nheads * c->headdim * c->d_state;
-}
-static size_t carry_window_size(const Mamba2Config* c, int B) {
-    return (size_t)c->n_mamba * B * (c->d_conv - 1) * c->conv_dim;
-}
-
 /* carried state for B rows, zero (every stream starts fresh). Attention blocks have no fixed-size state to carry: a
    hybrid with 'A' blocks is refused */
 void mamba2_carry_allocate(Mamba2* m, int B) {
@@ -1078,16 +1071,16 @@ void mamba2_carry_allocate(Mamba2* m, int B) {
         die("carried state (-C 1) needs a model of Mamba-2 (and MLP) blocks only: this one has %d attention blocks, "
             "whose keys and values cannot be carried in a fixed-size state; train it without -C", c->n_attn);
     free(m->carry_ssm); free(m->carry_window); free(m->carry_window_in);
-    m->carry_ssm = (real*)callocCheck(carry_ssm_size(c, B), sizeof(real));
-    m->carry_window = (real*)callocCheck(carry_window_size(c, B) + 1, sizeof(real));
-    m->carry_window_in = (real*)callocCheck(carry_window_size(c, B) + 1, sizeof(real));
+    m->carry_ssm = (real*)callocCheck(carry_ssm_floats(c, B), sizeof(real));
+    m->carry_window = (real*)callocCheck(carry_window_floats(c, B) + 1, sizeof(real));
+    m->carry_window_in = (real*)callocCheck(carry_window_floats(c, B) + 1, sizeof(real));
     m->carry_B = B;
 }
 
 /* the carried state of Mamba-2 block slot l (its place among the Mamba-2 blocks) */
 static LayerCarry layer_carry(const Mamba2* m, int l) {
     const Mamba2Config* c = &m->config;
-    size_t ssm = carry_ssm_size(c, m->carry_B) / c->n_mamba, win = carry_window_size(c, m->carry_B) / c->n_mamba;
+    size_t ssm = carry_ssm_floats(c, m->carry_B) / c->n_mamba, win = carry_window_floats(c, m->carry_B) / c->n_mamba;
     LayerCarry lc = {m->carry_ssm + l * ssm, m->carry_window_in + l * win, m->carry_window + l * win};
     return lc;
 }
@@ -1392,8 +1385,8 @@ real mamba2_forward_carry(Mamba2* m, const int* inputs, const int* targets, cons
     if (m->carry_B != B)
         die("mamba2_forward_carry: the carried state holds %d rows, the batch %d (mamba2_carry_allocate with B)",
             m->carry_B, B);
-    size_t ssm = carry_ssm_size(c, 1) / (c->n_mamba ? c->n_mamba : 1);
-    size_t win = carry_window_size(c, 1) / (c->n_mamba ? c->n_mamba : 1);
+    size_t ssm = carry_ssm_floats(c, 1) / (c->n_mamba ? c->n_mamba : 1);
+    size_t win = carry_window_floats(c, 1) / (c->n_mamba ? c->n_mamba : 1);
     for (int l = 0; l < c->n_mamba; l++) {
         for (int b = 0; b < B; b++) {
             if (!fresh[b]) continue;
@@ -1401,7 +1394,7 @@ real mamba2_forward_carry(Mamba2* m, const int* inputs, const int* targets, cons
             memset(m->carry_window + ((size_t)l * B + b) * win, 0, win * sizeof(real));
         }
     }
-    memcpy(m->carry_window_in, m->carry_window, carry_window_size(c, B) * sizeof(real));
+    memcpy(m->carry_window_in, m->carry_window, carry_window_floats(c, B) * sizeof(real));
     m->carry_active = 1;
     return mamba2_forward_impl(m, inputs, targets, seq_idx, 1, B, T);
 }

@@ -492,9 +492,7 @@ static inline void dataloader_use_streams(DataLoader* l) {
     }
     l->streams = 1;
     l->row_reset = (int*)callocCheck(l->B, sizeof(int));
-    l->epoch = 0;
-    l->next_global = 0;
-    dataloader_plan_epoch(l);
+    dataloader_reset(l);
 }
 
 /* streams: batch `global` of this epoch; row b reads its region from the batch's place in the shard */

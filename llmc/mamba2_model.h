@@ -119,6 +119,15 @@ static inline int config_block_slot(const Mamba2Config* c, int b) {
     return n;
 }
 
+/* the carried state of B rows (-C 1, doc/packing.md section 6), in elements: the SSM states (n_mamba, B, H, P, N) and
+   the conv windows (n_mamba, B, K-1, conv_dim); the CPU and GPU trainers and the companion file use these sizes */
+static inline size_t carry_ssm_floats(const Mamba2Config* c, int B) {
+    return (size_t)c->n_mamba * B * c->nheads * c->headdim * c->d_state;
+}
+static inline size_t carry_window_floats(const Mamba2Config* c, int B) {
+    return (size_t)c->n_mamba * B * (c->d_conv - 1) * c->conv_dim;
+}
+
 /* 1 if the model has a block other than a Mamba-2 mixer */
 static inline int config_is_hybrid(const Mamba2Config* c) { return c->pattern[0] != '\0'; }
 

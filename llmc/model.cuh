@@ -890,14 +890,30 @@ static float gpu_forward(GPUModel* m, const int* inputs, const int* targets, int
 
 /* ---- carried state (-C 1; doc/packing.md section 6): train_mamba2.c's mamba2_forward_carry on the GPU ---- */
 
+/* the carried state's buffers at (B, T), in elements: the one description both its allocation and the trainer's
+   start-up memory plan (gpu_carry_bytes) read */
+typedef struct {
+    size_t ssm;     /* each of ssm[2]: (LM, B, H, P, N) floats */
+    size_t window;  /* each of window[2]: (LM, B, K-1, conv_dim) floatX, + 1: never a zero-size buffer (K = 1) */
+    size_t stage;   /* each of ext[3], floatX */
+    size_t scratch; /* floats */
+    size_t seq_ext; /* ints, on the device and on the host */
+} GPUCarrySizes;
+static GPUCarrySizes gpu_carry_sizes(const Mamba2Config* c, int B, int T) {
+    GPUCarrySizes z;
+    z.ssm = carry_ssm_floats(c, B);
+    z.window = carry_window_floats(c, B) + 1;
+    z.stage = conv1d_window_stage_elems(B, T, c->conv_dim, c->d_conv);
+    z.scratch = conv1d_window_scratch_floats(B, T, c->conv_dim, c->d_conv);
+    z.seq_ext = (size_t)B * (T + c->d_conv - 1);
+    return z;
+}
+
 /* device bytes of the carried state at (B, T): counted in the trainer's start-up memory plan on a line of its own */
 static size_t gpu_carry_bytes(const Mamba2Config* c, int B, int T) {
-    size_t K = (size_t)c->d_conv, Cd = (size_t)c->conv_dim, LM = (size_t)c->n_mamba;
-    size_t ssm = LM * B * c->nheads * c->headdim * c->d_state * sizeof(float);
-    size_t win = (LM * B * (K - 1) * Cd + 1) * sizeof(floatX); /* + 1: never a zero-size buffer (K = 1) */
-    return 2 * ssm + 2 * win + 3 * conv1d_window_stage_elems(B, T, c->conv_dim, c->d_conv) * sizeof(floatX) +
-           conv1d_window_scratch_floats(B, T, c->conv_dim, c->d_conv) * sizeof(float) +
-           (size_t)B * (T + K - 1) * sizeof(int);
+    GPUCarrySizes z = gpu_carry_sizes(c, B, T);
+    return 2 * z.ssm * sizeof(float) + 2 * z.window * sizeof(floatX) + 3 * z.stage * sizeof(floatX) +
+           z.scratch * sizeof(float) + z.seq_ext * sizeof(int);
 }
 
 /* the carried state for B rows of T, zero (every stream starts fresh). Attention blocks carry no fixed-size state: a
@@ -912,19 +928,18 @@ static void gpu_carry_allocate(GPUModel* m, int B, int T) {
     k->B = B;
     k->T = T;
     k->cur = 1; /* the first forward flips to buffer 0 */
-    size_t total = 0, ns = (size_t)c->n_mamba * gpu_carry_ssm_per_layer(m);
-    size_t nw = (size_t)c->n_mamba * gpu_carry_window_per_layer(m) + 1;
-    size_t ne = conv1d_window_stage_elems(B, T, c->conv_dim, c->d_conv);
+    GPUCarrySizes z = gpu_carry_sizes(c, B, T);
+    size_t total = 0;
     for (int i = 0; i < 2; i++) {
-        k->ssm[i] = (float*)gpu_alloc(ns * sizeof(float), &total);
-        k->window[i] = (floatX*)gpu_alloc(nw * sizeof(floatX), &total);
-        cudaCheck(cudaMemset(k->ssm[i], 0, ns * sizeof(float)));
-        cudaCheck(cudaMemset(k->window[i], 0, nw * sizeof(floatX)));
+        k->ssm[i] = (float*)gpu_alloc(z.ssm * sizeof(float), &total);
+        k->window[i] = (floatX*)gpu_alloc(z.window * sizeof(floatX), &total);
+        cudaCheck(cudaMemset(k->ssm[i], 0, z.ssm * sizeof(float)));
+        cudaCheck(cudaMemset(k->window[i], 0, z.window * sizeof(floatX)));
     }
-    for (int i = 0; i < 3; i++) k->ext[i] = (floatX*)gpu_alloc(ne * sizeof(floatX), &total);
-    k->scratch = (float*)gpu_alloc(conv1d_window_scratch_floats(B, T, c->conv_dim, c->d_conv) * sizeof(float), &total);
-    k->seq_ext = (int*)gpu_alloc((size_t)B * (T + c->d_conv - 1) * sizeof(int), &total);
-    k->seq_ext_host = (int*)mallocCheck((size_t)B * (T + c->d_conv - 1) * sizeof(int));
+    for (int i = 0; i < 3; i++) k->ext[i] = (floatX*)gpu_alloc(z.stage * sizeof(floatX), &total);
+    k->scratch = (float*)gpu_alloc(z.scratch * sizeof(float), &total);
+    k->seq_ext = (int*)gpu_alloc(z.seq_ext * sizeof(int), &total);
+    k->seq_ext_host = (int*)mallocCheck(z.seq_ext * sizeof(int));
 }
 
 /*

@@ -583,13 +583,6 @@ static inline void train_state_restore_loader(DataLoader* loader, const uint64_t
 enum { CARRY_H_MAGIC = 0, CARRY_H_VERSION, CARRY_H_STEP, CARRY_H_B, CARRY_H_LM, CARRY_H_H, CARRY_H_P, CARRY_H_N,
        CARRY_H_K1, CARRY_H_CONV_DIM, CARRY_H_PROCS, CARRY_H_LOADER /* 8 words */, CARRY_H_SUM = 31 };
 
-static inline size_t carry_ssm_floats(const Mamba2Config* c, int B) {
-    return (size_t)c->n_mamba * B * c->nheads * c->headdim * c->d_state;
-}
-static inline size_t carry_window_floats(const Mamba2Config* c, int B) {
-    return (size_t)c->n_mamba * B * (c->d_conv - 1) * c->conv_dim;
-}
-
 static inline void carry_path(char* out, size_t n, const char* ckpt_path) { snprintf(out, n, "%s.carry", ckpt_path); }
 
 static inline void carry_header_fill(uint64_t h[CARRY_HEADER_WORDS], const Mamba2Config* c, int B, int step,
@@ -609,18 +602,24 @@ static inline void carry_header_fill(uint64_t h[CARRY_HEADER_WORDS], const Mamba
     memcpy(&h[CARRY_H_LOADER], ls->v, sizeof(ls->v));
 }
 
+/* XXH64 of the whole file as written: the header (its checksum word 0), then the states, then the windows */
+static inline uint64_t carry_checksum(const uint64_t h[CARRY_HEADER_WORDS], const float* ssm, size_t ns,
+                                      const float* window, size_t nw) {
+    Xxh64 x;
+    xxh64_init(&x, 0);
+    xxh64_update(&x, h, sizeof(uint64_t) * CARRY_HEADER_WORDS);
+    xxh64_update(&x, ssm, ns * sizeof(float));
+    xxh64_update(&x, window, nw * sizeof(float));
+    return xxh64_final(&x, 0);
+}
+
 /* writes the companion of checkpoint ckpt_path (atomically, every write checked) */
 static inline void carry_write(const char* ckpt_path, const Mamba2Config* c, int B, int step, int procs,
                                const DataLoaderState* ls, const float* ssm, const float* window) {
     uint64_t h[CARRY_HEADER_WORDS];
     carry_header_fill(h, c, B, step, procs, ls);
     size_t ns = carry_ssm_floats(c, B), nw = carry_window_floats(c, B);
-    Xxh64 x;
-    xxh64_init(&x, 0);
-    xxh64_update(&x, h, sizeof(h));
-    xxh64_update(&x, ssm, ns * sizeof(float));
-    xxh64_update(&x, window, nw * sizeof(float));
-    h[CARRY_H_SUM] = xxh64_final(&x, 0);
+    h[CARRY_H_SUM] = carry_checksum(h, ssm, ns, window, nw);
     char path[4200], tmp[4300];
     carry_path(path, sizeof(path), ckpt_path);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -674,12 +673,8 @@ static inline void carry_read(const char* ckpt_path, const Mamba2Config* c, int 
     if (short_read || extra) die("carried state %s: %s than its header says: corrupt", path, short_read ? "shorter" : "longer");
     uint64_t sum = h[CARRY_H_SUM];
     h[CARRY_H_SUM] = 0;
-    Xxh64 x;
-    xxh64_init(&x, 0);
-    xxh64_update(&x, h, sizeof(h));
-    xxh64_update(&x, ssm, ns * sizeof(float));
-    xxh64_update(&x, window, nw * sizeof(float));
-    if (xxh64_final(&x, 0) != sum) die("carried state %s: checksum mismatch: corrupt (resume an earlier checkpoint)", path);
+    if (carry_checksum(h, ssm, ns, window, nw) != sum)
+        die("carried state %s: checksum mismatch: corrupt (resume an earlier checkpoint)", path);
 }
 
 /* should a checkpoint be written after `done` steps? every -n steps, at the end, and when the run stops on a signal:
