@@ -38,12 +38,14 @@
 #define TOL_DECAY 1e-5
 #define TOL_ROPE 3e-5    /* models with RoPE: see the comment at the top */
 #define TOL_CURVE 1e-4   /* several optimizer steps, two different summation orders */
+#define TOL_PACKED_FACTOR 1.0
 #define TRAINER_CU "./train_mamba2cu_fp32"
 #else
 #define TOL 3e-2
 #define TOL_DECAY 6e-2   /* d A_log, d dt_bias: see test_mamba2.cu */
 #define TOL_ROPE 3e-2
 #define TOL_CURVE 3e-2
+#define TOL_PACKED_FACTOR 2.0  /* gradients of packed batches: twice the bounds, as test_mamba2.cu argues */
 #define TRAINER_CU "./train_mamba2cu"
 #endif
 
@@ -159,6 +161,7 @@ static void test_step_vs_cpu(int model, int docs, int masked) {
         if (m.table[t].numel == 0) continue; /* a kind or bias the model does not have */
         snprintf(name, sizeof name, "%s: grad %s", what, m.table[t].name);
         double tol = (t == P_A_LOG || t == P_DT_BIAS) ? fmax(TOL_DECAY, tol_model) : tol_model;
+        if (docs) tol *= TOL_PACKED_FACTOR;
         compare(name, g + m.table[t].offset, cm.grads_memory + m.table[t].offset, m.table[t].numel, tol);
         tensors++;
     }

@@ -26,7 +26,12 @@
  * signs that largely cancel, so the bf16 rounding of their inputs (x, B, C, dy) is amplified by the ratio of the sum
  * of |terms| to |sum|: measured 2.6-2.7e-2 (dt_bias) and 3.2-3.5e-2 (A_log) on the H100 while every other gradient
  * is <= 1.3e-2; we allow 6e-2 for those two. The fp32 build of the same kernels matches to 1e-5, which is what shows
- * the math is right.
+ * the math is right. Packed batches (document boundaries: here and test_hybrid.cu) are held to twice those bounds,
+ * 6e-2 and 1.2e-1: their gradients come from short documents, whose sums are smaller while the rounding per term is
+ * not. Measured on one H100 (bf16): up to 3.2e-2 here (conv_w, packed and carried with -D) and 5.3e-2 in
+ * test_hybrid.cu (conv_b, a hybrid with packed documents), where the unpacked batches of the same models stay at
+ * <= 2.4e-2; the fp32 build of the same packed batches is within 2e-6. A leak across a boundary is caught all the
+ * same: the checks without seq_idx differ by more than 5 x 6e-2.
  */
 #include "llmc/model.cuh"
 #include "llmc/generate.cuh"
@@ -38,12 +43,16 @@
 #define TOL 1e-5
 #define TOL_DECAY 1e-5
 #define TOL_CURVE 1e-4   /* 20 optimizer steps, two different summation orders */
+#define TOL_PACKED 1e-5
+#define TOL_PACKED_DECAY 1e-5
 #define TRAINER_CU "./train_mamba2cu_fp32"
 #define EVAL_CU "./eval_mamba2cu_fp32"
 #else
 #define TOL 3e-2
 #define TOL_DECAY 6e-2   /* d A_log, d dt_bias: see the comment at the top */
 #define TOL_CURVE 3e-2
+#define TOL_PACKED 6e-2        /* batches with document boundaries: see the comment at the top */
+#define TOL_PACKED_DECAY 1.2e-1
 #define TRAINER_CU "./train_mamba2cu"
 #define EVAL_CU "./eval_mamba2cu"
 #endif
@@ -297,7 +306,7 @@ static void test_docs_vs_cpu(int masked) {
     float* g = gpu_grads_to_host(&m);
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         snprintf(name, sizeof name, "%s: grad %s vs CPU", what, m.table[t].name);
-        double tol = (t == P_A_LOG || t == P_DT_BIAS) ? TOL_DECAY : TOL;
+        double tol = (t == P_A_LOG || t == P_DT_BIAS) ? TOL_PACKED_DECAY : TOL_PACKED; /* always packed here */
         compare(name, g + m.table[t].offset, cm.grads_memory + m.table[t].offset, m.table[t].numel, tol);
     }
     /* determinism; -r 1 (conv and gated norm recomputed) and -r 2 (the whole layer from its input): the same bits,
@@ -566,7 +575,8 @@ static void test_carry_vs_cpu(int docs) {
         compare(name, &g.loss[k], &loss_cpu, 1, TOL);
         for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
             snprintf(name, sizeof name, "%s batch %d: grad %s vs CPU", what, k, table[t].name);
-            double tol = (t == P_A_LOG || t == P_DT_BIAS) ? TOL_DECAY : TOL;
+            double tol = (t == P_A_LOG || t == P_DT_BIAS) ? (docs ? TOL_PACKED_DECAY : TOL_DECAY)
+                                                          : (docs ? TOL_PACKED : TOL);
             compare(name, g.grads[k] + table[t].offset, cm.grads_memory + table[t].offset, table[t].numel, tol);
         }
         snprintf(name, sizeof name, "%s batch %d: carried SSM states vs CPU", what, k);

@@ -13,16 +13,16 @@ here document by document), runs the same batch, and compares logits, loss and t
 
     cpu       reference.safetensors, the CPU trainer (fp32)                   every quantity: rel <= 1e-5
     gpu_fp32  gpu_fp32.safetensors, ./dev/cuda/hybrid_dump_fp32_bin DIR       every quantity: rel <= 1e-5
-    gpu_bf16  gpu_bf16.safetensors, ./dev/cuda/hybrid_dump_bin DIR            logits, loss, gradients 3e-2;
-                                                                              d A_log, d dt_bias 6e-2
+    gpu_bf16  gpu_bf16.safetensors, ./dev/cuda/hybrid_dump_bin DIR            logits, loss, gradients 6e-2;
+                                                                              d A_log, d dt_bias 1.2e-1
 
 where rel = max |ours - torch| / max |torch| over the whole tensor. The bf16 bounds are those test_hybrid.cu holds
-the bf16 GPU build to against the CPU trainer (and test_mamba2.cu argues for the Mamba-2 tensors: bf16 activations
-and matmul operands, 2^-9 relative each, through a few layers; A_log and dt_bias sum dt-weighted products over
-every position, so they get twice the bound): torch and the CPU trainer agree to ~2e-6, so the same bounds apply
-against torch. The logits of the bf16 build are its bf16 values (one more rounding, 2^-9 of max |logit|, well
-inside 3e-2). The fp32 build is what shows the math is right; bf16 shows the rounding stays where test_hybrid.cu
-says it does.
+the bf16 GPU build to on packed batches (twice its 3e-2 and 6e-2; test_mamba2.cu's comment says why): these models see
+38 tokens (B 2, T 19), fewer than any batch of the GPU tests, so a gradient is a sum of few terms and the rounding of
+each (bf16 activations and matmul operands, 2^-9 relative) weighs more. Measured on one H100 (bf16, this check):
+gradients up to 4.6e-2 (hybrid_docs conv1d.weight; 3.9e-2 without documents), d A_log up to 7.2e-2; the fp32 build
+of the same programs is within 1.8e-6 of torch, which is what shows the math is right. The injected bug still fails
+80 of the 104 comparisons at these bounds.
 
 RoPE's angles (`--rope-angles`): the CPU trainer computes pos * base^(-2i/rd) and its cos / sin in double; the GPU
 kernels compute them in fp32 as flash_attn's RotaryEmbedding does (its inv_freq and positions in float32, cos / sin
@@ -68,7 +68,7 @@ DEVICE = torch.device("cpu")  # --device
 OURS = {
     "cpu": ("reference.safetensors", 1e-5, 1e-5, "float64"),
     "gpu_fp32": ("gpu_fp32.safetensors", 1e-5, 1e-5, "float32"),
-    "gpu_bf16": ("gpu_bf16.safetensors", 3e-2, 6e-2, "float32"),
+    "gpu_bf16": ("gpu_bf16.safetensors", 6e-2, 1.2e-1, "float32"),
 }
 
 

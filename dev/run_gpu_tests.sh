@@ -13,6 +13,8 @@
 # Usage (GPU machine, repository root): bash dev/run_gpu_tests.sh
 #   Binaries already built (e.g. on another machine with `make ... GPU_ARCHS=90a NO_USE_MPI=1`; CPU programs with
 #   CFLAGS=-O3, no -march=native) are used when they run; otherwise everything is built here first (16 cores: ~3 min).
+#   Build those with the Makefile's default device flags, from a clean target (`make -B`): a binary left by a -G or
+#   NVCC_DEVICE_OPT build runs too and passes the tests, ~9x slower (one such trainer cost a session its timings).
 set -o pipefail
 OUT=${OUT:-gpu_out}
 BUDGET=${BUDGET:-560}
@@ -40,7 +42,7 @@ check() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 git log --oneline -1 2>/dev/null | cut -c1-80
 
-BINS="train_mamba2 train_mamba2cu train_mamba2cu_fp32 eval_mamba2cu test_mamba2cu test_mamba2cu_fp32 test_hybrid
+BINS="train_mamba2 train_mamba2cu train_mamba2cu_fp32 eval_mamba2cu eval_mamba2cu_fp32 test_mamba2cu test_mamba2cu_fp32 test_hybrid
       test_hybrid_fp32 test_interop dev/cuda/attention_bin dev/cuda/attention_fp32_bin dev/cuda/ssd_bin
       dev/cuda/hybrid_dump_bin dev/cuda/hybrid_dump_fp32_bin dev/cuda/ssd_ws_bin"
 ok=1

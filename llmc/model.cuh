@@ -381,7 +381,9 @@ static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T,
 #undef ACT_ROW
     for (int k = 0; k < NUM_LAYER_ACTS; k++) {
         acts[k].base = NULL;
-        acts[k].layer_bytes = slots[k] > 0 ? bytes[k] : 0;
+        /* each layer's slot starts 256-byte aligned, as cudaMalloc's buffers do: the kernels' vector loads and
+           cuBLASLt's operands need it (an "ssd saved" slot of a 19-token batch is not a multiple of 16 bytes) */
+        acts[k].layer_bytes = slots[k] > 0 ? CEIL_DIV(bytes[k], (size_t)256) * 256 : 0;
         acts[k].slots = slots[k];
         acts[k].kind = kind_letter[kind[k]];
     }

@@ -104,17 +104,21 @@ typedef struct {
     int* seg;       /* (B, T) with seq_idx: the segment start of each position (ssd_seg_kernel); NULL without */
 } SSDSaved;
 
+/* each float region rounded up to 4 floats, so that every region starts 16-byte aligned: the kernels read the
+   states with 16-byte loads (B*H*T need not be a multiple of 4: a packed batch of 19 tokens) */
+static inline size_t ssd_saved_region_floats(size_t n) { return CEIL_DIV(n, (size_t)4) * 4; }
 static inline size_t ssd_saved_bytes(int B, int T, int H, int P, int N, int Q) {
-    return (2 * (size_t)B * H * T + (size_t)B * ssd_nchunks(T, Q) * H * P * N) * sizeof(float) +
+    return (2 * ssd_saved_region_floats((size_t)B * H * T) +
+            ssd_saved_region_floats((size_t)B * ssd_nchunks(T, Q) * H * P * N)) * sizeof(float) +
            (size_t)B * T * sizeof(int);
 }
 /* seg points at its region always; the dispatch sets it to NULL where seq_idx is NULL */
 static inline SSDSaved ssd_saved_layout(void* saved, int B, int T, int H, int P, int N, int Q) {
     SSDSaved s;
     s.dt = (float*)saved;
-    s.cum = s.dt + (size_t)B * H * T;
-    s.states = s.cum + (size_t)B * H * T;
-    s.seg = (int*)(s.states + (size_t)B * ssd_nchunks(T, Q) * H * P * N);
+    s.cum = s.dt + ssd_saved_region_floats((size_t)B * H * T);
+    s.states = s.cum + ssd_saved_region_floats((size_t)B * H * T);
+    s.seg = (int*)(s.states + ssd_saved_region_floats((size_t)B * ssd_nchunks(T, Q) * H * P * N));
     return s;
 }
 
