@@ -49,7 +49,8 @@ DEV_CUDA_ARCH ?= $(call gencode_flags,$(DEV_GPU_ARCHS),)
 # NVCC_DEVICE_OPT: CI's compile check sets "-Xcicc -O1 -Xptxas -O1" (half the time; ptxas still checks every
 # kernel's assembly); the binaries that run and are timed use the defaults (full optimization)
 NVCC_DEVICE_OPT ?=
-NVCC_FLAGS = -O3 -std=c++17 -I. --expt-relaxed-constexpr -Xcompiler -Wall $(NVCC_DEVICE_OPT)
+NVCC_FLAGS = -O3 -std=c++17 -I. --expt-relaxed-constexpr -Xcompiler -Wall $(NVCC_DEVICE_OPT) \
+  $(if $(strip $(NVCC_DEVICE_OPT)),-DMAMBA2_REDUCED_DEVICE_OPT,)
 NVCC_LIBS = -lcublas -lcublasLt
 # multi-GPU: NCCL (from the CUDA installation) unless NO_MULTI_GPU=1; OpenMPI when mpi.h is found unless NO_USE_MPI=1
 ifeq ($(NO_MULTI_GPU),1)

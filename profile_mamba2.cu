@@ -151,6 +151,7 @@ static void print_report(const Mamba2Config* c, int B, int T) {
     for (int i = 0; i < g_nrec; i++) phase_ms[g_rec[i].phase] += g_rec[i].ms;
     printf("\n== profile: %d layers, d_model %d, B=%d T=%d, %s, one step after warm-up (CUPTI, GPU time of each "
            "kernel)\n", c->n_layer, c->d_model, B, T, PRECISION_NAME);
+    cuda_warn_reduced_opt(stdout);
     int order[NUM_FAMILIES];
     for (int k = 0; k < NUM_FAMILIES; k++) order[k] = k;
     for (int i = 0; i < NUM_FAMILIES; i++)

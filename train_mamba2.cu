@@ -51,6 +51,7 @@ static void print_benchmark(const GPUModel* m, const TrainArgs* a, const cudaDev
     cudaCheck(cudaMemGetInfo(&free_b, &total_b));
     printf("\n== benchmark: %s, %d layers, d_model %d, B=%d T=%d (%d tokens/step), %s, %d x %s\n", a->model, c->n_layer,
            c->d_model, a->B, a->T, a->total_batch_tokens, PRECISION_NAME, world, prop->name);
+    cuda_warn_reduced_opt(stdout);
     printf("ms/step          %.1f (median of %d steps after %d warm-up)\n", ms, nsteps - skip, skip);
     printf("tokens/s         %.0f\n", tps);
     printf("model FLOPs      %.3f GFLOP/token -> %.1f TFLOP/s per GPU, MFU %.1f%% of 989 TFLOP/s (H100 bf16 dense)\n",

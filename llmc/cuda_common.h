@@ -86,6 +86,17 @@ static inline void cuda_set_smem(const void* kernel, size_t bytes, const char* w
                 __LINE__);
 }
 
+/* timing reports call this: a compile check's build (NVCC_DEVICE_OPT, which the Makefile marks with
+   MAMBA2_REDUCED_DEVICE_OPT) or a -G build runs the same arithmetic several times slower, and passes every test */
+static inline void cuda_warn_reduced_opt(FILE* f) {
+#if defined(MAMBA2_REDUCED_DEVICE_OPT) || defined(__CUDACC_DEBUG__)
+    fprintf(f, "WARNING: this binary was built with reduced device optimization (NVCC_DEVICE_OPT or -G): its timings "
+               "are not the release build's; rebuild it with make -B\n");
+#else
+    (void)f;
+#endif
+}
+
 /* conversions that work for both floatX choices */
 __device__ __host__ static inline float toF(float x) { return x; }
 __device__ __host__ static inline float toF(__nv_bfloat16 x) { return __bfloat162float(x); }

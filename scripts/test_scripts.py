@@ -334,6 +334,14 @@ def test_mqar_dry_run():
     kinds = {("pattern=AA" in flag(c, "-e"), flag(c, "-t")) for c in train}
     check("mqar grid: attention (pattern=AA) and Mamba-2 runs at T 256, 512, 1024", kinds == {
         (a, t) for a in (True, False) for t in ("256", "512", "1024")}, str(sorted(kinds)))
+    # --epochs: the same steps over a training set E times smaller (T=256, B=128: 16000 x 128 / 8 / 4 counts)
+    r = run([sys.executable, "scripts/paper/mqar.py", "grid", "--dry-run", "--seq-lens", "256", "--steps", "16000",
+             "--epochs", "8"])
+    check("mqar grid --epochs 8 --steps 16000: train set 64000 examples per pair count, 8 epochs, -x 16000",
+          r.returncode == 0 and "train set 64000 examples per pair count" in r.stdout and "(8 epochs)" in r.stdout
+          and " -x 16000 " in r.stdout, r.stdout[:300] + r.stderr[-200:])
+    r = run([sys.executable, "scripts/paper/mqar.py", "grid", "--dry-run", "--epochs", "0"])
+    check("mqar grid --epochs 0 is refused", r.returncode != 0 and "--epochs" in r.stderr, r.stderr[-200:])
 
 
 FAKE_EVAL = """#!/usr/bin/env python3

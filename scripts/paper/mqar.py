@@ -147,9 +147,9 @@ def print_plan(runs, a):
     for T in a.seq_lens:
         rs = [r for r in todo if r["T"] == T]
         sec = sum(planned_seconds(r) for r in rs)
-        ex = a.steps * (a.tokens_per_step // T) // len(kv_counts(T))
+        ex = train_per_count(a, T)
         print(f"  T={T}: {len(rs)} runs, B={a.tokens_per_step // T}, train set {ex} examples per pair count "
-              f"{kv_counts(T)} (one epoch), planned {sec / 60:.1f} min one at a time (not measured: "
+              f"{kv_counts(T)} ({a.epochs} epoch{'s' if a.epochs > 1 else ''}), planned {sec / 60:.1f} min one at a time (not measured: "
               f"STEP_FLOOR_S / GUESS_TOKENS_PER_S in this script)")
     reasons = {}
     for r in skipped:
@@ -168,10 +168,14 @@ def kv_counts(T):
     return mqar_data.default_kv_pairs(T)
 
 
+def train_per_count(a, T):
+    """training examples per pair count: the steps' examples (steps x B) over the epochs, split among the counts"""
+    return a.steps * (a.tokens_per_step // T) // a.epochs // len(kv_counts(T))
+
+
 def ensure_data(a, T):
     d = os.path.join(a.data, f"T{T}")
-    B = a.tokens_per_step // T
-    per = a.steps * B // len(mqar_data.default_kv_pairs(T))
+    per = train_per_count(a, T)
     want = dict(seq_len=T, vocab=VOCAB, seed=a.data_seed, train_per_count=per, val_per_count=VAL_PER_COUNT,
                 test_per_count=TEST_PER_COUNT, version=mqar_data.GENERATOR_VERSION)
     meta_path = os.path.join(d, "meta.json")
@@ -288,6 +292,9 @@ def main(argv=None):
                    help="model kinds: attention,mamba2")
     g.add_argument("--lrs", type=floats, default=LRS)
     g.add_argument("--steps", type=int, default=STEPS)
+    g.add_argument("--epochs", type=int, default=1,
+                   help="passes over the training set in --steps (its size: steps x B / epochs examples); Zoology's "
+                        "MQAR runs make 32-64 passes over 20,000-100,000 examples")
     g.add_argument("--tokens-per-step", type=int, default=TOKENS_PER_STEP)
     g.add_argument("--seed", type=int, default=1337, help="the trainer's seed (init, data order)")
     g.add_argument("--data-seed", type=int, default=1, help="data/mqar.py's seed")
@@ -312,8 +319,8 @@ def main(argv=None):
         a.out = a.out or os.path.join(a.root, "fig8")
         cmd_collect(a)
     else:
-        if a.jobs < 1 or a.steps < 1:
-            sys.exit("error: --jobs and --steps must be >= 1")
+        if a.jobs < 1 or a.steps < 1 or a.epochs < 1:
+            sys.exit("error: --jobs, --steps and --epochs must be >= 1")
         cmd_grid(a)
 
 
