@@ -370,9 +370,12 @@ typedef struct {
     double partial_round;         /* sum over llmc's head-group partials of half a bf16 ulp of each (0: no partials) */
 } ExactDc;
 
+#define EXACT_SAMPLES 16
 typedef struct {
     float *dt, *cum;  /* (B, H, T) as saved by the forward: what every dC kernel read */
     double atol;      /* the dC check's bound is atol + 2e-2 |ref|, atol = 1e-2 rms(ref) */
+    size_t sample[EXACT_SAMPLES];  /* ordinary elements (exact_dc_validate's) and their exact values: the typical */
+    double sample_exact[EXACT_SAMPLES];  /* error of each kernel, to set a questioned element's against */
 } ExactInputs;
 
 static ExactInputs exact_inputs(const Problem* p, const Outs* ref) {
@@ -448,18 +451,21 @@ static void dc_position(const Problem* p, size_t i, int* b, int* t, int* g, int*
     *n = (int)(i % p->N);
 }
 
-/* The host formula itself, checked: at 16 ordinary elements (spread over b, t, g, n; the last position included), the
+/* The host formula itself, checked: at EXACT_SAMPLES (16) ordinary elements (spread over b, t, g, n; the last position included), the
    exact value must agree with llmc's dC within the dC check's bf16 bound; and that comparison must reject a copy of
    the exact values with one moved by 10x the bound. */
-static void exact_dc_validate(const char* name, const Problem* p, const ExactInputs* in, const Outs* ref) {
-    enum { K = 16 };
-    double ex[K], lm[K], worst = 0.0, worst_abs = 0.0;
+static void exact_dc_validate(const char* name, const Problem* p, ExactInputs* in, const Outs* ref) {
+    enum { K = EXACT_SAMPLES };
+    double ex[K], lm[K], worst = 0.0, worst_abs = 0.0, ss = 0.0;
     for (int k = 0; k < K; k++) {
         size_t i = k == 0 ? ref->n_bc - 1 : (size_t)((uint64_t)k * 2654435761u % ref->n_bc);
         int b, t, g, n;
         dc_position(p, i, &b, &t, &g, &n);
         ex[k] = exact_dc(p, in, b, t, g, n).value;
         lm[k] = ref->dC[i];
+        in->sample[k] = i;
+        in->sample_exact[k] = ex[k];
+        ss += (lm[k] - ex[k]) * (lm[k] - ex[k]);
     }
     int ok = 1, bad_ok = 1;
     for (int k = 0; k < K; k++) {
@@ -471,8 +477,8 @@ static void exact_dc_validate(const char* name, const Problem* p, const ExactInp
         double moved = k == K / 2 ? ex[k] + 10.0 * bound : ex[k];
         if (!(fabs(moved - lm[k]) <= bound)) bad_ok = 0;
     }
-    printf("  exact dC (host, double) at %d elements vs llmc: max |exact - llmc| %.3e, max of it / bound %.3f\n", K,
-           worst_abs, worst);
+    printf("  exact dC (host, double) at %d elements vs llmc: max |exact - llmc| %.3e, max of it / bound %.3f, rms %.3e\n",
+           K, worst_abs, worst, sqrt(ss / K));
     char label[200];
     snprintf(label, sizeof label, "%s: host exact dC agrees with llmc at %d elements within the bf16 bound", name, K);
     dev_record(label, ok);
@@ -499,9 +505,16 @@ static void dc_diagnose(const Problem* p, const ExactInputs* in, const Outs* got
         top[k] = i;
         topr[k] = r;
     }
+    double ssw = 0.0, ssl = 0.0;  /* the typical errors: at the sampled ordinary elements */
+    for (int k = 0; k < EXACT_SAMPLES; k++) {
+        double x = in->sample_exact[k];
+        ssw += (got->dC[in->sample[k]] - x) * (got->dC[in->sample[k]] - x);
+        ssl += (ref->dC[in->sample[k]] - x) * (ref->dC[in->sample[k]] - x);
+    }
     int shown = nbad ? ntop : (ntop ? 1 : 0);
-    printf("    dC vs exact (host, double): %zu of %zu past the bound; the %d worst (|got - llmc| / bound):\n", nbad,
-           got->n_bc, shown);
+    printf("    dC vs exact (host, double): rms error at the %d sampled elements: ws %.2e, llmc %.2e; %zu of %zu past "
+           "the bound; the %d worst (|ws - llmc| / bound):\n", EXACT_SAMPLES, sqrt(ssw / EXACT_SAMPLES),
+           sqrt(ssl / EXACT_SAMPLES), nbad, got->n_bc, shown);
     for (int k = 0; k < shown; k++) {
         int b, t, g, n;
         dc_position(p, top[k], &b, &t, &g, &n);
