@@ -381,6 +381,7 @@ typedef struct {
 static ExactInputs exact_inputs(const Problem* p, const Outs* ref) {
     const WsShape& s = p->s;
     ExactInputs in;
+    memset(&in, 0, sizeof in);  /* the samples are filled by exact_dc_validate */
     size_t nbht = (size_t)s.B * s.H * s.T;
     in.dt = dev_download_F(p->sv.dt, nbht);
     in.cum = dev_download_F(p->sv.cum, nbht);
