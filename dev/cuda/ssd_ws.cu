@@ -22,6 +22,10 @@
  * outputs are not bitwise llmc's. bf16 outputs (dC, its partials, ddt_raw): |got - ref| <= 1e-2 rms(ref) + 2e-2 |ref|
  * per element (1-2 bf16 ulps) and ||got - ref|| / ||ref|| <= 1e-2; fp32 (rowi, d_dt_bias, d_A_log): 1e-3 rms(ref) +
  * 1e-3 |ref| and norm 1e-3. Each tolerance is shown to reject a copy with one element moved by 10x it.
+ * The exact dC (exact_dc: double on the host from the inputs the kernels read) judges the dC elements in question:
+ * after each ws variant's checks, its worst element (the 3 worst where any is past the bound) with llmc's, the ws
+ * value and exact, each error against exact and the sum of |terms| (is it a cancelling sum, which kernel is closer);
+ * per shape one check that exact agrees with llmc at 16 ordinary elements (this validates the host formula).
  *
  * Usage: ./dev/cuda/ssd_ws_bin [small|bench|all] (default all). Prints "N passed, N failed"; exits 1 on a failure.
  * ./dev/cuda/ssd_ws_bin profile runs each dC kernel once at the 130M shape (Q = 128) for ncu, without checks.
@@ -348,6 +352,184 @@ static void compare_outs(const char* what, const Outs* got, const Outs* ref, int
     g_tol_cols = 1;
 }
 
+/* ---- dC of single elements in double precision on the host, from the kernels' own inputs ----
+ * For a dC element the checks question: its exact value, so that llmc's and the ws kernel's errors are each measured
+ * against the ideal result of the inputs they read (bf16 x, B, dy and fp32 dt, cum, states converted to double:
+ * exact), and the size of the sum's terms, so that a cancelling sum (sum |terms| >> |value|) shows as such. The
+ * formula (llmc/ssd.cuh's top comment; no seq_idx here, so no document masks), for position t of chunk c, group g,
+ * column n, summed over the heads h of g:
+ *   dC[t, g, n] = sum_h [ exp(cum_t) sum_p Hprev_c(h)[p, n] dy_t(h)[p]
+ *                       + sum_{t0 <= j <= t} (dy_t(h) . x_j(h)) exp(cum_t - cum_j) dt_j B_j[g, n] ]
+ * The terms counted are the state's (h, p) and the intra-chunk (h, j) products, the granularity at which the kernels
+ * round: the state term's operand is bf16 hi + lo (~16 bits), WD = (dy.x) exp() dt is rounded to bf16 (8 bits)
+ * before its product with B_j, and llmc's hg-head partials are rounded to bf16 before the group sum. */
+typedef struct {
+    double value, state, intra;   /* the element and its two parts */
+    double abs_state, abs_intra;  /* sum of |term| of each part: the cancellation scale */
+    double sq_intra;              /* sum of term^2 of the intra part: the size of a random walk of WD roundings */
+    double partial_round;         /* sum over llmc's head-group partials of half a bf16 ulp of each (0: no partials) */
+} ExactDc;
+
+#define EXACT_SAMPLES 16
+typedef struct {
+    float *dt, *cum;  /* (B, H, T) as saved by the forward: what every dC kernel read */
+    double atol;      /* the dC check's bound is atol + 2e-2 |ref|, atol = 1e-2 rms(ref) */
+    size_t sample[EXACT_SAMPLES];  /* ordinary elements (exact_dc_validate's) and their exact values: the typical */
+    double sample_exact[EXACT_SAMPLES];  /* error of each kernel, to set a questioned element's against */
+} ExactInputs;
+
+static ExactInputs exact_inputs(const Problem* p, const Outs* ref) {
+    const WsShape& s = p->s;
+    ExactInputs in;
+    memset(&in, 0, sizeof in);  /* the samples are filled by exact_dc_validate */
+    size_t nbht = (size_t)s.B * s.H * s.T;
+    in.dt = dev_download_F(p->sv.dt, nbht);
+    in.cum = dev_download_F(p->sv.cum, nbht);
+    double ss = 0.0;
+    for (size_t i = 0; i < ref->n_bc; i++) ss += (double)ref->dC[i] * ref->dC[i];
+    in.atol = 1e-2 * sqrt(ss / (double)ref->n_bc);
+    return in;
+}
+static void free_exact_inputs(ExactInputs* in) { free(in->dt); free(in->cum); }
+
+/* half a bf16 ulp of v: the most that rounding v to bf16 (8 significant bits) moves it */
+static double bf16_half_ulp(double v) {
+    int e;
+    frexp(v, &e);  /* |v| = m 2^e, m in [0.5, 1): the ulp is 2^(e - 8) */
+    return v == 0.0 ? 0.0 : ldexp(1.0, e - 9);
+}
+
+/* the exact dC[b, t, g, n]: copies back the rows t0..t of xbc (x, B), dy_t and the states entering the chunk of the
+   group's heads (a few hundred KB), then sums in double */
+static ExactDc exact_dc(const Problem* p, const ExactInputs* in, int b, int t, int g, int n) {
+    const WsShape& s = p->s;
+    int P = p->P, N = p->N, E = p->E, CD = p->CD, hpg = s.H / s.G, c = t / s.Q, t0 = c * s.Q, rows = t - t0 + 1;
+    float* xb = dev_download_X(p->xbc + (size_t)(b * s.T + t0) * CD, (size_t)rows * CD);
+    float* dy = dev_download_X(p->dy + (size_t)(b * s.T + t) * E, E);
+    size_t st_off = (((size_t)b * p->nch + c) * s.H + g * hpg) * P * N;  /* llmc's ssd_state_off of head g hpg */
+    float* st = dev_download_F(p->sv.states + st_off, (size_t)hpg * P * N);
+    ExactDc r;
+    memset(&r, 0, sizeof r);
+    double part = 0.0;  /* the current head-group partial (llmc's hg heads) */
+    for (int k = 0; k < hpg; k++) {
+        int h = g * hpg + k;
+        const float* cumh = in->cum + ((size_t)b * s.H + h) * s.T;
+        const float* dth = in->dt + ((size_t)b * s.H + h) * s.T;
+        const float* dyh = dy + h * P;
+        double et = exp((double)cumh[t]);
+        for (int q = 0; q < P; q++) {
+            double term = et * (double)st[((size_t)k * P + q) * N + n] * (double)dyh[q];
+            r.state += term;
+            r.abs_state += fabs(term);
+            part += term;
+        }
+        for (int j = t0; j <= t; j++) {
+            const float* xj = xb + (size_t)(j - t0) * CD;
+            double dot = 0.0;
+            for (int q = 0; q < P; q++) dot += (double)dyh[q] * (double)xj[h * P + q];
+            double term = dot * exp((double)cumh[t] - (double)cumh[j]) * (double)dth[j] * (double)xj[E + g * N + n];
+            r.intra += term;
+            r.abs_intra += fabs(term);
+            r.sq_intra += term * term;
+            part += term;
+        }
+        if (!p->direct_llmc && (k + 1) % p->hg_llmc == 0) {
+            r.partial_round += bf16_half_ulp(part);
+            part = 0.0;
+        }
+    }
+    r.value = r.state + r.intra;
+    free(xb); free(dy); free(st);
+    return r;
+}
+
+/* flat index of dC (B T, G N) -> b, t, g, n */
+static void dc_position(const Problem* p, size_t i, int* b, int* t, int* g, int* n) {
+    size_t gn = (size_t)p->s.G * p->N, row = i / gn;
+    *b = (int)(row / p->s.T);
+    *t = (int)(row % p->s.T);
+    *g = (int)((i % gn) / p->N);
+    *n = (int)(i % p->N);
+}
+
+/* The host formula itself, checked: at EXACT_SAMPLES (16) ordinary elements (spread over b, t, g, n; the last position included), the
+   exact value must agree with llmc's dC within the dC check's bf16 bound; and that comparison must reject a copy of
+   the exact values with one moved by 10x the bound. */
+static void exact_dc_validate(const char* name, const Problem* p, ExactInputs* in, const Outs* ref) {
+    enum { K = EXACT_SAMPLES };
+    double ex[K], lm[K], worst = 0.0, worst_abs = 0.0, ss = 0.0;
+    for (int k = 0; k < K; k++) {
+        size_t i = k == 0 ? ref->n_bc - 1 : (size_t)((uint64_t)k * 2654435761u % ref->n_bc);
+        int b, t, g, n;
+        dc_position(p, i, &b, &t, &g, &n);
+        ex[k] = exact_dc(p, in, b, t, g, n).value;
+        lm[k] = ref->dC[i];
+        in->sample[k] = i;
+        in->sample_exact[k] = ex[k];
+        ss += (lm[k] - ex[k]) * (lm[k] - ex[k]);
+    }
+    int ok = 1, bad_ok = 1;
+    for (int k = 0; k < K; k++) {
+        double d = fabs(ex[k] - lm[k]), bound = in->atol + 2e-2 * fabs(lm[k]);
+        if (!(d <= bound)) ok = 0;
+        if (d / bound > worst) worst = d / bound;
+        if (d > worst_abs) worst_abs = d;
+        /* the rejection: element k = K/2 moved by 10x its bound */
+        double moved = k == K / 2 ? ex[k] + 10.0 * bound : ex[k];
+        if (!(fabs(moved - lm[k]) <= bound)) bad_ok = 0;
+    }
+    printf("  exact dC (host, double) at %d elements vs llmc: max |exact - llmc| %.3e, max of it / bound %.3f, rms %.3e\n",
+           K, worst_abs, worst, sqrt(ss / K));
+    char label[200];
+    snprintf(label, sizeof label, "%s: host exact dC agrees with llmc at %d elements within the bf16 bound", name, K);
+    dev_record(label, ok);
+    snprintf(label, sizeof label, "%s: host exact dC check rejects a copy with one element moved by 10x the bound", name);
+    dev_record(label, !bad_ok);
+}
+
+/* After a ws variant's dC check: its worst elements against the exact value. The 3 worst (by |got - ref| / bound)
+   when any element is past the bound, else the worst one; two lines each: position, each value and its error against
+   exact; the two parts with their sum |terms| and the rounding sizes to compare the errors with. */
+static void dc_diagnose(const Problem* p, const ExactInputs* in, const Outs* got, const Outs* ref) {
+    enum { K = 3 };
+    size_t top[K];
+    double topr[K];
+    int ntop = 0;
+    size_t nbad = 0;
+    for (size_t i = 0; i < got->n_bc; i++) {
+        double e = fabs((double)got->dC[i] - ref->dC[i]), r = e / (in->atol + 2e-2 * fabs((double)ref->dC[i]));
+        if (!(r == r)) r = INFINITY;  /* NaN: an unwritten element */
+        if (r > 1.0) nbad++;
+        if (ntop == K && !(r > topr[K - 1])) continue;
+        int k = ntop < K ? ntop++ : K - 1;  /* insertion into the descending top K */
+        while (k > 0 && r > topr[k - 1]) { top[k] = top[k - 1]; topr[k] = topr[k - 1]; k--; }
+        top[k] = i;
+        topr[k] = r;
+    }
+    double ssw = 0.0, ssl = 0.0;  /* the typical errors: at the sampled ordinary elements */
+    for (int k = 0; k < EXACT_SAMPLES; k++) {
+        double x = in->sample_exact[k];
+        ssw += (got->dC[in->sample[k]] - x) * (got->dC[in->sample[k]] - x);
+        ssl += (ref->dC[in->sample[k]] - x) * (ref->dC[in->sample[k]] - x);
+    }
+    int shown = nbad ? ntop : (ntop ? 1 : 0);
+    printf("    dC vs exact (host, double): rms error at the %d sampled elements: ws %.2e, llmc %.2e; %zu of %zu past "
+           "the bound; the %d worst (|ws - llmc| / bound):\n", EXACT_SAMPLES, sqrt(ssw / EXACT_SAMPLES),
+           sqrt(ssl / EXACT_SAMPLES), nbad, got->n_bc, shown);
+    for (int k = 0; k < shown; k++) {
+        int b, t, g, n;
+        dc_position(p, top[k], &b, &t, &g, &n);
+        ExactDc x = exact_dc(p, in, b, t, g, n);
+        double lv = ref->dC[top[k]], wv = got->dC[top[k]];
+        printf("      %.2f: b %d t %d (chunk %d row %d) g %d n %d: exact %+.6e | llmc %+.6e err %+.2e | ws %+.6e "
+               "err %+.2e\n", topr[k], b, t, t / p->s.Q, t % p->s.Q, g, n, x.value, lv, lv - x.value, wv, wv - x.value);
+        printf("        state %+.3e (sum|t| %.3e), intra %+.3e (sum|t| %.3e, 2^-9 ||t|| %.1e); sum|t| / |exact| %.3g; "
+               "half bf16 ulp: output %.1e, llmc partials (sum) %.1e\n", x.state, x.abs_state, x.intra, x.abs_intra,
+               ldexp(sqrt(x.sq_intra), -9), (x.abs_state + x.abs_intra) / fabs(x.value), bf16_half_ulp(x.value),
+               x.partial_round);
+    }
+}
+
 /* outputs poisoned (NaN) and parameter gradients zeroed before a backward, so an unwritten element fails */
 static void reset_outputs(Problem* p) {
     const WsShape& s = p->s;
@@ -415,6 +597,8 @@ static void run_shape(WsShape s) {
              path.bwd_tiles, path.state);
     dev_record(label, path.bwd_tiles == SSD_BWD_TILES_TUNED);
     Outs ref = download_outs(&p);
+    ExactInputs ex = exact_inputs(&p, &ref);
+    exact_dc_validate(s.name, &p, &ex, &ref);
     /* 2. the composition with llmc's dC kernel: bitwise the reference */
     reset_outputs(&p);
     composed_backward(&p, DC_LLMC);
@@ -434,6 +618,7 @@ static void run_shape(WsShape s) {
         snprintf(label, sizeof label, "%s: %s (hg %d%s) substituted vs ssd_backward", s.name, dc_name(v), hg,
                  hg == s.H / s.G ? ", direct" : ", partials");
         compare_outs(label, &o1, &ref, s.H, 0, !dc_direct(v));
+        dc_diagnose(&p, &ex, &o1, &ref);
         reset_outputs(&p);
         composed_backward(&p, v);
         sync_check(dc_name(v));
@@ -449,6 +634,7 @@ static void run_shape(WsShape s) {
         fflush(stdout);
     }
     free_outs(&ref);
+    free_exact_inputs(&ex);
     fflush(stdout);
     /* 4. timings */
     if (s.bench) {
