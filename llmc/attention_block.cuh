@@ -69,10 +69,7 @@ static void attention_block_forward(GPUModel* m, int l) {
     const Mamba2Config* c = &m->config;
     cudaStream_t st = m->stream;
     int BT = m->B * m->T, D = c->d_model;
-    const float* x_in = gpu_residual(m, l > 0 ? l - 1 : 0);  /* x_{l-1}, or x_0 (the embedding) for l = 0 */
-    float* x = l > 0 ? gpu_residual_out(m, l) : (float*)x_in;
-    rmsnorm_forward_from(act_x(m, ACT_U, l), act_f(m, ACT_RSTD, l), x, x_in, l > 0 ? gpu_delta(m, l - 1) : NULL,
-                         PF(m, P_NORM_W, l), BT, D, st);
+    block_prenorm_forward(m, l, 0);
     attention_block_mix(m, l);
     floatX* delta = gpu_delta(m, l);
     matmul_forward(delta, act_x(m, ACT_ATT, l), PX(m, P_ATTN_OUT_W, l), BT, c->attn_out_dim, D, st);
@@ -82,10 +79,7 @@ static void attention_block_forward(GPUModel* m, int l) {
 /* -r 2: the block's forward again from the stored x_l (no delta: the forward formed x_l already), up to what its
    backward reads; the same kernels on the same input, so the same bits as the forward */
 static void attention_block_recompute(GPUModel* m, int l) {
-    const Mamba2Config* c = &m->config;
-    float* x = gpu_residual(m, l);
-    rmsnorm_forward_from(act_x(m, ACT_U, l), act_f(m, ACT_RSTD, l), x, x, NULL, PF(m, P_NORM_W, l), m->B * m->T,
-                         c->d_model, m->stream);
+    block_prenorm_forward(m, l, 1);
     attention_block_mix(m, l);
 }
 

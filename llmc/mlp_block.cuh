@@ -24,10 +24,7 @@ static void mlp_block_mix(GPUModel* m, int l) {
 static void mlp_block_forward(GPUModel* m, int l) {
     const Mamba2Config* c = &m->config;
     int BT = m->B * m->T, D = c->d_model;
-    const float* x_in = gpu_residual(m, l > 0 ? l - 1 : 0);  /* x_{l-1}, or x_0 (the embedding) for l = 0 */
-    float* x = l > 0 ? gpu_residual_out(m, l) : (float*)x_in;
-    rmsnorm_forward_from(act_x(m, ACT_U, l), act_f(m, ACT_RSTD, l), x, x_in, l > 0 ? gpu_delta(m, l - 1) : NULL,
-                         PF(m, P_NORM_W, l), BT, D, m->stream);
+    block_prenorm_forward(m, l, 0);
     mlp_block_mix(m, l);
     matmul_forward(gpu_delta(m, l), act_x(m, ACT_MLP_ACT, l), PX(m, P_MLP_FC2_W, l), BT, c->mlp_hidden, D, m->stream);
 }
@@ -43,7 +40,7 @@ static void mlp_block_backward(GPUModel* m, int l) {
     floatX* act = act_x(m, ACT_MLP_ACT, l);
     floatX* u = act_x(m, ACT_U, l);
     if (m->recompute == 2 && l < c->n_layer - 1) { /* -r 2: the block again from the stored x_l (no delta) */
-        rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), x, x, NULL, PF(m, P_NORM_W, l), BT, D, st);
+        block_prenorm_forward(m, l, 1);
         mlp_block_mix(m, l);
     } else if (m->recompute == 1) { /* -r 1: act again from h, which every block keeps */
         swiglu_forward(act, h, BT, Hm, st);

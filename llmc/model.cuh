@@ -389,10 +389,13 @@ static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T,
     }
 }
 
+/* 1 where the residual stream is split into -r 2's checkpoints, kept deltas and scratch slot (training at -r 2) */
+static inline int resid_split(const GPUModel* m) { return m->recompute == 2 && !m->forward_only; }
+
 /* layer l's part of a layer activation (the residual stream: gpu_residual) */
 static inline void* act_at(const GPUModel* m, LayerAct k, int l) {
     const ActBuffer* b = &m->a.layer[k];
-    if (k == ACT_RESIDUAL && m->recompute == 2 && !m->forward_only)
+    if (k == ACT_RESIDUAL && resid_split(m))
         die("act_at: under -r 2 the residual stream is not one slot per layer: read it with gpu_residual");
     if (b->slots == 1) return b->base;
     return b->base + (size_t)(b->kind == 'N' ? l : config_block_slot(&m->config, l)) * b->layer_bytes;
@@ -401,7 +404,6 @@ static inline floatX* act_x(const GPUModel* m, LayerAct k, int l) { return (floa
 static inline float* act_f(const GPUModel* m, LayerAct k, int l) { return (float*)act_at(m, k, l); }
 
 /* -r 2 (training): the residual stream's checkpoint slots, then the scratch slot (see resid_is_checkpoint) */
-static inline int resid_split(const GPUModel* m) { return m->recompute == 2 && !m->forward_only; }
 static inline float* resid_slot(const GPUModel* m, int slot) {
     const ActBuffer* b = &m->a.layer[ACT_RESIDUAL];
     return (float*)(b->base + (size_t)slot * b->layer_bytes);
@@ -484,7 +486,7 @@ static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
     size_t BT = (size_t)B * T, D = c->d_model, E = c->d_inner, Vp = c->padded_vocab_size;
     size_t X = sizeof(floatX), F = sizeof(float), total = 0;
     ActBuffer layer[NUM_LAYER_ACTS];
-    int resid_k = resid_every(m->resid_every), split = m->recompute == 2 && !m->forward_only;
+    int resid_k = resid_every(m->resid_every), split = resid_split(m);
     gpu_layer_acts(layer, c, B, T, m->ssd_q, m->recompute, m->forward_only, resid_k);
     for (int k = 0; k < NUM_LAYER_ACTS; k++) {
         if (!dry) a->layer[k] = layer[k];
@@ -665,10 +667,30 @@ static inline floatX* gpu_carry_window(const GPUModel* m, int which, int slot) {
     return m->carry.window[which] + (size_t)slot * gpu_carry_window_per_layer(m);
 }
 
-/* the block from its pre-norm through the gated norm: everything but out_proj. The pre-norm reads x_in (+ delta when
-   not NULL) and writes the sum to the layer's residual slot: the forward passes x_{l-1} and delta_{l-1}, -r 2's
-   recompute the stored x_l and NULL (the same kernels on the same values: the forward's bits) */
-static void mamba2_block_through_gated_norm(GPUModel* m, int l, const float* x_in, const floatX* delta) {
+/* every block kind's pre-norm: u = rmsnorm(x_l) into ACT_U, its 1/rms into ACT_RSTD. The forward (again = 0) first
+   forms x_l = x_{l-1} + delta_{l-1} in the same kernel and writes it where gpu_residual_out says (x_0, the embedding,
+   is taken as it is); again = 1, -r 2's recompute of the block in its backward, norms x_l as the forward formed it
+   (gpu_residual) and writes no stream: the same kernel on the same values, so the forward's bits. x_{l-1} is read
+   before x_l's slot is asked for (gpu_residual_out's rule). */
+static void block_prenorm_forward(GPUModel* m, int l, int again) {
+    const float* x_in;
+    const floatX* delta = NULL;
+    float* x_out;
+    if (again || l == 0) {
+        x_in = gpu_residual(m, l);
+        x_out = (float*)x_in;
+    } else {
+        x_in = gpu_residual(m, l - 1);
+        delta = gpu_delta(m, l - 1);
+        x_out = gpu_residual_out(m, l);
+    }
+    rmsnorm_forward_from(act_x(m, ACT_U, l), act_f(m, ACT_RSTD, l), x_out, x_in, delta, PF(m, P_NORM_W, l),
+                         m->B * m->T, m->config.d_model, m->stream);
+}
+
+/* the block from its pre-norm through the gated norm: everything but out_proj; again: as block_prenorm_forward's
+   (0: the forward, 1: -r 2's recompute, the forward's bits) */
+static void mamba2_block_through_gated_norm(GPUModel* m, int l, int again) {
     const Mamba2Config* c = &m->config;
     cudaStream_t st = m->stream;
     int B = m->B, T = m->T, BT = B * T, D = c->d_model, E = c->d_inner, dt_col = 2 * E + 2 * c->ngroups * c->d_state;
@@ -677,8 +699,7 @@ static void mamba2_block_through_gated_norm(GPUModel* m, int l, const float* x_i
     floatX* xbc = act_x(m, ACT_XBC, l);
     floatX* y = act_x(m, ACT_Y, l);
     const int* seq = gpu_doc_index(m);
-    float* x_out = delta ? gpu_residual_out(m, l) : (float*)x_in;  /* no delta: x_in is x_l, nothing is written */
-    rmsnorm_forward_from(u, act_f(m, ACT_RSTD, l), x_out, x_in, delta, PF(m, P_NORM_W, l), BT, D, st);
+    block_prenorm_forward(m, l, again);
     matmul_forward(zx, u, PX(m, P_IN_PROJ_W, l), BT, D, c->d_in_proj, st);
     float *init_state = NULL, *final_state = NULL;
     if (m->carry.active) { /* -C 1: from the row's carried window and state, leaving the final ones (-r 2's recompute
@@ -714,8 +735,7 @@ static void mamba2_block_through_gated_norm(GPUModel* m, int l, const float* x_i
  */
 static void mamba2_block_forward(GPUModel* m, int l) {
     const Mamba2Config* c = &m->config;
-    const float* x_in = gpu_residual(m, l > 0 ? l - 1 : 0);  /* x_{l-1}, or x_0 (the embedding) for l = 0 */
-    mamba2_block_through_gated_norm(m, l, x_in, l > 0 ? gpu_delta(m, l - 1) : NULL);
+    mamba2_block_through_gated_norm(m, l, 0);
     matmul_forward(gpu_delta(m, l), act_x(m, ACT_GN, l), PX(m, P_OUT_PROJ_W, l), m->B * m->T, c->d_inner, c->d_model,
                    m->stream);
 }
@@ -728,7 +748,7 @@ static void mamba2_block_forward(GPUModel* m, int l) {
  * and normed that float value; no delta now, so nothing is written back); out_proj is not needed.
  */
 static void mamba2_block_recompute(GPUModel* m, int l) {
-    mamba2_block_through_gated_norm(m, l, gpu_residual(m, l), NULL);
+    mamba2_block_through_gated_norm(m, l, 1);
 }
 
 /*
