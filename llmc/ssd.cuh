@@ -104,21 +104,22 @@ typedef struct {
     int* seg;       /* (B, T) with seq_idx: the segment start of each position (ssd_seg_kernel); NULL without */
 } SSDSaved;
 
-/* each float region rounded up to 4 floats, so that every region starts 16-byte aligned: the kernels read the
-   states with 16-byte loads (B*H*T need not be a multiple of 4: a packed batch of 19 tokens) */
-static inline size_t ssd_saved_region_floats(size_t n) { return CEIL_DIV(n, (size_t)4) * 4; }
+/* n floats rounded up to 16 bytes: every region of the saved buffer and of the backward's workspace is laid out with
+   it, so each starts 16-byte aligned (the kernels read the states, bct and the partials with 16-byte loads; B*H*T
+   need not be a multiple of 4: a packed batch of 19 tokens) */
+static inline size_t ssd_region_floats(size_t n) { return CEIL_DIV(n, (size_t)4) * 4; }
 static inline size_t ssd_saved_bytes(int B, int T, int H, int P, int N, int Q) {
-    return (2 * ssd_saved_region_floats((size_t)B * H * T) +
-            ssd_saved_region_floats((size_t)B * ssd_nchunks(T, Q) * H * P * N)) * sizeof(float) +
+    return (2 * ssd_region_floats((size_t)B * H * T) +
+            ssd_region_floats((size_t)B * ssd_nchunks(T, Q) * H * P * N)) * sizeof(float) +
            (size_t)B * T * sizeof(int);
 }
 /* seg points at its region always; the dispatch sets it to NULL where seq_idx is NULL */
 static inline SSDSaved ssd_saved_layout(void* saved, int B, int T, int H, int P, int N, int Q) {
     SSDSaved s;
     s.dt = (float*)saved;
-    s.cum = s.dt + ssd_saved_region_floats((size_t)B * H * T);
-    s.states = s.cum + ssd_saved_region_floats((size_t)B * H * T);
-    s.seg = (int*)(s.states + ssd_saved_region_floats((size_t)B * ssd_nchunks(T, Q) * H * P * N));
+    s.cum = s.dt + ssd_region_floats((size_t)B * H * T);
+    s.states = s.cum + ssd_region_floats((size_t)B * H * T);
+    s.seg = (int*)(s.states + ssd_region_floats((size_t)B * ssd_nchunks(T, Q) * H * P * N));
     return s;
 }
 
@@ -319,7 +320,7 @@ static int ssd_bwd_kernels(int H, int P, int N, int smem_optin) {
 
 /* floats of the dB_h and the dC_h regions (each): the simple kernels' per-head fp32 copies (B, T, H, N); on the tile
    path nothing where a block holds all heads of a group (dB, dC go straight into dxbc), else the bf16 head-group
-   partials (B*T, nhg, N) and 16 bytes to align their start (ssd_launch_bwd_tiles_s) */
+   partials (B*T, nhg, N) (ssd_launch_bwd_tiles_s) */
 static inline size_t ssd_dbc_region_floats(int bwd, int B, int T, int H, int N, int G) {
     size_t BT = (size_t)B * T;
     if (bwd == SSD_BWD_SIMPLE) return BT * H * N;
@@ -329,7 +330,7 @@ static inline size_t ssd_dbc_region_floats(int bwd, int B, int T, int H, int N, 
 #else
     int hg = ssd_bwd_heads_per_block(H, G), nhg = H / hg;
     if (hg == H / G) return 0;
-    return CEIL_DIV(BT * nhg * N * sizeof(floatX), sizeof(float)) + 16 / sizeof(float);
+    return CEIL_DIV(BT * nhg * N * sizeof(floatX), sizeof(float));
 #endif
 }
 /* floats of the colw region per (b, h, chunk): the simple kernels' per-32-row-tile column sums (ceil(Q/32) x Q), or the
@@ -356,7 +357,7 @@ static inline size_t ssd_work_region_floats_exact(int region, int bwd, int B, in
     return 0;
 }
 static inline size_t ssd_work_region_floats(int region, int bwd, int B, int T, int H, int P, int N, int G, int Q) {
-    return CEIL_DIV(ssd_work_region_floats_exact(region, bwd, B, T, H, P, N, G, Q), (size_t)4) * 4;
+    return ssd_region_floats(ssd_work_region_floats_exact(region, bwd, B, T, H, P, N, G, Q));
 }
 #define SSD_WORK_REGIONS 11
 
@@ -465,6 +466,11 @@ static SSDPath ssd_backward(floatX* dxbc, floatX* ddt_raw, float* d_dt_bias, flo
     SSDSaved s = ssd_saved_layout((void*)saved, B, T, H, P, N, Q);
     if (!seq_idx) s.seg = NULL;
     int bwd = ssd_bwd_kernels(H, P, N, cuda_smem_optin());  /* the path ssd_workspace_bytes sized the workspace for */
+    if ((uintptr_t)workspace % 16 != 0) {  /* its regions then start 16-byte aligned (ssd_work_layout) */
+        fprintf(stderr, "ssd_backward: the workspace %p is not 16-byte aligned: pass a cudaMalloc'd buffer\n",
+                workspace);
+        exit(EXIT_FAILURE);
+    }
     SSDWork w = ssd_work_layout(workspace, bwd, B, T, H, P, N, G, Q);
     SSDPath path = {0, 0, 0};
     int nch = ssd_nchunks(T, Q), ntile = CEIL_DIV(Q, SSD_TILE), E = H * P, PN = P * N, nsplit = ssd_nsplit(P, N);

@@ -713,10 +713,10 @@ static void ssd_launch_bwd_tiles_s(floatX* dxbc, SSDWork w, float* colf, float* 
                                                                                     G, Q);
     cudaCheckLast();
     /* direct: dB, dC into dxbc; else bf16 partials (B*T, nhg, N) in the per-head regions */
-    /* the group sum reads them 16 bytes at a time: round the region starts up to 16 bytes (ssd_dbc_region_floats
-       sizes the regions for the partials and that rounding) */
-    floatX* pB = direct ? dxbc : (floatX*)(((uintptr_t)w.dB_h + 15) & ~(uintptr_t)15);
-    floatX* pC = direct ? dxbc : (floatX*)(((uintptr_t)w.dC_h + 15) & ~(uintptr_t)15);
+    /* the group sum reads them 16 bytes at a time: every workspace region starts 16-byte aligned (ssd_work_layout,
+       from the 16-byte aligned workspace ssd_backward checks) */
+    floatX* pB = direct ? dxbc : (floatX*)w.dB_h;
+    floatX* pC = direct ? dxbc : (floatX*)w.dC_h;
     int pstride = direct ? xbc_stride : nhg * N;
     dim3 grid = TUNED ? dim3(nti, nch, B * nhg) : dim3(nch, B * nhg, nti);  /* tuned: row tiles adjacent */
     size_t smem = ssd_smem_dxdb(P, N) + (TUNED ? ssd_smem_slab() : 0) + (SEG ? SSD_DXDB_SEG_SMEM : 0);

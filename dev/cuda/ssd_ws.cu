@@ -138,8 +138,8 @@ static void free_problem(Problem* p) {
 }
 
 /* llmc's bf16 partial buffers, as ssd_launch_bwd_tiles_s places them */
-static floatX* part_B(const Problem* p) { return p->direct_llmc ? p->dxbc : (floatX*)(((uintptr_t)p->w.dB_h + 15) & ~(uintptr_t)15); }
-static floatX* part_C(const Problem* p) { return p->direct_llmc ? p->dxbc : (floatX*)(((uintptr_t)p->w.dC_h + 15) & ~(uintptr_t)15); }
+static floatX* part_B(const Problem* p) { return p->direct_llmc ? p->dxbc : (floatX*)p->w.dB_h; }
+static floatX* part_C(const Problem* p) { return p->direct_llmc ? p->dxbc : (floatX*)p->w.dC_h; }
 
 /* which dC kernel the composed backward runs: llmc's, or ssd_ws_dc_kernel / the persistent form at llmc's head-group
    size (partials where llmc writes partials) or at hg = H/G (dC straight into dxbc) */
