@@ -315,6 +315,55 @@ __device__ __forceinline__ static void ws_consumer_head(float acc[2][32], float*
     }
 }
 
+/* a consumer's dC accumulator: zero, and pinned to its registers for the wgmma products that follow */
+__device__ __forceinline__ static void ws_acc_zero(float acc[2][32]) {
+#pragma unroll
+    for (int nh = 0; nh < 2; nh++) {
+#pragma unroll
+        for (int e = 0; e < 32; e++) acc[nh][e] = 0.f;
+        wg_pin_acc(acc[nh]);
+    }
+}
+
+/* consumer 0, after the barrier that follows a head: row_i . dy_i of head bh for the block's rows i0.. of the chunk
+   at t0 (those below len) = the two consumers' partials, rrow2 = their two SSD_WS_ROWS-float halves */
+__device__ __forceinline__ static void ws_store_rowi(float* rowi, const float* rrow2, int tid, int bh, int T, int t0,
+                                                     int i0, int len) {
+    if (tid < SSD_WS_ROWS && i0 + tid < len)
+        rowi[(size_t)bh * T + t0 + i0 + tid] = rrow2[tid] + rrow2[SSD_WS_ROWS + tid];
+}
+
+/* the end of a block's (or an item's) heads: dC = consumer 0's accumulator + consumer 1's. Consumer 1 leaves its
+   accumulator in buf (64 x 128 floats of shared memory the producer no longer uses); after the consumers' barrier
+   consumer 0 adds it to its own and writes the bf16 sum: this thread's rows ri[] of the chunk (those below len),
+   rows row0 + ri[] of dco (row0: the chunk's first, b T + t0), columns col0.. */
+__device__ __forceinline__ static void ws_store_dc(const float acc[2][32], float* buf, int k, int tid, int tig,
+                                                   const int ri[2], int len, floatX* dco, int row0, int dco_stride,
+                                                   int col0) {
+    if (k == 1) {
+#pragma unroll
+        for (int nh = 0; nh < 2; nh++)
+#pragma unroll
+            for (int e = 0; e < 32; e++) buf[(nh * 32 + e) * 128 + tid] = acc[nh][e];
+    }
+    ws_consumer_sync();
+    if (k != 0) return;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (ri[r] >= len) continue;
+        floatX* o = dco + (size_t)(row0 + ri[r]) * dco_stride + col0;
+#pragma unroll
+        for (int nh = 0; nh < 2; nh++)
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                int e = 4 * nt + 2 * r;
+                float v0 = acc[nh][e] + buf[(nh * 32 + e) * 128 + tid];
+                float v1 = acc[nh][e + 1] + buf[(nh * 32 + e + 1) * 128 + tid];
+                *(__nv_bfloat162*)(o + 64 * nh + 8 * nt + 2 * tig) = __floats2bfloat162_rn(v0, v1);
+            }
+    }
+}
+
 /* ---- the kernel ---- */
 
 /* grid (nti, nchunks, B * H/hg): blockIdx.x the row tile, the longest (last) first, as llmc's tuned dC kernel */
@@ -399,12 +448,7 @@ ssd_ws_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* r
     int k = wg - 1, warp = tid / 32, lane = tid % 32, tig = lane % 4;
     int ri[2] = {i0 + warp * 16 + lane / 4, i0 + warp * 16 + lane / 4 + 8};  /* this thread's rows in the chunk */
     float acc[2][32];  /* dC: columns 64 nh + 8 nt + 2 tig + e%2 at acc[nh][4 nt + e], rows rl[e/2] */
-#pragma unroll
-    for (int nh = 0; nh < 2; nh++) {
-#pragma unroll
-        for (int e = 0; e < 32; e++) acc[nh][e] = 0.f;
-        wg_pin_acc(acc[nh]);
-    }
+    ws_acc_zero(acc);
     for (int hh = 0; hh < hg; hh++) {
         int s = hh % SSD_WS_STAGES, bh = b * H + h0 + hh;
         const unsigned char* st = ws_smem + SSD_WS_OFF_STAGE + s * SSD_WS_STAGE_BYTES;
@@ -413,36 +457,11 @@ ssd_ws_dc_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, float* r
         ws_consumer_head(acc, rrow + (s * 2 + k) * SSD_WS_ROWS, st, Cs, Bs, k, tid, rt, i0, len);
         ws_mbar_arrive(&empty[s]);  /* every product reading this stage has completed (wg_wait<0>) */
         ws_consumer_sync();         /* both consumers' rowi partials of this head are in rrow */
-        if (k == 0 && tid < SSD_WS_ROWS && i0 + tid < len)
-            rowi[(size_t)bh * T + t0 + i0 + tid] =
-                rrow[(s * 2 + 0) * SSD_WS_ROWS + tid] + rrow[(s * 2 + 1) * SSD_WS_ROWS + tid];
+        if (k == 0) ws_store_rowi(rowi, rrow + s * 2 * SSD_WS_ROWS, tid, bh, T, t0, i0, len);
     }
     /* dC = consumer 0's accumulator + consumer 1's (through F: the producer's last use of F was before its last
        "full" arrival, which both consumers have waited on) */
-    if (k == 1) {
-#pragma unroll
-        for (int nh = 0; nh < 2; nh++)
-#pragma unroll
-            for (int e = 0; e < 32; e++) F[(nh * 32 + e) * 128 + tid] = acc[nh][e];
-    }
-    ws_consumer_sync();
-    if (k == 0) {
-        int col0 = direct ? dco_col0 + g * N : hgi * N;
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            if (ri[r] >= len) continue;
-            floatX* o = dco + (size_t)(b * T + t0 + ri[r]) * dco_stride + col0;
-#pragma unroll
-            for (int nh = 0; nh < 2; nh++)
-#pragma unroll
-                for (int nt = 0; nt < 8; nt++) {
-                    int e = 4 * nt + 2 * r;
-                    float v0 = acc[nh][e] + F[(nh * 32 + e) * 128 + tid];
-                    float v1 = acc[nh][e + 1] + F[(nh * 32 + e + 1) * 128 + tid];
-                    *(__nv_bfloat162*)(o + 64 * nh + 8 * nt + 2 * tig) = __floats2bfloat162_rn(v0, v1);
-                }
-        }
-    }
+    ws_store_dc(acc, F, k, tid, tig, ri, len, dco, b * T + t0, dco_stride, direct ? dco_col0 + g * N : hgi * N);
 #else
     (void)dco; (void)dco_stride; (void)dco_col0; (void)direct; (void)rowi; (void)dy; (void)xbc; (void)xbc_stride;
     (void)dt; (void)cum; (void)states; (void)T; (void)H; (void)G; (void)Q; (void)hg; (void)err;
@@ -607,12 +626,7 @@ ssd_ws_dc_persist_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, 
         const floatX* Bs = (const floatX*)(slot + SSD_WS_TILE_C);
         int ri[2] = {w.i0 + warp * 16 + lane / 4, w.i0 + warp * 16 + lane / 4 + 8};
         float acc[2][32];
-#pragma unroll
-        for (int nh = 0; nh < 2; nh++) {
-#pragma unroll
-            for (int e = 0; e < 32; e++) acc[nh][e] = 0.f;
-            wg_pin_acc(acc[nh]);
-        }
+        ws_acc_zero(acc);
         for (int hh = 0; hh < hg; hh++, gh++) {
             int s = gh % SSD_WS_STAGES, bh = w.b * H + w.h0 + hh, last = hh == hg - 1;
             const unsigned char* st = ws_smem + SSD_WS2_OFF_STAGE + s * SSD_WS_STAGE_BYTES;
@@ -621,36 +635,12 @@ ssd_ws_dc_persist_kernel(floatX* dco, int dco_stride, int dco_col0, int direct, 
             ws_consumer_head(acc, rrow + (s * 2 + k) * SSD_WS_ROWS, st, Cs, Bs, k, tid, w.rt, w.i0, w.len);
             if (!last) ws_mbar_arrive(&empty[s]);
             ws_consumer_sync();  /* both rowi partials are in rrow; both consumers are done reading the stage */
-            if (k == 0 && tid < SSD_WS_ROWS && w.i0 + tid < w.len)
-                rowi[(size_t)bh * T + w.t0 + w.i0 + tid] =
-                    rrow[(s * 2 + 0) * SSD_WS_ROWS + tid] + rrow[(s * 2 + 1) * SSD_WS_ROWS + tid];
+            if (k == 0) ws_store_rowi(rowi, rrow + s * 2 * SSD_WS_ROWS, tid, bh, T, w.t0, w.i0, w.len);
             if (!last) continue;
             /* the item's end: dC = consumer 0's accumulator + consumer 1's, through this stage's hi / lo region */
             float* red = (float*)(st + SSD_WS_ST_HI);
-            if (k == 1) {
-#pragma unroll
-                for (int nh = 0; nh < 2; nh++)
-#pragma unroll
-                    for (int e = 0; e < 32; e++) red[(nh * 32 + e) * 128 + tid] = acc[nh][e];
-            }
-            ws_consumer_sync();
-            if (k == 0) {
-                int col0 = direct ? dco_col0 + w.g * N : w.hgi * N;
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    if (ri[r] >= w.len) continue;
-                    floatX* o = dco + (size_t)(w.b * T + w.t0 + ri[r]) * dco_stride + col0;
-#pragma unroll
-                    for (int nh = 0; nh < 2; nh++)
-#pragma unroll
-                        for (int nt = 0; nt < 8; nt++) {
-                            int e = 4 * nt + 2 * r;
-                            float v0 = acc[nh][e] + red[(nh * 32 + e) * 128 + tid];
-                            float v1 = acc[nh][e + 1] + red[(nh * 32 + e + 1) * 128 + tid];
-                            *(__nv_bfloat162*)(o + 64 * nh + 8 * nt + 2 * tig) = __floats2bfloat162_rn(v0, v1);
-                        }
-                }
-            }
+            ws_store_dc(acc, red, k, tid, tig, ri, w.len, dco, w.b * T + w.t0, dco_stride,
+                        direct ? dco_col0 + w.g * N : w.hgi * N);
             ws_mbar_arrive(&empty[s]);       /* consumer 1: its writes of red; consumer 0: its reads */
             ws_mbar_arrive(&iempty[it & 1]);  /* C_i, B_j: every product that read them has completed */
         }
