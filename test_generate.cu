@@ -331,7 +331,10 @@ static void test_docs_prefill(GPUModel* m, const int* tokens, int T, int sep) {
     const Mamba2Config* c = &m->config;
     int Vp = c->padded_vocab_size;
     std::vector<int> prompt(tokens, tokens + T);
-    prompt[0] = prompt[9] = prompt[10] = prompt[23] = sep; /* documents [0,9) [9] [10,23) [23,T) */
+    /* documents [0,9) [9] [10,23) [23,T-3) [T-3,T): the last one is 3 tokens long, so that at its last position the
+       conv window (d_conv 4) and the SSM state both reach into the document before it; with a long last document the
+       earlier ones' state has decayed, and the check that the boundaries matter (below) is too close to bf16 noise */
+    prompt[0] = prompt[9] = prompt[10] = prompt[23] = prompt[T - 3] = sep;
     std::vector<int> seq(T);
     dataloader_doc_index(seq.data(), prompt.data(), 1, (size_t)T, sep);
     gpu_forward_docs(m, prompt.data(), NULL, seq.data(), 1, T, 0.0f);
@@ -570,15 +573,21 @@ int main(void) {
         int32_t mh[256] = {0};
         mh[0] = DATALOADER_MASK_MAGIC; mh[1] = 1; mh[2] = ntok;
         fwrite(mh, sizeof(int32_t), 256, mf);
+        uint16_t prev = 0;
         for (int i = 0; i < ntok; i++) {
-            uint16_t t = rng_u64(&rng) % 8 == 0 ? 256 : (uint16_t)(rng_u64(&rng) % 256);
+            /* half the tokens repeat the one before: the embedding-dominated model's argmax is its input token, so
+               about half the counted targets are hits and the accuracy check below can fail (random targets
+               give none) */
+            uint16_t t = rng_u64(&rng) % 8 == 0 ? 256
+                         : i > 0 && prev != 256 && rng_u64(&rng) % 2 == 0 ? prev : (uint16_t)(rng_u64(&rng) % 256);
+            prev = t;
             unsigned char b = rng_u64(&rng) % 3 != 0;
             fwrite(&t, sizeof t, 1, df);
             fwrite(&b, 1, 1, mf);
         }
         fclose(df);
         fclose(mf);
-        test_eval_docs(&c, lively.data(), dshard, B, TE, nb, 256);
+        test_eval_docs(&c, params.data(), dshard, B, TE, nb, 256);
         remove(mpath);
         remove(dshard);
     }
