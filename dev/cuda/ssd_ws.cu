@@ -23,6 +23,8 @@
  * per element (1-2 bf16 ulps) and ||got - ref|| / ||ref|| <= 1e-2; fp32 (rowi, d_dt_bias, d_A_log): 1e-3 rms(ref) +
  * 1e-3 |ref| and norm 1e-3. Each tolerance is shown to reject a copy with one element moved by 10x it.
  * The exact dC (exact_dc: double on the host from the inputs the kernels read) judges the dC elements in question:
+ * a ws dC element past the bound against llmc's passes if it is within the bound of the exact value and no farther
+ * from it than llmc's (dc_check_exact: llmc's bf16 partial sums are the worse of the two at rare cancelling elements);
  * after each ws variant's checks, its worst element (the 3 worst where any is past the bound) with llmc's, the ws
  * value and exact, each error against exact and the sum of |terms| (is it a cancelling sum, which kernel is closer);
  * per shape one check that exact agrees with llmc at 16 ordinary elements (this validates the host formula).
@@ -324,7 +326,8 @@ static void bit_check(const char* what, const char* name, const float* a, const 
     snprintf(label, sizeof label, "%s: %s bitwise equal (%zu of %zu differ)", what, name, diff, n);
     dev_record(label, diff == 0);
 }
-/* every output of `got` against the reference; exact: all bitwise (the composition with llmc's own dC kernel) */
+/* every output of `got` against the reference; exact: all bitwise (the composition with llmc's own dC kernel);
+   else dC is left to the caller (dc_check_exact) */
 static void compare_outs(const char* what, const Outs* got, const Outs* ref, int H, int exact, int with_part) {
     printf("  %s\n", what);
     bit_check(what, "dx", got->dx, ref->dx, got->n_x);
@@ -338,8 +341,6 @@ static void compare_outs(const char* what, const Outs* got, const Outs* ref, int
         return;
     }
     size_t BT = got->n_x / got->E;
-    g_tol_cols = got->n_bc / BT;  /* dC: (B T, G N) */
-    tol_check(what, "dC", got->dC, ref->dC, got->n_bc, 1);
     g_tol_cols = H;  /* ddt_raw: (B T, H) */
     tol_check(what, "ddt_raw", got->ddt, ref->ddt, got->n_ddt, 1);
     g_tol_cols = 1;
@@ -530,6 +531,53 @@ static void dc_diagnose(const Problem* p, const ExactInputs* in, const Outs* got
     }
 }
 
+/* The ws kernel's dC against llmc's, where llmc's is not always the better one. dC is a cancelling sum (its terms'
+   sum of |t| up to ~2000x the value), and llmc rounds hg-head partials to bf16 before the group sum: at a rare
+   element llmc is off by nearly its bound while the ws kernel is close to the exact value (one H100 call: exact
+   8.036e-3, llmc 3.052e-3, ws 7.385e-3, in 1 of 2M elements). So the bound is the llmc comparison's (|got - ref| <=
+   1e-2 rms(ref) + 2e-2 |ref|, and the norm-relative error <= 1e-2), and an element past it is judged by its exact
+   value (exact_dc) instead: it passes when within the same bound of exact and no farther from exact than llmc's
+   value. At most DC_ADJUDICATE elements are judged; past that many, the check fails without computing more.
+   quiet: only the verdict. */
+#define DC_ADJUDICATE 64
+static int dc_exact_verdict(const Problem* p, const ExactInputs* in, const float* got, const float* ref, size_t n,
+                            int quiet) {
+    double num = 0.0, den = 0.0;
+    size_t past = 0, unexplained = 0;
+    for (size_t i = 0; i < n; i++) {
+        double g = got[i], r = ref[i], e = fabs(g - r);
+        num += e * e;
+        den += r * r;
+        if (e == e && !isinf(g) && e <= in->atol + 2e-2 * fabs(r)) continue;
+        if (++past > DC_ADJUDICATE) { unexplained++; continue; }
+        int b, t, gg, nn;
+        dc_position(p, i, &b, &t, &gg, &nn);
+        double x = exact_dc(p, in, b, t, gg, nn).value, ex = fabs(g - x);
+        if (!(ex <= in->atol + 2e-2 * fabs(x) && ex <= fabs(r - x))) unexplained++;
+    }
+    double nrel = den > 0 ? sqrt(num / den) : sqrt(num);
+    int ok = unexplained == 0 && nrel <= 1e-2;
+    if (!quiet)
+        printf("    dC                           n=%-9zu norm_rel %.3e; %zu past the bound against llmc, %zu of them "
+               "not explained by the exact value (within the bound of it and closer than llmc)%s\n", n, nrel, past,
+               unexplained, ok ? "" : " FAIL");
+    return ok;
+}
+static void dc_check_exact(const char* what, const Problem* p, const ExactInputs* in, const Outs* got,
+                           const Outs* ref) {
+    char label[320];
+    snprintf(label, sizeof label, "%s: dC within tolerance (llmc's, or the exact value's where llmc is off)", what);
+    dev_record(label, dc_exact_verdict(p, in, got->dC, ref->dC, got->n_bc, 0));
+    /* the check can fail: one element moved by 10x the bound from llmc's value (and so ~9x from the exact one) */
+    float* bad = (float*)mallocCheck(got->n_bc * sizeof(float));
+    memcpy(bad, got->dC, got->n_bc * sizeof(float));
+    size_t i = got->n_bc / 2;
+    bad[i] = (float)(ref->dC[i] + 10.0 * (in->atol + 2e-2 * fabs((double)ref->dC[i])) + 1e-30);
+    snprintf(label, sizeof label, "%s: dC perturbed copy is rejected", what);
+    dev_record(label, !dc_exact_verdict(p, in, bad, ref->dC, got->n_bc, 1));
+    free(bad);
+}
+
 /* outputs poisoned (NaN) and parameter gradients zeroed before a backward, so an unwritten element fails */
 static void reset_outputs(Problem* p) {
     const WsShape& s = p->s;
@@ -618,6 +666,7 @@ static void run_shape(WsShape s) {
         snprintf(label, sizeof label, "%s: %s (hg %d%s) substituted vs ssd_backward", s.name, dc_name(v), hg,
                  hg == s.H / s.G ? ", direct" : ", partials");
         compare_outs(label, &o1, &ref, s.H, 0, !dc_direct(v));
+        dc_check_exact(label, &p, &ex, &o1, &ref);
         dc_diagnose(&p, &ex, &o1, &ref);
         reset_outputs(&p);
         composed_backward(&p, v);
