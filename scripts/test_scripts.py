@@ -386,6 +386,17 @@ def test_mqar_grid_cpu(tmp):
     stamps = [os.path.getmtime(p) for p in res]
     check("mqar grid run again: finished runs are skipped (result.json untouched)",
           r2.returncode == 0 and stamps == [os.path.getmtime(p) for p in res], (r2.stdout + r2.stderr)[-300:])
+    # the budget counts a run beside others as slower (its share of the GPU): a run planned at ~5 s fits a 9 s budget
+    # one at a time, not 4 at once (5 s x 4 / JOBS_SPEEDUP 1.2 = 17 s)
+    def budgeted(jobs, name):
+        c = cmd[:]
+        c[c.index("--out") + 1] = os.path.join(tmp, name)
+        c[c.index("--jobs") + 1] = str(jobs)
+        return run(c + ["--budget-minutes", "0.15"], env={"OMP_NUM_THREADS": "1"})
+    r4, r5 = budgeted(4, "mqar_budget4"), budgeted(1, "mqar_budget1")
+    check("mqar grid --budget-minutes 0.15: with --jobs 4 no run starts, with --jobs 1 the first does",
+          "budget: 2 runs not started" in r4.stdout and r5.stdout.count("accuracy") >= 1,
+          (r4.stdout + r5.stdout)[-400:])
     prefix = os.path.join(tmp, "fig8_cpu")
     r3 = run([sys.executable, "scripts/paper/mqar.py", "collect", out, "--out", prefix])
     md = open(prefix + ".md").read() if os.path.exists(prefix + ".md") else ""
