@@ -392,6 +392,8 @@ static ExactInputs exact_inputs(const Problem* p, const Outs* ref) {
     return in;
 }
 static void free_exact_inputs(ExactInputs* in) { free(in->dt); free(in->cum); }
+/* the dC check's per-element bound around a value v (llmc's, or the exact one): tol_check's bf16 bound */
+static double dc_bound(const ExactInputs* in, double v) { return in->atol + 2e-2 * fabs(v); }
 
 /* half a bf16 ulp of v: the most that rounding v to bf16 (8 significant bits) moves it */
 static double bf16_half_ulp(double v) {
@@ -471,7 +473,7 @@ static void exact_dc_validate(const char* name, const Problem* p, ExactInputs* i
     }
     int ok = 1, bad_ok = 1;
     for (int k = 0; k < K; k++) {
-        double d = fabs(ex[k] - lm[k]), bound = in->atol + 2e-2 * fabs(lm[k]);
+        double d = fabs(ex[k] - lm[k]), bound = dc_bound(in, lm[k]);
         if (!(d <= bound)) ok = 0;
         if (d / bound > worst) worst = d / bound;
         if (d > worst_abs) worst_abs = d;
@@ -498,7 +500,7 @@ static void dc_diagnose(const Problem* p, const ExactInputs* in, const Outs* got
     int ntop = 0;
     size_t nbad = 0;
     for (size_t i = 0; i < got->n_bc; i++) {
-        double e = fabs((double)got->dC[i] - ref->dC[i]), r = e / (in->atol + 2e-2 * fabs((double)ref->dC[i]));
+        double e = fabs((double)got->dC[i] - ref->dC[i]), r = e / dc_bound(in, ref->dC[i]);
         if (!(r == r)) r = INFINITY;  /* NaN: an unwritten element */
         if (r > 1.0) nbad++;
         if (ntop == K && !(r > topr[K - 1])) continue;
@@ -548,12 +550,12 @@ static int dc_exact_verdict(const Problem* p, const ExactInputs* in, const float
         double g = got[i], r = ref[i], e = fabs(g - r);
         num += e * e;
         den += r * r;
-        if (e == e && !isinf(g) && e <= in->atol + 2e-2 * fabs(r)) continue;
+        if (e == e && !isinf(g) && e <= dc_bound(in, r)) continue;
         if (++past > DC_ADJUDICATE) { unexplained++; continue; }
         int b, t, gg, nn;
         dc_position(p, i, &b, &t, &gg, &nn);
         double x = exact_dc(p, in, b, t, gg, nn).value, ex = fabs(g - x);
-        if (!(ex <= in->atol + 2e-2 * fabs(x) && ex <= fabs(r - x))) unexplained++;
+        if (!(ex <= dc_bound(in, x) && ex <= fabs(r - x))) unexplained++;
     }
     double nrel = den > 0 ? sqrt(num / den) : sqrt(num);
     int ok = unexplained == 0 && nrel <= 1e-2;
@@ -572,7 +574,7 @@ static void dc_check_exact(const char* what, const Problem* p, const ExactInputs
     float* bad = (float*)mallocCheck(got->n_bc * sizeof(float));
     memcpy(bad, got->dC, got->n_bc * sizeof(float));
     size_t i = got->n_bc / 2;
-    bad[i] = (float)(ref->dC[i] + 10.0 * (in->atol + 2e-2 * fabs((double)ref->dC[i])) + 1e-30);
+    bad[i] = (float)(ref->dC[i] + 10.0 * dc_bound(in, ref->dC[i]) + 1e-30);
     snprintf(label, sizeof label, "%s: dC perturbed copy is rejected", what);
     dev_record(label, !dc_exact_verdict(p, in, bad, ref->dC, got->n_bc, 1));
     free(bad);
