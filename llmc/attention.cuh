@@ -517,8 +517,9 @@ __device__ static inline void attn_strips_rn(float o[][HD / 8][4], const uint32_
    warp has the same work (strip m's diagonal tile is MW qb + m; the tiles after it are skipped). Per key tile and
    strip: S = Q K^T (16 x 64 fp32), masked (causal on the diagonal tile, documents where DOCS), online softmax in
    the log2 domain, O += P V with P repacked in registers as bf16 A fragments (never through shared memory).
-   MW = 1 is the first version (64 rows per block); MW = 2 (128 rows, FlashAttention-2's block for these head dims)
-   halves the shared-memory reads per product and the K/V tile loads per query row. DOCS = 0 (seq_idx NULL) is
+   MW = 1 (64 rows per block) is the default; MW = 2 (128 rows, FlashAttention-2's block for these head dims)
+   halves the shared-memory reads per product and the K/V tile loads per query row, but runs half the warps per
+   multiprocessor and measured slower (dev/cuda/NOTES_attention.md). DOCS = 0 (seq_idx NULL) is
    compiled without any document code. */
 template <int HD, int MW, bool DOCS>
 __global__ static void __launch_bounds__(ATTN_THREADS) attn_fwd_mma_kernel(floatX* out, float* lse,
@@ -983,9 +984,10 @@ static inline int attn_bwd_stages(int hd) {
 /* which kernels ran (the launchers' return value) or are asked for (the _cfg launchers' variant, for dev/cuda):
    ATTN_AUTO takes the fastest the GPU, the build and the shape allow; a variant takes at most that kind.
    ATTN_MMA: the mma.sync tile kernels with 64 query rows per forward and dQ block;
-   ATTN_MMA128: 128 query (or key) rows per block (2 strips per warp): the forward where its shared memory fits
-   (104 KB at hd 128, so not on a GPU with 99 KB); the backward's dQ and dK/dV kernels at hd 64 (registers). The Hopper wgmma kernels
-   measured slower than these (dev/cuda/NOTES_attention.md) and live in dev/cuda/attention_lab.cuh. */
+   ATTN_MMA128: 128 query (or key) rows per block (2 strips per warp): the backward's dQ and dK/dV kernels at hd 64
+   (registers); the forward only when a variant asks for it (where its shared memory fits: 104 KB at hd 128), as
+   it measured 3-12% slower than the 64-row forward at every benchmarked shape. The Hopper wgmma kernels measured
+   slower than these (dev/cuda/NOTES_attention.md) and live in dev/cuda/attention_lab.cuh. */
 enum { ATTN_AUTO = -1, ATTN_SIMPLE = 0, ATTN_MMA = 1, ATTN_MMA128 = 2 };
 
 #if !defined(ENABLE_FP32)
@@ -1004,13 +1006,14 @@ static void attn_fwd_launch(floatX* out, float* lse, const floatX* qkv, const At
 }
 #endif
 
-/* the forward kernels this shape can take, at most `variant` (ATTN_AUTO: no limit) */
+/* the forward kernels this shape takes: ATTN_AUTO the 64-row tiles where they run (the fastest measured), a variant
+   at most that kind (ATTN_MMA128 where its shared memory fits) */
 static int attn_fwd_kind(const AttnDims* d, const void* qkv, const void* out, int variant) {
     int kind = ATTN_SIMPLE;
 #if !defined(ENABLE_FP32)
     if (attn_tiles_take(d, qkv, out)) {
         kind = ATTN_MMA;
-        if (attn_smem_fwd(d->hd, 2) <= (size_t)cuda_smem_optin()) kind = ATTN_MMA128;
+        if (variant == ATTN_MMA128 && attn_smem_fwd(d->hd, 2) <= (size_t)cuda_smem_optin()) kind = ATTN_MMA128;
     }
 #else
     (void)d; (void)qkv; (void)out;
