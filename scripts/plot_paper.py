@@ -156,7 +156,8 @@ def write_mqar_outputs(rows, prefix):
     best = best_over_lr(rows)
     Ts = sorted({k[0] for k in best})
     labels = sorted({k[1] for k in best}, key=lambda s: (s != "Attention", len(s), s))
-    fig, axes = plt.subplots(1, len(Ts), figsize=(4.2 * len(Ts), 3.6), sharey=True, squeeze=False)
+    # at least 6.4 inches wide: one panel must still hold the title and the one-row legend
+    fig, axes = plt.subplots(1, len(Ts), figsize=(max(4.2 * len(Ts), 6.4), 3.6), sharey=True, squeeze=False)
     colors = {lab: f"C{i}" for i, lab in enumerate(labels)}  # one colour a model in every panel
     for ax, T in zip(axes[0], Ts):
         for lab in labels:
@@ -176,7 +177,7 @@ def write_mqar_outputs(rows, prefix):
     fig.legend(handles=handles, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle("Multi-Query Associative Recall (MQAR), mamba2.c")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(prefix + ".png", dpi=130)
+    fig.savefig(prefix + ".png", dpi=130, bbox_inches="tight")
     print(f"wrote {prefix}.png")
 
 
