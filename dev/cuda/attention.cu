@@ -254,8 +254,8 @@ static void check_case(Case cs) {
     dev_poison(d_lse, nlse * sizeof(float));
     int kind = attention_forward(d_out, d_lse, d_qkv, &dd, 0);
     /* what should run, worked out here rather than asked of the dispatch: the tile kernels take hd 64 and 128 in
-       the bf16 build, the 128-row forward when asked where its Q | K[2] | V[2] (6 x 64 rows of hd + 8) fit the shared memory;
-       the lab's wgmma kernels on the Hopper path */
+       the bf16 build, the 64-row forward by default and the 128-row one when asked, where its Q | K[2] | V[2]
+       (6 x 64 rows of hd + 8) fit the shared memory; the lab's wgmma kernels on the Hopper path */
     int want_tiles = is_bf16 && (hd == 64 || hd == 128);
     int fits128 = (size_t)6 * 64 * (hd + 8) * 2 <= (size_t)cuda_smem_optin();
     int want = !want_tiles ? ATTN_SIMPLE : ATTN_MMA;                /* the 64-row forward: measured the faster */
@@ -555,10 +555,10 @@ static void fwd_bwd_mix(int dq_mw, int kv_mw, floatX* dqkv, float* dsum, const f
 }
 
 /* fwd, all, rope: the default kernels (kind: the forward's, bkind: the backward's); rope1: the per-element RoPE
-   kernel (v1); fwd128: the 128-row mma.sync forward where it fits (else 0; the default is the 64-row one); all64: the default
-   forward + the backward's 64-row tile kernels where the default's are the 128-row ones (else 0); mix[0], mix[1]: the
-   same with the 128-row dQ and 64-row dK/dV kernel, and the reverse (else 0); fwd_wg, all_wg: the lab's wgmma
-   forward, forward + backward (0 where they cannot run) */
+   kernel (v1); fwd128: the 128-row mma.sync forward where it fits (else 0; the default is the 64-row one); all64:
+   the default forward + the backward's 64-row tile kernels where the default's are the 128-row ones (else 0);
+   mix[0], mix[1]: the same with the 128-row dQ and 64-row dK/dV kernel, and the reverse (else 0); fwd_wg, all_wg:
+   the lab's wgmma forward, forward + backward (0 where they cannot run) */
 typedef struct {
     int B, T, H, hd;
     float fwd, all, rope, rope1, fwd128, all64, mix[2], fwd_wg, all_wg;
