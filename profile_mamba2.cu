@@ -197,7 +197,7 @@ static void profile_usage(void) {
            "  -e  a model description, as the trainer's -e (default 130m; random weights), or a checkpoint or model\n"
            "      folder\n"
            "  -b, -t  batch size and sequence length (default 8, 2048)\n"
-           "  -r 1|2  recompute mode (as the trainer's -r);  -K  the SSD chunk length (default: the trainer's)\n"
+           "  -r 0..3  recompute mode (as the trainer's -r);  -K  the SSD chunk length (default: the trainer's)\n"
            "  -w  warm-up steps before the profiled one (default 3)\n");
 }
 
@@ -222,7 +222,7 @@ int main(int argc, char** argv) {
         case 'e': spec = v; break;
         case 'b': B = int_arg("-b", v, 1, 1 << 16); break;
         case 't': T = int_arg("-t", v, 1, 1 << 24); break;
-        case 'r': recompute = int_arg("-r", v, 0, 2); break;
+        case 'r': recompute = int_arg("-r", v, 0, 3); break;
         case 'K': chunk = int_arg("-K", v, 16, 256); break;
         case 'w': warmup = int_arg("-w", v, 0, 100); break;
         default: profile_usage(); die("unknown flag %s", argv[i - 1]);
@@ -231,7 +231,8 @@ int main(int argc, char** argv) {
     GPUModel m;
     gpu_load_model(&m, spec, 1); /* a checkpoint or model folder, or a description given random weights */
     const Mamba2Config c = m.config;
-    m.recompute = recompute;
+    m.recompute = recompute == 3 ? 2 : recompute;  /* -r 3: -r 2 with the residual stream on the host */
+    m.resid_host = recompute == 3;
     if (chunk) m.ssd_q = chunk;
     int BT = B * T;
     int* tokens = (int*)mallocCheck((size_t)(BT + 1) * sizeof(int));

@@ -173,12 +173,16 @@ int main(int argc, char** argv) {
                plan.activations / 1073741824.0, args.B, args.T, args.recompute,
                plan.activations / 1024.0 / ((double)args.B * args.T), (plan.weights + plan.activations) / 1073741824.0,
                free_b / 1073741824.0);
+        if (plan.host > 0)
+            printf("memory plan: + %.2f GiB of pinned host memory (-r 3: the residual stream's checkpoints and block "
+                   "outputs, %.1f KiB a token)\n", plan.host / 1073741824.0,
+                   plan.host / 1024.0 / ((double)args.B * args.T));
         size_t carry_bytes = args.carry ? gpu_carry_bytes(&need, args.B, args.T) : 0;
         if (args.carry)
             printf("memory plan: + %.3f GiB carried state (-C 1: SSM states and conv windows, two copies, conv staging)\n",
                    carry_bytes / 1073741824.0);
         memory_check_or_die(plan.weights + plan.activations + carry_bytes, free_b, "GPU", &need);
-        memory_check_or_die(config_param_count(&need) * 16ULL, host_memory_available(), "CPU", &need);
+        memory_check_or_die(config_param_count(&need) * 16ULL + plan.host, host_memory_available(), "CPU", &need);
     }
     CheckpointInfo info;
     if (src.kind == MODEL_RESUME) {
@@ -229,7 +233,8 @@ int main(int argc, char** argv) {
     if (gpu_samples) gpu_inference_init(&infer, c, 1);
     else if (args.sample_every > 0) printf("samples: none for a hybrid model in the GPU trainer yet (./generate_mamba2cu "
                                            "on a checkpoint samples it)\n");
-    model.recompute = args.recompute;
+    model.recompute = args.recompute == 3 ? 2 : args.recompute;  /* -r 3: -r 2, the residual stream on the host */
+    model.resid_host = args.recompute == 3;
     if (args.ssd_chunk > 0) {
         if (args.ssd_chunk < 16 || args.ssd_chunk > 256)
             die("-K %d: the GPU SSD chunk length is 16 to 256", args.ssd_chunk);
@@ -239,7 +244,9 @@ int main(int argc, char** argv) {
     gpu_model_ensure_activations(&model, B, T);
     printf("activations: %.2f GiB%s\n", model.activation_bytes / 1073741824.0,
            args.recompute == 1 ? " (-r 1: conv and gated-norm outputs recomputed in the backward)"
-           : args.recompute == 2 ? " (-r 2: each layer's input kept, the layer recomputed in the backward)" : "");
+           : args.recompute == 2 ? " (-r 2: each layer's input kept, the layer recomputed in the backward)"
+           : args.recompute == 3 ? " (-r 3: as -r 2, the residual stream's checkpoints and block outputs on the host)"
+                                 : "");
 
     if (start_step > 0 && mg.rank == 0) { /* resume: main.log back to the checkpoint's step */
         int cut = log_trim(args.output_dir, start_step);

@@ -39,22 +39,24 @@ static double grads_rel_err(const float* a, const float* b, const ParamSpec* tab
     return worst;
 }
 
-/* a model of config c with weights params, made with recompute mode r (and, for -r 2, residual checkpoints every
-   resid_k layers; 0: the default), runs one step of the batch: its loss and gradients are bitwise those given, and
-   its start-up memory plan is its allocation to the byte. Returns its activation bytes. */
+/* a model of config c with weights params, made with recompute mode r (and, for -r 2 and 3, residual checkpoints
+   every resid_k layers; 0: the default; -r 3: those in host memory), runs one step of the batch: its loss and
+   gradients are bitwise those given, and its start-up memory plan is its allocation to the byte (-r 3: its GPU and
+   its host memory). Returns its activation bytes. */
 static size_t check_recompute_mode(const Mamba2Config* c, const float* params, int r, int resid_k, const int* in,
                                    const int* tg, const int* seq, int B, int T, float dloss, float loss, const float* g,
                                    const char* what) {
     GPUModel mr;
     gpu_model_create(&mr, c, params, NULL);
-    mr.recompute = r;
+    mr.recompute = r == 3 ? 2 : r;
+    mr.resid_host = r == 3;
     mr.resid_every = resid_k;
     float loss_r = gpu_packed_step(&mr, in, tg, seq, B, T, dloss);
     float* gr = gpu_grads_to_host(&mr);
-    char mode[96];
-    if (r == 2)
-        snprintf(mode, sizeof mode, "-r 2 (fp32 residual checkpoints every %d of %d layers)", resid_every(resid_k),
-                 c->n_layer);
+    char mode[160];
+    if (r >= 2)
+        snprintf(mode, sizeof mode, "-r %d (fp32 residual checkpoints every %d of %d layers%s)", r,
+                 resid_every(resid_k), c->n_layer, r == 3 ? ", on the host with the kept block outputs" : "");
     else
         snprintf(mode, sizeof mode, "-r %d", r);
     int same = loss_r == loss && memcmp(g, gr, mr.num_parameters * sizeof(float)) == 0;
@@ -64,16 +66,30 @@ static size_t check_recompute_mode(const Mamba2Config* c, const float* params, i
     GPUMemoryPlan plan = gpu_train_memory_plan_detail(c, B, T, mr.ssd_q, r, resid_k, 1, 0, 0, NULL);
     report(plan.activations == mr.activation_bytes, "%s: %s memory plan %zu bytes == allocated %zu", what, mode,
            plan.activations, mr.activation_bytes);
+    if (r == 3) {
+        report(plan.host == mr.host_bytes && mr.host_bytes > 0, "%s: %s host memory plan %zu bytes == pinned %zu", what,
+               mode, plan.host, mr.host_bytes);
+        if (c->n_layer >= 2) {  /* control: the backward reads the host copies (the forward's sync has landed them) */
+            gpu_zero_grad(&mr);
+            gpu_forward_docs(&mr, in, tg, seq, B, T, dloss);
+            memset(mr.resid_host_base, 0, mr.host_bytes);
+            gpu_backward(&mr, 1);
+            float* gz = gpu_grads_to_host(&mr);
+            report(memcmp(g, gz, mr.num_parameters * sizeof(float)) != 0, "%s: %s control: the host copies zeroed "
+                   "between forward and backward change the gradients", what, mode);
+            free(gz);
+        }
+    }
     free(gr);
     return mr.activation_bytes;  /* the model's GPU memory stays allocated (there is no free): a test's small models */
 }
 
 /* after a step that gave `loss` and gradients g on m: the same step again is bitwise the same; models made with
-   -r 1 and -r 2 give the same loss and gradients bitwise; each mode's start-up memory plan is its allocation to the
-   byte. -r 2 runs with its default residual checkpoint spacing and with checkpoints every 2 layers, so that a model
+   -r 1, -r 2 and -r 3 give the same loss and gradients bitwise; each mode's start-up memory plan is its allocation to
+   the byte. -r 2 runs with its default residual checkpoint spacing and with checkpoints every 2 layers, so that a model
    of 4 or more layers rebuilds some x_l from a checkpoint and one or several block outputs; a model of fewer layers
-   than that rebuilds nothing (its top layer's input is still in the scratch slot), so -r 2 is checked on a deeper
-   pure Mamba-2 model (7 layers, vocabulary 257: the same batch, whose tokens must be below 257) as well. Each mode's
+   than that rebuilds nothing (its top layer's input is still in the scratch slot), so -r 2 is checked on a deeper pure
+   Mamba-2 model (7 layers, vocabulary 257: the same batch, whose tokens must be below 257) as well. Each mode's
    activation bytes (-r 2: the default spacing's) go to act_bytes, for the caller's own ordering check. Needs
    dev/test_report.h. */
 static void check_repeat_and_recompute(GPUModel* m, const Mamba2Config* c, const float* params, const int* in,
@@ -91,6 +107,7 @@ static void check_repeat_and_recompute(GPUModel* m, const Mamba2Config* c, const
     act_bytes[1] = check_recompute_mode(c, params, 1, 0, in, tg, seq, B, T, dloss, loss, g, what);
     act_bytes[2] = check_recompute_mode(c, params, 2, 0, in, tg, seq, B, T, dloss, loss, g, what);
     check_recompute_mode(c, params, 2, 2, in, tg, seq, B, T, dloss, loss, g, what);
+    check_recompute_mode(c, params, 3, 2, in, tg, seq, B, T, dloss, loss, g, what);
     if (c->n_layer < 4) { /* the deeper model: its own weights, -r 0's step as the reference */
         Mamba2Config d;
         char err[256];
@@ -108,6 +125,7 @@ static void check_repeat_and_recompute(GPUModel* m, const Mamba2Config* c, const
         snprintf(what_d, sizeof what_d, "%.150s, 7-layer model", what);
         check_recompute_mode(&d, p, 2, 0, in, tg, seq, B, T, dloss, loss_d, gd, what_d);
         check_recompute_mode(&d, p, 2, 3, in, tg, seq, B, T, dloss, loss_d, gd, what_d);
+        check_recompute_mode(&d, p, 3, 3, in, tg, seq, B, T, dloss, loss_d, gd, what_d);
         free(gd);
         free(p);
     }

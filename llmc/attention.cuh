@@ -19,15 +19,14 @@
  *
  * Kernels (bf16 build, hd 64 or 128, 16-byte aligned rows: attn_tiles_take), 4 warps of 16-row strips on
  * mma.sync m16n8k16 (llmc/ssd_tile.cuh's fragments, ldmatrix, cp.async; every GPU from sm_80):
- *   attn_fwd_mma_kernel         one block per (128 query rows, q head, batch), each warp 2 strips of 16 rows (64
- *                               rows, 1 strip, on a GPU with 99 KB of shared memory at hd 128); loops over the key
- *                               blocks up to the diagonal, K and V tiles double-buffered; S = Q K^T and P V in
- *                               registers.
+ *   attn_fwd_mma_kernel         one block per (64 query rows, q head, batch), each warp a strip of 16 rows (a
+ *                               variant: 128 rows, 2 strips a warp, measured slower); loops over the key blocks up
+ *                               to the diagonal, K and V tiles double-buffered; S = Q K^T and P V in registers.
  *   attn_bwd_dsum_kernel        D = rowsum(dO * O)
  *   attn_bwd_dkdv_mma_kernel    one block per (128 key rows at hd 64 (2 strips per warp), 64 at hd 128, kv head,
  *                               batch); loops over the q heads of the group and the query blocks at and after the
  *                               diagonal, in a fixed order: dK, dV stay in registers, written once. No atomics.
- *   attn_bwd_dq_mma_kernel      one block per (128 query rows at hd 64, 64 at hd 128, q head, batch); recomputes P
+ *   attn_bwd_dq_mma_kernel      one block per (64 query rows, q head, batch); recomputes P
  *                               and dP over the key blocks (FA2 adds dQ with float atomics from the dK/dV kernel
  *                               instead: not deterministic).
  * The backward thus does 7 T x T x hd products where FA2 does 5: the price of bitwise determinism.
@@ -743,10 +742,11 @@ __global__ static void __launch_bounds__(ATTN_THREADS, HD == 64 && MW == 1 ? 3 :
 }
 
 /* dQ: block (query block qb of 64 MW rows, q head h, batch b). Shared: Q | dO (64 MW rows each) | K[STAGES] |
-   V[STAGES]. Warp w owns the MW strips of 16 query rows q0 + 64 m + 16 w, as in the forward (MW = 2: each K, V
-   fragment read from shared memory feeds both strips; only at hd 64, where dq, P and dP of two strips fit the
-   registers). Per key tile and strip: S = Q K^T, P = exp2(S scale log2e - lse2), dP = dO V^T, dS = P (dP - D),
-   dQ += dS K; dQ * scale at the end. DOCS = 0 (seq_idx NULL): no document code (and registers). */
+   V[STAGES]. Warp w owns the MW strips of 16 query rows q0 + 64 m + 16 w, as in the forward (MW = 2: each K, V fragment
+   read from shared memory feeds both strips; only at hd 64, where dq, P and dP of two strips fit the registers;
+   measured slower than MW = 1, which the default runs). Per key tile and strip: S = Q K^T, P = exp2(S scale log2e -
+   lse2), dP = dO V^T, dS = P (dP - D), dQ += dS K; dQ * scale at the end. DOCS = 0 (seq_idx NULL): no document code
+   (and registers). */
 template <int HD, int STAGES, int MW, bool DOCS>
 __global__ static void __launch_bounds__(ATTN_THREADS) attn_bwd_dq_mma_kernel(floatX* dqkv, const floatX* dout,
                                                                               const float* lse, const float* dsum,
@@ -984,9 +984,10 @@ static inline int attn_bwd_stages(int hd) {
 /* which kernels ran (the launchers' return value) or are asked for (the _cfg launchers' variant, for dev/cuda):
    ATTN_AUTO takes the fastest the GPU, the build and the shape allow; a variant takes at most that kind.
    ATTN_MMA: the mma.sync tile kernels with 64 query rows per forward and dQ block;
-   ATTN_MMA128: 128 query (or key) rows per block (2 strips per warp): the backward's dQ and dK/dV kernels at hd 64
-   (registers); the forward only when a variant asks for it (where its shared memory fits: 104 KB at hd 128), as
-   it measured 3-12% slower than the 64-row forward at every benchmarked shape. The Hopper wgmma kernels measured
+   ATTN_MMA128: 128 key rows per dK/dV block (2 strips per warp) at hd 64 (registers), with the 64-row dQ kernel,
+   the mix measured fastest (1.5-3% over 128 rows in both; dev/cuda/NOTES_attention.md); the 128-row forward only
+   when a variant asks for it (where its shared memory fits: 104 KB at hd 128), as it measured 3-12% slower than
+   the 64-row forward at every benchmarked shape. The Hopper wgmma kernels measured
    slower than these (dev/cuda/NOTES_attention.md) and live in dev/cuda/attention_lab.cuh. */
 enum { ATTN_AUTO = -1, ATTN_SIMPLE = 0, ATTN_MMA = 1, ATTN_MMA128 = 2 };
 
@@ -1049,7 +1050,8 @@ static int attention_forward(floatX* out, float* lse, const floatX* qkv, const A
 
 #if !defined(ENABLE_FP32)
 /* the two tile kernels of the backward: dK/dV with KVMW strips of keys per warp, dQ with DQMW strips of queries
-   (MW = 2: 128 rows per block; the default takes both or neither, dev/cuda/attention.cu times each mix) */
+   (MW = 2: 128 rows per block; the default takes KVMW = 2, DQMW = 1 at hd 64, dev/cuda/attention.cu times each
+   mix) */
 template <int HD, int STAGES, int DQMW, int KVMW>
 static void attn_bwd_tiles_launch(floatX* dqkv, const floatX* dout, const float* lse, const float* dsum,
                                   const floatX* qkv, const AttnDims* d, cudaStream_t stream) {
@@ -1088,7 +1090,7 @@ static int attn_bwd_kind(const AttnDims* d, const void* qkv, const void* out, co
     if (attn_tiles_take(d, qkv, out) && attn_tiles_take(d, dqkv, dout)) {
         kind = ATTN_MMA;
         size_t optin = (size_t)cuda_smem_optin();
-        if (d->hd == 64 && attn_bwd_stages(64) == 2 && attn_smem_dq(64, 2, 2) <= optin &&
+        if (d->hd == 64 && attn_bwd_stages(64) == 2 && attn_smem_dq(64, 2, 1) <= optin &&
             attn_smem_dkdv(64, 2, 2) <= optin)
             kind = ATTN_MMA128;
     }
@@ -1112,8 +1114,8 @@ static int attention_backward_cfg(floatX* dqkv, float* dsum, const floatX* dout,
     attn_bwd_dsum(dsum, dout, out, d, stream);
     int kind = attn_bwd_kind(d, qkv, out, dqkv, dout, variant);
 #if !defined(ENABLE_FP32)
-    if (kind == ATTN_MMA128) {   /* hd 64, 2 stages */
-        attn_bwd_tiles_launch<64, 2, 2, 2>(dqkv, dout, lse, dsum, qkv, d, stream);
+    if (kind == ATTN_MMA128) {   /* hd 64, 2 stages: dK/dV on 128 key rows, dQ on 64 query rows */
+        attn_bwd_tiles_launch<64, 2, 1, 2>(dqkv, dout, lse, dsum, qkv, d, stream);
         return ATTN_MMA128;
     }
     if (kind == ATTN_MMA) {

@@ -166,6 +166,11 @@ typedef struct {
     int resid_every;   /* -r 2: an fp32 checkpoint of the residual stream every this many layers (set before the first
                           forward; 0: GPU_RESID_EVERY); see gpu_residual */
     int resid_holds;   /* -r 2: the layer l whose x_l the scratch slot holds now, or -1 */
+    int resid_host;    /* -r 3 (-r 2 with resid_host = 1): the residual checkpoints below x_L and the kept block
+                          outputs live in pinned host memory (set before the first forward); see gpu_residual */
+    char* resid_host_base; /* -r 3: that host memory: the checkpoint slots, then the kept deltas */
+    int resid_base_holds; /* -r 3: the checkpoint k whose x_k the GPU's base slot holds (copied from the host), or -1 */
+    size_t host_bytes; /* -r 3: its size (pinned host memory, not in activation_bytes) */
     int plan_smem_optin; /* dry plans only: the shared memory a block may opt in to, assumed (0: this GPU's) */
     struct GPUPlanList* plan_list; /* dry plans only: where gpu_activation_plan lists its buffers, or NULL */
     int forward_only;  /* 1: evaluation only: one layer's activations, reused by every layer, and no gradient
@@ -319,6 +324,16 @@ static int lm_head_rows(int BT, int Vp, size_t max_bytes) {
  *   memory (a token):  D (4 (checkpoints + 1 scratch) + 2 (L - checkpoints + 1))     130M, K = 4: 51 KiB
  *   rebuild adds:      sum over the layers l of (l - k), about L (K - 1) / 2 a backward, each 10 bytes an element
  */
+/*
+ * -r 3 is -r 2 with the checkpoints below x_L and the kept deltas in pinned host memory: the GPU keeps three fp32
+ * slots (x_L, the scratch, and a base slot) and a->delta. The forward writes every x_l < L into the scratch and every
+ * delta into a->delta, and copies the ones -r 2 keeps to the host after the kernel that wrote them
+ * (gpu_residual_commit, gpu_delta_commit); the backward's rebuild of x_l starts from its checkpoint copied back into
+ * the base slot (once for the K layers that start from it: resid_base) and copies each delta into a->delta before its
+ * residual_add. Copies are exact, the kernels and their order are -r 2's: the same bits. At 130M: 45 of -r 2's 51
+ * KiB a token on the host, 3 more on the GPU (T = 1M: 45 GiB of host memory, 66.75 GiB on the GPU); 45 KiB a token
+ * cross PCIe in the forward and 67.5 in the backward (doc/operations.md).
+ */
 /* K = 4: at 130M, 51 KiB a token and 33 adds a backward (~0.1 s a step at T = 1M), and T = 1M fits a 141 GB GPU
    with ~30 GiB to spare; K = 8 would save 4.5 KiB a token more for 77 adds (doc/operations.md, long context) */
 #ifndef GPU_RESID_EVERY
@@ -348,7 +363,7 @@ static inline int resid_rebuild_adds(int L, int K) {
 /* the layer activations of a model of config c at batch (B, T): each buffer's bytes per layer and slots (see
    LayerAct). Bases are left NULL. resid_k: -r 2's checkpoint spacing (resid_every()) */
 static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T, int ssd_q, int recompute,
-                           int forward_only, int resid_k) {
+                           int forward_only, int resid_k, int resid_host) {
     size_t BT = (size_t)B * T, X = sizeof(floatX), F = sizeof(float), L = (size_t)c->n_layer;
     /* per kind: the blocks of that kind whose activations the backward reads (-r 2: makes again; evaluation: none),
        and those that -r 1's backward makes again; 0 where the model has no block of the kind */
@@ -363,7 +378,8 @@ static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T,
     size_t bytes[NUM_LAYER_ACTS];
     int slots[NUM_LAYER_ACTS], kind[NUM_LAYER_ACTS];
 #define ACT_ROW(act, b, k, sl) do { bytes[act] = (b); kind[act] = (k); slots[act] = (sl); } while (0)
-    int resid_slots = forward_only ? 1 : recompute == 2 ? resid_ncheckpoints((int)L, resid_k) + 1 : (int)L + 1;
+    int resid_slots = forward_only ? 1 : recompute != 2 ? (int)L + 1
+                      : resid_host ? 3 /* x_L, the scratch, the base */ : resid_ncheckpoints((int)L, resid_k) + 1;
     ACT_ROW(ACT_RESIDUAL, BT * c->d_model * F, KN, resid_slots);
     ACT_ROW(ACT_U, BT * c->d_model * X, KN, kept[KN]);
     ACT_ROW(ACT_RSTD, BT * F, KN, kept[KN]);
@@ -391,6 +407,8 @@ static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T,
 
 /* 1 where the residual stream is split into -r 2's checkpoints, kept deltas and scratch slot (training at -r 2) */
 static inline int resid_split(const GPUModel* m) { return m->recompute == 2 && !m->forward_only; }
+/* 1 where -r 2's kept checkpoints and deltas are in host memory (-r 3) */
+static inline int resid_on_host(const GPUModel* m) { return resid_split(m) && m->resid_host; }
 
 /* layer l's part of a layer activation (the residual stream: gpu_residual) */
 static inline void* act_at(const GPUModel* m, LayerAct k, int l) {
@@ -403,20 +421,52 @@ static inline void* act_at(const GPUModel* m, LayerAct k, int l) {
 static inline floatX* act_x(const GPUModel* m, LayerAct k, int l) { return (floatX*)act_at(m, k, l); }
 static inline float* act_f(const GPUModel* m, LayerAct k, int l) { return (float*)act_at(m, k, l); }
 
-/* -r 2 (training): the residual stream's checkpoint slots, then the scratch slot (see resid_is_checkpoint) */
+/* -r 2 (training): the residual stream's checkpoint slots, then the scratch slot (see resid_is_checkpoint). -r 3:
+   the GPU holds x_L's slot, the scratch slot and the base slot (a checkpoint copied back for the backward's
+   rebuilds, resid_base); the other checkpoints are host slots (resid_host_slot) */
 static inline float* resid_slot(const GPUModel* m, int slot) {
     const ActBuffer* b = &m->a.layer[ACT_RESIDUAL];
+    if (resid_on_host(m)) {
+        if (slot != resid_ncheckpoints(m->config.n_layer, resid_every(m->resid_every)) - 1)
+            die("resid_slot: under -r 3 only x_L's checkpoint is on the GPU (slot %d asked)", slot);
+        slot = 0;
+    }
     return (float*)(b->base + (size_t)slot * b->layer_bytes);
 }
 static inline float* resid_scratch(const GPUModel* m) {
+    if (resid_on_host(m)) return (float*)(m->a.layer[ACT_RESIDUAL].base + m->a.layer[ACT_RESIDUAL].layer_bytes);
     return resid_slot(m, resid_ncheckpoints(m->config.n_layer, resid_every(m->resid_every)));
+}
+/* -r 3: the base slot holding checkpoint x_k, copied from the host unless it holds it already: the backward's
+   layers k + K - 1 .. k all rebuild from x_k, so it crosses PCIe once a group instead of once a layer */
+static float* resid_host_slot(const GPUModel* m, int l);
+static float* resid_base(GPUModel* m, int k) {
+    float* base = (float*)(m->a.layer[ACT_RESIDUAL].base + 2 * m->a.layer[ACT_RESIDUAL].layer_bytes);
+    if (m->resid_base_holds != k) {
+        cudaCheck(cudaMemcpyAsync(base, resid_host_slot(m, k), (size_t)m->B * m->T * m->config.d_model * sizeof(float),
+                                  cudaMemcpyHostToDevice, m->stream));
+        m->resid_base_holds = k;
+    }
+    return base;
+}
+/* -r 3: the host copies, each as large as a device slot: checkpoint x_l (l < L, a checkpoint) and kept delta_j */
+static float* resid_host_slot(const GPUModel* m, int l) {
+    int K = resid_every(m->resid_every);
+    return (float*)(m->resid_host_base + (size_t)resid_checkpoint_slot(l, m->config.n_layer, K) *
+                                             m->a.layer[ACT_RESIDUAL].layer_bytes);
+}
+static inline floatX* resid_host_delta(const GPUModel* m, int j) {
+    int L = m->config.n_layer, K = resid_every(m->resid_every);
+    char* deltas = m->resid_host_base + (size_t)(resid_ncheckpoints(L, K) - 1) * m->a.layer[ACT_RESIDUAL].layer_bytes;
+    return (floatX*)deltas + (size_t)resid_delta_slot(j, K) * m->B * m->T * m->config.d_model;
 }
 
 /* block l's out_proj output delta_l, which the forward writes and the next pre-norm (or the final norm) adds: the one
-   buffer a->delta, or under -r 2 its kept slot when the backward rebuilds x_{l+1} from it */
+   buffer a->delta, or under -r 2 its kept slot when the backward rebuilds x_{l+1} from it (-r 3: a->delta, copied
+   to the host by gpu_delta_commit) */
 static inline floatX* gpu_delta(const GPUModel* m, int l) {
     int K = resid_every(m->resid_every);
-    if (!resid_split(m) || resid_is_checkpoint(l + 1, m->config.n_layer, K)) return m->a.delta;
+    if (!resid_split(m) || resid_on_host(m) || resid_is_checkpoint(l + 1, m->config.n_layer, K)) return m->a.delta;
     return m->a.deltas + (size_t)resid_delta_slot(l, K) * m->B * m->T * m->config.d_model;
 }
 
@@ -425,8 +475,10 @@ static inline floatX* gpu_delta(const GPUModel* m, int l) {
 static inline float* gpu_residual_out(GPUModel* m, int l) {
     int L = m->config.n_layer, K = resid_every(m->resid_every);
     if (!resid_split(m)) return act_f(m, ACT_RESIDUAL, l);
-    if (l == 0) m->resid_holds = -1;  /* a new forward: whatever the scratch held is stale */
-    if (resid_is_checkpoint(l, L, K)) return resid_slot(m, resid_checkpoint_slot(l, L, K));
+    if (l == 0) m->resid_holds = m->resid_base_holds = -1;  /* a new forward: the scratch (and base) are stale */
+    /* -r 3: every x_l below x_L goes to the scratch; gpu_residual_commit copies a checkpoint to the host */
+    if (resid_is_checkpoint(l, L, K) && (l == L || !resid_on_host(m)))
+        return resid_slot(m, resid_checkpoint_slot(l, L, K));
     m->resid_holds = l;
     return resid_scratch(m);
 }
@@ -438,17 +490,40 @@ static inline float* gpu_residual_out(GPUModel* m, int l) {
 static float* gpu_residual(GPUModel* m, int l) {
     int L = m->config.n_layer, K = resid_every(m->resid_every);
     if (!resid_split(m)) return act_f(m, ACT_RESIDUAL, l);
-    if (resid_is_checkpoint(l, L, K)) return resid_slot(m, resid_checkpoint_slot(l, L, K));
+    int host = resid_on_host(m);
+    if (resid_is_checkpoint(l, L, K) && (l == L || !host)) return resid_slot(m, resid_checkpoint_slot(l, L, K));
     float* x = resid_scratch(m);
     if (m->resid_holds == l) return x;
+    size_t n = (size_t)m->B * m->T * m->config.d_model;
+    if (host && resid_is_checkpoint(l, L, K)) return resid_base(m, l);  /* -r 3: x_l < x_L from the host */
     int k = l / K * K, from = resid_rebuild_start(l, K, m->resid_holds);
-    const float* src = from == k ? resid_slot(m, resid_checkpoint_slot(k, L, K)) : x;
+    const float* src = x;
+    if (from == k) src = host ? resid_base(m, k) : resid_slot(m, resid_checkpoint_slot(k, L, K));
     for (int j = from; j < l; j++) {  /* the forward's adds, in its order */
-        residual_add(x, src, gpu_delta(m, j), (size_t)m->B * m->T * m->config.d_model, m->stream);
+        if (host)
+            cudaCheck(cudaMemcpyAsync(m->a.delta, resid_host_delta(m, j), n * sizeof(floatX), cudaMemcpyHostToDevice,
+                                      m->stream));
+        residual_add(x, src, gpu_delta(m, j), n, m->stream);
         src = x;
     }
     m->resid_holds = l;
     return x;
+}
+
+/* -r 3, the forward: after the kernel that wrote x_l (into the scratch, gpu_residual_out), the host copy of a
+   checkpoint below x_L; after block l's forward (its output in a->delta), the host copy of a kept delta_l. No-ops in
+   every other mode. Both copies run on the model's stream, before the next kernel can overwrite their source. */
+static void gpu_residual_commit(GPUModel* m, int l) {
+    int L = m->config.n_layer, K = resid_every(m->resid_every);
+    if (!resid_on_host(m) || l == L || !resid_is_checkpoint(l, L, K)) return;
+    cudaCheck(cudaMemcpyAsync(resid_host_slot(m, l), resid_scratch(m), (size_t)m->B * m->T * m->config.d_model *
+                              sizeof(float), cudaMemcpyDeviceToHost, m->stream));
+}
+static void gpu_delta_commit(GPUModel* m, int l) {
+    int L = m->config.n_layer, K = resid_every(m->resid_every);
+    if (!resid_on_host(m) || resid_is_checkpoint(l + 1, L, K)) return;
+    cudaCheck(cudaMemcpyAsync(resid_host_delta(m, l), m->a.delta, (size_t)m->B * m->T * m->config.d_model *
+                              sizeof(floatX), cudaMemcpyDeviceToHost, m->stream));
 }
 
 /* a dry plan's buffers by name, for the per-buffer breakdown (dev/cuda/memory_plan.cu) */
@@ -487,7 +562,7 @@ static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
     size_t X = sizeof(floatX), F = sizeof(float), total = 0;
     ActBuffer layer[NUM_LAYER_ACTS];
     int resid_k = resid_every(m->resid_every), split = resid_split(m);
-    gpu_layer_acts(layer, c, B, T, m->ssd_q, m->recompute, m->forward_only, resid_k);
+    gpu_layer_acts(layer, c, B, T, m->ssd_q, m->recompute, m->forward_only, resid_k, split && m->resid_host);
     for (int k = 0; k < NUM_LAYER_ACTS; k++) {
         if (!dry) a->layer[k] = layer[k];
         char* base = (char*)act_alloc(m, LAYER_ACT_NAMES[k], layer[k].slots * layer[k].layer_bytes, &total, dry);
@@ -495,9 +570,18 @@ static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
     }
     int lm_rows = lm_head_rows((int)BT, (int)Vp, m->lm_chunk_bytes ? m->lm_chunk_bytes : LM_HEAD_CHUNK_BYTES);
     floatX* delta = (floatX*)act_alloc(m, "delta (block out)", BT * D * X, &total, dry);
-    floatX* deltas = (floatX*)act_alloc(m, "kept deltas (-r 2)",
-                                        split ? (size_t)resid_ndeltas(c->n_layer, resid_k) * BT * D * X : 0, &total,
-                                        dry);
+    size_t kept_deltas = split ? (size_t)resid_ndeltas(c->n_layer, resid_k) * BT * D * X : 0;
+    int host = split && m->resid_host;
+    floatX* deltas = (floatX*)act_alloc(m, "kept deltas (-r 2)", host ? 0 : kept_deltas, &total, dry);
+    /* -r 3: the checkpoints below x_L and the kept deltas, in pinned host memory (not in the GPU total) */
+    m->host_bytes = host ? (size_t)(resid_ncheckpoints(c->n_layer, resid_k) - 1) * layer[ACT_RESIDUAL].layer_bytes +
+                           kept_deltas : 0;
+    if (!dry && m->host_bytes > 0) {
+        cudaError_t e = cudaMallocHost((void**)&m->resid_host_base, m->host_bytes);
+        if (e != cudaSuccess)
+            die("-r 3: could not pin %.2f GiB of host memory for the residual stream (%s); -r 2 keeps it on the GPU",
+                m->host_bytes / 1073741824.0, cudaGetErrorString(e));
+    }
     floatX* lnf = (floatX*)act_alloc(m, "lnf", BT * D * X, &total, dry);
     float* lnf_rstd = (float*)act_alloc(m, "lnf rstd", BT * F, &total, dry);
     floatX* logits = (floatX*)act_alloc(m, "logits (a chunk)", (size_t)lm_rows * Vp * X, &total, dry);
@@ -584,9 +668,11 @@ static void gpu_model_ensure_activations(GPUModel* m, int B, int T) {
 typedef struct {
     size_t weights;      /* weights, floatX copy, gradients, optimizer, small device scalars, matmul workspace */
     size_t activations;  /* gpu_activation_plan */
+    size_t host;         /* -r 3: pinned host memory for the residual stream (not in the two above) */
 } GPUMemoryPlan;
 
-/* the plan with its choices spelled out: resid_k (-r 2's checkpoint spacing, 0: the default), smem_optin (the GPU's
+/* the plan with its choices spelled out: recompute 0..3 (-r; 3 = 2 with the residual stream on the host), resid_k
+   (-r 2's checkpoint spacing, 0: the default), smem_optin (the GPU's
    opt-in shared memory, which decides the SSD backward's kernels and so its workspace; 0: this GPU's, asked of the
    device), list (NULL, or where each activation buffer is listed). Touches no GPU when smem_optin > 0. */
 static GPUMemoryPlan gpu_train_memory_plan_detail(const Mamba2Config* c, int B, int T, int ssd_q, int recompute,
@@ -603,11 +689,13 @@ static GPUMemoryPlan gpu_train_memory_plan_detail(const Mamba2Config* c, int B, 
     GPUModel* m = (GPUModel*)callocCheck(1, sizeof(GPUModel)); /* a plan only: nothing is allocated */
     m->config = *c;
     m->ssd_q = ssd_q;
-    m->recompute = recompute;
+    m->recompute = recompute == 3 ? 2 : recompute;
+    m->resid_host = recompute == 3;
     m->resid_every = resid_k;
     m->plan_smem_optin = smem_optin;
     m->plan_list = list;
     p.activations = gpu_activation_plan(m, B, T, 1);
+    p.host = m->host_bytes;
     free(m);
     return p;
 }
@@ -686,6 +774,7 @@ static void block_prenorm_forward(GPUModel* m, int l, int again) {
     }
     rmsnorm_forward_from(act_x(m, ACT_U, l), act_f(m, ACT_RSTD, l), x_out, x_in, delta, PF(m, P_NORM_W, l),
                          m->B * m->T, m->config.d_model, m->stream);
+    if (!again && l > 0) gpu_residual_commit(m, l);
 }
 
 /* the block from its pre-norm through the gated norm: everything but out_proj; again: as block_prenorm_forward's
@@ -869,10 +958,14 @@ static float gpu_forward_docs(GPUModel* m, const int* inputs, const int* targets
         if (config_count_kind(c, 'A') > 0) attention_block_upload_positions(m, seq_idx, B, T);
     }
     encoder_forward(gpu_residual_out(m, 0), a->inputs, PX(m, P_WTE, 0), BTi, D, st);
+    gpu_residual_commit(m, 0);
     /* training: group the tokens for the embedding backward now, on the host, while the GPU runs the forward */
     if (targets && dloss > 0)
         m->g.enc_plan = encoder_backward_prepare(m->g.enc_ws, m->g.enc_host, inputs, BTi, c->padded_vocab_size, st);
-    for (int l = 0; l < L; l++) gpu_block_kind(m, l)->forward(m, l);
+    for (int l = 0; l < L; l++) {
+        gpu_block_kind(m, l)->forward(m, l);
+        gpu_delta_commit(m, l);
+    }
     /* the stream entering the final norm = the last block's input plus its output */
     const float* x_last = gpu_residual(m, L - 1);
     rmsnorm_forward_from(a->lnf, a->lnf_rstd, gpu_residual_out(m, L), x_last, gpu_delta(m, L - 1), PF(m, P_NORM_F_W, 0),

@@ -162,6 +162,10 @@ static const char* kind_name(int kind) {
     return kind == KIND_WGMMA ? "wgmma" : kind == ATTN_MMA128 ? "mma.sync 128 rows" : kind == ATTN_MMA ? "mma.sync"
                                                                                                       : "simple";
 }
+/* the same for the backward, whose ATTN_MMA128 runs 128 rows in the dK/dV kernel only */
+static const char* bwd_kind_name(int kind) {
+    return kind == ATTN_MMA128 ? "mma.sync, dK/dV 128 rows" : kind_name(kind);
+}
 /* the kernels a case must run: the default `want` (first), then every other kind up to `most` (the forward's
    128-row kernel is not its default); the lab's wgmma where it runs */
 static int fwd_variants(int* vs, int want, int most, int want_wgmma) {
@@ -260,8 +264,8 @@ static void check_case(Case cs) {
     int fits128 = (size_t)6 * 64 * (hd + 8) * 2 <= (size_t)cuda_smem_optin();
     int want = !want_tiles ? ATTN_SIMPLE : ATTN_MMA;                /* the 64-row forward: measured the faster */
     int most = !want_tiles ? ATTN_SIMPLE : fits128 ? ATTN_MMA128 : ATTN_MMA;
-    /* the backward: the 128-row dQ and dK/dV kernels at hd 64 (the larger, dK/dV: K, V of 128 rows | Q[2] | dO[2]:
-       8 x 64 rows of 72, and 2 x 2 x 64 floats) */
+    /* the backward: at hd 64 the 128-row dK/dV kernel (K, V of 128 rows | Q[2] | dO[2]: 8 x 64 rows of 72, and
+       2 x 2 x 64 floats) with the 64-row dQ kernel (smaller), where the dK/dV kernel fits */
     int want_bwd = !want_tiles ? ATTN_SIMPLE
                    : hd == 64 && (size_t)8 * 64 * 72 * 2 + 1024 <= (size_t)cuda_smem_optin() ? ATTN_MMA128
                                                                                               : ATTN_MMA;
@@ -336,7 +340,7 @@ static void check_case(Case cs) {
         int ran = v == KIND_WGMMA
                       ? lab_attention_backward_wgmma(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, 0)
                       : attention_backward_cfg(d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd, v, 0) == v;
-        snprintf(name, sizeof name, "backward ran the %s kernels%s", kind_name(v),
+        snprintf(name, sizeof name, "backward ran the %s kernels%s", bwd_kind_name(v),
                  v == ATTN_MMA ? (attn_bwd_stages(hd) == 2 ? " (2 stages)" : " (1 stage)") : "");
         dev_record(name, ran);
         attention_rope_backward(d_dqkv, &dd, cs.rotary_dim, base, d_pos, 0);
@@ -351,7 +355,7 @@ static void check_case(Case cs) {
             gather_cols_d(ref, dqkv_ref, (size_t)B * T, S, col0[p], ncol[p]);
             double m = max_abs(ref, n);
             double rel_of_max = is_bf16 ? 2e-2 : (p < 2 && cs.rotary_dim > 0 ? 5e-4 : 1e-4);
-            snprintf(name, sizeof name, "backward %s (%s)", parts[p], kind_name(v));
+            snprintf(name, sizeof name, "backward %s (%s)", parts[p], bwd_kind_name(v));
             dev_validate(name, got, ref, n, rel_of_max * m + 1e-6, is_bf16 ? 2e-2 : 1e-4);
             free(got);
             free(ref);
@@ -538,8 +542,8 @@ static void check_swiglu(int BT, int Hd) {
 /* benchmark: B*T = 16384 tokens, d_model = H*hd = 768; causal FLOPs as FlashAttention counts them:
    forward 4 B H T^2 hd / 2, forward + backward 3.5 x that (backward = 2.5 forward: 5 products; ours does 7) */
 
-/* forward + backward with a chosen mix of the 64- and 128-row backward tile kernels at hd 64 (the default takes
-   both 128-row kernels or neither; these tell which of the two pays): dq_mw, kv_mw = 1 or 2 strips per warp */
+/* forward + backward with a chosen mix of the 64- and 128-row backward tile kernels at hd 64 (the default takes the
+   128-row dK/dV and the 64-row dQ kernel; these time the other mixes): dq_mw, kv_mw = 1 or 2 strips per warp */
 static void fwd_bwd_mix(int dq_mw, int kv_mw, floatX* dqkv, float* dsum, const floatX* dout, floatX* out, float* lse,
                         const floatX* qkv, const AttnDims* d) {
     attention_forward(out, lse, qkv, d, 0);
@@ -556,8 +560,9 @@ static void fwd_bwd_mix(int dq_mw, int kv_mw, floatX* dqkv, float* dsum, const f
 
 /* fwd, all, rope: the default kernels (kind: the forward's, bkind: the backward's); rope1: the per-element RoPE
    kernel (v1); fwd128: the 128-row mma.sync forward where it fits (else 0; the default is the 64-row one); all64:
-   the default forward + the backward's 64-row tile kernels where the default's are the 128-row ones (else 0);
-   mix[0], mix[1]: the same with the 128-row dQ and 64-row dK/dV kernel, and the reverse (else 0); fwd_wg, all_wg:
+   the default forward + the backward's 64-row tile kernels where the default's dK/dV kernel is the 128-row one
+   (else 0); mix[0], mix[1]: the same with the 128-row dQ and 64-row dK/dV kernels, and with both on 128 rows (v2's
+   default) (else 0); fwd_wg, all_wg:
    the lab's wgmma forward, forward + backward (0 where they cannot run) */
 typedef struct {
     int B, T, H, hd;
@@ -598,7 +603,7 @@ static BenchRow bench_shape(int B, int T, int H, int hd) {
     float mix[2] = {0.f, 0.f};
     if (bkind == ATTN_MMA128) {
         mix[0] = dev_bench_ms(20, [&] { fwd_bwd_mix(2, 1, d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd); });
-        mix[1] = dev_bench_ms(20, [&] { fwd_bwd_mix(1, 2, d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd); });
+        mix[1] = dev_bench_ms(20, [&] { fwd_bwd_mix(2, 2, d_dqkv, d_dsum, d_dout, d_out, d_lse, d_qkv, &dd); });
     }
     float fwd_wg = 0.f, all_wg = 0.f;
     if (lab_wgmma_takes(&dd, d_qkv, d_out)) {
@@ -639,16 +644,16 @@ static void bench(void) {
             snprintf(name, sizeof name, "attention fwd (lab wgmma) T=%d hd=%d", r.T, r.hd);
             dev_report_flops(name, r.fwd_wg, 2 * prod);
         }
-        snprintf(name, sizeof name, "attention fwd+bwd (bwd %s) T=%d hd=%d", kind_name(r.bkind), r.T, r.hd);
+        snprintf(name, sizeof name, "attention fwd+bwd (bwd %s) T=%d hd=%d", bwd_kind_name(r.bkind), r.T, r.hd);
         dev_report_flops(name, r.all, 9 * prod);
         if (r.all64 > 0.f) {
-            snprintf(name, sizeof name, "attention fwd+bwd (bwd %s) T=%d hd=%d", kind_name(ATTN_MMA), r.T, r.hd);
+            snprintf(name, sizeof name, "attention fwd+bwd (bwd %s) T=%d hd=%d", bwd_kind_name(ATTN_MMA), r.T, r.hd);
             dev_report_flops(name, r.all64, 9 * prod);
         }
         if (r.mix[0] > 0.f) {
             snprintf(name, sizeof name, "attention fwd+bwd (dQ 128, dK/dV 64 rows) T=%d hd=%d", r.T, r.hd);
             dev_report_flops(name, r.mix[0], 9 * prod);
-            snprintf(name, sizeof name, "attention fwd+bwd (dQ 64, dK/dV 128 rows) T=%d hd=%d", r.T, r.hd);
+            snprintf(name, sizeof name, "attention fwd+bwd (dQ 128, dK/dV 128 rows) T=%d hd=%d", r.T, r.hd);
             dev_report_flops(name, r.mix[1], 9 * prod);
         }
         if (r.all_wg > 0.f) {

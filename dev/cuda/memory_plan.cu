@@ -11,7 +11,10 @@
  *      T = 16K, else 1), -t the breakdown's T, -k -r 2's checkpoint spacing (0: the default), -s the opt-in shared
  *      memory in bytes (A100: 166912, H100/H200: 232448, sm_86/89/120: 101376)
  *
- * It also checks (host only, before printing) that the plan's listed buffers add up to its total in every mode, and
+ * -r 3 (-r 2 with the checkpoints below x_L and the kept block outputs in pinned host memory) has its own column: its
+ * GPU buffers, and its host memory on a line of its own.
+ * It also checks (host only, before printing) that the plan's listed buffers add up to its total in every mode, that
+ * -r 3's GPU and host bytes add up to -r 2's GPU bytes and one fp32 slot, and
  * -r 2's index rules (llmc/model.cuh) for every L <= 64 and K <= 12: checkpoint and delta slots each fill their
  * buffer exactly once, every delta a rebuild adds is a kept one, and the backward's walk (layers descending, each
  * rebuild from resid_rebuild_start) forms each x_l from exactly delta_0 .. delta_{l-1}, with resid_rebuild_adds adds;
@@ -130,11 +133,12 @@ int main(int argc, char** argv) {
     for (int LL = 1; LL <= 63; LL++)
         for (int KK = 1; KK <= 12; KK++, checks++) fails += check_resid_rules(LL, KK) > 0;
 
-    /* the breakdown at T_show: each buffer's KiB a token in each mode */
+    /* the breakdown at T_show: each buffer's KiB a token in each mode (-r 3: the GPU's; its host memory below) */
+    enum { NM = 4 };
     int B = batch_for(B_arg, T_show);
-    static GPUPlanList lists[3];
-    GPUMemoryPlan plans[3];
-    for (int r = 0; r < 3; r++) {
+    static GPUPlanList lists[NM];
+    GPUMemoryPlan plans[NM];
+    for (int r = 0; r < NM; r++) {
         plans[r] = plan_of(&c, B, T_show, q, r, k, smem, &lists[r]);
         size_t sum = 0;
         for (int i = 0; i < lists[r].n; i++) sum += lists[r].bytes[i];
@@ -145,42 +149,61 @@ int main(int argc, char** argv) {
             fails++;
         }
     }
+    /* -r 3 moves bytes of -r 2 to the host and adds one fp32 slot on the GPU (the base slot) */
+    checks++;
+    size_t slot = CEIL_DIV((size_t)B * T_show * c.d_model * sizeof(float), (size_t)256) * 256;
+    if (plans[3].activations + plans[3].host != plans[2].activations + slot || plans[2].host != 0) {
+        printf("FAIL -r 3: %zu bytes on the GPU + %zu on the host, -r 2 %zu on the GPU (+ %zu on the host) + a slot "
+               "of %zu\n", plans[3].activations, plans[3].host, plans[2].activations, plans[2].host, slot);
+        fails++;
+    }
     double tokens = (double)B * T_show;
     printf("B=%d T=%d: activation buffers, KiB a token (%s)\n", B, T_show,
            tokens == 1048576.0 ? "= GiB at this B*T" : "GiB = KiB a token x B*T / 2^20");
-    printf("  %-26s %10s %10s %10s\n", "buffer", "-r 0", "-r 1", "-r 2");
+    printf("  %-26s", "buffer");
+    for (int r = 0; r < NM; r++) printf(" %9s%d", "-r ", r);
+    printf("\n");
     for (int i = 0; i < lists[0].n; i++) {
-        double v[3];
         int any = 0;
-        for (int r = 0; r < 3; r++) {
-            v[r] = lists[r].bytes[i] / 1024.0 / tokens;
-            any |= lists[r].bytes[i] > 0;
-        }
-        if (any) printf("  %-26s %10.2f %10.2f %10.2f\n", lists[0].name[i], v[0], v[1], v[2]);
+        for (int r = 0; r < NM; r++) any |= lists[r].bytes[i] > 0;
+        if (!any) continue;
+        printf("  %-26s", lists[0].name[i]);
+        for (int r = 0; r < NM; r++) printf(" %10.2f", lists[r].bytes[i] / 1024.0 / tokens);
+        printf("\n");
     }
-    printf("  %-26s %10.2f %10.2f %10.2f\n", "activations", plans[0].activations / 1024.0 / tokens,
-           plans[1].activations / 1024.0 / tokens, plans[2].activations / 1024.0 / tokens);
-    printf("  %-26s %10.2f %10.2f %10.2f   (GiB)\n", "weights, grads, AdamW", plans[0].weights / GIB,
-           plans[1].weights / GIB, plans[2].weights / GIB);
-    printf("  %-26s %10.2f %10.2f %10.2f   (GiB)\n\n", "total", (plans[0].weights + plans[0].activations) / GIB,
-           (plans[1].weights + plans[1].activations) / GIB, (plans[2].weights + plans[2].activations) / GIB);
+    printf("  %-26s", "activations (GPU)");
+    for (int r = 0; r < NM; r++) printf(" %10.2f", plans[r].activations / 1024.0 / tokens);
+    printf("\n  %-26s", "host, pinned (-r 3)");
+    for (int r = 0; r < NM; r++) printf(" %10.2f", plans[r].host / 1024.0 / tokens);
+    printf("\n  %-26s", "weights, grads, AdamW");
+    for (int r = 0; r < NM; r++) printf(" %10.2f", plans[r].weights / GIB);
+    printf("   (GiB)\n  %-26s", "GPU total");
+    for (int r = 0; r < NM; r++) printf(" %10.2f", (plans[r].weights + plans[r].activations) / GIB);
+    printf("   (GiB)\n\n");
 
     /* totals over T */
-    printf("GiB in all (weights + activations; KiB a token of activations)\n");
-    printf("  %9s %4s %20s %20s %20s\n", "T", "B", "-r 0", "-r 1", "-r 2");
+    printf("GiB on the GPU (weights + activations; KiB a token of activations); -r 3: + GiB of host memory\n");
+    printf("  %9s %4s", "T", "B");
+    for (int r = 0; r < NM; r++) printf(" %20s%d", "-r ", r);
+    printf("\n");
     for (int T = 2048; T <= (1 << 20); T *= 2) {
         B = batch_for(B_arg, T);
         printf("  %9d %4d", T, B);
-        for (int r = 0; r < 3; r++) {
+        for (int r = 0; r < NM; r++) {
             GPUMemoryPlan p = plan_of(&c, B, T, q, r, k, smem, NULL);
             char cell[64];
-            snprintf(cell, sizeof cell, "%.2f (%.1f)", (p.weights + p.activations) / GIB,
-                     p.activations / 1024.0 / ((double)B * T));
-            printf(" %20s", cell);
+            if (r == 3)
+                snprintf(cell, sizeof cell, "%.2f (%.1f) + %.2f", (p.weights + p.activations) / GIB,
+                         p.activations / 1024.0 / ((double)B * T), p.host / GIB);
+            else
+                snprintf(cell, sizeof cell, "%.2f (%.1f)", (p.weights + p.activations) / GIB,
+                         p.activations / 1024.0 / ((double)B * T));
+            printf(" %21s", cell);
         }
         printf("\n");
     }
-    printf("\nchecks (-r 2's index rules for L = 1..63, K = 1..12; listed buffers == plan): %d passed, %d failed\n",
+    printf("\nchecks (-r 2's index rules for L = 1..63, K = 1..12; listed buffers == plan; -r 3 == -r 2 + a slot): %d "
+           "passed, %d failed\n",
            checks - fails, fails);
     return fails ? EXIT_FAILURE : EXIT_SUCCESS;
 }
