@@ -43,6 +43,14 @@ run_suite "docs name only real functions, files, quotes" "$PYTHON" dev/test_docs
 run_suite "paper scripts: plot, dry runs, sweep resume" "$PYTHON" scripts/test_scripts.py
 run_suite "multi-GPU scaling script: dry runs, report" "$PYTHON" dev/test_scaling.py
 run_suite "multi-GPU rendezvous without CUDA: local processes, torchrun / Slurm variables" ./test_rendezvous
+# built with nvcc but needs no GPU (CI builds it before this script); skipped where it is missing or older than the
+# model header it plans from
+if [ -x dev/cuda/memory_plan_bin ] && [ dev/cuda/memory_plan_bin -nt llmc/model.cuh ]; then
+    run_suite "GPU memory plan (no GPU): buffers == plan, -r 2 / -r 3 residual rules" ./dev/cuda/memory_plan_bin
+else
+    echo "=================== GPU memory plan: skipped (dev/cuda/memory_plan_bin missing or older than llmc/model.cuh)"
+    total_skip=$((total_skip + 1))
+fi
 echo "==================="
 echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]

@@ -14,7 +14,8 @@
  * -r 3 (-r 2 with the checkpoints below x_L and the kept block outputs in pinned host memory) has its own column: its
  * GPU buffers, and its host memory on a line of its own.
  * It also checks (host only, before printing) that the plan's listed buffers add up to its total in every mode, that
- * -r 3's GPU and host bytes add up to -r 2's GPU bytes and one fp32 slot, and
+ * -r 3's GPU and host bytes add up to -r 2's GPU bytes and one fp32 slot, -r 3's walk (its copies back from the host
+ * counted: the figure its documentation gives), and
  * -r 2's index rules (llmc/model.cuh) for every L <= 64 and K <= 12: checkpoint and delta slots each fill their
  * buffer exactly once, every delta a rebuild adds is a kept one, and the backward's walk (layers descending, each
  * rebuild from resid_rebuild_start) forms each x_l from exactly delta_0 .. delta_{l-1}, with resid_rebuild_adds adds;
@@ -40,8 +41,12 @@ static GPUMemoryPlan plan_of(const Mamba2Config* c, int B, int T, int q, int r, 
 }
 
 /* -r 2's index rules for one (L, K), against the definition x_l = x_0 + delta_0 + ... + delta_{l-1}: a stream value
-   is the set of deltas added into it (a bit mask; L <= 63). Returns the number of failures, printed. */
-static int check_resid_rules(int L, int K) {
+   is the set of deltas added into it (a bit mask; L <= 63). host: -r 3's walk instead (every x_l < L went through the
+   scratch in the forward; a checkpoint comes back through the base slot, copied from the host only when the base
+   holds another one), whose copies back are counted into copies[0] (checkpoints) and copies[1] (deltas) and checked
+   against the count -r 3 is documented with: one copy of each checkpoint k < L - 1, one of each delta added. Returns
+   the number of failures, printed. */
+static int check_resid_rules(int L, int K, int host, int copies[2]) {
     int fails = 0, ncp = resid_ncheckpoints(L, K), nd = resid_ndeltas(L, K);
     int cp_used[66] = {0}, d_used[66] = {0};
     for (int l = 0; l <= L; l++)
@@ -64,18 +69,27 @@ static int check_resid_rules(int L, int K) {
         if (!cp_used[s]) { printf("  FAIL L=%d K=%d: checkpoint slot %d unused\n", L, K, s); fails++; }
     for (int s = 0; s < nd; s++)
         if (!d_used[s]) { printf("  FAIL L=%d K=%d: delta slot %d unused\n", L, K, s); fails++; }
-    /* the backward: the scratch holds x_{L-1} after the forward unless it is a checkpoint */
+    /* the backward: the scratch holds x_{L-1} after the forward unless it is a checkpoint (-r 3: always) */
     uint64_t scratch = 0;
-    int holds = resid_is_checkpoint(L - 1, L, K) ? -1 : L - 1, adds = 0;
+    int holds = resid_is_checkpoint(L - 1, L, K) && !host ? -1 : L - 1, adds = 0, base_holds = -1;
     if (holds >= 0) scratch = (1ull << (L - 1)) - 1;
+    copies[0] = copies[1] = 0;
     for (int l = L - 1; l >= 0; l--) {
         uint64_t want = (1ull << l) - 1, got;
-        if (resid_is_checkpoint(l, L, K)) {
+        if (resid_is_checkpoint(l, L, K) && !host) {
             got = want;  /* stored as the forward formed it */
         } else if (holds == l) {
             got = scratch;
+        } else if (resid_is_checkpoint(l, L, K)) {  /* -r 3: through the base slot */
+            copies[0] += base_holds != l;
+            base_holds = l;
+            got = want;
         } else {
             int from = resid_rebuild_start(l, K, holds), k = l / K * K;
+            if (from == k && host) {
+                copies[0] += base_holds != k;
+                base_holds = k;
+            }
             uint64_t x = from == k ? (1ull << k) - 1 : scratch;
             for (int j = from; j < l; j++) {
                 if (resid_is_checkpoint(j + 1, L, K)) {
@@ -84,6 +98,7 @@ static int check_resid_rules(int L, int K) {
                 }
                 x |= 1ull << j;
                 adds++;
+                copies[1] += host;
             }
             scratch = x;
             holds = l;
@@ -93,6 +108,13 @@ static int check_resid_rules(int L, int K) {
     }
     if (adds != resid_rebuild_adds(L, K)) {
         printf("  FAIL L=%d K=%d: %d rebuild adds, resid_rebuild_adds says %d\n", L, K, adds, resid_rebuild_adds(L, K));
+        fails++;
+    }
+    int want_cp = host ? (L - 2) / K + 1 : 0;  /* the checkpoints 0, K, .. up to L - 2 (L >= 2; L = 1: none) */
+    if (L < 2) want_cp = 0;
+    if (copies[0] != want_cp || copies[1] != (host ? adds : 0)) {
+        printf("  FAIL L=%d K=%d host=%d: %d checkpoint and %d delta copies back, documented %d and %d\n", L, K, host,
+               copies[0], copies[1], want_cp, host ? adds : 0);
         fails++;
     }
     return fails;
@@ -126,12 +148,16 @@ int main(int argc, char** argv) {
            c.d_model, L, c.d_inner, c.nheads, c.headdim, c.d_state, c.d_in_proj, c.conv_dim, PRECISION_NAME, q, smem,
            ssd_bwd_kernels(c.nheads, c.headdim, c.d_state, smem) == SSD_BWD_TILES ? "tile" : "simple");
     printf("-r 2 keeps fp32 residual checkpoints every %d layers (%d of them with x_L, + 1 scratch slot) and %d block "
-           "outputs; a backward rebuilds the stream with %d residual adds\n\n", K, resid_ncheckpoints(L, K),
+           "outputs; a backward rebuilds the stream with %d residual adds\n", K, resid_ncheckpoints(L, K),
            resid_ndeltas(L, K), resid_rebuild_adds(L, K));
 
-    int fails = 0, checks = 0;
-    for (int LL = 1; LL <= 63; LL++)
-        for (int KK = 1; KK <= 12; KK++, checks++) fails += check_resid_rules(LL, KK) > 0;
+    int fails = 0, checks = 0, copies[2];
+    for (int host = 0; host <= 1; host++)
+        for (int LL = 1; LL <= 63; LL++)
+            for (int KK = 1; KK <= 12; KK++, checks++) fails += check_resid_rules(LL, KK, host, copies) > 0;
+    check_resid_rules(L, K, 1, copies);
+    printf("-r 3 keeps those checkpoints but x_L and those block outputs in host memory: its backward copies %d "
+           "checkpoints and %d block outputs back\n\n", copies[0], copies[1]);
 
     /* the breakdown at T_show: each buffer's KiB a token in each mode (-r 3: the GPU's; its host memory below) */
     enum { NM = 4 };
@@ -202,8 +228,7 @@ int main(int argc, char** argv) {
         }
         printf("\n");
     }
-    printf("\nchecks (-r 2's index rules for L = 1..63, K = 1..12; listed buffers == plan; -r 3 == -r 2 + a slot): %d "
-           "passed, %d failed\n",
-           checks - fails, fails);
+    printf("\nchecks: -r 2's and -r 3's index rules for L = 1..63, K = 1..12; listed buffers == plan; -r 3 == -r 2 + a "
+           "slot\n%d passed, %d failed\n", checks - fails, fails);
     return fails ? EXIT_FAILURE : EXIT_SUCCESS;
 }
