@@ -231,8 +231,7 @@ int main(int argc, char** argv) {
     GPUModel m;
     gpu_load_model(&m, spec, 1); /* a checkpoint or model folder, or a description given random weights */
     const Mamba2Config c = m.config;
-    m.recompute = recompute == 3 ? 2 : recompute;  /* -r 3: -r 2 with the residual stream on the host */
-    m.resid_host = recompute == 3;
+    gpu_model_set_recompute(&m, recompute);
     if (chunk) m.ssd_q = chunk;
     int BT = B * T;
     int* tokens = (int*)mallocCheck((size_t)(BT + 1) * sizeof(int));

@@ -233,8 +233,7 @@ int main(int argc, char** argv) {
     if (gpu_samples) gpu_inference_init(&infer, c, 1);
     else if (args.sample_every > 0) printf("samples: none for a hybrid model in the GPU trainer yet (./generate_mamba2cu "
                                            "on a checkpoint samples it)\n");
-    model.recompute = args.recompute == 3 ? 2 : args.recompute;  /* -r 3: -r 2, the residual stream on the host */
-    model.resid_host = args.recompute == 3;
+    gpu_model_set_recompute(&model, args.recompute);
     if (args.ssd_chunk > 0) {
         if (args.ssd_chunk < 16 || args.ssd_chunk > 256)
             die("-K %d: the GPU SSD chunk length is 16 to 256", args.ssd_chunk);

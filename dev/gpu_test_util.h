@@ -48,8 +48,7 @@ static size_t check_recompute_mode(const Mamba2Config* c, const float* params, i
                                    const char* what) {
     GPUModel mr;
     gpu_model_create(&mr, c, params, NULL);
-    mr.recompute = r == 3 ? 2 : r;
-    mr.resid_host = r == 3;
+    gpu_model_set_recompute(&mr, r);
     mr.resid_every = resid_k;
     float loss_r = gpu_packed_step(&mr, in, tg, seq, B, T, dloss);
     float* gr = gpu_grads_to_host(&mr);

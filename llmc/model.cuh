@@ -409,6 +409,14 @@ static void gpu_layer_acts(ActBuffer* acts, const Mamba2Config* c, int B, int T,
 static inline int resid_split(const GPUModel* m) { return m->recompute == 2 && !m->forward_only; }
 /* 1 where -r 2's kept checkpoints and deltas are in host memory (-r 3) */
 static inline int resid_on_host(const GPUModel* m) { return resid_split(m) && m->resid_host; }
+/* the recompute mode as the trainer's -r gives it (0..3; 3 is 2 with the residual stream on the host), set before the
+   first forward */
+static inline void gpu_model_set_recompute(GPUModel* m, int mode) {
+    m->recompute = mode == 3 ? 2 : mode;
+    m->resid_host = mode == 3;
+}
+/* the elements of one (B*T, D) residual-stream value */
+static inline size_t resid_elems(const GPUModel* m) { return (size_t)m->B * m->T * m->config.d_model; }
 
 /* layer l's part of a layer activation (the residual stream: gpu_residual) */
 static inline void* act_at(const GPUModel* m, LayerAct k, int l) {
@@ -437,20 +445,8 @@ static inline float* resid_scratch(const GPUModel* m) {
     if (resid_on_host(m)) return (float*)(m->a.layer[ACT_RESIDUAL].base + m->a.layer[ACT_RESIDUAL].layer_bytes);
     return resid_slot(m, resid_ncheckpoints(m->config.n_layer, resid_every(m->resid_every)));
 }
-/* -r 3: the base slot holding checkpoint x_k, copied from the host unless it holds it already: the backward's
-   layers k + K - 1 .. k all rebuild from x_k, so it crosses PCIe once a group instead of once a layer */
-static float* resid_host_slot(const GPUModel* m, int l);
-static float* resid_base(GPUModel* m, int k) {
-    float* base = (float*)(m->a.layer[ACT_RESIDUAL].base + 2 * m->a.layer[ACT_RESIDUAL].layer_bytes);
-    if (m->resid_base_holds != k) {
-        cudaCheck(cudaMemcpyAsync(base, resid_host_slot(m, k), (size_t)m->B * m->T * m->config.d_model * sizeof(float),
-                                  cudaMemcpyHostToDevice, m->stream));
-        m->resid_base_holds = k;
-    }
-    return base;
-}
 /* -r 3: the host copies, each as large as a device slot: checkpoint x_l (l < L, a checkpoint) and kept delta_j */
-static float* resid_host_slot(const GPUModel* m, int l) {
+static inline float* resid_host_slot(const GPUModel* m, int l) {
     int K = resid_every(m->resid_every);
     return (float*)(m->resid_host_base + (size_t)resid_checkpoint_slot(l, m->config.n_layer, K) *
                                              m->a.layer[ACT_RESIDUAL].layer_bytes);
@@ -458,7 +454,18 @@ static float* resid_host_slot(const GPUModel* m, int l) {
 static inline floatX* resid_host_delta(const GPUModel* m, int j) {
     int L = m->config.n_layer, K = resid_every(m->resid_every);
     char* deltas = m->resid_host_base + (size_t)(resid_ncheckpoints(L, K) - 1) * m->a.layer[ACT_RESIDUAL].layer_bytes;
-    return (floatX*)deltas + (size_t)resid_delta_slot(j, K) * m->B * m->T * m->config.d_model;
+    return (floatX*)deltas + (size_t)resid_delta_slot(j, K) * resid_elems(m);
+}
+/* -r 3: the base slot holding checkpoint x_k, copied from the host unless it holds it already: the backward's
+   layers k + K - 1 .. k all rebuild from x_k, so it crosses PCIe once a group instead of once a layer */
+static float* resid_base(GPUModel* m, int k) {
+    float* base = (float*)(m->a.layer[ACT_RESIDUAL].base + 2 * m->a.layer[ACT_RESIDUAL].layer_bytes);
+    if (m->resid_base_holds != k) {
+        cudaCheck(cudaMemcpyAsync(base, resid_host_slot(m, k), resid_elems(m) * sizeof(float), cudaMemcpyHostToDevice,
+                                  m->stream));
+        m->resid_base_holds = k;
+    }
+    return base;
 }
 
 /* block l's out_proj output delta_l, which the forward writes and the next pre-norm (or the final norm) adds: the one
@@ -467,7 +474,7 @@ static inline floatX* resid_host_delta(const GPUModel* m, int j) {
 static inline floatX* gpu_delta(const GPUModel* m, int l) {
     int K = resid_every(m->resid_every);
     if (!resid_split(m) || resid_on_host(m) || resid_is_checkpoint(l + 1, m->config.n_layer, K)) return m->a.delta;
-    return m->a.deltas + (size_t)resid_delta_slot(l, K) * m->B * m->T * m->config.d_model;
+    return m->a.deltas + (size_t)resid_delta_slot(l, K) * resid_elems(m);
 }
 
 /* where the forward's pre-norm writes x_l (0 <= l <= L; x_0 the embedding): its slot, or under -r 2 its checkpoint
@@ -494,7 +501,7 @@ static float* gpu_residual(GPUModel* m, int l) {
     if (resid_is_checkpoint(l, L, K) && (l == L || !host)) return resid_slot(m, resid_checkpoint_slot(l, L, K));
     float* x = resid_scratch(m);
     if (m->resid_holds == l) return x;
-    size_t n = (size_t)m->B * m->T * m->config.d_model;
+    size_t n = resid_elems(m);
     if (host && resid_is_checkpoint(l, L, K)) return resid_base(m, l);  /* -r 3: x_l < x_L from the host */
     int k = l / K * K, from = resid_rebuild_start(l, K, m->resid_holds);
     const float* src = x;
@@ -516,14 +523,14 @@ static float* gpu_residual(GPUModel* m, int l) {
 static void gpu_residual_commit(GPUModel* m, int l) {
     int L = m->config.n_layer, K = resid_every(m->resid_every);
     if (!resid_on_host(m) || l == L || !resid_is_checkpoint(l, L, K)) return;
-    cudaCheck(cudaMemcpyAsync(resid_host_slot(m, l), resid_scratch(m), (size_t)m->B * m->T * m->config.d_model *
-                              sizeof(float), cudaMemcpyDeviceToHost, m->stream));
+    cudaCheck(cudaMemcpyAsync(resid_host_slot(m, l), resid_scratch(m), resid_elems(m) * sizeof(float),
+                              cudaMemcpyDeviceToHost, m->stream));
 }
 static void gpu_delta_commit(GPUModel* m, int l) {
     int L = m->config.n_layer, K = resid_every(m->resid_every);
     if (!resid_on_host(m) || resid_is_checkpoint(l + 1, L, K)) return;
-    cudaCheck(cudaMemcpyAsync(resid_host_delta(m, l), m->a.delta, (size_t)m->B * m->T * m->config.d_model *
-                              sizeof(floatX), cudaMemcpyDeviceToHost, m->stream));
+    cudaCheck(cudaMemcpyAsync(resid_host_delta(m, l), m->a.delta, resid_elems(m) * sizeof(floatX),
+                              cudaMemcpyDeviceToHost, m->stream));
 }
 
 /* a dry plan's buffers by name, for the per-buffer breakdown (dev/cuda/memory_plan.cu) */
@@ -562,7 +569,8 @@ static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
     size_t X = sizeof(floatX), F = sizeof(float), total = 0;
     ActBuffer layer[NUM_LAYER_ACTS];
     int resid_k = resid_every(m->resid_every), split = resid_split(m);
-    gpu_layer_acts(layer, c, B, T, m->ssd_q, m->recompute, m->forward_only, resid_k, split && m->resid_host);
+    int host = resid_on_host(m);
+    gpu_layer_acts(layer, c, B, T, m->ssd_q, m->recompute, m->forward_only, resid_k, host);
     for (int k = 0; k < NUM_LAYER_ACTS; k++) {
         if (!dry) a->layer[k] = layer[k];
         char* base = (char*)act_alloc(m, LAYER_ACT_NAMES[k], layer[k].slots * layer[k].layer_bytes, &total, dry);
@@ -571,7 +579,6 @@ static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
     int lm_rows = lm_head_rows((int)BT, (int)Vp, m->lm_chunk_bytes ? m->lm_chunk_bytes : LM_HEAD_CHUNK_BYTES);
     floatX* delta = (floatX*)act_alloc(m, "delta (block out)", BT * D * X, &total, dry);
     size_t kept_deltas = split ? (size_t)resid_ndeltas(c->n_layer, resid_k) * BT * D * X : 0;
-    int host = split && m->resid_host;
     floatX* deltas = (floatX*)act_alloc(m, "kept deltas (-r 2)", host ? 0 : kept_deltas, &total, dry);
     /* -r 3: the checkpoints below x_L and the kept deltas, in pinned host memory (not in the GPU total) */
     m->host_bytes = host ? (size_t)(resid_ncheckpoints(c->n_layer, resid_k) - 1) * layer[ACT_RESIDUAL].layer_bytes +
@@ -689,8 +696,7 @@ static GPUMemoryPlan gpu_train_memory_plan_detail(const Mamba2Config* c, int B, 
     GPUModel* m = (GPUModel*)callocCheck(1, sizeof(GPUModel)); /* a plan only: nothing is allocated */
     m->config = *c;
     m->ssd_q = ssd_q;
-    m->recompute = recompute == 3 ? 2 : recompute;
-    m->resid_host = recompute == 3;
+    gpu_model_set_recompute(m, recompute);
     m->resid_every = resid_k;
     m->plan_smem_optin = smem_optin;
     m->plan_list = list;

@@ -110,8 +110,7 @@ static int check_resid_rules(int L, int K, int host, int copies[2]) {
         printf("  FAIL L=%d K=%d: %d rebuild adds, resid_rebuild_adds says %d\n", L, K, adds, resid_rebuild_adds(L, K));
         fails++;
     }
-    int want_cp = host ? (L - 2) / K + 1 : 0;  /* the checkpoints 0, K, .. up to L - 2 (L >= 2; L = 1: none) */
-    if (L < 2) want_cp = 0;
+    int want_cp = host && L >= 2 ? (L - 2) / K + 1 : 0;  /* the checkpoints 0, K, .. up to L - 2 */
     if (copies[0] != want_cp || copies[1] != (host ? adds : 0)) {
         printf("  FAIL L=%d K=%d host=%d: %d checkpoint and %d delta copies back, documented %d and %d\n", L, K, host,
                copies[0], copies[1], want_cp, host ? adds : 0);
