@@ -71,7 +71,7 @@ static void attention_block_forward(GPUModel* m, int l) {
     int BT = m->B * m->T, D = c->d_model;
     block_prenorm_forward(m, l, 0);
     attention_block_mix(m, l);
-    floatX* delta = gpu_delta(m, l);
+    floatX* delta = gpu_delta_out(m, l);
     matmul_forward(delta, act_x(m, ACT_ATT, l), PX(m, P_ATTN_OUT_W, l), BT, c->attn_out_dim, D, st);
     if (c->out_bias) bias_forward(delta, PF(m, P_ATTN_OUT_B, l), BT, D, st);
 }

@@ -26,7 +26,8 @@ static void mlp_block_forward(GPUModel* m, int l) {
     int BT = m->B * m->T, D = c->d_model;
     block_prenorm_forward(m, l, 0);
     mlp_block_mix(m, l);
-    matmul_forward(gpu_delta(m, l), act_x(m, ACT_MLP_ACT, l), PX(m, P_MLP_FC2_W, l), BT, c->mlp_hidden, D, m->stream);
+    matmul_forward(gpu_delta_out(m, l), act_x(m, ACT_MLP_ACT, l), PX(m, P_MLP_FC2_W, l), BT, c->mlp_hidden, D,
+                   m->stream);
 }
 
 /* g->dres_x holds d(delta); parameter gradients accumulate; ends with the pre-norm's backward */

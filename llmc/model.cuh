@@ -171,6 +171,9 @@ typedef struct {
     char* resid_host_base; /* -r 3: that host memory: the checkpoint slots, then the kept deltas */
     int resid_base_holds; /* -r 3: the checkpoint k whose x_k the GPU's base slot holds (copied from the host), or -1 */
     size_t host_bytes; /* -r 3: its size (pinned host memory, not in activation_bytes) */
+    cudaStream_t copy_stream; /* -r 3: the forward's copies to the host run here, beside the kernels */
+    cudaEvent_t copy_ready, x_copied, delta_copied; /* -r 3: a copy's source written; the scratch's, a->delta's copy
+                                                       done (see resid_copy_to_host) */
     int plan_smem_optin; /* dry plans only: the shared memory a block may opt in to, assumed (0: this GPU's) */
     struct GPUPlanList* plan_list; /* dry plans only: where gpu_activation_plan lists its buffers, or NULL */
     int forward_only;  /* 1: evaluation only: one layer's activations, reused by every layer, and no gradient
@@ -327,12 +330,13 @@ static int lm_head_rows(int BT, int Vp, size_t max_bytes) {
 /*
  * -r 3 is -r 2 with the checkpoints below x_L and the kept deltas in pinned host memory: the GPU keeps three fp32
  * slots (x_L, the scratch, and a base slot) and a->delta. The forward writes every x_l < L into the scratch and every
- * delta into a->delta, and copies the ones -r 2 keeps to the host after the kernel that wrote them
- * (gpu_residual_commit, gpu_delta_commit); the backward's rebuild of x_l starts from its checkpoint copied back into
- * the base slot (once for the K layers that start from it: resid_base) and copies each delta into a->delta before its
- * residual_add. Copies are exact, the kernels and their order are -r 2's: the same bits. At 130M: 45 of -r 2's 51
- * KiB a token on the host, 3 more on the GPU (T = 1M: 45 GiB of host memory, 66.75 GiB on the GPU); 45 KiB a token
- * cross PCIe in the forward and 67.5 in the backward (doc/operations.md).
+ * delta into a->delta, and copies the ones -r 2 keeps to the host after the kernel that wrote them, on a copy
+ * stream beside the next kernels (gpu_residual_commit, gpu_delta_commit); the backward's rebuild of x_l starts from
+ * its checkpoint copied back into the base slot (once for the K layers that start from it: resid_base) and copies each
+ * delta into a->delta before its residual_add, on the model's stream. Copies are exact, the kernels and their order
+ * are -r 2's: the same bits. At 130M: 45 of -r 2's 51 KiB a token on the host, 3 more on the GPU (T = 1M: 45 GiB of
+ * host memory, 66.75 GiB on the GPU); 45 KiB a token cross PCIe in the forward and 67.5 in the backward
+ * (doc/operations.md).
  */
 /* K = 4: at 130M, 51 KiB a token and 33 adds a backward (~0.1 s a step at T = 1M), and T = 1M fits a 141 GB GPU
    with ~30 GiB to spare; K = 8 would save 4.5 KiB a token more for 77 adds (doc/operations.md, long context) */
@@ -477,6 +481,13 @@ static inline floatX* gpu_delta(const GPUModel* m, int l) {
     return m->a.deltas + (size_t)resid_delta_slot(l, K) * resid_elems(m);
 }
 
+/* gpu_delta for the kernel that writes delta_l (block l's out_proj): under -r 3 the one a->delta, once the host copy
+   of delta_{l-1} is done (gpu_delta_commit) */
+static inline floatX* gpu_delta_out(const GPUModel* m, int l) {
+    if (resid_on_host(m)) cudaCheck(cudaStreamWaitEvent(m->stream, m->delta_copied, 0));
+    return gpu_delta(m, l);
+}
+
 /* where the forward's pre-norm writes x_l (0 <= l <= L; x_0 the embedding): its slot, or under -r 2 its checkpoint
    or the scratch slot, which then holds x_l. Call after reading x_{l-1} with gpu_residual: the scratch may hold it. */
 static inline float* gpu_residual_out(GPUModel* m, int l) {
@@ -487,6 +498,7 @@ static inline float* gpu_residual_out(GPUModel* m, int l) {
     if (resid_is_checkpoint(l, L, K) && (l == L || !resid_on_host(m)))
         return resid_slot(m, resid_checkpoint_slot(l, L, K));
     m->resid_holds = l;
+    if (resid_on_host(m)) cudaCheck(cudaStreamWaitEvent(m->stream, m->x_copied, 0));  /* x_{l-1}'s copy is done */
     return resid_scratch(m);
 }
 
@@ -517,20 +529,34 @@ static float* gpu_residual(GPUModel* m, int l) {
     return x;
 }
 
+/* -r 3: a forward copy to the host on the copy stream, after the kernels queued so far (which wrote src), so that it
+   runs beside the next ones; `done` is recorded at its end. The next kernel to overwrite src waits for `done` first
+   (gpu_residual_out for the scratch, gpu_delta_out for a->delta): a checkpoint's copy has block l's forward to hide
+   in, a delta's copy the next block's up to its out_proj. */
+static void resid_copy_to_host(GPUModel* m, void* dst, const void* src, size_t bytes, cudaEvent_t done) {
+    cudaCheck(cudaEventRecord(m->copy_ready, m->stream));
+    cudaCheck(cudaStreamWaitEvent(m->copy_stream, m->copy_ready, 0));
+    cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, m->copy_stream));
+    cudaCheck(cudaEventRecord(done, m->copy_stream));
+}
+
 /* -r 3, the forward: after the kernel that wrote x_l (into the scratch, gpu_residual_out), the host copy of a
    checkpoint below x_L; after block l's forward (its output in a->delta), the host copy of a kept delta_l. No-ops in
-   every other mode. Both copies run on the model's stream, before the next kernel can overwrite their source. */
+   every other mode. gpu_residual_copies_done ends the forward: the backward reads the copies back. */
 static void gpu_residual_commit(GPUModel* m, int l) {
     int L = m->config.n_layer, K = resid_every(m->resid_every);
     if (!resid_on_host(m) || l == L || !resid_is_checkpoint(l, L, K)) return;
-    cudaCheck(cudaMemcpyAsync(resid_host_slot(m, l), resid_scratch(m), resid_elems(m) * sizeof(float),
-                              cudaMemcpyDeviceToHost, m->stream));
+    resid_copy_to_host(m, resid_host_slot(m, l), resid_scratch(m), resid_elems(m) * sizeof(float), m->x_copied);
 }
 static void gpu_delta_commit(GPUModel* m, int l) {
     int L = m->config.n_layer, K = resid_every(m->resid_every);
     if (!resid_on_host(m) || resid_is_checkpoint(l + 1, L, K)) return;
-    cudaCheck(cudaMemcpyAsync(resid_host_delta(m, l), m->a.delta, resid_elems(m) * sizeof(floatX),
-                              cudaMemcpyDeviceToHost, m->stream));
+    resid_copy_to_host(m, resid_host_delta(m, l), m->a.delta, resid_elems(m) * sizeof(floatX), m->delta_copied);
+}
+static void gpu_residual_copies_done(GPUModel* m) {
+    if (!resid_on_host(m)) return;
+    cudaCheck(cudaStreamWaitEvent(m->stream, m->x_copied, 0));
+    cudaCheck(cudaStreamWaitEvent(m->stream, m->delta_copied, 0));
 }
 
 /* a dry plan's buffers by name, for the per-buffer breakdown (dev/cuda/memory_plan.cu) */
@@ -588,6 +614,10 @@ static size_t gpu_activation_plan(GPUModel* m, int B, int T, int dry) {
         if (e != cudaSuccess)
             die("-r 3: could not pin %.2f GiB of host memory for the residual stream (%s); -r 2 keeps it on the GPU",
                 m->host_bytes / 1073741824.0, cudaGetErrorString(e));
+        cudaCheck(cudaStreamCreate(&m->copy_stream));
+        cudaCheck(cudaEventCreateWithFlags(&m->copy_ready, cudaEventDisableTiming));
+        cudaCheck(cudaEventCreateWithFlags(&m->x_copied, cudaEventDisableTiming));
+        cudaCheck(cudaEventCreateWithFlags(&m->delta_copied, cudaEventDisableTiming));
     }
     floatX* lnf = (floatX*)act_alloc(m, "lnf", BT * D * X, &total, dry);
     float* lnf_rstd = (float*)act_alloc(m, "lnf rstd", BT * F, &total, dry);
@@ -831,8 +861,8 @@ static void mamba2_block_through_gated_norm(GPUModel* m, int l, int again) {
 static void mamba2_block_forward(GPUModel* m, int l) {
     const Mamba2Config* c = &m->config;
     mamba2_block_through_gated_norm(m, l, 0);
-    matmul_forward(gpu_delta(m, l), act_x(m, ACT_GN, l), PX(m, P_OUT_PROJ_W, l), m->B * m->T, c->d_inner, c->d_model,
-                   m->stream);
+    matmul_forward(gpu_delta_out(m, l), act_x(m, ACT_GN, l), PX(m, P_OUT_PROJ_W, l), m->B * m->T, c->d_inner,
+                   c->d_model, m->stream);
 }
 
 /*
@@ -972,6 +1002,7 @@ static float gpu_forward_docs(GPUModel* m, const int* inputs, const int* targets
         gpu_block_kind(m, l)->forward(m, l);
         gpu_delta_commit(m, l);
     }
+    gpu_residual_copies_done(m);
     /* the stream entering the final norm = the last block's input plus its output */
     const float* x_last = gpu_residual(m, L - 1);
     rmsnorm_forward_from(a->lnf, a->lnf_rstd, gpu_residual_out(m, L), x_last, gpu_delta(m, L - 1), PF(m, P_NORM_F_W, 0),
