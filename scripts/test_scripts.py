@@ -397,6 +397,34 @@ def test_mqar_grid_cpu(tmp):
     check("mqar grid --budget-minutes 0.15: with --jobs 4 no run starts, with --jobs 1 the first does",
           "budget: 2 runs not started" in r4.stdout and r5.stdout.count("accuracy") >= 1,
           (r4.stdout + r5.stdout)[-400:])
+    # the plan learns from finished runs: a run of the same model (another LR) measured at 1000 s keeps the other
+    # one from starting in a 9 s budget, where the guess (~5 s) would start it
+    slow = os.path.join(tmp, "mqar_measured")
+    shutil.copytree(os.path.join(out, "T64"), os.path.join(slow, "T64"))
+    first = sorted(glob.glob(os.path.join(slow, "T64", "*", "result.json")))[0]
+    json.dump(dict(json.load(open(first)), train_s=1000.0, jobs=1), open(first, "w"))
+    os.remove(sorted(glob.glob(os.path.join(slow, "T64", "*", "result.json")))[1])
+    c = cmd[:]
+    c[c.index("--out") + 1], c[c.index("--jobs") + 1] = slow, "1"
+    r6 = run(c + ["--budget-minutes", "0.15"], env={"OMP_NUM_THREADS": "1"})
+    check("mqar grid: a run planned from the same model's measured 1000 s is not started in a 9 s budget",
+          "1 runs finished before" in r6.stdout and "budget: 1 runs not started" in r6.stdout,
+          (r6.stdout + r6.stderr)[-400:])
+    # a run still going at the budget's end is killed, without result.json: the call ends on time
+    sleeper = os.path.join(tmp, "sleeping_trainer.py")
+    with open(sleeper, "w") as f:
+        f.write("#!/usr/bin/env python3\nimport time\ntime.sleep(120)\n")
+    os.chmod(sleeper, 0o755)
+    c = cmd[:]
+    c[c.index("--out") + 1], c[c.index("--jobs") + 1] = os.path.join(tmp, "mqar_killed"), "1"
+    c[c.index("--trainer") + 1] = sleeper
+    t0 = time.time()
+    r7 = run(c + ["--budget-minutes", "0.15"])
+    took = time.time() - t0
+    check("mqar grid: a run still going at the budget's end is killed (no result.json) and the grid ends on time",
+          "stopped at the budget's end" in r7.stdout and took < 60 and
+          not glob.glob(os.path.join(tmp, "mqar_killed", "T64", "*", "result.json")),
+          f"took {took:.0f} s: " + (r7.stdout + r7.stderr)[-400:])
     prefix = os.path.join(tmp, "fig8_cpu")
     r3 = run([sys.executable, "scripts/paper/mqar.py", "collect", out, "--out", prefix])
     md = open(prefix + ".md").read() if os.path.exists(prefix + ".md") else ""

@@ -14,6 +14,8 @@ in Zoology's sweeps. doc/paper.md says what differs from the paper.
 
 A run lives in <out>/T<T>/<model>_d<d>_lr<lr>/: main.log, train.out, eval.out, run.json (the plan) and result.json
 (written last: a run with one is done and skipped when the command runs again; a run without one starts over).
+--budget-minutes starts only runs planned to end in time (planned_wall: from the finished runs of the same model
+where there are) and kills a run still going at its end.
 Data that is missing is generated first (data/mqar.py, deterministic, ~10-30 s per T with 16 cores). Models the GPU
 trainer cannot run (d_state 256 today: scripts/paper/models.py says why) are listed as skipped, not run.
 """
@@ -142,19 +144,66 @@ def planned_seconds(run):
     return RUN_OVERHEAD_S + run["steps"] * max(STEP_FLOOR_S, run["B"] * run["T"] / tps)
 
 
+def jobs_factor(jobs):
+    """how much longer a run takes beside jobs - 1 others than alone: its share of the GPU is JOBS_SPEEDUP / jobs"""
+    return jobs / JOBS_SPEEDUP if jobs > 1 else 1.0
+
+
+def measured_walls(out):
+    """{(model name, T): [(seconds, steps, jobs or None)]}: train + eval wall time of every finished run under out"""
+    walls = {}
+    for res_path in glob.glob(os.path.join(out, "T*", "*", "result.json")):
+        try:
+            with open(res_path) as f:
+                res = json.load(f)
+            with open(os.path.join(os.path.dirname(res_path), "run.json")) as f:
+                run = json.load(f)
+            walls.setdefault((run["name"], run["T"]), []).append(
+                (res["train_s"] + res.get("eval_s", 0.0), run["steps"], res.get("jobs")))
+        except (OSError, ValueError, KeyError):
+            continue
+    return walls
+
+
+def planned_wall(run, jobs, walls):
+    """the seconds a run should take beside jobs - 1 others: from the finished runs of the same model (any LR) at its
+    T; else extrapolated linearly in T from the two nearest other T's (attention with heads of 32 runs the simple
+    kernels, whose time grows with T; the rest are launch-bound and flat), never below either; else from one other T;
+    else the guess. A measured time is scaled by steps and by jobs (a run without 'jobs' in its result.json is taken
+    as run with the same --jobs)."""
+    by_T = {}
+    for (name, T), v in walls.items():
+        if name == run["name"]:
+            by_T[T] = max(sec * run["steps"] / steps * jobs_factor(jobs) / jobs_factor(j or jobs)
+                          for sec, steps, j in v)
+    T = run["T"]
+    if T in by_T:
+        return by_T[T]
+    if len(by_T) >= 2:
+        (t1, s1), (t2, s2) = sorted(by_T.items(), key=lambda kv: abs(kv[0] - T))[:2]
+        return max(s1, s2, s1 + (s2 - s1) * (T - t1) / (t2 - t1))
+    if by_T:
+        return next(iter(by_T.values()))
+    return planned_seconds(run) * jobs_factor(jobs)
+
+
 def print_plan(runs, a):
     todo = [r for r in runs if "skipped" not in r]
     skipped = [r for r in runs if "skipped" in r]
     print(f"MQAR grid: {len(todo)} runs ({len(skipped)} skipped), {a.steps} steps of {a.tokens_per_step} tokens "
           f"({a.steps * a.tokens_per_step / 1e6:.1f}M tokens a run), LRs {', '.join(fmt_lr(x) for x in a.lrs)}, "
           f"output {a.out}")
+    walls = measured_walls(a.out)
     for T in a.seq_lens:
         rs = [r for r in todo if r["T"] == T]
-        sec = sum(planned_seconds(r) for r in rs)
+        left = [r for r in rs if not os.path.exists(os.path.join(r["dir"], "result.json"))]
+        w = [planned_wall(r, a.jobs, walls) for r in left]
+        sec = max([sum(w) / a.jobs] + w)  # the longest run bounds it from below when few are left
         ex = train_per_count(a, T)
-        print(f"  T={T}: {len(rs)} runs, B={a.tokens_per_step // T}, train set {ex} examples per pair count "
-              f"{kv_counts(T)} ({a.epochs} epoch{'s' if a.epochs > 1 else ''}), planned {sec / 60:.1f} min one at a time (from "
-              f"STEP_FLOOR_S / GUESS_TOKENS_PER_S, measured on one H100)")
+        print(f"  T={T}: {len(rs)} runs ({len(rs) - len(left)} finished), B={a.tokens_per_step // T}, train set {ex} "
+              f"examples per pair count {kv_counts(T)} ({a.epochs} epoch{'s' if a.epochs > 1 else ''}), the "
+              f"{len(left)} left planned {sec / 60:.1f} min with --jobs "
+              f"{a.jobs} (from the finished runs under {a.out} where there are, else the guess of GUESS_TOKENS_PER_S)")
     reasons = {}
     for r in skipped:
         reasons.setdefault(r["skipped"], set()).add(r["name"])
@@ -194,8 +243,27 @@ def ensure_data(a, T):
     print(f"{d}: built in {time.time() - t0:.0f} s", flush=True)
 
 
-def run_one(r, keep_ckpt):
-    """train, then evaluate; writes result.json last. Returns (run, result or error text)"""
+STOPPED = "stopped at the budget's end"
+
+
+def run_capped(cmd, deadline, **kw):
+    """subprocess.run, killed at the deadline (time.time() seconds; None: no limit)"""
+    timeout = None if deadline is None else max(1.0, deadline - time.time())
+    return subprocess.run(cmd, timeout=timeout, **kw)
+
+
+def run_one(r, keep_ckpt, jobs=1, deadline=None):
+    """train, then evaluate; writes result.json last. Returns (run, result or error text). A run still going at the
+    deadline is killed and returns STOPPED, without result.json: the next call starts it over."""
+    try:
+        return run_one_capped(r, keep_ckpt, jobs, deadline)
+    except subprocess.TimeoutExpired:
+        for c in glob.glob(os.path.join(r["dir"], "ckpt_*.bin")):
+            os.remove(c)
+        return r, STOPPED
+
+
+def run_one_capped(r, keep_ckpt, jobs, deadline):
     if os.path.exists(os.path.join(r["dir"], "result.json")):
         with open(os.path.join(r["dir"], "result.json")) as f:
             return r, json.load(f)
@@ -205,19 +273,19 @@ def run_one(r, keep_ckpt):
         json.dump(dict(record, label=r["name"]), f, indent=1)
     t0 = time.time()
     with open(os.path.join(r["dir"], "train.out"), "w") as out:
-        p = subprocess.run(r["train_cmd"], stdout=out, stderr=subprocess.STDOUT)
+        p = run_capped(r["train_cmd"], deadline, stdout=out, stderr=subprocess.STDOUT)
     if p.returncode != 0:
         return r, f"trainer exit {p.returncode} (see {r['dir']}/train.out)"
     t1 = time.time()
-    p = subprocess.run(r["eval_cmd"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = run_capped(r["eval_cmd"], deadline, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     with open(os.path.join(r["dir"], "eval.out"), "w") as f:
         f.write(p.stdout)
     m = ACC_RE.search(p.stdout)
     if p.returncode != 0 or not m:
         return r, f"eval exit {p.returncode}, no 'accuracy X over N targets' line (see {r['dir']}/eval.out)"
-    res = dict(accuracy=float(m.group(1)), targets=int(m.group(2)), train_s=round(t1 - t0, 1))
+    res = dict(accuracy=float(m.group(1)), targets=int(m.group(2)), train_s=round(t1 - t0, 1), jobs=jobs)
     for kv, cmd in r.get("slice_cmds", {}).items():
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = run_capped(cmd, deadline, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         with open(os.path.join(r["dir"], "eval.out"), "a") as f:
             f.write(f"\n== test slice K={kv}: {shlex.join(cmd)}\n" + p.stdout)
         m = ACC_RE.search(p.stdout)
@@ -244,21 +312,25 @@ def cmd_grid(a):
             sys.exit(f"error: {exe} not found or not executable: build it (make {os.path.basename(exe)})")
     deadline = time.time() + a.budget_minutes * 60 if a.budget_minutes else None
     todo = [r for r in runs if "skipped" not in r]
-    failures = 0
-    for T in a.seq_lens:
+    queue = [r for r in todo if not os.path.exists(os.path.join(r["dir"], "result.json"))]
+    if len(queue) < len(todo):
+        print(f"{len(todo) - len(queue)} runs finished before (result.json): not run again")
+    walls = measured_walls(a.out)
+    failures = stopped = 0
+    for T in sorted({r["T"] for r in queue}):
         ensure_data(a, T)
     with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as pool:
         pending = set()
-        queue = list(todo)
         while queue or pending:
             while queue and len(pending) < a.jobs:
-                # a run beside others takes longer: its share of the GPU is JOBS_SPEEDUP / jobs
-                wall = planned_seconds(queue[0]) * (a.jobs / JOBS_SPEEDUP if a.jobs > 1 else 1)
-                if deadline and time.time() + wall > deadline:
+                # the next run in order that can end before the deadline (planned_wall: measured where it can be)
+                fits = [r for r in queue if not deadline or time.time() + planned_wall(r, a.jobs, walls) <= deadline]
+                if not fits:
                     print(f"budget: {len(queue)} runs not started; run the same command again to continue")
                     queue = []
                     break
-                pending.add(pool.submit(run_one, queue.pop(0), a.keep_checkpoints))
+                queue.remove(fits[0])
+                pending.add(pool.submit(run_one, fits[0], a.keep_checkpoints, a.jobs, deadline))
             if not pending:
                 break
             done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
@@ -267,10 +339,17 @@ def cmd_grid(a):
                 if isinstance(res, dict):
                     print(f"[T={r['T']} {r['name']} lr {fmt_lr(r['lr'])}] accuracy {res['accuracy']:.4f} "
                           f"(train {res.get('train_s', 0):.0f} s + eval {res.get('eval_s', 0):.0f} s; planned "
-                          f"{planned_seconds(r):.0f} s)", flush=True)
+                          f"{planned_wall(r, a.jobs, walls):.0f} s)", flush=True)
+                    walls = measured_walls(a.out)
+                elif res == STOPPED:
+                    stopped += 1
+                    print(f"[T={r['T']} {r['name']} lr {fmt_lr(r['lr'])}] {STOPPED}: killed, to start over in the "
+                          f"next call (planned {planned_wall(r, a.jobs, walls):.0f} s)", flush=True)
                 else:
                     failures += 1
                     print(f"[T={r['T']} {r['name']} lr {fmt_lr(r['lr'])}] FAILED: {res}", flush=True)
+    if stopped:
+        print(f"budget: {stopped} runs stopped at the deadline; run the same command again to continue")
     print(f"collect with: /usr/bin/python3 scripts/paper/mqar.py collect {a.out} --out {a.out}/fig8")
     if failures:
         sys.exit(f"{failures} runs failed")
