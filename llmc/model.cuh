@@ -436,17 +436,20 @@ static inline float* act_f(const GPUModel* m, LayerAct k, int l) { return (float
 /* -r 2 (training): the residual stream's checkpoint slots, then the scratch slot (see resid_is_checkpoint). -r 3:
    the GPU holds x_L's slot, the scratch slot and the base slot (a checkpoint copied back for the backward's
    rebuilds, resid_base); the other checkpoints are host slots (resid_host_slot) */
-static inline float* resid_slot(const GPUModel* m, int slot) {
+static inline float* resid_device_slot(const GPUModel* m, int i) {  /* the residual buffer's i-th slot */
     const ActBuffer* b = &m->a.layer[ACT_RESIDUAL];
+    return (float*)(b->base + (size_t)i * b->layer_bytes);
+}
+static inline float* resid_slot(const GPUModel* m, int slot) {
     if (resid_on_host(m)) {
         if (slot != resid_ncheckpoints(m->config.n_layer, resid_every(m->resid_every)) - 1)
             die("resid_slot: under -r 3 only x_L's checkpoint is on the GPU (slot %d asked)", slot);
-        slot = 0;
+        return resid_device_slot(m, 0);
     }
-    return (float*)(b->base + (size_t)slot * b->layer_bytes);
+    return resid_device_slot(m, slot);
 }
 static inline float* resid_scratch(const GPUModel* m) {
-    if (resid_on_host(m)) return (float*)(m->a.layer[ACT_RESIDUAL].base + m->a.layer[ACT_RESIDUAL].layer_bytes);
+    if (resid_on_host(m)) return resid_device_slot(m, 1);
     return resid_slot(m, resid_ncheckpoints(m->config.n_layer, resid_every(m->resid_every)));
 }
 /* -r 3: the host copies, each as large as a device slot: checkpoint x_l (l < L, a checkpoint) and kept delta_j */
@@ -463,7 +466,7 @@ static inline floatX* resid_host_delta(const GPUModel* m, int j) {
 /* -r 3: the base slot holding checkpoint x_k, copied from the host unless it holds it already: the backward's
    layers k + K - 1 .. k all rebuild from x_k, so it crosses PCIe once a group instead of once a layer */
 static float* resid_base(GPUModel* m, int k) {
-    float* base = (float*)(m->a.layer[ACT_RESIDUAL].base + 2 * m->a.layer[ACT_RESIDUAL].layer_bytes);
+    float* base = resid_device_slot(m, 2);
     if (m->resid_base_holds != k) {
         cudaCheck(cudaMemcpyAsync(base, resid_host_slot(m, k), resid_elems(m) * sizeof(float), cudaMemcpyHostToDevice,
                                   m->stream));

@@ -217,12 +217,9 @@ int main(int argc, char** argv) {
         for (int r = 0; r < NM; r++) {
             GPUMemoryPlan p = plan_of(&c, B, T, q, r, k, smem, NULL);
             char cell[64];
-            if (r == 3)
-                snprintf(cell, sizeof cell, "%.2f (%.1f) + %.2f", (p.weights + p.activations) / GIB,
-                         p.activations / 1024.0 / ((double)B * T), p.host / GIB);
-            else
-                snprintf(cell, sizeof cell, "%.2f (%.1f)", (p.weights + p.activations) / GIB,
-                         p.activations / 1024.0 / ((double)B * T));
+            int n = snprintf(cell, sizeof cell, "%.2f (%.1f)", (p.weights + p.activations) / GIB,
+                             p.activations / 1024.0 / ((double)B * T));
+            if (r == 3) snprintf(cell + n, sizeof cell - n, " + %.2f", p.host / GIB);
             printf(" %21s", cell);
         }
         printf("\n");

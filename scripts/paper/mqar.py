@@ -264,9 +264,6 @@ def run_one(r, keep_ckpt, jobs=1, deadline=None):
 
 
 def run_one_capped(r, keep_ckpt, jobs, deadline):
-    if os.path.exists(os.path.join(r["dir"], "result.json")):
-        with open(os.path.join(r["dir"], "result.json")) as f:
-            return r, json.load(f)
     os.makedirs(r["dir"], exist_ok=True)
     record = {k: v for k, v in r.items() if k not in ("skipped",)}
     with open(os.path.join(r["dir"], "run.json"), "w") as f:
