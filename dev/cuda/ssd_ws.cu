@@ -16,7 +16,8 @@
  *   4. at the benchmark shapes: timings (median of 30 runs after 5 warm-ups, cudaEvents) of llmc's dC kernel and
  *      each new one alone, and of the whole backward (ssd_backward, and the composition with each dC kernel),
  *      each against its floor (HBM bytes at SSD_WS_HBM, tensor FLOPs at SSD_WS_TFLOPS: H100 SXM figures; an H200
- *      has 4.8 TB/s).
+ *      has 4.8 TB/s). Also llmc's dxdb kernel alone against its floor (dxdb_floor): the next kernel of issue #28,
+ *      whose warp-specialized form is only designed so far (NOTES_ssd.md, last section).
  * Tolerances: the new kernel sums in another order (wgmma's K steps, the consumers' K halves added at the end, the
  * state term's rowi in two halves) and rounds the score tile WD to bf16 from slightly different fp32 values, so
  * outputs are not bitwise llmc's. bf16 outputs (dC, its partials, ddt_raw): |got - ref| <= 1e-2 rms(ref) + 2e-2 |ref|
@@ -183,12 +184,28 @@ static void launch_group_sum(const Problem* p) {
     cudaCheckLast();
 }
 
+/* llmc's dxdb kernel as ssd_backward launches it (the composition below, and its benchmark line alone); reads the
+   B.C slab (w.bct) and dH_c (w.dstates) the kernels before it wrote */
+static void launch_llmc_dxdb(const Problem* p) {
+    const WsShape& s = p->s;
+    int nti = CEIL_DIV(s.Q, SSD_MMA_ROWS), hg = p->hg_llmc, nhg = s.H / hg, N = p->N;
+    float* colf = p->w.colw;
+    float* rowp = p->w.colw + (size_t)s.B * s.H * p->nch * s.Q;
+    size_t smem = ssd_smem_dxdb(p->P, N) + ssd_smem_slab();
+    ssd_set_smem((const void*)ssd_bwd_dxdb_kernel<64, 128, true, true, false>, smem);
+    ssd_bwd_dxdb_kernel<64, 128, true, true, false><<<dim3(nti, p->nch, s.B * nhg), SSD_MMA_THREADS, smem>>>(
+        p->dxbc, part_B(p), p->direct_llmc ? p->CD : nhg * N, p->E, p->direct_llmc, p->w.xdxs, p->w.xdxs_st, p->w.xdy,
+        colf, rowp, p->dy, p->xbc, p->CD, p->sv.dt, p->sv.cum, NULL, p->w.dstates, p->w.bct, p->Dskip, s.T, s.H,
+        p->P, N, s.G, s.Q, hg);
+    cudaCheckLast();
+}
+
 /* llmc's ssd_backward at this shape (no seq_idx, no d_init_state), composed from its launchers and kernels in its
    order, with the dC kernel chosen by `variant`. Writes p->dxbc, p->ddt and (+=) p->dpar. */
 static void composed_backward(const Problem* p, int variant) {
     const WsShape& s = p->s;
     int B = s.B, T = s.T, H = s.H, G = s.G, Q = s.Q, P = p->P, N = p->N, E = p->E, nch = p->nch;
-    int nsplit = ssd_nsplit(P, N), nti = CEIL_DIV(Q, SSD_MMA_ROWS), hg = p->hg_llmc, nhg = H / hg;
+    int nsplit = ssd_nsplit(P, N), nti = CEIL_DIV(Q, SSD_MMA_ROWS);
     SSDWork w = p->w;
     if (p->state_path == SSD_STATE_FUSED) {
         ssd_launch_state_scan<1>(w.dstates, NULL, NULL, w.dotp, p->sv.states, p->dy, E, p->xbc, p->CD, E + G * N, p->sv,
@@ -202,12 +219,7 @@ static void composed_backward(const Problem* p, int variant) {
     float* rowp = w.colw + (size_t)B * H * nch * Q;
     ssd_bwd_bct_kernel<<<dim3(nch * nti * nti, B * G), SSD_MMA_THREADS>>>(w.bct, p->xbc, p->CD, T, H, P, N, G, Q);
     cudaCheckLast();
-    size_t smem = ssd_smem_dxdb(P, N) + ssd_smem_slab();
-    ssd_set_smem((const void*)ssd_bwd_dxdb_kernel<64, 128, true, true, false>, smem);
-    ssd_bwd_dxdb_kernel<64, 128, true, true, false><<<dim3(nti, nch, B * nhg), SSD_MMA_THREADS, smem>>>(
-        p->dxbc, part_B(p), p->direct_llmc ? p->CD : nhg * N, E, p->direct_llmc, w.xdxs, w.xdxs_st, w.xdy, colf, rowp,
-        p->dy, p->xbc, p->CD, p->sv.dt, p->sv.cum, NULL, w.dstates, w.bct, p->Dskip, T, H, P, N, G, Q, hg);
-    cudaCheckLast();
+    launch_llmc_dxdb(p);
     if (variant == DC_LLMC) {
         launch_llmc_dc(p);
         launch_group_sum(p);
@@ -608,6 +620,30 @@ static void dc_floor(const Problem* p, int hg, double* bytes, double* flops) {
     }
     *flops = f * s.B * s.H;
 }
+/* the dxdb kernel (llmc's ssd_bwd_dxdb_kernel; the ws form of issue #28 is designed in NOTES_ssd.md, not built):
+   bytes that must move (x, dy, B, C, cum, dt and the fp32 dH_c read once, the B.C slab's part a row tile reads
+   (columns i >= j0) once per (b, chunk, group); dx, dB (bf16 head-group partials or direct), xdxs, xdxs_st, xdy,
+   colf and rowp written) and the tensor FLOPs issued (state parts hi + lo for dx and dB, per i tile x_j . dy_i,
+   M dy_i and (dt Z) C_i, diagonal tiles whole) */
+static void dxdb_floor(const Problem* p, int hg, double* bytes, double* flops) {
+    const WsShape& s = p->s;
+    double BT = (double)s.B * s.T, nhg = s.H / hg, BHT = (double)s.B * s.H * s.T;
+    int nti = CEIL_DIV(s.Q, SSD_MMA_ROWS);
+    double slab = 0.0, f = 0.0;
+    for (int c = 0; c < p->nch; c++) {
+        int len = s.Q < s.T - c * s.Q ? s.Q : s.T - c * s.Q;
+        for (int rt = 0; rt * 64 < len; rt++) {
+            int ntile = CEIL_DIV(len, 64) - rt;
+            slab += 64.0 * 64 * ntile * 4;
+            f += 8.0 * 64 * p->P * p->N + ntile * 2.0 * 64 * 64 * (2.0 * p->P + p->N);
+        }
+    }
+    *bytes = BT * p->E * 2 * 2 + BT * 2 * s.G * p->N * 2 + 2.0 * BHT * 4 +
+             (double)s.B * p->nch * s.H * p->P * p->N * 4 + slab * s.B * s.G + BT * p->E * 2 +
+             (hg == s.H / s.G ? BT * s.G * p->N * 2 : BT * nhg * p->N * 2) + 4.0 * BHT * 4 +
+             (double)s.B * s.H * p->nch * nti * s.Q * 4;
+    *flops = f * s.B * s.H;
+}
 /* the whole backward: its inputs read once (xbc, dy, dt_raw, the saved dt / cum / states), dH_c written and read
    once (fp32), its outputs written once (dxbc, ddt_raw) */
 static double bwd_floor_bytes(const Problem* p) {
@@ -705,6 +741,11 @@ static void run_shape(WsShape s) {
             report(label, t_dc[v], bytes, flops);
             sync_check(label);
         }
+        float t_dxdb = dev_bench_ms(reps, [&] { launch_llmc_dxdb(&p); });
+        dxdb_floor(&p, p.hg_llmc, &bytes, &flops);
+        snprintf(label, sizeof label, "dxdb kernel, llmc (hg %d)", p.hg_llmc);
+        report(label, t_dxdb, bytes, flops);
+        sync_check(label);
         double bb = bwd_floor_bytes(&p);
         float b_llmc = dev_bench_ms(reps, [&] { llmc_backward(&p); });
         report("backward, llmc ssd_backward", b_llmc, bb, 0.0);
