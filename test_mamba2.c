@@ -1002,7 +1002,7 @@ static void test_resume_bitwise(void) {
 }
 
 static void expect_failure(const char* what, const char* args, const char* must_contain) {
-    char cmd[2048], out[65536];
+    char cmd[2048 + 32], out[65536]; /* args: up to 2048 bytes */
     snprintf(cmd, sizeof(cmd), "./train_mamba2 %s", args);
     int rc = run_capture(cmd, out, sizeof(out));
     int ok = rc != 0 && rc < 128 && strstr(out, must_contain) != NULL;
@@ -1320,7 +1320,7 @@ static void write_mask_file(const char* shard_path, int n, int every) {
 }
 
 static void test_trainer_docs(void) {
-    char cmd[2048], out[65536], a[600], b[600];
+    char cmd[2048], out[65536], a[600], b[600 + 8]; /* b: a with a suffix */
     const char* common = "-k none -e " TINY_MODEL " -b 2 -t 16 -x 4 -v 2 -m 2 -s 0 -l 3e-3 -u 1 -S 42 -n 4";
     /* the same shards under another name, with masks of all ones (train) and one in 5 masked (val) */
     snprintf(cmd, sizeof(cmd), "cp %s/train.bin %s/dtrain.bin && cp %s/val.bin %s/dval.bin", g_tmp, g_tmp, g_tmp,

@@ -423,7 +423,7 @@ __global__ static void __launch_bounds__(256) classifier_argmax_kernel(int* argm
 }
 
 /* argmax (rows) device ints: each row's argmax over the first V of its Vp logits */
-static void classifier_argmax(int* argmax, const floatX* logits, int rows, int V, int Vp, cudaStream_t stream) {
+static inline void classifier_argmax(int* argmax, const floatX* logits, int rows, int V, int Vp, cudaStream_t stream) {
     if (rows <= 0) return;
     classifier_argmax_kernel<<<rows, 256, 0, stream>>>(argmax, logits, V, Vp);
     cudaCheckLast();

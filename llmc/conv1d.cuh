@@ -664,7 +664,7 @@ static void conv1d_forward_docs(floatX* out, const floatX* in, int in_stride, co
 }
 
 /* one document per row */
-static void conv1d_forward(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B,
+static inline void conv1d_forward(floatX* out, const floatX* in, int in_stride, const float* w, const float* bias, int B,
                            int T, int C, int K, cudaStream_t stream) {
     conv1d_forward_docs(out, in, in_stride, w, bias, NULL, B, T, C, K, stream);
 }
@@ -768,7 +768,7 @@ static void conv1d_backward_docs(floatX* din, int din_stride, float* dw, float* 
 }
 
 /* one document per row */
-static void conv1d_backward(floatX* din, int din_stride, float* dw, float* db, float* scratch, const floatX* dout,
+static inline void conv1d_backward(floatX* din, int din_stride, float* dw, float* db, float* scratch, const floatX* dout,
                             const floatX* in, int in_stride, const float* w, const float* bias, int B, int T, int C,
                             int K, cudaStream_t stream) {
     conv1d_backward_docs(din, din_stride, dw, db, scratch, dout, in, in_stride, w, bias, NULL, B, T, C, K, stream);

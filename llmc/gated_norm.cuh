@@ -340,7 +340,7 @@ static void gated_norm_forward_cfg(floatX* out, float* rstd, const floatX* y, co
 }
 
 /* out (BT, E) floatX, rstd (BT, G) float; y (BT, E); z: the z column of zxbcdt (row stride z_stride); w (E) float */
-static void gated_norm_forward(floatX* out, float* rstd, const floatX* y, const floatX* z, int z_stride,
+static inline void gated_norm_forward(floatX* out, float* rstd, const floatX* y, const floatX* z, int z_stride,
                                const float* w, int BT, int E, int G, cudaStream_t stream) {
     gated_norm_forward_cfg(out, rstd, y, z, z_stride, w, BT, E, G, GNORM_AUTO, stream);
 }
@@ -408,7 +408,7 @@ static void gated_norm_backward_cfg(floatX* out, floatX* dy, floatX* dz, int dz_
 /* dy (BT, E) floatX and dz (the z column of d_zxbcdt, row stride dz_stride) overwritten; dw (E) float accumulated.
  * dout (BT, E); y, z, z_stride, w as in the forward; rstd from the forward; scratch: gated_norm_backward_scratch_floats.
  * out: NULL, or (BT, E) floatX where the forward's output is written again, bitwise equal to it */
-static void gated_norm_backward(floatX* out, floatX* dy, floatX* dz, int dz_stride, float* dw, float* scratch,
+static inline void gated_norm_backward(floatX* out, floatX* dy, floatX* dz, int dz_stride, float* dw, float* scratch,
                                 const floatX* dout, const floatX* y, const floatX* z, int z_stride, const float* w,
                                 const float* rstd, int BT, int E, int G, cudaStream_t stream) {
     gated_norm_backward_cfg(out, dy, dz, dz_stride, dw, scratch, dout, y, z, z_stride, w, rstd, BT, E, G, GNORM_AUTO,

@@ -285,7 +285,7 @@ __global__ static void residual_add_kernel(float* x_out, const float* x_in, cons
     for (int k = 0; k < 8; k++) v[k] += d[k];
     store8F(x_out + 8 * i, v);
 }
-static void residual_add(float* x_out, const float* x_in, const floatX* delta, size_t n, cudaStream_t stream) {
+static inline void residual_add(float* x_out, const float* x_in, const floatX* delta, size_t n, cudaStream_t stream) {
     if (n % 8 != 0 || !is_aligned16(x_out) || !is_aligned16(x_in) || !is_aligned16(delta))
         die("residual_add: %zu elements at %p, %p, %p: need a multiple of 8 and 16-byte aligned buffers", n,
             (void*)x_out, (const void*)x_in, (const void*)delta);
