@@ -184,19 +184,20 @@ static void launch_group_sum(const Problem* p) {
     cudaCheckLast();
 }
 
+/* the workspace's rowp region, after colf (w.colw, (B, H, nchunks, Q)), as ssd_backward places it */
+static float* ws_rowp(const Problem* p) { return p->w.colw + (size_t)p->s.B * p->s.H * p->nch * p->s.Q; }
+
 /* llmc's dxdb kernel as ssd_backward launches it (the composition below, and its benchmark line alone); reads the
    B.C slab (w.bct) and dH_c (w.dstates) the kernels before it wrote */
 static void launch_llmc_dxdb(const Problem* p) {
     const WsShape& s = p->s;
     int nti = CEIL_DIV(s.Q, SSD_MMA_ROWS), hg = p->hg_llmc, nhg = s.H / hg, N = p->N;
-    float* colf = p->w.colw;
-    float* rowp = p->w.colw + (size_t)s.B * s.H * p->nch * s.Q;
     size_t smem = ssd_smem_dxdb(p->P, N) + ssd_smem_slab();
     ssd_set_smem((const void*)ssd_bwd_dxdb_kernel<64, 128, true, true, false>, smem);
     ssd_bwd_dxdb_kernel<64, 128, true, true, false><<<dim3(nti, p->nch, s.B * nhg), SSD_MMA_THREADS, smem>>>(
         p->dxbc, part_B(p), p->direct_llmc ? p->CD : nhg * N, p->E, p->direct_llmc, p->w.xdxs, p->w.xdxs_st, p->w.xdy,
-        colf, rowp, p->dy, p->xbc, p->CD, p->sv.dt, p->sv.cum, NULL, p->w.dstates, p->w.bct, p->Dskip, s.T, s.H,
-        p->P, N, s.G, s.Q, hg);
+        p->w.colw, ws_rowp(p), p->dy, p->xbc, p->CD, p->sv.dt, p->sv.cum, NULL, p->w.dstates, p->w.bct, p->Dskip, s.T,
+        s.H, p->P, N, s.G, s.Q, hg);
     cudaCheckLast();
 }
 
@@ -215,8 +216,6 @@ static void composed_backward(const Problem* p, int variant) {
         ssd_launch_chunk_state(w.dstates, p->dy, E, p->xbc, p->CD, E + G * N, p->sv, 1, B, T, H, P, N, G, Q, 0);
         ssd_launch_dstate_pass(w.dstates, w.dotp, NULL, p->sv.states, p->sv.cum, NULL, B, T, H, P * N, Q, nsplit, 0);
     }
-    float* colf = w.colw;
-    float* rowp = w.colw + (size_t)B * H * nch * Q;
     ssd_bwd_bct_kernel<<<dim3(nch * nti * nti, B * G), SSD_MMA_THREADS>>>(w.bct, p->xbc, p->CD, T, H, P, N, G, Q);
     cudaCheckLast();
     launch_llmc_dxdb(p);
@@ -230,8 +229,8 @@ static void composed_backward(const Problem* p, int variant) {
         launch_group_sum(p);
         launch_ws_dc(p, variant);
     }
-    ssd_bwd_dt_kernel<<<dim3(nch, B * H), 32>>>(p->ddt, p->dstride, w.part, p->sv.dt, p->sv.cum, w.roww, rowp, colf,
-                                                w.xdxs, w.xdxs_st, w.xdy, w.dotp, nsplit, p->dtraw, p->dt_bias,
+    ssd_bwd_dt_kernel<<<dim3(nch, B * H), 32>>>(p->ddt, p->dstride, w.part, p->sv.dt, p->sv.cum, w.roww, ws_rowp(p),
+                                                w.colw, w.xdxs, w.xdxs_st, w.xdy, w.dotp, nsplit, p->dtraw, p->dt_bias,
                                                 p->A_log, B, T, H, Q);
     cudaCheckLast();
     ssd_bwd_param_sum_kernel<<<CEIL_DIV(3 * H, 64), 64>>>(p->dpar, p->dpar + H, p->dpar + 2 * H, w.part, B, H, nch);
@@ -604,43 +603,52 @@ static void reset_outputs(Problem* p) {
 }
 
 /* ---- floors ---- */
-/* the dC kernel: bytes that must move (dy, x, B, C, cum, dt, the fp32 states read once; dC and rowi written) and
-   the tensor FLOPs it issues (state term hi + lo, the j tiles' S and WD B_j, diagonal tiles whole) */
+/* what the dC and the dxdb kernel both read once: x and dy, B and C (bf16), cum and dt (fp32), the fp32 states */
+static double tile_input_bytes(const Problem* p) {
+    const WsShape& s = p->s;
+    double BT = (double)s.B * s.T;
+    return BT * p->E * 2 * 2 + BT * 2 * s.G * p->N * 2 + 2.0 * s.B * s.H * s.T * 4 +
+           (double)s.B * p->nch * s.H * p->P * p->N * 4;
+}
+/* a group's dB or dC as a kernel at head-group size hg writes it: bf16 partials, or straight into dxbc at H/G */
+static double group_out_bytes(const Problem* p, int hg) {
+    const WsShape& s = p->s;
+    double BT = (double)s.B * s.T;
+    return hg == s.H / s.G ? BT * s.G * p->N * 2 : BT * (s.H / hg) * p->N * 2;
+}
+static int chunk_len(const Problem* p, int c) { return p->s.Q < p->s.T - c * p->s.Q ? p->s.Q : p->s.T - c * p->s.Q; }
+/* the dC kernel: bytes that must move (the tile inputs; dC and rowi written) and the tensor FLOPs it issues (state
+   term hi + lo, the j tiles' S and WD B_j, diagonal tiles whole) */
 static void dc_floor(const Problem* p, int hg, double* bytes, double* flops) {
     const WsShape& s = p->s;
-    double BT = (double)s.B * s.T, nhg = s.H / hg;
-    *bytes = BT * p->E * 2 * 2 + BT * 2 * s.G * p->N * 2 + 2.0 * s.B * s.H * s.T * 4 +
-             (double)s.B * p->nch * s.H * p->P * p->N * 4 + (hg == s.H / s.G ? BT * s.G * p->N * 2 : BT * nhg * p->N * 2) +
-             (double)s.B * s.H * s.T * 4;
+    *bytes = tile_input_bytes(p) + group_out_bytes(p, hg) + (double)s.B * s.H * s.T * 4;
     double f = 0.0;
     for (int c = 0; c < p->nch; c++) {
-        int len = s.Q < s.T - c * s.Q ? s.Q : s.T - c * s.Q;
+        int len = chunk_len(p, c);
         for (int rt = 0; rt * 64 < len; rt++)
             f += 2.0 * 64 * p->P * p->N * 2 + (rt + 1) * (2.0 * 64 * 64 * p->P + 2.0 * 64 * 64 * p->N);
     }
     *flops = f * s.B * s.H;
 }
 /* the dxdb kernel (llmc's ssd_bwd_dxdb_kernel; the ws form of issue #28 is designed in NOTES_ssd.md, not built):
-   bytes that must move (x, dy, B, C, cum, dt and the fp32 dH_c read once, the B.C slab's part a row tile reads
-   (columns i >= j0) once per (b, chunk, group); dx, dB (bf16 head-group partials or direct), xdxs, xdxs_st, xdy,
-   colf and rowp written) and the tensor FLOPs issued (state parts hi + lo for dx and dB, per i tile x_j . dy_i,
-   M dy_i and (dt Z) C_i, diagonal tiles whole) */
+   bytes that must move (the tile inputs, the B.C slab's part a row tile reads (columns i >= j0) once per (b, chunk,
+   group); dx, dB (bf16 head-group partials or direct), xdxs, xdxs_st, xdy, colf and rowp written) and the tensor
+   FLOPs issued (state parts hi + lo for dx and dB, per i tile x_j . dy_i, M dy_i and (dt Z) C_i, diagonal tiles
+   whole) */
 static void dxdb_floor(const Problem* p, int hg, double* bytes, double* flops) {
     const WsShape& s = p->s;
-    double BT = (double)s.B * s.T, nhg = s.H / hg, BHT = (double)s.B * s.H * s.T;
+    double BT = (double)s.B * s.T, BHT = (double)s.B * s.H * s.T;
     int nti = CEIL_DIV(s.Q, SSD_MMA_ROWS);
     double slab = 0.0, f = 0.0;
     for (int c = 0; c < p->nch; c++) {
-        int len = s.Q < s.T - c * s.Q ? s.Q : s.T - c * s.Q;
+        int len = chunk_len(p, c);
         for (int rt = 0; rt * 64 < len; rt++) {
             int ntile = CEIL_DIV(len, 64) - rt;
             slab += 64.0 * 64 * ntile * 4;
             f += 8.0 * 64 * p->P * p->N + ntile * 2.0 * 64 * 64 * (2.0 * p->P + p->N);
         }
     }
-    *bytes = BT * p->E * 2 * 2 + BT * 2 * s.G * p->N * 2 + 2.0 * BHT * 4 +
-             (double)s.B * p->nch * s.H * p->P * p->N * 4 + slab * s.B * s.G + BT * p->E * 2 +
-             (hg == s.H / s.G ? BT * s.G * p->N * 2 : BT * nhg * p->N * 2) + 4.0 * BHT * 4 +
+    *bytes = tile_input_bytes(p) + slab * s.B * s.G + BT * p->E * 2 + group_out_bytes(p, hg) + 4.0 * BHT * 4 +
              (double)s.B * s.H * p->nch * nti * s.Q * 4;
     *flops = f * s.B * s.H;
 }

@@ -149,6 +149,11 @@ def jobs_factor(jobs):
     return jobs / JOBS_SPEEDUP if jobs > 1 else 1.0
 
 
+def finished(run):
+    """a run is done when its result.json exists (written last)"""
+    return os.path.exists(os.path.join(run["dir"], "result.json"))
+
+
 def measured_walls(out):
     """{(model name, T): [(seconds, steps, jobs or None)]}: train + eval wall time of every finished run under out"""
     walls = {}
@@ -196,7 +201,7 @@ def print_plan(runs, a):
     walls = measured_walls(a.out)
     for T in a.seq_lens:
         rs = [r for r in todo if r["T"] == T]
-        left = [r for r in rs if not os.path.exists(os.path.join(r["dir"], "result.json"))]
+        left = [r for r in rs if not finished(r)]
         w = [planned_wall(r, a.jobs, walls) for r in left]
         sec = max([sum(w) / a.jobs] + w)  # the longest run bounds it from below when few are left
         ex = train_per_count(a, T)
@@ -309,7 +314,7 @@ def cmd_grid(a):
             sys.exit(f"error: {exe} not found or not executable: build it (make {os.path.basename(exe)})")
     deadline = time.time() + a.budget_minutes * 60 if a.budget_minutes else None
     todo = [r for r in runs if "skipped" not in r]
-    queue = [r for r in todo if not os.path.exists(os.path.join(r["dir"], "result.json"))]
+    queue = [r for r in todo if not finished(r)]
     if len(queue) < len(todo):
         print(f"{len(todo) - len(queue)} runs finished before (result.json): not run again")
     walls = measured_walls(a.out)
@@ -321,13 +326,14 @@ def cmd_grid(a):
         while queue or pending:
             while queue and len(pending) < a.jobs:
                 # the next run in order that can end before the deadline (planned_wall: measured where it can be)
-                fits = [r for r in queue if not deadline or time.time() + planned_wall(r, a.jobs, walls) <= deadline]
-                if not fits:
+                fit = next((r for r in queue
+                            if not deadline or time.time() + planned_wall(r, a.jobs, walls) <= deadline), None)
+                if fit is None:
                     print(f"budget: {len(queue)} runs not started; run the same command again to continue")
                     queue = []
                     break
-                queue.remove(fits[0])
-                pending.add(pool.submit(run_one, fits[0], a.keep_checkpoints, a.jobs, deadline))
+                queue.remove(fit)
+                pending.add(pool.submit(run_one, fit, a.keep_checkpoints, a.jobs, deadline))
             if not pending:
                 break
             done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
